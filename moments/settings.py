@@ -1,0 +1,111 @@
+"""The one typed settings object of moments, read from `MOMENTS_*` environment variables.
+
+Every process (CLI, worker, sinks, collector) takes its configuration from
+`Settings`; nothing else reads `os.environ`. Nested values (e.g.
+`MOMENTS_KAFKA_EXTRA`) are JSON.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
+
+
+class Topics:
+    """Names of every topic moments uses, with an optional prefix (unique names in tests)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.interactions = f"{prefix}interactions"
+        self.interactions_dlq = f"{prefix}interactions.dlq"
+        self.decisions = f"{prefix}decisions"
+        self.actions_dlq = f"{prefix}actions.dlq"
+        self.actions = {d: f"{prefix}actions.{d}" for d in DESTINATIONS}
+
+    def action(self, destination: str) -> str:
+        """Topic of one destination, e.g. `actions.care`."""
+        return self.actions[destination]
+
+    def all(self) -> list[str]:
+        return [
+            self.interactions,
+            self.interactions_dlq,
+            self.decisions,
+            self.actions_dlq,
+            *self.actions.values(),
+        ]
+
+
+class Settings(BaseSettings):
+    """Configuration of every moments process; each field is `MOMENTS_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MOMENTS_", extra="ignore")
+
+    # Broker and registry. No bootstrap: the CLI starts the embedded Tansu broker.
+    bootstrap: str | None = None
+    schema_registry_url: str | None = None
+    kafka_extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka options passed through to every client (SASL/TLS, ...).",
+    )
+    kafka_secret: SecretStr | None = Field(
+        default=None, description="sasl.password; kept out of logs and errors."
+    )
+    topic_prefix: str = ""
+    interactions_partitions: int = 12
+    action_partitions: int = 4
+    replication_factor: int = 1
+
+    # Database. No URL: the CLI starts an embedded PostgreSQL (pgserver).
+    database_url: str | None = None
+    data_dir: Path = Path(".moments")
+
+    # Engine.
+    rules_path: Path | None = None
+    allowed_lateness_s: float = 300.0
+    contact_cap: int = 1
+    contact_cap_window_s: float = 86_400.0
+    holdout_percent: float = 0.0
+    dedupe_horizon_s: float = 7 * 86_400.0
+    max_event_bytes: int = 64 * 1024
+
+    # Worker (faust-streaming).
+    worker_app_id: str = "moments-worker"
+    worker_web_port: int = 6066
+    worker_store: str = "memory://"
+    broker_rebalance_timeout_s: float = 4.0
+    broker_session_timeout_s: float = 8.0
+    idle_tick_s: float = 1.0
+
+    # Sinks.
+    sink_group: str = "moments-sink-postgres"
+    sink_batch_size: int = 5000
+    sink_batch_timeout_s: float = 0.2
+    webhook_urls: dict[str, str] = Field(default_factory=dict)
+    webhook_secret: SecretStr | None = None
+
+    # HTTP and metrics.
+    collector_host: str = "127.0.0.1"
+    collector_port: int = 8080
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    metrics_port: int = 0
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """A confluent-kafka client config: bootstrap, pass-through extras, then overrides."""
+        if not self.bootstrap:
+            raise RuntimeError("no Kafka bootstrap configured (set MOMENTS_BOOTSTRAP)")
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, **self.kafka_extra}
+        if self.kafka_secret is not None:
+            config["sasl.password"] = self.kafka_secret.get_secret_value()
+        config.update(overrides)
+        return config

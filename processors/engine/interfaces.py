@@ -1,0 +1,65 @@
+"""The shape of the trigger engine, readable without its machinery.
+
+The engine is a pure function of (state, event or tick) -> (state, actions,
+decisions). State lives behind `StateStore`, one store per input partition:
+a dict in replay and tests, a Faust table in the worker. Keys are strings;
+values are plain JSON-able data (dict, list, str, int, float, bool, None) so
+any backend (Faust changelog, RocksDB) can hold them. This module knows no
+Kafka and no Faust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.records import ActionEvent, Decision
+
+
+class StateStore(Protocol):
+    """Per-key state of one partition (quix-streams style: get, set, delete)."""
+
+    def get(self, key: str) -> Any | None: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class DictStore:
+    """A `StateStore` in a plain dict: replay, tests, benchmarks."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Knobs of the engine's semantics (times in milliseconds)."""
+
+    allowed_lateness_ms: int = 300_000
+    contact_cap: int = 1
+    contact_cap_window_ms: int = 86_400_000
+    holdout_percent: float = 0.0
+    dedupe_horizon_ms: int = 7 * 86_400_000
+
+
+@dataclass(slots=True)
+class EngineOutput:
+    """What one step of the engine produced, in a deterministic order."""
+
+    actions: list[ActionEvent] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def extend(self, other: EngineOutput) -> None:
+        self.actions.extend(other.actions)
+        self.decisions.extend(other.decisions)

@@ -1,0 +1,91 @@
+"""The three records moments moves around, as plain Python values.
+
+These dataclasses mirror the Avro contracts in this folder field for field
+(`interaction_event.avsc`, `action_event.avsc`, `decision.avsc`). Timestamps
+are integers in epoch milliseconds (UTC), exactly Avro's `timestamp-millis`
+physical value, so the engine does arithmetic on them without conversions;
+dates are `datetime.date`. This module imports nothing of ours and knows no
+Kafka.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Final
+
+CHANNELS: Final = ("call", "email", "billing", "web", "other")
+OUTCOMES: Final = ("fired", "suppressed", "held_out")
+DESTINATIONS: Final = ("care", "billing", "crm", "feedback", "recognition")
+
+#: The event types every channel shares (DESIGN.md section 3). Unknown types are kept.
+EVENT_TYPES: Final = (
+    "account_opened",
+    "cancellation_requested",
+    "invoice_issued",
+    "payment_received",
+    "payment_failed",
+    "payment_demand_issued",
+    "meter_reading_submitted",
+    "dispute_opened",
+    "dispute_resolved",
+    "complaint_filed",
+    "complaint_resolved",
+    "feedback_given",
+    "address_changed",
+    "inquiry",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionEvent:
+    """One customer interaction on any channel (topic `interactions`, key customer_id)."""
+
+    event_id: str
+    customer_id: str
+    channel: str
+    type: str
+    occurred_at: int
+    source: str = ""
+    product: str | None = None
+    reference: str | None = None
+    amount: float | None = None
+    currency: str | None = None
+    due_date: date | None = None
+    customer_since: date | None = None
+    text: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEvent:
+    """Something a downstream tool should do, why, and the evidence (topic `actions.<destination>`)."""
+
+    action_id: str
+    customer_id: str
+    rule: str
+    action: str
+    rule_version: int
+    destination: str
+    priority: int
+    reason: str
+    evidence: list[str]
+    channel_hint: str
+    triggered_at: int
+    due_by: int | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's verdict on one candidate action (topic `decisions`)."""
+
+    decision_id: str
+    customer_id: str
+    rule: str
+    rule_version: int
+    outcome: str
+    reason: str
+    action_id: str | None
+    evidence: list[str]
+    decided_at: int

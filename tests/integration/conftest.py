@@ -1,0 +1,54 @@
+"""Session fixtures for integration tests: one real Tansu broker and one real PostgreSQL.
+
+Each test gets settings with a unique topic prefix and group ids, so tests
+never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from moments.settings import Settings
+from moments.stack import EmbeddedBroker, EmbeddedPostgres, free_port
+from moments.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    embedded = EmbeddedBroker()
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    embedded = EmbeddedPostgres()
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres) -> Settings:
+    """Settings for one test: unique topics and groups, short rebalances, free web port."""
+    unique = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap=broker.bootstrap,
+        database_url=postgres.url,
+        topic_prefix=f"t{unique}.",
+        interactions_partitions=4,
+        action_partitions=2,
+        worker_app_id=f"moments-worker-{unique}",
+        sink_group=f"moments-sink-{unique}",
+        worker_web_port=free_port(),
+        broker_rebalance_timeout_s=3.0,
+        broker_session_timeout_s=6.0,
+    )
+    ensure_topics(settings)
+    return settings
