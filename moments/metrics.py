@@ -1,0 +1,107 @@
+"""Every Prometheus metric moments exports, declared together in one place.
+
+Names follow Prometheus conventions (units in names, `_total` counters).
+Label values are bounded sets (channel, event type from the vocabulary or
+`other`, rule id, destination, reason, stage); customer ids and free text
+never become labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from schemas.records import EVENT_TYPES
+
+_KNOWN_TYPES = frozenset(EVENT_TYPES)
+
+# Latencies that matter: a care desk should see a moment within a second.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+EVENTS_CONSUMED = Counter(
+    "moments_events_consumed_total",
+    "Interaction events the worker applied, by channel and type.",
+    ["channel", "type"],
+)
+EVENTS_PUBLISHED = Counter(
+    "moments_events_published_total",
+    "Interaction events the publisher SDK had acknowledged by the broker, by channel and type.",
+    ["channel", "type"],
+)
+EVENTS_REJECTED = Counter(
+    "moments_events_rejected_total",
+    "Interaction events refused before publishing (validation), by source stage.",
+    ["stage"],
+)
+ACTIONS_EMITTED = Counter(
+    "moments_actions_emitted_total",
+    "Actions fired and sent to their destination topic, by rule and destination.",
+    ["rule", "destination"],
+)
+DECISIONS = Counter(
+    "moments_decisions_total",
+    "Decisions on candidate actions, by rule, outcome (fired, suppressed, held_out) and reason.",
+    ["rule", "outcome", "reason"],
+)
+DLQ_RECORDS = Counter(
+    "moments_dlq_records_total",
+    "Records sent to a dead-letter topic, by stage (decode, validate, webhook, ...).",
+    ["stage"],
+)
+EVENT_TO_ACTION_LATENCY = Histogram(
+    "moments_event_to_action_latency_seconds",
+    "Wall-clock time from the trigger's event time to the action's emission.",
+    ["destination"],
+    buckets=LATENCY_BUCKETS,
+)
+RELATIONSHIP_BALANCE = Histogram(
+    "moments_relationship_balance",
+    "Relationship balance (positives minus negatives over 90 days) carried on emitted actions.",
+    buckets=(-10, -5, -3, -2, -1, 0, 1, 2, 3, 5, 10),
+)
+WATERMARK_LAG = Gauge(
+    "moments_watermark_lag_seconds",
+    "Wall clock minus the event-time watermark, per input partition.",
+    ["partition"],
+)
+SINK_ROWS = Counter(
+    "moments_sink_rows_total",
+    "Rows written durably by a sink (duplicates dropped by the database not counted), by table.",
+    ["sink", "table"],
+)
+SINK_BATCH_DURATION = Histogram(
+    "moments_sink_batch_duration_seconds",
+    "Time to write and commit one sink batch.",
+    ["sink"],
+    buckets=LATENCY_BUCKETS,
+)
+SINK_ERRORS = Counter(
+    "moments_sink_errors_total",
+    "Sink batches that failed and will be retried, by sink.",
+    ["sink"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "moments_webhook_deliveries_total",
+    "Webhook delivery attempts by destination and outcome (delivered, retried, failed).",
+    ["destination", "outcome"],
+)
+CONSUMER_LAG = Gauge(
+    "moments_consumer_lag_messages",
+    "High watermark minus committed offset, per consumer group, topic and partition.",
+    ["group", "topic", "partition"],
+)
+COLLECTOR_REQUESTS = Counter(
+    "moments_collector_requests_total",
+    "HTTP collector requests by status code.",
+    ["code"],
+)
+
+
+def event_type_label(event_type: str) -> str:
+    """The event type as a label value: vocabulary types as is, anything else `other`."""
+    return event_type if event_type in _KNOWN_TYPES else "other"
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on the port (0 means: do not serve)."""
+    if port:
+        start_http_server(port, addr=host)
