@@ -7,6 +7,7 @@ Every process (CLI, worker, sinks, collector) takes its configuration from
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,23 @@ class Settings(BaseSettings):
             config["sasl.password"] = self.kafka_secret.get_secret_value()
         config.update(overrides)
         return config
+
+    def as_env(self) -> dict[str, str]:
+        """The `MOMENTS_*` variables that recreate these settings in a child process."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+            if isinstance(value, dict | list):
+                text = json.dumps(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[f"MOMENTS_{name.upper()}"] = text
+        return env

@@ -1,0 +1,89 @@
+"""Running moments processes side by side: child processes for the worker, sinks and collector.
+
+`moments demo` and `moments up` start each long-running part as its own
+process (`python -m moments <command>`), with the settings passed as
+`MOMENTS_*` variables, logs in a directory, and the guarantee that every child
+is stopped (SIGTERM, then SIGKILL) on exit and dies with its parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from moments.settings import Settings
+from moments.stack import die_with_parent
+
+
+class ProcessDied(RuntimeError):
+    """A child process stopped while it should be running."""
+
+
+class Supervisor:
+    """Starts `moments` commands as child processes and stops them all on exit."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, *command: str, **env_overrides: str) -> subprocess.Popen[bytes]:
+        """Start `python -m moments COMMAND...` with these settings; output to LOG_DIR/NAME.log."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.settings.as_env(), **env_overrides}
+        log = open(self.log_path(name), "wb")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moments", *command],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+        log.close()
+        self.children[name] = process
+        return process
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def check_alive(self) -> None:
+        """Raise `ProcessDied` with the tail of its log if any child has exited."""
+        for name, process in self.children.items():
+            code = process.poll()
+            if code is not None:
+                tail = self.log_path(name).read_text(errors="replace").strip().splitlines()[-15:]
+                raise ProcessDied(f"{name} exited with code {code}:\n" + "\n".join(tail))
+
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM every child, wait, then SIGKILL what is left."""
+        for process in self.children.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for process in self.children.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.children.clear()
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()
