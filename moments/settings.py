@@ -44,7 +44,7 @@ class Topics:
 
 
 class Settings(BaseSettings):
-    """Configuration of every moments process; each field is `MOMENTS_<FIELD>` in the environment."""
+    """Configuration of every moments process; field X is `MOMENTS_X` in the environment."""
 
     model_config = SettingsConfigDict(env_prefix="MOMENTS_", extra="ignore")
 
