@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     sink_group: str = "moments-sink-postgres"
     sink_batch_size: int = 5000
     sink_batch_timeout_s: float = 0.2
+    webhook_group: str = "moments-sink-webhook"
     webhook_urls: dict[str, str] = Field(default_factory=dict)
     webhook_secret: SecretStr | None = None
 
@@ -96,6 +97,9 @@ class Settings(BaseSettings):
     collector_port: int = 8080
     api_keys: list[SecretStr] = Field(default_factory=list)
     metrics_port: int = 0
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
+    )
 
     @cached_property
     def topics(self) -> Topics:
