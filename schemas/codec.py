@@ -1,0 +1,786 @@
+"""The codec of moments: Avro bytes, JSON form and validation for the three records.
+
+Wire formats (DESIGN.md section 3):
+
+- default: Avro single-object encoding, ``C3 01`` + the 8-byte little-endian
+  CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form + the
+  fastavro schemaless body;
+- with a Schema Registry URL: Confluent framing (magic 0 + schema id),
+  produced and read only through confluent-kafka's own ``schema_registry``
+  client and Avro (de)serializers (``mock://`` URLs give an in-memory
+  registry for tests).
+
+Decoders accept both. Records hold timestamps as int epoch milliseconds and
+dates as ``datetime.date``; decoding reads timestamps with a reader schema
+whose ``timestamp-millis`` logical type is stripped (same physical type), so
+no datetime is ever built on the hot path.
+
+The JSON form (files, the HTTP collector, ``moments replay``) uses the same
+field names, ISO-8601 timestamps with an offset (written as UTC
+``+00:00`` with milliseconds) and ``YYYY-MM-DD`` dates.
+
+Errors are values with a name: `SchemaValidationError` names the field (and
+file:line when known), `DecodeError` says which stage failed. This module
+imports nothing of ours but `schemas.records` and knows no Kafka topics,
+brokers or settings; it never logs record contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Final, Generic, TypeVar, cast
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from schemas.records import (
+    CHANNELS,
+    DESTINATIONS,
+    OUTCOMES,
+    ActionEvent,
+    Decision,
+    InteractionEvent,
+)
+
+__all__ = [
+    "AvroCodec",
+    "DecodeError",
+    "Record",
+    "SchemaValidationError",
+    "action_from_json",
+    "codec_for",
+    "decision_from_json",
+    "event_content_id",
+    "event_from_json",
+    "read_events_jsonl",
+    "schema_fingerprint",
+    "to_json_dict",
+    "to_json_line",
+    "validate",
+]
+
+Record = InteractionEvent | ActionEvent | Decision
+R = TypeVar("R", InteractionEvent, ActionEvent, Decision)
+
+SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
+CONFLUENT_MAGIC: Final = 0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SchemaValidationError(ValueError):
+    """A record or JSON object that breaks the contract; names the field (and file:line)."""
+
+    def __init__(self, field: str, message: str, where: str = "") -> None:
+        self.field = field
+        self.message = message
+        self.where = where
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = f"{self.where}: " if self.where else ""
+        return f"{head}{self.field}: {self.message}"
+
+    def at(self, where: str) -> SchemaValidationError:
+        """The same error located at `where` (e.g. ``events.jsonl:12``)."""
+        return SchemaValidationError(self.field, self.message, where)
+
+
+class DecodeError(ValueError):
+    """Bytes that cannot become a record: bad magic, bad Avro, unknown schema (stage "decode"),
+    or a decoded record that breaks the contract (stage "validate")."""
+
+    def __init__(self, message: str, *, stage: str = "decode") -> None:
+        self.stage = stage
+        super().__init__(message)
+
+
+class InvalidRecordError(DecodeError, SchemaValidationError):
+    """Decoded fine but invalid: both a `DecodeError` (stage "validate") and a
+    `SchemaValidationError` (names the field), so either ``except`` catches it."""
+
+    def __init__(self, error: SchemaValidationError) -> None:
+        self.stage = "validate"
+        self.field = error.field
+        self.message = error.message
+        self.where = error.where
+        ValueError.__init__(self, SchemaValidationError.__str__(self))
+
+    def __str__(self) -> str:
+        return SchemaValidationError.__str__(self)
+
+
+# --------------------------------------------------------------------------- schemas
+
+_SCHEMA_FILES: Final[dict[type, str]] = {
+    InteractionEvent: "interaction_event.avsc",
+    ActionEvent: "action_event.avsc",
+    Decision: "decision.avsc",
+}
+
+
+_schema_texts: dict[type, str] = {}
+
+
+def _schema_json(record_type: type) -> str:
+    """The .avsc text of a record type (package data, read once)."""
+    text = _schema_texts.get(record_type)
+    if text is None:
+        text = resources.files("schemas").joinpath(_SCHEMA_FILES[record_type]).read_text("utf-8")
+        _schema_texts[record_type] = text
+    return text
+
+
+def _strip_timestamp_logical_types(node: Any) -> Any:
+    """The schema with every ``timestamp-millis`` annotation removed (physical long stays)."""
+    if isinstance(node, dict):
+        out = {k: _strip_timestamp_logical_types(v) for k, v in node.items()}
+        if out.get("logicalType") == "timestamp-millis":
+            del out["logicalType"]
+        return out
+    if isinstance(node, list):
+        return [_strip_timestamp_logical_types(v) for v in node]
+    return node
+
+
+_PCF_KEYS: Final = ("name", "type", "fields", "symbols", "items", "values", "size")
+_PRIMITIVES: Final = frozenset(
+    ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
+)
+
+
+def _canonical_form(schema: Any, namespace: str = "") -> str:
+    """Avro Parsing Canonical Form (spec 1.11, "Transforming into Parsing Canonical Form")."""
+    if isinstance(schema, str):
+        if schema in _PRIMITIVES or "." in schema or not namespace:
+            return json.dumps(schema)
+        return json.dumps(f"{namespace}.{schema}")
+    if isinstance(schema, list):
+        return "[" + ",".join(_canonical_form(s, namespace) for s in schema) + "]"
+    kind = schema["type"]
+    if kind in _PRIMITIVES:
+        return json.dumps(kind)
+    parts: list[str] = []
+    if kind in ("record", "enum", "fixed"):
+        name = schema["name"]
+        if "." not in name:
+            ns = schema.get("namespace", namespace)
+            name = f"{ns}.{name}" if ns else name
+        namespace = name.rpartition(".")[0]
+        parts.append(f'"name":{json.dumps(name)}')
+    parts.append(f'"type":{json.dumps(kind)}')
+    if kind == "record":
+        rendered = [
+            f'{{"name":{json.dumps(f["name"])},"type":{_canonical_form(f["type"], namespace)}}}'
+            for f in schema["fields"]
+        ]
+        parts.append('"fields":[' + ",".join(rendered) + "]")
+    elif kind == "enum":
+        parts.append('"symbols":' + json.dumps(schema["symbols"], separators=(",", ":")))
+    elif kind == "array":
+        parts.append('"items":' + _canonical_form(schema["items"], namespace))
+    elif kind == "map":
+        parts.append('"values":' + _canonical_form(schema["values"], namespace))
+    elif kind == "fixed":
+        parts.append(f'"size":{int(schema["size"])}')
+    return "{" + ",".join(parts) + "}"
+
+
+_CRC64_EMPTY: Final = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> list[int]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
+        table.append(fp)
+    return table
+
+
+_CRC64_TABLE: Final = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The CRC-64-AVRO (Rabin) fingerprint of `data`, as the Avro spec defines it."""
+    fp = _CRC64_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def schema_fingerprint(record_type: type) -> bytes:
+    """The 8-byte little-endian CRC-64-AVRO fingerprint used in single-object headers."""
+    pcf = _canonical_form(json.loads(_schema_json(record_type)))
+    return crc64_avro(pcf.encode("utf-8")).to_bytes(8, "little")
+
+
+# --------------------------------------------------------------------------- validation
+
+_LONG_MIN: Final = -(2**63)
+_LONG_MAX: Final = 2**63 - 1
+_INT_MIN: Final = -(2**31)
+_INT_MAX: Final = 2**31 - 1
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+# Timestamps must also be writable as ISO-8601 (years 1..9999).
+_TS_MIN: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_MS
+_TS_MAX: Final = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // _ONE_MS
+
+Check = Callable[[Any], str | None]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"expected a string, got {_kind(value)}"
+
+
+def _non_empty(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected a string, got {_kind(value)}"
+    return None if value else "must not be empty"
+
+
+def _optional_text(value: Any) -> str | None:
+    return (
+        None
+        if value is None or isinstance(value, str)
+        else f"expected a string or null, got {_kind(value)}"
+    )
+
+
+def _one_of(symbols: tuple[str, ...]) -> Check:
+    allowed = frozenset(symbols)
+    listing = ", ".join(symbols)
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and value in allowed:
+            return None
+        return f"{value!r} is not one of {listing}"
+
+    return check
+
+
+def _timestamp(value: Any) -> str | None:
+    if not _is_int(value):
+        return f"expected int epoch milliseconds, got {_kind(value)}"
+    if not _TS_MIN <= value <= _TS_MAX:
+        return f"{value} is outside years 1..9999"
+    return None
+
+
+def _optional_timestamp(value: Any) -> str | None:
+    return None if value is None else _timestamp(value)
+
+
+def _optional_date(value: Any) -> str | None:
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return None
+    return f"expected a date or null, got {_kind(value)}"
+
+
+def _optional_double(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, float | int) or isinstance(value, bool):
+        return f"expected a number or null, got {_kind(value)}"
+    return None if math.isfinite(value) else f"{value} is not a finite number"
+
+
+def _avro_int(low: int = _INT_MIN, high: int = _INT_MAX) -> Check:
+    def check(value: Any) -> str | None:
+        if not _is_int(value):
+            return f"expected an integer, got {_kind(value)}"
+        return None if low <= value <= high else f"{value} is outside {low}..{high}"
+
+    return check
+
+
+def _string_list(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"expected a list of strings, got {_kind(value)}"
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            return f"[{i}]: expected a string, got {_kind(item)}"
+    return None
+
+
+def _string_map(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a map of strings, got {_kind(value)}"
+    for key, item in value.items():
+        if not isinstance(key, str):
+            return f"key {key!r}: expected a string key"
+        if not isinstance(item, str):
+            return f".{key}: expected a string, got {_kind(item)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+# Field kinds shared by validation and the JSON form, in schema field order.
+_TS, _OPT_TS, _OPT_DATE, _OPT_DOUBLE, _MAP, _LIST, _PLAIN = range(7)
+
+_FieldSpec = tuple[str, Check, int, bool]  # name, check, kind, required in JSON
+
+_SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
+    InteractionEvent: (
+        ("event_id", _non_empty, _PLAIN, True),
+        ("customer_id", _non_empty, _PLAIN, True),
+        ("channel", _one_of(CHANNELS), _PLAIN, True),
+        ("type", _non_empty, _PLAIN, True),
+        ("occurred_at", _timestamp, _TS, True),
+        ("source", _text, _PLAIN, False),
+        ("product", _optional_text, _PLAIN, False),
+        ("reference", _optional_text, _PLAIN, False),
+        ("amount", _optional_double, _OPT_DOUBLE, False),
+        ("currency", _optional_text, _PLAIN, False),
+        ("due_date", _optional_date, _OPT_DATE, False),
+        ("customer_since", _optional_date, _OPT_DATE, False),
+        ("text", _optional_text, _PLAIN, False),
+        ("attributes", _string_map, _MAP, False),
+    ),
+    ActionEvent: (
+        ("action_id", _non_empty, _PLAIN, True),
+        ("customer_id", _non_empty, _PLAIN, True),
+        ("rule", _non_empty, _PLAIN, True),
+        ("action", _non_empty, _PLAIN, True),
+        ("rule_version", _avro_int(0), _PLAIN, True),
+        ("destination", _one_of(DESTINATIONS), _PLAIN, True),
+        ("priority", _avro_int(0, 100), _PLAIN, True),
+        ("reason", _non_empty, _PLAIN, True),
+        ("evidence", _string_list, _LIST, True),
+        ("channel_hint", _text, _PLAIN, True),
+        ("triggered_at", _timestamp, _TS, True),
+        ("due_by", _optional_timestamp, _OPT_TS, False),
+        ("details", _string_map, _MAP, False),
+    ),
+    Decision: (
+        ("decision_id", _non_empty, _PLAIN, True),
+        ("customer_id", _non_empty, _PLAIN, True),
+        ("rule", _non_empty, _PLAIN, True),
+        ("rule_version", _avro_int(0), _PLAIN, True),
+        ("outcome", _one_of(OUTCOMES), _PLAIN, True),
+        ("reason", _non_empty, _PLAIN, True),
+        ("action_id", _optional_text, _PLAIN, False),
+        ("evidence", _string_list, _LIST, True),
+        ("decided_at", _timestamp, _TS, True),
+    ),
+}
+
+_CHECKS: Final = {t: tuple((name, check) for name, check, _, _ in s) for t, s in _SPECS.items()}
+
+
+def _field_error(name: str, problem: str, where: str = "") -> SchemaValidationError:
+    # Container checks report the element as a suffix: "[2]: ..." or ".plan: ...".
+    if problem[:1] in "[." and ": " in problem:
+        suffix, _, problem = problem.partition(": ")
+        return SchemaValidationError(name + suffix, problem, where)
+    return SchemaValidationError(name, problem, where)
+
+
+def validate(record: Record) -> None:
+    """Raise `SchemaValidationError` naming the first field of `record` that breaks the contract."""
+    checks = _CHECKS.get(type(record))
+    if checks is None:
+        raise SchemaValidationError("<record>", f"not a moments record: {type(record).__name__}")
+    for name, check in checks:
+        problem = check(getattr(record, name))
+        if problem is not None:
+            raise _field_error(name, problem)
+
+
+# --------------------------------------------------------------------------- JSON form
+
+
+def _ms_to_iso(ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+
+
+def _iso_to_ms(name: str, value: Any, where: str) -> int:
+    example = "e.g. 2026-01-02T03:04:05.000+00:00"
+    if not isinstance(value, str):
+        raise SchemaValidationError(
+            name,
+            f"expected an ISO-8601 timestamp with offset ({example}), got {_kind(value)}",
+            where,
+        )
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise SchemaValidationError(
+            name, f"{value!r} is not an ISO-8601 timestamp ({example})", where
+        ) from None
+    if moment.tzinfo is None:
+        raise SchemaValidationError(name, f"{value!r} has no UTC offset ({example})", where)
+    return (moment - _EPOCH) // _ONE_MS
+
+
+_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _parse_date(name: str, value: Any, where: str) -> date:
+    if isinstance(value, str) and _DATE_RE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise SchemaValidationError(name, f"expected a date YYYY-MM-DD, got {_kind(value)}", where)
+
+
+def to_json_dict(record: Record) -> dict[str, Any]:
+    """The JSON form: schema field order, ISO-8601 UTC timestamps, YYYY-MM-DD dates, sorted maps."""
+    out: dict[str, Any] = {}
+    for name, _, kind, _ in _SPECS[type(record)]:
+        value = getattr(record, name)
+        if value is None:
+            out[name] = None
+        elif kind in (_TS, _OPT_TS):
+            out[name] = _ms_to_iso(value)
+        elif kind == _OPT_DATE:
+            out[name] = value.isoformat()
+        elif kind == _MAP:
+            out[name] = {k: value[k] for k in sorted(value)}
+        elif kind == _LIST:
+            out[name] = list(value)
+        elif kind == _OPT_DOUBLE:
+            out[name] = float(value)
+        else:
+            out[name] = value
+    return out
+
+
+def to_json_line(record: Record) -> str:
+    """One compact JSON line (no newline); the same record always gives the same bytes."""
+    return json.dumps(to_json_dict(record), ensure_ascii=False, separators=(",", ":"))
+
+
+def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | None) -> R:
+    if not isinstance(obj, dict):
+        raise SchemaValidationError(
+            "<record>", f"expected a JSON object, got {type(obj).__name__}", where
+        )
+    specs = _SPECS[record_type]
+    known = {spec[0] for spec in specs}
+    for key in obj:
+        if key not in known:
+            raise SchemaValidationError(str(key), "unknown field", where)
+    values: dict[str, Any] = {}
+    for name, check, kind, required in specs:
+        if name not in obj or obj[name] is None:
+            if required and name != optional_id:
+                raise SchemaValidationError(name, "missing required field", where)
+            if name not in obj or kind in (_MAP, _LIST):
+                continue  # dataclass default
+            values[name] = "" if name == "source" else None
+            continue
+        value = obj[name]
+        if kind in (_TS, _OPT_TS):
+            value = _iso_to_ms(name, value, where)
+        elif kind == _OPT_DATE:
+            value = _parse_date(name, value, where)
+        elif kind == _OPT_DOUBLE and _is_int(value):
+            value = float(value)
+        elif kind == _MAP and isinstance(value, dict):
+            value = dict(value)
+        elif kind == _LIST and isinstance(value, list):
+            value = list(value)
+        problem = check(value)
+        if problem is not None:
+            raise _field_error(name, problem, where)
+        values[name] = value
+    if optional_id is not None and optional_id not in values:
+        values[optional_id] = "pending"
+    return record_type(**values)
+
+
+def event_content_id(event: InteractionEvent) -> str:
+    """A deterministic event id from the event's content (everything but event_id)."""
+    content = to_json_dict(event)
+    del content["event_id"]
+    canonical = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return "h-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def event_from_json(
+    obj: Any, *, where: str = "", new_event_id: Callable[[], str] | None = None
+) -> InteractionEvent:
+    """An `InteractionEvent` from its JSON form, validated.
+
+    Without an event_id the event gets `new_event_id()` (the SDK passes a UUIDv7
+    factory) or, by default, a deterministic id hashed from its content.
+    """
+    event = _from_json(InteractionEvent, obj, where, optional_id="event_id")
+    if isinstance(obj, dict) and obj.get("event_id") is None:
+        event_id = new_event_id() if new_event_id is not None else event_content_id(event)
+        event = replace(event, event_id=event_id)
+    return event
+
+
+def action_from_json(obj: Any, *, where: str = "") -> ActionEvent:
+    """An `ActionEvent` from its JSON form (one flat object), validated."""
+    return _from_json(ActionEvent, obj, where, optional_id=None)
+
+
+def decision_from_json(obj: Any, *, where: str = "") -> Decision:
+    """A `Decision` from its JSON form, validated."""
+    return _from_json(Decision, obj, where, optional_id=None)
+
+
+def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:
+    """The events of a JSON-lines file, in file order; blank lines are skipped.
+
+    The first bad line (not UTF-8, not JSON, not an object, missing or wrong
+    field) raises one `SchemaValidationError` with ``where = "<path>:<line>"``.
+    """
+    with open(path, "rb") as lines:
+        for lineno, raw in enumerate(lines, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise SchemaValidationError(
+                    "<line>", f"not UTF-8 (byte {exc.start + 1})", where
+                ) from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise SchemaValidationError(
+                    "<line>", f"not valid JSON: {exc.msg} at column {exc.colno}", where
+                ) from None
+            yield event_from_json(obj, where=where)
+
+
+# --------------------------------------------------------------------------- Avro codec
+
+
+_registry_lock = threading.Lock()
+_registry_clients: dict[str, Any] = {}
+
+
+def _registry_client(url: str, config: dict[str, Any] | None) -> Any:
+    """One schema registry client per URL + config (``mock://`` clients keep their schemas
+    in the client, so sharing it is what makes writers and readers agree)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    conf = {**(config or {}), "url": url}
+    key = json.dumps(conf, sort_keys=True, default=str)
+    with _registry_lock:
+        client = _registry_clients.get(key)
+        if client is None:
+            client = SchemaRegistryClient.new_client(conf)
+            _registry_clients[key] = client
+        return client
+
+
+class AvroCodec(Generic[R]):
+    """Avro bytes <-> one record type.
+
+    Encodes with single-object encoding, or Confluent framing through
+    confluent-kafka's schema-registry serializer when `registry_url` is set
+    (subject ``<topic>-value`` with a topic, else the record name). Decodes
+    either framing. Thread-safe; never logs payloads.
+    """
+
+    def __init__(
+        self,
+        record_type: type[R],
+        *,
+        registry_url: str | None = None,
+        registry_config: dict[str, Any] | None = None,
+        topic: str | None = None,
+    ) -> None:
+        if record_type not in _SCHEMA_FILES:
+            raise TypeError(f"no Avro schema for {record_type!r}")
+        self.record_type: type[R] = record_type
+        self.registry_url = registry_url
+        self.topic = topic
+        self.schema_str = _schema_json(record_type)
+        schema = json.loads(self.schema_str)
+        self.name: str = f"{schema['namespace']}.{schema['name']}"
+        self._field_names = tuple(f.name for f in dataclass_fields(record_type))
+        self._get_fields = attrgetter(*self._field_names)
+        self._write_schema = parse_schema(schema)
+        self._read_schema_json = _strip_timestamp_logical_types(schema)
+        self._read_schema = parse_schema(self._read_schema_json)
+        self.fingerprint = schema_fingerprint(record_type)
+        self._header = SINGLE_OBJECT_MAGIC + self.fingerprint
+        self._checks = _CHECKS[record_type]
+        self._timestamp_fields = tuple(
+            name for name, _, kind, _ in _SPECS[record_type] if kind in (_TS, _OPT_TS)
+        )
+        self._serializer: Any = None
+        self._deserializer: Any = None
+        if registry_url:
+            self._init_registry(registry_url, registry_config)
+
+    def _init_registry(self, url: str, config: dict[str, Any] | None) -> None:
+        from confluent_kafka.schema_registry import record_subject_name_strategy
+        from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+
+        client = _registry_client(url, config)
+        conf: dict[str, Any] = {"auto.register.schemas": True}
+        if self.topic is None:
+            conf["subject.name.strategy"] = record_subject_name_strategy
+        self._serializer = AvroSerializer(
+            client,
+            self.schema_str,
+            to_dict=lambda record, ctx: self.to_avro_dict(record),
+            conf=conf,
+        )
+        self._deserializer = AvroDeserializer(client, self.schema_str)
+
+    # -- records <-> Avro dicts
+
+    def to_avro_dict(self, record: R) -> dict[str, Any]:
+        """The record as the dict fastavro writes (no copies of nested values)."""
+        return dict(zip(self._field_names, self._get_fields(record), strict=True))
+
+    def _validate(self, record: Any) -> None:
+        if type(record) is not self.record_type:
+            raise SchemaValidationError(
+                "<record>", f"expected {self.record_type.__name__}, got {type(record).__name__}"
+            )
+        for name, check in self._checks:
+            problem = check(getattr(record, name))
+            if problem is not None:
+                raise _field_error(name, problem)
+
+    # -- encode
+
+    def encode(self, record: R, *, validate: bool = True) -> bytes:
+        """Avro bytes of `record`: single-object encoding, or Confluent framing with a registry.
+
+        Raises `SchemaValidationError` (naming the field) for an invalid record.
+        """
+        if validate:
+            self._validate(record)
+        if self._serializer is not None:
+            return cast(bytes, self._serializer(record, self._context()))
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        schemaless_writer(buffer, self._write_schema, self.to_avro_dict(record))
+        return buffer.getvalue()
+
+    def _context(self) -> Any:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        return SerializationContext(self.topic or self.name, MessageField.VALUE)
+
+    # -- decode
+
+    def decode_dict(self, data: bytes) -> dict[str, Any]:
+        """The decoded Avro dict (timestamps int ms, dates `date`), not validated; the fast path."""
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if data[2:10] != self.fingerprint:
+                raise DecodeError(self._unknown_fingerprint(data[2:10]))
+            buffer = io.BytesIO(data)
+            buffer.seek(10)
+            try:
+                value = schemaless_reader(buffer, self._read_schema, None)
+            except Exception as exc:  # fastavro raises many kinds on corrupt input
+                raise DecodeError(f"bad Avro body for {self.name}: {_describe(exc)}") from None
+            if buffer.tell() != len(data):
+                raise DecodeError(
+                    f"bad Avro body for {self.name}: {len(data) - buffer.tell()} trailing bytes"
+                )
+            return cast(dict[str, Any], value)
+        if data[:1] == b"\x00" and len(data) >= 5:
+            return self._decode_confluent(data)
+        if not data:
+            raise DecodeError("empty message")
+        raise DecodeError(
+            f"unknown wire format (first bytes {data[:2].hex()}); expected Avro single-object "
+            "encoding (c301) or Confluent framing (00 + schema id)"
+        )
+
+    def decode(self, data: bytes, *, validate: bool = True) -> R:
+        """The record in `data` (either wire format).
+
+        Raises `DecodeError` (stage "decode") for undecodable bytes and
+        `InvalidRecordError` (a `DecodeError` with stage "validate" and a
+        `SchemaValidationError` naming the field) for a record breaking the contract.
+        """
+        record = self.record_type(**self.decode_dict(data))
+        if validate:
+            try:
+                self._validate(record)
+            except SchemaValidationError as exc:
+                raise InvalidRecordError(exc) from None
+        return record
+
+    def _decode_confluent(self, data: bytes) -> dict[str, Any]:
+        schema_id = int.from_bytes(data[1:5], "big")
+        if self._deserializer is None:
+            raise DecodeError(
+                f"Confluent-framed message (schema id {schema_id}) but no schema registry "
+                "is configured (set MOMENTS_SCHEMA_REGISTRY_URL)"
+            )
+        try:
+            value = self._deserializer(data, self._context())
+        except Exception as exc:  # registry lookups, resolution and Avro errors alike
+            raise DecodeError(
+                f"cannot decode Confluent-framed {self.name} (schema id {schema_id}): "
+                f"{_describe(exc)}"
+            ) from None
+        if not isinstance(value, dict):
+            raise DecodeError(f"schema id {schema_id} is not a {self.name} record")
+        # fastavro applies the writer's timestamp-millis conversion here; undo it.
+        for name in self._timestamp_fields:
+            moment = value.get(name)
+            if isinstance(moment, datetime):
+                value[name] = (moment - _EPOCH) // _ONE_MS
+        return value
+
+    def _unknown_fingerprint(self, fingerprint: bytes) -> str:
+        for other in _SCHEMA_FILES:
+            if other is not self.record_type and schema_fingerprint(other) == fingerprint:
+                return f"message holds a {other.__name__}, expected {self.record_type.__name__}"
+        return (
+            f"unknown schema fingerprint {fingerprint.hex()} (expected {self.fingerprint.hex()} "
+            f"for {self.name})"
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+_codecs_lock = threading.Lock()
+_codecs: dict[tuple[type, str | None], AvroCodec[Any]] = {}
+
+
+def codec_for(record_type: type[R], settings_registry_url: str | None = None) -> AvroCodec[R]:
+    """The shared codec of a record type (and registry URL), built once."""
+    key = (record_type, settings_registry_url or None)
+    with _codecs_lock:
+        codec = _codecs.get(key)
+        if codec is None:
+            codec = AvroCodec(record_type, registry_url=settings_registry_url or None)
+            _codecs[key] = codec
+        return cast(AvroCodec[R], codec)

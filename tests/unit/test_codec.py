@@ -1,0 +1,382 @@
+"""Unit tests of the codec: Avro wire formats, JSON form, validation, JSONL reading."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.codec import (
+    AvroCodec,
+    DecodeError,
+    SchemaValidationError,
+    action_from_json,
+    codec_for,
+    decision_from_json,
+    event_from_json,
+    read_events_jsonl,
+    schema_fingerprint,
+    to_json_dict,
+    to_json_line,
+    validate,
+)
+from schemas.records import CHANNELS, ActionEvent, Decision, InteractionEvent
+
+EVENT = InteractionEvent(
+    event_id="0190a1b2-c3d4-7e5f-8a9b-0123456789ab",
+    customer_id="customer-42",
+    channel="billing",
+    type="invoice_issued",
+    occurred_at=1_767_323_045_123,
+    source="billing-core",
+    product="gas",
+    reference="INV-1234",
+    amount=42.5,
+    currency="EUR",
+    due_date=date(2026, 1, 20),
+    customer_since=date(2015, 3, 1),
+    text="first invoice — ünïcode",
+    attributes={"region": "north", "plan": "basic"},
+)
+MINIMAL_EVENT = InteractionEvent(
+    event_id="e-1",
+    customer_id="c-1",
+    channel="call",
+    type="cancellation_requested",
+    occurred_at=0,
+)
+ACTION = ActionEvent(
+    action_id="a-1",
+    customer_id="customer-42",
+    rule="life_event_check_in",
+    action="life_event_check_in",
+    rule_version=1,
+    destination="care",
+    priority=80,
+    reason="The customer asked to cancel by phone; ask whether a life event is behind it.",
+    evidence=["e-1", "e-2"],
+    channel_hint="call",
+    triggered_at=1_767_323_045_000,
+    due_by=1_767_409_445_000,
+    details={"products": "gas,power"},
+)
+DECISION = Decision(
+    decision_id="d-1",
+    customer_id="customer-42",
+    rule="life_event_check_in",
+    rule_version=1,
+    outcome="suppressed",
+    reason="cool_down",
+    action_id=None,
+    evidence=["e-1"],
+    decided_at=1_767_323_045_000,
+)
+RECORDS = [EVENT, MINIMAL_EVENT, ACTION, DECISION]
+FROM_JSON: dict[type, Any] = {
+    InteractionEvent: event_from_json,
+    ActionEvent: action_from_json,
+    Decision: decision_from_json,
+}
+
+
+# --- Avro wire formats
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_single_object_round_trip(record: Any) -> None:
+    codec = AvroCodec(type(record))
+    data = codec.encode(record)
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == schema_fingerprint(type(record))
+    assert codec.decode(data) == record
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_confluent_round_trip_through_mock_registry(record: Any) -> None:
+    codec = AvroCodec(type(record), registry_url="mock://codec-test", topic="t.interactions")
+    data = codec.encode(record)
+    assert data[0] == 0  # Confluent magic byte, then a 4-byte schema id
+    assert codec.decode(data) == record
+
+
+def test_decoded_timestamps_are_ints_and_dates_are_dates() -> None:
+    for codec in (
+        AvroCodec(InteractionEvent),
+        AvroCodec(InteractionEvent, registry_url="mock://t"),
+    ):
+        decoded = codec.decode(codec.encode(EVENT))
+        assert type(decoded.occurred_at) is int
+        assert type(decoded.due_date) is date
+
+
+def test_registry_codec_reads_single_object_encoding_too() -> None:
+    plain = AvroCodec(InteractionEvent)
+    framed = AvroCodec(InteractionEvent, registry_url="mock://both")
+    assert framed.decode(plain.encode(EVENT)) == EVENT
+
+
+def test_confluent_frame_without_registry_is_a_decode_error() -> None:
+    framed = AvroCodec(InteractionEvent, registry_url="mock://frame").encode(EVENT)
+    with pytest.raises(DecodeError, match="no schema registry"):
+        AvroCodec(InteractionEvent).decode(framed)
+
+
+def test_fingerprint_matches_fastavro() -> None:
+    from fastavro import parse_schema
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    codec = AvroCodec(InteractionEvent)
+    pcf = to_parsing_canonical_form(parse_schema(json.loads(codec.schema_str)))
+    assert fingerprint(pcf, "CRC-64-AVRO") == codec.fingerprint.hex()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"garbage bytes", "unknown wire format"),
+        (b"\xc3\x01" + bytes(8) + b"\x02", "unknown schema fingerprint"),
+        (b"\x00\x00\x00\x03\xe7\x02", "schema id 999"),
+    ],
+)
+def test_garbage_bytes_are_decode_errors(data: bytes, message: str) -> None:
+    codec = AvroCodec(InteractionEvent, registry_url="mock://garbage")
+    with pytest.raises(DecodeError, match=message) as info:
+        codec.decode(data)
+    assert info.value.stage == "decode"
+
+
+def test_truncated_and_padded_bodies_are_decode_errors() -> None:
+    codec = AvroCodec(InteractionEvent)
+    data = codec.encode(EVENT)
+    for bad in (data[:-3], data + b"\x00", data[:10] + b"\xff" * 12):
+        with pytest.raises(DecodeError, match="bad Avro body"):
+            codec.decode(bad)
+
+
+def test_other_record_type_is_named() -> None:
+    data = AvroCodec(ActionEvent).encode(ACTION)
+    with pytest.raises(DecodeError, match="holds a ActionEvent, expected InteractionEvent"):
+        AvroCodec(InteractionEvent).decode(data)
+
+
+def test_decoded_invalid_record_is_a_validate_stage_error() -> None:
+    codec = AvroCodec(InteractionEvent)
+    data = codec.encode(replace(EVENT, customer_id=""), validate=False)
+    with pytest.raises(SchemaValidationError) as info:
+        codec.decode(data)
+    assert isinstance(info.value, DecodeError)
+    assert info.value.stage == "validate"
+    assert info.value.field == "customer_id"
+    assert codec.decode(data, validate=False).customer_id == ""
+
+
+def test_decode_dict_gives_int_timestamps() -> None:
+    fields = AvroCodec(ActionEvent).decode_dict(AvroCodec(ActionEvent).encode(ACTION))
+    assert fields["triggered_at"] == ACTION.triggered_at
+    assert fields["due_by"] == ACTION.due_by
+
+
+def test_codec_for_is_cached() -> None:
+    assert codec_for(InteractionEvent) is codec_for(InteractionEvent)
+    assert codec_for(InteractionEvent) is not codec_for(InteractionEvent, "mock://cached")
+    assert codec_for(Decision).decode(codec_for(Decision).encode(DECISION)) == DECISION
+
+
+# --- validation
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        (replace(EVENT, channel="fax"), "channel"),
+        (replace(EVENT, event_id=""), "event_id"),
+        (replace(EVENT, customer_id=""), "customer_id"),
+        (replace(EVENT, type=""), "type"),
+        (replace(EVENT, occurred_at="2026-01-01"), "occurred_at"),
+        (replace(EVENT, occurred_at=1.5), "occurred_at"),
+        (replace(EVENT, occurred_at=True), "occurred_at"),
+        (replace(EVENT, amount=float("nan")), "amount"),
+        (replace(EVENT, due_date="2026-01-01"), "due_date"),
+        (replace(EVENT, attributes={"plan": 3}), "attributes.plan"),
+        (replace(ACTION, priority=101), "priority"),
+        (replace(ACTION, priority=-1), "priority"),
+        (replace(ACTION, destination="nowhere"), "destination"),
+        (replace(ACTION, evidence=["e-1", 2]), "evidence[1]"),
+        (replace(DECISION, outcome="maybe"), "outcome"),
+        (replace(DECISION, decided_at=None), "decided_at"),
+    ],
+)
+def test_validation_names_the_field(record: Any, field: str) -> None:
+    with pytest.raises(SchemaValidationError) as info:
+        validate(record)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    with pytest.raises(SchemaValidationError):
+        AvroCodec(type(record)).encode(record)
+
+
+def test_valid_records_pass() -> None:
+    for record in RECORDS:
+        validate(record)
+
+
+# --- JSON form
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_json_round_trip(record: Any) -> None:
+    line = to_json_line(record)
+    assert "\n" not in line
+    assert FROM_JSON[type(record)](json.loads(line)) == record
+
+
+def test_json_form_shape() -> None:
+    form = to_json_dict(EVENT)
+    assert list(form) == [
+        "event_id", "customer_id", "channel", "type", "occurred_at", "source", "product",
+        "reference", "amount", "currency", "due_date", "customer_since", "text", "attributes",
+    ]  # fmt: skip
+    assert form["occurred_at"] == "2026-01-02T03:04:05.123+00:00"
+    assert form["due_date"] == "2026-01-20"
+    assert to_json_dict(ACTION)["due_by"] == "2026-01-03T03:04:05.000+00:00"
+
+
+def test_json_line_is_deterministic() -> None:
+    reordered = replace(EVENT, attributes=dict(reversed(list(EVENT.attributes.items()))))
+    assert to_json_line(reordered) == to_json_line(EVENT)
+    assert to_json_line(EVENT) == to_json_line(event_from_json(json.loads(to_json_line(EVENT))))
+
+
+def test_json_accepts_any_offset_and_z() -> None:
+    base = {"event_id": "x", "customer_id": "c", "channel": "web", "type": "inquiry"}
+    z = event_from_json({**base, "occurred_at": "2026-01-02T03:04:05Z"})
+    plus = event_from_json({**base, "occurred_at": "2026-01-02T05:04:05.000+02:00"})
+    assert z.occurred_at == plus.occurred_at == 1_767_323_045_000
+    assert to_json_dict(plus)["occurred_at"] == "2026-01-02T03:04:05.000+00:00"
+
+
+def test_json_absent_optional_fields_take_defaults() -> None:
+    event = event_from_json(
+        {"customer_id": "c", "channel": "email", "type": "inquiry",
+         "occurred_at": "2026-01-02T03:04:05Z", "product": None}
+    )  # fmt: skip
+    assert (event.source, event.product, event.attributes) == ("", None, {})
+
+
+def test_event_id_from_content_is_deterministic() -> None:
+    obj = json.loads(to_json_line(EVENT))
+    del obj["event_id"]
+    first = event_from_json(obj)
+    assert first.event_id.startswith("h-") and len(first.event_id) == 34
+    assert event_from_json(dict(reversed(list(obj.items())))).event_id == first.event_id
+    other = event_from_json({**obj, "amount": 43.0})
+    assert other.event_id != first.event_id
+    assert event_from_json(obj, new_event_id=lambda: "live-1").event_id == "live-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"channel": "fax"}, "channel", "not one of"),
+        ({"customer_id": ""}, "customer_id", "empty"),
+        ({"occurred_at": 1767323045000}, "occurred_at", "ISO-8601"),
+        ({"occurred_at": "2026-01-02T03:04:05"}, "occurred_at", "no UTC offset"),
+        ({"occurred_at": "yesterday"}, "occurred_at", "not an ISO-8601"),
+        ({"due_date": "20/01/2026"}, "due_date", "YYYY-MM-DD"),
+        ({"amount": "12"}, "amount", "number"),
+        ({"attributes": {"plan": 1}}, "attributes.plan", "string"),
+        ({"attributes": ["x"]}, "attributes", "map"),
+        ({"colour": "red"}, "colour", "unknown field"),
+        ({"type": None}, "type", "missing"),
+    ],
+)
+def test_json_errors_name_the_field(change: dict[str, Any], field: str, message: str) -> None:
+    obj = {**json.loads(to_json_line(EVENT)), **change}
+    with pytest.raises(SchemaValidationError, match=message) as info:
+        event_from_json(obj, where="in.jsonl:3")
+    assert info.value.field == field
+    assert str(info.value).startswith(f"in.jsonl:3: {field}: ")
+
+
+def test_action_json_requires_its_fields() -> None:
+    obj = json.loads(to_json_line(ACTION))
+    del obj["reason"]
+    with pytest.raises(SchemaValidationError, match="reason: missing"):
+        action_from_json(obj)
+    with pytest.raises(SchemaValidationError, match="priority"):
+        action_from_json({**json.loads(to_json_line(ACTION)), "priority": 200})
+
+
+# --- JSON lines files
+
+
+def test_read_events_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(to_json_line(EVENT) + "\n\n   \n" + to_json_line(MINIMAL_EVENT) + "\n")
+    assert list(read_events_jsonl(path)) == [EVENT, MINIMAL_EVENT]
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "expected"),
+    [
+        ("{not json", "<line>: not valid JSON"),
+        ("[1, 2]", "<record>: expected a JSON object, got list"),
+        ('{"customer_id": "c"}', "channel: missing required field"),
+        (
+            '{"customer_id": "c", "channel": "web", "type": "x", "occurred_at": 5}',
+            "occurred_at: expected an ISO-8601",
+        ),
+    ],
+)
+def test_bad_jsonl_line_names_file_and_line(tmp_path: Path, bad_line: str, expected: str) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(f"{to_json_line(EVENT)}\n\n{bad_line}\n{to_json_line(EVENT)}\n")
+    with pytest.raises(SchemaValidationError) as info:
+        list(read_events_jsonl(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:3: {expected}")
+    assert "\n" not in message
+    assert info.value.where == f"{path}:3"
+
+
+# --- property: any valid event survives every representation
+
+_text = st.text(max_size=20)
+_ms = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
+_events = st.builds(
+    InteractionEvent,
+    event_id=st.text(min_size=1, max_size=40),
+    customer_id=st.text(min_size=1, max_size=40),
+    channel=st.sampled_from(CHANNELS),
+    type=st.text(min_size=1, max_size=30),
+    occurred_at=_ms,
+    source=_text,
+    product=st.none() | _text,
+    reference=st.none() | _text,
+    amount=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    currency=st.none() | _text,
+    due_date=st.none() | st.dates(),
+    customer_since=st.none() | st.dates(),
+    text=st.none() | st.text(max_size=200),
+    attributes=st.dictionaries(_text, _text, max_size=5),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_events)
+def test_valid_events_round_trip(event: InteractionEvent) -> None:
+    validate(event)
+    plain = codec_for(InteractionEvent)
+    assert plain.decode(plain.encode(event)) == event
+    framed = codec_for(InteractionEvent, "mock://property")
+    assert framed.decode(framed.encode(event)) == event
+    line = to_json_line(event)
+    assert event_from_json(json.loads(line)) == event
+    assert to_json_line(event_from_json(json.loads(line))) == line
