@@ -11,9 +11,22 @@ Kafka and no Faust.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from schemas.records import ActionEvent, Decision
+
+#: Store key of one customer's state: CUSTOMER_PREFIX + customer_id.
+CUSTOMER_PREFIX: Final = "c:"
+#: Reserved partition-level keys (never start with CUSTOMER_PREFIX).
+CLOCK_KEY: Final = "p:clock"  # {"max": max occurred_at seen, "wm": watermark}
+TIMER_INDEX_KEY: Final = "p:timers"  # sorted list of timer buckets holding pending deadlines
+TIMER_BUCKET_PREFIX: Final = "p:timers:"  # + bucket -> sorted [[deadline, customer, rule, key]]
+TIMER_BUCKET_MS: Final = 3_600_000  # one bucket per hour of deadlines keeps each value small
+
+
+def customer_key(customer_id: str) -> str:
+    """The store key of a customer's state."""
+    return CUSTOMER_PREFIX + customer_id
 
 
 class StateStore(Protocol):

@@ -1,0 +1,912 @@
+"""When a rule fires: the whole semantics of the trigger engine, top to bottom.
+
+The engine is a pure function of (state, event or tick) -> (state, actions,
+decisions). One `StateStore` holds the state of one input partition; the
+engine keeps no state of its own between calls, reads no clock and draws no
+random numbers, so the same events in the same order give the same bytes in
+replay, in tests and in the worker. It knows no Kafka and no Faust.
+
+Reading order:
+
+1. Time. Each partition has a watermark = max occurred_at seen - allowed
+   lateness. When an event arrives the watermark advances first and every
+   timer with deadline <= watermark fires (deadline order, ties by customer
+   id then rule id; `triggered_at` = deadline); then the event is applied.
+   Late events are applied with their own time; they never undo a fired timer.
+2. Applying an event: drop it if its event_id was seen for this customer
+   within the dedupe horizon (a `duplicate_event` decision per rule listening
+   to its type); otherwise update the customer profile (last channel,
+   customer_since, products, relationship ledger) and hand the event to every
+   rule listening to its type. Each rule kind (small classes below, one
+   `on_event` each) turns the event into zero or one candidate action.
+3. Arbitration: candidates are decided highest priority first. A candidate is
+   suppressed by a cool-down (per customer and rule, per key where the rule
+   has one, counted from the last action that fired; |t - last| < cool-down),
+   or, for engagement rules only, by the contact cap (fired engagement actions
+   within the cap window). Otherwise a deterministic control group (hash of
+   customer and rule < holdout percent) is `held_out`; the rest fire. Every
+   candidate yields exactly one Decision.
+4. State stays bounded: windows, ledgers, dedupe ids and cool-downs are pruned
+   against the customer's latest event time; timers are deleted when they fire
+   or are resolved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import insort
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar, Final
+
+from processors.engine.interfaces import (
+    CLOCK_KEY,
+    CUSTOMER_PREFIX,
+    TIMER_BUCKET_MS,
+    TIMER_BUCKET_PREFIX,
+    TIMER_INDEX_KEY,
+    EngineConfig,
+    EngineOutput,
+    StateStore,
+)
+from processors.engine.rules import (
+    CustomerProfile,
+    Pattern,
+    Rule,
+    RulePack,
+    format_duration,
+)
+from schemas.records import ActionEvent, Decision, InteractionEvent
+
+#: Events that give the customer a product (for details.products).
+PRODUCT_EVENTS: Final = frozenset({"account_opened"})
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+_VIA: Final = {
+    "call": "by phone",
+    "email": "by email",
+    "billing": "through billing",
+    "web": "on the web",
+    "other": "through another channel",
+}
+_WHAT: Final = {
+    "account_opened": "an account opening",
+    "cancellation_requested": "a cancellation request",
+    "invoice_issued": "an invoice",
+    "payment_received": "a payment",
+    "payment_failed": "a failed payment",
+    "payment_demand_issued": "a payment demand",
+    "meter_reading_submitted": "a meter reading",
+    "dispute_opened": "a dispute",
+    "dispute_resolved": "a dispute resolution",
+    "complaint_filed": "a complaint",
+    "complaint_resolved": "a complaint resolution",
+    "feedback_given": "feedback",
+    "address_changed": "an address change",
+    "inquiry": "an inquiry",
+}
+
+
+def utc_date(ms: int) -> date:
+    """The UTC calendar date of an epoch-milliseconds timestamp."""
+    return (_EPOCH + timedelta(milliseconds=ms)).date()
+
+
+def tenure_years(since: date, on: date) -> int:
+    """Whole years between `since` and `on` (an anniversary on Feb 29 counts on Feb 28)."""
+    years = on.year - since.year
+    month, day = since.month, since.day
+    if month == 2 and day == 29:
+        day = 28
+    if (on.month, on.day) < (month, day):
+        years -= 1
+    return max(years, 0)
+
+
+def stable_id(*parts: str) -> str:
+    """A 128-bit hex id from the parts (same parts -> same id, on every machine)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def in_holdout(customer_id: str, rule_id: str, percent: float) -> bool:
+    """The deterministic control group: hash(customer, rule) mapped to [0, 100) < percent."""
+    if percent <= 0:
+        return False
+    digest = hashlib.sha256(f"{customer_id}\x1f{rule_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") * 100.0 / 2**64 < percent
+
+
+# ----------------------------------------------------------------------------------------
+# Candidates and conditions
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Candidate:
+    """An action a rule wants to take; arbitration turns it into a Decision."""
+
+    rule: Rule
+    at: int  # event time of the decision (triggered_at / decided_at)
+    evidence: list[str]
+    key: str = ""  # cool-down key ("" = per customer)
+    event: InteractionEvent | None = None  # the event that made the rule fire, if any
+    context: dict[str, Any] = field(default_factory=dict)  # extra reason placeholders
+    suppress: str | None = None  # set by the kind itself, e.g. already_raised
+
+
+def field_value(event: InteractionEvent, name: str) -> str | None:
+    """An event field or `attributes.<key>` as a string (None when absent)."""
+    if name.startswith("attributes."):
+        return event.attributes.get(name[11:])
+    value = getattr(event, name)
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def profile_of(customer_id: str, state: dict[str, Any]) -> CustomerProfile:
+    since = state.get("since")
+    return CustomerProfile(
+        customer_id=customer_id,
+        products=tuple(state.get("prod", ())),
+        customer_since=date.fromisoformat(since) if since else None,
+        last_channel=state.get("ch"),
+    )
+
+
+def matches(p: Pattern, event: InteractionEvent, customer_id: str, state: dict[str, Any]) -> bool:
+    """Does the event meet every condition of the pattern? (The type was checked by the index.)"""
+    if p.channels is not None and event.channel not in p.channels:
+        return False
+    if p.products is not None and event.product not in p.products:
+        return False
+    for name, allowed in p.fields:
+        if field_value(event, name) not in allowed:
+            return False
+    for key, values in p.attributes:
+        if event.attributes.get(key) not in values:
+            return False
+    if p.min_tenure_years is not None:
+        since = state.get("since")
+        if since is None:
+            return False
+        years = tenure_years(date.fromisoformat(since), utc_date(event.occurred_at))
+        if years < p.min_tenure_years:
+            return False
+    return p.predicate is None or bool(p.predicate(event, profile_of(customer_id, state)))
+
+
+def _key(rule_field: str | None, event: InteractionEvent) -> str:
+    if rule_field is None:
+        return ""
+    return field_value(event, rule_field) or ""
+
+
+# ----------------------------------------------------------------------------------------
+# Rule kinds: each turns one event (or one due timer) into at most one candidate.
+# `rs` is the rule's own slice of the customer state, a plain dict.
+# ----------------------------------------------------------------------------------------
+
+
+class Kind:
+    """Base of the rule kinds: one evaluation path, `on_event` per kind."""
+
+    name: ClassVar[str]
+
+    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
+        raise NotImplementedError
+
+
+class MatchKind(Kind):
+    """Every matching event is a candidate. Profile rules are match rules with tenure."""
+
+    name = "match"
+
+    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
+        ctx: dict[str, Any] = {}
+        since = step.state.get("since")
+        if since:
+            ctx["since"] = since
+            ctx["tenure_years"] = tenure_years(
+                date.fromisoformat(since), utc_date(event.occurred_at)
+            )
+        step.candidate(rule, event.occurred_at, [event.event_id], "", event, ctx)
+
+
+class FirstKind(Kind):
+    """The first matching event per key (customer or a field), once ever.
+
+    Later occurrences are candidates suppressed as `already_raised`, so the
+    trace answers "why no explanation for the second bill?".
+    """
+
+    name = "first"
+
+    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
+        key = _key(rule.key_field, event)
+        rs = step.rule_state(rule.id)
+        seen: list[str] = rs.setdefault("k", [])
+        cand = step.candidate(rule, event.occurred_at, [event.event_id], key, event, {})
+        if key in seen:
+            cand.suppress = "already_raised"
+        else:
+            insort(seen, key)
+
+
+class CountKind(Kind):
+    """At least `min_count` matching events in [t - window, t] over `min_channels` channels."""
+
+    name = "count"
+
+    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
+        assert rule.window_ms is not None and rule.min_count is not None
+        rs = step.rule_state(rule.id)
+        window: list[list[Any]] = rs.setdefault("w", [])
+        t = event.occurred_at
+        insort(window, [t, event.channel, event.event_id])
+        step.prune(window, rule.window_ms)
+        lo = t - rule.window_ms
+        held = [entry for entry in window if lo <= entry[0] <= t]
+        channels = sorted({entry[1] for entry in held})
+        if len(held) >= rule.min_count and len(channels) >= rule.min_channels:
+            ctx = {
+                "count": len(held),
+                "channels": ", ".join(channels),
+                "channel_count": len(channels),
+                "window": format_duration(rule.window_ms),
+            }
+            step.candidate(rule, t, [entry[2] for entry in held], "", event, ctx)
+
+
+class SequenceKind(Kind):
+    """B (role `then`) fires when a correlated A (role `first`) happened at most `within` before."""
+
+    name = "sequence"
+
+    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
+        assert rule.within_ms is not None
+        rs = step.rule_state(rule.id)
+        firsts: dict[str, list[list[Any]]] = rs.setdefault("a", {})
+        key = _key(rule.correlate, event)
+        t = event.occurred_at
+        if role == "first":
+            entries = firsts.setdefault(key, [])
+            insort(entries, [t, event.event_id, event.type])
+            for k in list(firsts) if len(firsts) > 1 else (key,):
+                step.prune(firsts[k], rule.within_ms)
+                if not firsts[k]:
+                    del firsts[k]
+            return
+        entries = firsts.get(key, [])
+        step.prune(entries, rule.within_ms)
+        lo = t - rule.within_ms
+        before = [e for e in entries if lo <= e[0] <= t and e[1] != event.event_id]
+        if not entries:
+            firsts.pop(key, None)
+        if before:
+            a_t, a_id, a_type = before[-1]
+            ctx = {
+                "first_date": utc_date(a_t).isoformat(),
+                "first_what": _WHAT.get(a_type, a_type.replace("_", " ")),
+                "gap": format_duration(t - a_t) if t > a_t else "right",
+                "within": format_duration(rule.within_ms),
+            }
+            step.candidate(rule, t, [a_id, event.event_id], key, event, ctx)
+
+
+class AbsenceKind(Kind):
+    """A (role `first`) not followed by a correlated B (role `missing`) within T.
+
+    A schedules a timer at A + T, kept in the customer state (`p`) and in the
+    partition's timer index; a B with A <= B <= deadline resolves it. The
+    timer fires when the partition watermark reaches the deadline, also for a
+    customer who never sends another event. Recent B times (`d`) are kept for
+    one window so an A that arrives late, after its B, is already resolved.
+    """
+
+    name = "absence"
+
+    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
+        assert rule.within_ms is not None
+        rs = step.rule_state(rule.id)
+        pending: dict[str, list[Any]] = rs.setdefault("p", {})
+        done: dict[str, int] = rs.setdefault("d", {})
+        key = _key(rule.correlate, event)
+        t = event.occurred_at
+        if role == "missing":
+            timer = pending.get(key)
+            if timer is not None and timer[1] <= t <= timer[0]:
+                del pending[key]
+                step.engine.cancel_timer(step.store, timer[0], step.customer_id, rule.id, key)
+            if done.get(key, t - 1) < t:
+                done[key] = t
+            horizon = step.newest - rule.within_ms - step.engine.config.allowed_lateness_ms
+            for k in [k for k, bt in done.items() if bt < horizon]:
+                del done[k]
+            return
+        deadline = t + rule.within_ms
+        resolved_at = done.get(key)
+        if resolved_at is not None and t <= resolved_at <= deadline:
+            return
+        timer = pending.get(key)
+        if timer is not None:
+            if timer[0] <= deadline:
+                return  # the earliest open case keeps the timer
+            step.engine.cancel_timer(step.store, timer[0], step.customer_id, rule.id, key)
+        pending[key] = [deadline, t, event.event_id, event.type]
+        step.schedule(deadline, rule.id, key)
+
+    def on_timer(self, step: Step, rule: Rule, key: str, deadline: int) -> None:
+        """The deadline passed without a resolution: the candidate, at the deadline."""
+        assert rule.within_ms is not None
+        pending = step.rule_state(rule.id).get("p", {})
+        timer = pending.get(key)
+        if timer is None or timer[0] != deadline:
+            return  # resolved (or replaced) since it was scheduled
+        del pending[key]
+        _, a_t, a_id, a_type = timer
+        ctx = {
+            "first_date": utc_date(a_t).isoformat(),
+            "first_what": _WHAT.get(a_type, a_type.replace("_", " ")),
+            "what": _WHAT.get(a_type, a_type.replace("_", " ")),
+            "type": a_type,
+            "reference": key or "(no reference)",
+            "within": format_duration(rule.within_ms),
+        }
+        step.candidate(rule, deadline, [a_id], key, None, ctx)
+
+
+class RelationshipKind(Kind):
+    """Negatives - positives in the ledger window >= min_deficit (evaluated on each negative)."""
+
+    name = "relationship"
+
+    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
+        self.evaluate(step, rule, event.occurred_at, event)
+
+    def evaluate(self, step: Step, rule: Rule, at: int, event: InteractionEvent | None) -> None:
+        assert rule.min_deficit is not None
+        lo = at - step.engine.pack.relationship.window_ms
+        ledger = step.state.get("led", ())
+        held = [e for e in ledger if lo <= e[0] <= at]
+        negatives = [e for e in held if e[1] < 0]
+        positives = len(held) - len(negatives)
+        if len(negatives) - positives >= rule.min_deficit:
+            ctx = {"negatives": len(negatives), "positives": positives}
+            evidence = [e[2] for e in negatives if e[3]]
+            step.candidate(rule, at, evidence, "", event, ctx)
+
+
+_ABSENCE: Final = AbsenceKind()
+_RELATIONSHIP: Final = RelationshipKind()
+KIND_SEMANTICS: Final[dict[str, Kind]] = {
+    "match": MatchKind(),
+    "profile": MatchKind(),
+    "first": FirstKind(),
+    "count": CountKind(),
+    "sequence": SequenceKind(),
+    "absence": _ABSENCE,
+    "relationship": _RELATIONSHIP,
+}
+
+
+# ----------------------------------------------------------------------------------------
+# One step of the engine for one customer: state, candidates, arbitration, output.
+# ----------------------------------------------------------------------------------------
+
+
+class Step:
+    """The work on one customer's state within one process()/advance() call."""
+
+    __slots__ = (
+        "candidates",
+        "customer_id",
+        "due_now",
+        "engine",
+        "newest",
+        "out",
+        "state",
+        "store",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: StateStore,
+        out: EngineOutput,
+        customer_id: str,
+        state: dict[str, Any],
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.out = out
+        self.customer_id = customer_id
+        self.state = state
+        self.newest: int = state.get("t", 0)
+        self.candidates: list[Candidate] = []
+        self.due_now: list[list[Any]] = []
+
+    def rule_state(self, rule_id: str) -> dict[str, Any]:
+        rules: dict[str, dict[str, Any]] = self.state.setdefault("r", {})
+        rs = rules.get(rule_id)
+        if rs is None:
+            rs = rules[rule_id] = {}
+        return rs
+
+    def prune(self, entries: list[list[Any]], window_ms: int) -> None:
+        """Drop time-sorted entries no event (allowing for lateness) can still need."""
+        horizon = self.newest - window_ms - self.engine.config.allowed_lateness_ms
+        cut = 0
+        for entry in entries:
+            if entry[0] >= horizon:
+                break
+            cut += 1
+        if cut:
+            del entries[:cut]
+
+    def candidate(
+        self,
+        rule: Rule,
+        at: int,
+        evidence: list[str],
+        key: str,
+        event: InteractionEvent | None,
+        context: dict[str, Any],
+    ) -> Candidate:
+        cand = Candidate(rule, at, evidence, key, event, context)
+        self.candidates.append(cand)
+        return cand
+
+    def schedule(self, deadline: int, rule_id: str, key: str) -> None:
+        self.engine.schedule_timer(
+            self.store, deadline, self.customer_id, rule_id, key, self.due_now
+        )
+
+    # -- arbitration ----------------------------------------------------------------------
+
+    def decide_all(self) -> None:
+        """Decide the collected candidates: highest priority first, then rule id."""
+        while self.candidates:
+            batch = sorted(self.candidates, key=lambda c: (-c.rule.priority, c.rule.id))
+            self.candidates = []
+            negative_action_at: int | None = None
+            for cand in batch:
+                if (
+                    self.decide(cand)
+                    and cand.rule.id in self.engine.pack.relationship.negative_rules
+                ):
+                    negative_action_at = cand.at
+            if negative_action_at is not None:
+                for rule in self.engine.ledger_rules:
+                    _RELATIONSHIP.evaluate(self, rule, negative_action_at, None)
+
+    def decide(self, cand: Candidate) -> bool:
+        """One candidate -> one Decision (and an action when it fires). True if it fired."""
+        rule = cand.rule
+        config = self.engine.config
+        cid = self.customer_id
+        at = cand.at
+        action_id = stable_id(rule.id, cid, *cand.evidence)
+        rs = self.rule_state(rule.id)
+        cool: dict[str, int] | None = rs.get("cd")
+        outcome, reason = "fired", "fired"
+        if cand.suppress is not None:
+            outcome, reason = "suppressed", cand.suppress
+        elif (
+            rule.cool_down_ms is not None
+            and cool is not None
+            and cand.key in cool
+            and abs(at - cool[cand.key]) < rule.cool_down_ms
+        ):
+            outcome, reason = "suppressed", "cool_down"
+        if outcome == "fired" and rule.rule_class == "engagement":
+            contacts: list[int] = self.state.get("cap", [])
+            window = config.contact_cap_window_ms
+            if sum(1 for f in contacts if abs(at - f) < window) >= config.contact_cap:
+                outcome, reason = "suppressed", "contact_cap"
+        if outcome == "fired" and in_holdout(cid, rule.id, config.holdout_percent):
+            outcome, reason = "held_out", "held_out"
+        if outcome != "suppressed" and rule.cool_down_ms is not None:
+            # held_out starts the cool-down too, so the control group keeps the same cadence
+            if cool is None:
+                cool = rs["cd"] = {}
+            if cand.key not in cool or cool[cand.key] < at:
+                cool[cand.key] = at
+        fired = outcome == "fired"
+        self.out.decisions.append(
+            Decision(
+                decision_id=stable_id("decision", rule.id, cid, reason, *cand.evidence),
+                customer_id=cid,
+                rule=rule.id,
+                rule_version=rule.version,
+                outcome=outcome,
+                reason=reason,
+                action_id=action_id if fired else None,
+                evidence=list(cand.evidence),
+                decided_at=at,
+            )
+        )
+        if not fired:
+            return False
+        if rule.rule_class == "engagement":
+            contacts = self.state.setdefault("cap", [])
+            insort(contacts, at)
+            self.prune_times(contacts, config.contact_cap_window_ms)
+        balance = self.engine.balance(self.state, at)
+        self.out.actions.append(
+            ActionEvent(
+                action_id=action_id,
+                customer_id=cid,
+                rule=rule.id,
+                action=rule.action,
+                rule_version=rule.version,
+                destination=rule.destination,
+                priority=rule.priority,
+                reason=self.render(cand, balance),
+                evidence=list(cand.evidence),
+                channel_hint=self.state.get("ch") or "other",
+                triggered_at=at,
+                due_by=at + rule.due_by_ms if rule.due_by_ms is not None else None,
+                details=self.details(cand, balance),
+            )
+        )
+        relationship = self.engine.pack.relationship
+        if rule.id in relationship.positive_rules:
+            self.engine.record(self, at, 1, action_id, is_event=False)
+        elif rule.id in relationship.negative_rules:
+            self.engine.record(self, at, -1, action_id, is_event=False)
+        return True
+
+    def prune_times(self, times: list[int], window_ms: int) -> None:
+        horizon = self.newest - window_ms - self.engine.config.allowed_lateness_ms
+        cut = 0
+        for t in times:
+            if t >= horizon:
+                break
+            cut += 1
+        if cut:
+            del times[:cut]
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def render(self, cand: Candidate, balance: int) -> str:
+        event = cand.event
+        products = self.state.get("prod", [])
+        ctx: dict[str, Any] = {
+            "customer_id": self.customer_id,
+            "channel": self.state.get("ch") or "other",
+            "via": _VIA.get(self.state.get("ch") or "other", "through another channel"),
+            "type": "",
+            "what": "",
+            "product": "their account",
+            "reference": "(no reference)",
+            "amount": "an amount",
+            "date": utc_date(cand.at).isoformat(),
+            "count": len(cand.evidence),
+            "channels": "",
+            "channel_count": 0,
+            "window": "",
+            "within": "",
+            "first_date": "",
+            "first_what": "",
+            "gap": "",
+            "tenure_years": 0,
+            "since": "an unknown date",
+            "products": ", ".join(products) if products else "none on record",
+            "new_address": "a new address",
+            "balance": balance,
+            "negatives": 0,
+            "positives": 0,
+        }
+        if event is not None:
+            ctx["channel"] = event.channel
+            ctx["via"] = _VIA.get(event.channel, "through another channel")
+            ctx["type"] = event.type
+            ctx["what"] = _WHAT.get(event.type, event.type.replace("_", " "))
+            if event.product:
+                ctx["product"] = event.product
+            if event.reference:
+                ctx["reference"] = event.reference
+            if event.amount is not None:
+                ctx["amount"] = f"{event.amount:.2f} {event.currency or ''}".strip()
+            ctx["date"] = utc_date(event.occurred_at).isoformat()
+            if "new_address" in event.attributes:
+                ctx["new_address"] = event.attributes["new_address"]
+        ctx.update(cand.context)
+        return cand.rule.reason.format_map(ctx)
+
+    def details(self, cand: Candidate, balance: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        event = cand.event
+        for name, source in cand.rule.details:
+            value: str | None
+            if source == "customer.products":
+                value = ",".join(self.state.get("prod", []))
+            elif source == "customer.since":
+                value = self.state.get("since")
+            elif source == "customer.last_channel":
+                value = self.state.get("ch")
+            elif event is not None:
+                value = field_value(event, source)
+            elif source == "reference":
+                value = cand.key or None
+            elif source == "type":
+                value = cand.context.get("type")
+            else:
+                value = None
+            if value is not None:
+                out[name] = value
+        out["relationship_balance"] = str(balance)
+        return dict(sorted(out.items()))
+
+
+# ----------------------------------------------------------------------------------------
+# The engine
+# ----------------------------------------------------------------------------------------
+
+_IndexEntry = tuple[Rule, str, Pattern, Kind]
+
+
+class Engine:
+    """Runs a rule pack over events and ticks, one partition's StateStore at a time.
+
+    It holds only the pack, the config and precomputed indexes; all state is in
+    the store. It must never read the wall clock, random numbers or anything
+    but its arguments.
+    """
+
+    def __init__(self, pack: RulePack, config: EngineConfig | None = None) -> None:
+        self.pack = pack
+        self.config = config or EngineConfig()
+        self.rules = {rule.id: rule for rule in pack.rules}
+        self._typed: dict[str, list[_IndexEntry]] = {}
+        self._wildcard: list[tuple[int, _IndexEntry]] = []
+        self.ledger_rules = [r for r in pack.rules if r.kind == "relationship"]
+        order = {rule.id: i for i, rule in enumerate(pack.rules)}
+        positioned: list[tuple[int, str | None, _IndexEntry]] = []
+        for rule in pack.rules:
+            kind = KIND_SEMANTICS[rule.kind]
+            roles: list[tuple[str, Pattern]] = []
+            if rule.kind == "relationship":
+                continue
+            roles.append(("first" if rule.kind in ("sequence", "absence") else "on", rule.pattern))
+            if rule.follow is not None:
+                roles.append(("then" if rule.kind == "sequence" else "missing", rule.follow))
+            for role, pattern in roles:
+                entry: _IndexEntry = (rule, role, pattern, kind)
+                if pattern.types is None:
+                    positioned.append((order[rule.id], None, entry))
+                else:
+                    for t in sorted(pattern.types):
+                        positioned.append((order[rule.id], t, entry))
+        self._positioned = positioned
+        self._by_type: dict[str, tuple[_IndexEntry, ...]] = {}
+        self._negative = pack.relationship.negative
+        self._positive = pack.relationship.positive
+
+    def listeners(self, event_type: str) -> tuple[_IndexEntry, ...]:
+        """Rules (with their role) that look at events of this type, in pack order."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = tuple(e for _, t, e in self._positioned if t is None or t == event_type)
+            if len(self._by_type) < 10_000:  # unknown types must not grow the cache forever
+                self._by_type[event_type] = found
+        return found
+
+    # -- public API -----------------------------------------------------------------------
+
+    def process(self, store: StateStore, event: InteractionEvent) -> EngineOutput:
+        """Apply one event of this partition: advance the watermark, fire due timers, apply."""
+        out = EngineOutput()
+        lateness = self.config.allowed_lateness_ms
+        t = event.occurred_at
+        clock = store.get(CLOCK_KEY)
+        if clock is None:
+            clock = {"max": t, "wm": t - lateness}
+            store.set(CLOCK_KEY, clock)
+        elif t > clock["max"]:
+            clock["max"] = t
+            if t - lateness > clock["wm"]:
+                clock["wm"] = t - lateness
+                self._fire_due(store, clock["wm"], out)
+            store.set(CLOCK_KEY, clock)
+        self._apply(store, event, out)
+        return out
+
+    def advance(self, store: StateStore, now_ms: int) -> EngineOutput:
+        """Idle tick: event time has reached `now_ms`; watermark = now_ms - lateness."""
+        return self.advance_watermark(store, now_ms - self.config.allowed_lateness_ms)
+
+    def advance_watermark(self, store: StateStore, watermark_ms: int) -> EngineOutput:
+        """Set the watermark to `watermark_ms` if that raises it (`replay --until`); fire timers."""
+        out = EngineOutput()
+        clock = store.get(CLOCK_KEY)
+        if clock is None:
+            clock = {"max": watermark_ms, "wm": watermark_ms}
+        elif watermark_ms > clock["wm"]:
+            clock["wm"] = watermark_ms
+        else:
+            return out
+        store.set(CLOCK_KEY, clock)
+        self._fire_due(store, watermark_ms, out)
+        return out
+
+    def watermark(self, store: StateStore) -> int | None:
+        """The partition's current watermark (None before its first event)."""
+        clock = store.get(CLOCK_KEY)
+        return None if clock is None else int(clock["wm"])
+
+    # -- applying an event ----------------------------------------------------------------
+
+    def _apply(self, store: StateStore, event: InteractionEvent, out: EngineOutput) -> None:
+        cid = event.customer_id
+        skey = CUSTOMER_PREFIX + cid
+        state = store.get(skey)
+        if state is None:
+            state = {"seen": {}}
+        t = event.occurred_at
+        seen: dict[str, int] = state["seen"]
+        listeners = self.listeners(event.type)
+        if event.event_id in seen:
+            matching = [e for e in listeners if matches(e[2], event, cid, state)]
+            self._duplicate(event, matching, out)
+            return
+        seen[event.event_id] = t
+        if t >= state.get("t", t):
+            state["t"] = t
+            state["ch"] = event.channel
+        newest = state["t"]
+        horizon = newest - self.config.dedupe_horizon_ms
+        while seen:  # insertion order is (nearly) time order: expire from the front
+            oldest = next(iter(seen))
+            if seen[oldest] >= horizon:
+                break
+            del seen[oldest]
+        if event.customer_since is not None:
+            state["since"] = event.customer_since.isoformat()
+        if event.type in PRODUCT_EVENTS and event.product:
+            products: list[str] = state.setdefault("prod", [])
+            if event.product not in products:
+                insort(products, event.product)
+        step = Step(self, store, out, cid, state)
+        sign = -1 if event.type in self._negative else 1 if event.type in self._positive else 0
+        if sign:
+            self.record(step, t, sign, event.event_id, is_event=True)
+        for rule, role, pattern, kind in listeners:
+            if matches(pattern, event, cid, state):
+                kind.on_event(step, rule, role, event)
+        if sign < 0:
+            for rule in self.ledger_rules:
+                _RELATIONSHIP.evaluate(step, rule, t, event)
+        step.decide_all()
+        store.set(skey, state)
+        if step.due_now:
+            self._fire(store, step.due_now, out)
+
+    def _duplicate(
+        self, event: InteractionEvent, listeners: Iterable[_IndexEntry], out: EngineOutput
+    ) -> None:
+        """A redelivered or repeated event: no state change, a trace per listening rule."""
+        done: set[str] = set()
+        for rule, _, _, _ in listeners:
+            if rule.id in done:
+                continue
+            done.add(rule.id)
+            out.decisions.append(
+                Decision(
+                    decision_id=stable_id(
+                        "decision", rule.id, event.customer_id, "duplicate_event", event.event_id
+                    ),
+                    customer_id=event.customer_id,
+                    rule=rule.id,
+                    rule_version=rule.version,
+                    outcome="suppressed",
+                    reason="duplicate_event",
+                    action_id=None,
+                    evidence=[event.event_id],
+                    decided_at=event.occurred_at,
+                )
+            )
+
+    # -- relationship ledger --------------------------------------------------------------
+
+    def record(self, step: Step, at: int, sign: int, ref: str, *, is_event: bool) -> None:
+        """Add a positive (+1) or negative (-1) moment to the customer's rolling ledger."""
+        ledger: list[list[Any]] = step.state.setdefault("led", [])
+        insort(ledger, [at, sign, ref, 1 if is_event else 0])
+        step.prune(ledger, self.pack.relationship.window_ms)
+
+    def balance(self, state: dict[str, Any], at: int) -> int:
+        """Positives - negatives with time in [at - window, at]."""
+        lo = at - self.pack.relationship.window_ms
+        return sum(e[1] for e in state.get("led", ()) if lo <= e[0] <= at)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def schedule_timer(
+        self,
+        store: StateStore,
+        deadline: int,
+        customer_id: str,
+        rule_id: str,
+        key: str,
+        due_now: list[list[Any]],
+    ) -> None:
+        """Register a deadline in the partition's timer index (or in `due_now` if already due)."""
+        clock = store.get(CLOCK_KEY)
+        entry = [deadline, customer_id, rule_id, key]
+        if clock is not None and deadline <= clock["wm"]:
+            due_now.append(entry)  # a late event whose deadline already passed: fire after it
+            return
+        bucket = deadline // TIMER_BUCKET_MS
+        bkey = f"{TIMER_BUCKET_PREFIX}{bucket}"
+        entries = store.get(bkey)
+        if entries is None:
+            entries = []
+            index: list[int] = store.get(TIMER_INDEX_KEY) or []
+            insort(index, bucket)
+            store.set(TIMER_INDEX_KEY, index)
+        insort(entries, entry)
+        store.set(bkey, entries)
+
+    def cancel_timer(
+        self, store: StateStore, deadline: int, customer_id: str, rule_id: str, key: str
+    ) -> None:
+        """Remove a resolved timer from the index."""
+        bucket = deadline // TIMER_BUCKET_MS
+        bkey = f"{TIMER_BUCKET_PREFIX}{bucket}"
+        entries = store.get(bkey)
+        if not entries:
+            return
+        entry = [deadline, customer_id, rule_id, key]
+        if entry in entries:
+            entries.remove(entry)
+        if entries:
+            store.set(bkey, entries)
+        else:
+            store.delete(bkey)
+            index: list[int] = store.get(TIMER_INDEX_KEY) or []
+            if bucket in index:
+                index.remove(bucket)
+            store.set(TIMER_INDEX_KEY, index)
+
+    def _fire_due(self, store: StateStore, watermark: int, out: EngineOutput) -> None:
+        index: list[int] | None = store.get(TIMER_INDEX_KEY)
+        if not index or index[0] * TIMER_BUCKET_MS > watermark:
+            return
+        due: list[list[Any]] = []
+        while index and index[0] * TIMER_BUCKET_MS <= watermark:
+            bkey = f"{TIMER_BUCKET_PREFIX}{index[0]}"
+            entries: list[list[Any]] = store.get(bkey) or []
+            ready = [e for e in entries if e[0] <= watermark]
+            rest = [e for e in entries if e[0] > watermark]
+            due.extend(ready)
+            if rest:
+                store.set(bkey, rest)
+                break
+            store.delete(bkey)
+            index.pop(0)
+        store.set(TIMER_INDEX_KEY, index)
+        self._fire(store, due, out)
+
+    def _fire(self, store: StateStore, due: list[list[Any]], out: EngineOutput) -> None:
+        """Fire timers in deadline order, ties by customer id then rule id."""
+        due.sort()
+        for deadline, cid, rule_id, key in due:
+            rule = self.rules.get(rule_id)
+            if rule is None or rule.kind != "absence":
+                continue  # a timer of a rule no longer in the pack
+            skey = CUSTOMER_PREFIX + cid
+            state = store.get(skey)
+            if state is None:
+                continue
+            step = Step(self, store, out, cid, state)
+            _ABSENCE.on_timer(step, rule, key, deadline)
+            step.decide_all()
+            store.set(skey, state)

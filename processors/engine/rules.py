@@ -1,0 +1,658 @@
+"""The rule language: a YAML rule pack parsed into typed, validated `Rule` values.
+
+This module says *what a rule says* (its pattern, action, destination,
+priority, class, cool-down, reason template and details); `core.py` says
+*when it fires*. Loading validates everything at once and raises one
+`RulePackError` listing every problem, each naming the file, the rule and
+the field. It never evaluates rules and knows no Kafka.
+
+A pack looks like this (see processors/rules/default.yaml for the real one)::
+
+    relationship:                 # the ledger behind `kind: relationship` rules
+      window: 90d
+      positive: [payment_received, dispute_resolved]      # event types
+      negative: [dispute_opened, complaint_filed]
+      positive_rules: [thank_meter_reading]                # fired actions of these rules
+      negative_rules: [case_unresolved]
+    rules:
+      - id: life_event_check_in
+        version: 1
+        when: {kind: match, type: cancellation_requested}
+        action: life_event_check_in
+        destination: care
+        priority: 80
+        class: service
+        cool_down: 30d
+        reason: "The customer asked to cancel {product} {via}; ..."
+
+Pattern kinds (`when.kind`) and their fields:
+
+- ``match``: conditions on one event (below); fires on every matching event.
+- ``first``: + ``per`` (``customer`` or an event field such as ``product`` or
+  ``attributes.plan``); fires on the first matching event per key, once ever.
+- ``count``: + ``window``, ``min_count``, optional ``min_channels``; fires when
+  the matching events with occurred_at in [t - window, t] reach the count.
+- ``sequence``: ``first`` (pattern A), ``then`` (pattern B), ``within``,
+  optional ``correlate`` (event field); fires on B when an A happened at most
+  ``within`` before it.
+- ``absence``: ``first`` (A), ``missing`` (B), ``within``, optional
+  ``correlate``; fires at A + within when no correlated B came in time, as
+  soon as the partition's watermark passes that deadline.
+- ``profile``: conditions + ``min_tenure_years`` (tenure from customer_since).
+- ``relationship``: ``min_deficit``; fires when negatives - positives in the
+  ledger window reach it.
+
+Conditions on an event (any kind, all optional): ``type``, ``channel``,
+``product`` (a value or a list), ``fields`` (event field -> value or list;
+``null`` means absent), ``attributes`` (key -> value or list),
+``min_tenure_years`` and ``predicate``.
+
+Python escape hatch: ``predicate: "package.module:function"`` names a pure
+function ``(event: InteractionEvent, customer: CustomerProfile) -> bool``
+that is imported once at load time; the event matches only if it returns
+True. It must be deterministic and must not keep state of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from schemas.records import CHANNELS, DESTINATIONS, InteractionEvent
+
+DEFAULT_PACK_PATH: Final = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+
+KINDS: Final = ("match", "first", "count", "sequence", "absence", "profile", "relationship")
+RULE_CLASSES: Final = ("service", "engagement")
+
+#: Event fields a condition, a correlation or a detail may name.
+EVENT_FIELDS: Final = (
+    "channel",
+    "type",
+    "source",
+    "product",
+    "reference",
+    "amount",
+    "currency",
+    "due_date",
+    "customer_since",
+    "text",
+)
+
+#: Placeholders a reason template may use (rendered by the engine).
+REASON_PLACEHOLDERS: Final = frozenset(
+    {
+        "customer_id",
+        "channel",
+        "via",
+        "type",
+        "what",
+        "product",
+        "reference",
+        "amount",
+        "date",
+        "count",
+        "channels",
+        "channel_count",
+        "window",
+        "within",
+        "first_date",
+        "first_what",
+        "gap",
+        "tenure_years",
+        "since",
+        "products",
+        "new_address",
+        "balance",
+        "negatives",
+        "positives",
+    }
+)
+
+#: Detail sources besides EVENT_FIELDS and `attributes.<key>`.
+CUSTOMER_DETAIL_SOURCES: Final = ("customer.products", "customer.since", "customer.last_channel")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_MS: Final = {
+    "ms": 1,
+    "s": 1_000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,
+}
+_RULE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class RulePackError(ValueError):
+    """A rule pack that cannot be used; `problems` lists every error (file, rule, field)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """What a predicate may know about the customer besides the event (read only)."""
+
+    customer_id: str
+    products: tuple[str, ...]
+    customer_since: date | None
+    last_channel: str | None
+
+
+Predicate = Callable[[InteractionEvent, CustomerProfile], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """Conditions one event must meet. None / empty means "any"."""
+
+    types: frozenset[str] | None = None
+    channels: frozenset[str] | None = None
+    products: frozenset[str] | None = None
+    fields: tuple[tuple[str, frozenset[str | None]], ...] = ()
+    attributes: tuple[tuple[str, frozenset[str]], ...] = ()
+    min_tenure_years: int | None = None
+    predicate: Predicate | None = None
+    predicate_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of a pack. Kind-specific fields are None where the kind has none."""
+
+    id: str
+    version: int
+    kind: str
+    action: str
+    destination: str
+    priority: int
+    rule_class: str
+    reason: str
+    cool_down_ms: int | None = None
+    due_by_ms: int | None = None
+    details: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    #: match / first / count / profile: the event pattern. sequence / absence: pattern A.
+    pattern: Pattern = field(default_factory=Pattern)
+    #: sequence: pattern B (`then`); absence: the pattern that must not follow (`missing`).
+    follow: Pattern | None = None
+    within_ms: int | None = None
+    window_ms: int | None = None
+    min_count: int | None = None
+    min_channels: int = 1
+    per: str | None = None
+    correlate: str | None = None
+    min_deficit: int | None = None
+
+    @property
+    def key_field(self) -> str | None:
+        """The field that keys this rule's state and cool-down (None = per customer)."""
+        if self.kind == "first":
+            return None if self.per in (None, "customer") else self.per
+        return self.correlate
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    """How the relationship ledger classifies events and fired actions."""
+
+    window_ms: int = 90 * 86_400_000
+    positive: frozenset[str] = frozenset()
+    negative: frozenset[str] = frozenset()
+    positive_rules: frozenset[str] = frozenset()
+    negative_rules: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RulePack:
+    """A validated rule pack: rules in file order plus the ledger classification."""
+
+    rules: tuple[Rule, ...]
+    relationship: Relationship = field(default_factory=Relationship)
+    source: str = "<memory>"
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+
+def parse_duration(value: Any) -> int:
+    """'30d' -> milliseconds. Units: ms, s, m, h, d, w. Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a duration such as '48h' or '30d', got {value!r}")
+    if isinstance(value, int):
+        raise ValueError(f"give a unit, e.g. '{value}d' or '{value}h' (got a bare number)")
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"expected a duration such as '48h' or '30d', got {value!r}")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    """Milliseconds -> the largest exact unit, for reasons: 259200000 -> '72 h'."""
+    for unit, label in (("w", "weeks"), ("d", "days"), ("h", "h"), ("m", "min"), ("s", "s")):
+        size = _UNIT_MS[unit]
+        if ms % size == 0 and ms >= size:
+            if unit == "d" and ms // size <= 3:
+                return f"{ms // _UNIT_MS['h']} h"
+            if unit == "w":
+                return f"{ms // _UNIT_MS['d']} days"
+            return f"{ms // size} {label}"
+    return f"{ms} ms"
+
+
+def load_rule_pack(path: Path | str | None = None) -> RulePack:
+    """Load and validate a pack (None = the default pack); raises RulePackError listing problems."""
+    pack, problems = _load(Path(path) if path is not None else DEFAULT_PACK_PATH)
+    if problems or pack is None:
+        raise RulePackError(problems)
+    return pack
+
+
+def check_rule_pack(path: Path | str) -> list[str]:
+    """Every problem of a pack as one line each (file, rule, field); empty when it is valid."""
+    return _load(Path(path))[1]
+
+
+def parse_rule_pack(document: Any, *, source: str = "<memory>") -> RulePack:
+    """Validate an already parsed YAML document (tests, packs built in code)."""
+    parser = _Parser(source)
+    pack = parser.pack(document)
+    if parser.problems or pack is None:
+        raise RulePackError(parser.problems)
+    return pack
+
+
+def _load(path: Path) -> tuple[RulePack | None, list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, [f"{path}: cannot read the rule pack: {exc.strerror or exc}"]
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        return None, [f"{where}: not valid YAML: {problem}"]
+    parser = _Parser(str(path))
+    pack = parser.pack(document)
+    return pack, parser.problems
+
+
+class _Parser:
+    """Collects every problem instead of stopping at the first one."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, rule: str | None, fld: str, message: str) -> None:
+        where = f"rule {rule}: " if rule else ""
+        self.problems.append(f"{self.source}: {where}{fld}: {message}")
+
+    # -- pack -------------------------------------------------------------------------
+
+    def pack(self, document: Any) -> RulePack | None:
+        if not isinstance(document, Mapping):
+            self.problem(None, "<pack>", "expected a mapping with a 'rules' list")
+            return None
+        for key in document:
+            if key not in ("rules", "relationship", "name", "description"):
+                self.problem(None, str(key), "unknown top-level field")
+        relationship = self.relationship(document.get("relationship"))
+        raw_rules = document.get("rules")
+        if not isinstance(raw_rules, list) or not raw_rules:
+            self.problem(None, "rules", "expected a non-empty list of rules")
+            return None
+        rules: list[Rule] = []
+        seen: set[str] = set()
+        for index, raw in enumerate(raw_rules):
+            rule = self.rule(index, raw)
+            if rule is None:
+                continue
+            if rule.id in seen:
+                self.problem(rule.id, "id", "duplicate rule id")
+            seen.add(rule.id)
+            rules.append(rule)
+        for fld, names in (
+            ("relationship.positive_rules", relationship.positive_rules),
+            ("relationship.negative_rules", relationship.negative_rules),
+        ):
+            for name in sorted(names - seen):
+                self.problem(None, fld, f"no rule with id {name!r} in this pack")
+        return RulePack(rules=tuple(rules), relationship=relationship, source=self.source)
+
+    def relationship(self, raw: Any) -> Relationship:
+        if raw is None:
+            return Relationship()
+        if not isinstance(raw, Mapping):
+            self.problem(None, "relationship", "expected a mapping")
+            return Relationship()
+        allowed = ("window", "positive", "negative", "positive_rules", "negative_rules")
+        for key in raw:
+            if key not in allowed:
+                self.problem(None, f"relationship.{key}", "unknown field")
+        window = Relationship().window_ms
+        if "window" in raw:
+            window = self.duration(None, "relationship.window", raw["window"]) or window
+        sets = {
+            name: frozenset(self.names(None, f"relationship.{name}", raw.get(name, [])) or ())
+            for name in allowed[1:]
+        }
+        overlap = sets["positive"] & sets["negative"]
+        if overlap:
+            self.problem(None, "relationship", f"both positive and negative: {sorted(overlap)}")
+        return Relationship(window_ms=window, **sets)
+
+    # -- rule -------------------------------------------------------------------------
+
+    def rule(self, index: int, raw: Any) -> Rule | None:
+        if not isinstance(raw, Mapping):
+            self.problem(f"#{index + 1}", "<rule>", "expected a mapping")
+            return None
+        rid = raw.get("id")
+        name = rid if isinstance(rid, str) and rid else f"#{index + 1}"
+        if not isinstance(rid, str) or not _RULE_ID.match(rid):
+            self.problem(name, "id", "required, lower_snake_case (letters, digits, _)")
+        allowed = {
+            "id",
+            "version",
+            "when",
+            "action",
+            "destination",
+            "priority",
+            "class",
+            "cool_down",
+            "reason",
+            "due_by",
+            "details",
+            "description",
+        }
+        for key in raw:
+            if key not in allowed:
+                self.problem(name, str(key), "unknown field")
+        version = raw.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            self.problem(name, "version", "expected a positive integer")
+            version = 1
+        action = raw.get("action")
+        if not isinstance(action, str) or not action:
+            self.problem(name, "action", "required, a non-empty string")
+        destination = raw.get("destination")
+        if destination not in DESTINATIONS:
+            self.problem(name, "destination", f"expected one of {', '.join(DESTINATIONS)}")
+        priority = raw.get("priority")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 100:
+            self.problem(name, "priority", "expected an integer 0-100")
+            priority = 0
+        rule_class = raw.get("class")
+        if rule_class not in RULE_CLASSES:
+            self.problem(name, "class", "expected service or engagement")
+        cool_down = None
+        if raw.get("cool_down") is not None:
+            cool_down = self.duration(name, "cool_down", raw["cool_down"])
+        due_by = None
+        if raw.get("due_by") is not None:
+            due_by = self.duration(name, "due_by", raw["due_by"])
+        reason = raw.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            self.problem(name, "reason", "required: a sentence a care agent can read")
+            reason = ""
+        else:
+            self.template(name, reason)
+        details = self.details(name, raw.get("details", {}))
+        description = raw.get("description", "")
+        if not isinstance(description, str):
+            self.problem(name, "description", "expected a string")
+            description = ""
+        when = raw.get("when")
+        if not isinstance(when, Mapping):
+            self.problem(name, "when", "required: a mapping with a 'kind'")
+            return None
+        kind_fields = self.when(name, when)
+        if kind_fields is None or self.problems_for(name):
+            return None
+        return Rule(
+            id=str(rid),
+            version=version,
+            action=str(action),
+            destination=str(destination),
+            priority=priority,
+            rule_class=str(rule_class),
+            reason=reason,
+            cool_down_ms=cool_down,
+            due_by_ms=due_by,
+            details=details,
+            description=description,
+            **kind_fields,
+        )
+
+    def problems_for(self, name: str) -> bool:
+        marker = f"{self.source}: rule {name}: "
+        return any(p.startswith(marker) for p in self.problems)
+
+    def when(self, name: str, when: Mapping[str, Any]) -> dict[str, Any] | None:
+        kind = when.get("kind")
+        if kind not in KINDS:
+            self.problem(name, "when.kind", f"expected one of {', '.join(KINDS)}")
+            return None
+        own: dict[str, tuple[str, ...]] = {
+            "match": (),
+            "first": ("per",),
+            "count": ("window", "min_count", "min_channels"),
+            "sequence": ("first", "then", "within", "correlate"),
+            "absence": ("first", "missing", "within", "correlate"),
+            "profile": (),
+            "relationship": ("min_deficit",),
+        }
+        two_patterns = kind in ("sequence", "absence")
+        condition_keys = () if two_patterns or kind == "relationship" else _CONDITION_KEYS
+        for key in when:
+            if key != "kind" and key not in own[kind] and key not in condition_keys:
+                self.problem(name, f"when.{key}", f"not a field of kind {kind}")
+        out: dict[str, Any] = {"kind": kind}
+        if not two_patterns and kind != "relationship":
+            out["pattern"] = self.pattern(name, "when", when)
+        if kind == "first":
+            per = when.get("per", "customer")
+            if per != "customer":
+                self.field_name(name, "when.per", per)
+            out["per"] = per
+        elif kind == "count":
+            out["window_ms"] = self.duration(name, "when.window", when.get("window"))
+            out["min_count"] = self.positive_int(name, "when.min_count", when.get("min_count"))
+            if "min_channels" in when:
+                mc = self.positive_int(name, "when.min_channels", when["min_channels"])
+                out["min_channels"] = mc or 1
+        elif two_patterns:
+            second = "then" if kind == "sequence" else "missing"
+            for part in ("first", second):
+                if not isinstance(when.get(part), Mapping):
+                    self.problem(name, f"when.{part}", "required: a mapping of conditions")
+            if isinstance(when.get("first"), Mapping):
+                out["pattern"] = self.pattern(name, "when.first", when["first"])
+            if isinstance(when.get(second), Mapping):
+                out["follow"] = self.pattern(name, f"when.{second}", when[second])
+            out["within_ms"] = self.duration(name, "when.within", when.get("within"))
+            if when.get("correlate") is not None:
+                out["correlate"] = self.field_name(name, "when.correlate", when["correlate"])
+        elif kind == "relationship":
+            md = self.positive_int(name, "when.min_deficit", when.get("min_deficit"))
+            out["min_deficit"] = md
+        if kind == "profile" and out["pattern"].min_tenure_years is None:
+            self.problem(name, "when.min_tenure_years", "required for kind profile")
+        return out
+
+    def pattern(self, name: str, prefix: str, raw: Mapping[str, Any]) -> Pattern:
+        if prefix != "when":
+            for key in raw:
+                if key not in _CONDITION_KEYS:
+                    self.problem(name, f"{prefix}.{key}", "not a condition")
+        types = self.value_set(name, f"{prefix}.type", raw.get("type"))
+        channels = self.value_set(name, f"{prefix}.channel", raw.get("channel"))
+        for ch in sorted(channels or ()):
+            if ch not in CHANNELS:
+                self.problem(name, f"{prefix}.channel", f"unknown channel {ch!r}")
+        products = self.value_set(name, f"{prefix}.product", raw.get("product"))
+        fields: list[tuple[str, frozenset[str | None]]] = []
+        raw_fields = raw.get("fields", {})
+        if not isinstance(raw_fields, Mapping):
+            self.problem(name, f"{prefix}.fields", "expected a mapping field -> value(s)")
+        else:
+            for key, value in raw_fields.items():
+                if key not in EVENT_FIELDS:
+                    self.problem(name, f"{prefix}.fields.{key}", "not an event field")
+                    continue
+                values = value if isinstance(value, list) else [value]
+                fields.append((str(key), frozenset(None if v is None else str(v) for v in values)))
+        attributes: list[tuple[str, frozenset[str]]] = []
+        raw_attrs = raw.get("attributes", {})
+        if not isinstance(raw_attrs, Mapping):
+            self.problem(name, f"{prefix}.attributes", "expected a mapping key -> value(s)")
+        else:
+            for key, value in raw_attrs.items():
+                values = value if isinstance(value, list) else [value]
+                attributes.append((str(key), frozenset(str(v) for v in values)))
+        tenure = raw.get("min_tenure_years")
+        if tenure is not None:
+            tenure = self.positive_int(name, f"{prefix}.min_tenure_years", tenure)
+        predicate_name = raw.get("predicate")
+        predicate = None
+        if predicate_name is not None:
+            predicate = self.predicate(name, f"{prefix}.predicate", predicate_name)
+        return Pattern(
+            types=types,
+            channels=channels,
+            products=products,
+            fields=tuple(sorted(fields)),
+            attributes=tuple(sorted(attributes)),
+            min_tenure_years=tenure,
+            predicate=predicate,
+            predicate_name=predicate_name if predicate is not None else None,
+        )
+
+    # -- small validators -------------------------------------------------------------
+
+    def value_set(self, name: str, fld: str, raw: Any) -> frozenset[str] | None:
+        if raw is None:
+            return None
+        values = raw if isinstance(raw, list) else [raw]
+        if not values or not all(isinstance(v, str) and v for v in values):
+            self.problem(name, fld, "expected a non-empty string or list of strings")
+            return None
+        return frozenset(values)
+
+    def names(self, name: str | None, fld: str, raw: Any) -> list[str] | None:
+        if not isinstance(raw, list) or not all(isinstance(v, str) and v for v in raw):
+            self.problem(name, fld, "expected a list of names")
+            return None
+        return list(raw)
+
+    def duration(self, name: str | None, fld: str, raw: Any) -> int | None:
+        if raw is None:
+            self.problem(name, fld, "required: a duration such as '48h' or '30d'")
+            return None
+        try:
+            ms = parse_duration(raw)
+        except ValueError as exc:
+            self.problem(name, fld, str(exc))
+            return None
+        if ms <= 0:
+            self.problem(name, fld, "must be longer than zero")
+            return None
+        return ms
+
+    def positive_int(self, name: str, fld: str, raw: Any) -> int | None:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            self.problem(name, fld, "required: a positive integer")
+            return None
+        return raw
+
+    def field_name(self, name: str, fld: str, raw: Any) -> str | None:
+        if isinstance(raw, str) and (raw in EVENT_FIELDS or raw.startswith("attributes.")):
+            return raw
+        self.problem(name, fld, "expected an event field (e.g. reference) or attributes.<key>")
+        return None
+
+    def predicate(self, name: str, fld: str, raw: Any) -> Predicate | None:
+        if not isinstance(raw, str) or raw.count(":") != 1:
+            self.problem(name, fld, "expected 'package.module:function'")
+            return None
+        module_name, func_name = raw.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            self.problem(name, fld, f"cannot import {module_name}: {exc}")
+            return None
+        func = getattr(module, func_name, None)
+        if not callable(func):
+            self.problem(name, fld, f"{module_name} has no function {func_name}")
+            return None
+        return func  # type: ignore[no-any-return]
+
+    def template(self, name: str, template: str) -> None:
+        try:
+            parts = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            self.problem(name, "reason", f"bad template: {exc}")
+            return
+        for _, placeholder, spec, conversion in parts:
+            if placeholder is None:
+                continue
+            if placeholder not in REASON_PLACEHOLDERS or spec or conversion:
+                self.problem(
+                    name,
+                    "reason",
+                    f"unknown placeholder {{{placeholder}}}; use one of "
+                    + ", ".join(sorted(REASON_PLACEHOLDERS)),
+                )
+
+    def details(self, name: str, raw: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(raw, Mapping):
+            self.problem(name, "details", "expected a mapping detail -> source")
+            return ()
+        out: list[tuple[str, str]] = []
+        for key, source in raw.items():
+            ok = isinstance(source, str) and (
+                source in EVENT_FIELDS
+                or source in CUSTOMER_DETAIL_SOURCES
+                or (source.startswith("attributes.") and len(source) > len("attributes."))
+            )
+            if not ok:
+                self.problem(
+                    name,
+                    f"details.{key}",
+                    "expected an event field, attributes.<key> or one of "
+                    + ", ".join(CUSTOMER_DETAIL_SOURCES),
+                )
+                continue
+            if key == "relationship_balance":
+                self.problem(name, f"details.{key}", "reserved: the engine sets it")
+                continue
+            out.append((str(key), str(source)))
+        return tuple(out)
+
+
+_CONDITION_KEYS: Final = (
+    "type",
+    "channel",
+    "product",
+    "fields",
+    "attributes",
+    "min_tenure_years",
+    "predicate",
+)
