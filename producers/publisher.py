@@ -1,0 +1,241 @@
+"""The publisher SDK: how every channel puts `InteractionEvent`s on Kafka.
+
+An idempotent confluent-kafka producer (``enable.idempotence``, acks=all),
+keyed by ``customer_id`` with librdkafka's ``murmur2_random`` partitioner so
+a customer's events land on one partition in order, the same partition a
+Java client would choose. Events are validated before they are sent (an
+invalid event never reaches the topic), encoded with `schemas.codec`
+(single-object encoding, or Confluent framing when a schema registry is
+configured), and delivery failures reported by the broker are collected and
+raised by `Publisher.flush` as `PublishError`. Closing (or leaving the
+``with`` block) flushes.
+
+It must never log event contents or client secrets (the config holds
+``sasl.password``), and never drop a failed delivery silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from functools import partial
+from types import TracebackType
+from typing import Any, Final
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from moments.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, event_type_label
+from moments.settings import Settings
+from schemas.codec import AvroCodec, SchemaValidationError, event_from_json
+from schemas.records import InteractionEvent
+
+__all__ = ["PublishError", "Publisher", "new_event_id"]
+
+log = logging.getLogger(__name__)
+
+#: Tuning defaults; `settings.kafka_extra` may override any of them.
+PRODUCER_DEFAULTS: Final[dict[str, Any]] = {
+    "compression.type": "lz4",
+    "linger.ms": 5,
+    "client.id": "moments-publisher",
+}
+#: Part of the contract (DESIGN.md section 3); nothing overrides these.
+PRODUCER_REQUIRED: Final[dict[str, Any]] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+}
+
+# A full local queue is back-pressure: wait for deliveries this long per attempt.
+_QUEUE_FULL_POLL_S: Final = 0.1
+
+
+class PublishError(RuntimeError):
+    """Events the broker did not acknowledge: names the topic, the key and the broker error."""
+
+    def __init__(self, topic: str, key: str | None, error: str, *, more: int = 0) -> None:
+        self.topic = topic
+        self.key = key
+        self.error = error
+        self.more = more
+        about = f" (key {key!r})" if key is not None else ""
+        tail = f" (and {more} more failed deliveries)" if more else ""
+        super().__init__(f"publishing to {topic} failed{about}: {error}{tail}")
+
+
+_uuid7_lock = threading.Lock()
+_uuid7_last: list[int] = [0, 0]  # last millisecond, last 12-bit counter
+
+
+def new_event_id() -> str:
+    """A fresh UUIDv7 (RFC 9562): 48-bit Unix ms timestamp, version 7, 12-bit counter,
+    variant 10, 62 random bits. Ids from one process sort in creation order."""
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    with _uuid7_lock:
+        ms = time.time_ns() // 1_000_000
+        last_ms, counter = _uuid7_last
+        if ms > last_ms:
+            counter = (random_bits >> 64) & 0x7FF  # leave headroom for the counter
+        else:
+            ms, counter = last_ms, counter + 1
+            if counter > 0xFFF:
+                ms, counter = ms + 1, 0
+        _uuid7_last[:] = [ms, counter]
+    value = (
+        (ms & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76
+        | counter << 64
+        | 0b10 << 62
+        | random_bits & ((1 << 62) - 1)
+    )
+    return str(uuid.UUID(int=value))
+
+
+class Publisher:
+    """Publishes validated `InteractionEvent`s to the interactions topic, keyed by customer.
+
+    Use as a context manager (or call `close`) so everything is flushed;
+    `flush` raises `PublishError` if any delivery failed. Thread-safe for
+    concurrent `publish` calls.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topic: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """`config`: extra librdkafka options on top of the settings (tests, tuning)."""
+        self.topic = topic or settings.topics.interactions
+        self._codec = AvroCodec(
+            InteractionEvent, registry_url=settings.schema_registry_url, topic=self.topic
+        )
+        defaults = {k: v for k, v in PRODUCER_DEFAULTS.items() if k not in settings.kafka_extra}
+        options = {
+            **defaults,
+            **(config or {}),
+            **PRODUCER_REQUIRED,
+            "error_cb": self._on_error,
+            "logger": log,
+        }
+        self._producer = Producer(settings.kafka_config(**options))
+        self._failures: list[PublishError] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- sending
+
+    def publish(self, event: InteractionEvent) -> None:
+        """Validate and send one event asynchronously (delivery is confirmed by `flush`).
+
+        Raises `SchemaValidationError` for an invalid event (nothing is sent)
+        and `PublishError` when the client refuses the message outright.
+        """
+        if self._closed:
+            raise RuntimeError("publisher is closed")
+        try:
+            value = self._codec.encode(event)
+        except SchemaValidationError:
+            EVENTS_REJECTED.labels(stage="validate").inc()
+            raise
+        key = event.customer_id
+        on_delivery = partial(self._on_delivery, key, event.channel, event_type_label(event.type))
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, value=value, key=key.encode("utf-8"), on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                self._producer.poll(_QUEUE_FULL_POLL_S)  # queue full: let deliveries drain
+            except KafkaException as exc:
+                raise PublishError(self.topic, key, _describe(exc.args[0])) from None
+        self._producer.poll(0)
+
+    def publish_json(self, obj: dict[str, Any], *, where: str = "") -> InteractionEvent:
+        """Publish an event given in its JSON form; a missing event_id becomes a UUIDv7."""
+        try:
+            event = event_from_json(obj, where=where, new_event_id=new_event_id)
+        except SchemaValidationError:
+            EVENTS_REJECTED.labels(stage="validate").inc()
+            raise
+        self.publish(event)
+        return event
+
+    # -- completion
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every event is acknowledged; raise `PublishError` for any that failed."""
+        pending = self._producer.flush(timeout_s)
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if pending:
+            failures.append(
+                PublishError(
+                    self.topic, None, f"{pending} events still unacknowledged after {timeout_s:g} s"
+                )
+            )
+        if failures:
+            first = failures[0]
+            raise PublishError(first.topic, first.key, first.error, more=len(failures) - 1)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush (raising `PublishError` for failed deliveries), refuse further events and
+        release the client's connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush(timeout_s)
+        finally:
+            if len(self._producer):
+                # Only after flush has already reported them as failed.
+                self._producer.purge()
+                self._producer.poll(0)
+            self._producer.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The block already failed: still flush what was sent, but let its error win.
+        try:
+            self.close()
+        except PublishError as failure:
+            log.error("while handling %s: %s", type(exc).__name__, failure)
+
+    # -- librdkafka callbacks (run inside poll/flush)
+
+    def _on_delivery(
+        self, key: str, channel: str, type_label: str, err: KafkaError | None, msg: Message
+    ) -> None:
+        if err is None:
+            EVENTS_PUBLISHED.labels(channel=channel, type=type_label).inc()
+            return
+        with self._lock:
+            self._failures.append(PublishError(msg.topic() or self.topic, key, _describe(err)))
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Client-level errors (broker down, auth); librdkafka retries by itself unless fatal.
+        if err.fatal():
+            with self._lock:
+                self._failures.append(PublishError(self.topic, None, _describe(err)))
+        log.warning("kafka producer: %s", _describe(err))
+
+
+def _describe(err: Any) -> str:
+    if isinstance(err, KafkaError):
+        return f"{err.name()}: {err.str()}"
+    return str(err)

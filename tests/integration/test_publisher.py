@@ -1,0 +1,166 @@
+"""The publisher SDK against a real (Tansu) broker: keys, partitions, delivery failures."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from moments.metrics import EVENTS_PUBLISHED
+from moments.settings import Settings
+from producers.publisher import Publisher, PublishError
+from schemas.codec import AvroCodec, SchemaValidationError
+from schemas.records import InteractionEvent
+
+FENCE = b"fence"
+
+
+def _event(n: int, customer: str, event_type: str = "inquiry") -> InteractionEvent:
+    return InteractionEvent(
+        event_id=f"ev-{n}",
+        customer_id=customer,
+        channel="call",
+        type=event_type,
+        occurred_at=1_767_323_045_000 + n,
+        source="ivr",
+    )
+
+
+def _murmur2_partition(key: bytes, partitions: int) -> int:
+    """The Java client's default partitioner (what librdkafka's murmur2_random mirrors)."""
+    m, r, length = 0x5BD1E995, 24, len(key)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(key[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = key[length - length % 4 :]
+    if len(tail) >= 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h ^= tail[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def _fence(settings: Settings, topic: str, partitions: int) -> None:
+    """Tansu's high watermark stops at the last batch's base offset: end every partition
+    with a lone record so the batches before it are readable in full."""
+    producer = Producer(settings.kafka_config())
+    for partition in range(partitions):
+        producer.produce(topic, value=FENCE, partition=partition)
+        producer.flush(10)
+    assert producer.flush(10) == 0
+
+
+def _consume(
+    settings: Settings, topic: str, partitions: int, wanted: Iterable[str], timeout_s: float = 20.0
+) -> dict[str, tuple[bytes, int, bytes]]:
+    """event_id -> (key, partition, value) for every wanted event, read from the beginning."""
+    codec = AvroCodec(InteractionEvent, registry_url=settings.schema_registry_url)
+    missing = set(wanted)
+    seen: dict[str, tuple[bytes, int, bytes]] = {}
+    consumer = Consumer(
+        settings.kafka_config(
+            **{"group.id": f"test-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+        )
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while missing and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None or msg.value() == FENCE:
+                continue
+            value = msg.value()
+            assert value is not None
+            event = codec.decode(value)
+            seen[event.event_id] = (msg.key() or b"", msg.partition() or 0, value)
+            missing.discard(event.event_id)
+    finally:
+        consumer.close()
+    assert not missing, f"not consumed within {timeout_s} s: {sorted(missing)}"
+    return seen
+
+
+def test_published_events_are_keyed_by_customer(settings: Settings) -> None:
+    topic, partitions = settings.topics.interactions, settings.interactions_partitions
+    customers = ["customer-a", "customer-b", "customer-c"]
+    events = [_event(n, customers[n % 3]) for n in range(9)]
+    before = EVENTS_PUBLISHED.labels(channel="call", type="inquiry")._value.get()
+    with Publisher(settings) as publisher:
+        for event in events:
+            publisher.publish(event)
+        live = publisher.publish_json(
+            {"customer_id": "customer-a", "channel": "web", "type": "address_changed",
+             "occurred_at": "2026-01-02T03:04:05Z", "attributes": {"new_address": "1 Main St"}}
+        )  # fmt: skip
+    assert EVENTS_PUBLISHED.labels(channel="call", type="inquiry")._value.get() == before + 9
+    assert uuid.UUID(live.event_id).version == 7
+
+    _fence(settings, topic, partitions)
+    seen = _consume(settings, topic, partitions, [e.event_id for e in [*events, live]])
+
+    for event in [*events, live]:
+        key, partition, _ = seen[event.event_id]
+        assert key == event.customer_id.encode("utf-8")
+        assert partition == _murmur2_partition(key, partitions)
+    by_customer = {
+        c: {seen[e.event_id][1] for e in events if e.customer_id == c} for c in customers
+    }
+    assert all(len(parts) == 1 for parts in by_customer.values()), by_customer
+    assert AvroCodec(InteractionEvent).decode(seen[live.event_id][2]) == live
+
+
+def test_invalid_event_is_refused_before_sending(settings: Settings) -> None:
+    with Publisher(settings) as publisher, pytest.raises(SchemaValidationError, match="channel"):
+        publisher.publish(InteractionEvent("ev-1", "c", "fax", "inquiry", 0))
+
+
+def test_delivery_failure_surfaces_as_publish_error(settings: Settings) -> None:
+    missing_topic = f"{settings.topic_prefix}no-such-topic"
+    publisher = Publisher(
+        settings,
+        topic=missing_topic,
+        config={"allow.auto.create.topics": False, "message.timeout.ms": 3000},
+    )
+    publisher.publish(_event(1, "customer-a"))
+    started = time.monotonic()
+    with pytest.raises(PublishError) as info:
+        publisher.flush(timeout_s=20)
+    assert time.monotonic() - started < 20
+    assert info.value.topic == missing_topic
+    assert info.value.key == "customer-a"
+    assert missing_topic in str(info.value)
+    publisher.close()  # the failure was reported once; nothing is left to flush
+
+
+def test_oversized_event_surfaces_as_publish_error(settings: Settings) -> None:
+    publisher = Publisher(settings, config={"message.max.bytes": 1000})
+    big = InteractionEvent("ev-big", "customer-a", "web", "feedback_given", 0, text="x" * 5000)
+    with pytest.raises(PublishError, match="MSG_SIZE_TOO_LARGE") as info:
+        publisher.publish(big)
+    assert info.value.topic == settings.topics.interactions
+    publisher.close()
+
+
+def test_registry_settings_put_confluent_frames_on_the_wire(settings: Settings) -> None:
+    framed = settings.model_copy(update={"schema_registry_url": "mock://publisher-test"})
+    topic, partitions = framed.topics.interactions, framed.interactions_partitions
+    event = _event(1, "customer-r", "payment_failed")
+    with Publisher(framed) as publisher:
+        publisher.publish(event)
+    _fence(framed, topic, partitions)
+    _, _, value = _consume(framed, topic, partitions, [event.event_id])[event.event_id]
+    assert value[0] == 0  # Confluent magic byte + schema id
+    assert AvroCodec(InteractionEvent, registry_url="mock://publisher-test").decode(value) == event

@@ -1,0 +1,46 @@
+"""Unit tests of the publisher SDK that need no broker: UUIDv7 ids, validation first."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from moments.metrics import EVENTS_REJECTED
+from moments.settings import Settings
+from producers.publisher import Publisher, new_event_id
+from schemas.codec import SchemaValidationError
+from schemas.records import InteractionEvent
+
+
+def test_new_event_id_is_a_uuid7_with_the_current_time() -> None:
+    before = time.time_ns() // 1_000_000
+    value = uuid.UUID(new_event_id())
+    after = time.time_ns() // 1_000_000
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+    assert before <= value.int >> 80 <= after
+
+
+def test_new_event_ids_are_unique_and_sorted_in_creation_order() -> None:
+    ids = [new_event_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+
+
+def test_invalid_events_never_reach_the_client() -> None:
+    # Nothing listens on this port: a send would fail at flush, validation fails first.
+    publisher = Publisher(Settings(bootstrap="127.0.0.1:9"), config={"message.timeout.ms": 100})
+    rejected = EVENTS_REJECTED.labels(stage="validate")._value.get()
+    with pytest.raises(SchemaValidationError, match="customer_id: must not be empty"):
+        publisher.publish(InteractionEvent("ev-1", "", "call", "inquiry", 0))
+    with pytest.raises(SchemaValidationError, match=r"where\.jsonl:2: occurred_at"):
+        publisher.publish_json(
+            {"customer_id": "c", "channel": "call", "type": "inquiry", "occurred_at": "now"},
+            where="where.jsonl:2",
+        )
+    assert EVENTS_REJECTED.labels(stage="validate")._value.get() == rejected + 2
+    publisher.close(timeout_s=1)  # nothing was queued, so nothing fails
+    with pytest.raises(RuntimeError, match="closed"):
+        publisher.publish(InteractionEvent("ev-2", "c", "call", "inquiry", 0))
