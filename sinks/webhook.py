@@ -1,0 +1,642 @@
+"""The webhook sink: every action POSTed to its destination's URL as a signed CloudEvent.
+
+A confluent-kafka consumer (group `settings.webhook_group`) reads the action
+topics of the destinations that have a URL in `settings.webhook_urls`, and
+POSTs each action as a CloudEvents 1.0 structured-mode JSON event (`data` is
+the action's JSON form) signed as `sinks.signing` describes. Deliveries:
+
+- each partition is delivered by its own lane, one record at a time in
+  offset order (the key is the customer id, so each customer's actions arrive
+  in order); partitions proceed independently, so one slow URL does not hold
+  the others up;
+- 5xx, 408, 425, 429, timeouts and connection errors are retried with
+  exponential backoff and full jitter, at most `RetryPolicy.max_attempts`
+  times, waiting at least what `Retry-After` asks (capped);
+- other answers (4xx, 3xx) and exhausted retries are permanent failures: the
+  original bytes go to `actions.dlq` with `moments.error.*` headers (stage
+  `webhook`; undecodable records get stage `decode`/`validate`);
+- a record's offset is committed only once it was delivered or its DLQ record
+  acknowledged, so a crash redelivers (at-least-once: receivers drop repeated
+  CloudEvent ids, which are the action ids).
+
+It never logs or puts into an error the secret, a full URL (webhook URLs often
+hold tokens), a request body or a customer id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, Final
+
+import httpx
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from moments.metrics import DLQ_RECORDS, WEBHOOK_DELIVERIES, serve_metrics
+from moments.settings import DESTINATIONS, Settings
+from schemas.codec import codec_for, to_json_dict
+from schemas.records import ActionEvent
+from sinks.signing import signature_headers
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
+ATTEMPT_HEADER: Final = "X-Moments-Delivery-Attempt"
+USER_AGENT: Final = "moments-webhook/1"
+RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
+ERROR_HEADER_PREFIX: Final = "moments.error."
+MAX_ERROR_MESSAGE: Final = 500
+#: Records waiting in one partition's lane before the partition is paused.
+MAX_LANE_BACKLOG: Final = 1000
+COMMIT_INTERVAL_S: Final = 0.5
+
+
+class WebhookConfigError(ValueError):
+    """The webhook settings cannot work (names the MOMENTS_* variable and the problem)."""
+
+
+class DeliveryCancelled(Exception):
+    """The partition was revoked or the sink is stopping: leave the record uncommitted."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one delivery tries: bounded attempts, exponential backoff with full jitter."""
+
+    max_attempts: int = 8
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    timeout_s: float = 10.0
+    max_retry_after_s: float = 300.0
+
+    def backoff_s(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(max_delay, base * 2^(attempt-1))]."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return rng.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """A permanent delivery failure: what goes into the DLQ record's error headers."""
+
+    error_class: str
+    message: str
+    attempts: int
+    http_status: int | None = None
+
+
+# --------------------------------------------------------------------------- CloudEvents
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def cloud_event(action: ActionEvent) -> dict[str, Any]:
+    """The action as a CloudEvents 1.0 structured-mode event (a JSON object)."""
+    return {
+        "specversion": "1.0",
+        "id": action.action_id,
+        "source": f"moments/{action.rule}",
+        "type": f"moments.action.{action.action}",
+        "subject": action.customer_id,
+        "time": _iso(action.triggered_at),
+        "datacontenttype": "application/json",
+        # Partitioning extension: receivers that fan out keep a customer's events together.
+        "partitionkey": action.customer_id,
+        "data": to_json_dict(action),
+    }
+
+
+def cloud_event_body(action: ActionEvent) -> bytes:
+    """The exact bytes POSTed (and signed) for an action: compact UTF-8 JSON."""
+    return json.dumps(cloud_event(action), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and port only: paths and queries of webhook URLs often hold tokens."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}/…"
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds asked by a `Retry-After` header (delta-seconds or HTTP-date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# --------------------------------------------------------------------------- HTTP delivery
+
+
+class WebhookDelivery:
+    """POSTs one action with retries; knows HTTP and signing, no Kafka.
+
+    `deliver` returns None once a 2xx answer came, a `DeliveryFailure` for a
+    permanent failure, and raises `DeliveryCancelled` when `cancelled` is set
+    while it waits between attempts.
+    """
+
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        secret: str | bytes,
+        *,
+        policy: RetryPolicy | None = None,
+        client: httpx.Client | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.urls = dict(urls)
+        self._secret = secret
+        # httpx logs every request's full URL at INFO, and webhook URLs hold tokens.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.policy = policy or RetryPolicy()
+        self._own_client = client is None
+        self.client = client or httpx.Client(
+            timeout=self.policy.timeout_s,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._rng = rng or random.Random()
+
+    def close(self) -> None:
+        if self._own_client:
+            self.client.close()
+
+    def deliver(
+        self, action: ActionEvent, cancelled: threading.Event | None = None
+    ) -> DeliveryFailure | None:
+        destination = action.destination
+        url = self.urls.get(destination)
+        if url is None:
+            WEBHOOK_DELIVERIES.labels(_destination_label(destination), "failed").inc()
+            return DeliveryFailure(
+                "NoRoute", f"no webhook URL configured for destination {destination!r}", 0
+            )
+        body = cloud_event_body(action)
+        policy = self.policy
+        for attempt in range(1, policy.max_attempts + 1):
+            failure, retryable, wait_at_least = self._attempt(url, body, attempt)
+            if failure is None:
+                WEBHOOK_DELIVERIES.labels(destination, "delivered").inc()
+                return None
+            if not retryable or attempt == policy.max_attempts:
+                WEBHOOK_DELIVERIES.labels(destination, "failed").inc()
+                if retryable:
+                    failure = DeliveryFailure(
+                        failure.error_class,
+                        f"gave up after {attempt} attempts: {failure.message}",
+                        attempt,
+                        failure.http_status,
+                    )
+                log.warning(
+                    "webhook %s: action %s failed permanently after %d attempt(s): %s",
+                    destination,
+                    action.action_id,
+                    attempt,
+                    failure.error_class,
+                )
+                return failure
+            WEBHOOK_DELIVERIES.labels(destination, "retried").inc()
+            delay = policy.backoff_s(attempt, self._rng)
+            if wait_at_least is not None:
+                delay = max(delay, min(wait_at_least, policy.max_retry_after_s))
+            log.info(
+                "webhook %s: attempt %d for action %s: %s; retrying in %.2f s",
+                destination,
+                attempt,
+                action.action_id,
+                failure.error_class,
+                delay,
+            )
+            if cancelled is not None:
+                if cancelled.wait(delay):
+                    raise DeliveryCancelled
+            else:
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self, url: str, body: bytes, attempt: int
+    ) -> tuple[DeliveryFailure | None, bool, float | None]:
+        """One POST: (failure or None, retryable, Retry-After seconds)."""
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "User-Agent": USER_AGENT,
+            ATTEMPT_HEADER: str(attempt),
+            **signature_headers(self._secret, body),
+        }
+        where = redact_url(url)
+        try:
+            response = self.client.post(url, content=body, headers=headers)
+        except httpx.UnsupportedProtocol as exc:
+            return DeliveryFailure(type(exc).__name__, f"POST {where}: {exc}", attempt), False, None
+        except httpx.TransportError as exc:  # timeouts, refused connections, resets
+            text = str(exc).splitlines()[0][:200] if str(exc) else "no detail"
+            failure = DeliveryFailure(type(exc).__name__, f"POST {where}: {text}", attempt)
+            return failure, True, None
+        status = response.status_code
+        if 200 <= status < 300:
+            return None, False, None
+        excerpt = " ".join(response.text[:200].split())
+        failure = DeliveryFailure(
+            "HTTPStatusError",
+            f"POST {where} answered {status} {response.reason_phrase}"
+            + (f": {excerpt}" if excerpt else ""),
+            attempt,
+            status,
+        )
+        retryable = status >= 500 or status in RETRYABLE_STATUSES
+        return failure, retryable, retry_after_s(response.headers.get("Retry-After"))
+
+
+def _destination_label(destination: str) -> str:
+    return destination if destination in DESTINATIONS else "other"
+
+
+# --------------------------------------------------------------------------- Kafka side
+
+
+def _check_settings(settings: Settings) -> tuple[dict[str, str], str]:
+    """The (destination → URL) routes and the secret, or `WebhookConfigError` naming the problem."""
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if not secret:
+        raise WebhookConfigError(
+            "MOMENTS_WEBHOOK_SECRET is not set: webhook requests must be signed"
+        )
+    urls = dict(settings.webhook_urls)
+    if not urls:
+        raise WebhookConfigError(
+            "MOMENTS_WEBHOOK_URLS is empty: give a JSON object of destination to URL, "
+            'e.g. {"care": "https://care.example/hooks/moments"}'
+        )
+    for destination, url in urls.items():
+        if destination not in DESTINATIONS:
+            raise WebhookConfigError(
+                f"MOMENTS_WEBHOOK_URLS: unknown destination {destination!r} "
+                f"(known: {', '.join(DESTINATIONS)})"
+            )
+        try:
+            scheme = httpx.URL(url).scheme
+        except (httpx.InvalidURL, TypeError):
+            scheme = ""
+        if scheme not in ("http", "https"):
+            raise WebhookConfigError(f"MOMENTS_WEBHOOK_URLS[{destination}]: not an http(s) URL")
+    return urls, secret
+
+
+def error_headers(
+    msg: Message, stage: str, error_class: str, message: str, **extra: str
+) -> list[tuple[str, str | bytes | None]]:
+    """`moments.error.*` headers naming what failed and where the record came from."""
+    values = {
+        "stage": stage,
+        "class": error_class,
+        "message": message[:MAX_ERROR_MESSAGE],
+        "topic": msg.topic() or "",
+        "partition": str(msg.partition()),
+        "offset": str(msg.offset()),
+        **extra,
+    }
+    return [(ERROR_HEADER_PREFIX + k, v.encode()) for k, v in values.items()]
+
+
+@dataclass
+class _Lane:
+    """One partition's records, delivered in offset order on a thread of their own."""
+
+    topic: str
+    partition: int
+    handle: Callable[[Message, threading.Event], None]
+    done: queue.SimpleQueue[tuple[str, int, int] | BaseException]
+    records: queue.SimpleQueue[Message | None] = field(default_factory=queue.SimpleQueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    last_offset: int = -1
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self._run, name=f"webhook-{self.topic}-{self.partition}", daemon=True
+        )
+        self.thread.start()
+
+    def put(self, msg: Message) -> bool:
+        offset = msg.offset() or 0
+        if offset <= self.last_offset:  # refetched after pause/resume: already queued
+            return False
+        self.last_offset = offset
+        self.records.put(msg)
+        return True
+
+    @property
+    def backlog(self) -> int:
+        return self.records.qsize()
+
+    def stop(self, timeout_s: float) -> None:
+        """Finish the record in flight (no new attempts), drop the queued ones."""
+        self.cancelled.set()
+        self.records.put(None)
+        if self.thread is not None:
+            self.thread.join(timeout_s)
+            if self.thread.is_alive():
+                log.warning("webhook lane %s[%d] did not stop in time", self.topic, self.partition)
+
+    def _run(self) -> None:
+        while not self.cancelled.is_set():
+            msg = self.records.get()
+            if msg is None or self.cancelled.is_set():
+                return
+            try:
+                self.handle(msg, self.cancelled)
+            except DeliveryCancelled:
+                return
+            except BaseException as exc:  # a bug: stop the sink, leave the offset uncommitted
+                self.done.put(exc)
+                return
+            self.done.put((self.topic, self.partition, msg.offset() or 0))
+
+
+class WebhookSink:
+    """Consumes the action topics and delivers each record (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy: RetryPolicy | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        urls, secret = _check_settings(settings)
+        self.settings = settings
+        self.group = settings.webhook_group
+        self.topics = [settings.topics.action(d) for d in DESTINATIONS if d in urls]
+        self.dlq_topic = settings.topics.actions_dlq
+        self.delivery = WebhookDelivery(urls, secret, policy=policy, client=client)
+        self.codec = codec_for(ActionEvent, settings.schema_registry_url)
+        self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._done: queue.SimpleQueue[tuple[str, int, int] | BaseException] = queue.SimpleQueue()
+        self._to_commit: dict[tuple[str, int], int] = {}
+        self._paused: set[tuple[str, int]] = set()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    # -- per record (lane threads)
+
+    def handle(self, msg: Message, cancelled: threading.Event) -> None:
+        """Deliver one record, or dead-letter it; return only when one of both is durable."""
+        raw = msg.value() or b""
+        try:
+            action = self.codec.decode(raw)
+        except Exception as exc:
+            stage = getattr(exc, "stage", "decode")
+            self.dead_letter(msg, stage, type(exc).__name__, str(exc), cancelled)
+            return
+        failure = self.delivery.deliver(action, cancelled)
+        if failure is not None:
+            extra = {"attempts": str(failure.attempts), "destination": action.destination}
+            if failure.http_status is not None:
+                extra["http_status"] = str(failure.http_status)
+            self.dead_letter(msg, "webhook", failure.error_class, failure.message, cancelled, extra)
+
+    def dead_letter(
+        self,
+        msg: Message,
+        stage: str,
+        error_class: str,
+        message: str,
+        cancelled: threading.Event,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """Produce the original bytes to actions.dlq; retry until acknowledged (never drop)."""
+        original: Any = msg.headers() or []
+        headers: list[tuple[str, str | bytes | None]] = [(str(k), v) for k, v in original]
+        headers += error_headers(msg, stage, error_class, message, **(extra or {}))
+        producer = self._producer
+        assert producer is not None, "dead_letter before run()"
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome: list[KafkaError | None] = []
+            problem = "no acknowledgement within 30 s"
+
+            def acknowledged(err: KafkaError | None, _msg: Any, sink: list[Any] = outcome) -> None:
+                sink.append(err)
+
+            try:
+                producer.produce(
+                    self.dlq_topic,
+                    key=msg.key(),
+                    value=msg.value(),
+                    headers=headers,
+                    on_delivery=acknowledged,
+                )
+                producer.flush(30.0)
+            except (KafkaException, BufferError) as exc:
+                problem = str(exc)
+            else:
+                if outcome and outcome[0] is None:
+                    DLQ_RECORDS.labels(stage).inc()
+                    return
+                if outcome:
+                    problem = str(outcome[0])
+            log.error("cannot write to %s (attempt %d): %s", self.dlq_topic, attempt, problem)
+            if cancelled.wait(min(30.0, 0.5 * 2 ** min(attempt, 6))):
+                raise DeliveryCancelled
+
+    # -- consumer loop (main thread)
+
+    def _lane(self, topic: str, partition: int) -> _Lane:
+        key = (topic, partition)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = _Lane(topic, partition, self.handle, self._done)
+            lane.start()
+            self._lanes[key] = lane
+        return lane
+
+    def _collect_done(self) -> None:
+        while True:
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            topic, partition, offset = item
+            self._to_commit[(topic, partition)] = offset + 1
+
+    def _commit(self, keys: set[tuple[str, int]] | None = None) -> None:
+        pending = {k: v for k, v in self._to_commit.items() if keys is None or k in keys}
+        if not pending or self._consumer is None:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in pending.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit failed, will retry: %s", exc.args[0])
+            return
+        for key, offset in pending.items():
+            if self._to_commit.get(key) == offset:
+                del self._to_commit[key]
+
+    def _stop_lanes(self, keys: list[tuple[str, int]]) -> None:
+        lanes = [self._lanes.pop(k) for k in keys if k in self._lanes]
+        for lane in lanes:
+            lane.cancelled.set()
+        wait_s = self.delivery.policy.timeout_s + 35.0
+        for lane in lanes:
+            lane.stop(wait_s)
+        self._collect_done()
+        self._commit({(lane.topic, lane.partition) for lane in lanes})
+        for key in keys:
+            self._paused.discard(key)
+            self._to_commit.pop(key, None)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._stop_lanes([(tp.topic, tp.partition) for tp in partitions])
+
+    def _on_stats(self, stats_json: str) -> None:
+        from moments.metrics import CONSUMER_LAG
+
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            stats = json.loads(stats_json)
+            for topic, info in stats.get("topics", {}).items():
+                for partition, pinfo in info.get("partitions", {}).items():
+                    lag = pinfo.get("consumer_lag", -1)
+                    if partition != "-1" and lag >= 0 and (topic, int(partition)) in self._lanes:
+                        CONSUMER_LAG.labels(self.group, topic, partition).set(lag)
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume and deliver until `stop` is set; commit what is done, then close."""
+        s = self.settings
+        self._producer = producer = Producer(
+            s.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "partitioner": "murmur2_random",
+                }
+            )
+        )
+        session_ms = int(s.broker_session_timeout_s * 1000)
+        consumer = Consumer(
+            s.kafka_config(
+                **{
+                    "group.id": self.group,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": session_ms,
+                    # librdkafka sends this as the group's rebalance timeout; the main loop
+                    # polls every few hundred ms, lanes do the slow work.
+                    "max.poll.interval.ms": max(
+                        session_ms, int(s.broker_rebalance_timeout_s * 1000)
+                    ),
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self._on_stats,
+                }
+            )
+        )
+        self._consumer = consumer
+        consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info(
+            "webhook sink: group %s, topics %s, routes %s",
+            self.group,
+            ", ".join(self.topics),
+            ", ".join(f"{d}→{redact_url(u)}" for d, u in self.delivery.urls.items()),
+        )
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                for msg in consumer.consume(num_messages=500, timeout=0.2):
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer: %s", error)
+                        continue
+                    topic, partition = msg.topic() or "", msg.partition() or 0
+                    lane = self._lane(topic, partition)
+                    lane.put(msg)
+                    if lane.backlog >= MAX_LANE_BACKLOG and (topic, partition) not in self._paused:
+                        consumer.pause([TopicPartition(topic, partition)])
+                        self._paused.add((topic, partition))
+                self._collect_done()
+                for key in list(self._paused):
+                    lane_now = self._lanes.get(key)
+                    if lane_now is None or lane_now.backlog < MAX_LANE_BACKLOG // 2:
+                        consumer.resume([TopicPartition(*key)])
+                        self._paused.discard(key)
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    self._commit()
+                    last_commit = time.monotonic()
+        finally:
+            try:
+                self._stop_lanes(list(self._lanes))
+            finally:
+                consumer.close()
+                self._consumer = None
+                producer.flush(10.0)
+                self._producer = None
+                self.delivery.close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set `stop` (main thread only; elsewhere the caller owns `stop`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_webhook_sink(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    policy: RetryPolicy | None = None,
+    client: httpx.Client | None = None,
+) -> None:
+    """Run the webhook sink until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
+
+    Serves Prometheus metrics on `settings.metrics_port` when it is set.
+    Raises `WebhookConfigError` for unusable settings before touching Kafka.
+    """
+    sink = WebhookSink(settings, policy=policy, client=client)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    if stop is not None:
+        sink.run(stop)
+        return
+    own_stop = threading.Event()
+    with _stop_on_signals(own_stop):
+        sink.run(own_stop)
