@@ -1,0 +1,878 @@
+"""The PostgreSQL sink: actions, decisions and interaction events from Kafka into tables.
+
+Three parts, each usable alone:
+
+- `apply_migrations(conninfo)` applies the versioned SQL files in
+  `sinks/migrations/` once each (table `schema_version`), under an advisory
+  lock so that sinks starting together do not race.
+- `PostgresSink` buffers records (`add`) and writes them in one transaction
+  (`flush`): binary COPY into a temporary staging table, then
+  `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, so a redelivered record never
+  becomes a second row. A failed flush keeps its buffer for the retry.
+- `run_postgres_sink(settings)` is the consumer loop: decode, batch, write,
+  commit the database transaction and only then the Kafka offsets.
+
+It must never commit a Kafka offset past a row that is not durable, never skip
+a record (undecodable bytes go to the stage's dead-letter topic, database
+outages are waited out), and never build SQL from values: values travel by
+COPY or as parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from psycopg import sql
+
+from moments.metrics import CONSUMER_LAG, DLQ_RECORDS, SINK_BATCH_DURATION, SINK_ERRORS, SINK_ROWS
+from moments.settings import Settings
+from schemas.codec import DecodeError, SchemaValidationError, codec_for
+from schemas.records import ActionEvent, Decision, InteractionEvent
+
+log = logging.getLogger(__name__)
+
+SINK_NAME = "postgres"
+Record = ActionEvent | Decision | InteractionEvent
+
+# "moments" in ASCII: the advisory lock every migrating process takes.
+MIGRATION_LOCK_KEY = 0x6D6F6D656E7473
+_MIGRATION_FILE = re.compile(r"^(\d+)_([a-z0-9_]+)\.sql$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class MigrationError(RuntimeError):
+    """A migration file is misnamed or duplicated, or its SQL failed (names the file)."""
+
+
+class SinkConfigError(ValueError):
+    """The sink cannot run with these settings (names what is wrong)."""
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One versioned SQL file: applied once, in one transaction, in version order."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Traversable | None = None) -> list[Migration]:
+    """The migrations in `directory` (default: the package's `sinks/migrations/`), by version.
+
+    File names are `NNN_name.sql`; any other `.sql` file or a version used twice
+    is a `MigrationError` naming the file.
+    """
+    folder = directory if directory is not None else resources.files("sinks") / "migrations"
+    found: dict[int, Migration] = {}
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _MIGRATION_FILE.match(entry.name)
+        if match is None:
+            raise MigrationError(f"{entry.name}: migration files are named NNN_snake_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(
+                f"{entry.name}: version {version} is also used by {found[version].name}"
+            )
+        found[version] = Migration(version, entry.name, entry.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+_SCHEMA_VERSION_DDL = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def apply_migrations(conninfo: str, migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Apply every migration not yet recorded in `schema_version`; return the versions applied.
+
+    Each migration runs in its own transaction together with its
+    `schema_version` row. A session-level advisory lock serialises concurrent
+    callers: the second waits, then finds nothing left to do.
+    """
+    pending = list(migrations) if migrations is not None else load_migrations()
+    applied_now: list[int] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(_SCHEMA_VERSION_DDL)
+            rows = conn.execute("SELECT version, checksum FROM schema_version").fetchall()
+            done: dict[int, str] = {int(v): str(c) for v, c in rows}
+            for migration in pending:
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        log.warning(
+                            "migration %s changed after it was applied; not applied again",
+                            migration.name,
+                        )
+                    continue
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.sql.encode())
+                        conn.execute(
+                            "INSERT INTO schema_version (version, name, checksum)"
+                            " VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                except psycopg.errors.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    raise MigrationError(f"{migration.name}: {exc}".strip()) from exc
+                log.info("applied migration %s", migration.name)
+                applied_now.append(migration.version)
+        finally:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied_now
+
+
+# --------------------------------------------------------------------------- tables and rows
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A target table: its key (duplicates dropped) and the columns the sink writes, with types."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]  # (column, PostgreSQL type for binary COPY)
+
+    @property
+    def stage(self) -> str:
+        return f"_stage_{self.name}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+    @property
+    def copy_types(self) -> list[str]:
+        return [pg_type for _, pg_type in self.columns]
+
+    def stage_ddl(self) -> sql.Composed:
+        """A session-local staging table shaped like the target, emptied at every commit."""
+        return sql.SQL(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS)"
+            " ON COMMIT DELETE ROWS"
+        ).format(stage=sql.Identifier(self.stage), table=sql.Identifier(self.name))
+
+    def copy_sql(self) -> sql.Composed:
+        return sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(
+            stage=sql.Identifier(self.stage),
+            columns=sql.SQL(", ").join(map(sql.Identifier, self.column_names)),
+        )
+
+    def insert_sql(self) -> sql.Composed:
+        columns = sql.SQL(", ").join(map(sql.Identifier, self.column_names))
+        return sql.SQL(
+            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}"
+            " ON CONFLICT ({key}) DO NOTHING"
+        ).format(
+            table=sql.Identifier(self.name),
+            columns=columns,
+            stage=sql.Identifier(self.stage),
+            key=sql.SQL(", ").join(map(sql.Identifier, self.key)),
+        )
+
+
+_KAFKA_COLUMNS = (("kafka_topic", "text"), ("kafka_partition", "int4"), ("kafka_offset", "int8"))
+
+ACTIONS = TableSpec(
+    "actions",
+    ("action_id",),
+    (
+        ("action_id", "text"),
+        ("customer_id", "text"),
+        ("rule", "text"),
+        ("action", "text"),
+        ("rule_version", "int4"),
+        ("destination", "text"),
+        ("priority", "int4"),
+        ("reason", "text"),
+        ("evidence", "text[]"),
+        ("channel_hint", "text"),
+        ("triggered_at", "timestamptz"),
+        ("due_by", "timestamptz"),
+        ("details", "jsonb"),
+        *_KAFKA_COLUMNS,
+    ),
+)
+DECISIONS = TableSpec(
+    "decisions",
+    ("decision_id",),
+    (
+        ("decision_id", "text"),
+        ("customer_id", "text"),
+        ("rule", "text"),
+        ("rule_version", "int4"),
+        ("outcome", "text"),
+        ("reason", "text"),
+        ("action_id", "text"),
+        ("evidence", "text[]"),
+        ("decided_at", "timestamptz"),
+        *_KAFKA_COLUMNS,
+    ),
+)
+INTERACTION_EVENTS = TableSpec(
+    "interaction_events",
+    ("customer_id", "event_id"),
+    (
+        ("event_id", "text"),
+        ("customer_id", "text"),
+        ("channel", "text"),
+        ("type", "text"),
+        ("occurred_at", "timestamptz"),
+        ("source", "text"),
+        ("product", "text"),
+        ("reference", "text"),
+        ("amount", "float8"),
+        ("currency", "text"),
+        ("due_date", "date"),
+        ("customer_since", "date"),
+        ("text", "text"),
+        ("attributes", "jsonb"),
+        *_KAFKA_COLUMNS,
+    ),
+)
+TABLES: tuple[TableSpec, ...] = (INTERACTION_EVENTS, DECISIONS, ACTIONS)
+
+Row = tuple[Any, ...]
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Epoch milliseconds (Avro timestamp-millis) as an aware UTC datetime, exactly."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _pg_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; a record carrying one must still land, not loop forever.
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _pg_opt(value: str | None) -> str | None:
+    return None if value is None else _pg_text(value)
+
+
+def _pg_map(values: dict[str, str]) -> dict[str, str]:
+    return {_pg_text(k): _pg_text(v) for k, v in values.items()}
+
+
+def action_row(a: ActionEvent, topic: str | None, partition: int | None, offset: int | None) -> Row:
+    """The `actions` row of an action, in `ACTIONS.columns` order."""
+    return (
+        _pg_text(a.action_id),
+        _pg_text(a.customer_id),
+        _pg_text(a.rule),
+        _pg_text(a.action),
+        a.rule_version,
+        _pg_text(a.destination),
+        a.priority,
+        _pg_text(a.reason),
+        [_pg_text(e) for e in a.evidence],
+        _pg_text(a.channel_hint),
+        ms_to_datetime(a.triggered_at),
+        None if a.due_by is None else ms_to_datetime(a.due_by),
+        _pg_map(a.details),
+        topic,
+        partition,
+        offset,
+    )
+
+
+def decision_row(d: Decision, topic: str | None, partition: int | None, offset: int | None) -> Row:
+    """The `decisions` row of a decision, in `DECISIONS.columns` order."""
+    return (
+        _pg_text(d.decision_id),
+        _pg_text(d.customer_id),
+        _pg_text(d.rule),
+        d.rule_version,
+        _pg_text(d.outcome),
+        _pg_text(d.reason),
+        _pg_opt(d.action_id),
+        [_pg_text(e) for e in d.evidence],
+        ms_to_datetime(d.decided_at),
+        topic,
+        partition,
+        offset,
+    )
+
+
+def event_row(
+    e: InteractionEvent, topic: str | None, partition: int | None, offset: int | None
+) -> Row:
+    """The `interaction_events` row of an event, in `INTERACTION_EVENTS.columns` order."""
+    return (
+        _pg_text(e.event_id),
+        _pg_text(e.customer_id),
+        _pg_text(e.channel),
+        _pg_text(e.type),
+        ms_to_datetime(e.occurred_at),
+        _pg_text(e.source),
+        _pg_opt(e.product),
+        _pg_opt(e.reference),
+        e.amount,
+        _pg_opt(e.currency),
+        e.due_date,
+        e.customer_since,
+        _pg_opt(e.text),
+        _pg_map(e.attributes),
+        topic,
+        partition,
+        offset,
+    )
+
+
+def record_row(
+    record: Record,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> tuple[TableSpec, tuple[str, ...], Row]:
+    """Table, key and row of any record the sink writes."""
+    if isinstance(record, ActionEvent):
+        return ACTIONS, (record.action_id,), action_row(record, topic, partition, offset)
+    if isinstance(record, Decision):
+        return DECISIONS, (record.decision_id,), decision_row(record, topic, partition, offset)
+    if isinstance(record, InteractionEvent):
+        key = (record.customer_id, record.event_id)
+        return INTERACTION_EVENTS, key, event_row(record, topic, partition, offset)
+    raise TypeError(f"the PostgreSQL sink writes no {type(record).__name__}")
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+class PostgresSink:
+    """Batches records and writes them to PostgreSQL idempotently; `add()` then `flush()`.
+
+    `flush()` writes every buffered row in ONE transaction (COPY into staging,
+    insert-on-conflict-do-nothing into the tables) and clears the buffer only
+    after the commit. When it raises, nothing of the batch is committed and
+    the buffer is kept, so calling `flush()` again retries the same rows.
+    It never commits anything to Kafka; the caller does that after a flush.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        name: str = SINK_NAME,
+        migrate: bool = True,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.name = name
+        self._migrate = migrate
+        self._connect_timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+        self._buffers: dict[str, dict[tuple[str, ...], Row]] = {t.name: {} for t in TABLES}
+        self._copy_sql = {t.name: t.copy_sql() for t in TABLES}
+        self._insert_sql = {t.name: t.insert_sql() for t in TABLES}
+
+    def add(
+        self,
+        record: Record,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        """Buffer one record (a duplicate key in the same batch is kept once)."""
+        spec, key, row = record_row(record, topic, partition, offset)
+        self._buffers[spec.name][key] = row
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered and not yet durable."""
+        return sum(len(rows) for rows in self._buffers.values())
+
+    def clear(self) -> None:
+        """Drop the buffer (the records will be redelivered from the last committed offsets)."""
+        for rows in self._buffers.values():
+            rows.clear()
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """The open connection, (re)connecting and migrating as needed."""
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self._close_connection()
+        if self._migrate:
+            apply_migrations(self.conninfo)
+            self._migrate = False
+        conn = psycopg.connect(
+            self.conninfo, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
+        )
+        try:
+            for spec in TABLES:
+                conn.execute(spec.stage_ddl())
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def flush(self) -> dict[str, int]:
+        """Write the buffer in one transaction; return the rows inserted per table (new ones only).
+
+        Raises `psycopg.Error` when the database refused or is unreachable;
+        the buffer is then kept for the next call.
+        """
+        if not self.pending:
+            return {}
+        started = time.perf_counter()
+        inserted: dict[str, int] = {}
+        try:
+            conn = self.connect()
+            with conn.transaction(), conn.cursor() as cur:
+                for spec in TABLES:
+                    rows = self._buffers[spec.name]
+                    if not rows:
+                        continue
+                    with cur.copy(self._copy_sql[spec.name]) as copy:
+                        copy.set_types(spec.copy_types)
+                        for row in rows.values():
+                            copy.write_row(row)
+                    cur.execute(self._insert_sql[spec.name])
+                    inserted[spec.name] = max(cur.rowcount, 0)
+        except psycopg.Error:
+            SINK_ERRORS.labels(self.name).inc()
+            if self._conn is not None and (self._conn.broken or self._conn.closed):
+                self._close_connection()
+            raise
+        SINK_BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
+        for table, count in inserted.items():
+            SINK_ROWS.labels(self.name, table).inc(count)
+        self.clear()
+        return inserted
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection; buffered rows that were not flushed are dropped."""
+        self._close_connection()
+
+    def __enter__(self) -> PostgresSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fetch_actions(conninfo: str, customer_id: str | None = None) -> list[dict[str, Any]]:
+    """Actions stored in PostgreSQL (all, or one customer's), oldest first, as dicts."""
+    query = "SELECT * FROM actions"
+    params: tuple[Any, ...] = ()
+    if customer_id is not None:
+        query += " WHERE customer_id = %s"
+        params = (customer_id,)
+    query += " ORDER BY triggered_at, action_id"
+    with (
+        psycopg.connect(conninfo) as conn,
+        conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+    ):
+        return cur.execute(query, params).fetchall()
+
+
+# --------------------------------------------------------------------------- the consumer loop
+
+
+def sink_topics(settings: Settings) -> list[str]:
+    """Every topic the PostgreSQL sink reads: each action topic, decisions, interactions."""
+    topics = settings.topics
+    return [*topics.actions.values(), topics.decisions, topics.interactions]
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """In the main thread, SIGTERM and SIGINT set `stop` (the loop then flushes and exits)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in handled}
+    for sig in handled:
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_postgres_sink(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    topics: list[str] | None = None,
+    max_backoff_s: float = 5.0,
+) -> None:
+    """Consume actions, decisions and interactions into PostgreSQL until `stop` is set (or SIGTERM).
+
+    Blocks. Batches up to `settings.sink_batch_size` records or
+    `settings.sink_batch_timeout_s` seconds; commits the database
+    transaction, then synchronously the Kafka offsets of the batch. While the
+    database is down it retries with capped exponential backoff, consuming
+    nothing new, and commits no offset.
+    """
+    if not settings.database_url:
+        raise SinkConfigError("no database configured (set MOMENTS_DATABASE_URL)")
+    stop = stop if stop is not None else threading.Event()
+    with _stop_on_signals(stop):
+        _SinkLoop(settings, settings.database_url, stop, topics, max_backoff_s).run()
+
+
+class DeadLettersPending(RuntimeError):
+    """Dead letters of the batch are not acknowledged yet: its offsets must wait."""
+
+
+@dataclass(slots=True)
+class _DeadLetter:
+    """An undecodable record on its way to its dead-letter topic: original bytes, error headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, str | bytes | None]]
+    acked: bool = False
+    error: KafkaError | None = None
+
+
+class _SinkLoop:
+    """State of one running sink: consumer, DLQ producer, buffer and the offsets it covers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        conninfo: str,
+        stop: threading.Event,
+        topics: list[str] | None,
+        max_backoff_s: float,
+    ) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.max_backoff_s = max_backoff_s
+        self.topics = topics or sink_topics(settings)
+        self._decoders: dict[str, Callable[[bytes], Record]] = {}
+        self._dlq_topic: dict[str, str] = {}
+        registry = settings.schema_registry_url
+        names = settings.topics
+        for topic in self.topics:
+            if topic == names.interactions:
+                self._decoders[topic] = codec_for(InteractionEvent, registry).decode
+                self._dlq_topic[topic] = names.interactions_dlq
+            elif topic == names.decisions:
+                self._decoders[topic] = codec_for(Decision, registry).decode
+                self._dlq_topic[topic] = names.actions_dlq
+            elif topic in names.actions.values():
+                self._decoders[topic] = codec_for(ActionEvent, registry).decode
+                self._dlq_topic[topic] = names.actions_dlq
+            else:
+                raise SinkConfigError(
+                    f"topic {topic!r} is none of the action topics, decisions or interactions"
+                )
+        self.sink = PostgresSink(conninfo, name=SINK_NAME, migrate=False)
+        self.consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._dead_letters: list[_DeadLetter] = []
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._batch_records = 0
+        self._batch_started: float | None = None
+        self._retrying = False
+
+    # -- lifecycle
+
+    def run(self) -> None:
+        if not self._retry("apply migrations", lambda: apply_migrations(self.sink.conninfo)):
+            return
+        session_ms = int(self.settings.broker_session_timeout_s * 1000)
+        self.consumer = Consumer(
+            self.settings.kafka_config(
+                **{
+                    "group.id": self.settings.sink_group,
+                    # A group join takes about half the session timeout on Tansu.
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": max(100, min(3000, session_ms // 3)),
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self._on_stats,
+                }
+            )
+        )
+        self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
+        log.info("PostgreSQL sink reading %s", ", ".join(self.topics))
+        try:
+            while not self.stop.is_set():
+                self._consume_once()
+                if self._batch_due():
+                    self._commit_batch()
+            self._commit_batch()
+        finally:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                self.consumer.close()
+            if self._producer is not None:
+                self._producer.flush(10)
+            self.sink.close()
+
+    def _consume_once(self) -> None:
+        assert self.consumer is not None
+        if self._batch_started is None:
+            timeout = 0.5
+        else:
+            timeout = max(
+                0.0, self._batch_started + self.settings.sink_batch_timeout_s - time.monotonic()
+            )
+        room = max(1, min(10_000, self.settings.sink_batch_size - self._batch_records))
+        for message in self.consumer.consume(num_messages=room, timeout=timeout):
+            self._take(message)
+
+    def _batch_due(self) -> bool:
+        if self._batch_started is None:
+            return False
+        return (
+            self._batch_records >= self.settings.sink_batch_size
+            or time.monotonic() - self._batch_started >= self.settings.sink_batch_timeout_s
+        )
+
+    # -- records
+
+    def _take(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error)
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        self._offsets[(topic, partition)] = offset
+        self._batch_records += 1
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        value = message.value()
+        try:
+            if value is None:
+                raise DecodeError("empty message (tombstone)")
+            record = self._decoders[topic](value)
+        except (DecodeError, SchemaValidationError) as exc:
+            self._dead_letter(message, exc)
+            return
+        self.sink.add(record, topic=topic, partition=partition, offset=offset)
+
+    def _dead_letter(self, message: Message, exc: Exception) -> None:
+        stage = str(getattr(exc, "stage", "decode"))
+        topic = str(message.topic())
+        letter = _DeadLetter(
+            topic=self._dlq_topic[topic],
+            key=message.key(),
+            value=message.value(),
+            headers=[
+                ("moments.error.stage", stage.encode()),
+                ("moments.error.class", type(exc).__name__.encode()),
+                ("moments.error.message", str(exc)[:1000].encode()),
+                ("moments.error.topic", topic.encode()),
+                ("moments.error.partition", str(message.partition()).encode()),
+                ("moments.error.offset", str(message.offset()).encode()),
+            ],
+        )
+        log.warning(
+            "%s[%s]@%s to %s: %s", topic, message.partition(), message.offset(), letter.topic, exc
+        )
+        self._dead_letters.append(letter)
+        self._send(letter)
+        DLQ_RECORDS.labels(stage).inc()
+
+    def _send(self, letter: _DeadLetter) -> None:
+        if self._producer is None:
+            self._producer = Producer(
+                self.settings.kafka_config(**{"enable.idempotence": True, "linger.ms": 5})
+            )
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            letter.acked = err is None
+            letter.error = err
+
+        letter.acked, letter.error = False, None
+        self._producer.produce(
+            letter.topic,
+            key=letter.key,
+            value=letter.value,
+            headers=letter.headers,
+            on_delivery=delivered,
+        )
+        self._producer.poll(0)
+
+    def _flush_dead_letters(self) -> None:
+        """Wait for the batch's dead letters to be acknowledged; re-send any that failed."""
+        if not self._dead_letters or self._producer is None:
+            return
+        self._producer.flush(10)
+        for letter in self._dead_letters:
+            if letter.error is not None:
+                log.warning(
+                    "dead letter to %s failed (%s), sending again", letter.topic, letter.error
+                )
+                self._send(letter)
+        waiting = sum(not letter.acked for letter in self._dead_letters)
+        if waiting:
+            raise DeadLettersPending(f"{waiting} dead letters not acknowledged by the broker")
+        self._dead_letters.clear()
+
+    # -- commit
+
+    def _commit_batch(self) -> None:
+        """Database commit, dead letters acknowledged, then the Kafka offsets: in this order."""
+        if not self._offsets:
+            return
+        if not self._retry("write the batch to PostgreSQL", self._flush_sink, pause=True):
+            return
+        if not self._offsets:  # a rebalance discarded the batch while we retried
+            return
+        if not self._retry("deliver dead letters", self._flush_dead_letters, pause=True):
+            return
+        if not self._offsets:
+            return
+        assert self.consumer is not None
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(self._offsets.items())]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The rows are durable; a redelivery of these offsets is dropped by the keys.
+            log.warning("committing offsets failed (records will be redelivered): %s", exc)
+        self._reset_batch()
+
+    def _flush_sink(self) -> None:
+        self.sink.flush()
+
+    def _reset_batch(self) -> None:
+        self._dead_letters.clear()
+        self._offsets.clear()
+        self._batch_records = 0
+        self._batch_started = None
+
+    def _retry(self, what: str, attempt: Callable[[], object], *, pause: bool = False) -> bool:
+        """Call `attempt` until it succeeds (True) or `stop` is set (False); capped backoff.
+
+        With `pause`, the assigned partitions are paused while retrying, so the
+        consumer stays in its group without taking more records than it holds.
+        """
+        backoff = 0.1
+        paused: list[TopicPartition] = []
+        try:
+            while True:
+                try:
+                    attempt()
+                    return True
+                except (psycopg.Error, KafkaException, OSError, DeadLettersPending) as exc:
+                    if self.stop.is_set():
+                        log.warning(
+                            "stopping without being able to %s (%s); offsets not committed, "
+                            "the records will be redelivered",
+                            what,
+                            exc,
+                        )
+                        return False
+                    log.warning("cannot %s, retrying in %.1f s: %s", what, backoff, exc)
+                if pause and self.consumer is not None and not paused:
+                    paused = self.consumer.assignment()
+                    self.consumer.pause(paused)
+                self._wait(backoff)
+                if pause and not self._offsets:
+                    return True  # the batch was discarded by a rebalance: nothing left to write
+                backoff = min(backoff * 2, self.max_backoff_s)
+        finally:
+            if paused and self.consumer is not None:
+                with contextlib.suppress(KafkaException):
+                    self.consumer.resume(self.consumer.assignment())
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but keep serving the consumer (group heartbeats, rebalances) while paused."""
+        deadline = time.monotonic() + seconds
+        self._retrying = True
+        try:
+            while not self.stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if self.consumer is None:
+                    self.stop.wait(left)
+                    continue
+                # Paused partitions deliver nothing new; a record already fetched is simply
+                # added to the batch (its offset is committed only with the batch).
+                for message in self.consumer.consume(num_messages=100, timeout=min(left, 0.5)):
+                    self._take(message)
+        finally:
+            self._retrying = False
+
+    # -- consumer callbacks
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Before partitions go: commit the batch if the database lets us now, else drop it.
+
+        Dropping is safe: nothing of it was committed, so whoever gets the
+        partitions (us included) reads them again from the committed offsets.
+        """
+        if not self._offsets:
+            return
+        if not self._retrying:
+            try:
+                self.sink.flush()
+                self._flush_dead_letters()
+                offsets = [
+                    TopicPartition(t, p, o + 1) for (t, p), o in sorted(self._offsets.items())
+                ]
+                consumer.commit(offsets=offsets, asynchronous=False)
+                self._reset_batch()
+                return
+            except (psycopg.Error, KafkaException, DeadLettersPending) as exc:
+                log.warning("partitions revoked with an unwritten batch (%s): dropping it", exc)
+        self.sink.clear()
+        self._reset_batch()
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = json.loads(stats_json)
+        except ValueError:
+            return
+        group = self.settings.sink_group
+        for topic, topic_stats in stats.get("topics", {}).items():
+            for partition, p in topic_stats.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if partition == "-1" or not isinstance(lag, int) or lag < 0:
+                    continue
+                CONSUMER_LAG.labels(group, topic, partition).set(lag)

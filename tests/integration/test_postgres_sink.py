@@ -1,0 +1,355 @@
+"""The PostgreSQL sink against a real Tansu broker and real PostgreSQL.
+
+Exactly one row per record under redelivery, offsets committed only after
+the rows exist, dead letters for undecodable records, and a database outage
+waited out without losing anything. Every test writes to a database of its
+own (CREATE DATABASE), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from moments.metrics import SINK_ERRORS, SINK_ROWS
+from moments.settings import Settings
+from moments.stack import EmbeddedPostgres
+from schemas.codec import codec_for
+from schemas.records import ActionEvent, Decision, InteractionEvent
+from sinks.postgres import apply_migrations, run_postgres_sink
+
+T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
+
+
+@pytest.fixture
+def database(postgres: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh database of its own on the session's PostgreSQL; its conninfo."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(postgres.url, dbname=name)
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def action(n: int, customer: str | None = None) -> ActionEvent:
+    return ActionEvent(
+        action_id=f"act-{n:05d}",
+        customer_id=customer or f"cust-{n % 7}",
+        rule="life_event_check_in",
+        action="life_event_check_in",
+        rule_version=1,
+        destination="care",
+        priority=80,
+        reason="The customer asked to cancel.",
+        evidence=[f"evt-{n:05d}"],
+        channel_hint="call",
+        triggered_at=T0 + n * 1000,
+        details={"relationship_balance": str(n % 3 - 1)},
+    )
+
+
+def produce(settings: Settings, topic: str, values: list[tuple[str, bytes]]) -> dict[int, int]:
+    """Produce (key, value) pairs; return the end offset (last offset + 1) per partition."""
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True}))
+    ends: dict[int, int] = {}
+    failures: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+        else:
+            ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+
+    for key, value in values:
+        producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
+    assert producer.flush(30) == 0
+    assert not failures
+    return ends
+
+
+def produce_actions(settings: Settings, actions: list[ActionEvent]) -> dict[int, int]:
+    codec = codec_for(ActionEvent)
+    values = [(a.customer_id, codec.encode(a)) for a in actions]
+    return produce(settings, settings.topics.action("care"), values)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def count(conninfo: str, query: str, *params: Any) -> int:
+    try:
+        with psycopg.connect(conninfo, connect_timeout=2) as conn:
+            row = conn.execute(query, params).fetchone()
+    except psycopg.OperationalError:
+        return -1
+    assert row is not None
+    return int(row[0])
+
+
+def committed(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    """The sink group's committed offset per partition (-1001 = none)."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": settings.sink_group}))
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in tps}
+
+
+def offsets_reach(settings: Settings, topic: str, ends: dict[int, int]) -> Callable[[], bool]:
+    def check() -> bool:
+        now = committed(settings, topic, settings.action_partitions)
+        return all(now.get(p, -1) >= end for p, end in ends.items())
+
+    return check
+
+
+@contextmanager
+def running_sink(settings: Settings, **kwargs: Any) -> Iterator[threading.Thread]:
+    """`run_postgres_sink` in a thread; stopped (and checked to have stopped cleanly) on exit."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_postgres_sink(settings, stop=stop, **kwargs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="postgres-sink", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), "the sink did not stop within 30 s"
+    assert not errors, f"the sink failed: {errors[0]!r}"
+
+
+def rows_written(table: str) -> float:
+    return SINK_ROWS.labels("postgres", table)._value.get()
+
+
+def test_actions_land_exactly_once_even_when_redelivered(settings: Settings, database: str) -> None:
+    settings = settings.model_copy(update={"database_url": database, "sink_batch_size": 40})
+    topic = settings.topics.action("care")
+    actions = [action(n) for n in range(120)]
+    written_before = rows_written("actions")
+    with running_sink(settings):
+        first = produce_actions(settings, actions)
+        wait_for(lambda: count(database, "SELECT count(*) FROM actions") == 120, 60, "120 rows")
+        wait_for(offsets_reach(settings, topic, first), 30, "offsets committed")
+        assert count(database, "SELECT count(*) FROM actions") == 120
+
+        # The same records again, as a producer retry or a replay would deliver them.
+        ends = produce_actions(settings, actions)
+        wait_for(offsets_reach(settings, topic, ends), 60, "the redelivery to be committed")
+        assert count(database, "SELECT count(*) FROM actions") == 120
+        assert count(database, "SELECT count(DISTINCT action_id) FROM actions") == 120
+    assert rows_written("actions") - written_before == 120
+    # The first delivery's rows stay: their offsets are below the redelivered ones.
+    with psycopg.connect(database) as conn:
+        highest = dict(
+            conn.execute(
+                "SELECT kafka_partition, max(kafka_offset) FROM actions GROUP BY 1"
+            ).fetchall()
+        )
+    assert {p: o + 1 for p, o in highest.items()} == first
+    assert (
+        count(
+            database,
+            "SELECT count(*) FROM actions WHERE triggered_at = %s::timestamptz"
+            " AND details->>'relationship_balance' = '-1' AND evidence = ARRAY['evt-00000']",
+            "2026-01-02T03:04:05Z",
+        )
+        == 1
+    )
+
+    # A restarted sink resumes from the committed offsets: nothing is written again.
+    with running_sink(settings):
+        produce_actions(settings, [action(500)])
+        wait_for(lambda: count(database, "SELECT count(*) FROM actions") == 121, 60, "row 121")
+    assert rows_written("actions") - written_before == 121
+
+
+def test_decisions_events_and_dead_letters(settings: Settings, database: str) -> None:
+    settings = settings.model_copy(update={"database_url": database})
+    topics = settings.topics
+    decision = Decision(
+        decision_id="dec-1",
+        customer_id="cust-1",
+        rule="life_event_check_in",
+        rule_version=1,
+        outcome="suppressed",
+        reason="cool_down",
+        action_id=None,
+        evidence=["evt-1"],
+        decided_at=T0,
+    )
+    event = InteractionEvent(
+        event_id="evt-1",
+        customer_id="cust-1",
+        channel="call",
+        type="cancellation_requested",
+        occurred_at=T0,
+        source="ivr",
+        amount=42.5,
+        currency="EUR",
+        attributes={"queue": "retention"},
+    )
+    with running_sink(settings):
+        produce(settings, topics.decisions, [("cust-1", codec_for(Decision).encode(decision))])
+        produce(
+            settings, topics.interactions, [("cust-1", codec_for(InteractionEvent).encode(event))]
+        )
+        bad_action = produce(settings, topics.action("care"), [("cust-2", b"not avro at all")])
+        bad_event = produce(settings, topics.interactions, [("cust-3", b"\xc3\x01garbage")])
+        produce_actions(settings, [action(1, "cust-1")])
+        wait_for(
+            lambda: (
+                count(database, "SELECT count(*) FROM actions") == 1
+                and count(database, "SELECT count(*) FROM decisions") == 1
+                and count(database, "SELECT count(*) FROM interaction_events") == 1
+            ),
+            60,
+            "one row in each table",
+        )
+        wait_for(
+            offsets_reach(settings, topics.action("care"), bad_action),
+            30,
+            "offsets past the undecodable action",
+        )
+    assert (
+        count(
+            database,
+            "SELECT count(*) FROM interaction_events WHERE amount = 42.5"
+            " AND attributes->>'queue' = 'retention' AND kafka_topic = %s",
+            topics.interactions,
+        )
+        == 1
+    )
+
+    letters = read_all(settings, [topics.actions_dlq, topics.interactions_dlq], expected=2)
+    by_topic = {m["topic"]: m for m in letters}
+    assert by_topic[topics.actions_dlq]["value"] == b"not avro at all"
+    headers = by_topic[topics.actions_dlq]["headers"]
+    assert headers["moments.error.stage"] == b"decode"
+    assert headers["moments.error.topic"] == topics.action("care").encode()
+    ((partition, end),) = bad_action.items()
+    assert headers["moments.error.partition"] == str(partition).encode()
+    assert headers["moments.error.offset"] == str(end - 1).encode()
+    assert b"unknown wire format" in headers["moments.error.message"]
+    assert by_topic[topics.interactions_dlq]["value"] == b"\xc3\x01garbage"
+    assert by_topic[topics.interactions_dlq]["headers"]["moments.error.topic"] == (
+        topics.interactions.encode()
+    )
+    assert bad_event  # produced and dead-lettered
+
+
+def read_all(settings: Settings, topics: list[str], expected: int) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 6000,
+            }
+        )
+    )
+    found: list[dict[str, Any]] = []
+    try:
+        consumer.subscribe(topics)
+        deadline = time.monotonic() + 30
+        while len(found) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            found.append(
+                {"topic": msg.topic(), "value": msg.value(), "headers": dict(msg.headers() or [])}
+            )
+    finally:
+        consumer.close()
+    assert len(found) == expected, f"expected {expected} dead letters, found {len(found)}"
+    return found
+
+
+def test_concurrent_starts_apply_each_migration_once(database: str) -> None:
+    results: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        barrier.wait(10)
+        results.append(apply_migrations(database))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    applied = sorted(v for result in results for v in result)
+    assert len(results) == 4
+    assert applied == [1, 2]
+    assert count(database, "SELECT count(*) FROM schema_version") == 2
+    assert apply_migrations(database) == []
+
+
+@pytest.fixture
+def own_postgres_dir() -> Iterator[Path]:
+    """A data directory right under /tmp, where pgserver's server user can reach it."""
+    path = Path(tempfile.mkdtemp(prefix="moments-pg-down-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_sink_waits_out_a_stopped_database_and_loses_nothing(
+    settings: Settings, own_postgres_dir: Path
+) -> None:
+    server = EmbeddedPostgres(data_dir=own_postgres_dir)
+    url = server.start()
+    try:
+        settings = settings.model_copy(update={"database_url": url, "sink_batch_size": 25})
+        topic = settings.topics.action("care")
+        errors_before = SINK_ERRORS.labels("postgres")._value.get()
+        with running_sink(settings, max_backoff_s=1.0):
+            first = produce_actions(settings, [action(n) for n in range(40)])
+            wait_for(lambda: count(url, "SELECT count(*) FROM actions") == 40, 60, "40 rows")
+            wait_for(offsets_reach(settings, topic, first), 30, "first offsets committed")
+
+            server.stop()
+            ends = produce_actions(settings, [action(n) for n in range(40, 100)])
+            wait_for(
+                lambda: SINK_ERRORS.labels("postgres")._value.get() >= errors_before + 4,
+                60,
+                "the sink to fail and retry against the stopped database",
+            )
+            # Nothing of the second lot is durable, so none of its offsets may be committed.
+            now = committed(settings, topic, settings.action_partitions)
+            assert {p: o for p, o in now.items() if o >= 0} == first
+
+            assert server.start() == url
+            wait_for(lambda: count(url, "SELECT count(*) FROM actions") == 100, 60, "100 rows")
+            wait_for(offsets_reach(settings, topic, ends), 30, "all offsets committed")
+        assert count(url, "SELECT count(DISTINCT action_id) FROM actions") == 100
+    finally:
+        server.stop()

@@ -1,0 +1,145 @@
+"""The customer timeline view, its query and the read API over a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from starlette.testclient import TestClient
+
+from moments.stack import EmbeddedPostgres
+from schemas.records import ActionEvent, Decision, InteractionEvent
+from sinks.api import create_app
+from sinks.postgres import PostgresSink
+from sinks.timeline import customer_timeline
+
+T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def database(postgres: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh database of its own on the session's PostgreSQL; its conninfo."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(postgres.url, dbname=name)
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def event(event_id: str, customer: str, channel: str, type_: str, at: int) -> InteractionEvent:
+    return InteractionEvent(
+        event_id=event_id, customer_id=customer, channel=channel, type=type_, occurred_at=at
+    )
+
+
+def story(customer: str) -> list[InteractionEvent | ActionEvent | Decision]:
+    """A cross-channel story: a web inquiry, a complaint by email, a cancellation by phone."""
+    return [
+        # Added out of time order on purpose: the timeline orders, not the sink.
+        ActionEvent(
+            action_id=f"{customer}-act",
+            customer_id=customer,
+            rule="life_event_check_in",
+            action="life_event_check_in",
+            rule_version=1,
+            destination="care",
+            priority=80,
+            reason="Asked to cancel by phone after a complaint.",
+            evidence=[f"{customer}-e3"],
+            channel_hint="call",
+            triggered_at=T0 + 2 * HOUR,
+            details={"relationship_balance": "-2"},
+        ),
+        event(f"{customer}-e3", customer, "call", "cancellation_requested", T0 + 2 * HOUR),
+        event(f"{customer}-e1", customer, "web", "inquiry", T0),
+        InteractionEvent(
+            event_id=f"{customer}-e2",
+            customer_id=customer,
+            channel="email",
+            type="complaint_filed",
+            occurred_at=T0 + HOUR,
+            reference="CASE-9",
+            text="Billed twice",
+        ),
+        Decision(
+            decision_id=f"{customer}-dec",
+            customer_id=customer,
+            rule="life_event_check_in",
+            rule_version=1,
+            outcome="fired",
+            reason="fired",
+            action_id=f"{customer}-act",
+            evidence=[f"{customer}-e3"],
+            decided_at=T0 + 2 * HOUR,
+        ),
+        Decision(
+            decision_id=f"{customer}-dec-2",
+            customer_id=customer,
+            rule="recognize_tenure",
+            rule_version=1,
+            outcome="suppressed",
+            reason="contact_cap",
+            action_id=None,
+            evidence=[f"{customer}-e1"],
+            decided_at=T0,
+        ),
+    ]
+
+
+def write(conninfo: str, records: list[InteractionEvent | ActionEvent | Decision]) -> None:
+    with PostgresSink(conninfo) as sink:
+        for record in records:
+            sink.add(record)
+        sink.flush()
+
+
+def test_the_timeline_tells_a_customers_story_in_time_order(database: str) -> None:
+    write(database, story("anna") + story("bob"))
+
+    rows = customer_timeline(database, "anna")
+
+    assert [(r["kind"], r["id"]) for r in rows] == [
+        ("event", "anna-e1"),
+        ("decision", "anna-dec-2"),
+        ("event", "anna-e2"),
+        ("event", "anna-e3"),
+        ("decision", "anna-dec"),
+        ("action", "anna-act"),
+    ]
+    assert [r["at"] for r in rows][::2] == [
+        "2026-01-02T03:04:05.000+00:00",
+        "2026-01-02T04:04:05.000+00:00",
+        "2026-01-02T05:04:05.000+00:00",
+    ]
+    assert {r["customer_id"] for r in rows} == {"anna"}
+    assert [r["channel"] for r in rows if r["kind"] == "event"] == ["web", "email", "call"]
+    assert rows[2]["summary"] == "complaint_filed · CASE-9 · Billed twice"
+    assert rows[1]["summary"] == "recognize_tenure suppressed (contact_cap)"
+    assert rows[4]["summary"] == "life_event_check_in fired"
+    assert rows[5]["summary"] == (
+        "life_event_check_in → care (priority 80): Asked to cancel by phone after a complaint."
+    )
+    assert [r["relationship_balance"] for r in rows] == [None] * 5 + [-2]
+
+    latest = customer_timeline(database, "anna", limit=2)
+    assert [r["id"] for r in latest] == ["anna-dec", "anna-act"]
+    assert customer_timeline(database, "nobody") == []
+
+
+def test_the_read_api_serves_the_timeline_from_postgres(database: str) -> None:
+    write(database, story("carla"))
+    with TestClient(create_app(database)) as client:
+        answer = client.get("/v1/customers/carla/timeline")
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["count"] == 6
+        assert body["entries"] == customer_timeline(database, "carla")
+        assert body["entries"][-1]["relationship_balance"] == -2
+        assert client.get("/v1/customers/carla/timeline?limit=3").json()["count"] == 3
+        assert client.get("/healthz").json() == {"status": "ok"}

@@ -1,0 +1,107 @@
+"""The timeline's rendering and the read API over an in-memory timeline source (no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from rich.console import Console
+from starlette.testclient import TestClient
+
+from sinks.api import DatabaseUnavailable, build_app
+from sinks.timeline import TIMELINE_COLUMNS, iso_utc, timeline_table
+
+
+def entry(kind: str, at: str, summary: str, **extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(TIMELINE_COLUMNS)
+    row.update(customer_id="c-7", kind=kind, at=at, id=f"{kind}-{at}", summary=summary, **extra)
+    return row
+
+
+ROWS = [
+    entry("event", "2026-01-02T03:04:05.000+00:00", "cancellation_requested", channel="call"),
+    entry("decision", "2026-01-02T03:04:05.000+00:00", "life_event_check_in fired"),
+    entry(
+        "action",
+        "2026-01-02T03:04:05.000+00:00",
+        "life_event_check_in → care (priority 80): asked to cancel",
+        channel="call",
+        relationship_balance=-2,
+    ),
+]
+
+
+def test_iso_utc_gives_milliseconds_and_the_utc_offset() -> None:
+    at = datetime(2026, 1, 2, 4, 4, 5, 123_456, tzinfo=timezone(timedelta(hours=1)))
+    assert iso_utc(at) == "2026-01-02T03:04:05.123+00:00"
+    assert iso_utc(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000+00:00"
+
+
+def test_the_table_shows_each_entry_with_its_signed_balance() -> None:
+    console = Console(record=True, width=200)
+    console.print(timeline_table(ROWS))
+    text = console.export_text()
+    assert "Timeline of customer c-7" in text
+    assert "2026-01-02 03:04:05" in text
+    assert "cancellation_requested" in text
+    assert "life_event_check_in → care (priority 80): asked to cancel" in text
+    assert "-2" in text
+    lines = [line for line in text.splitlines() if "2026-01-02" in line]
+    assert [line.split("│")[2].strip() for line in lines] == ["event", "decision", "action"]
+
+
+class FakeTimelines:
+    def __init__(self, rows: list[dict[str, Any]], *, down: bool = False) -> None:
+        self.rows = rows
+        self.down = down
+        self.calls: list[tuple[str, int]] = []
+        self.opened = self.closed = False
+
+    def timeline(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
+        self.calls.append((customer_id, limit))
+        if self.down:
+            raise DatabaseUnavailable("connection refused")
+        return [r for r in self.rows if r["customer_id"] == customer_id][-limit:]
+
+    def healthy(self) -> bool:
+        return not self.down
+
+    def open(self) -> None:
+        self.opened = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_api_serves_a_customers_timeline_as_json() -> None:
+    source = FakeTimelines(ROWS)
+    with TestClient(build_app(source)) as client:
+        answer = client.get("/v1/customers/c-7/timeline")
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["customer_id"] == "c-7" and body["count"] == 3
+        assert [e["kind"] for e in body["entries"]] == ["event", "decision", "action"]
+        assert body["entries"][2]["relationship_balance"] == -2
+        assert client.get("/v1/customers/c-7/timeline?limit=1").json()["count"] == 1
+        assert client.get("/v1/customers/someone%20else/timeline").json()["entries"] == []
+        assert client.get("/healthz").json() == {"status": "ok"}
+    assert source.calls[:2] == [("c-7", 200), ("c-7", 1)]
+    assert source.calls[2] == ("someone else", 200)
+    assert source.opened and source.closed
+
+
+def test_a_bad_limit_is_a_400_naming_the_parameter() -> None:
+    with TestClient(build_app(FakeTimelines(ROWS))) as client:
+        for bad in ("0", "abc", "100001"):
+            answer = client.get(f"/v1/customers/c-7/timeline?limit={bad}")
+            assert answer.status_code == 400
+            assert "limit" in answer.json()["error"]
+
+
+def test_a_database_outage_is_a_503_not_a_traceback() -> None:
+    with TestClient(build_app(FakeTimelines(ROWS, down=True))) as client:
+        answer = client.get("/v1/customers/c-7/timeline")
+        assert answer.status_code == 503
+        assert answer.json() == {"error": "database unavailable"}
+        assert client.get("/healthz").status_code == 503
+        assert client.get("/v1/customers").status_code == 404
