@@ -65,6 +65,13 @@ class PublishError(RuntimeError):
         tail = f" (and {more} more failed deliveries)" if more else ""
         super().__init__(f"publishing to {topic} failed{about}: {error}{tail}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes
+        return (_publish_error, (self.topic, self.key, self.error, self.more))
+
+
+def _publish_error(topic: str, key: str | None, error: str, more: int) -> PublishError:
+    return PublishError(topic, key, error, more=more)
+
 
 _uuid7_lock = threading.Lock()
 _uuid7_last: list[int] = [0, 0]  # last millisecond, last 12-bit counter

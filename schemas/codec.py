@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Final, Generic, TypeVar, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.records import (
     CHANNELS,
@@ -56,6 +57,7 @@ from schemas.records import (
 __all__ = [
     "AvroCodec",
     "DecodeError",
+    "InvalidRecordError",
     "Record",
     "SchemaValidationError",
     "action_from_json",
@@ -74,7 +76,6 @@ Record = InteractionEvent | ActionEvent | Decision
 R = TypeVar("R", InteractionEvent, ActionEvent, Decision)
 
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
-CONFLUENT_MAGIC: Final = 0
 
 
 # --------------------------------------------------------------------------- errors
@@ -97,6 +98,9 @@ class SchemaValidationError(ValueError):
         """The same error located at `where` (e.g. ``events.jsonl:12``)."""
         return SchemaValidationError(self.field, self.message, where)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
+        return (type(self), (self.field, self.message, self.where))
+
 
 class DecodeError(ValueError):
     """Bytes that cannot become a record: bad magic, bad Avro, unknown schema (stage "decode"),
@@ -105,6 +109,9 @@ class DecodeError(ValueError):
     def __init__(self, message: str, *, stage: str = "decode") -> None:
         self.stage = stage
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_decode_error, (str(self), self.stage))
 
 
 class InvalidRecordError(DecodeError, SchemaValidationError):
@@ -120,6 +127,13 @@ class InvalidRecordError(DecodeError, SchemaValidationError):
 
     def __str__(self) -> str:
         return SchemaValidationError.__str__(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (SchemaValidationError(self.field, self.message, self.where),))
+
+
+def _decode_error(message: str, stage: str) -> DecodeError:
+    return DecodeError(message, stage=stage)
 
 
 # --------------------------------------------------------------------------- schemas
@@ -155,83 +169,15 @@ def _strip_timestamp_logical_types(node: Any) -> Any:
     return node
 
 
-_PCF_KEYS: Final = ("name", "type", "fields", "symbols", "items", "values", "size")
-_PRIMITIVES: Final = frozenset(
-    ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
-)
-
-
-def _canonical_form(schema: Any, namespace: str = "") -> str:
-    """Avro Parsing Canonical Form (spec 1.11, "Transforming into Parsing Canonical Form")."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES or "." in schema or not namespace:
-            return json.dumps(schema)
-        return json.dumps(f"{namespace}.{schema}")
-    if isinstance(schema, list):
-        return "[" + ",".join(_canonical_form(s, namespace) for s in schema) + "]"
-    kind = schema["type"]
-    if kind in _PRIMITIVES:
-        return json.dumps(kind)
-    parts: list[str] = []
-    if kind in ("record", "enum", "fixed"):
-        name = schema["name"]
-        if "." not in name:
-            ns = schema.get("namespace", namespace)
-            name = f"{ns}.{name}" if ns else name
-        namespace = name.rpartition(".")[0]
-        parts.append(f'"name":{json.dumps(name)}')
-    parts.append(f'"type":{json.dumps(kind)}')
-    if kind == "record":
-        rendered = [
-            f'{{"name":{json.dumps(f["name"])},"type":{_canonical_form(f["type"], namespace)}}}'
-            for f in schema["fields"]
-        ]
-        parts.append('"fields":[' + ",".join(rendered) + "]")
-    elif kind == "enum":
-        parts.append('"symbols":' + json.dumps(schema["symbols"], separators=(",", ":")))
-    elif kind == "array":
-        parts.append('"items":' + _canonical_form(schema["items"], namespace))
-    elif kind == "map":
-        parts.append('"values":' + _canonical_form(schema["values"], namespace))
-    elif kind == "fixed":
-        parts.append(f'"size":{int(schema["size"])}')
-    return "{" + ",".join(parts) + "}"
-
-
-_CRC64_EMPTY: Final = 0xC15D213AA4D7A795
-
-
-def _crc64_table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_CRC64_TABLE: Final = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """The CRC-64-AVRO (Rabin) fingerprint of `data`, as the Avro spec defines it."""
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return fp
-
-
 def schema_fingerprint(record_type: type) -> bytes:
-    """The 8-byte little-endian CRC-64-AVRO fingerprint used in single-object headers."""
-    pcf = _canonical_form(json.loads(_schema_json(record_type)))
-    return crc64_avro(pcf.encode("utf-8")).to_bytes(8, "little")
+    """The 8-byte CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form, in the
+    little-endian byte order of single-object headers (fastavro's hex digest is that order)."""
+    pcf = to_parsing_canonical_form(parse_schema(json.loads(_schema_json(record_type))))
+    return bytes.fromhex(fingerprint(pcf, "CRC-64-AVRO"))
 
 
 # --------------------------------------------------------------------------- validation
 
-_LONG_MIN: Final = -(2**63)
-_LONG_MAX: Final = 2**63 - 1
 _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -300,7 +246,11 @@ def _optional_double(value: Any) -> str | None:
         return None
     if not isinstance(value, float | int) or isinstance(value, bool):
         return f"expected a number or null, got {_kind(value)}"
-    return None if math.isfinite(value) else f"{value} is not a finite number"
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond any double
+        finite = False
+    return None if finite else f"{str(value)[:40]} is not a finite double"
 
 
 def _avro_int(low: int = _INT_MIN, high: int = _INT_MAX) -> Check:
@@ -340,6 +290,9 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
+_CHANNEL: Final = _one_of(CHANNELS)
+_OUTCOME: Final = _one_of(OUTCOMES)
+
 # Field kinds shared by validation and the JSON form, in schema field order.
 _TS, _OPT_TS, _OPT_DATE, _OPT_DOUBLE, _MAP, _LIST, _PLAIN = range(7)
 
@@ -349,7 +302,7 @@ _SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
     InteractionEvent: (
         ("event_id", _non_empty, _PLAIN, True),
         ("customer_id", _non_empty, _PLAIN, True),
-        ("channel", _one_of(CHANNELS), _PLAIN, True),
+        ("channel", _CHANNEL, _PLAIN, True),
         ("type", _non_empty, _PLAIN, True),
         ("occurred_at", _timestamp, _TS, True),
         ("source", _text, _PLAIN, False),
@@ -382,7 +335,7 @@ _SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
         ("customer_id", _non_empty, _PLAIN, True),
         ("rule", _non_empty, _PLAIN, True),
         ("rule_version", _avro_int(0), _PLAIN, True),
-        ("outcome", _one_of(OUTCOMES), _PLAIN, True),
+        ("outcome", _OUTCOME, _PLAIN, True),
         ("reason", _non_empty, _PLAIN, True),
         ("action_id", _optional_text, _PLAIN, False),
         ("evidence", _string_list, _LIST, True),
@@ -391,6 +344,16 @@ _SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
 }
 
 _CHECKS: Final = {t: tuple((name, check) for name, check, _, _ in s) for t, s in _SPECS.items()}
+
+# What a successful Avro decode already guarantees (types, enum symbols); a decoded
+# record is only checked for the rest (empty ids, ranges, NaN), which keeps decode fast.
+_AVRO_ENFORCED: Final[frozenset[Check]] = frozenset(
+    (_text, _optional_text, _optional_date, _string_list, _string_map, _CHANNEL, _OUTCOME)
+)
+_DECODED_CHECKS: Final = {
+    t: tuple((name, check) for name, check in checks if check not in _AVRO_ENFORCED)
+    for t, checks in _CHECKS.items()
+}
 
 
 def _field_error(name: str, problem: str, where: str = "") -> SchemaValidationError:
@@ -491,7 +454,8 @@ def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | No
     for name, check, kind, required in specs:
         if name not in obj or obj[name] is None:
             if required and name != optional_id:
-                raise SchemaValidationError(name, "missing required field", where)
+                absent = "must not be null" if name in obj else "missing required field"
+                raise SchemaValidationError(name, absent, where)
             if name not in obj or kind in (_MAP, _LIST):
                 continue  # dataclass default
             values[name] = "" if name == "source" else None
@@ -501,7 +465,7 @@ def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | No
             value = _iso_to_ms(name, value, where)
         elif kind == _OPT_DATE:
             value = _parse_date(name, value, where)
-        elif kind == _OPT_DOUBLE and _is_int(value):
+        elif kind == _OPT_DOUBLE and _is_int(value) and not _optional_double(value):
             value = float(value)
         elif kind == _MAP and isinstance(value, dict):
             value = dict(value)
@@ -624,12 +588,16 @@ class AvroCodec(Generic[R]):
         self.name: str = f"{schema['namespace']}.{schema['name']}"
         self._field_names = tuple(f.name for f in dataclass_fields(record_type))
         self._get_fields = attrgetter(*self._field_names)
+        # fastavro returns fields in schema order; when that is the dataclass order,
+        # positional construction is a third cheaper than keywords.
+        self._positional = self._field_names == tuple(f["name"] for f in schema["fields"])
         self._write_schema = parse_schema(schema)
         self._read_schema_json = _strip_timestamp_logical_types(schema)
         self._read_schema = parse_schema(self._read_schema_json)
         self.fingerprint = schema_fingerprint(record_type)
         self._header = SINGLE_OBJECT_MAGIC + self.fingerprint
         self._checks = _CHECKS[record_type]
+        self._decoded_checks = _DECODED_CHECKS[record_type]
         self._timestamp_fields = tuple(
             name for name, _, kind, _ in _SPECS[record_type] if kind in (_TS, _OPT_TS)
         )
@@ -725,13 +693,15 @@ class AvroCodec(Generic[R]):
         `InvalidRecordError` (a `DecodeError` with stage "validate" and a
         `SchemaValidationError` naming the field) for a record breaking the contract.
         """
-        record = self.record_type(**self.decode_dict(data))
+        fields = self.decode_dict(data)
         if validate:
-            try:
-                self._validate(record)
-            except SchemaValidationError as exc:
-                raise InvalidRecordError(exc) from None
-        return record
+            for name, check in self._decoded_checks:
+                problem = check(fields[name])
+                if problem is not None:
+                    raise InvalidRecordError(_field_error(name, problem))
+        if self._positional:
+            return self.record_type(*fields.values())
+        return self.record_type(**fields)
 
     def _decode_confluent(self, data: bytes) -> dict[str, Any]:
         schema_id = int.from_bytes(data[1:5], "big")

@@ -127,13 +127,15 @@ def test_confluent_frame_without_registry_is_a_decode_error() -> None:
         AvroCodec(InteractionEvent).decode(framed)
 
 
-def test_fingerprint_matches_fastavro() -> None:
-    from fastavro import parse_schema
-    from fastavro.schema import fingerprint, to_parsing_canonical_form
+def test_fingerprint_is_little_endian_crc64_avro() -> None:
+    from fastavro.schema import fingerprint
 
-    codec = AvroCodec(InteractionEvent)
-    pcf = to_parsing_canonical_form(parse_schema(json.loads(codec.schema_str)))
-    assert fingerprint(pcf, "CRC-64-AVRO") == codec.fingerprint.hex()
+    # Avro spec test vector: CRC-64-AVRO of the canonical form "null" is 0x63dd24e7cc258f8a,
+    # written little-endian after C3 01.
+    assert bytes.fromhex(fingerprint('"null"', "CRC-64-AVRO")) == (0x63DD24E7CC258F8A).to_bytes(
+        8, "little"
+    )
+    assert len({schema_fingerprint(t) for t in (InteractionEvent, ActionEvent, Decision)}) == 3
 
 
 @pytest.mark.parametrize(
@@ -291,10 +293,12 @@ def test_event_id_from_content_is_deterministic() -> None:
         ({"occurred_at": "yesterday"}, "occurred_at", "not an ISO-8601"),
         ({"due_date": "20/01/2026"}, "due_date", "YYYY-MM-DD"),
         ({"amount": "12"}, "amount", "number"),
+        ({"amount": 10**400}, "amount", "not a finite double"),
+        ({"amount": float("inf")}, "amount", "not a finite double"),
         ({"attributes": {"plan": 1}}, "attributes.plan", "string"),
         ({"attributes": ["x"]}, "attributes", "map"),
         ({"colour": "red"}, "colour", "unknown field"),
-        ({"type": None}, "type", "missing"),
+        ({"type": None}, "type", "must not be null"),
     ],
 )
 def test_json_errors_name_the_field(change: dict[str, Any], field: str, message: str) -> None:
@@ -380,3 +384,20 @@ def test_valid_events_round_trip(event: InteractionEvent) -> None:
     line = to_json_line(event)
     assert event_from_json(json.loads(line)) == event
     assert to_json_line(event_from_json(json.loads(line))) == line
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    codec = AvroCodec(InteractionEvent)
+    errors: list[Exception] = [SchemaValidationError("channel", "bad", "f.jsonl:1")]
+    for data in (b"junk", codec.encode(replace(EVENT, customer_id=""), validate=False)):
+        try:
+            codec.decode(data)
+        except DecodeError as exc:
+            errors.append(exc)
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), str(copy)) == (type(error), str(error))
+        assert getattr(copy, "stage", None) == getattr(error, "stage", None)
+        assert getattr(copy, "field", None) == getattr(error, "field", None)

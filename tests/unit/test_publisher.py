@@ -9,7 +9,7 @@ import pytest
 
 from moments.metrics import EVENTS_REJECTED
 from moments.settings import Settings
-from producers.publisher import Publisher, new_event_id
+from producers.publisher import Publisher, PublishError, new_event_id
 from schemas.codec import SchemaValidationError
 from schemas.records import InteractionEvent
 
@@ -44,3 +44,16 @@ def test_invalid_events_never_reach_the_client() -> None:
     publisher.close(timeout_s=1)  # nothing was queued, so nothing fails
     with pytest.raises(RuntimeError, match="closed"):
         publisher.publish(InteractionEvent("ev-2", "c", "call", "inquiry", 0))
+
+
+def test_publish_error_names_topic_key_and_error_and_pickles() -> None:
+    import pickle
+
+    error = PublishError(
+        "interactions", "customer-a", "MSG_TIMED_OUT: Local: Message timed out", more=2
+    )
+    assert str(error) == (
+        "publishing to interactions failed (key 'customer-a'): "
+        "MSG_TIMED_OUT: Local: Message timed out (and 2 more failed deliveries)"
+    )
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
