@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -52,7 +51,6 @@ Record = ActionEvent | Decision | InteractionEvent
 # "moments" in ASCII: the advisory lock every migrating process takes.
 MIGRATION_LOCK_KEY = 0x6D6F6D656E7473
 _MIGRATION_FILE = re.compile(r"^(\d+)_([a-z0-9_]+)\.sql$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MigrationError(RuntimeError):
@@ -159,13 +157,30 @@ def apply_migrations(conninfo: str, migrations: Sequence[Migration] | None = Non
 # --------------------------------------------------------------------------- tables and rows
 
 
+# How a staged value becomes the table's value. Timestamps travel as epoch milliseconds (exact,
+# no datetime objects per row) and text arrays as array literals: both far cheaper to build in
+# Python than psycopg's binary datetime and array dumpers.
+_AS_IS = "{}"
+_MS_TO_TIMESTAMPTZ = "'epoch'::timestamptz + {} * interval '1 millisecond'"
+_ARRAY_LITERAL = "{}::text[]"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column the sink writes: its type in the staging table and its conversion to the target."""
+
+    name: str
+    stage_type: str
+    convert: str = _AS_IS
+
+
 @dataclass(frozen=True, slots=True)
 class TableSpec:
-    """A target table: its key (duplicates dropped) and the columns the sink writes, with types."""
+    """A target table: its key (duplicates dropped) and the columns the sink writes."""
 
     name: str
     key: tuple[str, ...]
-    columns: tuple[tuple[str, str], ...]  # (column, PostgreSQL type for binary COPY)
+    columns: tuple[Column, ...]
 
     @property
     def stage(self) -> str:
@@ -173,18 +188,23 @@ class TableSpec:
 
     @property
     def column_names(self) -> list[str]:
-        return [name for name, _ in self.columns]
+        return [c.name for c in self.columns]
 
     @property
     def copy_types(self) -> list[str]:
-        return [pg_type for _, pg_type in self.columns]
+        return [c.stage_type for c in self.columns]
 
     def stage_ddl(self) -> sql.Composed:
-        """A session-local staging table shaped like the target, emptied at every commit."""
+        """A session-local staging table, emptied at every commit (the target holds constraints)."""
         return sql.SQL(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS)"
-            " ON COMMIT DELETE ROWS"
-        ).format(stage=sql.Identifier(self.stage), table=sql.Identifier(self.name))
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ({columns}) ON COMMIT DELETE ROWS"
+        ).format(
+            stage=sql.Identifier(self.stage),
+            columns=sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.stage_type))
+                for c in self.columns
+            ),
+        )
 
     def copy_sql(self) -> sql.Composed:
         return sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(
@@ -193,37 +213,43 @@ class TableSpec:
         )
 
     def insert_sql(self) -> sql.Composed:
-        columns = sql.SQL(", ").join(map(sql.Identifier, self.column_names))
         return sql.SQL(
-            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}"
+            "INSERT INTO {table} ({columns}) SELECT {values} FROM {stage}"
             " ON CONFLICT ({key}) DO NOTHING"
         ).format(
             table=sql.Identifier(self.name),
-            columns=columns,
+            columns=sql.SQL(", ").join(map(sql.Identifier, self.column_names)),
+            values=sql.SQL(", ").join(
+                sql.SQL(c.convert).format(sql.Identifier(c.name)) for c in self.columns
+            ),
             stage=sql.Identifier(self.stage),
             key=sql.SQL(", ").join(map(sql.Identifier, self.key)),
         )
 
 
-_KAFKA_COLUMNS = (("kafka_topic", "text"), ("kafka_partition", "int4"), ("kafka_offset", "int8"))
+_KAFKA_COLUMNS = (
+    Column("kafka_topic", "text"),
+    Column("kafka_partition", "int4"),
+    Column("kafka_offset", "int8"),
+)
 
 ACTIONS = TableSpec(
     "actions",
     ("action_id",),
     (
-        ("action_id", "text"),
-        ("customer_id", "text"),
-        ("rule", "text"),
-        ("action", "text"),
-        ("rule_version", "int4"),
-        ("destination", "text"),
-        ("priority", "int4"),
-        ("reason", "text"),
-        ("evidence", "text[]"),
-        ("channel_hint", "text"),
-        ("triggered_at", "timestamptz"),
-        ("due_by", "timestamptz"),
-        ("details", "jsonb"),
+        Column("action_id", "text"),
+        Column("customer_id", "text"),
+        Column("rule", "text"),
+        Column("action", "text"),
+        Column("rule_version", "int4"),
+        Column("destination", "text"),
+        Column("priority", "int4"),
+        Column("reason", "text"),
+        Column("evidence", "text", _ARRAY_LITERAL),
+        Column("channel_hint", "text"),
+        Column("triggered_at", "int8", _MS_TO_TIMESTAMPTZ),
+        Column("due_by", "int8", _MS_TO_TIMESTAMPTZ),
+        Column("details", "jsonb"),
         *_KAFKA_COLUMNS,
     ),
 )
@@ -231,15 +257,15 @@ DECISIONS = TableSpec(
     "decisions",
     ("decision_id",),
     (
-        ("decision_id", "text"),
-        ("customer_id", "text"),
-        ("rule", "text"),
-        ("rule_version", "int4"),
-        ("outcome", "text"),
-        ("reason", "text"),
-        ("action_id", "text"),
-        ("evidence", "text[]"),
-        ("decided_at", "timestamptz"),
+        Column("decision_id", "text"),
+        Column("customer_id", "text"),
+        Column("rule", "text"),
+        Column("rule_version", "int4"),
+        Column("outcome", "text"),
+        Column("reason", "text"),
+        Column("action_id", "text"),
+        Column("evidence", "text", _ARRAY_LITERAL),
+        Column("decided_at", "int8", _MS_TO_TIMESTAMPTZ),
         *_KAFKA_COLUMNS,
     ),
 )
@@ -247,20 +273,20 @@ INTERACTION_EVENTS = TableSpec(
     "interaction_events",
     ("customer_id", "event_id"),
     (
-        ("event_id", "text"),
-        ("customer_id", "text"),
-        ("channel", "text"),
-        ("type", "text"),
-        ("occurred_at", "timestamptz"),
-        ("source", "text"),
-        ("product", "text"),
-        ("reference", "text"),
-        ("amount", "float8"),
-        ("currency", "text"),
-        ("due_date", "date"),
-        ("customer_since", "date"),
-        ("text", "text"),
-        ("attributes", "jsonb"),
+        Column("event_id", "text"),
+        Column("customer_id", "text"),
+        Column("channel", "text"),
+        Column("type", "text"),
+        Column("occurred_at", "int8", _MS_TO_TIMESTAMPTZ),
+        Column("source", "text"),
+        Column("product", "text"),
+        Column("reference", "text"),
+        Column("amount", "float8"),
+        Column("currency", "text"),
+        Column("due_date", "date"),
+        Column("customer_since", "date"),
+        Column("text", "text"),
+        Column("attributes", "jsonb"),
         *_KAFKA_COLUMNS,
     ),
 )
@@ -269,9 +295,12 @@ TABLES: tuple[TableSpec, ...] = (INTERACTION_EVENTS, DECISIONS, ACTIONS)
 Row = tuple[Any, ...]
 
 
-def ms_to_datetime(ms: int) -> datetime:
-    """Epoch milliseconds (Avro timestamp-millis) as an aware UTC datetime, exactly."""
-    return _EPOCH + timedelta(milliseconds=ms)
+def text_array_literal(values: list[str]) -> str:
+    """A PostgreSQL array literal of `values`, every element quoted (so `NULL` stays a string)."""
+    quoted = (
+        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in map(_pg_text, values)
+    )
+    return "{" + ",".join(quoted) + "}"
 
 
 def _pg_text(value: str) -> str:
@@ -298,10 +327,10 @@ def action_row(a: ActionEvent, topic: str | None, partition: int | None, offset:
         _pg_text(a.destination),
         a.priority,
         _pg_text(a.reason),
-        [_pg_text(e) for e in a.evidence],
+        text_array_literal(a.evidence),
         _pg_text(a.channel_hint),
-        ms_to_datetime(a.triggered_at),
-        None if a.due_by is None else ms_to_datetime(a.due_by),
+        a.triggered_at,
+        a.due_by,
         _pg_map(a.details),
         topic,
         partition,
@@ -319,8 +348,8 @@ def decision_row(d: Decision, topic: str | None, partition: int | None, offset: 
         _pg_text(d.outcome),
         _pg_text(d.reason),
         _pg_opt(d.action_id),
-        [_pg_text(e) for e in d.evidence],
-        ms_to_datetime(d.decided_at),
+        text_array_literal(d.evidence),
+        d.decided_at,
         topic,
         partition,
         offset,
@@ -336,7 +365,7 @@ def event_row(
         _pg_text(e.customer_id),
         _pg_text(e.channel),
         _pg_text(e.type),
-        ms_to_datetime(e.occurred_at),
+        e.occurred_at,
         _pg_text(e.source),
         _pg_opt(e.product),
         _pg_opt(e.reference),

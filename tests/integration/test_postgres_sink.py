@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,16 @@ def action(n: int, customer: str | None = None) -> ActionEvent:
         destination="care",
         priority=80,
         reason="The customer asked to cancel.",
-        evidence=[f"evt-{n:05d}"],
+        evidence=[f"evt-{n:05d}"] + (['odd "quoted", {braced} \\ NULL'] if n % 10 == 3 else []),
         channel_hint="call",
-        triggered_at=T0 + n * 1000,
+        triggered_at=T0 + n * 1001,
+        due_by=T0 + n * 1001 + 86_400_000 if n % 2 else None,
         details={"relationship_balance": str(n % 3 - 1)},
     )
+
+
+def as_utc(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
 def produce(settings: Settings, topic: str, values: list[tuple[str, bytes]]) -> dict[int, int]:
@@ -167,6 +173,15 @@ def test_actions_land_exactly_once_even_when_redelivered(settings: Settings, dat
         assert count(database, "SELECT count(*) FROM actions") == 120
         assert count(database, "SELECT count(DISTINCT action_id) FROM actions") == 120
     assert rows_written("actions") - written_before == 120
+    with psycopg.connect(database) as conn:
+        stored = conn.execute(
+            "SELECT action_id, evidence, triggered_at, due_by, details FROM actions"
+            " ORDER BY action_id"
+        ).fetchall()
+    assert stored == [
+        (a.action_id, a.evidence, as_utc(a.triggered_at), as_utc(a.due_by), a.details)
+        for a in actions
+    ]
     # The first delivery's rows stay: their offsets are below the redelivered ones.
     with psycopg.connect(database) as conn:
         highest = dict(
