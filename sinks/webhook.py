@@ -431,7 +431,9 @@ class WebhookSink:
     ) -> None:
         """Produce the original bytes to actions.dlq; retry until acknowledged (never drop)."""
         original: Any = msg.headers() or []
-        headers: list[tuple[str, str | bytes | None]] = [(str(k), v) for k, v in original]
+        headers: list[tuple[str, str | bytes | None]] = [
+            (str(k), v) for k, v in original if not str(k).startswith(ERROR_HEADER_PREFIX)
+        ]  # a re-driven record that fails again carries only the latest error
         headers += error_headers(msg, stage, error_class, message, **(extra or {}))
         producer = self._producer
         assert producer is not None, "dead_letter before run()"

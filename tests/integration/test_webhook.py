@@ -311,3 +311,37 @@ def test_400_and_undecodable_records_go_to_the_dlq_with_error_headers(
     assert decode_headers["moments.error.offset"] == str(offset + 1)
 
     wait_until(lambda: committed(s, list(ends)) == ends, 20, "offsets committed past the DLQ")
+
+
+def test_an_action_in_retry_when_the_sink_stops_is_delivered_after_restart(
+    settings: Settings, receiver: Receiver, run_sink: Callable[[Settings], None]
+) -> None:
+    codec = codec_for(ActionEvent)
+    first, stuck = an_action(1, "fay"), an_action(2, "fay")
+    receiver.script[stuck.action_id] = [503] * 1000  # down until the test says otherwise
+    topic = settings.topics.action("care")
+    ends = produce(
+        settings, [(topic, "fay", codec.encode(first)), (topic, "fay", codec.encode(stuck))]
+    )
+    ((_, partition),) = ends
+    s = sink_settings(settings, receiver, "care")
+
+    stop = threading.Event()
+    slow = RetryPolicy(max_attempts=1000, base_delay_s=0.2, max_delay_s=0.4, timeout_s=5.0)
+    sink = threading.Thread(
+        target=run_webhook_sink, args=(s,), kwargs={"stop": stop, "policy": slow}, daemon=True
+    )
+    sink.start()
+    wait_until(lambda: receiver.attempts.get(stuck.action_id, 0) >= 2, 60, "retries of 503")
+    stop.set()
+    sink.join(30)
+    assert not sink.is_alive()
+    # The delivered record is committed, the one still being retried is not.
+    assert committed(s, [(topic, partition)])[(topic, partition)] == ends[(topic, partition)] - 1
+
+    with receiver.lock:
+        receiver.script[stuck.action_id] = []  # the receiver is back
+    run_sink(s)
+    wait_until(lambda: stuck.action_id in receiver.delivered_ids(), 60, "delivery after restart")
+    assert [e["id"] for _, e in receiver.delivered].count(first.action_id) == 1
+    wait_until(lambda: committed(s, list(ends)) == ends, 20, "offsets committed to the end")
