@@ -1,0 +1,154 @@
+"""Billing-system exports (CSV or JSON lines) as interaction events on channel `billing`.
+
+Rows are invoices, payments, failed payments, payment demands (dunning),
+meter readings and account openings, told apart by a record-type column that
+the mapping file (`producers/mappings/billing.yaml`) turns into an event type.
+Amounts, currency, due dates, references (invoice numbers) and the customer's
+start date are carried over; other columns (meter id, reading, failure reason)
+become attributes. The event id is `billing-<record_id>`: re-ingesting an
+export is idempotent downstream.
+
+Never publishes and knows no Kafka; a bad row raises `RecordError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from producers.adapters.base import (
+    CSV_SUFFIXES,
+    JSONL_SUFFIXES,
+    DateParser,
+    MappingError,
+    RecordError,
+    Rejection,
+    SourceRecord,
+    attribute_text,
+    channel_files,
+    column_aliases,
+    load_mapping,
+    mapping_section,
+    parse_amount,
+    parse_currency,
+    parse_timestamp,
+    read_table,
+    required_text,
+    text_or_none,
+    timezone_of,
+)
+from schemas.records import InteractionEvent
+
+#: Columns the adapter interprets; every other non-blank column goes to attributes.
+BILLING_FIELDS = frozenset(
+    {
+        "record_id",
+        "customer_id",
+        "record_type",
+        "posted_at",
+        "product",
+        "reference",
+        "amount",
+        "currency",
+        "due_date",
+        "customer_since",
+        "text",
+    }
+)
+
+
+class BillingAdapter:
+    """Maps billing export rows (canonical column names) to `billing` events."""
+
+    kind = "billing"
+    channel = "billing"
+
+    def __init__(self, mapping_path: Path | None = None) -> None:
+        mapping = load_mapping("billing", mapping_path)
+        self.mapping_file = str(mapping["__file__"])
+        self.source = str(mapping.get("source") or "billing-core")
+        self.timezone = timezone_of(mapping)
+        self.aliases = column_aliases(mapping)
+        self.record_types = {
+            str(code).strip().upper(): str(event_type)
+            for code, event_type in mapping_section(mapping, "record_types", dict).items()
+        }
+        default = mapping.get("default_type")
+        self.default_type: str | None = str(default) if default else None
+        self.dates = DateParser()
+        self.required: dict[str, tuple[str, ...]] = {}
+        for event_type, names in mapping_section(mapping, "required", dict).items():
+            if not isinstance(names, list):
+                raise MappingError(f"{self.mapping_file}: required.{event_type} must be a list")
+            self.required[str(event_type)] = tuple(str(n) for n in names)
+
+    def event_type(self, record_type: str) -> str:
+        """The event type of a record type (case-insensitive); RecordError when unknown."""
+        event_type = self.record_types.get(record_type.upper(), self.default_type)
+        if event_type is None:
+            known = ", ".join(sorted(self.record_types))
+            raise RecordError(
+                "record_type", f"unknown record type {record_type!r} (known: {known})"
+            )
+        return event_type
+
+    def map_record(self, fields: Mapping[str, Any]) -> InteractionEvent:
+        """One billing row (canonical names) as an event; raises RecordError naming the field."""
+        get = fields.get
+        record_id = required_text(fields, "record_id")
+        customer_id = required_text(fields, "customer_id")
+        record_type = required_text(fields, "record_type")
+        event_type = self.record_types.get(record_type.upper()) or self.event_type(record_type)
+        posted = get("posted_at")
+        if posted is None:
+            raise RecordError("posted_at", "missing required field")
+        occurred_at = parse_timestamp(posted, "posted_at", self.timezone)
+        amount = parse_amount(get("amount"), "amount")
+        currency = parse_currency(get("currency"), "currency")
+        due_date = self.dates(get("due_date"), "due_date")
+        product = text_or_none(get("product"))
+        reference = text_or_none(get("reference"))
+        attributes: dict[str, str] = {}
+        for name in [name for name in fields if name not in BILLING_FIELDS]:
+            value = fields[name]
+            if value is not None and name is not None:
+                text = attribute_text(value)
+                if text:
+                    attributes[name] = text
+        required = self.required.get(event_type)
+        if required:
+            carried = {
+                "product": product,
+                "reference": reference,
+                "amount": amount,
+                "currency": currency,
+                "due_date": due_date,
+            }
+            for name in required:
+                value = carried[name] if name in carried else attributes.get(name)
+                if value is None or value == "":
+                    raise RecordError(name, f"required for {event_type} records")
+        if amount is not None and currency is None:
+            raise RecordError("currency", "required when an amount is given")
+        return InteractionEvent(
+            event_id="billing-" + record_id,
+            customer_id=customer_id,
+            channel="billing",
+            type=event_type,
+            occurred_at=occurred_at,
+            source=self.source,
+            product=product,
+            reference=reference,
+            amount=amount,
+            currency=currency,
+            due_date=due_date,
+            customer_since=self.dates(get("customer_since"), "customer_since"),
+            text=text_or_none(get("text")),
+            attributes=attributes,
+        )
+
+    def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
+        """The rows of a billing export file (or of every export in a directory)."""
+        for file in channel_files(path, CSV_SUFFIXES | JSONL_SUFFIXES):
+            yield from read_table(file, self.aliases)
