@@ -380,6 +380,14 @@ class _World:
         """A random offset below `span_ms` in whole seconds (exports carry second precision)."""
         return int(self.rng.random() * (span_ms // 1000)) * 1000
 
+    def _open_hours(self, ms: int) -> int:
+        """`ms`, or the next moment the call centre is open (08:00-20:00 UTC)."""
+        hour = ms % DAY // HOUR
+        if 8 <= hour < 20:
+            return ms
+        day = ms - ms % DAY + (DAY if hour >= 20 else 0)
+        return day + 8 * HOUR + self._within(HOUR)
+
     def _day_of(self, ms: int) -> int:
         return ms - ms % DAY
 
@@ -543,7 +551,7 @@ class _World:
         delay = self._resolution_delay()
         if delay is not None:
             resolved = self._at_hour(self._day_of(ts + delay), _CALL_HOURS)
-            resolved = max(resolved, ts + HOUR)
+            resolved = self._open_hours(max(resolved, ts + HOUR))
             self._say(
                 customer, _CALL, "complaint_resolved", resolved, product, reference, None, out
             )
@@ -601,6 +609,8 @@ class _World:
         product = self._any_product(customer)
         for i, channel in enumerate(channels):
             at = ts + i * (2 + self._below(14)) * HOUR
+            if channel == _CALL:
+                at = self._open_hours(at)
             intent = "complaint" if i == 2 and rng.random() < 0.3 else "inquiry"
             reference = self._case("CMP") if intent == "complaint" else None
             self._say(customer, channel, intent, at, product, reference, None, out)

@@ -346,7 +346,7 @@ def _read_jsonl(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = json.loads(raw.rstrip())  # so an error's column is within the line
             except UnicodeDecodeError:
                 yield Rejection(name, lineno, "line is not valid UTF-8")
                 continue
