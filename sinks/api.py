@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from moments.metrics import serve_metrics
 from moments.settings import Settings
 from sinks.timeline import MAX_LIMIT, query_timeline
 
@@ -138,9 +139,13 @@ def create_app(conninfo: str) -> Starlette:
 
 
 def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8081) -> None:
-    """Serve the read API until interrupted (uvicorn handles SIGINT/SIGTERM)."""
+    """Serve the read API until interrupted (uvicorn handles SIGINT/SIGTERM).
+
+    Serves Prometheus metrics on `settings.metrics_port` when it is set.
+    """
     import uvicorn
 
     if not settings.database_url:
         raise ValueError("no database configured (set MOMENTS_DATABASE_URL)")
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     uvicorn.run(create_app(settings.database_url), host=host, port=port, log_level="warning")

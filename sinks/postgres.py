@@ -38,7 +38,14 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from psycopg import sql
 
-from moments.metrics import CONSUMER_LAG, DLQ_RECORDS, SINK_BATCH_DURATION, SINK_ERRORS, SINK_ROWS
+from moments.metrics import (
+    CONSUMER_LAG,
+    DLQ_RECORDS,
+    SINK_BATCH_DURATION,
+    SINK_ERRORS,
+    SINK_ROWS,
+    serve_metrics,
+)
 from moments.settings import Settings
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
@@ -50,6 +57,7 @@ Record = ActionEvent | Decision | InteractionEvent
 
 # "moments" in ASCII: the advisory lock every migrating process takes.
 MIGRATION_LOCK_KEY = 0x6D6F6D656E7473
+_STOP_CHECK_S = 0.5
 _MIGRATION_FILE = re.compile(r"^(\d+)_([a-z0-9_]+)\.sql$")
 
 
@@ -575,13 +583,16 @@ def run_postgres_sink(
     `settings.sink_batch_timeout_s` seconds; commits the database
     transaction, then synchronously the Kafka offsets of the batch. While the
     database is down it retries with capped exponential backoff, consuming
-    nothing new, and commits no offset.
+    nothing new, and commits no offset. Serves Prometheus metrics on
+    `settings.metrics_port` when it is set.
     """
     if not settings.database_url:
         raise SinkConfigError("no database configured (set MOMENTS_DATABASE_URL)")
     stop = stop if stop is not None else threading.Event()
+    loop = _SinkLoop(settings, settings.database_url, stop, topics, max_backoff_s)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     with _stop_on_signals(stop):
-        _SinkLoop(settings, settings.database_url, stop, topics, max_backoff_s).run()
+        loop.run()
 
 
 class DeadLettersPending(RuntimeError):
@@ -680,12 +691,11 @@ class _SinkLoop:
 
     def _consume_once(self) -> None:
         assert self.consumer is not None
-        if self._batch_started is None:
-            timeout = 0.5
-        else:
-            timeout = max(
-                0.0, self._batch_started + self.settings.sink_batch_timeout_s - time.monotonic()
-            )
+        # At most half a second inside librdkafka, so a stop (or a signal) is seen promptly.
+        timeout = _STOP_CHECK_S
+        if self._batch_started is not None:
+            due = self._batch_started + self.settings.sink_batch_timeout_s - time.monotonic()
+            timeout = min(timeout, max(0.0, due))
         room = max(1, min(10_000, self.settings.sink_batch_size - self._batch_records))
         for message in self.consumer.consume(num_messages=room, timeout=timeout):
             self._take(message)
@@ -863,7 +873,9 @@ class _SinkLoop:
                     continue
                 # Paused partitions deliver nothing new; a record already fetched is simply
                 # added to the batch (its offset is committed only with the batch).
-                for message in self.consumer.consume(num_messages=100, timeout=min(left, 0.5)):
+                for message in self.consumer.consume(
+                    num_messages=100, timeout=min(left, _STOP_CHECK_S)
+                ):
                     self._take(message)
         finally:
             self._retrying = False

@@ -8,7 +8,11 @@ own (CREATE DATABASE), so tests never see each other's rows.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -105,8 +109,8 @@ def count(conninfo: str, query: str, *params: Any) -> int:
     try:
         with psycopg.connect(conninfo, connect_timeout=2) as conn:
             row = conn.execute(query, params).fetchone()
-    except psycopg.OperationalError:
-        return -1
+    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+        return -1  # database down, or the sink has not migrated it yet
     assert row is not None
     return int(row[0])
 
@@ -368,3 +372,34 @@ def test_the_sink_waits_out_a_stopped_database_and_loses_nothing(
         assert count(url, "SELECT count(DISTINCT action_id) FROM actions") == 100
     finally:
         server.stop()
+
+
+def test_sigterm_stops_the_sink_cleanly_when_it_is_the_main_loop(
+    settings: Settings, database: str
+) -> None:
+    env = {
+        **os.environ,
+        "MOMENTS_BOOTSTRAP": str(settings.bootstrap),
+        "MOMENTS_DATABASE_URL": database,
+        "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
+        "MOMENTS_SINK_GROUP": settings.sink_group,
+        "MOMENTS_BROKER_SESSION_TIMEOUT_S": "6",
+        "MOMENTS_SINK_BATCH_SIZE": "2",
+        "MOMENTS_SINK_BATCH_TIMEOUT_S": "60",  # a lone record waits: only the stop flushes it
+    }
+    code = "from moments.settings import Settings; from sinks.postgres import run_postgres_sink; "
+    code += "run_postgres_sink(Settings())"
+    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        produce_actions(settings, [action(1, "cust-1"), action(2, "cust-1")])
+        wait_for(lambda: count(database, "SELECT count(*) FROM actions") == 2, 60, "a full batch")
+        ends = produce_actions(settings, [action(3, "cust-1")])
+        time.sleep(1.0)  # consumed, but its batch is not due for 60 s
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        process.kill()
+    assert count(database, "SELECT count(*) FROM actions") == 3
+    assert offsets_reach(settings, settings.topics.action("care"), ends)()
