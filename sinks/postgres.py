@@ -847,9 +847,12 @@ class _SinkLoop:
                         )
                         return False
                     log.warning("cannot %s, retrying in %.1f s: %s", what, backoff, exc)
-                if pause and self.consumer is not None and not paused:
-                    paused = self.consumer.assignment()
-                    self.consumer.pause(paused)
+                if pause and self.consumer is not None:
+                    # (Re)pause: a rebalance while we wait hands out unpaused partitions.
+                    assignment = self.consumer.assignment()
+                    if assignment and assignment != paused:
+                        self.consumer.pause(assignment)
+                        paused = assignment
                 self._wait(backoff)
                 if pause and not self._offsets:
                     return True  # the batch was discarded by a rebalance: nothing left to write
