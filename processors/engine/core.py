@@ -34,10 +34,12 @@ Reading order:
 from __future__ import annotations
 
 import hashlib
+import string
 from bisect import insort
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, ClassVar, Final
 
 from processors.engine.interfaces import (
@@ -91,7 +93,22 @@ _WHAT: Final = {
 
 def utc_date(ms: int) -> date:
     """The UTC calendar date of an epoch-milliseconds timestamp."""
-    return (_EPOCH + timedelta(milliseconds=ms)).date()
+    return _day(ms // 86_400_000)
+
+
+def iso_day(ms: int) -> str:
+    """The UTC calendar date of an epoch-milliseconds timestamp as YYYY-MM-DD."""
+    return _iso_day(ms // 86_400_000)
+
+
+@lru_cache(maxsize=4096)
+def _day(days: int) -> date:
+    return (_EPOCH + timedelta(days=days)).date()
+
+
+@lru_cache(maxsize=4096)
+def _iso_day(days: int) -> str:
+    return _day(days).isoformat()
 
 
 def tenure_years(since: date, on: date) -> int:
@@ -103,6 +120,15 @@ def tenure_years(since: date, on: date) -> int:
     if (on.month, on.day) < (month, day):
         years -= 1
     return max(years, 0)
+
+
+@lru_cache(maxsize=65_536)
+def anniversary_ms(since_iso: str, years: int) -> int:
+    """Start (UTC midnight) of the day a relationship begun on `since_iso` is `years` old."""
+    since = date.fromisoformat(since_iso)
+    day = 28 if (since.month, since.day) == (2, 29) else since.day
+    when = datetime(since.year + years, since.month, day, tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def stable_id(*parts: str) -> str:
@@ -174,10 +200,7 @@ def matches(p: Pattern, event: InteractionEvent, customer_id: str, state: dict[s
             return False
     if p.min_tenure_years is not None:
         since = state.get("since")
-        if since is None:
-            return False
-        years = tenure_years(date.fromisoformat(since), utc_date(event.occurred_at))
-        if years < p.min_tenure_years:
+        if since is None or event.occurred_at < anniversary_ms(since, p.min_tenure_years):
             return False
     return p.predicate is None or bool(p.predicate(event, profile_of(customer_id, state)))
 
@@ -209,14 +232,7 @@ class MatchKind(Kind):
     name = "match"
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
-        ctx: dict[str, Any] = {}
-        since = step.state.get("since")
-        if since:
-            ctx["since"] = since
-            ctx["tenure_years"] = tenure_years(
-                date.fromisoformat(since), utc_date(event.occurred_at)
-            )
-        step.candidate(rule, event.occurred_at, [event.event_id], "", event, ctx)
+        step.candidate(rule, event.occurred_at, [event.event_id], "", event, {})
 
 
 class FirstKind(Kind):
@@ -292,7 +308,7 @@ class SequenceKind(Kind):
         if before:
             a_t, a_id, a_type = before[-1]
             ctx = {
-                "first_date": utc_date(a_t).isoformat(),
+                "first_date": iso_day(a_t),
                 "first_what": _WHAT.get(a_type, a_type.replace("_", " ")),
                 "gap": format_duration(t - a_t) if t > a_t else "right",
                 "within": format_duration(rule.within_ms),
@@ -352,7 +368,7 @@ class AbsenceKind(Kind):
         del pending[key]
         _, a_t, a_id, a_type = timer
         ctx = {
-            "first_date": utc_date(a_t).isoformat(),
+            "first_date": iso_day(a_t),
             "first_what": _WHAT.get(a_type, a_type.replace("_", " ")),
             "what": _WHAT.get(a_type, a_type.replace("_", " ")),
             "type": a_type,
@@ -492,9 +508,10 @@ class Step:
         config = self.engine.config
         cid = self.customer_id
         at = cand.at
-        action_id = stable_id(rule.id, cid, *cand.evidence)
-        rs = self.rule_state(rule.id)
-        cool: dict[str, int] | None = rs.get("cd")
+        cool: dict[str, int] | None = None
+        if rule.cool_down_ms is not None:
+            rs = self.rule_state(rule.id)
+            cool = rs.get("cd")
         outcome, reason = "fired", "fired"
         if cand.suppress is not None:
             outcome, reason = "suppressed", cand.suppress
@@ -519,6 +536,7 @@ class Step:
             if cand.key not in cool or cool[cand.key] < at:
                 cool[cand.key] = at
         fired = outcome == "fired"
+        action_id = stable_id(rule.id, cid, *cand.evidence) if fired else None
         self.out.decisions.append(
             Decision(
                 decision_id=stable_id("decision", rule.id, cid, reason, *cand.evidence),
@@ -527,12 +545,12 @@ class Step:
                 rule_version=rule.version,
                 outcome=outcome,
                 reason=reason,
-                action_id=action_id if fired else None,
+                action_id=action_id,
                 evidence=list(cand.evidence),
                 decided_at=at,
             )
         )
-        if not fired:
+        if action_id is None:
             return False
         if rule.rule_class == "engagement":
             contacts = self.state.setdefault("cap", [])
@@ -576,49 +594,11 @@ class Step:
     # -- rendering ------------------------------------------------------------------------
 
     def render(self, cand: Candidate, balance: int) -> str:
-        event = cand.event
-        products = self.state.get("prod", [])
-        ctx: dict[str, Any] = {
-            "customer_id": self.customer_id,
-            "channel": self.state.get("ch") or "other",
-            "via": _VIA.get(self.state.get("ch") or "other", "through another channel"),
-            "type": "",
-            "what": "",
-            "product": "their account",
-            "reference": "(no reference)",
-            "amount": "an amount",
-            "date": utc_date(cand.at).isoformat(),
-            "count": len(cand.evidence),
-            "channels": "",
-            "channel_count": 0,
-            "window": "",
-            "within": "",
-            "first_date": "",
-            "first_what": "",
-            "gap": "",
-            "tenure_years": 0,
-            "since": "an unknown date",
-            "products": ", ".join(products) if products else "none on record",
-            "new_address": "a new address",
-            "balance": balance,
-            "negatives": 0,
-            "positives": 0,
-        }
-        if event is not None:
-            ctx["channel"] = event.channel
-            ctx["via"] = _VIA.get(event.channel, "through another channel")
-            ctx["type"] = event.type
-            ctx["what"] = _WHAT.get(event.type, event.type.replace("_", " "))
-            if event.product:
-                ctx["product"] = event.product
-            if event.reference:
-                ctx["reference"] = event.reference
-            if event.amount is not None:
-                ctx["amount"] = f"{event.amount:.2f} {event.currency or ''}".strip()
-            ctx["date"] = utc_date(event.occurred_at).isoformat()
-            if "new_address" in event.attributes:
-                ctx["new_address"] = event.attributes["new_address"]
-        ctx.update(cand.context)
+        """The rule's reason template with the placeholders it uses (and only those)."""
+        ctx: dict[str, Any] = {}
+        extra = cand.context
+        for name in self.engine.placeholders[cand.rule.id]:
+            ctx[name] = extra[name] if name in extra else _PLACEHOLDERS[name](self, cand, balance)
         return cand.rule.reason.format_map(ctx)
 
     def details(self, cand: Candidate, balance: int) -> dict[str, str]:
@@ -646,6 +626,67 @@ class Step:
         return dict(sorted(out.items()))
 
 
+def _channel(step: Step, cand: Candidate) -> str:
+    return cand.event.channel if cand.event is not None else step.state.get("ch") or "other"
+
+
+def _what(event_type: str) -> str:
+    return _WHAT.get(event_type, event_type.replace("_", " "))
+
+
+def _tenure(step: Step, cand: Candidate) -> int:
+    since = step.state.get("since")
+    return tenure_years(date.fromisoformat(since), utc_date(cand.at)) if since else 0
+
+
+def _amount(event: InteractionEvent | None) -> str:
+    if event is None or event.amount is None:
+        return "an amount"
+    return f"{event.amount:.2f} {event.currency or ''}".strip()
+
+
+def _event_attr(name: str, default: str) -> Callable[[Step, Candidate, int], Any]:
+    def get(step: Step, cand: Candidate, balance: int) -> Any:
+        value = getattr(cand.event, name, None) if cand.event is not None else None
+        return value or default
+
+    return get
+
+
+#: How each reason placeholder is computed when the rule kind did not set it.
+_PLACEHOLDERS: Final[dict[str, Callable[[Step, Candidate, int], Any]]] = {
+    "customer_id": lambda step, cand, balance: step.customer_id,
+    "channel": lambda step, cand, balance: _channel(step, cand),
+    "via": lambda step, cand, balance: _VIA.get(_channel(step, cand), "through another channel"),
+    "type": _event_attr("type", ""),
+    "what": lambda step, cand, balance: _what(cand.event.type) if cand.event else "",
+    "product": _event_attr("product", "their account"),
+    "reference": _event_attr("reference", "(no reference)"),
+    "amount": lambda step, cand, balance: _amount(cand.event),
+    "date": lambda step, cand, balance: iso_day(cand.at),
+    "count": lambda step, cand, balance: len(cand.evidence),
+    "channels": lambda step, cand, balance: "",
+    "channel_count": lambda step, cand, balance: 0,
+    "window": lambda step, cand, balance: "",
+    "within": lambda step, cand, balance: "",
+    "first_date": lambda step, cand, balance: "",
+    "first_what": lambda step, cand, balance: "",
+    "gap": lambda step, cand, balance: "",
+    "tenure_years": lambda step, cand, balance: _tenure(step, cand),
+    "since": lambda step, cand, balance: step.state.get("since") or "an unknown date",
+    "products": lambda step, cand, balance: (
+        ", ".join(step.state.get("prod", ())) or "none on record"
+    ),
+    "new_address": lambda step, cand, balance: (
+        (cand.event.attributes.get("new_address") if cand.event is not None else None)
+        or "a new address"
+    ),
+    "balance": lambda step, cand, balance: balance,
+    "negatives": lambda step, cand, balance: 0,
+    "positives": lambda step, cand, balance: 0,
+}
+
+
 # ----------------------------------------------------------------------------------------
 # The engine
 # ----------------------------------------------------------------------------------------
@@ -665,6 +706,12 @@ class Engine:
         self.pack = pack
         self.config = config or EngineConfig()
         self.rules = {rule.id: rule for rule in pack.rules}
+        self.placeholders = {
+            rule.id: tuple(
+                dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(rule.reason) if f)
+            )
+            for rule in pack.rules
+        }
         self._typed: dict[str, list[_IndexEntry]] = {}
         self._wildcard: list[tuple[int, _IndexEntry]] = []
         self.ledger_rules = [r for r in pack.rules if r.kind == "relationship"]
@@ -763,11 +810,13 @@ class Engine:
             state["ch"] = event.channel
         newest = state["t"]
         horizon = newest - self.config.dedupe_horizon_ms
-        while seen:  # insertion order is (nearly) time order: expire from the front
-            oldest = next(iter(seen))
-            if seen[oldest] >= horizon:
-                break
-            del seen[oldest]
+        # Ids are kept at least the dedupe horizon and at most a quarter longer, so the
+        # (linear) expiry runs at most once per quarter horizon per customer.
+        oldest = state.get("so", t)
+        if oldest < horizon - self.config.dedupe_horizon_ms // 4:
+            seen = state["seen"] = {k: st for k, st in seen.items() if st >= horizon}
+            oldest = min(seen.values(), default=t)
+        state["so"] = min(oldest, t)
         if event.customer_since is not None:
             state["since"] = event.customer_since.isoformat()
         if event.type in PRODUCT_EVENTS and event.product:

@@ -1,0 +1,148 @@
+"""Properties of the engine over random event streams (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
+from processors.engine.interfaces import CUSTOMER_PREFIX, TIMER_BUCKET_PREFIX
+from processors.replay import replay_file
+from schemas.codec import to_json_line
+from schemas.records import CHANNELS, EVENT_TYPES, InteractionEvent
+from tests.unit.test_engine import T0, D, H
+
+ENGINE = Engine(load_rule_pack(), EngineConfig())
+TYPES = (*EVENT_TYPES, "brand_new_type")
+
+
+@st.composite
+def streams(draw: st.DrawFn, max_size: int = 60) -> list[InteractionEvent]:
+    """Mostly increasing event times with some late events and some repeated event ids."""
+    size = draw(st.integers(min_value=0, max_value=max_size))
+    events: list[InteractionEvent] = []
+    clock = T0
+    for i in range(size):
+        clock += draw(st.integers(min_value=0, max_value=30 * H))
+        late = draw(st.sampled_from([0, 0, 0, 0, 10 * 60_000, 3 * D]))
+        repeat = events and draw(st.integers(min_value=0, max_value=9)) == 0
+        if repeat:
+            events.append(draw(st.sampled_from(events)))
+            continue
+        type_ = draw(st.sampled_from(TYPES))
+        events.append(
+            InteractionEvent(
+                event_id=f"e{i}",
+                customer_id=draw(st.sampled_from(["ann", "bob", "cy"])),
+                channel=draw(st.sampled_from(CHANNELS)),
+                type=type_,
+                occurred_at=clock - late,
+                source="prop",
+                product=draw(st.sampled_from([None, "gas", "power"])),
+                reference=draw(st.sampled_from([None, "R1", "R2"])),
+                customer_since=draw(st.sampled_from([None, date(2015, 5, 5), date(2024, 1, 1)])),
+                attributes={"new_address": "1 Main St"} if type_ == "address_changed" else {},
+            )
+        )
+    return events
+
+
+def run_lines(
+    events: list[InteractionEvent], until: int | None = None
+) -> tuple[list[str], list[str]]:
+    """Actions and decisions as JSON lines, from one process() call per event."""
+    store = DictStore()
+    out = EngineOutput()
+    for event in events:
+        out.extend(ENGINE.process(store, event))
+    if until is not None:
+        out.extend(ENGINE.advance_watermark(store, until))
+    return [to_json_line(a) for a in out.actions], [to_json_line(d) for d in out.decisions]
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams())
+def test_same_events_same_bytes(events: list[InteractionEvent]) -> None:
+    assert run_lines(events, T0 + 400 * D) == run_lines(events, T0 + 400 * D)
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams())
+def test_no_duplicate_action_ids_and_one_decision_per_candidate(
+    events: list[InteractionEvent],
+) -> None:
+    # a repeat older than the dedupe horizon is processed again (and raises the same
+    # action_id, which sinks drop); within the horizon the engine itself never repeats one
+    engine = Engine(load_rule_pack(), EngineConfig(dedupe_horizon_ms=1000 * D))
+    store = DictStore()
+    out = EngineOutput()
+    for event in events:
+        out.extend(engine.process(store, event))
+    out.extend(engine.advance_watermark(store, T0 + 400 * D))
+    ids = [a.action_id for a in out.actions]
+    assert len(ids) == len(set(ids))
+    fired = [d.action_id for d in out.decisions if d.outcome == "fired"]
+    assert fired == ids  # every action has its fired decision, in the same order
+    assert all(d.action_id is None for d in out.decisions if d.outcome != "fired")
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(events=streams(max_size=40))
+def test_replay_file_equals_process_calls(events: list[InteractionEvent], tmp_path: Path) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(to_json_line(e) + "\n" for e in events), encoding="utf-8")
+    actions, decisions = tmp_path / "a.jsonl", tmp_path / "d.jsonl"
+    replay_file(source, actions_out=actions, decisions_out=decisions, until_ms=T0 + 90 * D)
+    replayed = (actions.read_text().splitlines(), decisions.read_text().splitlines())
+    assert replayed == run_lines(events, T0 + 90 * D)
+
+
+def state_sizes(store: DictStore) -> dict[str, int]:
+    return {
+        key: len(json.dumps(value))
+        for key, value in store.data.items()
+        if key.startswith(CUSTOMER_PREFIX)
+    }
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32))
+def test_state_stays_bounded_over_a_long_random_stream(seed: int) -> None:
+    """A year of one event per customer every ~4 h: state after a year ~ state after 5 months."""
+    rnd = random.Random(seed)
+    store = DictStore()
+    peaks: list[int] = []
+    clock = T0
+    for month in range(12):
+        for i in range(1000):
+            clock += rnd.randint(0, 2 * H)
+            type_ = rnd.choice(TYPES)
+            fields: dict[str, Any] = {}
+            if type_ == "address_changed":
+                fields["attributes"] = {"new_address": "x"}
+            ENGINE.process(
+                store,
+                InteractionEvent(
+                    event_id=f"m{month}-{i}",
+                    customer_id=rnd.choice(["ann", "bob", "cy", "dee"]),
+                    channel=rnd.choice(CHANNELS),
+                    type=type_,
+                    occurred_at=clock - rnd.choice([0, 0, 0, 60_000]),
+                    product=rnd.choice([None, "gas", "power", "credit_card"]),
+                    reference=f"R{rnd.randrange(1_000_000)}",
+                    customer_since=date(2010, 1, 1),
+                    **fields,
+                ),
+            )
+        peaks.append(max(state_sizes(store).values()))
+    assert max(peaks[5:]) < 1.5 * max(peaks[3:5])
+    timers = sum(len(v) for k, v in store.data.items() if k.startswith(TIMER_BUCKET_PREFIX))
+    assert timers < 200  # only cases opened in the last 48 h are pending
