@@ -27,7 +27,7 @@ from typing import IO, Final
 from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
 from processors.engine.rules import RulePack
 from schemas.codec import read_events_jsonl, to_json_line
-from schemas.records import InteractionEvent
+from schemas.records import ActionEvent, Decision, InteractionEvent
 
 _M: Final = 0x5BD1E995
 _MASK: Final = 0xFFFFFFFF
@@ -172,15 +172,23 @@ def replay_file(
 
 def replay_events(
     events: Iterable[InteractionEvent],
-    engine: Engine,
     *,
+    engine: Engine | None = None,
+    pack: RulePack | None = None,
+    rules_path: Path | str | None = None,
     partitions: int = 1,
     until_ms: int | None = None,
-) -> EngineOutput:
-    """All actions and decisions for a sequence of events (tests, shadow runs)."""
+    config: EngineConfig | None = None,
+) -> tuple[list[ActionEvent], list[Decision]]:
+    """All actions and decisions for a sequence of events (demo expectations, tests, shadow runs).
+
+    Pass a ready `engine`, or a `pack` / `rules_path` (default pack) and a `config`.
+    """
+    if engine is None:
+        engine = Engine(pack or load_rule_pack(rules_path), config or EngineConfig())
     replayer = Replayer(engine, partitions)
     out = EngineOutput()
     for event in events:
         out.extend(replayer.feed(event))
     out.extend(replayer.finish(until_ms))
-    return out
+    return out.actions, out.decisions

@@ -178,8 +178,11 @@ def test_replay_equals_process_calls_on_one_store(stories: Path, tmp_path: Path)
     out = tmp_path / "a.jsonl"
     replay_file(stories, actions_out=out)
     assert out.read_text(encoding="utf-8") == "".join(f"{text}\n" for text in lines)
-    again = replay_events(read_events_jsonl(stories), engine)
-    assert [to_json_line(a) for a in again.actions] == lines
+    again, _ = replay_events(read_events_jsonl(stories), engine=engine)
+    assert [to_json_line(a) for a in again] == lines
+    by_pack, decisions = replay_events(read_events_jsonl(stories), pack=load_rule_pack())
+    assert [to_json_line(a) for a in by_pack] == lines
+    assert len(decisions) == len(lines)
 
 
 @pytest.mark.parametrize(
