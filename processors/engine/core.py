@@ -101,6 +101,11 @@ def iso_day(ms: int) -> str:
     return _iso_day(ms // 86_400_000)
 
 
+@lru_cache(maxsize=65_536)
+def _iso_date(day: date) -> str:
+    return day.isoformat()
+
+
 @lru_cache(maxsize=4096)
 def _day(days: int) -> date:
     return (_EPOCH + timedelta(days=days)).date()
@@ -417,6 +422,10 @@ KIND_SEMANTICS: Final[dict[str, Kind]] = {
 # ----------------------------------------------------------------------------------------
 
 
+def _by_priority(cand: Candidate) -> tuple[int, str]:
+    return -cand.rule.priority, cand.rule.id
+
+
 class Step:
     """The work on one customer's state within one process()/advance() call."""
 
@@ -488,15 +497,15 @@ class Step:
 
     def decide_all(self) -> None:
         """Decide the collected candidates: highest priority first, then rule id."""
+        negative_rules = self.engine.pack.relationship.negative_rules
         while self.candidates:
-            batch = sorted(self.candidates, key=lambda c: (-c.rule.priority, c.rule.id))
+            batch = self.candidates
+            if len(batch) > 1:
+                batch.sort(key=_by_priority)
             self.candidates = []
             negative_action_at: int | None = None
             for cand in batch:
-                if (
-                    self.decide(cand)
-                    and cand.rule.id in self.engine.pack.relationship.negative_rules
-                ):
+                if self.decide(cand) and cand.rule.id in negative_rules:
                     negative_action_at = cand.at
             if negative_action_at is not None:
                 for rule in self.engine.ledger_rules:
@@ -535,19 +544,25 @@ class Step:
                 cool = rs["cd"] = {}
             if cand.key not in cool or cool[cand.key] < at:
                 cool[cand.key] = at
+            if len(cool) > 1:  # per-key cool-downs: forget keys whose cool-down is over
+                horizon = self.newest - rule.cool_down_ms - config.allowed_lateness_ms
+                for key in [k for k, last in cool.items() if last < horizon]:
+                    del cool[key]
         fired = outcome == "fired"
         action_id = stable_id(rule.id, cid, *cand.evidence) if fired else None
+        evidence = cand.evidence
         self.out.decisions.append(
+            # positional: the field order of decision.avsc (records are built on the hot path)
             Decision(
-                decision_id=stable_id("decision", rule.id, cid, reason, *cand.evidence),
-                customer_id=cid,
-                rule=rule.id,
-                rule_version=rule.version,
-                outcome=outcome,
-                reason=reason,
-                action_id=action_id,
-                evidence=list(cand.evidence),
-                decided_at=at,
+                stable_id("decision", rule.id, cid, reason, *evidence),
+                cid,
+                rule.id,
+                rule.version,
+                outcome,
+                reason,
+                action_id,
+                evidence,
+                at,
             )
         )
         if action_id is None:
@@ -558,20 +573,21 @@ class Step:
             self.prune_times(contacts, config.contact_cap_window_ms)
         balance = self.engine.balance(self.state, at)
         self.out.actions.append(
+            # positional: the field order of action_event.avsc
             ActionEvent(
-                action_id=action_id,
-                customer_id=cid,
-                rule=rule.id,
-                action=rule.action,
-                rule_version=rule.version,
-                destination=rule.destination,
-                priority=rule.priority,
-                reason=self.render(cand, balance),
-                evidence=list(cand.evidence),
-                channel_hint=self.state.get("ch") or "other",
-                triggered_at=at,
-                due_by=at + rule.due_by_ms if rule.due_by_ms is not None else None,
-                details=self.details(cand, balance),
+                action_id,
+                cid,
+                rule.id,
+                rule.action,
+                rule.version,
+                rule.destination,
+                rule.priority,
+                self.render(cand, balance),
+                list(evidence),
+                self.state.get("ch") or "other",
+                at,
+                at + rule.due_by_ms if rule.due_by_ms is not None else None,
+                self.details(cand, balance),
             )
         )
         relationship = self.engine.pack.relationship
@@ -602,32 +618,50 @@ class Step:
         return cand.rule.reason.format_map(ctx)
 
     def details(self, cand: Candidate, balance: int) -> dict[str, str]:
+        """The rule's details (absent values left out) plus relationship_balance, sorted."""
         out: dict[str, str] = {}
-        event = cand.event
-        for name, source in cand.rule.details:
-            value: str | None
-            if source == "customer.products":
-                value = ",".join(self.state.get("prod", []))
-            elif source == "customer.since":
-                value = self.state.get("since")
-            elif source == "customer.last_channel":
-                value = self.state.get("ch")
-            elif event is not None:
-                value = field_value(event, source)
-            elif source == "reference":
-                value = cand.key or None
-            elif source == "type":
-                value = cand.context.get("type")
-            else:
-                value = None
+        for name, getter in self.engine.detail_getters[cand.rule.id]:
+            value = getter(self, cand)
             if value is not None:
                 out[name] = value
         out["relationship_balance"] = str(balance)
         return dict(sorted(out.items()))
 
 
+# ----------------------------------------------------------------------------------------
+# Rendering: reason placeholders and details
+# ----------------------------------------------------------------------------------------
+
+DetailGetter = Callable[[Step, Candidate], str | None]
+
+
+def detail_getter(source: str) -> DetailGetter:
+    """How a detail source (see rules.py) is read for a candidate."""
+    if source == "customer.products":
+        return lambda step, cand: ",".join(step.state.get("prod", ()))
+    if source == "customer.since":
+        return lambda step, cand: step.state.get("since")
+    if source == "customer.last_channel":
+        return lambda step, cand: step.state.get("ch")
+
+    def from_event(step: Step, cand: Candidate) -> str | None:
+        if cand.event is not None:
+            return field_value(cand.event, source)
+        if source == "reference":  # a timer: the correlation key is the A event's reference
+            return cand.key or None
+        value = cand.context.get(source)
+        return None if value is None else str(value)
+
+    return from_event
+
+
 def _channel(step: Step, cand: Candidate) -> str:
     return cand.event.channel if cand.event is not None else step.state.get("ch") or "other"
+
+
+def _human(name: str | None) -> str | None:
+    """A product id for a sentence: credit_card -> credit card."""
+    return name.replace("_", " ") if name else name
 
 
 def _what(event_type: str) -> str:
@@ -660,7 +694,9 @@ _PLACEHOLDERS: Final[dict[str, Callable[[Step, Candidate, int], Any]]] = {
     "via": lambda step, cand, balance: _VIA.get(_channel(step, cand), "through another channel"),
     "type": _event_attr("type", ""),
     "what": lambda step, cand, balance: _what(cand.event.type) if cand.event else "",
-    "product": _event_attr("product", "their account"),
+    "product": lambda step, cand, balance: (
+        _human(cand.event.product if cand.event else None) or "their account"
+    ),
     "reference": _event_attr("reference", "(no reference)"),
     "amount": lambda step, cand, balance: _amount(cand.event),
     "date": lambda step, cand, balance: iso_day(cand.at),
@@ -675,7 +711,7 @@ _PLACEHOLDERS: Final[dict[str, Callable[[Step, Candidate, int], Any]]] = {
     "tenure_years": lambda step, cand, balance: _tenure(step, cand),
     "since": lambda step, cand, balance: step.state.get("since") or "an unknown date",
     "products": lambda step, cand, balance: (
-        ", ".join(step.state.get("prod", ())) or "none on record"
+        ", ".join(p.replace("_", " ") for p in step.state.get("prod", ())) or "none on record"
     ),
     "new_address": lambda step, cand, balance: (
         (cand.event.attributes.get("new_address") if cand.event is not None else None)
@@ -692,6 +728,11 @@ _PLACEHOLDERS: Final[dict[str, Callable[[Step, Candidate, int], Any]]] = {
 # ----------------------------------------------------------------------------------------
 
 _IndexEntry = tuple[Rule, str, Pattern, Kind]
+_ANY: Final = Pattern()  # in the index: a pattern whose only condition (type) the index checks
+
+
+def _trivial(p: Pattern) -> bool:
+    return p == Pattern(types=p.types)
 
 
 class Engine:
@@ -706,6 +747,10 @@ class Engine:
         self.pack = pack
         self.config = config or EngineConfig()
         self.rules = {rule.id: rule for rule in pack.rules}
+        self.detail_getters = {
+            rule.id: tuple((name, detail_getter(source)) for name, source in rule.details)
+            for rule in pack.rules
+        }
         self.placeholders = {
             rule.id: tuple(
                 dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(rule.reason) if f)
@@ -726,7 +771,7 @@ class Engine:
             if rule.follow is not None:
                 roles.append(("then" if rule.kind == "sequence" else "missing", rule.follow))
             for role, pattern in roles:
-                entry: _IndexEntry = (rule, role, pattern, kind)
+                entry: _IndexEntry = (rule, role, _ANY if _trivial(pattern) else pattern, kind)
                 if pattern.types is None:
                     positioned.append((order[rule.id], None, entry))
                 else:
@@ -801,7 +846,7 @@ class Engine:
         seen: dict[str, int] = state["seen"]
         listeners = self.listeners(event.type)
         if event.event_id in seen:
-            matching = [e for e in listeners if matches(e[2], event, cid, state)]
+            matching = [e for e in listeners if e[2] is _ANY or matches(e[2], event, cid, state)]
             self._duplicate(event, matching, out)
             return
         seen[event.event_id] = t
@@ -818,7 +863,7 @@ class Engine:
             oldest = min(seen.values(), default=t)
         state["so"] = min(oldest, t)
         if event.customer_since is not None:
-            state["since"] = event.customer_since.isoformat()
+            state["since"] = _iso_date(event.customer_since)
         if event.type in PRODUCT_EVENTS and event.product:
             products: list[str] = state.setdefault("prod", [])
             if event.product not in products:
@@ -828,7 +873,7 @@ class Engine:
         if sign:
             self.record(step, t, sign, event.event_id, is_event=True)
         for rule, role, pattern, kind in listeners:
-            if matches(pattern, event, cid, state):
+            if pattern is _ANY or matches(pattern, event, cid, state):
                 kind.on_event(step, rule, role, event)
         if sign < 0:
             for rule in self.ledger_rules:

@@ -62,7 +62,7 @@ def test_cancellation_by_phone_raises_a_life_event_check_in_for_care() -> None:
     assert action.evidence == ["x1"]
     assert action.channel_hint == "call"
     assert action.reason.startswith(
-        "The customer asked to cancel credit_card by phone on 2026-01-01"
+        "The customer asked to cancel credit card by phone on 2026-01-01"
     )
     assert action.reason.endswith(".")
     [decision] = out.decisions
