@@ -19,13 +19,19 @@ Reading order:
    customer_since, products, relationship ledger) and hand the event to every
    rule listening to its type. Each rule kind (small classes below, one
    `on_event` each) turns the event into zero or one candidate action.
-3. Arbitration: candidates are decided highest priority first. A candidate is
-   suppressed by a cool-down (per customer and rule, per key where the rule
-   has one, counted from the last action that fired; |t - last| < cool-down),
-   or, for engagement rules only, by the contact cap (fired engagement actions
-   within the cap window). Otherwise a deterministic control group (hash of
-   customer and rule < holdout percent) is `held_out`; the rest fire. Every
-   candidate yields exactly one Decision.
+3. Arbitration: candidates are decided highest priority first, ties by rule
+   id. A candidate is suppressed as `already_raised` when its kind says so (a
+   first-occurrence rule seeing its key again), by a cool-down (per customer
+   and rule, per key where the rule has one, counted from the last action that
+   fired: |t - last| < cool-down; suppressed candidates do not restart it), or,
+   for engagement rules only, by the contact cap (fired engagement actions with
+   |t - f| < cap window; capped means suppressed, never deferred). Otherwise a
+   deterministic control group (hash of customer and rule < holdout percent)
+   is `held_out` (it starts the cool-down like a fired action, so both groups
+   keep the same cadence, but sends nothing); the rest fire. Every candidate
+   yields exactly one Decision; a fired one carries its action's id.
+   Every action gets `details.relationship_balance`: positives - negatives of
+   the customer's ledger in the window ending at `triggered_at`.
 4. State stays bounded: windows, ledgers, dedupe ids and cool-downs are pruned
    against the customer's latest event time; timers are deleted when they fire
    or are resolved.
