@@ -20,6 +20,8 @@ publisher SDK. This module never talks to Kafka itself.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import multiprocessing
@@ -35,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
@@ -1028,6 +1030,7 @@ def write_simulation(
     return summary
 
 
+_channel_and_type = attrgetter("channel", "type")
 # Rendering work is split into chunks of this many moments (parallel writes).
 _CHUNK: Final = 32_768
 
@@ -1045,6 +1048,26 @@ def _write_share(
     """Render chunks `share`, `share + shares`, ... into `out_path` (one file) or, when
     `shares` > 1, into `out_path/<chunk>.jsonl`; return counts by (channel, type)."""
     world = _World(customers, days, seed, start_ms, rates)
+    with _no_cyclic_gc():
+        return _render_share(world, out_path, share, shares)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: nothing here makes cycles (refcounting frees it
+    all), and full collections over millions of planned moments cost a third of the run."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _render_share(
+    world: _World, out_path: Path, share: int, shares: int
+) -> Counter[tuple[str, str]]:
     renderer = world.renderer
     render = renderer.render
     counts: Counter[tuple[str, str]] = Counter()
@@ -1057,11 +1080,9 @@ def _write_share(
             for low in range(0, len(due), _CHUNK):
                 if chunk_no % shares == share:
                     renderer.counter = base + low
-                    lines = []
-                    for moment in due[low : low + _CHUNK]:
-                        event = render(moment)
-                        counts[event.channel, event.type] += 1
-                        lines.append(json_line(event))
+                    events = [render(moment) for moment in due[low : low + _CHUNK]]
+                    counts.update(map(_channel_and_type, events))
+                    lines = [json_line(event) for event in events]
                     lines.append("")
                     text = "\n".join(lines)
                     if out is not None:
@@ -1118,11 +1139,13 @@ def publish_simulation(
     """Publish the simulation through the publisher SDK; returns after the broker acknowledged."""
     summary = SimulationSummary()
     began = time.perf_counter()
-    for event in simulate(customers, days, seed, start=start, story_rate=story_rate, rates=rates):
-        publisher.publish(event)
-        summary.events += 1
-        summary.by_channel[event.channel] += 1
-        summary.by_type[event.type] += 1
+    events = simulate(customers, days, seed, start=start, story_rate=story_rate, rates=rates)
+    with _no_cyclic_gc():
+        for event in events:
+            publisher.publish(event)
+            summary.events += 1
+            summary.by_channel[event.channel] += 1
+            summary.by_type[event.type] += 1
     publisher.flush()
     summary.seconds = time.perf_counter() - began
     return summary

@@ -30,12 +30,12 @@ from producers.adapters.base import (
     column_aliases,
     load_mapping,
     mapping_section,
+    optional_text,
     parse_amount,
     parse_currency,
     parse_timestamp,
     read_table,
     required_text,
-    text_or_none,
     timezone_of,
 )
 from schemas.records import InteractionEvent
@@ -56,6 +56,10 @@ BILLING_FIELDS = frozenset(
         "text",
     }
 )
+
+
+# Position of each carried field a mapping may require, in map_record's `carried` tuple.
+_CARRIED = {"product": 0, "reference": 1, "amount": 2, "currency": 3, "due_date": 4}
 
 
 class BillingAdapter:
@@ -94,58 +98,74 @@ class BillingAdapter:
         return event_type
 
     def map_record(self, fields: Mapping[str, Any]) -> InteractionEvent:
-        """One billing row (canonical names) as an event; raises RecordError naming the field."""
+        """One billing row (canonical names) as an event; raises RecordError naming the field.
+
+        This runs for every simulated billing row, hence the inline fast paths: a value of the
+        expected type is taken as is, anything else goes through the full parser.
+        """
         get = fields.get
-        record_id = required_text(fields, "record_id")
-        customer_id = required_text(fields, "customer_id")
-        record_type = required_text(fields, "record_type")
-        event_type = self.record_types.get(record_type.upper()) or self.event_type(record_type)
+        record_id = get("record_id")
+        record_id = (record_id.strip() if record_id.__class__ is str else None) or required_text(
+            fields, "record_id"
+        )
+        customer_id = get("customer_id")
+        customer_id = (
+            customer_id.strip() if customer_id.__class__ is str else None
+        ) or required_text(fields, "customer_id")
+        record_type = get("record_type")
+        event_type = (
+            self.record_types.get(record_type.upper()) if record_type.__class__ is str else None
+        ) or self.event_type(required_text(fields, "record_type"))
         posted = get("posted_at")
         if posted is None:
             raise RecordError("posted_at", "missing required field")
         occurred_at = parse_timestamp(posted, "posted_at", self.timezone)
-        amount = parse_amount(get("amount"), "amount")
-        currency = parse_currency(get("currency"), "currency")
-        due_date = self.dates(get("due_date"), "due_date")
-        product = text_or_none(get("product"))
-        reference = text_or_none(get("reference"))
+        amount = get("amount")
+        if amount is not None and amount.__class__ is not float:
+            amount = parse_amount(amount, "amount")
+        currency = get("currency")
+        if currency is not None:
+            currency = parse_currency(currency, "currency")
+        due_date = get("due_date")
+        if due_date is not None:
+            due_date = self.dates(due_date, "due_date")
+        customer_since = get("customer_since")
+        if customer_since is not None:
+            customer_since = self.dates(customer_since, "customer_since")
+        product = optional_text(get("product"))
+        reference = optional_text(get("reference"))
         attributes: dict[str, str] = {}
-        for name in [name for name in fields if name not in BILLING_FIELDS]:
-            value = fields[name]
-            if value is not None and name is not None:
-                text = attribute_text(value)
-                if text:
-                    attributes[name] = text
+        if not fields.keys() <= BILLING_FIELDS:
+            for name, value in fields.items():
+                if name not in BILLING_FIELDS and value is not None and name is not None:
+                    text = attribute_text(value)
+                    if text:
+                        attributes[name] = text
         required = self.required.get(event_type)
         if required:
-            carried = {
-                "product": product,
-                "reference": reference,
-                "amount": amount,
-                "currency": currency,
-                "due_date": due_date,
-            }
+            carried = (product, reference, amount, currency, due_date)
             for name in required:
-                value = carried[name] if name in carried else attributes.get(name)
+                position = _CARRIED.get(name)
+                value = carried[position] if position is not None else attributes.get(name)
                 if value is None or value == "":
                     raise RecordError(name, f"required for {event_type} records")
         if amount is not None and currency is None:
             raise RecordError("currency", "required when an amount is given")
         return InteractionEvent(
-            event_id="billing-" + record_id,
-            customer_id=customer_id,
-            channel="billing",
-            type=event_type,
-            occurred_at=occurred_at,
-            source=self.source,
-            product=product,
-            reference=reference,
-            amount=amount,
-            currency=currency,
-            due_date=due_date,
-            customer_since=self.dates(get("customer_since"), "customer_since"),
-            text=text_or_none(get("text")),
-            attributes=attributes,
+            "billing-" + record_id,
+            customer_id,
+            "billing",
+            event_type,
+            occurred_at,
+            self.source,
+            product,
+            reference,
+            amount,
+            currency,
+            due_date,
+            customer_since,
+            optional_text(get("text")),
+            attributes,
         )
 
     def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:

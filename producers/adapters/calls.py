@@ -30,10 +30,10 @@ from producers.adapters.base import (
     column_aliases,
     load_mapping,
     mapping_section,
+    optional_text,
     parse_timestamp,
     read_table,
     required_text,
-    text_or_none,
     timezone_of,
 )
 from schemas.records import InteractionEvent
@@ -89,19 +89,19 @@ class CallAdapter:
         if started is None:
             raise RecordError("started_at", "missing required field")
         occurred_at = parse_timestamp(started, "started_at", self.timezone)
-        disposition = text_or_none(fields.get("disposition"))
-        notes = text_or_none(fields.get("notes"))
+        disposition = optional_text(fields.get("disposition"))
+        notes = optional_text(fields.get("notes"))
         if notes is not None and len(notes) > self.max_text_chars:
             notes = notes[: self.max_text_chars]
         attributes: dict[str, str] = {}
         if disposition is not None:
             attributes["disposition"] = disposition
-        for name in [name for name in fields if name not in CALL_FIELDS]:
-            value = fields[name]
-            if value is not None and name is not None:
-                text = attribute_text(value)
-                if text:
-                    attributes[name] = text
+        if not fields.keys() <= CALL_FIELDS:
+            for name, value in fields.items():
+                if name not in CALL_FIELDS and value is not None and name is not None:
+                    text = attribute_text(value)
+                    if text:
+                        attributes[name] = text
         return InteractionEvent(
             event_id="call-" + call_id,
             customer_id=customer_id,
@@ -109,8 +109,8 @@ class CallAdapter:
             type=self.event_type(disposition),
             occurred_at=occurred_at,
             source=self.source,
-            product=text_or_none(fields.get("product")),
-            reference=text_or_none(fields.get("reference")),
+            product=optional_text(fields.get("product")),
+            reference=optional_text(fields.get("reference")),
             customer_since=self.dates(fields.get("customer_since"), "customer_since"),
             text=notes,
             attributes=attributes,

@@ -203,6 +203,7 @@ class EmailAdapter:
         self.default_type = str(mapping.get("default_type") or "inquiry")
         self.max_text_chars = int(mapping.get("max_text_chars") or 4000)
         self.rules: list[tuple[str, re.Pattern[str]]] = []
+        self.stems: list[tuple[str, ...]] = []
         for index, rule in enumerate(mapping_section(mapping, "rules", list)):
             keywords = rule.get("keywords") if isinstance(rule, dict) else None
             if not isinstance(rule, dict) or not rule.get("type") or not keywords:
@@ -212,6 +213,11 @@ class EmailAdapter:
             except ValueError as exc:
                 raise MappingError(f"{self.mapping_file}: rules[{index}]: {exc}") from None
             self.rules.append((str(rule["type"]), re.compile(pattern, re.IGNORECASE)))
+            # A keyword can only match where its first word's letters appear: a cheap
+            # substring test on the case-folded text spares most regex searches.
+            self.stems.append(
+                tuple(str(k).strip().split()[0].rstrip("*").casefold() for k in keywords)
+            )
         self.extract: list[tuple[str, list[re.Pattern[str]]]] = []
         for name, patterns in mapping_section(mapping, "extract", dict).items():
             compiled: list[re.Pattern[str]] = []
@@ -235,9 +241,13 @@ class EmailAdapter:
         """The first rule whose keywords appear in the subject, else in the body, else default."""
         for text in (subject, body):
             if text:
-                for event_type, pattern in self.rules:
-                    if pattern.search(text):
-                        return event_type
+                folded = text.casefold()
+                for (event_type, pattern), stems in zip(self.rules, self.stems, strict=True):
+                    for stem in stems:
+                        if stem in folded:
+                            if pattern.search(text):
+                                return event_type
+                            break
         return self.default_type
 
     def map_record(self, message: EmailMessage) -> InteractionEvent:
