@@ -5,9 +5,10 @@ DESIGN.md section 3), a JSON array of them, or `{"events": [...]}`. Each event
 is validated on its own and the answer is 202 with one result per event
 (accepted with its event_id, or rejected with the field at fault), even when
 every event is rejected. The answer is sent only after the broker acknowledged
-every accepted event (the publisher is flushed in a worker thread, so the event
-loop keeps serving); if it does not, the answer is 503 and the client may retry
-with the returned event ids, which makes the retry idempotent downstream.
+every accepted event (one thread flushes the publisher for all waiting requests
+at once, so the event loop keeps serving); if it does not, the answer is 503 and
+the client may retry with the returned event ids, which makes the retry
+idempotent downstream.
 
 A malformed request gets a 4xx naming the problem: 401 without a valid API key
 (`Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant
@@ -23,6 +24,7 @@ event contents or keys.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -78,6 +80,75 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
+class Acknowledger:
+    """Group commit: one thread flushes the publisher for every request waiting at that moment.
+
+    A request publishes its events, then `await ack.wait()`; the flusher thread takes all
+    waiting requests, flushes once (every event queued before is then acknowledged or failed)
+    and settles them together. Many concurrent requests cost one flush, and the event loop
+    never blocks.
+    """
+
+    def __init__(self, publisher: EventPublisher, timeout_s: float) -> None:
+        self._publisher = publisher
+        self._timeout_s = timeout_s
+        self._condition = threading.Condition()
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    async def wait(self) -> None:
+        """Return once the broker acknowledged everything published before the call;
+        raise `PublishError` if a delivery failed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("collector is shutting down")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="moments-collector-ack", daemon=True
+                )
+                self._thread.start()
+            self._waiting.append((loop, future))
+            self._condition.notify()
+        await future
+
+    def close(self) -> None:
+        """Settle whoever still waits, then stop the thread."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        if self._thread is not None:
+            self._thread.join(self._timeout_s + 5)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._waiting and not self._closed:
+                    self._condition.wait()
+                if not self._waiting:
+                    return
+                batch, self._waiting = self._waiting, []
+            error: BaseException | None = None
+            try:
+                self._publisher.flush(self._timeout_s)
+            except Exception as exc:  # PublishError, or a client that broke down
+                error = exc
+            for loop, future in batch:
+                with contextlib.suppress(RuntimeError):  # that loop is already closed
+                    loop.call_soon_threadsafe(_settle, future, error)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the client went away and the request was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 class BrokerReadiness:
     """Is the broker reachable and the interactions topic there? Cached for a second."""
 
@@ -86,7 +157,6 @@ class BrokerReadiness:
         self._topic = settings.topics.interactions
         self._timeout_s = timeout_s
         self._cache_s = cache_s
-        self._admin: Any = None
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._answer: tuple[bool, str] = (False, "not checked yet")
@@ -104,9 +174,10 @@ class BrokerReadiness:
         from confluent_kafka.admin import AdminClient
 
         try:
-            if self._admin is None:
-                self._admin = AdminClient(self._settings.kafka_config())
-            metadata = self._admin.list_topics(topic=self._topic, timeout=self._timeout_s)
+            # A fresh client per check (they are cached for a second): a long-lived one would
+            # retry a dead broker forever in the background.
+            admin = AdminClient(self._settings.kafka_config(logger=log))
+            metadata = admin.list_topics(topic=self._topic, timeout=self._timeout_s)
         except KafkaException as exc:
             return False, f"broker unreachable: {exc.args[0]}"
         except RuntimeError as exc:  # no bootstrap configured
@@ -148,6 +219,7 @@ def create_app(
         raise CollectorConfigError("max_body_bytes and max_batch must be positive")
     max_event_bytes = settings.max_event_bytes
     ready = readiness or BrokerReadiness(settings)
+    acknowledger = Acknowledger(publisher, ack_timeout_s)
 
     def authenticate(request: Request) -> None:
         if not keys:
@@ -261,7 +333,7 @@ def create_app(
         results, accepted = accept(items, batch, len(body))
         if accepted:
             try:
-                await anyio.to_thread.run_sync(publisher.flush, ack_timeout_s)
+                await acknowledger.wait()
             except PublishError as exc:
                 log.error("collector: broker did not acknowledge %d events: %s", accepted, exc)
                 for result in results:
@@ -291,7 +363,7 @@ def create_app(
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/events", post_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -299,6 +371,8 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
         ]
     )
+    app.state.acknowledger = acknowledger
+    return app
 
 
 def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
