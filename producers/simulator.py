@@ -14,7 +14,7 @@ simulator exercises them. The output is deterministic for a seed (no wall clock,
 no global random state) and ordered by `occurred_at` across all customers.
 
 `write_simulation` writes the events as JSON lines (the form `moments replay`
-reads) at well over 100k events/s; `publish_simulation` sends them through the
+reads), optionally in two processes; `publish_simulation` sends them through the
 publisher SDK. This module never talks to Kafka itself.
 """
 
@@ -1009,12 +1009,12 @@ def write_simulation(
 
     `workers` > 1 renders in that many forked processes (each plans the whole, cheap,
     deterministic population and renders its share of chunks); the file is byte for byte
-    the same as with one. None: two workers for large runs on a machine with two cores.
+    the same as with one. None: two workers for large runs when a second core is idle.
     """
     chosen = _rates(rates, story_rate)
     start_ms = _start_ms(start)
     if workers is None:
-        workers = 2 if customers * days >= 500_000 and (os.cpu_count() or 1) >= 2 else 1
+        workers = _default_workers(customers * days)
     began = time.perf_counter()
     if workers <= 1:
         counts = _write_share(Path(path), customers, days, seed, start_ms, chosen, 0, 1)
@@ -1029,6 +1029,21 @@ def write_simulation(
 
 
 _channel_and_type = attrgetter("channel", "type")
+
+
+def _default_workers(customer_days: int) -> int:
+    """Two processes for a large run when a second core is idle (each plans the population
+    again, so a busy second core makes it slower, not faster); else one."""
+    cores = os.cpu_count() or 1
+    if customer_days < 500_000 or cores < 2:
+        return 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        return 1
+    return 2 if busy < cores - 1.2 else 1
+
+
 # Rendering work is split into chunks of this many moments (parallel writes).
 _CHUNK: Final = 32_768
 
@@ -1202,7 +1217,7 @@ def _opt_text(value: str | None) -> str:
 def json_line(event: InteractionEvent) -> str:
     """`schemas.codec.to_json_line(event)`, byte for byte, without the generic machinery.
 
-    The simulator writes hundreds of thousands of lines per second through this; a unit
+    Every simulated event goes through this, so it is written for speed; a unit
     test checks it against the codec on every simulated event.
     """
     attributes = event.attributes
