@@ -132,6 +132,40 @@ def column_aliases(mapping: Mapping[str, Any]) -> dict[str, str]:
     return aliases
 
 
+def canonical_names(columns: Iterable[str], aliases: Mapping[str, str]) -> list[str]:
+    """Our name for each of a file's columns, unique.
+
+    When two columns claim one name (an export with both `id` and `call_id`), the alias
+    listed first in the mapping wins and the other column keeps its own name (and so ends
+    up in attributes); a name used twice gets a `_2`, `_3` suffix.
+    """
+    rank = {alias: position for position, alias in enumerate(aliases)}
+    raw = [column.strip() for column in columns]
+    names: list[str] = []
+    claimed: dict[str, int] = {}
+    for index, column in enumerate(raw):
+        canonical = aliases.get(column.lower())
+        if canonical is None:
+            names.append(column)
+            continue
+        holder = claimed.get(canonical)
+        if holder is None:
+            claimed[canonical] = index
+            names.append(canonical)
+        elif rank[column.lower()] < rank[raw[holder].lower()]:
+            names[holder] = raw[holder]
+            claimed[canonical] = index
+            names.append(canonical)
+        else:
+            names.append(column)
+    counts: dict[str, int] = {}
+    for index, name in enumerate(names):
+        counts[name] = counts.get(name, 0) + 1
+        if counts[name] > 1:
+            names[index] = f"{name}_{counts[name]}"
+    return names
+
+
 def timezone_of(mapping: Mapping[str, Any]) -> tzinfo:
     """Time zone assumed for timestamps without an offset (`timezone:`, default UTC)."""
     name = mapping.get("timezone") or "UTC"
@@ -368,7 +402,7 @@ def _read_jsonl(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord
             keys = tuple(obj)
             plan = renames.get(keys)
             if plan is None:
-                pairs = [(k, aliases.get(k.lower(), k)) for k in keys]
+                pairs = list(zip(keys, canonical_names(keys, aliases), strict=True))
                 plan = renames[keys] = (pairs, {c: k for k, c in pairs if c != k})
             yield SourceRecord(name, lineno, {c: obj[k] for k, c in plan[0]}, plan[1])
 
@@ -409,11 +443,8 @@ def _read_csv(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord |
         if not row or all(not cell.strip() for cell in row):
             continue
         if header is None:
-            header = [aliases.get(cell.strip().lower(), cell.strip()) for cell in row]
+            header = canonical_names(row, aliases)
             columns = {c: cell.strip() for c, cell in zip(header, row, strict=True) if c != cell}
-            if len(set(header)) != len(header):
-                yield Rejection(name, first_line, f"header names a column twice: {row}")
-                return
             continue
         if len(row) != len(header):
             yield Rejection(

@@ -447,3 +447,22 @@ def test_unknown_kind_and_missing_publisher_are_errors() -> None:
         ingest("calls", DATA / "calls.csv", None)
     with pytest.raises(FileNotFoundError):
         ingest("calls", DATA / "nope.csv", None, dry_run=True)
+
+
+def test_two_columns_claiming_one_field_keep_the_better_alias(tmp_path: Path) -> None:
+    export = tmp_path / "calls.csv"
+    export.write_text(
+        "id,call_id,start_time,timestamp,disposition\n"
+        "row-1,CL-9,2026-01-01T10:00:00Z,2026-01-01T09:00:00Z,CANCEL\n",
+        encoding="utf-8",
+    )
+    publisher = _Recorder()
+
+    summary = ingest("calls", export, publisher)
+
+    assert summary.accepted == 1
+    event = publisher.events[0]
+    assert event.event_id == "call-CL-9"  # call_id is listed before id in calls.yaml
+    assert event.occurred_at == 1_767_261_600_000  # start_time before timestamp
+    assert event.attributes["id"] == "row-1"
+    assert event.attributes["timestamp"] == "2026-01-01T09:00:00Z"
