@@ -452,8 +452,8 @@ def test_unknown_kind_and_missing_publisher_are_errors() -> None:
 def test_two_columns_claiming_one_field_keep_the_better_alias(tmp_path: Path) -> None:
     export = tmp_path / "calls.csv"
     export.write_text(
-        "id,call_id,start_time,timestamp,disposition\n"
-        "row-1,CL-9,2026-01-01T10:00:00Z,2026-01-01T09:00:00Z,CANCEL\n",
+        "id,call_id,customer_id,start_time,timestamp,disposition\n"
+        "row-1,CL-9,C1,2026-01-01T10:00:00Z,2026-01-01T09:00:00Z,CANCEL\n",
         encoding="utf-8",
     )
     publisher = _Recorder()
