@@ -8,10 +8,13 @@ with one clear line and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,6 +22,7 @@ import typer
 from rich.console import Console
 
 from moments.settings import Settings
+from processors.engine.interfaces import EngineConfig
 
 app = typer.Typer(
     name="moments",
@@ -49,6 +53,25 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         from schemas.codec import DecodeError, SchemaValidationError
 
         errors += [SchemaValidationError, DecodeError]
+    except ImportError:
+        pass
+    try:
+        from sinks.webhook import WebhookConfigError
+
+        errors.append(WebhookConfigError)
+    except ImportError:
+        pass
+    try:
+        from producers.adapters.base import MappingError
+        from producers.collector import CollectorConfigError
+
+        errors += [MappingError, CollectorConfigError]
+    except ImportError:
+        pass
+    try:
+        from producers.publisher import PublishError
+
+        errors.append(PublishError)
     except ImportError:
         pass
     try:
@@ -128,7 +151,6 @@ def replay(
     partitions: Annotated[int, typer.Option(help="Keep one watermark per partition.")] = 1,
 ) -> None:
     """Run the engine offline over a file, deterministically; no broker needed."""
-    from processors.engine import EngineConfig
     from processors.replay import replay_file
 
     if events is None:
@@ -141,14 +163,19 @@ def replay(
         rules_path=rules or settings.rules_path,
         until_ms=parse_time(until, "--until"),
         partitions=partitions,
-        config=engine_config(settings, EngineConfig),
+        config=engine_config(settings, EngineConfig()),
     )
-    console.print(summary)
+    console.print(
+        f"{summary.events} events → {summary.actions} actions ({actions_out}), "
+        f"{summary.decisions} decisions in {summary.seconds:.2f} s "
+        f"({summary.events_per_second:,.0f} events/s)"
+    )
 
 
-def engine_config(settings: Settings, config_type: type[Any]) -> Any:
+def engine_config(settings: Settings, defaults: EngineConfig) -> EngineConfig:
     """The engine's knobs from settings (seconds → milliseconds)."""
-    return config_type(
+    return dataclasses.replace(
+        defaults,
         allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
         contact_cap=settings.contact_cap,
         contact_cap_window_ms=int(settings.contact_cap_window_s * 1000),
@@ -202,6 +229,18 @@ def sink_webhook() -> None:
     run_webhook_sink(settings)
 
 
+@app.command()
+@friendly
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+) -> None:
+    """Serve the read API for agent desktops: GET /v1/customers/{id}/timeline."""
+    from sinks.api import run_api
+
+    run_api(require_database(load_settings()), host=host, port=port)
+
+
 def require_broker(settings: Settings) -> Settings:
     if not settings.bootstrap:
         raise UserError("MOMENTS_BOOTSTRAP is not set (or use `moments up` for the embedded stack)")
@@ -233,6 +272,125 @@ def publish(
     console.print(f"published {len(events)} events to {settings.topics.interactions}")
 
 
+class ChannelKind(StrEnum):
+    """Channel exports `moments ingest` understands."""
+
+    calls = "calls"
+    email = "email"
+    billing = "billing"
+
+
+@app.command()
+@friendly
+def ingest(
+    kind: Annotated[ChannelKind, typer.Argument(help="Which channel's export.")],
+    path: Annotated[Path, typer.Argument(help="File or folder (maildir) to read.")],
+    dry_run: Annotated[bool, typer.Option(help="Validate only; publish nothing.")] = False,
+    mapping: Annotated[Path | None, typer.Option(help="Mapping file instead of defaults.")] = None,
+    customers: Annotated[
+        Path | None, typer.Option(help="email: sender address → customer id lookup (CSV).")
+    ] = None,
+) -> None:
+    """Publish a channel's own records (calls, email, billing) as interaction events."""
+    from moments.topics import ensure_topics
+    from producers.adapters.ingest import ingest as ingest_records
+    from producers.adapters.ingest import rich_progress
+    from producers.publisher import Publisher
+
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    settings = load_settings()
+    with contextlib.ExitStack() as stack:
+        publisher = None
+        if not dry_run:
+            settings = require_broker(settings)
+            ensure_topics(settings)
+            publisher = stack.enter_context(Publisher(settings))
+        progress = stack.enter_context(rich_progress(f"{kind.value} {path.name}", console))
+        summary = ingest_records(
+            kind.value,
+            path,
+            publisher,
+            dry_run,
+            mapping=mapping,
+            customers=customers,
+            progress=progress,
+        )
+    verb = "valid" if dry_run else "published"
+    console.print(
+        f"[green]{summary.accepted} {verb}[/], [red]{len(summary.rejected)} rejected[/]"
+        f" of {summary.total} records in {path}"
+    )
+    for rejection in summary.rejected[:50]:
+        err_console.print(f"  rejected {rejection}", highlight=False, soft_wrap=True)
+    if len(summary.rejected) > 50:
+        err_console.print(f"  ... and {len(summary.rejected) - 50} more")
+
+
+@app.command()
+@friendly
+def collect(
+    insecure: Annotated[
+        bool, typer.Option(help="Accept requests without an API key (local tests only).")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default MOMENTS_COLLECTOR_PORT).")] = None,
+) -> None:
+    """Serve the HTTP collector: POST /v1/events (one event or a batch, JSON form)."""
+    from moments.topics import ensure_topics
+    from producers.collector import run_collector
+
+    settings = require_broker(load_settings())
+    ensure_topics(settings)
+    run_collector(settings, insecure=insecure, host=host, port=port)
+
+
+@app.command()
+@friendly
+def simulate(
+    customers: Annotated[int, typer.Option(help="Population size.")] = 1000,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 30,
+    seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Write JSON lines here.")] = None,
+    publish: Annotated[bool, typer.Option("--publish", help="Publish to Kafka.")] = False,
+    story_rate: Annotated[
+        float | None, typer.Option(help="Share of customers living a seed story.")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="First day (ISO-8601).")] = None,
+) -> None:
+    """Generate a realistic population's interactions through the channel adapters."""
+    from moments.topics import ensure_topics
+    from producers.publisher import Publisher
+    from producers.simulator import publish_simulation, write_simulation
+
+    if (out is None) == (not publish):
+        raise UserError("give exactly one of --out FILE or --publish")
+    if customers < 1 or days < 1:
+        raise UserError("--customers and --days must be at least 1")
+    start_ms = parse_time(start, "--start")
+    if out is not None:
+        with console.status(f"simulating {customers} customers over {days} days"):
+            summary = write_simulation(
+                out, customers, days, seed, start=start_ms, story_rate=story_rate
+            )
+        where = str(out)
+    else:
+        settings = require_broker(load_settings())
+        ensure_topics(settings)
+        with (
+            console.status(f"publishing {customers} customers over {days} days"),
+            Publisher(settings) as publisher,
+        ):
+            summary = publish_simulation(
+                publisher, customers, days, seed, start=start_ms, story_rate=story_rate
+            )
+        where = settings.topics.interactions
+    console.print(
+        f"{summary.events} events → {where} in {summary.seconds:.1f} s "
+        f"({summary.events_per_second:,.0f} events/s)"
+    )
+
+
 @app.command()
 @friendly
 def timeline(
@@ -247,6 +405,150 @@ def timeline(
     if not rows:
         raise UserError(f"no timeline for customer {customer_id!r}")
     console.print(timeline_table(rows))
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+@app.command()
+@friendly
+def demo(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the actions.")] = 150.0,
+) -> None:
+    """Embedded broker + PostgreSQL, worker and sink; publish the seed stories; show the actions."""
+    import time
+
+    from moments.runtime import Supervisor
+    from moments.stack import local_stack
+    from moments.topics import ensure_topics
+    from processors.engine import load_rule_pack
+    from processors.replay import replay_events
+    from producers.publisher import Publisher
+    from producers.simulator import seed_stories
+    from sinks.postgres import apply_migrations, fetch_actions
+
+    started = time.monotonic()
+    base = load_settings()
+    with (
+        console.status("starting the embedded broker and PostgreSQL") as status,
+        local_stack(base) as settings,
+        Supervisor(settings, base.data_dir / "logs") as sup,
+    ):
+        ensure_topics(settings)
+        apply_migrations(settings.database_url or "")
+        status.update("starting the worker and the PostgreSQL sink")
+        sup.spawn("worker", "worker")
+        sup.spawn("sink-postgres", "sink", "postgres")
+
+        events = seed_stories(start_ms=int(time.time() * 1000) - 14 * 86_400_000)
+        expected, _ = replay_events(
+            events,
+            pack=load_rule_pack(settings.rules_path),
+            partitions=settings.interactions_partitions,
+            config=engine_config(settings, EngineConfig()),
+        )
+        status.update(f"publishing {len(events)} events through the channel adapters")
+        with Publisher(settings) as publisher:
+            for event in events:
+                publisher.publish(event)
+
+        wanted = {a.action_id for a in expected}
+        status.update(f"waiting for {len(wanted)} actions to land in PostgreSQL")
+        deadline = time.monotonic() + timeout
+        rows = fetch_actions(settings.database_url or "")
+        while not wanted <= {r["action_id"] for r in rows}:
+            sup.check_alive()
+            if time.monotonic() > deadline:
+                missing = wanted - {r["action_id"] for r in rows}
+                raise UserError(
+                    f"{len(missing)} of {len(wanted)} expected actions did not arrive "
+                    f"within {timeout:.0f} s; logs in {sup.log_dir}"
+                )
+            time.sleep(0.5)
+            rows = fetch_actions(settings.database_url or "")
+        status.update("stopping")
+    console.print(actions_table(rows, title="Actions read back from PostgreSQL"))
+    console.print(
+        f"[green]{len(rows)} actions[/] from {len(events)} events "
+        f"in {time.monotonic() - started:.1f} s; the embedded stack is stopped."
+    )
+
+
+@app.command()
+@friendly
+def up() -> None:
+    """Run the whole stack in the foreground: broker, PostgreSQL, worker, sinks, collector, API."""
+    import time
+
+    from rich.table import Table
+
+    from moments.runtime import Supervisor
+    from moments.stack import free_port, local_stack
+    from moments.topics import ensure_topics
+    from sinks.postgres import apply_migrations
+
+    base = load_settings()
+    with (
+        local_stack(base) as settings,
+        Supervisor(settings, base.data_dir / "logs") as sup,
+    ):
+        ensure_topics(settings)
+        apply_migrations(settings.database_url or "")
+        ports = {name: free_port() for name in ("worker", "sink-postgres", "collector", "api")}
+        api_port = free_port()
+        sup.spawn("worker", "worker", MOMENTS_METRICS_PORT=str(ports["worker"]))
+        sup.spawn(
+            "sink-postgres", "sink", "postgres", MOMENTS_METRICS_PORT=str(ports["sink-postgres"])
+        )
+        sup.spawn("collector", "collect", MOMENTS_METRICS_PORT=str(ports["collector"]))
+        sup.spawn("api", "api", "--port", str(api_port))
+        if settings.webhook_urls:
+            ports["sink-webhook"] = free_port()
+            sup.spawn(
+                "sink-webhook", "sink", "webhook", MOMENTS_METRICS_PORT=str(ports["sink-webhook"])
+            )
+
+        table = Table(title="moments is up (Ctrl-C stops everything)")
+        table.add_column("part")
+        table.add_column("where")
+        table.add_row("Kafka bootstrap", str(settings.bootstrap))
+        table.add_row("PostgreSQL", str(settings.database_url))
+        table.add_row(
+            "HTTP collector",
+            f"http://{settings.collector_host}:{settings.collector_port}/v1/events",
+        )
+        table.add_row("timeline API", f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline")
+        for name, port in ports.items():
+            table.add_row(f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
+        table.add_row("logs", str(sup.log_dir))
+        console.print(table)
+        console.print("export these to use the other commands against this stack:")
+        console.print(f"  export MOMENTS_BOOTSTRAP={settings.bootstrap}", highlight=False)
+        console.print(f"  export MOMENTS_DATABASE_URL='{settings.database_url}'", highlight=False)
+        try:
+            while True:
+                sup.check_alive()
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
+    """Actions as a rich table, highest priority first."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in ("customer", "rule", "destination", "priority", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in sorted(rows, key=lambda r: (-int(r["priority"]), str(r["customer_id"]))):
+        table.add_row(
+            str(row["customer_id"]),
+            str(row["rule"]),
+            str(row["destination"]),
+            str(row["priority"]),
+            str(row["reason"]),
+        )
+    return table
 
 
 def main() -> None:
