@@ -1,0 +1,358 @@
+"""The stream worker: a faust-streaming app that runs the trigger engine on live interactions.
+
+One agent consumes `interactions` (raw bytes; the worker decodes them itself so
+that no message can crash the agent) and handles one event at a time:
+
+1. A record that is a tombstone, larger than `max_event_bytes`, undecodable or
+   invalid goes to `interactions.dlq` with its original key and bytes and the
+   headers `moments.error.{stage,class,message,topic,partition,offset}`;
+   stages are `decode` (also tombstones), `validate`, `size` and `engine` (the
+   engine raised on this event; its state is left untouched). The worker
+   keeps running.
+2. Otherwise the engine processes the event against `PartitionState`, the
+   state of the event's partition in a changelog-backed Faust table (see
+   `processors.faust_support`). Writes are applied per event inside the stream
+   iteration (never inside `take()`), so they go to the changelog partition of
+   the event's partition and a restarted or rebalanced worker recovers them.
+3. Actions go to `actions.<destination>` and decisions to `decisions` (key
+   customer_id, Avro). When an event produced output, the worker waits until
+   the broker acknowledged that output *before* it writes the new state: a
+   crash in between makes the redelivered event produce the same output again
+   (same action_id, which sinks drop), never state that claims an action that
+   was never sent. Offsets are committed only after Faust flushed the
+   producer, so processing is at-least-once.
+
+Idle partitions. Faust forbids table writes outside stream iteration, so the
+clock of a quiet partition is advanced by a record *in* the stream: a timer
+(every `idle_tick_s`) produces an empty tick record, header
+`moments.control: tick`, into each assigned interactions partition that has
+seen nothing for `idle_tick_s`. The agent turns it into
+`engine.advance(store, now)` where `now = max occurred_at on the partition +
+(tick timestamp - timestamp of the partition's last event)`: the watermark
+advances at the rate of the wall clock since the last event, and absence
+timers fire for customers who never send another event. Because the tick is
+ordered behind every event appended before it and both times come from the
+log, a redelivered tick computes the same `now`. Other readers of
+`interactions` must skip records carrying the `moments.control` header.
+
+Start-up: `run_worker(settings)` blocks until SIGTERM/SIGINT, then stops
+cleanly (commits, flushes). `python -m processors.worker` does the same with
+settings from `MOMENTS_*`. The worker never reads or writes PostgreSQL and
+never decides anything itself: all semantics are the engine's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from moments.metrics import (
+    ACTIONS_EMITTED,
+    DECISIONS,
+    DLQ_RECORDS,
+    EVENT_TO_ACTION_LATENCY,
+    EVENTS_CONSUMED,
+    RELATIONSHIP_BALANCE,
+    WATERMARK_LAG,
+    event_type_label,
+    serve_metrics,
+)
+from moments.settings import Settings
+from processors.engine import CLOCK_KEY, Engine, EngineConfig, EngineOutput, load_rule_pack
+from processors.faust_support import FencingTableManager, PartitionState, StreamSeekingConsumer
+from schemas.codec import DecodeError, SchemaValidationError, codec_for
+from schemas.records import ActionEvent, Decision, InteractionEvent
+
+log = logging.getLogger(__name__)
+
+#: Header marking a control record on `interactions` (never an interaction event).
+CONTROL_HEADER = "moments.control"
+TICK = b"tick"
+#: Name of the table holding the engine state (changelog topic `<app id>-engine-state-changelog`).
+STATE_TABLE = "engine-state"
+#: Worker key per partition: the idle clock's basis [max occurred_at, log time of last event] (ms).
+_CLOCK = "clock"
+_REASON_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine's knobs from the settings (seconds there, milliseconds in the engine)."""
+    return EngineConfig(
+        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
+        contact_cap=settings.contact_cap,
+        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
+        holdout_percent=settings.holdout_percent,
+        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
+    )
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """Faust broker URLs from a Kafka bootstrap list (`host:port,host:port`)."""
+    return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
+
+
+class TriggerWorker:
+    """The Faust app hosting one `Engine`: its topics, state table, agent and idle-tick timer.
+
+    Build it, then run `app` with a Faust/mode worker (`run_worker` does). It
+    must never write its table outside the agent's stream iteration.
+    """
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        if not settings.bootstrap:
+            raise RuntimeError("no Kafka bootstrap configured (set MOMENTS_BOOTSTRAP)")
+        self.settings = settings
+        self.engine = engine or Engine(load_rule_pack(settings.rules_path), engine_config(settings))
+        registry = settings.schema_registry_url
+        self.event_codec = codec_for(InteractionEvent, registry)
+        self.action_codec = codec_for(ActionEvent, registry)
+        self.decision_codec = codec_for(Decision, registry)
+        topics = settings.topics
+        datadir = settings.data_dir / "worker"
+        datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+        self.app = faust.App(
+            settings.worker_app_id,
+            broker=broker_urls(settings.bootstrap),
+            store=settings.worker_store,
+            datadir=str(datadir),
+            broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+            broker_session_timeout=settings.broker_session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            topic_partitions=settings.interactions_partitions,
+            topic_replication_factor=settings.replication_factor,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=False,
+            web_port=settings.worker_web_port,
+            web_bind="127.0.0.1",
+            web_host="127.0.0.1",
+            autodiscover=False,
+            TableManager=FencingTableManager,
+        )
+        self.app.transport.Consumer = StreamSeekingConsumer  # type: ignore[misc]
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.interactions = self.app.topic(
+            topics.interactions, partitions=settings.interactions_partitions, **raw
+        )
+        self.dlq = self.app.topic(topics.interactions_dlq, **raw)
+        self.decisions = self.app.topic(topics.decisions, **raw)
+        self.actions = {d: self.app.topic(name, **raw) for d, name in topics.actions.items()}
+        self.state = self.app.Table(
+            STATE_TABLE,
+            partitions=settings.interactions_partitions,
+            key_type=str,  # JSON keys
+            value_type=bytes,  # raw values: JSON bytes written by PartitionState
+            help="Trigger engine state of every interactions partition (JSON values).",
+        )
+        self.app.agent(self.interactions, name="moments.trigger")(self._consume)
+        self.app.timer(settings.idle_tick_s, name="moments.idle_ticks")(self._send_idle_ticks)
+        self._last_seen: dict[int, float] = {}
+        #: Per partition: (max occurred_at, log timestamp of the last event), both in ms.
+        self._idle_clock: dict[int, tuple[int, int]] = {}
+
+    # -- the agent --------------------------------------------------------------------------
+
+    async def _consume(self, stream: StreamT[Any]) -> None:
+        async for event in stream.events():
+            await self.handle(event)
+
+    async def handle(self, event: EventT[Any]) -> None:
+        """Handle one record of `interactions` (event, tick or poison); call inside the stream."""
+        message = event.message
+        partition = message.partition
+        self._last_seen[partition] = time.monotonic()
+        headers = _header_map(message.headers)
+        if headers.get(CONTROL_HEADER) == TICK:
+            await self._on_tick(partition, round(message.timestamp * 1000))
+            return
+        value = message.value
+        if value is None:
+            await self._dead_letter(event, "decode", "Tombstone", "a null value is not an event")
+            return
+        if len(value) > self.settings.max_event_bytes:
+            detail = f"{len(value)} bytes exceed max_event_bytes {self.settings.max_event_bytes}"
+            await self._dead_letter(event, "size", "EventTooLarge", detail)
+            return
+        try:
+            interaction = self.event_codec.decode(value)
+        except DecodeError as exc:
+            await self._dead_letter(event, exc.stage, type(exc).__name__, str(exc))
+            return
+        except SchemaValidationError as exc:
+            await self._dead_letter(event, "validate", type(exc).__name__, str(exc))
+            return
+        except Exception as exc:  # a codec bug must not stop the worker either
+            await self._dead_letter(event, "decode", type(exc).__name__, str(exc))
+            return
+        store = PartitionState(self.state, partition)
+        try:
+            output = self.engine.process(store, interaction)
+        except Exception as exc:
+            log.exception("engine failed on %s[%d]@%d", message.topic, partition, message.offset)
+            await self._dead_letter(event, "engine", type(exc).__name__, str(exc))
+            return
+        engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
+        await self._emit(output)
+        store.commit()
+        self._idle_clock[partition] = (int(engine_clock["max"]), round(message.timestamp * 1000))
+        EVENTS_CONSUMED.labels(interaction.channel, event_type_label(interaction.type)).inc()
+        self._observe_watermark(partition, store)
+
+    async def _on_tick(self, partition: int, tick_ms: int) -> None:
+        store = PartitionState(self.state, partition)
+        basis = self._idle_clock.get(partition)
+        if basis is None:  # restarted: the basis of the last tick, else count from this tick
+            persisted = store.get_worker(_CLOCK)
+            engine_clock = store.get(CLOCK_KEY)
+            if persisted is not None:
+                basis = (int(persisted[0]), int(persisted[1]))
+            elif engine_clock is not None:
+                basis = (int(engine_clock["max"]), tick_ms)
+            else:
+                return  # no event ever on this partition: no clock to advance
+            self._idle_clock[partition] = basis
+        max_occurred, last_event_ms = basis
+        now_ms = max_occurred + max(0, tick_ms - last_event_ms)
+        output = self.engine.advance(store, now_ms)
+        # The basis is persisted here, not per event: a worker that restarts into a quiet
+        # partition resumes its clock from the last tick (costs no changelog record per event).
+        store.set_worker(_CLOCK, [max_occurred, last_event_ms])
+        await self._emit(output)
+        store.commit()
+        self._observe_watermark(partition, store)
+
+    # -- output -----------------------------------------------------------------------------
+
+    async def _emit(self, output: EngineOutput) -> None:
+        """Send actions and decisions; return once the broker acknowledged all of them."""
+        if not output.actions and not output.decisions:
+            return
+        pending = []
+        for action in output.actions:
+            topic = self.actions[action.destination]
+            pending.append(
+                await topic.send(
+                    key=action.customer_id.encode(), value=self.action_codec.encode(action)
+                )
+            )
+        for decision in output.decisions:
+            pending.append(
+                await self.decisions.send(
+                    key=decision.customer_id.encode(), value=self.decision_codec.encode(decision)
+                )
+            )
+        for future in pending:
+            await future
+        now = time.time()
+        for action in output.actions:
+            ACTIONS_EMITTED.labels(action.rule, action.destination).inc()
+            EVENT_TO_ACTION_LATENCY.labels(action.destination).observe(
+                max(0.0, now - action.triggered_at / 1000)
+            )
+            balance = action.details.get("relationship_balance")
+            if balance is not None:
+                try:
+                    RELATIONSHIP_BALANCE.observe(float(balance))
+                except ValueError:
+                    log.warning("action %s: relationship_balance %r", action.action_id, balance)
+        for decision in output.decisions:
+            reason = decision.reason if _REASON_LABEL.fullmatch(decision.reason) else "other"
+            DECISIONS.labels(decision.rule, decision.outcome, reason).inc()
+
+    async def _dead_letter(self, event: EventT[Any], stage: str, kind: str, detail: str) -> None:
+        message = event.message
+        error_headers = [
+            ("moments.error.stage", stage.encode()),
+            ("moments.error.class", kind.encode()),
+            ("moments.error.message", detail[:1000].encode()),
+            ("moments.error.topic", message.topic.encode()),
+            ("moments.error.partition", str(message.partition).encode()),
+            ("moments.error.offset", str(message.offset).encode()),
+        ]
+        kept = [
+            (k, v) for k, v in _header_items(message.headers) if not k.startswith("moments.error.")
+        ]
+        await self.dlq.send(key=message.key, value=message.value, headers=kept + error_headers)
+        DLQ_RECORDS.labels(stage).inc()
+        log.warning(
+            "dead-lettered %s[%d]@%d (%s: %s)",
+            message.topic,
+            message.partition,
+            message.offset,
+            kind,
+            detail[:200],
+        )
+
+    def _observe_watermark(self, partition: int, store: PartitionState) -> None:
+        watermark = self.engine.watermark(store)
+        if watermark is not None:
+            WATERMARK_LAG.labels(str(partition)).set(time.time() - watermark / 1000)
+
+    # -- idle ticks -------------------------------------------------------------------------
+
+    async def _send_idle_ticks(self) -> None:
+        """Produce a tick into every assigned interactions partition that has been quiet."""
+        if self.app.rebalancing:
+            return
+        now = time.monotonic()
+        idle_s = self.settings.idle_tick_s
+        for tp in sorted(self.app.assignor.assigned_actives()):
+            if tp.topic != self.interactions.get_topic_name():
+                continue
+            if now - self._last_seen.get(tp.partition, 0.0) < idle_s:
+                continue
+            if tp.partition not in self._idle_clock and (
+                self.state.get(f"{tp.partition}/e/{CLOCK_KEY}") is None
+            ):
+                continue  # no event yet: nothing to advance
+            self._last_seen[tp.partition] = now  # one tick in flight per partition
+            await self.interactions.send(
+                value=b"", partition=tp.partition, headers=[(CONTROL_HEADER, TICK)]
+            )
+
+
+def _header_items(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items: Sequence[tuple[str, Any]] | Any = (
+        headers.items() if isinstance(headers, Mapping) else headers
+    )
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+def _header_map(headers: Any) -> dict[str, bytes]:
+    return dict(_header_items(headers))
+
+
+def build_app(settings: Settings, engine: Engine | None = None) -> faust.App:
+    """The worker's Faust app (not started): for tests and for `faust -A` style tooling."""
+    return TriggerWorker(settings, engine).app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGTERM or SIGINT; offsets committed and producer flushed on exit."""
+    serve_metrics(settings.metrics_port)
+    worker = TriggerWorker(settings)
+    faust_worker = faust.Worker(worker.app, loglevel="INFO", quiet=True)
+    try:
+        faust_worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise
+
+
+def main() -> None:
+    """`python -m processors.worker`: run the worker with settings from `MOMENTS_*`."""
+    run_worker(Settings())
+
+
+if __name__ == "__main__":
+    main()
