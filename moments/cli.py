@@ -9,7 +9,6 @@ with one clear line and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import sys
 from collections.abc import Callable
@@ -22,7 +21,6 @@ import typer
 from rich.console import Console
 
 from moments.settings import Settings
-from processors.engine.interfaces import EngineConfig
 
 app = typer.Typer(
     name="moments",
@@ -48,7 +46,16 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes that mean bad input, not a bug (imported lazily)."""
-    errors: list[type[BaseException]] = [UserError, FileNotFoundError, IsADirectoryError]
+    from moments.demo import DemoTimeout
+    from moments.runtime import ProcessDied
+
+    errors: list[type[BaseException]] = [
+        UserError,
+        FileNotFoundError,
+        IsADirectoryError,
+        DemoTimeout,
+        ProcessDied,
+    ]
     try:
         from schemas.codec import DecodeError, SchemaValidationError
 
@@ -151,6 +158,7 @@ def replay(
     partitions: Annotated[int, typer.Option(help="Keep one watermark per partition.")] = 1,
 ) -> None:
     """Run the engine offline over a file, deterministically; no broker needed."""
+    from moments.demo import engine_config
     from processors.replay import replay_file
 
     if events is None:
@@ -163,24 +171,12 @@ def replay(
         rules_path=rules or settings.rules_path,
         until_ms=parse_time(until, "--until"),
         partitions=partitions,
-        config=engine_config(settings, EngineConfig()),
+        config=engine_config(settings),
     )
     console.print(
         f"{summary.events} events → {summary.actions} actions ({actions_out}), "
         f"{summary.decisions} decisions in {summary.seconds:.2f} s "
         f"({summary.events_per_second:,.0f} events/s)"
-    )
-
-
-def engine_config(settings: Settings, defaults: EngineConfig) -> EngineConfig:
-    """The engine's knobs from settings (seconds → milliseconds)."""
-    return dataclasses.replace(
-        defaults,
-        allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
-        contact_cap=settings.contact_cap,
-        contact_cap_window_ms=int(settings.contact_cap_window_s * 1000),
-        holdout_percent=settings.holdout_percent,
-        dedupe_horizon_ms=int(settings.dedupe_horizon_s * 1000),
     )
 
 
@@ -416,61 +412,15 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the actions.")] = 150.0,
 ) -> None:
     """Embedded broker + PostgreSQL, worker and sink; publish the seed stories; show the actions."""
-    import time
+    from moments.demo import run_demo
 
-    from moments.runtime import Supervisor
-    from moments.stack import local_stack
-    from moments.topics import ensure_topics
-    from processors.engine import load_rule_pack
-    from processors.replay import replay_events
-    from producers.publisher import Publisher
-    from producers.simulator import seed_stories
-    from sinks.postgres import apply_migrations, fetch_actions
-
-    started = time.monotonic()
-    base = load_settings()
-    with (
-        console.status("starting the embedded broker and PostgreSQL") as status,
-        local_stack(base) as settings,
-        Supervisor(settings, base.data_dir / "logs") as sup,
-    ):
-        ensure_topics(settings)
-        apply_migrations(settings.database_url or "")
-        status.update("starting the worker and the PostgreSQL sink")
-        sup.spawn("worker", "worker")
-        sup.spawn("sink-postgres", "sink", "postgres")
-
-        events = seed_stories(start_ms=int(time.time() * 1000) - 14 * 86_400_000)
-        expected, _ = replay_events(
-            events,
-            pack=load_rule_pack(settings.rules_path),
-            partitions=settings.interactions_partitions,
-            config=engine_config(settings, EngineConfig()),
-        )
-        status.update(f"publishing {len(events)} events through the channel adapters")
-        with Publisher(settings) as publisher:
-            for event in events:
-                publisher.publish(event)
-
-        wanted = {a.action_id for a in expected}
-        status.update(f"waiting for {len(wanted)} actions to land in PostgreSQL")
-        deadline = time.monotonic() + timeout
-        rows = fetch_actions(settings.database_url or "")
-        while not wanted <= {r["action_id"] for r in rows}:
-            sup.check_alive()
-            if time.monotonic() > deadline:
-                missing = wanted - {r["action_id"] for r in rows}
-                raise UserError(
-                    f"{len(missing)} of {len(wanted)} expected actions did not arrive "
-                    f"within {timeout:.0f} s; logs in {sup.log_dir}"
-                )
-            time.sleep(0.5)
-            rows = fetch_actions(settings.database_url or "")
-        status.update("stopping")
-    console.print(actions_table(rows, title="Actions read back from PostgreSQL"))
+    with console.status("starting") as status:
+        result = run_demo(load_settings(), timeout_s=timeout, on_status=status.update)
+    console.print(actions_table(result.rows, title="Actions read back from PostgreSQL"))
     console.print(
-        f"[green]{len(rows)} actions[/] from {len(events)} events "
-        f"in {time.monotonic() - started:.1f} s; the embedded stack is stopped."
+        f"[green]{len(result.rows)} actions[/] from {result.events} events "
+        f"({result.expected} predicted by replay, all arrived) in {result.seconds:.1f} s; "
+        "the embedded stack is stopped."
     )
 
 
@@ -537,15 +487,16 @@ def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
     """Actions as a rich table, highest priority first."""
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
-    for column in ("customer", "rule", "destination", "priority", "reason"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, show_lines=True)
+    table.add_column("prio", justify="right")
+    table.add_column("rule → destination", ratio=2, overflow="fold")
+    table.add_column("customer", ratio=2, overflow="fold")
+    table.add_column("reason", ratio=5)
     for row in sorted(rows, key=lambda r: (-int(r["priority"]), str(r["customer_id"]))):
         table.add_row(
-            str(row["customer_id"]),
-            str(row["rule"]),
-            str(row["destination"]),
             str(row["priority"]),
+            f"{row['rule']} → {row['destination']}",
+            str(row["customer_id"]),
             str(row["reason"]),
         )
     return table

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,15 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        import pgserver
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(
-            self.data_dir, cleanup_mode="stop" if self._tmp is None else "delete"
-        )
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import pgserver
+
+            self._server = pgserver.get_server(
+                self.data_dir, cleanup_mode="stop" if self._tmp is None else "delete"
+            )
         return str(self._server.get_uri())
 
     @property

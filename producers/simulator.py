@@ -1345,7 +1345,7 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             "demo-4@mail.example",
             "hana.novak@mail.example",
             t0 + 3 * HOUR,
-            "[CMP-D-1] Engineer did not turn up",
+            "[CMP-90001] Engineer did not turn up",
             "I waited all day and nobody came. This is unacceptable.",
         ),
         call(
@@ -1354,7 +1354,7 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             t0 + 20 * HOUR,
             "COMPLAINT_RESOLVED",
             "Apologised, new appointment booked, credit applied",
-            case_id="CMP-D-1",
+            reference="CMP-90001",
         ),
         # A dispute by phone that nobody resolves; a payment two days later moves time on.
         call(
@@ -1363,7 +1363,7 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             t0 + 4 * HOUR,
             "DISPUTE",
             "Disputes the estimated electricity bill",
-            case_id="DSP-D-1",
+            reference="DSP-90002",
             product="electricity",
         ),
         bill(

@@ -221,3 +221,10 @@ def test_seed_stories_make_every_rule_fire_for_its_customer(tmp_path: Path) -> N
     assert {e.channel for e in events} == {"call", "email", "billing", "web"}
     assert [e.occurred_at for e in events] == sorted(e.occurred_at for e in events)
     assert seed_stories(START_MS) == events
+
+
+def test_seed_story_cases_carry_their_reference_across_channels() -> None:
+    case_types = {"dispute_opened", "complaint_filed", "complaint_resolved", "dispute_resolved"}
+    cases = [event for event in seed_stories(0) if event.type in case_types]
+    assert cases, "the seed stories include cases"
+    assert all(event.reference for event in cases), [e.event_id for e in cases if not e.reference]
