@@ -33,6 +33,7 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -s
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/moments bench
 
 clean:

@@ -42,6 +42,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar, cast
 
+import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
@@ -67,6 +68,7 @@ __all__ = [
     "event_from_json",
     "read_events_jsonl",
     "schema_fingerprint",
+    "to_json_bytes",
     "to_json_dict",
     "to_json_line",
     "validate",
@@ -440,6 +442,111 @@ def to_json_line(record: Record) -> str:
     return json.dumps(to_json_dict(record), ensure_ascii=False, separators=(",", ":"))
 
 
+# Day number -> "YYYY-MM-DDT": most timestamps of a run share a few thousand days.
+_ISO_DAYS: dict[int, str] = {}
+
+
+_ISO_RECENT: dict[int, str] = {}  # an action and its decision share their timestamp
+
+
+def _fast_ms_to_iso(ms: int) -> str:
+    """`_ms_to_iso` without building a datetime (same text)."""
+    text = _ISO_RECENT.get(ms)
+    if text is not None:
+        return text
+    if len(_ISO_RECENT) >= 4096:
+        _ISO_RECENT.clear()
+    text = _ISO_RECENT[ms] = _day_and_clock(ms)
+    return text
+
+
+def _day_and_clock(ms: int) -> str:
+    day, rest = divmod(ms, 86_400_000)
+    head = _ISO_DAYS.get(day)
+    if head is None:
+        if not _TS_MIN <= ms <= _TS_MAX:
+            return _ms_to_iso(ms)  # raises the same OverflowError the slow path would
+        if len(_ISO_DAYS) >= 65_536:
+            _ISO_DAYS.clear()
+        head = _ISO_DAYS[day] = _ms_to_iso(day * 86_400_000)[:11]
+    seconds, millis = divmod(rest, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{head}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}+00:00"
+
+
+def _orjson_line(obj: dict[str, Any]) -> bytes:
+    # orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes for
+    # strings, ints, lists and str maps (the only values of actions and decisions); it
+    # refuses lone surrogates, where the stdlib gives the error the file write would raise.
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def to_json_bytes(record: Record) -> bytes:
+    """`to_json_line(record)` as UTF-8 bytes (no newline), built directly for the hot paths
+    (replay and backfill write the engine's actions and decisions with it).
+
+    Lists and maps must hold strings, as `validate` requires; a record whose scalar
+    fields have unexpected types takes the general path.
+    """
+    kind = type(record)
+    if kind is ActionEvent:
+        a = cast(ActionEvent, record)
+        if not (
+            type(a.rule_version) is int
+            and type(a.priority) is int
+            and type(a.triggered_at) is int
+            and (a.due_by is None or type(a.due_by) is int)
+            and type(a.evidence) is list
+            and type(a.details) is dict
+        ):
+            return _generic_json_bytes(a)
+        return _orjson_line(
+            {
+                "action_id": a.action_id,
+                "customer_id": a.customer_id,
+                "rule": a.rule,
+                "action": a.action,
+                "rule_version": a.rule_version,
+                "destination": a.destination,
+                "priority": a.priority,
+                "reason": a.reason,
+                "evidence": a.evidence,
+                "channel_hint": a.channel_hint,
+                "triggered_at": _fast_ms_to_iso(a.triggered_at),
+                "due_by": None if a.due_by is None else _fast_ms_to_iso(a.due_by),
+                "details": {k: a.details[k] for k in sorted(a.details)},
+            }
+        )
+    if kind is Decision:
+        d = cast(Decision, record)
+        if not (
+            type(d.rule_version) is int and type(d.decided_at) is int and type(d.evidence) is list
+        ):
+            return _generic_json_bytes(d)
+        return _orjson_line(
+            {
+                "decision_id": d.decision_id,
+                "customer_id": d.customer_id,
+                "rule": d.rule,
+                "rule_version": d.rule_version,
+                "outcome": d.outcome,
+                "reason": d.reason,
+                "action_id": d.action_id,
+                "evidence": d.evidence,
+                "decided_at": _fast_ms_to_iso(d.decided_at),
+            }
+        )
+    return _generic_json_bytes(record)
+
+
+def _generic_json_bytes(record: Record) -> bytes:
+    return to_json_line(record).encode("utf-8")
+
+
 def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | None) -> R:
     if not isinstance(obj, dict):
         raise SchemaValidationError(
@@ -513,14 +620,137 @@ def decision_from_json(obj: Any, *, where: str = "") -> Decision:
     return _from_json(Decision, obj, where, optional_id=None)
 
 
+_EVENT_FIELDS: Final = frozenset(spec[0] for spec in _SPECS[InteractionEvent])
+_CHANNEL_SET: Final = frozenset(CHANNELS)
+_DATES: dict[str, date] = {}  # "YYYY-MM-DD" -> date
+
+
+def _fast_date(value: Any) -> date | bool | None:
+    """A JSON date value: None, a date, or False when the full parser must judge it."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        return False
+    day = _DATES.get(value)
+    if day is None:
+        if not _DATE_RE.fullmatch(value):
+            return False
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            return False
+        if len(_DATES) >= 65_536:
+            _DATES.clear()
+        _DATES[value] = day
+    return day
+
+
+def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
+    """`event_from_json(obj)` for a well-formed object with an event_id, else None.
+
+    Accepts exactly what the general path accepts and builds the same event; anything
+    unusual (a missing id, a wrong type, a non-canonical timestamp) returns None so the
+    general path decides, with its error messages.
+    """
+    if not _EVENT_FIELDS.issuperset(obj):
+        return None
+    get = obj.get
+    event_id = get("event_id")
+    customer_id = get("customer_id")
+    channel = get("channel")
+    event_type = get("type")
+    occurred = get("occurred_at")
+    if not (
+        type(event_id) is str
+        and event_id
+        and type(customer_id) is str
+        and customer_id
+        and type(channel) is str
+        and channel in _CHANNEL_SET
+        and type(event_type) is str
+        and event_type
+        and type(occurred) is str
+    ):
+        return None
+    try:
+        moment = datetime.fromisoformat(occurred)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    occurred_at = (moment - _EPOCH) // _ONE_MS
+    if not _TS_MIN <= occurred_at <= _TS_MAX:
+        return None
+    source = get("source")
+    if source is None:
+        source = ""
+    elif type(source) is not str:
+        return None
+    product = get("product")
+    reference = get("reference")
+    currency = get("currency")
+    text = get("text")
+    for value in (product, reference, currency, text):
+        if value is not None and type(value) is not str:
+            return None
+    amount = get("amount")
+    if amount is not None:
+        if type(amount) is int:
+            amount = float(amount)  # any int orjson reads fits a double
+        elif type(amount) is not float or amount - amount != 0.0:  # NaN or infinite
+            return None
+    due_date = _fast_date(get("due_date"))
+    customer_since = _fast_date(get("customer_since"))
+    if due_date is False or customer_since is False:
+        return None
+    attributes = get("attributes")
+    if attributes is None:
+        attributes = {}
+    elif type(attributes) is dict:
+        for item in attributes.values():
+            if type(item) is not str:
+                return None
+        attributes = dict(attributes)
+    else:
+        return None
+    return InteractionEvent(
+        event_id,
+        customer_id,
+        channel,
+        event_type,
+        occurred_at,
+        source,
+        product,
+        reference,
+        amount,
+        currency,
+        due_date,  # type: ignore[arg-type]
+        customer_since,  # type: ignore[arg-type]
+        text,
+        attributes,
+    )
+
+
 def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:
     """The events of a JSON-lines file, in file order; blank lines are skipped.
 
     The first bad line (not UTF-8, not JSON, not an object, missing or wrong
     field) raises one `SchemaValidationError` with ``where = "<path>:<line>"``.
+    Well-formed lines take a fast path (orjson and `_event_fast`); any other line
+    is read by the general path, which gives the same events and the errors.
     """
+    loads = orjson.loads
     with open(path, "rb") as lines:
         for lineno, raw in enumerate(lines, start=1):
+            try:
+                obj = loads(raw)
+            except orjson.JSONDecodeError:
+                obj = None
+            if type(obj) is dict:
+                event = _event_fast(obj)
+                if event is not None:
+                    yield event
+                    continue
             where = f"{path}:{lineno}"
             try:
                 text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")

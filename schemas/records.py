@@ -6,6 +6,10 @@ are integers in epoch milliseconds (UTC), exactly Avro's `timestamp-millis`
 physical value, so the engine does arithmetic on them without conversions;
 dates are `datetime.date`. This module imports nothing of ours and knows no
 Kafka.
+
+They are slotted but not frozen: a frozen dataclass pays `object.__setattr__`
+for every field, which is most of the cost of decoding an event. Treat them as
+values all the same: never mutate a record you did not just build.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ EVENT_TYPES: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InteractionEvent:
     """One customer interaction on any channel (topic `interactions`, key customer_id)."""
 
@@ -57,9 +61,9 @@ class InteractionEvent:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ActionEvent:
-    """Something a downstream tool should do, why, and the evidence (topic `actions.<destination>`)."""
+    """What a downstream tool should do, why, and the evidence (topic `actions.<destination>`)."""
 
     action_id: str
     customer_id: str
@@ -76,7 +80,7 @@ class ActionEvent:
     details: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """The engine's verdict on one candidate action (topic `decisions`)."""
 

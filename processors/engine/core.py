@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, ClassVar, Final
 
 from processors.engine.interfaces import (
@@ -54,6 +55,7 @@ from processors.engine.interfaces import (
     TIMER_BUCKET_MS,
     TIMER_BUCKET_PREFIX,
     TIMER_INDEX_KEY,
+    DictStore,
     EngineConfig,
     EngineOutput,
     StateStore,
@@ -107,6 +109,10 @@ def iso_day(ms: int) -> str:
     return _iso_day(ms // 86_400_000)
 
 
+#: customer_since -> YYYY-MM-DD, a plain dict because it is on every event's path.
+_ISO_DATES: Final[dict[date, str]] = {}
+
+
 @lru_cache(maxsize=65_536)
 def _iso_date(day: date) -> str:
     return day.isoformat()
@@ -144,7 +150,10 @@ def anniversary_ms(since_iso: str, years: int) -> int:
 
 def stable_id(*parts: str) -> str:
     """A 128-bit hex id from the parts (same parts -> same id, on every machine)."""
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    return _sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+_sha256: Final = hashlib.sha256
 
 
 def in_holdout(customer_id: str, rule_id: str, percent: float) -> bool:
@@ -503,7 +512,7 @@ class Step:
 
     def decide_all(self) -> None:
         """Decide the collected candidates: highest priority first, then rule id."""
-        negative_rules = self.engine.pack.relationship.negative_rules
+        negative_rules = self.engine._negative_rules
         while self.candidates:
             batch = self.candidates
             if len(batch) > 1:
@@ -520,64 +529,83 @@ class Step:
     def decide(self, cand: Candidate) -> bool:
         """One candidate -> one Decision (and an action when it fires). True if it fired."""
         rule = cand.rule
-        config = self.engine.config
+        engine = self.engine
+        config = engine.config
+        state = self.state
         cid = self.customer_id
         at = cand.at
+        cool_down_ms = rule.cool_down_ms
         cool: dict[str, int] | None = None
-        if rule.cool_down_ms is not None:
+        if cool_down_ms is not None:
             rs = self.rule_state(rule.id)
             cool = rs.get("cd")
-        outcome, reason = "fired", "fired"
         if cand.suppress is not None:
-            outcome, reason = "suppressed", cand.suppress
+            outcome = "suppressed"
+            reason = cand.suppress
         elif (
-            rule.cool_down_ms is not None
-            and cool is not None
-            and cand.key in cool
-            and abs(at - cool[cand.key]) < rule.cool_down_ms
+            cool is not None and cand.key in cool and abs(at - cool[cand.key]) < cool_down_ms  # type: ignore[operator]
         ):
             outcome, reason = "suppressed", "cool_down"
-        if outcome == "fired" and rule.rule_class == "engagement":
-            contacts: list[int] = self.state.get("cap", [])
-            window = config.contact_cap_window_ms
-            if sum(1 for f in contacts if abs(at - f) < window) >= config.contact_cap:
-                outcome, reason = "suppressed", "contact_cap"
-        if outcome == "fired" and in_holdout(cid, rule.id, config.holdout_percent):
-            outcome, reason = "held_out", "held_out"
-        if outcome != "suppressed" and rule.cool_down_ms is not None:
+        else:
+            outcome = reason = "fired"
+            if rule.rule_class == "engagement":
+                window = config.contact_cap_window_ms
+                recent = 0
+                for f in state.get("cap", ()):
+                    if abs(at - f) < window:
+                        recent += 1
+                if recent >= config.contact_cap:
+                    outcome, reason = "suppressed", "contact_cap"
+            if (
+                outcome == "fired"
+                and config.holdout_percent > 0
+                and in_holdout(cid, rule.id, config.holdout_percent)
+            ):
+                outcome, reason = "held_out", "held_out"
+        if cool_down_ms is not None and outcome != "suppressed":
             # held_out starts the cool-down too, so the control group keeps the same cadence
             if cool is None:
                 cool = rs["cd"] = {}
             if cand.key not in cool or cool[cand.key] < at:
                 cool[cand.key] = at
             if len(cool) > 1:  # per-key cool-downs: forget keys whose cool-down is over
-                horizon = self.newest - rule.cool_down_ms - config.allowed_lateness_ms
+                horizon = self.newest - cool_down_ms - config.allowed_lateness_ms
                 for key in [k for k, last in cool.items() if last < horizon]:
                     del cool[key]
-        fired = outcome == "fired"
-        action_id = stable_id(rule.id, cid, *cand.evidence) if fired else None
+        runtime = engine.runtime[rule.id]
         evidence = cand.evidence
-        self.out.decisions.append(
-            # positional: the field order of decision.avsc (records are built on the hot path)
-            Decision(
-                stable_id("decision", rule.id, cid, reason, *evidence),
-                cid,
-                rule.id,
-                rule.version,
-                outcome,
-                reason,
-                action_id,
-                evidence,
-                at,
-            )
+        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+        fired = outcome == "fired"
+        action_id = (
+            _sha256(f"{runtime.action_prefix}{cid}{tail}".encode()).hexdigest()[:32]
+            if fired
+            else None
         )
+        engine.decided += 1
+        if engine.decisions:
+            self.out.decisions.append(
+                # positional: the field order of decision.avsc (records are built on the hot path)
+                Decision(
+                    _sha256(
+                        f"{runtime.decision_prefix}{cid}\x1f{reason}{tail}".encode()
+                    ).hexdigest()[:32],
+                    cid,
+                    rule.id,
+                    rule.version,
+                    outcome,
+                    reason,
+                    action_id,
+                    evidence,
+                    at,
+                )
+            )
         if action_id is None:
             return False
         if rule.rule_class == "engagement":
-            contacts = self.state.setdefault("cap", [])
+            contacts = state.setdefault("cap", [])
             insort(contacts, at)
             self.prune_times(contacts, config.contact_cap_window_ms)
-        balance = self.engine.balance(self.state, at)
+        balance = engine.balance(state, at)
         self.out.actions.append(
             # positional: the field order of action_event.avsc
             ActionEvent(
@@ -590,17 +618,23 @@ class Step:
                 rule.priority,
                 self.render(cand, balance),
                 list(evidence),
-                self.state.get("ch") or "other",
+                state.get("ch") or "other",
                 at,
                 at + rule.due_by_ms if rule.due_by_ms is not None else None,
                 self.details(cand, balance),
             )
         )
-        relationship = self.engine.pack.relationship
-        if rule.id in relationship.positive_rules:
-            self.engine.record(self, at, 1, action_id, is_event=False)
-        elif rule.id in relationship.negative_rules:
-            self.engine.record(self, at, -1, action_id, is_event=False)
+        if runtime.ledger_sign:
+            _record(
+                state,
+                self.newest,
+                config.allowed_lateness_ms,
+                engine._ledger_window,
+                at,
+                runtime.ledger_sign,
+                action_id,
+                0,
+            )
         return True
 
     def prune_times(self, times: list[int], window_ms: int) -> None:
@@ -619,19 +653,29 @@ class Step:
         """The rule's reason template with the placeholders it uses (and only those)."""
         ctx: dict[str, Any] = {}
         extra = cand.context
-        for name in self.engine.placeholders[cand.rule.id]:
-            ctx[name] = extra[name] if name in extra else _PLACEHOLDERS[name](self, cand, balance)
+        for name, getter in self.engine.runtime[cand.rule.id].placeholders:
+            ctx[name] = extra[name] if name in extra else getter(self, cand, balance)
         return cand.rule.reason.format_map(ctx)
 
     def details(self, cand: Candidate, balance: int) -> dict[str, str]:
         """The rule's details (absent values left out) plus relationship_balance, sorted."""
+        ordered = self.engine.runtime[cand.rule.id].details
         out: dict[str, str] = {}
-        for name, getter in self.engine.detail_getters[cand.rule.id]:
-            value = getter(self, cand)
-            if value is not None:
-                out[name] = value
-        out["relationship_balance"] = str(balance)
-        return dict(sorted(out.items()))
+        if ordered is None:  # a pack built in code naming a detail twice: the general path
+            for name, getter in self.engine.detail_getters[cand.rule.id]:
+                value = getter(self, cand)
+                if value is not None:
+                    out[name] = value
+            out["relationship_balance"] = str(balance)
+            return dict(sorted(out.items()))
+        for name, detail in ordered:
+            if detail is None:
+                out[name] = str(balance)
+            else:
+                value = detail(self, cand)
+                if value is not None:
+                    out[name] = value
+        return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -650,6 +694,23 @@ def detail_getter(source: str) -> DetailGetter:
     if source == "customer.last_channel":
         return lambda step, cand: step.state.get("ch")
 
+    if source in _TEXT_FIELDS:
+        read = attrgetter(source)
+
+        def from_text_field(step: Step, cand: Candidate) -> str | None:
+            event = cand.event
+            if event is not None:
+                value = read(event)
+                if value is None or type(value) is str:
+                    return value  # what field_value gives, without its checks
+                return field_value(event, source)
+            if source == "reference":  # a timer: the correlation key is the A event's reference
+                return cand.key or None
+            value = cand.context.get(source)
+            return None if value is None else str(value)
+
+        return from_text_field
+
     def from_event(step: Step, cand: Candidate) -> str | None:
         if cand.event is not None:
             return field_value(cand.event, source)
@@ -659,6 +720,12 @@ def detail_getter(source: str) -> DetailGetter:
         return None if value is None else str(value)
 
     return from_event
+
+
+#: Event fields holding text (or None): a detail reads them as they are.
+_TEXT_FIELDS: Final = frozenset(
+    {"channel", "type", "source", "product", "reference", "currency", "text"}
+)
 
 
 def _channel(step: Step, cand: Candidate) -> str:
@@ -729,16 +796,104 @@ _PLACEHOLDERS: Final[dict[str, Callable[[Step, Candidate, int], Any]]] = {
 }
 
 
+def _record(
+    state: dict[str, Any],
+    newest: int,
+    lateness_ms: int,
+    window_ms: int,
+    at: int,
+    sign: int,
+    ref: str,
+    is_event: int,
+) -> None:
+    """Insert a ledger entry [at, sign, ref, is_event] and prune it like `Step.prune`."""
+    ledger: list[list[Any]] = state.setdefault("led", [])
+    insort(ledger, [at, sign, ref, is_event])
+    horizon = newest - window_ms - lateness_ms
+    if ledger[0][0] < horizon:
+        cut = 0
+        for entry in ledger:
+            if entry[0] >= horizon:
+                break
+            cut += 1
+        del ledger[:cut]
+
+
 # ----------------------------------------------------------------------------------------
 # The engine
 # ----------------------------------------------------------------------------------------
 
-_IndexEntry = tuple[Rule, str, Pattern, Kind]
-_ANY: Final = Pattern()  # in the index: a pattern whose only condition (type) the index checks
+#: How a listener tests an event: None when the index's type check is the whole pattern.
+MatchTest = Callable[[InteractionEvent, str, dict[str, Any]], bool]
+#: A rule listening to an event type: (rule, role, test, kind).
+_IndexEntry = tuple[Rule, str, MatchTest | None, Kind]
 
 
 def _trivial(p: Pattern) -> bool:
     return p == Pattern(types=p.types)
+
+
+def compile_pattern(p: Pattern) -> MatchTest | None:
+    """`matches` specialised for one pattern (None when only its types matter).
+
+    The tenure-only pattern (recognize_tenure listens to every event) gets its own
+    closure; any other pattern is tested by `matches` itself.
+    """
+    if _trivial(p):
+        return None
+    years = p.min_tenure_years
+    if years is not None and p == Pattern(types=p.types, min_tenure_years=years):
+
+        def tenure(event: InteractionEvent, customer_id: str, state: dict[str, Any]) -> bool:
+            since = state.get("since")
+            if since is None:
+                return False
+            anniversary = anniversaries.get(since)
+            if anniversary is None:
+                if len(anniversaries) >= 65_536:
+                    anniversaries.clear()
+                anniversary = anniversaries[since] = anniversary_ms(since, years)
+            return event.occurred_at >= anniversary
+
+        anniversaries: dict[str, int] = {}  # a str-keyed dict is cheaper than lru_cache's tuple
+        return tenure
+
+    def test(event: InteractionEvent, customer_id: str, state: dict[str, Any]) -> bool:
+        return matches(p, event, customer_id, state)
+
+    return test
+
+
+class _RuleRuntime:
+    """What the engine precomputes per rule so a decision does no lookups it can avoid."""
+
+    __slots__ = ("action_prefix", "decision_prefix", "details", "ledger_sign", "placeholders")
+
+    def __init__(self, rule: Rule, relationship: Any) -> None:
+        self.action_prefix = rule.id + "\x1f"
+        self.decision_prefix = f"decision\x1f{rule.id}\x1f"
+        names = [name for name, _ in rule.details]
+        # Details come out sorted by name with relationship_balance among them (None = that slot).
+        self.details: tuple[tuple[str, DetailGetter | None], ...] | None = None
+        if len(set(names)) == len(names):
+            getters: dict[str, DetailGetter | None] = {
+                name: detail_getter(source) for name, source in rule.details
+            }
+            getters["relationship_balance"] = None
+            self.details = tuple(sorted(getters.items(), key=lambda item: item[0]))
+        self.placeholders = tuple(
+            (name, _PLACEHOLDERS[name])
+            for name in dict.fromkeys(
+                f for _, f, _, _ in string.Formatter().parse(rule.reason) if f
+            )
+        )
+        self.ledger_sign = (
+            1
+            if rule.id in relationship.positive_rules
+            else -1
+            if rule.id in relationship.negative_rules
+            else 0
+        )
 
 
 class Engine:
@@ -746,28 +901,33 @@ class Engine:
 
     It holds only the pack, the config and precomputed indexes; all state is in
     the store. It must never read the wall clock, random numbers or anything
-    but its arguments.
+    but its arguments. `decisions=False` leaves `EngineOutput.decisions` empty
+    (and skips building them) for callers that only want actions; everything
+    else, state included, is the same.
     """
 
-    def __init__(self, pack: RulePack, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, pack: RulePack, config: EngineConfig | None = None, *, decisions: bool = True
+    ) -> None:
         self.pack = pack
         self.config = config or EngineConfig()
+        self.decisions = decisions
+        #: Decisions made so far (counted also when they are not built).
+        self.decided = 0
         self.rules = {rule.id: rule for rule in pack.rules}
+        self.runtime = {rule.id: _RuleRuntime(rule, pack.relationship) for rule in pack.rules}
         self.detail_getters = {
             rule.id: tuple((name, detail_getter(source)) for name, source in rule.details)
             for rule in pack.rules
         }
         self.placeholders = {
-            rule.id: tuple(
-                dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(rule.reason) if f)
-            )
+            rule.id: tuple(name for name, _ in self.runtime[rule.id].placeholders)
             for rule in pack.rules
         }
-        self._typed: dict[str, list[_IndexEntry]] = {}
-        self._wildcard: list[tuple[int, _IndexEntry]] = []
         self.ledger_rules = [r for r in pack.rules if r.kind == "relationship"]
         order = {rule.id: i for i, rule in enumerate(pack.rules)}
         positioned: list[tuple[int, str | None, _IndexEntry]] = []
+        tests: dict[Pattern, MatchTest | None] = {}
         for rule in pack.rules:
             kind = KIND_SEMANTICS[rule.kind]
             roles: list[tuple[str, Pattern]] = []
@@ -777,7 +937,9 @@ class Engine:
             if rule.follow is not None:
                 roles.append(("then" if rule.kind == "sequence" else "missing", rule.follow))
             for role, pattern in roles:
-                entry: _IndexEntry = (rule, role, _ANY if _trivial(pattern) else pattern, kind)
+                if pattern not in tests:
+                    tests[pattern] = compile_pattern(pattern)
+                entry: _IndexEntry = (rule, role, tests[pattern], kind)
                 if pattern.types is None:
                     positioned.append((order[rule.id], None, entry))
                 else:
@@ -787,6 +949,8 @@ class Engine:
         self._by_type: dict[str, tuple[_IndexEntry, ...]] = {}
         self._negative = pack.relationship.negative
         self._positive = pack.relationship.positive
+        self._negative_rules = pack.relationship.negative_rules
+        self._ledger_window = pack.relationship.window_ms
 
     def listeners(self, event_type: str) -> tuple[_IndexEntry, ...]:
         """Rules (with their role) that look at events of this type, in pack order."""
@@ -801,20 +965,29 @@ class Engine:
 
     def process(self, store: StateStore, event: InteractionEvent) -> EngineOutput:
         """Apply one event of this partition: advance the watermark, fire due timers, apply."""
-        out = EngineOutput()
-        lateness = self.config.allowed_lateness_ms
+        out = EngineOutput([], [])
+        if type(store) is DictStore:  # replay and backfill: skip a Python call per access
+            data = store.data
+            get: Callable[[str], Any] = data.get
+            put: Callable[[str, Any], None] = data.__setitem__
+        else:
+            get = store.get
+            put = store.set
         t = event.occurred_at
-        clock = store.get(CLOCK_KEY)
+        clock = get(CLOCK_KEY)
         if clock is None:
-            clock = {"max": t, "wm": t - lateness}
-            store.set(CLOCK_KEY, clock)
+            clock = {"max": t, "wm": t - self.config.allowed_lateness_ms}
+            put(CLOCK_KEY, clock)
         elif t > clock["max"]:
             clock["max"] = t
-            if t - lateness > clock["wm"]:
-                clock["wm"] = t - lateness
-                self._fire_due(store, clock["wm"], out)
-            store.set(CLOCK_KEY, clock)
-        self._apply(store, event, out)
+            watermark = t - self.config.allowed_lateness_ms
+            if watermark > clock["wm"]:
+                clock["wm"] = watermark
+                index: list[int] | None = get(TIMER_INDEX_KEY)
+                if index and index[0] * TIMER_BUCKET_MS <= watermark:
+                    self._fire_due_from(store, index, watermark, out)
+            put(CLOCK_KEY, clock)
+        self._apply(store, event, out, get, put)
         return out
 
     def advance(self, store: StateStore, now_ms: int) -> EngineOutput:
@@ -823,7 +996,7 @@ class Engine:
 
     def advance_watermark(self, store: StateStore, watermark_ms: int) -> EngineOutput:
         """Set the watermark to `watermark_ms` if that raises it (`replay --until`); fire timers."""
-        out = EngineOutput()
+        out = EngineOutput([], [])
         clock = store.get(CLOCK_KEY)
         if clock is None:
             clock = {"max": watermark_ms, "wm": watermark_ms}
@@ -842,52 +1015,77 @@ class Engine:
 
     # -- applying an event ----------------------------------------------------------------
 
-    def _apply(self, store: StateStore, event: InteractionEvent, out: EngineOutput) -> None:
+    def _apply(
+        self,
+        store: StateStore,
+        event: InteractionEvent,
+        out: EngineOutput,
+        get: Callable[[str], Any],
+        put: Callable[[str, Any], None],
+    ) -> None:
         cid = event.customer_id
         skey = CUSTOMER_PREFIX + cid
-        state = store.get(skey)
+        state = get(skey)
         if state is None:
             state = {"seen": {}}
         t = event.occurred_at
         seen: dict[str, int] = state["seen"]
-        listeners = self.listeners(event.type)
-        if event.event_id in seen:
-            matching = [e for e in listeners if e[2] is _ANY or matches(e[2], event, cid, state)]
+        event_type = event.type
+        listeners = self._by_type.get(event_type)
+        if listeners is None:
+            listeners = self.listeners(event_type)
+        event_id = event.event_id
+        if event_id in seen:
+            matching = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
             self._duplicate(event, matching, out)
             return
-        seen[event.event_id] = t
-        if t >= state.get("t", t):
-            state["t"] = t
+        seen[event_id] = t
+        newest = state.get("t", t)
+        if t >= newest:
+            state["t"] = newest = t
             state["ch"] = event.channel
-        newest = state["t"]
-        horizon = newest - self.config.dedupe_horizon_ms
+        config = self.config
+        horizon = newest - config.dedupe_horizon_ms
         # Ids are kept at least the dedupe horizon and at most a quarter longer, so the
         # (linear) expiry runs at most once per quarter horizon per customer.
         oldest = state.get("so", t)
-        if oldest < horizon - self.config.dedupe_horizon_ms // 4:
+        if oldest < horizon - config.dedupe_horizon_ms // 4:
             seen = state["seen"] = {k: st for k, st in seen.items() if st >= horizon}
             oldest = min(seen.values(), default=t)
-        state["so"] = min(oldest, t)
+        state["so"] = oldest if oldest < t else t
         if event.customer_since is not None:
-            state["since"] = _iso_date(event.customer_since)
-        if event.type in PRODUCT_EVENTS and event.product:
+            since = _ISO_DATES.get(event.customer_since)
+            if since is None:
+                if len(_ISO_DATES) >= 65_536:
+                    _ISO_DATES.clear()
+                since = _ISO_DATES[event.customer_since] = event.customer_since.isoformat()
+            state["since"] = since
+        if event.product and event_type in PRODUCT_EVENTS:
             products: list[str] = state.setdefault("prod", [])
             if event.product not in products:
                 insort(products, event.product)
-        step = Step(self, store, out, cid, state)
-        sign = -1 if event.type in self._negative else 1 if event.type in self._positive else 0
+        sign = -1 if event_type in self._negative else 1 if event_type in self._positive else 0
         if sign:
-            self.record(step, t, sign, event.event_id, is_event=True)
-        for rule, role, pattern, kind in listeners:
-            if pattern is _ANY or matches(pattern, event, cid, state):
+            _record(
+                state, newest, config.allowed_lateness_ms, self._ledger_window, t, sign, event_id, 1
+            )
+        # Conditions read only since / products / last channel, which no rule kind changes,
+        # so testing every listener before running any is the same as testing each in turn.
+        matched = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
+        if matched or sign < 0:
+            step = Step(self, store, out, cid, state)
+            for rule, role, _, kind in matched:
                 kind.on_event(step, rule, role, event)
-        if sign < 0:
-            for rule in self.ledger_rules:
-                _RELATIONSHIP.evaluate(step, rule, t, event)
-        step.decide_all()
-        store.set(skey, state)
-        if step.due_now:
-            self._fire(store, step.due_now, out)
+            if sign < 0:
+                for rule in self.ledger_rules:
+                    _RELATIONSHIP.evaluate(step, rule, t, event)
+            if step.candidates:
+                step.decide_all()
+            put(skey, state)
+            if step.due_now:
+                self._fire(store, step.due_now, out)
+        else:
+            put(skey, state)
 
     def _duplicate(
         self, event: InteractionEvent, listeners: Iterable[_IndexEntry], out: EngineOutput
@@ -898,6 +1096,9 @@ class Engine:
             if rule.id in done:
                 continue
             done.add(rule.id)
+            self.decided += 1
+            if not self.decisions:
+                continue
             out.decisions.append(
                 Decision(
                     decision_id=stable_id(
@@ -918,14 +1119,31 @@ class Engine:
 
     def record(self, step: Step, at: int, sign: int, ref: str, *, is_event: bool) -> None:
         """Add a positive (+1) or negative (-1) moment to the customer's rolling ledger."""
-        ledger: list[list[Any]] = step.state.setdefault("led", [])
-        insort(ledger, [at, sign, ref, 1 if is_event else 0])
-        step.prune(ledger, self.pack.relationship.window_ms)
+        _record(
+            step.state,
+            step.newest,
+            self.config.allowed_lateness_ms,
+            self._ledger_window,
+            at,
+            sign,
+            ref,
+            1 if is_event else 0,
+        )
 
     def balance(self, state: dict[str, Any], at: int) -> int:
         """Positives - negatives with time in [at - window, at]."""
-        lo = at - self.pack.relationship.window_ms
-        return sum(e[1] for e in state.get("led", ()) if lo <= e[0] <= at)
+        ledger = state.get("led")
+        if not ledger:
+            return 0
+        lo = at - self._ledger_window
+        total = 0
+        for entry in ledger:  # sorted by time
+            moment = entry[0]
+            if moment > at:
+                break
+            if moment >= lo:
+                total += entry[1]
+        return total
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -980,6 +1198,12 @@ class Engine:
         index: list[int] | None = store.get(TIMER_INDEX_KEY)
         if not index or index[0] * TIMER_BUCKET_MS > watermark:
             return
+        self._fire_due_from(store, index, watermark, out)
+
+    def _fire_due_from(
+        self, store: StateStore, index: list[int], watermark: int, out: EngineOutput
+    ) -> None:
+        """Fire every timer of the (sorted) bucket index with deadline <= watermark."""
         due: list[list[Any]] = []
         while index and index[0] * TIMER_BUCKET_MS <= watermark:
             bkey = f"{TIMER_BUCKET_PREFIX}{index[0]}"

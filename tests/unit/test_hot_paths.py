@@ -1,0 +1,141 @@
+"""The fast paths of replay and backfill give exactly what the general paths give."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.engine import Engine, load_rule_pack
+from processors.replay import Replayer, replay_file
+from producers.simulator import simulate
+from schemas.codec import (
+    SchemaValidationError,
+    event_from_json,
+    read_events_jsonl,
+    to_json_bytes,
+    to_json_line,
+)
+from schemas.records import ActionEvent, Decision
+
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
+MS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(TEXT, max_size=4),
+    text=TEXT,
+    details=st.dictionaries(TEXT, TEXT, max_size=4),
+    at=MS,
+    due=st.none() | MS,
+)
+def test_action_and_decision_bytes_are_the_json_lines(
+    ids: list[str], text: str, details: dict[str, str], at: int, due: int | None
+) -> None:
+    action = ActionEvent(text, "c1", "r", "a", 1, "care", 50, text, ids, "web", at, due, details)
+    decision = Decision(text, "c1", "r", 1, "fired", text, None, ids, at)
+    assert to_json_bytes(action) == to_json_line(action).encode("utf-8")
+    assert to_json_bytes(decision) == to_json_line(decision).encode("utf-8")
+
+
+def test_a_lone_surrogate_fails_like_the_general_path() -> None:
+    action = ActionEvent("x", "c1", "r", "a", 1, "care", 50, "bad \ud800", [], "web", 0)
+    with pytest.raises(UnicodeEncodeError):
+        to_json_line(action).encode("utf-8")
+    with pytest.raises(UnicodeEncodeError):
+        to_json_bytes(action)
+
+
+BASE = {
+    "event_id": "e1",
+    "customer_id": "c1",
+    "channel": "web",
+    "type": "inquiry",
+    "occurred_at": "2026-01-05T10:00:00.000+00:00",
+}
+VARIANTS = [
+    {},
+    {"occurred_at": "2026-01-05T12:00:00+02:00"},
+    {"occurred_at": "2026-01-05T10:00:00Z"},
+    {"occurred_at": "20260105T100000Z"},
+    {"amount": 42},
+    {"amount": 42.125, "currency": "EUR"},
+    {"amount": 18446744073709551616},
+    {"due_date": "2026-02-01", "customer_since": "2015-02-28"},
+    {"source": None, "product": None, "text": None, "attributes": None},
+    {"attributes": {"topic": "app", "plan": "gold"}},
+    {"event_id": None},
+]
+BAD = [
+    {"amount": True},
+    {"amount": "12"},
+    {"unknown": 1},
+    {"channel": "fax"},
+    {"customer_id": ""},
+    {"occurred_at": "2026-01-05T10:00:00"},
+    {"occurred_at": "2026-01-05T10:00:60.000+00:00"},
+    {"due_date": "2026-2-1"},
+    {"attributes": {"n": 1}},
+]
+
+
+def test_well_formed_lines_read_fast_give_the_general_events(tmp_path: Path) -> None:
+    lines = [json.dumps({**BASE, **v}) for v in VARIANTS] + ["   "]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    expected = [event_from_json({**BASE, **v}) for v in VARIANTS]
+    assert list(read_events_jsonl(path)) == expected
+
+
+@pytest.mark.parametrize("variant", BAD)
+def test_bad_lines_give_the_general_error(tmp_path: Path, variant: dict[str, object]) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(BASE) + "\n" + json.dumps({**BASE, **variant}) + "\n")
+    with pytest.raises(SchemaValidationError) as general:
+        event_from_json({**BASE, **variant}, where=f"{path}:2")
+    with pytest.raises(SchemaValidationError) as fast:
+        list(read_events_jsonl(path))
+    assert str(fast.value) == str(general.value)
+
+
+def test_nan_literal_is_judged_by_the_general_path(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(BASE)[:-1] + ', "amount": NaN}\n')
+    with pytest.raises(SchemaValidationError, match="amount"):
+        list(read_events_jsonl(path))
+
+
+def test_engine_without_decisions_gives_the_same_actions_and_count() -> None:
+    events = list(simulate(300, 40, seed=11, story_rate=0.5))
+    pack = load_rule_pack()
+    full, lean = Replayer(Engine(pack), 3), Replayer(Engine(pack, decisions=False), 3)
+    full_actions, lean_actions, decisions = [], [], 0
+    for event in events:
+        out = full.feed(event)
+        full_actions += out.actions
+        decisions += len(out.decisions)
+        lean_out = lean.feed(event)
+        assert lean_out.decisions == []
+        lean_actions += lean_out.actions
+    assert lean_actions == full_actions
+    assert lean.engine.decided == full.engine.decided == decisions > 0
+    assert lean.stores[0].data == full.stores[0].data
+
+
+def test_replay_counts_decisions_it_does_not_write(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(to_json_line(e) + "\n" for e in simulate(200, 30, seed=3)))
+    with_file = replay_file(
+        path, actions_out=tmp_path / "a1.jsonl", decisions_out=tmp_path / "d.jsonl"
+    )
+    without = replay_file(path, actions_out=tmp_path / "a2.jsonl")
+    assert (tmp_path / "a1.jsonl").read_bytes() == (tmp_path / "a2.jsonl").read_bytes()
+    assert (
+        without.decisions
+        == with_file.decisions
+        == len((tmp_path / "d.jsonl").read_text().splitlines())
+    )
