@@ -389,6 +389,17 @@ def simulate(
 
 @app.command()
 @friendly
+def topics() -> None:
+    """Create every moments topic that is missing (idempotent)."""
+    from moments.topics import ensure_topics
+
+    settings = require_broker(load_settings())
+    created = ensure_topics(settings)
+    console.print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+
+
+@app.command()
+@friendly
 def timeline(
     customer_id: Annotated[str, typer.Argument(help="The customer.")],
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 200,
@@ -428,6 +439,8 @@ def demo(
 @friendly
 def up() -> None:
     """Run the whole stack in the foreground: broker, PostgreSQL, worker, sinks, collector, API."""
+    import json
+    import secrets
     import time
 
     from rich.table import Table
@@ -444,14 +457,17 @@ def up() -> None:
     ):
         ensure_topics(settings)
         apply_migrations(settings.database_url or "")
-        ports = {name: free_port() for name in ("worker", "sink-postgres", "collector", "api")}
+        api_keys = [key.get_secret_value() for key in settings.api_keys]
+        if not api_keys:  # a fresh key for this session rather than an open collector
+            api_keys = [secrets.token_urlsafe(18)]
+        ports = {name: free_port() for name in ("worker", "sink-postgres", "api")}
         api_port = free_port()
         sup.spawn("worker", "worker", MOMENTS_METRICS_PORT=str(ports["worker"]))
         sup.spawn(
             "sink-postgres", "sink", "postgres", MOMENTS_METRICS_PORT=str(ports["sink-postgres"])
         )
-        sup.spawn("collector", "collect", MOMENTS_METRICS_PORT=str(ports["collector"]))
-        sup.spawn("api", "api", "--port", str(api_port))
+        sup.spawn("collector", "collect", MOMENTS_API_KEYS=json.dumps(api_keys))
+        sup.spawn("api", "api", "--port", str(api_port), MOMENTS_METRICS_PORT=str(ports["api"]))
         if settings.webhook_urls:
             ports["sink-webhook"] = free_port()
             sup.spawn(
@@ -463,10 +479,9 @@ def up() -> None:
         table.add_column("where")
         table.add_row("Kafka bootstrap", str(settings.bootstrap))
         table.add_row("PostgreSQL", str(settings.database_url))
-        table.add_row(
-            "HTTP collector",
-            f"http://{settings.collector_host}:{settings.collector_port}/v1/events",
-        )
+        collector = f"http://{settings.collector_host}:{settings.collector_port}"
+        table.add_row("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})")
+        table.add_row("metrics: collector", f"{collector}/metrics")
         table.add_row("timeline API", f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline")
         for name, port in ports.items():
             table.add_row(f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
