@@ -10,9 +10,12 @@ read) and falsy values (`0`, `[]`) survive recovery (Faust's memory store drops
 recovered keys whose value is falsy).
 
 Writes are buffered for the duration of one event and applied with `commit()`
-inside the stream iteration of that event, so every changelog record lands on
-the changelog partition of the event's own partition, and an event whose
-processing fails leaves no half-written state behind.
+inside the stream iteration of that event, so an event whose processing fails
+leaves no half-written state behind. `StagedTable` applies them to the local
+store at once but stages their changelog records (addressed explicitly to the
+event's partition, coalesced per key) until the next offset commit, when
+`WorkerConsumer` sends them after the output of those events is acknowledged.
+This costs a record per changed key per commit instead of per event.
 
 `FencingTableManager` makes Faust's table recovery correct on Tansu 0.6.0,
 whose high watermark is the base offset of the last batch + 1: recovery would
@@ -23,7 +26,7 @@ the fence is then the last batch, so every real record lies below the high
 watermark. On Apache Kafka the fence costs one tiny record per partition and
 rebalance.
 
-`StreamSeekingConsumer` (with `FencingRecovery` stopping the flow while
+`WorkerConsumer` (with `FencingRecovery` stopping the flow while
 streams are resumed) closes a hole in Faust + aiokafka: Faust resumes stream
 partitions before it seeks them to their committed offsets and then clears
 its stream queues, dropping records fetched in between; aiokafka seeks only
@@ -31,15 +34,19 @@ partitions with a committed offset above 0, so a worker of a new consumer
 group silently skipped the first records of a partition. It seeks every
 stream partition without a committed offset to the beginning of the log.
 
-This module must never write a table outside stream iteration (Faust forbids
-it), and knows nothing of rules or Avro.
+This module must never write a table's local store outside stream iteration
+(Faust forbids it; a rocksdb store files each key under the current event's
+partition); staged changelog records carry their partition explicitly. With a
+persistent (rocksdb) store the local state can run ahead of the changelog
+after a crash, as in plain Faust. It knows nothing of rules or Avro.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from collections import Counter
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 from faust.tables.manager import TableManager
@@ -53,17 +60,74 @@ FENCE_KEY = "~fence"
 _DELETED = object()
 
 
-class PartitionState:
-    """The `StateStore` of one interactions partition, backed by a Faust table.
+class StagedTable:
+    """A Faust table whose changelog records wait for the next offset commit.
 
-    Reads see this event's own pending writes first; `commit()` writes them to
-    the table (one changelog record per changed key) and must be called inside
+    `put`/`remove` change the local store at once (inside the stream iteration
+    of the event, as Faust requires) and stage one changelog record per key
+    and partition; a key written by many events between two commits costs one
+    record. `WorkerConsumer` sends the staged records when Faust commits
+    offsets: first it waits until everything produced so far (the actions and
+    decisions of those events) is acknowledged, then it sends the records,
+    then Faust flushes and commits. So the changelog never holds state whose
+    output was not delivered, and never lags the committed offsets.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._staged: dict[int, dict[str, bytes | None]] = {}
+
+    def get(self, key: str) -> bytes | None:
+        value = self.table.get(key)
+        return None if value is None else bytes(value)
+
+    def put(self, partition: int, key: str, data: bytes) -> None:
+        self.table.data[key] = data
+        self._staged.setdefault(partition, {})[key] = data
+
+    def remove(self, partition: int, key: str) -> None:
+        store = self.table.data
+        if key in store:
+            del store[key]
+        self._staged.setdefault(partition, {})[key] = None
+
+    def take(self) -> dict[int, dict[str, bytes | None]]:
+        """Detach the records staged so far (later writes stage anew)."""
+        staged, self._staged = self._staged, {}
+        return staged
+
+    def send(self, staged: dict[int, dict[str, bytes | None]]) -> int:
+        """Hand detached records to the producer, each to its partition; return how many."""
+        sent = 0
+        for partition, writes in staged.items():
+            for key, data in writes.items():
+                self.table.send_changelog(partition, key, data, value_serializer="raw")
+                sent += 1
+        return sent
+
+
+_STAGED: weakref.WeakKeyDictionary[Any, list[StagedTable]] = weakref.WeakKeyDictionary()
+
+
+def stage_table(app: Any, table: Any) -> StagedTable:
+    """Wrap a table of `app` so that `WorkerConsumer` sends its changelog at commit time."""
+    staged = StagedTable(table)
+    _STAGED.setdefault(app, []).append(staged)
+    return staged
+
+
+class PartitionState:
+    """The `StateStore` of one interactions partition, backed by a `StagedTable`.
+
+    Reads see this event's own pending writes first; `commit()` applies them
+    (one staged changelog record per changed key) and must be called inside
     the stream iteration of the event being processed. Never share one
     instance between events.
     """
 
-    def __init__(self, table: MutableMapping[str, bytes], partition: int) -> None:
+    def __init__(self, table: StagedTable, partition: int) -> None:
         self._table = table
+        self._partition = partition
         self._engine_prefix = f"{partition}/e/"
         self._worker_prefix = f"{partition}/w/"
         self._pending: dict[str, Any] = {}
@@ -97,18 +161,18 @@ class PartitionState:
         return bool(self._pending)
 
     def commit(self) -> int:
-        """Write the pending changes to the table; return how many keys changed."""
-        table = self._table
+        """Apply the pending changes to the table; return how many keys changed."""
+        table, partition = self._table, self._partition
         changed = 0
         for full_key, value in self._pending.items():
             if value is _DELETED:
-                if full_key in table:
-                    del table[full_key]
+                if self._raw.get(full_key, b"") is not None:  # deleting a missing key is no change
+                    table.remove(partition, full_key)
                     changed += 1
                 continue
             data = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
             if self._raw.get(full_key, _DELETED) != data:  # unchanged values cost no record
-                table[full_key] = data
+                table.put(partition, full_key, data)
                 changed += 1
         self._pending.clear()
         self._read.clear()
@@ -181,11 +245,22 @@ class FencingTableManager(TableManager):
         return self._recovery
 
 
-class StreamSeekingConsumer(AIOKafkaConsumer):
-    """Faust's aiokafka consumer that also seeks stream partitions without a committed offset.
+class WorkerConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer that sends staged changelogs before committing offsets,
+    and seeks stream partitions without a committed offset to the beginning.
 
-    Install with `app.transport.Consumer = StreamSeekingConsumer` before the app starts.
+    Install with `app.transport.Consumer = WorkerConsumer` before the app starts.
     """
+
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        detached = [(table, table.take()) for table in _STAGED.get(self.app, [])]
+        if any(staged for _, staged in detached):
+            await self.app.producer.flush()  # the output of those events is acknowledged
+            for table, staged in detached:
+                table.send(staged)
+        return await super()._commit_offsets(offsets, start_new_transaction)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()

@@ -12,15 +12,16 @@ that no message can crash the agent) and handles one event at a time:
 2. Otherwise the engine processes the event against `PartitionState`, the
    state of the event's partition in a changelog-backed Faust table (see
    `processors.faust_support`). Writes are applied per event inside the stream
-   iteration (never inside `take()`), so they go to the changelog partition of
-   the event's partition and a restarted or rebalanced worker recovers them.
+   iteration (never inside `take()`) and their changelog records, addressed
+   to the event's partition, are sent at the next offset commit, coalesced
+   per key: a restarted or rebalanced worker recovers the state of every
+   committed event.
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
-   customer_id, Avro). When an event produced output, the worker waits until
-   the broker acknowledged that output *before* it writes the new state: a
-   crash in between makes the redelivered event produce the same output again
-   (same action_id, which sinks drop), never state that claims an action that
-   was never sent. Offsets are committed only after Faust flushed the
-   producer, so processing is at-least-once.
+   customer_id, Avro). At each commit the worker first waits until all of
+   them are acknowledged, then sends the changelog, then Faust commits the
+   offsets: a crash before the commit makes the redelivered events produce
+   the same output again (same action_id, which sinks drop), and state never
+   claims an action that was never sent. Processing is at-least-once.
 
 Idle partitions. Faust forbids table writes outside stream iteration, so the
 clock of a quiet partition is advanced by a record *in* the stream: a timer
@@ -65,7 +66,12 @@ from moments.metrics import (
 )
 from moments.settings import Settings
 from processors.engine import CLOCK_KEY, Engine, EngineConfig, EngineOutput, load_rule_pack
-from processors.faust_support import FencingTableManager, PartitionState, StreamSeekingConsumer
+from processors.faust_support import (
+    FencingTableManager,
+    PartitionState,
+    WorkerConsumer,
+    stage_table,
+)
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
@@ -137,7 +143,7 @@ class TriggerWorker:
             autodiscover=False,
             TableManager=FencingTableManager,
         )
-        self.app.transport.Consumer = StreamSeekingConsumer  # type: ignore[misc]
+        self.app.transport.Consumer = WorkerConsumer  # type: ignore[misc]
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.interactions = self.app.topic(
             topics.interactions, partitions=settings.interactions_partitions, **raw
@@ -152,6 +158,7 @@ class TriggerWorker:
             value_type=bytes,  # raw values: JSON bytes written by PartitionState
             help="Trigger engine state of every interactions partition (JSON values).",
         )
+        self.staged_state = stage_table(self.app, self.state)
         self.app.agent(self.interactions, name="moments.trigger")(self._consume)
         self.app.timer(settings.idle_tick_s, name="moments.idle_ticks")(self._send_idle_ticks)
         self._last_seen: dict[int, float] = {}
@@ -192,7 +199,7 @@ class TriggerWorker:
         except Exception as exc:  # a codec bug must not stop the worker either
             await self._dead_letter(event, "decode", type(exc).__name__, str(exc))
             return
-        store = PartitionState(self.state, partition)
+        store = PartitionState(self.staged_state, partition)
         try:
             output = self.engine.process(store, interaction)
         except Exception as exc:
@@ -207,7 +214,7 @@ class TriggerWorker:
         self._observe_watermark(partition, store)
 
     async def _on_tick(self, partition: int, tick_ms: int) -> None:
-        store = PartitionState(self.state, partition)
+        store = PartitionState(self.staged_state, partition)
         basis = self._idle_clock.get(partition)
         if basis is None:  # restarted: the basis of the last tick, else count from this tick
             persisted = store.get_worker(_CLOCK)
@@ -232,25 +239,15 @@ class TriggerWorker:
     # -- output -----------------------------------------------------------------------------
 
     async def _emit(self, output: EngineOutput) -> None:
-        """Send actions and decisions; return once the broker acknowledged all of them."""
-        if not output.actions and not output.decisions:
-            return
-        pending = []
+        """Hand actions and decisions to the producer (acknowledged before the next commit)."""
         for action in output.actions:
-            topic = self.actions[action.destination]
-            pending.append(
-                await topic.send(
-                    key=action.customer_id.encode(), value=self.action_codec.encode(action)
-                )
+            await self.actions[action.destination].send(
+                key=action.customer_id.encode(), value=self.action_codec.encode(action)
             )
         for decision in output.decisions:
-            pending.append(
-                await self.decisions.send(
-                    key=decision.customer_id.encode(), value=self.decision_codec.encode(decision)
-                )
+            await self.decisions.send(
+                key=decision.customer_id.encode(), value=self.decision_codec.encode(decision)
             )
-        for future in pending:
-            await future
         now = time.time()
         for action in output.actions:
             ACTIONS_EMITTED.labels(action.rule, action.destination).inc()
