@@ -190,7 +190,9 @@ def replay_file(
 class OutputWriter:
     """Writes engine output as JSON lines (`to_json_line` bytes + newline) to binary files."""
 
-    def __init__(self, actions_file: IO[bytes], decisions_file: IO[bytes] | None = None) -> None:
+    def __init__(
+        self, actions_file: IO[bytes] | None, decisions_file: IO[bytes] | None = None
+    ) -> None:
         self.actions_file = actions_file
         self.decisions_file = decisions_file
         self.actions = 0
@@ -199,7 +201,8 @@ class OutputWriter:
     def write(self, out: EngineOutput) -> None:
         if out.actions:
             self.actions += len(out.actions)
-            self.actions_file.write(b"".join([to_json_bytes(a) + b"\n" for a in out.actions]))
+            if self.actions_file is not None:
+                self.actions_file.write(b"".join([to_json_bytes(a) + b"\n" for a in out.actions]))
         if out.decisions:
             self.decisions += len(out.decisions)
             if self.decisions_file is not None:

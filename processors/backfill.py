@@ -1,0 +1,419 @@
+"""Backfill and shadow runs: the trigger engine over a whole topic, on a lean batch path.
+
+`backfill_topic` reads an interactions topic from its beginning with a plain
+confluent-kafka consumer (`consume` in batches, partitions assigned directly,
+so no group join), decodes each record with the same Avro codec the worker
+uses, runs the same engine with one state store per source partition (one
+watermark each, as in the worker and in `replay --partitions N`) and writes
+the actions and decisions to JSON-lines files and/or produces them to the
+action and decision topics of an output prefix. It is how history is
+reprocessed and how a new rule pack is compared with production: a shadow run
+writes files, or topics under another prefix, and never touches production.
+
+Records that cannot be used (tombstones, larger than `max_event_bytes`,
+undecodable, invalid, or that made the engine raise) are counted and
+reported, never fatal, exactly the records the worker would dead-letter; the
+backfill itself writes no dead-letter topic.
+
+"The end" is each partition's high watermark when the run starts: a
+partition is done when the consumer reports end-of-partition at or past it.
+Tansu 0.6.0 reports the high watermark as the last batch's base offset + 1;
+a fetch still returns that whole batch (read_uncommitted), and after every
+partition is done the consumer drains what it already fetched (one idle
+poll), so the tail of the last batch is read too. Nothing is produced to the
+source topic to mark the end.
+
+Output order: within a partition, the order of the engine (deterministic);
+across partitions, the order records were fetched. A one-partition topic
+gives exactly the bytes of `replay_file` over the same events.
+
+It never commits anything but progress offsets under its own group (the
+engine state is rebuilt from the beginning on every run), and never imports
+the worker, producers or sinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, cast
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from moments.settings import Settings, Topics
+from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
+from processors.engine.rules import RulePack
+from processors.replay import OutputWriter, no_cyclic_gc
+from schemas.codec import DecodeError, codec_for
+from schemas.records import ActionEvent, Decision, InteractionEvent
+
+__all__ = ["BackfillError", "BackfillSummary", "backfill_topic", "engine_config_from"]
+
+#: Records asked of librdkafka per `consume` call.
+BATCH: Final = 10_000
+#: How many unusable records the summary describes (all are counted).
+GARBAGE_SAMPLES: Final = 10
+
+CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
+    "client.id": "moments-backfill",
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": True,
+    "auto.offset.reset": "earliest",
+    # Tansu does not do transactions; read_committed would hide the tail past its LSO.
+    "isolation.level": "read_uncommitted",
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "queued.max.messages.kbytes": 256 * 1024,
+    "fetch.wait.max.ms": 50,
+}
+PRODUCER_DEFAULTS: Final[dict[str, Any]] = {
+    "client.id": "moments-backfill",
+    "compression.type": "lz4",
+    "linger.ms": 20,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+}
+PRODUCER_REQUIRED: Final[dict[str, Any]] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+}
+
+
+class BackfillError(RuntimeError):
+    """The backfill cannot run or finish (no such topic, broker unreachable, failed deliveries)."""
+
+
+@dataclass(slots=True)
+class BackfillSummary:
+    """What a backfill read and wrote (seconds is the only non-deterministic number)."""
+
+    topic: str
+    partitions: int
+    events: int = 0
+    actions: int = 0
+    decisions: int = 0
+    garbage: int = 0
+    garbage_samples: list[str] = field(default_factory=list)
+    #: Partition -> the high watermark the run read up to (as reported at its start).
+    ends: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def engine_config_from(settings: Settings) -> EngineConfig:
+    """The engine's knobs from the settings (seconds there, milliseconds in the engine)."""
+    return EngineConfig(
+        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
+        contact_cap=settings.contact_cap,
+        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
+        holdout_percent=settings.holdout_percent,
+        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
+    )
+
+
+def backfill_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    actions_out: Path | str | None = None,
+    decisions_out: Path | str | None = None,
+    to_topics: bool = False,
+    output_prefix: str | None = None,
+    rules_path: Path | str | None = None,
+    pack: RulePack | None = None,
+    until_ms: int | None = None,
+    group: str | None = None,
+    max_events: int | None = None,
+    stop_at_end: bool = True,
+    stop: threading.Event | None = None,
+) -> BackfillSummary:
+    """Run the engine over `topic` from its beginning; write actions/decisions; return a summary.
+
+    - `actions_out` / `decisions_out`: JSON-lines files (written beside the target and
+      renamed into place at the end, like `replay_file`).
+    - `to_topics`: also produce actions to `<prefix>actions.<destination>` and decisions
+      to `<prefix>decisions`, where the prefix is `output_prefix` (default: the settings'
+      topic prefix). A shadow run uses another prefix, or files only.
+    - `until_ms`: at the end, advance every partition's watermark to it (fires timers).
+    - `group`: the consumer group progress is committed under (default: a one-off id).
+    - `max_events`: stop after this many records; `stop_at_end=False` keeps reading new
+      records until `stop` is set or `max_events` is reached.
+
+    Raises `BackfillError` when the topic does not exist or deliveries failed, and
+    `RulePackError` for a bad rule pack; no output file is left behind then.
+    """
+    started = time.perf_counter()
+    want_decisions = decisions_out is not None or to_topics
+    engine = Engine(
+        pack or load_rule_pack(rules_path or settings.rules_path),
+        engine_config_from(settings),
+        decisions=want_decisions,
+    )
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                **CONSUMER_DEFAULTS,
+                "group.id": group or f"moments-backfill-{uuid.uuid4().hex[:12]}",
+            }
+        )
+    )
+    targets = [Path(p) for p in (actions_out, decisions_out) if p is not None]
+    temps = [t.with_name(f".{t.name}.partial") for t in targets]
+    handles: list[IO[bytes]] = []
+    producer: _TopicOutput | None = None
+    try:
+        partitions, ends = _assign_from_beginning(consumer, topic)
+        summary = BackfillSummary(topic=topic, partitions=len(partitions), ends=dict(ends))
+        for temp in temps:
+            handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
+        files = _file_output(handles, actions_out is not None, decisions_out is not None)
+        if to_topics:
+            prefix = settings.topic_prefix if output_prefix is None else output_prefix
+            producer = _TopicOutput(settings, Topics(prefix))
+        run = _Run(engine, settings, summary, files, producer, partitions)
+        with no_cyclic_gc():
+            run.consume(consumer, ends, max_events=max_events, stop_at_end=stop_at_end, stop=stop)
+            run.finish(until_ms)
+        if producer is not None:
+            producer.close()
+        if files is not None:
+            summary.actions = files.actions
+        else:
+            summary.actions = run.actions
+        summary.decisions = engine.decided
+        for handle in handles:
+            handle.close()
+        for temp, target in zip(temps, targets, strict=True):
+            os.replace(temp, target)
+        _commit(consumer, run.positions, topic)
+    finally:
+        for handle in handles:
+            handle.close()
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        consumer.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _assign_from_beginning(consumer: Consumer, topic: str) -> tuple[list[int], dict[int, int]]:
+    """Assign every partition of `topic` at its beginning; return partitions and high watermarks."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=15)
+    except KafkaException as exc:
+        raise BackfillError(f"cannot read the metadata of topic {topic}: {exc}") from None
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        reason = described.error.str() if described is not None and described.error else "none"
+        raise BackfillError(f"topic {topic} does not exist or has no partitions ({reason})")
+    partitions = sorted(described.partitions)
+    ends: dict[int, int] = {}
+    for partition in partitions:
+        try:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=15, cached=False
+            )
+        except KafkaException as exc:
+            raise BackfillError(f"cannot read the end of {topic}[{partition}]: {exc}") from None
+        ends[partition] = high
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return partitions, ends
+
+
+def _file_output(handles: list[IO[bytes]], actions: bool, decisions: bool) -> OutputWriter | None:
+    if not handles:
+        return None
+    if actions:
+        return OutputWriter(handles[0], handles[1] if decisions else None)
+    return OutputWriter(None, handles[0])  # decisions only
+
+
+class _TopicOutput:
+    """Actions to `actions.<destination>`, decisions to `decisions`, keyed by customer_id."""
+
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        self.topics = topics
+        self.producer = Producer(
+            {**settings.kafka_config(**PRODUCER_DEFAULTS), **PRODUCER_REQUIRED}
+        )
+        self.action_codec = codec_for(ActionEvent, settings.schema_registry_url)
+        self.decision_codec = codec_for(Decision, settings.schema_registry_url)
+        self.failures: list[str] = []
+        self.failed = 0
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failed += 1
+            if len(self.failures) < 5:
+                self.failures.append(f"{message.topic()}: {error.str()}")
+
+    def _produce(self, topic: str, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key.encode(), on_delivery=self._delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.1)  # back-pressure: the local queue is full
+
+    def write(self, out: EngineOutput) -> None:
+        for action in out.actions:
+            self._produce(
+                self.topics.action(action.destination),
+                action.customer_id,
+                self.action_codec.encode(action, validate=False),
+            )
+        for decision in out.decisions:
+            self._produce(
+                self.topics.decisions,
+                decision.customer_id,
+                self.decision_codec.encode(decision, validate=False),
+            )
+        self.producer.poll(0)
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        left = self.producer.flush(timeout_s)
+        if left:
+            raise BackfillError(f"{left} actions/decisions were not delivered in {timeout_s} s")
+        if self.failed:
+            raise BackfillError(
+                f"{self.failed} actions/decisions were not delivered: " + "; ".join(self.failures)
+            )
+
+
+class _Run:
+    """The consume → decode → engine → output loop of one backfill."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        summary: BackfillSummary,
+        files: OutputWriter | None,
+        topics: _TopicOutput | None,
+        partitions: list[int],
+    ) -> None:
+        self.engine = engine
+        self.summary = summary
+        self.files = files
+        self.topics = topics
+        self.max_bytes = settings.max_event_bytes
+        self.decode = codec_for(InteractionEvent, settings.schema_registry_url).decode
+        self.process = engine.process
+        self.stores = {p: DictStore() for p in partitions}
+        self.positions: dict[int, int] = {}
+        self.actions = 0
+
+    def emit(self, out: EngineOutput) -> None:
+        self.actions += len(out.actions)
+        if self.files is not None:
+            self.files.write(out)
+        if self.topics is not None:
+            self.topics.write(out)
+
+    def garbage(self, message: Message, stage: str, detail: str) -> None:
+        summary = self.summary
+        summary.garbage += 1
+        if len(summary.garbage_samples) < GARBAGE_SAMPLES:
+            summary.garbage_samples.append(
+                f"{message.topic()}[{message.partition()}]@{message.offset()}: {stage}: "
+                f"{detail[:200]}"
+            )
+
+    def handle(self, message: Message) -> None:
+        """One fetched record: decode, run the engine on its partition's store, emit."""
+        partition = cast(int, message.partition())
+        self.positions[partition] = cast(int, message.offset()) + 1
+        value = message.value()
+        if value is None:
+            self.garbage(message, "decode", "tombstone (no value)")
+            return
+        if len(value) > self.max_bytes:
+            self.garbage(message, "size", f"{len(value)} bytes exceed {self.max_bytes}")
+            return
+        try:
+            event = self.decode(value)
+        except DecodeError as exc:
+            self.garbage(message, exc.stage, str(exc))
+            return
+        self.summary.events += 1
+        try:
+            out = self.process(self.stores[partition], event)
+        except Exception as exc:  # an engine bug must not stop a backfill; counted like the DLQ
+            self.garbage(message, "engine", f"{type(exc).__name__}: {exc}")
+            return
+        if out.actions or out.decisions:
+            self.emit(out)
+
+    def consume(
+        self,
+        consumer: Consumer,
+        ends: dict[int, int],
+        *,
+        max_events: int | None,
+        stop_at_end: bool,
+        stop: threading.Event | None,
+    ) -> None:
+        """Consume in batches until every partition reached its end (or budget / stop)."""
+        pending = {p for p, end in ends.items() if end > 0}
+        budget = max_events if max_events is not None else -1
+        handle = self.handle
+        eof = KafkaError._PARTITION_EOF
+        while budget != 0 and (pending or not stop_at_end):
+            if stop is not None and stop.is_set():
+                return
+            wanted = BATCH if budget < 0 else min(BATCH, budget)
+            for message in consumer.consume(wanted, 0.5):
+                error = message.error()
+                if error is None:
+                    handle(message)
+                    budget -= 1
+                elif error.code() == eof:
+                    partition = cast(int, message.partition())
+                    if cast(int, message.offset()) >= ends.get(partition, 0):
+                        pending.discard(partition)
+                else:
+                    raise BackfillError(f"consuming {message.topic()} failed: {error.str()}")
+        # Every partition reached its reported end: read what was fetched past it, if anything.
+        while stop_at_end and budget != 0:
+            usable = [m for m in consumer.consume(BATCH, 0.2) if m.error() is None]
+            if not usable:
+                return
+            for message in usable[: budget if budget > 0 else None]:
+                handle(message)
+                budget -= 1
+
+    def finish(self, until_ms: int | None) -> None:
+        """`--until`: raise every partition's watermark (in partition order), firing timers."""
+        if until_ms is None:
+            return
+        for partition in sorted(self.stores):
+            out = self.engine.advance_watermark(self.stores[partition], until_ms)
+            if out.actions or out.decisions:
+                self.emit(out)
+
+
+def _commit(consumer: Consumer, positions: dict[int, int], topic: str) -> None:
+    """Record progress under the backfill's group (informational: lag tools can show it)."""
+    if not positions:
+        return
+    offsets = [TopicPartition(topic, p, offset) for p, offset in sorted(positions.items())]
+    with contextlib.suppress(KafkaException):  # informational: a refusal does not fail the run
+        consumer.commit(offsets=offsets, asynchronous=False)
