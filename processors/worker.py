@@ -336,7 +336,7 @@ def build_app(settings: Settings, engine: Engine | None = None) -> faust.App:
 
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGTERM or SIGINT; offsets committed and producer flushed on exit."""
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     worker = TriggerWorker(settings)
     faust_worker = faust.Worker(worker.app, loglevel="INFO", quiet=True)
     try:
