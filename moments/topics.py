@@ -14,7 +14,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     wanted = {topics.interactions: settings.interactions_partitions}
     for name in topics.all():
         wanted.setdefault(name, settings.action_partitions)
-    admin = AdminClient(settings.kafka_config())
+    admin = AdminClient(settings.kafka_config(log_level=4))  # no info chatter on stderr
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [
         NewTopic(name, num_partitions=n, replication_factor=settings.replication_factor)
