@@ -1,0 +1,983 @@
+"""The benchmark suite (`moments bench`): every stage's speed beside its reference, same run.
+
+`run_bench` starts the embedded stack (or uses the broker and database the
+settings point at) and measures, each figure next to what bounds it:
+
+- codec: fastavro encode/decode vs the pure-Python `avro` package, same records;
+- publisher: the SDK (validation + Avro) vs raw confluent-kafka produce of the same bytes;
+- engine: the full rule pack over a simulated population (events/s in replay, state
+  bytes per active customer), and `replay_file` end to end (JSON in and out);
+- backfill: `backfill_topic` vs a raw confluent consume loop over the same topic;
+- PostgreSQL sink: `PostgresSink` add/flush vs a raw binary COPY of the same rows;
+- live worker (`python -m moments worker` processes): end to end vs an empty Faust
+  agent (`stream.take`) vs raw consume, 1 vs 2 workers on a 12-partition topic, and
+  event -> action latency p50/p99 at a fixed offered load.
+
+It writes a JSON report (top-level figures + details + targets), a markdown
+table and a PNG chart. Timings depend on the machine and its load: nothing
+here asserts a number; the report says which targets held. Topics get a
+unique prefix per run, so production topics are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from moments.runtime import Supervisor
+from moments.settings import Settings
+from moments.stack import free_port, local_stack
+from moments.topics import ensure_topics
+from processors.backfill import backfill_topic, engine_config_from
+from processors.engine import DictStore, Engine, load_rule_pack
+from processors.replay import no_cyclic_gc, replay_file
+from producers.publisher import Publisher
+from producers.simulator import write_simulation
+from schemas.codec import AvroCodec, action_from_json, codec_for, read_events_jsonl
+from schemas.records import ActionEvent, InteractionEvent
+
+#: The figures every report has at its top level (the issue's list).
+REQUIRED_KEYS: Final = (
+    "worker_events_per_s",
+    "empty_faust_events_per_s",
+    "raw_consume_msgs_per_s",
+    "backfill_events_per_s",
+    "replay_events_per_s",
+    "state_bytes_per_customer",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "publisher_vs_raw_ratio",
+    "sink_rows_per_s",
+    "raw_copy_rows_per_s",
+    "codec_fastavro_vs_avro_ratio",
+    "two_workers_vs_one_ratio",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much work each section does (quick: the whole suite in under 3 minutes)."""
+
+    codec_records: int
+    publisher_events: int
+    customers: int
+    days: int
+    sink_rows: int
+    worker_events: int
+    latency_seconds: float
+    offered_load: int = 2000
+    worker_partitions: int = 12
+
+
+QUICK: Final = Sizes(
+    codec_records=2_000,
+    publisher_events=30_000,
+    customers=100_000,
+    days=7,
+    sink_rows=20_000,
+    worker_events=12_000,
+    latency_seconds=8.0,
+)
+FULL: Final = Sizes(
+    codec_records=20_000,
+    publisher_events=200_000,
+    customers=100_000,
+    days=30,
+    sink_rows=100_000,
+    worker_events=60_000,
+    latency_seconds=30.0,
+)
+
+#: Target per figure: (key, comparison, threshold, what it means).
+TARGETS: Final = (
+    ("replay_events_per_s", ">=", 100_000, "engine replay, full pack, 100k customers"),
+    ("state_bytes_per_customer", "<=", 2048, "engine state per active customer"),
+    ("backfill_events_per_s", ">=", 100_000, "backfill per process"),
+    ("backfill_vs_raw_ratio", ">=", 0.25, "backfill / raw consume, same topic"),
+    ("publisher_vs_raw_ratio", ">=", 0.70, "publisher SDK / raw produce"),
+    ("worker_vs_empty_faust_ratio", ">=", 0.70, "worker / empty Faust agent"),
+    ("two_workers_vs_one_ratio", ">=", 1.5, "2 workers / 1 worker, 12 partitions"),
+    ("latency_p99_ms", "<", 100, "event -> action p99 at 2k events/s"),
+    ("sink_rows_per_s", ">=", 50_000, "PostgreSQL sink actions/s"),
+)
+
+
+def run_bench(
+    settings: Settings,
+    *,
+    quick: bool,
+    json_path: Path | None = None,
+    markdown_path: Path | None = None,
+    chart_path: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run the suite on the embedded stack; write the reports asked for; return the report."""
+    console = console or Console(stderr=True)
+    sizes = QUICK if quick else FULL
+    began = time.perf_counter()
+    report: dict[str, Any] = {key: None for key in REQUIRED_KEYS}
+    details: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    work = Path(tempfile.mkdtemp(prefix="moments-bench-"))
+    with local_stack(settings) as stack_settings:
+        base = _with(
+            stack_settings,
+            topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
+            broker_rebalance_timeout_s=3.0,
+            broker_session_timeout_s=6.0,
+        )
+        bench = _Bench(base, sizes, work, details)
+        sections: list[tuple[str, Callable[[], None]]] = [
+            ("codec", bench.codec),
+            ("engine", bench.engine),
+            ("publisher", bench.publisher),
+            ("backfill", bench.backfill),
+            ("sink", bench.sink),
+            ("worker", bench.worker),
+            ("latency", bench.latency),
+        ]
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("moments bench", total=len(sections))
+            for name, section in sections:
+                progress.update(task, description=f"moments bench: {name}")
+                try:
+                    section()
+                except Exception as exc:  # one broken section must not lose the others
+                    errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    console.print(f"[red]{name}: {errors[name]}[/red]")
+                progress.advance(task)
+    report.update(bench.figures)
+    report["targets"] = _judge(report)
+    report["details"] = details
+    report["errors"] = errors
+    report["quick"] = quick
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    report["machine"] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    if markdown_path is not None:
+        markdown_path.write_text(markdown_table(report))
+    if chart_path is not None:
+        try:
+            write_chart(report, chart_path)
+        except ImportError as exc:
+            errors["chart"] = f"matplotlib is not installed ({exc}); pip install 'moments[bench]'"
+    return report
+
+
+def _with(settings: Settings, **updates: Any) -> Settings:
+    copy = settings.model_copy(update=updates)
+    copy.__dict__.pop("topics", None)  # a cached_property copied from the original
+    return copy
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+@contextlib.contextmanager
+def _timer() -> Iterator[list[float]]:
+    box = [0.0]
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - start
+
+
+class _Bench:
+    """The sections of the suite; each fills `figures` (top level) and `details` (its own)."""
+
+    def __init__(self, settings: Settings, sizes: Sizes, work: Path, details: dict[str, Any]):
+        self.settings = settings
+        self.sizes = sizes
+        self.work = work
+        self.details = details
+        self.figures: dict[str, Any] = {}
+        self._events_path: Path | None = None
+        self._actions: list[ActionEvent] = []
+
+    # -- shared inputs ----------------------------------------------------------------------
+
+    def events_path(self) -> Path:
+        """The simulated population as JSON lines (cached between runs in the data dir)."""
+        if self._events_path is None:
+            sizes = self.sizes
+            cache = self.settings.data_dir / "bench"
+            cache.mkdir(parents=True, exist_ok=True)
+            path = cache / f"sim-{sizes.customers}c-{sizes.days}d-s7.jsonl"
+            if not path.exists():
+                partial = path.with_suffix(".partial")
+                write_simulation(partial, sizes.customers, sizes.days, 7)
+                partial.replace(path)
+            self._events_path = path
+        return self._events_path
+
+    def events(self, limit: int | None = None) -> list[InteractionEvent]:
+        out: list[InteractionEvent] = []
+        for event in read_events_jsonl(self.events_path()):
+            out.append(event)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def _fresh(self, name: str, partitions: int | None = None) -> Settings:
+        """Settings with their own topics (created) and groups for one measurement."""
+        unique = f"{self.settings.topic_prefix}{name}-{uuid.uuid4().hex[:6]}."
+        settings = _with(
+            self.settings,
+            topic_prefix=unique,
+            interactions_partitions=partitions or self.sizes.worker_partitions,
+            worker_app_id=f"moments-bench-{name}-{uuid.uuid4().hex[:6]}",
+            worker_web_port=free_port(),
+        )
+        ensure_topics(settings)
+        return settings
+
+    def _produce_raw(
+        self, settings: Settings, topic: str, records: list[tuple[bytes, bytes]]
+    ) -> float:
+        """Produce pre-encoded (key, value) records as fast as librdkafka goes; return seconds."""
+        producer = Producer(
+            settings.kafka_config(
+                **{
+                    "partitioner": "murmur2_random",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "queue.buffering.max.messages": 1_000_000,
+                }
+            )
+        )
+        with _timer() as elapsed:
+            for key, value in records:
+                while True:
+                    try:
+                        producer.produce(topic, value, key)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            left = producer.flush(60)
+        if left:
+            raise RuntimeError(f"{left} records not delivered to {topic}")
+        return elapsed[0]
+
+    def _raw_consume(self, settings: Settings, topic: str, expected: int) -> float:
+        """A bare confluent consume loop over `topic` until `expected` records; msgs/s."""
+        consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_uncommitted",
+                    "fetch.max.bytes": 64 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                    "queued.max.messages.kbytes": 256 * 1024,
+                    "fetch.wait.max.ms": 50,
+                }
+            )
+        )
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        seen = 0
+        first: float | None = None
+        deadline = time.monotonic() + 120
+        try:
+            while seen < expected and time.monotonic() < deadline:
+                batch = consumer.consume(10_000, 0.5)
+                if batch and first is None:
+                    first = time.perf_counter()
+                for message in batch:
+                    if message.error() is None:
+                        seen += 1
+            end = time.perf_counter()
+        finally:
+            consumer.close()
+        if seen < expected or first is None:
+            raise RuntimeError(f"raw consume saw {seen} of {expected} records of {topic}")
+        return _rate(seen, end - first)
+
+    # -- codec ------------------------------------------------------------------------------
+
+    def codec(self) -> None:
+        events = self.events(self.sizes.codec_records)
+        codec = AvroCodec(InteractionEvent)
+        with _timer() as t_enc:
+            encoded = [codec.encode(e) for e in events]
+        with _timer() as t_dec:
+            for data in encoded:
+                codec.decode(data)
+        result: dict[str, Any] = {
+            "records": len(events),
+            "fastavro_encode_per_s": _rate(len(events), t_enc[0]),
+            "fastavro_decode_per_s": _rate(len(events), t_dec[0]),
+        }
+        try:
+            import avro.io
+            import avro.schema
+        except ImportError:
+            result["avro"] = "not installed: pip install 'moments[bench]'"
+        else:
+            # the same physical schema fastavro reads with (timestamps as int ms)
+            schema = avro.schema.parse(json.dumps(codec._read_schema_json))
+            writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
+            dicts = [codec.to_avro_dict(e) for e in events]
+            bodies: list[bytes] = []
+            with _timer() as a_enc:
+                for record in dicts:
+                    buffer = io.BytesIO()
+                    writer.write(record, avro.io.BinaryEncoder(buffer))
+                    bodies.append(buffer.getvalue())
+            with _timer() as a_dec:
+                for body in bodies:
+                    reader.read(avro.io.BinaryDecoder(io.BytesIO(body)))
+            result["avro_encode_per_s"] = _rate(len(events), a_enc[0])
+            result["avro_decode_per_s"] = _rate(len(events), a_dec[0])
+            result["encode_ratio"] = round(a_enc[0] / t_enc[0], 1) if t_enc[0] else None
+            result["decode_ratio"] = round(a_dec[0] / t_dec[0], 1) if t_dec[0] else None
+            self.figures["codec_fastavro_vs_avro_ratio"] = result["decode_ratio"]
+        self.details["codec"] = result
+
+    # -- engine -----------------------------------------------------------------------------
+
+    def engine(self) -> None:
+        path = self.events_path()
+        events = self.events()
+        customers = len({e.customer_id for e in events})
+        pack = load_rule_pack(self.settings.rules_path)
+        config = engine_config_from(self.settings)
+        result: dict[str, Any] = {"events": len(events), "customers": customers}
+        for label, decisions in (("actions_only", False), ("with_decisions", True)):
+            engine = Engine(pack, config, decisions=decisions)
+            store = DictStore()
+            process = engine.process
+            actions = 0
+            gc.collect()
+            with no_cyclic_gc(), _timer() as elapsed:
+                for event in events:
+                    actions += len(process(store, event).actions)
+            result[f"{label}_events_per_s"] = _rate(len(events), elapsed[0])
+            result["actions"] = actions
+            result["decisions"] = engine.decided
+        state_bytes = sum(
+            len(json.dumps(value, separators=(",", ":"))) for value in store.data.values()
+        )
+        active = sum(1 for key in store.data if key.startswith("c:"))
+        result["state_bytes_total"] = state_bytes
+        result["active_customers"] = active
+        del events, store
+        gc.collect()
+        actions_out = self.work / "replay-actions.jsonl"
+        summary = replay_file(path, actions_out=actions_out, rules_path=self.settings.rules_path)
+        result["replay_file_events_per_s"] = round(summary.events_per_second, 1)
+        self._actions = []
+        with open(actions_out, encoding="utf-8") as lines:
+            for line in lines:
+                self._actions.append(action_from_json(json.loads(line)))
+                if len(self._actions) >= self.sizes.sink_rows:
+                    break
+        self.details["engine"] = result
+        self.figures["replay_events_per_s"] = result["actions_only_events_per_s"]
+        self.figures["replay_file_events_per_s"] = result["replay_file_events_per_s"]
+        self.figures["state_bytes_per_customer"] = round(state_bytes / max(active, 1), 1)
+
+    # -- publisher --------------------------------------------------------------------------
+
+    def publisher(self) -> None:
+        settings = self._fresh("publisher", partitions=12)
+        events = self.events(self.sizes.publisher_events)
+        codec = codec_for(InteractionEvent, settings.schema_registry_url)
+        records = [(e.customer_id.encode(), codec.encode(e)) for e in events]
+        raw_topic = f"{settings.topic_prefix}raw"
+        ensure_topics(_with(settings, topic_prefix=f"{settings.topic_prefix}raw-"))
+        raw_seconds = self._produce_raw(settings, settings.topics.interactions, records)
+        with Publisher(settings) as publisher, _timer() as elapsed:
+            for event in events:
+                publisher.publish(event)
+            publisher.flush(60)
+        sdk = _rate(len(events), elapsed[0])
+        raw = _rate(len(records), raw_seconds)
+        self.details["publisher"] = {
+            "events": len(events),
+            "sdk_events_per_s": sdk,
+            "raw_produce_msgs_per_s": raw,
+            "raw_topic": raw_topic,
+        }
+        self.figures["publisher_events_per_s"] = sdk
+        self.figures["raw_produce_msgs_per_s"] = raw
+        self.figures["publisher_vs_raw_ratio"] = round(sdk / raw, 3) if raw else None
+
+    # -- backfill ---------------------------------------------------------------------------
+
+    def backfill(self) -> None:
+        settings = self._fresh("backfill", partitions=12)
+        events = self.events()
+        codec = codec_for(InteractionEvent, settings.schema_registry_url)
+        records = [(e.customer_id.encode(), codec.encode(e)) for e in events]
+        del events
+        topic = settings.topics.interactions
+        self._produce_raw(settings, topic, records)
+        raw = self._raw_consume(settings, topic, len(records))
+        summary = backfill_topic(settings, topic, actions_out=self.work / "backfill-actions.jsonl")
+        if summary.events != len(records):
+            raise RuntimeError(f"backfill read {summary.events} of {len(records)} events")
+        self.details["backfill"] = {
+            "events": summary.events,
+            "actions": summary.actions,
+            "garbage": summary.garbage,
+            "partitions": summary.partitions,
+            "seconds": round(summary.seconds, 2),
+            "backfill_events_per_s": round(summary.events_per_second, 1),
+            "raw_consume_msgs_per_s": raw,
+        }
+        self.figures["backfill_events_per_s"] = round(summary.events_per_second, 1)
+        self.figures["raw_consume_msgs_per_s"] = raw
+        self.figures["backfill_vs_raw_ratio"] = (
+            round(summary.events_per_second / raw, 3) if raw else None
+        )
+
+    # -- PostgreSQL sink --------------------------------------------------------------------
+
+    def sink(self) -> None:
+        import psycopg
+
+        from sinks.postgres import ACTIONS, PostgresSink, action_row
+
+        if not self._actions:
+            raise RuntimeError("no actions to write (the engine section did not run)")
+        run = uuid.uuid4().hex[:8]
+        actions = [
+            dataclasses.replace(a, action_id=f"bench-{run}-{i}-{a.action_id}")
+            for i, a in enumerate(self._actions)
+        ]
+        conninfo = self.settings.database_url
+        assert conninfo is not None
+        batch = self.settings.sink_batch_size
+        with PostgresSink(conninfo) as sink:
+            sink.connect()
+            with _timer() as elapsed:
+                for start in range(0, len(actions), batch):
+                    for action in actions[start : start + batch]:
+                        sink.add(action, topic="bench", partition=0, offset=start)
+                    sink.flush()
+        rows = [action_row(a, "bench", 0, i) for i, a in enumerate(actions)]
+        table = f"bench_copy_{run}"
+        columns = ", ".join(f"{c.name} {c.stage_type}" for c in ACTIONS.columns)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"CREATE UNLOGGED TABLE {table} ({columns})")
+            try:
+                with _timer() as copy_elapsed, conn.transaction(), conn.cursor() as cur:
+                    for start in range(0, len(rows), batch):
+                        with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+                            copy.set_types(ACTIONS.copy_types)
+                            for row in rows[start : start + batch]:
+                                copy.write_row(row)
+            finally:
+                conn.execute(f"DROP TABLE {table}")
+            conn.execute("DELETE FROM actions WHERE action_id LIKE %s", (f"bench-{run}-%",))
+        sink_rate = _rate(len(actions), elapsed[0])
+        copy_rate = _rate(len(rows), copy_elapsed[0])
+        self.details["sink"] = {
+            "rows": len(actions),
+            "batch": batch,
+            "sink_rows_per_s": sink_rate,
+            "raw_copy_rows_per_s": copy_rate,
+            "what": "PostgresSink add+flush (COPY to staging, insert on conflict, commit) "
+            "vs one binary COPY of the same rows into an unlogged table",
+        }
+        self.figures["sink_rows_per_s"] = sink_rate
+        self.figures["raw_copy_rows_per_s"] = copy_rate
+
+    # -- live worker ------------------------------------------------------------------------
+
+    def worker(self) -> None:
+        events = self.events(self.sizes.worker_events)
+        codec = codec_for(InteractionEvent, self.settings.schema_registry_url)
+        records = [(e.customer_id.encode(), codec.encode(e)) for e in events]
+        del events
+        result: dict[str, Any] = {"events": len(records)}
+        for workers in (1, 2):
+            settings = self._fresh(f"w{workers}")
+            self._produce_raw(settings, settings.topics.interactions, records)
+            rate = self._run_workers(settings, workers, len(records))
+            result[f"workers_{workers}_events_per_s"] = rate
+            if workers == 1:
+                result["raw_consume_msgs_per_s"] = self._raw_consume(
+                    settings, settings.topics.interactions, len(records)
+                )
+                result["empty_faust_events_per_s"] = self._run_empty_agent(settings, len(records))
+        one = result["workers_1_events_per_s"]
+        self.details["worker"] = result
+        self.figures["worker_events_per_s"] = one
+        self.figures["empty_faust_events_per_s"] = result["empty_faust_events_per_s"]
+        self.figures["worker_raw_consume_msgs_per_s"] = result["raw_consume_msgs_per_s"]
+        empty = result["empty_faust_events_per_s"]
+        self.figures["worker_vs_empty_faust_ratio"] = round(one / empty, 3) if empty else None
+        two = result["workers_2_events_per_s"]
+        self.figures["two_workers_vs_one_ratio"] = round(two / one, 3) if one else None
+
+    def _run_workers(self, settings: Settings, workers: int, expected: int) -> float:
+        """Start worker processes on a preloaded topic; events/s over the middle 90%."""
+        ports = [free_port() for _ in range(workers)]
+        with Supervisor(settings, self.work / "logs") as supervisor:
+            for i, port in enumerate(ports):
+                supervisor.spawn(
+                    f"{settings.worker_app_id}-{i}",
+                    "worker",
+                    MOMENTS_METRICS_PORT=str(port),
+                    MOMENTS_WORKER_WEB_PORT=str(free_port()),
+                )
+            samples = self._sample(
+                lambda: sum(_consumed(port) for port in ports), expected, supervisor
+            )
+        return _steady_rate(samples, expected)
+
+    def _run_empty_agent(self, settings: Settings, expected: int) -> float:
+        """The same topic through a Faust agent that only counts (`stream.take`)."""
+        progress = self.work / f"empty-{uuid.uuid4().hex[:6]}.txt"
+        env = {
+            **os.environ,
+            **settings.as_env(),
+            "MOMENTS_BENCH_TOPIC": settings.topics.interactions,
+            "MOMENTS_BENCH_PROGRESS": str(progress),
+            "MOMENTS_WORKER_APP_ID": f"{settings.worker_app_id}-empty",
+        }
+        import subprocess
+
+        log = open(self.work / "empty-agent.log", "wb")  # noqa: SIM115
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from moments.bench import empty_agent; empty_agent()"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+
+            def counted() -> int:
+                try:
+                    return int(progress.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    return 0
+
+            samples = self._sample(counted, expected, None, child=child)
+        finally:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        return _steady_rate(samples, expected)
+
+    def _sample(
+        self,
+        count: Callable[[], int],
+        expected: int,
+        supervisor: Supervisor | None,
+        child: Any = None,
+        timeout_s: float = 240.0,
+    ) -> list[tuple[float, int]]:
+        """(time, count) every 0.1 s until `expected` is reached (bounded)."""
+        samples: list[tuple[float, int]] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = count()
+            samples.append((time.perf_counter(), value))
+            if value >= expected:
+                return samples
+            if supervisor is not None:
+                supervisor.check_alive()
+            if child is not None and child.poll() is not None:
+                raise RuntimeError(f"the empty Faust agent exited with {child.returncode}")
+            time.sleep(0.1)
+        raise TimeoutError(f"counted {samples[-1][1] if samples else 0} of {expected} events")
+
+    def latency(self) -> None:
+        """Event -> action latency at a fixed offered load (feedback: one action per event)."""
+        sizes = self.sizes
+        settings = self._fresh("latency")
+        codec = codec_for(InteractionEvent, settings.schema_registry_url)
+        action_codec = codec_for(ActionEvent, settings.schema_registry_url)
+        producer = Producer(
+            settings.kafka_config(
+                **{"partitioner": "murmur2_random", "linger.ms": 1, "enable.idempotence": True}
+            )
+        )
+        topic = settings.topics.interactions
+        sequence = iter(range(10**9))
+
+        def send(count: int) -> None:
+            now = int(time.time() * 1000)
+            for _ in range(count):
+                n = next(sequence)
+                event = InteractionEvent(
+                    f"lat-{n}", f"LAT-{n % 5000:05d}", "web", "feedback_given", now, "bench"
+                )
+                producer.produce(topic, codec.encode(event), event.customer_id.encode())
+            producer.poll(0)
+
+        latencies: list[float] = []
+        received = [0]
+        stop = threading.Event()
+        consumer = Consumer(
+            settings.kafka_config(**{"group.id": f"bench-lat-{uuid.uuid4().hex[:6]}"})
+        )
+        feedback = settings.topics.action("feedback")
+        parts = consumer.list_topics(feedback, timeout=10).topics[feedback].partitions
+        consumer.assign([TopicPartition(feedback, p, OFFSET_BEGINNING) for p in parts])
+
+        def collect() -> None:
+            while not stop.is_set():
+                for message in consumer.consume(1000, 0.05):
+                    value = message.value()
+                    if message.error() is not None or value is None:
+                        continue
+                    now = time.time() * 1000
+                    action = action_codec.decode(value)
+                    received[0] += 1
+                    if not action.evidence[0].startswith("lat-w"):
+                        latencies.append(now - action.triggered_at)
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        with Supervisor(settings, self.work / "logs") as supervisor:
+            supervisor.spawn(
+                f"{settings.worker_app_id}-lat",
+                "worker",
+                MOMENTS_METRICS_PORT="0",
+                MOMENTS_WORKER_WEB_PORT=str(free_port()),
+            )
+            # Warm up: the worker must have joined and be emitting before the clock runs.
+            deadline = time.monotonic() + 90
+            warm = 0
+            while received[0] == 0 and time.monotonic() < deadline:
+                now = int(time.time() * 1000)
+                for _ in range(20):
+                    event = InteractionEvent(
+                        f"lat-w{warm}", f"LAT-{warm % 5000:05d}", "web", "feedback_given", now, "b"
+                    )
+                    producer.produce(topic, codec.encode(event), event.customer_id.encode())
+                    warm += 1
+                producer.flush(5)
+                supervisor.check_alive()
+                time.sleep(0.5)
+            if received[0] == 0:
+                raise TimeoutError("the worker emitted nothing within 90 s")
+            time.sleep(1.0)
+            tick = 0.01
+            per_tick = max(1, round(sizes.offered_load * tick))
+            sent = 0
+            started = time.perf_counter()
+            next_at = started
+            while time.perf_counter() - started < sizes.latency_seconds:
+                send(per_tick)
+                sent += per_tick
+                next_at += tick
+                pause = next_at - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            producer.flush(10)
+            offered_seconds = time.perf_counter() - started
+            deadline = time.monotonic() + 30
+            while len(latencies) < sent and time.monotonic() < deadline:
+                time.sleep(0.1)
+        stop.set()
+        reader.join(5)
+        consumer.close()
+        if not latencies:
+            raise RuntimeError("no actions came back")
+        ordered = sorted(latencies)
+        p50 = ordered[len(ordered) // 2]
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        self.details["latency"] = {
+            "offered_events_per_s": _rate(sent, offered_seconds),
+            "sent": sent,
+            "actions_back": len(latencies),
+            "p50_ms": round(p50, 1),
+            "p99_ms": round(p99, 1),
+            "max_ms": round(ordered[-1], 1),
+            "mean_ms": round(statistics.fmean(ordered), 1),
+        }
+        self.figures["latency_p50_ms"] = round(p50, 1)
+        self.figures["latency_p99_ms"] = round(p99, 1)
+
+
+def _consumed(port: int) -> int:
+    """moments_events_consumed_total summed over labels, from a worker's /metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return 0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("moments_events_consumed_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def _steady_rate(samples: list[tuple[float, int]], expected: int) -> float:
+    """Events/s between reaching 5% and 95% of `expected` (start-up and tail left out)."""
+    low, high = expected * 0.05, expected * 0.95
+    t_low = next((t for t, n in samples if n >= low), None)
+    first_high = next(((t, n) for t, n in samples if n >= high), None)
+    if t_low is None or first_high is None:
+        return 0.0
+    n_low = next(n for t, n in samples if n >= low)
+    t_high, n_high = first_high
+    return _rate(n_high - n_low, t_high - t_low)
+
+
+def empty_agent() -> None:
+    """A Faust app whose agent only counts records (`stream.take`): the ceiling of Faust itself.
+
+    Run in a child process by the bench; reads the topic from MOMENTS_BENCH_TOPIC and
+    writes its running count to MOMENTS_BENCH_PROGRESS.
+    """
+    import faust
+
+    from processors.faust_support import WorkerConsumer
+    from processors.worker import broker_urls
+
+    settings = Settings()
+    assert settings.bootstrap is not None
+    topic_name = os.environ["MOMENTS_BENCH_TOPIC"]
+    progress = Path(os.environ["MOMENTS_BENCH_PROGRESS"])
+    app = faust.App(
+        settings.worker_app_id,
+        broker=broker_urls(settings.bootstrap),
+        store="memory://",
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        web_port=settings.worker_web_port,
+        autodiscover=False,
+        topic_partitions=settings.interactions_partitions,
+    )
+    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # fresh group: from the start
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    counted = [0]
+
+    @app.agent(topic)  # type: ignore[misc]
+    async def count(stream: Any) -> None:
+        async for batch in stream.take(5000, within=0.05):
+            counted[0] += len(batch)
+            progress.write_text(str(counted[0]))
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+def _judge(report: dict[str, Any]) -> list[dict[str, Any]]:
+    judged = []
+    for key, op, threshold, what in TARGETS:
+        value = report.get(key)
+        holds = None
+        if isinstance(value, int | float):
+            holds = {">=": value >= threshold, "<=": value <= threshold, "<": value < threshold}[op]
+        judged.append(
+            {
+                "figure": key,
+                "target": f"{op} {threshold}",
+                "value": value,
+                "holds": holds,
+                "what": what,
+            }
+        )
+    return judged
+
+
+_ROWS: Final = (
+    (
+        "codec decode (records/s)",
+        "details.codec.fastavro_decode_per_s",
+        "details.codec.avro_decode_per_s",
+        "fastavro vs pure-Python avro",
+    ),
+    (
+        "codec encode (records/s)",
+        "details.codec.fastavro_encode_per_s",
+        "details.codec.avro_encode_per_s",
+        "fastavro vs pure-Python avro",
+    ),
+    (
+        "publisher SDK (events/s)",
+        "publisher_events_per_s",
+        "raw_produce_msgs_per_s",
+        "raw confluent produce, same bytes",
+    ),
+    ("engine replay (events/s)", "replay_events_per_s", None, "full pack, simulated population"),
+    (
+        "replay_file end to end (events/s)",
+        "replay_file_events_per_s",
+        "replay_events_per_s",
+        "engine alone",
+    ),
+    (
+        "state per active customer (bytes)",
+        "state_bytes_per_customer",
+        None,
+        "JSON size of the store / customers",
+    ),
+    (
+        "backfill (events/s)",
+        "backfill_events_per_s",
+        "raw_consume_msgs_per_s",
+        "raw confluent consume, same topic",
+    ),
+    (
+        "worker, 1 process (events/s)",
+        "worker_events_per_s",
+        "empty_faust_events_per_s",
+        "empty Faust agent, same topic",
+    ),
+    (
+        "worker, 1 process (events/s) ",
+        "worker_events_per_s",
+        "worker_raw_consume_msgs_per_s",
+        "raw consume, same topic",
+    ),
+    ("2 workers / 1 worker", "two_workers_vs_one_ratio", None, "12 partitions"),
+    ("latency p50 (ms)", "latency_p50_ms", None, "event -> action at 2k events/s"),
+    ("latency p99 (ms)", "latency_p99_ms", None, "event -> action at 2k events/s"),
+    (
+        "PostgreSQL sink (actions/s)",
+        "sink_rows_per_s",
+        "raw_copy_rows_per_s",
+        "raw binary COPY, same rows",
+    ),
+)
+
+
+def _lookup(report: dict[str, Any], path: str | None) -> Any:
+    if path is None:
+        return None
+    node: Any = report
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value < 10:
+        return f"{value:.2f}"
+    if isinstance(value, int | float):
+        return f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The report as markdown: each figure beside its reference, then the targets."""
+    lines = [
+        f"# moments bench ({'quick' if report.get('quick') else 'full'}, "
+        f"{report.get('seconds')} s)",
+        "",
+        "| figure | value | reference | value / reference | reference is |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for label, key, ref_key, what in _ROWS:
+        value, ref = _lookup(report, key), _lookup(report, ref_key)
+        ratio = (
+            f"{value / ref:.2f}"
+            if isinstance(value, int | float) and isinstance(ref, int | float) and ref
+            else "-"
+        )
+        lines.append(f"| {label.strip()} | {_fmt(value)} | {_fmt(ref)} | {ratio} | {what} |")
+    lines += ["", "| target | value | holds |", "|---|---:|---|"]
+    for target in report.get("targets", []):
+        holds = {True: "yes", False: "**no**", None: "not measured"}[target["holds"]]
+        lines.append(f"| {target['what']} {target['target']} | {_fmt(target['value'])} | {holds} |")
+    if report.get("errors"):
+        lines += ["", "Sections that failed:", ""]
+        lines += [f"- {name}: {error}" for name, error in report["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(report: dict[str, Any], path: Path) -> None:
+    """A PNG: each throughput figure beside its reference (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for label, key, ref_key, _ in _ROWS:
+        value, ref = _lookup(report, key), _lookup(report, ref_key)
+        if "/s" in label and isinstance(value, int | float) and value > 0:
+            rows.append(
+                (label.strip(), float(value), float(ref) if isinstance(ref, int | float) else 0.0)
+            )
+    fig, ax = plt.subplots(figsize=(10, 0.6 * max(len(rows), 1) + 1.5))
+    positions = range(len(rows))
+    ax.barh([p + 0.2 for p in positions], [r[1] for r in rows], height=0.4, label="measured")
+    ax.barh(
+        [p - 0.2 for p in positions], [r[2] for r in rows], height=0.4, label="reference", alpha=0.6
+    )
+    ax.set_yticks(list(positions), [r[0] for r in rows])
+    ax.set_xscale("log")
+    ax.set_xlabel("per second (log scale)")
+    ax.set_title("moments bench: each figure beside its reference")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _main() -> None:  # pragma: no cover - manual runs: python -m moments.bench [--full]
+    report = run_bench(
+        Settings(),
+        quick="--full" not in sys.argv,
+        json_path=Path("bench.json"),
+        markdown_path=Path("bench.md"),
+        chart_path=Path("bench.png"),
+    )
+    print(markdown_table(report))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
