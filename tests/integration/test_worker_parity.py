@@ -1,0 +1,285 @@
+"""The Kafka path gives the same actions as replay (issue 4).
+
+A simulated population goes Publisher → `interactions` → worker (child
+process) → action topics and `decisions` → PostgreSQL sink, and what lands in
+PostgreSQL is compared with `replay_events` on the same events, partitioned
+like Kafka (`partitions=settings.interactions_partitions`).
+
+Which timer actions may differ, exactly. Both paths keep one watermark per
+partition (max occurred_at - allowed lateness) and both advance it the same
+way while events arrive; the worker also advances a *quiet* partition's
+watermark by the wall clock since the partition's last event (idle ticks),
+while replay without `until_ms` stops at the last event. So the only
+legitimate difference is absence timers still pending at the end of the
+replay: the worker fires those whose deadline is at most the partition's
+final replay watermark plus the wall time the test has run. (A tick in the
+middle of the stream changes nothing: it can raise a partition's watermark
+only by the wall time between two publishes, far below the allowed lateness
+of 5 minutes, and the events are in occurred_at order, so no later event
+can resolve or fall behind a timer that the tick fired early.)
+
+The test pins that down: `expected` = every action of the replay + the
+pending timer actions (from a replay to the end of time) whose deadline
+lies within that wall-time bound, and one pending timer is planted 5 s of
+event time after its partition's last watermark, so the worker *must* fire
+it from idle ticks within seconds. Everything else must be equal exactly:
+the set of action ids, and each action's full JSON (and so for decisions).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from moments.settings import Settings
+from processors.replay import partition_for, replay_events
+from processors.worker import engine_config
+from producers.publisher import Publisher
+from producers.simulator import simulate
+from schemas.codec import to_json_dict
+from schemas.records import ActionEvent, Decision, InteractionEvent
+from sinks.postgres import fetch_actions, run_postgres_sink
+from tests.integration.test_worker import WorkerProcess, running_worker
+
+WAIT_S = 240.0
+QUIET_S = 3.0
+HOUR_MS = 3_600_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The planted case's deadline lies this far (event time) past its partition's last watermark.
+PLANTED_AFTER_MS = 5_000
+
+
+def ms(moment: datetime | None) -> int | None:
+    return None if moment is None else (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def stored_actions(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The JSON form of every action the sink stored from this test's topics, by action_id."""
+    assert settings.database_url
+    found: dict[str, dict[str, Any]] = {}
+    for row in fetch_actions(settings.database_url):
+        if not str(row["kafka_topic"]).startswith(settings.topic_prefix):
+            continue
+        action = ActionEvent(
+            action_id=row["action_id"],
+            customer_id=row["customer_id"],
+            rule=row["rule"],
+            action=row["action"],
+            rule_version=row["rule_version"],
+            destination=row["destination"],
+            priority=row["priority"],
+            reason=row["reason"],
+            evidence=list(row["evidence"]),
+            channel_hint=row["channel_hint"],
+            triggered_at=ms(row["triggered_at"]) or 0,
+            due_by=ms(row["due_by"]),
+            details=dict(row["details"]),
+        )
+        found[action.action_id] = to_json_dict(action)
+    return found
+
+
+def stored_decisions(settings: Settings) -> dict[str, dict[str, Any]]:
+    assert settings.database_url
+    query = (
+        "SELECT decision_id, customer_id, rule, rule_version, outcome, reason, action_id,"
+        " evidence, decided_at FROM decisions WHERE kafka_topic = %s"
+    )
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(query, (settings.topics.decisions,)).fetchall()
+    decisions = [
+        Decision(
+            decision_id=row[0],
+            customer_id=row[1],
+            rule=row[2],
+            rule_version=row[3],
+            outcome=row[4],
+            reason=row[5],
+            action_id=row[6],
+            evidence=list(row[7]),
+            decided_at=ms(row[8]) or 0,
+        )
+        for row in rows
+    ]
+    return {d.decision_id: to_json_dict(d) for d in decisions}
+
+
+def actions_by_id(actions: list[ActionEvent]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for action in actions:
+        assert action.action_id not in found, f"replay gave two actions {action.action_id}"
+        found[action.action_id] = to_json_dict(action)
+    return found
+
+
+def decisions_by_id(decisions: list[Decision]) -> dict[str, list[dict[str, Any]]]:
+    """Every JSON form replay gave each decision id.
+
+    The engine can give two decisions one id (e.g. repair_relationship suppressed
+    twice on the same evidence); the sink keeps one row per id, so any of them may
+    be the stored one.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    for decision in decisions:
+        found.setdefault(decision.decision_id, []).append(to_json_dict(decision))
+    return found
+
+
+def population(settings: Settings) -> list[InteractionEvent]:
+    """A few thousand simulated events plus one planted case on partition 0."""
+    events = list(simulate(customers=400, days=45, seed=20_260_104, story_rate=0.5))
+    partitions = settings.interactions_partitions
+    customer = next(
+        c for c in (f"parity-quiet-{n}" for n in range(100)) if partition_for(c, partitions) == 0
+    )
+    last_on_partition = max(
+        e.occurred_at for e in events if partition_for(e.customer_id, partitions) == 0
+    )
+    watermark = last_on_partition - round(settings.allowed_lateness_s * 1000)
+    opened = InteractionEvent(
+        event_id="parity-planted-dispute",
+        customer_id=customer,
+        channel="call",
+        type="dispute_opened",
+        occurred_at=watermark + PLANTED_AFTER_MS - 48 * HOUR_MS,  # case_unresolved: 48 h
+        source="parity-test",
+        reference="PARITY-1",
+    )
+    events.append(opened)
+    events.sort(key=lambda e: e.occurred_at)  # stable: the simulation's order is kept
+    return events
+
+
+@pytest.fixture
+def postgres_sink(settings: Settings) -> Iterator[threading.Thread]:
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_postgres_sink(settings, stop=stop)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failure.append(exc)
+            raise
+
+    thread = threading.Thread(target=target, name="postgres-sink", daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive(), "the PostgreSQL sink did not stop within 30 s"
+    assert not failure, f"the PostgreSQL sink failed: {failure[0]!r}"
+
+
+def wait_until_quiet(read: Any, worker: WorkerProcess | None, quiet_s: float) -> Any:
+    """Read until the result stopped changing for `quiet_s` (bounded by WAIT_S)."""
+    deadline = time.monotonic() + WAIT_S
+    last, since = read(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, "output never settled"
+        if worker is not None:
+            worker.check_alive()
+        time.sleep(0.5)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def test_kafka_path_gives_the_same_actions_as_replay(
+    settings: Settings, postgres_sink: threading.Thread, tmp_path: Path
+) -> None:
+    events = population(settings)
+    partitions = settings.interactions_partitions
+    config = engine_config(settings)
+    lateness_ms = config.allowed_lateness_ms
+    actions, decisions = replay_events(events, partitions=partitions, config=config)
+    end_of_time = max(e.occurred_at for e in events) + 365 * 24 * HOUR_MS
+    all_actions, all_decisions = replay_events(
+        events, partitions=partitions, config=config, until_ms=end_of_time
+    )
+    replayed, replayed_decisions = actions_by_id(actions), decisions_by_id(decisions)
+    pending = {k: v for k, v in actions_by_id(all_actions).items() if k not in replayed}
+    pending_decisions = {
+        k: v for k, v in decisions_by_id(all_decisions).items() if k not in replayed_decisions
+    }
+    assert len(events) > 2000 and len(actions) > 800  # the population is worth comparing
+    final_watermark = {
+        p: max(e.occurred_at for e in events if partition_for(e.customer_id, partitions) == p)
+        - lateness_ms
+        for p in range(partitions)
+    }
+    planted = [
+        k
+        for k, a in pending.items()
+        if a["customer_id"].startswith("parity-quiet-") and a["rule"] == "case_unresolved"
+    ]
+    assert len(planted) == 1, pending
+
+    started = time.monotonic()
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+        with Publisher(settings) as publisher:
+            for event in events:
+                publisher.publish(event)
+        deadline = time.monotonic() + WAIT_S
+        wanted = set(replayed) | set(planted)
+        while not wanted <= set(stored_actions(settings)):
+            missing = len(wanted - set(stored_actions(settings)))
+            assert time.monotonic() < deadline, f"{missing} actions missing; {worker.log_tail()}"
+            worker.check_alive()
+            time.sleep(1.0)
+        stored = wait_until_quiet(lambda: stored_actions(settings), worker, QUIET_S)
+        assert worker.stop() == 0, worker.log_tail()
+    stored = wait_until_quiet(lambda: stored_actions(settings), None, QUIET_S)
+    stored_decided = wait_until_quiet(lambda: stored_decisions(settings), None, QUIET_S)
+    ran_ms = round((time.monotonic() - started) * 1000)
+
+    def may_have_fired(customer_id: str, iso_time: str) -> bool:
+        """A pending timer within the wall-time bound of its partition's final watermark."""
+        partition = partition_for(customer_id, partitions)
+        deadline_ms = ms(datetime.fromisoformat(iso_time)) or 0
+        return deadline_ms <= final_watermark[partition] + ran_ms
+
+    # The worker fires exactly a deadline-ordered prefix of each partition's pending timers.
+    fired_timers = {k: v for k, v in pending.items() if k in stored}
+    assert set(planted) <= set(fired_timers)
+    assert all(may_have_fired(a["customer_id"], a["triggered_at"]) for a in fired_timers.values())
+    assert {a["rule"] for a in fired_timers.values()} == {"case_unresolved"}
+    for partition in range(partitions):
+        mine = [
+            a for a in pending.values() if partition_for(a["customer_id"], partitions) == partition
+        ]
+        fired = sorted(a["triggered_at"] for a in mine if a["action_id"] in stored)
+        waiting = sorted(a["triggered_at"] for a in mine if a["action_id"] not in stored)
+        assert not fired or not waiting or fired[-1] <= waiting[0], (partition, fired, waiting)
+
+    expected = {**replayed, **fired_timers}
+    assert set(stored) == set(expected), (
+        f"only in PostgreSQL: {sorted(set(stored) - set(expected))[:5]}; "
+        f"only in replay: {sorted(set(expected) - set(stored))[:5]}"
+    )
+    different = [k for k in expected if stored[k] != expected[k]]
+    assert not different, [(stored[k], expected[k]) for k in different[:3]]
+
+    # Decisions alike: every replayed one, plus those of the timers the worker fired.
+    extra_decisions = {k: v for k, v in stored_decided.items() if k not in replayed_decisions}
+    assert set(extra_decisions) <= set(pending_decisions)
+    assert all(may_have_fired(d["customer_id"], d["decided_at"]) for d in extra_decisions.values())
+    fired_decisions = {
+        k for k, forms in pending_decisions.items() if forms[0]["action_id"] in fired_timers
+    }
+    assert fired_decisions <= set(extra_decisions)
+    expected_decisions = {
+        **replayed_decisions,
+        **{k: pending_decisions[k] for k in extra_decisions},
+    }
+    assert set(stored_decided) == set(expected_decisions)
+    different = [k for k, forms in expected_decisions.items() if stored_decided[k] not in forms]
+    assert not different, [(stored_decided[k], expected_decisions[k]) for k in different[:3]]
