@@ -49,10 +49,14 @@ DLQ_RECORDS = Counter(
 )
 EVENT_TO_ACTION_LATENCY = Histogram(
     "moments_event_to_action_latency_seconds",
-    "Wall-clock time from the trigger's event time to the action's emission.",
-    ["destination"],
+    "Wall-clock time from the trigger's event time to the action's emission, by destination"
+    " and trigger: `event` (the action answers an event) or `timer` (an absence deadline"
+    " passed; such actions wait for the watermark, at least the allowed lateness).",
+    ["destination", "trigger"],
     buckets=LATENCY_BUCKETS,
 )
+#: Values of EVENT_TO_ACTION_LATENCY's `trigger` label.
+TRIGGERS = ("event", "timer")
 RELATIONSHIP_BALANCE = Histogram(
     "moments_relationship_balance",
     "Relationship balance (positives minus negatives over 90 days) carried on emitted actions.",

@@ -207,7 +207,7 @@ class TriggerWorker:
             await self._dead_letter(event, "engine", type(exc).__name__, str(exc))
             return
         engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
-        await self._emit(output)
+        await self._emit(output, interaction.occurred_at)
         store.commit()
         self._idle_clock[partition] = (int(engine_clock["max"]), round(message.timestamp * 1000))
         EVENTS_CONSUMED.labels(interaction.channel, event_type_label(interaction.type)).inc()
@@ -232,14 +232,20 @@ class TriggerWorker:
         # The basis is persisted here, not per event: a worker that restarts into a quiet
         # partition resumes its clock from the last tick (costs no changelog record per event).
         store.set_worker(_CLOCK, [max_occurred, last_event_ms])
-        await self._emit(output)
+        await self._emit(output, None)
         store.commit()
         self._observe_watermark(partition, store)
 
     # -- output -----------------------------------------------------------------------------
 
-    async def _emit(self, output: EngineOutput) -> None:
-        """Hand actions and decisions to the producer (acknowledged before the next commit)."""
+    async def _emit(self, output: EngineOutput, event_ms: int | None) -> None:
+        """Hand actions and decisions to the producer (acknowledged before the next commit).
+
+        `event_ms` is the occurred_at of the event being handled (None for a tick). An
+        action at that time answers the event (latency `trigger="event"`: the pipeline's
+        delay); any other action is a timer whose deadline passed (`trigger="timer"`: it
+        waited for the watermark, at least the allowed lateness, by design).
+        """
         for action in output.actions:
             await self.actions[action.destination].send(
                 key=action.customer_id.encode(), value=self.action_codec.encode(action)
@@ -251,7 +257,8 @@ class TriggerWorker:
         now = time.time()
         for action in output.actions:
             ACTIONS_EMITTED.labels(action.rule, action.destination).inc()
-            EVENT_TO_ACTION_LATENCY.labels(action.destination).observe(
+            trigger = "event" if action.triggered_at == event_ms else "timer"
+            EVENT_TO_ACTION_LATENCY.labels(action.destination, trigger).observe(
                 max(0.0, now - action.triggered_at / 1000)
             )
             balance = action.details.get("relationship_balance")

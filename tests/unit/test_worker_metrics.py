@@ -1,0 +1,120 @@
+"""The worker's metrics, without a broker: what `_emit` observes for actions and decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from moments.metrics import ACTIONS_EMITTED, DECISIONS, EVENT_TO_ACTION_LATENCY
+from moments.settings import Settings
+from processors.engine import EngineOutput
+from processors.worker import TriggerWorker
+from schemas.records import ActionEvent, Decision
+
+
+class FakeTopic:
+    """Collects what the worker sends instead of producing it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, **kwargs: Any) -> None:
+        self.sent.append(kwargs)
+
+
+@pytest.fixture
+def worker(tmp_path: Any) -> TriggerWorker:
+    settings = Settings(bootstrap="127.0.0.1:9", data_dir=tmp_path, topic_prefix="unit.")
+    worker = TriggerWorker(settings)
+    worker.actions = {d: FakeTopic() for d in worker.actions}  # type: ignore[misc]
+    worker.decisions = FakeTopic()  # type: ignore[assignment]
+    return worker
+
+
+def action(rule: str, destination: str, triggered_at: int) -> ActionEvent:
+    return ActionEvent(
+        action_id=f"{rule}-{triggered_at}",
+        customer_id="ann",
+        rule=rule,
+        action=rule,
+        rule_version=1,
+        destination=destination,
+        priority=50,
+        reason="A reason.",
+        evidence=["e1"],
+        channel_hint="call",
+        triggered_at=triggered_at,
+        details={"relationship_balance": "-1"},
+    )
+
+
+def decision(rule: str, outcome: str, reason: str) -> Decision:
+    return Decision(
+        decision_id=f"d-{rule}-{reason}",
+        customer_id="ann",
+        rule=rule,
+        rule_version=1,
+        outcome=outcome,
+        reason=reason,
+        action_id=None,
+        evidence=["e1"],
+        decided_at=0,
+    )
+
+
+def observed(destination: str, trigger: str) -> tuple[float, float]:
+    """(sum, count) of the latency histogram child."""
+    child = EVENT_TO_ACTION_LATENCY.labels(destination, trigger)
+    return child._sum.get(), sum(b.get() for b in child._buckets)
+
+
+def test_actions_answering_the_event_and_timer_actions_are_told_apart(
+    worker: TriggerWorker,
+) -> None:
+    now_ms = int(time.time() * 1000)
+    event_ms = now_ms - 2_000
+    deadline = now_ms - 600_000  # a timer fires at least the allowed lateness late
+    before_event = observed("care", "event")
+    before_timer = observed("care", "timer")
+    before_actions = ACTIONS_EMITTED.labels("case_follow_up", "care")._value.get()
+    out = EngineOutput(
+        [action("case_unresolved", "care", deadline), action("case_follow_up", "care", event_ms)],
+        [],
+    )
+    asyncio.run(worker._emit(out, event_ms))
+    event_sum, event_count = observed("care", "event")
+    timer_sum, timer_count = observed("care", "timer")
+    assert event_count - before_event[1] == 1
+    assert 1.5 < event_sum - before_event[0] < 60
+    assert timer_count - before_timer[1] == 1
+    assert timer_sum - before_timer[0] >= 600
+    assert ACTIONS_EMITTED.labels("case_follow_up", "care")._value.get() == before_actions + 1
+    sent = worker.actions["care"].sent  # type: ignore[attr-defined]
+    assert [s["key"] for s in sent] == [b"ann", b"ann"]
+
+
+def test_a_tick_emits_only_timer_actions(worker: TriggerWorker) -> None:
+    deadline = int(time.time() * 1000) - 400_000
+    before = observed("crm", "timer"), observed("crm", "event")
+    asyncio.run(worker._emit(EngineOutput([action("x_absence", "crm", deadline)], []), None))
+    assert observed("crm", "timer")[1] == before[0][1] + 1
+    assert observed("crm", "event") == before[1]
+
+
+def test_decisions_count_by_rule_outcome_and_bounded_reason(worker: TriggerWorker) -> None:
+    cool = DECISIONS.labels("life_event_check_in", "suppressed", "cool_down")
+    other = DECISIONS.labels("life_event_check_in", "suppressed", "other")
+    before = cool._value.get(), other._value.get()
+    out = EngineOutput(
+        [],
+        [
+            decision("life_event_check_in", "suppressed", "cool_down"),
+            decision("life_event_check_in", "suppressed", "Not A Label Value!"),
+        ],
+    )
+    asyncio.run(worker._emit(out, 0))
+    assert (cool._value.get(), other._value.get()) == (before[0] + 1, before[1] + 1)
+    assert len(worker.decisions.sent) == 2  # type: ignore[attr-defined]
