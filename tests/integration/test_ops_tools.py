@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import time
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import confluent_kafka
 import pytest
@@ -25,19 +21,10 @@ from prometheus_client import start_http_server
 
 from moments.metrics import EVENTS_CONSUMED
 from moments.settings import Settings
-from moments.stack import free_port, wait_for_port
+from moments.stack import free_port
 from schemas.codec import codec_for
 from schemas.records import ActionEvent
-
-PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
-NO_TOOL = "not on PATH (CI installs Debian's {package} package: apt-get install {package})"
-
-
-def require(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} " + NO_TOOL.format(package=package))
-    return path
+from tests.integration.ops_tools import PROMETHEUS_DIR, prometheus_server, require, wait_for_value
 
 
 def run(command: list[str], cwd: Path | None = None, timeout_s: float = 120) -> str:
@@ -83,31 +70,6 @@ def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- Prometheus server
 
 
-def query(base: str, promql: str) -> list[dict[str, Any]]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=5) as response:
-        payload = json.load(response)
-    assert payload["status"] == "success", payload
-    result: list[dict[str, Any]] = payload["data"]["result"]
-    return result
-
-
-def wait_for_value(base: str, promql: str, wanted: float, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = query(base, promql)
-        except OSError as exc:
-            last = exc
-        else:
-            last = result
-            if result and float(result[0]["value"][1]) == wanted:
-                return
-        time.sleep(0.25)
-    raise AssertionError(f"{promql} never became {wanted} in {timeout_s:.0f} s; last: {last}")
-
-
 @pytest.fixture
 def metrics_endpoint() -> Iterator[int]:
     """This process serves moments' metrics over HTTP, as a worker does."""
@@ -120,55 +82,15 @@ def metrics_endpoint() -> Iterator[int]:
 
 
 @pytest.fixture
-def prometheus_server(tmp_path: Path, metrics_endpoint: int) -> Iterator[str]:
+def prometheus(tmp_path: Path, metrics_endpoint: int) -> Iterator[str]:
     """A real Prometheus scraping `metrics_endpoint` every second, with our alert rules loaded."""
-    binary = require("prometheus", "prometheus")
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
-        "scrape_configs": [
-            {
-                "job_name": "moments-worker",
-                "static_configs": [{"targets": [f"127.0.0.1:{metrics_endpoint}"]}],
-            }
-        ],
-    }
-    config_path = tmp_path / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--web.enable-lifecycle",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        try:
-            wait_for_port("127.0.0.1", port, timeout_s=30)
-        except Exception:
-            raise AssertionError(
-                f"Prometheus did not start:\n{log_path.read_text()[-2000:]}"
-            ) from None
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    targets = {"moments-worker": [f"127.0.0.1:{metrics_endpoint}"]}
+    with prometheus_server(tmp_path / "prometheus", targets) as base:
+        yield base
 
 
-def test_real_prometheus_scrapes_moments_metrics_as_they_move(prometheus_server: str) -> None:
-    base = prometheus_server
+def test_real_prometheus_scrapes_moments_metrics_as_they_move(prometheus: str) -> None:
+    base = prometheus
     counter = EVENTS_CONSUMED.labels("web", "feedback_given")
     counter.inc(3)
     promql = (

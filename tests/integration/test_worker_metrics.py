@@ -1,0 +1,138 @@
+"""A running worker's Prometheus metrics, scraped over HTTP and by a real Prometheus (DESIGN 7).
+
+The worker runs as a child process (`python -m processors.worker`) with
+`MOMENTS_METRICS_PORT` set; events go in through the publisher SDK. A fresh
+process starts its counters at zero, so the values are checked exactly.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from moments.settings import Settings
+from moments.stack import free_port, wait_for_port
+from producers.publisher import Publisher
+from schemas.records import InteractionEvent
+from tests.integration.ops_tools import prometheus_server, query, wait_for
+from tests.integration.test_worker import WorkerProcess, running_worker
+
+WAIT_S = 60.0
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample of the worker's /metrics page, by (name, labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def wait_for_scrape(port: int, worker: WorkerProcess, done: Callable[[Samples], bool]) -> Samples:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        samples = scrape(port)
+        if done(samples):
+            return samples
+        assert time.monotonic() < deadline, f"metrics never moved; {worker.log_tail()}"
+        worker.check_alive()
+        time.sleep(0.5)
+
+
+def cancellations(customer: str) -> list[InteractionEvent]:
+    """Two cancellations a second apart: one action, then a cool-down suppression."""
+    now = int(time.time() * 1000)
+    return [
+        InteractionEvent(
+            event_id=uuid.uuid4().hex,
+            customer_id=customer,
+            channel="call",
+            type="cancellation_requested",
+            occurred_at=now - 1_000 + n * 1_000,
+            source="metrics-test",
+        )
+        for n in range(2)
+    ]
+
+
+def metrics_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"metrics_port": free_port(), "idle_tick_s": 3600.0})
+
+
+def test_worker_metrics_move_as_events_flow(settings: Settings, tmp_path: Path) -> None:
+    settings = metrics_settings(settings)
+    port = settings.metrics_port
+    consumed = {"channel": "call", "type": "cancellation_requested"}
+    emitted = {"rule": "life_event_check_in", "destination": "care"}
+    fired = {"rule": "life_event_check_in", "outcome": "fired", "reason": "fired"}
+    cooled = {"rule": "life_event_check_in", "outcome": "suppressed", "reason": "cool_down"}
+    latency = {"destination": "care", "trigger": "event"}
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+        wait_for_port("127.0.0.1", port, timeout_s=30)
+        before = scrape(port)
+        assert value(before, "moments_events_consumed_total", **consumed) == 0
+        assert value(before, "moments_actions_emitted_total", **emitted) == 0
+        with Publisher(settings) as publisher:
+            for event in cancellations("mia"):
+                publisher.publish(event)
+        after = wait_for_scrape(
+            port,
+            worker,
+            lambda s: (
+                value(s, "moments_decisions_total", **cooled) >= 1
+                and value(s, "moments_events_consumed_total", **consumed) >= 2
+            ),
+        )
+    assert value(after, "moments_events_consumed_total", **consumed) == 2
+    assert value(after, "moments_actions_emitted_total", **emitted) == 1
+    assert value(after, "moments_decisions_total", **fired) == 1
+    assert value(after, "moments_decisions_total", **cooled) == 1
+    assert value(after, "moments_event_to_action_latency_seconds_count", **latency) == 1
+    timer = {"destination": "care", "trigger": "timer"}
+    assert value(after, "moments_event_to_action_latency_seconds_count", **timer) == 0
+    assert value(after, "moments_event_to_action_latency_seconds_sum", **latency) < WAIT_S
+
+
+def test_a_real_prometheus_scrapes_the_running_worker(settings: Settings, tmp_path: Path) -> None:
+    settings = metrics_settings(settings)
+    port = settings.metrics_port
+    targets = {"moments-worker": [f"127.0.0.1:{port}"]}
+    with (
+        prometheus_server(tmp_path / "prometheus", targets) as base,
+        running_worker(settings, tmp_path / "worker.log") as worker,
+    ):
+        wait_for_port("127.0.0.1", port, timeout_s=30)
+        wait_for(base, 'up{job="moments-worker"}', lambda v: v == 1, "1", timeout_s=30)
+        with Publisher(settings) as publisher:
+            for event in cancellations("noor"):
+                publisher.publish(event)
+        emitted = (
+            'moments_actions_emitted_total{job="moments-worker",'
+            'rule="life_event_check_in",destination="care"}'
+        )
+        wait_for(base, emitted, lambda v: v == 1, "1", timeout_s=WAIT_S)
+        consumed = 'sum(moments_events_consumed_total{job="moments-worker"})'
+        wait_for(base, consumed, lambda v: v == 2, "2", timeout_s=WAIT_S)
+        suppressed = 'moments_decisions_total{job="moments-worker",outcome="suppressed"}'
+        (series,) = wait_for(base, suppressed, lambda v: v == 1, "1", timeout_s=WAIT_S)
+        assert series["metric"]["reason"] == "cool_down"
+        worker.check_alive()
+        p99 = query(
+            base,
+            "histogram_quantile(0.99, sum by (le) ("
+            'moments_event_to_action_latency_seconds_bucket{trigger="event"}))',
+        )
+        assert p99 and 0 < float(p99[0]["value"][1]) <= WAIT_S
