@@ -32,6 +32,7 @@ import io
 import json
 import math
 import re
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import fields as dataclass_fields
@@ -769,6 +770,137 @@ def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:
             yield event_from_json(obj, where=where)
 
 
+# --------------------------------------------------------------------------- Avro fast reader
+
+
+class _Unusual(Exception):
+    """The generated reader met something it leaves to fastavro (which then decides)."""
+
+
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+
+_VARINT: Final = """\
+{i}b = data[pos]
+{i}pos += 1
+{i}if b < 128:
+{i}    n = b
+{i}else:
+{i}    n = b & 127
+{i}    shift = 7
+{i}    while True:
+{i}        b = data[pos]
+{i}        pos += 1
+{i}        n |= (b & 127) << shift
+{i}        if b < 128:
+{i}            break
+{i}        shift += 7
+{i}        if shift > 63:
+{i}            raise _Unusual
+{i}    if n >> 64:
+{i}        raise _Unusual
+{i}n = (n >> 1) ^ -(n & 1)
+"""
+
+
+def _read_code(kind: Any, target: str, indent: str, names: dict[str, Any]) -> list[str] | None:
+    """Python lines reading one value of Avro type `kind` into `target` (None: unsupported)."""
+    varint = _VARINT.format(i=indent)
+    if isinstance(kind, str):
+        kind = {"type": kind}
+    if isinstance(kind, list):
+        if len(kind) != 2 or kind[0] != "null":
+            return None
+        inner = _read_code(kind[1], target, indent + "    ", names)
+        if inner is None:
+            return None
+        return [
+            varint,
+            f"{indent}if n == 0:\n{indent}    {target} = None\n{indent}elif n == 1:\n",
+            *inner,
+            f"{indent}else:\n{indent}    raise _Unusual\n",
+        ]
+    if not isinstance(kind, dict):
+        return None
+    avro_type = kind.get("type")
+    logical = kind.get("logicalType")
+    if avro_type == "string":
+        return [
+            varint,
+            f"{indent}end = pos + n\n{indent}if n < 0 or end > size:\n{indent}    raise _Unusual\n",
+            f"{indent}{target} = data[pos:end].decode('utf-8')\n{indent}pos = end\n",
+        ]
+    if avro_type in ("long", "int") and logical in (None, "timestamp-millis"):
+        if logical is not None:
+            return None  # the reader schema has these stripped; anything else is unusual
+        return [varint, f"{indent}{target} = n\n"]
+    if avro_type == "int" and logical == "date":
+        return [varint, f"{indent}{target} = _fromordinal(n + {_EPOCH_ORDINAL})\n"]
+    if avro_type == "double" and logical is None:
+        return [
+            f"{indent}if pos + 8 > size:\n{indent}    raise _Unusual\n",
+            f"{indent}{target} = _unpack_double(data, pos)[0]\n{indent}pos += 8\n",
+        ]
+    if avro_type == "enum":
+        symbols = f"_symbols_{len(names)}"
+        names[symbols] = tuple(kind["symbols"])
+        return [
+            varint,
+            f"{indent}if n < 0 or n >= {len(kind['symbols'])}:\n{indent}    raise _Unusual\n",
+            f"{indent}{target} = {symbols}[n]\n",
+        ]
+    if avro_type in ("map", "array"):
+        item = _read_code(
+            kind["values" if avro_type == "map" else "items"], "item", indent + "        ", names
+        )
+        if item is None:
+            return None
+        key = _read_code("string", "key", indent + "        ", names) if avro_type == "map" else []
+        assert key is not None
+        store = "found[key] = item" if avro_type == "map" else "found.append(item)"
+        return [
+            f"{indent}found = {{}}\n" if avro_type == "map" else f"{indent}found = []\n",
+            f"{indent}while True:\n",
+            _VARINT.format(i=indent + "    "),
+            f"{indent}    if n == 0:\n{indent}        break\n",
+            f"{indent}    if n < 0:\n{indent}        n = -n\n",
+            f"{indent}        count = n\n",
+            _VARINT.format(i=indent + "        "),
+            f"{indent}        n = count\n",
+            f"{indent}    for _ in range(n):\n",
+            *key,
+            *item,
+            f"{indent}        {store}\n",
+            f"{indent}{target} = found\n",
+        ]
+    return None
+
+
+def _compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[Any, ...]] | None:
+    """A reader generated for one record schema: (data, pos) -> field values in schema order.
+
+    It must end exactly at the end of `data`. Anything unusual (a bad union or enum
+    index, a truncated or oversized value, an unsupported type) raises, and the caller
+    lets fastavro decide instead, so results and errors stay fastavro's.
+    """
+    names: dict[str, Any] = {
+        "_Unusual": _Unusual,
+        "_fromordinal": date.fromordinal,
+        "_unpack_double": struct.Struct("<d").unpack_from,
+    }
+    lines = ["def read(data, pos):\n", "    size = len(data)\n"]
+    targets = []
+    for index, fld in enumerate(schema["fields"]):
+        code = _read_code(fld["type"], f"v{index}", "    ", names)
+        if code is None:
+            return None
+        lines += code
+        targets.append(f"v{index}")
+    lines.append("    if pos != size:\n        raise _Unusual\n")
+    lines.append(f"    return ({', '.join(targets)},)\n")
+    exec(compile("".join(lines), f"<avro reader {schema['name']}>", "exec"), names)
+    return cast(Callable[[bytes, int], tuple[Any, ...]], names["read"])
+
+
 # --------------------------------------------------------------------------- Avro codec
 
 
@@ -830,6 +962,12 @@ class AvroCodec(Generic[R]):
         self._decoded_checks = _DECODED_CHECKS[record_type]
         self._timestamp_fields = tuple(
             name for name, _, kind, _ in _SPECS[record_type] if kind in (_TS, _OPT_TS)
+        )
+        self._avro_names = tuple(f["name"] for f in schema["fields"])
+        self._fast_reader = _compile_reader(self._read_schema_json)
+        index_of = {name: i for i, name in enumerate(self._avro_names)}
+        self._decoded_checks_at = tuple(
+            (index_of[name], name, check) for name, check in self._decoded_checks
         )
         self._serializer: Any = None
         self._deserializer: Any = None
@@ -896,6 +1034,9 @@ class AvroCodec(Generic[R]):
         if data[:2] == SINGLE_OBJECT_MAGIC:
             if data[2:10] != self.fingerprint:
                 raise DecodeError(self._unknown_fingerprint(data[2:10]))
+            values = self._read_fast(data)
+            if values is not None:
+                return dict(zip(self._avro_names, values, strict=True))
             buffer = io.BytesIO(data)
             buffer.seek(10)
             try:
@@ -923,6 +1064,17 @@ class AvroCodec(Generic[R]):
         `InvalidRecordError` (a `DecodeError` with stage "validate" and a
         `SchemaValidationError` naming the field) for a record breaking the contract.
         """
+        if data[:10] == self._header:
+            values = self._read_fast(data)
+            if values is not None:
+                if validate:
+                    for index, name, check in self._decoded_checks_at:
+                        problem = check(values[index])
+                        if problem is not None:
+                            raise InvalidRecordError(_field_error(name, problem))
+                if self._positional:
+                    return self.record_type(*values)
+                return self.record_type(**dict(zip(self._avro_names, values, strict=True)))
         fields = self.decode_dict(data)
         if validate:
             for name, check in self._decoded_checks:
@@ -932,6 +1084,15 @@ class AvroCodec(Generic[R]):
         if self._positional:
             return self.record_type(*fields.values())
         return self.record_type(**fields)
+
+    def _read_fast(self, data: bytes) -> tuple[Any, ...] | None:
+        """The generated reader's values for a single-object body, or None (fastavro decides)."""
+        if self._fast_reader is None:
+            return None
+        try:
+            return self._fast_reader(data, 10)
+        except Exception:  # corrupt or unusual: fastavro gives the result or the error
+            return None
 
     def _decode_confluent(self, data: bytes) -> dict[str, Any]:
         schema_id = int.from_bytes(data[1:5], "big")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,13 +14,15 @@ from processors.engine import Engine, load_rule_pack
 from processors.replay import Replayer, replay_file
 from producers.simulator import simulate
 from schemas.codec import (
+    AvroCodec,
+    DecodeError,
     SchemaValidationError,
     event_from_json,
     read_events_jsonl,
     to_json_bytes,
     to_json_line,
 )
-from schemas.records import ActionEvent, Decision
+from schemas.records import ActionEvent, Decision, InteractionEvent
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 MS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
@@ -139,3 +142,70 @@ def test_replay_counts_decisions_it_does_not_write(tmp_path: Path) -> None:
         == with_file.decisions
         == len((tmp_path / "d.jsonl").read_text().splitlines())
     )
+
+
+# -- the generated Avro reader ---------------------------------------------------------------
+
+OPTIONAL_TEXT = st.none() | TEXT
+DAYS = st.none() | st.dates()
+
+
+@st.composite
+def events(draw: st.DrawFn) -> InteractionEvent:
+    return InteractionEvent(
+        draw(TEXT.filter(bool)),
+        draw(TEXT.filter(bool)),
+        draw(st.sampled_from(("call", "email", "billing", "web", "other"))),
+        draw(TEXT.filter(bool)),
+        draw(MS),
+        draw(TEXT),
+        draw(OPTIONAL_TEXT),
+        draw(OPTIONAL_TEXT),
+        draw(st.none() | st.floats(allow_nan=False, allow_infinity=False)),
+        draw(OPTIONAL_TEXT),
+        draw(DAYS),
+        draw(DAYS),
+        draw(OPTIONAL_TEXT),
+        draw(st.dictionaries(TEXT, TEXT, max_size=5)),
+    )
+
+
+def _fastavro_only(record_type: type) -> AvroCodec[Any]:
+    codec: AvroCodec[Any] = AvroCodec(record_type)
+    codec._fast_reader = None
+    return codec
+
+
+def _outcome(decode: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", decode(data)
+    except DecodeError as exc:
+        return type(exc).__name__, (str(exc), exc.stage)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=events(), cut=st.integers(min_value=0, max_value=400), flip=st.integers(0, 255))
+def test_generated_reader_gives_fastavros_records_and_errors(
+    event: InteractionEvent, cut: int, flip: int
+) -> None:
+    fast, reference = AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
+    assert fast._fast_reader is not None
+    data = reference.encode(event, validate=False)
+    assert fast.decode(data) == reference.decode(data) == event
+    assert fast.decode_dict(data) == reference.decode_dict(data)
+    position = 10 + cut % max(1, len(data) - 10)
+    for damaged in (
+        data[:position],
+        data[:position] + bytes([flip]) + data[position + 1 :],
+        data + bytes([flip]),
+    ):
+        assert _outcome(fast.decode, damaged) == _outcome(reference.decode, damaged)
+
+
+def test_generated_readers_cover_actions_and_decisions() -> None:
+    action = ActionEvent("a1", "c1", "r", "a", 1, "care", 50, "why", ["e1"], "web", 5, None, {})
+    decision = Decision("d1", "c1", "r", 1, "held_out", "held_out", None, ["e1", "e2"], 7)
+    for record in (action, decision):
+        codec = AvroCodec(type(record))
+        assert codec._fast_reader is not None
+        assert codec.decode(codec.encode(record)) == record
