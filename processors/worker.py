@@ -52,6 +52,7 @@ from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
+from faust.types.auth import CredentialsT
 
 from moments.metrics import (
     ACTIONS_EMITTED,
@@ -70,6 +71,7 @@ from processors.faust_support import (
     FencingTableManager,
     PartitionState,
     WorkerConsumer,
+    broker_credentials,
     stage_table,
 )
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
@@ -103,6 +105,26 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
 
 
+_REPORTED_IGNORED: set[tuple[str, ...]] = set()
+
+
+def worker_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust `broker_credentials` from `kafka_extra` + `kafka_secret` (None: plaintext).
+
+    Options of `kafka_extra` that Faust cannot take are reported once per process in a
+    warning that names them (never their values).
+    """
+    secret = settings.kafka_secret.get_secret_value() if settings.kafka_secret else None
+    credentials, ignored = broker_credentials(settings.kafka_extra, secret)
+    if ignored and tuple(ignored) not in _REPORTED_IGNORED:
+        _REPORTED_IGNORED.add(tuple(ignored))
+        log.warning(
+            "kafka_extra options the worker (Faust/aiokafka) cannot take are ignored: %s",
+            ", ".join(ignored),
+        )
+    return credentials
+
+
 class TriggerWorker:
     """The Faust app hosting one `Engine`: its topics, state table, agent and idle-tick timer.
 
@@ -125,6 +147,7 @@ class TriggerWorker:
         self.app = faust.App(
             settings.worker_app_id,
             broker=broker_urls(settings.bootstrap),
+            broker_credentials=worker_credentials(settings),
             store=settings.worker_store,
             datadir=str(datadir),
             broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
