@@ -770,6 +770,40 @@ def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:
             yield event_from_json(obj, where=where)
 
 
+def _plainly_valid_event(e: Any) -> bool:
+    """True when every check of `validate` surely passes (exact types, the common case);
+    False means the checks must run (and may still pass, e.g. an int amount)."""
+    if type(e) is not InteractionEvent:
+        return False
+    amount, attributes = e.amount, e.attributes
+    if not (
+        type(e.event_id) is str
+        and e.event_id
+        and type(e.customer_id) is str
+        and e.customer_id
+        and type(e.channel) is str
+        and e.channel in _CHANNEL_SET
+        and type(e.type) is str
+        and e.type
+        and type(e.occurred_at) is int
+        and _TS_MIN <= e.occurred_at <= _TS_MAX
+        and type(e.source) is str
+        and (e.product is None or type(e.product) is str)
+        and (e.reference is None or type(e.reference) is str)
+        and (e.currency is None or type(e.currency) is str)
+        and (e.text is None or type(e.text) is str)
+        and (amount is None or (type(amount) is float and amount - amount == 0.0))
+        and (e.due_date is None or type(e.due_date) is date)
+        and (e.customer_since is None or type(e.customer_since) is date)
+        and type(attributes) is dict
+    ):
+        return False
+    for key, value in attributes.items():
+        if type(key) is not str or type(value) is not str:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------- Avro fast reader
 
 
@@ -901,6 +935,115 @@ def _compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[Any,
     return cast(Callable[[bytes, int], tuple[Any, ...]], names["read"])
 
 
+_ZIGZAG: Final = """\
+{i}if not -9223372036854775808 <= {v} <= 9223372036854775807:
+{i}    raise _Unusual
+{i}n = ({v} << 1) ^ ({v} >> 63)
+{i}while n > 127:
+{i}    out.append((n & 127) | 128)
+{i}    n >>= 7
+{i}out.append(n)
+"""
+
+
+def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> list[str] | None:
+    """Python lines appending the Avro encoding of `value` to `out` (None: unsupported)."""
+    if isinstance(kind, str):
+        kind = {"type": kind}
+    if isinstance(kind, list):
+        if len(kind) != 2 or kind[0] != "null":
+            return None
+        inner = _write_code(kind[1], value, indent + "    ", names)
+        if inner is None:
+            return None
+        return [
+            f"{indent}if {value} is None:\n{indent}    out.append(0)\n{indent}else:\n",
+            f"{indent}    out.append(2)\n",
+            *inner,
+        ]
+    if not isinstance(kind, dict):
+        return None
+    avro_type, logical = kind.get("type"), kind.get("logicalType")
+    zigzag = _ZIGZAG.format(i=indent, v="m")
+    if avro_type == "string":
+        return [
+            f"{indent}if type({value}) is not str:\n{indent}    raise _Unusual\n",
+            f"{indent}b = {value}.encode('utf-8')\n{indent}m = len(b)\n",
+            zigzag,
+            f"{indent}out += b\n",
+        ]
+    if avro_type in ("long", "int") and logical in (None, "timestamp-millis"):
+        low, high = (-(2**31), 2**31 - 1) if avro_type == "int" else (-(2**63), 2**63 - 1)
+        return [
+            f"{indent}m = {value}\n",
+            f"{indent}if type(m) is not int or not {low} <= m <= {high}:\n",
+            f"{indent}    raise _Unusual\n",
+            zigzag,
+        ]
+    if avro_type == "int" and logical == "date":
+        return [
+            f"{indent}if type({value}) is not _date:\n{indent}    raise _Unusual\n",
+            f"{indent}m = {value}.toordinal() - {_EPOCH_ORDINAL}\n",
+            zigzag,
+        ]
+    if avro_type == "double" and logical is None:
+        return [
+            f"{indent}if type({value}) is not float:\n{indent}    raise _Unusual\n",
+            f"{indent}out += _pack_double({value})\n",
+        ]
+    if avro_type == "enum":
+        index = f"_index_{len(names)}"
+        names[index] = {symbol: i for i, symbol in enumerate(kind["symbols"])}
+        return [f"{indent}m = {index}[{value}]\n", zigzag]
+    if avro_type in ("map", "array"):
+        container = "dict" if avro_type == "map" else "list"
+        item = _write_code(
+            kind["values" if avro_type == "map" else "items"], "item", indent + "        ", names
+        )
+        if item is None:
+            return None
+        loop = "for key, item in c.items():" if avro_type == "map" else "for item in c:"
+        key = _write_code("string", "key", indent + "        ", names) if avro_type == "map" else []
+        assert key is not None
+        return [
+            f"{indent}c = {value}\n",
+            f"{indent}if type(c) is not {container}:\n{indent}    raise _Unusual\n",
+            f"{indent}if c:\n{indent}    m = len(c)\n",
+            _ZIGZAG.format(i=indent + "    ", v="m"),
+            f"{indent}    {loop}\n",
+            *key,
+            *item,
+            f"{indent}out.append(0)\n",
+        ]
+    return None
+
+
+def _compile_writer(schema: dict[str, Any], header: bytes) -> Callable[..., bytes] | None:
+    """A writer generated for one record schema: field values in schema order -> the
+    single-object bytes (header + body), exactly what fastavro writes.
+
+    Anything unusual (a value of another type, a number out of range, an unknown
+    enum symbol) raises, and the caller lets fastavro write (or refuse) instead.
+    """
+    names: dict[str, Any] = {
+        "_Unusual": _Unusual,
+        "_date": date,
+        "_pack_double": struct.Struct("<d").pack,
+        "_header": header,
+    }
+    fields = schema["fields"]
+    args = ", ".join(f"v{i}" for i in range(len(fields)))
+    lines = [f"def write({args}):\n", "    out = bytearray(_header)\n"]
+    for index, fld in enumerate(fields):
+        code = _write_code(fld["type"], f"v{index}", "    ", names)
+        if code is None:
+            return None
+        lines += code
+    lines.append("    return bytes(out)\n")
+    exec(compile("".join(lines), f"<avro writer {schema['name']}>", "exec"), names)
+    return cast(Callable[..., bytes], names["write"])
+
+
 # --------------------------------------------------------------------------- Avro codec
 
 
@@ -965,6 +1108,9 @@ class AvroCodec(Generic[R]):
         )
         self._avro_names = tuple(f["name"] for f in schema["fields"])
         self._fast_reader = _compile_reader(self._read_schema_json)
+        self._fast_writer = (
+            _compile_writer(schema, self._header) if self._avro_names == self._field_names else None
+        )
         index_of = {name: i for i, name in enumerate(self._avro_names)}
         self._decoded_checks_at = tuple(
             (index_of[name], name, check) for name, check in self._decoded_checks
@@ -997,6 +1143,8 @@ class AvroCodec(Generic[R]):
         return dict(zip(self._field_names, self._get_fields(record), strict=True))
 
     def _validate(self, record: Any) -> None:
+        if self.record_type is InteractionEvent and _plainly_valid_event(record):
+            return
         if type(record) is not self.record_type:
             raise SchemaValidationError(
                 "<record>", f"expected {self.record_type.__name__}, got {type(record).__name__}"
@@ -1017,6 +1165,11 @@ class AvroCodec(Generic[R]):
             self._validate(record)
         if self._serializer is not None:
             return cast(bytes, self._serializer(record, self._context()))
+        if self._fast_writer is not None:
+            try:
+                return self._fast_writer(*self._get_fields(record))
+            except Exception:  # unusual values: fastavro writes them, or names the problem
+                pass
         buffer = io.BytesIO()
         buffer.write(self._header)
         schemaless_writer(buffer, self._write_schema, self.to_avro_dict(record))

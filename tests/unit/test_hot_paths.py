@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,7 @@ def events(draw: st.DrawFn) -> InteractionEvent:
 def _fastavro_only(record_type: type) -> AvroCodec[Any]:
     codec: AvroCodec[Any] = AvroCodec(record_type)
     codec._fast_reader = None
+    codec._fast_writer = None
     return codec
 
 
@@ -209,3 +211,45 @@ def test_generated_readers_cover_actions_and_decisions() -> None:
         codec = AvroCodec(type(record))
         assert codec._fast_reader is not None
         assert codec.decode(codec.encode(record)) == record
+
+
+def _encoded(codec: AvroCodec[Any], record: Any) -> tuple[str, Any]:
+    try:
+        return "ok", codec.encode(record, validate=False)
+    except Exception as exc:
+        return "error", type(exc).__name__
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=events(), odd=st.sampled_from([None, 1, True, 2.5, "x", 2**70, -(2**64), b"b"]))
+def test_generated_writer_writes_fastavros_bytes(event: InteractionEvent, odd: object) -> None:
+    fast, reference = AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
+    assert fast._fast_writer is not None
+    assert fast.encode(event, validate=False) == reference.encode(event, validate=False)
+    for name in ("occurred_at", "source", "product", "amount", "due_date", "attributes"):
+        strange = dataclasses.replace(event, **{name: odd})
+        assert _encoded(fast, strange) == _encoded(reference, strange)
+
+
+def test_generated_writers_cover_actions_and_decisions() -> None:
+    action = ActionEvent(
+        "a1", "c1", "r", "a", 1, "care", 50, "why", ["e1"], "web", 5, 9, {"k": "v"}
+    )
+    decision = Decision("d1", "c1", "r", 1, "held_out", "held_out", "a1", ["e1", "e2"], 7)
+    for record in (action, decision):
+        fast, reference = AvroCodec(type(record)), _fastavro_only(type(record))
+        assert fast._fast_writer is not None
+        assert fast.encode(record) == reference.encode(record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=events(), odd=st.sampled_from([None, 1, True, 2.5, "", float("nan"), {"k": 1}]))
+def test_plainly_valid_events_pass_every_check(event: InteractionEvent, odd: object) -> None:
+    from schemas.codec import _CHECKS, _plainly_valid_event
+
+    for name in ("event_id", "channel", "occurred_at", "amount", "due_date", "attributes"):
+        candidate = dataclasses.replace(event, **{name: odd})
+        problems = [n for n, check in _CHECKS[InteractionEvent] if check(getattr(candidate, n))]
+        if _plainly_valid_event(candidate):
+            assert problems == []
+    assert _plainly_valid_event(event) == (event.amount is None or event.amount == event.amount)
