@@ -156,20 +156,53 @@ def replay(
         str | None, typer.Option(help="Advance the clock to this time at the end (ISO-8601).")
     ] = None,
     partitions: Annotated[int, typer.Option(help="Keep one watermark per partition.")] = 1,
+    from_topic: Annotated[
+        str | None,
+        typer.Option(help="Backfill / shadow run: read this Kafka topic instead of a file."),
+    ] = None,
+    to_topics: Annotated[
+        str | None,
+        typer.Option(help="With --from-topic: also produce to topics with this prefix."),
+    ] = None,
 ) -> None:
-    """Run the engine offline over a file, deterministically; no broker needed."""
+    """Run the engine offline over a file (or a topic), deterministically; no side effects."""
     from moments.demo import engine_config
+
+    settings = load_settings()
+    until_ms = parse_time(until, "--until")
+    rules_path = rules or settings.rules_path
+    if from_topic is not None:
+        from processors.backfill import backfill_topic
+
+        if events is not None:
+            raise UserError("give an events file or --from-topic, not both")
+        backfill = backfill_topic(
+            require_broker(settings),
+            from_topic,
+            actions_out=actions_out,
+            decisions_out=decisions_out,
+            to_topics=to_topics is not None,
+            output_prefix=to_topics,
+            rules_path=rules_path,
+            until_ms=until_ms,
+        )
+        console.print(
+            f"{backfill.events} events from {from_topic} → {backfill.actions} actions "
+            f"({actions_out}), {backfill.decisions} decisions, {backfill.garbage} undecodable, "
+            f"in {backfill.seconds:.2f} s ({backfill.events / max(backfill.seconds, 1e-9):,.0f} "
+            "events/s)"
+        )
+        return
     from processors.replay import replay_file
 
     if events is None:
-        raise UserError("give an events file (JSON lines)")
-    settings = load_settings()
+        raise UserError("give an events file (JSON lines) or --from-topic TOPIC")
     summary = replay_file(
         events,
         actions_out=actions_out,
         decisions_out=decisions_out,
-        rules_path=rules or settings.rules_path,
-        until_ms=parse_time(until, "--until"),
+        rules_path=rules_path,
+        until_ms=until_ms,
         partitions=partitions,
         config=engine_config(settings),
     )
@@ -496,6 +529,30 @@ def up() -> None:
                 time.sleep(1.0)
         except KeyboardInterrupt:
             console.print("stopping")
+
+
+@app.command()
+@friendly
+def bench(
+    quick: Annotated[bool, typer.Option(help="Smaller sizes: under 3 minutes.")] = False,
+    json_path: Annotated[Path, typer.Option("--json", help="JSON report.")] = Path(
+        "bench-report.json"
+    ),
+    markdown: Annotated[Path, typer.Option(help="Markdown table.")] = Path("bench-report.md"),
+    chart: Annotated[Path, typer.Option(help="PNG chart.")] = Path("bench-report.png"),
+) -> None:
+    """Measure every stage beside its reference on the embedded stack; write the reports."""
+    from moments.bench import run_bench
+
+    run_bench(
+        load_settings(),
+        quick=quick,
+        json_path=json_path,
+        markdown_path=markdown,
+        chart_path=chart,
+        console=console,
+    )
+    console.print(f"reports: {json_path}, {markdown}, {chart}")
 
 
 def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
