@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -66,6 +67,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         from sinks.webhook import WebhookConfigError
 
         errors.append(WebhookConfigError)
+    except ImportError:
+        pass
+    try:
+        from processors.backfill import BackfillError
+
+        errors.append(BackfillError)
     except ImportError:
         pass
     try:
@@ -574,8 +581,14 @@ def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
     return table
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point of the `moments` console script."""
+    # SIGTERM unwinds like Ctrl-C, so embedded servers and child processes are always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except KeyboardInterrupt:
