@@ -4,10 +4,10 @@
 state of ONE interactions partition, kept in a changelog-backed Faust table
 under keys `"<partition>/e/<engine key>"` (the engine's own keys, including its
 partition-level ones such as the watermark) and `"<partition>/w/<name>"` (the
-worker's bookkeeping). Values are stored as JSON bytes, so a value read back is
-always a fresh object (the engine cannot change the table by mutating what it
-read) and falsy values (`0`, `[]`) survive recovery (Faust's memory store drops
-recovered keys whose value is falsy).
+worker's bookkeeping). Values are stored as JSON bytes (orjson, sorted keys),
+so a value read back is always a fresh object (the engine cannot change the
+table by mutating what it read) and falsy values (`0`, `[]`) survive recovery
+(Faust's memory store drops recovered keys whose value is falsy).
 
 Writes are buffered for the duration of one event and applied with `commit()`
 inside the stream iteration of that event, so an event whose processing fails
@@ -16,6 +16,12 @@ store at once but stages their changelog records (addressed explicitly to the
 event's partition, coalesced per key) until the next offset commit, when
 `WorkerConsumer` sends them after the output of those events is acknowledged.
 This costs a record per changed key per commit instead of per event.
+
+`OutputSender` hands the worker's output records (actions, decisions, dead
+letters) straight to the app's producer, without Faust's per-record
+`Topic.send` machinery, and keeps their delivery futures: `WorkerConsumer`
+crashes the worker instead of committing offsets past a record the broker
+did not take.
 
 `FencingTableManager` makes Faust's table recovery correct on Tansu 0.6.0,
 whose high watermark is the base offset of the last batch + 1: recovery would
@@ -49,7 +55,7 @@ an error or a log line.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import ssl
 import weakref
 from collections import Counter
@@ -57,7 +63,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from faust.auth import GSSAPICredentials, SASLCredentials, SSLCredentials
+from faust.exceptions import ProducerSendError
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -68,6 +76,8 @@ from faust.types.auth import CredentialsT
 FENCE_KEY = "~fence"
 
 _DELETED = object()
+#: Sorted keys make an unchanged value the same bytes (no changelog record for it).
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 class StagedTable:
@@ -88,7 +98,7 @@ class StagedTable:
         self._staged: dict[int, dict[str, bytes | None]] = {}
 
     def get(self, key: str) -> bytes | None:
-        value = self.table.get(key)
+        value = self.table.data.get(key)  # the local store, as `put` writes it
         return None if value is None else bytes(value)
 
     def put(self, partition: int, key: str, data: bytes) -> None:
@@ -124,6 +134,60 @@ def stage_table(app: Any, table: Any) -> StagedTable:
     staged = StagedTable(table)
     _STAGED.setdefault(app, []).append(staged)
     return staged
+
+
+class OutputSender:
+    """Sends the worker's output records straight to the app's producer, tracked until commit.
+
+    Faust's `Topic.send` builds a pending message, a future and sensor state for
+    every record and only logs a failed delivery; this hands (topic, key, value,
+    headers) to the producer directly and keeps the delivery futures.
+    `WorkerConsumer` flushes the producer before each offset commit and crashes
+    the worker instead of committing if any of them failed.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._sent: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        future = await self.app.producer.send(topic, key, value, None, None, headers)
+        self._sent.append(future)
+
+    def take(self) -> list[asyncio.Future[Any]]:
+        """Detach the delivery futures of the records sent so far."""
+        sent, self._sent = self._sent, []
+        return sent
+
+
+_OUTPUTS: weakref.WeakKeyDictionary[Any, list[OutputSender]] = weakref.WeakKeyDictionary()
+
+
+def output_sender(app: Any) -> OutputSender:
+    """An `OutputSender` whose deliveries `WorkerConsumer` checks before each commit."""
+    sender = OutputSender(app)
+    _OUTPUTS.setdefault(app, []).append(sender)
+    return sender
+
+
+async def first_failure(futures: list[asyncio.Future[Any]]) -> BaseException | None:
+    """The first delivery error among `futures` (waiting for any not done yet), else None."""
+    for future in futures:
+        try:
+            await future
+        except asyncio.CancelledError as exc:
+            if not future.cancelled():
+                raise  # we are being cancelled, not the delivery
+            return exc
+        except Exception as exc:
+            return exc
+    return None
 
 
 class PartitionState:
@@ -180,7 +244,7 @@ class PartitionState:
                     table.remove(partition, full_key)
                     changed += 1
                 continue
-            data = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+            data = orjson.dumps(value, option=_JSON_OPTIONS)
             if self._raw.get(full_key, _DELETED) != data:  # unchanged values cost no record
                 table.put(partition, full_key, data)
                 changed += 1
@@ -196,7 +260,7 @@ class PartitionState:
         if full_key in self._read:
             return self._read[full_key]
         raw = self._table.get(full_key)
-        value = None if raw is None else json.loads(raw)
+        value = None if raw is None else orjson.loads(raw)
         self._read[full_key] = value
         self._raw[full_key] = raw
         return value
@@ -266,8 +330,17 @@ class WorkerConsumer(AIOKafkaConsumer):
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
         detached = [(table, table.take()) for table in _STAGED.get(self.app, [])]
-        if any(staged for _, staged in detached):
+        sent = [future for output in _OUTPUTS.get(self.app, []) for future in output.take()]
+        if sent or any(staged for _, staged in detached):
             await self.app.producer.flush()  # the output of those events is acknowledged
+            failure = await first_failure(sent)
+            if failure is not None:
+                # Committing would skip output the broker never took: stop instead, so
+                # that a restart processes those events again (at-least-once).
+                await self.crash(
+                    ProducerSendError(f"an output record was not delivered: {failure!r}")
+                )
+                return False
             for table, staged in detached:
                 table.send(staged)
         return await super()._commit_offsets(offsets, start_new_transaction)

@@ -17,11 +17,20 @@ that no message can crash the agent) and handles one event at a time:
    per key: a restarted or rebalanced worker recovers the state of every
    committed event.
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
-   customer_id, Avro). At each commit the worker first waits until all of
-   them are acknowledged, then sends the changelog, then Faust commits the
-   offsets: a crash before the commit makes the redelivered events produce
-   the same output again (same action_id, which sinks drop), and state never
-   claims an action that was never sent. Processing is at-least-once.
+   customer_id, Avro), handed straight to the producer (`OutputSender`; it
+   lingers 5 ms to share produce requests). At each commit the worker first
+   waits until all of them are acknowledged (a failed delivery crashes the
+   worker instead of committing), then sends the changelog, then Faust
+   commits the offsets: a crash before the commit makes the redelivered
+   events produce the same output again (same action_id, which sinks drop),
+   and state never claims an action that was never sent. Processing is
+   at-least-once.
+
+Metrics: events consumed, actions emitted, decisions, dead letters, the
+watermark lag per partition, and the event-to-action latency labelled
+`trigger="event"` (the action answers the event being handled) or
+`trigger="timer"` (an absence deadline passed; late by design, so alerts on
+the pipeline's latency use `trigger="event"`).
 
 Idle partitions. Faust forbids table writes outside stream iteration, so the
 clock of a quiet partition is advanced by a record *in* the stream: a timer
@@ -47,7 +56,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -72,6 +81,7 @@ from processors.faust_support import (
     PartitionState,
     WorkerConsumer,
     broker_credentials,
+    output_sender,
     stage_table,
 )
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
@@ -87,6 +97,9 @@ STATE_TABLE = "engine-state"
 #: Worker key per partition: the idle clock's basis [max occurred_at, log time of last event] (ms).
 _CLOCK = "clock"
 _REASON_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
+#: Output records wait this long to share a produce request (Faust's default, 0, sends a
+#: request per event's output; the publisher SDK lingers 5 ms too).
+PRODUCER_LINGER_S = 0.005
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -155,6 +168,7 @@ class TriggerWorker:
             broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            producer_linger=PRODUCER_LINGER_S,
             topic_partitions=settings.interactions_partitions,
             topic_replication_factor=settings.replication_factor,
             key_serializer="raw",
@@ -171,9 +185,8 @@ class TriggerWorker:
         self.interactions = self.app.topic(
             topics.interactions, partitions=settings.interactions_partitions, **raw
         )
-        self.dlq = self.app.topic(topics.interactions_dlq, **raw)
-        self.decisions = self.app.topic(topics.decisions, **raw)
-        self.actions = {d: self.app.topic(name, **raw) for d, name in topics.actions.items()}
+        #: Actions, decisions and dead letters go straight to the producer (see OutputSender).
+        self.output = output_sender(self.app)
         self.state = self.app.Table(
             STATE_TABLE,
             partitions=settings.interactions_partitions,
@@ -184,6 +197,19 @@ class TriggerWorker:
         self.staged_state = stage_table(self.app, self.state)
         self.app.agent(self.interactions, name="moments.trigger")(self._consume)
         self.app.timer(settings.idle_tick_s, name="moments.idle_ticks")(self._send_idle_ticks)
+        self.action_topics = dict(topics.actions)
+        # Labelled metric children, looked up once per label tuple (all bounded sets).
+        self._consumed = _children(
+            lambda channel, kind: EVENTS_CONSUMED.labels(channel, event_type_label(kind))
+        )
+        self._emitted = _children(ACTIONS_EMITTED.labels)
+        self._latency = _children(EVENT_TO_ACTION_LATENCY.labels)
+        self._decided = _children(
+            lambda rule, outcome, reason: DECISIONS.labels(
+                rule, outcome, reason if _REASON_LABEL.fullmatch(reason) else "other"
+            )
+        )
+        self._watermark_lag = _children(lambda partition: WATERMARK_LAG.labels(str(partition)))
         self._last_seen: dict[int, float] = {}
         #: Per partition: (max occurred_at, log timestamp of the last event), both in ms.
         self._idle_clock: dict[int, tuple[int, int]] = {}
@@ -233,8 +259,8 @@ class TriggerWorker:
         await self._emit(output, interaction.occurred_at)
         store.commit()
         self._idle_clock[partition] = (int(engine_clock["max"]), round(message.timestamp * 1000))
-        EVENTS_CONSUMED.labels(interaction.channel, event_type_label(interaction.type)).inc()
-        self._observe_watermark(partition, store)
+        self._consumed(interaction.channel, interaction.type).inc()
+        self._observe_watermark(partition, engine_clock.get("wm"))
 
     async def _on_tick(self, partition: int, tick_ms: int) -> None:
         store = PartitionState(self.staged_state, partition)
@@ -256,8 +282,8 @@ class TriggerWorker:
         # partition resumes its clock from the last tick (costs no changelog record per event).
         store.set_worker(_CLOCK, [max_occurred, last_event_ms])
         await self._emit(output, None)
+        self._observe_watermark(partition, self.engine.watermark(store))
         store.commit()
-        self._observe_watermark(partition, store)
 
     # -- output -----------------------------------------------------------------------------
 
@@ -269,30 +295,32 @@ class TriggerWorker:
         delay); any other action is a timer whose deadline passed (`trigger="timer"`: it
         waited for the watermark, at least the allowed lateness, by design).
         """
-        for action in output.actions:
-            await self.actions[action.destination].send(
-                key=action.customer_id.encode(), value=self.action_codec.encode(action)
-            )
-        for decision in output.decisions:
-            await self.decisions.send(
-                key=decision.customer_id.encode(), value=self.decision_codec.encode(decision)
-            )
-        now = time.time()
-        for action in output.actions:
-            ACTIONS_EMITTED.labels(action.rule, action.destination).inc()
-            trigger = "event" if action.triggered_at == event_ms else "timer"
-            EVENT_TO_ACTION_LATENCY.labels(action.destination, trigger).observe(
-                max(0.0, now - action.triggered_at / 1000)
-            )
-            balance = action.details.get("relationship_balance")
-            if balance is not None:
-                try:
-                    RELATIONSHIP_BALANCE.observe(float(balance))
-                except ValueError:
-                    log.warning("action %s: relationship_balance %r", action.action_id, balance)
-        for decision in output.decisions:
-            reason = decision.reason if _REASON_LABEL.fullmatch(decision.reason) else "other"
-            DECISIONS.labels(decision.rule, decision.outcome, reason).inc()
+        send = self.output.send
+        if output.actions:
+            encode_action = self.action_codec.encode
+            for action in output.actions:
+                topic = self.action_topics[action.destination]
+                await send(topic, action.customer_id.encode(), encode_action(action))
+            now = time.time()
+            for action in output.actions:
+                self._emitted(action.rule, action.destination).inc()
+                trigger = "event" if action.triggered_at == event_ms else "timer"
+                self._latency(action.destination, trigger).observe(
+                    max(0.0, now - action.triggered_at / 1000)
+                )
+                balance = action.details.get("relationship_balance")
+                if balance is not None:
+                    try:
+                        RELATIONSHIP_BALANCE.observe(float(balance))
+                    except ValueError:
+                        log.warning("action %s: relationship_balance %r", action.action_id, balance)
+        if output.decisions:
+            encode_decision = self.decision_codec.encode
+            topic = self.settings.topics.decisions
+            for decision in output.decisions:
+                await send(topic, decision.customer_id.encode(), encode_decision(decision))
+            for decision in output.decisions:
+                self._decided(decision.rule, decision.outcome, decision.reason).inc()
 
     async def _dead_letter(self, event: EventT[Any], stage: str, kind: str, detail: str) -> None:
         message = event.message
@@ -307,7 +335,9 @@ class TriggerWorker:
         kept = [
             (k, v) for k, v in _header_items(message.headers) if not k.startswith("moments.error.")
         ]
-        await self.dlq.send(key=message.key, value=message.value, headers=kept + error_headers)
+        await self.output.send(
+            self.settings.topics.interactions_dlq, message.key, message.value, kept + error_headers
+        )
         DLQ_RECORDS.labels(stage).inc()
         log.warning(
             "dead-lettered %s[%d]@%d (%s: %s)",
@@ -318,10 +348,9 @@ class TriggerWorker:
             detail[:200],
         )
 
-    def _observe_watermark(self, partition: int, store: PartitionState) -> None:
-        watermark = self.engine.watermark(store)
+    def _observe_watermark(self, partition: int, watermark: int | None) -> None:
         if watermark is not None:
-            WATERMARK_LAG.labels(str(partition)).set(time.time() - watermark / 1000)
+            self._watermark_lag(partition).set(time.time() - watermark / 1000)
 
     # -- idle ticks -------------------------------------------------------------------------
 
@@ -344,6 +373,21 @@ class TriggerWorker:
             await self.interactions.send(
                 value=b"", partition=tp.partition, headers=[(CONTROL_HEADER, TICK)]
             )
+
+
+def _children(labels: Callable[..., Any]) -> Callable[..., Any]:
+    """`labels(*values)`, memoised: one lock and validation per label tuple, not per event."""
+    cache: dict[tuple[Any, ...], Any] = {}
+
+    def child(*values: Any) -> Any:
+        found = cache.get(values)
+        if found is None:
+            if len(cache) >= 10_000:  # unknown event types are labelled `other`; stay bounded
+                cache.clear()
+            found = cache[values] = labels(*values)
+        return found
+
+    return child
 
 
 def _header_items(headers: Any) -> list[tuple[str, bytes]]:

@@ -15,22 +15,23 @@ from processors.worker import TriggerWorker
 from schemas.records import ActionEvent, Decision
 
 
-class FakeTopic:
+class FakeOutput:
     """Collects what the worker sends instead of producing it."""
 
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[tuple[str, bytes | None]] = []
 
-    async def send(self, **kwargs: Any) -> None:
-        self.sent.append(kwargs)
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
+    ) -> None:
+        self.sent.append((topic, key))
 
 
 @pytest.fixture
 def worker(tmp_path: Any) -> TriggerWorker:
     settings = Settings(bootstrap="127.0.0.1:9", data_dir=tmp_path, topic_prefix="unit.")
     worker = TriggerWorker(settings)
-    worker.actions = {d: FakeTopic() for d in worker.actions}  # type: ignore[misc]
-    worker.decisions = FakeTopic()  # type: ignore[assignment]
+    worker.output = FakeOutput()  # type: ignore[assignment]
     return worker
 
 
@@ -92,8 +93,8 @@ def test_actions_answering_the_event_and_timer_actions_are_told_apart(
     assert timer_count - before_timer[1] == 1
     assert timer_sum - before_timer[0] >= 600
     assert ACTIONS_EMITTED.labels("case_follow_up", "care")._value.get() == before_actions + 1
-    sent = worker.actions["care"].sent  # type: ignore[attr-defined]
-    assert [s["key"] for s in sent] == [b"ann", b"ann"]
+    sent = worker.output.sent  # type: ignore[attr-defined]
+    assert sent == [("unit.actions.care", b"ann")] * 2
 
 
 def test_a_tick_emits_only_timer_actions(worker: TriggerWorker) -> None:
@@ -117,4 +118,4 @@ def test_decisions_count_by_rule_outcome_and_bounded_reason(worker: TriggerWorke
     )
     asyncio.run(worker._emit(out, 0))
     assert (cool._value.get(), other._value.get()) == (before[0] + 1, before[1] + 1)
-    assert len(worker.decisions.sent) == 2  # type: ignore[attr-defined]
+    assert worker.output.sent == [("unit.decisions", b"ann")] * 2  # type: ignore[attr-defined]
