@@ -595,6 +595,16 @@ def run_postgres_sink(
         loop.run()
 
 
+#: Header of the worker's control records on `interactions` (idle ticks): never events.
+CONTROL_HEADER = "moments.control"
+
+
+def _is_control(message: Message) -> bool:
+    headers = message.headers() or []
+    keys = headers.keys() if isinstance(headers, dict) else (key for key, _ in headers)
+    return CONTROL_HEADER in keys
+
+
 class DeadLettersPending(RuntimeError):
     """Dead letters of the batch are not acknowledged yet: its offsets must wait."""
 
@@ -626,6 +636,7 @@ class _SinkLoop:
         self.stop = stop
         self.max_backoff_s = max_backoff_s
         self.topics = topics or sink_topics(settings)
+        self._control_topic = settings.topics.interactions
         self._decoders: dict[str, Callable[[bytes], Record]] = {}
         self._dlq_topic: dict[str, str] = {}
         registry = settings.schema_registry_url
@@ -724,6 +735,8 @@ class _SinkLoop:
         if self._batch_started is None:
             self._batch_started = time.monotonic()
         value = message.value()
+        if not value and topic == self._control_topic and _is_control(message):
+            return  # the worker's idle tick: not an event, committed with the batch
         try:
             if value is None:
                 raise DecodeError("empty message (tombstone)")
