@@ -29,6 +29,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -273,12 +274,20 @@ def create_app(
             raise _Refused(400, "empty body: expected one event (a JSON object) or a batch")
         try:
             document = json.loads(body.decode("utf-8-sig"))
+            if _SURROGATE_ESCAPE.search(body) and _holds_lone_surrogate(document):
+                raise _Refused(
+                    400,
+                    "body holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), "
+                    "which is not Unicode text",
+                )
         except UnicodeDecodeError as exc:
             raise _Refused(400, f"body is not UTF-8 text (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise _Refused(
                 400, f"body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             ) from None
+        except RecursionError:
+            raise _Refused(400, "body is JSON nested too deeply to be events") from None
         if isinstance(document, list):
             items, batch = document, True
         elif isinstance(document, dict) and set(document) == {"events"}:
@@ -373,6 +382,19 @@ def create_app(
     )
     app.state.acknowledger = acknowledger
     return app
+
+
+# A JSON escape of a UTF-16 surrogate: only bodies holding one need the (costlier) full check.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _holds_lone_surrogate(document: Any) -> bool:
+    """Whether a parsed JSON document holds a surrogate no pair completed (not encodable text)."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
