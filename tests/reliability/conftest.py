@@ -1,0 +1,68 @@
+"""Fixtures of the fault-injection tests: the integration stack, a database per test, figures.
+
+The broker, PostgreSQL and per-test `settings` are the integration fixtures
+(imported from `tests.integration.conftest`). Every test here is marked
+`reliability`; the long versions are also marked `soak` and run only with
+`make soak`. Each test records its figures (events, kills, lost, duplicates,
+...) with the `figures` fixture; the table of all of them is printed at the end
+of the session and written to `.moments/reliability-figures.md`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from moments.stack import EmbeddedPostgres
+from tests.integration.conftest import broker, postgres, settings
+from tests.reliability.harness import FIGURES, Figures, figures_markdown, figures_table
+
+__all__ = ["broker", "postgres", "settings"]
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture
+def database(postgres: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh database of its own on the session's PostgreSQL; its conninfo."""
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(postgres.url, dbname=name)
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """The figures row of this test (printed in the session's table)."""
+    row = Figures(test=request.node.name)
+    FIGURES.append(row)
+    return row
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    rows = [row for row in FIGURES if row.values]
+    if not rows:
+        return
+    terminalreporter.write_line("")
+    terminalreporter.write(figures_table(rows))
+    out = Path(".moments") / "reliability-figures.md"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(figures_markdown(rows), encoding="utf-8")
+        terminalreporter.write_line(f"figures written to {out}")
+    except OSError as exc:
+        terminalreporter.write_line(f"could not write {out}: {exc}")

@@ -1,0 +1,227 @@
+"""The whole live path in child processes, for the fault tests that involve the worker.
+
+`Pipeline` runs `moments worker` (one or more) and `moments sink postgres` as
+children of the test (`Fleet`), publishes events through the publisher SDK,
+waits until the worker group has committed past every published event, and
+reads back what the worker left: its final engine state from the changelog
+of its state table. `expected_outputs` turns the oracle into the exact
+expectation for a run (see its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Message
+
+from moments.settings import Settings
+from processors.engine import EngineOutput
+from processors.replay import Replayer
+from schemas.records import ActionEvent, Decision, InteractionEvent
+from tests.reliability.harness import (
+    Fleet,
+    committed_offsets,
+    db_count,
+    read_topic,
+    wait_for,
+)
+from tests.reliability.verifier import new_engine
+
+#: The worker's state table (processors.worker.STATE_TABLE) and its changelog topic.
+STATE_TABLE = "engine-state"
+
+
+def changelog_topic(settings: Settings) -> str:
+    return f"{settings.worker_app_id}-{STATE_TABLE}-changelog"
+
+
+@dataclass
+class WorkerState:
+    """The worker's final engine state per partition, as its changelog holds it."""
+
+    engine: dict[int, dict[str, Any]]
+    worker: dict[int, dict[str, Any]]
+
+    def watermark(self, partition: int) -> int | None:
+        clock = self.engine.get(partition, {}).get("p:clock")
+        return None if clock is None else int(clock["wm"])
+
+
+def read_worker_state(settings: Settings) -> WorkerState:
+    """The last value of every key of the worker's changelog (tombstones delete)."""
+    latest: dict[str, bytes | None] = {}
+    records = read_topic(settings, [changelog_topic(settings)], quiet_s=1.5, timeout_s=60)
+    for message in sorted(records, key=lambda m: (m.partition() or 0, m.offset() or 0)):
+        raw_key = message.key()
+        if raw_key is None:
+            continue
+        text = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        latest[json.loads(text) if text.startswith('"') else text] = message.value()  # JSON keys
+    engine: dict[int, dict[str, Any]] = defaultdict(dict)
+    worker: dict[int, dict[str, Any]] = defaultdict(dict)
+    for name_key, value in latest.items():
+        if value is None or "/" not in name_key:
+            continue  # deleted, or the recovery fence
+        partition, kind, name = name_key.split("/", 2)
+        (engine if kind == "e" else worker)[int(partition)][name] = json.loads(value)
+    return WorkerState(dict(engine), dict(worker))
+
+
+@dataclass
+class Expected:
+    """What the database and the worker's state must hold at the end of a run."""
+
+    actions: list[ActionEvent]
+    decisions: list[Decision]
+    state: dict[int, dict[str, Any]]
+    #: Timer actions fired because the live watermark passed the events' (idle ticks).
+    tick_actions: int
+
+    @property
+    def decisions_count(self) -> int:
+        """Distinct decision ids (what the decisions table can hold)."""
+        return len({d.decision_id for d in self.decisions})
+
+
+def expected_outputs(
+    settings: Settings, events: Sequence[InteractionEvent], final: WorkerState
+) -> Expected:
+    """The oracle for a live run: replay, then each partition's clock where the worker left it.
+
+    replay_events over EVENTS with one store per partition gives what the
+    events alone decide. The live worker also moves a quiet partition's
+    watermark by the wall clock (idle ticks), which can fire timers the
+    replay leaves pending at the end of the input; so each replayed
+    partition is then advanced to the final watermark the worker's changelog
+    holds (`Engine.advance_watermark`, what `replay --until` does per
+    partition). Within the stream a tick can raise a watermark only by the
+    wall time between two publishes (milliseconds of event time, far below
+    the 5-minute lateness), and events arrive in occurred_at order, so no
+    event decides differently: the result must equal the live run exactly,
+    actions, decisions and the engine state of every partition.
+    """
+    engine = new_engine(settings)
+    replayer = Replayer(engine, settings.interactions_partitions)
+    out = EngineOutput()
+    for event in events:
+        out.extend(replayer.feed(event))
+    before = len(out.actions)
+    for partition, store in enumerate(replayer.stores):
+        watermark = final.watermark(partition)
+        if watermark is not None:
+            out.extend(engine.advance_watermark(store, watermark))
+    state = {
+        p: json.loads(json.dumps(store.data, sort_keys=True))
+        for p, store in enumerate(replayer.stores)
+        if store.data
+    }
+    return Expected(out.actions, out.decisions, state, len(out.actions) - before)
+
+
+def state_differences(
+    expected: dict[int, dict[str, Any]], live: dict[int, dict[str, Any]]
+) -> list[str]:
+    """Keys whose value differs between the oracle's stores and the worker's final state."""
+    problems: list[str] = []
+    for partition in sorted(set(expected) | set(live)):
+        want, have = expected.get(partition, {}), live.get(partition, {})
+        for key in sorted(set(want) | set(have)):
+            if want.get(key) != have.get(key):
+                problems.append(f"partition {partition} key {key!r}")
+    return problems
+
+
+class Pipeline:
+    """Worker(s) and the PostgreSQL sink as child processes of one test."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.fleet = Fleet(settings, log_dir)
+
+    def start_worker(self, role: str = "worker") -> None:
+        self.fleet.start(role, "worker")
+
+    def start_sink(self) -> None:
+        self.fleet.start("sink", "sink", "postgres")
+
+    def worker_committed(self) -> dict[int, int]:
+        return committed_offsets(
+            self.settings, self.settings.worker_app_id, self.settings.topics.interactions
+        )
+
+    def wait_worker_past(self, ends: dict[int, int], timeout_s: float) -> None:
+        """Wait until the worker group committed at least ENDS (per interactions partition)."""
+
+        def done() -> bool:
+            self.fleet.check_alive()
+            now = self.worker_committed()
+            return all(now.get(p, -1) >= end for p, end in ends.items())
+
+        wait_for(
+            done,
+            timeout_s,
+            f"the worker to commit past {ends}",
+            poll_s=1.0,
+            describe=lambda: f"committed {self.worker_committed()}\n{self.tails()}",
+        )
+
+    def wait_rows(
+        self, conninfo: str, actions: int, decisions: int, timeout_s: float, quiet_s: float = 2.0
+    ) -> None:
+        """Wait until the tables hold at least these counts and have not grown for QUIET_S."""
+        last: tuple[int, int] = (-1, -1)
+        since = time.monotonic()
+
+        def settled() -> bool:
+            nonlocal last, since
+            self.fleet.check_alive()
+            now = (
+                db_count(conninfo, "SELECT count(*) FROM actions"),
+                db_count(conninfo, "SELECT count(*) FROM decisions"),
+            )
+            if now != last:
+                last, since = now, time.monotonic()
+                return False
+            return now[0] >= actions and now[1] >= decisions and time.monotonic() - since >= quiet_s
+
+        wait_for(
+            settled,
+            timeout_s,
+            f"{actions} actions and {decisions} decisions in PostgreSQL",
+            poll_s=0.5,
+            describe=lambda: f"rows (actions, decisions) {last}\n{self.tails()}",
+        )
+
+    def tails(self) -> str:
+        return "\n".join(
+            self.fleet.log_tail(f"{role}-{self.fleet.starts[role]}", 15)
+            for role in self.fleet.starts
+        )
+
+    def close(self) -> None:
+        self.fleet.stop_all()
+
+
+def end_offsets(placed: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """Last offset + 1 per partition of (partition, offset) pairs."""
+    ends: dict[int, int] = {}
+    for partition, offset in placed:
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    return ends
+
+
+def interactions_log(settings: Settings, events: int) -> list[Message]:
+    """The interactions topic as the worker read it (events, poison and idle ticks)."""
+    return read_topic(
+        settings,
+        [settings.topics.interactions],
+        enough=lambda found: len(found) >= events,
+        quiet_s=1.0,
+        timeout_s=60,
+    )

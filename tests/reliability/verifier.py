@@ -1,0 +1,487 @@
+"""The verifier of the fault tests: what the oracle expects against what PostgreSQL holds.
+
+The oracle is the offline engine (`processors.replay.replay_events`, the same
+core the worker runs) over the same events, with one state store per
+partition of the interactions topic, events assigned to partitions like the
+publisher assigns them (murmur2 of the customer id).
+
+Two oracles:
+
+- `file_oracle(events, settings)`: replay_events over the input in order,
+  partitions = the topic's partition count. It knows nothing of wall-clock
+  time, so the worker must match it whenever no idle tick moved a watermark.
+- `log_oracle(settings, records)`: the same engine over what the worker
+  actually read: the interactions log, partition by partition in offset
+  order, including the worker's idle-tick records. A tick advances the
+  partition's event time to `max occurred_at + (tick timestamp - timestamp of
+  the partition's last event)` (the worker's documented rule); both
+  timestamps sit in the log, so this oracle is exact even though the live
+  worker's ticks depend on the wall clock. Records the worker must
+  dead-letter (tombstones, oversized, undecodable, invalid) are skipped and
+  counted.
+
+`verify(...)` compares an oracle's actions and decisions with the `actions`
+and `decisions` tables: lost (expected action ids missing), unexpected
+(stored ids the oracle does not expect), mismatched (same id, other content),
+duplicates (an action id fired by more than one decision: a primary key cannot
+show a second row, so duplicates are looked for in the decisions), and the
+decisions themselves (every expected one stored, nothing else but
+`duplicate_event` traces of redelivered events). `dlq_sources` reads a
+dead-letter topic and returns the distinct source offsets it holds
+(redelivery may repeat a dead letter).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from confluent_kafka import Message
+
+from moments.settings import Settings
+from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
+from processors.replay import partition_for, replay_events
+from schemas.codec import DecodeError, SchemaValidationError, codec_for
+from schemas.records import ActionEvent, Decision, InteractionEvent
+
+#: The worker's control-record header and tick value (processors/worker.py docstring).
+CONTROL_HEADER = "moments.control"
+TICK = b"tick"
+ERROR_HEADERS = (
+    "moments.error.stage",
+    "moments.error.class",
+    "moments.error.message",
+    "moments.error.topic",
+    "moments.error.partition",
+    "moments.error.offset",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine knobs the worker derives from the same settings."""
+    return EngineConfig(
+        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
+        contact_cap=settings.contact_cap,
+        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
+        holdout_percent=settings.holdout_percent,
+        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
+    )
+
+
+def new_engine(settings: Settings) -> Engine:
+    return Engine(load_rule_pack(settings.rules_path), engine_config(settings))
+
+
+@dataclass
+class Oracle:
+    """Expected outputs, plus what the oracle saw on the way."""
+
+    actions: list[ActionEvent]
+    decisions: list[Decision]
+    events: int = 0
+    ticks: int = 0
+    poison: int = 0
+    #: Per partition: the final watermark (ms) the oracle reached.
+    watermarks: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def decision_ids(self) -> int:
+        """Distinct decision ids (the engine may give two decisions one id; a table keeps one)."""
+        return len({d.decision_id for d in self.decisions})
+
+    @property
+    def decision_id_collisions(self) -> int:
+        return len(self.decisions) - self.decision_ids
+
+
+def file_oracle(events: Sequence[InteractionEvent], settings: Settings) -> Oracle:
+    """replay_events over EVENTS, partitions = the interactions topic's partition count."""
+    actions, decisions = replay_events(
+        events,
+        engine=new_engine(settings),
+        partitions=settings.interactions_partitions,
+    )
+    return Oracle(actions, decisions, events=len(events))
+
+
+def _header_map(message: Message) -> dict[str, bytes]:
+    raw = message.headers() or []
+    headers = raw.items() if isinstance(raw, dict) else raw
+    return {k: v.encode() if isinstance(v, str) else (v or b"") for k, v in headers}
+
+
+def log_oracle(settings: Settings, records: Iterable[Message]) -> Oracle:
+    """The engine over the interactions log as the worker read it, idle ticks included."""
+    engine = new_engine(settings)
+    decode = codec_for(InteractionEvent, settings.schema_registry_url).decode
+    by_partition: dict[int, list[Message]] = defaultdict(list)
+    for message in records:
+        by_partition[int(message.partition() or 0)].append(message)
+    out = EngineOutput()
+    oracle = Oracle([], [])
+    for partition in sorted(by_partition):
+        store = DictStore()
+        clock: list[int] | None = None  # [max occurred_at, log timestamp of the last event]
+        for message in sorted(by_partition[partition], key=lambda m: m.offset() or 0):
+            timestamp = int(message.timestamp()[1])
+            if _header_map(message).get(CONTROL_HEADER) == TICK:
+                oracle.ticks += 1
+                if clock is not None:
+                    now = clock[0] + max(0, timestamp - clock[1])
+                    out.extend(engine.advance(store, now))
+                continue
+            value = message.value()
+            if value is None or len(value) > settings.max_event_bytes:
+                oracle.poison += 1
+                continue
+            try:
+                event = decode(value)
+            except (DecodeError, SchemaValidationError):
+                oracle.poison += 1
+                continue
+            oracle.events += 1
+            clock = (
+                [event.occurred_at, timestamp]
+                if clock is None
+                else [max(clock[0], event.occurred_at), timestamp]
+            )
+            out.extend(engine.process(store, event))
+        watermark = engine.watermark(store)
+        if watermark is not None:
+            oracle.watermarks[partition] = watermark
+    oracle.actions, oracle.decisions = out.actions, out.decisions
+    return oracle
+
+
+def partition_of(customer_id: str, settings: Settings) -> int:
+    return partition_for(customer_id, settings.interactions_partitions)
+
+
+# --------------------------------------------------------------------------- stored rows
+
+
+def _ms(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def stored_actions(conninfo: str) -> list[ActionEvent]:
+    """Every row of `actions` as an ActionEvent."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT action_id, customer_id, rule, action, rule_version, destination, priority,"
+            " reason, evidence, channel_hint, triggered_at, due_by, details FROM actions"
+        ).fetchall()
+    return [
+        ActionEvent(
+            action_id=r[0],
+            customer_id=r[1],
+            rule=r[2],
+            action=r[3],
+            rule_version=r[4],
+            destination=r[5],
+            priority=r[6],
+            reason=r[7],
+            evidence=list(r[8]),
+            channel_hint=r[9],
+            triggered_at=_ms(r[10]) or 0,
+            due_by=_ms(r[11]),
+            details=dict(r[12]),
+        )
+        for r in rows
+    ]
+
+
+def stored_decisions(conninfo: str) -> list[Decision]:
+    """Every row of `decisions` as a Decision."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT decision_id, customer_id, rule, rule_version, outcome, reason, action_id,"
+            " evidence, decided_at FROM decisions"
+        ).fetchall()
+    return [
+        Decision(
+            decision_id=r[0],
+            customer_id=r[1],
+            rule=r[2],
+            rule_version=r[3],
+            outcome=r[4],
+            reason=r[5],
+            action_id=r[6],
+            evidence=list(r[7]),
+            decided_at=_ms(r[8]) or 0,
+        )
+        for r in rows
+    ]
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+@dataclass
+class Verdict:
+    """Oracle against database: every list empty means the database holds exactly the oracle."""
+
+    expected_actions: int
+    stored_actions: int
+    lost: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+    duplicates: list[str]
+    expected_decisions: int
+    stored_decisions: int
+    missing_decisions: list[str]
+    unexpected_decisions: list[str]
+    mismatched_decisions: list[str]
+    #: duplicate_event decisions the oracle does not have: traces of redelivered events.
+    redelivery_traces: int
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.lost
+            or self.unexpected
+            or self.mismatched
+            or self.duplicates
+            or self.missing_decisions
+            or self.unexpected_decisions
+            or self.mismatched_decisions
+        )
+
+    def summary(self) -> str:
+        parts = [
+            f"actions expected {self.expected_actions}, stored {self.stored_actions}",
+            f"lost {len(self.lost)} {self.lost[:5]}",
+            f"unexpected {len(self.unexpected)} {self.unexpected[:5]}",
+            f"mismatched {len(self.mismatched)} {self.mismatched[:5]}",
+            f"duplicates {len(self.duplicates)} {self.duplicates[:5]}",
+            f"decisions expected {self.expected_decisions}, stored {self.stored_decisions}",
+            f"missing {len(self.missing_decisions)} {self.missing_decisions[:5]}",
+            f"unexpected {len(self.unexpected_decisions)} {self.unexpected_decisions[:5]}",
+            f"mismatched {len(self.mismatched_decisions)} {self.mismatched_decisions[:5]}",
+            f"redelivery traces {self.redelivery_traces}",
+        ]
+        return "; ".join(parts)
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "actions expected": self.expected_actions,
+            "actions stored": self.stored_actions,
+            "lost": len(self.lost),
+            "duplicates": len(self.duplicates),
+            "unexpected": len(self.unexpected) + len(self.mismatched),
+            "decisions expected": self.expected_decisions,
+            "decisions missing/unexpected": len(self.missing_decisions)
+            + len(self.unexpected_decisions)
+            + len(self.mismatched_decisions),
+            "redelivery traces": self.redelivery_traces,
+        }
+
+
+def verify(
+    actions: Sequence[ActionEvent],
+    decisions: Sequence[Decision],
+    conninfo: str,
+) -> Verdict:
+    """Compare expected ACTIONS and DECISIONS with the tables of CONNINFO."""
+    expected: dict[str, ActionEvent] = {}
+    for a in actions:
+        expected.setdefault(a.action_id, a)
+    stored = {a.action_id: a for a in stored_actions(conninfo)}
+    lost = sorted(expected.keys() - stored.keys())
+    unexpected = sorted(stored.keys() - expected.keys())
+    mismatched = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+
+    want: dict[str, Decision] = {}
+    for d in decisions:  # the sink keeps the first of two records with one id
+        want.setdefault(d.decision_id, d)
+    have_list = stored_decisions(conninfo)
+    have = {d.decision_id: d for d in have_list}
+    missing_decisions = sorted(want.keys() - have.keys())
+    extra = have.keys() - want.keys()
+    traces = {k for k in extra if have[k].reason == "duplicate_event"}
+    unexpected_decisions = sorted(extra - traces)
+    mismatched_decisions = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
+    fired = Counter(d.action_id for d in have_list if d.outcome == "fired")
+    duplicates = sorted(str(k) for k, n in fired.items() if n > 1)
+    return Verdict(
+        expected_actions=len(expected),
+        stored_actions=len(stored),
+        lost=lost,
+        unexpected=unexpected,
+        mismatched=mismatched,
+        duplicates=duplicates,
+        expected_decisions=len(want),
+        stored_decisions=len(have),
+        missing_decisions=missing_decisions,
+        unexpected_decisions=unexpected_decisions,
+        mismatched_decisions=mismatched_decisions,
+        redelivery_traces=len(traces),
+    )
+
+
+def explain_against_file_oracle(
+    file: Oracle, live: Oracle
+) -> tuple[list[ActionEvent], list[ActionEvent]]:
+    """Actions the file oracle expects that the log oracle lacks, and the reverse.
+
+    Both are empty when no idle tick fired a timer earlier than the events alone would have.
+    """
+    f = {a.action_id: a for a in file.actions}
+    g = {a.action_id: a for a in live.actions}
+    return [f[k] for k in sorted(f.keys() - g.keys())], [g[k] for k in sorted(g.keys() - f.keys())]
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+@dataclass
+class DeadLetters:
+    """A dead-letter topic's records: distinct source offsets and header problems."""
+
+    records: int
+    sources: set[tuple[str, int, int]]
+    missing_headers: list[str]
+    stages: Counter[str]
+
+
+def dlq_sources(records: Iterable[Message]) -> DeadLetters:
+    """Distinct (topic, partition, offset) named by the records' `moments.error.*` headers."""
+    sources: set[tuple[str, int, int]] = set()
+    missing: list[str] = []
+    stages: Counter[str] = Counter()
+    count = 0
+    for message in records:
+        count += 1
+        headers = _header_map(message)
+        absent = [h for h in ERROR_HEADERS if h not in headers]
+        if absent:
+            missing.append(f"{message.topic()}[{message.partition()}]@{message.offset()}: {absent}")
+            continue
+        stages[headers["moments.error.stage"].decode()] += 1
+        sources.add(
+            (
+                headers["moments.error.topic"].decode(),
+                int(headers["moments.error.partition"]),
+                int(headers["moments.error.offset"]),
+            )
+        )
+    return DeadLetters(count, sources, missing, stages)
+
+
+# --------------------------------------------------------------------------- offsets
+
+
+def ident(record: ActionEvent | Decision | InteractionEvent) -> str:
+    """The key a record's row is stored under, as one string ("a:", "d:" or "e:" + key)."""
+    if isinstance(record, ActionEvent):
+        return "a:" + record.action_id
+    if isinstance(record, Decision):
+        return "d:" + record.decision_id
+    return f"e:{record.customer_id}\x00{record.event_id}"
+
+
+def durable_idents(conninfo: str, inserted_before: datetime | None = None) -> set[str]:
+    """The key of every row of actions, decisions and interaction_events (see `ident`).
+
+    With INSERTED_BEFORE, only rows whose transaction started before it
+    (`inserted_at`, the database clock on this same machine).
+    """
+    cutoff = inserted_before or datetime(9999, 1, 1, tzinfo=UTC)
+    with psycopg.connect(conninfo) as conn:
+        found = {
+            "a:" + r[0]
+            for r in conn.execute("SELECT action_id FROM actions WHERE inserted_at < %s", (cutoff,))
+        }
+        found |= {
+            "d:" + r[0]
+            for r in conn.execute(
+                "SELECT decision_id FROM decisions WHERE inserted_at < %s", (cutoff,)
+            )
+        }
+        found |= {
+            f"e:{r[0]}\x00{r[1]}"
+            for r in conn.execute(
+                "SELECT customer_id, event_id FROM interaction_events WHERE inserted_at < %s",
+                (cutoff,),
+            )
+        }
+    return found
+
+
+def records_past_durable_rows(
+    committed: dict[tuple[str, int], int],
+    placed: dict[tuple[str, int, int], str],
+    durable: set[str],
+) -> list[str]:
+    """Records below a committed offset whose row is not in the database.
+
+    COMMITTED: the sink group's offset per (topic, partition); PLACED: the key
+    (`ident`) of each record at (topic, partition, offset); DURABLE: the keys
+    with rows. A record counts as durable when a row with its key exists,
+    whichever delivery wrote it (a redelivered action is the same row).
+    """
+    problems: list[str] = []
+    for (topic, partition, offset), key in sorted(placed.items()):
+        if offset < committed.get((topic, partition), -1) and key not in durable:
+            problems.append(f"{topic}[{partition}]@{offset} ({key}) committed without a row")
+    return problems
+
+
+# --------------------------------------------------------------------------- order
+
+
+def order_violations(
+    events: Sequence[InteractionEvent], decision_records: Iterable[Message]
+) -> list[str]:
+    """Customers whose decisions show their events applied out of input order.
+
+    The worker emits a customer's decisions in the order it applies the
+    customer's events, onto one partition of `decisions` (key customer_id).
+    Per customer, in log order, keeping the first record of each decision id
+    (a redelivered event may emit the same decisions again, at least once) and
+    leaving out `duplicate_event` traces: decided_at never goes back (the
+    input is in occurred_at order and timers fire in deadline order before
+    the event that passes them), and the latest input event among a
+    decision's evidence never goes back either (decisions a timer made, whose
+    decided_at is a deadline rather than that event's time, are left out of
+    this second check).
+    """
+    position = {e.event_id: i for i, e in enumerate(events)}
+    decode = codec_for(Decision).decode
+    per_customer: dict[str, list[tuple[int, int, Decision]]] = defaultdict(list)
+    for message in decision_records:
+        value = message.value()
+        if value is None:
+            continue
+        decision = decode(value)
+        per_customer[decision.customer_id].append(
+            (int(message.partition() or 0), int(message.offset() or 0), decision)
+        )
+    problems: list[str] = []
+    for customer, records in per_customer.items():
+        seen: set[str] = set()
+        last_time = last_index = -1
+        for _, _, decision in sorted(records, key=lambda r: (r[0], r[1])):
+            if decision.decision_id in seen or decision.reason == "duplicate_event":
+                continue
+            seen.add(decision.decision_id)
+            if decision.decided_at < last_time:
+                problems.append(
+                    f"{customer}: {decision.rule} decided at {decision.decided_at} after "
+                    f"a decision at {last_time}"
+                )
+            last_time = max(last_time, decision.decided_at)
+            index = max((position.get(e, -1) for e in decision.evidence), default=-1)
+            if index < 0 or events[index].occurred_at != decision.decided_at:
+                continue  # decided by a timer (another event's clock), not by its evidence
+            if index < last_index:
+                problems.append(
+                    f"{customer}: {decision.rule} on input event #{index} after input event "
+                    f"#{last_index}"
+                )
+            last_index = max(last_index, index)
+    return problems
