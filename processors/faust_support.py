@@ -60,6 +60,7 @@ import ssl
 import weakref
 from collections import Counter
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +117,32 @@ class StagedTable:
         staged, self._staged = self._staged, {}
         return staged
 
-    def send(self, staged: dict[int, dict[str, bytes | None]]) -> int:
-        """Hand detached records to the producer, each to its partition; return how many."""
-        sent = 0
+    async def send(self, staged: dict[int, dict[str, bytes | None]]) -> list[asyncio.Future[Any]]:
+        """Hand detached records to the producer, each to its partition; their delivery futures.
+
+        Straight to the producer rather than through `Table.send_changelog`, whose
+        per-record buffer overflows at every commit and stalls the stream; like it,
+        each acknowledgement records the persisted offset (used by rocksdb stores).
+        """
+        table = self.table
+        topic = table.changelog_topic.get_topic_name()
+        send = table.app.producer.send
+        key_type, key_serializer = table.key_type, table.key_serializer
+        dumps_key = table.app.serializers.dumps_key  # the table's own key bytes, for recovery
+        futures: list[asyncio.Future[Any]] = []
         for partition, writes in staged.items():
+            persisted = partial(_persisted, table.data, TP(topic, partition))
             for key, data in writes.items():
-                self.table.send_changelog(partition, key, data, value_serializer="raw")
-                sent += 1
-        return sent
+                raw_key = dumps_key(key_type, key, serializer=key_serializer)
+                future = await send(topic, raw_key, data, partition, None, None)
+                future.add_done_callback(persisted)
+                futures.append(future)
+        return futures
+
+
+def _persisted(store: Any, tp: TP, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        store.set_persisted_offset(tp, future.result().offset)
 
 
 _STAGED: weakref.WeakKeyDictionary[Any, list[StagedTable]] = weakref.WeakKeyDictionary()
@@ -330,20 +349,30 @@ class WorkerConsumer(AIOKafkaConsumer):
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
         detached = [(table, table.take()) for table in _STAGED.get(self.app, [])]
-        sent = [future for output in _OUTPUTS.get(self.app, []) for future in output.take()]
-        if sent or any(staged for _, staged in detached):
-            await self.app.producer.flush()  # the output of those events is acknowledged
-            failure = await first_failure(sent)
-            if failure is not None:
-                # Committing would skip output the broker never took: stop instead, so
-                # that a restart processes those events again (at-least-once).
-                await self.crash(
-                    ProducerSendError(f"an output record was not delivered: {failure!r}")
-                )
-                return False
-            for table, staged in detached:
-                table.send(staged)
+        outputs = [future for output in _OUTPUTS.get(self.app, []) for future in output.take()]
+        # First the output of the events being committed, then their state's changelog,
+        # each acknowledged before the next step.
+        if not await self._delivered("an output record", outputs):
+            return False
+        changelog = [f for table, staged in detached if staged for f in await table.send(staged)]
+        if not await self._delivered("a changelog record", changelog):
+            return False
         return await super()._commit_offsets(offsets, start_new_transaction)
+
+    async def _delivered(self, what: str, futures: list[asyncio.Future[Any]]) -> bool:
+        """Flush and check; on a failed delivery crash the worker instead of committing.
+
+        Committing past a record the broker never took would lose it; after the crash
+        a restart processes those events again (at-least-once).
+        """
+        if not futures:
+            return True
+        await self.app.producer.flush()
+        failure = await first_failure(futures)
+        if failure is None:
+            return True
+        await self.crash(ProducerSendError(f"{what} was not delivered: {failure!r}"))
+        return False
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()

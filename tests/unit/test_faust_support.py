@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from types import SimpleNamespace
 from typing import Any
+
+from faust.types import TP
 
 from processors.faust_support import PartitionState, StagedTable
 
 
+class FakeStore(dict[str, bytes]):
+    """A Faust store: a mapping that also keeps the persisted changelog offset."""
+
+    persisted: dict[Any, int]
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted = {**getattr(self, "persisted", {}), tp: offset}
+
+
 class FakeTable:
-    """What StagedTable uses of a Faust table: `get`, the local store `data`, `send_changelog`."""
+    """What StagedTable uses of a Faust table: the local store `data`, its changelog topic
+    name and the app's producer (which records what it is sent)."""
 
     def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
+        self.data = FakeStore()
         self.changelog: list[tuple[int, str, bytes | None]] = []
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-state-changelog")
+        self.key_type, self.key_serializer = str, "json"
+        self.app = SimpleNamespace(
+            producer=SimpleNamespace(send=self._send),
+            serializers=SimpleNamespace(dumps_key=self._dumps_key),
+        )
 
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
+    @staticmethod
+    def _dumps_key(key_type: type, key: str, *, serializer: str) -> bytes:
+        assert (key_type, serializer) == (str, "json")
+        return json.dumps(key).encode()
 
-    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
-        self.changelog.append((partition, key, value))
+    async def _send(self, topic: str, key: bytes, value: Any, partition: int, *_: Any) -> Any:
+        assert topic == "app-state-changelog"
+        self.changelog.append((partition, json.loads(key), value))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace(offset=len(self.changelog) - 1))
+        return future
 
 
 def test_writes_are_pending_until_commit_and_land_under_the_partition_prefix() -> None:
@@ -44,9 +71,19 @@ def test_changelog_records_wait_for_send_and_are_coalesced_per_key() -> None:
     gone.delete("c:bob")
     gone.commit()
     assert table.changelog == []
-    assert staged.send(staged.take()) == 2
+
+    async def send() -> int:
+        futures = await staged.send(staged.take())
+        await asyncio.sleep(0)  # the done-callbacks run
+        return len(futures)
+
+    assert asyncio.run(send()) == 2
     assert table.changelog == [(1, "1/e/p:clock", b'{"max":2}'), (2, "2/e/c:bob", None)]
     assert staged.take() == {}
+    assert table.data.persisted == {
+        TP("app-state-changelog", 1): 0,
+        TP("app-state-changelog", 2): 1,
+    }
 
 
 def test_falsy_values_survive_and_deletes_remove_the_key() -> None:

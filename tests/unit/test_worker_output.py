@@ -47,6 +47,8 @@ class FakeConsumer:
     async def crash(self, exc: BaseException) -> None:
         self.crashed.append(exc)
 
+    _delivered = WorkerConsumer._delivered
+
 
 def test_records_go_straight_to_the_producer_with_their_headers() -> None:
     app = FakeApp()
