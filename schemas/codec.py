@@ -1280,8 +1280,12 @@ class AvroCodec(Generic[R]):
         )
 
 
+_OBJECT_REPR = re.compile(r" ?(?:from )?<[\w.]+ object at 0x[0-9a-f]+>")
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The exception in one line, without object addresses (same input, same message)."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 

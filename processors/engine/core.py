@@ -587,7 +587,8 @@ class Step:
                 # positional: the field order of decision.avsc (records are built on the hot path)
                 Decision(
                     _sha256(
-                        f"{runtime.decision_prefix}{cid}\x1f{reason}{tail}".encode()
+                        # the time too: the same evidence can be decided again later
+                        f"{runtime.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode()
                     ).hexdigest()[:32],
                     cid,
                     rule.id,
