@@ -47,7 +47,8 @@ from moments.runtime import Supervisor
 from moments.settings import Settings
 from moments.stack import free_port, local_stack
 from moments.topics import ensure_topics
-from processors.backfill import backfill_topic, engine_config_from
+from processors.backfill import backfill_topic
+from processors.config import engine_config
 from processors.engine import DictStore, Engine, load_rule_pack
 from processors.replay import no_cyclic_gc, replay_file
 from producers.publisher import Publisher
@@ -378,7 +379,7 @@ class _Bench:
         events = self.events()
         customers = len({e.customer_id for e in events})
         pack = load_rule_pack(self.settings.rules_path)
-        config = engine_config_from(self.settings)
+        config = engine_config(self.settings)
         result: dict[str, Any] = {"events": len(events), "customers": customers}
         for label, decisions in (("actions_only", False), ("with_decisions", True)):
             engine = Engine(pack, config, decisions=decisions)

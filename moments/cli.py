@@ -173,7 +173,7 @@ def replay(
     ] = None,
 ) -> None:
     """Run the engine offline over a file (or a topic), deterministically; no side effects."""
-    from moments.demo import engine_config
+    from processors.config import engine_config
 
     settings = load_settings()
     until_ms = parse_time(until, "--until")

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from moments.runtime import Supervisor
 from moments.settings import Settings
 from moments.stack import local_stack
 from moments.topics import ensure_topics
-from processors.engine import EngineConfig, load_rule_pack
+from processors.config import engine_config
+from processors.engine import load_rule_pack
 from processors.replay import replay_events
 from producers.publisher import Publisher
 from producers.simulator import seed_stories
@@ -39,18 +40,6 @@ class DemoResult:
     events: int
     expected: int
     seconds: float
-
-
-def engine_config(settings: Settings) -> EngineConfig:
-    """The engine's knobs from settings (seconds → milliseconds)."""
-    return replace(
-        EngineConfig(),
-        allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
-        contact_cap=settings.contact_cap,
-        contact_cap_window_ms=int(settings.contact_cap_window_s * 1000),
-        holdout_percent=settings.holdout_percent,
-        dedupe_horizon_ms=int(settings.dedupe_horizon_s * 1000),
-    )
 
 
 def run_demo(

@@ -54,13 +54,14 @@ from confluent_kafka import (
 )
 
 from moments.settings import Settings, Topics
-from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
+from processors.config import engine_config
+from processors.engine import DictStore, Engine, EngineOutput, load_rule_pack
 from processors.engine.rules import RulePack
 from processors.replay import OutputWriter, no_cyclic_gc
 from schemas.codec import DecodeError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
-__all__ = ["BackfillError", "BackfillSummary", "backfill_topic", "engine_config_from"]
+__all__ = ["BackfillError", "BackfillSummary", "backfill_topic"]
 
 #: Records asked of librdkafka per `consume` call.
 BATCH: Final = 10_000
@@ -118,17 +119,6 @@ class BackfillSummary:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def engine_config_from(settings: Settings) -> EngineConfig:
-    """The engine's knobs from the settings (seconds there, milliseconds in the engine)."""
-    return EngineConfig(
-        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
-        contact_cap=settings.contact_cap,
-        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
-        holdout_percent=settings.holdout_percent,
-        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
-    )
-
-
 def backfill_topic(
     settings: Settings,
     topic: str,
@@ -164,7 +154,7 @@ def backfill_topic(
     want_decisions = decisions_out is not None or to_topics
     engine = Engine(
         pack or load_rule_pack(rules_path or settings.rules_path),
-        engine_config_from(settings),
+        engine_config(settings),
         decisions=want_decisions,
     )
     consumer = Consumer(

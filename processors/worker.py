@@ -75,7 +75,8 @@ from moments.metrics import (
     serve_metrics,
 )
 from moments.settings import Settings
-from processors.engine import CLOCK_KEY, Engine, EngineConfig, EngineOutput, load_rule_pack
+from processors.config import engine_config
+from processors.engine import CLOCK_KEY, Engine, EngineOutput, load_rule_pack
 from processors.faust_support import (
     FencingTableManager,
     PartitionState,
@@ -100,17 +101,6 @@ _REASON_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: Output records wait this long to share a produce request (Faust's default, 0, sends a
 #: request per event's output; the publisher SDK lingers 5 ms too).
 PRODUCER_LINGER_S = 0.005
-
-
-def engine_config(settings: Settings) -> EngineConfig:
-    """The engine's knobs from the settings (seconds there, milliseconds in the engine)."""
-    return EngineConfig(
-        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
-        contact_cap=settings.contact_cap,
-        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
-        holdout_percent=settings.holdout_percent,
-        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
-    )
 
 
 def broker_urls(bootstrap: str) -> list[str]:

@@ -39,8 +39,8 @@ import psycopg
 import pytest
 
 from moments.settings import Settings
+from processors.config import engine_config
 from processors.replay import partition_for, replay_events
-from processors.worker import engine_config
 from producers.publisher import Publisher
 from producers.simulator import simulate
 from schemas.codec import to_json_dict

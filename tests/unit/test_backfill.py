@@ -8,7 +8,8 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from moments.settings import Settings
-from processors.backfill import BackfillSummary, _Run, engine_config_from
+from processors.backfill import BackfillSummary, _Run
+from processors.config import engine_config
 from processors.engine import Engine, load_rule_pack
 from processors.replay import OutputWriter, Replayer
 from producers.simulator import simulate
@@ -50,15 +51,15 @@ class FakeConsumer:
 
 
 def _run(settings: Settings, partitions: int) -> tuple[_Run, io.BytesIO]:
-    engine = Engine(load_rule_pack(), engine_config_from(settings), decisions=False)
+    engine = Engine(load_rule_pack(), engine_config(settings), decisions=False)
     actions = io.BytesIO()
     summary = BackfillSummary(topic="interactions", partitions=partitions)
     run = _Run(engine, settings, summary, OutputWriter(actions), None, list(range(partitions)))
     return run, actions
 
 
-def test_engine_config_from_settings_in_milliseconds() -> None:
-    config = engine_config_from(Settings(allowed_lateness_s=1.5, contact_cap=3))
+def test_engine_config_of_settings_in_milliseconds() -> None:
+    config = engine_config(Settings(allowed_lateness_s=1.5, contact_cap=3))
     assert (config.allowed_lateness_ms, config.contact_cap) == (1500, 3)
 
 
@@ -87,7 +88,7 @@ def test_each_partition_has_its_own_state_and_garbage_is_counted() -> None:
     # The same engine per partition, fed the partition's events alone, gives the same actions.
     expected: list[bytes] = []
     for partition in (0, 1):
-        replayer = Replayer(Engine(load_rule_pack(), engine_config_from(settings)), 1)
+        replayer = Replayer(Engine(load_rule_pack(), engine_config(settings)), 1)
         for event in by_partition[partition]:
             expected += [to_json_bytes(a) + b"\n" for a in replayer.feed(event).actions]
     assert sorted(actions.getvalue().splitlines(keepends=True)) == sorted(expected)

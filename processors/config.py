@@ -1,0 +1,20 @@
+"""The engine's knobs from the one settings object (seconds there, milliseconds in the engine).
+
+Shared by every host of the engine: the worker, backfill, replay from the CLI and the demo.
+"""
+
+from __future__ import annotations
+
+from moments.settings import Settings
+from processors.engine import EngineConfig
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine's knobs from the settings."""
+    return EngineConfig(
+        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
+        contact_cap=settings.contact_cap,
+        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
+        holdout_percent=settings.holdout_percent,
+        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
+    )
