@@ -49,6 +49,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes that mean bad input, not a bug (imported lazily)."""
     from moments.demo import DemoTimeout
     from moments.runtime import ProcessDied
+    from moments.topics import BrokerUnavailable
 
     errors: list[type[BaseException]] = [
         UserError,
@@ -56,6 +57,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         IsADirectoryError,
         DemoTimeout,
         ProcessDied,
+        BrokerUnavailable,
     ]
     try:
         from schemas.codec import DecodeError, SchemaValidationError

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import logging
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from moments.settings import Settings
 
+# librdkafka's connection chatter goes to Python logging (silent unless configured);
+# an unreachable broker becomes one BrokerUnavailable error instead.
+_log = logging.getLogger("moments.kafka.admin")
+_log.addHandler(logging.NullHandler())
+_log.propagate = False
 
-def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+
+class BrokerUnavailable(RuntimeError):
+    """The Kafka cluster could not be reached or refused to create the topics."""
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 20.0) -> list[str]:
     """Create every moments topic that does not exist yet; return the names created."""
     topics = settings.topics
     wanted = {topics.interactions: settings.interactions_partitions}
     for name in topics.all():
         wanted.setdefault(name, settings.action_partitions)
-    admin = AdminClient(settings.kafka_config(log_level=4))  # no info chatter on stderr
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    admin = AdminClient(settings.kafka_config(logger=_log))
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap} within {timeout_s:.0f} s "
+            f"({exc.args[0].str()})"
+        ) from None
     missing = [
         NewTopic(name, num_partitions=n, replication_factor=settings.replication_factor)
         for name, n in wanted.items()
@@ -29,6 +47,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             future.result(timeout=timeout_s)
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+            error = exc.args[0]
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerUnavailable(f"cannot create topic {name}: {error.str()}") from None
     return created
