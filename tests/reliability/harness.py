@@ -147,7 +147,8 @@ class Fleet:
     def start(self, role: str, *command: str, **env: str) -> subprocess.Popen[bytes]:
         """Start `python -m moments COMMAND...` as ROLE (ROLE must not be running).
 
-        Each child gets ports of its own (metrics, Faust web): `metrics_port[role]`.
+        Each child gets ports of its own (metrics, Faust web; `metrics_port[role]`) and
+        the data directory `settings.data_dir / ROLE`.
         """
         assert role not in self.running, f"{role} is already running"
         self.starts[role] = self.starts.get(role, 0) + 1
@@ -156,6 +157,7 @@ class Fleet:
         ports = {
             "MOMENTS_METRICS_PORT": str(self.metrics_port[role]),
             "MOMENTS_WORKER_WEB_PORT": str(free_port()),
+            "MOMENTS_DATA_DIR": str(self.settings.data_dir / role),  # local state per role
         }
         process = self.supervisor.spawn(name, *command, **{**ports, **env})
         self.running[role] = process

@@ -295,16 +295,21 @@ def verify(
     unexpected = sorted(stored.keys() - expected.keys())
     mismatched = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
 
-    want: dict[str, Decision] = {}
-    for d in decisions:  # the sink keeps the first of two records with one id
-        want.setdefault(d.decision_id, d)
+    # The engine can give two decisions one id (they differ in decided_at); the table keeps
+    # one of them, the first or the last depending on how the sink batched them.
+    versions: dict[str, list[Decision]] = defaultdict(list)
+    for d in decisions:
+        versions[d.decision_id].append(d)
+    want = {k: v[0] for k, v in versions.items()}
     have_list = stored_decisions(conninfo)
     have = {d.decision_id: d for d in have_list}
     missing_decisions = sorted(want.keys() - have.keys())
     extra = have.keys() - want.keys()
     traces = {k for k in extra if have[k].reason == "duplicate_event"}
     unexpected_decisions = sorted(extra - traces)
-    mismatched_decisions = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
+    mismatched_decisions = sorted(
+        k for k in want.keys() & have.keys() if have[k] not in versions[k]
+    )
     fired = Counter(d.action_id for d in have_list if d.outcome == "fired")
     duplicates = sorted(str(k) for k, n in fired.items() if n > 1)
     return Verdict(
