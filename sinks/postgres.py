@@ -29,14 +29,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
+import orjson
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.adapt import Buffer, Dumper
 
 from moments.metrics import (
     CONSUMER_LAG,
@@ -305,10 +307,15 @@ Row = tuple[Any, ...]
 
 def text_array_literal(values: list[str]) -> str:
     """A PostgreSQL array literal of `values`, every element quoted (so `NULL` stays a string)."""
-    quoted = (
-        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in map(_pg_text, values)
-    )
-    return "{" + ",".join(quoted) + "}"
+    if not values:
+        return "{}"
+    raw = "".join(values)
+    if '"' in raw or "\\" in raw or "\x00" in raw:
+        quoted = (
+            '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in map(_pg_text, values)
+        )
+        return "{" + ",".join(quoted) + "}"
+    return '{"' + '","'.join(values) + '"}'
 
 
 def _pg_text(value: str) -> str:
@@ -324,22 +331,46 @@ def _pg_map(values: dict[str, str]) -> dict[str, str]:
     return {_pg_text(k): _pg_text(v) for k, v in values.items()}
 
 
+def _has_nul(*texts: str | None) -> bool:
+    # One scan over every text of a row (the common case has none) instead of one call per field.
+    return "\x00" in "\x01".join([t for t in texts if t is not None])
+
+
+def _map_has_nul(values: dict[str, str]) -> bool:
+    return bool(values) and "\x00" in "\x01".join([*values, *values.values()])
+
+
 def action_row(a: ActionEvent, topic: str | None, partition: int | None, offset: int | None) -> Row:
     """The `actions` row of an action, in `ACTIONS.columns` order."""
+    details = a.details
+    if _has_nul(
+        a.action_id, a.customer_id, a.rule, a.action, a.destination, a.reason, a.channel_hint
+    ) or _map_has_nul(details):
+        a = replace(
+            a,
+            action_id=_pg_text(a.action_id),
+            customer_id=_pg_text(a.customer_id),
+            rule=_pg_text(a.rule),
+            action=_pg_text(a.action),
+            destination=_pg_text(a.destination),
+            reason=_pg_text(a.reason),
+            channel_hint=_pg_text(a.channel_hint),
+        )
+        details = _pg_map(details)
     return (
-        _pg_text(a.action_id),
-        _pg_text(a.customer_id),
-        _pg_text(a.rule),
-        _pg_text(a.action),
+        a.action_id,
+        a.customer_id,
+        a.rule,
+        a.action,
         a.rule_version,
-        _pg_text(a.destination),
+        a.destination,
         a.priority,
-        _pg_text(a.reason),
+        a.reason,
         text_array_literal(a.evidence),
-        _pg_text(a.channel_hint),
+        a.channel_hint,
         a.triggered_at,
         a.due_by,
-        _pg_map(a.details),
+        details,
         topic,
         partition,
         offset,
@@ -348,14 +379,24 @@ def action_row(a: ActionEvent, topic: str | None, partition: int | None, offset:
 
 def decision_row(d: Decision, topic: str | None, partition: int | None, offset: int | None) -> Row:
     """The `decisions` row of a decision, in `DECISIONS.columns` order."""
+    if _has_nul(d.decision_id, d.customer_id, d.rule, d.outcome, d.reason, d.action_id):
+        d = replace(
+            d,
+            decision_id=_pg_text(d.decision_id),
+            customer_id=_pg_text(d.customer_id),
+            rule=_pg_text(d.rule),
+            outcome=_pg_text(d.outcome),
+            reason=_pg_text(d.reason),
+            action_id=_pg_opt(d.action_id),
+        )
     return (
-        _pg_text(d.decision_id),
-        _pg_text(d.customer_id),
-        _pg_text(d.rule),
+        d.decision_id,
+        d.customer_id,
+        d.rule,
         d.rule_version,
-        _pg_text(d.outcome),
-        _pg_text(d.reason),
-        _pg_opt(d.action_id),
+        d.outcome,
+        d.reason,
+        d.action_id,
         text_array_literal(d.evidence),
         d.decided_at,
         topic,
@@ -368,21 +409,39 @@ def event_row(
     e: InteractionEvent, topic: str | None, partition: int | None, offset: int | None
 ) -> Row:
     """The `interaction_events` row of an event, in `INTERACTION_EVENTS.columns` order."""
+    attributes = e.attributes
+    if _has_nul(
+        e.event_id, e.customer_id, e.channel, e.type, e.source, e.product, e.reference,
+        e.currency, e.text,
+    ) or _map_has_nul(attributes):  # fmt: skip
+        e = replace(
+            e,
+            event_id=_pg_text(e.event_id),
+            customer_id=_pg_text(e.customer_id),
+            channel=_pg_text(e.channel),
+            type=_pg_text(e.type),
+            source=_pg_text(e.source),
+            product=_pg_opt(e.product),
+            reference=_pg_opt(e.reference),
+            currency=_pg_opt(e.currency),
+            text=_pg_opt(e.text),
+        )
+        attributes = _pg_map(attributes)
     return (
-        _pg_text(e.event_id),
-        _pg_text(e.customer_id),
-        _pg_text(e.channel),
-        _pg_text(e.type),
+        e.event_id,
+        e.customer_id,
+        e.channel,
+        e.type,
         e.occurred_at,
-        _pg_text(e.source),
-        _pg_opt(e.product),
-        _pg_opt(e.reference),
+        e.source,
+        e.product,
+        e.reference,
         e.amount,
-        _pg_opt(e.currency),
+        e.currency,
         e.due_date,
         e.customer_since,
-        _pg_opt(e.text),
-        _pg_map(e.attributes),
+        e.text,
+        attributes,
         topic,
         partition,
         offset,
@@ -407,6 +466,19 @@ def record_row(
 
 
 # --------------------------------------------------------------------------- the sink
+
+
+class _JsonbDumper(Dumper):
+    """jsonb for the binary COPY through orjson (a fraction of `json.dumps`' time per row)."""
+
+    format = pq.Format.BINARY
+    oid = 3802  # jsonb
+
+    def dump(self, obj: Any) -> Buffer:
+        try:
+            return b"\x01" + orjson.dumps(obj)
+        except TypeError:  # what orjson refuses (e.g. non-string keys) json.dumps may still take
+            return b"\x01" + json.dumps(obj).encode()
 
 
 class PostgresSink:
@@ -469,6 +541,8 @@ class PostgresSink:
         conn = psycopg.connect(
             self.conninfo, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
         )
+        # By oid only: used where COPY's set_types names jsonb, nowhere else.
+        conn.adapters.register_dumper(None, _JsonbDumper)
         try:
             for spec in TABLES:
                 conn.execute(spec.stage_ddl())
