@@ -419,8 +419,11 @@ IN_PROCESS_EXAMPLES = 3_400
 OVER_HTTP_EXAMPLES = 400
 
 
+@pytest.mark.parametrize(
+    "scale", [pytest.param(1, id="short"), pytest.param(3, id="soak", marks=pytest.mark.soak)]
+)
 def test_thousands_of_hostile_requests_in_process(
-    keyed_settings: Settings, figures: Figures
+    scale: int, keyed_settings: Settings, figures: Figures
 ) -> None:
     publisher = RecordingPublisher()
     tally = Tally()
@@ -430,7 +433,7 @@ def test_thousands_of_hostile_requests_in_process(
     try:
 
         @hsettings(
-            max_examples=IN_PROCESS_EXAMPLES,
+            max_examples=IN_PROCESS_EXAMPLES * scale,
             deadline=None,
             database=None,
             derandomize=True,
@@ -460,7 +463,7 @@ def test_thousands_of_hostile_requests_in_process(
         **{"duration s": round(time.monotonic() - started, 1)},
     )
     assert ok_status == 202 and json.loads(ok_body)["accepted"] == 1
-    assert tally.requests >= 10_000
+    assert tally.requests >= 10_000 * scale
     assert not tally.problems, "\n".join(tally.problems[:10])
     assert not unauthorised_published
     assert tally.statuses[401] > 0 and tally.statuses[202] > 0 and tally.statuses[400] > 0
@@ -512,8 +515,11 @@ def real_collector(settings: Settings) -> Iterator[tuple[str, Publisher]]:
             yield url, publisher
 
 
+@pytest.mark.parametrize(
+    "scale", [pytest.param(1, id="short"), pytest.param(3, id="soak", marks=pytest.mark.soak)]
+)
 def test_hostile_requests_over_real_http(
-    real_collector: tuple[str, Publisher], figures: Figures
+    scale: int, real_collector: tuple[str, Publisher], figures: Figures
 ) -> None:
     url, _ = real_collector
     tally = Tally()
@@ -523,7 +529,7 @@ def test_hostile_requests_over_real_http(
     with httpx.Client(base_url=url, timeout=30) as client:
 
         @hsettings(
-            max_examples=OVER_HTTP_EXAMPLES,
+            max_examples=OVER_HTTP_EXAMPLES * scale,
             deadline=None,
             database=None,
             derandomize=True,
