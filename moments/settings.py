@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float = 4.0
     broker_session_timeout_s: float = 8.0
     idle_tick_s: float = 1.0
+    worker_batch_size: int = Field(
+        default=500,
+        ge=1,
+        description="Records per stream.take batch in the worker; 1 = one event per iteration.",
+    )
 
     # Sinks.
     sink_group: str = "moments-sink-postgres"

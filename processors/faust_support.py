@@ -32,6 +32,10 @@ the fence is then the last batch, so every real record lies below the high
 watermark. On Apache Kafka the fence costs one tiny record per partition and
 rebalance.
 
+`WorkerConsumer.halt` stops all further offset commits (and crashes the
+worker unless it is being cancelled): the worker calls it when handling a
+`take()` batch fails, because Faust acks the whole batch anyway.
+
 `WorkerConsumer` (with `FencingRecovery` stopping the flow while
 streams are resumed) closes a hole in Faust + aiokafka: Faust resumes stream
 partitions before it seeks them to their committed offsets and then clears
@@ -40,9 +44,10 @@ partitions with a committed offset above 0, so a worker of a new consumer
 group silently skipped the first records of a partition. It seeks every
 stream partition without a committed offset to the beginning of the log.
 
-This module must never write a table's local store outside stream iteration
-(Faust forbids it; a rocksdb store files each key under the current event's
-partition); staged changelog records carry their partition explicitly. With a
+This module writes a table's local store directly, never through
+`Table.__setitem__` (which Faust forbids inside `take()`); the caller must make
+the event being handled the current event (a rocksdb store files each key
+under its partition). Staged changelog records carry their partition explicitly. With a
 persistent (rocksdb) store the local state can run ahead of the changelog
 after a crash, as in plain Faust. It knows nothing of rules or Avro.
 
@@ -345,9 +350,25 @@ class WorkerConsumer(AIOKafkaConsumer):
     Install with `app.transport.Consumer = WorkerConsumer` before the app starts.
     """
 
+    _halted: BaseException | None = None
+
+    async def halt(self, reason: BaseException) -> None:
+        """Never commit offsets again; crash the worker unless `reason` is a cancellation.
+
+        For records Faust acked without their being handled (a failed `take()` batch):
+        a restart processes them again from the last commit (at-least-once).
+        """
+        if self._halted is None:
+            self._halted = reason
+            self.log.error("Offset commits halted: %r", reason)
+        if not isinstance(reason, asyncio.CancelledError):
+            await self.crash(reason)
+
     async def _commit_offsets(
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
+        if getattr(self, "_halted", None) is not None:
+            return False  # see halt()
         detached = [(table, table.take()) for table in _STAGED.get(self.app, [])]
         outputs = [future for output in _OUTPUTS.get(self.app, []) for future in output.take()]
         # First the output of the events being committed, then their state's changelog,

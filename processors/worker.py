@@ -1,7 +1,14 @@
 """The stream worker: a faust-streaming app that runs the trigger engine on live interactions.
 
 One agent consumes `interactions` (raw bytes; the worker decodes them itself so
-that no message can crash the agent) and handles one event at a time:
+that no message can crash the agent). With `worker_batch_size` > 1 (the default)
+it takes records in batches (`stream.take_events`, a partial batch waits at most
+`BATCH_WITHIN_S`) and handles them one after the other in log order, exactly as
+the per-event path (`worker_batch_size` = 1, `stream.events()`) does; batching
+only saves Faust's per-message stream hand-off. Faust acks a batch when its
+body ends, even when the body raises: the worker then stops committing for good
+(`WorkerConsumer.halt`) and crashes, so no record of the batch is committed
+unhandled. Each record is handled like this:
 
 1. A record that is a tombstone, larger than `max_event_bytes`, undecodable or
    invalid goes to `interactions.dlq` with its original key and bytes and the
@@ -11,11 +18,12 @@ that no message can crash the agent) and handles one event at a time:
    keeps running.
 2. Otherwise the engine processes the event against `PartitionState`, the
    state of the event's partition in a changelog-backed Faust table (see
-   `processors.faust_support`). Writes are applied per event inside the stream
-   iteration (never inside `take()`) and their changelog records, addressed
-   to the event's partition, are sent at the next offset commit, coalesced
-   per key: a restarted or rebalanced worker recovers the state of every
-   committed event.
+   `processors.faust_support`). Writes are applied per event to the table's
+   local store (never through `Table.__setitem__`, which Faust forbids inside
+   `take()`; the event is made the task's current event first, as stores that
+   file keys by partition need) and their changelog records, addressed to the
+   event's partition, are sent at the next offset commit, coalesced per key: a
+   restarted or rebalanced worker recovers the state of every committed event.
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
    customer_id, Avro), handed straight to the producer (`OutputSender`; it
    lingers 5 ms to share produce requests). At each commit the worker first
@@ -56,10 +64,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust.streams import Stream, _current_event
 from faust.types import EventT, StreamT
 from faust.types.auth import CredentialsT
 
@@ -101,6 +111,8 @@ _REASON_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: Output records wait this long to share a produce request (Faust's default, 0, sends a
 #: request per event's output; the publisher SDK lingers 5 ms too).
 PRODUCER_LINGER_S = 0.005
+#: A partial batch waits at most this long for more records (bounds the latency batching adds).
+BATCH_WITHIN_S = 0.01
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -207,8 +219,36 @@ class TriggerWorker:
     # -- the agent --------------------------------------------------------------------------
 
     async def _consume(self, stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            await self.handle(event)
+        batch_size = self.settings.worker_batch_size
+        if batch_size <= 1:
+            async for event in stream.events():
+                await self.handle(event)
+            return
+        batches = cast(Stream[Any], stream).take_events(batch_size, within=BATCH_WITHIN_S)
+        async for batch in batches:
+            await self.handle_batch(batch)
+
+    async def handle_batch(self, batch: Sequence[EventT[Any]]) -> None:
+        """Handle a batch of `interactions` records from `take_events`, in order.
+
+        Faust acks the whole batch when this returns or raises; if anything escapes
+        `handle` (not a bad record: those are dead-lettered) the consumer is halted
+        first, so that the records after the failing one are never committed.
+        """
+        try:
+            for event in batch:
+                # take_events fills its buffer in another task: make this event current
+                # here, for stores that file each key under the event's partition.
+                _current_event.set(weakref.ref(event))
+                await self.handle(event)
+        except BaseException as exc:
+            consumer = self.app.consumer
+            halt = getattr(consumer, "halt", None)
+            if halt is not None:
+                await halt(exc)
+            raise
+        finally:
+            _current_event.set(None)
 
     async def handle(self, event: EventT[Any]) -> None:
         """Handle one record of `interactions` (event, tick or poison); call inside the stream."""
