@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak -s
+	$(BIN)/python -m pytest -q -m soak -s --timeout=5400
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
