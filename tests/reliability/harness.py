@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
-import random
 import signal
 import subprocess
 import threading
@@ -57,13 +55,6 @@ class Figures:
 
 
 FIGURES: list[Figures] = []
-
-
-def _columns(rows: list[Figures]) -> list[str]:
-    names: list[str] = []
-    for row in rows:
-        names.extend(n for n in row.values if n not in names)
-    return names
 
 
 def _cell(value: Any) -> str:
@@ -321,43 +312,6 @@ def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, i
     return {tp.partition: tp.offset for tp in tps}
 
 
-def produce_raw(
-    settings: Settings,
-    topic: str,
-    records: Iterable[tuple[bytes | None, bytes | None]],
-    *,
-    headers: list[tuple[str, str | bytes | None]] | None = None,
-) -> list[tuple[int, int]]:
-    """Produce (key, value) records like the publisher would partition them; their (p, offset)."""
-    producer = Producer(
-        settings.kafka_config(
-            **{"enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 5}
-        )
-    )
-    placed: list[tuple[int, int]] = []
-    failures: list[str] = []
-
-    def delivered(err: Any, msg: Message) -> None:
-        if err is not None:
-            failures.append(str(err))
-        else:
-            placed.append((int(msg.partition() or 0), int(msg.offset() or 0)))
-
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(
-                    topic, key=key, value=value, headers=headers, on_delivery=delivered
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    assert producer.flush(60) == 0, "records not delivered within 60 s"
-    assert not failures, failures[:3]
-    return placed
-
-
 # --------------------------------------------------------------------------- events
 
 
@@ -503,11 +457,6 @@ class PacedProducer:
             raise self._error
 
 
-def random_pauses(rng: random.Random, low_s: float, high_s: float) -> Iterator[float]:
-    while True:
-        yield rng.uniform(low_s, high_s)
-
-
 # --------------------------------------------------------------------------- database
 
 
@@ -530,7 +479,3 @@ def timed(figures: Figures, name: str) -> Iterator[None]:
         yield
     finally:
         figures[name] = round(time.monotonic() - started, 1)
-
-
-def dump_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, default=str), encoding="utf-8")

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Message
-
 from moments.settings import Settings
 from processors.engine import EngineOutput
 from processors.replay import Replayer
@@ -219,22 +217,3 @@ class Pipeline:
 
     def close(self) -> None:
         self.fleet.stop_all()
-
-
-def end_offsets(placed: Sequence[tuple[int, int]]) -> dict[int, int]:
-    """Last offset + 1 per partition of (partition, offset) pairs."""
-    ends: dict[int, int] = {}
-    for partition, offset in placed:
-        ends[partition] = max(ends.get(partition, 0), offset + 1)
-    return ends
-
-
-def interactions_log(settings: Settings, events: int) -> list[Message]:
-    """The interactions topic as the worker read it (events, poison and idle ticks)."""
-    return read_topic(
-        settings,
-        [settings.topics.interactions],
-        enough=lambda found: len(found) >= events,
-        quiet_s=1.0,
-        timeout_s=60,
-    )

@@ -3,53 +3,40 @@
 The oracle is the offline engine (`processors.replay.replay_events`, the same
 core the worker runs) over the same events, with one state store per
 partition of the interactions topic, events assigned to partitions like the
-publisher assigns them (murmur2 of the customer id).
+publisher assigns them (murmur2 of the customer id): `file_oracle`. For runs
+through the live worker, `pipeline.expected_outputs` adds the one input the
+events do not carry, the wall clock of idle ticks, by advancing each replayed
+partition to the watermark the worker's changelog ends with.
 
-Two oracles:
-
-- `file_oracle(events, settings)`: replay_events over the input in order,
-  partitions = the topic's partition count. It knows nothing of wall-clock
-  time, so the worker must match it whenever no idle tick moved a watermark.
-- `log_oracle(settings, records)`: the same engine over what the worker
-  actually read: the interactions log, partition by partition in offset
-  order, including the worker's idle-tick records. A tick advances the
-  partition's event time to `max occurred_at + (tick timestamp - timestamp of
-  the partition's last event)` (the worker's documented rule); both
-  timestamps sit in the log, so this oracle is exact even though the live
-  worker's ticks depend on the wall clock. Records the worker must
-  dead-letter (tombstones, oversized, undecodable, invalid) are skipped and
-  counted.
-
-`verify(...)` compares an oracle's actions and decisions with the `actions`
-and `decisions` tables: lost (expected action ids missing), unexpected
-(stored ids the oracle does not expect), mismatched (same id, other content),
-duplicates (an action id fired by more than one decision: a primary key cannot
-show a second row, so duplicates are looked for in the decisions), and the
-decisions themselves (every expected one stored, nothing else but
-`duplicate_event` traces of redelivered events). `dlq_sources` reads a
-dead-letter topic and returns the distinct source offsets it holds
-(redelivery may repeat a dead letter).
+`verify(...)` compares expected actions and decisions with the `actions` and
+`decisions` tables: lost (expected action ids missing), unexpected (stored ids
+the oracle does not expect), mismatched (same id, other content), duplicates
+(an action id fired by more than one decision: a primary key cannot show a
+second row, so duplicates are looked for in the decisions), and the decisions
+themselves (every expected one stored, nothing else but `duplicate_event`
+traces of redelivered events). `records_past_durable_rows` finds records
+below a committed offset without a row; `dlq_sources` reads a dead-letter
+topic and returns the distinct source offsets it holds (redelivery may repeat
+a dead letter); `order_violations` checks each customer's decisions follow
+the input order.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from confluent_kafka import Message
 
 from moments.settings import Settings
-from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
-from processors.replay import partition_for, replay_events
-from schemas.codec import DecodeError, SchemaValidationError, codec_for
+from processors.engine import Engine, EngineConfig, load_rule_pack
+from processors.replay import replay_events
+from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
-#: The worker's control-record header and tick value (processors/worker.py docstring).
-CONTROL_HEADER = "moments.control"
-TICK = b"tick"
 ERROR_HEADERS = (
     "moments.error.stage",
     "moments.error.class",
@@ -73,20 +60,17 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 def new_engine(settings: Settings) -> Engine:
+    """An engine with the settings' rule pack and knobs, as the worker builds it."""
     return Engine(load_rule_pack(settings.rules_path), engine_config(settings))
 
 
 @dataclass
 class Oracle:
-    """Expected outputs, plus what the oracle saw on the way."""
+    """The actions and decisions the oracle expects for a run's events."""
 
     actions: list[ActionEvent]
     decisions: list[Decision]
     events: int = 0
-    ticks: int = 0
-    poison: int = 0
-    #: Per partition: the final watermark (ms) the oracle reached.
-    watermarks: dict[int, int] = field(default_factory=dict)
 
     @property
     def decision_ids(self) -> int:
@@ -112,53 +96,6 @@ def _header_map(message: Message) -> dict[str, bytes]:
     raw = message.headers() or []
     headers = raw.items() if isinstance(raw, dict) else raw
     return {k: v.encode() if isinstance(v, str) else (v or b"") for k, v in headers}
-
-
-def log_oracle(settings: Settings, records: Iterable[Message]) -> Oracle:
-    """The engine over the interactions log as the worker read it, idle ticks included."""
-    engine = new_engine(settings)
-    decode = codec_for(InteractionEvent, settings.schema_registry_url).decode
-    by_partition: dict[int, list[Message]] = defaultdict(list)
-    for message in records:
-        by_partition[int(message.partition() or 0)].append(message)
-    out = EngineOutput()
-    oracle = Oracle([], [])
-    for partition in sorted(by_partition):
-        store = DictStore()
-        clock: list[int] | None = None  # [max occurred_at, log timestamp of the last event]
-        for message in sorted(by_partition[partition], key=lambda m: m.offset() or 0):
-            timestamp = int(message.timestamp()[1])
-            if _header_map(message).get(CONTROL_HEADER) == TICK:
-                oracle.ticks += 1
-                if clock is not None:
-                    now = clock[0] + max(0, timestamp - clock[1])
-                    out.extend(engine.advance(store, now))
-                continue
-            value = message.value()
-            if value is None or len(value) > settings.max_event_bytes:
-                oracle.poison += 1
-                continue
-            try:
-                event = decode(value)
-            except (DecodeError, SchemaValidationError):
-                oracle.poison += 1
-                continue
-            oracle.events += 1
-            clock = (
-                [event.occurred_at, timestamp]
-                if clock is None
-                else [max(clock[0], event.occurred_at), timestamp]
-            )
-            out.extend(engine.process(store, event))
-        watermark = engine.watermark(store)
-        if watermark is not None:
-            oracle.watermarks[partition] = watermark
-    oracle.actions, oracle.decisions = out.actions, out.decisions
-    return oracle
-
-
-def partition_of(customer_id: str, settings: Settings) -> int:
-    return partition_for(customer_id, settings.interactions_partitions)
 
 
 # --------------------------------------------------------------------------- stored rows
@@ -326,18 +263,6 @@ def verify(
         mismatched_decisions=mismatched_decisions,
         redelivery_traces=len(traces),
     )
-
-
-def explain_against_file_oracle(
-    file: Oracle, live: Oracle
-) -> tuple[list[ActionEvent], list[ActionEvent]]:
-    """Actions the file oracle expects that the log oracle lacks, and the reverse.
-
-    Both are empty when no idle tick fired a timer earlier than the events alone would have.
-    """
-    f = {a.action_id: a for a in file.actions}
-    g = {a.action_id: a for a in live.actions}
-    return [f[k] for k in sorted(f.keys() - g.keys())], [g[k] for k in sorted(g.keys() - f.keys())]
 
 
 # --------------------------------------------------------------------------- dead letters
