@@ -29,6 +29,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -60,6 +61,8 @@ Record = ActionEvent | Decision | InteractionEvent
 # "moments" in ASCII: the advisory lock every migrating process takes.
 MIGRATION_LOCK_KEY = 0x6D6F6D656E7473
 _STOP_CHECK_S = 0.5
+# How often the loop looks whether the batch being written is durable (to commit its offsets).
+_INFLIGHT_CHECK_S = 0.05
 _MIGRATION_FILE = re.compile(r"^(\d+)_([a-z0-9_]+)\.sql$")
 
 
@@ -303,6 +306,8 @@ INTERACTION_EVENTS = TableSpec(
 TABLES: tuple[TableSpec, ...] = (INTERACTION_EVENTS, DECISIONS, ACTIONS)
 
 Row = tuple[Any, ...]
+#: Rows of one batch per table name, one per key.
+Batch = dict[str, dict[tuple[str, ...], Row]]
 
 
 def text_array_literal(values: list[str]) -> str:
@@ -504,7 +509,7 @@ class PostgresSink:
         self._migrate = migrate
         self._connect_timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
-        self._buffers: dict[str, dict[tuple[str, ...], Row]] = {t.name: {} for t in TABLES}
+        self._buffers: Batch = {t.name: {} for t in TABLES}
         self._copy_sql = {t.name: t.copy_sql() for t in TABLES}
         self._insert_sql = {t.name: t.insert_sql() for t in TABLES}
 
@@ -558,7 +563,19 @@ class PostgresSink:
         Raises `psycopg.Error` when the database refused or is unreachable;
         the buffer is then kept for the next call.
         """
-        if not self.pending:
+        inserted = self.write(self._buffers)
+        self.clear()
+        return inserted
+
+    def detach(self) -> Batch:
+        """Hand the buffered rows over (to `write`, maybe in another thread); empty the buffer."""
+        batch, self._buffers = self._buffers, {t.name: {} for t in TABLES}
+        return batch
+
+    def write(self, batch: Batch) -> dict[str, int]:
+        """Write `batch` in one transaction; the rows inserted per table. Nothing else may use
+        this sink's connection meanwhile. Raises `psycopg.Error`, the batch then uncommitted."""
+        if not any(batch.values()):
             return {}
         started = time.perf_counter()
         inserted: dict[str, int] = {}
@@ -566,7 +583,7 @@ class PostgresSink:
             conn = self.connect()
             with conn.transaction(), conn.cursor() as cur:
                 for spec in TABLES:
-                    rows = self._buffers[spec.name]
+                    rows = batch[spec.name]
                     if not rows:
                         continue
                     with cur.copy(self._copy_sql[spec.name]) as copy:
@@ -583,7 +600,6 @@ class PostgresSink:
         SINK_BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
         for table, count in inserted.items():
             SINK_ROWS.labels(self.name, table).inc(count)
-        self.clear()
         return inserted
 
     def _close_connection(self) -> None:
@@ -679,6 +695,10 @@ def _is_control(message: Message) -> bool:
     return CONTROL_HEADER in keys
 
 
+class _Drop(Exception):
+    """A batch cannot be written now and is dropped (it will be redelivered)."""
+
+
 class DeadLettersPending(RuntimeError):
     """Dead letters of the batch are not acknowledged yet: its offsets must wait."""
 
@@ -693,6 +713,17 @@ class _DeadLetter:
     headers: list[tuple[str, str | bytes | None]]
     acked: bool = False
     error: KafkaError | None = None
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A batch handed to the writer thread, with the offsets and dead letters it covers."""
+
+    rows: Batch
+    offsets: dict[tuple[str, int], int]
+    dead_letters: list[_DeadLetter]
+    future: Future[dict[str, int]] | None = None
+    discarded: bool = False
 
 
 class _SinkLoop:
@@ -734,6 +765,9 @@ class _SinkLoop:
         self._producer: Producer | None = None
         self._dead_letters: list[_DeadLetter] = []
         self._offsets: dict[tuple[str, int], int] = {}
+        # One batch at a time is written by the writer thread while the next one is decoded.
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: _InFlight | None = None
         self._batch_records = 0
         self._batch_started: float | None = None
         self._retrying = False
@@ -761,13 +795,18 @@ class _SinkLoop:
         )
         self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
         log.info("PostgreSQL sink reading %s", ", ".join(self.topics))
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-sink-writer")
         try:
             while not self.stop.is_set():
                 self._consume_once()
                 if self._batch_due():
-                    self._commit_batch()
-            self._commit_batch()
+                    self._ship_batch()
+                elif self._inflight_done():
+                    self._finish_inflight()  # its offsets now, not only when the next batch ships
+            self._ship_batch()
+            self._finish_inflight()
         finally:
+            self._writer.shutdown(wait=True)  # no write may outlive the connection
             with contextlib.suppress(KafkaException, RuntimeError):
                 self.consumer.close()
             if self._producer is not None:
@@ -781,9 +820,15 @@ class _SinkLoop:
         if self._batch_started is not None:
             due = self._batch_started + self.settings.sink_batch_timeout_s - time.monotonic()
             timeout = min(timeout, max(0.0, due))
+        if self._inflight is not None:
+            timeout = min(timeout, _INFLIGHT_CHECK_S)
         room = max(1, min(10_000, self.settings.sink_batch_size - self._batch_records))
         for message in self.consumer.consume(num_messages=room, timeout=timeout):
             self._take(message)
+
+    def _inflight_done(self) -> bool:
+        batch = self._inflight
+        return batch is not None and batch.future is not None and batch.future.done()
 
     def _batch_due(self) -> bool:
         if self._batch_started is None:
@@ -863,47 +908,86 @@ class _SinkLoop:
         )
         self._producer.poll(0)
 
-    def _flush_dead_letters(self) -> None:
-        """Wait for the batch's dead letters to be acknowledged; re-send any that failed."""
-        if not self._dead_letters or self._producer is None:
+    def _flush_dead_letters(self, letters: list[_DeadLetter]) -> None:
+        """Wait for a batch's dead letters to be acknowledged; re-send any that failed."""
+        if not letters or self._producer is None:
             return
         self._producer.flush(10)
-        for letter in self._dead_letters:
+        for letter in letters:
             if letter.error is not None:
                 log.warning(
                     "dead letter to %s failed (%s), sending again", letter.topic, letter.error
                 )
                 self._send(letter)
-        waiting = sum(not letter.acked for letter in self._dead_letters)
+        waiting = sum(not letter.acked for letter in letters)
         if waiting:
             raise DeadLettersPending(f"{waiting} dead letters not acknowledged by the broker")
-        self._dead_letters.clear()
+        letters.clear()
 
     # -- commit
 
-    def _commit_batch(self) -> None:
-        """Database commit, dead letters acknowledged, then the Kafka offsets: in this order."""
-        if not self._offsets:
+    def _ship_batch(self) -> None:
+        """Finish the batch in flight, then hand the current one to the writer thread.
+
+        Pipelined one batch ahead: while batch k is written, batch k+1 is consumed
+        and decoded; k's offsets are committed before k+1 is written, so the
+        committed offsets only ever follow durable rows, in order.
+        """
+        if not self._finish_inflight() or not self._offsets:
             return
-        if not self._retry("write the batch to PostgreSQL", self._flush_sink, pause=True):
-            return
-        if not self._offsets:  # a rebalance discarded the batch while we retried
-            return
-        if not self._retry("deliver dead letters", self._flush_dead_letters, pause=True):
-            return
-        if not self._offsets:
-            return
+        assert self._writer is not None
+        batch = _InFlight(self.sink.detach(), dict(self._offsets), list(self._dead_letters))
+        self._reset_batch()
+        batch.future = self._writer.submit(self.sink.write, batch.rows)
+        self._inflight = batch
+
+    def _finish_inflight(self) -> bool:
+        """Database commit, dead letters acknowledged, then the Kafka offsets: in this order.
+
+        Waits for the writer; a failed write is retried here until it succeeds
+        (True) or `stop` is set (False: nothing of the batch committed to Kafka).
+        """
+        batch = self._inflight
+        if batch is None:
+            return True
+        assert batch.future is not None
+        try:
+            batch.future.result()
+            written = True
+        except psycopg.Error as exc:
+            log.warning("writing a batch to PostgreSQL failed, retrying: %s", exc)
+            written = False
+
+        def discarded() -> bool:  # a rebalance dropped the batch while we retried
+            return batch.discarded
+
+        if not written and not self._retry(
+            "write the batch to PostgreSQL",
+            lambda: self.sink.write(batch.rows),
+            pause=True,
+            discarded=discarded,
+        ):
+            return False
+        if not batch.discarded and not self._retry(
+            "deliver dead letters",
+            lambda: self._flush_dead_letters(batch.dead_letters),
+            pause=True,
+            discarded=discarded,
+        ):
+            return False
+        self._inflight = None
+        if not batch.discarded:
+            self._commit_offsets(batch.offsets)
+        return True
+
+    def _commit_offsets(self, batch_offsets: dict[tuple[str, int], int]) -> None:
         assert self.consumer is not None
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(self._offsets.items())]
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(batch_offsets.items())]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # The rows are durable; a redelivery of these offsets is dropped by the keys.
             log.warning("committing offsets failed (records will be redelivered): %s", exc)
-        self._reset_batch()
-
-    def _flush_sink(self) -> None:
-        self.sink.flush()
 
     def _reset_batch(self) -> None:
         self._dead_letters.clear()
@@ -911,11 +995,19 @@ class _SinkLoop:
         self._batch_records = 0
         self._batch_started = None
 
-    def _retry(self, what: str, attempt: Callable[[], object], *, pause: bool = False) -> bool:
+    def _retry(
+        self,
+        what: str,
+        attempt: Callable[[], object],
+        *,
+        pause: bool = False,
+        discarded: Callable[[], bool] | None = None,
+    ) -> bool:
         """Call `attempt` until it succeeds (True) or `stop` is set (False); capped backoff.
 
         With `pause`, the assigned partitions are paused while retrying, so the
         consumer stays in its group without taking more records than it holds.
+        When `discarded()` turns true (a rebalance dropped the batch) it stops: True.
         """
         backoff = 0.1
         paused: list[TopicPartition] = []
@@ -941,7 +1033,7 @@ class _SinkLoop:
                         self.consumer.pause(assignment)
                         paused = assignment
                 self._wait(backoff)
-                if pause and not self._offsets:
+                if discarded is not None and discarded():
                     return True  # the batch was discarded by a rebalance: nothing left to write
                 backoff = min(backoff * 2, self.max_backoff_s)
         finally:
@@ -973,25 +1065,33 @@ class _SinkLoop:
     # -- consumer callbacks
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Before partitions go: commit the batch if the database lets us now, else drop it.
+        """Before partitions go: commit what the database lets us commit now, else drop it.
 
-        Dropping is safe: nothing of it was committed, so whoever gets the
-        partitions (us included) reads them again from the committed offsets.
+        First the batch in flight (waiting for the writer), then the current one.
+        Dropping is safe: nothing of it was committed to Kafka, so whoever gets
+        the partitions (us included) reads them again from the committed offsets.
         """
-        if not self._offsets:
+        batch, self._inflight = self._inflight, None
+        if batch is None and not self._offsets:
             return
-        if not self._retrying:
-            try:
+        try:
+            if self._retrying:
+                raise _Drop("a write is being retried")
+            if batch is not None:
+                assert batch.future is not None
+                batch.future.result()  # the writer is idle from here on
+                self._flush_dead_letters(batch.dead_letters)
+                self._commit_offsets(batch.offsets)
+            if self._offsets:
                 self.sink.flush()
-                self._flush_dead_letters()
-                offsets = [
-                    TopicPartition(t, p, o + 1) for (t, p), o in sorted(self._offsets.items())
-                ]
-                consumer.commit(offsets=offsets, asynchronous=False)
+                self._flush_dead_letters(self._dead_letters)
+                self._commit_offsets(self._offsets)
                 self._reset_batch()
-                return
-            except (psycopg.Error, KafkaException, DeadLettersPending) as exc:
-                log.warning("partitions revoked with an unwritten batch (%s): dropping it", exc)
+            return
+        except (_Drop, psycopg.Error, KafkaException, DeadLettersPending) as exc:
+            log.warning("partitions revoked with an unwritten batch (%s): dropping it", exc)
+        if batch is not None:
+            batch.discarded = True
         self.sink.clear()
         self._reset_batch()
 
