@@ -10,7 +10,8 @@ Three parts, each usable alone:
   `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, so a redelivered record never
   becomes a second row. A failed flush keeps its buffer for the retry.
 - `run_postgres_sink(settings)` is the consumer loop: decode, batch, write,
-  commit the database transaction and only then the Kafka offsets.
+  commit the database transaction and only then the Kafka offsets. A writer
+  thread writes batch k while batch k+1 is consumed and decoded (one ahead).
 
 It must never commit a Kafka offset past a row that is not durable, never skip
 a record (undecodable bytes go to the stage's dead-letter topic, database
