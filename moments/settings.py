@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     replication_factor: int = 1
 
     # Database. No URL: the CLI starts an embedded PostgreSQL (pgserver).
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, repr=False)  # may hold a password
     data_dir: Path = Path(".moments")
 
     # Engine.

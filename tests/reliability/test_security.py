@@ -359,12 +359,8 @@ def test_webhook_signatures_verify_with_the_helper_in_constant_time(
         verify_signature(WEBHOOK_SECRET, body, headers, now=now + 3600)  # replayed an hour later
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moments/settings.py: database_url is a plain str, so repr(Settings) shows its password",
-)
 def test_the_settings_repr_hides_the_database_password() -> None:
     settings = secret_settings("127.0.0.1:9")
     text = repr(settings) + str(settings)
     assert SASL_PASSWORD not in text and API_KEY not in text and WEBHOOK_SECRET not in text
-    assert DB_PASSWORD not in text  # pytest and tracebacks with locals print it today
+    assert DB_PASSWORD not in text  # pytest and tracebacks with locals would print it
