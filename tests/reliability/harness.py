@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from moments.runtime import Supervisor
@@ -33,6 +34,9 @@ from moments.settings import Settings
 from moments.stack import free_port
 from producers.publisher import Publisher
 from schemas.records import InteractionEvent
+
+#: Marks of the long versions: only `make soak` runs them, with time to finish.
+SOAK_MARKS = (pytest.mark.soak, pytest.mark.timeout(3600))
 
 # --------------------------------------------------------------------------- figures
 

@@ -34,6 +34,7 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import sink_topics
 from tests.reliability.harness import (
+    SOAK_MARKS,
     Figures,
     Fleet,
     PacedProducer,
@@ -111,7 +112,7 @@ class OffsetSampler:
 
 @pytest.mark.parametrize(
     "scenario",
-    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=pytest.mark.soak)],
+    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=SOAK_MARKS)],
 )
 def test_database_outage_mid_stream_loses_and_duplicates_nothing(
     scenario: Scenario,

@@ -39,7 +39,7 @@ from producers.collector import collector_in_thread, create_app
 from producers.publisher import Publisher
 from schemas.codec import codec_for
 from schemas.records import CHANNELS, EVENT_TYPES, InteractionEvent
-from tests.reliability.harness import Figures
+from tests.reliability.harness import SOAK_MARKS, Figures
 
 KEYS = ("k-ivr-4f1c9a52e0b7d4a6", "k-web-0d9e8c7b6a5f4e3d")
 MAX_BODY = 64 * 1024
@@ -420,7 +420,7 @@ OVER_HTTP_EXAMPLES = 400
 
 
 @pytest.mark.parametrize(
-    "scale", [pytest.param(1, id="short"), pytest.param(3, id="soak", marks=pytest.mark.soak)]
+    "scale", [pytest.param(1, id="short"), pytest.param(3, id="soak", marks=SOAK_MARKS)]
 )
 def test_thousands_of_hostile_requests_in_process(
     scale: int, keyed_settings: Settings, figures: Figures
@@ -516,7 +516,7 @@ def real_collector(settings: Settings) -> Iterator[tuple[str, Publisher]]:
 
 
 @pytest.mark.parametrize(
-    "scale", [pytest.param(1, id="short"), pytest.param(3, id="soak", marks=pytest.mark.soak)]
+    "scale", [pytest.param(1, id="short"), pytest.param(3, id="soak", marks=SOAK_MARKS)]
 )
 def test_hostile_requests_over_real_http(
     scale: int, real_collector: tuple[str, Publisher], figures: Figures

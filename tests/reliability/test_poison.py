@@ -32,6 +32,7 @@ from producers.simulator import simulate
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, InteractionEvent
 from tests.reliability.harness import (
+    SOAK_MARKS,
     Figures,
     PacedProducer,
     db_count,
@@ -84,7 +85,7 @@ SOAK = Scenario(customers=4000, days=120)  # about 55 000 events, 550 poison
 
 @pytest.mark.parametrize(
     "scenario",
-    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=pytest.mark.soak)],
+    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=SOAK_MARKS)],
 )
 def test_one_percent_poison_is_dead_lettered_exactly_and_good_events_all_processed(
     scenario: Scenario, settings: Settings, database: str, tmp_path: Path, figures: Figures

@@ -23,6 +23,7 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import sink_topics
 from tests.reliability.harness import (
+    SOAK_MARKS,
     Figures,
     Fleet,
     PacedProducer,
@@ -80,7 +81,7 @@ def describe(settings: Settings, conninfo: str, fleet: Fleet) -> str:
 
 @pytest.mark.parametrize(
     "scenario",
-    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=pytest.mark.soak)],
+    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=SOAK_MARKS)],
 )
 def test_kill9_sink_mid_batch_every_action_exactly_once(
     scenario: Scenario, settings: Settings, database: str, tmp_path: Path, figures: Figures

@@ -35,6 +35,7 @@ from producers.simulator import simulate
 from schemas.codec import codec_for
 from schemas.records import InteractionEvent
 from tests.reliability.harness import (
+    SOAK_MARKS,
     Figures,
     PacedProducer,
     process_settings,
@@ -70,7 +71,7 @@ DEDUPE_HORIZON_S = 400 * 86_400.0
 
 @pytest.mark.parametrize(
     "scenario",
-    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=pytest.mark.soak)],
+    [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=SOAK_MARKS)],
 )
 def test_kill9_worker_while_events_flow_loses_and_duplicates_nothing(
     scenario: Scenario, settings: Settings, database: str, tmp_path: Path, figures: Figures
