@@ -371,47 +371,51 @@ def order_violations(
 
     The worker emits a customer's decisions in the order it applies the
     customer's events, onto one partition of `decisions` (key customer_id).
-    Per customer, in log order, keeping the first record of each decision id
-    (a redelivered event may emit the same decisions again, at least once) and
-    leaving out `duplicate_event` traces: decided_at never goes back (the
-    input is in occurred_at order and timers fire in deadline order before
-    the event that passes them), and the latest input event among a
-    decision's evidence never goes back either (decisions a timer made, whose
-    decided_at is a deadline rather than that event's time, are left out of
-    this second check).
+    See `decision_order_violations` for the check; this reads the records in
+    log order.
+    """
+    decode = codec_for(Decision).decode
+    records = sorted(
+        (
+            (int(m.partition() or 0), int(m.offset() or 0), decode(value))
+            for m in decision_records
+            if (value := m.value()) is not None
+        ),
+        key=lambda r: (r[0], r[1]),
+    )
+    return decision_order_violations(events, [decision for _, _, decision in records])
+
+
+def decision_order_violations(
+    events: Sequence[InteractionEvent], decisions: Iterable[Decision]
+) -> list[str]:
+    """Per customer, in the given order: the decisions its events caused follow the input.
+
+    Keeps the first of each decision id (a redelivered event may emit the same
+    decisions again, at least once) and leaves out `duplicate_event` traces.
+    A decision an event caused has that event as its latest evidence and its
+    occurred_at as decided_at; per customer, that event's input position and
+    time never go back. Decisions a timer made (decided_at is a deadline that
+    the watermark, lagging event time by the allowed lateness, passed later)
+    are left out: they legitimately come after events with a later time.
     """
     position = {e.event_id: i for i, e in enumerate(events)}
-    decode = codec_for(Decision).decode
-    per_customer: dict[str, list[tuple[int, int, Decision]]] = defaultdict(list)
-    for message in decision_records:
-        value = message.value()
-        if value is None:
-            continue
-        decision = decode(value)
-        per_customer[decision.customer_id].append(
-            (int(message.partition() or 0), int(message.offset() or 0), decision)
-        )
+    last: dict[str, tuple[int, int]] = {}
+    seen: set[str] = set()
     problems: list[str] = []
-    for customer, records in per_customer.items():
-        seen: set[str] = set()
-        last_time = last_index = -1
-        for _, _, decision in sorted(records, key=lambda r: (r[0], r[1])):
-            if decision.decision_id in seen or decision.reason == "duplicate_event":
-                continue
-            seen.add(decision.decision_id)
-            if decision.decided_at < last_time:
-                problems.append(
-                    f"{customer}: {decision.rule} decided at {decision.decided_at} after "
-                    f"a decision at {last_time}"
-                )
-            last_time = max(last_time, decision.decided_at)
-            index = max((position.get(e, -1) for e in decision.evidence), default=-1)
-            if index < 0 or events[index].occurred_at != decision.decided_at:
-                continue  # decided by a timer (another event's clock), not by its evidence
-            if index < last_index:
-                problems.append(
-                    f"{customer}: {decision.rule} on input event #{index} after input event "
-                    f"#{last_index}"
-                )
-            last_index = max(last_index, index)
+    for decision in decisions:
+        if decision.decision_id in seen or decision.reason == "duplicate_event":
+            continue
+        seen.add(decision.decision_id)
+        index = max((position.get(e, -1) for e in decision.evidence), default=-1)
+        if index < 0 or events[index].occurred_at != decision.decided_at:
+            continue  # decided by a timer, not by its latest evidence
+        customer = decision.customer_id
+        before_index, before_time = last.get(customer, (-1, -1))
+        if index < before_index or decision.decided_at < before_time:
+            problems.append(
+                f"{customer}: {decision.rule} on input event #{index} (at {decision.decided_at})"
+                f" after input event #{before_index} (at {before_time})"
+            )
+        last[customer] = (max(index, before_index), max(decision.decided_at, before_time))
     return problems
