@@ -32,7 +32,8 @@ import psycopg
 from confluent_kafka import Message
 
 from moments.settings import Settings
-from processors.engine import Engine, EngineConfig, load_rule_pack
+from processors.config import engine_config
+from processors.engine import Engine, load_rule_pack
 from processors.replay import replay_events
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
@@ -46,17 +47,6 @@ ERROR_HEADERS = (
     "moments.error.offset",
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def engine_config(settings: Settings) -> EngineConfig:
-    """The engine knobs the worker derives from the same settings."""
-    return EngineConfig(
-        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
-        contact_cap=settings.contact_cap,
-        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
-        holdout_percent=settings.holdout_percent,
-        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
-    )
 
 
 def new_engine(settings: Settings) -> Engine:
