@@ -47,6 +47,11 @@ DLQ_RECORDS = Counter(
     "Records sent to a dead-letter topic, by stage (decode, validate, webhook, ...).",
     ["stage"],
 )
+REDELIVERIES_SKIPPED = Counter(
+    "moments_worker_redeliveries_skipped_total",
+    "Input records the worker skipped because its state already holds their effect"
+    " (redelivered after a crash or a rebalance).",
+)
 EVENT_TO_ACTION_LATENCY = Histogram(
     "moments_event_to_action_latency_seconds",
     "Wall-clock time from the trigger's event time to the action's emission, by destination"

@@ -254,9 +254,11 @@ class PartitionState:
 
     # -- applying -----------------------------------------------------------------------------
 
-    @property
-    def dirty(self) -> bool:
-        return bool(self._pending)
+    def discard_engine_writes(self) -> None:
+        """Forget the engine's pending writes (it failed on the event); keep the worker's."""
+        prefix = self._engine_prefix
+        for full_key in [k for k in self._pending if k.startswith(prefix)]:
+            del self._pending[full_key]
 
     def commit(self) -> int:
         """Apply the pending changes to the table; return how many keys changed."""
@@ -369,16 +371,30 @@ class WorkerConsumer(AIOKafkaConsumer):
     ) -> bool:
         if getattr(self, "_halted", None) is not None:
             return False  # see halt()
-        detached = [(table, table.take()) for table in _STAGED.get(self.app, [])]
-        outputs = [future for output in _OUTPUTS.get(self.app, []) for future in output.take()]
-        # First the output of the events being committed, then their state's changelog,
-        # each acknowledged before the next step.
-        if not await self._delivered("an output record", outputs):
-            return False
-        changelog = [f for table, staged in detached if staged for f in await table.send(staged)]
-        if not await self._delivered("a changelog record", changelog):
+        if await self.persist_staged() is None:
             return False
         return await super()._commit_offsets(offsets, start_new_transaction)
+
+    async def persist_staged(self) -> int | None:
+        """Send the staged changelog records once the output before them is acknowledged.
+
+        Returns how many records were sent, or None when a delivery failed (the worker
+        is crashing). Called before every offset commit and when partitions are
+        revoked: recovery after a rebalance re-reads the changelog, even of partitions
+        the worker keeps, so a record still staged then would be overwritten by its
+        older value. The state may then run ahead of the committed offsets: the worker
+        skips what it redelivers (see `processors.worker`).
+        """
+        detached = [(table, table.take()) for table in _STAGED.get(self.app, [])]
+        outputs = [future for output in _OUTPUTS.get(self.app, []) for future in output.take()]
+        # First the output of the events the state covers, then the state's changelog,
+        # each acknowledged before the next step.
+        if not await self._delivered("an output record", outputs):
+            return None
+        changelog = [f for table, staged in detached if staged for f in await table.send(staged)]
+        if not await self._delivered("a changelog record", changelog):
+            return None
+        return len(changelog)
 
     async def _delivered(self, what: str, futures: list[asyncio.Future[Any]]) -> bool:
         """Flush and check; on a failed delivery crash the worker instead of committing.

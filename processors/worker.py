@@ -22,8 +22,14 @@ unhandled. Each record is handled like this:
    local store (never through `Table.__setitem__`, which Faust forbids inside
    `take()`; the event is made the task's current event first, as stores that
    file keys by partition need) and their changelog records, addressed to the
-   event's partition, are sent at the next offset commit, coalesced per key: a
-   restarted or rebalanced worker recovers the state of every committed event.
+   event's partition, are sent at the next offset commit and when partitions
+   are revoked (a rebalance's recovery re-reads the changelog, even of the
+   partitions a worker keeps), coalesced per key: a restarted or rebalanced
+   worker recovers the state of every committed event. The state also holds
+   the offset of the last record it covers (`w/applied`, per partition); a
+   record at or below it is skipped, so a redelivered record (the state may
+   run ahead of the committed offsets after a crash or a rebalance) is never
+   applied twice, however old its event time.
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
    customer_id, Avro), handed straight to the producer (`OutputSender`; it
    lingers 5 ms to share produce requests). At each commit the worker first
@@ -79,6 +85,7 @@ from moments.metrics import (
     DLQ_RECORDS,
     EVENT_TO_ACTION_LATENCY,
     EVENTS_CONSUMED,
+    REDELIVERIES_SKIPPED,
     RELATIONSHIP_BALANCE,
     WATERMARK_LAG,
     event_type_label,
@@ -107,6 +114,8 @@ TICK = b"tick"
 STATE_TABLE = "engine-state"
 #: Worker key per partition: the idle clock's basis [max occurred_at, log time of last event] (ms).
 _CLOCK = "clock"
+#: Worker key per partition: the offset of the last record whose effect the state holds.
+_APPLIED = "applied"
 _REASON_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: Output records wait this long to share a produce request (Faust's default, 0, sends a
 #: request per event's output; the publisher SDK lingers 5 ms too).
@@ -199,6 +208,7 @@ class TriggerWorker:
         self.staged_state = stage_table(self.app, self.state)
         self.app.agent(self.interactions, name="moments.trigger")(self._consume)
         self.app.timer(settings.idle_tick_s, name="moments.idle_ticks")(self._send_idle_ticks)
+        self.app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
         self.action_topics = dict(topics.actions)
         # Labelled metric children, looked up once per label tuple (all bounded sets).
         self._consumed = _children(
@@ -251,14 +261,30 @@ class TriggerWorker:
             _current_event.set(None)
 
     async def handle(self, event: EventT[Any]) -> None:
-        """Handle one record of `interactions` (event, tick or poison); call inside the stream."""
+        """Handle one record of `interactions` (event, tick or poison); call inside the stream.
+
+        A record at or below the partition's applied offset (kept in the state and sent
+        with it) is skipped: the state already holds its effect, and its output was
+        delivered before that state was (redelivery after a crash or a rebalance).
+        """
         message = event.message
-        partition = message.partition
+        partition, offset = message.partition, message.offset
         self._last_seen[partition] = time.monotonic()
+        store = PartitionState(self.staged_state, partition)
+        applied = store.get_worker(_APPLIED)
+        if applied is not None and offset <= applied:
+            REDELIVERIES_SKIPPED.inc()
+            return
+        store.set_worker(_APPLIED, offset)
         headers = _header_map(message.headers)
         if headers.get(CONTROL_HEADER) == TICK:
-            await self._on_tick(partition, round(message.timestamp * 1000))
-            return
+            await self._on_tick(store, partition, round(message.timestamp * 1000))
+        else:
+            await self._on_record(event, store)
+        store.commit()
+
+    async def _on_record(self, event: EventT[Any], store: PartitionState) -> None:
+        message = event.message
         value = message.value
         if value is None:
             await self._dead_letter(event, "decode", "Tombstone", "a null value is not an event")
@@ -278,22 +304,21 @@ class TriggerWorker:
         except Exception as exc:  # a codec bug must not stop the worker either
             await self._dead_letter(event, "decode", type(exc).__name__, str(exc))
             return
-        store = PartitionState(self.staged_state, partition)
+        partition = message.partition
         try:
             output = self.engine.process(store, interaction)
         except Exception as exc:
             log.exception("engine failed on %s[%d]@%d", message.topic, partition, message.offset)
+            store.discard_engine_writes()  # the event's state is left untouched
             await self._dead_letter(event, "engine", type(exc).__name__, str(exc))
             return
         engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
         await self._emit(output, interaction.occurred_at)
-        store.commit()
         self._idle_clock[partition] = (int(engine_clock["max"]), round(message.timestamp * 1000))
         self._consumed(interaction.channel, interaction.type).inc()
         self._observe_watermark(partition, engine_clock.get("wm"))
 
-    async def _on_tick(self, partition: int, tick_ms: int) -> None:
-        store = PartitionState(self.staged_state, partition)
+    async def _on_tick(self, store: PartitionState, partition: int, tick_ms: int) -> None:
         basis = self._idle_clock.get(partition)
         if basis is None:  # restarted: the basis of the last tick, else count from this tick
             persisted = store.get_worker(_CLOCK)
@@ -313,7 +338,6 @@ class TriggerWorker:
         store.set_worker(_CLOCK, [max_occurred, last_event_ms])
         await self._emit(output, None)
         self._observe_watermark(partition, self.engine.watermark(store))
-        store.commit()
 
     # -- output -----------------------------------------------------------------------------
 
@@ -381,6 +405,19 @@ class TriggerWorker:
     def _observe_watermark(self, partition: int, watermark: int | None) -> None:
         if watermark is not None:
             self._watermark_lag(partition).set(time.time() - watermark / 1000)
+
+    # -- rebalances -------------------------------------------------------------------------
+
+    async def _on_partitions_revoked(
+        self, app: Any, *args: Any, signal: Any = None, **kwargs: Any
+    ) -> None:
+        """Send the staged state before the rebalance's recovery re-reads the changelog.
+
+        Faust signals this after the streams stopped and the producer was flushed.
+        """
+        sent = await cast(WorkerConsumer, self.app.consumer).persist_staged()
+        if sent:
+            log.info("Sent %d staged state records before the rebalance", sent)
 
     # -- idle ticks -------------------------------------------------------------------------
 

@@ -11,23 +11,16 @@ redelivered events left out). The single-worker case is checked by the kill
 test and the poison test the same way. Actions, decisions and the final
 engine state must equal the oracle, as always.
 
-Known worker bug, reported as an expected failure when it shows (about one
-run in two here): when a rebalance hands a worker its partitions again, Faust
-re-reads their changelog into the memory store, but the changelog records the
-worker staged since its last commit (`StagedTable`, sent only at the next
-offset commit) are not in it yet. Recovery overwrites those keys with their
-older values while keys that exist only locally survive: the partition's
-timer index loses buckets that still exist, so absence timers never fire
-(case_unresolved actions lost) and ledgers differ. The order check above
-holds regardless.
+A rebalance re-reads the changelog of every partition a worker is given,
+even of one it keeps: the worker sends its staged state when partitions are
+revoked, so recovery never overwrites a newer value with an older one, and
+it skips the records its state already covers when they are delivered again.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-
-import pytest
 
 from moments.settings import Settings
 from producers.simulator import simulate
@@ -46,7 +39,6 @@ from tests.reliability.pipeline import (
     read_worker_state,
     state_differences,
 )
-from tests.reliability.test_worker_kill import DEDUPE_HORIZON_S
 from tests.reliability.verifier import ident, order_violations, verify
 
 
@@ -54,10 +46,7 @@ def test_no_customer_out_of_order_under_three_workers_and_rebalances(
     settings: Settings, database: str, tmp_path: Path, figures: Figures
 ) -> None:
     started = time.monotonic()
-    # Rebalances redeliver what was not committed; see test_worker_kill for the horizon.
-    settings = process_settings(
-        settings, tmp_path, database_url=database, dedupe_horizon_s=DEDUPE_HORIZON_S
-    )
+    settings = process_settings(settings, tmp_path, database_url=database)
     events = list(simulate(1200, 40, seed=13))
     codec = codec_for(InteractionEvent)
     topic = settings.topics.interactions
@@ -122,9 +111,5 @@ def test_no_customer_out_of_order_under_three_workers_and_rebalances(
     )
     assert not crashes, crashes
     assert not order, order[:10]
-    if not verdict.ok or state_problems:
-        # Known worker bug (see the module docstring): report it, do not hide it.
-        pytest.xfail(
-            "worker bug, state lost in a rebalance hand-over: "
-            f"{verdict.summary()}; state keys differing: {state_problems[:6]}"
-        )
+    assert verdict.ok, verdict.summary()
+    assert not state_problems, state_problems[:10]

@@ -15,11 +15,9 @@ simulated days and stops cleanly; a second worker, of a new group (no
 committed offsets), gets a copy of the first one's changelog, so it recovers
 the whole state and is then delivered every event again: what the crash
 leaves behind, made as wide as possible. Everything must still equal the
-oracle. It fails today (xfail, strict): the worker should skip records at
-or below the offset its recovered state already covers (e.g. the
-partition's last applied offset stored with the state and sent last in each
-commit's changelog) instead of relying on the time-bounded dedupe of event
-ids. With a horizon longer than the simulation the same test passes.
+oracle: the worker skips every record at or below the offset its recovered
+state covers (stored with the state, per partition), instead of relying on
+the time-bounded dedupe of event ids.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -63,10 +60,6 @@ def copy_changelog(source: Settings, target: Settings) -> int:
     return len(records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker bug: redelivered events older than the dedupe horizon are applied twice",
-)
 def test_events_redelivered_to_a_state_that_holds_them_change_nothing(
     settings: Settings, database: str, tmp_path: Path, figures: Figures
 ) -> None:

@@ -1,4 +1,4 @@
-"""The worker's metrics, without a broker: what `_emit` observes for actions and decisions."""
+"""The worker without a broker: what `_emit` observes for metrics, and redelivery skipping."""
 
 from __future__ import annotations
 
@@ -119,3 +119,54 @@ def test_decisions_count_by_rule_outcome_and_bounded_reason(worker: TriggerWorke
     asyncio.run(worker._emit(out, 0))
     assert (cool._value.get(), other._value.get()) == (before[0] + 1, before[1] + 1)
     assert worker.output.sent == [("unit.decisions", b"ann")] * 2  # type: ignore[attr-defined]
+
+
+class FakeTable:
+    """What StagedTable uses of a Faust table when nothing is sent: its local store."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+
+class FakeMessage:
+    def __init__(self, offset: int, value: bytes, partition: int = 0) -> None:
+        self.topic, self.partition, self.offset = "unit.interactions", partition, offset
+        self.key, self.value, self.headers = b"ann", value, []
+        self.timestamp = time.time()
+
+
+class FakeEvent:
+    def __init__(self, message: FakeMessage) -> None:
+        self.message = message
+
+
+def test_records_the_state_already_covers_are_skipped_however_old(worker: TriggerWorker) -> None:
+    from moments.metrics import REDELIVERIES_SKIPPED
+    from processors.faust_support import StagedTable
+    from schemas.codec import codec_for
+    from schemas.records import InteractionEvent
+
+    worker.staged_state = StagedTable(FakeTable())
+    codec = codec_for(InteractionEvent)
+    long_ago = 1_500_000_000_000  # years before the others: far beyond the dedupe horizon
+    cancel = InteractionEvent("e1", "ann", "call", "cancellation_requested", long_ago, "unit")
+    later = InteractionEvent("e2", "ann", "web", "page_viewed", long_ago + 400 * 86_400_000, "u")
+    records = [FakeEvent(FakeMessage(7, codec.encode(cancel))), FakeEvent(FakeMessage(8, b"junk"))]
+    records.append(FakeEvent(FakeMessage(9, codec.encode(later))))
+    skipped_before = REDELIVERIES_SKIPPED._value.get()
+
+    async def deliver_twice() -> None:
+        for record in records + records:  # the second pass: redelivered after a crash
+            await worker.handle(record)  # type: ignore[arg-type]
+
+    asyncio.run(deliver_twice())
+    sent = worker.output.sent  # type: ignore[attr-defined]
+    dead_letters = [topic for topic, _ in sent if topic == worker.settings.topics.interactions_dlq]
+    assert len(dead_letters) == 1
+    assert REDELIVERIES_SKIPPED._value.get() - skipped_before == 3
+    assert worker.staged_state.get("0/w/applied") == b"9"
+    # the same record on another partition is not covered there: applied
+    again = FakeEvent(FakeMessage(7, codec.encode(cancel), partition=1))
+    asyncio.run(worker.handle(again))  # type: ignore[arg-type]
+    assert worker.staged_state.get("1/w/applied") == b"7"
+    assert REDELIVERIES_SKIPPED._value.get() - skipped_before == 3

@@ -48,6 +48,7 @@ class FakeConsumer:
         self.crashed.append(exc)
 
     _delivered = WorkerConsumer._delivered
+    persist_staged = WorkerConsumer.persist_staged
 
 
 def test_records_go_straight_to_the_producer_with_their_headers() -> None:
