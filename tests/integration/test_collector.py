@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import SecretStr
 
 from moments.settings import Settings
@@ -22,12 +21,10 @@ from producers.collector import (
     create_app,
 )
 from producers.publisher import Publisher
-from schemas.codec import AvroCodec
-from schemas.records import InteractionEvent
+from tests.integration.read_back import read_back
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-FENCE = b"fence"
 
 
 def _event(n: int, **changes: object) -> dict[str, object]:
@@ -60,38 +57,6 @@ def collector(keyed: Settings) -> Iterator[str]:
         yield url
 
 
-def _consume(
-    settings: Settings, wanted: Iterable[str], timeout_s: float = 20.0
-) -> dict[str, InteractionEvent]:
-    """The wanted events read back from the interactions topic (after a fence per partition)."""
-    topic, partitions = settings.topics.interactions, settings.interactions_partitions
-    producer = Producer(settings.kafka_config())
-    for partition in range(partitions):
-        producer.produce(topic, value=FENCE, partition=partition)
-        producer.flush(10)
-    codec = AvroCodec(InteractionEvent)
-    missing, seen = set(wanted), {}
-    consumer = Consumer(
-        settings.kafka_config(
-            **{"group.id": f"t-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
-        )
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    deadline = time.monotonic() + timeout_s
-    try:
-        while missing and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None or msg.value() == FENCE:
-                continue
-            event = codec.decode(msg.value() or b"")
-            seen[event.event_id] = event
-            missing.discard(event.event_id)
-    finally:
-        consumer.close()
-    assert not missing, f"not on {topic} within {timeout_s} s: {sorted(missing)}"
-    return seen
-
-
 def test_batch_is_partially_accepted_and_accepted_events_reach_the_topic(
     collector: str, keyed: Settings
 ) -> None:
@@ -119,7 +84,7 @@ def test_batch_is_partially_accepted_and_accepted_events_reach_the_topic(
     assert "fax" in results[2]["error"]
     assert results[3]["status"] == "rejected" and results[3]["field"] == "occurred_at"
 
-    seen = _consume(keyed, [results[0]["event_id"], results[1]["event_id"]])
+    seen = read_back(keyed, [results[0]["event_id"], results[1]["event_id"]])
     assert seen[str(good["event_id"])].attributes == {"new_address": "7 Quay Street"}
     assert seen[results[1]["event_id"]].customer_id == no_id["customer_id"]
 
@@ -138,7 +103,7 @@ def test_one_event_object_and_events_wrapper_are_accepted(collector: str, keyed:
 
     assert one.status_code == 202 and one.json()["accepted"] == 1
     assert many.status_code == 202 and many.json()["results"][0]["event_id"] == wrapped["event_id"]
-    seen = _consume(keyed, [str(single["event_id"]), str(wrapped["event_id"])])
+    seen = read_back(keyed, [str(single["event_id"]), str(wrapped["event_id"])])
     assert seen[str(single["event_id"])].text == "Love the app"
 
 
@@ -277,4 +242,4 @@ def test_bounded_load_loop_all_acknowledged(collector: str, keyed: Settings) -> 
     total = requests_per_client * clients
     print(f"collector: {total / elapsed:.0f} requests/s, {len(ids) / elapsed:.0f} events/s")
     assert len(ids) == total * batch
-    _consume(keyed, ids[:: max(1, len(ids) // 50)], timeout_s=30)
+    read_back(keyed, ids[:: max(1, len(ids) // 50)], timeout_s=30)
