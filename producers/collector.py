@@ -39,7 +39,7 @@ import anyio.to_thread
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -51,6 +51,9 @@ from schemas.records import InteractionEvent
 
 log = logging.getLogger(__name__)
 
+#: Status recorded for a request whose client disconnected before sending its body
+#: (nginx's convention; the client never sees it).
+CLIENT_CLOSED: Final = 499
 #: A request body above this many bytes is refused with 413 before it is parsed.
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 #: A batch with more events than this is refused with 413.
@@ -339,6 +342,9 @@ def create_app(
             items, batch = parse_events(body)
         except _Refused as refused:
             return _answer(refused.status, {"error": refused.message}, refused.headers)
+        except ClientDisconnect:  # gone before its body arrived: nothing to answer, nothing taken
+            COLLECTOR_REQUESTS.labels(code=str(CLIENT_CLOSED)).inc()
+            return Response(status_code=CLIENT_CLOSED)
         results, accepted = accept(items, batch, len(body))
         if accepted:
             try:

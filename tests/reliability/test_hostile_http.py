@@ -562,6 +562,37 @@ def test_hostile_requests_over_real_http(
     assert accepted.status_code == 202 and accepted.json()["accepted"] == 1
 
 
+def test_a_client_gone_before_its_body_arrived_takes_nothing_and_raises_nothing(
+    keyed_settings: Settings,
+) -> None:
+    publisher = RecordingPublisher()
+    app = collector_app(keyed_settings, publisher)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/events",
+        "headers": [(b"authorization", f"Bearer {KEYS[0]}".encode()), (b"content-length", b"400")],
+        "query_string": b"",
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+        "root_path": "",
+    }
+    messages = [{"type": "http.request", "body": b'{"customer_id": "C', "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # an exception here is what uvicorn logged as a crash
+    assert sent[0]["status"] == 499  # recorded as "client closed", never a 5xx
+    assert publisher.published == 0
+
+
 # --------------------------------------------------------------------------- constant time
 
 
