@@ -30,8 +30,6 @@ import pytest
 from moments.settings import Settings
 from moments.stack import EmbeddedPostgres
 from producers.simulator import simulate
-from schemas.codec import codec_for
-from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import sink_topics
 from tests.reliability.harness import (
     SOAK_MARKS,
@@ -48,9 +46,9 @@ from tests.reliability.security import metric_total
 from tests.reliability.verifier import (
     durable_idents,
     file_oracle,
-    ident,
     records_past_durable_rows,
     verify,
+    wire_records,
 )
 
 
@@ -126,23 +124,7 @@ def test_database_outage_mid_stream_loses_and_duplicates_nothing(
     settings = process_settings(settings, tmp_path, database_url=url, sink_batch_size=300)
     events = list(simulate(scenario.customers, scenario.days, seed=21))
     oracle = file_oracle(events, settings)
-    topics = settings.topics
-    event_codec, action_codec = codec_for(InteractionEvent), codec_for(ActionEvent)
-    decision_codec = codec_for(Decision)
-    records = (
-        [
-            (topics.interactions, e.customer_id.encode(), event_codec.encode(e), ident(e))
-            for e in events
-        ]
-        + [
-            (topics.action(a.destination), a.customer_id.encode(), action_codec.encode(a), ident(a))
-            for a in oracle.actions
-        ]
-        + [
-            (topics.decisions, d.customer_id.encode(), decision_codec.encode(d), ident(d))
-            for d in oracle.decisions
-        ]
-    )
+    records = wire_records(settings, events, oracle.actions, oracle.decisions)
     random.Random(4).shuffle(records)
     span = scenario.before_s + scenario.outage_s + scenario.after_s
     figures.update(records=len(records), **{"outage s": scenario.outage_s})

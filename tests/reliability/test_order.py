@@ -24,8 +24,6 @@ from pathlib import Path
 
 from moments.settings import Settings
 from producers.simulator import simulate
-from schemas.codec import codec_for
-from schemas.records import InteractionEvent
 from tests.reliability.harness import (
     Figures,
     PacedProducer,
@@ -39,7 +37,7 @@ from tests.reliability.pipeline import (
     read_worker_state,
     state_differences,
 )
-from tests.reliability.verifier import ident, order_violations, verify
+from tests.reliability.verifier import order_violations, verify, wire_records
 
 
 def test_no_customer_out_of_order_under_three_workers_and_rebalances(
@@ -48,9 +46,7 @@ def test_no_customer_out_of_order_under_three_workers_and_rebalances(
     started = time.monotonic()
     settings = process_settings(settings, tmp_path, database_url=database)
     events = list(simulate(1200, 40, seed=13))
-    codec = codec_for(InteractionEvent)
-    topic = settings.topics.interactions
-    records = [(topic, e.customer_id.encode(), codec.encode(e), ident(e)) for e in events]
+    records = wire_records(settings, events)
     pipeline = Pipeline(settings, tmp_path / "logs")
     phases: list[str] = []
 

@@ -47,7 +47,7 @@ from tests.reliability.pipeline import (
     state_differences,
 )
 from tests.reliability.security import metric_label_problems, metric_total
-from tests.reliability.verifier import dlq_sources, ident, order_violations, verify
+from tests.reliability.verifier import dlq_sources, order_violations, verify, wire_records
 
 POISON_KINDS = ("bytes", "schema", "fingerprint", "no_customer", "oversized", "tombstone")
 
@@ -97,11 +97,8 @@ def test_one_percent_poison_is_dead_lettered_exactly_and_good_events_all_process
     # Free text in an event type must not become a metric label ("other").
     for index in range(0, len(good), 997):
         good[index] = replace(good[index], type=f"note from {good[index].customer_id}: call me")
-    codec = codec_for(InteractionEvent)
     topic = settings.topics.interactions
-    records: list[tuple[str, bytes, bytes, str]] = [
-        (topic, e.customer_id.encode(), codec.encode(e), ident(e)) for e in good
-    ]
+    records = wire_records(settings, good)
     injected = max(len(POISON_KINDS), len(good) // 99)  # 1% of everything
     kinds: Counter[str] = Counter()
     for n in range(injected):

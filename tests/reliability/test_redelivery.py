@@ -30,8 +30,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from moments.settings import Settings
 from producers.simulator import simulate
-from schemas.codec import codec_for
-from schemas.records import InteractionEvent
 from tests.reliability.harness import Figures, PacedProducer, process_settings, read_topic
 from tests.reliability.pipeline import (
     Pipeline,
@@ -40,7 +38,7 @@ from tests.reliability.pipeline import (
     read_worker_state,
     state_differences,
 )
-from tests.reliability.verifier import ident, verify
+from tests.reliability.verifier import verify, wire_records
 
 
 def copy_changelog(source: Settings, target: Settings) -> int:
@@ -66,9 +64,7 @@ def test_events_redelivered_to_a_state_that_holds_them_change_nothing(
     started = time.monotonic()
     settings = process_settings(settings, tmp_path, database_url=database)
     events = list(simulate(400, 30, seed=17))
-    codec = codec_for(InteractionEvent)
-    topic = settings.topics.interactions
-    records = [(topic, e.customer_id.encode(), codec.encode(e), ident(e)) for e in events]
+    records = wire_records(settings, events)
     first = Pipeline(settings, tmp_path / "logs")
     # The second worker: a new group (no committed offsets) whose changelog already holds
     # everything the first one applied, so every event is delivered again to a state that

@@ -19,8 +19,6 @@ import pytest
 
 from moments.settings import Settings
 from producers.simulator import simulate
-from schemas.codec import codec_for
-from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import sink_topics
 from tests.reliability.harness import (
     SOAK_MARKS,
@@ -36,9 +34,9 @@ from tests.reliability.harness import (
 from tests.reliability.verifier import (
     durable_idents,
     file_oracle,
-    ident,
     records_past_durable_rows,
     verify,
+    wire_records,
 )
 
 
@@ -99,23 +97,7 @@ def test_kill9_sink_mid_batch_every_action_exactly_once(
     )
     events = list(simulate(scenario.customers, scenario.days, seed=11))
     oracle = file_oracle(events, settings)
-    topics = settings.topics
-    action_codec, decision_codec = codec_for(ActionEvent), codec_for(Decision)
-    event_codec = codec_for(InteractionEvent)
-    records = (
-        [
-            (topics.interactions, e.customer_id.encode(), event_codec.encode(e), ident(e))
-            for e in events
-        ]
-        + [
-            (topics.action(a.destination), a.customer_id.encode(), action_codec.encode(a), ident(a))
-            for a in oracle.actions
-        ]
-        + [
-            (topics.decisions, d.customer_id.encode(), decision_codec.encode(d), ident(d))
-            for d in oracle.decisions
-        ]
-    )
+    records = wire_records(settings, events, oracle.actions, oracle.decisions)
     rng.shuffle(records)  # the sink sees every topic at once, as it does live
     figures.update(
         records=len(records),

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from moments.settings import Settings
 from producers.simulator import DAY, HOUR, simulate
-from schemas.codec import codec_for
 from schemas.records import InteractionEvent
 from tests.reliability.harness import Figures, PacedProducer, process_settings, read_topic
 from tests.reliability.pipeline import (
@@ -35,7 +34,12 @@ from tests.reliability.pipeline import (
     read_worker_state,
     state_differences,
 )
-from tests.reliability.verifier import ident, order_violations, stored_decisions, verify
+from tests.reliability.verifier import (
+    order_violations,
+    stored_decisions,
+    verify,
+    wire_records,
+)
 
 
 def planted(event_id: str, customer: str, kind: str, at: int, **fields: str) -> InteractionEvent:
@@ -70,17 +74,14 @@ def test_state_rebuilt_from_the_changelog_after_local_state_loss(
     ]
     before.sort(key=lambda e: e.occurred_at)
     after.sort(key=lambda e: e.occurred_at)
-    codec = codec_for(InteractionEvent)
-    topic = settings.topics.interactions
-
-    def records(events: list[InteractionEvent]) -> list[tuple[str, bytes, bytes, str]]:
-        return [(topic, e.customer_id.encode(), codec.encode(e), ident(e)) for e in events]
 
     pipeline = Pipeline(settings, tmp_path / "logs")
     try:
         pipeline.start_sink()
         pipeline.start_worker()
-        first = PacedProducer(settings, records(before), rate=3000, compression="lz4").start()
+        first = PacedProducer(
+            settings, wire_records(settings, before), rate=3000, compression="lz4"
+        ).start()
         first.join()
         pipeline.wait_worker_past({p: o for (_, p), o in first.ends.items()}, timeout_s=120)
         assert pipeline.fleet.stop("worker") == 0
@@ -88,7 +89,9 @@ def test_state_rebuilt_from_the_changelog_after_local_state_loss(
         existed = state_dir.exists()
         shutil.rmtree(state_dir, ignore_errors=True)  # the local state is gone
         pipeline.start_worker()
-        second = PacedProducer(settings, records(after), rate=3000, compression="lz4").start()
+        second = PacedProducer(
+            settings, wire_records(settings, after), rate=3000, compression="lz4"
+        ).start()
         second.join()
         pipeline.wait_worker_past({p: o for (_, p), o in second.ends.items()}, timeout_s=120)
         pipeline.fleet.stop("worker")

@@ -31,8 +31,6 @@ import pytest
 
 from moments.settings import Settings
 from producers.simulator import simulate
-from schemas.codec import codec_for
-from schemas.records import InteractionEvent
 from tests.reliability.harness import (
     SOAK_MARKS,
     Figures,
@@ -47,7 +45,7 @@ from tests.reliability.pipeline import (
     read_worker_state,
     state_differences,
 )
-from tests.reliability.verifier import ident, order_violations, verify
+from tests.reliability.verifier import order_violations, verify, wire_records
 
 
 @dataclass(frozen=True)
@@ -75,11 +73,7 @@ def test_kill9_worker_while_events_flow_loses_and_duplicates_nothing(
     rng = random.Random(20260105)
     settings = process_settings(settings, tmp_path, database_url=database)
     events = list(simulate(scenario.customers, scenario.days, seed=5))
-    codec = codec_for(InteractionEvent)
-    records = [
-        (settings.topics.interactions, e.customer_id.encode(), codec.encode(e), ident(e))
-        for e in events
-    ]
+    records = wire_records(settings, events)
     rate = len(records) / ((scenario.kills + 1) * RESTART_S)
     figures.update(events=len(events), **{"publish rate /s": round(rate)})
 

@@ -295,6 +295,35 @@ def dlq_sources(records: Iterable[Message]) -> DeadLetters:
 # --------------------------------------------------------------------------- offsets
 
 
+#: A record to publish: (topic, key, value, ident).
+WireRecord = tuple[str, bytes, bytes, str]
+
+
+def wire_records(
+    settings: Settings,
+    events: Iterable[InteractionEvent] = (),
+    actions: Iterable[ActionEvent] = (),
+    decisions: Iterable[Decision] = (),
+) -> list[WireRecord]:
+    """Records as the publisher, the worker and the sink key them (customer id, Avro)."""
+    topics = settings.topics
+    event_codec, action_codec = codec_for(InteractionEvent), codec_for(ActionEvent)
+    decision_codec = codec_for(Decision)
+    records = [
+        (topics.interactions, e.customer_id.encode(), event_codec.encode(e), ident(e))
+        for e in events
+    ]
+    records += [
+        (topics.action(a.destination), a.customer_id.encode(), action_codec.encode(a), ident(a))
+        for a in actions
+    ]
+    records += [
+        (topics.decisions, d.customer_id.encode(), decision_codec.encode(d), ident(d))
+        for d in decisions
+    ]
+    return records
+
+
 def ident(record: ActionEvent | Decision | InteractionEvent) -> str:
     """The key a record's row is stored under, as one string ("a:", "d:" or "e:" + key)."""
     if isinstance(record, ActionEvent):
