@@ -6,7 +6,9 @@ Three parts, each usable alone:
   `sinks/migrations/` once each (table `schema_version`), under an advisory
   lock so that sinks starting together do not race.
 - `PostgresSink` buffers records (`add`) and writes them in one transaction
-  (`flush`): binary COPY into a temporary staging table, then
+  (`flush`): a binary COPY straight into each table; only when PostgreSQL
+  refuses it (a key already there after a redelivery, text it cannot hold)
+  does that table's batch go through a staging table and
   `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, so a redelivered record never
   becomes a second row. A failed flush keeps its buffer for the retry.
 - `run_postgres_sink(settings)` is the consumer loop: decode, batch, write,
@@ -27,20 +29,20 @@ import json
 import logging
 import re
 import signal
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from psycopg import pq, sql
-from psycopg.adapt import Buffer, Dumper
+from psycopg import sql
 
 from moments.metrics import (
     CONSUMER_LAG,
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 
 SINK_NAME = "postgres"
 Record = ActionEvent | Decision | InteractionEvent
+R = TypeVar("R", ActionEvent, Decision, InteractionEvent)
 
 # "moments" in ASCII: the advisory lock every migrating process takes.
 MIGRATION_LOCK_KEY = 0x6D6F6D656E7473
@@ -171,30 +174,48 @@ def apply_migrations(conninfo: str, migrations: Sequence[Migration] | None = Non
 # --------------------------------------------------------------------------- tables and rows
 
 
-# How a staged value becomes the table's value. Timestamps travel as epoch milliseconds (exact,
-# no datetime objects per row) and text arrays as array literals: both far cheaper to build in
-# Python than psycopg's binary datetime and array dumpers.
-_AS_IS = "{}"
-_MS_TO_TIMESTAMPTZ = "'epoch'::timestamptz + {} * interval '1 millisecond'"
-_ARRAY_LITERAL = "{}::text[]"
+# A binary COPY field is only bytes: the server reads them with the column type's receive
+# function and never sees the type psycopg was told. So values are built here in their wire
+# form and sent with psycopg's C dumpers: a timestamptz as int8 microseconds since 2000-01-01
+# (the bytes timestamptz_recv reads), a text[] or jsonb as bytea holding their binary form.
+# No Python dumper runs per value, and no datetime object is made per row.
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
+_TEXT_OID = 25
+_ARRAY_HEADER = struct.Struct(
+    ">iiiii"
+)  # dimensions, has-nulls flag, element oid, length, lower bound
+_INT4 = struct.Struct(">i").pack
+_EMPTY_TEXT_ARRAY = struct.pack(">iii", 0, 0, _TEXT_OID)
+_ONE_TEXT_HEADER = _ARRAY_HEADER.pack(1, 0, _TEXT_OID, 1, 1)
+_JSONB_VERSION = b"\x01"
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A column the sink writes: its type in the staging table and its conversion to the target."""
+    """A column the sink writes: its SQL type (table and staging table) and its COPY wire type."""
 
     name: str
     stage_type: str
-    convert: str = _AS_IS
+    copy_type: str = ""
+
+    @property
+    def wire_type(self) -> str:
+        return self.copy_type or self.stage_type
+
+
+Row = tuple[Any, ...]
+#: One buffered record: the record and where it came from (topic, partition, offset).
+Entry = tuple[Any, str | None, int | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
-    """A target table: its key (duplicates dropped) and the columns the sink writes."""
+    """A target table: its key (duplicates dropped), the columns and how a record becomes a row."""
 
     name: str
     key: tuple[str, ...]
     columns: tuple[Column, ...]
+    row: Callable[[Any, str | None, int | None, int | None], Row]
 
     @property
     def stage(self) -> str:
@@ -206,7 +227,8 @@ class TableSpec:
 
     @property
     def copy_types(self) -> list[str]:
-        return [c.stage_type for c in self.columns]
+        """The types to give psycopg's `copy.set_types` for rows of `row()`."""
+        return [c.wire_type for c in self.columns]
 
     def stage_ddl(self) -> sql.Composed:
         """A session-local staging table, emptied at every commit (the target holds constraints)."""
@@ -220,149 +242,82 @@ class TableSpec:
             ),
         )
 
-    def copy_sql(self) -> sql.Composed:
-        return sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(
-            stage=sql.Identifier(self.stage),
+    def copy_sql(self, *, staged: bool = False) -> sql.Composed:
+        """COPY into the table itself, or into its staging table."""
+        return sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)").format(
+            table=sql.Identifier(self.stage if staged else self.name),
             columns=sql.SQL(", ").join(map(sql.Identifier, self.column_names)),
         )
 
     def insert_sql(self) -> sql.Composed:
+        """From the staging table into the table, dropping rows whose key is already there."""
+        columns = sql.SQL(", ").join(map(sql.Identifier, self.column_names))
         return sql.SQL(
-            "INSERT INTO {table} ({columns}) SELECT {values} FROM {stage}"
+            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}"
             " ON CONFLICT ({key}) DO NOTHING"
         ).format(
             table=sql.Identifier(self.name),
-            columns=sql.SQL(", ").join(map(sql.Identifier, self.column_names)),
-            values=sql.SQL(", ").join(
-                sql.SQL(c.convert).format(sql.Identifier(c.name)) for c in self.columns
-            ),
+            columns=columns,
             stage=sql.Identifier(self.stage),
             key=sql.SQL(", ").join(map(sql.Identifier, self.key)),
         )
 
 
-_KAFKA_COLUMNS = (
-    Column("kafka_topic", "text"),
-    Column("kafka_partition", "int4"),
-    Column("kafka_offset", "int8"),
-)
-
-ACTIONS = TableSpec(
-    "actions",
-    ("action_id",),
-    (
-        Column("action_id", "text"),
-        Column("customer_id", "text"),
-        Column("rule", "text"),
-        Column("action", "text"),
-        Column("rule_version", "int4"),
-        Column("destination", "text"),
-        Column("priority", "int4"),
-        Column("reason", "text"),
-        Column("evidence", "text", _ARRAY_LITERAL),
-        Column("channel_hint", "text"),
-        Column("triggered_at", "int8", _MS_TO_TIMESTAMPTZ),
-        Column("due_by", "int8", _MS_TO_TIMESTAMPTZ),
-        Column("details", "jsonb"),
-        *_KAFKA_COLUMNS,
-    ),
-)
-DECISIONS = TableSpec(
-    "decisions",
-    ("decision_id",),
-    (
-        Column("decision_id", "text"),
-        Column("customer_id", "text"),
-        Column("rule", "text"),
-        Column("rule_version", "int4"),
-        Column("outcome", "text"),
-        Column("reason", "text"),
-        Column("action_id", "text"),
-        Column("evidence", "text", _ARRAY_LITERAL),
-        Column("decided_at", "int8", _MS_TO_TIMESTAMPTZ),
-        *_KAFKA_COLUMNS,
-    ),
-)
-INTERACTION_EVENTS = TableSpec(
-    "interaction_events",
-    ("customer_id", "event_id"),
-    (
-        Column("event_id", "text"),
-        Column("customer_id", "text"),
-        Column("channel", "text"),
-        Column("type", "text"),
-        Column("occurred_at", "int8", _MS_TO_TIMESTAMPTZ),
-        Column("source", "text"),
-        Column("product", "text"),
-        Column("reference", "text"),
-        Column("amount", "float8"),
-        Column("currency", "text"),
-        Column("due_date", "date"),
-        Column("customer_since", "date"),
-        Column("text", "text"),
-        Column("attributes", "jsonb"),
-        *_KAFKA_COLUMNS,
-    ),
-)
-TABLES: tuple[TableSpec, ...] = (INTERACTION_EVENTS, DECISIONS, ACTIONS)
-
-Row = tuple[Any, ...]
-#: Rows of one batch per table name, one per key.
-Batch = dict[str, dict[tuple[str, ...], Row]]
-
-
-def text_array_literal(values: list[str]) -> str:
-    """A PostgreSQL array literal of `values`, every element quoted (so `NULL` stays a string)."""
+def text_array_binary(values: list[str]) -> bytes:
+    """A one-dimensional text[] in PostgreSQL's binary format (what array_recv reads)."""
+    if len(values) == 1:  # most evidence lists hold one event
+        data = values[0].encode()
+        return _ONE_TEXT_HEADER + _INT4(len(data)) + data
     if not values:
-        return "{}"
-    raw = "".join(values)
-    if '"' in raw or "\\" in raw or "\x00" in raw:
-        quoted = (
-            '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in map(_pg_text, values)
-        )
-        return "{" + ",".join(quoted) + "}"
-    return '{"' + '","'.join(values) + '"}'
+        return _EMPTY_TEXT_ARRAY
+    parts = [_ARRAY_HEADER.pack(1, 0, _TEXT_OID, len(values), 1)]
+    for value in values:
+        data = value.encode()
+        parts += (_INT4(len(data)), data)
+    return b"".join(parts)
 
 
-def _pg_text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; a record carrying one must still land, not loop forever.
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+def jsonb_binary(value: dict[str, str]) -> bytes:
+    """A jsonb in PostgreSQL's binary format (version byte + JSON text), dumped by orjson."""
+    try:
+        return _JSONB_VERSION + orjson.dumps(value)
+    except TypeError:  # what orjson refuses (e.g. non-string keys) json.dumps may still take
+        return _JSONB_VERSION + json.dumps(value).encode()
 
 
-def _pg_opt(value: str | None) -> str | None:
-    return None if value is None else _pg_text(value)
+def timestamptz_wire(epoch_ms: int | None) -> int | None:
+    """Epoch milliseconds as the int8 a binary timestamptz is (microseconds since 2000)."""
+    return None if epoch_ms is None else epoch_ms * 1000 - _PG_EPOCH_US
 
 
-def _pg_map(values: dict[str, str]) -> dict[str, str]:
-    return {_pg_text(k): _pg_text(v) for k, v in values.items()}
+def without_nul(record: R) -> R:
+    """`record` with every NUL character (which PostgreSQL text cannot hold) made U+FFFD.
+
+    Only for records PostgreSQL refused: the common record has none, and scanning
+    every field of every record would cost more than the rest of its row.
+    """
+    changes = {}
+    for name in record.__dataclass_fields__:
+        value = getattr(record, name)
+        clean = _without_nul(value)
+        if clean != value:
+            changes[name] = clean
+    return replace(record, **changes) if changes else record
 
 
-def _has_nul(*texts: str | None) -> bool:
-    # One scan over every text of a row (the common case has none) instead of one call per field.
-    return "\x00" in "\x01".join([t for t in texts if t is not None])
-
-
-def _map_has_nul(values: dict[str, str]) -> bool:
-    return bool(values) and "\x00" in "\x01".join([*values, *values.values()])
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def action_row(a: ActionEvent, topic: str | None, partition: int | None, offset: int | None) -> Row:
-    """The `actions` row of an action, in `ACTIONS.columns` order."""
-    details = a.details
-    if _has_nul(
-        a.action_id, a.customer_id, a.rule, a.action, a.destination, a.reason, a.channel_hint
-    ) or _map_has_nul(details):
-        a = replace(
-            a,
-            action_id=_pg_text(a.action_id),
-            customer_id=_pg_text(a.customer_id),
-            rule=_pg_text(a.rule),
-            action=_pg_text(a.action),
-            destination=_pg_text(a.destination),
-            reason=_pg_text(a.reason),
-            channel_hint=_pg_text(a.channel_hint),
-        )
-        details = _pg_map(details)
+    """The `actions` row of an action, in `ACTIONS.columns` order, as COPY wire values."""
+    due_by = a.due_by
     return (
         a.action_id,
         a.customer_id,
@@ -372,11 +327,11 @@ def action_row(a: ActionEvent, topic: str | None, partition: int | None, offset:
         a.destination,
         a.priority,
         a.reason,
-        text_array_literal(a.evidence),
+        text_array_binary(a.evidence),
         a.channel_hint,
-        a.triggered_at,
-        a.due_by,
-        details,
+        a.triggered_at * 1000 - _PG_EPOCH_US,
+        None if due_by is None else due_by * 1000 - _PG_EPOCH_US,
+        jsonb_binary(a.details),
         topic,
         partition,
         offset,
@@ -384,17 +339,7 @@ def action_row(a: ActionEvent, topic: str | None, partition: int | None, offset:
 
 
 def decision_row(d: Decision, topic: str | None, partition: int | None, offset: int | None) -> Row:
-    """The `decisions` row of a decision, in `DECISIONS.columns` order."""
-    if _has_nul(d.decision_id, d.customer_id, d.rule, d.outcome, d.reason, d.action_id):
-        d = replace(
-            d,
-            decision_id=_pg_text(d.decision_id),
-            customer_id=_pg_text(d.customer_id),
-            rule=_pg_text(d.rule),
-            outcome=_pg_text(d.outcome),
-            reason=_pg_text(d.reason),
-            action_id=_pg_opt(d.action_id),
-        )
+    """The `decisions` row of a decision, in `DECISIONS.columns` order, as COPY wire values."""
     return (
         d.decision_id,
         d.customer_id,
@@ -403,8 +348,8 @@ def decision_row(d: Decision, topic: str | None, partition: int | None, offset: 
         d.outcome,
         d.reason,
         d.action_id,
-        text_array_literal(d.evidence),
-        d.decided_at,
+        text_array_binary(d.evidence),
+        d.decided_at * 1000 - _PG_EPOCH_US,
         topic,
         partition,
         offset,
@@ -415,30 +360,12 @@ def event_row(
     e: InteractionEvent, topic: str | None, partition: int | None, offset: int | None
 ) -> Row:
     """The `interaction_events` row of an event, in `INTERACTION_EVENTS.columns` order."""
-    attributes = e.attributes
-    if _has_nul(
-        e.event_id, e.customer_id, e.channel, e.type, e.source, e.product, e.reference,
-        e.currency, e.text,
-    ) or _map_has_nul(attributes):  # fmt: skip
-        e = replace(
-            e,
-            event_id=_pg_text(e.event_id),
-            customer_id=_pg_text(e.customer_id),
-            channel=_pg_text(e.channel),
-            type=_pg_text(e.type),
-            source=_pg_text(e.source),
-            product=_pg_opt(e.product),
-            reference=_pg_opt(e.reference),
-            currency=_pg_opt(e.currency),
-            text=_pg_opt(e.text),
-        )
-        attributes = _pg_map(attributes)
     return (
         e.event_id,
         e.customer_id,
         e.channel,
         e.type,
-        e.occurred_at,
+        e.occurred_at * 1000 - _PG_EPOCH_US,
         e.source,
         e.product,
         e.reference,
@@ -447,11 +374,97 @@ def event_row(
         e.due_date,
         e.customer_since,
         e.text,
-        attributes,
+        jsonb_binary(e.attributes),
         topic,
         partition,
         offset,
     )
+
+
+_KAFKA_COLUMNS = (
+    Column("kafka_topic", "text"),
+    Column("kafka_partition", "int4"),
+    Column("kafka_offset", "int8"),
+)
+_TIMESTAMPTZ = ("timestamptz", "int8")
+_TEXT_ARRAY = ("text[]", "bytea")
+_JSONB = ("jsonb", "bytea")
+
+ACTIONS = TableSpec(
+    "actions",
+    ("customer_id", "action_id"),
+    (
+        Column("action_id", "text"),
+        Column("customer_id", "text"),
+        Column("rule", "text"),
+        Column("action", "text"),
+        Column("rule_version", "int4"),
+        Column("destination", "text"),
+        Column("priority", "int4"),
+        Column("reason", "text"),
+        Column("evidence", *_TEXT_ARRAY),
+        Column("channel_hint", "text"),
+        Column("triggered_at", *_TIMESTAMPTZ),
+        Column("due_by", *_TIMESTAMPTZ),
+        Column("details", *_JSONB),
+        *_KAFKA_COLUMNS,
+    ),
+    action_row,
+)
+DECISIONS = TableSpec(
+    "decisions",
+    ("customer_id", "decision_id"),
+    (
+        Column("decision_id", "text"),
+        Column("customer_id", "text"),
+        Column("rule", "text"),
+        Column("rule_version", "int4"),
+        Column("outcome", "text"),
+        Column("reason", "text"),
+        Column("action_id", "text"),
+        Column("evidence", *_TEXT_ARRAY),
+        Column("decided_at", *_TIMESTAMPTZ),
+        *_KAFKA_COLUMNS,
+    ),
+    decision_row,
+)
+INTERACTION_EVENTS = TableSpec(
+    "interaction_events",
+    ("customer_id", "event_id"),
+    (
+        Column("event_id", "text"),
+        Column("customer_id", "text"),
+        Column("channel", "text"),
+        Column("type", "text"),
+        Column("occurred_at", *_TIMESTAMPTZ),
+        Column("source", "text"),
+        Column("product", "text"),
+        Column("reference", "text"),
+        Column("amount", "float8"),
+        Column("currency", "text"),
+        Column("due_date", "date"),
+        Column("customer_since", "date"),
+        Column("text", "text"),
+        Column("attributes", *_JSONB),
+        *_KAFKA_COLUMNS,
+    ),
+    event_row,
+)
+TABLES: tuple[TableSpec, ...] = (INTERACTION_EVENTS, DECISIONS, ACTIONS)
+
+#: Records of one batch per table name, one per key.
+Batch = dict[str, dict[tuple[str, ...], Entry]]
+
+
+def table_of(record: Record) -> tuple[TableSpec, tuple[str, ...]]:
+    """The table a record goes to and its key there."""
+    if isinstance(record, ActionEvent):
+        return ACTIONS, (record.customer_id, record.action_id)
+    if isinstance(record, Decision):
+        return DECISIONS, (record.customer_id, record.decision_id)
+    if isinstance(record, InteractionEvent):
+        return INTERACTION_EVENTS, (record.customer_id, record.event_id)
+    raise TypeError(f"the PostgreSQL sink writes no {type(record).__name__}")
 
 
 def record_row(
@@ -461,39 +474,32 @@ def record_row(
     offset: int | None = None,
 ) -> tuple[TableSpec, tuple[str, ...], Row]:
     """Table, key and row of any record the sink writes."""
-    if isinstance(record, ActionEvent):
-        return ACTIONS, (record.action_id,), action_row(record, topic, partition, offset)
-    if isinstance(record, Decision):
-        return DECISIONS, (record.decision_id,), decision_row(record, topic, partition, offset)
-    if isinstance(record, InteractionEvent):
-        key = (record.customer_id, record.event_id)
-        return INTERACTION_EVENTS, key, event_row(record, topic, partition, offset)
-    raise TypeError(f"the PostgreSQL sink writes no {type(record).__name__}")
+    spec, key = table_of(record)
+    return spec, key, spec.row(record, topic, partition, offset)
 
 
 # --------------------------------------------------------------------------- the sink
 
-
-class _JsonbDumper(Dumper):
-    """jsonb for the binary COPY through orjson (a fraction of `json.dumps`' time per row)."""
-
-    format = pq.Format.BINARY
-    oid = 3802  # jsonb
-
-    def dump(self, obj: Any) -> Buffer:
-        try:
-            return b"\x01" + orjson.dumps(obj)
-        except TypeError:  # what orjson refuses (e.g. non-string keys) json.dumps may still take
-            return b"\x01" + json.dumps(obj).encode()
+#: What PostgreSQL says when a COPY straight into a table cannot stand: a key already there
+#: (a redelivery) or text it cannot hold (NUL). The batch then goes the careful way.
+_CAREFUL_WAY = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.CharacterNotInRepertoire,
+    psycopg.errors.UntranslatableCharacter,
+)
 
 
 class PostgresSink:
     """Batches records and writes them to PostgreSQL idempotently; `add()` then `flush()`.
 
-    `flush()` writes every buffered row in ONE transaction (COPY into staging,
-    insert-on-conflict-do-nothing into the tables) and clears the buffer only
-    after the commit. When it raises, nothing of the batch is committed and
-    the buffer is kept, so calling `flush()` again retries the same rows.
+    `flush()` writes every buffered record in ONE transaction and clears the
+    buffer only after the commit. Each table's rows are COPYed straight into
+    the table inside a savepoint; when PostgreSQL refuses them (a key already
+    there, after a redelivery; a NUL in a text) that savepoint is rolled back
+    and the rows, NULs replaced, go through a staging table and
+    `INSERT ... ON CONFLICT DO NOTHING`, so a redelivered record never becomes
+    a second row. When `flush()` raises, nothing of the batch is committed and
+    the buffer is kept, so calling it again retries the same records.
     It never commits anything to Kafka; the caller does that after a flush.
     """
 
@@ -512,6 +518,7 @@ class PostgresSink:
         self._conn: psycopg.Connection[Any] | None = None
         self._buffers: Batch = {t.name: {} for t in TABLES}
         self._copy_sql = {t.name: t.copy_sql() for t in TABLES}
+        self._stage_copy_sql = {t.name: t.copy_sql(staged=True) for t in TABLES}
         self._insert_sql = {t.name: t.insert_sql() for t in TABLES}
 
     def add(
@@ -522,13 +529,16 @@ class PostgresSink:
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
-        """Buffer one record (a duplicate key in the same batch is kept once)."""
-        spec, key, row = record_row(record, topic, partition, offset)
-        self._buffers[spec.name][key] = row
+        """Buffer one record (a duplicate key in the same batch is kept once).
+
+        Its row is built when the batch is written, while PostgreSQL works on the rows before it.
+        """
+        spec, key = table_of(record)
+        self._buffers[spec.name][key] = (record, topic, partition, offset)
 
     @property
     def pending(self) -> int:
-        """Rows buffered and not yet durable."""
+        """Records buffered and not yet durable."""
         return sum(len(rows) for rows in self._buffers.values())
 
     def clear(self) -> None:
@@ -547,8 +557,6 @@ class PostgresSink:
         conn = psycopg.connect(
             self.conninfo, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
         )
-        # By oid only: used where COPY's set_types names jsonb, nowhere else.
-        conn.adapters.register_dumper(None, _JsonbDumper)
         try:
             for spec in TABLES:
                 conn.execute(spec.stage_ddl())
@@ -569,7 +577,7 @@ class PostgresSink:
         return inserted
 
     def detach(self) -> Batch:
-        """Hand the buffered rows over (to `write`, maybe in another thread); empty the buffer."""
+        """Hand the buffer over (to `write`, maybe in another thread); empty the buffer."""
         batch, self._buffers = self._buffers, {t.name: {} for t in TABLES}
         return batch
 
@@ -584,15 +592,9 @@ class PostgresSink:
             conn = self.connect()
             with conn.transaction(), conn.cursor() as cur:
                 for spec in TABLES:
-                    rows = batch[spec.name]
-                    if not rows:
-                        continue
-                    with cur.copy(self._copy_sql[spec.name]) as copy:
-                        copy.set_types(spec.copy_types)
-                        for row in rows.values():
-                            copy.write_row(row)
-                    cur.execute(self._insert_sql[spec.name])
-                    inserted[spec.name] = max(cur.rowcount, 0)
+                    entries = batch[spec.name]
+                    if entries:
+                        inserted[spec.name] = self._write_table(conn, cur, spec, entries.values())
         except psycopg.Error:
             SINK_ERRORS.labels(self.name).inc()
             if self._conn is not None and (self._conn.broken or self._conn.closed):
@@ -602,6 +604,32 @@ class PostgresSink:
         for table, count in inserted.items():
             SINK_ROWS.labels(self.name, table).inc(count)
         return inserted
+
+    def _write_table(
+        self,
+        conn: psycopg.Connection[Any],
+        cur: psycopg.Cursor[Any],
+        spec: TableSpec,
+        entries: Collection[Entry],
+    ) -> int:
+        """One table's rows, inside the batch's transaction; the rows inserted."""
+        row = spec.row
+        try:
+            # In a savepoint: a refused COPY leaves the rest of the batch's transaction usable.
+            with conn.transaction(), cur.copy(self._copy_sql[spec.name]) as copy:
+                copy.set_types(spec.copy_types)
+                write_row = copy.write_row
+                for record, topic, partition, offset in entries:
+                    write_row(row(record, topic, partition, offset))
+            return len(entries)
+        except _CAREFUL_WAY as exc:
+            log.info("%s: %s; writing this batch through staging", spec.name, exc.sqlstate)
+        with cur.copy(self._stage_copy_sql[spec.name]) as copy:
+            copy.set_types(spec.copy_types)
+            for record, topic, partition, offset in entries:
+                copy.write_row(row(without_nul(record), topic, partition, offset))
+        cur.execute(self._insert_sql[spec.name])
+        return max(cur.rowcount, 0)
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None

@@ -19,7 +19,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from moments.settings import Settings
 from moments.stack import EmbeddedPostgres
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
-from sinks.postgres import apply_migrations, run_postgres_sink
+from sinks.postgres import TABLES, PostgresSink, apply_migrations, run_postgres_sink
 
 T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
 
@@ -188,7 +189,7 @@ def test_actions_land_exactly_once_even_when_redelivered(settings: Settings, dat
     ]
     # The first delivery's rows stay: their offsets are below the redelivered ones.
     with psycopg.connect(database) as conn:
-        highest = dict(
+        highest: dict[int, int] = dict(
             conn.execute(
                 "SELECT kafka_partition, max(kafka_offset) FROM actions GROUP BY 1"
             ).fetchall()
@@ -285,6 +286,100 @@ def test_decisions_events_and_dead_letters(settings: Settings, database: str) ->
     assert bad_event  # produced and dead-lettered
 
 
+def test_new_rows_are_copied_straight_in_and_a_redelivered_batch_goes_through_staging(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = [action(n) for n in range(50)]
+    again = [action(n) for n in range(40, 60)]  # ten already stored, ten new
+    with PostgresSink(database) as sink:
+        for a in first:
+            sink.add(a, topic="t", partition=0, offset=0)
+        with caplog.at_level("INFO", logger="sinks.postgres"):
+            assert sink.flush() == {"actions": 50}
+            assert "through staging" not in caplog.text  # no conflict: the COPY stood
+            for a in again:
+                sink.add(a, topic="t", partition=0, offset=1)
+            assert sink.flush() == {"actions": 10}  # only the new ones count
+            assert "actions: 23505; writing this batch through staging" in caplog.text
+    with psycopg.connect(database) as conn:
+        stored = conn.execute(
+            "SELECT action_id, customer_id, evidence, triggered_at, due_by, details, kafka_offset"
+            " FROM actions ORDER BY action_id"
+        ).fetchall()
+    assert (
+        stored
+        == [
+            (
+                a.action_id,
+                a.customer_id,
+                a.evidence,
+                as_utc(a.triggered_at),
+                as_utc(a.due_by),
+                a.details,
+                0 if n < 50 else 1,  # a redelivered row keeps its first delivery
+            )
+            for n, a in enumerate(first + again[10:])
+        ]
+    )
+
+
+def test_text_postgres_cannot_hold_is_replaced_and_the_rest_of_the_batch_lands(
+    database: str,
+) -> None:
+    nul = "\x00"
+    with PostgresSink(database) as sink:
+        sink.add(action(1))
+        sink.add(replace(action(2), reason=f"a{nul}b", evidence=[f"e{nul}", ""], due_by=None))
+        sink.add(replace(action(3), details={f"k{nul}": f"v{nul}"}))
+        sink.add(replace(action(4), evidence=[]))
+        sink.add(
+            InteractionEvent(
+                event_id="evt-1",
+                customer_id="cust-1",
+                channel="email",
+                type="feedback_given",
+                occurred_at=T0,
+                text=f"hello{nul}",
+                due_date=date(2026, 1, 31),
+                customer_since=date(1999, 12, 31),
+            )
+        )
+        assert sink.flush() == {"actions": 4, "interaction_events": 1}
+    with psycopg.connect(database) as conn:
+        rows = {
+            row[0]: row[1:]
+            for row in conn.execute("SELECT action_id, reason, evidence, details FROM actions")
+        }
+        event = conn.execute(
+            "SELECT text, due_date, customer_since, occurred_at FROM interaction_events"
+        ).fetchone()
+    assert rows["act-00002"] == ("a\ufffdb", ["e\ufffd", ""], {"relationship_balance": "1"})
+    assert rows["act-00003"][2] == {"k\ufffd": "v\ufffd"}
+    assert rows["act-00004"][1] == []
+    assert rows["act-00001"][0] == "The customer asked to cancel."
+    assert event == ("hello\ufffd", date(2026, 1, 31), date(1999, 12, 31), as_utc(T0))
+
+
+def test_each_table_has_one_index_its_key_which_leads_with_the_customer(database: str) -> None:
+    apply_migrations(database)
+    with psycopg.connect(database) as conn:
+        indexes = conn.execute(
+            "SELECT t.relname, array_agg(a.attname ORDER BY k.ord)"
+            " FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
+            " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+            " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum"
+            " WHERE t.relname = ANY(%s) AND i.indisunique GROUP BY i.indexrelid, t.relname",
+            ([spec.name for spec in TABLES],),
+        ).fetchall()
+        all_indexes = conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = ANY(%s)",
+            ([spec.name for spec in TABLES],),
+        ).fetchone()
+    assert sorted(indexes) == sorted((spec.name, list(spec.key)) for spec in TABLES)
+    assert all(spec.key[0] == "customer_id" for spec in TABLES)
+    assert all_indexes == (len(TABLES),)
+
+
 def read_all(settings: Settings, topics: list[str], expected: int) -> list[dict[str, Any]]:
     consumer = Consumer(
         settings.kafka_config(
@@ -328,8 +423,8 @@ def test_concurrent_starts_apply_each_migration_once(database: str) -> None:
         thread.join(60)
     applied = sorted(v for result in results for v in result)
     assert len(results) == 4
-    assert applied == [1, 2]
-    assert count(database, "SELECT count(*) FROM schema_version") == 2
+    assert applied == [1, 2, 3]
+    assert count(database, "SELECT count(*) FROM schema_version") == 3
     assert apply_migrations(database) == []
 
 
