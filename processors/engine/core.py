@@ -40,13 +40,14 @@ Reading order:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import string
-from bisect import insort
+from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, ClassVar, Final
 
 from processors.engine.interfaces import (
@@ -61,6 +62,7 @@ from processors.engine.interfaces import (
     StateStore,
 )
 from processors.engine.rules import (
+    EVENT_FIELDS,
     CustomerProfile,
     Pattern,
     Rule,
@@ -106,7 +108,17 @@ def utc_date(ms: int) -> date:
 
 def iso_day(ms: int) -> str:
     """The UTC calendar date of an epoch-milliseconds timestamp as YYYY-MM-DD."""
-    return _iso_day(ms // 86_400_000)
+    days = ms // 86_400_000
+    text = _ISO_DAYS.get(days)
+    if text is None:
+        if len(_ISO_DAYS) >= 65_536:
+            _ISO_DAYS.clear()
+        text = _ISO_DAYS[days] = _day(days).isoformat()
+    return text
+
+
+#: day number -> YYYY-MM-DD, a plain dict because every reason with a {date} asks for it.
+_ISO_DAYS: Final[dict[int, str]] = {}
 
 
 #: customer_since -> YYYY-MM-DD, a plain dict because it is on every event's path.
@@ -121,11 +133,6 @@ def _iso_date(day: date) -> str:
 @lru_cache(maxsize=4096)
 def _day(days: int) -> date:
     return (_EPOCH + timedelta(days=days)).date()
-
-
-@lru_cache(maxsize=4096)
-def _iso_day(days: int) -> str:
-    return _day(days).isoformat()
 
 
 def tenure_years(since: date, on: date) -> int:
@@ -148,12 +155,30 @@ def anniversary_ms(since_iso: str, years: int) -> int:
     return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
+def _plain_sha256() -> Callable[[bytes], Any]:
+    """CPython's built-in SHA-256 (same digest as hashlib's): for the short texts of ids it
+    costs about half of OpenSSL's, whose per-call context setup dominates."""
+    for name in ("_sha2", "_sha256"):  # Python >= 3.12, <= 3.11
+        try:
+            candidate = importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            continue
+        if candidate(b"moments").digest() == hashlib.sha256(b"moments").digest():
+            return candidate  # type: ignore[no-any-return]
+    return hashlib.sha256
+
+
+_sha256: Final = _plain_sha256()
+
+
+def hex_id(text: str) -> str:
+    """A 128-bit hex id of `text`: the first 32 hex digits of its SHA-256."""
+    return _sha256(text.encode()).digest()[:16].hex()
+
+
 def stable_id(*parts: str) -> str:
     """A 128-bit hex id from the parts (same parts -> same id, on every machine)."""
-    return _sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-_sha256: Final = hashlib.sha256
+    return hex_id("\x1f".join(parts))
 
 
 def in_holdout(customer_id: str, rule_id: str, percent: float) -> bool:
@@ -530,11 +555,13 @@ class Step:
         """One candidate -> one Decision (and an action when it fires). True if it fired."""
         rule = cand.rule
         engine = self.engine
+        rt = engine.runtime[rule.id]
         config = engine.config
         state = self.state
         cid = self.customer_id
         at = cand.at
-        cool_down_ms = rule.cool_down_ms
+        key = cand.key
+        cool_down_ms = rt.cool_down_ms
         cool: dict[str, int] | None = None
         if cool_down_ms is not None:
             rs = self.rule_state(rule.id)
@@ -543,12 +570,12 @@ class Step:
             outcome = "suppressed"
             reason = cand.suppress
         elif (
-            cool is not None and cand.key in cool and abs(at - cool[cand.key]) < cool_down_ms  # type: ignore[operator]
+            cool is not None and key in cool and abs(at - cool[key]) < cool_down_ms  # type: ignore[operator]
         ):
             outcome, reason = "suppressed", "cool_down"
         else:
             outcome = reason = "fired"
-            if rule.rule_class == "engagement":
+            if rt.engagement:
                 window = config.contact_cap_window_ms
                 recent = 0
                 for f in state.get("cap", ()):
@@ -566,47 +593,30 @@ class Step:
             # held_out starts the cool-down too, so the control group keeps the same cadence
             if cool is None:
                 cool = rs["cd"] = {}
-            if cand.key not in cool or cool[cand.key] < at:
-                cool[cand.key] = at
+            if key not in cool or cool[key] < at:
+                cool[key] = at
             if len(cool) > 1:  # per-key cool-downs: forget keys whose cool-down is over
                 horizon = self.newest - cool_down_ms - config.allowed_lateness_ms
-                for key in [k for k, last in cool.items() if last < horizon]:
-                    del cool[key]
-        runtime = engine.runtime[rule.id]
-        evidence = cand.evidence
-        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
-        fired = outcome == "fired"
-        action_id = (
-            _sha256(f"{runtime.action_prefix}{cid}{tail}".encode()).hexdigest()[:32]
-            if fired
-            else None
-        )
+                for k in [k for k, last in cool.items() if last < horizon]:
+                    del cool[k]
         engine.decided += 1
-        if engine.decisions:
-            self.out.decisions.append(
-                # positional: the field order of decision.avsc (records are built on the hot path)
-                Decision(
-                    _sha256(
-                        # the time too: the same evidence can be decided again later
-                        f"{runtime.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode()
-                    ).hexdigest()[:32],
-                    cid,
-                    rule.id,
-                    rule.version,
-                    outcome,
-                    reason,
-                    action_id,
-                    evidence,
-                    at,
-                )
-            )
-        if action_id is None:
+        evidence = cand.evidence
+        if outcome != "fired":
+            if engine.decisions:
+                self.out.decisions.append(self.decision(rt, cand, outcome, reason, None))
             return False
-        if rule.rule_class == "engagement":
-            contacts = state.setdefault("cap", [])
-            insort(contacts, at)
-            self.prune_times(contacts, config.contact_cap_window_ms)
-        balance = engine.balance(state, at)
+        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+        action_id = _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
+        if engine.decisions:
+            self.out.decisions.append(self.decision(rt, cand, outcome, reason, action_id))
+        if rt.engagement:
+            contacts: list[int] | None = state.get("cap")
+            if contacts is None:
+                state["cap"] = [at]
+            else:
+                insort(contacts, at)
+                self.prune_times(contacts, config.contact_cap_window_ms)
+        balance = engine.balance(state, at) if "led" in state else 0
         self.out.actions.append(
             # positional: the field order of action_event.avsc
             ActionEvent(
@@ -617,26 +627,49 @@ class Step:
                 rule.version,
                 rule.destination,
                 rule.priority,
-                self.render(cand, balance),
+                self.render(rt, cand, balance),
                 list(evidence),
                 state.get("ch") or "other",
                 at,
                 at + rule.due_by_ms if rule.due_by_ms is not None else None,
-                self.details(cand, balance),
+                self.details(rt, cand, balance),
             )
         )
-        if runtime.ledger_sign:
+        if rt.ledger_sign:
             _record(
                 state,
                 self.newest,
                 config.allowed_lateness_ms,
                 engine._ledger_window,
                 at,
-                runtime.ledger_sign,
+                rt.ledger_sign,
                 action_id,
                 0,
             )
         return True
+
+    def decision(
+        self, rt: _RuleRuntime, cand: Candidate, outcome: str, reason: str, action_id: str | None
+    ) -> Decision:
+        """The trace of one candidate; its id includes the time (the same evidence can be
+        decided again later)."""
+        evidence = cand.evidence
+        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+        cid = self.customer_id
+        at = cand.at
+        return Decision(  # positional: the field order of decision.avsc
+            _sha256(f"{rt.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
+            .digest()[:16]
+            .hex(),
+            cid,
+            rt.rule.id,
+            rt.rule.version,
+            outcome,
+            reason,
+            action_id,
+            evidence,
+            at,
+        )
 
     def prune_times(self, times: list[int], window_ms: int) -> None:
         horizon = self.newest - window_ms - self.engine.config.allowed_lateness_ms
@@ -650,18 +683,45 @@ class Step:
 
     # -- rendering ------------------------------------------------------------------------
 
-    def render(self, cand: Candidate, balance: int) -> str:
+    def render(self, rt: _RuleRuntime, cand: Candidate, balance: int) -> str:
         """The rule's reason template with the placeholders it uses (and only those)."""
-        ctx: dict[str, Any] = {}
         extra = cand.context
-        for name, getter in self.engine.runtime[cand.rule.id].placeholders:
-            ctx[name] = extra[name] if name in extra else getter(self, cand, balance)
-        return cand.rule.reason.format_map(ctx)
+        parts = rt.reason_parts
+        if parts is None:  # a template str.format must parse itself (a pack built in code)
+            ctx: dict[str, Any] = {}
+            for name, getter in rt.placeholders:
+                ctx[name] = extra[name] if name in extra else getter(self, cand, balance)
+            return cand.rule.reason.format_map(ctx)
+        pieces: list[str] = []
+        for literal, name, getter in parts:
+            value = extra[name] if name in extra else getter(self, cand, balance)
+            pieces.append(literal)
+            pieces.append(value if type(value) is str else format(value))
+        pieces.append(rt.reason_tail)
+        return "".join(pieces)
 
-    def details(self, cand: Candidate, balance: int) -> dict[str, str]:
+    def details(self, rt: _RuleRuntime, cand: Candidate, balance: int) -> dict[str, str]:
         """The rule's details (absent values left out) plus relationship_balance, sorted."""
-        ordered = self.engine.runtime[cand.rule.id].details
         out: dict[str, str] = {}
+        event = cand.event
+        if event is not None and rt.event_details is not None:
+            state = self.state
+            for name, source_kind, read, source in rt.event_details:
+                if source_kind == _FROM_EVENT:
+                    value = read(event)
+                    if value is None:
+                        continue
+                    if type(value) is not str:
+                        value = field_value(event, source)
+                elif source_kind == _FROM_STATE:
+                    value = read(state)
+                    if value is None:
+                        continue
+                else:
+                    value = read(balance)
+                out[name] = value
+            return out
+        ordered = rt.details
         if ordered is None:  # a pack built in code naming a detail twice: the general path
             for name, getter in self.engine.detail_getters[cand.rule.id]:
                 value = getter(self, cand)
@@ -728,6 +788,29 @@ _TEXT_FIELDS: Final = frozenset(
     {"channel", "type", "source", "product", "reference", "currency", "text"}
 )
 
+#: Where a detail of a candidate with an event comes from (see `event_detail`).
+_FROM_EVENT: Final = 0  # read(event); a value that is not text goes through field_value
+_FROM_STATE: Final = 1  # read(customer state)
+_BALANCE: Final = 2  # details.relationship_balance: read(balance)
+#: (detail name, where from, read, source) for the candidates that have an event.
+_EventDetail = tuple[str, int, Callable[[Any], Any], str]
+
+
+def event_detail(name: str, source: str) -> _EventDetail:
+    """`detail_getter` for a candidate with an event, as data the details loop reads inline."""
+    if source == "customer.products":
+        return name, _FROM_STATE, lambda state: ",".join(state.get("prod", ())), source
+    if source == "customer.since":
+        return name, _FROM_STATE, lambda state: state.get("since"), source
+    if source == "customer.last_channel":
+        return name, _FROM_STATE, lambda state: state.get("ch"), source
+    if source.startswith("attributes."):
+        key = source[11:]
+        return name, _FROM_EVENT, lambda event: event.attributes.get(key), source
+    if source in EVENT_FIELDS:
+        return name, _FROM_EVENT, attrgetter(source), source
+    return name, _FROM_EVENT, lambda event: field_value(event, source), source
+
 
 def _channel(step: Step, cand: Candidate) -> str:
     return cand.event.channel if cand.event is not None else step.state.get("ch") or "other"
@@ -761,15 +844,22 @@ def _event_attr(name: str, default: str) -> Callable[[Step, Candidate, int], Any
     return get
 
 
+#: A reason placeholder's value for a candidate (step, candidate, relationship balance).
+Placeholder = Callable[["Step", Candidate, int], Any]
+
 #: How each reason placeholder is computed when the rule kind did not set it.
-_PLACEHOLDERS: Final[dict[str, Callable[[Step, Candidate, int], Any]]] = {
+_PLACEHOLDERS: Final[dict[str, Placeholder]] = {
     "customer_id": lambda step, cand, balance: step.customer_id,
     "channel": lambda step, cand, balance: _channel(step, cand),
-    "via": lambda step, cand, balance: _VIA.get(_channel(step, cand), "through another channel"),
+    "via": lambda step, cand, balance: _VIA.get(
+        cand.event.channel if cand.event is not None else step.state.get("ch") or "other",
+        "through another channel",
+    ),
     "type": _event_attr("type", ""),
     "what": lambda step, cand, balance: _what(cand.event.type) if cand.event else "",
     "product": lambda step, cand, balance: (
-        _human(cand.event.product if cand.event else None) or "their account"
+        (_human(cand.event.product) if cand.event is not None and cand.event.product else None)
+        or "their account"
     ),
     "reference": _event_attr("reference", "(no reference)"),
     "amount": lambda step, cand, balance: _amount(cand.event),
@@ -824,6 +914,8 @@ def _record(
 # The engine
 # ----------------------------------------------------------------------------------------
 
+_deadline: Final = itemgetter(0)  # of a timer entry [deadline, customer, rule, key]
+
 #: How a listener tests an event: None when the index's type check is the whole pattern.
 MatchTest = Callable[[InteractionEvent, str, dict[str, Any]], bool]
 #: A rule listening to an event type: (rule, role, test, kind).
@@ -868,26 +960,63 @@ def compile_pattern(p: Pattern) -> MatchTest | None:
 class _RuleRuntime:
     """What the engine precomputes per rule so a decision does no lookups it can avoid."""
 
-    __slots__ = ("action_prefix", "decision_prefix", "details", "ledger_sign", "placeholders")
+    __slots__ = (
+        "action_prefix",
+        "cool_down_ms",
+        "decision_prefix",
+        "details",
+        "engagement",
+        "event_details",
+        "ledger_sign",
+        "placeholders",
+        "reason_parts",
+        "reason_tail",
+        "rule",
+    )
 
     def __init__(self, rule: Rule, relationship: Any) -> None:
+        self.rule = rule
+        self.cool_down_ms = rule.cool_down_ms
+        self.engagement = rule.rule_class == "engagement"
         self.action_prefix = rule.id + "\x1f"
         self.decision_prefix = f"decision\x1f{rule.id}\x1f"
         names = [name for name, _ in rule.details]
         # Details come out sorted by name with relationship_balance among them (None = that slot).
         self.details: tuple[tuple[str, DetailGetter | None], ...] | None = None
+        self.event_details: tuple[_EventDetail, ...] | None = None
         if len(set(names)) == len(names):
             getters: dict[str, DetailGetter | None] = {
                 name: detail_getter(source) for name, source in rule.details
             }
             getters["relationship_balance"] = None
             self.details = tuple(sorted(getters.items(), key=lambda item: item[0]))
-        self.placeholders = tuple(
-            (name, _PLACEHOLDERS[name])
-            for name in dict.fromkeys(
-                f for _, f, _, _ in string.Formatter().parse(rule.reason) if f
+            sources = dict(rule.details)
+            self.event_details = tuple(
+                (name, _BALANCE, str, "") if getter is None else event_detail(name, sources[name])
+                for name, getter in self.details
             )
+        parsed = list(string.Formatter().parse(rule.reason))
+        self.placeholders = tuple(
+            (name, _PLACEHOLDERS[name]) for name in dict.fromkeys(f for _, f, _, _ in parsed if f)
         )
+        # The template split once into (literal, placeholder, getter) pieces + a literal tail,
+        # so rendering joins strings instead of str.format parsing the template every time.
+        self.reason_parts: tuple[tuple[str, str, Placeholder], ...] | None = None
+        self.reason_tail = ""
+        if all(
+            f in _PLACEHOLDERS and not spec and not conv
+            for _, f, spec, conv in parsed
+            if f is not None
+        ):
+            pieces: list[tuple[str, str, Placeholder]] = []
+            literal = ""
+            for text, name, _, _ in parsed:
+                literal += text
+                if name is not None:
+                    pieces.append((literal, name, _PLACEHOLDERS[name]))
+                    literal = ""
+            self.reason_parts = tuple(pieces)
+            self.reason_tail = literal
         self.ledger_sign = (
             1
             if rule.id in relationship.positive_rules
@@ -948,8 +1077,12 @@ class Engine:
                         positioned.append((order[rule.id], t, entry))
         self._positioned = positioned
         self._by_type: dict[str, tuple[_IndexEntry, ...]] = {}
-        self._negative = pack.relationship.negative
-        self._positive = pack.relationship.positive
+        #: event type -> +1 / -1 for the ledger (negative wins where a type is both)
+        self._signs = {t: 1 for t in pack.relationship.positive} | {
+            t: -1 for t in pack.relationship.negative
+        }
+        self._lateness_ms = self.config.allowed_lateness_ms
+        self._dedupe_ms = self.config.dedupe_horizon_ms
         self._negative_rules = pack.relationship.negative_rules
         self._ledger_window = pack.relationship.window_ms
 
@@ -977,18 +1110,95 @@ class Engine:
         t = event.occurred_at
         clock = get(CLOCK_KEY)
         if clock is None:
-            clock = {"max": t, "wm": t - self.config.allowed_lateness_ms}
+            clock = {"max": t, "wm": t - self._lateness_ms}
             put(CLOCK_KEY, clock)
         elif t > clock["max"]:
             clock["max"] = t
-            watermark = t - self.config.allowed_lateness_ms
+            watermark = t - self._lateness_ms
             if watermark > clock["wm"]:
                 clock["wm"] = watermark
                 index: list[int] | None = get(TIMER_INDEX_KEY)
                 if index and index[0] * TIMER_BUCKET_MS <= watermark:
-                    self._fire_due_from(store, index, watermark, out)
+                    # the first bucket is sorted: fire only when its first deadline is due
+                    first = get(f"{TIMER_BUCKET_PREFIX}{index[0]}")
+                    if not first or first[0][0] <= watermark:
+                        self._fire_due_from(store, index, watermark, out)
             put(CLOCK_KEY, clock)
-        self._apply(store, event, out, get, put)
+
+        # Apply the event to its customer.
+        cid = event.customer_id
+        skey = CUSTOMER_PREFIX + cid
+        state: dict[str, Any] | None = get(skey)
+        event_id = event.event_id
+        event_type = event.type
+        listeners = self._by_type.get(event_type)
+        if listeners is None:
+            listeners = self.listeners(event_type)
+        if state is None:
+            state = {"seen": {event_id: t}, "t": t, "ch": event.channel, "so": t}
+            newest = t
+        else:
+            seen: dict[str, int] = state["seen"]
+            if event_id in seen:
+                matching = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
+                self._duplicate(event, matching, out)
+                return out
+            seen[event_id] = t
+            newest = state.get("t", t)
+            if t >= newest:
+                state["t"] = newest = t
+                state["ch"] = event.channel
+            horizon = newest - self._dedupe_ms
+            # Ids are kept at least the dedupe horizon and at most a quarter longer, so the
+            # (linear) expiry runs at most once per quarter horizon per customer.
+            oldest = state.get("so", t)
+            if oldest < horizon - self._dedupe_ms // 4:
+                seen = state["seen"] = {k: st for k, st in seen.items() if st >= horizon}
+                oldest = min(seen.values(), default=t)
+            state["so"] = oldest if oldest < t else t
+        since_day = event.customer_since
+        if since_day is not None:
+            since = _ISO_DATES.get(since_day)
+            if since is None:
+                if len(_ISO_DATES) >= 65_536:
+                    _ISO_DATES.clear()
+                since = _ISO_DATES[since_day] = since_day.isoformat()
+            state["since"] = since
+        product = event.product
+        if product and event_type in PRODUCT_EVENTS:
+            products: list[str] | None = state.get("prod")
+            if products is None:
+                state["prod"] = [product]
+            elif product not in products:
+                insort(products, product)
+        sign = self._signs.get(event_type, 0)
+        if sign:
+            _record(state, newest, self._lateness_ms, self._ledger_window, t, sign, event_id, 1)
+        # Conditions read only since / products / last channel, which no rule kind changes,
+        # so testing every listener before running any is the same as testing each in turn.
+        matched: list[_IndexEntry] | None = None
+        for entry in listeners:
+            test = entry[2]
+            if test is None or test(event, cid, state):
+                if matched is None:
+                    matched = [entry]
+                else:
+                    matched.append(entry)
+        if matched is not None or sign < 0:
+            step = Step(self, store, out, cid, state)
+            if matched is not None:
+                for rule, role, _, kind in matched:
+                    kind.on_event(step, rule, role, event)
+            if sign < 0:
+                for rule in self.ledger_rules:
+                    _RELATIONSHIP.evaluate(step, rule, t, event)
+            if step.candidates:
+                step.decide_all()
+            put(skey, state)
+            if step.due_now:
+                self._fire(store, step.due_now, out)
+        else:
+            put(skey, state)
         return out
 
     def advance(self, store: StateStore, now_ms: int) -> EngineOutput:
@@ -1015,78 +1225,6 @@ class Engine:
         return None if clock is None else int(clock["wm"])
 
     # -- applying an event ----------------------------------------------------------------
-
-    def _apply(
-        self,
-        store: StateStore,
-        event: InteractionEvent,
-        out: EngineOutput,
-        get: Callable[[str], Any],
-        put: Callable[[str, Any], None],
-    ) -> None:
-        cid = event.customer_id
-        skey = CUSTOMER_PREFIX + cid
-        state = get(skey)
-        if state is None:
-            state = {"seen": {}}
-        t = event.occurred_at
-        seen: dict[str, int] = state["seen"]
-        event_type = event.type
-        listeners = self._by_type.get(event_type)
-        if listeners is None:
-            listeners = self.listeners(event_type)
-        event_id = event.event_id
-        if event_id in seen:
-            matching = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
-            self._duplicate(event, matching, out)
-            return
-        seen[event_id] = t
-        newest = state.get("t", t)
-        if t >= newest:
-            state["t"] = newest = t
-            state["ch"] = event.channel
-        config = self.config
-        horizon = newest - config.dedupe_horizon_ms
-        # Ids are kept at least the dedupe horizon and at most a quarter longer, so the
-        # (linear) expiry runs at most once per quarter horizon per customer.
-        oldest = state.get("so", t)
-        if oldest < horizon - config.dedupe_horizon_ms // 4:
-            seen = state["seen"] = {k: st for k, st in seen.items() if st >= horizon}
-            oldest = min(seen.values(), default=t)
-        state["so"] = oldest if oldest < t else t
-        if event.customer_since is not None:
-            since = _ISO_DATES.get(event.customer_since)
-            if since is None:
-                if len(_ISO_DATES) >= 65_536:
-                    _ISO_DATES.clear()
-                since = _ISO_DATES[event.customer_since] = event.customer_since.isoformat()
-            state["since"] = since
-        if event.product and event_type in PRODUCT_EVENTS:
-            products: list[str] = state.setdefault("prod", [])
-            if event.product not in products:
-                insort(products, event.product)
-        sign = -1 if event_type in self._negative else 1 if event_type in self._positive else 0
-        if sign:
-            _record(
-                state, newest, config.allowed_lateness_ms, self._ledger_window, t, sign, event_id, 1
-            )
-        # Conditions read only since / products / last channel, which no rule kind changes,
-        # so testing every listener before running any is the same as testing each in turn.
-        matched = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
-        if matched or sign < 0:
-            step = Step(self, store, out, cid, state)
-            for rule, role, _, kind in matched:
-                kind.on_event(step, rule, role, event)
-            if sign < 0:
-                for rule in self.ledger_rules:
-                    _RELATIONSHIP.evaluate(step, rule, t, event)
-            if step.candidates:
-                step.decide_all()
-            put(skey, state)
-            if step.due_now:
-                self._fire(store, step.due_now, out)
-        else:
-            put(skey, state)
 
     def _duplicate(
         self, event: InteractionEvent, listeners: Iterable[_IndexEntry], out: EngineOutput
@@ -1206,19 +1344,24 @@ class Engine:
     ) -> None:
         """Fire every timer of the (sorted) bucket index with deadline <= watermark."""
         due: list[list[Any]] = []
+        emptied = False
         while index and index[0] * TIMER_BUCKET_MS <= watermark:
             bkey = f"{TIMER_BUCKET_PREFIX}{index[0]}"
             entries: list[list[Any]] = store.get(bkey) or []
-            ready = [e for e in entries if e[0] <= watermark]
-            rest = [e for e in entries if e[0] > watermark]
-            due.extend(ready)
-            if rest:
-                store.set(bkey, rest)
+            ready = bisect_right(entries, watermark, key=_deadline)  # entries are sorted
+            if ready < len(entries):
+                if ready:
+                    due.extend(entries[:ready])
+                    store.set(bkey, entries[ready:])
                 break
+            due.extend(entries)
             store.delete(bkey)
             index.pop(0)
-        store.set(TIMER_INDEX_KEY, index)
-        self._fire(store, due, out)
+            emptied = True
+        if emptied:
+            store.set(TIMER_INDEX_KEY, index)
+        if due:
+            self._fire(store, due, out)
 
     def _fire(self, store: StateStore, due: list[list[Any]], out: EngineOutput) -> None:
         """Fire timers in deadline order, ties by customer id then rule id."""
