@@ -55,7 +55,7 @@ from confluent_kafka import (
 
 from moments.settings import Settings, Topics
 from processors.config import engine_config
-from processors.engine import DictStore, Engine, EngineOutput, load_rule_pack
+from processors.engine import DictStore, Engine, load_rule_pack
 from processors.engine.rules import RulePack
 from processors.replay import OutputWriter, no_cyclic_gc
 from schemas.codec import DecodeError, codec_for
@@ -65,6 +65,9 @@ __all__ = ["BackfillError", "BackfillSummary", "backfill_topic"]
 
 #: Records asked of librdkafka per `consume` call.
 BATCH: Final = 10_000
+#: After every partition reported its end, how long an empty fetch means nothing is left
+#: (a fetch round trip: longer than fetch.wait.max.ms below).
+DRAIN_WAIT_S: Final = 0.2
 #: How many unusable records the summary describes (all are counted).
 GARBAGE_SAMPLES: Final = 10
 
@@ -184,10 +187,7 @@ def backfill_topic(
             run.finish(until_ms)
         if producer is not None:
             producer.close()
-        if files is not None:
-            summary.actions = files.actions
-        else:
-            summary.actions = run.actions
+        summary.actions = run.actions
         summary.decisions = engine.decided
         for handle in handles:
             handle.close()
@@ -246,6 +246,7 @@ class _TopicOutput:
         )
         self.action_codec = codec_for(ActionEvent, settings.schema_registry_url)
         self.decision_codec = codec_for(Decision, settings.schema_registry_url)
+        self.action_topics = {d: topics.action(d) for d in topics.actions}
         self.failures: list[str] = []
         self.failed = 0
 
@@ -263,18 +264,17 @@ class _TopicOutput:
             except BufferError:
                 self.producer.poll(0.1)  # back-pressure: the local queue is full
 
-    def write(self, out: EngineOutput) -> None:
-        for action in out.actions:
-            self._produce(
-                self.topics.action(action.destination),
-                action.customer_id,
-                self.action_codec.encode(action, validate=False),
+    def write(self, actions: list[ActionEvent], decisions: list[Decision]) -> None:
+        produce, encode_action = self._produce, self.action_codec.encode
+        for action in actions:
+            topic = self.action_topics.get(action.destination) or self.topics.action(
+                action.destination
             )
-        for decision in out.decisions:
-            self._produce(
-                self.topics.decisions,
-                decision.customer_id,
-                self.decision_codec.encode(decision, validate=False),
+            produce(topic, action.customer_id, encode_action(action, validate=False))
+        encode_decision, decisions_topic = self.decision_codec.encode, self.topics.decisions
+        for decision in decisions:
+            produce(
+                decisions_topic, decision.customer_id, encode_decision(decision, validate=False)
             )
         self.producer.poll(0)
 
@@ -289,7 +289,14 @@ class _TopicOutput:
 
 
 class _Run:
-    """The consume → decode → engine → output loop of one backfill."""
+    """The consume → decode → engine → output loop of one backfill.
+
+    Per record it does only what it must: the generated Avro decoder (which also runs
+    the checks Avro does not guarantee), the engine on the partition's store, and
+    collecting the output; outputs are encoded and written once per fetched batch.
+    Anything the fast path does not take is judged by the codec's general path, so
+    unusable records are reported exactly as before.
+    """
 
     def __init__(
         self,
@@ -305,18 +312,26 @@ class _Run:
         self.files = files
         self.topics = topics
         self.max_bytes = settings.max_event_bytes
-        self.decode = codec_for(InteractionEvent, settings.schema_registry_url).decode
+        codec = codec_for(InteractionEvent, settings.schema_registry_url)
+        self.decode = codec.decode
+        self.fast_decode = codec.fast_decode
         self.process = engine.process
         self.stores = {p: DictStore() for p in partitions}
-        self.positions: dict[int, int] = {}
+        #: Partition -> the last record fetched from it (its offset + 1 is the progress).
+        self.last: dict[int, Message] = {}
         self.actions = 0
 
-    def emit(self, out: EngineOutput) -> None:
-        self.actions += len(out.actions)
+    @property
+    def positions(self) -> dict[int, int]:
+        """Partition -> the offset after the last record read from it."""
+        return {p: cast(int, m.offset()) + 1 for p, m in self.last.items()}
+
+    def emit(self, actions: list[ActionEvent], decisions: list[Decision]) -> None:
+        self.actions += len(actions)
         if self.files is not None:
-            self.files.write(out)
+            self.files.write_records(actions, decisions)
         if self.topics is not None:
-            self.topics.write(out)
+            self.topics.write(actions, decisions)
 
     def garbage(self, message: Message, stage: str, detail: str) -> None:
         summary = self.summary
@@ -327,30 +342,68 @@ class _Run:
                 f"{detail[:200]}"
             )
 
-    def handle(self, message: Message) -> None:
-        """One fetched record: decode, run the engine on its partition's store, emit."""
-        partition = cast(int, message.partition())
-        self.positions[partition] = cast(int, message.offset()) + 1
+    def judge(self, message: Message) -> InteractionEvent | None:
+        """The general path for a record the fast path did not take: the event, or None
+        after counting it as garbage (tombstone, oversized, undecodable or invalid)."""
         value = message.value()
         if value is None:
             self.garbage(message, "decode", "tombstone (no value)")
-            return
+            return None
         if len(value) > self.max_bytes:
             self.garbage(message, "size", f"{len(value)} bytes exceed {self.max_bytes}")
-            return
+            return None
         try:
-            event = self.decode(value)
+            return self.decode(value)
         except DecodeError as exc:
             self.garbage(message, exc.stage, str(exc))
-            return
-        self.summary.events += 1
-        try:
-            out = self.process(self.stores[partition], event)
-        except Exception as exc:  # an engine bug must not stop a backfill; counted like the DLQ
-            self.garbage(message, "engine", f"{type(exc).__name__}: {exc}")
-            return
-        if out.actions or out.decisions:
-            self.emit(out)
+            return None
+
+    def run_batch(self, batch: list[Message], ends: dict[int, int], pending: set[int]) -> int:
+        """Decode, process and emit one fetched batch; return how many records it held."""
+        fast_decode, process, stores, last = self.fast_decode, self.process, self.stores, self.last
+        max_bytes = self.max_bytes
+        actions: list[ActionEvent] = []
+        decisions: list[Decision] = []
+        records = events = 0
+        for message in batch:
+            if message.error() is not None:
+                self.end_of_partition(message, ends, pending)
+                continue
+            records += 1
+            partition = cast(int, message.partition())
+            last[partition] = message
+            value = message.value()
+            try:
+                event = fast_decode(value) if len(value) <= max_bytes else None  # type: ignore[arg-type]
+            except Exception:  # not for the fast path: the general path judges it
+                event = None
+            if event is None:
+                event = self.judge(message)
+                if event is None:
+                    continue
+            events += 1
+            try:
+                out = process(stores[partition], event)
+            except Exception as exc:  # an engine bug must not stop a backfill; counted like the DLQ
+                self.garbage(message, "engine", f"{type(exc).__name__}: {exc}")
+                continue
+            if out.actions:
+                actions += out.actions
+            if out.decisions:
+                decisions += out.decisions
+        self.summary.events += events
+        if actions or decisions:
+            self.emit(actions, decisions)
+        return records
+
+    def end_of_partition(self, message: Message, ends: dict[int, int], pending: set[int]) -> None:
+        """An error event in the fetched stream: end of a partition, or a failure (raised)."""
+        error = cast(KafkaError, message.error())
+        if error.code() != KafkaError._PARTITION_EOF:
+            raise BackfillError(f"consuming {message.topic()} failed: {error.str()}")
+        partition = cast(int, message.partition())
+        if cast(int, message.offset()) >= ends.get(partition, 0):
+            pending.discard(partition)
 
     def consume(
         self,
@@ -364,31 +417,21 @@ class _Run:
         """Consume in batches until every partition reached its end (or budget / stop)."""
         pending = {p for p, end in ends.items() if end > 0}
         budget = max_events if max_events is not None else -1
-        handle = self.handle
-        eof = KafkaError._PARTITION_EOF
         while budget != 0 and (pending or not stop_at_end):
             if stop is not None and stop.is_set():
                 return
             wanted = BATCH if budget < 0 else min(BATCH, budget)
-            for message in consumer.consume(wanted, 0.5):
-                error = message.error()
-                if error is None:
-                    handle(message)
-                    budget -= 1
-                elif error.code() == eof:
-                    partition = cast(int, message.partition())
-                    if cast(int, message.offset()) >= ends.get(partition, 0):
-                        pending.discard(partition)
-                else:
-                    raise BackfillError(f"consuming {message.topic()} failed: {error.str()}")
+            budget -= self.run_batch(consumer.consume(wanted, 0.5), ends, pending)
         # Every partition reached its reported end: read what was fetched past it, if anything.
         while stop_at_end and budget != 0:
-            usable = [m for m in consumer.consume(BATCH, 0.2) if m.error() is None]
-            if not usable:
+            wanted = BATCH if budget < 0 else min(BATCH, budget)
+            batch = consumer.consume(wanted, DRAIN_WAIT_S)
+            if not batch:
                 return
-            for message in usable[: budget if budget > 0 else None]:
-                handle(message)
-                budget -= 1
+            handled = self.run_batch(batch, ends, pending)
+            if not handled:
+                return
+            budget -= handled
 
     def finish(self, until_ms: int | None) -> None:
         """`--until`: raise every partition's watermark (in partition order), firing timers."""
@@ -397,7 +440,7 @@ class _Run:
         for partition in sorted(self.stores):
             out = self.engine.advance_watermark(self.stores[partition], until_ms)
             if out.actions or out.decisions:
-                self.emit(out)
+                self.emit(out.actions, out.decisions)
 
 
 def _commit(consumer: Consumer, positions: dict[int, int], topic: str) -> None:

@@ -34,7 +34,7 @@ import math
 import re
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -72,6 +72,7 @@ __all__ = [
     "to_json_bytes",
     "to_json_dict",
     "to_json_line",
+    "to_json_lines",
     "validate",
 ]
 
@@ -443,47 +444,85 @@ def to_json_line(record: Record) -> str:
     return json.dumps(to_json_dict(record), ensure_ascii=False, separators=(",", ":"))
 
 
-# Day number -> "YYYY-MM-DDT": most timestamps of a run share a few thousand days.
-_ISO_DAYS: dict[int, str] = {}
-
-
-_ISO_RECENT: dict[int, str] = {}  # an action and its decision share their timestamp
+# Minute number -> "YYYY-MM-DDTHH:MM:"; the seconds and milliseconds come from two tables.
+_ISO_MINUTES: dict[int, str] = {}
+_ISO_SECONDS: Final = tuple(f"{second:02d}." for second in range(60))
+_ISO_MILLIS: Final = tuple(f"{milli:03d}+00:00" for milli in range(1000))
 
 
 def _fast_ms_to_iso(ms: int) -> str:
-    """`_ms_to_iso` without building a datetime (same text)."""
-    text = _ISO_RECENT.get(ms)
-    if text is not None:
-        return text
-    if len(_ISO_RECENT) >= 4096:
-        _ISO_RECENT.clear()
-    text = _ISO_RECENT[ms] = _day_and_clock(ms)
-    return text
-
-
-def _day_and_clock(ms: int) -> str:
-    day, rest = divmod(ms, 86_400_000)
-    head = _ISO_DAYS.get(day)
+    """`_ms_to_iso` without building a datetime (same text, same OverflowError)."""
+    minute, rest = divmod(ms, 60_000)
+    head = _ISO_MINUTES.get(minute)
     if head is None:
-        if not _TS_MIN <= ms <= _TS_MAX:
+        if not _TS_MIN <= ms <= _TS_MAX:  # whole minutes: a valid minute holds only valid ms
             return _ms_to_iso(ms)  # raises the same OverflowError the slow path would
-        if len(_ISO_DAYS) >= 65_536:
-            _ISO_DAYS.clear()
-        head = _ISO_DAYS[day] = _ms_to_iso(day * 86_400_000)[:11]
-    seconds, millis = divmod(rest, 1000)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{head}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}+00:00"
+        if len(_ISO_MINUTES) >= 65_536:
+            _ISO_MINUTES.clear()
+        head = _ISO_MINUTES[minute] = _ms_to_iso(minute * 60_000)[:17]
+    return f"{head}{_ISO_SECONDS[rest // 1000]}{_ISO_MILLIS[rest % 1000]}"
 
 
-def _orjson_line(obj: dict[str, Any]) -> bytes:
-    # orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes for
-    # strings, ints, lists and str maps (the only values of actions and decisions); it
-    # refuses lone surrogates, where the stdlib gives the error the file write would raise.
-    try:
-        return orjson.dumps(obj)
-    except TypeError:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+_APPEND_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
+_SORT_KEYS: Final = orjson.OPT_SORT_KEYS
+_Fragment: Final = orjson.Fragment
+
+
+def _action_json(a: ActionEvent) -> dict[str, Any] | None:
+    """The JSON form of an engine-made action for orjson (details pre-serialized with sorted
+    keys: orjson sorts by UTF-8 bytes, which is code point order), or None when a scalar
+    field has an unexpected type and the general path must write it."""
+    if not (
+        type(a.rule_version) is int
+        and type(a.priority) is int
+        and type(a.triggered_at) is int
+        and (a.due_by is None or type(a.due_by) is int)
+        and type(a.evidence) is list
+        and type(a.details) is dict
+    ):
+        return None
+    due_by = a.due_by
+    return {
+        "action_id": a.action_id,
+        "customer_id": a.customer_id,
+        "rule": a.rule,
+        "action": a.action,
+        "rule_version": a.rule_version,
+        "destination": a.destination,
+        "priority": a.priority,
+        "reason": a.reason,
+        "evidence": a.evidence,
+        "channel_hint": a.channel_hint,
+        "triggered_at": _fast_ms_to_iso(a.triggered_at),
+        "due_by": None if due_by is None else _fast_ms_to_iso(due_by),
+        "details": _Fragment(orjson.dumps(a.details, option=_SORT_KEYS)),
+    }
+
+
+def _decision_json(d: Decision) -> dict[str, Any] | None:
+    """Like `_action_json`, for a decision."""
+    if not (type(d.rule_version) is int and type(d.decided_at) is int and type(d.evidence) is list):
+        return None
+    return {
+        "decision_id": d.decision_id,
+        "customer_id": d.customer_id,
+        "rule": d.rule,
+        "rule_version": d.rule_version,
+        "outcome": d.outcome,
+        "reason": d.reason,
+        "action_id": d.action_id,
+        "evidence": d.evidence,
+        "decided_at": _fast_ms_to_iso(d.decided_at),
+    }
+
+
+def _fast_json(record: Record) -> dict[str, Any] | None:
+    kind = type(record)
+    if kind is ActionEvent:
+        return _action_json(cast(ActionEvent, record))
+    if kind is Decision:
+        return _decision_json(cast(Decision, record))
+    return None
 
 
 def to_json_bytes(record: Record) -> bytes:
@@ -493,55 +532,34 @@ def to_json_bytes(record: Record) -> bytes:
     Lists and maps must hold strings, as `validate` requires; a record whose scalar
     fields have unexpected types takes the general path.
     """
-    kind = type(record)
-    if kind is ActionEvent:
-        a = cast(ActionEvent, record)
-        if not (
-            type(a.rule_version) is int
-            and type(a.priority) is int
-            and type(a.triggered_at) is int
-            and (a.due_by is None or type(a.due_by) is int)
-            and type(a.evidence) is list
-            and type(a.details) is dict
-        ):
-            return _generic_json_bytes(a)
-        return _orjson_line(
-            {
-                "action_id": a.action_id,
-                "customer_id": a.customer_id,
-                "rule": a.rule,
-                "action": a.action,
-                "rule_version": a.rule_version,
-                "destination": a.destination,
-                "priority": a.priority,
-                "reason": a.reason,
-                "evidence": a.evidence,
-                "channel_hint": a.channel_hint,
-                "triggered_at": _fast_ms_to_iso(a.triggered_at),
-                "due_by": None if a.due_by is None else _fast_ms_to_iso(a.due_by),
-                "details": {k: a.details[k] for k in sorted(a.details)},
-            }
-        )
-    if kind is Decision:
-        d = cast(Decision, record)
-        if not (
-            type(d.rule_version) is int and type(d.decided_at) is int and type(d.evidence) is list
-        ):
-            return _generic_json_bytes(d)
-        return _orjson_line(
-            {
-                "decision_id": d.decision_id,
-                "customer_id": d.customer_id,
-                "rule": d.rule,
-                "rule_version": d.rule_version,
-                "outcome": d.outcome,
-                "reason": d.reason,
-                "action_id": d.action_id,
-                "evidence": d.evidence,
-                "decided_at": _fast_ms_to_iso(d.decided_at),
-            }
-        )
+    try:
+        obj = _fast_json(record)
+        if obj is not None:
+            return orjson.dumps(obj)
+    except TypeError:
+        # orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes
+        # for strings, ints, lists and str maps (the only values of actions and decisions);
+        # it refuses lone surrogates (and non-str keys), where the general path gives the
+        # error the file write would raise.
+        pass
     return _generic_json_bytes(record)
+
+
+def to_json_lines(records: Iterable[Record]) -> bytes:
+    """``b"".join(to_json_bytes(r) + b"\n" for r in records)``, with one orjson call per record."""
+    dumps = orjson.dumps
+    lines: list[bytes] = []
+    append = lines.append
+    for record in records:
+        try:
+            obj = _fast_json(record)
+            if obj is not None:
+                append(dumps(obj, option=_APPEND_NEWLINE))
+                continue
+        except TypeError:
+            pass
+        append(_generic_json_bytes(record) + b"\n")
+    return b"".join(lines)
 
 
 def _generic_json_bytes(record: Record) -> bytes:
@@ -836,9 +854,49 @@ _VARINT: Final = """\
 """
 
 
+def _unrolled_varint(indent: str) -> str:
+    """A zigzag varint into `n`, one branch per byte (timestamps take six bytes)."""
+    lines = [
+        f"{indent}b = data[pos]\n",
+        f"{indent}if b < 128:\n{indent}    n = b\n{indent}    pos += 1\n",
+        f"{indent}else:\n",
+    ]
+    inner = indent + "    "
+    lines.append(f"{inner}n = b & 127\n")
+    for k in range(1, 10):
+        lines.append(f"{inner}b = data[pos + {k}]\n")
+        if k < 9:
+            lines.append(f"{inner}if b < 128:\n{inner}    n |= b << {7 * k}\n")
+            lines.append(f"{inner}    pos += {k + 1}\n{inner}else:\n")
+            inner += "    "
+            lines.append(f"{inner}n |= (b & 127) << {7 * k}\n")
+        else:  # the tenth byte may only hold bit 63
+            lines.append(f"{inner}if b > 1:\n{inner}    raise _Unusual\n")
+            lines.append(f"{inner}n |= b << 63\n{inner}pos += 10\n")
+    lines.append(f"{indent}n = (n >> 1) ^ -(n & 1)\n")
+    return "".join(lines)
+
+
+def _string_code(target: str, indent: str) -> list[str]:
+    """A string into `target`; lengths below 64 (one even byte) skip the varint loop."""
+    return [
+        f"{indent}n = data[pos]\n",
+        f"{indent}if n & 129:\n",  # several bytes, or a negative length
+        _VARINT.format(i=indent + "    "),
+        f"{indent}    if n < 0:\n{indent}        raise _Unusual\n",
+        f"{indent}    end = pos + n\n",
+        f"{indent}else:\n{indent}    pos += 1\n{indent}    end = pos + (n >> 1)\n",
+        f"{indent}if end > size:\n{indent}    raise _Unusual\n",
+        f"{indent}{target} = data[pos:end].decode()\n{indent}pos = end\n",
+    ]
+
+
 def _read_code(kind: Any, target: str, indent: str, names: dict[str, Any]) -> list[str] | None:
-    """Python lines reading one value of Avro type `kind` into `target` (None: unsupported)."""
-    varint = _VARINT.format(i=indent)
+    """Python lines reading one value of Avro type `kind` into `target` (None: unsupported).
+
+    Only canonical encodings take the short branches (a union index or an enum
+    symbol in one byte); anything else raises `_Unusual` and fastavro decides.
+    """
     if isinstance(kind, str):
         kind = {"type": kind}
     if isinstance(kind, list):
@@ -848,8 +906,8 @@ def _read_code(kind: Any, target: str, indent: str, names: dict[str, Any]) -> li
         if inner is None:
             return None
         return [
-            varint,
-            f"{indent}if n == 0:\n{indent}    {target} = None\n{indent}elif n == 1:\n",
+            f"{indent}b = data[pos]\n{indent}pos += 1\n",
+            f"{indent}if b == 0:\n{indent}    {target} = None\n{indent}elif b == 2:\n",
             *inner,
             f"{indent}else:\n{indent}    raise _Unusual\n",
         ]
@@ -858,38 +916,31 @@ def _read_code(kind: Any, target: str, indent: str, names: dict[str, Any]) -> li
     avro_type = kind.get("type")
     logical = kind.get("logicalType")
     if avro_type == "string":
-        return [
-            varint,
-            f"{indent}end = pos + n\n{indent}if n < 0 or end > size:\n{indent}    raise _Unusual\n",
-            f"{indent}{target} = data[pos:end].decode('utf-8')\n{indent}pos = end\n",
-        ]
+        return _string_code(target, indent)
     if avro_type in ("long", "int") and logical in (None, "timestamp-millis"):
         if logical is not None:
             return None  # the reader schema has these stripped; anything else is unusual
-        return [varint, f"{indent}{target} = n\n"]
+        return [_unrolled_varint(indent), f"{indent}{target} = n\n"]
     if avro_type == "int" and logical == "date":
-        return [varint, f"{indent}{target} = _fromordinal(n + {_EPOCH_ORDINAL})\n"]
-    if avro_type == "double" and logical is None:
         return [
-            f"{indent}if pos + 8 > size:\n{indent}    raise _Unusual\n",
-            f"{indent}{target} = _unpack_double(data, pos)[0]\n{indent}pos += 8\n",
+            _unrolled_varint(indent),
+            f"{indent}{target} = _fromordinal(n + {_EPOCH_ORDINAL})\n",
         ]
+    if avro_type == "double" and logical is None:
+        # unpack_from raises past the end of data
+        return [f"{indent}{target} = _unpack_double(data, pos)[0]\n{indent}pos += 8\n"]
     if avro_type == "enum":
         symbols = f"_symbols_{len(names)}"
-        names[symbols] = tuple(kind["symbols"])
-        return [
-            varint,
-            f"{indent}if n < 0 or n >= {len(kind['symbols'])}:\n{indent}    raise _Unusual\n",
-            f"{indent}{target} = {symbols}[n]\n",
-        ]
+        # keyed by the one canonical byte of each index (zigzag 2 * i); a KeyError is unusual
+        names[symbols] = {2 * i: symbol for i, symbol in enumerate(kind["symbols"]) if i < 64}
+        return [f"{indent}{target} = {symbols}[data[pos]]\n{indent}pos += 1\n"]
     if avro_type in ("map", "array"):
         item = _read_code(
             kind["values" if avro_type == "map" else "items"], "item", indent + "        ", names
         )
         if item is None:
             return None
-        key = _read_code("string", "key", indent + "        ", names) if avro_type == "map" else []
-        assert key is not None
+        key = _string_code("key", indent + "        ") if avro_type == "map" else []
         store = "found[key] = item" if avro_type == "map" else "found.append(item)"
         return [
             f"{indent}found = {{}}\n" if avro_type == "map" else f"{indent}found = []\n",
@@ -909,6 +960,26 @@ def _read_code(kind: Any, target: str, indent: str, names: dict[str, Any]) -> li
     return None
 
 
+def _fields_code(schema: dict[str, Any], names: dict[str, Any]) -> list[str] | None:
+    """The body reading every field of a record schema into v0, v1, ... (None: unsupported)."""
+    lines = ["    size = len(data)\n"]
+    for index, fld in enumerate(schema["fields"]):
+        code = _read_code(fld["type"], f"v{index}", "    ", names)
+        if code is None:
+            return None
+        lines += code
+    lines.append("    if pos != size:\n        raise _Unusual\n")
+    return lines
+
+
+def _reader_names() -> dict[str, Any]:
+    return {
+        "_Unusual": _Unusual,
+        "_fromordinal": date.fromordinal,
+        "_unpack_double": struct.Struct("<d").unpack_from,
+    }
+
+
 def _compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[Any, ...]] | None:
     """A reader generated for one record schema: (data, pos) -> field values in schema order.
 
@@ -916,23 +987,64 @@ def _compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[Any,
     index, a truncated or oversized value, an unsupported type) raises, and the caller
     lets fastavro decide instead, so results and errors stay fastavro's.
     """
-    names: dict[str, Any] = {
-        "_Unusual": _Unusual,
-        "_fromordinal": date.fromordinal,
-        "_unpack_double": struct.Struct("<d").unpack_from,
-    }
-    lines = ["def read(data, pos):\n", "    size = len(data)\n"]
-    targets = []
-    for index, fld in enumerate(schema["fields"]):
-        code = _read_code(fld["type"], f"v{index}", "    ", names)
-        if code is None:
-            return None
-        lines += code
-        targets.append(f"v{index}")
-    lines.append("    if pos != size:\n        raise _Unusual\n")
-    lines.append(f"    return ({', '.join(targets)},)\n")
-    exec(compile("".join(lines), f"<avro reader {schema['name']}>", "exec"), names)
+    names = _reader_names()
+    body = _fields_code(schema, names)
+    if body is None:
+        return None
+    targets = ", ".join(f"v{i}" for i in range(len(schema["fields"])))
+    source = ["def read(data, pos):\n", *body, f"    return ({targets},)\n"]
+    exec(compile("".join(source), f"<avro reader {schema['name']}>", "exec"), names)
     return cast(Callable[[bytes, int], tuple[Any, ...]], names["read"])
+
+
+def _check_code(check: Check, value: str, names: dict[str, Any]) -> str:
+    """A line raising `_Unusual` when `value` fails `check` (Avro already guarantees its type)."""
+    if check is _non_empty:
+        return f"    if not {value}:\n        raise _Unusual\n"
+    if check is _timestamp:
+        return f"    if not {_TS_MIN} <= {value} <= {_TS_MAX}:\n        raise _Unusual\n"
+    if check is _optional_timestamp:
+        return (
+            f"    if {value} is not None and not {_TS_MIN} <= {value} <= {_TS_MAX}:\n"
+            "        raise _Unusual\n"
+        )
+    if check is _optional_double:  # NaN and infinities give NaN here
+        return f"    if {value} is not None and {value} - {value} != 0.0:\n        raise _Unusual\n"
+    name = f"_check_{len(names)}"
+    names[name] = check
+    return f"    if {name}({value}) is not None:\n        raise _Unusual\n"
+
+
+def _compile_decoder(
+    schema: dict[str, Any],
+    header: bytes,
+    record_type: type[R],
+    checks: tuple[tuple[int, Check], ...],
+) -> Callable[[bytes], R] | None:
+    """A decoder generated for one record schema: single-object bytes -> a checked record.
+
+    The fast path of `AvroCodec.decode`: it reads like `_compile_reader`, runs the
+    checks Avro does not already guarantee (`checks`: field index and check) inline
+    and builds the record positionally. Anything unusual or invalid raises, and the
+    caller takes the general path, which gives the result or the error with its name.
+    """
+    names = _reader_names()
+    names["_header"] = header
+    names["_Record"] = record_type
+    body = _fields_code(schema, names)
+    if body is None:
+        return None
+    count = len(schema["fields"])
+    source = [
+        "def decode(data):\n",
+        f"    if data[:{len(header)}] != _header:\n        raise _Unusual\n",
+        f"    pos = {len(header)}\n",
+    ]
+    source += body
+    source += [_check_code(check, f"v{index}", names) for index, check in checks]
+    source.append(f"    return _Record({', '.join(f'v{i}' for i in range(count))})\n")
+    exec(compile("".join(source), f"<avro decoder {schema['name']}>", "exec"), names)
+    return cast(Callable[[bytes], R], names["decode"])
 
 
 _ZIGZAG: Final = """\
@@ -1115,6 +1227,20 @@ class AvroCodec(Generic[R]):
         self._decoded_checks_at = tuple(
             (index_of[name], name, check) for name, check in self._decoded_checks
         )
+        self._fast_decoder: Callable[[bytes], R] | None = (
+            _compile_decoder(
+                self._read_schema_json,
+                self._header,
+                record_type,
+                tuple((index, check) for index, _, check in self._decoded_checks_at),
+            )
+            if self._positional
+            else None
+        )
+        #: `decode` for hot loops, without its checks for other wire formats: the generated
+        #: decoder when there is one. It raises (any exception) for whatever it does not take
+        #: (another framing, unusual or invalid records): call `decode` then for the verdict.
+        self.fast_decode: Callable[[bytes], R] = self._fast_decoder or self.decode
         self._serializer: Any = None
         self._deserializer: Any = None
         if registry_url:
@@ -1217,6 +1343,11 @@ class AvroCodec(Generic[R]):
         `InvalidRecordError` (a `DecodeError` with stage "validate" and a
         `SchemaValidationError` naming the field) for a record breaking the contract.
         """
+        if validate and self._fast_decoder is not None:
+            try:
+                return self._fast_decoder(data)
+            except Exception:  # unusual or invalid: the general path gives the record or error
+                pass
         if data[:10] == self._header:
             values = self._read_fast(data)
             if values is not None:

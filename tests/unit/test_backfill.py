@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Any
 
@@ -73,18 +74,26 @@ def test_each_partition_has_its_own_state_and_garbage_is_counted() -> None:
         partition = int(event.customer_id[-1]) % 2
         by_partition[partition].append(event)
         messages.append(FakeMessage(partition, len(by_partition[partition]), codec.encode(event)))
+    big = dataclasses.replace(events[0], text="y" * 3000)  # decodable, but too large
+    invalid = dataclasses.replace(events[0], type="")
     messages[3:3] = [
         FakeMessage(0, 10_000, None),
         FakeMessage(1, 10_001, b"\xc3\x01garbage"),
         FakeMessage(1, 10_002, b"x" * 3000),
+        FakeMessage(1, 10_003, codec.encode(big)),
+        FakeMessage(1, 10_004, codec.encode(invalid, validate=False)),
     ]
-    ends = {0: 10_001, 1: 10_003}
-    messages += [FakeMessage(0, 10_001, None, eof=True), FakeMessage(1, 10_003, None, eof=True)]
+    ends = {0: 10_001, 1: 10_005}
+    messages += [FakeMessage(0, 10_001, None, eof=True), FakeMessage(1, 10_005, None, eof=True)]
     run, actions = _run(settings, 2)
     run.consume(FakeConsumer(messages), ends, max_events=None, stop_at_end=True, stop=None)  # type: ignore[arg-type]
     assert run.summary.events == len(events)
-    assert run.summary.garbage == 3
-    assert [s.split(": ")[1] for s in run.summary.garbage_samples] == ["decode", "decode", "size"]
+    assert run.summary.garbage == 5
+    stages = [s.split(": ")[1] for s in run.summary.garbage_samples]
+    assert stages == ["decode", "decode", "size", "size", "validate"]
+    assert "type: must not be empty" in run.summary.garbage_samples[-1]
+    last = {m.partition(): m.offset() + 1 for m in messages if m.error() is None}
+    assert run.positions == last
     # The same engine per partition, fed the partition's events alone, gives the same actions.
     expected: list[bytes] = []
     for partition in (0, 1):

@@ -179,6 +179,29 @@ def test_decoded_invalid_record_is_a_validate_stage_error() -> None:
     assert codec.decode(data, validate=False).customer_id == ""
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"event_id": ""}, "event_id"),
+        ({"type": ""}, "type"),
+        ({"occurred_at": 2**62}, "occurred_at"),
+        ({"amount": float("nan")}, "amount"),
+        ({"amount": float("-inf")}, "amount"),
+    ],
+)
+def test_fast_decoder_leaves_invalid_records_to_the_named_error(
+    change: dict[str, Any], field: str
+) -> None:
+    codec = AvroCodec(InteractionEvent)
+    data = codec.encode(replace(EVENT, **change), validate=False)
+    with pytest.raises(Exception):  # noqa: B017 - any exception: the caller asks decode
+        codec.fast_decode(data)
+    with pytest.raises(SchemaValidationError) as info:
+        codec.decode(data)
+    assert info.value.field == field
+    assert codec.fast_decode(codec.encode(EVENT)) == EVENT
+
+
 def test_decode_dict_gives_int_timestamps() -> None:
     fields = AvroCodec(ActionEvent).decode_dict(AvroCodec(ActionEvent).encode(ACTION))
     assert fields["triggered_at"] == ACTION.triggered_at

@@ -22,6 +22,7 @@ from schemas.codec import (
     read_events_jsonl,
     to_json_bytes,
     to_json_line,
+    to_json_lines,
 )
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
@@ -44,6 +45,27 @@ def test_action_and_decision_bytes_are_the_json_lines(
     decision = Decision(text, "c1", "r", 1, "fired", text, None, ids, at)
     assert to_json_bytes(action) == to_json_line(action).encode("utf-8")
     assert to_json_bytes(decision) == to_json_line(decision).encode("utf-8")
+    both: list[ActionEvent | Decision] = [action, decision, action]
+    assert to_json_lines(both) == "".join(to_json_line(r) + "\n" for r in both).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "ms", [-62_135_596_800_000, -1, 0, 59_999, 60_000, 1_767_225_599_999, 253_402_300_799_999]
+)
+def test_fast_timestamps_are_the_general_text(ms: int) -> None:
+    from schemas.codec import _fast_ms_to_iso, _ms_to_iso
+
+    assert _fast_ms_to_iso(ms) == _fast_ms_to_iso(ms) == _ms_to_iso(ms)
+
+
+def test_out_of_range_timestamps_fail_like_the_general_path() -> None:
+    from schemas.codec import _fast_ms_to_iso, _ms_to_iso
+
+    for ms in (-62_135_596_800_001, 253_402_300_800_000):
+        with pytest.raises(OverflowError):
+            _ms_to_iso(ms)
+        with pytest.raises(OverflowError):
+            _fast_ms_to_iso(ms)
 
 
 def test_a_lone_surrogate_fails_like_the_general_path() -> None:
@@ -175,6 +197,7 @@ def _fastavro_only(record_type: type) -> AvroCodec[Any]:
     codec: AvroCodec[Any] = AvroCodec(record_type)
     codec._fast_reader = None
     codec._fast_writer = None
+    codec._fast_decoder = None
     return codec
 
 
@@ -191,8 +214,9 @@ def test_generated_reader_gives_fastavros_records_and_errors(
     event: InteractionEvent, cut: int, flip: int
 ) -> None:
     fast, reference = AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
-    assert fast._fast_reader is not None
+    assert fast._fast_reader is not None and fast._fast_decoder is not None
     data = reference.encode(event, validate=False)
+    assert fast._fast_decoder(data) == event
     assert fast.decode(data) == reference.decode(data) == event
     assert fast.decode_dict(data) == reference.decode_dict(data)
     position = 10 + cut % max(1, len(data) - 10)
