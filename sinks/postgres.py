@@ -498,7 +498,8 @@ class PostgresSink:
     there, after a redelivery; a NUL in a text) that savepoint is rolled back
     and the rows, NULs replaced, go through a staging table and
     `INSERT ... ON CONFLICT DO NOTHING`, so a redelivered record never becomes
-    a second row. When `flush()` raises, nothing of the batch is committed and
+    a second row; while batches keep holding stored keys, they go that way
+    directly. When `flush()` raises, nothing of the batch is committed and
     the buffer is kept, so calling it again retries the same records.
     It never commits anything to Kafka; the caller does that after a flush.
     """
@@ -520,6 +521,8 @@ class PostgresSink:
         self._copy_sql = {t.name: t.copy_sql() for t in TABLES}
         self._stage_copy_sql = {t.name: t.copy_sql(staged=True) for t in TABLES}
         self._insert_sql = {t.name: t.insert_sql() for t in TABLES}
+        #: Tables whose last batch held keys already stored: their next batch skips the COPY.
+        self._through_staging: set[str] = set()
 
     def add(
         self,
@@ -614,22 +617,30 @@ class PostgresSink:
     ) -> int:
         """One table's rows, inside the batch's transaction; the rows inserted."""
         row = spec.row
-        try:
-            # In a savepoint: a refused COPY leaves the rest of the batch's transaction usable.
-            with conn.transaction(), cur.copy(self._copy_sql[spec.name]) as copy:
-                copy.set_types(spec.copy_types)
-                write_row = copy.write_row
-                for record, topic, partition, offset in entries:
-                    write_row(row(record, topic, partition, offset))
-            return len(entries)
-        except _CAREFUL_WAY as exc:
-            log.info("%s: %s; writing this batch through staging", spec.name, exc.sqlstate)
+        if spec.name not in self._through_staging:
+            try:
+                # In a savepoint: a refused COPY leaves the rest of the batch's transaction usable.
+                with conn.transaction(), cur.copy(self._copy_sql[spec.name]) as copy:
+                    copy.set_types(spec.copy_types)
+                    write_row = copy.write_row
+                    for record, topic, partition, offset in entries:
+                        write_row(row(record, topic, partition, offset))
+                return len(entries)
+            except _CAREFUL_WAY as exc:
+                log.info("%s: %s; writing this batch through staging", spec.name, exc.sqlstate)
         with cur.copy(self._stage_copy_sql[spec.name]) as copy:
             copy.set_types(spec.copy_types)
             for record, topic, partition, offset in entries:
                 copy.write_row(row(without_nul(record), topic, partition, offset))
         cur.execute(self._insert_sql[spec.name])
-        return max(cur.rowcount, 0)
+        inserted = max(cur.rowcount, 0)
+        # Redeliveries come in runs (everything after the committed offsets is read again):
+        # while a batch still holds keys already stored, the next one goes this way directly.
+        if inserted < len(entries):
+            self._through_staging.add(spec.name)
+        else:
+            self._through_staging.discard(spec.name)
+        return inserted
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None

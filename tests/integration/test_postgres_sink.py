@@ -286,41 +286,47 @@ def test_decisions_events_and_dead_letters(settings: Settings, database: str) ->
     assert bad_event  # produced and dead-lettered
 
 
-def test_new_rows_are_copied_straight_in_and_a_redelivered_batch_goes_through_staging(
+def test_new_rows_are_copied_straight_in_and_redelivered_batches_go_through_staging(
     database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = [action(n) for n in range(50)]
-    again = [action(n) for n in range(40, 60)]  # ten already stored, ten new
-    with PostgresSink(database) as sink:
-        for a in first:
-            sink.add(a, topic="t", partition=0, offset=0)
-        with caplog.at_level("INFO", logger="sinks.postgres"):
-            assert sink.flush() == {"actions": 50}
-            assert "through staging" not in caplog.text  # no conflict: the COPY stood
-            for a in again:
-                sink.add(a, topic="t", partition=0, offset=1)
-            assert sink.flush() == {"actions": 10}  # only the new ones count
-            assert "actions: 23505; writing this batch through staging" in caplog.text
+    def refused() -> int:  # COPYs PostgreSQL refused for a key already stored
+        return caplog.text.count("actions: 23505; writing this batch through staging")
+
+    batches = [
+        (range(50), 50),  # all new: copied straight in
+        (range(40, 60), 10),  # ten stored, ten new: the COPY is refused, staging drops ten
+        (range(55, 70), 10),  # redelivery goes on: straight to staging, no refused COPY
+        (range(70, 80), 10),  # all new, still through staging (the last batch held stored keys)
+        (range(75, 90), 10),  # the last batch held none: a COPY again, refused again
+    ]
+    refusals = []
+    with PostgresSink(database) as sink, caplog.at_level("INFO", logger="sinks.postgres"):
+        for number, (numbers, new) in enumerate(batches):
+            for n in numbers:
+                sink.add(action(n), topic="t", partition=0, offset=number)
+            assert sink.flush() == {"actions": new}
+            refusals.append(refused())
+    assert refusals == [0, 1, 1, 1, 2]
     with psycopg.connect(database) as conn:
         stored = conn.execute(
             "SELECT action_id, customer_id, evidence, triggered_at, due_by, details, kafka_offset"
             " FROM actions ORDER BY action_id"
         ).fetchall()
-    assert (
-        stored
-        == [
-            (
-                a.action_id,
-                a.customer_id,
-                a.evidence,
-                as_utc(a.triggered_at),
-                as_utc(a.due_by),
-                a.details,
-                0 if n < 50 else 1,  # a redelivered row keeps its first delivery
-            )
-            for n, a in enumerate(first + again[10:])
-        ]
-    )
+    first_batch = {
+        n: number for number, (numbers, _) in reversed(list(enumerate(batches))) for n in numbers
+    }
+    assert stored == [
+        (
+            a.action_id,
+            a.customer_id,
+            a.evidence,
+            as_utc(a.triggered_at),
+            as_utc(a.due_by),
+            a.details,
+            first_batch[n],  # a redelivered row keeps its first delivery
+        )
+        for n, a in ((n, action(n)) for n in range(90))
+    ]
 
 
 def test_text_postgres_cannot_hold_is_replaced_and_the_rest_of_the_batch_lands(
