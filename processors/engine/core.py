@@ -121,13 +121,22 @@ def iso_day(ms: int) -> str:
 _ISO_DAYS: Final[dict[int, str]] = {}
 
 
-#: customer_since -> YYYY-MM-DD, a plain dict because it is on every event's path.
-_ISO_DATES: Final[dict[date, str]] = {}
-
-
-@lru_cache(maxsize=65_536)
 def _iso_date(day: date) -> str:
-    return day.isoformat()
+    """day.isoformat(), remembered by day number: customer_since is on most events, and a
+    fresh date object's own hash costs more than its isoformat."""
+    if type(day) is not date:
+        return day.isoformat()
+    number = day.toordinal()
+    text = _ISO_DATES.get(number)
+    if text is None:
+        if len(_ISO_DATES) >= 65_536:
+            _ISO_DATES.clear()
+        text = _ISO_DATES[number] = day.isoformat()
+    return text
+
+
+#: date.toordinal() -> YYYY-MM-DD (see _iso_date).
+_ISO_DATES: Final[dict[int, str]] = {}
 
 
 @lru_cache(maxsize=4096)
@@ -207,6 +216,10 @@ class Candidate:
     suppress: str | None = None  # set by the kind itself, e.g. already_raised
 
 
+#: The context of candidates that have none (shared: contexts are only read).
+_NO_CONTEXT: Final[dict[str, Any]] = {}
+
+
 def field_value(event: InteractionEvent, name: str) -> str | None:
     """An event field or `attributes.<key>` as a string (None when absent)."""
     if name.startswith("attributes."):
@@ -217,8 +230,24 @@ def field_value(event: InteractionEvent, name: str) -> str | None:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, float):
-        return f"{value:.2f}"
+        return amount_text(value)
     return str(value)
+
+
+def amount_text(value: float) -> str:
+    """A money amount with two decimals, remembered: float formatting is slow, and a reason
+    and the details of the same action both show it."""
+    text = _AMOUNTS.get(value)
+    if text is None:
+        text = f"{value:.2f}"
+        if value:  # 0.0 == -0.0 as keys, but they print differently
+            if len(_AMOUNTS) >= 65_536:
+                _AMOUNTS.clear()
+            _AMOUNTS[value] = text
+    return text
+
+
+_AMOUNTS: Final[dict[float, str]] = {}
 
 
 def profile_of(customer_id: str, state: dict[str, Any]) -> CustomerProfile:
@@ -253,6 +282,10 @@ def matches(p: Pattern, event: InteractionEvent, customer_id: str, state: dict[s
 def _key(rule_field: str | None, event: InteractionEvent) -> str:
     if rule_field is None:
         return ""
+    if rule_field in _TEXT_FIELDS:
+        value = getattr(event, rule_field)
+        if value is None or type(value) is str:
+            return value or ""  # what field_value gives, without its checks
     return field_value(event, rule_field) or ""
 
 
@@ -277,7 +310,9 @@ class MatchKind(Kind):
     name = "match"
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
-        step.candidate(rule, event.occurred_at, [event.event_id], "", event, {})
+        step.candidates.append(
+            Candidate(rule, event.occurred_at, [event.event_id], "", event, _NO_CONTEXT)
+        )
 
 
 class FirstKind(Kind):
@@ -292,12 +327,17 @@ class FirstKind(Kind):
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
         key = _key(rule.key_field, event)
         rs = step.rule_state(rule.id)
-        seen: list[str] = rs.setdefault("k", [])
-        cand = step.candidate(rule, event.occurred_at, [event.event_id], key, event, {})
-        if key in seen:
-            cand.suppress = "already_raised"
+        seen: list[str] | None = rs.get("k")
+        suppress = None
+        if seen is None:
+            rs["k"] = [key]
+        elif key in seen:
+            suppress = "already_raised"
         else:
             insort(seen, key)
+        step.candidates.append(
+            Candidate(rule, event.occurred_at, [event.event_id], key, event, _NO_CONTEXT, suppress)
+        )
 
 
 class CountKind(Kind):
@@ -314,8 +354,10 @@ class CountKind(Kind):
         step.prune(window, rule.window_ms)
         lo = t - rule.window_ms
         held = [entry for entry in window if lo <= entry[0] <= t]
+        if len(held) < rule.min_count:
+            return
         channels = sorted({entry[1] for entry in held})
-        if len(held) >= rule.min_count and len(channels) >= rule.min_channels:
+        if len(channels) >= rule.min_channels:
             ctx = {
                 "count": len(held),
                 "channels": ", ".join(channels),
@@ -830,10 +872,13 @@ def _tenure(step: Step, cand: Candidate) -> int:
     return tenure_years(date.fromisoformat(since), utc_date(cand.at)) if since else 0
 
 
-def _amount(event: InteractionEvent | None) -> str:
+def _amount(step: Step, cand: Candidate, balance: int) -> str:
+    event = cand.event
     if event is None or event.amount is None:
         return "an amount"
-    return f"{event.amount:.2f} {event.currency or ''}".strip()
+    if event.currency:
+        return f"{amount_text(event.amount)} {event.currency}".strip()
+    return amount_text(event.amount)
 
 
 def _event_attr(name: str, default: str) -> Callable[[Step, Candidate, int], Any]:
@@ -862,8 +907,8 @@ _PLACEHOLDERS: Final[dict[str, Placeholder]] = {
         or "their account"
     ),
     "reference": _event_attr("reference", "(no reference)"),
-    "amount": lambda step, cand, balance: _amount(cand.event),
-    "date": lambda step, cand, balance: iso_day(cand.at),
+    "amount": _amount,
+    "date": lambda step, cand, balance: _ISO_DAYS.get(cand.at // 86_400_000) or iso_day(cand.at),
     "count": lambda step, cand, balance: len(cand.evidence),
     "channels": lambda step, cand, balance: "",
     "channel_count": lambda step, cand, balance: 0,
@@ -1100,8 +1145,11 @@ class Engine:
     def process(self, store: StateStore, event: InteractionEvent) -> EngineOutput:
         """Apply one event of this partition: advance the watermark, fire due timers, apply."""
         out = EngineOutput([], [])
-        if type(store) is DictStore:  # replay and backfill: skip a Python call per access
-            data = store.data
+        # Replay and backfill: a DictStore holds the very objects the engine mutates, so
+        # reads skip a Python call and only new keys need writing.
+        in_place = type(store) is DictStore
+        if in_place:
+            data = store.data  # type: ignore[attr-defined]
             get: Callable[[str], Any] = data.get
             put: Callable[[str, Any], None] = data.__setitem__
         else:
@@ -1123,7 +1171,8 @@ class Engine:
                     first = get(f"{TIMER_BUCKET_PREFIX}{index[0]}")
                     if not first or first[0][0] <= watermark:
                         self._fire_due_from(store, index, watermark, out)
-            put(CLOCK_KEY, clock)
+            if not in_place:
+                put(CLOCK_KEY, clock)
 
         # Apply the event to its customer.
         cid = event.customer_id
@@ -1134,6 +1183,7 @@ class Engine:
         listeners = self._by_type.get(event_type)
         if listeners is None:
             listeners = self.listeners(event_type)
+        fresh = state is None
         if state is None:
             state = {"seen": {event_id: t}, "t": t, "ch": event.channel, "so": t}
             newest = t
@@ -1158,12 +1208,7 @@ class Engine:
             state["so"] = oldest if oldest < t else t
         since_day = event.customer_since
         if since_day is not None:
-            since = _ISO_DATES.get(since_day)
-            if since is None:
-                if len(_ISO_DATES) >= 65_536:
-                    _ISO_DATES.clear()
-                since = _ISO_DATES[since_day] = since_day.isoformat()
-            state["since"] = since
+            state["since"] = _iso_date(since_day)
         product = event.product
         if product and event_type in PRODUCT_EVENTS:
             products: list[str] | None = state.get("prod")
@@ -1194,10 +1239,11 @@ class Engine:
                     _RELATIONSHIP.evaluate(step, rule, t, event)
             if step.candidates:
                 step.decide_all()
-            put(skey, state)
+            if fresh or not in_place:
+                put(skey, state)
             if step.due_now:
                 self._fire(store, step.due_now, out)
-        else:
+        elif fresh or not in_place:
             put(skey, state)
         return out
 

@@ -194,13 +194,16 @@ class Rule:
     per: str | None = None
     correlate: str | None = None
     min_deficit: int | None = None
+    #: The field that keys this rule's state and cool-down (None = per customer); derived from
+    #: kind, per and correlate, kept as a field because the engine reads it on every match.
+    key_field: str | None = field(init=False, compare=False, repr=False)
 
-    @property
-    def key_field(self) -> str | None:
-        """The field that keys this rule's state and cool-down (None = per customer)."""
+    def __post_init__(self) -> None:
         if self.kind == "first":
-            return None if self.per in (None, "customer") else self.per
-        return self.correlate
+            key = None if self.per in (None, "customer") else self.per
+        else:
+            key = self.correlate
+        object.__setattr__(self, "key_field", key)
 
 
 @dataclass(frozen=True, slots=True)
