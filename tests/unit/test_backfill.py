@@ -50,6 +50,10 @@ class FakeConsumer:
         batch, self.messages = self.messages[:num_messages], self.messages[num_messages:]
         return batch
 
+    def poll(self, timeout: float) -> FakeMessage | None:
+        batch = self.consume(1, timeout)
+        return batch[0] if batch else None
+
 
 def _run(settings: Settings, partitions: int) -> tuple[_Run, io.BytesIO]:
     engine = Engine(load_rule_pack(), engine_config(settings), decisions=False)
@@ -112,3 +116,32 @@ def test_max_events_stops_the_loop() -> None:
     run.consume(FakeConsumer(messages), {0: len(events)}, max_events=7, stop_at_end=True, stop=None)  # type: ignore[arg-type]
     assert run.summary.events == 7
     assert run.positions == {0: 7}
+
+
+class LaggingConsumer(FakeConsumer):
+    """Has nothing fetched at every other look: the loop must wait (poll), not give up."""
+
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        super().__init__(messages)
+        self.looks = 0
+        self.polls = 0
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        self.looks += 1
+        return [] if self.looks % 2 else super().consume(min(num_messages, 3), timeout)
+
+    def poll(self, timeout: float) -> FakeMessage | None:
+        self.polls += 1
+        return super().poll(timeout)
+
+
+def test_records_fetched_late_are_waited_for_until_every_partition_ended() -> None:
+    codec = AvroCodec(InteractionEvent)
+    events = list(simulate(20, 10, seed=3))
+    messages = [FakeMessage(0, i, codec.encode(e)) for i, e in enumerate(events)]
+    messages.append(FakeMessage(0, len(events), None, eof=True))
+    run, _ = _run(Settings(), 1)
+    consumer = LaggingConsumer(messages)
+    run.consume(consumer, {0: len(events)}, max_events=None, stop_at_end=True, stop=None)  # type: ignore[arg-type]
+    assert run.summary.events == len(events)
+    assert consumer.polls > 0
