@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import uuid
-from functools import partial
+from collections import Counter
 from types import TracebackType
 from typing import Any, Final
 
@@ -51,6 +51,8 @@ PRODUCER_REQUIRED: Final[dict[str, Any]] = {
 
 # A full local queue is back-pressure: wait for deliveries this long per attempt.
 _QUEUE_FULL_POLL_S: Final = 0.1
+# Serve client callbacks (failed deliveries, client errors) after this many events.
+_POLL_EVERY: Final = 1000
 
 
 class PublishError(RuntimeError):
@@ -107,6 +109,11 @@ class Publisher:
     Use as a context manager (or call `close`) so everything is flushed;
     `flush` raises `PublishError` if any delivery failed. Thread-safe for
     concurrent `publish` calls.
+
+    The client reports failed deliveries only (``delivery.report.only.error``), so a
+    successful event costs no callback: events sent are tallied by channel and type
+    and counted as published once nothing is in flight any more (at `flush`, `close`,
+    or a periodic poll that finds the queue empty), less those that failed.
     """
 
     def __init__(
@@ -126,11 +133,18 @@ class Publisher:
             **defaults,
             **(config or {}),
             **PRODUCER_REQUIRED,
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
             "logger": log,
         }
         self._producer = Producer(settings.kafka_config(**options))
+        self._encode = self._codec.encode
+        self._produce = self._producer.produce
         self._failures: list[PublishError] = []
+        self._failed_labels: list[tuple[str, str]] = []  # (channel, type) of failed events
+        self._sent: list[tuple[str, str]] = []  # (channel, type) of events not yet counted
+        self._unpolled = 0
         self._lock = threading.Lock()
         self._closed = False
 
@@ -145,23 +159,31 @@ class Publisher:
         if self._closed:
             raise RuntimeError("publisher is closed")
         try:
-            value = self._codec.encode(event)
+            value = self._encode(event)
         except SchemaValidationError:
             EVENTS_REJECTED.labels(stage="validate").inc()
             raise
-        key = event.customer_id
-        on_delivery = partial(self._on_delivery, key, event.channel, event_type_label(event.type))
+        key = event.customer_id  # the client sends a str key as its UTF-8 bytes
+        label = (event.channel, event.type)
         while True:
-            try:
-                self._producer.produce(
-                    self.topic, value=value, key=key.encode("utf-8"), on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                self._producer.poll(_QUEUE_FULL_POLL_S)  # queue full: let deliveries drain
-            except KafkaException as exc:
-                raise PublishError(self.topic, key, _describe(exc.args[0])) from None
-        self._producer.poll(0)
+            # Sending and tallying under one lock: a tally taken when the client's queue is
+            # empty then holds exactly the events that were settled.
+            with self._lock:
+                try:
+                    self._produce(self.topic, value, key)
+                except BufferError:
+                    pass  # queue full: let deliveries drain (outside the lock), then retry
+                except KafkaException as exc:
+                    raise PublishError(self.topic, key, _describe(exc.args[0])) from None
+                else:
+                    self._sent.append(label)
+                    self._unpolled += 1
+                    if self._unpolled < _POLL_EVERY:
+                        return
+                    self._unpolled = 0
+                    break
+            self._producer.poll(_QUEUE_FULL_POLL_S)
+        self._count_published()
 
     def publish_json(self, obj: dict[str, Any], *, where: str = "") -> InteractionEvent:
         """Publish an event given in its JSON form; a missing event_id becomes a UUIDv7."""
@@ -178,6 +200,7 @@ class Publisher:
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every event is acknowledged; raise `PublishError` for any that failed."""
         pending = self._producer.flush(timeout_s)
+        self._count_published()
         with self._lock:
             failures, self._failures = self._failures, []
         if pending:
@@ -203,7 +226,25 @@ class Publisher:
                 # Only after flush has already reported them as failed.
                 self._producer.purge()
                 self._producer.poll(0)
+            self._count_published()
             self._producer.close()
+
+    def _count_published(self) -> None:
+        """When nothing is in flight (no event unsettled, no failure report unserved), add
+        the events sent since the last count, less the failed ones, to EVENTS_PUBLISHED."""
+        self._producer.poll(0)  # serve what waits (its queue length counts client events too)
+        with self._lock:
+            if len(self._producer) or not self._sent:
+                return
+            sent, self._sent = self._sent, []
+            failed, self._failed_labels = self._failed_labels, []
+        published = Counter(sent)
+        published.subtract(failed)
+        for (channel, event_type), count in published.items():
+            if count > 0:
+                EVENTS_PUBLISHED.labels(channel=channel, type=event_type_label(event_type)).inc(
+                    count
+                )
 
     def __enter__(self) -> Publisher:
         return self
@@ -225,14 +266,26 @@ class Publisher:
 
     # -- librdkafka callbacks (run inside poll/flush)
 
-    def _on_delivery(
-        self, key: str, channel: str, type_label: str, err: KafkaError | None, msg: Message
-    ) -> None:
-        if err is None:
-            EVENTS_PUBLISHED.labels(channel=channel, type=type_label).inc()
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:  # not reported (delivery.report.only.error); kept for safety
             return
+        raw_key = msg.key()
+        key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
+        label = self._label_of(msg.value())
         with self._lock:
             self._failures.append(PublishError(msg.topic() or self.topic, key, _describe(err)))
+            if label is not None:
+                self._failed_labels.append(label)
+
+    def _label_of(self, value: bytes | str | None) -> tuple[str, str] | None:
+        """(channel, type) of a failed event, read back from the bytes we encoded."""
+        if not isinstance(value, bytes):
+            return None
+        try:
+            event = self._codec.decode(value, validate=False)
+        except Exception:  # cannot happen for our own bytes; the count is only a metric
+            return None
+        return (event.channel, event.type)
 
     def _on_error(self, err: KafkaError) -> None:
         # Client-level errors (broker down, auth); librdkafka retries by itself unless fatal.

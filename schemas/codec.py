@@ -1047,10 +1047,7 @@ def _compile_decoder(
     return cast(Callable[[bytes], R], names["decode"])
 
 
-_ZIGZAG: Final = """\
-{i}if not -9223372036854775808 <= {v} <= 9223372036854775807:
-{i}    raise _Unusual
-{i}n = ({v} << 1) ^ ({v} >> 63)
+_VARINT_OUT: Final = """\
 {i}while n > 127:
 {i}    out.append((n & 127) | 128)
 {i}    n >>= 7
@@ -1058,8 +1055,20 @@ _ZIGZAG: Final = """\
 """
 
 
+def _zigzag_code(value: str, indent: str, low: int = -(2**63), high: int = 2**63 - 1) -> list[str]:
+    """Lines appending the zigzag varint of int `value` (range-checked) to `out`."""
+    return [
+        f"{indent}if not {low} <= {value} <= {high}:\n{indent}    raise _Unusual\n",
+        f"{indent}n = ({value} << 1) ^ ({value} >> 63)\n",
+        _VARINT_OUT.format(i=indent),
+    ]
+
+
 def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> list[str] | None:
-    """Python lines appending the Avro encoding of `value` to `out` (None: unsupported)."""
+    """Python lines appending the Avro encoding of `value` to `out` (None: unsupported).
+
+    Values must have exactly the expected type; anything else raises `_Unusual`.
+    """
     if isinstance(kind, str):
         kind = {"type": kind}
     if isinstance(kind, list):
@@ -1076,12 +1085,13 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
     if not isinstance(kind, dict):
         return None
     avro_type, logical = kind.get("type"), kind.get("logicalType")
-    zigzag = _ZIGZAG.format(i=indent, v="m")
     if avro_type == "string":
         return [
             f"{indent}if type({value}) is not str:\n{indent}    raise _Unusual\n",
-            f"{indent}b = {value}.encode('utf-8')\n{indent}m = len(b)\n",
-            zigzag,
+            f"{indent}b = {value}.encode()\n{indent}m = len(b)\n",
+            f"{indent}if m < 64:\n{indent}    out.append(m << 1)\n{indent}else:\n",
+            f"{indent}    n = m << 1\n",
+            _VARINT_OUT.format(i=indent + "    "),
             f"{indent}out += b\n",
         ]
     if avro_type in ("long", "int") and logical in (None, "timestamp-millis"):
@@ -1090,13 +1100,15 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
             f"{indent}m = {value}\n",
             f"{indent}if type(m) is not int or not {low} <= m <= {high}:\n",
             f"{indent}    raise _Unusual\n",
-            zigzag,
+            f"{indent}n = (m << 1) ^ (m >> 63)\n",
+            _VARINT_OUT.format(i=indent),
         ]
     if avro_type == "int" and logical == "date":
         return [
             f"{indent}if type({value}) is not _date:\n{indent}    raise _Unusual\n",
             f"{indent}m = {value}.toordinal() - {_EPOCH_ORDINAL}\n",
-            zigzag,
+            f"{indent}n = (m << 1) ^ (m >> 63)\n",
+            _VARINT_OUT.format(i=indent),
         ]
     if avro_type == "double" and logical is None:
         return [
@@ -1105,8 +1117,12 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
         ]
     if avro_type == "enum":
         index = f"_index_{len(names)}"
-        names[index] = {symbol: i for i, symbol in enumerate(kind["symbols"])}
-        return [f"{indent}m = {index}[{value}]\n", zigzag]
+        symbols = kind["symbols"]
+        if len(symbols) <= 64:  # every index is one varint byte: 2 * i
+            names[index] = {symbol: 2 * i for i, symbol in enumerate(symbols)}
+            return [f"{indent}out.append({index}[{value}])\n"]
+        names[index] = {symbol: i for i, symbol in enumerate(symbols)}
+        return [f"{indent}m = {index}[{value}]\n", *_zigzag_code("m", indent)]
     if avro_type in ("map", "array"):
         container = "dict" if avro_type == "map" else "list"
         item = _write_code(
@@ -1120,8 +1136,8 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
         return [
             f"{indent}c = {value}\n",
             f"{indent}if type(c) is not {container}:\n{indent}    raise _Unusual\n",
-            f"{indent}if c:\n{indent}    m = len(c)\n",
-            _ZIGZAG.format(i=indent + "    ", v="m"),
+            f"{indent}if c:\n{indent}    n = len(c) << 1\n",
+            _VARINT_OUT.format(i=indent + "    "),
             f"{indent}    {loop}\n",
             *key,
             *item,
@@ -1130,12 +1146,16 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
     return None
 
 
-def _compile_writer(schema: dict[str, Any], header: bytes) -> Callable[..., bytes] | None:
+def _compile_writer(
+    schema: dict[str, Any], header: bytes, checks: tuple[tuple[int, Check], ...] = ()
+) -> Callable[..., bytes] | None:
     """A writer generated for one record schema: field values in schema order -> the
     single-object bytes (header + body), exactly what fastavro writes.
 
     Anything unusual (a value of another type, a number out of range, an unknown
     enum symbol) raises, and the caller lets fastavro write (or refuse) instead.
+    With `checks` (field index and check), it first runs the checks of `validate`
+    that exact types do not already imply, and raises for a record that fails one.
     """
     names: dict[str, Any] = {
         "_Unusual": _Unusual,
@@ -1145,7 +1165,9 @@ def _compile_writer(schema: dict[str, Any], header: bytes) -> Callable[..., byte
     }
     fields = schema["fields"]
     args = ", ".join(f"v{i}" for i in range(len(fields)))
-    lines = [f"def write({args}):\n", "    out = bytearray(_header)\n"]
+    lines = [f"def write({args}):\n"]
+    lines += [_check_code(check, f"v{index}", names) for index, check in checks]
+    lines.append("    out = bytearray(_header)\n")
     for index, fld in enumerate(fields):
         code = _write_code(fld["type"], f"v{index}", "    ", names)
         if code is None:
@@ -1220,12 +1242,21 @@ class AvroCodec(Generic[R]):
         )
         self._avro_names = tuple(f["name"] for f in schema["fields"])
         self._fast_reader = _compile_reader(self._read_schema_json)
-        self._fast_writer = (
-            _compile_writer(schema, self._header) if self._avro_names == self._field_names else None
-        )
         index_of = {name: i for i, name in enumerate(self._avro_names)}
         self._decoded_checks_at = tuple(
             (index_of[name], name, check) for name, check in self._decoded_checks
+        )
+        writable = self._avro_names == self._field_names
+        self._fast_writer = _compile_writer(schema, self._header) if writable else None
+        # What exact types leave open is what a decoded record leaves open: the same checks.
+        self._checked_writer = (
+            _compile_writer(
+                schema,
+                self._header,
+                tuple((index, check) for index, _, check in self._decoded_checks_at),
+            )
+            if writable
+            else None
         )
         self._fast_decoder: Callable[[bytes], R] | None = (
             _compile_decoder(
@@ -1287,15 +1318,17 @@ class AvroCodec(Generic[R]):
 
         Raises `SchemaValidationError` (naming the field) for an invalid record.
         """
+        if self._serializer is None and type(record) is self.record_type:
+            writer = self._checked_writer if validate else self._fast_writer
+            if writer is not None:
+                try:
+                    return writer(*self._get_fields(record))
+                except Exception:  # unusual or invalid: validate names the problem, or
+                    pass  # fastavro writes (or refuses) what the writer left
         if validate:
             self._validate(record)
         if self._serializer is not None:
             return cast(bytes, self._serializer(record, self._context()))
-        if self._fast_writer is not None:
-            try:
-                return self._fast_writer(*self._get_fields(record))
-            except Exception:  # unusual values: fastavro writes them, or names the problem
-                pass
         buffer = io.BytesIO()
         buffer.write(self._header)
         schemaless_writer(buffer, self._write_schema, self.to_avro_dict(record))

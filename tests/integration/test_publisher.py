@@ -134,7 +134,9 @@ def test_delivery_failure_surfaces_as_publish_error(settings: Settings) -> None:
         topic=missing_topic,
         config={"allow.auto.create.topics": False, "message.timeout.ms": 3000},
     )
-    publisher.publish(_event(1, "customer-a"))
+    published = EVENTS_PUBLISHED.labels(channel="call", type="complaint_filed")
+    before = published._value.get()
+    publisher.publish(_event(1, "customer-a", "complaint_filed"))
     started = time.monotonic()
     with pytest.raises(PublishError) as info:
         publisher.flush(timeout_s=20)
@@ -143,6 +145,7 @@ def test_delivery_failure_surfaces_as_publish_error(settings: Settings) -> None:
     assert info.value.key == "customer-a"
     assert missing_topic in str(info.value)
     publisher.close()  # the failure was reported once; nothing is left to flush
+    assert published._value.get() == before  # a failed event is never counted as published
 
 
 def test_oversized_event_surfaces_as_publish_error(settings: Settings) -> None:

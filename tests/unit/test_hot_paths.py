@@ -197,6 +197,7 @@ def _fastavro_only(record_type: type) -> AvroCodec[Any]:
     codec: AvroCodec[Any] = AvroCodec(record_type)
     codec._fast_reader = None
     codec._fast_writer = None
+    codec._checked_writer = None
     codec._fast_decoder = None
     return codec
 
@@ -253,6 +254,31 @@ def test_generated_writer_writes_fastavros_bytes(event: InteractionEvent, odd: o
     for name in ("occurred_at", "source", "product", "amount", "due_date", "attributes"):
         strange = dataclasses.replace(event, **{name: odd})
         assert _encoded(fast, strange) == _encoded(reference, strange)
+
+
+def _validated(codec: AvroCodec[Any], record: Any) -> tuple[str, Any]:
+    try:
+        return "ok", codec.encode(record)
+    except SchemaValidationError as exc:
+        return "invalid", str(exc)
+    except Exception as exc:
+        return "error", type(exc).__name__
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=events(),
+    odd=st.sampled_from([None, 1, True, 2.5, "", "x", float("nan"), 2**70, {"k": 1}, b"b"]),
+)
+def test_checked_writer_validates_like_validate_then_fastavro(
+    event: InteractionEvent, odd: object
+) -> None:
+    fast, reference = AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
+    assert fast._checked_writer is not None
+    assert _validated(fast, event) == _validated(reference, event)
+    for name in ("event_id", "channel", "type", "occurred_at", "source", "amount", "due_date"):
+        strange = dataclasses.replace(event, **{name: odd})
+        assert _validated(fast, strange) == _validated(reference, strange)
 
 
 def test_generated_writers_cover_actions_and_decisions() -> None:

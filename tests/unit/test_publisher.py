@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from moments.metrics import EVENTS_REJECTED
+from moments.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED
 from moments.settings import Settings
 from producers.publisher import Publisher, PublishError, new_event_id
 from schemas.codec import SchemaValidationError
@@ -57,3 +57,17 @@ def test_publish_error_names_topic_key_and_error_and_pickles() -> None:
         "MSG_TIMED_OUT: Local: Message timed out (and 2 more failed deliveries)"
     )
     assert str(pickle.loads(pickle.dumps(error))) == str(error)
+
+
+def test_published_count_is_sent_less_failed_by_channel_and_type() -> None:
+    publisher = Publisher(Settings(bootstrap="127.0.0.1:9"), config={"message.timeout.ms": 100})
+    inquiry = EVENTS_PUBLISHED.labels(channel="call", type="inquiry")
+    other = EVENTS_PUBLISHED.labels(channel="web", type="other")
+    before = inquiry._value.get(), other._value.get()
+    # What publish tallies and what failed delivery reports leave behind, nothing in flight:
+    publisher._sent = [("call", "inquiry")] * 3 + [("web", "not-in-the-vocabulary")]
+    publisher._failed_labels = [("call", "inquiry")]
+    publisher._count_published()
+    assert (inquiry._value.get(), other._value.get()) == (before[0] + 2, before[1] + 1)
+    assert publisher._sent == [] and publisher._failed_labels == []
+    publisher.close(timeout_s=1)
