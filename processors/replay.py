@@ -31,6 +31,9 @@ from processors.engine.rules import RulePack
 from schemas.codec import read_events_jsonl, to_json_lines
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
+#: Events between two writes of the outputs of a replay.
+WRITE_EVERY: Final = 4096
+
 _M: Final = 0x5BD1E995
 _MASK: Final = 0xFFFFFFFF
 
@@ -168,12 +171,20 @@ def replay_file(
         sink = OutputWriter(handles[0], handles[1] if len(handles) > 1 else None)
         with no_cyclic_gc():
             feed = replayer.feed
-            write = sink.write
+            # outputs are encoded and written once per WRITE_EVERY events
+            pending_actions: list[ActionEvent] = []
+            pending_decisions: list[Decision] = []
             for event in read_events_jsonl(events_path):
                 events += 1
                 out = feed(event)
-                if out.actions or out.decisions:
-                    write(out)
+                if out.actions:
+                    pending_actions += out.actions
+                if out.decisions:
+                    pending_decisions += out.decisions
+                if not events % WRITE_EVERY:
+                    sink.write_records(pending_actions, pending_decisions)
+                    pending_actions, pending_decisions = [], []
+            sink.write_records(pending_actions, pending_decisions)
             sink.write(replayer.finish(until_ms))
         actions = sink.actions
         for handle in handles:
