@@ -248,8 +248,15 @@ class _TopicOutput:
     def __init__(self, settings: Settings, topics: Topics) -> None:
         self.topics = topics
         self.producer = Producer(
-            {**settings.kafka_config(**PRODUCER_DEFAULTS), **PRODUCER_REQUIRED}
+            {
+                **settings.kafka_config(**PRODUCER_DEFAULTS),
+                **PRODUCER_REQUIRED,
+                # only failures come back: no Python callback per delivered record
+                "delivery.report.only.error": True,
+                "on_delivery": self._delivered,
+            }
         )
+        self._send = self.producer.produce
         self.action_codec = codec_for(ActionEvent, settings.schema_registry_url)
         self.decision_codec = codec_for(Decision, settings.schema_registry_url)
         self.action_topics = {d: topics.action(d) for d in topics.actions}
@@ -265,7 +272,7 @@ class _TopicOutput:
     def _produce(self, topic: str, key: str, value: bytes) -> None:
         while True:
             try:
-                self.producer.produce(topic, value, key.encode(), on_delivery=self._delivered)
+                self._send(topic, value, key)  # a str key is sent as its UTF-8 bytes
                 return
             except BufferError:
                 self.producer.poll(0.1)  # back-pressure: the local queue is full
