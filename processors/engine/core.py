@@ -62,7 +62,6 @@ from processors.engine.interfaces import (
     StateStore,
 )
 from processors.engine.rules import (
-    EVENT_FIELDS,
     CustomerProfile,
     Pattern,
     Rule,
@@ -122,21 +121,15 @@ _ISO_DAYS: Final[dict[int, str]] = {}
 
 
 def _iso_date(day: date) -> str:
-    """day.isoformat(), remembered by day number: customer_since is on most events, and a
-    fresh date object's own hash costs more than its isoformat."""
-    if type(day) is not date:
-        return day.isoformat()
-    number = day.toordinal()
-    text = _ISO_DATES.get(number)
-    if text is None:
-        if len(_ISO_DATES) >= 65_536:
-            _ISO_DATES.clear()
-        text = _ISO_DATES[number] = day.isoformat()
+    """day.isoformat(), remembered in _ISO_DATES (customer_since is on most events)."""
+    if len(_ISO_DATES) >= 65_536:
+        _ISO_DATES.clear()
+    text = _ISO_DATES[day] = day.isoformat()
     return text
 
 
-#: date.toordinal() -> YYYY-MM-DD (see _iso_date).
-_ISO_DATES: Final[dict[int, str]] = {}
+#: customer_since -> YYYY-MM-DD, a plain dict because it is on most events' path.
+_ISO_DATES: Final[dict[date, str]] = {}
 
 
 @lru_cache(maxsize=4096)
@@ -537,10 +530,12 @@ class Step:
         self.state = state
         self.newest: int = state.get("t", 0)
         self.candidates: list[Candidate] = []
-        self.due_now: list[list[Any]] = []
+        self.due_now: list[list[Any]] | None = None  # timers already due (late events)
 
     def rule_state(self, rule_id: str) -> dict[str, Any]:
-        rules: dict[str, dict[str, Any]] = self.state.setdefault("r", {})
+        rules: dict[str, dict[str, Any]] | None = self.state.get("r")
+        if rules is None:
+            rules = self.state["r"] = {}
         rs = rules.get(rule_id)
         if rs is None:
             rs = rules[rule_id] = {}
@@ -571,6 +566,8 @@ class Step:
         return cand
 
     def schedule(self, deadline: int, rule_id: str, key: str) -> None:
+        if self.due_now is None:
+            self.due_now = []
         self.engine.schedule_timer(
             self.store, deadline, self.customer_id, rule_id, key, self.due_now
         )
@@ -735,11 +732,20 @@ class Step:
                 ctx[name] = extra[name] if name in extra else getter(self, cand, balance)
             return cand.rule.reason.format_map(ctx)
         pieces: list[str] = []
-        for literal, name, getter in parts:
-            value = extra[name] if name in extra else getter(self, cand, balance)
-            pieces.append(literal)
-            pieces.append(value if type(value) is str else format(value))
-        pieces.append(rt.reason_tail)
+        append = pieces.append
+        if extra is _NO_CONTEXT:
+            for literal, _, getter in parts:
+                append(literal)
+                append(getter(self, cand, balance))
+        else:
+            for literal, name, getter in parts:
+                append(literal)
+                if name in extra:
+                    value = extra[name]
+                    append(value if type(value) is str else format(value))
+                else:
+                    append(getter(self, cand, balance))
+        append(rt.reason_tail)
         return "".join(pieces)
 
     def details(self, rt: _RuleRuntime, cand: Candidate, balance: int) -> dict[str, str]:
@@ -849,18 +855,13 @@ def event_detail(name: str, source: str) -> _EventDetail:
     if source.startswith("attributes."):
         key = source[11:]
         return name, _FROM_EVENT, lambda event: event.attributes.get(key), source
-    if source in EVENT_FIELDS:
+    if source in _TEXT_FIELDS:
         return name, _FROM_EVENT, attrgetter(source), source
     return name, _FROM_EVENT, lambda event: field_value(event, source), source
 
 
 def _channel(step: Step, cand: Candidate) -> str:
     return cand.event.channel if cand.event is not None else step.state.get("ch") or "other"
-
-
-def _human(name: str | None) -> str | None:
-    """A product id for a sentence: credit_card -> credit card."""
-    return name.replace("_", " ") if name else name
 
 
 def _what(event_type: str) -> str:
@@ -889,8 +890,8 @@ def _event_attr(name: str, default: str) -> Callable[[Step, Candidate, int], Any
     return get
 
 
-#: A reason placeholder's value for a candidate (step, candidate, relationship balance).
-Placeholder = Callable[["Step", Candidate, int], Any]
+#: A reason placeholder's text for a candidate (step, candidate, relationship balance).
+Placeholder = Callable[["Step", Candidate, int], str]
 
 #: How each reason placeholder is computed when the rule kind did not set it.
 _PLACEHOLDERS: Final[dict[str, Placeholder]] = {
@@ -903,21 +904,22 @@ _PLACEHOLDERS: Final[dict[str, Placeholder]] = {
     "type": _event_attr("type", ""),
     "what": lambda step, cand, balance: _what(cand.event.type) if cand.event else "",
     "product": lambda step, cand, balance: (
-        (_human(cand.event.product) if cand.event is not None and cand.event.product else None)
-        or "their account"
+        cand.event.product.replace("_", " ")
+        if cand.event is not None and cand.event.product
+        else "their account"
     ),
     "reference": _event_attr("reference", "(no reference)"),
     "amount": _amount,
     "date": lambda step, cand, balance: _ISO_DAYS.get(cand.at // 86_400_000) or iso_day(cand.at),
-    "count": lambda step, cand, balance: len(cand.evidence),
+    "count": lambda step, cand, balance: str(len(cand.evidence)),
     "channels": lambda step, cand, balance: "",
-    "channel_count": lambda step, cand, balance: 0,
+    "channel_count": lambda step, cand, balance: "0",
     "window": lambda step, cand, balance: "",
     "within": lambda step, cand, balance: "",
     "first_date": lambda step, cand, balance: "",
     "first_what": lambda step, cand, balance: "",
     "gap": lambda step, cand, balance: "",
-    "tenure_years": lambda step, cand, balance: _tenure(step, cand),
+    "tenure_years": lambda step, cand, balance: str(_tenure(step, cand)),
     "since": lambda step, cand, balance: step.state.get("since") or "an unknown date",
     "products": lambda step, cand, balance: (
         ", ".join(p.replace("_", " ") for p in step.state.get("prod", ())) or "none on record"
@@ -926,9 +928,9 @@ _PLACEHOLDERS: Final[dict[str, Placeholder]] = {
         (cand.event.attributes.get("new_address") if cand.event is not None else None)
         or "a new address"
     ),
-    "balance": lambda step, cand, balance: balance,
-    "negatives": lambda step, cand, balance: 0,
-    "positives": lambda step, cand, balance: 0,
+    "balance": lambda step, cand, balance: str(balance),
+    "negatives": lambda step, cand, balance: "0",
+    "positives": lambda step, cand, balance: "0",
 }
 
 
@@ -943,9 +945,16 @@ def _record(
     is_event: int,
 ) -> None:
     """Insert a ledger entry [at, sign, ref, is_event] and prune it like `Step.prune`."""
-    ledger: list[list[Any]] = state.setdefault("led", [])
-    insort(ledger, [at, sign, ref, is_event])
+    entry = [at, sign, ref, is_event]
     horizon = newest - window_ms - lateness_ms
+    ledger: list[list[Any]] | None = state.get("led")
+    if ledger is None:
+        state["led"] = [entry] if at >= horizon else []
+        return
+    if ledger and ledger[-1][0] < at:
+        ledger.append(entry)  # the usual case: the newest moment so far
+    else:
+        insort(ledger, entry)
     if ledger[0][0] < horizon:
         cut = 0
         for entry in ledger:
@@ -1208,7 +1217,10 @@ class Engine:
             state["so"] = oldest if oldest < t else t
         since_day = event.customer_since
         if since_day is not None:
-            state["since"] = _iso_date(since_day)
+            since = _ISO_DATES.get(since_day)
+            if since is None:
+                since = _iso_date(since_day)
+            state["since"] = since
         product = event.product
         if product and event_type in PRODUCT_EVENTS:
             products: list[str] | None = state.get("prod")
