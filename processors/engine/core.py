@@ -945,16 +945,16 @@ def _record(
     is_event: int,
 ) -> None:
     """Insert a ledger entry [at, sign, ref, is_event] and prune it like `Step.prune`."""
-    entry = [at, sign, ref, is_event]
+    moment: list[Any] = [at, sign, ref, is_event]
     horizon = newest - window_ms - lateness_ms
     ledger: list[list[Any]] | None = state.get("led")
     if ledger is None:
-        state["led"] = [entry] if at >= horizon else []
+        state["led"] = [moment] if at >= horizon else []
         return
     if ledger and ledger[-1][0] < at:
-        ledger.append(entry)  # the usual case: the newest moment so far
+        ledger.append(moment)  # the usual case: the newest moment so far
     else:
-        insort(ledger, entry)
+        insort(ledger, moment)
     if ledger[0][0] < horizon:
         cut = 0
         for entry in ledger:
