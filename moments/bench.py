@@ -569,8 +569,13 @@ class _Bench:
                     MOMENTS_METRICS_PORT=str(port),
                     MOMENTS_WORKER_WEB_PORT=str(free_port()),
                 )
+            # Scraping /metrics costs the worker's event loop (the GIL) a few ms per scrape:
+            # twice a second, not ten times (Prometheus scrapes every 15 s).
             samples = self._sample(
-                lambda: sum(_consumed(port) for port in ports), expected, supervisor
+                lambda: sum(_consumed(port) for port in ports),
+                expected,
+                supervisor,
+                interval_s=0.5,
             )
         return _steady_rate(samples, expected)
 
@@ -618,8 +623,9 @@ class _Bench:
         supervisor: Supervisor | None,
         child: Any = None,
         timeout_s: float = 240.0,
+        interval_s: float = 0.1,
     ) -> list[tuple[float, int]]:
-        """(time, count) every 0.1 s until `expected` is reached (bounded)."""
+        """(time, count) every `interval_s` until `expected` is reached (bounded)."""
         samples: list[tuple[float, int]] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -631,7 +637,7 @@ class _Bench:
                 supervisor.check_alive()
             if child is not None and child.poll() is not None:
                 raise RuntimeError(f"the empty Faust agent exited with {child.returncode}")
-            time.sleep(0.1)
+            time.sleep(interval_s)
         raise TimeoutError(f"counted {samples[-1][1] if samples else 0} of {expected} events")
 
     def latency(self) -> None:
@@ -759,15 +765,29 @@ def _consumed(port: int) -> int:
 
 
 def _steady_rate(samples: list[tuple[float, int]], expected: int) -> float:
-    """Events/s between reaching 5% and 95% of `expected` (start-up and tail left out)."""
+    """Events/s between reaching 5% and 95% of `expected` (start-up and tail left out).
+
+    The moment each level is reached is interpolated between the samples around it,
+    so the rate does not depend on how often the count is sampled.
+    """
     low, high = expected * 0.05, expected * 0.95
-    t_low = next((t for t, n in samples if n >= low), None)
-    first_high = next(((t, n) for t, n in samples if n >= high), None)
-    if t_low is None or first_high is None:
+    t_low, t_high = _reached(samples, low), _reached(samples, high)
+    if t_low is None or t_high is None:
         return 0.0
-    n_low = next(n for t, n in samples if n >= low)
-    t_high, n_high = first_high
-    return _rate(n_high - n_low, t_high - t_low)
+    return _rate(round(high - low), t_high - t_low)
+
+
+def _reached(samples: list[tuple[float, int]], level: float) -> float | None:
+    """When the count reached `level`, linearly interpolated between two samples."""
+    before: tuple[float, int] | None = None
+    for t, n in samples:
+        if n >= level:
+            if before is None or n == before[1]:
+                return t
+            t0, n0 = before
+            return t0 + (t - t0) * (level - n0) / (n - n0)
+        before = (t, n)
+    return None
 
 
 def empty_agent() -> None:

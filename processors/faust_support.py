@@ -17,9 +17,10 @@ event's partition, coalesced per key) until the next offset commit, when
 `WorkerConsumer` sends them after the output of those events is acknowledged.
 This costs a record per changed key per commit instead of per event.
 
-`OutputSender` hands the worker's output records (actions, decisions, dead
-letters) straight to the app's producer, without Faust's per-record
-`Topic.send` machinery, and keeps their delivery futures: `WorkerConsumer`
+`OutputSender` produces the worker's output records (actions, decisions, dead
+letters) with a confluent-kafka (librdkafka) producer, without Faust's
+per-record `Topic.send` machinery or aiokafka's Python send path, and counts
+their delivery reports per commit (`OutputDelivery`): `WorkerConsumer`
 crashes the worker instead of committing offsets past a record the broker
 did not take.
 
@@ -70,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException, Producer
 from faust.auth import GSSAPICredentials, SASLCredentials, SSLCredentials
 from faust.exceptions import ProducerSendError
 from faust.tables.manager import TableManager
@@ -160,42 +162,125 @@ def stage_table(app: Any, table: Any) -> StagedTable:
     return staged
 
 
-class OutputSender:
-    """Sends the worker's output records straight to the app's producer, tracked until commit.
+class OutputDelivery:
+    """The delivery reports of the output records sent between two commits.
 
-    Faust's `Topic.send` builds a pending message, a future and sensor state for
-    every record and only logs a failed delivery; this hands (topic, key, value,
-    headers) to the producer directly and keeps the delivery futures.
-    `WorkerConsumer` flushes the producer before each offset commit and crashes
-    the worker instead of committing if any of them failed.
+    Counts what was produced and what the broker acknowledged or refused
+    (librdkafka's delivery reports, served on the event loop's thread by
+    `producer.poll`, so no lock and no GIL hand-off per record). Once sealed by
+    `OutputSender.take`, `wait` returns when every record is settled: None, or
+    the first delivery error.
     """
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self._sent: list[asyncio.Future[Any]] = []
+    __slots__ = ("_producer", "failure", "sent", "settled")
 
-    async def send(
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self.sent = 0
+        self.settled = 0
+        self.failure: BaseException | None = None
+
+    def report(self, error: Any, message: Any) -> None:
+        """librdkafka's delivery report for one record of this delivery."""
+        self.settled += 1
+        if error is not None and self.failure is None:
+            self.failure = KafkaException(f"{message.topic()}[{message.partition()}]: {error}")
+
+    async def wait(self) -> BaseException | None:
+        """Wait until every record is acknowledged or refused; the first error, else None.
+
+        Serves delivery reports every few milliseconds meanwhile (commits are not on
+        the path of an event's latency; the event loop keeps running).
+        """
+        producer = self._producer
+        while self.settled < self.sent:
+            producer.poll(0)
+            if self.settled < self.sent:
+                await asyncio.sleep(DELIVERY_POLL_S)
+        return self.failure
+
+
+class OutputSender:
+    """Produces the worker's output records (actions, decisions, dead letters) with librdkafka.
+
+    `send` hands (topic, key, value, headers) to a confluent-kafka `Producer`
+    (a C call; Faust's aiokafka `send` costs a coroutine, a future and Python
+    request encoding per record on the event loop's thread). librdkafka batches
+    them in its own threads (`linger.ms`, the murmur2 partitioner of Java
+    clients and aiokafka: key = customer_id lands where it did). `serve` (after
+    each batch of events) and `OutputDelivery.wait` serve the delivery reports;
+    `take` seals the records sent so far into an `OutputDelivery`.
+    `WorkerConsumer` waits for it before every offset commit and crashes the
+    worker instead of committing if any record failed. It blocks the event loop
+    only while librdkafka's queue is full.
+    """
+
+    def __init__(self, config: Mapping[str, Any], producer_factory: Any = None) -> None:
+        self._config = {**OUTPUT_PRODUCER_CONFIG, **config}
+        self._factory = producer_factory or Producer
+        self._producer: Any = None
+        self._delivery: OutputDelivery | None = None
+
+    def send(
         self,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        future = await self.app.producer.send(topic, key, value, None, None, headers)
-        self._sent.append(future)
+        delivery = self._delivery or self._start()
+        producer = self._producer
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers, on_delivery=delivery.report)
+                break
+            except BufferError:  # librdkafka's queue is full: wait for deliveries (back-pressure)
+                producer.poll(0.05)
+        delivery.sent += 1
 
-    def take(self) -> list[asyncio.Future[Any]]:
-        """Detach the delivery futures of the records sent so far."""
-        sent, self._sent = self._sent, []
-        return sent
+    def serve(self) -> None:
+        """Serve the delivery reports that arrived (cheap; call once per batch of events)."""
+        if self._producer is not None:
+            self._producer.poll(0)
 
+    def take(self) -> OutputDelivery:
+        """Seal the records sent so far into one delivery to wait for (later sends start anew)."""
+        delivery = self._delivery or self._start()
+        self._delivery = OutputDelivery(self._producer)
+        return delivery
+
+    def _start(self) -> OutputDelivery:
+        if self._producer is None:
+            self._producer = self._factory(self._config)
+        self._delivery = OutputDelivery(self._producer)
+        return self._delivery
+
+
+#: How often a commit waiting for output acknowledgements serves delivery reports.
+DELIVERY_POLL_S = 0.002
+
+#: librdkafka options of the output producer (the settings' `kafka_config` adds the brokers
+#: and security options). acks=all + idempotence: no loss, no reordering on retries.
+OUTPUT_PRODUCER_CONFIG: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "partitioner": "murmur2_random",
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+}
 
 _OUTPUTS: weakref.WeakKeyDictionary[Any, list[OutputSender]] = weakref.WeakKeyDictionary()
 
 
-def output_sender(app: Any) -> OutputSender:
-    """An `OutputSender` whose deliveries `WorkerConsumer` checks before each commit."""
-    sender = OutputSender(app)
+def output_sender(
+    app: Any, config: Mapping[str, Any], producer_factory: Any = None
+) -> OutputSender:
+    """An `OutputSender` whose deliveries `WorkerConsumer` checks before each commit.
+
+    `config` is a confluent-kafka client config (`settings.kafka_config()`).
+    """
+    sender = OutputSender(config, producer_factory)
     _OUTPUTS.setdefault(app, []).append(sender)
     return sender
 
@@ -386,11 +471,16 @@ class WorkerConsumer(AIOKafkaConsumer):
         skips what it redelivers (see `processors.worker`).
         """
         detached = [(table, table.take()) for table in _STAGED.get(self.app, [])]
-        outputs = [future for output in _OUTPUTS.get(self.app, []) for future in output.take()]
+        outputs = [output.take() for output in _OUTPUTS.get(self.app, [])]
         # First the output of the events the state covers, then the state's changelog,
         # each acknowledged before the next step.
-        if not await self._delivered("an output record", outputs):
-            return None
+        for delivery in outputs:
+            failure = await delivery.wait()
+            if failure is not None:
+                await self.crash(
+                    ProducerSendError(f"an output record was not delivered: {failure!r}")
+                )
+                return None
         changelog = [f for table, staged in detached if staged for f in await table.send(staged)]
         if not await self._delivered("a changelog record", changelog):
             return None

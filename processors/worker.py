@@ -31,8 +31,9 @@ unhandled. Each record is handled like this:
    run ahead of the committed offsets after a crash or a rebalance) is never
    applied twice, however old its event time.
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
-   customer_id, Avro), handed straight to the producer (`OutputSender`; it
-   lingers 5 ms to share produce requests). At each commit the worker first
+   customer_id, Avro), handed to a librdkafka producer (`OutputSender`: a C
+   call per record instead of aiokafka's Python send path on the event loop;
+   it lingers a few ms to share produce requests). At each commit the worker first
    waits until all of them are acknowledged (a failed delivery crashes the
    worker instead of committing), then sends the changelog, then Faust
    commits the offsets: a crash before the commit makes the redelivered
@@ -197,7 +198,7 @@ class TriggerWorker:
             topics.interactions, partitions=settings.interactions_partitions, **raw
         )
         #: Actions, decisions and dead letters go straight to the producer (see OutputSender).
-        self.output = output_sender(self.app)
+        self.output = output_sender(self.app, settings.kafka_config())
         self.state = self.app.Table(
             STATE_TABLE,
             partitions=settings.interactions_partitions,
@@ -233,6 +234,7 @@ class TriggerWorker:
         if batch_size <= 1:
             async for event in stream.events():
                 await self.handle(event)
+                self.output.serve()
             return
         batches = cast(Stream[Any], stream).take_events(batch_size, within=BATCH_WITHIN_S)
         async for batch in batches:
@@ -251,6 +253,7 @@ class TriggerWorker:
                 # here, for stores that file each key under the event's partition.
                 _current_event.set(weakref.ref(event))
                 await self.handle(event)
+            self.output.serve()
         except BaseException as exc:
             consumer = self.app.consumer
             halt = getattr(consumer, "halt", None)
@@ -354,7 +357,7 @@ class TriggerWorker:
             encode_action = self.action_codec.encode
             for action in output.actions:
                 topic = self.action_topics[action.destination]
-                await send(topic, action.customer_id.encode(), encode_action(action))
+                send(topic, action.customer_id.encode(), encode_action(action))
             now = time.time()
             for action in output.actions:
                 self._emitted(action.rule, action.destination).inc()
@@ -372,7 +375,7 @@ class TriggerWorker:
             encode_decision = self.decision_codec.encode
             topic = self.settings.topics.decisions
             for decision in output.decisions:
-                await send(topic, decision.customer_id.encode(), encode_decision(decision))
+                send(topic, decision.customer_id.encode(), encode_decision(decision))
             for decision in output.decisions:
                 self._decided(decision.rule, decision.outcome, decision.reason).inc()
 
@@ -389,7 +392,7 @@ class TriggerWorker:
         kept = [
             (k, v) for k, v in _header_items(message.headers) if not k.startswith("moments.error.")
         ]
-        await self.output.send(
+        self.output.send(
             self.settings.topics.interactions_dlq, message.key, message.value, kept + error_headers
         )
         DLQ_RECORDS.labels(stage).inc()

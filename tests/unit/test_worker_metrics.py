@@ -21,10 +21,11 @@ class FakeOutput:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None]] = []
 
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
-    ) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
         self.sent.append((topic, key))
+
+    def serve(self) -> None:
+        pass
 
 
 @pytest.fixture
