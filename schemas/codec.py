@@ -878,7 +878,12 @@ def _unrolled_varint(indent: str) -> str:
 
 
 def _string_code(target: str, indent: str) -> list[str]:
-    """A string into `target`; lengths below 64 (one even byte) skip the varint loop."""
+    """A string into `target`; lengths below 64 (one even byte) skip the varint loop.
+
+    A length past the end of `data` is not checked here: the slice comes out short,
+    `pos` ends up past `size`, and the next read (every read starts by indexing
+    `data[pos]` or unpacking at `pos`) or the final ``pos != size`` check raises.
+    """
     return [
         f"{indent}n = data[pos]\n",
         f"{indent}if n & 129:\n",  # several bytes, or a negative length
@@ -886,7 +891,6 @@ def _string_code(target: str, indent: str) -> list[str]:
         f"{indent}    if n < 0:\n{indent}        raise _Unusual\n",
         f"{indent}    end = pos + n\n",
         f"{indent}else:\n{indent}    pos += 1\n{indent}    end = pos + (n >> 1)\n",
-        f"{indent}if end > size:\n{indent}    raise _Unusual\n",
         f"{indent}{target} = data[pos:end].decode()\n{indent}pos = end\n",
     ]
 
@@ -936,26 +940,34 @@ def _read_code(kind: Any, target: str, indent: str, names: dict[str, Any]) -> li
         return [f"{indent}{target} = {symbols}[data[pos]]\n{indent}pos += 1\n"]
     if avro_type in ("map", "array"):
         item = _read_code(
-            kind["values" if avro_type == "map" else "items"], "item", indent + "        ", names
+            kind["values" if avro_type == "map" else "items"],
+            "item",
+            indent + "            ",
+            names,
         )
         if item is None:
             return None
-        key = _string_code("key", indent + "        ") if avro_type == "map" else []
+        key = _string_code("key", indent + "            ") if avro_type == "map" else []
         store = "found[key] = item" if avro_type == "map" else "found.append(item)"
+        empty = "{}" if avro_type == "map" else "[]"
+        deeper = indent + "    "
         return [
-            f"{indent}found = {{}}\n" if avro_type == "map" else f"{indent}found = []\n",
-            f"{indent}while True:\n",
-            _VARINT.format(i=indent + "    "),
-            f"{indent}    if n == 0:\n{indent}        break\n",
-            f"{indent}    if n < 0:\n{indent}        n = -n\n",
-            f"{indent}        count = n\n",
-            _VARINT.format(i=indent + "        "),
-            f"{indent}        n = count\n",
-            f"{indent}    for _ in range(n):\n",
+            # an empty map or array is one zero byte
+            f"{indent}if data[pos] == 0:\n{indent}    pos += 1\n{indent}    {target} = {empty}\n",
+            f"{indent}else:\n",
+            f"{deeper}found = {empty}\n",
+            f"{deeper}while True:\n",
+            _VARINT.format(i=deeper + "    "),
+            f"{deeper}    if n == 0:\n{deeper}        break\n",
+            f"{deeper}    if n < 0:\n{deeper}        n = -n\n",
+            f"{deeper}        count = n\n",
+            _VARINT.format(i=deeper + "        "),
+            f"{deeper}        n = count\n",
+            f"{deeper}    for _ in range(n):\n",
             *key,
             *item,
-            f"{indent}        {store}\n",
-            f"{indent}{target} = found\n",
+            f"{deeper}        {store}\n",
+            f"{deeper}{target} = found\n",
         ]
     return None
 
