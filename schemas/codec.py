@@ -517,11 +517,10 @@ def _decision_json(d: Decision) -> dict[str, Any] | None:
 
 
 def _fast_json(record: Record) -> dict[str, Any] | None:
-    kind = type(record)
-    if kind is ActionEvent:
-        return _action_json(cast(ActionEvent, record))
-    if kind is Decision:
-        return _decision_json(cast(Decision, record))
+    if isinstance(record, ActionEvent):
+        return _action_json(record)
+    if isinstance(record, Decision):
+        return _decision_json(record)
     return None
 
 
@@ -552,7 +551,12 @@ def to_json_lines(records: Iterable[Record]) -> bytes:
     append = lines.append
     for record in records:
         try:
-            obj = _fast_json(record)
+            if isinstance(record, ActionEvent):
+                obj = _action_json(record)
+            elif isinstance(record, Decision):
+                obj = _decision_json(record)
+            else:
+                obj = None
             if obj is not None:
                 append(dumps(obj, option=_APPEND_NEWLINE))
                 continue
