@@ -196,6 +196,10 @@ def in_holdout(customer_id: str, rule_id: str, percent: float) -> bool:
 # ----------------------------------------------------------------------------------------
 
 
+#: The context of candidates that have none (shared: contexts are only read).
+_NO_CONTEXT: Final[dict[str, Any]] = {}
+
+
 @dataclass(slots=True)
 class Candidate:
     """An action a rule wants to take; arbitration turns it into a Decision."""
@@ -207,10 +211,6 @@ class Candidate:
     event: InteractionEvent | None = None  # the event that made the rule fire, if any
     context: dict[str, Any] = field(default_factory=dict)  # extra reason placeholders
     suppress: str | None = None  # set by the kind itself, e.g. already_raised
-
-
-#: The context of candidates that have none (shared: contexts are only read).
-_NO_CONTEXT: Final[dict[str, Any]] = {}
 
 
 def field_value(event: InteractionEvent, name: str) -> str | None:
@@ -1130,7 +1130,9 @@ class Engine:
                     for t in sorted(pattern.types):
                         positioned.append((order[rule.id], t, entry))
         self._positioned = positioned
-        self._by_type: dict[str, tuple[_IndexEntry, ...]] = {}
+        #: event type -> (listeners, ledger sign, gives a product): what an event of the type
+        #: touches, worked out once per type
+        self._by_type: dict[str, tuple[tuple[_IndexEntry, ...], int, bool]] = {}
         #: event type -> +1 / -1 for the ledger (negative wins where a type is both)
         self._signs = {t: 1 for t in pack.relationship.positive} | {
             t: -1 for t in pack.relationship.negative
@@ -1142,12 +1144,16 @@ class Engine:
 
     def listeners(self, event_type: str) -> tuple[_IndexEntry, ...]:
         """Rules (with their role) that look at events of this type, in pack order."""
-        found = self._by_type.get(event_type)
-        if found is None:
-            found = tuple(e for _, t, e in self._positioned if t is None or t == event_type)
+        return self._type_plan(event_type)[0]
+
+    def _type_plan(self, event_type: str) -> tuple[tuple[_IndexEntry, ...], int, bool]:
+        plan = self._by_type.get(event_type)
+        if plan is None:
+            listeners = tuple(e for _, t, e in self._positioned if t is None or t == event_type)
+            plan = (listeners, self._signs.get(event_type, 0), event_type in PRODUCT_EVENTS)
             if len(self._by_type) < 10_000:  # unknown types must not grow the cache forever
-                self._by_type[event_type] = found
-        return found
+                self._by_type[event_type] = plan
+        return plan
 
     # -- public API -----------------------------------------------------------------------
 
@@ -1189,9 +1195,10 @@ class Engine:
         state: dict[str, Any] | None = get(skey)
         event_id = event.event_id
         event_type = event.type
-        listeners = self._by_type.get(event_type)
-        if listeners is None:
-            listeners = self.listeners(event_type)
+        plan = self._by_type.get(event_type)
+        if plan is None:
+            plan = self._type_plan(event_type)
+        listeners, sign, gives_product = plan
         fresh = state is None
         if state is None:
             state = {"seen": {event_id: t}, "t": t, "ch": event.channel, "so": t}
@@ -1222,13 +1229,12 @@ class Engine:
                 since = _iso_date(since_day)
             state["since"] = since
         product = event.product
-        if product and event_type in PRODUCT_EVENTS:
+        if product and gives_product:
             products: list[str] | None = state.get("prod")
             if products is None:
                 state["prod"] = [product]
             elif product not in products:
                 insort(products, product)
-        sign = self._signs.get(event_type, 0)
         if sign:
             _record(state, newest, self._lateness_ms, self._ledger_window, t, sign, event_id, 1)
         # Conditions read only since / products / last channel, which no rule kind changes,
