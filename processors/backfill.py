@@ -205,6 +205,8 @@ def backfill_topic(
             handle.close()
         for temp in temps:
             temp.unlink(missing_ok=True)
+        if producer is not None:
+            producer.release()
         consumer.close()
     summary.seconds = time.perf_counter() - started
     return summary
@@ -292,6 +294,7 @@ class _TopicOutput:
         self.producer.poll(0)
 
     def close(self, timeout_s: float = 60.0) -> None:
+        """Wait for every delivery; raise `BackfillError` for any that failed."""
         left = self.producer.flush(timeout_s)
         if left:
             raise BackfillError(f"{left} actions/decisions were not delivered in {timeout_s} s")
@@ -299,6 +302,12 @@ class _TopicOutput:
             raise BackfillError(
                 f"{self.failed} actions/decisions were not delivered: " + "; ".join(self.failures)
             )
+
+    def release(self) -> None:
+        """Close the client now (it holds this object through its callback: a cycle that
+        would otherwise keep its threads connecting until a garbage collection)."""
+        self.producer.purge()
+        self.producer.close()
 
 
 class _Run:
