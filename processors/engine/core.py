@@ -644,8 +644,11 @@ class Step:
             if engine.decisions:
                 self.out.decisions.append(self.decision(rt, cand, outcome, reason, None))
             return False
-        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
-        action_id = _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
+        if len(evidence) == 1:  # the usual case: one event made the rule fire
+            text = f"{rt.action_prefix}{cid}\x1f{evidence[0]}"
+        else:
+            text = rt.action_prefix + cid + ("\x1f" + "\x1f".join(evidence) if evidence else "")
+        action_id = _sha256(text.encode()).digest()[:16].hex()
         if engine.decisions:
             self.out.decisions.append(self.decision(rt, cand, outcome, reason, action_id))
         if rt.engagement:
@@ -667,7 +670,7 @@ class Step:
                 rule.destination,
                 rule.priority,
                 self.render(rt, cand, balance),
-                list(evidence),
+                list(evidence) if engine.decisions else evidence,  # not shared with a Decision
                 state.get("ch") or "other",
                 at,
                 at + rule.due_by_ms if rule.due_by_ms is not None else None,
@@ -1139,6 +1142,7 @@ class Engine:
         }
         self._lateness_ms = self.config.allowed_lateness_ms
         self._dedupe_ms = self.config.dedupe_horizon_ms
+        self._dedupe_slack_ms = self._dedupe_ms + self._dedupe_ms // 4
         self._negative_rules = pack.relationship.negative_rules
         self._ledger_window = pack.relationship.window_ms
 
@@ -1214,11 +1218,11 @@ class Engine:
             if t >= newest:
                 state["t"] = newest = t
                 state["ch"] = event.channel
-            horizon = newest - self._dedupe_ms
             # Ids are kept at least the dedupe horizon and at most a quarter longer, so the
             # (linear) expiry runs at most once per quarter horizon per customer.
             oldest = state.get("so", t)
-            if oldest < horizon - self._dedupe_ms // 4:
+            if oldest < newest - self._dedupe_slack_ms:
+                horizon = newest - self._dedupe_ms
                 seen = state["seen"] = {k: st for k, st in seen.items() if st >= horizon}
                 oldest = min(seen.values(), default=t)
             state["so"] = oldest if oldest < t else t
