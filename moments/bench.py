@@ -799,10 +799,11 @@ def empty_agent() -> None:
     import faust
 
     from processors.faust_support import WorkerConsumer
-    from processors.worker import broker_urls
+    from processors.worker import broker_urls, use_fast_event_loop
 
     settings = Settings()
     assert settings.bootstrap is not None
+    use_fast_event_loop()  # as the worker does: the same event loop on both sides
     topic_name = os.environ["MOMENTS_BENCH_TOPIC"]
     progress = Path(os.environ["MOMENTS_BENCH_PROGRESS"])
     app = faust.App(

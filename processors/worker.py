@@ -68,6 +68,7 @@ never decides anything itself: all semantics are the engine's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -206,7 +207,7 @@ class TriggerWorker:
             value_type=bytes,  # raw values: JSON bytes written by PartitionState
             help="Trigger engine state of every interactions partition (JSON values).",
         )
-        self.staged_state = stage_table(self.app, self.state)
+        self.staged_state = stage_table(self.app, self.state, self.output)
         self.app.agent(self.interactions, name="moments.trigger")(self._consume)
         self.app.timer(settings.idle_tick_s, name="moments.idle_ticks")(self._send_idle_ticks)
         self.app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
@@ -223,6 +224,11 @@ class TriggerWorker:
             )
         )
         self._watermark_lag = _children(lambda partition: WATERMARK_LAG.labels(str(partition)))
+        #: Counts and gauge values of the batch being handled (`_flush_metrics` applies them).
+        self._tally_consumed: dict[tuple[str, str], int] = {}
+        self._tally_emitted: dict[tuple[str, str], int] = {}
+        self._tally_decided: dict[tuple[str, str, str], int] = {}
+        self._watermarks: dict[int, int] = {}
         self._last_seen: dict[int, float] = {}
         #: Per partition: (max occurred_at, log timestamp of the last event), both in ms.
         self._idle_clock: dict[int, tuple[int, int]] = {}
@@ -247,12 +253,13 @@ class TriggerWorker:
         `handle` (not a bad record: those are dead-lettered) the consumer is halted
         first, so that the records after the failing one are never committed.
         """
+        handle = self._handle
         try:
             for event in batch:
                 # take_events fills its buffer in another task: make this event current
                 # here, for stores that file each key under the event's partition.
                 _current_event.set(weakref.ref(event))
-                await self.handle(event)
+                handle(event)
             self.output.serve()
         except BaseException as exc:
             consumer = self.app.consumer
@@ -262,6 +269,10 @@ class TriggerWorker:
             raise
         finally:
             _current_event.set(None)
+            self._flush_metrics()
+        now = time.monotonic()
+        for partition in {event.message.partition for event in batch}:
+            self._last_seen[partition] = now
 
     async def handle(self, event: EventT[Any]) -> None:
         """Handle one record of `interactions` (event, tick or poison); call inside the stream.
@@ -270,42 +281,49 @@ class TriggerWorker:
         with it) is skipped: the state already holds its effect, and its output was
         delivered before that state was (redelivery after a crash or a rebalance).
         """
+        try:
+            self._handle(event)
+        finally:
+            self._flush_metrics()
+        self._last_seen[event.message.partition] = time.monotonic()
+
+    def _handle(self, event: EventT[Any]) -> None:
+        """`handle` without its metrics flush (`handle_batch` flushes once per batch)."""
         message = event.message
         partition, offset = message.partition, message.offset
-        self._last_seen[partition] = time.monotonic()
         store = PartitionState(self.staged_state, partition)
         applied = store.get_worker(_APPLIED)
         if applied is not None and offset <= applied:
             REDELIVERIES_SKIPPED.inc()
             return
         store.set_worker(_APPLIED, offset)
-        headers = _header_map(message.headers)
-        if headers.get(CONTROL_HEADER) == TICK:
-            await self._on_tick(store, partition, round(message.timestamp * 1000))
+        headers = message.headers
+        if headers and _header_map(headers).get(CONTROL_HEADER) == TICK:
+            self._on_tick(store, partition, round(message.timestamp * 1000))
         else:
-            await self._on_record(event, store)
+            self._on_record(event, store)
         store.commit()
 
-    async def _on_record(self, event: EventT[Any], store: PartitionState) -> None:
+    def _on_record(self, event: EventT[Any], store: PartitionState) -> None:
         message = event.message
         value = message.value
         if value is None:
-            await self._dead_letter(event, "decode", "Tombstone", "a null value is not an event")
+            self._dead_letter(event, "decode", "Tombstone", "a null value is not an event")
             return
         if len(value) > self.settings.max_event_bytes:
             detail = f"{len(value)} bytes exceed max_event_bytes {self.settings.max_event_bytes}"
-            await self._dead_letter(event, "size", "EventTooLarge", detail)
+            self._dead_letter(event, "size", "EventTooLarge", detail)
             return
         try:
             interaction = self.event_codec.decode(value)
         except DecodeError as exc:
-            await self._dead_letter(event, exc.stage, type(exc).__name__, str(exc))
+            self._dead_letter(event, exc.stage, type(exc).__name__, str(exc))
             return
         except SchemaValidationError as exc:
-            await self._dead_letter(event, "validate", type(exc).__name__, str(exc))
+            self._dead_letter(event, "validate", type(exc).__name__, str(exc))
             return
         except Exception as exc:  # a codec bug must not stop the worker either
-            await self._dead_letter(event, "decode", type(exc).__name__, str(exc))
+            self._dead_letter(event, "decode", type(exc).__name__, str(exc))
             return
         partition = message.partition
         try:
@@ -313,15 +331,20 @@ class TriggerWorker:
         except Exception as exc:
             log.exception("engine failed on %s[%d]@%d", message.topic, partition, message.offset)
             store.discard_engine_writes()  # the event's state is left untouched
-            await self._dead_letter(event, "engine", type(exc).__name__, str(exc))
+            self._dead_letter(event, "engine", type(exc).__name__, str(exc))
             return
         engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
-        await self._emit(output, interaction.occurred_at)
+        if output.actions or output.decisions:
+            self._emit(output, interaction.occurred_at)
         self._idle_clock[partition] = (int(engine_clock["max"]), round(message.timestamp * 1000))
-        self._consumed(interaction.channel, interaction.type).inc()
-        self._observe_watermark(partition, engine_clock.get("wm"))
+        consumed = self._tally_consumed
+        kind = (interaction.channel, interaction.type)
+        consumed[kind] = consumed.get(kind, 0) + 1
+        watermark = engine_clock.get("wm")
+        if watermark is not None:
+            self._watermarks[partition] = watermark
 
-    async def _on_tick(self, store: PartitionState, partition: int, tick_ms: int) -> None:
+    def _on_tick(self, store: PartitionState, partition: int, tick_ms: int) -> None:
         basis = self._idle_clock.get(partition)
         if basis is None:  # restarted: the basis of the last tick, else count from this tick
             persisted = store.get_worker(_CLOCK)
@@ -339,28 +362,34 @@ class TriggerWorker:
         # The basis is persisted here, not per event: a worker that restarts into a quiet
         # partition resumes its clock from the last tick (costs no changelog record per event).
         store.set_worker(_CLOCK, [max_occurred, last_event_ms])
-        await self._emit(output, None)
-        self._observe_watermark(partition, self.engine.watermark(store))
+        self._emit(output, None)
+        watermark = self.engine.watermark(store)
+        if watermark is not None:
+            self._watermarks[partition] = watermark
 
     # -- output -----------------------------------------------------------------------------
 
-    async def _emit(self, output: EngineOutput, event_ms: int | None) -> None:
+    def _emit(self, output: EngineOutput, event_ms: int | None) -> None:
         """Hand actions and decisions to the producer (acknowledged before the next commit).
 
         `event_ms` is the occurred_at of the event being handled (None for a tick). An
         action at that time answers the event (latency `trigger="event"`: the pipeline's
         delay); any other action is a timer whose deadline passed (`trigger="timer"`: it
-        waited for the watermark, at least the allowed lateness, by design).
+        waited for the watermark, at least the allowed lateness, by design). Counters are
+        tallied and added by `_flush_metrics`; the latency is observed here.
         """
         send = self.output.send
         if output.actions:
             encode_action = self.action_codec.encode
+            action_topics = self.action_topics
             for action in output.actions:
-                topic = self.action_topics[action.destination]
+                topic = action_topics[action.destination]
                 send(topic, action.customer_id.encode(), encode_action(action))
             now = time.time()
+            emitted = self._tally_emitted
             for action in output.actions:
-                self._emitted(action.rule, action.destination).inc()
+                labels = (action.rule, action.destination)
+                emitted[labels] = emitted.get(labels, 0) + 1
                 trigger = "event" if action.triggered_at == event_ms else "timer"
                 self._latency(action.destination, trigger).observe(
                     max(0.0, now - action.triggered_at / 1000)
@@ -374,12 +403,33 @@ class TriggerWorker:
         if output.decisions:
             encode_decision = self.decision_codec.encode
             topic = self.settings.topics.decisions
+            decided = self._tally_decided
             for decision in output.decisions:
                 send(topic, decision.customer_id.encode(), encode_decision(decision))
-            for decision in output.decisions:
-                self._decided(decision.rule, decision.outcome, decision.reason).inc()
+                outcome = (decision.rule, decision.outcome, decision.reason)
+                decided[outcome] = decided.get(outcome, 0) + 1
 
-    async def _dead_letter(self, event: EventT[Any], stage: str, kind: str, detail: str) -> None:
+    def _flush_metrics(self) -> None:
+        """Add the tallied counters to their metrics; set the watermark lag gauges."""
+        if self._tally_consumed:
+            for (channel, kind), count in self._tally_consumed.items():
+                self._consumed(channel, kind).inc(count)
+            self._tally_consumed.clear()
+        if self._tally_emitted:
+            for (rule, destination), count in self._tally_emitted.items():
+                self._emitted(rule, destination).inc(count)
+            self._tally_emitted.clear()
+        if self._tally_decided:
+            for (rule, outcome, reason), count in self._tally_decided.items():
+                self._decided(rule, outcome, reason).inc(count)
+            self._tally_decided.clear()
+        if self._watermarks:
+            now = time.time()
+            for partition, watermark in self._watermarks.items():
+                self._watermark_lag(partition).set(now - watermark / 1000)
+            self._watermarks.clear()
+
+    def _dead_letter(self, event: EventT[Any], stage: str, kind: str, detail: str) -> None:
         message = event.message
         error_headers = [
             ("moments.error.stage", stage.encode()),
@@ -404,10 +454,6 @@ class TriggerWorker:
             kind,
             detail[:200],
         )
-
-    def _observe_watermark(self, partition: int, watermark: int | None) -> None:
-        if watermark is not None:
-            self._watermark_lag(partition).set(time.time() - watermark / 1000)
 
     # -- rebalances -------------------------------------------------------------------------
 
@@ -473,6 +519,17 @@ def _header_map(headers: Any) -> dict[str, bytes]:
     return dict(_header_items(headers))
 
 
+def use_fast_event_loop() -> bool:
+    """Run asyncio on uvloop when it is installed (Faust's per-message tasks and
+    callbacks cost ~15% less CPU); call before the app is built. True if it is."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
 def build_app(settings: Settings, engine: Engine | None = None) -> faust.App:
     """The worker's Faust app (not started): for tests and for `faust -A` style tooling."""
     return TriggerWorker(settings, engine).app
@@ -481,6 +538,7 @@ def build_app(settings: Settings, engine: Engine | None = None) -> faust.App:
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGTERM or SIGINT; offsets committed and producer flushed on exit."""
     serve_metrics(settings.metrics_port, settings.metrics_host)
+    use_fast_event_loop()
     worker = TriggerWorker(settings)
     faust_worker = faust.Worker(worker.app, loglevel="INFO", quiet=True)
     try:

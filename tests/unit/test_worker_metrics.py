@@ -86,7 +86,8 @@ def test_actions_answering_the_event_and_timer_actions_are_told_apart(
         [action("case_unresolved", "care", deadline), action("case_follow_up", "care", event_ms)],
         [],
     )
-    asyncio.run(worker._emit(out, event_ms))
+    worker._emit(out, event_ms)
+    worker._flush_metrics()  # counters are tallied per batch
     event_sum, event_count = observed("care", "event")
     timer_sum, timer_count = observed("care", "timer")
     assert event_count - before_event[1] == 1
@@ -101,7 +102,7 @@ def test_actions_answering_the_event_and_timer_actions_are_told_apart(
 def test_a_tick_emits_only_timer_actions(worker: TriggerWorker) -> None:
     deadline = int(time.time() * 1000) - 400_000
     before = observed("crm", "timer"), observed("crm", "event")
-    asyncio.run(worker._emit(EngineOutput([action("x_absence", "crm", deadline)], []), None))
+    worker._emit(EngineOutput([action("x_absence", "crm", deadline)], []), None)
     assert observed("crm", "timer")[1] == before[0][1] + 1
     assert observed("crm", "event") == before[1]
 
@@ -117,7 +118,8 @@ def test_decisions_count_by_rule_outcome_and_bounded_reason(worker: TriggerWorke
             decision("life_event_check_in", "suppressed", "Not A Label Value!"),
         ],
     )
-    asyncio.run(worker._emit(out, 0))
+    worker._emit(out, 0)
+    worker._flush_metrics()
     assert (cool._value.get(), other._value.get()) == (before[0] + 1, before[1] + 1)
     assert worker.output.sent == [("unit.decisions", b"ann")] * 2  # type: ignore[attr-defined]
 

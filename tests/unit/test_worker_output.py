@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from faust.types import TP
 
 from processors.faust_support import (
     OUTPUT_PRODUCER_CONFIG,
+    StagedTable,
     WorkerConsumer,
     first_failure,
     output_sender,
@@ -19,14 +22,17 @@ from processors.faust_support import (
 
 
 class FakeMessage:
-    def __init__(self, topic: str) -> None:
-        self._topic = topic
+    def __init__(self, topic: str, partition: int | None = None, offset: int = 0) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
 
     def topic(self) -> str:
         return self._topic
 
     def partition(self) -> int:
-        return 0
+        return self._partition or 0
+
+    def offset(self) -> int:
+        return self._offset
 
 
 class FakeProducer:
@@ -49,12 +55,17 @@ class FakeProducer:
         topic: str,
         value: bytes | None,
         key: bytes | None,
+        partition: int | None = None,
         *,
         headers: Any = None,
         on_delivery: Callable[[Any, Any], None],
     ) -> None:
-        self.records.append((topic, key, value, headers))
-        self.pending.append((on_delivery, self.fail, FakeMessage(topic)))
+        if partition is None:
+            self.records.append((topic, key, value, headers))
+        else:
+            self.records.append((topic, key, value, partition))
+        offset = len(self.records) - 1
+        self.pending.append((on_delivery, self.fail, FakeMessage(topic, partition, offset)))
 
     def poll(self, timeout: float) -> int:
         self.polls += 1
@@ -179,3 +190,66 @@ def test_a_full_queue_waits_for_deliveries_instead_of_dropping(full: int) -> Non
     assert [r[2] for r in producer.records] == [b"first", b"second"]
     assert producer.polls == full
     assert sender.take().sent == 2
+
+
+class FakeStore(dict[str, bytes]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: dict[TP, int] = {}
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+class FakeTable:
+    """What StagedTable uses of a Faust table to send its changelog."""
+
+    def __init__(self) -> None:
+        self.data = FakeStore()
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-state-changelog")
+        self.key_type, self.key_serializer = str, "json"
+        self.app = SimpleNamespace(
+            serializers=SimpleNamespace(dumps_key=lambda t, k, serializer: json.dumps(k).encode())
+        )
+
+
+def test_the_changelog_goes_through_librdkafka_to_each_partition_after_the_output() -> None:
+    sender, made = make_sender(FakeApp())
+    table = StagedTable(FakeTable(), sender)
+    sender.send("decisions", b"ann", b"d1")  # an output record, not the changelog's
+    table.put(2, "2/e/c:ann", b"{}")
+    table.put(5, "5/w/applied", b"7")
+    table.remove(5, "5/e/gone")
+
+    async def scenario() -> None:
+        (done,) = await table.send(table.take())
+        await done
+
+    asyncio.run(scenario())
+    producer = made[0]
+    assert producer.records[1:] == [
+        ("app-state-changelog", b'"2/e/c:ann"', b"{}", 2),
+        ("app-state-changelog", b'"5/w/applied"', b"7", 5),
+        ("app-state-changelog", b'"5/e/gone"', None, 5),
+    ]
+    assert table.table.data.persisted == {
+        TP("app-state-changelog", 2): 1,
+        TP("app-state-changelog", 5): 3,
+    }
+    assert sender.take().sent == 1  # the output's delivery counts only the output
+
+
+def test_a_changelog_record_refused_fails_the_commit() -> None:
+    sender, made = make_sender(FakeApp())
+    table = StagedTable(FakeTable(), sender)
+    table.put(0, "0/w/applied", b"1")
+    made_producer = sender.producer
+    made_producer.fail = "REQUEST_TIMED_OUT"
+
+    async def scenario() -> BaseException | None:
+        return await first_failure(await table.send(table.take()))
+
+    failure = asyncio.run(scenario())
+    assert failure is not None and "REQUEST_TIMED_OUT" in str(failure)
+    assert table.table.data.persisted == {}
+    assert made == [made_producer]
