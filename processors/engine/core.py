@@ -640,17 +640,38 @@ class Step:
                     del cool[k]
         engine.decided += 1
         evidence = cand.evidence
-        if outcome != "fired":
-            if engine.decisions:
-                self.out.decisions.append(self.decision(rt, cand, outcome, reason, None))
+        fired = outcome == "fired"
+        if not fired and not engine.decisions:
             return False
+        # ids hash "\x1f"-joined parts; the evidence tail is shared by both ids
         if len(evidence) == 1:  # the usual case: one event made the rule fire
-            text = f"{rt.action_prefix}{cid}\x1f{evidence[0]}"
+            tail = "\x1f" + evidence[0]
         else:
-            text = rt.action_prefix + cid + ("\x1f" + "\x1f".join(evidence) if evidence else "")
-        action_id = _sha256(text.encode()).digest()[:16].hex()
+            tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+        action_id = (
+            _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
+            if fired
+            else None
+        )
         if engine.decisions:
-            self.out.decisions.append(self.decision(rt, cand, outcome, reason, action_id))
+            self.out.decisions.append(
+                Decision(  # positional: the field order of decision.avsc
+                    # the time too: the same evidence can be decided again later
+                    _sha256(f"{rt.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
+                    .digest()[:16]
+                    .hex(),
+                    cid,
+                    rule.id,
+                    rule.version,
+                    outcome,
+                    reason,
+                    action_id,
+                    evidence,
+                    at,
+                )
+            )
+        if action_id is None:
+            return False
         if rt.engagement:
             contacts: list[int] | None = state.get("cap")
             if contacts is None:
@@ -689,29 +710,6 @@ class Step:
                 0,
             )
         return True
-
-    def decision(
-        self, rt: _RuleRuntime, cand: Candidate, outcome: str, reason: str, action_id: str | None
-    ) -> Decision:
-        """The trace of one candidate; its id includes the time (the same evidence can be
-        decided again later)."""
-        evidence = cand.evidence
-        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
-        cid = self.customer_id
-        at = cand.at
-        return Decision(  # positional: the field order of decision.avsc
-            _sha256(f"{rt.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
-            .digest()[:16]
-            .hex(),
-            cid,
-            rt.rule.id,
-            rt.rule.version,
-            outcome,
-            reason,
-            action_id,
-            evidence,
-            at,
-        )
 
     def prune_times(self, times: list[int], window_ms: int) -> None:
         horizon = self.newest - window_ms - self.engine.config.allowed_lateness_ms
