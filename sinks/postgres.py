@@ -182,9 +182,8 @@ def apply_migrations(conninfo: str, migrations: Sequence[Migration] | None = Non
 # No Python dumper runs per value, and no datetime object is made per row.
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
 _TEXT_OID = 25
-_ARRAY_HEADER = struct.Struct(
-    ">iiiii"
-)  # dimensions, has-nulls flag, element oid, length, lower bound
+# An array's header: dimensions, has-nulls flag, element type oid; then length, lower bound.
+_ARRAY_HEADER = struct.Struct(">iiiii")
 _INT4 = struct.Struct(">i").pack
 _EMPTY_TEXT_ARRAY = struct.pack(">iii", 0, 0, _TEXT_OID)
 _ONE_TEXT_HEADER = _ARRAY_HEADER.pack(1, 0, _TEXT_OID, 1, 1)
@@ -287,7 +286,10 @@ def jsonb_binary(value: dict[str, str]) -> bytes:
 
 
 def timestamptz_wire(epoch_ms: int | None) -> int | None:
-    """Epoch milliseconds as the int8 a binary timestamptz is (microseconds since 2000)."""
+    """Epoch milliseconds as the int8 a binary timestamptz is (microseconds since 2000).
+
+    The row builders inline this arithmetic (a call per timestamp shows at 50k rows/s).
+    """
     return None if epoch_ms is None else epoch_ms * 1000 - _PG_EPOCH_US
 
 
