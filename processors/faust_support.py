@@ -11,11 +11,14 @@ table by mutating what it read) and falsy values (`0`, `[]`) survive recovery
 
 Writes are buffered for the duration of one event and applied with `commit()`
 inside the stream iteration of that event, so an event whose processing fails
-leaves no half-written state behind. `StagedTable` applies them to the local
-store at once but stages their changelog records (addressed explicitly to the
-event's partition, coalesced per key) until the next offset commit, when
-`WorkerConsumer` sends them after the output of those events is acknowledged.
-This costs a record per changed key per commit instead of per event.
+leaves no half-written state behind. `StagedTable` stages their changelog
+records (addressed explicitly to the event's partition, coalesced per key)
+until the next offset commit, when `WorkerConsumer` sends them after the
+output of those events is acknowledged. This costs a record per changed key
+per commit instead of per event. A memory store gets the writes at once; a
+persistent (rocksdb) store, which survives a kill, only once their changelog
+records are acknowledged (reads see them meanwhile in an overlay), so it
+never holds the state of an event whose output was not delivered.
 
 `OutputSender` produces the worker's output records (actions, decisions, dead
 letters) with a confluent-kafka (librdkafka) producer, without Faust's
@@ -48,9 +51,8 @@ stream partition without a committed offset to the beginning of the log.
 This module writes a table's local store directly, never through
 `Table.__setitem__` (which Faust forbids inside `take()`); the caller must make
 the event being handled the current event (a rocksdb store files each key
-under its partition). Staged changelog records carry their partition explicitly. With a
-persistent (rocksdb) store the local state can run ahead of the changelog
-after a crash, as in plain Faust. It knows nothing of rules or Avro.
+under its partition). Staged changelog records carry their partition explicitly. It
+knows nothing of rules or Avro.
 
 `broker_credentials` turns the librdkafka security options that the
 confluent clients take from `settings.kafka_extra` (+ the secret) into
@@ -68,17 +70,18 @@ from collections import Counter
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import KafkaException, Producer
 from faust.auth import GSSAPICredentials, SASLCredentials, SSLCredentials
 from faust.exceptions import ProducerSendError
 from faust.stores.memory import Store as MemoryStore
+from faust.streams import _current_event
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-from faust.types import TP, ConsumerT
+from faust.types import TP, ConsumerT, EventT
 from faust.types.auth import CredentialsT
 
 #: Table key of the fence tombstone; never holds a value.
@@ -92,14 +95,16 @@ _JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 class StagedTable:
     """A Faust table whose changelog records wait for the next offset commit.
 
-    `put`/`remove` change the local store at once (inside the stream iteration
-    of the event, as Faust requires) and stage one changelog record per key
-    and partition; a key written by many events between two commits costs one
-    record. `WorkerConsumer` sends the staged records when Faust commits
-    offsets: first it waits until everything produced so far (the actions and
-    decisions of those events) is acknowledged, then it sends the records,
-    then Faust flushes and commits. So the changelog never holds state whose
-    output was not delivered, and never lags the committed offsets.
+    `put`/`remove` stage one changelog record per key and partition (a key
+    written by many events between two commits costs one record) and change a
+    memory store at once (inside the stream iteration of the event, as Faust
+    requires); a persistent store only in `apply`, after the changelog is
+    acknowledged (until then `get` reads the write from an overlay).
+    `WorkerConsumer` sends the staged records when Faust commits offsets: first
+    it waits until everything produced so far (the actions and decisions of
+    those events) is acknowledged, then it sends the records, then Faust
+    flushes and commits. So the changelog never holds state whose output was
+    not delivered, and never lags the committed offsets.
     """
 
     def __init__(self, table: Any, sender: OutputSender | None = None) -> None:
@@ -108,6 +113,10 @@ class StagedTable:
         self.sender = sender
         self._staged: dict[int, dict[str, bytes | None]] = {}
         self._local: Any = None
+        #: Persistent stores only: writes whose changelog is not acknowledged yet.
+        self._overlay: dict[str, bytes | None] | None = None
+        #: Changelog offsets acknowledged, recorded in the store by `apply`.
+        self._acked: dict[TP, int] = {}
 
     @property
     def local(self) -> Any:
@@ -115,16 +124,28 @@ class StagedTable:
         local = self._local
         if local is None:
             store = self.table.data
-            local = store.data if isinstance(store, MemoryStore) else store
+            if isinstance(store, MemoryStore | dict):  # dict: a plain mapping (tests)
+                local = store.data if isinstance(store, MemoryStore) else store
+            else:  # persistent (rocksdb): it survives a crash, so it waits for the changelog
+                local = store
+                self._overlay = {}
             self._local = local
         return local
 
     def get(self, key: str) -> bytes | None:
-        value = self.local.get(key)  # the local store, as `put` writes it
+        local = self.local
+        overlay = self._overlay
+        # the overlay first, then the local store (as `apply` or `put` wrote it)
+        value = overlay[key] if overlay is not None and key in overlay else local.get(key)
         return None if value is None else bytes(value)
 
     def put(self, partition: int, key: str, data: bytes) -> None:
-        self.local[key] = data
+        local = self.local
+        overlay = self._overlay
+        if overlay is None:
+            local[key] = data
+        else:
+            overlay[key] = data
         staged = self._staged.get(partition)
         if staged is None:
             staged = self._staged[partition] = {}
@@ -132,7 +153,9 @@ class StagedTable:
 
     def remove(self, partition: int, key: str) -> None:
         store = self.local
-        if key in store:
+        if self._overlay is not None:
+            self._overlay[key] = None
+        elif key in store:
             del store[key]
         self._staged.setdefault(partition, {})[key] = None
 
@@ -141,12 +164,49 @@ class StagedTable:
         staged, self._staged = self._staged, {}
         return staged
 
+    def apply(self, staged: dict[int, dict[str, bytes | None]]) -> None:
+        """The changelog of `staged` is acknowledged: write it to a persistent local store,
+        then record the changelog offsets it covers (a crash in between re-reads them).
+
+        A memory store got its writes at once (it does not survive a crash; a restart
+        recovers the changelog). A persistent store gets them only now, so after a kill
+        it never holds the state of an event whose output was not delivered; until
+        then `get` reads them from the overlay.
+        """
+        overlay = self._overlay
+        store = self.table.data
+        if overlay is not None:
+            for partition, writes in staged.items():
+                # the store files each key under the current event's partition
+                event = cast(EventT[Any], _PartitionEvent(partition))
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    for key, data in writes.items():
+                        if data is None:
+                            if key in store:
+                                del store[key]
+                        else:
+                            store[key] = data
+                        if overlay.get(key, _DELETED) is data:  # nothing newer staged since
+                            del overlay[key]
+                finally:
+                    _current_event.reset(token)
+        acked, self._acked = self._acked, {}
+        for tp, offset in acked.items():
+            store.set_persisted_offset(tp, offset)
+
+    def acknowledged(self, tp: TP, offset: int) -> None:
+        """A changelog record of `tp` at `offset` was acknowledged."""
+        if offset > self._acked.get(tp, -1):
+            self._acked[tp] = offset
+
     async def send(self, staged: dict[int, dict[str, bytes | None]]) -> list[asyncio.Future[Any]]:
         """Hand detached records to the producer, each to its partition; their delivery futures.
 
         Straight to the producer rather than through `Table.send_changelog`, whose
         per-record buffer overflows at every commit and stalls the stream; like it,
-        each acknowledgement records the persisted offset (used by rocksdb stores).
+        each acknowledgement records the persisted offset (used by rocksdb stores),
+        here at `apply`, once the local store holds what it covers.
         """
         table = self.table
         topic = table.changelog_topic.get_topic_name()
@@ -154,27 +214,43 @@ class StagedTable:
         dumps_key = table.app.serializers.dumps_key  # the table's own key bytes, for recovery
         if self.sender is not None:
             sender = self.sender
-            delivery = ChangelogDelivery(sender)
+            delivery = ChangelogDelivery(sender, self)
             for partition, writes in staged.items():
                 for key, data in writes.items():
                     raw_key = dumps_key(key_type, key, serializer=key_serializer)
                     sender.send(topic, raw_key, data, partition=partition, delivery=delivery)
-            return [asyncio.ensure_future(delivery.persisted(table.data))]
+            return [asyncio.ensure_future(delivery.acknowledged())]
         send = table.app.producer.send
         futures: list[asyncio.Future[Any]] = []
         for partition, writes in staged.items():
-            persisted = partial(_persisted, table.data, TP(topic, partition))
+            acknowledged = partial(_acknowledged, self, TP(topic, partition))
             for key, data in writes.items():
                 raw_key = dumps_key(key_type, key, serializer=key_serializer)
                 future = await send(topic, raw_key, data, partition, None, None)
-                future.add_done_callback(persisted)
+                future.add_done_callback(acknowledged)
                 futures.append(future)
         return futures
 
 
-def _persisted(store: Any, tp: TP, future: asyncio.Future[Any]) -> None:
+class _PartitionEvent:
+    """Stands for an event of `partition` while `StagedTable.apply` writes a store."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = _PartitionOnly(partition)
+
+
+class _PartitionOnly:
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+def _acknowledged(table: StagedTable, tp: TP, future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is None:
-        store.set_persisted_offset(tp, future.result().offset)
+        table.acknowledged(tp, future.result().offset)
 
 
 _STAGED: weakref.WeakKeyDictionary[Any, list[StagedTable]] = weakref.WeakKeyDictionary()
@@ -229,30 +305,25 @@ class OutputDelivery:
 
 
 class ChangelogDelivery(OutputDelivery):
-    """The delivery of one commit's changelog records: also the last offset per partition."""
+    """The delivery of one commit's changelog records, telling `table` each acknowledged
+    offset (recorded in its store once the store holds the records)."""
 
-    __slots__ = ("offsets",)
+    __slots__ = ("table",)
 
-    def __init__(self, sender: OutputSender) -> None:
+    def __init__(self, sender: OutputSender, table: StagedTable) -> None:
         super().__init__(sender.producer)
-        self.offsets: dict[TP, int] = {}
+        self.table = table
 
     def report(self, error: Any, message: Any) -> None:
         super().report(error, message)
         if error is None:
-            tp = TP(message.topic(), message.partition())
-            offset = message.offset()
-            if offset > self.offsets.get(tp, -1):
-                self.offsets[tp] = offset
+            self.table.acknowledged(TP(message.topic(), message.partition()), message.offset())
 
-    async def persisted(self, store: Any) -> None:
-        """Wait for the records; raise the first delivery error, else record what the
-        store's changelog now holds (`set_persisted_offset`, used by rocksdb stores)."""
+    async def acknowledged(self) -> None:
+        """Wait for the records; raise the first delivery error."""
         failure = await self.wait()
         if failure is not None:
             raise failure
-        for tp, offset in self.offsets.items():
-            store.set_persisted_offset(tp, offset)
 
 
 class OutputSender:
@@ -568,7 +639,9 @@ class WorkerConsumer(AIOKafkaConsumer):
         changelog = [f for table, staged in detached if staged for f in await table.send(staged)]
         if not await self._delivered("a changelog record", changelog):
             return None
-        return len(changelog)
+        for table, staged in detached:
+            table.apply(staged)
+        return sum(len(writes) for _, staged in detached for writes in staged.values())
 
     async def _delivered(self, what: str, futures: list[asyncio.Future[Any]]) -> bool:
         """Flush and check; on a failed delivery crash the worker instead of committing.

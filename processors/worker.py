@@ -20,9 +20,10 @@ unhandled. Each record is handled like this:
    state of the event's partition in a changelog-backed Faust table (see
    `processors.faust_support`). Writes are applied per event to the table's
    local store (never through `Table.__setitem__`, which Faust forbids inside
-   `take()`; the event is made the task's current event first, as stores that
-   file keys by partition need) and their changelog records, addressed to the
-   event's partition, are sent at the next offset commit and when partitions
+   `take()`; a persistent store gets them once their changelog is acknowledged,
+   so after a kill it holds no state whose output was lost) and their changelog
+   records, addressed to the event's partition, are sent at the next offset
+   commit and when partitions
    are revoked (a rebalance's recovery re-reads the changelog, even of the
    partitions a worker keeps), coalesced per key: a restarted or rebalanced
    worker recovers the state of every committed event. The state also holds

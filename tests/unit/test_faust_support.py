@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator, MutableMapping
 from types import SimpleNamespace
 from typing import Any
 
+from faust.streams import current_event
 from faust.types import TP
 
 from processors.faust_support import PartitionState, StagedTable
@@ -73,8 +75,11 @@ def test_changelog_records_wait_for_send_and_are_coalesced_per_key() -> None:
     assert table.changelog == []
 
     async def send() -> int:
-        futures = await staged.send(staged.take())
+        detached = staged.take()
+        futures = await staged.send(detached)
         await asyncio.sleep(0)  # the done-callbacks run
+        assert getattr(table.data, "persisted", {}) == {}  # recorded once applied
+        staged.apply(detached)
         return len(futures)
 
     assert asyncio.run(send()) == 2
@@ -114,3 +119,71 @@ def test_unchanged_values_cost_no_write_and_reads_are_fresh_objects() -> None:
     value["n"] = 2  # mutating what was read never reaches the table
     assert PartitionState(staged, 1).get("k") == {"n": 1}
     assert staged.take() == {}
+
+
+class PersistentStore(MutableMapping[str, bytes]):
+    """A rocksdb-like store: survives a crash, files each key under the current event's
+    partition, records the changelog offset it holds."""
+
+    def __init__(self) -> None:
+        self.by_partition: dict[int, dict[str, bytes]] = {}
+        self.log: list[tuple[str, Any]] = []
+
+    def _partition(self) -> int:
+        event = current_event()
+        assert event is not None, "a persistent store needs the current event"
+        return int(event.message.partition)
+
+    def __getitem__(self, key: str) -> bytes:
+        for data in self.by_partition.values():
+            if key in data:
+                return data[key]
+        raise KeyError(key)
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.by_partition.setdefault(self._partition(), {})[key] = value
+        self.log.append(("set", key))
+
+    def __delitem__(self, key: str) -> None:
+        for data in self.by_partition.values():
+            data.pop(key, None)
+        self.log.append(("del", key))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for data in self.by_partition.values() for k in data])
+
+    def __len__(self) -> int:
+        return sum(len(data) for data in self.by_partition.values())
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.log.append(("persisted", (tp.partition, offset)))
+
+
+def test_a_persistent_store_holds_only_state_whose_changelog_was_acknowledged() -> None:
+    table = FakeTable()
+    table.data = PersistentStore()  # type: ignore[assignment]
+    table.data.by_partition[4] = {"4/e/old": b"1"}
+    staged = StagedTable(table)
+    store = PartitionState(staged, 4)
+    assert store.get("old") == 1
+    store.set("c:ann", {"n": 1})
+    store.delete("old")
+    store.set_worker("applied", 9)
+    store.commit()
+    assert table.data.log == []  # nothing local before the changelog is acknowledged
+    assert PartitionState(staged, 4).get("c:ann") == {"n": 1}  # read from the overlay
+    assert PartitionState(staged, 4).get("old") is None
+    detached = staged.take()
+    later = PartitionState(staged, 4)
+    later.set("c:ann", {"n": 2})  # staged after the take: waits for the next commit
+    later.commit()
+
+    async def acknowledged() -> None:
+        await asyncio.gather(*await staged.send(detached))
+
+    asyncio.run(acknowledged())
+    staged.apply(detached)
+    assert table.data.by_partition[4] == {"4/e/c:ann": b'{"n":1}', "4/w/applied": b"9"}
+    assert table.data.log[-1] == ("persisted", (4, 2))  # after the data it covers
+    assert PartitionState(staged, 4).get("c:ann") == {"n": 2}  # the newer, still pending
+    assert current_event() is None

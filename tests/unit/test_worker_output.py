@@ -222,8 +222,10 @@ def test_the_changelog_goes_through_librdkafka_to_each_partition_after_the_outpu
     table.remove(5, "5/e/gone")
 
     async def scenario() -> None:
-        (done,) = await table.send(table.take())
+        detached = table.take()
+        (done,) = await table.send(detached)
         await done
+        table.apply(detached)
 
     asyncio.run(scenario())
     producer = made[0]
