@@ -395,7 +395,7 @@ _JSONB = ("jsonb", "bytea")
 
 ACTIONS = TableSpec(
     "actions",
-    ("customer_id", "action_id"),
+    ("action_id",),
     (
         Column("action_id", "text"),
         Column("customer_id", "text"),
@@ -416,7 +416,7 @@ ACTIONS = TableSpec(
 )
 DECISIONS = TableSpec(
     "decisions",
-    ("customer_id", "decision_id"),
+    ("decision_id",),
     (
         Column("decision_id", "text"),
         Column("customer_id", "text"),
