@@ -16,9 +16,12 @@ Three parts, each usable alone:
   thread writes batch k while batch k+1 is consumed and decoded (one ahead).
 
 It must never commit a Kafka offset past a row that is not durable, never skip
-a record (undecodable bytes go to the stage's dead-letter topic, database
-outages are waited out), and never build SQL from values: values travel by
-COPY or as parameters.
+a record silently (undecodable actions and decisions go to `actions.dlq`,
+database outages are waited out), and never build SQL from values: values
+travel by COPY or as parameters. On `interactions` it stores exactly the
+events the worker applies: records the worker refuses (undecodable, invalid,
+oversized, tombstones) are left to the worker, which owns `interactions.dlq`,
+so each poison record is dead-lettered once; idle ticks are skipped too.
 """
 
 from __future__ import annotations
@@ -795,7 +798,6 @@ class _SinkLoop:
         for topic in self.topics:
             if topic == names.interactions:
                 self._decoders[topic] = codec_for(InteractionEvent, registry).decode
-                self._dlq_topic[topic] = names.interactions_dlq
             elif topic == names.decisions:
                 self._decoders[topic] = codec_for(Decision, registry).decode
                 self._dlq_topic[topic] = names.actions_dlq
@@ -900,13 +902,29 @@ class _SinkLoop:
         if self._batch_started is None:
             self._batch_started = time.monotonic()
         value = message.value()
-        if not value and topic == self._control_topic and _is_control(message):
-            return  # the worker's idle tick: not an event, committed with the batch
+        events = topic == self._control_topic
+        if events and (
+            (not value and _is_control(message))
+            or value is None
+            or len(value) > self.settings.max_event_bytes
+        ):
+            # An idle tick, or an event the worker refuses (it owns `interactions.dlq`):
+            # the timeline holds exactly the events the engine saw. Committed with the batch.
+            return
         try:
             if value is None:
                 raise DecodeError("empty message (tombstone)")
             record = self._decoders[topic](value)
         except (DecodeError, SchemaValidationError) as exc:
+            if events:
+                log.debug(
+                    "%s[%s]@%s skipped (the worker dead-letters it): %s",
+                    topic,
+                    partition,
+                    offset,
+                    exc,
+                )
+                return
             self._dead_letter(message, exc)
             return
         self.sink.add(record, topic=topic, partition=partition, offset=offset)
