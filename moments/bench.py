@@ -667,8 +667,10 @@ class _Bench:
         latencies: list[float] = []
         received = [0]
         stop = threading.Event()
-        consumer = Consumer(
-            settings.kafka_config(**{"group.id": f"bench-lat-{uuid.uuid4().hex[:6]}"})
+        consumer = Consumer(  # a short fetch wait: the instrument must not add latency
+            settings.kafka_config(
+                **{"group.id": f"bench-lat-{uuid.uuid4().hex[:6]}", "fetch.wait.max.ms": 5}
+            )
         )
         feedback = settings.topics.action("feedback")
         parts = consumer.list_topics(feedback, timeout=10).topics[feedback].partitions
@@ -676,7 +678,9 @@ class _Bench:
 
         def collect() -> None:
             while not stop.is_set():
-                for message in consumer.consume(1000, 0.05):
+                # a batch consume waits its whole timeout unless full: keep it short, or the
+                # instrument adds up to that much to every latency it measures
+                for message in consumer.consume(1000, 0.002):
                     value = message.value()
                     if message.error() is not None or value is None:
                         continue
@@ -793,6 +797,8 @@ def _reached(samples: list[tuple[float, int]], level: float) -> float | None:
 def empty_agent() -> None:
     """A Faust app whose agent only counts records (`stream.take`): the ceiling of Faust itself.
 
+    It runs on what the worker runs on (uvloop, `WorkerConsumer`: the same drain loop and
+    fetch wait), so the ratio compares the worker's own work, not two Faust setups.
     Run in a child process by the bench; reads the topic from MOMENTS_BENCH_TOPIC and
     writes its running count to MOMENTS_BENCH_PROGRESS.
     """

@@ -40,6 +40,13 @@ rebalance.
 worker unless it is being cancelled): the worker calls it when handling a
 `take()` batch fails, because Faust acks the whole batch anyway.
 
+`WorkerConsumer` also makes Faust's consumer cheaper and prompter: its drain
+loop runs each message's callback inline instead of as two tasks raced with
+`asyncio.wait` (Faust's `wait_first`, which cost more CPU than the rest of an
+empty agent); a callback that does suspend is finished as Faust would, raced
+against `suspend_flow`. And fetches wait at most `FETCH_MAX_WAIT_MS` on the
+broker instead of Faust's fixed 1.5 s, which Tansu always waits out.
+
 `WorkerConsumer` (with `FencingRecovery` stopping the flow while
 streams are resumed) closes a hole in Faust + aiokafka: Faust resumes stream
 partitions before it seeks them to their committed offsets and then clears
@@ -80,6 +87,8 @@ from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, ConsumerT, EventT
 from faust.types.auth import CredentialsT
@@ -219,6 +228,8 @@ class StagedTable:
                 for key, data in writes.items():
                     raw_key = dumps_key(key_type, key, serializer=key_serializer)
                     sender.send(topic, raw_key, data, partition=partition, delivery=delivery)
+                    if delivery.sent % _SEND_SLICE == 0:
+                        await asyncio.sleep(0)  # a commit's thousands of records: let events in
             return [asyncio.ensure_future(delivery.acknowledged())]
         send = table.app.producer.send
         futures: list[asyncio.Future[Any]] = []
@@ -230,6 +241,10 @@ class StagedTable:
                 future.add_done_callback(acknowledged)
                 futures.append(future)
         return futures
+
+
+#: Changelog records produced between two yields to the event loop.
+_SEND_SLICE = 256
 
 
 class _PartitionEvent:
@@ -585,6 +600,21 @@ class FencingTableManager(TableManager):
         return self._recovery
 
 
+#: How long a fetch may wait on the broker for data. Faust hard-codes 1.5 s, and Tansu
+#: answers a fetch only when that wait is over, not when data arrives: at a steady
+#: 2k events/s the worker saw records ~0.4 s (p50) to ~0.75 s (p99) late.
+FETCH_MAX_WAIT_MS = 10
+
+
+class WorkerConsumerThread(AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread with a short fetch wait (`FETCH_MAX_WAIT_MS`)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+
 class WorkerConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer that sends staged changelogs before committing offsets,
     and seeks stream partitions without a committed offset to the beginning.
@@ -593,6 +623,9 @@ class WorkerConsumer(AIOKafkaConsumer):
     """
 
     _halted: BaseException | None = None
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return WorkerConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def halt(self, reason: BaseException) -> None:
         """Never commit offsets again; crash the worker unless `reason` is a cancellation.
@@ -658,6 +691,81 @@ class WorkerConsumer(AIOKafkaConsumer):
         await self.crash(ProducerSendError(f"{what} was not delivered: {failure!r}"))
         return False
 
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+        """Faust's drain loop, without two tasks and an `asyncio.wait` per message.
+
+        Faust runs each message's callback (the conductor's `on_message`) as a task raced
+        against `suspend_flow` (`wait_first`), so that a rebalance never waits for a
+        callback stuck on a full stream buffer; that costs about as much CPU as the rest
+        of an empty agent. Here the callback's first step runs inline: almost always it
+        finishes without suspending (nothing to race), and if it does suspend, the rest
+        of it runs exactly as Faust runs it, raced against `suspend_flow`.
+        """
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        suspend_flow = self.suspend_flow
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = getmany(timeout=1.0)
+                # Sleeping because sometimes getmany is called in a loop
+                # never releasing to the event loop
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            # We have a gap in income messages
+                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            pending: Any = callback(message)
+                            try:
+                                blocked_on = pending.send(None)
+                            except StopIteration:
+                                pass  # done without suspending: the usual case
+                            else:
+                                await self.wait_first(
+                                    _resumed(pending, blocked_on), suspend_flow.wait()
+                                )
+                            set_read_offset(tp, offset)
+                    unset_flag(flag_consumer_fetching)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
         changelogs = self.app.tables.changelog_topics
@@ -668,6 +776,38 @@ class WorkerConsumer(AIOKafkaConsumer):
             earliest = await self.earliest_offsets(*fresh)
             await self.seek_wait({tp: earliest[tp] for tp in fresh if earliest.get(tp) is not None})
         return committed
+
+
+async def _resumed(coroutine: Any, blocked_on: Any) -> Any:
+    """Await the rest of `coroutine`, whose first step yielded `blocked_on`."""
+    return await _Resume(coroutine, blocked_on)
+
+
+class _Resume:
+    """Awaitable that drives a started coroutine on, as the task awaiting it would have:
+    it yields what the coroutine yields (the futures it waits for) and passes results,
+    exceptions and cancellation through."""
+
+    __slots__ = ("_blocked_on", "_coroutine")
+
+    def __init__(self, coroutine: Any, blocked_on: Any) -> None:
+        self._coroutine, self._blocked_on = coroutine, blocked_on
+
+    def __await__(self) -> Any:
+        coroutine, value = self._coroutine, self._blocked_on
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # thrown in by the task (cancellation too): pass it on
+                try:
+                    value = coroutine.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                value = coroutine.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 # --------------------------------------------------------------------------- credentials

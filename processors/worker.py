@@ -123,6 +123,8 @@ _REASON_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: Output records wait this long to share a produce request (Faust's default, 0, sends a
 #: request per event's output; the publisher SDK lingers 5 ms too).
 PRODUCER_LINGER_S = 0.005
+#: `broker_commit_every` that never triggers (commits every `broker_commit_interval`).
+COMMIT_EVERY_NEVER = 1 << 62
 #: A partial batch waits at most this long for more records (bounds the latency batching adds).
 BATCH_WITHIN_S = 0.01
 
@@ -183,6 +185,9 @@ class TriggerWorker:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_linger=PRODUCER_LINGER_S,
+            # Commits on the timer only: a commit waits for the output and the changelog,
+            # and one triggered by a record count would stall the fetch loop meanwhile.
+            broker_commit_every=COMMIT_EVERY_NEVER,
             topic_partitions=settings.interactions_partitions,
             topic_replication_factor=settings.replication_factor,
             key_serializer="raw",

@@ -8,6 +8,7 @@ from collections.abc import Iterator, MutableMapping
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.streams import current_event
 from faust.types import TP
 
@@ -187,3 +188,40 @@ def test_a_persistent_store_holds_only_state_whose_changelog_was_acknowledged() 
     assert table.data.log[-1] == ("persisted", (4, 2))  # after the data it covers
     assert PartitionState(staged, 4).get("c:ann") == {"n": 2}  # the newer, still pending
     assert current_event() is None
+
+
+async def _step(log: list[Any], gate: asyncio.Future[int]) -> int:
+    log.append("start")
+    await asyncio.sleep(0)
+    log.append("after a yield")
+    value = await gate
+    log.append(("gate", value))
+    return value * 2
+
+
+def test_a_callback_that_suspends_finishes_as_a_task_would_run_it() -> None:
+    """WorkerConsumer's drain loop runs a message callback's first step inline and, if it
+    suspends, the rest through `_resumed` (raced against suspend_flow, as Faust does)."""
+    from processors.faust_support import _resumed
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        log: list[Any] = []
+        gate: asyncio.Future[int] = loop.create_future()
+        started = _step(log, gate)
+        rest = asyncio.ensure_future(_resumed(started, started.send(None)))
+        await asyncio.sleep(0.01)
+        assert log == ["start", "after a yield"] and not rest.done()
+        gate.set_result(21)
+        assert await rest == 42 and log[-1] == ("gate", 21)
+
+        stuck: asyncio.Future[int] = loop.create_future()
+        other = _step([], stuck)
+        cancelled = asyncio.ensure_future(_resumed(other, other.send(None)))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()  # suspend_flow won the race: the callback is cancelled inside
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert stuck.cancelled()
+
+    asyncio.run(scenario())
