@@ -692,11 +692,12 @@ class _Bench:
 
         reader = threading.Thread(target=collect, daemon=True)
         reader.start()
+        metrics_port = free_port()
         with Supervisor(settings, self.work / "logs") as supervisor:
             supervisor.spawn(
                 f"{settings.worker_app_id}-lat",
                 "worker",
-                MOMENTS_METRICS_PORT="0",
+                MOMENTS_METRICS_PORT=str(metrics_port),
                 MOMENTS_WORKER_WEB_PORT=str(free_port()),
             )
             # Warm up: the worker must have joined and be emitting before the clock runs.
@@ -733,6 +734,8 @@ class _Bench:
             deadline = time.monotonic() + 30
             while len(latencies) < sent and time.monotonic() < deadline:
                 time.sleep(0.1)
+            # The worker's own share: event time -> handed to the producer (its histogram).
+            worker_side = _worker_latency_share(metrics_port, "feedback")
         stop.set()
         reader.join(5)
         consumer.close()
@@ -749,9 +752,36 @@ class _Bench:
             "p99_ms": round(p99, 1),
             "max_ms": round(ordered[-1], 1),
             "mean_ms": round(statistics.fmean(ordered), 1),
+            "worker_side": worker_side,
         }
         self.figures["latency_p50_ms"] = round(p50, 1)
         self.figures["latency_p99_ms"] = round(p99, 1)
+
+
+def _worker_latency_share(port: int, destination: str) -> dict[str, float]:
+    """Share of the worker's actions to `destination` emitted within each latency bucket
+    (event time -> handed to the producer; the rest of the end-to-end latency is the
+    output producer's linger, the broker and the reader)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    buckets: dict[str, float] = {}
+    prefix = "moments_event_to_action_latency_seconds_bucket{"
+    for line in text.splitlines():
+        labels = f'destination="{destination}"' in line and 'trigger="event"' in line
+        if line.startswith(prefix) and labels:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+    total = buckets.get("+Inf", 0.0)
+    if not total:
+        return {}
+    return {
+        f"within_{float(le) * 1000:g}_ms": round(count / total, 4)
+        for le, count in buckets.items()
+        if le != "+Inf" and float(le) <= 0.5
+    }
 
 
 def _consumed(port: int) -> int:
