@@ -524,7 +524,8 @@ class _Bench:
             "batch": batch,
             "sink_rows_per_s": sink_rate,
             "raw_copy_rows_per_s": copy_rate,
-            "what": "PostgresSink add+flush (COPY to staging, insert on conflict, commit) "
+            "what": "PostgresSink add+flush (binary COPY into the tables, staging + insert on "
+            "conflict only for redelivered keys, commit) "
             "vs one binary COPY of the same rows into an unlogged table",
         }
         self.figures["sink_rows_per_s"] = sink_rate
@@ -846,6 +847,7 @@ def empty_agent() -> None:
         settings.worker_app_id,
         broker=broker_urls(settings.bootstrap),
         store="memory://",
+        datadir=str(progress.parent / "empty-agent-data"),  # not the current directory
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_session_timeout=settings.broker_session_timeout_s,
         consumer_auto_offset_reset="earliest",
