@@ -23,10 +23,10 @@ unhandled. Each record is handled like this:
    `take()`; a persistent store gets them once their changelog is acknowledged,
    so after a kill it holds no state whose output was lost) and their changelog
    records, addressed to the event's partition, are sent at the next offset
-   commit and when partitions
-   are revoked (a rebalance's recovery re-reads the changelog, even of the
-   partitions a worker keeps), coalesced per key: a restarted or rebalanced
-   worker recovers the state of every committed event. The state also holds
+   commit and when partitions are revoked (a rebalance's recovery re-reads the
+   changelog, even of the partitions a worker keeps), coalesced per key: a
+   restarted or rebalanced worker recovers the state of every committed
+   event. The state also holds
    the offset of the last record it covers (`w/applied`, per partition); a
    record at or below it is skipped, so a redelivered record (the state may
    run ahead of the committed offsets after a crash or a rebalance) is never
@@ -34,7 +34,7 @@ unhandled. Each record is handled like this:
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
    customer_id, Avro), handed to a librdkafka producer (`OutputSender`: a C
    call per record instead of aiokafka's Python send path on the event loop;
-   it lingers a few ms to share produce requests). At each commit the worker first
+   it lingers 20 ms to share produce requests). At each commit the worker first
    waits until all of them are acknowledged (a failed delivery crashes the
    worker instead of committing), then sends the changelog, then Faust
    commits the offsets: a crash before the commit makes the redelivered
