@@ -7,15 +7,13 @@ import uuid
 from collections.abc import Iterable
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
 from moments.metrics import EVENTS_PUBLISHED
 from moments.settings import Settings
 from producers.publisher import Publisher, PublishError
 from schemas.codec import AvroCodec, SchemaValidationError
 from schemas.records import InteractionEvent
-
-FENCE = b"fence"
+from tests.integration.read_back import read_back_messages
 
 
 def _event(n: int, customer: str, event_type: str = "inquiry") -> InteractionEvent:
@@ -53,48 +51,17 @@ def _murmur2_partition(key: bytes, partitions: int) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
-def _fence(settings: Settings, topic: str, partitions: int) -> None:
-    """Tansu's high watermark stops at the last batch's base offset: end every partition
-    with a lone record so the batches before it are readable in full."""
-    producer = Producer(settings.kafka_config())
-    for partition in range(partitions):
-        producer.produce(topic, value=FENCE, partition=partition)
-        producer.flush(10)
-    assert producer.flush(10) == 0
-
-
-def _consume(
-    settings: Settings, topic: str, partitions: int, wanted: Iterable[str], timeout_s: float = 20.0
-) -> dict[str, tuple[bytes, int, bytes]]:
-    """event_id -> (key, partition, value) for every wanted event, read from the beginning."""
-    codec = AvroCodec(InteractionEvent, registry_url=settings.schema_registry_url)
-    missing = set(wanted)
-    seen: dict[str, tuple[bytes, int, bytes]] = {}
-    consumer = Consumer(
-        settings.kafka_config(
-            **{"group.id": f"test-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
-        )
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    deadline = time.monotonic() + timeout_s
-    try:
-        while missing and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None or msg.value() == FENCE:
-                continue
-            value = msg.value()
-            assert value is not None
-            event = codec.decode(value)
-            seen[event.event_id] = (msg.key() or b"", msg.partition() or 0, value)
-            missing.discard(event.event_id)
-    finally:
-        consumer.close()
-    assert not missing, f"not consumed within {timeout_s} s: {sorted(missing)}"
-    return seen
+def _consume(settings: Settings, wanted: Iterable[str]) -> dict[str, tuple[bytes, int, bytes]]:
+    """event_id -> (key, partition, value) for every wanted event on `interactions`."""
+    seen = read_back_messages(settings, wanted)
+    return {
+        event_id: (message.key() or b"", message.partition() or 0, message.value() or b"")
+        for event_id, (_, message) in seen.items()
+    }
 
 
 def test_published_events_are_keyed_by_customer(settings: Settings) -> None:
-    topic, partitions = settings.topics.interactions, settings.interactions_partitions
+    partitions = settings.interactions_partitions
     customers = ["customer-a", "customer-b", "customer-c"]
     events = [_event(n, customers[n % 3]) for n in range(9)]
     before = EVENTS_PUBLISHED.labels(channel="call", type="inquiry")._value.get()
@@ -108,8 +75,7 @@ def test_published_events_are_keyed_by_customer(settings: Settings) -> None:
     assert EVENTS_PUBLISHED.labels(channel="call", type="inquiry")._value.get() == before + 9
     assert uuid.UUID(live.event_id).version == 7
 
-    _fence(settings, topic, partitions)
-    seen = _consume(settings, topic, partitions, [e.event_id for e in [*events, live]])
+    seen = _consume(settings, [e.event_id for e in [*events, live]])
 
     for event in [*events, live]:
         key, partition, _ = seen[event.event_id]
@@ -159,11 +125,9 @@ def test_oversized_event_surfaces_as_publish_error(settings: Settings) -> None:
 
 def test_registry_settings_put_confluent_frames_on_the_wire(settings: Settings) -> None:
     framed = settings.model_copy(update={"schema_registry_url": "mock://publisher-test"})
-    topic, partitions = framed.topics.interactions, framed.interactions_partitions
     event = _event(1, "customer-r", "payment_failed")
     with Publisher(framed) as publisher:
         publisher.publish(event)
-    _fence(framed, topic, partitions)
-    _, _, value = _consume(framed, topic, partitions, [event.event_id])[event.event_id]
+    _, _, value = _consume(framed, [event.event_id])[event.event_id]
     assert value[0] == 0  # Confluent magic byte + schema id
     assert AvroCodec(InteractionEvent, registry_url="mock://publisher-test").decode(value) == event
