@@ -127,9 +127,7 @@ def test_rows_are_copied_into_the_table_and_only_duplicates_go_through_staging()
     insert = _sql(ACTIONS.insert_sql())
     assert insert.startswith('INSERT INTO "actions" ("action_id", "customer_id"')
     assert 'SELECT "action_id", "customer_id"' in insert
-    assert insert.endswith(
-        'FROM "_stage_actions" ON CONFLICT ("action_id") DO NOTHING'
-    )
+    assert insert.endswith('FROM "_stage_actions" ON CONFLICT ("action_id") DO NOTHING')
     assert 'ON CONFLICT ("customer_id", "event_id") DO NOTHING' in _sql(
         INTERACTION_EVENTS.insert_sql()
     )
