@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import random
 import socket
 import time
@@ -561,6 +562,23 @@ def test_hostile_requests_over_real_http(
     assert not tally.problems, "\n".join(tally.problems[:10])
     assert health.status_code == 200, "the collector stopped answering"
     assert accepted.status_code == 202 and accepted.json()["accepted"] == 1
+
+
+def test_malformed_http_on_a_socket_never_raises_in_the_collector(
+    real_collector: tuple[str, Publisher], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every raw payload, twice, logs no server error: with h11, a bad chunk that arrived
+    with its headers made uvicorn answer 400 and close while the app answered too
+    (\"Exception in ASGI application\": LocalProtocolError, state MUST_CLOSE)."""
+    url, _ = real_collector
+    host, port = url.removeprefix("http://").split(":")
+    with caplog.at_level(logging.WARNING):
+        for payload in RAW_REQUESTS * 2:
+            raw_exchange(host, int(port), payload)
+        time.sleep(0.3)  # the app's tasks of the last requests finish
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert any("Invalid HTTP request" in r.getMessage() for r in caplog.records)
 
 
 def test_a_client_gone_before_its_body_arrived_takes_nothing_and_raises_nothing(
