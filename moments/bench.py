@@ -49,7 +49,7 @@ from moments.stack import free_port, local_stack
 from moments.topics import ensure_topics
 from processors.backfill import backfill_topic
 from processors.config import engine_config
-from processors.engine import DictStore, Engine, load_rule_pack
+from processors.engine import ENGINE_COMPILED, DictStore, Engine, load_rule_pack
 from processors.replay import no_cyclic_gc, partition_for, replay_file
 from producers.publisher import Publisher
 from producers.simulator import write_simulation
@@ -184,6 +184,7 @@ def run_bench(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "engine_compiled": ENGINE_COMPILED,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if json_path is not None:
@@ -1039,11 +1040,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _engine_kind(report: dict[str, Any]) -> str:
+    compiled = (report.get("machine") or {}).get("engine_compiled")
+    if compiled is None:
+        return "not recorded"
+    return "compiled with mypyc" if compiled else "pure Python (no compiled module, or a stale one)"
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """The report as markdown: each figure beside its reference, then the targets."""
     lines = [
         f"# moments bench ({'quick' if report.get('quick') else 'full'}, "
         f"{report.get('seconds')} s)",
+        "",
+        f"Engine core: {_engine_kind(report)}.",
         "",
         "| figure | value | reference | value / reference | reference is |",
         "|---|---:|---:|---:|---|",

@@ -89,6 +89,10 @@ CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
     "queued.max.messages.kbytes": 256 * 1024,
     "fetch.wait.max.ms": 50,
+    # While a partition's fetched records wait in the local queue, librdkafka postpones
+    # its next fetch by this much (default 1 s): the end-of-partition report, which ends
+    # the run, came up to that late (0.27 s of a 1.1 s run of 111k events).
+    "fetch.queue.backoff.ms": 10,
 }
 PRODUCER_DEFAULTS: Final[dict[str, Any]] = {
     "client.id": "moments-backfill",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import schemas._native as native_package
 from processors.engine import Engine, load_rule_pack
 from processors.replay import Replayer, replay_file
 from producers.simulator import simulate
@@ -19,6 +21,7 @@ from schemas.codec import (
     DecodeError,
     SchemaValidationError,
     event_from_json,
+    native_modules,
     read_events_jsonl,
     to_json_bytes,
     to_json_line,
@@ -231,11 +234,38 @@ def test_generated_reader_gives_fastavros_records_and_errors(
 
 def test_generated_readers_cover_actions_and_decisions() -> None:
     action = ActionEvent("a1", "c1", "r", "a", 1, "care", 50, "why", ["e1"], "web", 5, None, {})
+    full = ActionEvent(
+        "a2", "c1", "r", "a", 1, "care", 50, "why", ["e1", "e2", "e3"], "web", 5, 9,
+        {"products": "gas,power", "relationship_balance": "-2", "x" * 70: "y" * 300},
+    )  # fmt: skip
     decision = Decision("d1", "c1", "r", 1, "held_out", "held_out", None, ["e1", "e2"], 7)
-    for record in (action, decision):
+    for record in (action, full, decision):
         codec = AvroCodec(type(record))
-        assert codec._fast_reader is not None
-        assert codec.decode(codec.encode(record)) == record
+        assert codec._fast_reader is not None and codec._fast_decoder is not None
+        data = codec.encode(record)
+        assert codec._fast_decoder(data) == codec.decode(data) == record
+
+
+def test_native_decoder_modules_are_current() -> None:
+    """schemas/_native/ holds what the generator writes now (python -m schemas.codec
+    --write-native), so the compiled decoders run the very code the codec would exec."""
+    directory = Path(native_package.__file__).parent
+    assert {p.name for p in directory.glob("*.py")} - {"__init__.py"} == set(native_modules())
+    for name, source in native_modules().items():
+        assert (directory / name).read_text() == source, f"{name} is stale: regenerate it"
+
+
+def test_a_native_decoder_generated_from_another_source_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = importlib.import_module("schemas._native.interaction_event")
+    assert AvroCodec(InteractionEvent)._fast_decoder is module.decode
+    monkeypatch.setattr(module, "SOURCE_DIGEST", "0" * 64)
+    codec = AvroCodec(InteractionEvent)
+    assert codec._fast_decoder is not None and codec._fast_decoder is not module.decode
+    assert codec._fast_decoder.__code__.co_filename == "<avro decoder InteractionEvent>"
+    event = InteractionEvent("e1", "c1", "web", "inquiry", 1_700_000_000_000, "ivr")
+    assert codec._fast_decoder(codec.encode(event)) == event
 
 
 def _encoded(codec: AvroCodec[Any], record: Any) -> tuple[str, Any]:
