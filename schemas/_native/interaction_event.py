@@ -17,6 +17,10 @@ def decode(data: bytes) -> Any:
     key: Any
     v0: Any
     v1: Any
+    v10: Any
+    v11: Any
+    v12: Any
+    v13: Any
     v2: Any
     v3: Any
     v4: Any
@@ -25,10 +29,6 @@ def decode(data: bytes) -> Any:
     v7: Any
     v8: Any
     v9: Any
-    v10: Any
-    v11: Any
-    v12: Any
-    v13: Any
 
     if data[:10] != _header:
         raise _Unusual
