@@ -1,4 +1,5 @@
-"""The trigger engine: pure Python, no Kafka, no Faust.
+"""The trigger engine: pure Python (compiled with mypyc where the install could), no Kafka,
+no Faust.
 
 Public surface: `Engine`, `load_rule_pack`, `check_rule_pack`, `RulePack`,
 `RulePackError`, and the interfaces (`StateStore`, `DictStore`,
