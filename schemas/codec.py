@@ -1059,6 +1059,20 @@ def _decoder_source(
     return "".join(source)
 
 
+def _decoder_parts(
+    schema: dict[str, Any],
+    header: bytes,
+    record_type: type[Any],
+    checks: tuple[tuple[int, Check], ...],
+) -> tuple[str, dict[str, Any]] | None:
+    """The decoder's source and the names it reads (None: unsupported schema)."""
+    names = _reader_names()
+    names["_header"] = header
+    names["_Record"] = record_type
+    source = _decoder_source(schema, header, checks, names)
+    return None if source is None else (source, names)
+
+
 def _compile_decoder(
     schema: dict[str, Any],
     header: bytes,
@@ -1074,12 +1088,10 @@ def _compile_decoder(
     The same source compiled with mypyc (`schemas/_native/`, built by setup.py) runs
     instead when it was generated from this very source (~3x faster).
     """
-    names = _reader_names()
-    names["_header"] = header
-    names["_Record"] = record_type
-    source = _decoder_source(schema, header, checks, names)
-    if source is None:
+    parts = _decoder_parts(schema, header, record_type, checks)
+    if parts is None:
         return None
+    source, names = parts
     native = _native_decoder(schema["name"], source, names)
     if native is not None:
         return cast(Callable[[bytes], R], native)
@@ -1145,15 +1157,10 @@ def native_modules() -> dict[str, str]:
         AvroCodec(Decision),
     )
     for codec in codecs:
-        record_type = codec.record_type
-        names = _reader_names()  # filled in the order _compile_decoder fills it
-        names["_header"] = codec._header
-        names["_Record"] = record_type
-        checks = tuple((index, check) for index, _, check in codec._decoded_checks_at)
-        source = _decoder_source(codec._read_schema_json, codec._header, checks, names)
-        if source is not None:
-            module = _native_module_name(codec._read_schema_json["name"])
-            out[f"{module}.py"] = native_module_source(source, names)
+        schema = codec._read_schema_json
+        parts = _decoder_parts(schema, codec._header, codec.record_type, codec._checks_by_index)
+        if parts is not None:
+            out[f"{_native_module_name(schema['name'])}.py"] = native_module_source(*parts)
     return out
 
 
@@ -1356,6 +1363,7 @@ class AvroCodec(Generic[R]):
         self._decoded_checks_at = tuple(
             (index_of[name], name, check) for name, check in self._decoded_checks
         )
+        self._checks_by_index = tuple((index, check) for index, _, check in self._decoded_checks_at)
         writable = self._avro_names == self._field_names
         self._fast_writer = _compile_writer(schema, self._header) if writable else None
         # What exact types leave open is what a decoded record leaves open: the same checks.
@@ -1363,7 +1371,7 @@ class AvroCodec(Generic[R]):
             _compile_writer(
                 schema,
                 self._header,
-                tuple((index, check) for index, _, check in self._decoded_checks_at),
+                self._checks_by_index,
             )
             if writable
             else None
@@ -1373,7 +1381,7 @@ class AvroCodec(Generic[R]):
                 self._read_schema_json,
                 self._header,
                 record_type,
-                tuple((index, check) for index, _, check in self._decoded_checks_at),
+                self._checks_by_index,
             )
             if self._positional
             else None
