@@ -485,3 +485,20 @@ def test_sink_subscribes_to_the_routed_destinations_only() -> None:
     assert sink.topics == ["p.actions.care", "p.actions.billing"]
     assert sink.group == "moments-sink-webhook"
     assert sink.dlq_topic == "p.actions.dlq"
+
+
+def test_the_cli_names_the_plain_http_destination_without_its_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from moments.cli import app
+
+    monkeypatch.setenv("MOMENTS_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("MOMENTS_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("MOMENTS_WEBHOOK_URLS", json.dumps({"care": URL}))
+    monkeypatch.delenv("MOMENTS_WEBHOOK_ALLOW_HTTP", raising=False)
+    result = CliRunner().invoke(app, ["sink", "webhook"])
+    assert result.exit_code == 2
+    assert "MOMENTS_WEBHOOK_URLS[care]: http://hooks.test/… is plain http" in result.output
+    assert "T0KEN" not in result.output and SECRET not in result.output
