@@ -362,6 +362,15 @@ def test_unusable_settings_are_one_clear_error(overrides: dict[str, object], pro
     assert "T0KEN" not in str(info.value) and SECRET not in str(info.value)
 
 
+def test_a_ca_bundle_that_is_not_pem_is_one_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "ca.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(
+        WebhookConfigError, match=r"MOMENTS_WEBHOOK_CA_BUNDLE: .*not a readable PEM"
+    ):
+        WebhookSink(webhook_settings(webhook_ca_bundle=junk))
+
+
 def test_plain_http_only_when_allowed() -> None:
     sink = WebhookSink(webhook_settings(webhook_urls={"care": URL}, webhook_allow_http=True))
     assert sink.delivery.urls == {"care": URL}
