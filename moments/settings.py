@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     webhook_group: str = "moments-sink-webhook"
     webhook_urls: dict[str, str] = Field(default_factory=dict)
     webhook_secret: SecretStr | None = None
+    webhook_secrets: dict[str, list[tuple[str, SecretStr]]] = Field(
+        default_factory=dict,
+        description="Destination → [[key id, secret], ...]: sign with the first, receivers"
+        " accept any listed (rotation); webhook_secret (key id `default`) signs the others.",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Allow plain-http webhook URLs (local trials only)."
+    )
+    webhook_ca_bundle: Path | None = Field(
+        default=None, description="PEM file of extra CAs trusted for webhook TLS (internal CAs)."
+    )
 
     # HTTP and metrics.
     collector_host: str = "127.0.0.1"
@@ -127,10 +138,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            elif isinstance(value, list):
-                value = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+            value = _revealed(value)
             if isinstance(value, dict | list):
                 text = json.dumps(value)
             elif isinstance(value, bool):
@@ -139,3 +147,14 @@ class Settings(BaseSettings):
                 text = str(value)
             env[f"MOMENTS_{name.upper()}"] = text
         return env
+
+
+def _revealed(value: Any) -> Any:
+    """`value` with every SecretStr inside it (lists, tuples, dicts) replaced by its text."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    return value

@@ -15,7 +15,8 @@ A malformed request gets a 4xx naming the problem: 401 without a valid API key
 time), 413 for a body or batch over the limits, 415 for an encoded body, 400 for
 anything that is not JSON of the right shape. `GET /healthz` (process up),
 `GET /readyz` (broker reachable, topic present) and `GET /metrics` (Prometheus)
-need no key.
+need no key; `run_collector` serves the same three on the ops port
+(`MOMENTS_METRICS_PORT`) like every other process.
 
 The collector must never accept an event it cannot hand to the broker, never
 start without API keys unless told it is insecure on purpose, and never log
@@ -43,7 +44,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from moments.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED
+from moments.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
 from moments.settings import Settings
 from producers.publisher import Publisher, PublishError, new_event_id
 from schemas.codec import SchemaValidationError, event_from_json, to_json_line
@@ -436,6 +437,7 @@ def run_collector(
     """Serve the collector until SIGINT/SIGTERM (binds settings.collector_host, 127.0.0.1 by
     default); flushes the publisher on the way out."""
     keys = _required_keys(settings, insecure)
+    readiness = BrokerReadiness(settings)
     with Publisher(settings) as publisher:
         app = create_app(
             settings,
@@ -443,7 +445,11 @@ def run_collector(
             insecure=insecure,
             max_body_bytes=max_body_bytes,
             max_batch=max_batch,
+            readiness=readiness,
         )
+        # The ops port too (MOMENTS_METRICS_PORT), where probes and Prometheus look for
+        # every process; the collector's own port serves the same three endpoints.
+        serve_metrics(settings.metrics_port, settings.metrics_host, ready=readiness)
         bind_host = host or settings.collector_host
         bind_port = settings.collector_port if port is None else port
         if not keys:

@@ -339,9 +339,10 @@ def test_webhook_signatures_verify_with_the_helper_in_constant_time(
 ) -> None:
     body = b'{"id":"a1","data":{"customer_id":"CUST-1"}}'
     now = 1_800_000_000
-    headers = signature_headers(WEBHOOK_SECRET, body, now)
-    assert verify_signature(WEBHOOK_SECRET, body, headers, now=now) == now
-    assert sign(WEBHOOK_SECRET, body, now) in headers.values()
+    url = "https://care.example/hooks/moments"
+    headers = signature_headers(WEBHOOK_SECRET, body, url, "k1", now)
+    assert verify_signature(WEBHOOK_SECRET, body, headers, url=url, now=now) == now
+    assert sign(WEBHOOK_SECRET, body, now, url) in headers.values()
     calls: list[tuple[Any, Any]] = []
     real = hmac.compare_digest
 
@@ -351,12 +352,12 @@ def test_webhook_signatures_verify_with_the_helper_in_constant_time(
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     with pytest.raises(SignatureError):
-        verify_signature(WEBHOOK_SECRET, body + b" ", headers, now=now)
+        verify_signature(WEBHOOK_SECRET, body + b" ", headers, url=url, now=now)
     assert calls, "signatures are not compared with hmac.compare_digest"
     with pytest.raises(SignatureError):
-        verify_signature("another-secret", body, headers, now=now)
+        verify_signature("another-secret", body, headers, url=url, now=now)
     with pytest.raises(SignatureError):
-        verify_signature(WEBHOOK_SECRET, body, headers, now=now + 3600)  # replayed an hour later
+        verify_signature(WEBHOOK_SECRET, body, headers, url=url, now=now + 3600)  # an hour later
 
 
 def test_the_settings_repr_hides_the_database_password() -> None:
