@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from moments.report import report_app
 from moments.settings import Settings
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ rules_app = typer.Typer(help="Work with rule packs.", no_args_is_help=True)
 sink_app = typer.Typer(help="Deliver actions downstream.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(sink_app, name="sink")
+app.add_typer(report_app, name="report")
 
 console = Console()
 err_console = Console(stderr=True)

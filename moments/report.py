@@ -1,0 +1,236 @@
+"""`moments report uplift`: did the small moments pay off? Treated versus control (section 9).
+
+A typer sub-app of the CLI: it reads decisions and interaction events from JSON-lines
+files (what `moments replay` writes and reads) or from the PostgreSQL sink, hands
+them to the pure `processors.report.uplift`, and shows the result as a rich table, the
+JSON of section 9 and, with `--png`, a chart. Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from processors.engine.rules import Outcome
+    from processors.report.uplift import RuleUplift
+
+report_app = typer.Typer(help="Reports on what the engine decided.", no_args_is_help=True)
+
+
+@report_app.command("uplift")
+def uplift(
+    events: Annotated[
+        Path | None, typer.Option(help="Interaction events (JSON lines) that measure outcomes.")
+    ] = None,
+    decisions: Annotated[
+        Path | None, typer.Option(help="Decisions (JSON lines, `replay --decisions-out`).")
+    ] = None,
+    database: Annotated[
+        bool, typer.Option("--database", help="Read both from PostgreSQL (MOMENTS_DATABASE_URL).")
+    ] = False,
+    rules: Annotated[Path | None, typer.Option(help="Rule pack (default: built-in).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Write a chart (PNG) here.")] = None,
+) -> None:
+    """Per rule with an outcome: treated vs control customers, both rates, uplift, 95% CI, p."""
+    from moments.cli import UserError, console, friendly, load_settings, require_database
+
+    @friendly
+    def run() -> None:
+        from processors.engine import load_rule_pack
+        from processors.report.uplift import measure_uplift, uplift_json
+
+        settings = load_settings()
+        pack = load_rule_pack(rules or settings.rules_path)
+        outcomes = {r.id: r.outcome for r in pack.rules if r.outcome is not None}
+        if not outcomes:
+            raise UserError(f"{pack.source}: no rule has an outcome to measure")
+        if database:
+            if events is not None or decisions is not None:
+                raise UserError("give --events and --decisions, or --database, not both")
+            results = _from_database(require_database(settings).database_url or "", outcomes)
+        else:
+            if events is None or decisions is None:
+                raise UserError("give --events FILE and --decisions FILE, or --database")
+            results = measure_uplift(
+                outcomes, _decision_rows(decisions, set(outcomes)), _event_rows(events)
+            )
+        console.print(uplift_table(results))
+        if json_out is not None:
+            json_out.write_text(json.dumps(uplift_json(results), indent=2) + "\n", "utf-8")
+            console.print(f"JSON → {json_out}")
+        if png is not None:
+            try:
+                write_uplift_chart(results, png)
+            except ImportError as exc:
+                raise UserError(
+                    f"--png needs matplotlib, which is not installed ({exc}); "
+                    "install it with: pip install 'moments[bench]'"
+                ) from None
+            console.print(f"chart → {png}")
+
+    run()
+
+
+def _decision_rows(path: Path, rules: set[str]) -> Iterator[tuple[str, str, str, int, str]]:
+    """Fired / held_out decisions of `rules` from a JSON-lines file; a bad line names itself."""
+    from schemas.codec import decision_from_json
+    from schemas.codec import SchemaValidationError
+
+    with path.open("rb") as lines:
+        for lineno, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise SchemaValidationError("<line>", f"not valid JSON: {exc}", where) from None
+            if isinstance(obj, dict) and (
+                obj.get("rule") not in rules or obj.get("outcome") not in ("fired", "held_out")
+            ):
+                continue
+            d = decision_from_json(obj, where=where)
+            yield d.customer_id, d.rule, d.outcome, d.decided_at, d.decision_id
+
+
+def _event_rows(path: Path) -> Iterator[tuple[str, str, int]]:
+    from schemas.codec import read_events_jsonl
+
+    for event in read_events_jsonl(path):
+        yield event.customer_id, event.type, event.occurred_at
+
+
+def _from_database(conninfo: str, outcomes: Mapping[str, Outcome]) -> dict[str, RuleUplift]:
+    import psycopg
+
+    from processors.report.uplift import measure_uplift
+    from sinks.outcomes import decision_rows, event_rows
+
+    types = sorted(set().union(*(o.types for o in outcomes.values())))
+    with psycopg.connect(conninfo) as conn:
+        return measure_uplift(
+            outcomes, decision_rows(conn, sorted(outcomes)), event_rows(conn, types)
+        )
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def uplift_table(results: Mapping[str, RuleUplift]) -> Table:
+    """The report as a rich table, one row per rule."""
+    from rich.table import Table
+
+    from processors.engine.rules import format_duration
+
+    table = Table(title="Did it pay off? Treated vs control (95% CI: Newcombe hybrid score)")
+    for name, justify in (
+        ("rule: outcome", "left"),
+        ("treated", "right"),
+        ("control", "right"),
+        ("treated rate", "right"),
+        ("control rate", "right"),
+        ("uplift [95% CI]", "right"),
+        ("p", "right"),
+        ("verdict", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    both = 0
+    for rule in sorted(results):
+        r = results[rule]
+        both += r.both
+        ci = r.ci95
+        uplift_text = (
+            "–"
+            if r.uplift is None or ci is None
+            else f"{r.uplift * 100:+.1f} pts\n[{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]"
+        )
+        verdict = r.verdict
+        style = "green" if verdict.startswith("pays") else "red" if "backfires" in verdict else ""
+        table.add_row(
+            f"[bold]{rule}[/]\n[dim]{r.outcome.better} {' / '.join(sorted(r.outcome.types))} "
+            f"within {format_duration(r.outcome.within_ms)}[/]",
+            f"{r.treated:,}",
+            f"{r.control:,}",
+            _pct(r.treated_rate),
+            _pct(r.control_rate),
+            uplift_text,
+            "–" if r.p_value is None else f"{r.p_value:.3g}",
+            f"[{style}]{verdict}[/]" if style else verdict,
+        )
+    table.caption = (
+        "rate = share of customers with at least one outcome event after the first decision; "
+        "uplift > 0 is good" + (f"; {both} customers in both groups left out" if both else "")
+    )
+    return table
+
+
+def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
+    """A PNG a manager reads: per rule, both rates with their 95% intervals, and the verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from processors.report.uplift import wilson_interval
+
+    rules = sorted(results)
+    fig, ax = plt.subplots(figsize=(10, 1.6 * max(len(rules), 1) + 1.2))
+    for row, rule in enumerate(reversed(rules)):
+        r = results[rule]
+        arms: list[tuple[str, int, int, float, str]] = [
+            ("with the action", r.treated_with_outcome, r.treated, 0.18, "tab:blue"),
+            ("control (held out)", r.control_with_outcome, r.control, -0.18, "tab:gray"),
+        ]
+        for label, x, n, offset, colour in arms:
+            if n == 0:
+                continue
+            low, high = wilson_interval(x, n)
+            rate = x / n
+            ax.errorbar(
+                rate * 100,
+                row + offset,
+                xerr=[[(rate - low) * 100], [(high - rate) * 100]],
+                fmt="o",
+                color=colour,
+                capsize=4,
+                label=label if row == 0 else None,
+            )
+            ax.annotate(
+                f"{rate * 100:.1f}% of {n:,}",
+                (high * 100, row + offset),
+                xytext=(6, -3),
+                textcoords="offset points",
+                fontsize=8,
+            )
+        ci = r.ci95
+        note = r.verdict
+        if r.uplift is not None and ci is not None:
+            note += f"  (uplift {r.uplift * 100:+.1f} pts, 95% CI {ci[0] * 100:+.1f} to "
+            note += f"{ci[1] * 100:+.1f})"
+        ax.text(0.01, row - 0.45, note, transform=ax.get_yaxis_transform(), fontsize=8.5)
+    ax.set_yticks(range(len(rules)))
+    ax.set_yticklabels(
+        [
+            f"{rule}\n{results[rule].outcome.better} {', '.join(sorted(results[rule].outcome.types))}"
+            for rule in reversed(rules)
+        ],
+        fontsize=8.5,
+    )
+    ax.set_ylim(-0.7, len(rules) - 0.4)
+    ax.set_xlim(left=min(0.0, ax.get_xlim()[0]), right=ax.get_xlim()[1] * 1.15)
+    ax.set_xlabel("customers with the outcome (%), with 95% interval")
+    ax.set_title("Did it pay off? Customers who got the action vs the control group")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
