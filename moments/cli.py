@@ -397,12 +397,21 @@ def simulate(
         float | None, typer.Option(help="Share of customers living a seed story.")
     ] = None,
     start: Annotated[str | None, typer.Option(help="First day (ISO-8601).")] = None,
+    effect: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="RULE=SIZE: how customers respond to that rule's action (repeatable; "
+            "default MOMENTS_SIMULATE_EFFECTS; 0 = no effect)."
+        ),
+    ] = None,
 ) -> None:
     """Generate a realistic population's interactions through the channel adapters."""
+    from moments.report import simulation_rates
     from moments.topics import ensure_topics
     from producers.publisher import Publisher
     from producers.simulator import publish_simulation, write_simulation
 
+    rates = simulation_rates(load_settings(), effect or [])
     if (out is None) == (not publish):
         raise UserError("give exactly one of --out FILE or --publish")
     if customers < 1 or days < 1:
@@ -411,7 +420,7 @@ def simulate(
     if out is not None:
         with console.status(f"simulating {customers} customers over {days} days"):
             summary = write_simulation(
-                out, customers, days, seed, start=start_ms, story_rate=story_rate
+                out, customers, days, seed, start=start_ms, story_rate=story_rate, rates=rates
             )
         where = str(out)
     else:
@@ -422,7 +431,13 @@ def simulate(
             Publisher(settings) as publisher,
         ):
             summary = publish_simulation(
-                publisher, customers, days, seed, start=start_ms, story_rate=story_rate
+                publisher,
+                customers,
+                days,
+                seed,
+                start=start_ms,
+                story_rate=story_rate,
+                rates=rates,
             )
         where = settings.topics.interactions
     console.print(

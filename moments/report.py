@@ -18,8 +18,10 @@ import typer
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from moments.settings import Settings
     from processors.engine.rules import Outcome
     from processors.report.uplift import RuleUplift
+    from producers.simulator import Rates
 
 report_app = typer.Typer(help="Reports on what the engine decided.", no_args_is_help=True)
 
@@ -81,8 +83,7 @@ def uplift(
 
 def _decision_rows(path: Path, rules: set[str]) -> Iterator[tuple[str, str, str, int, str]]:
     """Fired / held_out decisions of `rules` from a JSON-lines file; a bad line names itself."""
-    from schemas.codec import decision_from_json
-    from schemas.codec import SchemaValidationError
+    from schemas.codec import SchemaValidationError, decision_from_json
 
     with path.open("rb") as lines:
         for lineno, raw in enumerate(lines, start=1):
@@ -155,6 +156,7 @@ def uplift_table(results: Mapping[str, RuleUplift]) -> Table:
         )
         verdict = r.verdict
         style = "green" if verdict.startswith("pays") else "red" if "backfires" in verdict else ""
+        verdict = verdict.split(" (")[0]
         table.add_row(
             f"[bold]{rule}[/]\n[dim]{r.outcome.better} {' / '.join(sorted(r.outcome.types))} "
             f"within {format_duration(r.outcome.within_ms)}[/]",
@@ -218,19 +220,54 @@ def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
             note += f"{ci[1] * 100:+.1f})"
         ax.text(0.01, row - 0.45, note, transform=ax.get_yaxis_transform(), fontsize=8.5)
     ax.set_yticks(range(len(rules)))
-    ax.set_yticklabels(
-        [
-            f"{rule}\n{results[rule].outcome.better} {', '.join(sorted(results[rule].outcome.types))}"
-            for rule in reversed(rules)
-        ],
-        fontsize=8.5,
-    )
+    labels = []
+    for rule in reversed(rules):
+        outcome = results[rule].outcome
+        labels.append(f"{rule}\n{outcome.better} {', '.join(sorted(outcome.types))}")
+    ax.set_yticklabels(labels, fontsize=8.5)
     ax.set_ylim(-0.7, len(rules) - 0.4)
     ax.set_xlim(left=min(0.0, ax.get_xlim()[0]), right=ax.get_xlim()[1] * 1.15)
     ax.set_xlabel("customers with the outcome (%), with 95% interval")
     ax.set_title("Did it pay off? Customers who got the action vs the control group")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def simulation_rates(settings: Settings, overrides: list[str]) -> Rates:
+    """The simulator's rates with the effects of the settings and `--effect RULE=SIZE`.
+
+    Who would receive an action is decided by the engine's own holdout membership
+    (`in_holdout`, with MOMENTS_HOLDOUT_PERCENT), so the simulated response and the
+    report's control group agree.
+    """
+    from functools import partial
+
+    from moments.cli import UserError
+    from processors.engine.core import in_holdout
+    from producers.simulator import Effects, Rates
+
+    sizes = dict(settings.simulate_effects)
+    for item in overrides:
+        rule, sep, size = item.partition("=")
+        try:
+            sizes[rule.strip()] = float(size)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(
+                f"--effect: expected RULE=SIZE, e.g. explain_first_bill=0.5, got {item!r}"
+            )
+    known = ("explain_first_bill", "thank_meter_reading", "recognize_tenure")
+    unknown = sorted(set(sizes) - set(known))
+    if unknown:
+        raise UserError(
+            f"simulated effects: no effect for {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    try:
+        effects = Effects(**sizes, held_out=partial(in_holdout, percent=settings.holdout_percent))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return Rates(effects=effects)

@@ -134,12 +134,10 @@ class RuleUplift:
         if not self.treated:
             return "never fired: nothing to compare"
         lower, upper = self.ci95 or (0.0, 0.0)
-        what = " / ".join(sorted(self.outcome.types))
         if lower > 0:
-            return f"pays off: {self.outcome.better} {what} than without it"
+            return "pays off (the whole interval is better)"
         if upper < 0:
-            direction = "more" if self.outcome.better == "fewer" else "fewer"
-            return f"backfires: {direction} {what} than without it"
+            return "backfires (the whole interval is worse)"
         return "no evidence either way"
 
     def as_json(self) -> dict[str, Any]:
@@ -208,10 +206,10 @@ def measure_uplift(
         if entries is None:
             continue
         for rule, _, decided_at in entries:
-            outcome = outcomes[rule]
+            measure = outcomes[rule]
             if (
-                event_type in outcome.types
-                and decided_at < occurred_at <= decided_at + outcome.within_ms
+                event_type in measure.types
+                and decided_at < occurred_at <= decided_at + measure.within_ms
             ):
                 hit.add((rule, customer_id))
     with_outcome: dict[str, list[int]] = {rule: [0, 0] for rule in outcomes}
