@@ -697,7 +697,7 @@ class _Parser:
                     + ", ".join(CUSTOMER_DETAIL_SOURCES),
                 )
                 continue
-            if key == "relationship_balance":
+            if key in ("relationship_balance", "relationship_positives", "relationship_negatives"):
                 self.problem(name, f"details.{key}", "reserved: the engine sets it")
                 continue
             out.append((str(key), str(source)))
