@@ -464,6 +464,7 @@ def timeline(
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 200,
 ) -> None:
     """Show one customer's events, actions and decisions in time order."""
+    from sinks.relationship import customer_relationship, relationship_line
     from sinks.timeline import customer_timeline, timeline_table
 
     settings = require_database(load_settings())
@@ -471,6 +472,9 @@ def timeline(
     if not rows:
         raise UserError(f"no timeline for customer {customer_id!r}")
     console.print(timeline_table(rows))
+    strength = customer_relationship(settings.database_url or "", customer_id, limit=1)
+    if strength is not None:
+        console.print(relationship_line(strength))
 
 
 # --------------------------------------------------------------------------- stacks

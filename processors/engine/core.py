@@ -1062,8 +1062,7 @@ class _RuleRuntime:
             getters: dict[str, DetailGetter | None] = {
                 name: detail_getter(source) for name, source in rule.details
             }
-            for name in _LEDGER_DETAILS:
-                getters[name] = None
+            getters.update(dict.fromkeys(_LEDGER_DETAILS))
             self.details = tuple(sorted(getters.items(), key=lambda item: item[0]))
             sources = dict(rule.details)
             self.event_details = tuple(
