@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import psycopg
+import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -12,6 +16,10 @@ from sinks.api import create_app
 from tests.integration.test_timeline import HOUR, T0, database, story, write
 
 __all__ = ["database"]  # the fixture, shared with the timeline tests
+
+DASHBOARD = (
+    Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "moments.json"
+)
 
 
 def action(customer: str, n: int, positives: int, negatives: int) -> ActionEvent:
@@ -72,3 +80,19 @@ def test_the_read_api_and_the_timeline_show_the_relationship(database: str) -> N
     )
     assert result.exit_code == 0, result.output
     assert "1 positive, 3 negative; balance -2 (in deficit)" in result.output
+
+
+def test_the_dashboards_relationship_queries_run_on_the_views(database: str) -> None:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    queries = {
+        panel["title"]: target["rawSql"]
+        for panel in board["panels"]
+        for target in panel.get("targets", [])
+        if target["datasource"]["type"] == "postgres"
+    }
+    write(database, [action("gus", 1, 1, 3), action("hal", 1, 2, 0), action("ida", 1, 0, 1)])
+    with psycopg.connect(database) as conn:
+        distribution = conn.execute(queries["Relationship balance per customer (now)"]).fetchall()
+        [(share,)] = conn.execute(queries["Customers in deficit"]).fetchall()
+    assert distribution == [("-2", 1), ("-1", 1), ("2", 1)]
+    assert float(share) == pytest.approx(2 / 3)
