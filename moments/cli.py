@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moments.report import report_app
 from moments.settings import Settings
@@ -118,7 +119,9 @@ def friendly(func: F) -> F:
             message = str(exc).strip().replace("\n", "; ")
             if isinstance(exc, FileNotFoundError) and exc.filename:
                 message = f"{exc.filename}: no such file"
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

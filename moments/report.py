@@ -186,6 +186,7 @@ def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
 
     rules = sorted(results)
     fig, ax = plt.subplots(figsize=(10, 1.6 * max(len(rules), 1) + 1.2))
+    labelled: set[str] = set()
     for row, rule in enumerate(reversed(rules)):
         r = results[rule]
         arms: list[tuple[str, int, int, float, str]] = [
@@ -204,8 +205,9 @@ def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
                 fmt="o",
                 color=colour,
                 capsize=4,
-                label=label if row == 0 else None,
+                label=None if label in labelled else label,
             )
+            labelled.add(label)
             ax.annotate(
                 f"{rate * 100:.1f}% of {n:,}",
                 (high * 100, row + offset),
@@ -230,7 +232,8 @@ def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
     ax.set_xlabel("customers with the outcome (%), with 95% interval")
     ax.set_title("Did it pay off? Customers who got the action vs the control group")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
+    if labelled:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
