@@ -6,6 +6,9 @@ meter readings, disputes and complaints with resolutions of which some never
 come, life events that end in cancellations, moves, feedback, inquiries over
 every channel with a daily rhythm, omnichannel bursts, long-tenured customers)
 and embeds each seed story of DESIGN.md section 5 at a configurable rate.
+Customers respond to the engagement actions they would receive (`Effects`: an
+explained first bill means fewer disputes, a thanked reading more readings), so
+`moments report uplift` has a true effect to find, or none when the sizes are 0.
 
 Every moment is rendered as the record its channel system would export (a
 contact-centre row, an e-mail, a billing export row, a web JSON event) and sent
