@@ -122,6 +122,11 @@ def _from_database(conninfo: str, outcomes: Mapping[str, Outcome]) -> dict[str, 
         )
 
 
+def _pts(share: float) -> str:
+    """A difference of shares in signed percentage points, never "-0.0"."""
+    return f"{round(share * 100, 1) + 0.0:+.1f}"
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
@@ -152,7 +157,7 @@ def uplift_table(results: Mapping[str, RuleUplift]) -> Table:
         uplift_text = (
             "–"
             if r.uplift is None or ci is None
-            else f"{r.uplift * 100:+.1f} pts\n[{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]"
+            else f"{_pts(r.uplift)} pts\n[{_pts(ci[0])}, {_pts(ci[1])}]"
         )
         verdict = r.verdict
         style = "green" if verdict.startswith("pays") else "red" if "backfires" in verdict else ""
@@ -218,8 +223,7 @@ def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
         ci = r.ci95
         note = r.verdict
         if r.uplift is not None and ci is not None:
-            note += f"  (uplift {r.uplift * 100:+.1f} pts, 95% CI {ci[0] * 100:+.1f} to "
-            note += f"{ci[1] * 100:+.1f})"
+            note += f"  (uplift {_pts(r.uplift)} pts, 95% CI {_pts(ci[0])} to {_pts(ci[1])})"
         ax.text(0.01, row - 0.45, note, transform=ax.get_yaxis_transform(), fontsize=8.5)
     ax.set_yticks(range(len(rules)))
     labels = []
