@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from moments.report import report_app
 from moments.settings import Settings
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ rules_app = typer.Typer(help="Work with rule packs.", no_args_is_help=True)
 sink_app = typer.Typer(help="Deliver actions downstream.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(sink_app, name="sink")
+app.add_typer(report_app, name="report")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -398,12 +400,21 @@ def simulate(
         float | None, typer.Option(help="Share of customers living a seed story.")
     ] = None,
     start: Annotated[str | None, typer.Option(help="First day (ISO-8601).")] = None,
+    effect: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="RULE=SIZE: how customers respond to that rule's action (repeatable; "
+            "default MOMENTS_SIMULATE_EFFECTS; 0 = no effect)."
+        ),
+    ] = None,
 ) -> None:
     """Generate a realistic population's interactions through the channel adapters."""
+    from moments.report import simulation_rates
     from moments.topics import ensure_topics
     from producers.publisher import Publisher
     from producers.simulator import publish_simulation, write_simulation
 
+    rates = simulation_rates(load_settings(), effect or [])
     if (out is None) == (not publish):
         raise UserError("give exactly one of --out FILE or --publish")
     if customers < 1 or days < 1:
@@ -412,7 +423,7 @@ def simulate(
     if out is not None:
         with console.status(f"simulating {customers} customers over {days} days"):
             summary = write_simulation(
-                out, customers, days, seed, start=start_ms, story_rate=story_rate
+                out, customers, days, seed, start=start_ms, story_rate=story_rate, rates=rates
             )
         where = str(out)
     else:
@@ -423,7 +434,13 @@ def simulate(
             Publisher(settings) as publisher,
         ):
             summary = publish_simulation(
-                publisher, customers, days, seed, start=start_ms, story_rate=story_rate
+                publisher,
+                customers,
+                days,
+                seed,
+                start=start_ms,
+                story_rate=story_rate,
+                rates=rates,
             )
         where = settings.topics.interactions
     console.print(
@@ -450,6 +467,7 @@ def timeline(
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 200,
 ) -> None:
     """Show one customer's events, actions and decisions in time order."""
+    from sinks.relationship import customer_relationship, relationship_line
     from sinks.timeline import customer_timeline, timeline_table
 
     settings = require_database(load_settings())
@@ -457,6 +475,9 @@ def timeline(
     if not rows:
         raise UserError(f"no timeline for customer {customer_id!r}")
     console.print(timeline_table(rows))
+    strength = customer_relationship(settings.database_url or "", customer_id, limit=1)
+    if strength is not None:
+        console.print(relationship_line(strength))
 
 
 # --------------------------------------------------------------------------- stacks

@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     dedupe_horizon_s: float = 7 * 86_400.0
     max_event_bytes: int = 64 * 1024
 
+    # Simulator (`moments simulate`): how customers respond to the engagement actions they
+    # would receive (rule id -> relative effect size, see producers.simulator.Effects); the
+    # rules not named have none. `{}` (or every size 0): a simulation with no true effect.
+    simulate_effects: dict[str, float] = Field(
+        default_factory=lambda: {
+            "explain_first_bill": 0.5,
+            "thank_meter_reading": 0.5,
+            "recognize_tenure": 0.5,
+        }
+    )
+
     # Worker (faust-streaming).
     worker_app_id: str = "moments-worker"
     worker_web_port: int = 6066

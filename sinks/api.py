@@ -4,6 +4,9 @@
 `{"customer_id", "count", "entries": [...]}` (entries oldest first, as
 `sinks.timeline.customer_timeline` returns them; an unknown customer has no
 entries), 400 naming a bad parameter, 503 when the database is unreachable.
+`GET /v1/customers/{id}/relationship[?limit=N]` answers 200 with the customer's
+current positives, negatives, balance and its history (`sinks.relationship`),
+404 for a customer with no action yet, 400 and 503 like the timeline.
 `GET /healthz` answers 200 when the database answers, else 503.
 
 A small Starlette app served by uvicorn. Read-only: it never writes to the
@@ -26,6 +29,7 @@ from starlette.routing import Route
 
 from moments.metrics import serve_metrics
 from moments.settings import Settings
+from sinks.relationship import query_relationship
 from sinks.timeline import MAX_LIMIT, query_timeline
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ class TimelineSource(Protocol):
     """Where the API reads timelines from (PostgreSQL in production, a list in unit tests)."""
 
     def timeline(self, customer_id: str, limit: int) -> list[dict[str, Any]]: ...
+    def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None: ...
     def healthy(self) -> bool: ...
     def open(self) -> None: ...
     def close(self) -> None: ...
@@ -74,6 +79,13 @@ class PostgresTimelines:
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
+    def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None:
+        try:
+            with self.pool.connection() as conn:
+                return query_relationship(conn, customer_id, limit)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
     def healthy(self) -> bool:
         try:
             with self.pool.connection(timeout=self.timeout_s) as conn:
@@ -90,7 +102,7 @@ def _error(status: int, message: str) -> JSONResponse:
 def build_app(source: TimelineSource) -> Starlette:
     """The ASGI app over any timeline source."""
 
-    def timeline(request: Request) -> JSONResponse:
+    def customer_and_limit(request: Request) -> tuple[str, int] | JSONResponse:
         customer_id = str(request.path_params["customer_id"])
         if not customer_id.strip() or len(customer_id) > MAX_CUSTOMER_ID_LENGTH:
             return _error(
@@ -103,6 +115,27 @@ def build_app(source: TimelineSource) -> Starlette:
             limit = 0
         if not 1 <= limit <= MAX_LIMIT:
             return _error(400, f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}")
+        return customer_id, limit
+
+    def relationship(request: Request) -> JSONResponse:
+        asked = customer_and_limit(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        customer_id, limit = asked
+        try:
+            strength = source.relationship(customer_id, limit)
+        except DatabaseUnavailable as exc:
+            log.warning("relationship of a customer: database unavailable: %s", exc)
+            return _error(503, "database unavailable")
+        if strength is None:
+            return _error(404, "no relationship recorded for this customer yet")
+        return JSONResponse(strength)
+
+    def timeline(request: Request) -> JSONResponse:
+        asked = customer_and_limit(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        customer_id, limit = asked
         try:
             entries = source.timeline(customer_id, limit)
         except DatabaseUnavailable as exc:
@@ -127,6 +160,7 @@ def build_app(source: TimelineSource) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/customers/{customer_id}/timeline", timeline, methods=["GET"]),
+            Route("/v1/customers/{customer_id}/relationship", relationship, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
