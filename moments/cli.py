@@ -270,13 +270,38 @@ def sink_webhook() -> None:
 @app.command()
 @friendly
 def api(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default MOMENTS_API_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default MOMENTS_API_PORT, 8081).")
+    ] = None,
 ) -> None:
-    """Serve the read API for agent desktops: GET /v1/customers/{id}/timeline."""
-    from sinks.api import run_api
+    """Serve the read API for agent desktops: a customer's timeline and decisions (API key)."""
+    from sinks.api import ApiConfigError, run_api
 
-    run_api(require_database(load_settings()), host=host, port=port)
+    try:
+        run_api(require_database(load_settings()), host=host, port=port)
+    except ApiConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+@app.command()
+@friendly
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase everywhere.")],
+) -> None:
+    """Erase a customer: rows in PostgreSQL, and engine state through an erasure record."""
+    from moments.forget import forget_customer
+
+    settings = require_database(require_broker(load_settings()))
+    erased = forget_customer(settings, customer_id)
+    console.print(
+        f"erased customer sha256:{erased.customer_hash[:16]}…: {erased.rows} rows in PostgreSQL "
+        f"({', '.join(f'{t} {n}' for t, n in sorted(erased.tables.items())) or 'none'}); "
+        "erasure record sent to the workers",
+        highlight=False,
+    )
 
 
 def require_broker(settings: Settings) -> Settings:
@@ -509,7 +534,14 @@ def up() -> None:
             "sink-postgres", "sink", "postgres", MOMENTS_METRICS_PORT=str(ports["sink-postgres"])
         )
         sup.spawn("collector", "collect", MOMENTS_API_KEYS=json.dumps(api_keys))
-        sup.spawn("api", "api", "--port", str(api_port), MOMENTS_METRICS_PORT=str(ports["api"]))
+        sup.spawn(
+            "api",
+            "api",
+            "--port",
+            str(api_port),
+            MOMENTS_METRICS_PORT=str(ports["api"]),
+            MOMENTS_API_KEYS=json.dumps(api_keys),
+        )
         if settings.webhook_urls:
             ports["sink-webhook"] = free_port()
             sup.spawn(
@@ -524,7 +556,10 @@ def up() -> None:
         collector = f"http://{settings.collector_host}:{settings.collector_port}"
         table.add_row("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})")
         table.add_row("metrics: collector", f"{collector}/metrics")
-        table.add_row("timeline API", f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline")
+        table.add_row(
+            "read API",
+            f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline|decisions (same key)",
+        )
         for name, port in ports.items():
             table.add_row(f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
         table.add_row("logs", str(sup.log_dir))

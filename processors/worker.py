@@ -61,6 +61,14 @@ ordered behind every event appended before it and both times come from the
 log, a redelivered tick computes the same `now`. Other readers of
 `interactions` must skip records carrying the `moments.control` header.
 
+Erasure. A record with header `moments.control: forget` (null value, key =
+the customer id: `moments forget`, see `moments.privacy`) lands on the
+customer's partition; the worker drops everything the engine state holds
+about that customer (`processors.engine.forget_customer`: their state, pending
+timers) and the commit sends changelog tombstones, so neither this worker nor
+a restarted one emits anything for them from stale state. Logged with the
+customer id hashed.
+
 Start-up: `run_worker(settings)` blocks until SIGTERM/SIGINT, then stops
 cleanly (commits, flushes). `python -m processors.worker` does the same with
 settings from `MOMENTS_*`. The worker never reads or writes PostgreSQL and
@@ -85,6 +93,7 @@ from faust.types.auth import CredentialsT
 
 from moments.metrics import (
     ACTIONS_EMITTED,
+    CUSTOMERS_ERASED,
     DECISIONS,
     DLQ_RECORDS,
     EVENT_TO_ACTION_LATENCY,
@@ -95,9 +104,10 @@ from moments.metrics import (
     event_type_label,
     serve_metrics,
 )
+from moments.privacy import FORGET, hashed_id
 from moments.settings import Settings
 from processors.config import engine_config
-from processors.engine import CLOCK_KEY, Engine, EngineOutput, load_rule_pack
+from processors.engine import CLOCK_KEY, Engine, EngineOutput, forget_customer, load_rule_pack
 from processors.faust_support import (
     FencingTableManager,
     PartitionState,
@@ -305,8 +315,11 @@ class TriggerWorker:
             return
         store.set_worker(_APPLIED, offset)
         headers = message.headers
-        if headers and _header_map(headers).get(CONTROL_HEADER) == TICK:
+        control = _header_map(headers).get(CONTROL_HEADER) if headers else None
+        if control == TICK:
             self._on_tick(store, partition, round(message.timestamp * 1000))
+        elif control == FORGET:
+            self._on_forget(store, partition, message.key)
         else:
             self._on_record(event, store)
         store.commit()
@@ -373,6 +386,22 @@ class TriggerWorker:
         watermark = self.engine.watermark(store)
         if watermark is not None:
             self._watermarks[partition] = watermark
+
+    def _on_forget(self, store: PartitionState, partition: int, key: bytes | None) -> None:
+        """An erasure record (`moments forget`): drop everything the state holds about the
+        customer; the commit writes changelog tombstones, so recovery brings nothing back."""
+        if not key:
+            log.warning("erasure record without a key on partition %d: ignored", partition)
+            return
+        customer_id = key.decode("utf-8", errors="replace")
+        removed = forget_customer(store, customer_id)
+        CUSTOMERS_ERASED.inc()
+        log.info(
+            "erased customer sha256:%s from partition %d (%d state entries)",
+            hashed_id(customer_id),
+            partition,
+            removed,
+        )
 
     # -- output -----------------------------------------------------------------------------
 
