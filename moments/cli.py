@@ -477,7 +477,7 @@ def timeline(
     settings = require_database(load_settings())
     rows = customer_timeline(settings.database_url or "", customer_id, limit=limit)
     if not rows:
-        raise UserError(f"no timeline for customer {customer_id!r}")
+        raise UserError("no timeline for that customer")
     console.print(timeline_table(rows))
 
 

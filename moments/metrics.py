@@ -103,15 +103,6 @@ COLLECTOR_REQUESTS = Counter(
     "HTTP collector requests by status code.",
     ["code"],
 )
-API_REQUESTS = Counter(
-    "moments_api_requests_total",
-    "Read API requests by status code.",
-    ["code"],
-)
-CUSTOMERS_ERASED = Counter(
-    "moments_customers_erased_total",
-    "Erasure records (`moments forget`) the worker applied to its engine state.",
-)
 
 
 def event_type_label(event_type: str) -> str:

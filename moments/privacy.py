@@ -42,11 +42,12 @@ def hashed_id(customer_id: str) -> str:
     return hashlib.sha256(customer_id.encode("utf-8")).hexdigest()
 
 
-def redact_url(url: str) -> str:
-    """URL with its password and every query value masked (host, path and names kept).
+def redact_url(url: str, *, keep_path: bool = True) -> str:
+    """URL with its password and every query value masked (host, query names kept).
 
     `https://user:pw@reg.example/x?token=abc` -> `https://user:**********@reg.example/x?token=**********`.
-    Text that is not a URL with a scheme is returned unchanged.
+    Without `keep_path` the path is masked too (webhook URLs often carry a token in their
+    path). Text that is not a URL with a scheme is returned unchanged.
     """
     try:
         parts = urlsplit(url)
@@ -64,7 +65,8 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(name, MASK) for name, _ in pairs], safe="*")
     fragment = MASK if parts.fragment else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    path = parts.path if keep_path or parts.path in ("", "/") else "/" + MASK
+    return urlunsplit((parts.scheme, netloc, path, query, fragment))
 
 
 def is_loopback(host: str) -> bool:

@@ -172,9 +172,12 @@ _PLAIN_KAFKA_OPTIONS = frozenset(
 
 def _without_secrets(name: str | None, value: Any) -> Any:
     """A setting's value as repr may show it: kafka_extra values (but the harmless options)
-    masked, passwords and query values of URLs masked, SecretStr left to its own mask."""
+    masked, passwords and query values of URLs masked (and webhook URLs' paths),
+    SecretStr left to its own mask."""
     if name == "kafka_extra" and isinstance(value, dict):
         return {k: v if k in _PLAIN_KAFKA_OPTIONS else MASK for k, v in value.items()}
+    if name == "webhook_urls" and isinstance(value, dict):  # tokens hide in paths too
+        return {k: redact_url(str(v), keep_path=False) for k, v in value.items()}
     if isinstance(value, str):
         return redact_url(value) if "://" in value else value
     if isinstance(value, dict):

@@ -93,7 +93,6 @@ from faust.types.auth import CredentialsT
 
 from moments.metrics import (
     ACTIONS_EMITTED,
-    CUSTOMERS_ERASED,
     DECISIONS,
     DLQ_RECORDS,
     EVENT_TO_ACTION_LATENCY,
@@ -395,7 +394,6 @@ class TriggerWorker:
             return
         customer_id = key.decode("utf-8", errors="replace")
         removed = forget_customer(store, customer_id)
-        CUSTOMERS_ERASED.inc()
         log.info(
             "erased customer sha256:%s from partition %d (%d state entries)",
             hashed_id(customer_id),
@@ -485,13 +483,14 @@ class TriggerWorker:
             self.settings.topics.interactions_dlq, message.key, message.value, kept + error_headers
         )
         DLQ_RECORDS.labels(stage).inc()
+        # The detail stays in the DLQ headers: it may quote a value of the event (customer data).
         log.warning(
-            "dead-lettered %s[%d]@%d (%s: %s)",
+            "dead-lettered %s[%d]@%d (stage %s, %s)",
             message.topic,
             message.partition,
             message.offset,
+            stage,
             kind,
-            detail[:200],
         )
 
     # -- rebalances -------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from moments.metrics import API_REQUESTS, serve_metrics
+from moments.metrics import serve_metrics
 from moments.privacy import KeyRing, hashed_id, is_loopback, presented_key
 from moments.settings import Settings
 from sinks.timeline import BadCursor, page_cursor, parse_cursor, query_decisions, query_timeline
@@ -159,7 +159,6 @@ class RateLimiter:
 
 
 def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    API_REQUESTS.labels(code=str(status)).inc()
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -35,12 +35,19 @@ def test_hashed_id_is_the_sha256_of_the_id() -> None:
             f"https://hooks.example/a?token={MASK}&x={MASK}",
         ),
         ("https://hooks.example/a#sig", f"https://hooks.example/a#{MASK}"),
+        ("postgresql://moments:pw@db/moments", f"postgresql://moments:{MASK}@db/moments"),
         ("http://plain.example/a", "http://plain.example/a"),
         ("not a url", "not a url"),
     ],
 )
 def test_redact_url_masks_passwords_and_query_values(url: str, masked: str) -> None:
     assert redact_url(url) == masked
+
+
+def test_redact_url_can_mask_the_path_too() -> None:
+    url = "https://hooks.example/services/T0/B0/secret?x=1"
+    assert redact_url(url, keep_path=False) == f"https://hooks.example/{MASK}?x={MASK}"
+    assert redact_url("https://hooks.example/", keep_path=False) == "https://hooks.example/"
 
 
 def test_loopback_is_only_this_machine() -> None:
@@ -62,6 +69,7 @@ def test_settings_repr_and_str_show_no_secret_of_any_kind() -> None:
         webhook_urls={
             "care": f"https://hooks.example/care?token={HOOK_TOKEN}",
             "crm": f"https://{HOOK_TOKEN}@hooks.example/crm",
+            "feedback": f"https://hooks.example/services/T0/B0/{HOOK_TOKEN}",
         },
         api_keys=[SecretStr(API_KEY)],
         database_url=f"postgresql://moments:{DB_PW}@db/moments",
@@ -69,7 +77,7 @@ def test_settings_repr_and_str_show_no_secret_of_any_kind() -> None:
     text = repr(settings) + str(settings)
     for secret in (SASL, REGISTRY_PW, HOOK_TOKEN, API_KEY, DB_PW, OAUTH):
         assert secret not in text, secret
-    assert "SASL_SSL" in text and "registry:8081" in text and "hooks.example/care" in text
+    assert "SASL_SSL" in text and "registry:8081" in text and "hooks.example" in text
     # the values themselves are intact for the clients
     assert settings.kafka_config()["sasl.password"] == SASL
     assert REGISTRY_PW in (settings.schema_registry_url or "")
