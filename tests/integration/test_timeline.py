@@ -9,8 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from moments.settings import Settings
 from moments.stack import EmbeddedPostgres
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.api import create_app
@@ -143,3 +145,48 @@ def test_the_read_api_serves_the_timeline_from_postgres(database: str) -> None:
         assert body["entries"][-1]["relationship_balance"] == -2
         assert client.get("/v1/customers/carla/timeline?limit=3").json()["count"] == 3
         assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_the_read_api_pages_back_and_serves_the_decision_trace(database: str) -> None:
+    write(database, story("dina"))
+    settings = Settings(api_keys=[SecretStr("desk-key")], api_max_page=4)
+    key = {"Authorization": "Bearer desk-key"}
+    with TestClient(create_app(database, settings)) as client:
+        assert client.get("/v1/customers/dina/timeline").status_code == 401
+        first = client.get("/v1/customers/dina/timeline?limit=4", headers=key).json()
+        older = client.get(
+            f"/v1/customers/dina/timeline?limit=4&before={first['next_before']}", headers=key
+        ).json()
+        trace = client.get("/v1/customers/dina/decisions", headers=key).json()
+        assert client.get("/readyz").status_code == 200
+    everything = customer_timeline(database, "dina")
+    assert older["entries"] + first["entries"] == everything  # two pages, nothing twice
+    assert older["next_before"] is None
+    assert [d["decision_id"] for d in trace["decisions"]] == ["dina-dec-2", "dina-dec"]
+    assert trace["decisions"][0] == {
+        "decision_id": "dina-dec-2",
+        "rule": "recognize_tenure",
+        "rule_version": 1,
+        "outcome": "suppressed",
+        "reason": "contact_cap",
+        "action_id": None,
+        "blocked_by": None,  # no such column before migration 004
+        "evidence": ["dina-e1"],
+        "decided_at": "2026-01-02T03:04:05.000+00:00",
+    }
+
+
+def test_the_decision_trace_reads_blocked_by_once_the_column_exists(database: str) -> None:
+    write(database, story("emil"))
+    with psycopg.connect(database) as conn:  # what migration 004 adds
+        conn.execute("ALTER TABLE decisions ADD COLUMN IF NOT EXISTS blocked_by text")
+        conn.execute(
+            "UPDATE decisions SET blocked_by = %s WHERE decision_id = %s",
+            ("emil-act", "emil-dec-2"),
+        )
+    with TestClient(create_app(database, Settings())) as client:
+        trace = client.get("/v1/customers/emil/decisions").json()
+    assert {d["decision_id"]: d["blocked_by"] for d in trace["decisions"]} == {
+        "emil-dec-2": "emil-act",
+        "emil-dec": None,
+    }
