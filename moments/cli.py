@@ -292,10 +292,13 @@ def forget(
     customer_id: Annotated[str, typer.Argument(help="The customer to erase everywhere.")],
 ) -> None:
     """Erase a customer: rows in PostgreSQL, and engine state through an erasure record."""
-    from moments.forget import forget_customer
+    from moments.forget import ForgetError, forget_customer
 
     settings = require_database(require_broker(load_settings()))
-    erased = forget_customer(settings, customer_id)
+    try:
+        erased = forget_customer(settings, customer_id)
+    except ForgetError as exc:
+        raise UserError(str(exc)) from None
     console.print(
         f"erased customer sha256:{erased.customer_hash[:16]}…: {erased.rows} rows in PostgreSQL "
         f"({', '.join(f'{t} {n}' for t, n in sorted(erased.tables.items())) or 'none'}); "

@@ -19,12 +19,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import psycopg
+
 from moments.privacy import hashed_id
 from moments.settings import Settings
 from producers.publisher import Publisher
 from sinks.erasure import erase_customer
 
 log = logging.getLogger(__name__)
+
+
+class ForgetError(RuntimeError):
+    """The erasure could not be completed (safe to run again); names no customer."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,14 @@ def forget_customer(settings: Settings, customer_id: str, *, timeout_s: float = 
     with Publisher(settings) as publisher:
         publisher.publish_erasure(customer_id)
         publisher.flush(timeout_s)
-    tables = erase_customer(settings.database_url, customer_id)
+    try:
+        tables = erase_customer(settings.database_url, customer_id)
+    except psycopg.Error as exc:  # the class and state only: a server message may quote the id
+        state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+        raise ForgetError(
+            f"the erasure record was sent, but deleting from PostgreSQL failed: "
+            f"{type(exc).__name__}{state}; nothing was deleted, run `moments forget` again"
+        ) from None
     erasure = Erasure(hashed_id(customer_id), tables)
     log.info(
         "erased customer sha256:%s: erasure record sent, %d rows deleted",

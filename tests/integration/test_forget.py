@@ -175,3 +175,24 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
     logs = log.read_text(errors="replace") + sink_log
     assert GONE not in logs and KEPT not in logs
     assert "dead-letter" not in logs  # the erasure record is no poison
+
+
+def test_forget_with_the_database_away_is_one_clear_line(settings: Settings) -> None:
+    from moments.stack import free_port
+
+    env = {
+        **os.environ,
+        **settings.as_env(),
+        "MOMENTS_DATABASE_URL": f"postgresql://moments@127.0.0.1:{free_port()}/moments",
+    }
+    forget = subprocess.run(
+        [sys.executable, "-m", "moments", "forget", GONE],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    output = forget.stdout.decode() + forget.stderr.decode()
+    assert forget.returncode == 2, output
+    assert "deleting from PostgreSQL failed: OperationalError" in output
+    assert "run `moments forget` again" in output
+    assert "Traceback" not in output and GONE not in output
