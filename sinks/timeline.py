@@ -107,6 +107,23 @@ def query_timeline(
 ) -> list[dict[str, Any]]:
     """The customer's latest `limit` timeline entries (before the cursor `before`, if any),
     oldest first, as JSON-ready dicts."""
+    entries: list[dict[str, Any]] = []
+    for row in _page(conn, _QUERY, customer_id, limit, before):
+        entry = {name: row[name] for name in TIMELINE_COLUMNS}
+        entry["at"] = iso_utc(row["at"])
+        entry["relationship_balance"] = _json_number(row["relationship_balance"])
+        entries.append(entry)
+    return entries
+
+
+def _page(
+    conn: psycopg.Connection[Any],
+    query: sql.Composed,
+    customer_id: str,
+    limit: int,
+    before: tuple[datetime, int, str] | None,
+) -> list[dict[str, Any]]:
+    """Rows of a page query: `limit` checked, the cursor's parts as parameters."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     at, rank, entry_id = before if before is not None else (None, 0, "")
@@ -115,18 +132,11 @@ def query_timeline(
         "limit": limit,
         "before_at": at,
         "before_rank": rank,
-        "before_id": entry_id,
+        "before_id": entry_id,  # "" for a plain time: every row at that time sorts after it
     }
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_QUERY, params)
-        rows = cur.fetchall()
-    entries: list[dict[str, Any]] = []
-    for row in rows:
-        entry = {name: row[name] for name in TIMELINE_COLUMNS}
-        entry["at"] = iso_utc(row["at"])
-        entry["relationship_balance"] = _json_number(row["relationship_balance"])
-        entries.append(entry)
-    return entries
+        cur.execute(query, params)
+        return cur.fetchall()
 
 
 #: Columns of each decision in the trace, in this order; `blocked_by` where the table has it.
@@ -161,8 +171,6 @@ def query_decisions(
 
     `blocked_by` is read where the table has the column (migration 004), else None.
     """
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     row = conn.execute(_HAS_BLOCKED_BY).fetchone()
     blocked_by = sql.Identifier("blocked_by") if row and row[0] else sql.SQL("NULL::text")
     query = sql.SQL("""
@@ -178,15 +186,8 @@ SELECT * FROM (
 ) latest
 ORDER BY decided_at, decision_id
 """).format(blocked_by=blocked_by)
-    at, rank, entry_id = before if before is not None else (None, 0, "")
-    if at is not None and rank < 0:
-        entry_id = ""  # a plain time: every decision strictly before it
-    params = {"customer_id": customer_id, "limit": limit, "before_at": at, "before_id": entry_id}
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        rows = cur.fetchall()
     decisions: list[dict[str, Any]] = []
-    for found in rows:
+    for found in _page(conn, query, customer_id, limit, before):
         decision = {name: found[name] for name in DECISION_COLUMNS}
         decision["evidence"] = list(found["evidence"] or [])
         decision["decided_at"] = iso_utc(found["decided_at"])
