@@ -515,6 +515,7 @@ def up() -> None:
 
     from rich.table import Table
 
+    from moments.privacy import redact_url
     from moments.runtime import Supervisor
     from moments.stack import free_port, local_stack
     from moments.topics import ensure_topics
@@ -555,7 +556,7 @@ def up() -> None:
         table.add_column("part")
         table.add_column("where")
         table.add_row("Kafka bootstrap", str(settings.bootstrap))
-        table.add_row("PostgreSQL", str(settings.database_url))
+        table.add_row("PostgreSQL", redact_url(str(settings.database_url)))
         collector = f"http://{settings.collector_host}:{settings.collector_port}"
         table.add_row("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})")
         table.add_row("metrics: collector", f"{collector}/metrics")
