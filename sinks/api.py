@@ -358,6 +358,7 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
         raise ApiConfigError("no database configured (set MOMENTS_DATABASE_URL)")
     if not keys:
         log.warning("read API: no API keys configured, serving loopback without keys")
+    audit_to_stderr()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     uvicorn.run(
         create_app(settings.database_url, settings),
@@ -366,3 +367,14 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
         log_level="warning",
         access_log=False,  # the access log holds paths: customer ids
     )
+
+
+def audit_to_stderr() -> None:
+    """Write the audit lines to stderr (one per read, with the time) unless logging is set up."""
+    if audit_log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    audit_log.addHandler(handler)
+    audit_log.setLevel(logging.INFO)
+    audit_log.propagate = False

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -13,7 +21,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from moments.settings import Settings
-from moments.stack import EmbeddedPostgres
+from moments.stack import EmbeddedPostgres, free_port
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.api import create_app
 from sinks.postgres import PostgresSink
@@ -190,3 +198,45 @@ def test_the_decision_trace_reads_blocked_by_once_the_column_exists(database: st
         "emil-dec-2": "emil-act",
         "emil-dec": None,
     }
+
+
+def test_moments_api_serves_probes_metrics_and_audited_reads_on_its_port(
+    database: str, tmp_path: Path
+) -> None:
+    write(database, story("CUST-API-1"))
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")},
+        "MOMENTS_DATABASE_URL": database,
+        "MOMENTS_API_KEYS": '["desk-key-1"]',
+        "MOMENTS_API_PORT": str(port),
+    }
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "moments", "api"], env=env, stdout=out, stderr=out
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert api.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        probes = {path: httpx.get(base + path).status_code for path in ("/readyz", "/metrics")}
+        url = f"{base}/v1/customers/CUST-API-1/timeline"
+        refused = httpx.get(url).status_code
+        read = httpx.get(url, headers={"X-API-Key": "desk-key-1"}).json()
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    assert probes == {"/readyz": 200, "/metrics": 200} and refused == 401
+    assert read["count"] == 6
+    digest = hashlib.sha256(b"CUST-API-1").hexdigest()
+    assert f"moments.audit read timeline customer=sha256:{digest} key=key-" in text, text
+    assert "CUST-API-1" not in text and "desk-key-1" not in text
