@@ -3,8 +3,10 @@ from the worker's state, and nothing is emitted for them afterwards, also after 
 
 One interactions partition, so one watermark moves every customer's timers. The customer
 to forget and a customer to keep each open a case (a `case_unresolved` timer 48 h later)
-and a second one (60 h later: a timer that would still be pending at the restart). A
-worker and a PostgreSQL sink run as child processes; `moments forget` runs as the CLI.
+and a second one (60 h later: a timer that would still be pending at the restart); the
+customer to forget also has two engagement candidates within 24 h, so the contact cap
+holds one back (deferred, where the engine defers). A worker and a PostgreSQL sink run
+as child processes; `moments forget` runs as the CLI.
 Then the kept customer's events move the watermark past every deadline, before and after
 a worker restart (state recovered from the changelog alone, `memory://`).
 """
