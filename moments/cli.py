@@ -275,13 +275,41 @@ def sink_webhook() -> None:
 @app.command()
 @friendly
 def api(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default MOMENTS_API_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default MOMENTS_API_PORT, 8081).")
+    ] = None,
 ) -> None:
-    """Serve the read API for agent desktops: GET /v1/customers/{id}/timeline."""
-    from sinks.api import run_api
+    """Serve the read API for agent desktops: a customer's timeline and decisions (API key)."""
+    from sinks.api import ApiConfigError, run_api
 
-    run_api(require_database(load_settings()), host=host, port=port)
+    try:
+        run_api(require_database(load_settings()), host=host, port=port)
+    except ApiConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+@app.command()
+@friendly
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase everywhere.")],
+) -> None:
+    """Erase a customer: rows in PostgreSQL, and engine state through an erasure record."""
+    from moments.forget import ForgetError, forget_customer
+
+    settings = require_database(require_broker(load_settings()))
+    try:
+        erased = forget_customer(settings, customer_id)
+    except ForgetError as exc:
+        raise UserError(str(exc)) from None
+    console.print(
+        f"erased customer sha256:{erased.customer_hash[:16]}…: {erased.rows} rows in PostgreSQL "
+        f"({', '.join(f'{t} {n}' for t, n in sorted(erased.tables.items())) or 'none'}); "
+        "erasure record sent to the workers",
+        highlight=False,
+    )
 
 
 def require_broker(settings: Settings) -> Settings:
@@ -473,7 +501,7 @@ def timeline(
     settings = require_database(load_settings())
     rows = customer_timeline(settings.database_url or "", customer_id, limit=limit)
     if not rows:
-        raise UserError(f"no timeline for customer {customer_id!r}")
+        raise UserError("no timeline for that customer")
     console.print(timeline_table(rows))
     strength = customer_relationship(settings.database_url or "", customer_id, limit=1)
     if strength is not None:
@@ -511,6 +539,7 @@ def up() -> None:
 
     from rich.table import Table
 
+    from moments.privacy import redact_url
     from moments.runtime import Supervisor
     from moments.stack import free_port, local_stack
     from moments.topics import ensure_topics
@@ -533,7 +562,14 @@ def up() -> None:
             "sink-postgres", "sink", "postgres", MOMENTS_METRICS_PORT=str(ports["sink-postgres"])
         )
         sup.spawn("collector", "collect", MOMENTS_API_KEYS=json.dumps(api_keys))
-        sup.spawn("api", "api", "--port", str(api_port), MOMENTS_METRICS_PORT=str(ports["api"]))
+        sup.spawn(
+            "api",
+            "api",
+            "--port",
+            str(api_port),
+            MOMENTS_METRICS_PORT=str(ports["api"]),
+            MOMENTS_API_KEYS=json.dumps(api_keys),
+        )
         if settings.webhook_urls:
             ports["sink-webhook"] = free_port()
             sup.spawn(
@@ -544,11 +580,14 @@ def up() -> None:
         table.add_column("part")
         table.add_column("where")
         table.add_row("Kafka bootstrap", str(settings.bootstrap))
-        table.add_row("PostgreSQL", str(settings.database_url))
+        table.add_row("PostgreSQL", redact_url(str(settings.database_url)))
         collector = f"http://{settings.collector_host}:{settings.collector_port}"
         table.add_row("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})")
         table.add_row("metrics: collector", f"{collector}/metrics")
-        table.add_row("timeline API", f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline")
+        table.add_row(
+            "read API",
+            f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline|decisions (same key)",
+        )
         for name, port in ports.items():
             table.add_row(f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
         table.add_row("logs", str(sup.log_dir))

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from moments.privacy import MASK, redact_url
+
 DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
 
 
@@ -128,6 +130,27 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
     )
 
+    # Customer data (DESIGN.md section 10): the read API and retention.
+    api_host: str = Field(
+        default="127.0.0.1", description="Interface the read API binds; beyond loopback needs keys."
+    )
+    api_port: int = 8081
+    api_rate_per_s: float = Field(
+        default=10.0, gt=0, description="Read API requests per second allowed per key."
+    )
+    api_rate_burst: int = Field(default=20, ge=1, description="Read API burst per key.")
+    api_max_page: int = Field(
+        default=500, ge=1, le=10_000, description="Largest `limit` the read API serves."
+    )
+    retention_days: float = Field(
+        default=30.0, gt=0, description="retention.ms of the non-compacted topics moments creates."
+    )
+
+    def __repr_args__(self) -> Any:
+        """What repr/str show: every secret masked (see `_without_secrets`)."""
+        for name, value in super().__repr_args__():
+            yield name, _without_secrets(name, value)
+
     @cached_property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
@@ -168,4 +191,27 @@ def _revealed(value: Any) -> Any:
         return [_revealed(v) for v in value]
     if isinstance(value, dict):
         return {k: _revealed(v) for k, v in value.items()}
+    return value
+
+
+#: `kafka_extra` options whose values repr/str show; every other value is masked.
+_PLAIN_KAFKA_OPTIONS = frozenset(
+    {"security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "client.id"}
+)
+
+
+def _without_secrets(name: str | None, value: Any) -> Any:
+    """A setting's value as repr may show it: kafka_extra values (but the harmless options)
+    masked, passwords and query values of URLs masked (and webhook URLs' paths),
+    SecretStr left to its own mask."""
+    if name == "kafka_extra" and isinstance(value, dict):
+        return {k: v if k in _PLAIN_KAFKA_OPTIONS else MASK for k, v in value.items()}
+    if name == "webhook_urls" and isinstance(value, dict):  # tokens hide in paths too
+        return {k: redact_url(str(v), keep_path=False) for k, v in value.items()}
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: _without_secrets(None, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_secrets(None, v) for v in value)
     return value

@@ -61,6 +61,14 @@ ordered behind every event appended before it and both times come from the
 log, a redelivered tick computes the same `now`. Other readers of
 `interactions` must skip records carrying the `moments.control` header.
 
+Erasure. A record with header `moments.control: forget` (null value, key =
+the customer id: `moments forget`, see `moments.privacy`) lands on the
+customer's partition; the worker drops everything the engine state holds
+about that customer (`processors.engine.forget_customer`: their state, pending
+timers) and the commit sends changelog tombstones, so neither this worker nor
+a restarted one emits anything for them from stale state. Logged with the
+customer id hashed.
+
 Start-up: `run_worker(settings)` blocks until SIGTERM/SIGINT, then stops
 cleanly (commits, flushes). `python -m processors.worker` does the same with
 settings from `MOMENTS_*`. The worker never reads or writes PostgreSQL and
@@ -96,9 +104,10 @@ from moments.metrics import (
     event_type_label,
     serve_metrics,
 )
+from moments.privacy import FORGET, hashed_id
 from moments.settings import Settings
 from processors.config import engine_config
-from processors.engine import CLOCK_KEY, Engine, EngineOutput, load_rule_pack
+from processors.engine import CLOCK_KEY, Engine, EngineOutput, forget_customer, load_rule_pack
 from processors.faust_support import (
     FencingTableManager,
     PartitionState,
@@ -306,8 +315,11 @@ class TriggerWorker:
             return
         store.set_worker(_APPLIED, offset)
         headers = message.headers
-        if headers and _header_map(headers).get(CONTROL_HEADER) == TICK:
+        control = _header_map(headers).get(CONTROL_HEADER) if headers else None
+        if control == TICK:
             self._on_tick(store, partition, round(message.timestamp * 1000))
+        elif control == FORGET:
+            self._on_forget(store, partition, message.key)
         else:
             self._on_record(event, store)
         store.commit()
@@ -374,6 +386,21 @@ class TriggerWorker:
         watermark = self.engine.watermark(store)
         if watermark is not None:
             self._watermarks[partition] = watermark
+
+    def _on_forget(self, store: PartitionState, partition: int, key: bytes | None) -> None:
+        """An erasure record (`moments forget`): drop everything the state holds about the
+        customer; the commit writes changelog tombstones, so recovery brings nothing back."""
+        if not key:
+            log.warning("erasure record without a key on partition %d: ignored", partition)
+            return
+        customer_id = key.decode("utf-8", errors="replace")
+        removed = forget_customer(store, customer_id)
+        log.info(
+            "erased customer sha256:%s from partition %d (%d state entries)",
+            hashed_id(customer_id),
+            partition,
+            removed,
+        )
 
     # -- output -----------------------------------------------------------------------------
 
@@ -457,13 +484,14 @@ class TriggerWorker:
             self.settings.topics.interactions_dlq, message.key, message.value, kept + error_headers
         )
         DLQ_RECORDS.labels(stage).inc()
+        # The detail stays in the DLQ headers: it may quote a value of the event (customer data).
         log.warning(
-            "dead-lettered %s[%d]@%d (%s: %s)",
+            "dead-lettered %s[%d]@%d (stage %s, %s)",
             message.topic,
             message.partition,
             message.offset,
+            stage,
             kind,
-            detail[:200],
         )
 
     # -- rebalances -------------------------------------------------------------------------
