@@ -485,8 +485,7 @@ def up() -> None:
     import secrets
     import time
 
-    from rich.table import Table
-
+    from moments.endpoints import export_lines, print_endpoints, write_env_file
     from moments.runtime import Supervisor
     from moments.stack import free_port, local_stack
     from moments.topics import ensure_topics
@@ -496,6 +495,7 @@ def up() -> None:
     with (
         local_stack(base) as settings,
         Supervisor(settings, base.data_dir / "logs") as sup,
+        contextlib.ExitStack() as on_exit,
     ):
         ensure_topics(settings)
         apply_migrations(settings.database_url or "")
@@ -516,22 +516,23 @@ def up() -> None:
                 "sink-webhook", "sink", "webhook", MOMENTS_METRICS_PORT=str(ports["sink-webhook"])
             )
 
-        table = Table(title="moments is up (Ctrl-C stops everything)")
-        table.add_column("part")
-        table.add_column("where")
-        table.add_row("Kafka bootstrap", str(settings.bootstrap))
-        table.add_row("PostgreSQL", str(settings.database_url))
         collector = f"http://{settings.collector_host}:{settings.collector_port}"
-        table.add_row("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})")
-        table.add_row("metrics: collector", f"{collector}/metrics")
-        table.add_row("timeline API", f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline")
-        for name, port in ports.items():
-            table.add_row(f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
-        table.add_row("logs", str(sup.log_dir))
-        console.print(table)
-        console.print("export these to use the other commands against this stack:")
-        console.print(f"  export MOMENTS_BOOTSTRAP={settings.bootstrap}", highlight=False)
-        console.print(f"  export MOMENTS_DATABASE_URL='{settings.database_url}'", highlight=False)
+        rows = [
+            ("Kafka bootstrap", str(settings.bootstrap)),
+            ("PostgreSQL", str(settings.database_url)),
+            ("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})"),
+            ("metrics: collector", f"{collector}/metrics"),
+            ("timeline API", f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline"),
+            *(
+                (f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
+                for name, port in ports.items()
+            ),
+            ("logs", str(sup.log_dir)),
+        ]
+        exports = export_lines(settings)
+        env_file = write_env_file(base.data_dir, exports)
+        on_exit.callback(env_file.unlink, missing_ok=True)
+        print_endpoints(console, "moments is up (Ctrl-C stops everything)", rows, exports, env_file)
         try:
             while True:
                 sup.check_alive()
