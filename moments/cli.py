@@ -440,6 +440,34 @@ def topics() -> None:
     console.print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly
+def kcat(
+    args: Annotated[list[str] | None, typer.Argument(help="kcat's own arguments.")] = None,
+    system_librdkafka: Annotated[
+        bool, typer.Option(help="Use kcat's own librdkafka (fine against Apache Kafka).")
+    ] = False,
+) -> None:
+    """Run kcat against this stack: -b filled in, on a librdkafka that can talk to Tansu."""
+    import os
+
+    from moments.kcat import KcatError, kcat_command
+
+    settings = load_settings()
+    try:
+        argv, env = kcat_command(
+            args or [],
+            bootstrap=settings.bootstrap,
+            data_dir=settings.data_dir,
+            base_env=os.environ,
+            system_librdkafka=system_librdkafka,
+        )
+    except KcatError as exc:
+        raise UserError(str(exc)) from None
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
+
+
 @app.command()
 @friendly
 def timeline(
