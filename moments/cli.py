@@ -580,9 +580,9 @@ def bench(
     chart: Annotated[Path, typer.Option(help="PNG chart.")] = Path("bench-report.png"),
 ) -> None:
     """Measure every stage beside its reference on the embedded stack; write the reports."""
-    from moments.bench import run_bench
+    from moments.bench import print_summary, run_bench
 
-    run_bench(
+    report = run_bench(
         load_settings(),
         quick=quick,
         json_path=json_path,
@@ -590,7 +590,7 @@ def bench(
         chart_path=chart,
         console=console,
     )
-    console.print(f"reports: {json_path}, {markdown}, {chart}")
+    print_summary(report, console)
 
 
 def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
