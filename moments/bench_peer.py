@@ -18,7 +18,6 @@ import importlib.util
 import io
 import json
 import os
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Final
@@ -86,6 +85,15 @@ def avro_body(value: bytes) -> bytes:
     raise ValueError("not an Avro single-object or Confluent-framed record")
 
 
+#: librdkafka options of the peer's consumers: fetches wait as briefly as the worker's do
+#: (librdkafka's default 500 ms, with Tansu answering one batch per fetch, starves it).
+CONSUMER_CONFIG: Final = {
+    "fetch.wait.max.ms": "50",
+    "fetch.max.bytes": str(64 * 1024 * 1024),
+    "max.partition.fetch.bytes": str(8 * 1024 * 1024),
+}
+
+
 def build_flow(bootstrap: str, topic: str, progress: Path) -> Any:
     """The dataflow: Kafka -> fastavro decode -> key on customer -> omnichannel -> count."""
     import bytewax.operators as op
@@ -110,15 +118,11 @@ def build_flow(bootstrap: str, topic: str, progress: Path) -> Any:
         def __init__(self) -> None:
             self.count = 0
             self.fired = 0
-            self.written = 0.0
 
         def write_batch(self, items: list[Any]) -> None:
             self.count += len(items)
             self.fired += sum(1 for _, fired in items if fired)
-            now = time.monotonic()
-            if now - self.written >= 0.05:
-                progress.write_text(f"{self.count} {self.fired}")
-                self.written = now
+            progress.write_text(f"{self.count} {self.fired}")  # every batch: the last one counts
 
         def close(self) -> None:
             progress.write_text(f"{self.count} {self.fired}")
@@ -131,7 +135,13 @@ def build_flow(bootstrap: str, topic: str, progress: Path) -> Any:
     messages = op.input(
         "kafka",
         flow,
-        KafkaSource([bootstrap], [topic], tail=True, starting_offset=OFFSET_BEGINNING),
+        KafkaSource(
+            [bootstrap],
+            [topic],
+            tail=True,
+            starting_offset=OFFSET_BEGINNING,
+            add_config=dict(CONSUMER_CONFIG),
+        ),
     )
     events = op.map("decode", messages, decode)
     keyed = op.key_on("customer", events, lambda event: str(event["customer_id"]))
