@@ -36,6 +36,7 @@ from moments.stack import EmbeddedPostgres
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import TABLES, PostgresSink, apply_migrations, run_postgres_sink
+from tests.timing import scaled
 
 T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
 
@@ -99,6 +100,7 @@ def produce_actions(settings: Settings, actions: list[ActionEvent]) -> dict[int,
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

@@ -24,6 +24,7 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent
 from sinks.signing import SignatureError, verify_signature
 from sinks.webhook import RetryPolicy, run_webhook_sink
+from tests.timing import scaled
 
 SECRET = "integration-secret"
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.05, max_delay_s=0.2, timeout_s=5.0)
@@ -128,6 +129,7 @@ def produce(
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
