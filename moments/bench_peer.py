@@ -76,13 +76,16 @@ def omnichannel(state: OmnichannelState | None, event: dict[str, Any]) -> tuple[
     return state, fired
 
 
-def avro_body(value: bytes) -> bytes:
-    """The Avro body of a record: after single-object (C3 01 + 8) or Confluent (00 + 4) framing."""
+def avro_body(value: bytes | None) -> bytes | None:
+    """The Avro body of a record after single-object (C3 01 + 8) or Confluent (00 + 4)
+    framing; None for anything else (the worker's idle ticks are empty records)."""
+    if not value:
+        return None
     if value[:2] == b"\xc3\x01":
         return value[10:]
     if value[:1] == b"\x00":
         return value[5:]
-    raise ValueError("not an Avro single-object or Confluent-framed record")
+    return None
 
 
 #: librdkafka options of the peer's consumers: fetches wait as briefly as the worker's do
@@ -108,9 +111,12 @@ def build_flow(bootstrap: str, topic: str, progress: Path) -> Any:
     avsc = Path(schemas.__file__).parent / "interaction_event.avsc"
     schema = parse_schema(json.loads(avsc.read_text()))
 
-    def decode(message: Any) -> dict[str, Any]:
+    def decode(message: Any) -> dict[str, Any] | None:
+        body = avro_body(message.value)
+        if body is None:  # an idle tick: the worker skips it too
+            return None
         record: dict[str, Any] = schemaless_reader(  # type: ignore[assignment]
-            io.BytesIO(avro_body(message.value)), schema, None
+            io.BytesIO(body), schema, None
         )
         return record
 
@@ -143,7 +149,7 @@ def build_flow(bootstrap: str, topic: str, progress: Path) -> Any:
             add_config=dict(CONSUMER_CONFIG),
         ),
     )
-    events = op.map("decode", messages, decode)
+    events = op.filter_map("decode", messages, decode)
     keyed = op.key_on("customer", events, lambda event: str(event["customer_id"]))
     decided = op.stateful_map("omnichannel", keyed, omnichannel)
     op.output("count", decided, CountingSink())

@@ -96,6 +96,7 @@ def test_the_peer_runs_the_omnichannel_rule_in_event_time() -> None:
     assert fired == [False, False, False, False, True, False, False, False, True]
     assert avro_body(b"\xc3\x01" + bytes(8) + b"body") == b"body"
     assert avro_body(b"\x00" + bytes(4) + b"body") == b"body"
+    assert avro_body(b"") is None and avro_body(None) is None  # the worker's idle ticks
 
 
 def test_steady_rate_leaves_out_start_up_and_tail() -> None:
