@@ -36,7 +36,6 @@ from moments.stack import EmbeddedPostgres
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import TABLES, PostgresSink, apply_migrations, run_postgres_sink
-from tests.timing import scaled
 
 T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
 
@@ -100,6 +99,8 @@ def produce_actions(settings: Settings, actions: list[ActionEvent]) -> dict[int,
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    from tests.timing import scaled  # the budget grows on a slow machine
+
     timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while not condition():
