@@ -45,6 +45,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from moments.calibration import calibration, calibration_line, python_loop_seconds, read_cpu_times
+from moments.endpoints import plain_line
 from moments.runtime import Supervisor
 from moments.settings import Settings
 from moments.stack import free_port, local_stack
@@ -141,6 +143,9 @@ def run_bench(
     details: dict[str, Any] = {}
     errors: dict[str, str] = {}
     work = Path(tempfile.mkdtemp(prefix="moments-bench-"))
+    cpu_before = read_cpu_times()
+    console.print("calibrating: a plain 10M-iteration Python loop")
+    loop_s = python_loop_seconds()
     with local_stack(settings) as stack_settings:
         base = _with(
             stack_settings,
@@ -177,6 +182,8 @@ def run_bench(
                     console.print(f"[red]{name}: {errors[name]}[/red]")
                 progress.advance(task)
     report.update(bench.figures)
+    report["calibration"] = calibration(loop_s, cpu_before, read_cpu_times())
+    report["unmeasured"] = bench.unmeasured
     report["targets"] = _judge(report)
     report["details"] = details
     report["errors"] = errors
@@ -189,16 +196,37 @@ def run_bench(
         "engine_compiled": ENGINE_COMPILED,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-    if markdown_path is not None:
-        markdown_path.write_text(markdown_table(report))
-    if chart_path is not None:
+    report["written"], report["not_written"] = [], {}
+    if chart_path is not None:  # first: the JSON and markdown say whether it was written
         try:
             write_chart(report, chart_path)
+            report["written"].append(str(chart_path))
         except ImportError as exc:
-            errors["chart"] = f"matplotlib is not installed ({exc}); pip install 'moments[bench]'"
+            report["not_written"][str(chart_path)] = (
+                f"matplotlib is not installed ({exc}); it is in the bench extra: "
+                "run `make bench` (or pip install -e '.[bench]')"
+            )
+    if json_path is not None:
+        report["written"].insert(0, str(json_path))
+    if markdown_path is not None:
+        report["written"].insert(1 if json_path is not None else 0, str(markdown_path))
+        markdown_path.write_text(markdown_table(report))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     return report
+
+
+def print_summary(report: dict[str, Any], console: Console) -> None:
+    """What the run wrote, what it did not and why, and the calibration (plain lines)."""
+    entry = report.get("calibration") or {}
+    plain_line(console, calibration_line(entry))
+    if entry.get("warning"):
+        plain_line(console, f"warning: {entry['warning']}", style="yellow")
+    for figure, why in (report.get("unmeasured") or {}).items():
+        plain_line(console, f"not measured: {figure}: {why}")
+    plain_line(console, "reports: " + ", ".join(report.get("written") or ["none"]))
+    for path, why in (report.get("not_written") or {}).items():
+        plain_line(console, f"not written: {path}: {why}", style="yellow")
 
 
 def _with(settings: Settings, **updates: Any) -> Settings:
@@ -230,6 +258,8 @@ class _Bench:
         self.work = work
         self.details = details
         self.figures: dict[str, Any] = {}
+        #: Figures left out on purpose (a missing optional package...): figure -> why.
+        self.unmeasured: dict[str, str] = {}
         self._events_path: Path | None = None
         self._actions: list[ActionEvent] = []
 
@@ -373,6 +403,10 @@ class _Bench:
             import avro.schema
         except ImportError:
             result["avro"] = "not installed: pip install 'moments[bench]'"
+            why = "the pure-Python avro package is not installed (bench extra: make bench)"
+            for key in ("avro_encode_per_s", "avro_decode_per_s"):
+                self.unmeasured[f"details.codec.{key}"] = why
+            self.unmeasured["codec_fastavro_vs_avro_ratio"] = why
         else:
             schema = avro.schema.parse(json.dumps(schema_json))
             writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
@@ -570,6 +604,7 @@ class _Bench:
                 topic = settings.topics.interactions
                 result["raw_consume_msgs_per_s"] = self._raw_consume(settings, topic, total)
                 result["empty_faust_events_per_s"] = self._run_empty_agent(settings, total)
+                result["bytewax_events_per_s"] = self._run_peer(settings, total)
         one = result["workers_1_events_per_s"]
         self.details["worker"] = result
         self.figures["worker_events_per_s"] = one
@@ -579,6 +614,33 @@ class _Bench:
         self.figures["worker_vs_empty_faust_ratio"] = round(one / empty, 3) if empty else None
         two = result["workers_2_events_per_s"]
         self.figures["two_workers_vs_one_ratio"] = round(two / one, 3) if one else None
+        peer = result["bytewax_events_per_s"]
+        self.figures["bytewax_events_per_s"] = peer
+        self.figures["worker_vs_bytewax_ratio"] = round(one / peer, 3) if peer else None
+
+    def _run_peer(self, settings: Settings, expected: int) -> float | None:
+        """Bytewax on the same topic (`moments.bench_peer`): fastavro decode and the
+        omnichannel rule per customer. None, with the reason noted, where it cannot run."""
+        from moments.bench_peer import peer_unavailable
+
+        why = peer_unavailable()
+        if why is not None:
+            self.unmeasured["bytewax_events_per_s"] = why
+            return None
+        try:
+            return self._run_counting_child(
+                "from moments.bench_peer import run_peer; run_peer()",
+                settings,
+                expected,
+                "bytewax-peer",
+                {},
+            )
+        except Exception as exc:  # the peer must not cost the worker's figures
+            self.unmeasured["bytewax_events_per_s"] = (
+                f"the Bytewax peer failed: {type(exc).__name__}: {str(exc)[:200]} "
+                f"(log: {self.work / 'bytewax-peer.log'})"
+            )
+            return None
 
     def _run_workers(
         self, settings: Settings, workers: int, records: list[tuple[bytes, bytes]], warm_ms: int
@@ -652,39 +714,50 @@ class _Bench:
 
     def _run_empty_agent(self, settings: Settings, expected: int) -> float:
         """The same topic through a Faust agent that only counts (`stream.take`)."""
-        progress = self.work / f"empty-{uuid.uuid4().hex[:6]}.txt"
-        env = {
+        return self._run_counting_child(
+            "from moments.bench import empty_agent; empty_agent()",
+            settings,
+            expected,
+            "empty-agent",
+            {"MOMENTS_WORKER_APP_ID": f"{settings.worker_app_id}-empty"},
+        )
+
+    def _run_counting_child(
+        self, code: str, settings: Settings, expected: int, name: str, env: dict[str, str]
+    ) -> float:
+        """Run CODE in a child that reads settings' `interactions` and writes its running
+        count to a file (MOMENTS_BENCH_PROGRESS); its steady rate up to EXPECTED."""
+        import subprocess
+
+        progress = self.work / f"{name}-{uuid.uuid4().hex[:6]}.txt"
+        child_env = {
             **os.environ,
             **settings.as_env(),
             "MOMENTS_BENCH_TOPIC": settings.topics.interactions,
             "MOMENTS_BENCH_PROGRESS": str(progress),
-            "MOMENTS_WORKER_APP_ID": f"{settings.worker_app_id}-empty",
+            **env,
         }
-        import subprocess
-
-        log = open(self.work / "empty-agent.log", "wb")  # noqa: SIM115
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115
         child = subprocess.Popen(
-            [sys.executable, "-c", "from moments.bench import empty_agent; empty_agent()"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [sys.executable, "-c", code], env=child_env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         try:
 
             def counted() -> int:
                 try:
-                    return int(progress.read_text().strip() or 0)
+                    return int((progress.read_text().split() or ["0"])[0])
                 except (OSError, ValueError):
                     return 0
 
-            samples = self._sample(counted, expected, None, child=child)
+            samples = self._sample(counted, expected, None, child=child, name=name)
         finally:
             child.terminate()
             try:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait(10)
         return _steady_rate(samples, expected)
 
     def _sample(
@@ -695,6 +768,7 @@ class _Bench:
         child: Any = None,
         timeout_s: float = 240.0,
         interval_s: float = 0.1,
+        name: str = "the empty Faust agent",
     ) -> list[tuple[float, int]]:
         """(time, count) every `interval_s` until `expected` is reached (bounded)."""
         samples: list[tuple[float, int]] = []
@@ -707,7 +781,7 @@ class _Bench:
             if supervisor is not None:
                 supervisor.check_alive()
             if child is not None and child.poll() is not None:
-                raise RuntimeError(f"the empty Faust agent exited with {child.returncode}")
+                raise RuntimeError(f"{name} exited with {child.returncode}")
             time.sleep(interval_s)
         raise TimeoutError(f"counted {samples[-1][1] if samples else 0} of {expected} events")
 
@@ -1027,6 +1101,12 @@ _ROWS: Final = (
         "empty Faust agent, same topic",
     ),
     (
+        "worker, 1 process (events/s)  ",
+        "worker_events_per_s",
+        "bytewax_events_per_s",
+        "Bytewax 1 worker, same topic: fastavro decode + omnichannel rule per customer",
+    ),
+    (
         "worker, 1 process (events/s) ",
         "worker_events_per_s",
         "worker_raw_consume_msgs_per_s",
@@ -1074,15 +1154,37 @@ def _engine_kind(report: dict[str, Any]) -> str:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The report as markdown: each figure beside its reference, then the targets."""
+    calibration_entry = report.get("calibration") or {}
     lines = [
         f"# moments bench ({'quick' if report.get('quick') else 'full'}, "
         f"{report.get('seconds')} s)",
         "",
         f"Engine core: {_engine_kind(report)}.",
         "",
+        calibration_line(calibration_entry),
+    ]
+    if calibration_entry.get("warning"):
+        lines += ["", f"**Warning:** {calibration_entry['warning']}."]
+    lines += [
+        "",
         "| figure | value | reference | value / reference | reference is |",
         "|---|---:|---:|---:|---|",
     ]
+    unmeasured: dict[str, str] = report.get("unmeasured") or {}
+    notes: list[str] = []  # why a cell shows "-", numbered in the order they appear
+
+    def cell(key: str | None, value: Any) -> str:
+        if value is not None or key is None:
+            return _fmt(value)
+        key_short = key.removeprefix("details.")
+        why = unmeasured.get(key) or (
+            "its section failed (below)" if report.get("errors") else "not measured"
+        )
+        note = f"{key_short}: {why}"
+        if note not in notes:
+            notes.append(note)
+        return f"- [{notes.index(note) + 1}]"
+
     for label, key, ref_key, what in _ROWS:
         value, ref = _lookup(report, key), _lookup(report, ref_key)
         ratio = (
@@ -1090,7 +1192,12 @@ def markdown_table(report: dict[str, Any]) -> str:
             if isinstance(value, int | float) and isinstance(ref, int | float) and ref
             else "-"
         )
-        lines.append(f"| {label.strip()} | {_fmt(value)} | {_fmt(ref)} | {ratio} | {what} |")
+        lines.append(
+            f"| {label.strip()} | {cell(key, value)} | {cell(ref_key, ref)} | {ratio} | {what} |"
+        )
+    if notes:
+        lines += ["", "Cells marked - were not measured:", ""]
+        lines += [f"{n}. {note}" for n, note in enumerate(notes, 1)]
     lines += ["", "| target | value | holds |", "|---|---:|---|"]
     for target in report.get("targets", []):
         holds = {True: "yes", False: "**no**", None: "not measured"}[target["holds"]]
@@ -1098,6 +1205,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     if report.get("errors"):
         lines += ["", "Sections that failed:", ""]
         lines += [f"- {name}: {error}" for name, error in report["errors"].items()]
+    if report.get("not_written"):
+        lines += ["", "Not written:", ""]
+        lines += [f"- {path}: {why}" for path, why in report["not_written"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -488,6 +488,34 @@ def topics() -> None:
     console.print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly
+def kcat(
+    args: Annotated[list[str] | None, typer.Argument(help="kcat's own arguments.")] = None,
+    system_librdkafka: Annotated[
+        bool, typer.Option(help="Use kcat's own librdkafka (fine against Apache Kafka).")
+    ] = False,
+) -> None:
+    """Run kcat against this stack: -b filled in, on a librdkafka that can talk to Tansu."""
+    import os
+
+    from moments.kcat import KcatError, kcat_command
+
+    settings = load_settings()
+    try:
+        argv, env = kcat_command(
+            args or [],
+            bootstrap=settings.bootstrap,
+            data_dir=settings.data_dir,
+            base_env=os.environ,
+            system_librdkafka=system_librdkafka,
+        )
+    except KcatError as exc:
+        raise UserError(str(exc)) from None
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
+
+
 @app.command()
 @friendly
 def timeline(
@@ -537,8 +565,7 @@ def up() -> None:
     import secrets
     import time
 
-    from rich.table import Table
-
+    from moments.endpoints import export_lines, print_endpoints, write_env_file
     from moments.privacy import redact_url
     from moments.runtime import Supervisor
     from moments.stack import free_port, local_stack
@@ -549,6 +576,7 @@ def up() -> None:
     with (
         local_stack(base) as settings,
         Supervisor(settings, base.data_dir / "logs") as sup,
+        contextlib.ExitStack() as on_exit,
     ):
         ensure_topics(settings)
         apply_migrations(settings.database_url or "")
@@ -576,25 +604,26 @@ def up() -> None:
                 "sink-webhook", "sink", "webhook", MOMENTS_METRICS_PORT=str(ports["sink-webhook"])
             )
 
-        table = Table(title="moments is up (Ctrl-C stops everything)")
-        table.add_column("part")
-        table.add_column("where")
-        table.add_row("Kafka bootstrap", str(settings.bootstrap))
-        table.add_row("PostgreSQL", redact_url(str(settings.database_url)))
         collector = f"http://{settings.collector_host}:{settings.collector_port}"
-        table.add_row("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})")
-        table.add_row("metrics: collector", f"{collector}/metrics")
-        table.add_row(
-            "read API",
-            f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline|decisions (same key)",
-        )
-        for name, port in ports.items():
-            table.add_row(f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
-        table.add_row("logs", str(sup.log_dir))
-        console.print(table)
-        console.print("export these to use the other commands against this stack:")
-        console.print(f"  export MOMENTS_BOOTSTRAP={settings.bootstrap}", highlight=False)
-        console.print(f"  export MOMENTS_DATABASE_URL='{settings.database_url}'", highlight=False)
+        rows = [
+            ("Kafka bootstrap", str(settings.bootstrap)),
+            ("PostgreSQL", redact_url(str(settings.database_url))),
+            ("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})"),
+            ("metrics: collector", f"{collector}/metrics"),
+            (
+                "read API",
+                f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline|decisions (same key)",
+            ),
+            *(
+                (f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
+                for name, port in ports.items()
+            ),
+            ("logs", str(sup.log_dir)),
+        ]
+        exports = export_lines(settings)
+        env_file = write_env_file(base.data_dir, exports)
+        on_exit.callback(env_file.unlink, missing_ok=True)
+        print_endpoints(console, "moments is up (Ctrl-C stops everything)", rows, exports, env_file)
         try:
             while True:
                 sup.check_alive()
@@ -614,9 +643,9 @@ def bench(
     chart: Annotated[Path, typer.Option(help="PNG chart.")] = Path("bench-report.png"),
 ) -> None:
     """Measure every stage beside its reference on the embedded stack; write the reports."""
-    from moments.bench import run_bench
+    from moments.bench import print_summary, run_bench
 
-    run_bench(
+    report = run_bench(
         load_settings(),
         quick=quick,
         json_path=json_path,
@@ -624,7 +653,7 @@ def bench(
         chart_path=chart,
         console=console,
     )
-    console.print(f"reports: {json_path}, {markdown}, {chart}")
+    print_summary(report, console)
 
 
 def actions_table(rows: list[dict[str, Any]], title: str) -> Any:

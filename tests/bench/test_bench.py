@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from moments.bench import REQUIRED_KEYS, _judge, _steady_rate, markdown_table, run_bench
+from moments.bench import (
+    REQUIRED_KEYS,
+    _judge,
+    _steady_rate,
+    markdown_table,
+    print_summary,
+    run_bench,
+)
+from moments.bench_peer import avro_body, omnichannel
+from moments.calibration import CpuTimes, calibration
 from moments.settings import Settings
 
 
@@ -39,6 +50,55 @@ def test_markdown_puts_each_figure_beside_its_reference() -> None:
     assert "not measured" in text and "worker: TimeoutError" in text
 
 
+def test_a_dash_says_why_and_what_was_not_written_says_how_to_get_it() -> None:
+    report = _report()
+    why = "the pure-Python avro package is not installed (bench extra: make bench)"
+    report["unmeasured"] = {"details.codec.avro_decode_per_s": why}
+    report["details"] = {"codec": {"fastavro_decode_per_s": 150_000.0}}
+    report["not_written"] = {"bench-report.png": "matplotlib is not installed; run `make bench`"}
+    report["calibration"] = calibration(4.0, CpuTimes(0, 0, 0), CpuTimes(600, 100, 300))
+    text = markdown_table(report)
+    assert "| fastavro decode (records/s) | 150,000 | - [1] |" in text
+    assert f"1. codec.avro_decode_per_s: {why}" in text
+    assert "Not written:\n\n- bench-report.png: matplotlib is not installed" in text
+    assert "10M-iteration Python loop took 4.00 s; CPU steal 30.0% of the run" in text
+    assert "**Warning:** CPU steal was 30%" in text
+
+    report["written"] = ["bench-report.json", "bench-report.md"]
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=40))
+    lines = out.getvalue().splitlines()
+    assert "reports: bench-report.json, bench-report.md" in lines  # no PNG claimed
+    assert "not written: bench-report.png: matplotlib is not installed; run `make bench`" in lines
+    assert any(line.startswith("warning: CPU steal was 30%") for line in lines)
+
+
+def test_the_peer_runs_the_omnichannel_rule_in_event_time() -> None:
+    hour = 3_600_000
+
+    def contact(at_h: int, channel: str, kind: str = "inquiry") -> dict[str, object]:
+        return {"type": kind, "occurred_at": at_h * hour, "channel": channel}
+
+    state, fired = None, []
+    for event in [
+        contact(0, "call"),
+        {"type": "payment_received", "occurred_at": hour, "channel": "web"},
+        contact(1, "call"),
+        contact(2, "call"),  # 3 contacts, 1 channel
+        contact(3, "email", "complaint_filed"),  # 4 in 72 h over 2 channels: fires
+        contact(4, "web"),  # cool-down of 7 days
+        contact(200, "call"),
+        contact(201, "web"),
+        contact(202, "web"),  # the old ones left the 72 h window; 7 d passed: fires
+    ]:
+        state, did = omnichannel(state, event)
+        fired.append(did)
+    assert fired == [False, False, False, False, True, False, False, False, True]
+    assert avro_body(b"\xc3\x01" + bytes(8) + b"body") == b"body"
+    assert avro_body(b"\x00" + bytes(4) + b"body") == b"body"
+    assert avro_body(b"") is None and avro_body(None) is None  # the worker's idle ticks
+
+
 def test_steady_rate_leaves_out_start_up_and_tail() -> None:
     samples = [(0.0, 0), (5.0, 0), (6.0, 100), (7.0, 600), (8.0, 960), (9.0, 1000)]
     # 5% (50) reached at 5.5 s, 95% (950) at 7 + 350/360 s (interpolated between samples)
@@ -68,4 +128,8 @@ def test_quick_bench_writes_every_report(tmp_path: Path) -> None:
     assert set(REQUIRED_KEYS) <= set(written)
     assert written["replay_events_per_s"] == report["replay_events_per_s"] > 0
     assert "| figure | value | reference |" in paths[1].read_text()
-    assert paths[2].stat().st_size > 0
+    assert "Calibration: a plain 10M-iteration Python loop took" in paths[1].read_text()
+    if str(paths[2]) in written["not_written"]:  # matplotlib missing: said, not claimed
+        assert not paths[2].exists() and str(paths[2]) not in written["written"]
+    else:
+        assert paths[2].stat().st_size > 0 and str(paths[2]) in written["written"]

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from moments.stack import free_port, wait_for_port
+from tests.timing import scaled
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 NO_TOOL = "not on PATH (CI installs Debian's {package} package: apt-get install {package})"
@@ -108,6 +109,7 @@ def wait_for(
     base: str, promql: str, accept: Any, what: str, timeout_s: float
 ) -> list[dict[str, Any]]:
     """Wait until `accept(value of the first sample)` is true; return the result."""
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import confluent_kafka
 import pytest
 import yaml
 from confluent_kafka import Producer
 from prometheus_client import start_http_server
 
+from moments.kcat import bundled_librdkafka, kcat_environment, library_dir
 from moments.metrics import EVENTS_CONSUMED
 from moments.settings import Settings
 from moments.stack import free_port
@@ -146,32 +147,33 @@ def parse_kcat(output: bytes) -> list[tuple[str, int, bytes]]:
 
 
 def kcat_env(kcat: str, bootstrap: str, tmp_path: Path) -> dict[str, str]:
-    """The environment under which kcat talks to this broker.
+    """The environment under which kcat talks to this broker (see `moments.kcat`).
 
-    Debian bookworm's kcat links librdkafka 2.0.2, which misreads the tagged
-    fields of Tansu's ApiVersions v3 answer ("Read underflow") and never
-    connects; against Apache Kafka it works as is. When that happens, run the
-    same kcat binary on the (ABI-compatible) newer librdkafka that the
-    confluent-kafka wheel bundles.
+    Debian bookworm's kcat links librdkafka 2.0.2, which cannot read Tansu's
+    ApiVersions answer; against Apache Kafka it works as is. When the probe
+    fails, run the same kcat on the librdkafka that the confluent-kafka wheel bundles.
     """
     env = dict(os.environ)
     probe = [kcat, "-b", bootstrap, "-L", "-m", "3", "-q"]
     if subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0:
         return env
-    bundled = sorted(
-        (Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs").glob(
-            "librdkafka*.so*"
-        )
-    )
-    if not bundled:
+    bundled = bundled_librdkafka()
+    if bundled is None:
         pytest.skip("kcat's librdkafka cannot talk to Tansu and no newer librdkafka is bundled")
-    libs = tmp_path / "librdkafka"
-    libs.mkdir()
-    (libs / "librdkafka.so.1").symlink_to(bundled[0])
-    env["LD_LIBRARY_PATH"] = f"{libs}:{env.get('LD_LIBRARY_PATH', '')}".rstrip(":")
+    env = kcat_environment(env, library_dir(tmp_path / "librdkafka", bundled))
     result = subprocess.run(probe, capture_output=True, timeout=30, check=False, env=env)
     assert result.returncode == 0, f"kcat cannot reach {bootstrap}: {result.stderr.decode()}"
     return env
+
+
+def produce_actions(settings: Settings, topic: str, actions: list[ActionEvent]) -> None:
+    codec = codec_for(ActionEvent)
+    producer = Producer(settings.kafka_config(partitioner="murmur2_random"))
+    for action in actions:
+        producer.produce(topic, key=action.customer_id.encode(), value=codec.encode(action))
+        # One batch per record: Tansu's high watermark is the last batch's base offset + 1,
+        # so this keeps `kcat -e` from stopping before the last record.
+        assert producer.flush(30) == 0
 
 
 def test_kcat_reads_actions_written_with_the_codec(settings: Settings, tmp_path: Path) -> None:
@@ -180,12 +182,7 @@ def test_kcat_reads_actions_written_with_the_codec(settings: Settings, tmp_path:
     codec = codec_for(ActionEvent)
     topic = settings.topics.action("recognition")
     actions = [an_action(n) for n in range(6)]
-    producer = Producer(settings.kafka_config(partitioner="murmur2_random"))
-    for action in actions:
-        producer.produce(topic, key=action.customer_id.encode(), value=codec.encode(action))
-        # One batch per record: Tansu's high watermark is the last batch's base offset + 1,
-        # so this keeps `kcat -e` from stopping before the last record.
-        assert producer.flush(30) == 0
+    produce_actions(settings, topic, actions)
 
     result = subprocess.run(
         [
@@ -219,3 +216,23 @@ def test_kcat_reads_actions_written_with_the_codec(settings: Settings, tmp_path:
         assert key == action.customer_id
         assert value[:2] == b"\xc3\x01"  # Avro single-object encoding, readable by any client
         assert codec.decode(value) == action
+
+
+def test_moments_kcat_reads_the_embedded_broker_with_b_filled_in(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`moments kcat` as the README shows it: no -b, no LD_LIBRARY_PATH, Debian's kcat."""
+    require("kcat", "kcat")
+    topic = settings.topics.action("care")
+    actions = [an_action(n) for n in range(3)]
+    produce_actions(settings, topic, actions)
+    env = {
+        **os.environ,
+        "MOMENTS_BOOTSTRAP": settings.bootstrap or "",
+        "MOMENTS_DATA_DIR": str(tmp_path / "data"),
+    }
+    command = [sys.executable, "-m", "moments", "kcat", "-C", "-t", topic]
+    command += ["-o", "beginning", "-c", "3", "-e", "-q", "-f", "%k\n"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == sorted(a.customer_id for a in actions)

@@ -105,6 +105,9 @@ def produce_actions(settings: Settings, actions: list[ActionEvent]) -> dict[int,
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    from tests.timing import scaled  # the budget grows on a slow machine
+
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

@@ -26,6 +26,7 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent
 from sinks.signing import SignatureError, verify_signature
 from sinks.webhook import RetryPolicy, run_webhook_sink
+from tests.timing import scaled
 
 SECRET = "integration-secret"
 #: `care` has its own keys, newest first (a rotation in progress); the others use SECRET.
@@ -137,6 +138,7 @@ def produce(
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

@@ -37,6 +37,7 @@ from moments.settings import Settings
 from moments.stack import free_port
 from producers.publisher import Publisher
 from schemas.records import InteractionEvent
+from tests.timing import scaled
 
 #: Marks of the long versions: only `make soak` runs them, with time to finish.
 SOAK_MARKS = (pytest.mark.soak, pytest.mark.timeout(3600))
@@ -142,6 +143,7 @@ def wait_for(
 
     `describe()` adds the state of things to the error (counts, log tails).
     """
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

@@ -9,7 +9,13 @@ sink group's committed offsets are sampled every second. Then:
 - lost 0, duplicates 0: the tables hold exactly the oracle's records;
 - offsets never passed durable rows: in every sample taken while the
   database was down, each record below a committed offset has a row written
-  before the database stopped (outside the outage, a row at all);
+  before the database stopped (outside the outage, a row at all). "Before it
+  stopped" is the moment `stop()` returned: a shutdown takes a while (on a
+  loaded machine, seconds), and the sink rightly keeps committing until the
+  server refuses it; rows of a transaction begun before that moment either
+  committed before it or do not exist. A sample counts as taken during the
+  outage only when it began after the stop was asked for and ended before the
+  restart (one sample reads several topics, which takes a while too);
 - the sink waited the outage out (its error counter rose) without crashing.
 """
 
@@ -26,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from moments.settings import Settings
 from moments.stack import EmbeddedPostgres
@@ -78,26 +85,43 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class OffsetSample:
+    """The sink group's committed offsets, read between `began` and `ended` (time.time())."""
+
+    began: float
+    ended: float
+    offsets: dict[tuple[str, int], int]
+
+
 class OffsetSampler:
     """Samples the sink group's committed offsets of every topic it reads, once a second."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.samples: list[tuple[float, dict[tuple[str, int], int]]] = []
+        self.samples: list[OffsetSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="offset-sampler", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            at = time.time()
-            sample = {
-                (topic, partition): offset
+        # One consumer (no subscription, so it never joins the group) and one offset fetch
+        # per sample: a sample stays short on a loaded machine.
+        consumer = Consumer(self.settings.kafka_config(**{"group.id": self.settings.sink_group}))
+        try:
+            partitions = [
+                TopicPartition(topic, p)
                 for topic in sink_topics(self.settings)
-                for partition, offset in committed_offsets(
-                    self.settings, self.settings.sink_group, topic
-                ).items()
-            }
-            self.samples.append((at, sample))
+                for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ]
+            while not self._stop.wait(1.0):
+                began = time.time()
+                offsets = {
+                    (str(tp.topic), tp.partition): tp.offset
+                    for tp in consumer.committed(partitions, timeout=10)
+                }
+                self.samples.append(OffsetSample(began, time.time(), offsets))
+        finally:
+            consumer.close()
 
     def __enter__(self) -> OffsetSampler:
         self._thread.start()
@@ -139,9 +163,10 @@ def test_database_outage_mid_stream_loses_and_duplicates_nothing(
             )
             time.sleep(scenario.before_s / 2)
             rows_before = db_count(url, "SELECT count(*) FROM actions")
-            stopped_at = datetime.now(UTC)
+            stop_asked_at = datetime.now(UTC)
             down_from = time.time()
             own_postgres.stop()
+            stopped_at = datetime.now(UTC)  # nothing commits from here until the restart
             time.sleep(scenario.outage_s)
             fleet.check_alive()
             errors_during = metric_total(
@@ -173,7 +198,7 @@ def test_database_outage_mid_stream_loses_and_duplicates_nothing(
 
     before_outage = durable_idents(url, inserted_before=stopped_at)
     everything = durable_idents(url)
-    during = [s for at, s in sampler.samples if down_from <= at <= down_until]
+    during = [s.offsets for s in sampler.samples if down_from <= s.began and s.ended <= down_until]
     violations = [
         problem
         for sample in during
@@ -181,13 +206,25 @@ def test_database_outage_mid_stream_loses_and_duplicates_nothing(
     ]
     violations += [
         problem
-        for at, sample in sampler.samples
-        for problem in records_past_durable_rows(sample, producer.placed, everything)
+        for sample in sampler.samples
+        for problem in records_past_durable_rows(sample.offsets, producer.placed, everything)
     ]
+    # Rows the sink committed while the server was shutting down: counted as not durable
+    # when the cutoff was taken before `stop()` (the flake of issue 15). A figure, no failure.
+    before_stop_asked = durable_idents(url, inserted_before=stop_asked_at)
+    while_stopping = before_outage - before_stop_asked
+    past_at_stop_asked = {
+        problem
+        for sample in during
+        for problem in records_past_durable_rows(sample, producer.placed, before_stop_asked)
+    }
     verdict = verify(oracle.actions, oracle.decisions, url)
     figures.update(
         **{
             "action rows before outage": rows_before,
+            "stop s": round((stopped_at - stop_asked_at).total_seconds(), 1),
+            "rows committed while stopping": len(while_stopping),
+            "past rows begun before the stop call": len(past_at_stop_asked),
             "sink errors during outage": int(errors_during),
         },
         **{"offset samples": len(sampler.samples), "samples during outage": len(during)},

@@ -30,7 +30,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +140,24 @@ def test_secrets_stay_out_of_logs_errors_settings_and_metrics(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    time.sleep(4.0)
+    # Until it says it waits for the database (start-up takes a while on a loaded machine).
+    chunks: list[bytes] = []
+    stdout = sink.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: chunks.extend(iter(stdout.readline, b"")))
+    reader.start()
+    wait_for(
+        lambda: (
+            any(word in b"".join(chunks) for word in (b"retrying", b"cannot"))
+            or sink.poll() is not None
+        ),
+        60,
+        "the sink to report its database away",
+    )
     sink.send_signal(signal.SIGTERM)
-    sink_output = sink.communicate(timeout=30)[0].decode(errors="replace")
+    sink.wait(timeout=30)
+    reader.join(30)
+    sink_output = b"".join(chunks).decode(errors="replace")
     texts.append(sink_output)
 
     # The CLI given a bad value next to the secrets.

@@ -1,0 +1,74 @@
+"""What `moments up` tells the user: every endpoint, and the lines to copy into a shell.
+
+Lines meant to be copied (the `export` lines, URLs) must survive any
+terminal width: they are printed as plain text that rich never wraps, folds
+or cuts (`soft_wrap=True`, no markup), and the exports are also written to
+an env file (`.moments/env`) that a shell can `source`. The file is readable
+by its owner only (a database URL may hold a password) and removed when the
+stack stops, so it never points at a stack that is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from moments.settings import Settings
+
+ENV_FILE_NAME = "env"
+
+
+def export_lines(settings: Settings) -> list[str]:
+    """`export MOMENTS_...=...` lines that point another shell at this stack (shell-quoted)."""
+    values = {
+        "MOMENTS_BOOTSTRAP": settings.bootstrap or "",
+        "MOMENTS_DATABASE_URL": settings.database_url or "",
+    }
+    return [f"export {name}={shlex.quote(value)}" for name, value in values.items() if value]
+
+
+def write_env_file(directory: Path, lines: Sequence[str]) -> Path:
+    """Write LINES to DIRECTORY/env (mode 0600) for `source`; the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ENV_FILE_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("# moments up: the running stack (removed when it stops)\n")
+        out.write("".join(f"{line}\n" for line in lines))
+    os.chmod(path, 0o600)  # an older file may have had wider permissions
+    return path
+
+
+def plain_line(console: Console, text: str, *, style: str | None = None) -> None:
+    """Print TEXT as it is: no markup, no highlighting, never wrapped, folded or cut by rich."""
+    console.print(text, style=style, soft_wrap=True, highlight=False, markup=False, emoji=False)
+
+
+def print_endpoints(
+    console: Console,
+    title: str,
+    rows: Sequence[tuple[str, str]],
+    exports: Sequence[str],
+    env_file: Path | None,
+) -> None:
+    """The endpoints as aligned `part  where` lines, then the exports: nothing wraps or is cut.
+
+    A long value runs past the terminal's edge rather than being folded or
+    shortened by rich (the terminal's own soft wrap keeps it one line when copied).
+    """
+    plain_line(console, title, style="bold")
+    width = max((len(part) for part, _ in rows), default=0)
+    for part, where in rows:
+        plain_line(console, f"  {part.ljust(width)}  {where}")
+    if env_file is not None:
+        plain_line(console, "to use the other commands against this stack, run:")
+        plain_line(console, f"  source {shlex.quote(str(env_file))}")
+        plain_line(console, "or paste:")
+    else:
+        plain_line(console, "export these to use the other commands against this stack:")
+    for line in exports:
+        plain_line(console, line)

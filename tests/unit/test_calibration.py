@@ -1,0 +1,62 @@
+"""The bench's calibration: /proc/stat parsing, steal share, the warning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moments.calibration import (
+    CpuTimes,
+    ProcStatError,
+    calibration,
+    calibration_line,
+    parse_proc_stat,
+    read_cpu_times,
+    steal_share,
+)
+
+STAT = """\
+cpu  66885 10 9755 73299 275 3 227 158 40 0
+cpu0 30765 0 3989 40292 78 0 47 71 0 0
+cpu1 36119 0 5765 33007 197 0 179 87 0 0
+intr 1234 0 0
+ctxt 99
+"""
+
+
+def test_the_aggregate_cpu_line_is_read_not_a_per_cpu_one() -> None:
+    times = parse_proc_stat(STAT)
+    # guest (40) is already inside user: not counted twice
+    assert times == CpuTimes(busy=66885 + 10 + 9755 + 3 + 227, idle=73299 + 275, steal=158)
+
+
+def test_an_old_kernel_without_steal_reads_as_no_steal() -> None:
+    assert parse_proc_stat("cpu  100 0 50 1000 5\n") == CpuTimes(busy=150, idle=1005, steal=0)
+
+
+@pytest.mark.parametrize("text", ["", "cpu0 1 2 3 4\n", "cpu  1 2\n", "cpu  1 x 3 4\n"])
+def test_no_readable_cpu_line_is_an_error(text: str) -> None:
+    with pytest.raises(ProcStatError):
+        parse_proc_stat(text)
+
+
+def test_steal_share_is_the_stolen_part_of_all_ticks_between_readings() -> None:
+    before = CpuTimes(busy=1000, idle=1000, steal=0)
+    after = CpuTimes(busy=1400, idle=1300, steal=300)  # 1000 ticks, 300 stolen
+    assert steal_share(before, after) == pytest.approx(0.3)
+    assert steal_share(before, before) is None
+
+
+def test_high_steal_warns_and_the_line_says_both_figures() -> None:
+    quiet = calibration(0.61, CpuTimes(0, 0, 0), CpuTimes(990, 0, 10))
+    assert quiet["warning"] is None and quiet["cpu_steal_share"] == 0.01
+    stolen = calibration(4.0, CpuTimes(0, 0, 0), CpuTimes(600, 100, 300))
+    assert "30%" in stolen["warning"]
+    line = calibration_line(stolen)
+    assert "took 4.00 s" in line and "CPU steal 30.0% of the run" in line
+    assert "not measured" in calibration_line(calibration(0.6, None, None))
+
+
+def test_a_machine_without_proc_stat_gives_none(tmp_path: Path) -> None:
+    assert read_cpu_times(tmp_path / "missing") is None
