@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     contact_cap: int = 1
     contact_cap_window_s: float = 86_400.0
     holdout_percent: float = 0.0
+    emit_from: AwareDatetime | None = Field(
+        default=None,
+        description="History warm-up: candidates before this time build state but emit nothing.",
+    )
     dedupe_horizon_s: float = 7 * 86_400.0
     max_event_bytes: int = 64 * 1024
 
