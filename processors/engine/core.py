@@ -332,12 +332,20 @@ class FirstKind(Kind):
         key = _key(rule.key_field, event)
         rs = step.rule_state(rule.id)
         seen: list[str] | None = rs.get("k")
-        cand = Candidate(rule, event.occurred_at, [event.event_id], key, event, _NO_CONTEXT)
-        if seen is not None and key in seen:
-            cand.suppress = "already_raised"
-            consumers: dict[str, str] | None = rs.get("ka")
-            if consumers is not None:
-                cand.blocked_by = consumers.get(key)
+        if seen is None or key not in seen:
+            cand = Candidate(rule, event.occurred_at, [event.event_id], key, event, _NO_CONTEXT)
+        else:
+            consumers: dict[str, str] | None = rs.get("ka") if step.engine.decisions else None
+            cand = Candidate(
+                rule,
+                event.occurred_at,
+                [event.event_id],
+                key,
+                event,
+                _NO_CONTEXT,
+                "already_raised",
+                None if consumers is None else consumers.get(key),
+            )
         step.candidates.append(cand)
 
 
@@ -550,6 +558,10 @@ class Step:
         self.due_now: list[list[Any]] | None = None  # timers already due (late events)
 
     def rule_state(self, rule_id: str) -> dict[str, Any]:
+        try:  # the usual case, and free of charge when nothing is raised
+            return self.state["r"][rule_id]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
         rules: dict[str, dict[str, Any]] | None = self.state.get("r")
         if rules is None:
             rules = self.state["r"] = {}
@@ -650,7 +662,8 @@ class Step:
                 and abs(at - cool[key]) < cool_down_ms  # type: ignore[operator]
             ):
                 outcome, reason = "suppressed", "cool_down"
-                blocked_by = rs.get("cb", _NO_CONTEXT).get(key)
+                if engine.decisions:
+                    blocked_by = rs.get("cb", _NO_CONTEXT).get(key)
             if outcome == "fired":
                 if rt.holdout > 0 and in_holdout(cid, rule.id, rt.holdout):
                     outcome = reason = "held_out"
@@ -661,25 +674,44 @@ class Step:
                     holder = self.cap_holder(at)
                     if holder is not None:
                         outcome, reason, blocked_by = "deferred", "contact_cap", holder or None
-        effective = would or outcome
         engine.decided += 1
         evidence = cand.evidence
+        if outcome == "suppressed" and not would:  # nothing to build but the trace
+            if engine.decisions:
+                tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+                self.out.decisions.append(
+                    Decision(  # positional: the field order of decision.avsc
+                        _sha256(f"{rt.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
+                        .digest()[:16]
+                        .hex(),
+                        cid,
+                        rule.id,
+                        rule.version,
+                        outcome,
+                        reason,
+                        None,
+                        evidence,
+                        at,
+                        blocked_by,
+                    )
+                )
+            return False
+        effective = would or outcome
         # ids hash "\x1f"-joined parts; the evidence tail is shared by both ids
         if len(evidence) == 1:  # the usual case: one event made the rule fire
             tail = "\x1f" + evidence[0]
         else:
             tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
         action_id = (
-            _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
-            if effective == "fired" or effective == "deferred"
-            else None
+            None
+            if effective == "held_out"
+            else _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
         )
-        if effective != "suppressed":
-            if cool_down_ms is not None and effective != "deferred":
-                # held_out starts the cool-down too, so the control group keeps the same cadence
-                self.start_cool_down(rs, cool, key, at, action_id, cool_down_ms)
-            if rule.kind == "first":
-                self.consume_key(rule.id, key, action_id)
+        if cool_down_ms is not None and effective != "deferred":
+            # held_out starts the cool-down too, so the control group keeps the same cadence
+            self.start_cool_down(rs, cool, key, at, action_id, cool_down_ms)
+        if rule.kind == "first":
+            self.consume_key(rule.id, key, action_id)
         if engine.decisions:
             self.out.decisions.append(
                 Decision(  # positional: the field order of decision.avsc
@@ -692,7 +724,7 @@ class Step:
                     rule.version,
                     outcome,
                     reason,
-                    action_id if outcome != "suppressed" else None,
+                    None if would else action_id,
                     evidence,
                     at,
                     blocked_by,
@@ -729,7 +761,16 @@ class Step:
             )
         )
         if rt.ledger_sign:
-            self.record_action(rt, at, action_id)
+            _record(
+                state,
+                self.newest,
+                config.allowed_lateness_ms,
+                engine._ledger_window,
+                at,
+                rt.ledger_sign,
+                action_id,
+                0,
+            )
         return True
 
     def record_action(self, rt: _RuleRuntime, at: int, action_id: str) -> None:
@@ -808,15 +849,13 @@ class Step:
         contacts = self.state.get("cap")
         if not contacts:
             return None
+        if type(contacts[0]) is int:
+            contacts = self.slots()
         config = self.engine.config
         lo = at - config.contact_cap_window_ms
         count = 0
         holder: str | None = None
-        for entry in contacts:
-            if type(entry) is int:
-                f, action_id = entry, ""
-            else:
-                f, action_id = entry
+        for f, action_id in contacts:
             if lo < f <= at:
                 count += 1
                 if holder is None:
@@ -827,14 +866,14 @@ class Step:
         """A fired engagement action holds a slot of the cap from `at` for the window."""
         contacts = self.slots()
         insort(contacts, [at, action_id])
-        horizon = self.newest - self.engine.config.contact_cap_window_ms
-        horizon -= self.engine.config.allowed_lateness_ms
-        cut = 0
-        for entry in contacts:
-            if entry[0] >= horizon:
-                break
-            cut += 1
-        if cut:
+        config = self.engine.config
+        horizon = self.newest - config.contact_cap_window_ms - config.allowed_lateness_ms
+        if contacts[0][0] < horizon:
+            cut = 0
+            for entry in contacts:
+                if entry[0] >= horizon:
+                    break
+                cut += 1
             del contacts[:cut]
 
     def next_free(self, now: int) -> int | None:
@@ -1210,6 +1249,33 @@ _PLACEHOLDERS: Final[dict[str, Placeholder]] = {
 }
 
 
+def _hold_product(
+    state: dict[str, Any], products: list[str] | None, product: str, t: int
+) -> None:
+    """The customer holds `product` from `t` (unless it was closed at or after `t`: `pc` keeps
+    the closing times, so an older event arriving late does not reopen a closed product)."""
+    closed: dict[str, int] | None = state.get("pc")
+    if closed is not None and closed.get(product, t - 1) >= t:
+        return
+    if products is None:
+        state["prod"] = [product]
+    else:
+        insort(products, product)
+
+
+def _close_product(
+    state: dict[str, Any], products: list[str] | None, product: str, t: int
+) -> None:
+    """An account_closed for `product` at `t`: the customer no longer holds it."""
+    if products is not None and product in products:
+        products.remove(product)
+    closed: dict[str, int] | None = state.get("pc")
+    if closed is None:
+        state["pc"] = {product: t}
+    elif closed.get(product, t) <= t:
+        closed[product] = t
+
+
 def _record(
     state: dict[str, Any],
     newest: int,
@@ -1517,22 +1583,12 @@ class Engine:
             state["since"] = since
         product = event.product
         if product:
-            # Holdings: from any event naming the product until an account_closed for it
-            # (`pc` keeps the closing times, so an older event arriving late does not reopen).
+            # Holdings: from any event naming the product until an account_closed for it.
             products: list[str] | None = state.get("prod")
-            closed: dict[str, int] | None = state.get("pc")
             if closes:
-                if products is not None and product in products:
-                    products.remove(product)
-                if closed is None:
-                    state["pc"] = {product: t}
-                elif closed.get(product, t) <= t:
-                    closed[product] = t
-            elif closed is None or product not in closed or closed[product] < t:
-                if products is None:
-                    state["prod"] = [product]
-                elif product not in products:
-                    insort(products, product)
+                _close_product(state, products, product, t)
+            elif products is None or product not in products:
+                _hold_product(state, products, product, t)
         if sign:
             _record(state, newest, self._lateness_ms, self._ledger_window, t, sign, event_id, 1)
         # Conditions read only since / products / last channel, which no rule kind changes,
