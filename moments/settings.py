@@ -8,11 +8,12 @@ Every process (CLI, worker, sinks, collector) takes its configuration from
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import AwareDatetime, Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
@@ -110,6 +111,17 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
     )
 
+    @field_validator("holdout_percent", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        """MOMENTS_HOLDOUT_PERCENT: a number 0-100, `%` optional ("20%" or "20")."""
+        if isinstance(value, str):
+            value = value.strip().removesuffix("%").strip()
+        number = float(value)
+        if not 0 <= number <= 100:
+            raise ValueError("expected a percentage 0-100, e.g. 20 or 20%")
+        return number
+
     @cached_property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
@@ -139,6 +151,8 @@ class Settings(BaseSettings):
                 text = json.dumps(value)
             elif isinstance(value, bool):
                 text = "true" if value else "false"
+            elif isinstance(value, datetime):
+                text = value.isoformat()
             else:
                 text = str(value)
             env[f"MOMENTS_{name.upper()}"] = text

@@ -25,6 +25,7 @@ DESTINATIONS: Final = ("care", "billing", "crm", "feedback", "recognition")
 #: The event types every channel shares (DESIGN.md section 3). Unknown types are kept.
 EVENT_TYPES: Final = (
     "account_opened",
+    "account_closed",
     "cancellation_requested",
     "invoice_issued",
     "payment_received",
