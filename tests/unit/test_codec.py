@@ -424,3 +424,45 @@ def test_errors_survive_pickling() -> None:
         assert (type(copy), str(copy)) == (type(error), str(error))
         assert getattr(copy, "stage", None) == getattr(error, "stage", None)
         assert getattr(copy, "field", None) == getattr(error, "field", None)
+
+
+def _old_decision_schema() -> dict[str, Any]:
+    """decision.avsc before revision 2 (no blocked_by, no `deferred` outcome)."""
+    return json.loads((Path(__file__).parents[2] / "schemas/previous/decision.v1.avsc").read_text())
+
+
+def test_a_decision_written_with_the_old_schema_still_decodes() -> None:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    old = parse_schema(_old_decision_schema())
+    body = io.BytesIO()
+    record = to_json_dict(DECISION) | {"decided_at": DECISION.decided_at}
+    del record["blocked_by"]
+    schemaless_writer(body, old, record)
+    header = b"\xc3\x01" + bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO"))
+    assert header[2:] != schema_fingerprint(Decision)  # really the old version
+    decoded = codec_for(Decision).decode(header + body.getvalue())
+    assert decoded == replace(DECISION, blocked_by=None)
+    assert AvroCodec(Decision).decode_dict(header + body.getvalue())["blocked_by"] is None
+
+
+@pytest.mark.parametrize("outcome", ["fired", "suppressed", "held_out"])
+def test_the_decision_schema_is_backward_compatible(outcome: str) -> None:
+    """What a Schema Registry's BACKWARD check asks: the new schema reads every old record
+    (Avro schema resolution: blocked_by takes its default, the enum only gained a symbol)."""
+    import io
+
+    from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+    new = parse_schema(json.loads(Path(__file__).parents[2].joinpath("schemas/decision.avsc").read_text()))
+    old = parse_schema(_old_decision_schema())
+    record = to_json_dict(replace(DECISION, outcome=outcome)) | {"decided_at": DECISION.decided_at}
+    del record["blocked_by"]
+    body = io.BytesIO()
+    schemaless_writer(body, old, record)
+    body.seek(0)
+    read = schemaless_reader(body, old, new)
+    assert read["blocked_by"] is None and read["outcome"] == outcome
