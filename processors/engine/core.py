@@ -16,20 +16,28 @@ Reading order:
 2. Applying an event: drop it if its event_id was seen for this customer
    within the dedupe horizon (a `duplicate_event` decision per rule listening
    to its type); otherwise update the customer profile (last channel,
-   customer_since, products, relationship ledger) and hand the event to every
+   customer_since, products held: from any event naming one until an
+   account_closed for it, relationship ledger) and hand the event to every
    rule listening to its type. Each rule kind (small classes below, one
    `on_event` each) turns the event into zero or one candidate action.
-3. Arbitration: candidates are decided highest priority first, ties by rule
-   id. A candidate is suppressed as `already_raised` when its kind says so (a
-   first-occurrence rule seeing its key again), by a cool-down (per customer
-   and rule, per key where the rule has one, counted from the last action that
-   fired: |t - last| < cool-down; suppressed candidates do not restart it), or,
-   for engagement rules only, by the contact cap (fired engagement actions with
-   |t - f| < cap window; capped means suppressed, never deferred). Otherwise a
-   deterministic control group (hash of customer and rule < holdout percent)
-   is `held_out` (it starts the cool-down like a fired action, so both groups
-   keep the same cadence, but sends nothing); the rest fire. Every candidate
-   yields exactly one Decision; a fired one carries its action's id.
+3. Arbitration (revision 2): the candidates of one event or one timer are
+   decided highest priority first, ties by rule id. Checks, in order:
+   already raised (a `first` key consumed before) / already waiting (the same
+   rule and key deferred and still queued), cool-down (per customer and rule,
+   per key where the rule has one, from the last action that fired or was held
+   out: |t - last| < cool-down), held out (engagement rules only: a rule's own
+   holdout or the default, hash of customer and rule < percent; it starts the
+   cool-down and consumes a first key but sends nothing), contact cap
+   (engagement rules only: fired engagement actions with triggered_at in
+   (t - 24 h, t]). A capped candidate is *deferred* into the customer's queue
+   (`dq`) with its reason, details, due_by and action id; one queue timer per
+   customer fires it when the cap frees (highest priority, then the earlier
+   candidate, then rule id; triggered_at = that moment) or expires it at its
+   due_by / defer_for (an expiry equal to the freeing moment still fires).
+   Before `emit_from` (history warm-up) a candidate that would fire or be held
+   out only builds that state and is traced `warm_up`. Every candidate yields
+   one Decision (a deferred one a second when it fires or expires); fired and
+   deferred ones carry the action id, blocked ones `blocked_by`.
    Every action gets `details.relationship_balance`: positives - negatives of
    the customer's ledger in the window ending at `triggered_at`.
 4. State stays bounded: windows, ledgers, dedupe ids and cool-downs are pruned
@@ -43,11 +51,11 @@ import hashlib
 import importlib
 import string
 from bisect import bisect_right, insort
-from heapq import heapify, heappop, heappush
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from heapq import heapify, heappop, heappush
 from operator import attrgetter, itemgetter
 from typing import Any, ClassVar, Final
 
@@ -991,13 +999,13 @@ class Step:
 
     def expire(self, entry: list[Any]) -> None:
         """A deferred candidate whose time ran out before the cap freed: suppressed, expired."""
-        at, _, rule_id, _, _, evidence, _, expires, version, _, _ = entry
+        _, _, rule_id, _, _, evidence, _, expires, version, _, _ = entry
         self._trace(rule_id, version, "suppressed", "expired", None, evidence, expires)
 
     def fire_deferred(self, entry: list[Any], now: int) -> None:
         """A deferred candidate fires when the cap frees: triggered_at = now, with its original
         due_by, evidence, reason and action_id; it holds a slot and starts its cool-down."""
-        at, _, rule_id, key, action_id, evidence, due_by, _, version, reason, details = entry
+        _, _, rule_id, key, action_id, evidence, due_by, _, version, reason, details = entry
         engine = self.engine
         rule = engine.rules.get(rule_id)
         if rule is None:  # the rule left the pack while its candidate waited
@@ -1249,9 +1257,7 @@ _PLACEHOLDERS: Final[dict[str, Placeholder]] = {
 }
 
 
-def _hold_product(
-    state: dict[str, Any], products: list[str] | None, product: str, t: int
-) -> None:
+def _hold_product(state: dict[str, Any], products: list[str] | None, product: str, t: int) -> None:
     """The customer holds `product` from `t` (unless it was closed at or after `t`: `pc` keeps
     the closing times, so an older event arriving late does not reopen a closed product)."""
     closed: dict[str, int] | None = state.get("pc")
@@ -1263,9 +1269,7 @@ def _hold_product(
         insort(products, product)
 
 
-def _close_product(
-    state: dict[str, Any], products: list[str] | None, product: str, t: int
-) -> None:
+def _close_product(state: dict[str, Any], products: list[str] | None, product: str, t: int) -> None:
     """An account_closed for `product` at `t`: the customer no longer holds it."""
     if products is not None and product in products:
         products.remove(product)
@@ -1376,8 +1380,10 @@ class _RuleRuntime:
         self.rule = rule
         # Control groups are for engagement rules only: a service rule is never held out.
         holdout = rule.holdout_percent
-        self.holdout = 0.0 if rule.rule_class != "engagement" else (
-            config.holdout_percent if holdout is None else holdout
+        self.holdout = (
+            0.0
+            if rule.rule_class != "engagement"
+            else (config.holdout_percent if holdout is None else holdout)
         )
         self.warm_up = config.emit_from_ms is not None
         self.cool_down_ms = rule.cool_down_ms

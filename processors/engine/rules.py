@@ -299,7 +299,6 @@ def parse_percent(value: Any) -> float:
     return percent
 
 
-
 def load_rule_pack(path: Path | str | None = None) -> RulePack:
     """Load and validate a pack (None = the default pack); raises RulePackError listing problems."""
     pack, problems = _load(Path(path) if path is not None else DEFAULT_PACK_PATH)
@@ -492,7 +491,9 @@ class _Parser:
             **kind_fields,
         )
 
-    def control(self, name: str, raw: Mapping[str, Any], rule_class: Any) -> tuple[float | None, int]:
+    def control(
+        self, name: str, raw: Mapping[str, Any], rule_class: Any
+    ) -> tuple[float | None, int]:
         """`holdout` (engagement rules only) and `defer_for` (default 7 days)."""
         holdout = None
         if raw.get("holdout") is not None:

@@ -196,7 +196,9 @@ def wait_until_quiet(read: Any, worker: WorkerProcess | None, quiet_s: float) ->
 
 def deferred_across(decisions: list[Decision], split_ms: int) -> list[str]:
     """Action ids deferred before `split_ms` that fired after it."""
-    deferred = {d.action_id for d in decisions if d.outcome == "deferred" and d.decided_at < split_ms}
+    deferred = {
+        d.action_id for d in decisions if d.outcome == "deferred" and d.decided_at < split_ms
+    }
     return [
         d.action_id
         for d in decisions

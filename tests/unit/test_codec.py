@@ -457,7 +457,9 @@ def test_the_decision_schema_is_backward_compatible(outcome: str) -> None:
 
     from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-    new = parse_schema(json.loads(Path(__file__).parents[2].joinpath("schemas/decision.avsc").read_text()))
+    new = parse_schema(
+        json.loads(Path(__file__).parents[2].joinpath("schemas/decision.avsc").read_text())
+    )
     old = parse_schema(_old_decision_schema())
     record = to_json_dict(replace(DECISION, outcome=outcome)) | {"decided_at": DECISION.decided_at}
     del record["blocked_by"]

@@ -89,9 +89,7 @@ def test_no_duplicate_action_ids_and_one_decision_per_candidate(
     assert len(ids) == len(set(ids))
     fired = [d.action_id for d in out.decisions if d.outcome == "fired"]
     assert fired == ids  # every action has its fired decision, in the same order
-    assert all(
-        d.action_id is None for d in out.decisions if d.outcome not in ("fired", "deferred")
-    )
+    assert all(d.action_id is None for d in out.decisions if d.outcome not in ("fired", "deferred"))
 
 
 @settings(
@@ -162,7 +160,9 @@ SUPPRESSION_REASONS = {
 }
 
 
-def run_all(engine: Engine, events: list[InteractionEvent], until: int) -> tuple[EngineOutput, DictStore]:
+def run_all(
+    engine: Engine, events: list[InteractionEvent], until: int
+) -> tuple[EngineOutput, DictStore]:
     store = DictStore()
     out = EngineOutput()
     for event in events:

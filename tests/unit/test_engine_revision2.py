@@ -40,9 +40,7 @@ def traced(out: EngineOutput, rule_id: str | None = None) -> list[tuple[str, str
 
 
 def only(out: EngineOutput, outcome: str, rule_id: str | None = None) -> Decision:
-    [decision] = [
-        d for d in out.decisions if d.outcome == outcome and rule_id in (None, d.rule)
-    ]
+    [decision] = [d for d in out.decisions if d.outcome == outcome and rule_id in (None, d.rule)]
     return decision
 
 
