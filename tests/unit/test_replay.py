@@ -249,3 +249,17 @@ def test_replay_emit_from_warms_up_history_without_emitting(
     assert actions.read_text() == ""
     reasons = [json.loads(x)["reason"] for x in decisions.read_text().splitlines()]
     assert "warm_up" in reasons and "fired" not in reasons
+
+
+def test_every_host_gets_emit_from_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker, replay and `replay --from-topic` all build their engine with
+    `engine_config(settings)`, so MOMENTS_EMIT_FROM reaches each of them."""
+    from moments.settings import Settings
+    from processors.config import engine_config
+
+    monkeypatch.setenv("MOMENTS_EMIT_FROM", "2026-01-01T00:00:00+00:00")
+    monkeypatch.setenv("MOMENTS_HOLDOUT_PERCENT", "20%")
+    config = engine_config(Settings())
+    assert (config.emit_from_ms, config.holdout_percent) == (T0, 20.0)
+    monkeypatch.delenv("MOMENTS_EMIT_FROM")
+    assert engine_config(Settings()).emit_from_ms is None
