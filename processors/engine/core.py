@@ -715,11 +715,13 @@ class Step:
             if effective == "held_out"
             else _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
         )
+        # what later blocked candidates name: an action that was emitted (not a warm-up one)
+        cause = None if would else action_id
         if cool_down_ms is not None and effective != "deferred":
             # held_out starts the cool-down too, so the control group keeps the same cadence
-            self.start_cool_down(rs, cool, key, at, action_id, cool_down_ms)
+            self.start_cool_down(rs, cool, key, at, cause, cool_down_ms)
         if rule.kind == "first":
-            self.consume_key(rule.id, key, action_id)
+            self.consume_key(rule.id, key, cause)
         if engine.decisions:
             self.out.decisions.append(
                 Decision(  # positional: the field order of decision.avsc

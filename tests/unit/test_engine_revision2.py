@@ -333,6 +333,7 @@ def test_warm_up_builds_state_but_emits_nothing_before_emit_from() -> None:
         ev("meter_reading_submitted", start + H, product="gas"),  # the cap was not built
     )
     assert traced(out, "explain_first_bill") == [("suppressed", "already_raised", start)]
+    assert only(out, "suppressed", "explain_first_bill").blocked_by is None  # nothing was sent
     assert traced(out, "recognize_tenure")[0][:2] == ("suppressed", "cool_down")
     assert [a.rule for a in out.actions] == ["thank_meter_reading"]
 
