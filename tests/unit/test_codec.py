@@ -431,22 +431,29 @@ def _old_decision_schema() -> dict[str, Any]:
     return json.loads((Path(__file__).parents[2] / "schemas/previous/decision.v1.avsc").read_text())
 
 
-def test_a_decision_written_with_the_old_schema_still_decodes() -> None:
+def _old_decision_body(decision: Decision) -> bytes:
+    """The Avro body of `decision` as a writer with the old schema wrote it."""
     import io
 
     from fastavro import parse_schema, schemaless_writer
+
+    record = to_json_dict(decision) | {"decided_at": decision.decided_at}
+    del record["blocked_by"]
+    body = io.BytesIO()
+    schemaless_writer(body, parse_schema(_old_decision_schema()), record)
+    return body.getvalue()
+
+
+def test_a_decision_written_with_the_old_schema_still_decodes() -> None:
+    from fastavro import parse_schema
     from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-    old = parse_schema(_old_decision_schema())
-    body = io.BytesIO()
-    record = to_json_dict(DECISION) | {"decided_at": DECISION.decided_at}
-    del record["blocked_by"]
-    schemaless_writer(body, old, record)
-    header = b"\xc3\x01" + bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO"))
+    pcf = to_parsing_canonical_form(parse_schema(_old_decision_schema()))
+    header = b"\xc3\x01" + bytes.fromhex(fingerprint(pcf, "CRC-64-AVRO"))
     assert header[2:] != schema_fingerprint(Decision)  # really the old version
-    decoded = codec_for(Decision).decode(header + body.getvalue())
-    assert decoded == replace(DECISION, blocked_by=None)
-    assert AvroCodec(Decision).decode_dict(header + body.getvalue())["blocked_by"] is None
+    data = header + _old_decision_body(DECISION)
+    assert codec_for(Decision).decode(data) == replace(DECISION, blocked_by=None)
+    assert AvroCodec(Decision).decode_dict(data)["blocked_by"] is None
 
 
 @pytest.mark.parametrize("outcome", ["fired", "suppressed", "held_out"])
@@ -455,16 +462,9 @@ def test_the_decision_schema_is_backward_compatible(outcome: str) -> None:
     (Avro schema resolution: blocked_by takes its default, the enum only gained a symbol)."""
     import io
 
-    from fastavro import parse_schema, schemaless_reader, schemaless_writer
+    from fastavro import parse_schema, schemaless_reader
 
-    new = parse_schema(
-        json.loads(Path(__file__).parents[2].joinpath("schemas/decision.avsc").read_text())
-    )
-    old = parse_schema(_old_decision_schema())
-    record = to_json_dict(replace(DECISION, outcome=outcome)) | {"decided_at": DECISION.decided_at}
-    del record["blocked_by"]
-    body = io.BytesIO()
-    schemaless_writer(body, old, record)
-    body.seek(0)
-    read = schemaless_reader(body, old, new)
+    new = json.loads((Path(__file__).parents[2] / "schemas/decision.avsc").read_text())
+    body = io.BytesIO(_old_decision_body(replace(DECISION, outcome=outcome)))
+    read = schemaless_reader(body, parse_schema(_old_decision_schema()), parse_schema(new))
     assert read["blocked_by"] is None and read["outcome"] == outcome
