@@ -13,7 +13,7 @@ import functools
 import signal
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -170,6 +170,13 @@ def replay(
         str | None, typer.Option(help="Advance the clock to this time at the end (ISO-8601).")
     ] = None,
     partitions: Annotated[int, typer.Option(help="Keep one watermark per partition.")] = 1,
+    emit_from: Annotated[
+        str | None,
+        typer.Option(
+            help="History warm-up: candidates before this time (ISO-8601) build state but emit "
+            "nothing (decision suppressed, reason warm_up). Default: MOMENTS_EMIT_FROM."
+        ),
+    ] = None,
     from_topic: Annotated[
         str | None,
         typer.Option(help="Backfill / shadow run: read this Kafka topic instead of a file."),
@@ -184,6 +191,11 @@ def replay(
 
     settings = load_settings()
     until_ms = parse_time(until, "--until")
+    emit_from_ms = parse_time(emit_from, "--emit-from")
+    if emit_from_ms is not None:
+        settings = settings.model_copy(
+            update={"emit_from": datetime.fromtimestamp(emit_from_ms / 1000, tz=UTC)}
+        )
     rules_path = rules or settings.rules_path
     if from_topic is not None:
         from processors.backfill import backfill_topic
@@ -191,7 +203,7 @@ def replay(
         if events is not None:
             raise UserError("give an events file or --from-topic, not both")
         backfill = backfill_topic(
-            require_broker(settings),
+            require_broker(settings),  # engine_config(settings) there: --emit-from holds too
             from_topic,
             actions_out=actions_out,
             decisions_out=decisions_out,

@@ -48,7 +48,8 @@ ACTIONS_EMITTED = Counter(
 )
 DECISIONS = Counter(
     "moments_decisions_total",
-    "Decisions on candidate actions, by rule, outcome (fired, suppressed, held_out) and reason.",
+    "Decisions on candidate actions, by rule, outcome (fired, deferred, suppressed, held_out)"
+    " and reason.",
     ["rule", "outcome", "reason"],
 )
 DLQ_RECORDS = Counter(

@@ -8,11 +8,12 @@ Every process (CLI, worker, sinks, collector) takes its configuration from
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from moments.privacy import MASK, redact_url
@@ -75,6 +76,10 @@ class Settings(BaseSettings):
     contact_cap: int = 1
     contact_cap_window_s: float = 86_400.0
     holdout_percent: float = 0.0
+    emit_from: AwareDatetime | None = Field(
+        default=None,
+        description="History warm-up: candidates before this time build state but emit nothing.",
+    )
     dedupe_horizon_s: float = 7 * 86_400.0
     max_event_bytes: int = 64 * 1024
 
@@ -151,6 +156,17 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             yield name, _without_secrets(name, value)
 
+    @field_validator("holdout_percent", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        """MOMENTS_HOLDOUT_PERCENT: a number 0-100, `%` optional ("20%" or "20")."""
+        if isinstance(value, str):
+            value = value.strip().removesuffix("%").strip()
+        number = float(value)
+        if not 0 <= number <= 100:
+            raise ValueError("expected a percentage 0-100, e.g. 20 or 20%")
+        return number
+
     @cached_property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
@@ -177,6 +193,8 @@ class Settings(BaseSettings):
                 text = json.dumps(value)
             elif isinstance(value, bool):
                 text = "true" if value else "false"
+            elif isinstance(value, datetime):
+                text = value.isoformat()
             else:
                 text = str(value)
             env[f"MOMENTS_{name.upper()}"] = text

@@ -17,4 +17,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
         holdout_percent=settings.holdout_percent,
         dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
+        emit_from_ms=(
+            None if settings.emit_from is None else int(settings.emit_from.timestamp() * 1000)
+        ),
     )

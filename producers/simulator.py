@@ -135,6 +135,9 @@ STORIES: Final = (
     "repair_relationship",
 )
 
+#: `ends_ms` of a product nobody asked to cancel.
+_OPEN: Final = 1 << 62
+
 # product: (monthly amount low, high, metered, currency)
 PRODUCTS: Final[dict[str, tuple[float, float, bool]]] = {
     "electricity": (45.0, 180.0, True),
@@ -280,7 +283,7 @@ class _Product:
     bill_offset: int  # day of the month cycle the invoice runs (0..27)
     base_amount: float
     metered: bool
-    ends_ms: int = 1 << 62
+    ends_ms: int = _OPEN
     invoices: int = 0
     last_invoice: str | None = None
 
@@ -623,7 +626,9 @@ class _World:
         self._say(customer, channel, intent, ts, self._any_product(customer), None, None, out)
 
     def _any_product(self, customer: _Customer) -> str | None:
-        return self._pick(customer.products).name if customer.products else None
+        """A product the customer talks about: one they hold and have not asked to cancel."""
+        held = [p for p in customer.products if p.ends_ms == _OPEN]
+        return self._pick(held).name if held else None
 
     def _complaint(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
         channel = self._channel("complaint")
@@ -689,6 +694,9 @@ class _World:
             self._say(customer, _WEB, "move", move_at, None, None, customer.address, out)
         self._say(customer, channel, "cancel", ts, product.name, None, (reason, notes), out)
         product.ends_ms = min(product.ends_ms, ts + 30 * DAY)
+        if rng.random() < 0.8:  # the rest change their mind, or the closure is never recorded
+            closed = ("ACCOUNT_CLOSED", product.name, None, None, None)
+            out.append((product.ends_ms, _BILL, customer.index, closed))
 
     def _burst(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
         """An omnichannel burst: 3-4 contacts within two days over at least two channels."""

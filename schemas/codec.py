@@ -143,6 +143,12 @@ def _decode_error(message: str, stage: str) -> DecodeError:
 
 # --------------------------------------------------------------------------- schemas
 
+#: Earlier versions of a record's schema whose single-object records still decode (Avro
+#: schema resolution fills the fields added since with their defaults).
+_PREVIOUS_SCHEMA_FILES: Final[dict[type, tuple[str, ...]]] = {
+    Decision: ("previous/decision.v1.avsc",),
+}
+
 _SCHEMA_FILES: Final[dict[type, str]] = {
     InteractionEvent: "interaction_event.avsc",
     ActionEvent: "action_event.avsc",
@@ -345,6 +351,7 @@ _SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
         ("action_id", _optional_text, _PLAIN, False),
         ("evidence", _string_list, _LIST, True),
         ("decided_at", _timestamp, _TS, True),
+        ("blocked_by", _optional_text, _PLAIN, False),
     ),
 }
 
@@ -514,6 +521,7 @@ def _decision_json(d: Decision) -> dict[str, Any] | None:
         "action_id": d.action_id,
         "evidence": d.evidence,
         "decided_at": _fast_ms_to_iso(d.decided_at),
+        "blocked_by": d.blocked_by,
     }
 
 
@@ -1390,6 +1398,14 @@ class AvroCodec(Generic[R]):
         #: decoder when there is one. It raises (any exception) for whatever it does not take
         #: (another framing, unusual or invalid records): call `decode` then for the verdict.
         self.fast_decode: Callable[[bytes], R] = self._fast_decoder or self.decode
+        #: fingerprint -> parsed writer schema of an earlier version of this record
+        self._previous: dict[bytes, Any] = {}
+        for name in _PREVIOUS_SCHEMA_FILES.get(record_type, ()):
+            old = _strip_timestamp_logical_types(
+                json.loads(resources.files("schemas").joinpath(name).read_text("utf-8"))
+            )
+            canonical = to_parsing_canonical_form(parse_schema(old))
+            self._previous[bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))] = parse_schema(old)
         self._serializer: Any = None
         self._deserializer: Any = None
         if registry_url:
@@ -1463,7 +1479,10 @@ class AvroCodec(Generic[R]):
         """The decoded Avro dict (timestamps int ms, dates `date`), not validated; the fast path."""
         if data[:2] == SINGLE_OBJECT_MAGIC:
             if data[2:10] != self.fingerprint:
-                raise DecodeError(self._unknown_fingerprint(data[2:10]))
+                writer = self._previous.get(data[2:10])
+                if writer is None:
+                    raise DecodeError(self._unknown_fingerprint(data[2:10]))
+                return self._decode_previous(data, writer)
             values = self._read_fast(data)
             if values is not None:
                 return dict(zip(self._avro_names, values, strict=True))
@@ -1519,6 +1538,20 @@ class AvroCodec(Generic[R]):
         if self._positional:
             return self.record_type(*fields.values())
         return self.record_type(**fields)
+
+    def _decode_previous(self, data: bytes, writer: Any) -> dict[str, Any]:
+        """A record written with an earlier version of the schema, resolved to this one."""
+        buffer = io.BytesIO(data)
+        buffer.seek(10)
+        try:
+            value = schemaless_reader(buffer, writer, self._read_schema)
+        except Exception as exc:  # fastavro raises many kinds on corrupt input
+            raise DecodeError(f"bad Avro body for {self.name}: {_describe(exc)}") from None
+        if buffer.tell() != len(data):
+            raise DecodeError(
+                f"bad Avro body for {self.name}: {len(data) - buffer.tell()} trailing bytes"
+            )
+        return cast(dict[str, Any], value)
 
     def _read_fast(self, data: bytes) -> tuple[Any, ...] | None:
         """The generated reader's values for a single-object body, or None (fastavro decides)."""

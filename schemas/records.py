@@ -19,12 +19,13 @@ from datetime import date
 from typing import Final
 
 CHANNELS: Final = ("call", "email", "billing", "web", "other")
-OUTCOMES: Final = ("fired", "suppressed", "held_out")
+OUTCOMES: Final = ("fired", "deferred", "suppressed", "held_out")
 DESTINATIONS: Final = ("care", "billing", "crm", "feedback", "recognition")
 
 #: The event types every channel shares (DESIGN.md section 3). Unknown types are kept.
 EVENT_TYPES: Final = (
     "account_opened",
+    "account_closed",
     "cancellation_requested",
     "invoice_issued",
     "payment_received",
@@ -93,3 +94,5 @@ class Decision:
     action_id: str | None
     evidence: list[str]
     decided_at: int
+    #: The action that caused a cool_down, contact_cap, already_raised or already_waiting.
+    blocked_by: str | None = None

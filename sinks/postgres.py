@@ -359,6 +359,7 @@ def decision_row(d: Decision, topic: str | None, partition: int | None, offset: 
         topic,
         partition,
         offset,
+        d.blocked_by,
     )
 
 
@@ -431,6 +432,7 @@ DECISIONS = TableSpec(
         Column("evidence", *_TEXT_ARRAY),
         Column("decided_at", *_TIMESTAMPTZ),
         *_KAFKA_COLUMNS,
+        Column("blocked_by", "text"),  # migration 004
     ),
     decision_row,
 )

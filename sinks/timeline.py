@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from rich.markup import escape
 from rich.table import Table
 
 #: Columns of each timeline entry, in this order (the view's columns).
@@ -206,6 +207,8 @@ def customer_timeline(conninfo: str, customer_id: str, limit: int = 200) -> list
 
 
 _KIND_STYLE = {"event": "cyan", "decision": "dim", "action": "bold green"}
+#: Decisions an agent should notice: waiting for the contact cap, or never sent (expired).
+_OUTCOME_STYLE = {"deferred": "yellow", "held_out": "magenta"}
 
 
 def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -221,11 +224,15 @@ def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Tabl
         at = str(row["at"]).replace("T", " ")[:19]
         kind = str(row["kind"])
         balance = row.get("relationship_balance")
+        summary = str(row.get("summary") or "")
+        style = _OUTCOME_STYLE.get(str(row.get("outcome")))
+        if kind == "decision" and summary.endswith("(expired)"):
+            style = "red"
         table.add_row(
             at,
             f"[{_KIND_STYLE.get(kind, '')}]{kind}[/]" if kind in _KIND_STYLE else kind,
             str(row.get("channel") or ""),
-            str(row.get("summary") or ""),
+            f"[{style}]{escape(summary)}[/]" if style else summary,
             "" if balance is None else f"{balance:+g}",
         )
     return table

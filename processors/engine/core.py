@@ -16,20 +16,28 @@ Reading order:
 2. Applying an event: drop it if its event_id was seen for this customer
    within the dedupe horizon (a `duplicate_event` decision per rule listening
    to its type); otherwise update the customer profile (last channel,
-   customer_since, products, relationship ledger) and hand the event to every
+   customer_since, products held: from any event naming one until an
+   account_closed for it, relationship ledger) and hand the event to every
    rule listening to its type. Each rule kind (small classes below, one
    `on_event` each) turns the event into zero or one candidate action.
-3. Arbitration: candidates are decided highest priority first, ties by rule
-   id. A candidate is suppressed as `already_raised` when its kind says so (a
-   first-occurrence rule seeing its key again), by a cool-down (per customer
-   and rule, per key where the rule has one, counted from the last action that
-   fired: |t - last| < cool-down; suppressed candidates do not restart it), or,
-   for engagement rules only, by the contact cap (fired engagement actions with
-   |t - f| < cap window; capped means suppressed, never deferred). Otherwise a
-   deterministic control group (hash of customer and rule < holdout percent)
-   is `held_out` (it starts the cool-down like a fired action, so both groups
-   keep the same cadence, but sends nothing); the rest fire. Every candidate
-   yields exactly one Decision; a fired one carries its action's id.
+3. Arbitration (revision 2): the candidates of one event or one timer are
+   decided highest priority first, ties by rule id. Checks, in order:
+   already raised (a `first` key consumed before) / already waiting (the same
+   rule and key deferred and still queued), cool-down (per customer and rule,
+   per key where the rule has one, from the last action that fired or was held
+   out: |t - last| < cool-down), held out (engagement rules only: a rule's own
+   holdout or the default, hash of customer and rule < percent; it starts the
+   cool-down and consumes a first key but sends nothing), contact cap
+   (engagement rules only: fired engagement actions with triggered_at in
+   (t - 24 h, t]). A capped candidate is *deferred* into the customer's queue
+   (`dq`) with its reason, details, due_by and action id; one queue timer per
+   customer fires it when the cap frees (highest priority, then the earlier
+   candidate, then rule id; triggered_at = that moment) or expires it at its
+   due_by / defer_for (an expiry equal to the freeing moment still fires).
+   Before `emit_from` (history warm-up) a candidate that would fire or be held
+   out only builds that state and is traced `warm_up`. Every candidate yields
+   one Decision (a deferred one a second when it fires or expires); fired and
+   deferred ones carry the action id, blocked ones `blocked_by`.
    Every action gets `details.relationship_balance`: positives - negatives of
    the customer's ledger in the window ending at `triggered_at`, and the two
    counts as `details.relationship_positives` / `relationship_negatives`.
@@ -48,6 +56,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from heapq import heapify, heappop, heappush
 from operator import attrgetter, itemgetter
 from typing import Any, ClassVar, Final
 
@@ -71,8 +80,13 @@ from processors.engine.rules import (
 )
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
-#: Events that give the customer a product (for details.products).
-PRODUCT_EVENTS: Final = frozenset({"account_opened"})
+#: The event that ends a customer's holding of the product it names (any other event naming a
+#: product starts one): details.products lists what the customer holds.
+PRODUCT_CLOSED: Final = "account_closed"
+
+#: The rule id of a customer's deferred-candidate timer in the partition's timer index (it
+#: sorts before every rule id, so at one deadline a customer's queue is served first).
+QUEUE_TIMER: Final = ""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -85,6 +99,7 @@ _VIA: Final = {
 }
 _WHAT: Final = {
     "account_opened": "an account opening",
+    "account_closed": "an account closure",
     "cancellation_requested": "a cancellation request",
     "invoice_issued": "an invoice",
     "payment_received": "a payment",
@@ -212,6 +227,7 @@ class Candidate:
     event: InteractionEvent | None = None  # the event that made the rule fire, if any
     context: dict[str, Any] = field(default_factory=dict)  # extra reason placeholders
     suppress: str | None = None  # set by the kind itself, e.g. already_raised
+    blocked_by: str | None = None  # with `suppress`: the action that caused it, if known
 
 
 def field_value(event: InteractionEvent, name: str) -> str | None:
@@ -312,8 +328,11 @@ class MatchKind(Kind):
 class FirstKind(Kind):
     """The first matching event per key (customer or a field), once ever.
 
-    Later occurrences are candidates suppressed as `already_raised`, so the
-    trace answers "why no explanation for the second bill?".
+    The key is consumed (`k`, with the consuming action's id in `ka`) when the
+    candidate fires, is deferred or is held out (see `Step.decide`), never by a
+    candidate that was suppressed. Later occurrences of a consumed key are
+    candidates suppressed as `already_raised`, so the trace answers "why no
+    explanation for the second bill?".
     """
 
     name = "first"
@@ -322,16 +341,21 @@ class FirstKind(Kind):
         key = _key(rule.key_field, event)
         rs = step.rule_state(rule.id)
         seen: list[str] | None = rs.get("k")
-        suppress = None
-        if seen is None:
-            rs["k"] = [key]
-        elif key in seen:
-            suppress = "already_raised"
+        if seen is None or key not in seen:
+            cand = Candidate(rule, event.occurred_at, [event.event_id], key, event, _NO_CONTEXT)
         else:
-            insort(seen, key)
-        step.candidates.append(
-            Candidate(rule, event.occurred_at, [event.event_id], key, event, _NO_CONTEXT, suppress)
-        )
+            consumers: dict[str, str] | None = rs.get("ka") if step.engine.decisions else None
+            cand = Candidate(
+                rule,
+                event.occurred_at,
+                [event.event_id],
+                key,
+                event,
+                _NO_CONTEXT,
+                "already_raised",
+                None if consumers is None else consumers.get(key),
+            )
+        step.candidates.append(cand)
 
 
 class CountKind(Kind):
@@ -502,6 +526,15 @@ def _by_priority(cand: Candidate) -> tuple[int, str]:
     return -cand.rule.priority, cand.rule.id
 
 
+def _queue_order(entry: list[Any]) -> tuple[int, int, str]:
+    """Which waiting candidate fires first: highest priority, then the earlier, then rule id."""
+    return -entry[1], entry[0], entry[2]
+
+
+def _expiry_order(entry: list[Any]) -> tuple[int, str, int]:
+    return entry[7], entry[2], entry[0]
+
+
 class Step:
     """The work on one customer's state within one process()/advance() call."""
 
@@ -534,6 +567,10 @@ class Step:
         self.due_now: list[list[Any]] | None = None  # timers already due (late events)
 
     def rule_state(self, rule_id: str) -> dict[str, Any]:
+        try:  # the usual case, and free of charge when nothing is raised
+            return self.state["r"][rule_id]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
         rules: dict[str, dict[str, Any]] | None = self.state.get("r")
         if rules is None:
             rules = self.state["r"] = {}
@@ -592,7 +629,15 @@ class Step:
                     _RELATIONSHIP.evaluate(self, rule, negative_action_at, None)
 
     def decide(self, cand: Candidate) -> bool:
-        """One candidate -> one Decision (and an action when it fires). True if it fired."""
+        """One candidate -> one Decision (and an action when it fires).
+
+        Checks in order (DESIGN.md 5): already raised / already waiting, cool-down, held
+        out (engagement only), contact cap (engagement only: deferred), fired. A warm-up
+        candidate (before `emit_from`) goes through the same checks but, where it would
+        have fired or been held out, only builds that state and is traced `warm_up`.
+        True if it fired (or, warming up, would have): the caller then updates the ledger
+        rules.
+        """
         rule = cand.rule
         engine = self.engine
         rt = engine.runtime[rule.id]
@@ -603,57 +648,81 @@ class Step:
         key = cand.key
         cool_down_ms = rt.cool_down_ms
         cool: dict[str, int] | None = None
+        blocked_by: str | None = None
+        would = ""  # warming up: what the candidate would have been
         if cool_down_ms is not None:
             rs = self.rule_state(rule.id)
             cool = rs.get("cd")
         if cand.suppress is not None:
             outcome = "suppressed"
             reason = cand.suppress
-        elif (
-            cool is not None and key in cool and abs(at - cool[key]) < cool_down_ms  # type: ignore[operator]
-        ):
-            outcome, reason = "suppressed", "cool_down"
+            blocked_by = cand.blocked_by
         else:
             outcome = reason = "fired"
-            if rt.engagement:
-                window = config.contact_cap_window_ms
-                recent = 0
-                for f in state.get("cap", ()):
-                    if abs(at - f) < window:
-                        recent += 1
-                if recent >= config.contact_cap:
-                    outcome, reason = "suppressed", "contact_cap"
+            if rt.engagement and "dq" in state:
+                for waiting in state["dq"]:
+                    if waiting[2] == rule.id and waiting[3] == key:
+                        outcome, reason, blocked_by = "suppressed", "already_waiting", waiting[4]
+                        break
             if (
                 outcome == "fired"
-                and config.holdout_percent > 0
-                and in_holdout(cid, rule.id, config.holdout_percent)
+                and cool is not None
+                and key in cool
+                and abs(at - cool[key]) < cool_down_ms  # type: ignore[operator]
             ):
-                outcome, reason = "held_out", "held_out"
-        if cool_down_ms is not None and outcome != "suppressed":
-            # held_out starts the cool-down too, so the control group keeps the same cadence
-            if cool is None:
-                cool = rs["cd"] = {}
-            if key not in cool or cool[key] < at:
-                cool[key] = at
-            if len(cool) > 1:  # per-key cool-downs: forget keys whose cool-down is over
-                horizon = self.newest - cool_down_ms - config.allowed_lateness_ms
-                for k in [k for k, last in cool.items() if last < horizon]:
-                    del cool[k]
+                outcome, reason = "suppressed", "cool_down"
+                if engine.decisions:
+                    blocked_by = rs.get("cb", _NO_CONTEXT).get(key)
+            if outcome == "fired":
+                if rt.holdout > 0 and in_holdout(cid, rule.id, rt.holdout):
+                    outcome = reason = "held_out"
+                if rt.warm_up and at < config.emit_from_ms:  # type: ignore[operator]
+                    would = outcome
+                    outcome, reason = "suppressed", "warm_up"
+                elif outcome == "fired" and rt.engagement:
+                    holder = self.cap_holder(at)
+                    if holder is not None:
+                        outcome, reason, blocked_by = "deferred", "contact_cap", holder or None
         engine.decided += 1
         evidence = cand.evidence
-        fired = outcome == "fired"
-        if not fired and not engine.decisions:
+        if outcome == "suppressed" and not would:  # nothing to build but the trace
+            if engine.decisions:
+                tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+                self.out.decisions.append(
+                    Decision(  # positional: the field order of decision.avsc
+                        _sha256(f"{rt.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
+                        .digest()[:16]
+                        .hex(),
+                        cid,
+                        rule.id,
+                        rule.version,
+                        outcome,
+                        reason,
+                        None,
+                        evidence,
+                        at,
+                        blocked_by,
+                    )
+                )
             return False
+        effective = would or outcome
         # ids hash "\x1f"-joined parts; the evidence tail is shared by both ids
         if len(evidence) == 1:  # the usual case: one event made the rule fire
             tail = "\x1f" + evidence[0]
         else:
             tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
         action_id = (
-            _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
-            if fired
-            else None
+            None
+            if effective == "held_out"
+            else _sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
         )
+        # what later blocked candidates name: an action that was emitted (not a warm-up one)
+        cause = None if would else action_id
+        if cool_down_ms is not None and effective != "deferred":
+            # held_out starts the cool-down too, so the control group keeps the same cadence
+            self.start_cool_down(rs, cool, key, at, cause, cool_down_ms)
+        if rule.kind == "first":
+            self.consume_key(rule.id, key, cause)
         if engine.decisions:
             self.out.decisions.append(
                 Decision(  # positional: the field order of decision.avsc
@@ -666,22 +735,25 @@ class Step:
                     rule.version,
                     outcome,
                     reason,
-                    action_id,
+                    None if would else action_id,
                     evidence,
                     at,
+                    blocked_by,
                 )
             )
         if action_id is None:
             return False
-        if rt.engagement:
-            contacts: list[int] | None = state.get("cap")
-            if contacts is None:
-                state["cap"] = [at]
-            else:
-                insort(contacts, at)
-                self.prune_times(contacts, config.contact_cap_window_ms)
+        if would:
+            if rt.ledger_sign:
+                self.record_action(rt, at, action_id)
+            return True
         positives, negatives = engine.tally(state, at) if "led" in state else (0, 0)
         balance = positives - negatives
+        if outcome == "deferred":
+            self.defer(rt, cand, action_id, (balance, positives, negatives))
+            return False
+        if rt.engagement:
+            self.hold_slot(at, action_id)
         self.out.actions.append(
             # positional: the field order of action_event.avsc
             ActionEvent(
@@ -713,15 +785,272 @@ class Step:
             )
         return True
 
-    def prune_times(self, times: list[int], window_ms: int) -> None:
-        horizon = self.newest - window_ms - self.engine.config.allowed_lateness_ms
-        cut = 0
-        for t in times:
-            if t >= horizon:
-                break
-            cut += 1
-        if cut:
-            del times[:cut]
+    def record_action(self, rt: _RuleRuntime, at: int, action_id: str) -> None:
+        """A fired action of a positive or negative rule goes into the customer's ledger."""
+        engine = self.engine
+        _record(
+            self.state,
+            self.newest,
+            engine.config.allowed_lateness_ms,
+            engine._ledger_window,
+            at,
+            rt.ledger_sign,
+            action_id,
+            0,
+        )
+
+    def start_cool_down(
+        self,
+        rs: dict[str, Any],
+        cool: dict[str, int] | None,
+        key: str,
+        at: int,
+        action_id: str | None,
+        cool_down_ms: int,
+    ) -> None:
+        """(Re)start the rule's cool-down for `key` at `at`; `cb` remembers the action."""
+        if cool is None:
+            cool = rs["cd"] = {}
+        if key not in cool or cool[key] < at:
+            cool[key] = at
+            causes: dict[str, str] | None = rs.get("cb")
+            if action_id is not None:
+                if causes is None:
+                    rs["cb"] = {key: action_id}
+                else:
+                    causes[key] = action_id
+            elif causes is not None:
+                causes.pop(key, None)
+        if len(cool) > 1:  # per-key cool-downs: forget keys whose cool-down is over
+            horizon = self.newest - cool_down_ms - self.engine.config.allowed_lateness_ms
+            causes = rs.get("cb")
+            for k in [k for k, last in cool.items() if last < horizon]:
+                del cool[k]
+                if causes is not None:
+                    causes.pop(k, None)
+
+    def consume_key(self, rule_id: str, key: str, action_id: str | None) -> None:
+        """A `first` rule's key is used up (fired, deferred or held out)."""
+        rs = self.rule_state(rule_id)
+        seen: list[str] | None = rs.get("k")
+        if seen is None:
+            rs["k"] = [key]
+        elif key not in seen:
+            insort(seen, key)
+        if action_id is not None:
+            consumers: dict[str, str] | None = rs.get("ka")
+            if consumers is None:
+                rs["ka"] = {key: action_id}
+            else:
+                consumers[key] = action_id
+
+    # -- the contact cap and the deferred candidates --------------------------------------
+
+    def slots(self) -> list[list[Any]]:
+        """The fired engagement actions [[triggered_at, action_id]] (old state: bare times)."""
+        contacts: list[Any] | None = self.state.get("cap")
+        if contacts is None:
+            contacts = self.state["cap"] = []
+        elif contacts and type(contacts[0]) is int:
+            contacts = self.state["cap"] = [[f, ""] for f in contacts]
+        return contacts
+
+    def cap_holder(self, at: int) -> str | None:
+        """None when the cap has room at `at`; else the action id of the oldest counted action
+        ("" when the state predates action ids). The cap counts triggered_at in (at - W, at]."""
+        contacts = self.state.get("cap")
+        if not contacts:
+            return None
+        if type(contacts[0]) is int:
+            contacts = self.slots()
+        config = self.engine.config
+        lo = at - config.contact_cap_window_ms
+        count = 0
+        holder: str | None = None
+        for f, action_id in contacts:
+            if lo < f <= at:
+                count += 1
+                if holder is None:
+                    holder = action_id
+        return holder if count >= config.contact_cap else None
+
+    def hold_slot(self, at: int, action_id: str) -> None:
+        """A fired engagement action holds a slot of the cap from `at` for the window."""
+        contacts = self.slots()
+        insort(contacts, [at, action_id])
+        config = self.engine.config
+        horizon = self.newest - config.contact_cap_window_ms - config.allowed_lateness_ms
+        if contacts[0][0] < horizon:
+            cut = 0
+            for entry in contacts:
+                if entry[0] >= horizon:
+                    break
+                cut += 1
+            del contacts[:cut]
+
+    def next_free(self, now: int) -> int | None:
+        """The first moment after `now` the cap has room: when a counted action leaves it."""
+        config = self.engine.config
+        window = config.contact_cap_window_ms
+        times = [entry[0] for entry in self.slots()]
+        for moment in sorted({f + window for f in times if f + window > now}):
+            held = sum(1 for f in times if moment - window < f <= moment)
+            if held < config.contact_cap:
+                return moment
+        return None
+
+    def defer(
+        self, rt: _RuleRuntime, cand: Candidate, action_id: str, ledger: tuple[int, int, int]
+    ) -> None:
+        """Queue a candidate the cap blocked; it keeps its reason, details, due_by and id.
+
+        An entry is [at, priority, rule, key, action_id, evidence, due_by, expires,
+        rule_version, reason, details]; it expires at its due_by, else after `defer_for`.
+        """
+        rule = cand.rule
+        due_by = cand.at + rule.due_by_ms if rule.due_by_ms is not None else None
+        expires = due_by if due_by is not None else cand.at + rule.defer_for_ms
+        entry = [
+            cand.at,
+            rule.priority,
+            rule.id,
+            cand.key,
+            action_id,
+            list(cand.evidence),
+            due_by,
+            expires,
+            rule.version,
+            self.render(rt, cand, ledger[0]),
+            self.details(rt, cand, ledger),
+        ]
+        queue: list[list[Any]] | None = self.state.get("dq")
+        if queue is None:
+            self.state["dq"] = [entry]
+        else:
+            queue.append(entry)
+        self.schedule_queue(cand.at)
+
+    def schedule_queue(self, now: int) -> None:
+        """Keep one timer per customer with waiting candidates: the cap frees or one expires."""
+        state = self.state
+        queue: list[list[Any]] = state["dq"]
+        deadline = min(entry[7] for entry in queue)
+        free = self.next_free(now)
+        if free is not None and free < deadline:
+            deadline = free
+        scheduled = state.get("dqt")
+        if scheduled == deadline:
+            return
+        if scheduled is not None:
+            self.engine.cancel_timer(self.store, scheduled, self.customer_id, QUEUE_TIMER, "")
+        state["dqt"] = deadline
+        self.schedule(deadline, QUEUE_TIMER, "")
+
+    def serve_queue(self, now: int) -> None:
+        """The customer's queue timer at `now`: fire waiting candidates while the cap has room
+        (highest priority, then the earlier candidate, then rule id), expire the rest whose
+        time is up (an expiry equal to `now` still fires), and set the next timer."""
+        state = self.state
+        state.pop("dqt", None)
+        queue: list[list[Any]] | None = state.get("dq")
+        if not queue:
+            state.pop("dq", None)
+            return
+        for entry in sorted((e for e in queue if e[7] < now), key=_expiry_order):
+            queue.remove(entry)
+            self.expire(entry)
+        while queue and self.cap_holder(now) is None:
+            entry = min(queue, key=_queue_order)
+            queue.remove(entry)
+            self.fire_deferred(entry, now)
+        for entry in sorted((e for e in queue if e[7] <= now), key=_expiry_order):
+            queue.remove(entry)
+            self.expire(entry)
+        if queue:
+            self.schedule_queue(now)
+        else:
+            del state["dq"]
+
+    def _trace(
+        self,
+        rule_id: str,
+        version: int,
+        outcome: str,
+        reason: str,
+        action_id: str | None,
+        evidence: list[str],
+        at: int,
+    ) -> None:
+        """The Decision of a deferred candidate that finally fires or expires."""
+        engine = self.engine
+        engine.decided += 1
+        if not engine.decisions:
+            return
+        cid = self.customer_id
+        parts = "\x1f".join(["decision", rule_id, cid, reason, str(at), *evidence])
+        self.out.decisions.append(
+            Decision(
+                hex_id(parts),
+                cid,
+                rule_id,
+                version,
+                outcome,
+                reason,
+                action_id,
+                list(evidence),
+                at,
+                None,
+            )
+        )
+
+    def expire(self, entry: list[Any]) -> None:
+        """A deferred candidate whose time ran out before the cap freed: suppressed, expired."""
+        _, _, rule_id, _, _, evidence, _, expires, version, _, _ = entry
+        self._trace(rule_id, version, "suppressed", "expired", None, evidence, expires)
+
+    def fire_deferred(self, entry: list[Any], now: int) -> None:
+        """A deferred candidate fires when the cap frees: triggered_at = now, with its original
+        due_by, evidence, reason and action_id; it holds a slot and starts its cool-down."""
+        _, _, rule_id, key, action_id, evidence, due_by, _, version, reason, details = entry
+        engine = self.engine
+        rule = engine.rules.get(rule_id)
+        if rule is None:  # the rule left the pack while its candidate waited
+            self._trace(rule_id, version, "suppressed", "rule_removed", None, evidence, now)
+            return
+        rt = engine.runtime[rule_id]
+        self._trace(rule_id, version, "fired", "fired", action_id, evidence, now)
+        self.hold_slot(now, action_id)
+        if rt.cool_down_ms is not None:
+            rs = self.rule_state(rule_id)
+            self.start_cool_down(rs, rs.get("cd"), key, now, action_id, rt.cool_down_ms)
+        state = self.state
+        details = dict(details)
+        positives, negatives = engine.tally(state, now) if "led" in state else (0, 0)
+        details["relationship_balance"] = str(positives - negatives)
+        details["relationship_positives"] = str(positives)
+        details["relationship_negatives"] = str(negatives)
+        self.out.actions.append(
+            ActionEvent(
+                action_id,
+                self.customer_id,
+                rule_id,
+                rule.action,
+                version,
+                rule.destination,
+                rule.priority,
+                reason,
+                list(evidence),
+                state.get("ch") or "other",
+                now,
+                due_by,
+                dict(sorted(details.items())),
+            )
+        )
+        if rt.ledger_sign:
+            self.record_action(rt, now, action_id)
+            if rt.ledger_sign < 0:
+                for ledger_rule in engine.ledger_rules:
+                    _RELATIONSHIP.evaluate(self, ledger_rule, now, None)
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -954,6 +1283,29 @@ _PLACEHOLDERS: Final[dict[str, Placeholder]] = {
 }
 
 
+def _hold_product(state: dict[str, Any], products: list[str] | None, product: str, t: int) -> None:
+    """The customer holds `product` from `t` (unless it was closed at or after `t`: `pc` keeps
+    the closing times, so an older event arriving late does not reopen a closed product)."""
+    closed: dict[str, int] | None = state.get("pc")
+    if closed is not None and closed.get(product, t - 1) >= t:
+        return
+    if products is None:
+        state["prod"] = [product]
+    else:
+        insort(products, product)
+
+
+def _close_product(state: dict[str, Any], products: list[str] | None, product: str, t: int) -> None:
+    """An account_closed for `product` at `t`: the customer no longer holds it."""
+    if products is not None and product in products:
+        products.remove(product)
+    closed: dict[str, int] | None = state.get("pc")
+    if closed is None:
+        state["pc"] = {product: t}
+    elif closed.get(product, t) <= t:
+        closed[product] = t
+
+
 def _record(
     state: dict[str, Any],
     newest: int,
@@ -1041,15 +1393,25 @@ class _RuleRuntime:
         "details",
         "engagement",
         "event_details",
+        "holdout",
         "ledger_sign",
         "placeholders",
         "reason_parts",
         "reason_tail",
         "rule",
+        "warm_up",
     )
 
-    def __init__(self, rule: Rule, relationship: Any) -> None:
+    def __init__(self, rule: Rule, relationship: Any, config: EngineConfig) -> None:
         self.rule = rule
+        # Control groups are for engagement rules only: a service rule is never held out.
+        holdout = rule.holdout_percent
+        self.holdout = (
+            0.0
+            if rule.rule_class != "engagement"
+            else (config.holdout_percent if holdout is None else holdout)
+        )
+        self.warm_up = config.emit_from_ms is not None
         self.cool_down_ms = rule.cool_down_ms
         self.engagement = rule.rule_class == "engagement"
         self.action_prefix = rule.id + "\x1f"
@@ -1121,7 +1483,9 @@ class Engine:
         #: Decisions made so far (counted also when they are not built).
         self.decided = 0
         self.rules = {rule.id: rule for rule in pack.rules}
-        self.runtime = {rule.id: _RuleRuntime(rule, pack.relationship) for rule in pack.rules}
+        self.runtime = {
+            rule.id: _RuleRuntime(rule, pack.relationship, self.config) for rule in pack.rules
+        }
         self.detail_getters = {
             rule.id: tuple((name, detail_getter(source)) for name, source in rule.details)
             for rule in pack.rules
@@ -1152,7 +1516,7 @@ class Engine:
                     for t in sorted(pattern.types):
                         positioned.append((order[rule.id], t, entry))
         self._positioned = positioned
-        #: event type -> (listeners, ledger sign, gives a product): what an event of the type
+        #: event type -> (listeners, ledger sign, closes a product): what an event of the type
         #: touches, worked out once per type
         self._by_type: dict[str, tuple[tuple[_IndexEntry, ...], int, bool]] = {}
         #: event type -> +1 / -1 for the ledger (negative wins where a type is both)
@@ -1173,7 +1537,7 @@ class Engine:
         plan = self._by_type.get(event_type)
         if plan is None:
             listeners = tuple(e for _, t, e in self._positioned if t is None or t == event_type)
-            plan = (listeners, self._signs.get(event_type, 0), event_type in PRODUCT_EVENTS)
+            plan = (listeners, self._signs.get(event_type, 0), event_type == PRODUCT_CLOSED)
             if len(self._by_type) < 10_000:  # unknown types must not grow the cache forever
                 self._by_type[event_type] = plan
         return plan
@@ -1221,7 +1585,7 @@ class Engine:
         plan = self._by_type.get(event_type)
         if plan is None:
             plan = self._type_plan(event_type)
-        listeners, sign, gives_product = plan
+        listeners, sign, closes = plan
         fresh = state is None
         if state is None:
             state = {"seen": {event_id: t}, "t": t, "ch": event.channel, "so": t}
@@ -1252,12 +1616,13 @@ class Engine:
                 since = _iso_date(since_day)
             state["since"] = since
         product = event.product
-        if product and gives_product:
+        if product:
+            # Holdings: from any event naming the product until an account_closed for it.
             products: list[str] | None = state.get("prod")
-            if products is None:
-                state["prod"] = [product]
-            elif product not in products:
-                insort(products, product)
+            if closes:
+                _close_product(state, products, product, t)
+            elif products is None or product not in products:
+                _hold_product(state, products, product, t)
         if sign:
             _record(state, newest, self._lateness_ms, self._ledger_window, t, sign, event_id, 1)
         # Conditions read only since / products / last channel, which no rule kind changes,
@@ -1374,21 +1739,6 @@ class Engine:
                     negatives += 1
         return positives, negatives
 
-    def balance(self, state: dict[str, Any], at: int) -> int:
-        """Positives - negatives with time in [at - window, at]."""
-        ledger = state.get("led")
-        if not ledger:
-            return 0
-        lo = at - self._ledger_window
-        total = 0
-        for entry in ledger:  # sorted by time
-            moment = entry[0]
-            if moment > at:
-                break
-            if moment >= lo:
-                total += entry[1]
-        return total
-
     # -- timers ---------------------------------------------------------------------------
 
     def schedule_timer(
@@ -1469,17 +1819,30 @@ class Engine:
             self._fire(store, due, out)
 
     def _fire(self, store: StateStore, due: list[list[Any]], out: EngineOutput) -> None:
-        """Fire timers in deadline order, ties by customer id then rule id."""
-        due.sort()
-        for deadline, cid, rule_id, key in due:
-            rule = self.rules.get(rule_id)
-            if rule is None or rule.kind != "absence":
-                continue  # a timer of a rule no longer in the pack
+        """Fire timers in deadline order, ties by customer id then rule id (a customer's queue
+        timer first). Timers set while these fire (a freed cap, a deferral) that are already
+        due fire in the same call, in deadline order."""
+        heapify(due)
+        while due:
+            deadline, cid, rule_id, key = heappop(due)
             skey = CUSTOMER_PREFIX + cid
-            state = store.get(skey)
-            if state is None:
-                continue
-            step = Step(self, store, out, cid, state)
-            _ABSENCE.on_timer(step, rule, key, deadline)
+            if rule_id == QUEUE_TIMER:
+                state = store.get(skey)
+                if state is None or state.get("dqt") != deadline:
+                    continue  # moved since it was set
+                step = Step(self, store, out, cid, state)
+                step.serve_queue(deadline)
+            else:
+                rule = self.rules.get(rule_id)
+                if rule is None or rule.kind != "absence":
+                    continue  # a timer of a rule no longer in the pack
+                state = store.get(skey)
+                if state is None:
+                    continue
+                step = Step(self, store, out, cid, state)
+                _ABSENCE.on_timer(step, rule, key, deadline)
             step.decide_all()
             store.set(skey, state)
+            if step.due_now:
+                for entry in step.due_now:
+                    heappush(due, entry)

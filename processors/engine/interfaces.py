@@ -64,6 +64,8 @@ class EngineConfig:
     contact_cap_window_ms: int = 86_400_000
     holdout_percent: float = 0.0
     dedupe_horizon_ms: int = 7 * 86_400_000
+    #: History warm-up: candidates triggered before this time build state but emit nothing.
+    emit_from_ms: int | None = None
 
 
 @dataclass(slots=True)

@@ -25,6 +25,11 @@ A pack looks like this (see processors/rules/default.yaml for the real one)::
         cool_down: 30d
         reason: "The customer asked to cancel {product} {via}; ..."
 
+Engagement rules may also say ``holdout: 10%`` (their own control group instead
+of ``MOMENTS_HOLDOUT_PERCENT``; a service rule is never held out and a pack
+giving one a holdout is rejected) and ``defer_for: 3d`` (how long a candidate
+the contact cap defers waits when it has no ``due_by``; default 7 days).
+
 Pattern kinds (`when.kind`) and their fields:
 
 - ``match``: conditions on one event (below); fires on every matching event.
@@ -138,6 +143,8 @@ _UNIT_MS: Final = {
     "d": 86_400_000,
     "w": 604_800_000,
 }
+#: How long a deferred candidate without a due_by waits for the contact cap (DESIGN.md 5).
+DEFAULT_DEFER_FOR_MS: Final = 7 * 86_400_000
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -218,6 +225,10 @@ class Rule:
     min_deficit: int | None = None
     #: Engagement rules only: what the rule is meant to change (read by the uplift report).
     outcome: Outcome | None = None
+    #: Engagement rules: the rule's own control group in percent (None = the engine's default).
+    holdout_percent: float | None = None
+    #: How long a candidate deferred by the contact cap waits when it has no due_by.
+    defer_for_ms: int = DEFAULT_DEFER_FOR_MS
     #: The field that keys this rule's state and cool-down (None = per customer); derived from
     #: kind, per and correlate, kept as a field because the engine reads it on every match.
     key_field: str | None = field(init=False, compare=False, repr=False)
@@ -269,16 +280,47 @@ def parse_duration(value: Any) -> int:
 
 
 def format_duration(ms: int) -> str:
-    """Milliseconds -> the largest exact unit, for reasons: 259200000 -> '72 h'."""
-    for unit, label in (("w", "weeks"), ("d", "days"), ("h", "h"), ("m", "min"), ("s", "s")):
-        size = _UNIT_MS[unit]
-        if ms % size == 0 and ms >= size:
-            if unit == "d" and ms // size <= 3:
-                return f"{ms // _UNIT_MS['h']} h"
-            if unit == "w":
-                return f"{ms // _UNIT_MS['d']} days"
-            return f"{ms // size} {label}"
-    return f"{ms} ms"
+    """Milliseconds -> a human duration for reasons, never a raw count of seconds.
+
+    Beyond 72 hours whole days ("5 days", the rest left out); from an hour on hours and
+    minutes ("48 hours", "3 hours 20 minutes"); below, minutes and seconds ("20 minutes").
+    """
+    if ms > 72 * _HOUR_MS:
+        return _units(ms // _UNIT_MS["d"], "day")
+    if ms >= _HOUR_MS:
+        hours, rest = divmod(ms, _HOUR_MS)
+        minutes = rest // _UNIT_MS["m"]
+        text = _units(hours, "hour")
+        return f"{text} {_units(minutes, 'minute')}" if minutes else text
+    if ms >= _UNIT_MS["m"]:
+        minutes, rest = divmod(ms, _UNIT_MS["m"])
+        seconds = rest // _UNIT_MS["s"]
+        text = _units(minutes, "minute")
+        return f"{text} {_units(seconds, 'second')}" if seconds else text
+    if ms >= _UNIT_MS["s"]:
+        return _units(ms // _UNIT_MS["s"], "second")
+    return "less than a second"
+
+
+_HOUR_MS: Final = 3_600_000
+
+
+def _units(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def parse_percent(value: Any) -> float:
+    """'10%', '10' or 10 -> 10.0 (a number 0-100, `%` optional). Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a percentage 0-100 such as '10%', got {value!r}")
+    text = str(value).strip().removesuffix("%").strip()
+    try:
+        percent = float(text)
+    except ValueError:
+        raise ValueError(f"expected a percentage 0-100 such as '10%', got {value!r}") from None
+    if not 0 <= percent <= 100:
+        raise ValueError(f"expected a percentage 0-100, got {value!r}")
+    return percent
 
 
 def load_rule_pack(path: Path | str | None = None) -> RulePack:
@@ -409,6 +451,8 @@ class _Parser:
             "details",
             "description",
             "outcome",
+            "holdout",
+            "defer_for",
         }
         for key in raw:
             if key not in allowed:
@@ -436,6 +480,7 @@ class _Parser:
         due_by = None
         if raw.get("due_by") is not None:
             due_by = self.duration(name, "due_by", raw["due_by"])
+        holdout, defer_for = self.control(name, raw, rule_class)
         reason = raw.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             self.problem(name, "reason", "required: a sentence a care agent can read")
@@ -469,9 +514,34 @@ class _Parser:
             due_by_ms=due_by,
             details=details,
             description=description,
+            holdout_percent=holdout,
+            defer_for_ms=defer_for,
             outcome=outcome,
             **kind_fields,
         )
+
+    def control(
+        self, name: str, raw: Mapping[str, Any], rule_class: Any
+    ) -> tuple[float | None, int]:
+        """`holdout` (engagement rules only) and `defer_for` (default 7 days)."""
+        holdout = None
+        if raw.get("holdout") is not None:
+            if rule_class == "service":
+                self.problem(
+                    name,
+                    "holdout",
+                    "a service rule is an obligation and is never held out; control groups "
+                    "are for engagement rules only",
+                )
+            else:
+                try:
+                    holdout = parse_percent(raw["holdout"])
+                except ValueError as exc:
+                    self.problem(name, "holdout", str(exc))
+        defer_for = DEFAULT_DEFER_FOR_MS
+        if raw.get("defer_for") is not None:
+            defer_for = self.duration(name, "defer_for", raw["defer_for"]) or defer_for
+        return holdout, defer_for
 
     def outcome(self, name: str, raw: Any, rule_class: Any) -> Outcome | None:
         if rule_class == "service":

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "c6869efda73245b4b38d6661b1de88f192469ebbc2cfaab1da423088e1e87491"
+SOURCE_DIGEST = "6f586cb4906e7611d11039b2d48313117ebe2d00c0a3b4e40516052963732e21"
 _Record: Any = None
 _Unusual: Any = None
 _check_6: Any = None
@@ -24,6 +24,7 @@ def decode(data: bytes) -> Any:
     v6: Any
     v7: Any
     v8: Any
+    v9: Any
 
     if data[:10] != _header:
         raise _Unusual
@@ -388,6 +389,42 @@ def decode(data: bytes) -> Any:
                                         pos += 10
     n = (n >> 1) ^ -(n & 1)
     v8 = n
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v9 = None
+    elif b == 2:
+        n = data[pos]
+        if n & 129:
+            b = data[pos]
+            pos += 1
+            if b < 128:
+                n = b
+            else:
+                n = b & 127
+                shift = 7
+                while True:
+                    b = data[pos]
+                    pos += 1
+                    n |= (b & 127) << shift
+                    if b < 128:
+                        break
+                    shift += 7
+                    if shift > 63:
+                        raise _Unusual
+                if n >> 64:
+                    raise _Unusual
+            n = (n >> 1) ^ -(n & 1)
+            if n < 0:
+                raise _Unusual
+            end = pos + n
+        else:
+            pos += 1
+            end = pos + (n >> 1)
+        v9 = data[pos:end].decode()
+        pos = end
+    else:
+        raise _Unusual
     if pos != size:
         raise _Unusual
     if not v0:
@@ -402,4 +439,4 @@ def decode(data: bytes) -> Any:
         raise _Unusual
     if not -62135596800000 <= v8 <= 253402300799999:
         raise _Unusual
-    return _Record(v0, v1, v2, v3, v4, v5, v6, v7, v8)
+    return _Record(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9)

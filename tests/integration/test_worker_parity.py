@@ -1,4 +1,4 @@
-"""The Kafka path gives the same actions as replay (issue 4).
+"""The Kafka path gives the same actions as replay (issue 4), across a worker restart (issue 13).
 
 A simulated population goes Publisher → `interactions` → worker (child
 process) → action topics and `decisions` → PostgreSQL sink, and what lands in
@@ -90,7 +90,7 @@ def stored_decisions(settings: Settings) -> dict[str, dict[str, Any]]:
     assert settings.database_url
     query = (
         "SELECT decision_id, customer_id, rule, rule_version, outcome, reason, action_id,"
-        " evidence, decided_at FROM decisions WHERE kafka_topic = %s"
+        " evidence, decided_at, blocked_by FROM decisions WHERE kafka_topic = %s"
     )
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(query, (settings.topics.decisions,)).fetchall()
@@ -105,6 +105,7 @@ def stored_decisions(settings: Settings) -> dict[str, dict[str, Any]]:
             action_id=row[6],
             evidence=list(row[7]),
             decided_at=ms(row[8]) or 0,
+            blocked_by=row[9],
         )
         for row in rows
     ]
@@ -193,9 +194,25 @@ def wait_until_quiet(read: Any, worker: WorkerProcess | None, quiet_s: float) ->
     return last
 
 
+def deferred_across(decisions: list[Decision], split_ms: int) -> list[str]:
+    """Action ids deferred before `split_ms` that fired after it."""
+    deferred = {
+        d.action_id for d in decisions if d.outcome == "deferred" and d.decided_at < split_ms
+    }
+    return [
+        d.action_id
+        for d in decisions
+        if d.outcome == "fired" and d.action_id in deferred and d.decided_at >= split_ms
+    ]
+
+
 def test_kafka_path_gives_the_same_actions_as_replay(
     settings: Settings, postgres_sink: threading.Thread, tmp_path: Path
 ) -> None:
+    """The worker stops (SIGTERM) after half of the events and a new one takes over from the
+    state in its changelog: candidates the contact cap deferred before the stop fire after
+    it, exactly as in replay. (One test per session: a second worker-parity test in the same
+    session found its worker idle, a harness limit not yet understood.)"""
     events = population(settings)
     partitions = settings.interactions_partitions
     config = engine_config(settings)
@@ -222,11 +239,26 @@ def test_kafka_path_gives_the_same_actions_as_replay(
         if a["customer_id"].startswith("parity-quiet-") and a["rule"] == "case_unresolved"
     ]
     assert len(planted) == 1, pending
+    half = len(events) // 2
+    assert deferred_across(decisions, events[half].occurred_at)  # deferral across the restart
 
     started = time.monotonic()
     with running_worker(settings, tmp_path / "worker.log") as worker:
         with Publisher(settings) as publisher:
-            for event in events:
+            for event in events[:half]:
+                publisher.publish(event)
+        # stop once the first half is done (what replay gives for it is stored)
+        first_half, _ = replay_events(events[:half], partitions=partitions, config=config)
+        done = {a.action_id for a in first_half}
+        deadline = time.monotonic() + WAIT_S
+        while not done <= set(stored_actions(settings)):
+            assert time.monotonic() < deadline, f"first half not done; {worker.log_tail()}"
+            worker.check_alive()
+            time.sleep(1.0)
+        assert worker.stop() == 0, worker.log_tail()
+        worker.start()
+        with Publisher(settings) as publisher:
+            for event in events[half:]:
                 publisher.publish(event)
         deadline = time.monotonic() + WAIT_S
         wanted = set(replayed) | set(planted)
@@ -251,7 +283,9 @@ def test_kafka_path_gives_the_same_actions_as_replay(
     fired_timers = {k: v for k, v in pending.items() if k in stored}
     assert set(planted) <= set(fired_timers)
     assert all(may_have_fired(a["customer_id"], a["triggered_at"]) for a in fired_timers.values())
-    assert {a["rule"] for a in fired_timers.values()} == {"case_unresolved"}
+    # absence timers, and deferred candidates whose cap freed (their queue timers)
+    engagement = {"explain_first_bill", "thank_meter_reading", "recognize_tenure"}
+    assert {a["rule"] for a in fired_timers.values()} <= {"case_unresolved"} | engagement
     for partition in range(partitions):
         mine = [
             a for a in pending.values() if partition_for(a["customer_id"], partitions) == partition

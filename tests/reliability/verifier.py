@@ -127,7 +127,7 @@ def stored_decisions(conninfo: str) -> list[Decision]:
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
             "SELECT decision_id, customer_id, rule, rule_version, outcome, reason, action_id,"
-            " evidence, decided_at FROM decisions"
+            " evidence, decided_at, blocked_by FROM decisions"
         ).fetchall()
     return [
         Decision(
@@ -140,6 +140,7 @@ def stored_decisions(conninfo: str) -> list[Decision]:
             action_id=r[6],
             evidence=list(r[7]),
             decided_at=_ms(r[8]) or 0,
+            blocked_by=r[9],
         )
         for r in rows
     ]

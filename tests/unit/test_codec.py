@@ -424,3 +424,47 @@ def test_errors_survive_pickling() -> None:
         assert (type(copy), str(copy)) == (type(error), str(error))
         assert getattr(copy, "stage", None) == getattr(error, "stage", None)
         assert getattr(copy, "field", None) == getattr(error, "field", None)
+
+
+def _old_decision_schema() -> dict[str, Any]:
+    """decision.avsc before revision 2 (no blocked_by, no `deferred` outcome)."""
+    return json.loads((Path(__file__).parents[2] / "schemas/previous/decision.v1.avsc").read_text())
+
+
+def _old_decision_body(decision: Decision) -> bytes:
+    """The Avro body of `decision` as a writer with the old schema wrote it."""
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    record = to_json_dict(decision) | {"decided_at": decision.decided_at}
+    del record["blocked_by"]
+    body = io.BytesIO()
+    schemaless_writer(body, parse_schema(_old_decision_schema()), record)
+    return body.getvalue()
+
+
+def test_a_decision_written_with_the_old_schema_still_decodes() -> None:
+    from fastavro import parse_schema
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    pcf = to_parsing_canonical_form(parse_schema(_old_decision_schema()))
+    header = b"\xc3\x01" + bytes.fromhex(fingerprint(pcf, "CRC-64-AVRO"))
+    assert header[2:] != schema_fingerprint(Decision)  # really the old version
+    data = header + _old_decision_body(DECISION)
+    assert codec_for(Decision).decode(data) == replace(DECISION, blocked_by=None)
+    assert AvroCodec(Decision).decode_dict(data)["blocked_by"] is None
+
+
+@pytest.mark.parametrize("outcome", ["fired", "suppressed", "held_out"])
+def test_the_decision_schema_is_backward_compatible(outcome: str) -> None:
+    """What a Schema Registry's BACKWARD check asks: the new schema reads every old record
+    (Avro schema resolution: blocked_by takes its default, the enum only gained a symbol)."""
+    import io
+
+    from fastavro import parse_schema, schemaless_reader
+
+    new = json.loads((Path(__file__).parents[2] / "schemas/decision.avsc").read_text())
+    body = io.BytesIO(_old_decision_body(replace(DECISION, outcome=outcome)))
+    read = schemaless_reader(body, parse_schema(_old_decision_schema()), parse_schema(new))
+    assert read["blocked_by"] is None and read["outcome"] == outcome

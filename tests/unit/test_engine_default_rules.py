@@ -215,7 +215,7 @@ def test_omnichannel_escalation_three_contacts_two_channels_72h(engine: Engine) 
         75,
     )
     assert action.evidence == ["a", "b", "c"]
-    assert "3 times over 2 channels (call, web) within 72 h" in action.reason
+    assert "3 times over 2 channels (call, web) within 72 hours" in action.reason
     # cool-down 7 d: more contacts inside it are suppressed, exactly 7 d later they fire again
     out = run(
         engine,

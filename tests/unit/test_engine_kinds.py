@@ -185,7 +185,7 @@ def test_count_window_includes_both_edges() -> None:
     [action] = out.actions
     assert action.evidence == ["a", "b", "c"]
     assert action.triggered_at == T0 + 72 * H
-    assert action.reason == "3 contacts over 2 channels (call, web) in 72 h."
+    assert action.reason == "3 contacts over 2 channels (call, web) in 72 hours."
 
 
 def test_count_window_excludes_an_event_one_ms_too_old() -> None:
@@ -270,7 +270,7 @@ def test_sequence_uses_the_latest_reading_and_renders_the_gap() -> None:
     )
     [action] = out.actions
     assert action.evidence == ["r2", "p"]
-    assert action.reason == "Demand 72 h after the reading of 2026-01-03."
+    assert action.reason == "Demand 72 hours after the reading of 2026-01-03."
 
 
 def test_sequence_correlated_on_a_field() -> None:
@@ -320,7 +320,7 @@ def test_absence_fires_at_the_deadline_when_the_watermark_passes_it() -> None:
         T0 + 48 * H,
         ["d1"],
     )
-    assert action.reason == "Case R1 (a dispute, 2026-01-01) open for 48 h."
+    assert action.reason == "Case R1 (a dispute, 2026-01-01) open for 48 hours."
     assert store.get(TIMER_INDEX_KEY) == []
 
 
@@ -507,7 +507,7 @@ def test_contact_cap_keeps_the_highest_priority_engagement_and_never_caps_servic
     assert fired(out) == ["loyal", "care"]
     assert [(d.rule, d.outcome, d.reason) for d in out.decisions] == [
         ("loyal", "fired", "fired"),
-        ("thanks", "suppressed", "contact_cap"),
+        ("thanks", "deferred", "contact_cap"),
         ("care", "fired", "fired"),
     ]
 
@@ -519,11 +519,11 @@ def test_contact_cap_window_is_24h(gap: int, capped: bool) -> None:
     run(eng, store, ev("meter_reading_submitted", T0))
     out = eng.process(store, ev("meter_reading_submitted", T0 + gap))
     assert decisions(out, "thanks") == [
-        ("suppressed", "contact_cap") if capped else ("fired", "fired")
+        ("deferred", "contact_cap") if capped else ("fired", "fired")
     ]
 
 
-def test_capped_candidate_is_not_deferred() -> None:
+def test_capped_candidate_is_deferred_and_fires_when_the_cap_frees() -> None:
     eng = engagement_pair()
     store = DictStore()
     out = run(
@@ -532,7 +532,8 @@ def test_capped_candidate_is_not_deferred() -> None:
         ev("meter_reading_submitted", T0, customer_since=date(2000, 1, 1)),
         ev("inquiry", T0 + 2 * D),
     )
-    assert fired(out, "thanks") == []
+    [thanks] = [a for a in out.actions if a.rule == "thanks"]
+    assert thanks.triggered_at == T0 + 24 * H
 
 
 def test_contact_cap_is_configurable() -> None:
@@ -541,7 +542,7 @@ def test_contact_cap_is_configurable() -> None:
         contact_cap=2,
     )
     out = run(eng, DictStore(), *(ev("meter_reading_submitted", T0 + i * H) for i in range(3)))
-    assert decisions(out) == [("fired", "fired"), ("fired", "fired"), ("suppressed", "contact_cap")]
+    assert decisions(out) == [("fired", "fired"), ("fired", "fired"), ("deferred", "contact_cap")]
 
 
 def test_cool_down_per_key_and_suppressed_candidates_do_not_restart_it() -> None:
@@ -579,7 +580,8 @@ def test_cool_down_per_key_and_suppressed_candidates_do_not_restart_it() -> None
 
 def test_holdout_is_deterministic_and_recorded_as_held_out() -> None:
     eng = engine(
-        rule("cancel", {"kind": "match", "type": "cancellation_requested"}), holdout_percent=50.0
+        rule("cancel", {"kind": "match", "type": "cancellation_requested"}, class_="engagement"),
+        holdout_percent=50.0,
     )
     outcomes = {}
     for i in range(200):

@@ -89,7 +89,7 @@ def test_no_duplicate_action_ids_and_one_decision_per_candidate(
     assert len(ids) == len(set(ids))
     fired = [d.action_id for d in out.decisions if d.outcome == "fired"]
     assert fired == ids  # every action has its fired decision, in the same order
-    assert all(d.action_id is None for d in out.decisions if d.outcome != "fired")
+    assert all(d.action_id is None for d in out.decisions if d.outcome not in ("fired", "deferred"))
 
 
 @settings(
@@ -146,3 +146,87 @@ def test_state_stays_bounded_over_a_long_random_stream(seed: int) -> None:
     assert max(peaks[5:]) < 1.5 * max(peaks[3:5])
     timers = sum(len(v) for k, v in store.data.items() if k.startswith(TIMER_BUCKET_PREFIX))
     assert timers < 200  # only cases opened in the last 48 h are pending
+
+
+# -- revision 2: deferral, control groups, warm-up ---------------------------------------
+
+SUPPRESSION_REASONS = {
+    "cool_down",
+    "already_raised",
+    "already_waiting",
+    "duplicate_event",
+    "expired",
+    "warm_up",
+}
+
+
+def run_all(
+    engine: Engine, events: list[InteractionEvent], until: int
+) -> tuple[EngineOutput, DictStore]:
+    store = DictStore()
+    out = EngineOutput()
+    for event in events:
+        out.extend(engine.process(store, event))
+    out.extend(engine.advance_watermark(store, until))
+    return out, store
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    events=streams(),
+    percent=st.sampled_from([0.0, 30.0]),
+    until=st.sampled_from([T0, T0 + 20 * D, T0 + 400 * D]),
+)
+def test_no_candidate_is_both_lost_and_untraced(
+    events: list[InteractionEvent], percent: float, until: int
+) -> None:
+    engine = Engine(load_rule_pack(), EngineConfig(holdout_percent=percent))
+    out, store = run_all(engine, events, until)
+    waiting = {
+        entry[4]
+        for key, value in store.data.items()
+        if key.startswith(CUSTOMER_PREFIX)
+        for entry in value.get("dq", ())
+    }
+    fired = {d.action_id for d in out.decisions if d.outcome == "fired"}
+    expired = {(d.rule, tuple(d.evidence)) for d in out.decisions if d.reason == "expired"}
+    for d in out.decisions:
+        if d.outcome == "suppressed":
+            assert d.reason in SUPPRESSION_REASONS
+        elif d.outcome == "deferred":
+            assert d.reason == "contact_cap"
+            ends = [
+                d.action_id in fired,
+                (d.rule, tuple(d.evidence)) in expired,
+                d.action_id in waiting,
+            ]
+            assert sum(ends) == 1, (d, ends)  # fired, expired or still waiting: exactly one
+        else:
+            assert (d.outcome, d.reason) in (("fired", "fired"), ("held_out", "held_out"))
+    assert {a.action_id for a in out.actions} == fired
+
+
+SERVICE_RULES = {r.id for r in load_rule_pack().rules if r.rule_class == "service"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=streams(), percent=st.floats(min_value=0, max_value=100))
+def test_service_rules_are_never_held_out_at_any_percent(
+    events: list[InteractionEvent], percent: float
+) -> None:
+    engine = Engine(load_rule_pack(), EngineConfig(holdout_percent=percent))
+    out, _ = run_all(engine, events, T0 + 400 * D)
+    assert not [d for d in out.decisions if d.rule in SERVICE_RULES and d.outcome == "held_out"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=streams(), emit_from=st.sampled_from([None, T0 + 5 * D]))
+def test_revision_2_replay_is_byte_identical_twice(
+    events: list[InteractionEvent], emit_from: int | None
+) -> None:
+    def lines() -> tuple[list[str], list[str]]:
+        config = EngineConfig(holdout_percent=25.0, emit_from_ms=emit_from)
+        out, _ = run_all(Engine(load_rule_pack(), config), events, T0 + 400 * D)
+        return [to_json_line(a) for a in out.actions], [to_json_line(d) for d in out.decisions]
+
+    assert lines() == lines()

@@ -221,3 +221,45 @@ def test_no_cyclic_gc_pauses_the_collector_and_leaves_no_young_objects_behind() 
     assert gc.get_freeze_count() == 0  # nothing stays frozen
     assert gc.get_count()[0] < 1000  # the next collection does not walk them again
     assert len(state) == 50_000
+
+
+def test_replay_emit_from_warms_up_history_without_emitting(
+    stories: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from moments.cli import app
+
+    monkeypatch.delenv("MOMENTS_EMIT_FROM", raising=False)
+    actions, decisions = tmp_path / "a.jsonl", tmp_path / "d.jsonl"
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            str(stories),
+            "--actions-out",
+            str(actions),
+            "--decisions-out",
+            str(decisions),
+            "--emit-from",
+            iso(T0 + 400 * D),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert actions.read_text() == ""
+    reasons = [json.loads(x)["reason"] for x in decisions.read_text().splitlines()]
+    assert "warm_up" in reasons and "fired" not in reasons
+
+
+def test_every_host_gets_emit_from_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker, replay and `replay --from-topic` all build their engine with
+    `engine_config(settings)`, so MOMENTS_EMIT_FROM reaches each of them."""
+    from moments.settings import Settings
+    from processors.config import engine_config
+
+    monkeypatch.setenv("MOMENTS_EMIT_FROM", "2026-01-01T00:00:00+00:00")
+    monkeypatch.setenv("MOMENTS_HOLDOUT_PERCENT", "20%")
+    config = engine_config(Settings())
+    assert (config.emit_from_ms, config.holdout_percent) == (T0, 20.0)
+    monkeypatch.delenv("MOMENTS_EMIT_FROM")
+    assert engine_config(Settings()).emit_from_ms is None

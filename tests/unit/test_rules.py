@@ -150,7 +150,12 @@ def test_bad_durations(bad: object) -> None:
 
 
 def test_format_duration_for_reasons() -> None:
-    assert format_duration(72 * 3_600_000) == "72 h"
-    assert format_duration(48 * 3_600_000) == "48 h"
+    assert format_duration(72 * 3_600_000) == "72 hours"
+    assert format_duration(48 * 3_600_000) == "48 hours"
     assert format_duration(7 * 86_400_000) == "7 days"
-    assert format_duration(90 * 60_000) == "90 min"
+    assert format_duration(476_919_000) == "5 days"  # never "476919 s"
+    assert format_duration(3 * 3_600_000 + 20 * 60_000) == "3 hours 20 minutes"
+    assert format_duration(90 * 60_000) == "1 hour 30 minutes"
+    assert format_duration(3_600_000) == "1 hour"
+    assert format_duration(20 * 60_000) == "20 minutes"
+    assert format_duration(45_000) == "45 seconds"
