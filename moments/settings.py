@@ -8,14 +8,17 @@ Every process (CLI, worker, sinks, collector) takes its configuration from
 from __future__ import annotations
 
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class Topics:
@@ -75,6 +78,12 @@ class Settings(BaseSettings):
     holdout_percent: float = 0.0
     dedupe_horizon_s: float = 7 * 86_400.0
     max_event_bytes: int = 64 * 1024
+    max_future_skew: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds (or a duration such as 1h, 30m) an event may be dated ahead of"
+        " its Kafka timestamp (worker, backfill) or of now (collector, adapters).",
+    )
 
     # Worker (faust-streaming).
     worker_app_id: str = "moments-worker"
@@ -105,6 +114,21 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
     )
+
+    @field_validator("max_future_skew", mode="before")
+    @classmethod
+    def _seconds_or_duration(cls, value: Any) -> Any:
+        """`3600`, `3600s`, `60m` or `1h` (seconds when no unit is given)."""
+        if isinstance(value, str):
+            match = _DURATION.fullmatch(value.strip())
+            if match is not None:
+                return float(match[1]) * _UNIT_S[match[2] or "s"]
+        return value
+
+    @property
+    def max_future_skew_ms(self) -> int:
+        """`max_future_skew` in milliseconds."""
+        return round(self.max_future_skew * 1000)
 
     @cached_property
     def topics(self) -> Topics:

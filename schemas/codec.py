@@ -58,10 +58,10 @@ from schemas.records import (
 )
 
 __all__ = [
+    "MAX_IDENTIFIER_CHARS",
     "AvroCodec",
     "DecodeError",
     "InvalidRecordError",
-    "MAX_IDENTIFIER_CHARS",
     "Record",
     "SchemaValidationError",
     "action_from_json",

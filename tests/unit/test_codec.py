@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import (
-    AvroCodec,
     MAX_IDENTIFIER_CHARS,
+    AvroCodec,
     DecodeError,
     SchemaValidationError,
     action_from_json,
