@@ -110,6 +110,21 @@ class Settings(BaseSettings):
     collector_host: str = "127.0.0.1"
     collector_port: int = 8080
     api_keys: list[SecretStr] = Field(default_factory=list)
+    # Collector limits: connections, slow clients, the producer's queue, per-key policy.
+    collector_max_connections: int = Field(default=1000, ge=1)
+    collector_header_timeout_s: float = Field(default=10.0, gt=0)
+    collector_body_timeout_s: float = Field(default=30.0, gt=0)
+    collector_queue_max_kbytes: int = Field(default=65_536, ge=1)
+    collector_queue_max_messages: int = Field(default=100_000, ge=1)
+    collector_message_timeout_s: float = Field(default=10.0, gt=0)
+    collector_rate_limit: float = Field(
+        default=0.0, ge=0, description="Events per second per API key (0: no limit)."
+    )
+    collector_key_channels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Channels each API key may send, by key fingerprint (first 12 hex digits"
+        " of the key's SHA-256); a key not listed may send any channel.",
+    )
     metrics_port: int = 0
     metrics_host: str = Field(
         default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."

@@ -18,9 +18,9 @@ from producers.collector import (
     BrokerReadiness,
     CollectorConfigError,
     collector_in_thread,
+    collector_publisher,
     create_app,
 )
-from producers.publisher import Publisher
 from tests.integration.read_back import read_back
 
 KEY = "test-key-0123456789"
@@ -48,7 +48,7 @@ def keyed(settings: Settings) -> Settings:
 @pytest.fixture
 def collector(keyed: Settings) -> Iterator[str]:
     with (
-        Publisher(keyed) as publisher,
+        collector_publisher(keyed) as publisher,
         collector_in_thread(
             create_app(keyed, publisher, max_body_bytes=64 * 1024, max_batch=50),
             port=free_port(),
@@ -211,9 +211,9 @@ def test_readiness_reports_an_unreachable_broker() -> None:
 def test_collector_refuses_to_start_without_keys_unless_insecure(settings: Settings) -> None:
     unkeyed = settings.model_copy(update={"api_keys": []})
     with pytest.raises(CollectorConfigError, match="MOMENTS_API_KEYS"):
-        create_app(unkeyed, Publisher(unkeyed))
+        create_app(unkeyed, collector_publisher(unkeyed))
     with (
-        Publisher(unkeyed) as publisher,
+        collector_publisher(unkeyed) as publisher,
         collector_in_thread(create_app(unkeyed, publisher, insecure=True), port=free_port()) as url,
     ):
         response = httpx.post(f"{url}/v1/events", json=_event(11), timeout=30)
