@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moments.settings import Settings
 
@@ -116,7 +117,9 @@ def friendly(func: F) -> F:
             message = str(exc).strip().replace("\n", "; ")
             if isinstance(exc, FileNotFoundError) and exc.filename:
                 message = f"{exc.filename}: no such file"
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -231,7 +234,7 @@ def rules_check(
     from processors.engine import load_rule_pack
 
     pack = load_rule_pack(file)
-    console.print(f"[green]ok[/]: {file}: {len(pack.rules)} rules")
+    console.print(f"[green]ok[/]: {escape(str(file))}: {len(pack.rules)} rules")
 
 
 # --------------------------------------------------------------------------- processes
@@ -353,14 +356,15 @@ def ingest(
             mapping=mapping,
             customers=customers,
             progress=progress,
+            max_future_skew_ms=settings.max_future_skew_ms,
         )
     verb = "valid" if dry_run else "published"
     console.print(
         f"[green]{summary.accepted} {verb}[/], [red]{len(summary.rejected)} rejected[/]"
-        f" of {summary.total} records in {path}"
+        f" of {summary.total} records in {escape(str(path))}"
     )
-    for rejection in summary.rejected[:50]:
-        err_console.print(f"  rejected {rejection}", highlight=False, soft_wrap=True)
+    for rejection in summary.rejected[:50]:  # customer text: printed as text, never as markup
+        err_console.print(f"  rejected {escape(str(rejection))}", highlight=False, soft_wrap=True)
     if len(summary.rejected) > 50:
         err_console.print(f"  ... and {len(summary.rejected) - 50} more")
 
@@ -567,6 +571,7 @@ def bench(
 def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
     """Actions as a rich table, highest priority first."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=True)
     table.add_column("prio", justify="right")
@@ -576,9 +581,9 @@ def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
     for row in sorted(rows, key=lambda r: (-int(r["priority"]), str(r["customer_id"]))):
         table.add_row(
             str(row["priority"]),
-            f"{row['rule']} → {row['destination']}",
-            str(row["customer_id"]),
-            str(row["reason"]),
+            Text(f"{row['rule']} → {row['destination']}"),
+            Text(str(row["customer_id"])),
+            Text(str(row["reason"])),
         )
     return table
 

@@ -15,7 +15,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 #: Columns of each timeline entry, in this order (the view's columns).
 TIMELINE_COLUMNS = (
@@ -97,7 +99,8 @@ _KIND_STYLE = {"event": "cyan", "decision": "dim", "action": "bold green"}
 def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     """Timeline entries as a rich table: time, kind, channel, what happened, balance."""
     customer = rows[0]["customer_id"] if rows else ""
-    table = Table(title=title or f"Timeline of customer {customer}", show_lines=False)
+    # Customer text is shown as text, never read as rich markup (`[/b]`, `[link=...]`).
+    table = Table(title=title or f"Timeline of customer {escape(str(customer))}", show_lines=False)
     table.add_column("at (UTC)", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("channel", no_wrap=True)
@@ -110,8 +113,8 @@ def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Tabl
         table.add_row(
             at,
             f"[{_KIND_STYLE.get(kind, '')}]{kind}[/]" if kind in _KIND_STYLE else kind,
-            str(row.get("channel") or ""),
-            str(row.get("summary") or ""),
+            Text(str(row.get("channel") or "")),
+            Text(str(row.get("summary") or "")),
             "" if balance is None else f"{balance:+g}",
         )
     return table
