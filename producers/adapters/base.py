@@ -362,9 +362,12 @@ def channel_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     return [path]
 
 
-def bounded_lines(handle: BinaryIO, max_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
-    """The lines of a binary file, each None when longer than `max_bytes` (the line is
-    skipped without ever being held whole: an export without newlines costs no memory)."""
+def bounded_lines(handle: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes | None]:
+    """The lines of a binary file, each None when longer than `max_bytes` (default
+    `MAX_LINE_BYTES`; the line is skipped without ever being held whole: an export
+    without newlines costs no memory)."""
+    if max_bytes is None:
+        max_bytes = MAX_LINE_BYTES
     while True:
         raw = handle.readline(max_bytes + 1)
         if not raw:
@@ -378,7 +381,10 @@ def bounded_lines(handle: BinaryIO, max_bytes: int = MAX_LINE_BYTES) -> Iterator
 
 
 _SKIP_PIECE = 64 * 1024
-_LONG_LINE = f"line exceeds the limit of {MAX_LINE_BYTES} bytes"
+
+
+def _long_line() -> str:
+    return f"line exceeds the limit of {MAX_LINE_BYTES} bytes"
 
 
 def read_table(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord | Rejection]:
@@ -411,7 +417,7 @@ def _read_jsonl(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord
     with path.open("rb") as handle:
         for lineno, raw in enumerate(bounded_lines(handle), start=1):
             if raw is None:
-                yield Rejection(name, lineno, _LONG_LINE)
+                yield Rejection(name, lineno, _long_line())
                 continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
@@ -442,7 +448,7 @@ def _decoded_lines(path: Path, bad_lines: list[tuple[int, str]]) -> Iterator[str
     with path.open("rb") as handle:
         for lineno, raw in enumerate(bounded_lines(handle), start=1):
             if raw is None:
-                bad_lines.append((lineno, _LONG_LINE))
+                bad_lines.append((lineno, _long_line()))
                 yield "\n"
                 continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
