@@ -24,6 +24,7 @@ It must never log event contents or client secrets (the config holds
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -205,7 +206,8 @@ class Publisher:
             "error_cb": self._on_error,
             "logger": log,
         }
-        self._producer = Producer(settings.kafka_config(**options))
+        self._config = settings.kafka_config(**options)
+        self._producer = Producer(self._config)
         self._encode = self._codec.encode
         self._produce = self._producer.produce
         self._failures: list[PublishError] = []
@@ -280,13 +282,18 @@ class Publisher:
             if err is None:
                 self._unreachable = False
                 EVENTS_PUBLISHED.labels(channel=label[0], type=event_type_label(label[1])).inc()
+            if future.done():  # its sender stopped waiting (and answered 503)
+                return
+            if err is None:
                 future.set_result(None)
                 return
             kind = RecordRefused if err.code() in _RECORD_REFUSALS else PublishError
             future.set_exception(kind(msg.topic() or self.topic, None, _describe(err)))
 
         try:
-            self._produce(self.topic, value, key, on_delivery=delivered)
+            with self._lock:  # the reports thread may be replacing a failed client
+                produce = self._produce
+            produce(self.topic, value, key, on_delivery=delivered)
         except BufferError:
             raise PublisherBusy("the local queue of unacknowledged events is full") from None
         except KafkaException as exc:
@@ -308,9 +315,43 @@ class Publisher:
         return value
 
     def _serve_reports(self) -> None:
-        """Background thread of a confirming publisher: serve delivery reports until closed."""
+        """Background thread of a confirming publisher: serve delivery reports until closed.
+
+        A client that hit a fatal error (e.g. the idempotent producer's state lost by the
+        broker: UNKNOWN_PRODUCER_ID) takes no more events: it is replaced by a new one,
+        and the events it still held fail (their senders answer 503 and resend them).
+        """
         while not self._closed:
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                self._replace_client(_describe(exc.args[0]))
+            except Exception:  # a report callback's bug must not end the reports
+                log.exception("serving delivery reports failed")
+
+    def _replace_client(self, reason: str) -> None:
+        log.error("kafka producer failed for good (%s): replacing it", reason)
+        with self._lock:
+            old = self._producer
+            self._producer = Producer(self._config)
+            self._produce = self._producer.produce
+        threading.Thread(
+            target=self._retire, args=(old,), name="moments-publisher-retire", daemon=True
+        ).start()
+
+    @staticmethod
+    def _retire(old: Producer) -> None:
+        """Fail what a replaced client still holds (its senders' futures), off the reports
+        thread: a client in a fatal state may never finish a flush or a close."""
+        with contextlib.suppress(KafkaException, RuntimeError):
+            old.purge()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if not old.poll(0.1) and not len(old):
+                    return
+            except (KafkaException, RuntimeError):
+                continue
 
     def publish_json(self, obj: dict[str, Any], *, where: str = "") -> InteractionEvent:
         """Publish an event given in its JSON form; a missing event_id becomes a UUIDv7."""
