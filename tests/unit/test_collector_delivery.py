@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 import producers.publisher as publisher_module
 from moments.settings import Settings
-from producers.collector import collector_publisher, create_app
+from producers.collector import collector_publisher, create_app, key_fingerprint
 from tests.reliability.faults import RefusingProducer
 
 KEY = "unit-key"
@@ -93,3 +93,34 @@ def test_a_batch_reports_each_event_by_its_own_report(refusing: list[RefusingPro
         "rejected",
         "accepted",
     ]
+
+
+def test_per_key_rate_limit_channels_and_future_dates(refusing: list[RefusingProducer]) -> None:
+    web_only = key_fingerprint(b"web-key")
+    settings = Settings(
+        bootstrap="127.0.0.1:9",
+        api_keys=[SecretStr(KEY), SecretStr("web-key")],
+        collector_rate_limit=5,
+        collector_key_channels={web_only: ["web"]},
+    )
+    with collector_publisher(settings) as publisher:
+        app = create_app(settings, publisher, readiness=lambda: (True, "unit"))
+        with TestClient(app) as client:
+            call = {**event(1, False), "channel": "call"}
+            future = {**event(2, False), "occurred_at": "9999-01-01T00:00:00+00:00"}
+            policed = client.post(
+                "/v1/events", json=[call, future], headers={"X-API-Key": "web-key"}
+            )
+            answers = [
+                client.post("/v1/events", json=event(n, False), headers={"X-API-Key": KEY})
+                for n in range(10)
+            ]
+    assert policed.status_code == 202
+    assert [(r["status"], r["field"]) for r in policed.json()["results"]] == [
+        ("rejected", "channel"),
+        ("rejected", "occurred_at"),
+    ]
+    codes = [a.status_code for a in answers]
+    assert codes[:5] == [202] * 5 and 429 in codes[5:]
+    limited = next(a for a in answers if a.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1
