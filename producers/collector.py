@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -46,7 +47,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from typing import Any, Final, Protocol
 
 import anyio.to_thread
@@ -94,7 +94,53 @@ RETRY_AFTER_S: Final = 5
 class EventPublisher(Protocol):
     """What the collector needs of `producers.publisher.Publisher` (made with confirm=True)."""
 
-    def submit(self, event: InteractionEvent) -> Future[None]: ...
+    def submit(
+        self, event: InteractionEvent, report: Callable[[PublishError | None], None]
+    ) -> None: ...
+
+
+class _Reports:
+    """The delivery reports of one request's events, as they come in (from the reports
+    thread); the request's task is woken once, when the last one is in."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.errors: dict[int, PublishError] = {}
+        self.arrived: set[int] = set()
+        self._loop = loop
+        self._all_in: asyncio.Future[None] = loop.create_future()
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._sealed = False
+
+    def expect(self) -> None:
+        with self._lock:
+            self._waiting += 1
+
+    def forget(self) -> None:
+        """The event expected last was not sent after all."""
+        with self._lock:
+            self._waiting -= 1
+
+    def report(self, index: int, error: PublishError | None) -> None:
+        with self._lock:
+            self.arrived.add(index)
+            if error is not None:
+                self.errors[index] = error
+            self._waiting -= 1
+            last = self._sealed and self._waiting == 0
+        if last:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                self._loop.call_soon_threadsafe(_resolve, self._all_in)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Every event is sent: wait (at most `timeout_s`) for the reports still out."""
+        with self._lock:
+            self._sealed = True
+            last = self._waiting == 0
+        if last:
+            _resolve(self._all_in)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_in, timeout_s)
 
 
 def collector_producer_config(settings: Settings) -> dict[str, Any]:
@@ -104,6 +150,8 @@ def collector_producer_config(settings: Settings) -> dict[str, Any]:
         "queue.buffering.max.kbytes": settings.collector_queue_max_kbytes,
         "queue.buffering.max.messages": settings.collector_queue_max_messages,
         "message.timeout.ms": round(settings.collector_message_timeout_s * 1000),
+        # Every request waits for its reports: send at once (requests batch one another).
+        "linger.ms": 1,
     }
 
 
@@ -332,18 +380,27 @@ def create_app(
                 )
 
     def submit_all(
-        items: list[Any], batch: bool, body_size: int, allowed: frozenset[str] | None
-    ) -> tuple[list[dict[str, Any]], dict[int, Future[None]], str | None]:
-        """A result per event and the delivery future of each one sent; the reason the
-        producer refused to take more (the rest of the batch is then not sent), or None."""
+        items: list[Any],
+        batch: bool,
+        body_size: int,
+        allowed: frozenset[str] | None,
+        reports: _Reports,
+    ) -> tuple[list[dict[str, Any]], list[int], str | None]:
+        """A result per event and the indexes of those sent; the reason the producer
+        refused to take more (the rest of the batch is then not sent), or None."""
         results: list[dict[str, Any]] = []
-        sent: dict[int, Future[None]] = {}
+        sent: list[int] = []
         for index, item in enumerate(items):
             where = f"events[{index}]" if batch else ""
             try:
                 event = event_from_json(item, where=where, new_event_id=new_event_id)
                 check(event, body_size, allowed)
-                sent[index] = publisher.submit(event)
+                reports.expect()
+                try:
+                    publisher.submit(event, functools.partial(reports.report, index))
+                except BaseException:
+                    reports.forget()
+                    raise
             except SchemaValidationError as exc:
                 results.append(_rejected(index, exc.field, exc.message))
                 continue
@@ -353,28 +410,29 @@ def create_app(
             except (PublisherBusy, PublishError) as exc:
                 results += [{"index": i, "status": "unconfirmed"} for i in range(index, len(items))]
                 return results, sent, str(exc)
+            sent.append(index)
             results.append({"index": index, "status": "accepted", "event_id": event.event_id})
         return results, sent, None
 
-    async def settle(results: list[dict[str, Any]], sent: dict[int, Future[None]]) -> list[str]:
+    async def settle(
+        results: list[dict[str, Any]], sent: list[int], reports: _Reports
+    ) -> list[str]:
         """Wait for each sent event's own report; mark those not acknowledged (their errors)."""
-        waiting = {asyncio.wrap_future(future): index for index, future in sent.items()}
-        done, _ = await asyncio.wait(waiting, timeout=ack_timeout_s) if waiting else (set(), set())
+        await reports.wait(ack_timeout_s)
         errors: list[str] = []
-        for future, index in waiting.items():
-            result = results[index]
-            failure = future.exception() if future in done else None
-            if future not in done:
-                future.cancel()
-                result["status"] = "unconfirmed"
+        for index in sent:
+            if index not in reports.arrived:
+                results[index]["status"] = "unconfirmed"
                 errors.append(f"not acknowledged within {ack_timeout_s:g} s")
-            elif isinstance(failure, RecordRefused):
+                continue
+            failure = reports.errors.get(index)
+            if isinstance(failure, RecordRefused):
                 results[index] = _rejected(
                     index, "<event>", f"the broker refused it: {failure.error}"
                 )
             elif failure is not None:
-                result["status"] = "unconfirmed"
-                errors.append(failure.error if isinstance(failure, PublishError) else str(failure))
+                results[index]["status"] = "unconfirmed"
+                errors.append(failure.error)
         return errors
 
     async def post_events(request: Request) -> Response:
@@ -400,8 +458,9 @@ def create_app(
         except ClientDisconnect:  # gone before its body arrived: nothing to answer, nothing taken
             COLLECTOR_REQUESTS.labels(code=str(CLIENT_CLOSED)).inc()
             return Response(status_code=CLIENT_CLOSED)
-        results, sent, busy = submit_all(items, batch, len(body), channels_of.get(key))
-        errors = await settle(results, sent)
+        reports = _Reports(asyncio.get_running_loop())
+        results, sent, busy = submit_all(items, batch, len(body), channels_of.get(key), reports)
+        errors = await settle(results, sent, reports)
         if busy is not None:
             errors.insert(0, busy)
         rejected = sum(result["status"] == "rejected" for result in results)
@@ -444,6 +503,11 @@ def create_app(
     )
     app.state.settings = settings
     return app
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _rejected(index: int, field: str, error: str) -> dict[str, Any]:

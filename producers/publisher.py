@@ -13,10 +13,9 @@ event size (`MOMENTS_MAX_EVENT_BYTES`, what the worker accepts) is refused with
 `EventTooLarge` before it is sent.
 
 A publisher made with ``confirm=True`` (the HTTP collector's) also gives each
-event its own delivery report: `Publisher.submit` returns a future settled by
-that event's report alone (a background thread serves the reports), and never
-blocks: a full local queue, or a broker known to be unreachable, is
-`PublisherBusy` at once.
+event its own delivery report: `Publisher.submit` calls back with that event's
+report alone (a background thread serves the reports), and never blocks: a
+full local queue, or a broker known to be unreachable, is `PublisherBusy` at once.
 
 It must never log event contents or client secrets (the config holds
 ``sasl.password``), and never drop a failed delivery silently.
@@ -31,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import Future
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
@@ -218,6 +217,7 @@ class Publisher:
         self._closed = False
         #: Set by the client's error callback when no broker is reachable; a delivery clears it.
         self._unreachable = False
+        self._published_children: dict[tuple[str, str], Any] = {}
         self._poller: threading.Thread | None = None
         if confirm:
             self._poller = threading.Thread(
@@ -258,13 +258,17 @@ class Publisher:
             self._producer.poll(_QUEUE_FULL_POLL_S)
         self._count_published()
 
-    def submit(self, event: InteractionEvent) -> Future[None]:
-        """Validate and send one event; the future settles with this event's own delivery
-        report (None, or `PublishError` / `RecordRefused`). Never blocks.
+    def submit(
+        self, event: InteractionEvent, report: Callable[[PublishError | None], None]
+    ) -> None:
+        """Validate and send one event; `report` is called once with this event's own
+        delivery report (None, or `PublishError` / `RecordRefused`), from the thread that
+        serves the reports. Never blocks.
 
         Raises `SchemaValidationError` (`EventTooLarge` included) for an event that cannot
         be sent and `PublisherBusy` when the local queue is full or no broker is reachable
-        (nothing was sent). Needs a publisher made with ``confirm=True``.
+        (nothing was sent, `report` is not called). Needs a publisher made with
+        ``confirm=True``.
         """
         if not self.confirms:
             raise RuntimeError("submit needs a publisher made with confirm=True")
@@ -275,20 +279,16 @@ class Publisher:
         if self._unreachable and len(self._producer):
             # One event at a time probes a broker known to be down; the rest fail fast.
             raise PublisherBusy("the broker is unreachable")
-        future: Future[None] = Future()
         label = (event.channel, event.type)
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 self._unreachable = False
-                EVENTS_PUBLISHED.labels(channel=label[0], type=event_type_label(label[1])).inc()
-            if future.done():  # its sender stopped waiting (and answered 503)
-                return
-            if err is None:
-                future.set_result(None)
+                self._published(label).inc()
+                report(None)
                 return
             kind = RecordRefused if err.code() in _RECORD_REFUSALS else PublishError
-            future.set_exception(kind(msg.topic() or self.topic, None, _describe(err)))
+            report(kind(msg.topic() or self.topic, None, _describe(err)))
 
         try:
             with self._lock:  # the reports thread may be replacing a failed client
@@ -301,7 +301,14 @@ class Publisher:
             if isinstance(error, KafkaError) and error.code() in _RECORD_REFUSALS:
                 raise RecordRefused(self.topic, None, _describe(error)) from None
             raise PublishError(self.topic, None, _describe(error)) from None
-        return future
+
+    def _published(self, label: tuple[str, str]) -> Any:
+        """The EVENTS_PUBLISHED child of (channel, type), looked up once."""
+        child = self._published_children.get(label)
+        if child is None:
+            child = EVENTS_PUBLISHED.labels(channel=label[0], type=event_type_label(label[1]))
+            self._published_children[label] = child
+        return child
 
     def _encoded(self, event: InteractionEvent) -> bytes:
         """The event's bytes; `SchemaValidationError` (or `EventTooLarge`) when it cannot go."""

@@ -23,8 +23,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -74,12 +73,10 @@ class RecordingPublisher:
         self.codec = codec_for(InteractionEvent)
         self.published = 0
 
-    def submit(self, event: InteractionEvent) -> Future[None]:
+    def submit(self, event: InteractionEvent, report: Callable[[Any], None]) -> None:
         self.codec.encode(event)
         self.published += 1
-        delivered: Future[None] = Future()
-        delivered.set_result(None)
-        return delivered
+        report(None)
 
 
 # --------------------------------------------------------------------------- strategies
