@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import hmac
 import logging
 import os
@@ -96,7 +97,8 @@ def test_secrets_stay_out_of_logs_errors_settings_and_metrics(
     texts += [str(failure.value), repr(failure.value)]
 
     # The collector answering while the broker does not acknowledge.
-    app = create_app(settings, collector_publisher(settings, **{"message.timeout.ms": 2000}))
+    quiet = collector_publisher(settings, **{"message.timeout.ms": 2000})
+    app = create_app(settings, quiet)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
 
     async def post() -> httpx.Response:
@@ -117,6 +119,8 @@ def test_secrets_stay_out_of_logs_errors_settings_and_metrics(
 
     answer = asyncio.run(post())
     texts.append(answer.text)
+    with contextlib.suppress(PublishError):
+        quiet.close(5)
 
     # The sink (a child process, as `moments sink postgres`) with its database away.
     env = {**os.environ, **settings.as_env(), "MOMENTS_TOPIC_PREFIX": "sec."}
