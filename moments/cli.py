@@ -215,8 +215,8 @@ def replay(
         console.print(
             f"{backfill.events} events from {from_topic} → {backfill.actions} actions "
             f"({actions_out}), {backfill.decisions} decisions, {backfill.garbage} undecodable, "
-            f"in {backfill.seconds:.2f} s ({backfill.events / max(backfill.seconds, 1e-9):,.0f} "
-            "events/s)"
+            f"{backfill.future_dated} future-dated, in {backfill.seconds:.2f} s "
+            f"({backfill.events / max(backfill.seconds, 1e-9):,.0f} events/s)"
         )
         return
     from processors.replay import replay_file
@@ -248,7 +248,7 @@ def rules_check(
     from processors.engine import load_rule_pack
 
     pack = load_rule_pack(file)
-    console.print(f"[green]ok[/]: {file}: {len(pack.rules)} rules")
+    console.print(f"[green]ok[/]: {escape(str(file))}: {len(pack.rules)} rules")
 
 
 # --------------------------------------------------------------------------- processes
@@ -398,14 +398,15 @@ def ingest(
             mapping=mapping,
             customers=customers,
             progress=progress,
+            max_future_skew_ms=settings.max_future_skew_ms,
         )
     verb = "valid" if dry_run else "published"
     console.print(
         f"[green]{summary.accepted} {verb}[/], [red]{len(summary.rejected)} rejected[/]"
-        f" of {summary.total} records in {path}"
+        f" of {summary.total} records in {escape(str(path))}"
     )
-    for rejection in summary.rejected[:50]:
-        err_console.print(f"  rejected {rejection}", highlight=False, soft_wrap=True)
+    for rejection in summary.rejected[:50]:  # customer text: printed as text, never as markup
+        err_console.print(f"  rejected {escape(str(rejection))}", highlight=False, soft_wrap=True)
     if len(summary.rejected) > 50:
         err_console.print(f"  ... and {len(summary.rejected) - 50} more")
 
@@ -671,6 +672,7 @@ def bench(
 def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
     """Actions as a rich table, highest priority first."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=True)
     table.add_column("prio", justify="right")
@@ -680,9 +682,9 @@ def actions_table(rows: list[dict[str, Any]], title: str) -> Any:
     for row in sorted(rows, key=lambda r: (-int(r["priority"]), str(r["customer_id"]))):
         table.add_row(
             str(row["priority"]),
-            f"{row['rule']} → {row['destination']}",
-            str(row["customer_id"]),
-            str(row["reason"]),
+            Text(f"{row['rule']} → {row['destination']}"),
+            Text(str(row["customer_id"])),
+            Text(str(row["reason"])),
         )
     return table
 

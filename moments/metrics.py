@@ -62,6 +62,12 @@ REDELIVERIES_SKIPPED = Counter(
     "Input records the worker skipped because its state already holds their effect"
     " (redelivered after a crash or a rebalance).",
 )
+EVENTS_FUTURE_DATED = Counter(
+    "moments_events_future_dated_total",
+    "Events dated more than MOMENTS_MAX_FUTURE_SKEW after their Kafka record timestamp:"
+    " applied with their own time, but the partition watermark moved at most to the record"
+    " timestamp plus the skew.",
+)
 EVENT_TO_ACTION_LATENCY = Histogram(
     "moments_event_to_action_latency_seconds",
     "Wall-clock time from the trigger's event time to the action's emission, by destination"

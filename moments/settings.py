@@ -8,6 +8,7 @@ Every process (CLI, worker, sinks, collector) takes its configuration from
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from moments.privacy import MASK, redact_url
 
 DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class Topics:
@@ -82,6 +85,12 @@ class Settings(BaseSettings):
     )
     dedupe_horizon_s: float = 7 * 86_400.0
     max_event_bytes: int = 64 * 1024
+    max_future_skew: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds (or a duration such as 1h, 30m) an event may be dated ahead of"
+        " its Kafka timestamp (worker, backfill) or of now (collector, adapters).",
+    )
 
     # Simulator (`moments simulate`): how customers respond to the engagement actions they
     # would receive (rule id -> relative effect size, see producers.simulator.Effects); the
@@ -130,6 +139,21 @@ class Settings(BaseSettings):
     collector_host: str = "127.0.0.1"
     collector_port: int = 8080
     api_keys: list[SecretStr] = Field(default_factory=list)
+    # Collector limits: connections, slow clients, the producer's queue, per-key policy.
+    collector_max_connections: int = Field(default=1000, ge=1)
+    collector_header_timeout_s: float = Field(default=10.0, gt=0)
+    collector_body_timeout_s: float = Field(default=30.0, gt=0)
+    collector_queue_max_kbytes: int = Field(default=65_536, ge=1)
+    collector_queue_max_messages: int = Field(default=100_000, ge=1)
+    collector_message_timeout_s: float = Field(default=10.0, gt=0)
+    collector_rate_limit: float = Field(
+        default=0.0, ge=0, description="Events per second per API key (0: no limit)."
+    )
+    collector_key_channels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Channels each API key may send, by key name (`key-` + the first 8 hex"
+        " digits of the key's SHA-256, as in audit lines); a key not listed may send any channel.",
+    )
     metrics_port: int = 0
     metrics_host: str = Field(
         default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
@@ -166,6 +190,21 @@ class Settings(BaseSettings):
         if not 0 <= number <= 100:
             raise ValueError("expected a percentage 0-100, e.g. 20 or 20%")
         return number
+
+    @field_validator("max_future_skew", mode="before")
+    @classmethod
+    def _seconds_or_duration(cls, value: Any) -> Any:
+        """`3600`, `3600s`, `60m` or `1h` (seconds when no unit is given)."""
+        if isinstance(value, str):
+            match = _DURATION.fullmatch(value.strip())
+            if match is not None:
+                return float(match[1]) * _UNIT_S[match[2] or "s"]
+        return value
+
+    @property
+    def max_future_skew_ms(self) -> int:
+        """`max_future_skew` in milliseconds."""
+        return round(self.max_future_skew * 1000)
 
     @cached_property
     def topics(self) -> Topics:

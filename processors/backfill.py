@@ -53,6 +53,7 @@ from typing import IO, Any, Final, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -61,10 +62,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from moments.metrics import EVENTS_FUTURE_DATED
 from moments.privacy import CONTROL_HEADER, FORGET
 from moments.settings import Settings, Topics
 from processors.config import engine_config
-from processors.engine import DictStore, Engine, forget_customer, load_rule_pack
+from processors.engine import DictStore, Engine, forget_customer, future_cap, load_rule_pack
 from processors.engine.rules import RulePack
 from processors.replay import OutputWriter, no_cyclic_gc
 from schemas.codec import DecodeError, codec_for
@@ -124,6 +126,8 @@ class BackfillSummary:
     actions: int = 0
     decisions: int = 0
     garbage: int = 0
+    #: Events dated beyond their record timestamp + MOMENTS_MAX_FUTURE_SKEW (watermark capped).
+    future_dated: int = 0
     garbage_samples: list[str] = field(default_factory=list)
     #: Partition -> the high watermark the run read up to (as reported at its start).
     ends: dict[int, int] = field(default_factory=dict)
@@ -344,6 +348,7 @@ class _Run:
         self.decode = codec.decode
         self.fast_decode = codec.fast_decode
         self.process = engine.process
+        self.skew_ms = settings.max_future_skew_ms
         self.stores = {p: DictStore() for p in partitions}
         #: Partition -> the last record fetched from it (its offset + 1 is the progress).
         self.last: dict[int, Message] = {}
@@ -393,7 +398,7 @@ class _Run:
     def run_batch(self, batch: list[Message], ends: dict[int, int], pending: set[int]) -> int:
         """Decode, process and emit one fetched batch; return how many records it held."""
         fast_decode, process, stores, last = self.fast_decode, self.process, self.stores, self.last
-        max_bytes = self.max_bytes
+        max_bytes, skew_ms = self.max_bytes, self.skew_ms
         actions: list[ActionEvent] = []
         decisions: list[Decision] = []
         records = events = 0
@@ -414,8 +419,17 @@ class _Run:
                 if event is None:
                     continue
             events += 1
+            kind, record_ms = message.timestamp()
+            cap = (
+                None
+                if kind == TIMESTAMP_NOT_AVAILABLE
+                else future_cap(event.occurred_at, record_ms, skew_ms)
+            )
+            if cap is not None:
+                self.summary.future_dated += 1
+                EVENTS_FUTURE_DATED.inc()
             try:
-                out = process(stores[partition], event)
+                out = process(stores[partition], event, cap)
             except Exception as exc:  # an engine bug must not stop a backfill; counted like the DLQ
                 self.garbage(message, "engine", f"{type(exc).__name__}: {exc}")
                 continue

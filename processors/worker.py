@@ -98,6 +98,7 @@ from moments.metrics import (
     DLQ_RECORDS,
     EVENT_TO_ACTION_LATENCY,
     EVENTS_CONSUMED,
+    EVENTS_FUTURE_DATED,
     REDELIVERIES_SKIPPED,
     RELATIONSHIP_BALANCE,
     WATERMARK_LAG,
@@ -107,7 +108,14 @@ from moments.metrics import (
 from moments.privacy import FORGET, hashed_id
 from moments.settings import Settings
 from processors.config import engine_config
-from processors.engine import CLOCK_KEY, Engine, EngineOutput, forget_customer, load_rule_pack
+from processors.engine import (
+    CLOCK_KEY,
+    Engine,
+    EngineOutput,
+    forget_customer,
+    future_cap,
+    load_rule_pack,
+)
 from processors.faust_support import (
     FencingTableManager,
     PartitionState,
@@ -247,6 +255,7 @@ class TriggerWorker:
         self._tally_decided: dict[tuple[str, str, str], int] = {}
         self._watermarks: dict[int, int] = {}
         self._last_seen: dict[int, float] = {}
+        self._future_skew_ms = settings.max_future_skew_ms
         #: Per partition: (max occurred_at, log timestamp of the last event), both in ms.
         self._idle_clock: dict[int, tuple[int, int]] = {}
 
@@ -346,8 +355,13 @@ class TriggerWorker:
             self._dead_letter(event, "decode", type(exc).__name__, str(exc))
             return
         partition = message.partition
+        cap = future_cap(
+            interaction.occurred_at, round(message.timestamp * 1000), self._future_skew_ms
+        )
+        if cap is not None:
+            EVENTS_FUTURE_DATED.inc()
         try:
-            output = self.engine.process(store, interaction)
+            output = self.engine.process(store, interaction, cap)
         except Exception as exc:
             log.exception("engine failed on %s[%d]@%d", message.topic, partition, message.offset)
             store.discard_engine_writes()  # the event's state is left untouched

@@ -4,11 +4,22 @@
 DESIGN.md section 3), a JSON array of them, or `{"events": [...]}`. Each event
 is validated on its own and the answer is 202 with one result per event
 (accepted with its event_id, or rejected with the field at fault), even when
-every event is rejected. The answer is sent only after the broker acknowledged
-every accepted event (one thread flushes the publisher for all waiting requests
-at once, so the event loop keeps serving); if it does not, the answer is 503 and
-the client may retry with the returned event ids, which makes the retry
-idempotent downstream.
+every event is rejected. An event is "accepted" only once its OWN delivery
+report came back from the broker (a future per event); an event the broker
+refuses for what it is (e.g. too large for the topic) is "rejected". When the
+broker does not acknowledge an event in time, when the producer's (bounded)
+queue is full or no broker is reachable, the answer is 503 with `Retry-After`
+and the client may retry with the returned event ids, which makes the retry
+idempotent downstream. Nothing here blocks the event loop, so `/healthz` keeps
+answering while the broker is away.
+
+Events dated more than `MOMENTS_MAX_FUTURE_SKEW` ahead of now are rejected
+(field `occurred_at`). Optional per-key policy: `MOMENTS_COLLECTOR_RATE_LIMIT`
+events per second per key (429 with `Retry-After` beyond it) and
+`MOMENTS_COLLECTOR_KEY_CHANNELS` (the channels a key may send, by key
+name, `moments.privacy.key_name`). uvicorn runs with a connection limit, and a client must send its
+headers within `MOMENTS_COLLECTOR_HEADER_TIMEOUT_S` and its body within
+`MOMENTS_COLLECTOR_BODY_TIMEOUT_S` (408).
 
 A malformed request gets a 4xx naming the problem: 401 without a valid API key
 (`Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant
@@ -28,8 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -43,11 +56,18 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from moments.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
 from moments.privacy import KeyRing, presented_key
 from moments.settings import Settings
-from producers.publisher import Publisher, PublishError, new_event_id
+from producers.publisher import (
+    Publisher,
+    PublisherBusy,
+    PublishError,
+    RecordRefused,
+    new_event_id,
+)
 from schemas.codec import SchemaValidationError, event_from_json, to_json_line
 from schemas.records import InteractionEvent
 
@@ -68,12 +88,100 @@ class CollectorConfigError(RuntimeError):
     """The collector cannot start as configured (e.g. no API keys and not told to be insecure)."""
 
 
+#: Seconds a client is told to wait (`Retry-After`) when the broker cannot take events now.
+RETRY_AFTER_S: Final = 5
+
+
 class EventPublisher(Protocol):
-    """What the collector needs of `producers.publisher.Publisher`."""
+    """What the collector needs of `producers.publisher.Publisher` (made with confirm=True)."""
 
-    def publish(self, event: InteractionEvent) -> None: ...
+    def submit(
+        self, event: InteractionEvent, report: Callable[[PublishError | None], None]
+    ) -> None: ...
 
-    def flush(self, timeout_s: float = 30.0) -> None: ...
+
+class _Reports:
+    """The delivery reports of one request's events, as they come in (from the reports
+    thread); the request's task is woken once, when the last one is in."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.errors: dict[int, PublishError] = {}
+        self.arrived: set[int] = set()
+        self._loop = loop
+        self._all_in: asyncio.Future[None] = loop.create_future()
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._sealed = False
+
+    def expect(self) -> None:
+        with self._lock:
+            self._waiting += 1
+
+    def forget(self) -> None:
+        """The event expected last was not sent after all."""
+        with self._lock:
+            self._waiting -= 1
+
+    def report(self, index: int, error: PublishError | None) -> None:
+        with self._lock:
+            self.arrived.add(index)
+            if error is not None:
+                self.errors[index] = error
+            self._waiting -= 1
+            last = self._sealed and self._waiting == 0
+        if last:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                self._loop.call_soon_threadsafe(_resolve, self._all_in)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Every event is sent: wait (at most `timeout_s`) for the reports still out."""
+        with self._lock:
+            self._sealed = True
+            last = self._waiting == 0
+        if last:
+            _resolve(self._all_in)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_in, timeout_s)
+
+
+def collector_producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka options of the collector's producer: a bounded queue (memory) and a
+    bounded delivery time, so a broker outage becomes 503s, never a blocked loop or an OOM."""
+    return {
+        "queue.buffering.max.kbytes": settings.collector_queue_max_kbytes,
+        "queue.buffering.max.messages": settings.collector_queue_max_messages,
+        "message.timeout.ms": round(settings.collector_message_timeout_s * 1000),
+        # Every request waits for its reports: send at once (requests batch one another).
+        "linger.ms": 1,
+    }
+
+
+def collector_publisher(settings: Settings, **config: Any) -> Publisher:
+    """The publisher the collector needs: per-event delivery reports, bounded queue."""
+    return Publisher(
+        settings, confirm=True, config={**collector_producer_config(settings), **config}
+    )
+
+
+class RateLimiter:
+    """A token bucket per API key: `rate` events per second, bursts up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str, events: int) -> float:
+        """Take `events` tokens: 0.0 when allowed, else the seconds until they would be."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, at = self._buckets.get(key, (self.rate, now))
+        tokens = min(self.rate, tokens + (now - at) * self.rate)
+        if tokens >= events or (events > self.rate and tokens >= self.rate):
+            self._buckets[key] = (tokens - events, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (min(events, self.rate) - tokens) / self.rate
 
 
 class _Refused(Exception):
@@ -84,75 +192,6 @@ class _Refused(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
-
-
-class Acknowledger:
-    """Group commit: one thread flushes the publisher for every request waiting at that moment.
-
-    A request publishes its events, then `await ack.wait()`; the flusher thread takes all
-    waiting requests, flushes once (every event queued before is then acknowledged or failed)
-    and settles them together. Many concurrent requests cost one flush, and the event loop
-    never blocks.
-    """
-
-    def __init__(self, publisher: EventPublisher, timeout_s: float) -> None:
-        self._publisher = publisher
-        self._timeout_s = timeout_s
-        self._condition = threading.Condition()
-        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    async def wait(self) -> None:
-        """Return once the broker acknowledged everything published before the call;
-        raise `PublishError` if a delivery failed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._condition:
-            if self._closed:
-                raise RuntimeError("collector is shutting down")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="moments-collector-ack", daemon=True
-                )
-                self._thread.start()
-            self._waiting.append((loop, future))
-            self._condition.notify()
-        await future
-
-    def close(self) -> None:
-        """Settle whoever still waits, then stop the thread."""
-        with self._condition:
-            self._closed = True
-            self._condition.notify()
-        if self._thread is not None:
-            self._thread.join(self._timeout_s + 5)
-
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                while not self._waiting and not self._closed:
-                    self._condition.wait()
-                if not self._waiting:
-                    return
-                batch, self._waiting = self._waiting, []
-            error: BaseException | None = None
-            try:
-                self._publisher.flush(self._timeout_s)
-            except Exception as exc:  # PublishError, or a client that broke down
-                error = exc
-            for loop, future in batch:
-                with contextlib.suppress(RuntimeError):  # that loop is already closed
-                    loop.call_soon_threadsafe(_settle, future, error)
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # the client went away and the request was cancelled
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
 
 
 class BrokerReadiness:
@@ -224,12 +263,16 @@ def create_app(
     if max_body_bytes <= 0 or max_batch <= 0:
         raise CollectorConfigError("max_body_bytes and max_batch must be positive")
     max_event_bytes = settings.max_event_bytes
+    skew_ms = settings.max_future_skew_ms
+    body_timeout_s = settings.collector_body_timeout_s
     ready = readiness or BrokerReadiness(settings)
-    acknowledger = Acknowledger(publisher, ack_timeout_s)
+    limiter = RateLimiter(settings.collector_rate_limit)
+    channels_of = {key: frozenset(c) for key, c in settings.collector_key_channels.items()}
 
-    def authenticate(request: Request) -> None:
+    def authenticate(request: Request) -> str:
+        """The name of the request's key (`moments.privacy.key_name`; "" when unauthenticated)."""
         if not keys:
-            return
+            return ""
         given = presented_key(request.headers)
         if not given:
             raise _Refused(
@@ -237,10 +280,12 @@ def create_app(
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 {"WWW-Authenticate": 'Bearer realm="moments"'},
             )
-        if keys.match(given) is None:  # constant time, against every key
+        name = keys.match(given)  # constant time, against every key
+        if name is None:
             raise _Refused(
                 401, "invalid API key", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             )
+        return name
 
     async def read_body(request: Request) -> bytes:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -303,60 +348,123 @@ def create_app(
             raise _Refused(413, f"batch of {len(items)} events exceeds the limit of {max_batch}")
         return items, batch
 
-    def accept(items: list[Any], batch: bool, body_size: int) -> tuple[list[dict[str, Any]], int]:
+    def check(event: InteractionEvent, body_size: int, allowed: frozenset[str] | None) -> None:
+        """What the collector adds to the codec's checks: channel policy, time, size."""
+        if allowed is not None and event.channel not in allowed:
+            raise SchemaValidationError("channel", "this API key may not send this channel")
+        if event.occurred_at > time.time_ns() // 1_000_000 + skew_ms:
+            raise SchemaValidationError(
+                "occurred_at",
+                f"lies more than {skew_ms / 1000:g} s in the future (MOMENTS_MAX_FUTURE_SKEW)",
+            )
+        if body_size > max_event_bytes:
+            size = len(to_json_line(event).encode("utf-8"))
+            if size > max_event_bytes:
+                raise SchemaValidationError(
+                    "<event>", f"{size} bytes exceeds the limit of {max_event_bytes}"
+                )
+
+    def submit_all(
+        items: list[Any],
+        batch: bool,
+        body_size: int,
+        allowed: frozenset[str] | None,
+        reports: _Reports,
+    ) -> tuple[list[dict[str, Any]], list[int], str | None]:
+        """A result per event and the indexes of those sent; the reason the producer
+        refused to take more (the rest of the batch is then not sent), or None."""
         results: list[dict[str, Any]] = []
-        accepted = 0
+        sent: list[int] = []
         for index, item in enumerate(items):
             where = f"events[{index}]" if batch else ""
             try:
                 event = event_from_json(item, where=where, new_event_id=new_event_id)
-                if body_size > max_event_bytes:
-                    size = len(to_json_line(event).encode("utf-8"))
-                    if size > max_event_bytes:
-                        raise SchemaValidationError(
-                            "<event>", f"{size} bytes exceeds the limit of {max_event_bytes}"
-                        )
-                publisher.publish(event)
+                check(event, body_size, allowed)
+                reports.expect()
+                try:
+                    publisher.submit(event, functools.partial(reports.report, index))
+                except BaseException:
+                    reports.forget()
+                    raise
             except SchemaValidationError as exc:
-                EVENTS_REJECTED.labels(stage="collector").inc()
-                results.append(
-                    {"index": index, "status": "rejected", "field": exc.field, "error": exc.message}
-                )
+                results.append(_rejected(index, exc.field, exc.message))
                 continue
-            accepted += 1
+            except RecordRefused as exc:
+                results.append(_rejected(index, "<event>", f"the broker refused it: {exc.error}"))
+                continue
+            except (PublisherBusy, PublishError) as exc:
+                results += [{"index": i, "status": "unconfirmed"} for i in range(index, len(items))]
+                return results, sent, str(exc)
+            sent.append(index)
             results.append({"index": index, "status": "accepted", "event_id": event.event_id})
-        return results, accepted
+        return results, sent, None
+
+    async def settle(
+        results: list[dict[str, Any]], sent: list[int], reports: _Reports
+    ) -> list[str]:
+        """Wait for each sent event's own report; mark those not acknowledged (their errors)."""
+        await reports.wait(ack_timeout_s)
+        errors: list[str] = []
+        for index in sent:
+            if index not in reports.arrived:
+                results[index]["status"] = "unconfirmed"
+                errors.append(f"not acknowledged within {ack_timeout_s:g} s")
+                continue
+            failure = reports.errors.get(index)
+            if isinstance(failure, RecordRefused):
+                results[index] = _rejected(
+                    index, "<event>", f"the broker refused it: {failure.error}"
+                )
+            elif failure is not None:
+                results[index]["status"] = "unconfirmed"
+                errors.append(failure.error)
+        return errors
 
     async def post_events(request: Request) -> Response:
         try:
-            authenticate(request)
-            body = await read_body(request)
+            key = authenticate(request)
+            body = await asyncio.wait_for(read_body(request), body_timeout_s)
             items, batch = parse_events(body)
+            wait_s = limiter.take(key, len(items))
+            if wait_s > 0:
+                raise _Refused(
+                    429,
+                    f"rate limit of {limiter.rate:g} events per second for this key exceeded",
+                    {"Retry-After": str(max(1, math.ceil(wait_s)))},
+                )
         except _Refused as refused:
             return _answer(refused.status, {"error": refused.message}, refused.headers)
+        except TimeoutError:
+            return _answer(
+                408,
+                {"error": f"request body not received within {body_timeout_s:g} s"},
+                {"Connection": "close"},
+            )
         except ClientDisconnect:  # gone before its body arrived: nothing to answer, nothing taken
             COLLECTOR_REQUESTS.labels(code=str(CLIENT_CLOSED)).inc()
             return Response(status_code=CLIENT_CLOSED)
-        results, accepted = accept(items, batch, len(body))
-        if accepted:
-            try:
-                await acknowledger.wait()
-            except PublishError as exc:
-                log.error("collector: broker did not acknowledge %d events: %s", accepted, exc)
-                for result in results:
-                    if result["status"] == "accepted":
-                        result["status"] = "unconfirmed"
-                return _answer(
-                    503,
-                    {
-                        "error": f"the broker did not acknowledge the events: {exc.error}; "
-                        "retry with the same event_ids",
-                        "results": results,
-                    },
-                )
-        return _answer(
-            202, {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
-        )
+        reports = _Reports(asyncio.get_running_loop())
+        results, sent, busy = submit_all(items, batch, len(body), channels_of.get(key), reports)
+        errors = await settle(results, sent, reports)
+        if busy is not None:
+            errors.insert(0, busy)
+        rejected = sum(result["status"] == "rejected" for result in results)
+        EVENTS_REJECTED.labels(stage="collector").inc(rejected)
+        if errors:
+            log.warning(
+                "collector: %d events not acknowledged (%s); answering 503", len(errors), errors[0]
+            )
+            return _answer(
+                503,
+                {
+                    "error": f"the broker did not take every event: {errors[0]}; "
+                    "retry the unconfirmed ones with the same event_ids",
+                    "results": results,
+                },
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        accepted = len(results) - rejected
+        return _answer(202, {"accepted": accepted, "rejected": rejected, "results": results})
 
     async def healthz(request: Request) -> Response:
         return _answer(200, {"status": "ok"})
@@ -378,8 +486,17 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
         ]
     )
-    app.state.acknowledger = acknowledger
+    app.state.settings = settings
     return app
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _rejected(index: int, field: str, error: str) -> dict[str, Any]:
+    return {"index": index, "status": "rejected", "field": field, "error": error}
 
 
 # A JSON escape of a UTF-16 surrogate: only bodies holding one need the (costlier) full check.
@@ -400,7 +517,56 @@ def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for a request's headers.
+
+    uvicorn has no header timeout: a client that connects and sends nothing, or a header
+    a byte at a time, holds its socket (and a slot under `limit_concurrency`) for ever.
+    Here a connection whose request line and headers are not complete within
+    `header_timeout_s` of its start (or of the first byte of its next request) is closed.
+    """
+
+    header_timeout_s: float = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
 def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
+    settings: Settings = app.state.settings
+    protocol = type(
+        "CollectorHttpProtocol",
+        (HeaderTimeoutProtocol,),
+        {"header_timeout_s": settings.collector_header_timeout_s},
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -411,7 +577,10 @@ def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
         # With h11, a malformed body that arrives with its headers makes uvicorn answer 400
         # and close while the app's task answers too: an "Exception in ASGI application"
         # in the log for a request that was handled. httptools has no such race.
-        http="httptools",
+        http=protocol,
+        # Beyond this many connections (or running requests) uvicorn answers 503 at once.
+        limit_concurrency=settings.collector_max_connections,
+        timeout_keep_alive=5,
     )
     return uvicorn.Server(config)
 
@@ -429,7 +598,7 @@ def run_collector(
     default); flushes the publisher on the way out."""
     keys = _required_keys(settings, insecure)
     readiness = BrokerReadiness(settings)
-    with Publisher(settings) as publisher:
+    with collector_publisher(settings) as publisher:
         app = create_app(
             settings,
             publisher,
@@ -450,9 +619,14 @@ def run_collector(
 
 @contextlib.contextmanager
 def collector_in_thread(
-    app: Starlette, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 10.0
+    app: Starlette,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    timeout_s: float = 10.0,
 ) -> Iterator[str]:
-    """Serve `app` on a background thread (tests, `moments up`); yields its base URL."""
+    """Serve `app` (made by `create_app`) on a background thread (tests, `moments up`);
+    yields its base URL."""
     server = _server(app, host, port)
     thread = threading.Thread(target=server.run, name="moments-collector", daemon=True)
     thread.start()

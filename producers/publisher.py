@@ -8,7 +8,14 @@ invalid event never reaches the topic), encoded with `schemas.codec`
 (single-object encoding, or Confluent framing when a schema registry is
 configured), and delivery failures reported by the broker are collected and
 raised by `Publisher.flush` as `PublishError`. Closing (or leaving the
-``with`` block) flushes.
+``with`` block) flushes. An event whose encoding exceeds the configured maximum
+event size (`MOMENTS_MAX_EVENT_BYTES`, what the worker accepts) is refused with
+`EventTooLarge` before it is sent.
+
+A publisher made with ``confirm=True`` (the HTTP collector's) also gives each
+event its own delivery report: `Publisher.submit` calls back with that event's
+report alone (a background thread serves the reports), and never blocks: a
+full local queue, or a broker known to be unreachable, is `PublisherBusy` at once.
 
 It must never log event contents or client secrets (the config holds
 ``sasl.password``), and never drop a failed delivery silently.
@@ -16,12 +23,14 @@ It must never log event contents or client secrets (the config holds
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
@@ -33,7 +42,14 @@ from moments.settings import Settings
 from schemas.codec import AvroCodec, SchemaValidationError, event_from_json
 from schemas.records import InteractionEvent
 
-__all__ = ["PublishError", "Publisher", "new_event_id"]
+__all__ = [
+    "EventTooLarge",
+    "PublishError",
+    "Publisher",
+    "PublisherBusy",
+    "RecordRefused",
+    "new_event_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +91,53 @@ class PublishError(RuntimeError):
 
 def _publish_error(topic: str, key: str | None, error: str, more: int) -> PublishError:
     return PublishError(topic, key, error, more=more)
+
+
+class RecordRefused(PublishError):
+    """The broker refused this one record for what it is (e.g. larger than the topic takes):
+    sending it again cannot help."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_record_refused, (self.topic, self.key, self.error, self.more))
+
+
+def _record_refused(topic: str, key: str | None, error: str, more: int) -> RecordRefused:
+    return RecordRefused(topic, key, error, more=more)
+
+
+class PublisherBusy(RuntimeError):
+    """The event was not taken: the local queue is full or the broker is unreachable.
+    Nothing was sent; try again later."""
+
+
+class EventTooLarge(SchemaValidationError):
+    """An event whose encoding exceeds the configured maximum event size (nothing is sent)."""
+
+    def __init__(self, size: int, limit: int, where: str = "") -> None:
+        super().__init__(
+            "<event>", f"{size} bytes encoded exceed the limit of {limit} bytes", where
+        )
+        self.size = size
+        self.limit = limit
+
+    def at(self, where: str) -> EventTooLarge:
+        return EventTooLarge(self.size, self.limit, where)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (EventTooLarge, (self.size, self.limit, self.where))
+
+
+#: Broker errors that refuse one record for what it is: retrying cannot help.
+_RECORD_REFUSALS: Final = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+    }
+)
+#: Client errors that mean no broker can be reached (submit then fails fast).
+_UNREACHABLE: Final = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 
 
 _uuid7_lock = threading.Lock()
@@ -124,9 +187,13 @@ class Publisher:
         *,
         topic: str | None = None,
         config: dict[str, Any] | None = None,
+        confirm: bool = False,
     ) -> None:
-        """`config`: extra librdkafka options on top of the settings (tests, tuning)."""
+        """`config`: extra librdkafka options on top of the settings (tests, tuning);
+        `confirm`: report every delivery, for `submit` (costs a callback per event)."""
         self.topic = topic or settings.topics.interactions
+        self.confirms = confirm
+        self.max_event_bytes = settings.max_event_bytes
         self._codec = AvroCodec(
             InteractionEvent, registry_url=settings.schema_registry_url, topic=self.topic
         )
@@ -135,12 +202,13 @@ class Publisher:
             **defaults,
             **(config or {}),
             **PRODUCER_REQUIRED,
-            "delivery.report.only.error": True,
+            "delivery.report.only.error": not confirm,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
             "logger": log,
         }
-        self._producer = Producer(settings.kafka_config(**options))
+        self._config = settings.kafka_config(**options)
+        self._producer = Producer(self._config)
         self._encode = self._codec.encode
         self._produce = self._producer.produce
         self._failures: list[PublishError] = []
@@ -149,6 +217,15 @@ class Publisher:
         self._unpolled = 0
         self._lock = threading.Lock()
         self._closed = False
+        #: Set by the client's error callback when no broker is reachable; a delivery clears it.
+        self._unreachable = False
+        self._published_children: dict[tuple[str, str], Any] = {}
+        self._poller: threading.Thread | None = None
+        if confirm:
+            self._poller = threading.Thread(
+                target=self._serve_reports, name="moments-publisher-reports", daemon=True
+            )
+            self._poller.start()
 
     # -- sending
 
@@ -160,11 +237,7 @@ class Publisher:
         """
         if self._closed:
             raise RuntimeError("publisher is closed")
-        try:
-            value = self._encode(event)
-        except SchemaValidationError:
-            EVENTS_REJECTED.labels(stage="validate").inc()
-            raise
+        value = self._encoded(event)
         key = event.customer_id  # the client sends a str key as its UTF-8 bytes
         label = (event.channel, event.type)
         while True:
@@ -186,6 +259,108 @@ class Publisher:
                     break
             self._producer.poll(_QUEUE_FULL_POLL_S)
         self._count_published()
+
+    def submit(
+        self, event: InteractionEvent, report: Callable[[PublishError | None], None]
+    ) -> None:
+        """Validate and send one event; `report` is called once with this event's own
+        delivery report (None, or `PublishError` / `RecordRefused`), from the thread that
+        serves the reports. Never blocks.
+
+        Raises `SchemaValidationError` (`EventTooLarge` included) for an event that cannot
+        be sent and `PublisherBusy` when the local queue is full or no broker is reachable
+        (nothing was sent, `report` is not called). Needs a publisher made with
+        ``confirm=True``.
+        """
+        if not self.confirms:
+            raise RuntimeError("submit needs a publisher made with confirm=True")
+        if self._closed:
+            raise RuntimeError("publisher is closed")
+        value = self._encoded(event)
+        key = event.customer_id
+        if self._unreachable and len(self._producer):
+            # One event at a time probes a broker known to be down; the rest fail fast.
+            raise PublisherBusy("the broker is unreachable")
+        label = (event.channel, event.type)
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                self._unreachable = False
+                self._published(label).inc()
+                report(None)
+                return
+            kind = RecordRefused if err.code() in _RECORD_REFUSALS else PublishError
+            report(kind(msg.topic() or self.topic, None, _describe(err)))
+
+        try:
+            with self._lock:  # the reports thread may be replacing a failed client
+                produce = self._produce
+            produce(self.topic, value, key, on_delivery=delivered)
+        except BufferError:
+            raise PublisherBusy("the local queue of unacknowledged events is full") from None
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() in _RECORD_REFUSALS:
+                raise RecordRefused(self.topic, None, _describe(error)) from None
+            raise PublishError(self.topic, None, _describe(error)) from None
+
+    def _published(self, label: tuple[str, str]) -> Any:
+        """The EVENTS_PUBLISHED child of (channel, type), looked up once."""
+        child = self._published_children.get(label)
+        if child is None:
+            child = EVENTS_PUBLISHED.labels(channel=label[0], type=event_type_label(label[1]))
+            self._published_children[label] = child
+        return child
+
+    def _encoded(self, event: InteractionEvent) -> bytes:
+        """The event's bytes; `SchemaValidationError` (or `EventTooLarge`) when it cannot go."""
+        try:
+            value = self._encode(event)
+            if len(value) > self.max_event_bytes:
+                raise EventTooLarge(len(value), self.max_event_bytes)
+        except SchemaValidationError:
+            EVENTS_REJECTED.labels(stage="validate").inc()
+            raise
+        return value
+
+    def _serve_reports(self) -> None:
+        """Background thread of a confirming publisher: serve delivery reports until closed.
+
+        A client that hit a fatal error (e.g. the idempotent producer's state lost by the
+        broker: UNKNOWN_PRODUCER_ID) takes no more events: it is replaced by a new one,
+        and the events it still held fail (their senders answer 503 and resend them).
+        """
+        while not self._closed:
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                self._replace_client(_describe(exc.args[0]))
+            except Exception:  # a report callback's bug must not end the reports
+                log.exception("serving delivery reports failed")
+
+    def _replace_client(self, reason: str) -> None:
+        log.error("kafka producer failed for good (%s): replacing it", reason)
+        with self._lock:
+            old = self._producer
+            self._producer = Producer(self._config)
+            self._produce = self._producer.produce
+        threading.Thread(
+            target=self._retire, args=(old,), name="moments-publisher-retire", daemon=True
+        ).start()
+
+    @staticmethod
+    def _retire(old: Producer) -> None:
+        """Fail what a replaced client still holds (its senders' futures), off the reports
+        thread: a client in a fatal state may never finish a flush or a close."""
+        with contextlib.suppress(KafkaException, RuntimeError):
+            old.purge()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if not old.poll(0.1) and not len(old):
+                    return
+            except (KafkaException, RuntimeError):
+                continue
 
     def publish_json(self, obj: dict[str, Any], *, where: str = "") -> InteractionEvent:
         """Publish an event given in its JSON form; a missing event_id becomes a UUIDv7."""
@@ -235,6 +410,8 @@ class Publisher:
         if self._closed:
             return
         self._closed = True
+        if self._poller is not None:
+            self._poller.join()
         try:
             self.flush(timeout_s)
         finally:
@@ -305,6 +482,8 @@ class Publisher:
 
     def _on_error(self, err: KafkaError) -> None:
         # Client-level errors (broker down, auth); librdkafka retries by itself unless fatal.
+        if err.code() in _UNREACHABLE:
+            self._unreachable = True
         if err.fatal():
             with self._lock:
                 self._failures.append(PublishError(self.topic, None, _describe(err)))

@@ -58,6 +58,7 @@ from schemas.records import (
 )
 
 __all__ = [
+    "MAX_IDENTIFIER_CHARS",
     "AvroCodec",
     "DecodeError",
     "InvalidRecordError",
@@ -222,6 +223,51 @@ def _optional_text(value: Any) -> str | None:
     )
 
 
+#: Longest identifier (event_id, customer_id, type, source, product, reference, currency,
+#: attribute keys) in characters (DESIGN.md section 3, "Limits").
+MAX_IDENTIFIER_CHARS: Final = 256
+
+
+def _too_long(value: str) -> str:
+    return f"{len(value)} characters exceed the limit of {MAX_IDENTIFIER_CHARS}"
+
+
+def _identifier(value: Any) -> str | None:
+    """A required, non-empty identifier of at most `MAX_IDENTIFIER_CHARS`."""
+    if not isinstance(value, str):
+        return f"expected a string, got {_kind(value)}"
+    if not value:
+        return "must not be empty"
+    return None if len(value) <= MAX_IDENTIFIER_CHARS else _too_long(value)
+
+
+def _short_text(value: Any) -> str | None:
+    """A string (maybe empty) of at most `MAX_IDENTIFIER_CHARS`."""
+    if not isinstance(value, str):
+        return f"expected a string, got {_kind(value)}"
+    return None if len(value) <= MAX_IDENTIFIER_CHARS else _too_long(value)
+
+
+def _optional_short_text(value: Any) -> str | None:
+    """None or a string of at most `MAX_IDENTIFIER_CHARS`."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"expected a string or null, got {_kind(value)}"
+    return None if len(value) <= MAX_IDENTIFIER_CHARS else _too_long(value)
+
+
+def _attribute_map(value: Any) -> str | None:
+    """A map of strings whose keys are at most `MAX_IDENTIFIER_CHARS` long."""
+    problem = _string_map(value)
+    if problem is not None:
+        return problem
+    for key in value:
+        if len(key) > MAX_IDENTIFIER_CHARS:
+            return f"a key of {_too_long(key)}"
+    return None
+
+
 def _one_of(symbols: tuple[str, ...]) -> Check:
     allowed = frozenset(symbols)
     listing = ", ".join(symbols)
@@ -311,20 +357,20 @@ _FieldSpec = tuple[str, Check, int, bool]  # name, check, kind, required in JSON
 
 _SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
     InteractionEvent: (
-        ("event_id", _non_empty, _PLAIN, True),
-        ("customer_id", _non_empty, _PLAIN, True),
+        ("event_id", _identifier, _PLAIN, True),
+        ("customer_id", _identifier, _PLAIN, True),
         ("channel", _CHANNEL, _PLAIN, True),
-        ("type", _non_empty, _PLAIN, True),
+        ("type", _identifier, _PLAIN, True),
         ("occurred_at", _timestamp, _TS, True),
-        ("source", _text, _PLAIN, False),
-        ("product", _optional_text, _PLAIN, False),
-        ("reference", _optional_text, _PLAIN, False),
+        ("source", _short_text, _PLAIN, False),
+        ("product", _optional_short_text, _PLAIN, False),
+        ("reference", _optional_short_text, _PLAIN, False),
         ("amount", _optional_double, _OPT_DOUBLE, False),
-        ("currency", _optional_text, _PLAIN, False),
+        ("currency", _optional_short_text, _PLAIN, False),
         ("due_date", _optional_date, _OPT_DATE, False),
         ("customer_since", _optional_date, _OPT_DATE, False),
         ("text", _optional_text, _PLAIN, False),
-        ("attributes", _string_map, _MAP, False),
+        ("attributes", _attribute_map, _MAP, False),
     ),
     ActionEvent: (
         ("action_id", _non_empty, _PLAIN, True),
@@ -694,13 +740,13 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
     occurred = get("occurred_at")
     if not (
         type(event_id) is str
-        and event_id
+        and 0 < len(event_id) <= MAX_IDENTIFIER_CHARS
         and type(customer_id) is str
-        and customer_id
+        and 0 < len(customer_id) <= MAX_IDENTIFIER_CHARS
         and type(channel) is str
         and channel in _CHANNEL_SET
         and type(event_type) is str
-        and event_type
+        and 0 < len(event_type) <= MAX_IDENTIFIER_CHARS
         and type(occurred) is str
     ):
         return None
@@ -716,15 +762,17 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
     source = get("source")
     if source is None:
         source = ""
-    elif type(source) is not str:
+    elif type(source) is not str or len(source) > MAX_IDENTIFIER_CHARS:
         return None
     product = get("product")
     reference = get("reference")
     currency = get("currency")
     text = get("text")
-    for value in (product, reference, currency, text):
-        if value is not None and type(value) is not str:
+    for value in (product, reference, currency):
+        if value is not None and (type(value) is not str or len(value) > MAX_IDENTIFIER_CHARS):
             return None
+    if text is not None and type(text) is not str:
+        return None
     amount = get("amount")
     if amount is not None:
         if type(amount) is int:
@@ -739,8 +787,8 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
     if attributes is None:
         attributes = {}
     elif type(attributes) is dict:
-        for item in attributes.values():
-            if type(item) is not str:
+        for key, item in attributes.items():
+            if type(item) is not str or len(key) > MAX_IDENTIFIER_CHARS:
                 return None
         attributes = dict(attributes)
     else:
@@ -809,19 +857,28 @@ def _plainly_valid_event(e: Any) -> bool:
     amount, attributes = e.amount, e.attributes
     if not (
         type(e.event_id) is str
-        and e.event_id
+        and 0 < len(e.event_id) <= MAX_IDENTIFIER_CHARS
         and type(e.customer_id) is str
-        and e.customer_id
+        and 0 < len(e.customer_id) <= MAX_IDENTIFIER_CHARS
         and type(e.channel) is str
         and e.channel in _CHANNEL_SET
         and type(e.type) is str
-        and e.type
+        and 0 < len(e.type) <= MAX_IDENTIFIER_CHARS
         and type(e.occurred_at) is int
         and _TS_MIN <= e.occurred_at <= _TS_MAX
         and type(e.source) is str
-        and (e.product is None or type(e.product) is str)
-        and (e.reference is None or type(e.reference) is str)
-        and (e.currency is None or type(e.currency) is str)
+        and len(e.source) <= MAX_IDENTIFIER_CHARS
+        and (
+            e.product is None or (type(e.product) is str and len(e.product) <= MAX_IDENTIFIER_CHARS)
+        )
+        and (
+            e.reference is None
+            or (type(e.reference) is str and len(e.reference) <= MAX_IDENTIFIER_CHARS)
+        )
+        and (
+            e.currency is None
+            or (type(e.currency) is str and len(e.currency) <= MAX_IDENTIFIER_CHARS)
+        )
         and (e.text is None or type(e.text) is str)
         and (amount is None or (type(amount) is float and amount - amount == 0.0))
         and (e.due_date is None or type(e.due_date) is date)
@@ -830,7 +887,7 @@ def _plainly_valid_event(e: Any) -> bool:
     ):
         return False
     for key, value in attributes.items():
-        if type(key) is not str or type(value) is not str:
+        if type(key) is not str or type(value) is not str or len(key) > MAX_IDENTIFIER_CHARS:
             return False
     return True
 
@@ -1030,6 +1087,17 @@ def _check_code(check: Check, value: str, names: dict[str, Any]) -> str:
     """A line raising `_Unusual` when `value` fails `check` (Avro already guarantees its type)."""
     if check is _non_empty:
         return f"    if not {value}:\n        raise _Unusual\n"
+    limit = MAX_IDENTIFIER_CHARS
+    if check is _identifier:
+        return f"    if not {value} or len({value}) > {limit}:\n        raise _Unusual\n"
+    if check is _short_text:
+        return f"    if len({value}) > {limit}:\n        raise _Unusual\n"
+    if check is _optional_short_text:
+        return f"    if {value} is not None and len({value}) > {limit}:\n        raise _Unusual\n"
+    if check is _attribute_map:  # Avro guarantees a map of strings: only the key lengths
+        return (
+            f"    for key in {value}:\n        if len(key) > {limit}:\n            raise _Unusual\n"
+        )
     if check is _timestamp:
         return f"    if not {_TS_MIN} <= {value} <= {_TS_MAX}:\n        raise _Unusual\n"
     if check is _optional_timestamp:

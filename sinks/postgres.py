@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any, TypeVar
@@ -497,6 +497,36 @@ _CAREFUL_WAY = (
 )
 
 
+#: SQLSTATE classes of a row PostgreSQL refuses for what it holds: data exception (22),
+#: integrity constraint violation (23), program limit exceeded (54, e.g. an index row too
+#: large). Such a record is data for the dead-letter topic, never an outage to wait out.
+REFUSED_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+
+
+def refuses_record(exc: psycopg.Error) -> bool:
+    """Whether `exc` is PostgreSQL refusing a row (not an outage: those are retried)."""
+    state = exc.sqlstate
+    return state is not None and state[:2] in REFUSED_SQLSTATE_CLASSES
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record the database refused: the buffered entry and why (class and SQLSTATE only:
+    PostgreSQL's message may quote the row, i.e. customer data)."""
+
+    entry: Entry
+    table: str
+    error_class: str
+    sqlstate: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"PostgreSQL refused the row for table {self.table}: "
+            f"{self.error_class} (SQLSTATE {self.sqlstate})"
+        )
+
+
 class PostgresSink:
     """Batches records and writes them to PostgreSQL idempotently; `add()` then `flush()`.
 
@@ -580,13 +610,13 @@ class PostgresSink:
         self._conn = conn
         return conn
 
-    def flush(self) -> dict[str, int]:
+    def flush(self, *, refused: list[Refused] | None = None) -> dict[str, int]:
         """Write the buffer in one transaction; return the rows inserted per table (new ones only).
 
         Raises `psycopg.Error` when the database refused or is unreachable;
-        the buffer is then kept for the next call.
+        the buffer is then kept for the next call. With `refused`, see `write`.
         """
-        inserted = self.write(self._buffers)
+        inserted = self.write(self._buffers, refused=refused)
         self.clear()
         return inserted
 
@@ -595,20 +625,40 @@ class PostgresSink:
         batch, self._buffers = self._buffers, {t.name: {} for t in TABLES}
         return batch
 
-    def write(self, batch: Batch) -> dict[str, int]:
+    def write(self, batch: Batch, *, refused: list[Refused] | None = None) -> dict[str, int]:
         """Write `batch` in one transaction; the rows inserted per table. Nothing else may use
-        this sink's connection meanwhile. Raises `psycopg.Error`, the batch then uncommitted."""
+        this sink's connection meanwhile. Raises `psycopg.Error`, the batch then uncommitted.
+
+        With `refused` (emptied first), a batch holding a row PostgreSQL refuses for what
+        it holds (`refuses_record`) is split in halves, each written in its own transaction,
+        down to that one record, which is appended to `refused`; everything else is written.
+        Only outages (and, without `refused`, refused rows) raise.
+        """
+        if refused is not None:
+            refused.clear()
         if not any(batch.values()):
             return {}
         started = time.perf_counter()
         inserted: dict[str, int] = {}
         try:
-            conn = self.connect()
-            with conn.transaction(), conn.cursor() as cur:
-                for spec in TABLES:
-                    entries = batch[spec.name]
-                    if entries:
-                        inserted[spec.name] = self._write_table(conn, cur, spec, entries.values())
+            try:
+                conn = self.connect()
+                with conn.transaction(), conn.cursor() as cur:
+                    for spec in TABLES:
+                        entries = batch[spec.name]
+                        if entries:
+                            inserted[spec.name] = self._write_table(
+                                conn, cur, spec, entries.values()
+                            )
+            except psycopg.Error as exc:
+                if refused is None or not refuses_record(exc):
+                    raise
+                log.warning("PostgreSQL refused a row (%s): splitting the batch", exc.sqlstate)
+                inserted = {
+                    spec.name: self._write_split(spec, list(batch[spec.name].values()), refused)
+                    for spec in TABLES
+                    if batch[spec.name]
+                }
         except psycopg.Error:
             SINK_ERRORS.labels(self.name).inc()
             if self._conn is not None and (self._conn.broken or self._conn.closed):
@@ -618,6 +668,26 @@ class PostgresSink:
         for table, count in inserted.items():
             SINK_ROWS.labels(self.name, table).inc(count)
         return inserted
+
+    def _write_split(self, spec: TableSpec, entries: list[Entry], refused: list[Refused]) -> int:
+        """Write `entries` of one table in their own transaction; when PostgreSQL refuses a
+        row, bisect until the refused records are alone (added to `refused`). Rows inserted."""
+        try:
+            conn = self.connect()
+            with conn.transaction(), conn.cursor() as cur:
+                return self._write_table(conn, cur, spec, entries)
+        except psycopg.Error as exc:
+            if not refuses_record(exc):
+                raise
+            if len(entries) == 1:
+                refused.append(
+                    Refused(entries[0], spec.name, type(exc).__name__, exc.sqlstate or "")
+                )
+                return 0
+        half = len(entries) // 2
+        return self._write_split(spec, entries[:half], refused) + self._write_split(
+            spec, entries[half:], refused
+        )
 
     def _write_table(
         self,
@@ -775,6 +845,8 @@ class _InFlight:
     dead_letters: list[_DeadLetter]
     future: Future[dict[str, int]] | None = None
     discarded: bool = False
+    #: Records PostgreSQL refused (filled by the write): dead-lettered before the commit.
+    refused: list[Refused] = field(default_factory=list)
 
 
 class _SinkLoop:
@@ -795,17 +867,20 @@ class _SinkLoop:
         self._control_topic = settings.topics.interactions
         self._decoders: dict[str, Callable[[bytes], Record]] = {}
         self._dlq_topic: dict[str, str] = {}
+        #: Dead-letter topic of a record PostgreSQL refuses (events too: the worker took them).
+        self._refused_topic: dict[str, str] = {}
         registry = settings.schema_registry_url
         names = settings.topics
         for topic in self.topics:
             if topic == names.interactions:
                 self._decoders[topic] = codec_for(InteractionEvent, registry).decode
+                self._refused_topic[topic] = names.interactions_dlq
             elif topic == names.decisions:
                 self._decoders[topic] = codec_for(Decision, registry).decode
-                self._dlq_topic[topic] = names.actions_dlq
+                self._dlq_topic[topic] = self._refused_topic[topic] = names.actions_dlq
             elif topic in names.actions.values():
                 self._decoders[topic] = codec_for(ActionEvent, registry).decode
-                self._dlq_topic[topic] = names.actions_dlq
+                self._dlq_topic[topic] = self._refused_topic[topic] = names.actions_dlq
             else:
                 raise SinkConfigError(
                     f"topic {topic!r} is none of the action topics, decisions or interactions"
@@ -934,30 +1009,63 @@ class _SinkLoop:
     def _dead_letter(self, message: Message, exc: Exception) -> None:
         stage = str(getattr(exc, "stage", "decode"))
         topic = str(message.topic())
+        self._dead_letters.append(
+            self._letter(
+                self._dlq_topic[topic],
+                message.key(),
+                message.value(),
+                (stage, type(exc).__name__, str(exc)),
+                (topic, message.partition(), message.offset()),
+            )
+        )
+
+    def _dead_letter_refused(self, batch: _InFlight) -> None:
+        """The records PostgreSQL refused in `batch` to their dead-letter topics (re-encoded:
+        the batch holds decoded records), as dead letters the batch's commit waits for."""
+        for refused in batch.refused:
+            record, topic, partition, offset = refused.entry
+            topic = str(topic)
+            codec = codec_for(type(record), self.settings.schema_registry_url)
+            batch.dead_letters.append(
+                self._letter(
+                    self._refused_topic[topic],
+                    record.customer_id.encode(),
+                    codec.encode(record, validate=False),
+                    ("store", refused.error_class, refused.message),
+                    (topic, partition, offset),
+                )
+            )
+        batch.refused.clear()
+
+    def _letter(
+        self,
+        dlq_topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        error: tuple[str, str, str],
+        source: tuple[str, int | None, int | None],
+    ) -> _DeadLetter:
+        """Send a dead letter with its `moments.error.*` headers (stage, class, message, where)."""
+        stage, error_class, message = error
+        topic, partition, offset = source
         letter = _DeadLetter(
-            topic=self._dlq_topic[topic],
-            key=message.key(),
-            value=message.value(),
+            topic=dlq_topic,
+            key=key,
+            value=value,
             headers=[
                 ("moments.error.stage", stage.encode()),
-                ("moments.error.class", type(exc).__name__.encode()),
-                ("moments.error.message", str(exc)[:1000].encode()),
+                ("moments.error.class", error_class.encode()),
+                ("moments.error.message", message[:1000].encode()),
                 ("moments.error.topic", topic.encode()),
-                ("moments.error.partition", str(message.partition()).encode()),
-                ("moments.error.offset", str(message.offset()).encode()),
+                ("moments.error.partition", str(partition).encode()),
+                ("moments.error.offset", str(offset).encode()),
             ],
         )
-        log.warning(  # the error's text stays in the headers: it may quote the record's values
-            "%s[%s]@%s to %s: %s",
-            topic,
-            message.partition(),
-            message.offset(),
-            letter.topic,
-            type(exc).__name__,
-        )
-        self._dead_letters.append(letter)
+        # The message stays in the headers: it may quote the record's values.
+        log.warning("%s[%s]@%s to %s: %s", topic, partition, offset, dlq_topic, error_class)
         self._send(letter)
         DLQ_RECORDS.labels(stage).inc()
+        return letter
 
     def _send(self, letter: _DeadLetter) -> None:
         if self._producer is None:
@@ -1009,7 +1117,7 @@ class _SinkLoop:
         assert self._writer is not None
         batch = _InFlight(self.sink.detach(), dict(self._offsets), list(self._dead_letters))
         self._reset_batch()
-        batch.future = self._writer.submit(self.sink.write, batch.rows)
+        batch.future = self._writer.submit(self.sink.write, batch.rows, refused=batch.refused)
         self._inflight = batch
 
     def _finish_inflight(self) -> bool:
@@ -1034,11 +1142,13 @@ class _SinkLoop:
 
         if not written and not self._retry(
             "write the batch to PostgreSQL",
-            lambda: self.sink.write(batch.rows),
+            lambda: self.sink.write(batch.rows, refused=batch.refused),
             pause=True,
             discarded=discarded,
         ):
             return False
+        if not batch.discarded:
+            self._dead_letter_refused(batch)
         if not batch.discarded and not self._retry(
             "deliver dead letters",
             lambda: self._flush_dead_letters(batch.dead_letters),
@@ -1151,10 +1261,13 @@ class _SinkLoop:
             if batch is not None:
                 assert batch.future is not None
                 batch.future.result()  # the writer is idle from here on
+                self._dead_letter_refused(batch)
                 self._flush_dead_letters(batch.dead_letters)
                 self._commit_offsets(batch.offsets)
             if self._offsets:
-                self.sink.flush()
+                current = _InFlight({}, {}, self._dead_letters)
+                self.sink.flush(refused=current.refused)
+                self._dead_letter_refused(current)
                 self._flush_dead_letters(self._dead_letters)
                 self._commit_offsets(self._offsets)
                 self._reset_batch()

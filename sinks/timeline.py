@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 #: Columns of each timeline entry, in this order (the view's columns).
 TIMELINE_COLUMNS = (
@@ -214,7 +215,8 @@ _OUTCOME_STYLE = {"deferred": "yellow", "held_out": "magenta"}
 def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     """Timeline entries as a rich table: time, kind, channel, what happened, balance."""
     customer = rows[0]["customer_id"] if rows else ""
-    table = Table(title=title or f"Timeline of customer {customer}", show_lines=False)
+    # Customer text is shown as text, never read as rich markup (`[/b]`, `[link=...]`).
+    table = Table(title=title or f"Timeline of customer {escape(str(customer))}", show_lines=False)
     table.add_column("at (UTC)", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("channel", no_wrap=True)
@@ -231,8 +233,8 @@ def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Tabl
         table.add_row(
             at,
             f"[{_KIND_STYLE.get(kind, '')}]{kind}[/]" if kind in _KIND_STYLE else kind,
-            str(row.get("channel") or ""),
-            f"[{style}]{escape(summary)}[/]" if style else summary,
+            Text(str(row.get("channel") or "")),
+            Text(summary, style=style or ""),
             "" if balance is None else f"{balance:+g}",
         )
     return table

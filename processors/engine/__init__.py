@@ -37,7 +37,7 @@ def _load_core() -> bool:
 #: Whether the compiled engine core runs (same semantics; ~1.3x events per CPU-second).
 ENGINE_COMPILED = _load_core()
 
-from processors.engine.core import Engine  # noqa: E402
+from processors.engine.core import Engine, future_cap  # noqa: E402
 from processors.engine.erasure import forget_customer  # noqa: E402
 from processors.engine.interfaces import (  # noqa: E402
     CLOCK_KEY,
@@ -76,6 +76,7 @@ __all__ = [
     "check_rule_pack",
     "customer_key",
     "forget_customer",
+    "future_cap",
     "load_rule_pack",
     "parse_rule_pack",
 ]

@@ -116,6 +116,15 @@ _WHAT: Final = {
 }
 
 
+def future_cap(occurred_at: int, record_ms: int, skew_ms: int) -> int | None:
+    """The future-dated guard (DESIGN.md section 3): an event dated more than `skew_ms`
+    after the timestamp of the record that carried it may move its partition's watermark
+    only as far as `record_ms + skew_ms`. That cap for `Engine.process`, or None when the
+    event is within the skew (no cap needed)."""
+    cap = record_ms + skew_ms
+    return cap if occurred_at > cap else None
+
+
 def utc_date(ms: int) -> date:
     """The UTC calendar date of an epoch-milliseconds timestamp."""
     return _day(ms // 86_400_000)
@@ -1544,8 +1553,15 @@ class Engine:
 
     # -- public API -----------------------------------------------------------------------
 
-    def process(self, store: StateStore, event: InteractionEvent) -> EngineOutput:
-        """Apply one event of this partition: advance the watermark, fire due timers, apply."""
+    def process(
+        self, store: StateStore, event: InteractionEvent, watermark_cap: int | None = None
+    ) -> EngineOutput:
+        """Apply one event of this partition: advance the watermark, fire due timers, apply.
+
+        `watermark_cap` (the future-dated guard, see `future_cap`): the event moves the
+        partition's clock at most as far as an event at that time would; it is applied
+        with its own time all the same.
+        """
         out = EngineOutput([], [])
         # Replay and backfill: a DictStore holds the very objects the engine mutates, so
         # reads skip a Python call and only new keys need writing.
@@ -1558,13 +1574,14 @@ class Engine:
             get = store.get
             put = store.set
         t = event.occurred_at
+        ct = t if watermark_cap is None or t <= watermark_cap else watermark_cap  # clock time
         clock = get(CLOCK_KEY)
         if clock is None:
-            clock = {"max": t, "wm": t - self._lateness_ms}
+            clock = {"max": ct, "wm": ct - self._lateness_ms}
             put(CLOCK_KEY, clock)
-        elif t > clock["max"]:
-            clock["max"] = t
-            watermark = t - self._lateness_ms
+        elif ct > clock["max"]:
+            clock["max"] = ct
+            watermark = ct - self._lateness_ms
             if watermark > clock["wm"]:
                 clock["wm"] = watermark
                 index: list[int] | None = get(TIMER_INDEX_KEY)

@@ -21,12 +21,17 @@ from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import yaml
 
 from schemas.records import InteractionEvent
+
+#: A line of a CSV/JSON-lines export longer than this is rejected (read in bounded memory).
+MAX_LINE_BYTES = 1024 * 1024
+#: A message (one .eml file, one message of an mbox) larger than this is rejected unread.
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 #: Files with these suffixes are read as JSON lines; anything else is sniffed.
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
@@ -357,6 +362,31 @@ def channel_files(path: Path, suffixes: Iterable[str]) -> list[Path]:
     return [path]
 
 
+def bounded_lines(handle: BinaryIO, max_bytes: int | None = None) -> Iterator[bytes | None]:
+    """The lines of a binary file, each None when longer than `max_bytes` (default
+    `MAX_LINE_BYTES`; the line is skipped without ever being held whole: an export
+    without newlines costs no memory)."""
+    if max_bytes is None:
+        max_bytes = MAX_LINE_BYTES
+    while True:
+        raw = handle.readline(max_bytes + 1)
+        if not raw:
+            return
+        if len(raw) <= max_bytes or (raw.endswith(b"\n") and len(raw) == max_bytes + 1):
+            yield raw
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = handle.readline(_SKIP_PIECE)
+        yield None
+
+
+_SKIP_PIECE = 64 * 1024
+
+
+def _long_line() -> str:
+    return f"line exceeds the limit of {MAX_LINE_BYTES} bytes"
+
+
 def read_table(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord | Rejection]:
     """Rows of a CSV/TSV or JSON-lines export, keys renamed to canonical names, with lines."""
     if _is_jsonl(path):
@@ -372,7 +402,9 @@ def _is_jsonl(path: Path) -> bool:
     if suffix in CSV_SUFFIXES:
         return False
     with path.open("rb") as handle:
-        for raw in handle:
+        for raw in bounded_lines(handle):
+            if raw is None:
+                return False
             stripped = raw.lstrip(b"\xef\xbb\xbf").strip()
             if stripped:
                 return stripped.startswith(b"{")
@@ -383,7 +415,10 @@ def _read_jsonl(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord
     name = str(path)
     renames: dict[tuple[str, ...], tuple[list[tuple[str, str]], dict[str, str]]] = {}
     with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
+        for lineno, raw in enumerate(bounded_lines(handle), start=1):
+            if raw is None:
+                yield Rejection(name, lineno, _long_line())
+                continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if not raw.strip():
@@ -407,22 +442,27 @@ def _read_jsonl(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord
             yield SourceRecord(name, lineno, {c: obj[k] for k, c in plan[0]}, plan[1])
 
 
-def _decoded_lines(path: Path, bad_lines: list[int]) -> Iterator[str]:
-    """The file's lines decoded as UTF-8; an undecodable line becomes empty and is noted."""
+def _decoded_lines(path: Path, bad_lines: list[tuple[int, str]]) -> Iterator[str]:
+    """The file's lines decoded as UTF-8; an undecodable or over-long line becomes empty
+    and is noted with the reason."""
     with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
+        for lineno, raw in enumerate(bounded_lines(handle), start=1):
+            if raw is None:
+                bad_lines.append((lineno, _long_line()))
+                yield "\n"
+                continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:
-                bad_lines.append(lineno)
+                bad_lines.append((lineno, "line is not valid UTF-8"))
                 yield "\n"
 
 
 def _read_csv(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord | Rejection]:
     name = str(path)
-    bad_lines: list[int] = []
+    bad_lines: list[tuple[int, str]] = []
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.reader(_decoded_lines(path, bad_lines), delimiter=delimiter, strict=True)
     header: list[str] | None = None
@@ -439,7 +479,7 @@ def _read_csv(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord |
             continue
         first_line, last_line = last_line + 1, reader.line_num
         while bad_lines:
-            yield Rejection(name, bad_lines.pop(0), "line is not valid UTF-8")
+            yield Rejection(name, *bad_lines.pop(0))
         if not row or all(not cell.strip() for cell in row):
             continue
         if header is None:

@@ -9,6 +9,13 @@ replies and signatures removed and whitespace collapsed, is kept in `text`.
 The event id is `email-<Message-ID>` (or a hash of the raw message when it has
 none), so re-reading a mailbox is idempotent downstream.
 
+Hostile mail is data, not a hazard: HTML becomes text in one linear pass
+(`html_to_text`), a message larger than `MAX_MESSAGE_BYTES` is rejected without
+being read whole (also inside an mbox, which is split in bounded memory), only
+the first `SEARCH_CHARS` of a message are searched for keywords, and a `Date`
+more than the allowed skew in the future gives way to the delivery time (the
+newest `Received` header's date, else the time of reading).
+
 Parsing (`parse_message`) and mapping (`EmailAdapter.map_record`) are separate
 steps: the journey simulator hands already-split messages to the same mapping.
 Never publishes and knows no Kafka.
@@ -23,9 +30,9 @@ import email.utils
 import hashlib
 import html
 import json
-import mailbox
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -34,6 +41,7 @@ from typing import Any
 import yaml
 
 from producers.adapters.base import (
+    MAX_MESSAGE_BYTES,
     MappingError,
     RecordError,
     Rejection,
@@ -44,6 +52,8 @@ from producers.adapters.base import (
 from schemas.records import InteractionEvent
 
 EML_SUFFIXES = frozenset({".eml", ".msg", ".txt", ""})
+#: Only this much of a subject and a body is searched for keywords and extracted fields.
+SEARCH_CHARS = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,8 @@ class EmailMessage:
     customer_header: str | None = None
     digest: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: When the newest hop received it (the top `Received` header), if that says.
+    delivered_at: int | None = None
 
 
 def load_customer_lookup(path: Path) -> dict[str, str]:
@@ -121,6 +133,7 @@ def parse_message(raw: bytes, customer_header: str = "X-Customer-ID") -> EmailMe
     message_id = str(message.get("Message-ID") or "").strip().strip("<>").strip() or None
     customer = message.get(customer_header) if customer_header else None
     return EmailMessage(
+        delivered_at=_received_at(message),
         message_id=message_id,
         sender=address,
         occurred_at=int(moment.timestamp() * 1000),
@@ -130,6 +143,20 @@ def parse_message(raw: bytes, customer_header: str = "X-Customer-ID") -> EmailMe
         digest=hashlib.sha256(raw).hexdigest()[:32],
         headers={"to": str(message.get("To") or "").strip()},
     )
+
+
+def _received_at(message: Any) -> int | None:
+    """The date of the newest `Received` header (after its last ';'), in epoch ms."""
+    try:
+        received = message.get("Received")
+        if not received:
+            return None
+        moment = email.utils.parsedate_to_datetime(str(received).rpartition(";")[2].strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def _body_text(message: Any) -> str:
@@ -144,12 +171,65 @@ def _body_text(message: Any) -> str:
     if not isinstance(content, str):
         return ""
     if part.get_content_subtype() == "html":
-        content = html.unescape(_TAGS.sub(" ", _SCRIPTS.sub(" ", content)))
+        content = html_to_text(content)
     return content
 
 
-_SCRIPTS = re.compile(r"(?is)<(script|style)\b.*?</\1>")
-_TAGS = re.compile(r"(?s)<[^>]*>")
+#: Elements whose content is not text, skipped whole.
+_RAW_TEXT = ("script", "style")
+#: Elements that end a line of text (so quoted replies and signatures stay recognisable).
+_BLOCK = re.compile(r"br|p|div|li|tr|h[1-6]|blockquote|pre|table|ul|ol|hr|section|article")
+
+
+def html_to_text(markup: str) -> str:
+    """The text of an HTML document in one linear pass (every scan moves past what it read).
+
+    A small tokenizer after the WHATWG states that matter for text: tags (a block element
+    ends a line), comments, declarations and processing instructions are dropped, as is the
+    content of script and style; a `<` that starts no tag is text; an unterminated tag or
+    comment ends the document; character references are decoded. Python's `html.parser`
+    rescans unterminated constructs and takes quadratic time on hostile input.
+    """
+    lower = markup.lower()
+    out: list[str] = []
+    end = len(markup)
+    i = 0
+    while i < end:
+        lt = markup.find("<", i)
+        if lt < 0:
+            out.append(markup[i:])
+            break
+        out.append(markup[i:lt])
+        following = markup[lt + 1 : lt + 2]
+        if markup.startswith("<!--", lt):
+            close = markup.find("-->", lt + 4)
+            i = end if close < 0 else close + 3
+            continue
+        if following in ("!", "?"):  # declaration, CDATA, processing instruction
+            close = markup.find(">", lt + 2)
+            i = end if close < 0 else close + 1
+            continue
+        closing = following == "/"
+        name_at = lt + 2 if closing else lt + 1
+        if not markup[name_at : name_at + 1].isalpha():
+            out.append("<")  # not a tag: text
+            i = lt + 1
+            continue
+        close = markup.find(">", name_at)
+        if close < 0:
+            break  # an unterminated tag runs to the end
+        name_end = name_at
+        while name_end < close and markup[name_end].isalnum():
+            name_end += 1
+        name = lower[name_at:name_end]
+        out.append("\n" if _BLOCK.fullmatch(name) else " ")
+        i = close + 1
+        if not closing and name in _RAW_TEXT:
+            stop = lower.find(f"</{name}", i)
+            i = end if stop < 0 else stop
+    return html.unescape("".join(out))
+
+
 _QUOTE_HEADER = re.compile(r"^(On .{4,200} wrote:|-{2,}\s*Original Message\s*-{2,})\s*$", re.I)
 
 
@@ -195,7 +275,14 @@ class EmailAdapter:
         *,
         customers: Mapping[str, str] | None = None,
         customers_path: Path | None = None,
+        max_future_skew_ms: int | None = None,
+        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
+        """`max_future_skew_ms`: how far past `now_ms()` a `Date` header may lie before the
+        delivery time replaces it (MOMENTS_MAX_FUTURE_SKEW; None: trust every date, as the
+        simulator does with its made-up history)."""
+        self.max_future_skew_ms = max_future_skew_ms
+        self.now_ms = now_ms
         mapping = load_mapping("email", mapping_path)
         self.mapping_file = str(mapping["__file__"])
         self.source = str(mapping.get("source") or "helpdesk")
@@ -270,12 +357,23 @@ class EmailAdapter:
         else:
             raise RecordError("Message-ID", "header is missing")
         text = clean_text(message.body, self.max_text_chars)
+        body = message.body[:SEARCH_CHARS]
         attributes = {"from": message.sender}
         if message.subject:
             attributes["subject"] = message.subject[:300]
+        occurred_at = message.occurred_at
+        skew = self.max_future_skew_ms
+        latest = occurred_at if skew is None else self.now_ms() + skew
+        if occurred_at > latest:
+            # A sender's clock (or a forged Date) in the future: when it reached us instead.
+            delivered = message.delivered_at
+            if delivered is not None and delivered <= latest:
+                occurred_at, attributes["date_from"] = delivered, "received"
+            else:
+                occurred_at, attributes["date_from"] = self.now_ms(), "ingested"
         reference = product = None
         if self.extract:
-            searched = f"{message.subject}\n{message.body}"
+            searched = f"{message.subject[:SEARCH_CHARS]}\n{body}"
             for name, patterns in self.extract:
                 value = _first_match(patterns, searched)
                 if not value:
@@ -290,8 +388,8 @@ class EmailAdapter:
             event_id=event_id,
             customer_id=customer_id,
             channel="email",
-            type=self.event_type(message.subject, message.body),
-            occurred_at=message.occurred_at,
+            type=self.event_type(message.subject[:SEARCH_CHARS], body),
+            occurred_at=occurred_at,
             source=self.source,
             product=product,
             reference=reference,
@@ -302,6 +400,11 @@ class EmailAdapter:
     def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
         """Messages of an .eml file, a folder of .eml files, a maildir or an mbox."""
         for file, line, raw in _raw_messages(path):
+            if raw is None:
+                yield Rejection(
+                    file, line, f"message exceeds the limit of {MAX_MESSAGE_BYTES} bytes"
+                )
+                continue
             try:
                 parsed = parse_message(raw, self.customer_header)
             except RecordError as exc:
@@ -318,58 +421,100 @@ def _first_match(patterns: list[re.Pattern[str]], text: str) -> str | None:
     return None
 
 
-def _raw_messages(path: Path) -> Iterator[tuple[str, int, bytes]]:
-    """(file, line of the message's start, raw bytes) for every message under `path`."""
+def _raw_messages(path: Path) -> Iterator[tuple[str, int, bytes | None]]:
+    """(file, line of the message's start, raw bytes) for every message under `path`;
+    None instead of the bytes for a message over `MAX_MESSAGE_BYTES` (never read whole)."""
     if path.is_dir():
-        if (path / "cur").is_dir() or (path / "new").is_dir():
-            files = sorted(
-                p
-                for sub in ("new", "cur")
-                if (path / sub).is_dir()
-                for p in (path / sub).iterdir()
-                if p.is_file() and not p.name.startswith(".")
-            )
-        else:
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".eml")
-        for file in files:
-            yield str(file), 0, file.read_bytes()
+        for file in _message_files(path):
+            yield str(file), 0, _read_capped(file)
         return
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     with path.open("rb") as handle:
         head = handle.read(5)
     if head != b"From ":
-        yield str(path), 0, path.read_bytes()
+        yield str(path), 0, _read_capped(path)
         return
-    # mailbox.mbox starts a message at every line beginning with "From "; count them the same way.
-    starts: list[int] = []
-    with path.open("rb") as handle:
-        for lineno, text in enumerate(handle, start=1):
-            if text.startswith(b"From "):
-                starts.append(lineno)
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        for index, key in enumerate(box.iterkeys()):
-            line = starts[index] if index < len(starts) else 0
-            yield str(path), line, box.get_bytes(key)
-    finally:
-        box.close()
+    with path.open("rb") as scan, path.open("rb") as handle:
+        for line, start, stop in _mbox_spans(scan):
+            if stop - start > MAX_MESSAGE_BYTES:
+                yield str(path), line, None
+                continue
+            handle.seek(start)
+            yield str(path), line, handle.read(stop - start)
+
+
+def _message_files(path: Path) -> list[Path]:
+    """The message files of a maildir (new/, cur/) or of a folder of .eml files."""
+    if (path / "cur").is_dir() or (path / "new").is_dir():
+        return sorted(
+            p
+            for sub in ("new", "cur")
+            if (path / sub).is_dir()
+            for p in (path / sub).iterdir()
+            if p.is_file() and not p.name.startswith(".")
+        )
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".eml")
+
+
+def _read_capped(file: Path) -> bytes | None:
+    """The file's bytes, or None when it holds more than `MAX_MESSAGE_BYTES`."""
+    with file.open("rb") as handle:
+        raw = handle.read(MAX_MESSAGE_BYTES + 1)
+    return None if len(raw) > MAX_MESSAGE_BYTES else raw
+
+
+_PIECE = 64 * 1024
+
+
+def _mbox_spans(handle: Any) -> Iterator[tuple[int, int, int]]:
+    """(line of the "From " line, first byte after it, end) of each message of an mbox,
+    read in pieces of bounded size (a line may be any length). The spans are those of
+    `mailbox.mbox` (a blank line before the next "From " line is not the message's), so
+    the bytes, and the ids hashed from them, stay what they were."""
+    lineno = 0
+    position = 0
+    at_line_start = True
+    last_was_empty = False
+    current: list[int] | None = None  # [line, body start]
+    body_pending = False  # inside a "From " line: the body starts after its end
+    while True:
+        piece = handle.readline(_PIECE)
+        if not piece:
+            if current is not None:
+                if body_pending:
+                    current[1] = position
+                stop = position - 1 if last_was_empty else position
+                yield current[0], current[1], max(current[1], stop)
+            return
+        starts_line = at_line_start
+        at_line_start = piece.endswith(b"\n")
+        if starts_line:
+            lineno += 1
+            if piece.startswith(b"From "):
+                if current is not None:
+                    stop = position - 1 if last_was_empty else position
+                    yield current[0], current[1], max(current[1], stop)
+                current = [lineno, 0]
+                body_pending = True
+                last_was_empty = False
+            else:
+                last_was_empty = piece == b"\n"
+        else:
+            last_was_empty = False  # the rest of a long line
+        position += len(piece)
+        if body_pending and at_line_start:
+            assert current is not None
+            current[1] = position
+            body_pending = False
 
 
 def count_messages(path: Path) -> int:
     """How many messages `_raw_messages` would yield, without reading them."""
     if path.is_dir():
-        if (path / "cur").is_dir() or (path / "new").is_dir():
-            return sum(
-                1
-                for sub in ("new", "cur")
-                if (path / sub).is_dir()
-                for p in (path / sub).iterdir()
-                if p.is_file() and not p.name.startswith(".")
-            )
-        return sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".eml")
+        return len(_message_files(path))
     with path.open("rb") as handle:
         if handle.read(5) != b"From ":
             return 1
         handle.seek(0)
-        return sum(1 for line in handle if line.startswith(b"From "))
+        return sum(1 for _ in _mbox_spans(handle))

@@ -10,6 +10,7 @@ publisher SDK only; this module never talks to Kafka itself.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from moments.metrics import EVENTS_REJECTED
-from producers.adapters.base import RecordError, Rejection
+from producers.adapters.base import RecordError, Rejection, bounded_lines
 from producers.adapters.billing import BillingAdapter
 from producers.adapters.calls import CallAdapter
 from producers.adapters.email import EmailAdapter, count_messages
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 KINDS = ("calls", "email", "billing")
+#: MOMENTS_MAX_FUTURE_SKEW's default, in milliseconds.
+DEFAULT_FUTURE_SKEW_MS = 3_600_000
 
 #: Called with (records read so far, records expected or None) as the run goes.
 ProgressHook = Callable[[int, int | None], None]
@@ -64,7 +67,11 @@ class IngestSummary:
 
 
 def make_adapter(
-    kind: str, *, mapping: Path | None = None, customers: Path | None = None
+    kind: str,
+    *,
+    mapping: Path | None = None,
+    customers: Path | None = None,
+    max_future_skew_ms: int | None = None,
 ) -> CallAdapter | EmailAdapter | BillingAdapter:
     """The adapter of a channel kind (`calls`, `email`, `billing`) with its mapping file."""
     if kind == "calls":
@@ -72,7 +79,9 @@ def make_adapter(
     if kind == "billing":
         return BillingAdapter(mapping)
     if kind == "email":
-        return EmailAdapter(mapping, customers_path=customers)
+        return EmailAdapter(
+            mapping, customers_path=customers, max_future_skew_ms=max_future_skew_ms
+        )
     raise ValueError(f"unknown channel kind {kind!r} (expected one of {', '.join(KINDS)})")
 
 
@@ -85,16 +94,21 @@ def ingest(
     mapping: Path | None = None,
     customers: Path | None = None,
     progress: ProgressHook | None = None,
+    max_future_skew_ms: int = DEFAULT_FUTURE_SKEW_MS,
 ) -> IngestSummary:
     """Map every record under `path` and publish it (or only validate it with `dry_run`).
 
     Rejected records are collected, never raised; a delivery failure of the broker
     (`PublishError` from the final flush) is raised, since then nothing is known to be safe.
+    A record dated more than `max_future_skew_ms` after now is rejected (`occurred_at`),
+    except e-mail, which falls back to its delivery time.
     """
     if publisher is None and not dry_run:
         raise ValueError("ingest needs a publisher unless dry_run is set")
     path = Path(path)
-    adapter = make_adapter(kind, mapping=mapping, customers=customers)
+    adapter = make_adapter(
+        kind, mapping=mapping, customers=customers, max_future_skew_ms=max_future_skew_ms
+    )
     summary = IngestSummary(kind=kind, path=str(path), dry_run=dry_run)
     expected = estimate_records(kind, path) if progress is not None else None
     seen_ids: set[str] = set()
@@ -112,6 +126,10 @@ def ingest(
                 event = adapter.map_record(item.fields["message"])
             else:
                 event = adapter.map_record(item.fields)
+            if event.occurred_at > time.time_ns() // 1_000_000 + max_future_skew_ms:
+                raise RecordError(
+                    "occurred_at", f"lies more than {max_future_skew_ms / 1000:g} s in the future"
+                )
             send(event)
         except RecordError as exc:
             _reject(summary, Rejection(item.file, item.line, item.reason(exc)))
@@ -146,7 +164,7 @@ def estimate_records(kind: str, path: Path) -> int | None:
         total = 0
         for file in files:
             with file.open("rb") as handle:
-                lines = sum(1 for line in handle if line.strip())
+                lines = sum(1 for line in bounded_lines(handle) if line is None or line.strip())
             total += lines if file.suffix.lower() in (".jsonl", ".ndjson", ".json") else lines - 1
         return max(total, 0)
     except OSError:

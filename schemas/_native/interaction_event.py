@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "03a41c39c6d478ab8054f965b1d0822a016229e17e3faafd57ab9c76179c4419"
+SOURCE_DIGEST = "e3104d8a212e353b1e9dca025714504d815b152fe448fee29a74dfeec21cfc7f"
 _Record: Any = None
 _Unusual: Any = None
 _fromordinal: Any = None
@@ -616,14 +616,25 @@ def decode(data: bytes) -> Any:
         v13 = found
     if pos != size:
         raise _Unusual
-    if not v0:
+    if not v0 or len(v0) > 256:
         raise _Unusual
-    if not v1:
+    if not v1 or len(v1) > 256:
         raise _Unusual
-    if not v3:
+    if not v3 or len(v3) > 256:
         raise _Unusual
     if not -62135596800000 <= v4 <= 253402300799999:
         raise _Unusual
+    if len(v5) > 256:
+        raise _Unusual
+    if v6 is not None and len(v6) > 256:
+        raise _Unusual
+    if v7 is not None and len(v7) > 256:
+        raise _Unusual
     if v8 is not None and v8 - v8 != 0.0:
         raise _Unusual
+    if v9 is not None and len(v9) > 256:
+        raise _Unusual
+    for key in v13:
+        if len(key) > 256:
+            raise _Unusual
     return _Record(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13)

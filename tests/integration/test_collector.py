@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,9 +19,9 @@ from producers.collector import (
     BrokerReadiness,
     CollectorConfigError,
     collector_in_thread,
+    collector_publisher,
     create_app,
 )
-from producers.publisher import Publisher
 from tests.integration.read_back import read_back
 
 KEY = "test-key-0123456789"
@@ -48,7 +49,7 @@ def keyed(settings: Settings) -> Settings:
 @pytest.fixture
 def collector(keyed: Settings) -> Iterator[str]:
     with (
-        Publisher(keyed) as publisher,
+        collector_publisher(keyed) as publisher,
         collector_in_thread(
             create_app(keyed, publisher, max_body_bytes=64 * 1024, max_batch=50),
             port=free_port(),
@@ -210,10 +211,13 @@ def test_readiness_reports_an_unreachable_broker() -> None:
 
 def test_collector_refuses_to_start_without_keys_unless_insecure(settings: Settings) -> None:
     unkeyed = settings.model_copy(update={"api_keys": []})
-    with pytest.raises(CollectorConfigError, match="MOMENTS_API_KEYS"):
-        create_app(unkeyed, Publisher(unkeyed))
     with (
-        Publisher(unkeyed) as publisher,
+        collector_publisher(unkeyed) as publisher,
+        pytest.raises(CollectorConfigError, match="MOMENTS_API_KEYS"),
+    ):
+        create_app(unkeyed, publisher)
+    with (
+        collector_publisher(unkeyed) as publisher,
         collector_in_thread(create_app(unkeyed, publisher, insecure=True), port=free_port()) as url,
     ):
         response = httpx.post(f"{url}/v1/events", json=_event(11), timeout=30)
@@ -243,3 +247,27 @@ def test_bounded_load_loop_all_acknowledged(collector: str, keyed: Settings) -> 
     print(f"collector: {total / elapsed:.0f} requests/s, {len(ids) / elapsed:.0f} events/s")
     assert len(ids) == total * batch
     read_back(keyed, ids[:: max(1, len(ids) // 50)], timeout_s=30)
+
+
+def test_slow_clients_are_cut_off_and_the_collector_keeps_answering(keyed: Settings) -> None:
+    """A client that never finishes its headers is closed after the header timeout; one that
+    never finishes its body gets 408; /healthz answers all the while."""
+    strict = keyed.model_copy(
+        update={"collector_header_timeout_s": 0.5, "collector_body_timeout_s": 0.5}
+    )
+    with (
+        collector_publisher(strict) as publisher,
+        collector_in_thread(create_app(strict, publisher), port=free_port()) as url,
+    ):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as silent:
+            silent.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")  # never ends
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+            assert silent.recv(1024) == b""  # closed by the collector, not by the 10 s timeout
+        with socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )  # fmt: skip
+            answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]

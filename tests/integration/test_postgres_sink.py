@@ -9,6 +9,7 @@ own (CREATE DATABASE), so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import (
     TABLES,
     PostgresSink,
+    Refused,
     apply_migrations,
     load_migrations,
     run_postgres_sink,
@@ -384,6 +386,31 @@ def test_text_postgres_cannot_hold_is_replaced_and_the_rest_of_the_batch_lands(
     assert rows["act-00004"][1] == []
     assert rows["act-00001"][0] == "The customer asked to cancel."
     assert event == ("hello\ufffd", date(2026, 1, 31), date(1999, 12, 31), as_utc(T0))
+
+
+def unindexable_id(chars: int = 3000) -> str:
+    """An id too large for a btree index row even compressed (SQLSTATE 54000)."""
+    return secrets.token_urlsafe(chars)[:chars]
+
+
+def test_a_row_the_database_refuses_is_split_out_and_the_rest_lands(database: str) -> None:
+    huge = unindexable_id()
+    with PostgresSink(database) as sink:
+        for n in range(40):
+            sink.add(action(n, customer=huge if n == 17 else None))
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            sink.write(sink.detach())  # without `refused`, a refused row fails the batch
+        for n in range(40):
+            sink.add(action(n, customer=huge if n == 17 else None))
+        refused: list[Refused] = []
+        assert sink.flush(refused=refused) == {"actions": 39}
+    assert [(r.entry[0].action_id, r.sqlstate, r.table) for r in refused] == [
+        ("act-00017", "54000", "actions")
+    ]
+    assert huge not in refused[0].message
+    with psycopg.connect(database) as conn:
+        stored = conn.execute("SELECT count(*) FROM actions").fetchone()
+    assert stored == (39,)
 
 
 def test_keys_are_the_ids_and_only_the_timeline_indexes_remain(database: str) -> None:

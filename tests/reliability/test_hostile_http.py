@@ -23,7 +23,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,7 +36,7 @@ from pydantic import SecretStr
 
 from moments.settings import Settings
 from moments.stack import free_port
-from producers.collector import collector_in_thread, create_app
+from producers.collector import collector_in_thread, collector_publisher, create_app
 from producers.publisher import Publisher
 from schemas.codec import codec_for
 from schemas.records import CHANNELS, EVENT_TYPES, InteractionEvent
@@ -73,12 +73,10 @@ class RecordingPublisher:
         self.codec = codec_for(InteractionEvent)
         self.published = 0
 
-    def publish(self, event: InteractionEvent) -> None:
+    def submit(self, event: InteractionEvent, report: Callable[[Any], None]) -> None:
         self.codec.encode(event)
         self.published += 1
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        return None
+        report(None)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -511,7 +509,7 @@ def raw_exchange(host: str, port: int, payload: bytes, timeout_s: float = 5.0) -
 @pytest.fixture
 def real_collector(settings: Settings) -> Iterator[tuple[str, Publisher]]:
     keyed = settings.model_copy(update={"api_keys": [SecretStr(k) for k in KEYS]})
-    with Publisher(keyed) as publisher:
+    with collector_publisher(keyed) as publisher:
         app = create_app(keyed, publisher, max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)
         with collector_in_thread(app, port=free_port()) as url:
             yield url, publisher

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import hmac
 import logging
 import os
@@ -42,7 +43,7 @@ from pydantic import SecretStr
 import producers.collector as collector_module
 from moments.settings import Settings
 from moments.stack import free_port
-from producers.collector import create_app, run_collector
+from producers.collector import collector_publisher, create_app, run_collector
 from producers.publisher import Publisher, PublishError
 from schemas.records import InteractionEvent
 from sinks.signing import SignatureError, sign, signature_headers, verify_signature
@@ -110,7 +111,8 @@ def test_secrets_stay_out_of_logs_errors_settings_and_metrics(
     texts += [str(failure.value), repr(failure.value)]
 
     # The collector answering while the broker does not acknowledge.
-    app = create_app(settings, Publisher(settings, config={"message.timeout.ms": 2000}))
+    quiet = collector_publisher(settings, **{"message.timeout.ms": 2000})
+    app = create_app(settings, quiet)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
 
     async def post() -> httpx.Response:
@@ -131,6 +133,8 @@ def test_secrets_stay_out_of_logs_errors_settings_and_metrics(
 
     answer = asyncio.run(post())
     texts.append(answer.text)
+    with contextlib.suppress(PublishError):
+        quiet.close(5)
 
     # The sink (a child process, as `moments sink postgres`) with its database away.
     env = {**os.environ, **settings.as_env(), "MOMENTS_TOPIC_PREFIX": "sec."}

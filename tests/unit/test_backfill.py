@@ -6,7 +6,7 @@ import dataclasses
 import io
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
 
 from moments.settings import Settings
 from processors.backfill import BackfillSummary, _Run
@@ -21,8 +21,19 @@ from schemas.records import InteractionEvent
 class FakeMessage:
     """What `_Run` reads of a confluent-kafka Message."""
 
-    def __init__(self, partition: int, offset: int, value: bytes | None, eof: bool = False):
+    def __init__(
+        self,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        eof: bool = False,
+        timestamp_ms: int = 2**62,
+    ):
         self._partition, self._offset, self._value, self._eof = partition, offset, value, eof
+        self._timestamp_ms = timestamp_ms  # far future by default: no event is capped
+
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_CREATE_TIME, self._timestamp_ms
 
     def partition(self) -> int:
         return self._partition
@@ -151,3 +162,23 @@ def test_records_fetched_late_are_waited_for_until_every_partition_ended() -> No
     run.consume(consumer, {0: len(events)}, max_events=None, stop_at_end=True, stop=None)  # type: ignore[arg-type]
     assert run.summary.events == len(events)
     assert consumer.polls > 0
+
+
+def test_a_future_dated_record_moves_the_watermark_only_to_its_timestamp_plus_skew() -> None:
+    settings = Settings(max_future_skew="1h")
+    codec = AvroCodec(InteractionEvent)
+    t0 = 1_767_225_600_000
+    opened = InteractionEvent(
+        "e1", "c1", "email", "dispute_opened", t0, "helpdesk", reference="R-1"
+    )
+    bogus = InteractionEvent("e2", "c2", "email", "inquiry", 253_402_214_400_000, "helpdesk")
+    messages = [
+        FakeMessage(0, 0, codec.encode(opened), timestamp_ms=t0),
+        FakeMessage(0, 1, codec.encode(bogus), timestamp_ms=t0 + 60_000),
+        FakeMessage(0, 2, None, eof=True),
+    ]
+    run, actions = _run(settings, 1)
+    run.consume(FakeConsumer(messages), {0: 2}, max_events=None, stop_at_end=True, stop=None)  # type: ignore[arg-type]
+    assert (run.summary.events, run.summary.future_dated) == (2, 1)
+    assert b"case_unresolved" not in actions.getvalue()
+    assert run.engine.watermark(run.stores[0]) == t0 + 60_000 + 3_600_000 - 300_000

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import (
+    MAX_IDENTIFIER_CHARS,
     AvroCodec,
     DecodeError,
     SchemaValidationError,
@@ -200,6 +201,56 @@ def test_fast_decoder_leaves_invalid_records_to_the_named_error(
         codec.decode(data)
     assert info.value.field == field
     assert codec.fast_decode(codec.encode(EVENT)) == EVENT
+
+
+LONG = "x" * (MAX_IDENTIFIER_CHARS + 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"event_id": LONG}, "event_id"),
+        ({"customer_id": LONG}, "customer_id"),
+        ({"type": LONG}, "type"),
+        ({"source": LONG}, "source"),
+        ({"product": LONG}, "product"),
+        ({"reference": LONG}, "reference"),
+        ({"currency": LONG}, "currency"),
+        ({"attributes": {LONG: "v"}}, "attributes"),
+    ],
+)
+def test_identifiers_over_the_limit_are_invalid_everywhere(
+    change: dict[str, Any], field: str, tmp_path: Path
+) -> None:
+    codec = AvroCodec(InteractionEvent)
+    event = replace(EVENT, **change)
+    with pytest.raises(SchemaValidationError) as info:
+        codec.encode(event)
+    assert (info.value.field, info.value.message.endswith("exceed the limit of 256")) == (
+        field,
+        True,
+    )
+    assert LONG not in str(info.value)  # the value itself is never echoed
+    data = codec.encode(event, validate=False)
+    with pytest.raises(SchemaValidationError) as decoded:
+        codec.decode(data)
+    assert decoded.value.field == field
+    with pytest.raises(SchemaValidationError) as from_json:
+        event_from_json(to_json_dict(event))
+    assert from_json.value.field == field
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(to_json_line(event) + "\n")
+    with pytest.raises(SchemaValidationError) as from_file:
+        list(read_events_jsonl(lines))
+    assert (from_file.value.field, from_file.value.where) == (field, f"{lines}:1")
+
+
+def test_identifiers_at_the_limit_are_valid() -> None:
+    codec = AvroCodec(InteractionEvent)
+    most = "x" * MAX_IDENTIFIER_CHARS
+    event = replace(EVENT, customer_id=most, source=most, attributes={most: "v"})
+    assert codec.decode(codec.encode(event)) == event
+    assert event_from_json(to_json_dict(event)) == event
 
 
 def test_decode_dict_gives_int_timestamps() -> None:

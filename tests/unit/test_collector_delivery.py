@@ -1,0 +1,127 @@
+"""The collector answers for each event from that event's own delivery report (no broker).
+
+The broker is played by `RefusingProducer`: it refuses the records of some customers
+(as a broker refuses a record larger than the topic takes) and acknowledges the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+import producers.publisher as publisher_module
+from moments.privacy import key_name
+from moments.settings import Settings
+from producers.collector import collector_publisher, create_app
+from tests.reliability.faults import RefusingProducer
+
+KEY = "unit-key"
+
+
+def event(n: int, refused: bool) -> dict[str, Any]:
+    return {
+        "event_id": f"ev-{n}",
+        "customer_id": f"{'refuse' if refused else 'ok'}-{n}",
+        "channel": "web",
+        "type": "inquiry",
+        "occurred_at": "2026-01-05T10:00:00.000+00:00",
+        "source": "unit",
+    }
+
+
+@pytest.fixture
+def refusing(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RefusingProducer]]:
+    made: list[RefusingProducer] = []
+
+    def producer(config: dict[str, Any]) -> RefusingProducer:
+        made.append(RefusingProducer(config, lambda key: key.startswith("refuse"), real=False))
+        return made[-1]
+
+    monkeypatch.setattr(publisher_module, "Producer", producer)
+    yield made
+
+
+def test_each_request_gets_its_own_events_delivery_reports(
+    refusing: list[RefusingProducer],
+) -> None:
+    settings = Settings(bootstrap="127.0.0.1:9", api_keys=[SecretStr(KEY)])
+    publisher = collector_publisher(settings)
+    app = create_app(settings, publisher, readiness=lambda: (True, "unit"))
+
+    async def post_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/v1/events", json=event(n, n % 3 == 0), headers={"X-API-Key": KEY})
+                    for n in range(60)
+                )
+            )
+
+    try:
+        responses = asyncio.run(post_all())
+    finally:
+        publisher.close()
+    assert [r.status_code for r in responses] == [202] * 60
+    statuses = [r.json()["results"][0]["status"] for r in responses]
+    assert statuses == ["rejected" if n % 3 == 0 else "accepted" for n in range(60)]
+    refused = responses[0].json()["results"][0]
+    assert (refused["field"], "MSG_SIZE_TOO_LARGE" in refused["error"]) == ("<event>", True)
+    assert refusing[0].refused == 20
+
+
+def test_a_batch_reports_each_event_by_its_own_report(refusing: list[RefusingProducer]) -> None:
+    settings = Settings(bootstrap="127.0.0.1:9", api_keys=[SecretStr(KEY)])
+    with collector_publisher(settings) as publisher:
+        app = create_app(settings, publisher, readiness=lambda: (True, "unit"))
+        batch = [event(n, n in (1, 4)) for n in range(6)]
+        with TestClient(app) as client:
+            response = client.post("/v1/events", json=batch, headers={"X-API-Key": KEY})
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (4, 2)
+    assert [r["status"] for r in body["results"]] == [
+        "accepted",
+        "rejected",
+        "accepted",
+        "accepted",
+        "rejected",
+        "accepted",
+    ]
+
+
+def test_per_key_rate_limit_channels_and_future_dates(refusing: list[RefusingProducer]) -> None:
+    web_only = key_name(b"web-key")
+    settings = Settings(
+        bootstrap="127.0.0.1:9",
+        api_keys=[SecretStr(KEY), SecretStr("web-key")],
+        collector_rate_limit=5,
+        collector_key_channels={web_only: ["web"]},
+    )
+    with collector_publisher(settings) as publisher:
+        app = create_app(settings, publisher, readiness=lambda: (True, "unit"))
+        with TestClient(app) as client:
+            call = {**event(1, False), "channel": "call"}
+            future = {**event(2, False), "occurred_at": "9999-01-01T00:00:00+00:00"}
+            policed = client.post(
+                "/v1/events", json=[call, future], headers={"X-API-Key": "web-key"}
+            )
+            answers = [
+                client.post("/v1/events", json=event(n, False), headers={"X-API-Key": KEY})
+                for n in range(10)
+            ]
+    assert policed.status_code == 202
+    assert [(r["status"], r["field"]) for r in policed.json()["results"]] == [
+        ("rejected", "channel"),
+        ("rejected", "occurred_at"),
+    ]
+    codes = [a.status_code for a in answers]
+    assert codes[:5] == [202] * 5 and 429 in codes[5:]
+    limited = next(a for a in answers if a.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1
