@@ -2,7 +2,7 @@
 
 The broker, PostgreSQL and per-test `settings` are the integration fixtures
 (imported from `tests.integration.conftest`). Every test here is marked
-`reliability`; the long versions are also marked `soak` and run only with
+`reliability` (by tests/conftest.py); the long versions are also marked `soak` and run only with
 `make soak`. Each test records its figures (events, kills, lost, duplicates,
 ...) with the `figures` fixture; the table of all of them is printed at the end
 of the session and written to `.moments/reliability-figures.md`.
@@ -24,14 +24,6 @@ from tests.integration.conftest import broker, postgres, settings
 from tests.reliability.harness import FIGURES, Figures, figures_markdown, figures_table
 
 __all__ = ["broker", "postgres", "settings"]
-
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if _HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.reliability)
 
 
 @pytest.fixture
