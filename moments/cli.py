@@ -20,7 +20,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from moments.report import report_app
 from moments.settings import Settings
 
 app = typer.Typer(
@@ -34,6 +36,7 @@ rules_app = typer.Typer(help="Work with rule packs.", no_args_is_help=True)
 sink_app = typer.Typer(help="Deliver actions downstream.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(sink_app, name="sink")
+app.add_typer(report_app, name="report")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -116,7 +119,9 @@ def friendly(func: F) -> F:
             message = str(exc).strip().replace("\n", "; ")
             if isinstance(exc, FileNotFoundError) and exc.filename:
                 message = f"{exc.filename}: no such file"
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -270,13 +275,41 @@ def sink_webhook() -> None:
 @app.command()
 @friendly
 def api(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default MOMENTS_API_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default MOMENTS_API_PORT, 8081).")
+    ] = None,
 ) -> None:
-    """Serve the read API for agent desktops: GET /v1/customers/{id}/timeline."""
-    from sinks.api import run_api
+    """Serve the read API for agent desktops: a customer's timeline and decisions (API key)."""
+    from sinks.api import ApiConfigError, run_api
 
-    run_api(require_database(load_settings()), host=host, port=port)
+    try:
+        run_api(require_database(load_settings()), host=host, port=port)
+    except ApiConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+@app.command()
+@friendly
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase everywhere.")],
+) -> None:
+    """Erase a customer: rows in PostgreSQL, and engine state through an erasure record."""
+    from moments.forget import ForgetError, forget_customer
+
+    settings = require_database(require_broker(load_settings()))
+    try:
+        erased = forget_customer(settings, customer_id)
+    except ForgetError as exc:
+        raise UserError(str(exc)) from None
+    console.print(
+        f"erased customer sha256:{erased.customer_hash[:16]}…: {erased.rows} rows in PostgreSQL "
+        f"({', '.join(f'{t} {n}' for t, n in sorted(erased.tables.items())) or 'none'}); "
+        "erasure record sent to the workers",
+        highlight=False,
+    )
 
 
 def require_broker(settings: Settings) -> Settings:
@@ -395,12 +428,21 @@ def simulate(
         float | None, typer.Option(help="Share of customers living a seed story.")
     ] = None,
     start: Annotated[str | None, typer.Option(help="First day (ISO-8601).")] = None,
+    effect: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="RULE=SIZE: how customers respond to that rule's action (repeatable; "
+            "default MOMENTS_SIMULATE_EFFECTS; 0 = no effect)."
+        ),
+    ] = None,
 ) -> None:
     """Generate a realistic population's interactions through the channel adapters."""
+    from moments.report import simulation_rates
     from moments.topics import ensure_topics
     from producers.publisher import Publisher
     from producers.simulator import publish_simulation, write_simulation
 
+    rates = simulation_rates(load_settings(), effect or [])
     if (out is None) == (not publish):
         raise UserError("give exactly one of --out FILE or --publish")
     if customers < 1 or days < 1:
@@ -409,7 +451,7 @@ def simulate(
     if out is not None:
         with console.status(f"simulating {customers} customers over {days} days"):
             summary = write_simulation(
-                out, customers, days, seed, start=start_ms, story_rate=story_rate
+                out, customers, days, seed, start=start_ms, story_rate=story_rate, rates=rates
             )
         where = str(out)
     else:
@@ -420,7 +462,13 @@ def simulate(
             Publisher(settings) as publisher,
         ):
             summary = publish_simulation(
-                publisher, customers, days, seed, start=start_ms, story_rate=story_rate
+                publisher,
+                customers,
+                days,
+                seed,
+                start=start_ms,
+                story_rate=story_rate,
+                rates=rates,
             )
         where = settings.topics.interactions
     console.print(
@@ -447,13 +495,17 @@ def timeline(
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 200,
 ) -> None:
     """Show one customer's events, actions and decisions in time order."""
+    from sinks.relationship import customer_relationship, relationship_line
     from sinks.timeline import customer_timeline, timeline_table
 
     settings = require_database(load_settings())
     rows = customer_timeline(settings.database_url or "", customer_id, limit=limit)
     if not rows:
-        raise UserError(f"no timeline for customer {customer_id!r}")
+        raise UserError("no timeline for that customer")
     console.print(timeline_table(rows))
+    strength = customer_relationship(settings.database_url or "", customer_id, limit=1)
+    if strength is not None:
+        console.print(relationship_line(strength))
 
 
 # --------------------------------------------------------------------------- stacks
@@ -487,6 +539,7 @@ def up() -> None:
 
     from rich.table import Table
 
+    from moments.privacy import redact_url
     from moments.runtime import Supervisor
     from moments.stack import free_port, local_stack
     from moments.topics import ensure_topics
@@ -509,7 +562,14 @@ def up() -> None:
             "sink-postgres", "sink", "postgres", MOMENTS_METRICS_PORT=str(ports["sink-postgres"])
         )
         sup.spawn("collector", "collect", MOMENTS_API_KEYS=json.dumps(api_keys))
-        sup.spawn("api", "api", "--port", str(api_port), MOMENTS_METRICS_PORT=str(ports["api"]))
+        sup.spawn(
+            "api",
+            "api",
+            "--port",
+            str(api_port),
+            MOMENTS_METRICS_PORT=str(ports["api"]),
+            MOMENTS_API_KEYS=json.dumps(api_keys),
+        )
         if settings.webhook_urls:
             ports["sink-webhook"] = free_port()
             sup.spawn(
@@ -520,11 +580,14 @@ def up() -> None:
         table.add_column("part")
         table.add_column("where")
         table.add_row("Kafka bootstrap", str(settings.bootstrap))
-        table.add_row("PostgreSQL", str(settings.database_url))
+        table.add_row("PostgreSQL", redact_url(str(settings.database_url)))
         collector = f"http://{settings.collector_host}:{settings.collector_port}"
         table.add_row("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})")
         table.add_row("metrics: collector", f"{collector}/metrics")
-        table.add_row("timeline API", f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline")
+        table.add_row(
+            "read API",
+            f"http://127.0.0.1:{api_port}/v1/customers/{{id}}/timeline|decisions (same key)",
+        )
         for name, port in ports.items():
             table.add_row(f"metrics: {name}", f"http://127.0.0.1:{port}/metrics")
         table.add_row("logs", str(sup.log_dir))

@@ -1,4 +1,5 @@
-"""Every Prometheus metric moments exports, declared together in one place.
+"""Every Prometheus metric moments exports, declared together in one place, and the ops
+port every process serves them on (`serve_metrics`: /metrics, /healthz, /readyz).
 
 Names follow Prometheus conventions (units in names, `_total` counters).
 Label values are bounded sets (channel, event type from the vocabulary or
@@ -8,7 +9,15 @@ never become labels.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from schemas.records import EVENT_TYPES
 
@@ -110,7 +119,70 @@ def event_type_label(event_type: str) -> str:
     return event_type if event_type in _KNOWN_TYPES else "other"
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on the port (0 means: do not serve)."""
-    if port:
-        start_http_server(port, addr=host)
+#: A readiness check: (ready, a short reason that holds no secret and no customer data).
+Readiness = Callable[[], tuple[bool, str]]
+
+
+def _always_ready() -> tuple[bool, str]:
+    return True, "serving"
+
+
+def ops_app(ready: Readiness | None = None) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app of the ops port: /metrics, /healthz (process up), /readyz (`ready`)."""
+    metrics_app = make_wsgi_app()
+    check = ready or _always_ready
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            status, body = "200 OK", {"status": "ok"}
+        elif path == "/readyz":
+            ok, detail = check()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            body = {"status": "ready" if ok else "unavailable", "detail": detail}
+        else:
+            status, body = "404 Not Found", {"error": "not found: /metrics, /healthz, /readyz"}
+        payload = json.dumps(body).encode()
+        start_response(
+            status,
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log (probes and scrapes every few seconds)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _OpsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _OpsServer6(_OpsServer):
+    address_family = socket.AF_INET6
+
+
+def serve_metrics(
+    port: int, host: str = "127.0.0.1", *, ready: Readiness | None = None
+) -> WSGIServer | None:
+    """Serve the ops endpoints on a daemon thread: `/metrics` (Prometheus), `/healthz` (200
+    while the process runs) and `/readyz` (200 when `ready` says so, else 503).
+
+    Every moments process calls this with `MOMENTS_METRICS_PORT`, the port the
+    Kubernetes probes and Prometheus use; 0 means: do not serve. Returns the
+    server (its `shutdown()` stops it) or None.
+    """
+    if not port:
+        return None
+    server_class = _OpsServer6 if ":" in host else _OpsServer
+    server = make_server(host, port, ops_app(ready), server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moments-ops", daemon=True)
+    thread.start()
+    return server

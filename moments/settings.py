@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from moments.privacy import MASK, redact_url
+
 DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
 
 
@@ -76,6 +78,17 @@ class Settings(BaseSettings):
     dedupe_horizon_s: float = 7 * 86_400.0
     max_event_bytes: int = 64 * 1024
 
+    # Simulator (`moments simulate`): how customers respond to the engagement actions they
+    # would receive (rule id -> relative effect size, see producers.simulator.Effects); the
+    # rules not named have none. `{}` (or every size 0): a simulation with no true effect.
+    simulate_effects: dict[str, float] = Field(
+        default_factory=lambda: {
+            "explain_first_bill": 0.5,
+            "thank_meter_reading": 0.5,
+            "recognize_tenure": 0.5,
+        }
+    )
+
     # Worker (faust-streaming).
     worker_app_id: str = "moments-worker"
     worker_web_port: int = 6066
@@ -96,6 +109,17 @@ class Settings(BaseSettings):
     webhook_group: str = "moments-sink-webhook"
     webhook_urls: dict[str, str] = Field(default_factory=dict)
     webhook_secret: SecretStr | None = None
+    webhook_secrets: dict[str, list[tuple[str, SecretStr]]] = Field(
+        default_factory=dict,
+        description="Destination → [[key id, secret], ...]: sign with the first, receivers"
+        " accept any listed (rotation); webhook_secret (key id `default`) signs the others.",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Allow plain-http webhook URLs (local trials only)."
+    )
+    webhook_ca_bundle: Path | None = Field(
+        default=None, description="PEM file of extra CAs trusted for webhook TLS (internal CAs)."
+    )
 
     # HTTP and metrics.
     collector_host: str = "127.0.0.1"
@@ -105,6 +129,27 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
     )
+
+    # Customer data (DESIGN.md section 10): the read API and retention.
+    api_host: str = Field(
+        default="127.0.0.1", description="Interface the read API binds; beyond loopback needs keys."
+    )
+    api_port: int = 8081
+    api_rate_per_s: float = Field(
+        default=10.0, gt=0, description="Read API requests per second allowed per key."
+    )
+    api_rate_burst: int = Field(default=20, ge=1, description="Read API burst per key.")
+    api_max_page: int = Field(
+        default=500, ge=1, le=10_000, description="Largest `limit` the read API serves."
+    )
+    retention_days: float = Field(
+        default=30.0, gt=0, description="retention.ms of the non-compacted topics moments creates."
+    )
+
+    def __repr_args__(self) -> Any:
+        """What repr/str show: every secret masked (see `_without_secrets`)."""
+        for name, value in super().__repr_args__():
+            yield name, _without_secrets(name, value)
 
     @cached_property
     def topics(self) -> Topics:
@@ -127,10 +172,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            elif isinstance(value, list):
-                value = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+            value = _revealed(value)
             if isinstance(value, dict | list):
                 text = json.dumps(value)
             elif isinstance(value, bool):
@@ -139,3 +181,37 @@ class Settings(BaseSettings):
                 text = str(value)
             env[f"MOMENTS_{name.upper()}"] = text
         return env
+
+
+def _revealed(value: Any) -> Any:
+    """`value` with every SecretStr inside it (lists, tuples, dicts) replaced by its text."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    return value
+
+
+#: `kafka_extra` options whose values repr/str show; every other value is masked.
+_PLAIN_KAFKA_OPTIONS = frozenset(
+    {"security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "client.id"}
+)
+
+
+def _without_secrets(name: str | None, value: Any) -> Any:
+    """A setting's value as repr may show it: kafka_extra values (but the harmless options)
+    masked, passwords and query values of URLs masked (and webhook URLs' paths),
+    SecretStr left to its own mask."""
+    if name == "kafka_extra" and isinstance(value, dict):
+        return {k: v if k in _PLAIN_KAFKA_OPTIONS else MASK for k, v in value.items()}
+    if name == "webhook_urls" and isinstance(value, dict):  # tokens hide in paths too
+        return {k: redact_url(str(v), keep_path=False) for k, v in value.items()}
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: _without_secrets(None, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_secrets(None, v) for v in value)
+    return value

@@ -1,4 +1,9 @@
-"""Idempotent topic provisioning: create what is missing, leave what exists."""
+"""Idempotent topic provisioning: create what is missing, leave what exists.
+
+Topics are created with `retention.ms` from `MOMENTS_RETENTION_DAYS` (raw
+events and everything derived from them age out; DESIGN.md section 10), except
+compacted ones. An existing topic keeps its configuration.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,23 @@ class BrokerUnavailable(RuntimeError):
     """The Kafka cluster could not be reached or refused to create the topics."""
 
 
+DAY_MS = 86_400_000
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """Configs a topic is created with: raw customer data ages out after
+    `MOMENTS_RETENTION_DAYS` (`retention.ms`); compacted topics keep their latest values."""
+    if name in compacted_topics(settings):
+        return {"cleanup.policy": "compact"}
+    return {"retention.ms": str(round(settings.retention_days * DAY_MS))}
+
+
+def compacted_topics(settings: Settings) -> set[str]:
+    """Topics whose latest value per key is the data (e.g. the `rules` topic, where present)."""
+    rules = getattr(settings.topics, "rules", None)
+    return {rules} if isinstance(rules, str) else set()
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 20.0) -> list[str]:
     """Create every moments topic that does not exist yet; return the names created."""
     topics = settings.topics
@@ -35,7 +57,12 @@ def ensure_topics(settings: Settings, timeout_s: float = 20.0) -> list[str]:
             f"({exc.args[0].str()})"
         ) from None
     missing = [
-        NewTopic(name, num_partitions=n, replication_factor=settings.replication_factor)
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=settings.replication_factor,
+            config=topic_config(settings, name),
+        )
         for name, n in wanted.items()
         if name not in existing
     ]

@@ -13,7 +13,8 @@ writes files, or topics under another prefix, and never touches production.
 Records that cannot be used (tombstones, larger than `max_event_bytes`,
 undecodable, invalid, or that made the engine raise) are counted and
 reported, never fatal, exactly the records the worker would dead-letter; the
-backfill itself writes no dead-letter topic.
+backfill itself writes no dead-letter topic. An erasure record (`moments
+forget`) drops the customer from the partition's state, as in the worker.
 
 "The end" is each partition's high watermark when the run starts: a
 partition is done when the consumer reports end-of-partition at or past it.
@@ -60,9 +61,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from moments.privacy import CONTROL_HEADER, FORGET
 from moments.settings import Settings, Topics
 from processors.config import engine_config
-from processors.engine import DictStore, Engine, load_rule_pack
+from processors.engine import DictStore, Engine, forget_customer, load_rule_pack
 from processors.engine.rules import RulePack
 from processors.replay import OutputWriter, no_cyclic_gc
 from schemas.codec import DecodeError, codec_for
@@ -373,6 +375,10 @@ class _Run:
         after counting it as garbage (tombstone, oversized, undecodable or invalid)."""
         value = message.value()
         if value is None:
+            key = message.key()
+            if key and _is_erasure(message):  # `moments forget`: as the worker does
+                forget_customer(self.stores[cast(int, message.partition())], key.decode())
+                return None
             self.garbage(message, "decode", "tombstone (no value)")
             return None
         if len(value) > self.max_bytes:
@@ -478,6 +484,11 @@ class _Run:
             out = self.engine.advance_watermark(self.stores[partition], until_ms)
             if out.actions or out.decisions:
                 self.emit(out.actions, out.decisions)
+
+
+def _is_erasure(message: Message) -> bool:
+    """Whether a record is an erasure record (`moments.privacy`: header `moments.control`)."""
+    return (CONTROL_HEADER, FORGET) in (message.headers() or [])
 
 
 def _commit(consumer: Consumer, positions: dict[int, int], topic: str) -> None:

@@ -61,6 +61,14 @@ ordered behind every event appended before it and both times come from the
 log, a redelivered tick computes the same `now`. Other readers of
 `interactions` must skip records carrying the `moments.control` header.
 
+Erasure. A record with header `moments.control: forget` (null value, key =
+the customer id: `moments forget`, see `moments.privacy`) lands on the
+customer's partition; the worker drops everything the engine state holds
+about that customer (`processors.engine.forget_customer`: their state, pending
+timers) and the commit sends changelog tombstones, so neither this worker nor
+a restarted one emits anything for them from stale state. Logged with the
+customer id hashed.
+
 Start-up: `run_worker(settings)` blocks until SIGTERM/SIGINT, then stops
 cleanly (commits, flushes). `python -m processors.worker` does the same with
 settings from `MOMENTS_*`. The worker never reads or writes PostgreSQL and
@@ -73,6 +81,7 @@ import asyncio
 import gc
 import logging
 import re
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -95,9 +104,10 @@ from moments.metrics import (
     event_type_label,
     serve_metrics,
 )
+from moments.privacy import FORGET, hashed_id
 from moments.settings import Settings
 from processors.config import engine_config
-from processors.engine import CLOCK_KEY, Engine, EngineOutput, load_rule_pack
+from processors.engine import CLOCK_KEY, Engine, EngineOutput, forget_customer, load_rule_pack
 from processors.faust_host import (
     CommitBarrier,
     FencingTableManager,
@@ -306,8 +316,11 @@ class TriggerWorker:
             return
         store.set_worker(_APPLIED, offset)
         headers = message.headers
-        if headers and _header_map(headers).get(CONTROL_HEADER) == TICK:
+        control = _header_map(headers).get(CONTROL_HEADER) if headers else None
+        if control == TICK:
             self._on_tick(store, partition, round(message.timestamp * 1000))
+        elif control == FORGET:
+            self._on_forget(store, partition, message.key)
         else:
             self._on_record(event, store)
         store.commit()
@@ -374,6 +387,21 @@ class TriggerWorker:
         watermark = self.engine.watermark(store)
         if watermark is not None:
             self._watermarks[partition] = watermark
+
+    def _on_forget(self, store: PartitionState, partition: int, key: bytes | None) -> None:
+        """An erasure record (`moments forget`): drop everything the state holds about the
+        customer; the commit writes changelog tombstones, so recovery brings nothing back."""
+        if not key:
+            log.warning("erasure record without a key on partition %d: ignored", partition)
+            return
+        customer_id = key.decode("utf-8", errors="replace")
+        removed = forget_customer(store, customer_id)
+        log.info(
+            "erased customer sha256:%s from partition %d (%d state entries)",
+            hashed_id(customer_id),
+            partition,
+            removed,
+        )
 
     # -- output -----------------------------------------------------------------------------
 
@@ -457,13 +485,14 @@ class TriggerWorker:
             self.settings.topics.interactions_dlq, message.key, message.value, kept + error_headers
         )
         DLQ_RECORDS.labels(stage).inc()
+        # The detail stays in the DLQ headers: it may quote a value of the event (customer data).
         log.warning(
-            "dead-lettered %s[%d]@%d (%s: %s)",
+            "dead-lettered %s[%d]@%d (stage %s, %s)",
             message.topic,
             message.partition,
             message.offset,
+            stage,
             kind,
-            detail[:200],
         )
 
     # -- rebalances -------------------------------------------------------------------------
@@ -545,11 +574,15 @@ class _FrozenHeapWorker(faust.Worker):
     """A Faust worker that moves everything built at start-up out of the cyclic collector's
     reach once the app has started: those objects live as long as the process, and a full
     collection over them (~80k objects, ~20 ms here) pauses the event loop and every
-    event waiting in it."""
+    event waiting in it. Sets `startup_finished` then (the ops port's /readyz)."""
+
+    startup_finished: threading.Event | None = None
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         gc.freeze()
+        if self.startup_finished is not None:
+            self.startup_finished.set()
 
 
 def build_app(settings: Settings, engine: Engine | None = None) -> faust.App:
@@ -558,11 +591,19 @@ def build_app(settings: Settings, engine: Engine | None = None) -> faust.App:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run the worker until SIGTERM or SIGINT; offsets committed and producer flushed on exit."""
-    serve_metrics(settings.metrics_port, settings.metrics_host)
+    """Run the worker until SIGTERM or SIGINT; offsets committed and producer flushed on exit.
+
+    The ops port's /readyz answers 200 once Faust finished starting (tables recovered)."""
+    started = threading.Event()
+    serve_metrics(
+        settings.metrics_port,
+        settings.metrics_host,
+        ready=lambda: (started.is_set(), "started" if started.is_set() else "starting"),
+    )
     use_fast_event_loop()
     worker = TriggerWorker(settings)
     faust_worker = _FrozenHeapWorker(worker.app, loglevel="INFO", quiet=True)
+    faust_worker.startup_finished = started
     try:
         faust_worker.execute_from_commandline()
     except SystemExit as exc:

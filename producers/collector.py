@@ -12,10 +12,12 @@ idempotent downstream.
 
 A malformed request gets a 4xx naming the problem: 401 without a valid API key
 (`Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant
-time), 413 for a body or batch over the limits, 415 for an encoded body, 400 for
-anything that is not JSON of the right shape. `GET /healthz` (process up),
-`GET /readyz` (broker reachable, topic present) and `GET /metrics` (Prometheus)
-need no key.
+time by `moments.privacy.KeyRing`, which the read API shares), 413 for a body
+or batch over the limits, 415 for an encoded body, 400 for anything that is
+not JSON of the right shape. `GET /healthz` (process up), `GET /readyz`
+(broker reachable, topic present) and `GET /metrics` (Prometheus) need no key;
+`run_collector` serves the same three on the ops port (`MOMENTS_METRICS_PORT`)
+like every other process.
 
 The collector must never accept an event it cannot hand to the broker, never
 start without API keys unless told it is insecure on purpose, and never log
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import re
@@ -43,7 +44,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from moments.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED
+from moments.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
+from moments.privacy import KeyRing, presented_key
 from moments.settings import Settings
 from producers.publisher import Publisher, PublishError, new_event_id
 from schemas.codec import SchemaValidationError, event_from_json, to_json_line
@@ -197,8 +199,8 @@ def api_keys_of(settings: Settings) -> list[bytes]:
     return [key.get_secret_value().encode("utf-8") for key in settings.api_keys]
 
 
-def _required_keys(settings: Settings, insecure: bool) -> list[bytes]:
-    keys = api_keys_of(settings)
+def _required_keys(settings: Settings, insecure: bool) -> KeyRing:
+    keys = KeyRing(api_keys_of(settings))
     if not keys and not insecure:
         raise CollectorConfigError(
             "no API keys configured: set MOMENTS_API_KEYS (a JSON list, e.g. '[\"k1\"]'), "
@@ -228,24 +230,14 @@ def create_app(
     def authenticate(request: Request) -> None:
         if not keys:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() == "bearer" and credential.strip():
-            given = credential.strip()
-        else:
-            given = request.headers.get("x-api-key", "").strip()
+        given = presented_key(request.headers)
         if not given:
             raise _Refused(
                 401,
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 {"WWW-Authenticate": 'Bearer realm="moments"'},
             )
-        candidate = given.encode("utf-8")
-        # Compare against every key so the time taken does not tell which one is close.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(candidate, key)
-        if not matched:
+        if keys.match(given) is None:  # constant time, against every key
             raise _Refused(
                 401, "invalid API key", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             )
@@ -436,6 +428,7 @@ def run_collector(
     """Serve the collector until SIGINT/SIGTERM (binds settings.collector_host, 127.0.0.1 by
     default); flushes the publisher on the way out."""
     keys = _required_keys(settings, insecure)
+    readiness = BrokerReadiness(settings)
     with Publisher(settings) as publisher:
         app = create_app(
             settings,
@@ -443,7 +436,11 @@ def run_collector(
             insecure=insecure,
             max_body_bytes=max_body_bytes,
             max_batch=max_batch,
+            readiness=readiness,
         )
+        # The ops port too (MOMENTS_METRICS_PORT), where probes and Prometheus look for
+        # every process; the collector's own port serves the same three endpoints.
+        serve_metrics(settings.metrics_port, settings.metrics_host, ready=readiness)
         bind_host = host or settings.collector_host
         bind_port = settings.collector_port if port is None else port
         if not keys:

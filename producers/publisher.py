@@ -28,6 +28,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from moments.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, event_type_label
+from moments.privacy import CONTROL_HEADER, FORGET, hashed_id
 from moments.settings import Settings
 from schemas.codec import AvroCodec, SchemaValidationError, event_from_json
 from schemas.records import InteractionEvent
@@ -56,14 +57,15 @@ _POLL_EVERY: Final = 1000
 
 
 class PublishError(RuntimeError):
-    """Events the broker did not acknowledge: names the topic, the key and the broker error."""
+    """Events the broker did not acknowledge: names the topic, the key's sha256 (a key is a
+    customer id: never in a message) and the broker error; `key` holds the key itself."""
 
     def __init__(self, topic: str, key: str | None, error: str, *, more: int = 0) -> None:
         self.topic = topic
         self.key = key
         self.error = error
         self.more = more
-        about = f" (key {key!r})" if key is not None else ""
+        about = f" (key sha256:{hashed_id(key)})" if key is not None else ""
         tail = f" (and {more} more failed deliveries)" if more else ""
         super().__init__(f"publishing to {topic} failed{about}: {error}{tail}")
 
@@ -194,6 +196,20 @@ class Publisher:
             raise
         self.publish(event)
         return event
+
+    def publish_erasure(self, customer_id: str) -> None:
+        """Send the erasure record of a customer (`moments forget`): a tombstone keyed by the
+        customer id with header `moments.control: forget`, on the customer's partition (the
+        same key, the same partitioner as their events). Confirmed by `flush`."""
+        if self._closed:
+            raise RuntimeError("publisher is closed")
+        if not customer_id:
+            raise ValueError("an erasure needs a customer id")
+        with self._lock:
+            try:
+                self._produce(self.topic, None, customer_id, headers=[(CONTROL_HEADER, FORGET)])
+            except KafkaException as exc:
+                raise PublishError(self.topic, customer_id, _describe(exc.args[0])) from None
 
     # -- completion
 

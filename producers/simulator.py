@@ -6,6 +6,9 @@ meter readings, disputes and complaints with resolutions of which some never
 come, life events that end in cancellations, moves, feedback, inquiries over
 every channel with a daily rhythm, omnichannel bursts, long-tenured customers)
 and embeds each seed story of DESIGN.md section 5 at a configurable rate.
+Customers respond to the engagement actions they would receive (`Effects`: an
+explained first bill means fewer disputes, a thanked reading more readings), so
+`moments report uplift` has a true effect to find, or none when the sizes are 0.
 
 Every moment is rendered as the record its channel system would export (a
 contact-centre row, an e-mail, a billing export row, a web JSON event) and sent
@@ -61,6 +64,42 @@ _WINDOW: Final = 30 * DAY
 
 
 @dataclass(frozen=True)
+class Effects:
+    """How a customer's later behaviour responds to the engagement actions it would receive.
+
+    Closes the loop for `moments report uplift` (DESIGN.md section 9): each size is a
+    relative change in the behaviour the rule's `outcome` measures, for the customers who
+    would get the action. `held_out(customer_id, rule_id)` says who would not; pass the
+    engine's own membership function (the CLI passes `processors.engine.core.in_holdout`
+    with the holdout percent) so both agree. All zero (the default): no response at all,
+    and the simulation is exactly what it was without effects.
+    """
+
+    #: Cut in the dispute and complaint rate in the 60 days after an explained first bill.
+    explain_first_bill: float = 0.0
+    #: Rise in the meter-reading rate in the 60 days after a thank-you for a reading.
+    thank_meter_reading: float = 0.0
+    #: Cut in the cancellations of a customer recognised for 5+ years of loyalty.
+    recognize_tenure: float = 0.0
+    held_out: Callable[[str, str], bool] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("explain_first_bill", "thank_meter_reading", "recognize_tenure"):
+            size = getattr(self, name)
+            high = 10.0 if name == "thank_meter_reading" else 1.0
+            if not 0.0 <= size <= high:
+                raise ValueError(f"effect {name} must be between 0 and {high:g}, got {size}")
+
+    def receives(self, customer_id: str, rule_id: str) -> bool:
+        """Whether the customer would get the rule's action (not in its control group)."""
+        return self.held_out is None or not self.held_out(customer_id, rule_id)
+
+
+#: How long an action's effect lasts in the simulation (the default pack's outcome windows).
+_EFFECT_MS: Final = 60 * 86_400_000
+
+
+@dataclass(frozen=True)
 class Rates:
     """How often things happen, per customer per 30 days unless said otherwise."""
 
@@ -78,6 +117,7 @@ class Rates:
     unresolved: float = 0.15  # cases that never get resolved
     new_customer_share: float = 0.3  # customers who join during the simulation
     story_rate: float = 0.05  # customers who live one seed story
+    effects: Effects = Effects()  # how customers respond to the actions they would receive
 
 
 #: Seed stories of DESIGN.md section 5 (and the ledger rule of issue 4), one per rule.
@@ -258,6 +298,8 @@ class _Customer:
     story: str | None = None
     story_ms: int = 0
     address: str = ""
+    explained: list[int] = field(default_factory=list)  # when first bills were explained
+    thanked: int | None = None  # when a meter reading was last thanked
 
 
 # A planned moment: (occurred_at, channel kind, customer index, payload).
@@ -450,16 +492,48 @@ class _World:
                     self._open(customer, product, joins, out)
             active_from = joins if joins > w0 else w0
             scale = (w1 - active_from) / (30 * DAY)
+            boost = 1.0
+            if customer.thanked is not None and customer.thanked + _EFFECT_MS >= active_from:
+                boost += self.rates.effects.thank_meter_reading
             for product in customer.products:
                 self._bill(customer, product, w0, w1, out)
-                if product.metered and product.ends_ms > w1 and rng.random() < meter_rate * scale:
-                    self._meter_reading(customer, product, active_from, w1, out)
+                chance = meter_rate * scale * boost
+                if product.metered and product.ends_ms > w1 and rng.random() < chance:
+                    ts = self._meter_reading(customer, product, active_from, w1, out)
+                    self._thank(customer, ts)
             cumulative, total = self._happenings(customer.activity)
             for _ in range(_poisson(rng, total * scale)):
                 kind = bisect_right(cumulative, rng.random() * total)
                 happen[min(kind, len(happen) - 1)](customer, active_from, w1, out)
             if customer.story is not None and w0 <= customer.story_ms < w1:
                 self._story(customer, customer.story, customer.story_ms, out)
+
+    # -- how customers respond to the actions they would receive (Effects)
+
+    def _thank(self, customer: _Customer, ts: int) -> None:
+        effects = self.rates.effects
+        if not effects.thank_meter_reading:
+            return
+        if effects.receives(customer.customer_id, "thank_meter_reading") and (
+            customer.thanked is None or ts > customer.thanked
+        ):
+            customer.thanked = ts
+
+    def _calmed(self, customer: _Customer, ts: int) -> bool:
+        """True when an explained first bill keeps this dispute or complaint from happening."""
+        effect = self.rates.effects.explain_first_bill
+        if not effect or not any(t < ts <= t + _EFFECT_MS for t in customer.explained):
+            return False
+        return self.rng.random() < effect
+
+    def _kept(self, customer: _Customer, ts: int) -> bool:
+        """True when recognised loyalty keeps this customer from asking to cancel."""
+        effects = self.rates.effects
+        if not effects.recognize_tenure or ts - customer.joins_ms < 5 * 365.25 * DAY:
+            return False
+        if not effects.receives(customer.customer_id, "recognize_tenure"):
+            return False
+        return self.rng.random() < effects.recognize_tenure
 
     def _inquiry(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
         self._contact(customer, "inquiry", w0, w1, out)
@@ -491,6 +565,13 @@ class _World:
     def _invoice(self, customer: _Customer, product: _Product, ts: int, out: list[Plan]) -> None:
         rng, rates = self.rng, self.rates
         product.invoices += 1
+        effects = rates.effects
+        if (
+            product.invoices == 1
+            and effects.explain_first_bill
+            and effects.receives(customer.customer_id, "explain_first_bill")
+        ):
+            customer.explained.append(ts)
         reference = f"INV-{self.seed}-{customer.index + 1}-{product.invoices}"
         product.last_invoice = reference
         amount = round(product.base_amount * (0.8 + 0.4 * rng.random()), 2)
@@ -547,6 +628,8 @@ class _World:
     def _complaint(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
         channel = self._channel("complaint")
         ts = self._contact_time(w0, w1 - w0, channel)
+        if customer.explained and self._calmed(customer, ts):
+            return
         reference = self._case("CMP")
         product = self._any_product(customer)
         self._say(customer, channel, "complaint", ts, product, reference, None, out)
@@ -565,6 +648,8 @@ class _World:
         product = self._pick(billed)
         channel = self._channel("dispute")
         ts = self._contact_time(w0, w1 - w0, channel)
+        if customer.explained and self._calmed(customer, ts):
+            return
         reference = self._case("DSP")
         self._say(customer, channel, "dispute", ts, product.name, reference, None, out)
         delay = self._resolution_delay()
@@ -596,6 +681,8 @@ class _World:
         product = self._pick(customer.products)
         channel = self._channel("cancel")
         ts = self._contact_time(w0, w1 - w0, channel)
+        if self._kept(customer, ts):
+            return
         if reason == "moving abroad" and rng.random() < 0.5:
             customer.address = self._address()
             move_at = max(ts - (1 + self._below(5)) * DAY, w0)

@@ -1,43 +1,89 @@
-"""The read API for agent desktops: a customer's timeline as JSON, from PostgreSQL.
+"""The read API for agent desktops: a customer's timeline and decision trace, from PostgreSQL.
 
-`GET /v1/customers/{id}/timeline[?limit=N]` answers 200 with
-`{"customer_id", "count", "entries": [...]}` (entries oldest first, as
-`sinks.timeline.customer_timeline` returns them; an unknown customer has no
-entries), 400 naming a bad parameter, 503 when the database is unreachable.
-`GET /healthz` answers 200 when the database answers, else 503.
+Routes (all JSON):
+
+- `GET /v1/customers/{id}/timeline[?limit=N][&before=CURSOR]`: 200 with
+  `{"customer_id", "count", "entries": [...], "next_before"}`: the latest
+  `limit` entries before `before` (default: now), oldest first, as
+  `sinks.timeline.query_timeline` returns them (an unknown customer has no
+  entries). `next_before` is the cursor of the next (older) page, or null on
+  the last one; `before` also takes an ISO-8601 time.
+- `GET /v1/customers/{id}/decisions[?limit=N][&before=CURSOR]`: the decision
+  trace, `{"customer_id", "count", "decisions": [...], "next_before"}`, each
+  decision with `blocked_by` (null where the table has no such column yet).
+- `GET /v1/customers/{id}/relationship[?limit=N]`: the customer's current
+  positives, negatives, balance and the last `limit` points of its history
+  (`sinks.relationship`); 404 for a customer with no action yet.
+- `GET /healthz` (the process is up), `GET /readyz` (the database answers;
+  503 otherwise) and `GET /metrics` (Prometheus): no key needed.
+
+The customer routes require an API key (`Authorization: Bearer <key>` or
+`X-API-Key: <key>`, compared in constant time: `moments.privacy.KeyRing`, the
+collector's mechanism) from `MOMENTS_API_KEYS`; 401 without a valid one.
+Without keys the API serves only on loopback: `run_api` refuses any other
+interface. Each key gets `api_rate_per_s` requests per second (burst
+`api_rate_burst`; 429 with `Retry-After` beyond); `limit` is at most
+`api_max_page` (400 beyond, naming the parameter). Every authenticated read
+writes one audit line to the `moments.audit` logger: route, the customer's
+sha256 (`moments.privacy.hashed_id`), the key's name, status and count. 400
+names a bad parameter, 503 means the database is unreachable.
 
 A small Starlette app served by uvicorn. Read-only: it never writes to the
-database and never serves anything but these two routes.
+database, never serves anything but these routes, and never logs a customer
+id or a key in clear.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Final, Protocol
 
 import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from moments.metrics import serve_metrics
+from moments.privacy import KeyRing, hashed_id, is_loopback, presented_key
 from moments.settings import Settings
-from sinks.timeline import MAX_LIMIT, query_timeline
+from sinks.relationship import query_relationship
+from sinks.timeline import BadCursor, page_cursor, parse_cursor, query_decisions, query_timeline
 
 log = logging.getLogger(__name__)
+#: One line per read of a customer's data: who (key name) read whom (hashed id).
+audit_log = logging.getLogger("moments.audit")
 
-DEFAULT_LIMIT = 200
-MAX_CUSTOMER_ID_LENGTH = 256
+DEFAULT_LIMIT: Final = 200
+MAX_CUSTOMER_ID_LENGTH: Final = 256
+#: Name of the caller in audit lines when the API runs without keys (loopback only).
+ANONYMOUS: Final = "anonymous"
+
+Cursor = tuple[datetime, int, str]
 
 
-class TimelineSource(Protocol):
-    """Where the API reads timelines from (PostgreSQL in production, a list in unit tests)."""
+class ApiConfigError(RuntimeError):
+    """The read API cannot start as configured (e.g. beyond loopback without keys)."""
 
-    def timeline(self, customer_id: str, limit: int) -> list[dict[str, Any]]: ...
+
+class CustomerSource(Protocol):
+    """Where the API reads customers from (PostgreSQL in production, lists in unit tests)."""
+
+    def timeline(
+        self, customer_id: str, limit: int, before: Cursor | None
+    ) -> list[dict[str, Any]]: ...
+    def decisions(
+        self, customer_id: str, limit: int, before: Cursor | None
+    ) -> list[dict[str, Any]]: ...
+    def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None: ...
     def healthy(self) -> bool: ...
     def open(self) -> None: ...
     def close(self) -> None: ...
@@ -47,8 +93,8 @@ class DatabaseUnavailable(RuntimeError):
     """The database did not answer in time."""
 
 
-class PostgresTimelines:
-    """Timelines read through a small psycopg connection pool."""
+class PostgresCustomers:
+    """Timelines and decision traces read through a small psycopg connection pool."""
 
     def __init__(self, conninfo: str, *, max_size: int = 4, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
@@ -62,17 +108,33 @@ class PostgresTimelines:
         )
 
     def open(self) -> None:
-        self.pool.open(wait=False)  # start even while the database is down; /healthz tells
+        self.pool.open(wait=False)  # start even while the database is down; /readyz tells
 
     def close(self) -> None:
         self.pool.close()
 
-    def timeline(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
+    def timeline(self, customer_id: str, limit: int, before: Cursor | None) -> list[dict[str, Any]]:
+        return self._read(query_timeline, customer_id, limit, before)
+
+    def decisions(
+        self, customer_id: str, limit: int, before: Cursor | None
+    ) -> list[dict[str, Any]]:
+        return self._read(query_decisions, customer_id, limit, before)
+
+    def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None:
         try:
             with self.pool.connection() as conn:
-                return query_timeline(conn, customer_id, limit)
+                return query_relationship(conn, customer_id, limit)
         except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
+            raise DatabaseUnavailable(type(exc).__name__) from None
+
+    def _read(self, query: Callable[..., list[dict[str, Any]]], *args: Any) -> list[dict[str, Any]]:
+        try:
+            with self.pool.connection() as conn:
+                return query(conn, *args)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            # The class only: a server message may quote a parameter (the customer id).
+            raise DatabaseUnavailable(type(exc).__name__) from None
 
     def healthy(self) -> bool:
         try:
@@ -83,37 +145,181 @@ class PostgresTimelines:
             return False
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class RateLimiter:
+    """A token bucket per caller: `rate` requests per second, bursts up to `burst`."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, caller: str) -> float:
+        """0 if CALLER may go ahead now (a token is spent), else seconds until it may."""
+        with self._lock:
+            now = self.clock()
+            tokens, at = self._buckets.get(caller, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[caller] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[caller] = (tokens, now)
+            return (1.0 - tokens) / self.rate
 
 
-def build_app(source: TimelineSource) -> Starlette:
-    """The ASGI app over any timeline source."""
+def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers=headers)
 
-    def timeline(request: Request) -> JSONResponse:
-        customer_id = str(request.path_params["customer_id"])
-        if not customer_id.strip() or len(customer_id) > MAX_CUSTOMER_ID_LENGTH:
-            return _error(
-                400, f"customer id must be 1 to {MAX_CUSTOMER_ID_LENGTH} non-blank characters"
+
+def build_app(
+    source: CustomerSource,
+    *,
+    keys: KeyRing | None = None,
+    rate_per_s: float = 10.0,
+    burst: int = 20,
+    max_page: int = 500,
+    limiter: RateLimiter | None = None,
+) -> Starlette:
+    """The ASGI app over any customer source; without `keys`, every caller is anonymous."""
+    ring = keys or KeyRing([])
+    limiter = limiter or RateLimiter(rate_per_s, burst)
+    default_limit = min(DEFAULT_LIMIT, max_page)
+
+    def caller_of(request: Request) -> str | Response:
+        """The key name of the request's caller, or the 401/429 answer."""
+        if not ring:
+            name = ANONYMOUS
+        else:
+            given = presented_key(request.headers)
+            if not given:
+                return _answer(
+                    401,
+                    {"error": "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"},
+                    {"WWW-Authenticate": 'Bearer realm="moments"'},
+                )
+            found = ring.match(given)
+            if found is None:
+                return _answer(
+                    401,
+                    {"error": "invalid API key"},
+                    {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
+            name = found
+        wait_s = limiter.take(name)
+        if wait_s:
+            return _answer(
+                429,
+                {"error": "rate limit exceeded: slow down"},
+                {"Retry-After": str(max(1, math.ceil(wait_s)))},
             )
-        raw_limit = request.query_params.get("limit", str(DEFAULT_LIMIT))
+        return name
+
+    def page_of(request: Request) -> tuple[int, Cursor | None] | Response:
+        raw_limit = request.query_params.get("limit", str(default_limit))
         try:
             limit = int(raw_limit)
         except ValueError:
             limit = 0
-        if not 1 <= limit <= MAX_LIMIT:
-            return _error(400, f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}")
+        if not 1 <= limit <= max_page:
+            return _answer(400, {"error": f"limit must be an integer from 1 to {max_page}"})
+        raw_before = request.query_params.get("before")
+        if raw_before is None:
+            return limit, None
         try:
-            entries = source.timeline(customer_id, limit)
-        except DatabaseUnavailable as exc:
-            log.warning("timeline of a customer: database unavailable: %s", exc)
-            return _error(503, "database unavailable")
-        return JSONResponse({"customer_id": customer_id, "count": len(entries), "entries": entries})
+            return limit, parse_cursor(raw_before)
+        except BadCursor as exc:
+            return _answer(400, {"error": f"before: {exc}"})
 
-    def healthz(request: Request) -> JSONResponse:
+    def audited(
+        what: str, serve: Callable[[Request, str], tuple[Response, int]]
+    ) -> Callable[[Request], Response]:
+        """A customer route: key and rate first, then the read, then one audit line."""
+
+        def handler(request: Request) -> Response:
+            caller = caller_of(request)
+            if isinstance(caller, Response):
+                return caller
+            customer_id = str(request.path_params["customer_id"])
+            if not customer_id.strip() or len(customer_id) > MAX_CUSTOMER_ID_LENGTH:
+                message = f"customer id must be 1 to {MAX_CUSTOMER_ID_LENGTH} non-blank characters"
+                answer, count = _answer(400, {"error": message}), 0
+            else:
+                answer, count = serve(request, customer_id)
+            audit_log.info(
+                "read %s customer=sha256:%s key=%s status=%d count=%d",
+                what,
+                hashed_id(customer_id),
+                caller,
+                answer.status_code,
+                count,
+            )
+            return answer
+
+        return handler
+
+    def unavailable(what: str, exc: Exception) -> tuple[Response, int]:
+        log.warning("read of %s: database unavailable (%s)", what, exc)
+        return _answer(503, {"error": "database unavailable"}), 0
+
+    def customer_route(
+        what: str, read: Callable[[str, int, Cursor | None], list[dict[str, Any]]], items: str
+    ) -> Callable[[Request], Response]:
+        """A paged customer route: the latest `limit` items before the cursor."""
+
+        def serve(request: Request, customer_id: str) -> tuple[Response, int]:
+            page = page_of(request)
+            if isinstance(page, Response):
+                return page, 0
+            limit, before = page
+            try:
+                found = read(customer_id, limit, before)
+            except DatabaseUnavailable as exc:
+                return unavailable(what, exc)
+            next_before = None
+            if found and len(found) == limit:  # maybe more: the cursor of the oldest one
+                oldest = found[0]
+                if items == "entries":
+                    next_before = page_cursor(oldest["at"], oldest["kind"], oldest["id"])
+                else:
+                    next_before = page_cursor(
+                        oldest["decided_at"], "decision", oldest["decision_id"]
+                    )
+            body = {
+                "customer_id": customer_id,
+                "count": len(found),
+                items: found,
+                "next_before": next_before,
+            }
+            return _answer(200, body), len(found)
+
+        return audited(what, serve)
+
+    def serve_relationship(request: Request, customer_id: str) -> tuple[Response, int]:
+        page = page_of(request)
+        if isinstance(page, Response):
+            return page, 0
+        limit, _ = page
+        try:
+            strength = source.relationship(customer_id, limit)
+        except DatabaseUnavailable as exc:
+            return unavailable("relationship", exc)
+        if strength is None:
+            return _answer(404, {"error": "no relationship recorded for this customer yet"}), 0
+        return _answer(200, strength), 1
+
+    def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    def readyz(request: Request) -> Response:
         if source.healthy():
-            return JSONResponse({"status": "ok"})
+            return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "database unavailable"}, status_code=503)
+
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,26 +332,90 @@ def build_app(source: TimelineSource) -> Starlette:
     # Plain (sync) endpoints: Starlette runs them in its thread pool, next to the blocking pool.
     return Starlette(
         routes=[
-            Route("/v1/customers/{customer_id}/timeline", timeline, methods=["GET"]),
+            Route(
+                "/v1/customers/{customer_id}/timeline",
+                customer_route("timeline", source.timeline, "entries"),
+                methods=["GET"],
+            ),
+            Route(
+                "/v1/customers/{customer_id}/decisions",
+                customer_route("decisions", source.decisions, "decisions"),
+                methods=["GET"],
+            ),
+            Route(
+                "/v1/customers/{customer_id}/relationship",
+                audited("relationship", serve_relationship),
+                methods=["GET"],
+            ),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
 
 
-def create_app(conninfo: str) -> Starlette:
-    """The read API over the PostgreSQL database at `conninfo`."""
-    return build_app(PostgresTimelines(conninfo))
+def create_app(conninfo: str, settings: Settings | None = None) -> Starlette:
+    """The read API over the PostgreSQL database at `conninfo`, keys and limits from settings."""
+    settings = settings or Settings()
+    return build_app(
+        PostgresCustomers(conninfo),
+        keys=api_keys(settings),
+        rate_per_s=settings.api_rate_per_s,
+        burst=settings.api_rate_burst,
+        max_page=settings.api_max_page,
+    )
 
 
-def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8081) -> None:
+def api_keys(settings: Settings) -> KeyRing:
+    """The keys the read API accepts: `MOMENTS_API_KEYS`, as the collector's."""
+    return KeyRing(key.get_secret_value().encode("utf-8") for key in settings.api_keys)
+
+
+def check_binding(settings: Settings, host: str) -> KeyRing:
+    """The API's keys; `ApiConfigError` when HOST is beyond loopback and there are none."""
+    keys = api_keys(settings)
+    if not keys and not is_loopback(host):
+        raise ApiConfigError(
+            f"the read API serves customer data: it binds {host} only with API keys; "
+            "set MOMENTS_API_KEYS (a JSON list, e.g. '[\"k1\"]') or bind 127.0.0.1"
+        )
+    return keys
+
+
+def run_api(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Serve the read API until interrupted (uvicorn handles SIGINT/SIGTERM).
 
-    Serves Prometheus metrics on `settings.metrics_port` when it is set.
+    Binds `host`/`port` (default `MOMENTS_API_HOST`, 127.0.0.1, and `MOMENTS_API_PORT`,
+    8081); that port also serves /healthz, /readyz and /metrics. Serves Prometheus
+    metrics on `settings.metrics_port` as well when it is set.
     """
     import uvicorn
 
+    bind_host = host or settings.api_host
+    bind_port = settings.api_port if port is None else port
+    keys = check_binding(settings, bind_host)
     if not settings.database_url:
-        raise ValueError("no database configured (set MOMENTS_DATABASE_URL)")
+        raise ApiConfigError("no database configured (set MOMENTS_DATABASE_URL)")
+    if not keys:
+        log.warning("read API: no API keys configured, serving loopback without keys")
+    audit_to_stderr()
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    uvicorn.run(create_app(settings.database_url), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(settings.database_url, settings),
+        host=bind_host,
+        port=bind_port,
+        log_level="warning",
+        access_log=False,  # the access log holds paths: customer ids
+    )
+
+
+def audit_to_stderr() -> None:
+    """Write the audit lines to stderr (one per read, with the time) unless logging is set up."""
+    if audit_log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    audit_log.addHandler(handler)
+    audit_log.setLevel(logging.INFO)
+    audit_log.propagate = False

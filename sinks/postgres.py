@@ -922,7 +922,7 @@ class _SinkLoop:
                     topic,
                     partition,
                     offset,
-                    exc,
+                    type(exc).__name__,
                 )
                 return
             self._dead_letter(message, exc)
@@ -945,8 +945,13 @@ class _SinkLoop:
                 ("moments.error.offset", str(message.offset()).encode()),
             ],
         )
-        log.warning(
-            "%s[%s]@%s to %s: %s", topic, message.partition(), message.offset(), letter.topic, exc
+        log.warning(  # the error's text stays in the headers: it may quote the record's values
+            "%s[%s]@%s to %s: %s",
+            topic,
+            message.partition(),
+            message.offset(),
+            letter.topic,
+            type(exc).__name__,
         )
         self._dead_letters.append(letter)
         self._send(letter)

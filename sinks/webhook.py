@@ -3,7 +3,11 @@
 A confluent-kafka consumer (group `settings.webhook_group`) reads the action
 topics of the destinations that have a URL in `settings.webhook_urls`, and
 POSTs each action as a CloudEvents 1.0 structured-mode JSON event (`data` is
-the action's JSON form) signed as `sinks.signing` describes. Deliveries:
+the action's JSON form) signed as `sinks.signing` describes, with the first
+of the destination's keys (`settings.webhook_secrets`, else
+`settings.webhook_secret` under key id `default`). URLs must be https unless
+`settings.webhook_allow_http`; `settings.webhook_ca_bundle` adds the CAs of
+internal receivers to the trusted ones. Deliveries:
 
 - each partition is delivered by its own lane, one record at a time in
   offset order (the key is the customer id, so each customer's actions arrive
@@ -32,14 +36,17 @@ import logging
 import queue
 import random
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+import certifi
 import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -47,7 +54,7 @@ from moments.metrics import DLQ_RECORDS, WEBHOOK_DELIVERIES, serve_metrics
 from moments.settings import DESTINATIONS, Settings
 from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent
-from sinks.signing import signature_headers
+from sinks.signing import KEY_ID_PATTERN, signature_headers
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ MAX_ERROR_MESSAGE: Final = 500
 #: Records waiting in one partition's lane before the partition is paused.
 MAX_LANE_BACKLOG: Final = 1000
 COMMIT_INTERVAL_S: Final = 0.5
+#: Key id of `MOMENTS_WEBHOOK_SECRET`, the secret of destinations without their own keys.
+DEFAULT_KEY_ID: Final = "default"
 
 
 class WebhookConfigError(ValueError):
@@ -161,14 +170,20 @@ class WebhookDelivery:
     def __init__(
         self,
         urls: Mapping[str, str],
-        secret: str | bytes,
+        secret: str | bytes | Mapping[str, tuple[str, str | bytes]],
         *,
         policy: RetryPolicy | None = None,
         client: httpx.Client | None = None,
         rng: random.Random | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`secret`: one secret for every destination (key id `default`), or per
+        destination the (key id, secret) that signs its requests."""
         self.urls = dict(urls)
-        self._secret = secret
+        if isinstance(secret, str | bytes):
+            self._keys = {d: (DEFAULT_KEY_ID, secret) for d in self.urls}
+        else:
+            self._keys = dict(secret)
         # httpx logs every request's full URL at INFO, and webhook URLs hold tokens.
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -178,8 +193,14 @@ class WebhookDelivery:
             timeout=self.policy.timeout_s,
             follow_redirects=False,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            verify=verify,
         )
         self._rng = rng or random.Random()
+
+    def key_id(self, destination: str) -> str | None:
+        """Id of the key that signs the destination's requests (never the secret)."""
+        key = self._keys.get(destination)
+        return None if key is None else key[0]
 
     def close(self) -> None:
         if self._own_client:
@@ -190,7 +211,8 @@ class WebhookDelivery:
     ) -> DeliveryFailure | None:
         destination = action.destination
         url = self.urls.get(destination)
-        if url is None:
+        key = self._keys.get(destination)
+        if url is None or key is None:
             WEBHOOK_DELIVERIES.labels(_destination_label(destination), "failed").inc()
             return DeliveryFailure(
                 "NoRoute", f"no webhook URL configured for destination {destination!r}", 0
@@ -198,7 +220,7 @@ class WebhookDelivery:
         body = cloud_event_body(action)
         policy = self.policy
         for attempt in range(1, policy.max_attempts + 1):
-            failure, retryable, wait_at_least = self._attempt(url, body, attempt)
+            failure, retryable, wait_at_least = self._attempt(url, key, body, attempt)
             if failure is None:
                 WEBHOOK_DELIVERIES.labels(destination, "delivered").inc()
                 return None
@@ -239,14 +261,15 @@ class WebhookDelivery:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(
-        self, url: str, body: bytes, attempt: int
+        self, url: str, key: tuple[str, str | bytes], body: bytes, attempt: int
     ) -> tuple[DeliveryFailure | None, bool, float | None]:
-        """One POST: (failure or None, retryable, Retry-After seconds)."""
+        """One POST signed with `key` = (key id, secret): (failure, retryable, Retry-After s)."""
+        key_id, secret = key
         headers = {
             "Content-Type": CONTENT_TYPE,
             "User-Agent": USER_AGENT,
             ATTEMPT_HEADER: str(attempt),
-            **signature_headers(self._secret, body),
+            **signature_headers(secret, body, url, key_id),
         }
         where = redact_url(url)
         try:
@@ -279,13 +302,12 @@ def _destination_label(destination: str) -> str:
 # --------------------------------------------------------------------------- Kafka side
 
 
-def _check_settings(settings: Settings) -> tuple[dict[str, str], str]:
-    """The (destination → URL) routes and the secret, or `WebhookConfigError` naming the problem."""
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
-    if not secret:
-        raise WebhookConfigError(
-            "MOMENTS_WEBHOOK_SECRET is not set: webhook requests must be signed"
-        )
+def _check_settings(settings: Settings) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """The routes (destination → URL) and signing keys (destination → (key id, secret)).
+
+    Raises `WebhookConfigError` naming the variable, the destination and the
+    problem, never a secret or a URL's path (URLs often hold tokens).
+    """
     urls = dict(settings.webhook_urls)
     if not urls:
         raise WebhookConfigError(
@@ -304,7 +326,65 @@ def _check_settings(settings: Settings) -> tuple[dict[str, str], str]:
             scheme = ""
         if scheme not in ("http", "https"):
             raise WebhookConfigError(f"MOMENTS_WEBHOOK_URLS[{destination}]: not an http(s) URL")
-    return urls, secret
+        if scheme == "http" and not settings.webhook_allow_http:
+            raise WebhookConfigError(
+                f"MOMENTS_WEBHOOK_URLS[{destination}]: {redact_url(url)} is plain http; use https"
+                " (or set MOMENTS_WEBHOOK_ALLOW_HTTP=true for a local trial)"
+            )
+    return urls, _signing_keys(settings, urls)
+
+
+def _signing_keys(settings: Settings, urls: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Per routed destination, the (key id, secret) that signs: its first listed key, else
+    `MOMENTS_WEBHOOK_SECRET` under key id `default`."""
+    for destination, keys in settings.webhook_secrets.items():
+        where = f"MOMENTS_WEBHOOK_SECRETS[{destination}]"
+        if destination not in DESTINATIONS:
+            raise WebhookConfigError(
+                f"MOMENTS_WEBHOOK_SECRETS: unknown destination {destination!r} "
+                f"(known: {', '.join(DESTINATIONS)})"
+            )
+        if not keys:
+            raise WebhookConfigError(f"{where} is empty: list [key id, secret] pairs, newest first")
+        for n, (key_id, secret) in enumerate(keys):
+            if not KEY_ID_PATTERN.fullmatch(key_id):
+                raise WebhookConfigError(
+                    f"{where}[{n}]: the key id must be 1 to 64 of A-Z a-z 0-9 . _ -"
+                )
+            if not secret.get_secret_value():
+                raise WebhookConfigError(f"{where}[{n}] (key id {key_id}): the secret is empty")
+    fallback = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    signing: dict[str, tuple[str, str]] = {}
+    for destination in urls:
+        listed = settings.webhook_secrets.get(destination)
+        if listed:
+            key_id, secret = listed[0]
+            signing[destination] = (key_id, secret.get_secret_value())
+        elif fallback:
+            signing[destination] = (DEFAULT_KEY_ID, fallback)
+        else:
+            raise WebhookConfigError(
+                f"MOMENTS_WEBHOOK_SECRET is not set and MOMENTS_WEBHOOK_SECRETS has no key for"
+                f" {destination}: webhook requests must be signed"
+            )
+    return signing
+
+
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """TLS verification for webhook requests: the public CAs, plus those of `ca_bundle`."""
+    if ca_bundle is None:
+        return True
+    context = ssl.create_default_context(cafile=certifi.where())
+    try:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    except FileNotFoundError:
+        raise WebhookConfigError(f"MOMENTS_WEBHOOK_CA_BUNDLE: {ca_bundle}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise WebhookConfigError(
+            f"MOMENTS_WEBHOOK_CA_BUNDLE: {ca_bundle}: not a readable PEM file of CA"
+            f" certificates ({type(exc).__name__})"
+        ) from None
+    return context
 
 
 def error_headers(
@@ -388,12 +468,13 @@ class WebhookSink:
         policy: RetryPolicy | None = None,
         client: httpx.Client | None = None,
     ) -> None:
-        urls, secret = _check_settings(settings)
+        urls, signing = _check_settings(settings)
+        verify = tls_context(settings.webhook_ca_bundle)
         self.settings = settings
         self.group = settings.webhook_group
         self.topics = [settings.topics.action(d) for d in DESTINATIONS if d in urls]
         self.dlq_topic = settings.topics.actions_dlq
-        self.delivery = WebhookDelivery(urls, secret, policy=policy, client=client)
+        self.delivery = WebhookDelivery(urls, signing, policy=policy, client=client, verify=verify)
         self.codec = codec_for(ActionEvent, settings.schema_registry_url)
         self._lanes: dict[tuple[str, int], _Lane] = {}
         self._done: queue.SimpleQueue[tuple[str, int, int] | BaseException] = queue.SimpleQueue()
@@ -567,7 +648,10 @@ class WebhookSink:
             "webhook sink: group %s, topics %s, routes %s",
             self.group,
             ", ".join(self.topics),
-            ", ".join(f"{d}→{redact_url(u)}" for d, u in self.delivery.urls.items()),
+            ", ".join(
+                f"{d}→{redact_url(u)} (key {self.delivery.key_id(d)})"
+                for d, u in self.delivery.urls.items()
+            ),
         )
         last_commit = time.monotonic()
         try:

@@ -2,9 +2,9 @@
 no Faust.
 
 Public surface: `Engine`, `load_rule_pack`, `check_rule_pack`, `RulePack`,
-`RulePackError`, and the interfaces (`StateStore`, `DictStore`,
-`EngineConfig`, `EngineOutput`). Semantics live in `core.py`, the rule
-language in `rules.py`.
+`RulePackError`, `forget_customer` (erasure, `erasure.py`), and the interfaces
+(`StateStore`, `DictStore`, `EngineConfig`, `EngineOutput`). Semantics live in
+`core.py`, the rule language in `rules.py`.
 """
 
 import importlib.machinery
@@ -38,6 +38,7 @@ def _load_core() -> bool:
 ENGINE_COMPILED = _load_core()
 
 from processors.engine.core import Engine  # noqa: E402
+from processors.engine.erasure import forget_customer  # noqa: E402
 from processors.engine.interfaces import (  # noqa: E402
     CLOCK_KEY,
     CUSTOMER_PREFIX,
@@ -74,6 +75,7 @@ __all__ = [
     "StateStore",
     "check_rule_pack",
     "customer_key",
+    "forget_customer",
     "load_rule_pack",
     "parse_rule_pack",
 ]

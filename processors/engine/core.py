@@ -31,7 +31,8 @@ Reading order:
    keep the same cadence, but sends nothing); the rest fire. Every candidate
    yields exactly one Decision; a fired one carries its action's id.
    Every action gets `details.relationship_balance`: positives - negatives of
-   the customer's ledger in the window ending at `triggered_at`.
+   the customer's ledger in the window ending at `triggered_at`, and the two
+   counts as `details.relationship_positives` / `relationship_negatives`.
 4. State stays bounded: windows, ledgers, dedupe ids and cool-downs are pruned
    against the customer's latest event time; timers are deleted when they fire
    or are resolved.
@@ -679,7 +680,8 @@ class Step:
             else:
                 insort(contacts, at)
                 self.prune_times(contacts, config.contact_cap_window_ms)
-        balance = engine.balance(state, at) if "led" in state else 0
+        positives, negatives = engine.tally(state, at) if "led" in state else (0, 0)
+        balance = positives - negatives
         self.out.actions.append(
             # positional: the field order of action_event.avsc
             ActionEvent(
@@ -695,7 +697,7 @@ class Step:
                 state.get("ch") or "other",
                 at,
                 at + rule.due_by_ms if rule.due_by_ms is not None else None,
-                self.details(rt, cand, balance),
+                self.details(rt, cand, (balance, positives, negatives)),
             )
         )
         if rt.ledger_sign:
@@ -749,8 +751,12 @@ class Step:
         append(rt.reason_tail)
         return "".join(pieces)
 
-    def details(self, rt: _RuleRuntime, cand: Candidate, balance: int) -> dict[str, str]:
-        """The rule's details (absent values left out) plus relationship_balance, sorted."""
+    def details(
+        self, rt: _RuleRuntime, cand: Candidate, ledger: tuple[int, int, int]
+    ) -> dict[str, str]:
+        """The rule's details (absent values left out) plus the ledger's, sorted.
+
+        `ledger` is (balance, positives, negatives) at the candidate's time."""
         out: dict[str, str] = {}
         event = cand.event
         if event is not None and rt.event_details is not None:
@@ -767,7 +773,7 @@ class Step:
                     if value is None:
                         continue
                 else:
-                    value = read(balance)
+                    value = read(ledger)
                 out[name] = value
             return out
         ordered = rt.details
@@ -776,11 +782,12 @@ class Step:
                 value = getter(self, cand)
                 if value is not None:
                     out[name] = value
-            out["relationship_balance"] = str(balance)
+            for name, index in _LEDGER_DETAILS.items():
+                out[name] = str(ledger[index])
             return dict(sorted(out.items()))
         for name, detail in ordered:
             if detail is None:
-                out[name] = str(balance)
+                out[name] = str(ledger[_LEDGER_DETAILS[name]])
             else:
                 value = detail(self, cand)
                 if value is not None:
@@ -840,7 +847,19 @@ _TEXT_FIELDS: Final = frozenset(
 #: Where a detail of a candidate with an event comes from (see `event_detail`).
 _FROM_EVENT: Final = 0  # read(event); a value that is not text goes through field_value
 _FROM_STATE: Final = 1  # read(customer state)
-_BALANCE: Final = 2  # details.relationship_balance: read(balance)
+_BALANCE: Final = 2  # details.relationship_*: read((balance, positives, negatives))
+#: The ledger's details on every action -> index in (balance, positives, negatives).
+_LEDGER_DETAILS: Final = {
+    "relationship_balance": 0,
+    "relationship_negatives": 2,
+    "relationship_positives": 1,
+}
+
+
+def _ledger_reader(index: int) -> Callable[[Any], Any]:
+    return lambda ledger: str(ledger[index])
+
+
 #: (detail name, where from, read, source) for the candidates that have an event.
 _EventDetail = tuple[str, int, Callable[[Any], Any], str]
 
@@ -1043,11 +1062,13 @@ class _RuleRuntime:
             getters: dict[str, DetailGetter | None] = {
                 name: detail_getter(source) for name, source in rule.details
             }
-            getters["relationship_balance"] = None
+            getters.update(dict.fromkeys(_LEDGER_DETAILS))
             self.details = tuple(sorted(getters.items(), key=lambda item: item[0]))
             sources = dict(rule.details)
             self.event_details = tuple(
-                (name, _BALANCE, str, "") if getter is None else event_detail(name, sources[name])
+                (name, _BALANCE, _ledger_reader(_LEDGER_DETAILS[name]), "")
+                if getter is None
+                else event_detail(name, sources[name])
                 for name, getter in self.details
             )
         parsed = list(string.Formatter().parse(rule.reason))
@@ -1334,6 +1355,24 @@ class Engine:
             ref,
             1 if is_event else 0,
         )
+
+    def tally(self, state: dict[str, Any], at: int) -> tuple[int, int]:
+        """(positives, negatives) with time in [at - window, at]."""
+        ledger = state.get("led")
+        if not ledger:
+            return 0, 0
+        lo = at - self._ledger_window
+        positives = negatives = 0
+        for entry in ledger:  # sorted by time
+            moment = entry[0]
+            if moment > at:
+                break
+            if moment >= lo:
+                if entry[1] > 0:
+                    positives += 1
+                else:
+                    negatives += 1
+        return positives, negatives
 
     def balance(self, state: dict[str, Any], at: int) -> int:
         """Positives - negatives with time in [at - window, at]."""

@@ -42,6 +42,15 @@ Pattern kinds (`when.kind`) and their fields:
 - ``relationship``: ``min_deficit``; fires when negatives - positives in the
   ledger window reach it.
 
+What an engagement rule is meant to change (DESIGN.md section 9), measured by
+`moments report uplift` against its control group; the engine ignores it::
+
+    outcome: {type: [cancellation_requested, account_closed], within: 90d, better: fewer}
+
+``type`` (one or more event types), ``within`` (a duration after the decision)
+and ``better`` (``fewer`` or ``more`` such customers is better). Service rules
+have no control group, so ``outcome`` on one is refused.
+
 Conditions on an event (any kind, all optional): ``type``, ``channel``,
 ``product`` (a value or a list), ``fields`` (event field -> value or list;
 ``null`` means absent), ``attributes`` (key -> value or list),
@@ -167,6 +176,19 @@ class Pattern:
     predicate_name: str | None = None
 
 
+OUTCOME_DIRECTIONS: Final = ("fewer", "more")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an engagement rule is meant to change: customers with at least one event of
+    `types` within `within_ms` after the decision; `better` says which way is good."""
+
+    types: frozenset[str]
+    within_ms: int
+    better: str
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One rule of a pack. Kind-specific fields are None where the kind has none."""
@@ -194,6 +216,8 @@ class Rule:
     per: str | None = None
     correlate: str | None = None
     min_deficit: int | None = None
+    #: Engagement rules only: what the rule is meant to change (read by the uplift report).
+    outcome: Outcome | None = None
     #: The field that keys this rule's state and cool-down (None = per customer); derived from
     #: kind, per and correlate, kept as a field because the engine reads it on every match.
     key_field: str | None = field(init=False, compare=False, repr=False)
@@ -384,6 +408,7 @@ class _Parser:
             "due_by",
             "details",
             "description",
+            "outcome",
         }
         for key in raw:
             if key not in allowed:
@@ -422,6 +447,9 @@ class _Parser:
         if not isinstance(description, str):
             self.problem(name, "description", "expected a string")
             description = ""
+        outcome = None
+        if raw.get("outcome") is not None:
+            outcome = self.outcome(name, raw["outcome"], rule_class)
         when = raw.get("when")
         if not isinstance(when, Mapping):
             self.problem(name, "when", "required: a mapping with a 'kind'")
@@ -441,8 +469,34 @@ class _Parser:
             due_by_ms=due_by,
             details=details,
             description=description,
+            outcome=outcome,
             **kind_fields,
         )
+
+    def outcome(self, name: str, raw: Any, rule_class: Any) -> Outcome | None:
+        if rule_class == "service":
+            self.problem(
+                name,
+                "outcome",
+                "only engagement rules have an outcome (a service rule has no control group)",
+            )
+            return None
+        if not isinstance(raw, Mapping):
+            self.problem(name, "outcome", "expected a mapping with type, within and better")
+            return None
+        for key in raw:
+            if key not in ("type", "within", "better"):
+                self.problem(name, f"outcome.{key}", "unknown field (use type, within, better)")
+        types = self.value_set(name, "outcome.type", raw.get("type"))
+        if raw.get("type") is None:
+            self.problem(name, "outcome.type", "required: the event type(s) that measure it")
+        within = self.duration(name, "outcome.within", raw.get("within"))
+        better = raw.get("better")
+        if better not in OUTCOME_DIRECTIONS:
+            self.problem(name, "outcome.better", "expected fewer or more")
+        if types is None or within is None or better not in OUTCOME_DIRECTIONS:
+            return None
+        return Outcome(types=types, within_ms=within, better=str(better))
 
     def problems_for(self, name: str) -> bool:
         marker = f"{self.source}: rule {name}: "
@@ -643,7 +697,7 @@ class _Parser:
                     + ", ".join(CUSTOMER_DETAIL_SOURCES),
                 )
                 continue
-            if key == "relationship_balance":
+            if key in ("relationship_balance", "relationship_positives", "relationship_negatives"):
                 self.problem(name, f"details.{key}", "reserved: the engine sets it")
                 continue
             out.append((str(key), str(source)))

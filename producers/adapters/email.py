@@ -256,7 +256,7 @@ class EmailAdapter:
         if not customer_id:
             raise RecordError(
                 "From",
-                f"sender {message.sender} is not in the customer lookup"
+                "the sender's address is not in the customer lookup"
                 + (
                     f" and the message has no {self.customer_header} header"
                     if self.customer_header

@@ -148,3 +148,34 @@ def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_pat
             )
             assert high == 0
     production.close()
+
+
+def test_an_erasure_record_drops_the_customer_as_in_the_worker(
+    settings: Settings, tmp_path: Path
+) -> None:
+    topic = f"{settings.topic_prefix}erased"
+    _create_topic(settings, topic, 1)
+    t0 = 1_767_323_045_000
+
+    def case(customer: str) -> InteractionEvent:
+        return InteractionEvent(
+            event_id=f"{customer}-case",
+            customer_id=customer,
+            channel="email",
+            type="complaint_filed",
+            occurred_at=t0,
+            source="test",
+            reference=f"{customer}-1",
+        )
+
+    _publish(settings, topic, [case("gone"), case("kept")])
+    with Publisher(settings, topic=topic) as publisher:
+        publisher.publish_erasure("gone")
+    summary = backfill_topic(settings, topic, actions_out=tmp_path / "a.jsonl", until_ms=UNTIL)
+    fired = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert summary.garbage == 0 and summary.events == 2
+    assert sorted((a["customer_id"], a["rule"]) for a in fired) == [
+        ("gone", "case_follow_up"),  # before the erasure
+        ("kept", "case_follow_up"),
+        ("kept", "case_unresolved"),  # gone's pending timer went with the erasure
+    ]

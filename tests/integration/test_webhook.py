@@ -1,8 +1,10 @@
 """Webhook sink against a real broker and a local HTTP receiver.
 
 The receiver (http.server in a thread) verifies every signature with the
-documented helper, answers from a per-action script (500 then 200, 400, ...)
-and records what arrived in order.
+documented helper (its own URL and the keys of its destination: `care` signs
+with a rotated key of its own, the others with the default secret), answers
+from a per-action script (500 then 200, 400, ...) and records what arrived in
+order.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from sinks.signing import SignatureError, verify_signature
 from sinks.webhook import RetryPolicy, run_webhook_sink
 
 SECRET = "integration-secret"
+#: `care` has its own keys, newest first (a rotation in progress); the others use SECRET.
+CARE_KEYS = [("care-2026-07", "care-secret-new"), ("care-2026-01", "care-secret-old")]
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.05, max_delay_s=0.2, timeout_s=5.0)
 
 
@@ -37,6 +41,7 @@ class Receiver:
     attempts: dict[str, int] = field(default_factory=dict)
     delivered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (path, event)
     bad_signatures: list[str] = field(default_factory=list)
+    key_ids: dict[str, set[str]] = field(default_factory=dict)  # destination → key ids seen
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
 
@@ -44,14 +49,18 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hooks/{destination}?token=T0KEN"
 
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        destination = path.split("?")[0].rsplit("/", 1)[-1]
+        keys: str | dict[str, str] = dict(CARE_KEYS) if destination == "care" else SECRET
         try:
-            verify_signature(SECRET, body, headers)
+            verify_signature(keys, body, headers, url=self.url(destination))
         except SignatureError as exc:
             with self.lock:
                 self.bad_signatures.append(str(exc))
             return 401
         event = json.loads(body)
         with self.lock:
+            key_id = next(v for k, v in headers.items() if k.lower() == "x-moments-key-id")
+            self.key_ids.setdefault(destination, set()).add(key_id)
             n = self.attempts.get(event["id"], 0)
             self.attempts[event["id"]] = n + 1
             plan = self.script.get(event["id"], [])
@@ -166,7 +175,9 @@ def sink_settings(settings: Settings, receiver: Receiver, *destinations: str) ->
     return settings.model_copy(
         update={
             "webhook_secret": SecretStr(SECRET),
+            "webhook_secrets": {"care": [(k, SecretStr(v)) for k, v in CARE_KEYS]},
             "webhook_urls": {d: receiver.url(d) for d in destinations},
+            "webhook_allow_http": True,  # the local receiver speaks plain http
             "webhook_group": f"{settings.sink_group}-webhook",
         }
     )
@@ -224,6 +235,7 @@ def test_signed_cloudevents_in_customer_order_with_retries_on_500(
     wanted = {a.action_id for a in actions}
     wait_until(lambda: wanted <= receiver.delivered_ids(), 60, "every action delivered")
     assert not receiver.bad_signatures
+    assert receiver.key_ids == {"care": {"care-2026-07"}, "billing": {"default"}}
 
     # Retried ones took three attempts and were delivered once.
     for action in actions[::5]:

@@ -3,7 +3,9 @@
 The broker, PostgreSQL and per-test `settings` are the integration fixtures
 (imported from `tests.integration.conftest`). Every test here is marked
 `reliability` (by tests/conftest.py); the long versions are also marked `soak` and run only with
-`make soak`. Each test records its figures (events, kills, lost, duplicates,
+`make soak`. After every test the logs of the processes it started are
+searched for the customer ids, texts and addresses it published
+(`no_customer_data_in_logs`). Each test records its figures (events, kills, lost, duplicates,
 ...) with the `figures` fixture; the table of all of them is printed at the end
 of the session and written to `.moments/reliability-figures.md`.
 """
@@ -21,9 +23,29 @@ from psycopg.conninfo import make_conninfo
 
 from moments.stack import EmbeddedPostgres
 from tests.integration.conftest import broker, postgres, settings
-from tests.reliability.harness import FIGURES, Figures, figures_markdown, figures_table
+from tests.reliability.harness import (
+    CUSTOMER_DATA,
+    FIGURES,
+    LOG_DIRS,
+    Figures,
+    figures_markdown,
+    figures_table,
+)
+from tests.reliability.security import customer_data_leaks
 
 __all__ = ["broker", "postgres", "settings"]
+
+
+@pytest.fixture(autouse=True)
+def no_customer_data_in_logs() -> Iterator[None]:
+    """Fails a fault test whose children logged a customer id, text or address it published."""
+    CUSTOMER_DATA.clear()
+    LOG_DIRS.clear()
+    yield
+    leaks = customer_data_leaks(LOG_DIRS, CUSTOMER_DATA)
+    CUSTOMER_DATA.clear()
+    LOG_DIRS.clear()
+    assert not leaks, f"customer data in the logs: {leaks}"
 
 
 @pytest.fixture

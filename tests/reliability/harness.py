@@ -6,7 +6,10 @@ PostgreSQL sink) with the test's settings as `MOMENTS_*` variables, through
 and tells a kill (ours) from a crash (a child that died on its own).
 `read_topic` reads partitions from the beginning without a group.
 `Figures` collects the numbers each test reports; the conftest prints them
-as one table at the end of the session.
+as one table at the end of the session. `CUSTOMER_DATA` and `LOG_DIRS`
+collect the customer data a test gave its children and where they logged,
+so the conftest can search the one for the other after every test
+(`security.customer_data_leaks`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,36 @@ from schemas.records import InteractionEvent
 
 #: Marks of the long versions: only `make soak` runs them, with time to finish.
 SOAK_MARKS = (pytest.mark.soak, pytest.mark.timeout(3600))
+
+# --------------------------------------------------------------------------- customer data
+
+#: Customer ids, free texts and addresses of the events a test publishes (this test only).
+CUSTOMER_DATA: set[str] = set()
+#: Log directories of the Fleets a test starts (this test only).
+LOG_DIRS: list[Path] = []
+
+
+def remember_customer_data(events: Iterable[InteractionEvent]) -> None:
+    """Note what a log must never show of these events: ids, texts, addresses."""
+    for event in events:
+        CUSTOMER_DATA.add(event.customer_id)
+        if event.text and len(event.text) >= 12:
+            CUSTOMER_DATA.add(event.text[:40])
+        for name, value in event.attributes.items():
+            if "address" in name and len(value) >= 6:
+                CUSTOMER_DATA.add(value)
+
+
+def _events_of(records: Iterable[tuple[str, bytes, bytes, str]]) -> Iterator[InteractionEvent]:
+    from schemas.codec import codec_for
+
+    decode = codec_for(InteractionEvent).decode
+    for _topic, _key, value, _ident in records:
+        try:
+            yield decode(value, validate=False)
+        except Exception:  # poison on purpose: its key is still noted
+            continue
+
 
 # --------------------------------------------------------------------------- figures
 
@@ -131,6 +164,7 @@ class Fleet:
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.settings = settings
         self.log_dir = log_dir
+        LOG_DIRS.append(log_dir)
         self.supervisor = Supervisor(settings, log_dir)
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self.starts: dict[str, int] = {}
@@ -330,6 +364,7 @@ class PacedPublisher:
         self.settings = settings
         self.events = events
         self.rate = rate
+        remember_customer_data(events)
         self.published = 0
         self.done = threading.Event()
         self._stop = threading.Event()
@@ -391,6 +426,8 @@ class PacedProducer:
         self.compression = compression
         self.settings = settings
         self.records = records
+        CUSTOMER_DATA.update(key.decode(errors="replace") for _, key, _, _ in records if key)
+        remember_customer_data(_events_of(records))
         self.rate = rate
         self.produced = 0
         self.ends: dict[tuple[str, int], int] = {}

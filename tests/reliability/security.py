@@ -6,12 +6,15 @@ event types or `other`, rule ids of the pack, destinations, outcomes,
 reasons, stages, status codes, partition numbers, the configured groups and
 topics): a customer id or free text as a label value is a problem, and so is
 a label name this file does not know (a new label must be reviewed here).
+`customer_data_leaks(log_dirs, data)` searches the logs children wrote for
+customer ids, free texts and addresses a test gave them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -101,3 +104,16 @@ def metric_label_problems(
 def secrets_in(text: str, secrets: Iterable[str]) -> list[str]:
     """Which of SECRETS appear in TEXT (each reported by its first 3 characters only)."""
     return [f"{s[:3]}…" for s in secrets if s and s in text]
+
+
+def customer_data_leaks(log_dirs: Iterable[Path], data: Iterable[str]) -> dict[str, list[str]]:
+    """Per log file under LOG_DIRS, which of DATA (customer ids, texts, addresses) it shows."""
+    wanted = sorted({d for d in data if d})
+    leaks: dict[str, list[str]] = {}
+    for directory in log_dirs:
+        for path in sorted(directory.glob("*.log")):
+            text = path.read_text(errors="replace")
+            found = [d for d in wanted if d in text]
+            if found:
+                leaks[str(path)] = found[:10]
+    return leaks

@@ -14,6 +14,11 @@
   default; the Docker image runs as a non-root user.
 - Webhook signatures are verifiable with the documented helper, compared in
   constant time.
+- Customer data stays out of logs: after every fault test (the conftest's
+  `no_customer_data_in_logs`) the logs of the children it started are searched
+  for the customer ids, texts and addresses it published; here, that this
+  search finds what it looks for, and that a child given customer data (the
+  PostgreSQL sink over events, then `moments forget`) logs none of it.
 """
 
 from __future__ import annotations
@@ -41,8 +46,17 @@ from producers.collector import create_app, run_collector
 from producers.publisher import Publisher, PublishError
 from schemas.records import InteractionEvent
 from sinks.signing import SignatureError, sign, signature_headers, verify_signature
-from tests.reliability.harness import Figures
-from tests.reliability.security import metric_label_problems, secrets_in
+from tests.reliability.harness import (
+    CUSTOMER_DATA,
+    LOG_DIRS,
+    Figures,
+    Fleet,
+    PacedProducer,
+    db_count,
+    process_settings,
+    wait_for,
+)
+from tests.reliability.security import customer_data_leaks, metric_label_problems, secrets_in
 
 ROOT = Path(__file__).resolve().parents[2]
 SASL_PASSWORD = "sasl-Pw-7d1f0c9e3b"
@@ -339,9 +353,10 @@ def test_webhook_signatures_verify_with_the_helper_in_constant_time(
 ) -> None:
     body = b'{"id":"a1","data":{"customer_id":"CUST-1"}}'
     now = 1_800_000_000
-    headers = signature_headers(WEBHOOK_SECRET, body, now)
-    assert verify_signature(WEBHOOK_SECRET, body, headers, now=now) == now
-    assert sign(WEBHOOK_SECRET, body, now) in headers.values()
+    url = "https://care.example/hooks/moments"
+    headers = signature_headers(WEBHOOK_SECRET, body, url, "k1", now)
+    assert verify_signature(WEBHOOK_SECRET, body, headers, url=url, now=now) == now
+    assert sign(WEBHOOK_SECRET, body, now, url) in headers.values()
     calls: list[tuple[Any, Any]] = []
     real = hmac.compare_digest
 
@@ -351,12 +366,12 @@ def test_webhook_signatures_verify_with_the_helper_in_constant_time(
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     with pytest.raises(SignatureError):
-        verify_signature(WEBHOOK_SECRET, body + b" ", headers, now=now)
+        verify_signature(WEBHOOK_SECRET, body + b" ", headers, url=url, now=now)
     assert calls, "signatures are not compared with hmac.compare_digest"
     with pytest.raises(SignatureError):
-        verify_signature("another-secret", body, headers, now=now)
+        verify_signature("another-secret", body, headers, url=url, now=now)
     with pytest.raises(SignatureError):
-        verify_signature(WEBHOOK_SECRET, body, headers, now=now + 3600)  # replayed an hour later
+        verify_signature(WEBHOOK_SECRET, body, headers, url=url, now=now + 3600)  # an hour later
 
 
 def test_the_settings_repr_hides_the_database_password() -> None:
@@ -364,3 +379,67 @@ def test_the_settings_repr_hides_the_database_password() -> None:
     text = repr(settings) + str(settings)
     assert SASL_PASSWORD not in text and API_KEY not in text and WEBHOOK_SECRET not in text
     assert DB_PASSWORD not in text  # pytest and tracebacks with locals would print it
+
+
+# --------------------------------------------------------------------------- customer data in logs
+
+
+def test_the_fault_tests_logs_are_searched_for_the_customer_data_they_used(
+    settings: Settings, database: str, tmp_path: Path, figures: Figures
+) -> None:
+    from moments.topics import ensure_topics
+    from schemas.codec import codec_for
+
+    codec = codec_for(InteractionEvent)
+    customers = [f"CUST-LOG-{n}" for n in range(5)]
+    events = [
+        InteractionEvent(
+            event_id=f"log-{n}",
+            customer_id=customer,
+            channel="email",
+            type="address_changed",
+            occurred_at=1_767_323_045_000 + n,
+            source="security-test",
+            text=f"Please send my letters to my new flat, says {customer}",
+            attributes={"new_address": f"{n} Privacy Lane, Leith"},
+        )
+        for n, customer in enumerate(customers)
+    ]
+    settings = process_settings(settings, tmp_path, database_url=database)
+    ensure_topics(settings)
+    records = [
+        (settings.topics.interactions, e.customer_id.encode(), codec.encode(e), e.event_id)
+        for e in events
+    ]
+    producer = PacedProducer(settings, records, rate=100)  # notes what it was given
+    assert set(customers) <= CUSTOMER_DATA and "0 Privacy Lane, Leith" in CUSTOMER_DATA
+    with Fleet(settings, tmp_path / "logs") as fleet:
+        assert [tmp_path / "logs"] == LOG_DIRS
+        fleet.start("sink", "sink", "postgres")
+        producer.start().join()
+        wait_for(
+            lambda: db_count(database, "SELECT count(*) FROM interaction_events") == len(events),
+            timeout_s=60,
+            what="the sink to write the events",
+            describe=lambda: fleet.log_tail("sink-1"),
+        )
+        forget = subprocess.run(
+            [sys.executable, "-m", "moments", "forget", customers[0]],
+            env={**os.environ, **settings.as_env()},
+            capture_output=True,
+            timeout=120,
+        )
+        assert forget.returncode == 0, forget.stderr.decode()[-1000:]
+        assert db_count(database, "SELECT count(*) FROM interaction_events") == len(events) - 1
+    clean = customer_data_leaks(LOG_DIRS, CUSTOMER_DATA)
+    # The search finds customer data where a log shows it.
+    (tmp_path / "logs" / "planted.log").write_text(f"oops: {customers[3]} asked for it\n")
+    planted = customer_data_leaks(LOG_DIRS, CUSTOMER_DATA)
+    (tmp_path / "logs" / "planted.log").unlink()  # the conftest's own search runs after us
+    figures.update(
+        **{"customer data searched": len(CUSTOMER_DATA), "leaks": sum(map(len, clean.values()))}
+    )
+    assert clean == {}, clean
+    assert planted == {str(tmp_path / "logs" / "planted.log"): [customers[3]]}
+    output = forget.stdout.decode() + forget.stderr.decode()
+    assert customers[0] not in output

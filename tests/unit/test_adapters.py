@@ -341,8 +341,9 @@ def test_bad_messages_are_reported_with_file_and_reason() -> None:
 
     reasons = {Path(r.file).name: r.reason for r in summary.rejected}
     assert reasons == {
-        "05-unknown-sender.eml": "From: sender stranger@elsewhere.example is not in the customer "
-        "lookup and the message has no X-Customer-ID header",
+        # an address is customer data: the reason names the file and header, never the address
+        "05-unknown-sender.eml": "From: the sender's address is not in the customer lookup and "
+        "the message has no X-Customer-ID header",
         "06-no-date.eml": "Date: header is missing",
         "07-bad-date.eml": "Date: 'sometime last tuesday' is not an RFC 5322 date",
     }

@@ -39,6 +39,12 @@ class FakeMessage:
     def error(self) -> Any:
         return KafkaError(KafkaError._PARTITION_EOF) if self._eof else None
 
+    def key(self) -> bytes | None:
+        return b"CUST-1"
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
 
 class FakeConsumer:
     """Hands out the messages in batches, then nothing."""

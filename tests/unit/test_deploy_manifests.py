@@ -2,8 +2,11 @@
 
 Checks that every `MOMENTS_*` variable they set is a field of `Settings` and
 that the values parse; that the services the issue asks for are there; that
-Prometheus scrapes the processes where they serve metrics; and, where the
+compose publishes only the front doors, on loopback, and refuses development
+secrets unless `MOMENTS_DEV=1`; that Prometheus scrapes the processes where
+they serve metrics; disruption budgets and network policies; and, where the
 Docker CLI has the compose plugin, `docker compose config` accepts the file.
+(tests/integration/test_deploy_ports.py starts each process and asks its ports.)
 """
 
 from __future__ import annotations
@@ -12,29 +15,45 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from moments.settings import Settings
+from tests.deploy_files import (
+    COMPOSE,
+    DEPLOY,
+    K8S,
+    PROMETHEUS,
+    ROOT,
+    compose,
+    containers,
+    k8s_documents,
+    k8s_kind,
+    scrape_targets,
+    service_env,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-COMPOSE = DEPLOY / "docker-compose.yml"
-K8S = DEPLOY / "k8s"
-PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 SETTING_VARS = {f"MOMENTS_{name.upper()}" for name in Settings.model_fields}
-MOMENTS_SERVICES = {"worker", "sink-postgres", "sink-webhook", "collector"}
-SECRET_KEYS = {"database-url", "webhook-secret", "api-keys", "kafka-sasl-password"}
-
-
-def interpolate(value: str) -> str:
-    """Compose's `${VAR:-default}` / `${VAR}` with nothing set: the default or empty."""
-    return re.sub(
-        r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", value.replace("$$", "$")
-    )
+MOMENTS_SERVICES = {"worker", "sink-postgres", "sink-webhook", "collector", "api"}
+SECRET_KEYS = {
+    "database-url",
+    "webhook-secret",
+    "webhook-secrets",
+    "api-keys",
+    "read-api-keys",
+    "kafka-sasl-password",
+}
+#: What compose publishes to the host (always on 127.0.0.1): the front doors and the ops UIs.
+PUBLISHED = {"collector": 8080, "api": 8081, "grafana": 3000, "prometheus": 9090}
+REAL_SECRETS = {
+    "POSTGRES_PASSWORD": "pg-real",
+    "MOMENTS_WEBHOOK_SECRET": "wh-real",
+    "MOMENTS_API_KEYS": '["k-real"]',
+    "MOMENTS_READ_API_KEYS": '["r-real"]',
+    "GRAFANA_ADMIN_PASSWORD": "gf-real",
+}
 
 
 def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -45,31 +64,6 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
         for name, value in env.items():
             patch.setenv(name, value)
         return Settings()
-
-
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
-    return loaded
-
-
-def service_env(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment", {})
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: interpolate(str(v)) for k, v in env.items()}
-
-
-def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (path.name, doc)
-        for path in sorted(K8S.glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc
-    ]
-
-
-def k8s_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for _, doc in k8s_documents() if doc["kind"] == kind]
 
 
 # --------------------------------------------------------------------------- docker compose
@@ -86,6 +80,7 @@ def test_compose_has_the_stack_of_the_issue() -> None:
     assert images["grafana"].startswith("grafana/grafana:")
     assert set(services) >= MOMENTS_SERVICES
     assert services["topics-init"]["restart"] == "no"
+    assert services["preflight"]["restart"] == "no"
     for name, image in images.items():
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image version"
 
@@ -97,6 +92,7 @@ def test_compose_moments_services_build_from_the_dockerfile() -> None:
         "sink-postgres": ["sink", "postgres"],
         "sink-webhook": ["sink", "webhook"],
         "collector": ["collect"],
+        "api": ["api", "--host", "0.0.0.0", "--port", "8081"],
     }
     for name, command in commands.items():
         service = services[name]
@@ -106,7 +102,90 @@ def test_compose_moments_services_build_from_the_dockerfile() -> None:
         )
         assert service["command"] == command
         deps = service["depends_on"]
-        assert deps["topics-init"]["condition"] == "service_completed_successfully"
+        if name == "api":  # reads PostgreSQL only
+            assert deps["postgres"]["condition"] == "service_healthy"
+        else:
+            assert deps["topics-init"]["condition"] == "service_completed_successfully"
+        assert "/healthz" in " ".join(service["healthcheck"]["test"])
+
+
+def _depends_on(services: dict[str, Any], name: str) -> set[str]:
+    """Every service `name` waits for, directly or through others."""
+    seen: set[str] = set()
+    todo = list(services[name].get("depends_on", {}))
+    while todo:
+        dependency = todo.pop()
+        if dependency not in seen:
+            seen.add(dependency)
+            todo += list(services[dependency].get("depends_on", {}))
+    return seen
+
+
+def test_compose_starts_nothing_before_the_preflight_check() -> None:
+    services = compose()["services"]
+    for name in services:
+        if name != "preflight":
+            assert "preflight" in _depends_on(services, name), f"{name} starts before preflight"
+
+
+def _preflight(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(DEPLOY / "preflight.sh")],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_compose_refuses_dev_secrets_unless_moments_dev() -> None:
+    services = compose()["services"]
+    assert services["preflight"]["command"] == ["sh", "/preflight.sh"]
+    assert "./preflight.sh:/preflight.sh:ro" in services["preflight"]["volumes"]
+    checked = set(service_env(services["preflight"])) - {"MOMENTS_DEV"}
+    assert checked == set(REAL_SECRETS)
+
+    nothing = _preflight({})
+    assert nothing.returncode == 1
+    for name in REAL_SECRETS:
+        assert name in nothing.stderr
+    assert _preflight({"MOMENTS_DEV": "1"}).returncode == 0
+    assert _preflight(REAL_SECRETS).returncode == 0
+    # A development default passed on as if it were real is refused, and named, not shown.
+    dev_secret = service_env(compose()["services"]["sink-webhook"])["MOMENTS_WEBHOOK_SECRET"]
+    reused = _preflight({**REAL_SECRETS, "MOMENTS_WEBHOOK_SECRET": dev_secret})
+    assert reused.returncode == 1
+    assert "MOMENTS_WEBHOOK_SECRET" in reused.stderr and dev_secret not in reused.stderr
+    for name in ("POSTGRES_PASSWORD", "MOMENTS_API_KEYS", "GRAFANA_ADMIN_PASSWORD"):
+        assert name not in reused.stderr
+
+
+def test_compose_uses_the_real_secrets_when_they_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose(REAL_SECRETS)["services"]
+    webhook = settings_from(service_env(services["sink-webhook"]), monkeypatch)
+    assert webhook.webhook_secret is not None
+    assert webhook.webhook_secret.get_secret_value() == "wh-real"
+    assert webhook.webhook_allow_http is False  # the echo receiver's http is for trials only
+    collector = settings_from(service_env(services["collector"]), monkeypatch)
+    assert [k.get_secret_value() for k in collector.api_keys] == ["k-real"]
+    api = settings_from(service_env(services["api"]), monkeypatch)
+    assert [k.get_secret_value() for k in api.api_keys] == ["r-real"]
+    assert api.database_url and ":pg-real@postgres:5432/" in api.database_url
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-real"
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "gf-real"
+
+
+def test_compose_publishes_only_the_front_doors_on_loopback() -> None:
+    services = compose()["services"]
+    published = {}
+    for name, service in services.items():
+        for mapping in service.get("ports", []):
+            host_ip, host_port, container_port = str(mapping).split(":")
+            assert host_ip == "127.0.0.1", f"{name} publishes {mapping} beyond loopback"
+            assert host_port == container_port
+            published[name] = int(host_port)
+    assert published == PUBLISHED
 
 
 def test_compose_references_are_consistent() -> None:
@@ -139,6 +218,7 @@ def test_compose_moments_env_names_are_settings_and_parse(
     webhook = settings_from(service_env(services["sink-webhook"]), monkeypatch)
     assert set(webhook.webhook_urls) == {"care", "billing", "crm", "feedback", "recognition"}
     assert webhook.webhook_secret is not None
+    assert webhook.webhook_allow_http is True  # a local trial (MOMENTS_DEV=1): the echo receiver
     postgres = settings_from(service_env(services["sink-postgres"]), monkeypatch)
     assert postgres.database_url and "@postgres:5432/" in postgres.database_url
     collector = settings_from(service_env(services["collector"]), monkeypatch)
@@ -150,18 +230,20 @@ def test_prometheus_scrapes_every_moments_service_where_it_serves_metrics(
 ) -> None:
     services = compose()["services"]
     config = yaml.safe_load(PROMETHEUS.read_text())
-    targets = {
-        job["job_name"]: target
-        for job in config["scrape_configs"]
-        for static in job["static_configs"]
-        for target in static["targets"]
-    }
+    targets = scrape_targets()
     for name in MOMENTS_SERVICES:
-        target = targets[f"moments-{name}"]
-        host, port = target.rsplit(":", 1)
-        assert host == name
+        ((host, port, path),) = targets[f"moments-{name}"]
+        assert host == name and path == "/metrics"
         settings = settings_from(service_env(services[name]), monkeypatch)
-        assert int(port) == settings.metrics_port
+        assert port == settings.metrics_port
+    # Every scraped moments job is one process, and a down-alert covers it.
+    jobs = {job for job in targets if job.startswith("moments-")}
+    assert jobs == {f"moments-{name}" for name in MOMENTS_SERVICES}
+    alerts = (PROMETHEUS.parent / "alerts.yml").read_text()
+    process_down = re.search(r'up\{job=~"moments-\(([^)]*)\)"\} == 0', alerts)
+    assert process_down is not None
+    covered = {f"moments-{n}" for n in process_down.group(1).split("|")} | {"moments-worker"}
+    assert covered == jobs
     for rule_file in config["rule_files"]:
         assert (PROMETHEUS.parent / rule_file).exists()
     mounts = services["prometheus"]["volumes"]
@@ -229,18 +311,21 @@ def test_dockerfile_installs_the_project_as_a_non_root_user() -> None:
 def test_k8s_manifests_parse_and_kustomization_lists_them() -> None:
     documents = k8s_documents()
     kinds = {doc["kind"] for _, doc in documents}
-    assert {"Deployment", "Service", "ConfigMap", "Namespace", "Job"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Namespace",
+        "Job",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    } <= kinds
     (kustomization,) = k8s_kind("Kustomization")
     listed = set(kustomization["resources"])
     files = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == files
     names = {doc["metadata"]["name"] for doc in k8s_kind("Deployment")}
     assert names == {f"moments-{name}" for name in MOMENTS_SERVICES}
-
-
-def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    containers: list[dict[str, Any]] = doc["spec"]["template"]["spec"]["containers"]
-    return containers
 
 
 def test_k8s_env_is_settings_and_secrets_come_from_the_secret(
@@ -255,7 +340,7 @@ def test_k8s_env_is_settings_and_secrets_come_from_the_secret(
     assert "sasl.password" not in settings.kafka_extra  # the password is a Secret
     secret_vars: dict[str, set[str]] = {}
     for doc in [*k8s_kind("Deployment"), *k8s_kind("Job")]:
-        for container in _containers(doc):
+        for container in containers(doc):
             assert container["envFrom"] == [{"configMapRef": {"name": "moments-config"}}]
             for item in container.get("env", []):
                 assert item["name"] in SETTING_VARS, f"{item['name']} is not a setting"
@@ -265,7 +350,9 @@ def test_k8s_env_is_settings_and_secrets_come_from_the_secret(
     assert "MOMENTS_DATABASE_URL" in secret_vars["moments-sink-postgres"]
     assert "MOMENTS_WEBHOOK_SECRET" in secret_vars["moments-sink-webhook"]
     assert "MOMENTS_API_KEYS" in secret_vars["moments-collector"]
-    assert all("MOMENTS_KAFKA_SECRET" in names for names in secret_vars.values())
+    assert {"MOMENTS_API_KEYS", "MOMENTS_DATABASE_URL"} <= secret_vars["moments-api"]
+    kafka_clients = {name for name in secret_vars if name != "moments-api"}  # the API reads SQL
+    assert all("MOMENTS_KAFKA_SECRET" in secret_vars[name] for name in kafka_clients)
     for secret_var in ("MOMENTS_DATABASE_URL", "MOMENTS_WEBHOOK_SECRET", "MOMENTS_API_KEYS"):
         assert secret_var not in data, f"{secret_var} belongs in the Secret"
 
@@ -288,14 +375,16 @@ def test_k8s_deployments_are_scrapable_non_root_and_selected_by_services() -> No
         assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items()
         assert template["spec"]["securityContext"]["runAsNonRoot"] is True
         assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
-        (container,) = _containers(doc)
+        (container,) = containers(doc)
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         assert ports["metrics"] == int(template["metadata"]["annotations"]["prometheus.io/port"])
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
         assert container["workingDir"] in mounts  # Faust and the CLI write relative paths
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] in {"/readyz", "/healthz"}
         for probe in ("readinessProbe", "livenessProbe"):
-            assert container[probe]["tcpSocket"]["port"] in ports
+            assert container[probe]["httpGet"]["port"] in ports
         service = services[name]
         assert service["spec"]["selector"].items() <= labels.items()
         for port in service["spec"]["ports"]:
@@ -313,4 +402,44 @@ def test_compose_and_k8s_agree_on_the_metrics_port(monkeypatch: pytest.MonkeyPat
         "crm",
         "feedback",
         "recognition",
+    }
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return bool(selector["matchLabels"].items() <= labels.items())
+
+
+def test_k8s_every_replicated_process_has_a_disruption_budget_that_allows_evictions() -> None:
+    budgets = k8s_kind("PodDisruptionBudget")
+    for doc in k8s_kind("Deployment"):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        (budget,) = [b for b in budgets if _selects(b["spec"]["selector"], labels)]
+        spec, replicas = budget["spec"], doc["spec"]["replicas"]
+        if "minAvailable" in spec:
+            assert 1 <= spec["minAvailable"] < replicas  # a drain can always proceed
+        else:
+            assert 1 <= spec["maxUnavailable"] < replicas
+
+
+def test_k8s_network_policy_opens_only_the_front_doors_and_metrics() -> None:
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in k8s_kind("NetworkPolicy")}
+    deny = [p for p in policies.values() if p["podSelector"] == {} and "ingress" not in p]
+    assert deny and deny[0]["policyTypes"] == ["Ingress"]  # everything else is refused
+    opened: dict[str, set[str]] = {}
+    for doc in k8s_kind("Deployment"):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        (container,) = containers(doc)
+        ports = {port["name"] for port in container["ports"]}
+        for spec in policies.values():
+            if spec["podSelector"] and _selects(spec["podSelector"], labels):
+                for rule in spec["ingress"]:
+                    for port in rule["ports"]:
+                        assert port["port"] in ports, f"{port['port']} is not a port of {labels}"
+                        opened.setdefault(doc["metadata"]["name"], set()).add(port["port"])
+    assert opened == {
+        "moments-worker": {"metrics"},
+        "moments-sink-postgres": {"metrics"},
+        "moments-sink-webhook": {"metrics"},
+        "moments-collector": {"http", "metrics"},
+        "moments-api": {"http", "metrics"},
     }

@@ -124,6 +124,7 @@ def dashboard_exprs() -> list[tuple[str, str]]:
         (panel["title"], target["expr"])
         for panel in dashboard_panels()
         for target in panel.get("targets", [])
+        if target["datasource"]["type"] == "prometheus"
     ]
 
 
@@ -201,7 +202,11 @@ def test_the_issue_panels_exist() -> None:
 def test_dashboard_is_well_formed_for_provisioning() -> None:
     board = dashboard()
     assert board["uid"] and board["title"] and board["schemaVersion"] >= 36
-    provisioned = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    provisioned = [
+        source
+        for path in sorted(DATASOURCES.parent.glob("*.yml"))
+        for source in yaml.safe_load(path.read_text())["datasources"]
+    ]
     uids = {source["uid"] for source in provisioned}
     panels = dashboard_panels()
     ids = [panel["id"] for panel in panels]
@@ -219,6 +224,21 @@ def test_dashboard_is_well_formed_for_provisioning() -> None:
             assert panel["targets"], panel["title"]
             for target in panel["targets"]:
                 assert target["datasource"]["uid"] in uids
+
+
+def test_relationship_panels_query_the_postgresql_views() -> None:
+    sql_targets = [
+        (panel["title"], target["rawSql"])
+        for panel in dashboard_panels()
+        for target in panel.get("targets", [])
+        if target["datasource"]["type"] == "postgres"
+    ]
+    titles = {title for title, _ in sql_targets}
+    assert {"Relationship balance per customer (now)", "Customers in deficit"} <= titles
+    migration = (DEPLOY.parent / "sinks" / "migrations" / "005_relationship.sql").read_text()
+    for title, query in sql_targets:
+        assert "FROM customer_relationship" in query, title
+        assert "CREATE VIEW customer_relationship AS" in migration
 
 
 def test_required_alerts_exist() -> None:

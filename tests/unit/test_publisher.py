@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from moments.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED
+from moments.privacy import hashed_id
 from moments.settings import Settings
 from producers.publisher import Publisher, PublishError, new_event_id
 from schemas.codec import SchemaValidationError
@@ -53,10 +54,11 @@ def test_publish_error_names_topic_key_and_error_and_pickles() -> None:
         "interactions", "customer-a", "MSG_TIMED_OUT: Local: Message timed out", more=2
     )
     assert str(error) == (
-        "publishing to interactions failed (key 'customer-a'): "
+        f"publishing to interactions failed (key sha256:{hashed_id('customer-a')}): "
         "MSG_TIMED_OUT: Local: Message timed out (and 2 more failed deliveries)"
-    )
+    )  # the key is a customer id: hashed in the message, itself in `error.key`
     assert str(pickle.loads(pickle.dumps(error))) == str(error)
+    assert pickle.loads(pickle.dumps(error)).key == "customer-a"
 
 
 def test_published_count_is_sent_less_failed_by_channel_and_type() -> None:

@@ -51,17 +51,37 @@ def test_the_table_shows_each_entry_with_its_signed_balance() -> None:
 
 
 class FakeTimelines:
-    def __init__(self, rows: list[dict[str, Any]], *, down: bool = False) -> None:
+    """A `CustomerSource` over a list of timeline rows (and decisions), no database."""
+
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        down: bool = False,
+        decisions: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.rows = rows
+        self.decision_rows = decisions or []
         self.down = down
         self.calls: list[tuple[str, int]] = []
+        self.befores: list[Any] = []
         self.opened = self.closed = False
 
-    def timeline(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
+    def timeline(self, customer_id: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
         self.calls.append((customer_id, limit))
+        self.befores.append(before)
         if self.down:
             raise DatabaseUnavailable("connection refused")
         return [r for r in self.rows if r["customer_id"] == customer_id][-limit:]
+
+    def decisions(self, customer_id: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
+        self.calls.append((customer_id, limit))
+        if self.down:
+            raise DatabaseUnavailable("connection refused")
+        return [d for d in self.decision_rows if d["customer_id"] == customer_id][-limit:]
+
+    def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None:
+        return None
 
     def healthy(self) -> bool:
         return not self.down
@@ -82,20 +102,26 @@ def test_the_api_serves_a_customers_timeline_as_json() -> None:
         assert body["customer_id"] == "c-7" and body["count"] == 3
         assert [e["kind"] for e in body["entries"]] == ["event", "decision", "action"]
         assert body["entries"][2]["relationship_balance"] == -2
-        assert client.get("/v1/customers/c-7/timeline?limit=1").json()["count"] == 1
+        assert body["next_before"] is None  # fewer than asked: the last page
+        one = client.get("/v1/customers/c-7/timeline?limit=1").json()
+        assert one["count"] == 1 and one["next_before"]
         assert client.get("/v1/customers/someone%20else/timeline").json()["entries"] == []
         assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json() == {"status": "ready"}
     assert source.calls[:2] == [("c-7", 200), ("c-7", 1)]
     assert source.calls[2] == ("someone else", 200)
     assert source.opened and source.closed
 
 
 def test_a_bad_limit_is_a_400_naming_the_parameter() -> None:
-    with TestClient(build_app(FakeTimelines(ROWS))) as client:
-        for bad in ("0", "abc", "100001"):
+    with TestClient(build_app(FakeTimelines(ROWS), max_page=500)) as client:
+        for bad in ("0", "abc", "501", "100001"):
             answer = client.get(f"/v1/customers/c-7/timeline?limit={bad}")
             assert answer.status_code == 400
             assert "limit" in answer.json()["error"]
+        assert client.get("/v1/customers/c-7/timeline?limit=500").status_code == 200
+        answer = client.get("/v1/customers/c-7/timeline?before=yesterday")
+        assert answer.status_code == 400 and "before" in answer.json()["error"]
 
 
 def test_a_database_outage_is_a_503_not_a_traceback() -> None:
@@ -103,5 +129,7 @@ def test_a_database_outage_is_a_503_not_a_traceback() -> None:
         answer = client.get("/v1/customers/c-7/timeline")
         assert answer.status_code == 503
         assert answer.json() == {"error": "database unavailable"}
-        assert client.get("/healthz").status_code == 503
+        assert client.get("/v1/customers/c-7/decisions").status_code == 503
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200  # the process is up: no restart
         assert client.get("/v1/customers").status_code == 404

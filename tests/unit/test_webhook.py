@@ -1,13 +1,20 @@
-"""Webhook sink without a broker: CloudEvent shape, signing, retries, backoff, settings."""
+"""Webhook sink without a broker: CloudEvent shape, signing, retries, backoff, settings, TLS."""
 
 from __future__ import annotations
 
 import json
 import logging
 import random
+import shlex
+import shutil
+import ssl
+import subprocess
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +25,7 @@ from moments.settings import Settings
 from schemas.codec import to_json_dict
 from schemas.records import ActionEvent
 from sinks.signing import (
+    KEY_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     SignatureError,
@@ -39,6 +47,7 @@ from sinks.webhook import (
 
 SECRET = "s3cret-for-tests"
 URL = "http://hooks.test/care/T0KEN?key=abc"
+HTTPS_URL = "https://hooks.test/care/T0KEN?key=abc"
 
 
 def an_action(**overrides: object) -> ActionEvent:
@@ -131,33 +140,63 @@ def test_cloud_event_body_is_deterministic() -> None:
 
 def test_signature_round_trip_and_what_it_rejects() -> None:
     body = cloud_event_body(an_action())
-    headers = signature_headers(SECRET, body, timestamp=1_000_000)
+    headers = signature_headers(SECRET, body, URL, "k1", timestamp=1_000_000)
     assert headers[SIGNATURE_HEADER].startswith("sha256=")
-    assert verify_signature(SECRET, body, headers, now=1_000_010) == 1_000_000
+    assert headers[KEY_ID_HEADER] == "k1"
+    assert verify_signature(SECRET, body, headers, url=URL, now=1_000_010) == 1_000_000
     lower = {k.lower(): v for k, v in headers.items()}
-    assert verify_signature(SECRET, body, lower, now=1_000_010) == 1_000_000
+    assert verify_signature(SECRET, body, lower, url=URL, now=1_000_010) == 1_000_000
 
     with pytest.raises(SignatureError, match="does not match"):
-        verify_signature(SECRET, body + b" ", headers, now=1_000_010)
+        verify_signature(SECRET, body + b" ", headers, url=URL, now=1_000_010)
     with pytest.raises(SignatureError, match="does not match"):
-        verify_signature("other-secret", body, headers, now=1_000_010)
+        verify_signature("other-secret", body, headers, url=URL, now=1_000_010)
     with pytest.raises(SignatureError, match="stale or replayed"):
-        verify_signature(SECRET, body, headers, now=1_000_000 + 301)
+        verify_signature(SECRET, body, headers, url=URL, now=1_000_000 + 301)
     replayed = {**headers, TIMESTAMP_HEADER: "1000500"}  # fresh timestamp, old signature
     with pytest.raises(SignatureError, match="does not match"):
-        verify_signature(SECRET, body, replayed, now=1_000_500)
+        verify_signature(SECRET, body, replayed, url=URL, now=1_000_500)
     with pytest.raises(SignatureError, match="missing X-Moments-Signature"):
-        verify_signature(SECRET, body, {TIMESTAMP_HEADER: "1"}, now=1)
+        verify_signature(SECRET, body, {TIMESTAMP_HEADER: "1"}, url=URL, now=1)
     with pytest.raises(SignatureError, match="sha256=<hex>"):
-        verify_signature(SECRET, body, {**headers, SIGNATURE_HEADER: "md5=00"}, now=1_000_000)
+        verify_signature(
+            SECRET, body, {**headers, SIGNATURE_HEADER: "md5=00"}, url=URL, now=1_000_000
+        )
 
 
-def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+def test_a_request_signed_for_one_destination_does_not_verify_at_another() -> None:
+    body = cloud_event_body(an_action())
+    headers = signature_headers(SECRET, body, URL, "k1", timestamp=1_000_000)
+    other = "https://billing.test/hook"  # same secret, another receiver
+    with pytest.raises(SignatureError, match="destination URL"):
+        verify_signature(SECRET, body, headers, url=other, now=1_000_000)
+
+
+def test_rotation_any_listed_key_verifies_and_the_key_id_picks_it() -> None:
+    body = b'{"id": "a"}'
+    keys = {"2026-07": "new-secret", "2026-01": "old-secret"}
+    for key_id, secret in keys.items():
+        headers = signature_headers(secret, body, URL, key_id, timestamp=50)
+        assert verify_signature(keys, body, headers, url=URL, now=50) == 50
+        # Without the key id header, any listed secret may match.
+        bare = {k: v for k, v in headers.items() if k != KEY_ID_HEADER}
+        assert verify_signature(keys, body, bare, url=URL, now=50) == 50
+    # A retired key no longer verifies; a key id naming another key does not match.
+    retired = signature_headers("retired-secret", body, URL, "2025-07", timestamp=50)
+    with pytest.raises(SignatureError, match="does not hold"):
+        verify_signature(keys, body, retired, url=URL, now=50)
+    mislabelled = signature_headers("old-secret", body, URL, "2026-07", timestamp=50)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_signature(keys, body, mislabelled, url=URL, now=50)
+
+
+def test_signature_is_hmac_sha256_of_timestamp_url_and_body() -> None:
     import hashlib
     import hmac
 
-    expected = hmac.new(SECRET.encode(), b"123." + b"{}", hashlib.sha256).hexdigest()
-    assert sign(SECRET, b"{}", 123) == f"sha256={expected}"
+    signed = b"123\n" + URL.encode() + b"\n" + b"{}"
+    expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert sign(SECRET, b"{}", 123, URL) == f"sha256={expected}"
 
 
 # --------------------------------------------------------------------------- delivery
@@ -172,7 +211,8 @@ def test_delivered_on_first_2xx_with_signed_cloudevent_request() -> None:
     assert request.method == "POST"
     assert request.headers["content-type"] == "application/cloudevents+json; charset=utf-8"
     assert request.headers["x-moments-delivery-attempt"] == "1"
-    verify_signature(SECRET, request.content, dict(request.headers))
+    assert request.headers["x-moments-key-id"] == "default"
+    verify_signature(SECRET, request.content, dict(request.headers), url=URL)
     assert json.loads(request.content)["id"] == "act-1"
 
 
@@ -284,6 +324,16 @@ def test_redact_url_keeps_only_scheme_host_and_port() -> None:
 # --------------------------------------------------------------------------- settings
 
 
+def webhook_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "bootstrap": "127.0.0.1:1",
+        "webhook_secret": SecretStr(SECRET),
+        "webhook_urls": {"care": HTTPS_URL},
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
@@ -291,18 +341,146 @@ def test_redact_url_keeps_only_scheme_host_and_port() -> None:
         ({"webhook_urls": {}}, "MOMENTS_WEBHOOK_URLS is empty"),
         ({"webhook_urls": {"sales": "http://x.test/"}}, "unknown destination 'sales'"),
         ({"webhook_urls": {"care": "ftp://x.test/T0KEN"}}, r"MOMENTS_WEBHOOK_URLS\[care\]"),
+        (
+            {"webhook_urls": {"care": URL}},
+            r"MOMENTS_WEBHOOK_URLS\[care\]: http://hooks.test/… is plain http; use https",
+        ),
+        ({"webhook_secrets": {"sales": [("k1", SECRET)]}}, "unknown destination 'sales'"),
+        ({"webhook_secrets": {"care": []}}, r"MOMENTS_WEBHOOK_SECRETS\[care\] is empty"),
+        ({"webhook_secrets": {"care": [("bad id", SECRET)]}}, r"\[care\]\[0\]: the key id"),
+        ({"webhook_secrets": {"care": [("k1", "")]}}, r"\[care\]\[0\] \(key id k1\)"),
+        (
+            {"webhook_secret": None, "webhook_secrets": {"billing": [("k1", SECRET)]}},
+            "MOMENTS_WEBHOOK_SECRETS has no key for care",
+        ),
+        ({"webhook_ca_bundle": "/nonexistent/ca.pem"}, "MOMENTS_WEBHOOK_CA_BUNDLE: .*no such"),
     ],
 )
 def test_unusable_settings_are_one_clear_error(overrides: dict[str, object], problem: str) -> None:
-    values: dict[str, object] = {
-        "bootstrap": "127.0.0.1:1",
-        "webhook_secret": SecretStr(SECRET),
-        "webhook_urls": {"care": URL},
-    }
-    values.update(overrides)
     with pytest.raises(WebhookConfigError, match=problem) as info:
-        WebhookSink(Settings(**values))  # type: ignore[arg-type]
+        WebhookSink(webhook_settings(**overrides))
     assert "T0KEN" not in str(info.value) and SECRET not in str(info.value)
+
+
+def test_a_ca_bundle_that_is_not_pem_is_one_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "ca.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(
+        WebhookConfigError, match=r"MOMENTS_WEBHOOK_CA_BUNDLE: .*not a readable PEM"
+    ):
+        WebhookSink(webhook_settings(webhook_ca_bundle=junk))
+
+
+def test_plain_http_only_when_allowed() -> None:
+    sink = WebhookSink(webhook_settings(webhook_urls={"care": URL}, webhook_allow_http=True))
+    assert sink.delivery.urls == {"care": URL}
+
+
+def test_each_destination_signs_with_its_first_key_others_with_the_default() -> None:
+    settings = webhook_settings(
+        webhook_urls={"care": HTTPS_URL, "billing": "https://billing.test/hook"},
+        webhook_secrets={"care": [("2026-07", "care-new"), ("2026-01", "care-old")]},
+    )
+    sink = WebhookSink(settings)
+    assert sink.delivery.key_id("care") == "2026-07"
+    assert sink.delivery.key_id("billing") == "default"
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    sink.delivery.client = httpx.Client(transport=httpx.MockTransport(handler))
+    for destination in ("care", "billing"):
+        assert sink.delivery.deliver(an_action(destination=destination), RecordingWait()) is None
+    care, billing = seen
+    rotating = {"2026-07": "care-new", "2026-01": "care-old"}
+    verify_signature(rotating, care.content, dict(care.headers), url=HTTPS_URL)
+    verify_signature(SECRET, billing.content, dict(billing.headers), url=str(billing.url))
+    with pytest.raises(SignatureError):
+        verify_signature("care-old", care.content, dict(care.headers), url=HTTPS_URL)
+
+
+def test_webhook_secrets_read_from_the_environment_and_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MOMENTS_WEBHOOK_SECRETS", '{"care": [["k2", "s-two"], ["k1", "s-one"]]}')
+    settings = Settings()
+    ((key_id, secret), _) = settings.webhook_secrets["care"]
+    assert key_id == "k2" and secret.get_secret_value() == "s-two"
+    assert "s-two" not in repr(settings) and "s-one" not in str(settings)
+    assert json.loads(settings.as_env()["MOMENTS_WEBHOOK_SECRETS"]) == {
+        "care": [["k2", "s-two"], ["k1", "s-one"]]
+    }
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def internal_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A private CA and a certificate it issued for 127.0.0.1 (made with the openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is not installed (needed to make a test CA)")
+    d = tmp_path_factory.mktemp("ca")
+
+    def openssl(command: str) -> None:
+        args = ["openssl", *shlex.split(command)]
+        subprocess.run(args, cwd=d, check=True, capture_output=True, timeout=60)
+
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -keyout ca.key -out ca.pem -subj '/CN=CA'")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1")
+    openssl(
+        "x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+        " -extfile ext.cnf -out srv.pem"
+    )
+    return {"ca": d / "ca.pem", "cert": d / "srv.pem", "key": d / "srv.key"}
+
+
+@pytest.fixture
+def https_receiver(internal_ca: dict[str, Path]) -> Iterator[tuple[str, list[bytes]]]:
+    """An HTTPS receiver on loopback whose certificate only the internal CA vouches for."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(internal_ca["cert"], internal_ca["key"])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/hooks/care", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_ca_bundle_makes_an_internal_receiver_trusted(
+    internal_ca: dict[str, Path], https_receiver: tuple[str, list[bytes]]
+) -> None:
+    url, bodies = https_receiver
+    once = RetryPolicy(max_attempts=1, timeout_s=10.0)
+    trusting = WebhookSink(
+        webhook_settings(webhook_urls={"care": url}, webhook_ca_bundle=internal_ca["ca"]),
+        policy=once,
+    )
+    assert trusting.delivery.deliver(an_action(), RecordingWait()) is None
+    assert len(bodies) == 1
+    trusting.delivery.close()
+
+    default = WebhookSink(webhook_settings(webhook_urls={"care": url}), policy=once)
+    failure = default.delivery.deliver(an_action(), RecordingWait())
+    default.delivery.close()
+    assert failure is not None and failure.error_class == "ConnectError"
+    assert len(bodies) == 1  # the untrusted certificate stopped the request
 
 
 def test_sink_subscribes_to_the_routed_destinations_only() -> None:
@@ -310,9 +488,26 @@ def test_sink_subscribes_to_the_routed_destinations_only() -> None:
         bootstrap="127.0.0.1:1",
         topic_prefix="p.",
         webhook_secret=SecretStr(SECRET),
-        webhook_urls={"care": URL, "billing": "https://billing.test/hook"},
+        webhook_urls={"care": HTTPS_URL, "billing": "https://billing.test/hook"},
     )
     sink = WebhookSink(settings)
     assert sink.topics == ["p.actions.care", "p.actions.billing"]
     assert sink.group == "moments-sink-webhook"
     assert sink.dlq_topic == "p.actions.dlq"
+
+
+def test_the_cli_names_the_plain_http_destination_without_its_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from moments.cli import app
+
+    monkeypatch.setenv("MOMENTS_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("MOMENTS_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("MOMENTS_WEBHOOK_URLS", json.dumps({"care": URL}))
+    monkeypatch.delenv("MOMENTS_WEBHOOK_ALLOW_HTTP", raising=False)
+    result = CliRunner().invoke(app, ["sink", "webhook"])
+    assert result.exit_code == 2
+    assert "MOMENTS_WEBHOOK_URLS[care]: http://hooks.test/… is plain http" in result.output
+    assert "T0KEN" not in result.output and SECRET not in result.output

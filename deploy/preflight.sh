@@ -1,0 +1,25 @@
+#!/bin/sh
+# docker-compose.yml's first service: refuses to let the stack start with missing or
+# development secrets, unless MOMENTS_DEV=1 says this is a local trial. Names the variables
+# at fault, never their values.
+if [ "${MOMENTS_DEV:-}" = "1" ]; then
+  echo "preflight: MOMENTS_DEV=1: a local trial with development secrets; never expose it"
+  exit 0
+fi
+missing=""
+check() {  # name, value, development default
+  if [ -z "$2" ] || [ "$2" = "$3" ]; then
+    missing="$missing $1"
+  fi
+}
+check POSTGRES_PASSWORD "${POSTGRES_PASSWORD:-}" "moments"
+check MOMENTS_WEBHOOK_SECRET "${MOMENTS_WEBHOOK_SECRET:-}" "dev-only-webhook-secret"
+check MOMENTS_API_KEYS "${MOMENTS_API_KEYS:-}" '["dev-key"]'
+check MOMENTS_READ_API_KEYS "${MOMENTS_READ_API_KEYS:-}" '["dev-read-key"]'
+check GRAFANA_ADMIN_PASSWORD "${GRAFANA_ADMIN_PASSWORD:-}" "admin"
+if [ -n "$missing" ]; then
+  echo "preflight: set real values for:$missing (in the environment or an --env-file)," \
+    "or MOMENTS_DEV=1 for a local trial" >&2
+  exit 1
+fi
+echo "preflight: secrets are set"

@@ -1,0 +1,280 @@
+"""`moments report uplift`: did the small moments pay off? Treated versus control (section 9).
+
+A typer sub-app of the CLI: it reads decisions and interaction events from JSON-lines
+files (what `moments replay` writes and reads) or from the PostgreSQL sink, hands
+them to the pure `processors.report.uplift`, and shows the result as a rich table, the
+JSON of section 9 and, with `--png`, a chart. Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from moments.settings import Settings
+    from processors.engine.rules import Outcome
+    from processors.report.uplift import RuleUplift
+    from producers.simulator import Rates
+
+report_app = typer.Typer(help="Reports on what the engine decided.", no_args_is_help=True)
+
+
+@report_app.command("uplift")
+def uplift(
+    events: Annotated[
+        Path | None, typer.Option(help="Interaction events (JSON lines) that measure outcomes.")
+    ] = None,
+    decisions: Annotated[
+        Path | None, typer.Option(help="Decisions (JSON lines, `replay --decisions-out`).")
+    ] = None,
+    database: Annotated[
+        bool, typer.Option("--database", help="Read both from PostgreSQL (MOMENTS_DATABASE_URL).")
+    ] = False,
+    rules: Annotated[Path | None, typer.Option(help="Rule pack (default: built-in).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Write a chart (PNG) here.")] = None,
+) -> None:
+    """Per rule with an outcome: treated vs control customers, both rates, uplift, 95% CI, p."""
+    from moments.cli import UserError, console, friendly, load_settings, require_database
+
+    @friendly
+    def run() -> None:
+        from processors.engine import load_rule_pack
+        from processors.report.uplift import measure_uplift, uplift_json
+
+        settings = load_settings()
+        pack = load_rule_pack(rules or settings.rules_path)
+        outcomes = {r.id: r.outcome for r in pack.rules if r.outcome is not None}
+        if not outcomes:
+            raise UserError(f"{pack.source}: no rule has an outcome to measure")
+        if database:
+            if events is not None or decisions is not None:
+                raise UserError("give --events and --decisions, or --database, not both")
+            results = _from_database(require_database(settings).database_url or "", outcomes)
+        else:
+            if events is None or decisions is None:
+                raise UserError("give --events FILE and --decisions FILE, or --database")
+            results = measure_uplift(
+                outcomes, _decision_rows(decisions, set(outcomes)), _event_rows(events)
+            )
+        console.print(uplift_table(results))
+        if json_out is not None:
+            json_out.write_text(json.dumps(uplift_json(results), indent=2) + "\n", "utf-8")
+            console.print(f"JSON → {json_out}")
+        if png is not None:
+            try:
+                write_uplift_chart(results, png)
+            except ImportError as exc:
+                raise UserError(
+                    f"--png needs matplotlib, which is not installed ({exc}); "
+                    "install it with: pip install 'moments[bench]'"
+                ) from None
+            console.print(f"chart → {png}")
+
+    run()
+
+
+def _decision_rows(path: Path, rules: set[str]) -> Iterator[tuple[str, str, str, int, str]]:
+    """Fired / held_out decisions of `rules` from a JSON-lines file; a bad line names itself."""
+    from schemas.codec import SchemaValidationError, decision_from_json
+
+    with path.open("rb") as lines:
+        for lineno, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise SchemaValidationError("<line>", f"not valid JSON: {exc}", where) from None
+            if isinstance(obj, dict) and (
+                obj.get("rule") not in rules or obj.get("outcome") not in ("fired", "held_out")
+            ):
+                continue
+            d = decision_from_json(obj, where=where)
+            yield d.customer_id, d.rule, d.outcome, d.decided_at, d.decision_id
+
+
+def _event_rows(path: Path) -> Iterator[tuple[str, str, int]]:
+    from schemas.codec import read_events_jsonl
+
+    for event in read_events_jsonl(path):
+        yield event.customer_id, event.type, event.occurred_at
+
+
+def _from_database(conninfo: str, outcomes: Mapping[str, Outcome]) -> dict[str, RuleUplift]:
+    import psycopg
+
+    from processors.report.uplift import measure_uplift
+    from sinks.outcomes import decision_rows, event_rows
+
+    types = sorted(set().union(*(o.types for o in outcomes.values())))
+    with psycopg.connect(conninfo) as conn:
+        return measure_uplift(
+            outcomes, decision_rows(conn, sorted(outcomes)), event_rows(conn, types)
+        )
+
+
+def _pts(share: float) -> str:
+    """A difference of shares in signed percentage points, never "-0.0"."""
+    return f"{round(share * 100, 1) + 0.0:+.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def uplift_table(results: Mapping[str, RuleUplift]) -> Table:
+    """The report as a rich table, one row per rule."""
+    from rich.table import Table
+
+    from processors.engine.rules import format_duration
+
+    table = Table(title="Did it pay off? Treated vs control (95% CI: Newcombe hybrid score)")
+    for name, justify in (
+        ("rule: outcome", "left"),
+        ("treated", "right"),
+        ("control", "right"),
+        ("treated rate", "right"),
+        ("control rate", "right"),
+        ("uplift [95% CI]", "right"),
+        ("p", "right"),
+        ("verdict", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    both = 0
+    for rule in sorted(results):
+        r = results[rule]
+        both += r.both
+        ci = r.ci95
+        uplift_text = (
+            "–"
+            if r.uplift is None or ci is None
+            else f"{_pts(r.uplift)} pts\n[{_pts(ci[0])}, {_pts(ci[1])}]"
+        )
+        verdict = r.verdict
+        style = "green" if verdict.startswith("pays") else "red" if "backfires" in verdict else ""
+        verdict = verdict.split(" (")[0]
+        table.add_row(
+            f"[bold]{rule}[/]\n[dim]{r.outcome.better} {' / '.join(sorted(r.outcome.types))} "
+            f"within {format_duration(r.outcome.within_ms)}[/]",
+            f"{r.treated:,}",
+            f"{r.control:,}",
+            _pct(r.treated_rate),
+            _pct(r.control_rate),
+            uplift_text,
+            "–" if r.p_value is None else f"{r.p_value:.3g}",
+            f"[{style}]{verdict}[/]" if style else verdict,
+        )
+    table.caption = (
+        "rate = share of customers with at least one outcome event after the first decision; "
+        "uplift > 0 is good" + (f"; {both} customers in both groups left out" if both else "")
+    )
+    return table
+
+
+def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
+    """A PNG a manager reads: per rule, both rates with their 95% intervals, and the verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from processors.report.uplift import wilson_interval
+
+    rules = sorted(results)
+    fig, ax = plt.subplots(figsize=(10, 1.6 * max(len(rules), 1) + 1.2))
+    labelled: set[str] = set()
+    for row, rule in enumerate(reversed(rules)):
+        r = results[rule]
+        arms: list[tuple[str, int, int, float, str]] = [
+            ("with the action", r.treated_with_outcome, r.treated, 0.18, "tab:blue"),
+            ("control (held out)", r.control_with_outcome, r.control, -0.18, "tab:gray"),
+        ]
+        for label, x, n, offset, colour in arms:
+            if n == 0:
+                continue
+            low, high = wilson_interval(x, n)
+            rate = x / n
+            ax.errorbar(
+                rate * 100,
+                row + offset,
+                xerr=[[(rate - low) * 100], [(high - rate) * 100]],
+                fmt="o",
+                color=colour,
+                capsize=4,
+                label=None if label in labelled else label,
+            )
+            labelled.add(label)
+            ax.annotate(
+                f"{rate * 100:.1f}% of {n:,}",
+                (high * 100, row + offset),
+                xytext=(6, -3),
+                textcoords="offset points",
+                fontsize=8,
+            )
+        ci = r.ci95
+        note = r.verdict
+        if r.uplift is not None and ci is not None:
+            note += f"  (uplift {_pts(r.uplift)} pts, 95% CI {_pts(ci[0])} to {_pts(ci[1])})"
+        ax.text(0.01, row - 0.45, note, transform=ax.get_yaxis_transform(), fontsize=8.5)
+    ax.set_yticks(range(len(rules)))
+    labels = []
+    for rule in reversed(rules):
+        outcome = results[rule].outcome
+        labels.append(f"{rule}\n{outcome.better} {', '.join(sorted(outcome.types))}")
+    ax.set_yticklabels(labels, fontsize=8.5)
+    ax.set_ylim(-0.7, len(rules) - 0.4)
+    ax.set_xlim(left=min(0.0, ax.get_xlim()[0]), right=ax.get_xlim()[1] * 1.15)
+    ax.set_xlabel("customers with the outcome (%), with 95% interval")
+    ax.set_title("Did it pay off? Customers who got the action vs the control group")
+    ax.grid(axis="x", alpha=0.3)
+    if labelled:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def simulation_rates(settings: Settings, overrides: list[str]) -> Rates:
+    """The simulator's rates with the effects of the settings and `--effect RULE=SIZE`.
+
+    Who would receive an action is decided by the engine's own holdout membership
+    (`in_holdout`, with MOMENTS_HOLDOUT_PERCENT), so the simulated response and the
+    report's control group agree.
+    """
+    from functools import partial
+
+    from moments.cli import UserError
+    from processors.engine.core import in_holdout
+    from producers.simulator import Effects, Rates
+
+    sizes = dict(settings.simulate_effects)
+    for item in overrides:
+        rule, sep, size = item.partition("=")
+        try:
+            sizes[rule.strip()] = float(size)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(
+                f"--effect: expected RULE=SIZE, e.g. explain_first_bill=0.5, got {item!r}"
+            )
+    known = ("explain_first_bill", "thank_meter_reading", "recognize_tenure")
+    unknown = sorted(set(sizes) - set(known))
+    if unknown:
+        raise UserError(
+            f"simulated effects: no effect for {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    try:
+        effects = Effects(**sizes, held_out=partial(in_holdout, percent=settings.holdout_percent))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return Rates(effects=effects)

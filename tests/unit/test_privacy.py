@@ -1,0 +1,98 @@
+"""Customer ids and secrets at the edges: hashed ids, masked URLs and settings, safe errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from pydantic import SecretStr
+
+from moments.privacy import MASK, hashed_id, is_loopback, redact_url
+from moments.settings import Settings
+from moments.topics import topic_config
+from producers.publisher import PublishError
+
+SASL = "sasl-pw-0c1d2e"
+REGISTRY_PW = "reg-pw-9f8e7d"
+HOOK_TOKEN = "hook-token-5a4b3c"
+API_KEY = "api-key-1f2e3d"
+DB_PW = "db-pw-6c5b4a"
+OAUTH = "client-secret-7e6d"
+
+
+def test_hashed_id_is_the_sha256_of_the_id() -> None:
+    assert hashed_id("CUST-1") == hashlib.sha256(b"CUST-1").hexdigest()
+    assert "CUST-1" not in hashed_id("CUST-1")
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("https://u:pw@reg.example:8081/x", f"https://u:{MASK}@reg.example:8081/x"),
+        ("https://token@hooks.example/a", f"https://{MASK}@hooks.example/a"),
+        (
+            "https://hooks.example/a?token=abc&x=1",
+            f"https://hooks.example/a?token={MASK}&x={MASK}",
+        ),
+        ("https://hooks.example/a#sig", f"https://hooks.example/a#{MASK}"),
+        ("postgresql://moments:pw@db/moments", f"postgresql://moments:{MASK}@db/moments"),
+        ("http://plain.example/a", "http://plain.example/a"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redact_url_masks_passwords_and_query_values(url: str, masked: str) -> None:
+    assert redact_url(url) == masked
+
+
+def test_redact_url_can_mask_the_path_too() -> None:
+    url = "https://hooks.example/services/T0/B0/secret?x=1"
+    assert redact_url(url, keep_path=False) == f"https://hooks.example/{MASK}?x={MASK}"
+    assert redact_url("https://hooks.example/", keep_path=False) == "https://hooks.example/"
+
+
+def test_loopback_is_only_this_machine() -> None:
+    assert all(map(is_loopback, ["127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "api.example"]))
+
+
+def test_settings_repr_and_str_show_no_secret_of_any_kind() -> None:
+    settings = Settings(
+        bootstrap="broker:9092",
+        kafka_extra={
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": "PLAIN",
+            "sasl.username": "moments",
+            "sasl.password": SASL,
+            "sasl.oauthbearer.client.secret": OAUTH,
+        },
+        schema_registry_url=f"https://moments:{REGISTRY_PW}@registry:8081",
+        webhook_urls={
+            "care": f"https://hooks.example/care?token={HOOK_TOKEN}",
+            "crm": f"https://{HOOK_TOKEN}@hooks.example/crm",
+            "feedback": f"https://hooks.example/services/T0/B0/{HOOK_TOKEN}",
+        },
+        api_keys=[SecretStr(API_KEY)],
+        database_url=f"postgresql://moments:{DB_PW}@db/moments",
+    )
+    text = repr(settings) + str(settings)
+    for secret in (SASL, REGISTRY_PW, HOOK_TOKEN, API_KEY, DB_PW, OAUTH):
+        assert secret not in text, secret
+    assert "SASL_SSL" in text and "registry:8081" in text and "hooks.example" in text
+    # the values themselves are intact for the clients
+    assert settings.kafka_config()["sasl.password"] == SASL
+    assert REGISTRY_PW in (settings.schema_registry_url or "")
+    assert HOOK_TOKEN in settings.as_env()["MOMENTS_WEBHOOK_URLS"]
+
+
+def test_publish_errors_name_the_key_by_its_hash_only() -> None:
+    error = PublishError("interactions", "CUST-SECRET-9", "Local: Message timed out", more=2)
+    assert "CUST-SECRET-9" not in str(error) and "CUST-SECRET-9" not in repr(error)
+    assert hashed_id("CUST-SECRET-9") in str(error)
+    assert error.key == "CUST-SECRET-9"  # the caller still knows which one failed
+
+
+def test_topics_are_created_with_retention() -> None:
+    settings = Settings(retention_days=7)
+    seven_days = str(7 * 86_400_000)
+    for name in settings.topics.all():
+        assert topic_config(settings, name) == {"retention.ms": seven_days}, name

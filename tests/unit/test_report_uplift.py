@@ -1,0 +1,142 @@
+"""Uplift statistics against published worked examples, and section 9's exact counting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from processors.engine.rules import Outcome
+from processors.report.uplift import (
+    measure_uplift,
+    newcombe_interval,
+    two_proportion_p_value,
+    uplift_json,
+    wilson_interval,
+)
+
+DAY = 86_400_000
+
+# Newcombe RG (1998). Interval estimation for the difference between independent
+# proportions: comparison of eleven methods. Statistics in Medicine 17:873-890, Table II,
+# method 10 (hybrid score, no continuity correction), to 4 decimals. (The first example's
+# difference is 56/70 - 48/80 = 0.2000.)
+NEWCOMBE_1998_METHOD_10 = [
+    ((56, 70, 48, 80), (0.0524, 0.3339)),
+    ((9, 10, 3, 10), (0.1705, 0.8090)),
+    ((5, 56, 0, 29), (-0.0381, 0.1926)),
+    ((0, 10, 0, 20), (-0.1611, 0.2775)),
+    ((0, 10, 0, 10), (-0.2775, 0.2775)),
+    ((10, 10, 0, 20), (0.6791, 1.0000)),
+    ((10, 10, 0, 10), (0.6075, 1.0000)),
+]
+
+
+@pytest.mark.parametrize(("counts", "expected"), NEWCOMBE_1998_METHOD_10)
+def test_newcombe_interval_matches_the_published_table(
+    counts: tuple[int, int, int, int], expected: tuple[float, float]
+) -> None:
+    lower, upper = newcombe_interval(*counts)
+    assert (round(lower, 4), round(upper, 4)) == expected
+
+
+def test_wilson_interval_matches_newcombe_1998_single_proportion_examples() -> None:
+    # Newcombe RG (1998) Two-sided confidence intervals for the single proportion,
+    # Statistics in Medicine 17:857-872, Table I, method 3: 81/263 -> 0.2553 to 0.3662.
+    assert tuple(round(v, 4) for v in wilson_interval(81, 263)) == (0.2553, 0.3662)
+    assert tuple(round(v, 4) for v in wilson_interval(0, 20)) == (0.0, 0.1611)
+
+
+def test_p_value_is_the_pearson_chi_square_of_the_two_by_two_table() -> None:
+    # The pooled z-test is Pearson's chi-square test without continuity correction (z^2 = X^2),
+    # computed here from the table's observed and expected counts.
+    a, n1, c, n2 = 56, 70, 48, 80
+    table = [[a, n1 - a], [c, n2 - c]]
+    total = n1 + n2
+    cols = [a + c, total - a - c]
+    chi2 = sum(
+        (table[i][j] - [n1, n2][i] * cols[j] / total) ** 2 / ([n1, n2][i] * cols[j] / total)
+        for i in range(2)
+        for j in range(2)
+    )
+    assert chi2 == pytest.approx(7.0235, abs=1e-4)
+    expected = math.erfc(math.sqrt(chi2 / 2))  # P(chi2 with 1 df > X^2)
+    assert two_proportion_p_value(a, n1, c, n2) == pytest.approx(expected, rel=1e-12)
+    assert two_proportion_p_value(a, n1, c, n2) == pytest.approx(0.00804, abs=5e-5)
+
+
+def test_p_value_is_one_when_the_pooled_standard_error_is_zero() -> None:
+    assert two_proportion_p_value(0, 10, 0, 20) == 1.0
+    assert two_proportion_p_value(10, 10, 20, 20) == 1.0
+
+
+FEWER = Outcome(frozenset({"dispute_opened"}), 30 * DAY, "fewer")
+MORE = Outcome(frozenset({"meter_reading_submitted"}), 30 * DAY, "more")
+
+
+def test_counting_uses_the_first_decision_and_the_half_open_window() -> None:
+    t0 = 100 * DAY
+    decisions = [
+        ("a", "bill", "fired", t0, "d1"),
+        ("a", "bill", "fired", t0 + 5 * DAY, "d2"),  # not the first: ignored
+        ("b", "bill", "fired", t0, "d3"),
+        ("c", "bill", "held_out", t0, "d4"),
+        ("d", "bill", "held_out", t0, "d5"),
+        ("e", "bill", "suppressed", t0, "d6"),  # neither group
+        ("f", "bill", "fired", t0, "d7"),
+        ("f", "bill", "held_out", t0 + DAY, "d8"),  # both: in neither group
+        ("g", "other", "fired", t0, "d9"),  # a rule without an outcome
+    ]
+    events = [
+        ("a", "dispute_opened", t0 + 30 * DAY),  # exactly at the end of the window: counts
+        ("b", "dispute_opened", t0),  # at the decision itself: does not count
+        ("b", "dispute_opened", t0 + 30 * DAY + 1),  # after the window: does not count
+        ("c", "dispute_opened", t0 + 1),
+        ("d", "inquiry", t0 + 1),  # not an outcome type
+        ("e", "dispute_opened", t0 + 1),
+        ("f", "dispute_opened", t0 + 2 * DAY),
+    ]
+    result = measure_uplift({"bill": FEWER}, decisions, events)["bill"]
+    assert (result.treated, result.control) == (2, 2)
+    assert (result.treated_with_outcome, result.control_with_outcome) == (1, 1)
+    assert result.both == 1
+    assert result.uplift == 0.0  # control 1/2 - treated 1/2
+    assert result.verdict == "no evidence either way"
+
+
+def test_uplift_is_signed_so_that_positive_is_good() -> None:
+    decisions = [(f"t{i}", "r", "fired", 0, f"t{i}") for i in range(100)]
+    decisions += [(f"c{i}", "r", "held_out", 0, f"c{i}") for i in range(100)]
+    events = [(f"t{i}", "dispute_opened", 1) for i in range(10)]
+    events += [(f"c{i}", "dispute_opened", 1) for i in range(40)]
+    events += [(f"t{i}", "meter_reading_submitted", 1) for i in range(40)]
+    events += [(f"c{i}", "meter_reading_submitted", 1) for i in range(10)]
+    fewer = measure_uplift({"r": FEWER}, decisions, events)["r"]
+    assert fewer.uplift == pytest.approx(0.30)
+    assert fewer.ci95 == pytest.approx(newcombe_interval(40, 100, 10, 100))
+    assert fewer.verdict.startswith("pays off")
+    more = measure_uplift({"r": MORE}, decisions, events)["r"]
+    assert more.uplift == pytest.approx(0.30)
+    backfire = measure_uplift(
+        {"r": Outcome(MORE.types, MORE.within_ms, "fewer")}, decisions, events
+    )
+    assert backfire["r"].verdict.startswith("backfires")
+
+
+def test_json_has_exactly_the_keys_of_section_9() -> None:
+    decisions = [("a", "r", "fired", 0, "1"), ("b", "r", "held_out", 0, "2")]
+    out = uplift_json(measure_uplift({"r": FEWER, "s": MORE}, decisions, []))
+    assert set(out) == {"rules"}
+    assert set(out["rules"]["r"]) == {
+        "treated",
+        "control",
+        "treated_with_outcome",
+        "control_with_outcome",
+        "treated_rate",
+        "control_rate",
+        "uplift",
+        "ci95",
+        "p_value",
+    }
+    assert out["rules"]["r"]["p_value"] == 1.0
+    assert out["rules"]["s"]["uplift"] is None  # never decided: nothing to compare
