@@ -3,16 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+# The locks (make lock): every dependency pinned, for `make install` (dev) and `make bench`.
+LOCK := requirements/dev.txt
+BENCH_LOCK := requirements/bench.txt
 
-.PHONY: install demo test lint format soak bench clean
+.PHONY: install demo test lint format soak bench lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+# The locked dependencies (with the build requirements), then the project itself, built
+# against them: the optional mypyc build of setup.py (MOMENTS_PURE_PYTHON=1 skips it).
+$(STAMP): pyproject.toml setup.py $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Regenerate the locks from pyproject.toml ([build-system] requires + dependencies + extras).
+# Pins stay as they are unless a constraint forces a change; to upgrade one package:
+# make lock UPGRADE='--upgrade-package NAME' (or UPGRADE=--upgrade for all).
+LOCK_FLAGS = --quiet --universal --python-version 3.11 $(UPGRADE)
+BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+lock: $(STAMP)
+	$(BUILD_REQUIRES) | $(BIN)/uv pip compile $(LOCK_FLAGS) --extra dev -o $(LOCK) pyproject.toml -
+	$(BUILD_REQUIRES) | $(BIN)/uv pip compile $(LOCK_FLAGS) --extra dev --extra bench -o $(BENCH_LOCK) pyproject.toml -
 
 demo: $(STAMP)
 	$(BIN)/moments demo
@@ -24,6 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -32,8 +48,11 @@ format: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -s --timeout=5400
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
+	$(BIN)/python -m pip install --quiet -r $(BENCH_LOCK)
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/moments bench
 
 clean:

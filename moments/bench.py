@@ -986,7 +986,7 @@ def empty_agent() -> None:
     """
     import faust
 
-    from processors.faust_support import WorkerConsumer
+    from processors.faust_host import WorkerConsumer
     from processors.worker import broker_urls, use_fast_event_loop
 
     settings = Settings()

@@ -18,7 +18,7 @@ unhandled. Each record is handled like this:
    keeps running.
 2. Otherwise the engine processes the event against `PartitionState`, the
    state of the event's partition in a changelog-backed Faust table (see
-   `processors.faust_support`). Writes are applied per event to the table's
+   `processors.faust_host`). Writes are applied per event to the table's
    local store (never through `Table.__setitem__`, which Faust forbids inside
    `take()`; a persistent store gets them once their changelog is acknowledged,
    so after a kill it holds no state whose output was lost) and their changelog
@@ -116,13 +116,12 @@ from processors.engine import (
     future_cap,
     load_rule_pack,
 )
-from processors.faust_support import (
+from processors.faust_host import (
+    CommitBarrier,
     FencingTableManager,
     PartitionState,
     WorkerConsumer,
     broker_credentials,
-    output_sender,
-    stage_table,
 )
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
@@ -218,13 +217,15 @@ class TriggerWorker:
             autodiscover=False,
             TableManager=FencingTableManager,
         )
-        self.app.transport.Consumer = WorkerConsumer  # type: ignore[misc]
+        #: What the consumer makes durable before each offset commit (output, then state).
+        self.commits = CommitBarrier()
+        self.commits.install(self.app)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.interactions = self.app.topic(
             topics.interactions, partitions=settings.interactions_partitions, **raw
         )
         #: Actions, decisions and dead letters go straight to the producer (see OutputSender).
-        self.output = output_sender(self.app, settings.kafka_config())
+        self.output = self.commits.output_sender(settings.kafka_config())
         self.state = self.app.Table(
             STATE_TABLE,
             partitions=settings.interactions_partitions,
@@ -232,7 +233,7 @@ class TriggerWorker:
             value_type=bytes,  # raw values: JSON bytes written by PartitionState
             help="Trigger engine state of every interactions partition (JSON values).",
         )
-        self.staged_state = stage_table(self.app, self.state, self.output)
+        self.staged_state = self.commits.stage_table(self.state, self.output)
         self.app.agent(self.interactions, name="moments.trigger")(self._consume)
         self.app.timer(settings.idle_tick_s, name="moments.idle_ticks")(self._send_idle_ticks)
         self.app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))

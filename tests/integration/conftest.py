@@ -15,8 +15,6 @@ from moments.settings import Settings
 from moments.stack import EmbeddedBroker, EmbeddedPostgres, free_port
 from moments.topics import ensure_topics
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker]:

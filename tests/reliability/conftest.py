@@ -2,7 +2,7 @@
 
 The broker, PostgreSQL and per-test `settings` are the integration fixtures
 (imported from `tests.integration.conftest`). Every test here is marked
-`reliability`; the long versions are also marked `soak` and run only with
+`reliability` (by tests/conftest.py); the long versions are also marked `soak` and run only with
 `make soak`. After every test the logs of the processes it started are
 searched for the customer ids, texts and addresses it published
 (`no_customer_data_in_logs`). Each test records its figures (events, kills, lost, duplicates,
@@ -34,14 +34,6 @@ from tests.reliability.harness import (
 from tests.reliability.security import customer_data_leaks
 
 __all__ = ["broker", "postgres", "settings"]
-
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if _HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.reliability)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from moments.settings import Settings
 from processors import worker as worker_module
-from processors.faust_support import CredentialsError, broker_credentials
+from processors.faust_host.credentials import CredentialsError, broker_credentials
 from processors.worker import TriggerWorker, worker_credentials
 
 SECRET = "s3cr3t-never-logged"

@@ -145,7 +145,7 @@ class FakeEvent:
 
 def test_records_the_state_already_covers_are_skipped_however_old(worker: TriggerWorker) -> None:
     from moments.metrics import REDELIVERIES_SKIPPED
-    from processors.faust_support import StagedTable
+    from processors.faust_host.changelog import StagedTable
     from schemas.codec import codec_for
     from schemas.records import InteractionEvent
 

@@ -8,17 +8,14 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import faust
 import pytest
 from faust.exceptions import ProducerSendError
 from faust.types import TP
 
-from processors.faust_support import (
-    OUTPUT_PRODUCER_CONFIG,
-    StagedTable,
-    WorkerConsumer,
-    first_failure,
-    output_sender,
-)
+from processors.faust_host.changelog import StagedTable
+from processors.faust_host.consumer import CommitBarrier, WorkerConsumer
+from processors.faust_host.output import OUTPUT_PRODUCER_CONFIG, first_failure
 
 
 class FakeMessage:
@@ -78,15 +75,11 @@ class FakeProducer:
         return len(served)
 
 
-class FakeApp:
-    """What WorkerConsumer.persist_staged looks up outputs and tables by (nothing staged)."""
-
-
 class FakeConsumer:
     """What WorkerConsumer._commit_offsets uses of itself before it commits."""
 
-    def __init__(self, app: FakeApp) -> None:
-        self.app = app
+    def __init__(self, commits: CommitBarrier) -> None:
+        self.commits = commits
         self.crashed: list[BaseException] = []
 
     async def crash(self, exc: BaseException) -> None:
@@ -96,18 +89,18 @@ class FakeConsumer:
     persist_staged = WorkerConsumer.persist_staged
 
 
-def make_sender(app: FakeApp) -> tuple[Any, list[FakeProducer]]:
+def make_sender(commits: CommitBarrier) -> tuple[Any, list[FakeProducer]]:
     made: list[FakeProducer] = []
 
     def factory(config: dict[str, Any]) -> FakeProducer:
         made.append(FakeProducer(config))
         return made[-1]
 
-    return output_sender(app, {"bootstrap.servers": "b:9092"}, factory), made
+    return commits.output_sender({"bootstrap.servers": "b:9092"}, factory), made
 
 
 def test_records_go_to_librdkafka_with_their_headers_and_the_java_partitioner() -> None:
-    sender, made = make_sender(FakeApp())
+    sender, made = make_sender(CommitBarrier())
     sender.send("actions.care", b"ann", b"v1")
     sender.send("interactions.dlq", b"bob", None, [("moments.error.stage", b"size")])
     (producer,) = made
@@ -125,7 +118,7 @@ def test_records_go_to_librdkafka_with_their_headers_and_the_java_partitioner() 
 
 
 def test_a_delivery_waits_until_the_broker_answered_every_record() -> None:
-    sender, made = make_sender(FakeApp())
+    sender, made = make_sender(CommitBarrier())
     sender.send("decisions", b"ann", b"d1")
     (producer,) = made
     producer.hold = 3
@@ -136,9 +129,9 @@ def test_a_delivery_waits_until_the_broker_answered_every_record() -> None:
 
 
 def test_a_failed_delivery_crashes_the_worker_instead_of_committing() -> None:
-    app = FakeApp()
-    sender, made = make_sender(app)
-    consumer = FakeConsumer(app)
+    commits = CommitBarrier()
+    sender, made = make_sender(commits)
+    consumer = FakeConsumer(commits)
     sender.send("decisions", b"ann", b"ok")
     made[0].fail = "MSG_SIZE_TOO_LARGE"
     sender.send("actions.care", b"ann", b"too big")
@@ -151,9 +144,9 @@ def test_a_failed_delivery_crashes_the_worker_instead_of_committing() -> None:
 
 
 def test_nothing_sent_commits_without_waiting() -> None:
-    app = FakeApp()
-    make_sender(app)
-    consumer = FakeConsumer(app)
+    commits = CommitBarrier()
+    make_sender(commits)
+    consumer = FakeConsumer(commits)
     assert asyncio.run(consumer.persist_staged()) == 0
     assert consumer.crashed == []
 
@@ -173,7 +166,7 @@ def test_first_failure_names_the_first_error() -> None:
 
 @pytest.mark.parametrize("full", [1, 3])
 def test_a_full_queue_waits_for_deliveries_instead_of_dropping(full: int) -> None:
-    sender, made = make_sender(FakeApp())
+    sender, made = make_sender(CommitBarrier())
     sender.send("decisions", b"ann", b"first")
     producer = made[0]
     produce = producer.produce
@@ -214,7 +207,7 @@ class FakeTable:
 
 
 def test_the_changelog_goes_through_librdkafka_to_each_partition_after_the_output() -> None:
-    sender, made = make_sender(FakeApp())
+    sender, made = make_sender(CommitBarrier())
     table = StagedTable(FakeTable(), sender)
     sender.send("decisions", b"ann", b"d1")  # an output record, not the changelog's
     table.put(2, "2/e/c:ann", b"{}")
@@ -242,7 +235,7 @@ def test_the_changelog_goes_through_librdkafka_to_each_partition_after_the_outpu
 
 
 def test_a_changelog_record_refused_fails_the_commit() -> None:
-    sender, made = make_sender(FakeApp())
+    sender, made = make_sender(CommitBarrier())
     table = StagedTable(FakeTable(), sender)
     table.put(0, "0/w/applied", b"1")
     made_producer = sender.producer
@@ -255,3 +248,18 @@ def test_a_changelog_record_refused_fails_the_commit() -> None:
     assert failure is not None and "REQUEST_TIMED_OUT" in str(failure)
     assert table.table.data.persisted == {}
     assert made == [made_producer]
+
+
+def test_the_installed_consumer_commits_what_its_barrier_holds() -> None:
+    app = faust.App("unit-barrier", broker="kafka://127.0.0.1:1", web_enabled=False)
+    commits = CommitBarrier()
+    commits.install(app)
+    consumer = app.consumer
+    assert isinstance(consumer, WorkerConsumer)
+    assert consumer.commits is commits
+    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # as the bench's empty agent
+    unbound = app.transport.create_consumer(
+        callback=print, on_partitions_revoked=print, on_partitions_assigned=print
+    )
+    assert isinstance(unbound, WorkerConsumer)
+    assert unbound.commits is not commits and unbound.commits.outputs == []

@@ -1,4 +1,4 @@
-"""PartitionState and StagedTable, the worker's StateStore over a Faust table (faked here)."""
+"""PartitionState and StagedTable (processors.faust_host.changelog) over a faked Faust table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from faust.streams import current_event
 from faust.types import TP
 
-from processors.faust_support import PartitionState, StagedTable
+from processors.faust_host.changelog import PartitionState, StagedTable
 
 
 class FakeStore(dict[str, bytes]):
@@ -202,7 +202,7 @@ async def _step(log: list[Any], gate: asyncio.Future[int]) -> int:
 def test_a_callback_that_suspends_finishes_as_a_task_would_run_it() -> None:
     """WorkerConsumer's drain loop runs a message callback's first step inline and, if it
     suspends, the rest through `_resumed` (raced against suspend_flow, as Faust does)."""
-    from processors.faust_support import _resumed
+    from processors.faust_host.consumer import _resumed
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,37 @@
+"""What the worker adds to faust-streaming, one module per mechanism.
+
+- `changelog`: `PartitionState` (the engine's `StateStore` of one
+  interactions partition) over a `StagedTable`, whose changelog records wait
+  for the next offset commit.
+- `output`: `OutputSender`, the worker's actions, decisions and dead letters
+  produced with librdkafka, their delivery reports counted per commit.
+- `consumer`: `WorkerConsumer`, which commits offsets only after the output
+  and then the changelog (held by a `CommitBarrier`) are acknowledged, drains
+  messages without a task per message, fetches promptly and seeks fresh
+  partitions to the beginning.
+- `recovery`: `FencingTableManager`, the recovery fence that makes Faust's
+  table recovery read to the end on Tansu.
+- `credentials`: `broker_credentials`, librdkafka security options as Faust's.
+- `internals`: every private member of faust-streaming, mode and aiokafka
+  that the modules above use, checked by `tests/unit/test_faust_host_internals.py`.
+
+Faust stays the live host: these modules extend it and never replace its
+stream, table or rebalance machinery. They know nothing of rules or Avro.
+"""
+
+from processors.faust_host.changelog import PartitionState, StagedTable
+from processors.faust_host.consumer import CommitBarrier, WorkerConsumer
+from processors.faust_host.credentials import CredentialsError, broker_credentials
+from processors.faust_host.output import OutputSender
+from processors.faust_host.recovery import FencingTableManager
+
+__all__ = [
+    "CommitBarrier",
+    "CredentialsError",
+    "FencingTableManager",
+    "OutputSender",
+    "PartitionState",
+    "StagedTable",
+    "WorkerConsumer",
+    "broker_credentials",
+]

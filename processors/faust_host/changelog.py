@@ -1,0 +1,322 @@
+"""Changelog staging: per-partition engine state in a Faust table, sent at offset commits.
+
+`PartitionState` is the worker's side of `processors.engine.StateStore`: the
+state of ONE interactions partition, kept in a changelog-backed Faust table
+under keys `"<partition>/e/<engine key>"` (the engine's own keys, including its
+partition-level ones such as the watermark) and `"<partition>/w/<name>"` (the
+worker's bookkeeping). Values are stored as JSON bytes (orjson, sorted keys),
+so a value read back is always a fresh object (the engine cannot change the
+table by mutating what it read) and falsy values (`0`, `[]`) survive recovery
+(Faust's memory store drops recovered keys whose value is falsy).
+
+Writes are buffered for the duration of one event and applied with `commit()`
+inside the stream iteration of that event, so an event whose processing fails
+leaves no half-written state behind. `StagedTable` stages their changelog
+records (addressed explicitly to the event's partition, coalesced per key)
+until the next offset commit, when `WorkerConsumer` sends them after the
+output of those events is acknowledged. This costs a record per changed key
+per commit instead of per event. A memory store gets the writes at once; a
+persistent (rocksdb) store, which survives a kill, only once their changelog
+records are acknowledged (reads see them meanwhile in an overlay), so it
+never holds the state of an event whose output was not delivered.
+
+This module writes a table's local store directly, never through
+`Table.__setitem__` (which Faust forbids inside `take()`); the caller must make
+the event being handled the current event (a rocksdb store files each key
+under its partition). Staged changelog records carry their partition
+explicitly. The Faust internals it relies on are listed in
+`processors.faust_host.internals`. It knows nothing of rules or Avro.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from functools import partial
+from typing import Any, cast
+
+import orjson
+from faust.stores.memory import Store as MemoryStore
+from faust.streams import _current_event
+from faust.types import TP, EventT
+
+from processors.faust_host.output import OutputDelivery, OutputSender
+
+_DELETED = object()
+#: Sorted keys make an unchanged value the same bytes (no changelog record for it).
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+class StagedTable:
+    """A Faust table whose changelog records wait for the next offset commit.
+
+    `put`/`remove` stage one changelog record per key and partition (a key
+    written by many events between two commits costs one record) and change a
+    memory store at once (inside the stream iteration of the event, as Faust
+    requires); a persistent store only in `apply`, after the changelog is
+    acknowledged (until then `get` reads the write from an overlay).
+    `WorkerConsumer` sends the staged records when Faust commits offsets: first
+    it waits until everything produced so far (the actions and decisions of
+    those events) is acknowledged, then it sends the records, then Faust
+    flushes and commits. So the changelog never holds state whose output was
+    not delivered, and never lags the committed offsets.
+    """
+
+    def __init__(self, table: Any, sender: OutputSender | None = None) -> None:
+        self.table = table
+        #: Produces the changelog with librdkafka when set (else through Faust's producer).
+        self.sender = sender
+        self._staged: dict[int, dict[str, bytes | None]] = {}
+        self._local: Any = None
+        #: Persistent stores only: writes whose changelog is not acknowledged yet.
+        self._overlay: dict[str, bytes | None] | None = None
+        #: Changelog offsets acknowledged, recorded in the store by `apply`.
+        self._acked: dict[TP, int] = {}
+        #: Per partition: the key prefixes of its engine and worker keys (see `PartitionState`).
+        self.prefixes: dict[int, tuple[str, str]] = {}
+
+    @property
+    def local(self) -> Any:
+        """The local store, as a mapping: a memory store's own dict (no proxy per access)."""
+        local = self._local
+        if local is None:
+            store = self.table.data
+            if isinstance(store, MemoryStore | dict):  # dict: a plain mapping (tests)
+                local = store.data if isinstance(store, MemoryStore) else store
+            else:  # persistent (rocksdb): it survives a crash, so it waits for the changelog
+                local = store
+                self._overlay = {}
+            self._local = local
+        return local
+
+    def get(self, key: str) -> bytes | None:
+        local = self.local
+        overlay = self._overlay
+        # the overlay first, then the local store (as `apply` or `put` wrote it)
+        value = overlay[key] if overlay is not None and key in overlay else local.get(key)
+        return None if value is None else bytes(value)
+
+    def put(self, partition: int, key: str, data: bytes) -> None:
+        local = self.local
+        overlay = self._overlay
+        if overlay is None:
+            local[key] = data
+        else:
+            overlay[key] = data
+        staged = self._staged.get(partition)
+        if staged is None:
+            staged = self._staged[partition] = {}
+        staged[key] = data
+
+    def remove(self, partition: int, key: str) -> None:
+        store = self.local
+        if self._overlay is not None:
+            self._overlay[key] = None
+        elif key in store:
+            del store[key]
+        self._staged.setdefault(partition, {})[key] = None
+
+    def take(self) -> dict[int, dict[str, bytes | None]]:
+        """Detach the records staged so far (later writes stage anew)."""
+        staged, self._staged = self._staged, {}
+        return staged
+
+    def apply(self, staged: dict[int, dict[str, bytes | None]]) -> None:
+        """The changelog of `staged` is acknowledged: write it to a persistent local store,
+        then record the changelog offsets it covers (a crash in between re-reads them).
+
+        A memory store got its writes at once (it does not survive a crash; a restart
+        recovers the changelog). A persistent store gets them only now, so after a kill
+        it never holds the state of an event whose output was not delivered; until
+        then `get` reads them from the overlay.
+        """
+        overlay = self._overlay
+        store = self.table.data
+        if overlay is not None:
+            for partition, writes in staged.items():
+                # the store files each key under the current event's partition
+                event = cast(EventT[Any], _PartitionEvent(partition))
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    for key, data in writes.items():
+                        if data is None:
+                            if key in store:
+                                del store[key]
+                        else:
+                            store[key] = data
+                        if overlay.get(key, _DELETED) is data:  # nothing newer staged since
+                            del overlay[key]
+                finally:
+                    _current_event.reset(token)
+        acked, self._acked = self._acked, {}
+        for tp, offset in acked.items():
+            store.set_persisted_offset(tp, offset)
+
+    def acknowledged(self, tp: TP, offset: int) -> None:
+        """A changelog record of `tp` at `offset` was acknowledged."""
+        if offset > self._acked.get(tp, -1):
+            self._acked[tp] = offset
+
+    async def send(self, staged: dict[int, dict[str, bytes | None]]) -> list[asyncio.Future[Any]]:
+        """Hand detached records to the producer, each to its partition; their delivery futures.
+
+        Straight to the producer rather than through `Table.send_changelog`, whose
+        per-record buffer overflows at every commit and stalls the stream; like it,
+        each acknowledgement records the persisted offset (used by rocksdb stores),
+        here at `apply`, once the local store holds what it covers.
+        """
+        table = self.table
+        topic = table.changelog_topic.get_topic_name()
+        key_type, key_serializer = table.key_type, table.key_serializer
+        dumps_key = table.app.serializers.dumps_key  # the table's own key bytes, for recovery
+        if self.sender is not None:
+            sender = self.sender
+            delivery = ChangelogDelivery(sender, self)
+            for partition, writes in staged.items():
+                for key, data in writes.items():
+                    raw_key = dumps_key(key_type, key, serializer=key_serializer)
+                    sender.send(topic, raw_key, data, partition=partition, delivery=delivery)
+                    if delivery.sent % _SEND_SLICE == 0:
+                        await asyncio.sleep(0)  # a commit's thousands of records: let events in
+            return [asyncio.ensure_future(delivery.acknowledged())]
+        send = table.app.producer.send
+        futures: list[asyncio.Future[Any]] = []
+        for partition, writes in staged.items():
+            acknowledged = partial(_acknowledged, self, TP(topic, partition))
+            for key, data in writes.items():
+                raw_key = dumps_key(key_type, key, serializer=key_serializer)
+                future = await send(topic, raw_key, data, partition, None, None)
+                future.add_done_callback(acknowledged)
+                futures.append(future)
+        return futures
+
+
+#: Changelog records produced between two yields to the event loop.
+_SEND_SLICE = 256
+
+
+class _PartitionEvent:
+    """Stands for an event of `partition` while `StagedTable.apply` writes a store."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = _PartitionOnly(partition)
+
+
+class _PartitionOnly:
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+def _acknowledged(table: StagedTable, tp: TP, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        table.acknowledged(tp, future.result().offset)
+
+
+class ChangelogDelivery(OutputDelivery):
+    """The delivery of one commit's changelog records, telling `table` each acknowledged
+    offset (recorded in its store once the store holds the records)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, sender: OutputSender, table: StagedTable) -> None:
+        super().__init__(sender.producer)
+        self.table = table
+
+    def report(self, error: Any, message: Any) -> None:
+        super().report(error, message)
+        if error is None:
+            self.table.acknowledged(TP(message.topic(), message.partition()), message.offset())
+
+    async def acknowledged(self) -> None:
+        """Wait for the records; raise the first delivery error."""
+        failure = await self.wait()
+        if failure is not None:
+            raise failure
+
+
+class PartitionState:
+    """The `StateStore` of one interactions partition, backed by a `StagedTable`.
+
+    Reads see this event's own pending writes first; `commit()` applies them
+    (one staged changelog record per changed key) and must be called inside
+    the stream iteration of the event being processed. Never share one
+    instance between events.
+    """
+
+    __slots__ = ("_engine_prefix", "_partition", "_pending", "_read", "_table", "_worker_prefix")
+
+    def __init__(self, table: StagedTable, partition: int) -> None:
+        self._table = table
+        self._partition = partition
+        prefixes = table.prefixes.get(partition)
+        if prefixes is None:
+            prefixes = table.prefixes[partition] = (f"{partition}/e/", f"{partition}/w/")
+        self._engine_prefix, self._worker_prefix = prefixes
+        self._pending: dict[str, Any] = {}
+        #: full key -> (stored bytes or None, value read): what `commit` compares against.
+        self._read: dict[str, tuple[bytes | None, Any]] = {}
+
+    # -- StateStore (engine keys) -------------------------------------------------------------
+
+    def get(self, key: str) -> Any | None:
+        return self._get(self._engine_prefix + key)
+
+    def set(self, key: str, value: Any) -> None:
+        self._pending[self._engine_prefix + key] = value
+
+    def delete(self, key: str) -> None:
+        self._pending[self._engine_prefix + key] = _DELETED
+
+    # -- the worker's own keys ----------------------------------------------------------------
+
+    def get_worker(self, name: str) -> Any | None:
+        """A value the worker keeps beside the engine's state (e.g. the idle clock)."""
+        return self._get(self._worker_prefix + name)
+
+    def set_worker(self, name: str, value: Any) -> None:
+        self._pending[self._worker_prefix + name] = value
+
+    # -- applying -----------------------------------------------------------------------------
+
+    def discard_engine_writes(self) -> None:
+        """Forget the engine's pending writes (it failed on the event); keep the worker's."""
+        prefix = self._engine_prefix
+        for full_key in [k for k in self._pending if k.startswith(prefix)]:
+            del self._pending[full_key]
+
+    def commit(self) -> int:
+        """Apply the pending changes to the table; return how many keys changed."""
+        table, partition, read = self._table, self._partition, self._read
+        changed = 0
+        dumps = orjson.dumps
+        for full_key, value in self._pending.items():
+            seen = read.get(full_key)
+            if value is _DELETED:
+                if seen is None or seen[0] is not None:  # deleting a missing key is no change
+                    table.remove(partition, full_key)
+                    changed += 1
+                continue
+            data = dumps(value, option=_JSON_OPTIONS)
+            if seen is None or seen[0] != data:  # unchanged values cost no record
+                table.put(partition, full_key, data)
+                changed += 1
+        self._pending.clear()
+        read.clear()
+        return changed
+
+    def _get(self, full_key: str) -> Any | None:
+        pending = self._pending
+        if full_key in pending:
+            value = pending[full_key]
+            return None if value is _DELETED else value
+        seen = self._read.get(full_key)
+        if seen is not None:
+            return seen[1]
+        raw = self._table.get(full_key)
+        value = None if raw is None else orjson.loads(raw)
+        self._read[full_key] = (raw, value)
+        return value
