@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+import producers.collector as collector_module
 import producers.publisher as publisher_module
 from moments.privacy import key_name
 from moments.settings import Settings
@@ -96,7 +97,11 @@ def test_a_batch_reports_each_event_by_its_own_report(refusing: list[RefusingPro
     ]
 
 
-def test_per_key_rate_limit_channels_and_future_dates(refusing: list[RefusingProducer]) -> None:
+def test_per_key_rate_limit_channels_and_future_dates(
+    refusing: list[RefusingProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The clock stands still: a slow machine must not refill the bucket between requests.
+    monkeypatch.setattr(collector_module.time, "monotonic", lambda: 1000.0)
     web_only = key_name(b"web-key")
     settings = Settings(
         bootstrap="127.0.0.1:9",
