@@ -1,7 +1,7 @@
 """Customer data and secrets at the edges: hashed ids, redacted URLs, API keys, erasure records.
 
 Small helpers every process shares (producers, processors and sinks may all
-import this module; it imports nothing of ours):
+import this module; it imports only `schemas.wire`):
 
 - `hashed_id(customer_id)`: what a log line, an audit line or an error message
   says instead of a customer id (sha256, hex). Logs, errors and metric labels
@@ -13,9 +13,9 @@ import this module; it imports nothing of ours):
   which one came close), each known by a name that is not the key.
 - The erasure record (`moments forget`): a tombstone (null value) on
   `interactions` keyed by the customer id, with the header
-  `moments.control: forget`. Like the worker's idle ticks it is a control
-  record, never an event: readers of `interactions` other than the worker
-  skip it.
+  `moments.control: forget` (defined in `schemas.wire`, re-exported here).
+  Like the worker's idle ticks it is a control record, never an event:
+  readers of `interactions` other than the worker skip it.
 
 It must never log or return a secret or a customer id in clear.
 """
@@ -29,10 +29,9 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-#: Header marking a control record on `interactions` (idle ticks, erasures): never an event.
-CONTROL_HEADER: Final = "moments.control"
-#: `moments.control` value of an erasure record (key = the customer id, value = null).
-FORGET: Final = b"forget"
+from schemas.wire import CONTROL_HEADER as CONTROL_HEADER  # the erasure record, re-exported
+from schemas.wire import FORGET as FORGET
+
 #: What a masked secret looks like wherever one would have been printed.
 MASK: Final = "**********"
 

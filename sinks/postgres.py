@@ -21,7 +21,8 @@ database outages are waited out), and never build SQL from values: values
 travel by COPY or as parameters. On `interactions` it stores exactly the
 events the worker applies: records the worker refuses (undecodable, invalid,
 oversized, tombstones) are left to the worker, which owns `interactions.dlq`,
-so each poison record is dead-lettered once; idle ticks are skipped too.
+so each poison record is dead-lettered once; control records (idle ticks,
+erasures: `schemas.wire.classify`) are skipped too.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from moments.metrics import (
 from moments.settings import Settings
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.wire import RecordKind, classify, error_headers
 
 log = logging.getLogger(__name__)
 
@@ -806,16 +808,6 @@ def run_postgres_sink(
         loop.run()
 
 
-#: Header of the worker's control records on `interactions` (idle ticks): never events.
-CONTROL_HEADER = "moments.control"
-
-
-def _is_control(message: Message) -> bool:
-    headers = message.headers() or []
-    keys = headers.keys() if isinstance(headers, dict) else (key for key, _ in headers)
-    return CONTROL_HEADER in keys
-
-
 class _Drop(Exception):
     """A batch cannot be written now and is dropped (it will be redelivered)."""
 
@@ -980,12 +972,12 @@ class _SinkLoop:
             self._batch_started = time.monotonic()
         value = message.value()
         events = topic == self._control_topic
-        if events and (
-            (not value and _is_control(message))
-            or value is None
-            or len(value) > self.settings.max_event_bytes
+        if (
+            events
+            and classify(message.headers(), value, self.settings.max_event_bytes)
+            is not RecordKind.EVENT
         ):
-            # An idle tick, or an event the worker refuses (it owns `interactions.dlq`):
+            # A control record, or an event the worker refuses (it owns `interactions.dlq`):
             # the timeline holds exactly the events the engine saw. Committed with the batch.
             return
         try:
@@ -1052,14 +1044,7 @@ class _SinkLoop:
             topic=dlq_topic,
             key=key,
             value=value,
-            headers=[
-                ("moments.error.stage", stage.encode()),
-                ("moments.error.class", error_class.encode()),
-                ("moments.error.message", message[:1000].encode()),
-                ("moments.error.topic", topic.encode()),
-                ("moments.error.partition", str(partition).encode()),
-                ("moments.error.offset", str(offset).encode()),
-            ],
+            headers=list(error_headers(stage, error_class, message, source)),
         )
         # The message stays in the headers: it may quote the record's values.
         log.warning("%s[%s]@%s to %s: %s", topic, partition, offset, dlq_topic, error_class)

@@ -51,9 +51,10 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from moments.metrics import DLQ_RECORDS, WEBHOOK_DELIVERIES, serve_metrics
-from moments.settings import DESTINATIONS, Settings
+from moments.settings import Settings
 from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent
+from schemas.wire import DESTINATIONS, dead_letter_headers
 from sinks.signing import KEY_ID_PATTERN, signature_headers
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 ATTEMPT_HEADER: Final = "X-Moments-Delivery-Attempt"
 USER_AGENT: Final = "moments-webhook/1"
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
-ERROR_HEADER_PREFIX: Final = "moments.error."
-MAX_ERROR_MESSAGE: Final = 500
 #: Records waiting in one partition's lane before the partition is paused.
 MAX_LANE_BACKLOG: Final = 1000
 COMMIT_INTERVAL_S: Final = 0.5
@@ -387,22 +386,6 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     return context
 
 
-def error_headers(
-    msg: Message, stage: str, error_class: str, message: str, **extra: str
-) -> list[tuple[str, str | bytes | None]]:
-    """`moments.error.*` headers naming what failed and where the record came from."""
-    values = {
-        "stage": stage,
-        "class": error_class,
-        "message": message[:MAX_ERROR_MESSAGE],
-        "topic": msg.topic() or "",
-        "partition": str(msg.partition()),
-        "offset": str(msg.offset()),
-        **extra,
-    }
-    return [(ERROR_HEADER_PREFIX + k, v.encode()) for k, v in values.items()]
-
-
 @dataclass
 class _Lane:
     """One partition's records, delivered in offset order on a thread of their own."""
@@ -511,11 +494,10 @@ class WebhookSink:
         extra: dict[str, str] | None = None,
     ) -> None:
         """Produce the original bytes to actions.dlq; retry until acknowledged (never drop)."""
-        original: Any = msg.headers() or []
-        headers: list[tuple[str, str | bytes | None]] = [
-            (str(k), v) for k, v in original if not str(k).startswith(ERROR_HEADER_PREFIX)
-        ]  # a re-driven record that fails again carries only the latest error
-        headers += error_headers(msg, stage, error_class, message, **(extra or {}))
+        where = (msg.topic(), msg.partition(), msg.offset())
+        headers: list[tuple[str, str | bytes | None]] = list(
+            dead_letter_headers(msg.headers(), stage, error_class, message, where, **(extra or {}))
+        )  # a re-driven record that fails again carries only the latest error
         producer = self._producer
         assert producer is not None, "dead_letter before run()"
         attempt = 0
