@@ -32,11 +32,10 @@ import hashlib
 import json
 import logging
 import re
-import signal
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -50,7 +49,6 @@ from psycopg import sql
 from psycopg.adapt import PyFormat
 
 from moments.metrics import (
-    CONSUMER_LAG,
     DLQ_RECORDS,
     SINK_BATCH_DURATION,
     SINK_ERRORS,
@@ -61,6 +59,7 @@ from moments.settings import Settings
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from schemas.wire import RecordKind, classify, error_headers
+from sinks.consume import consumer_config, is_error_event, report_lag, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -766,23 +765,6 @@ def sink_topics(settings: Settings) -> list[str]:
     return [*topics.actions.values(), topics.decisions, topics.interactions]
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """In the main thread, SIGTERM and SIGINT set `stop` (the loop then flushes and exits)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handled = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.getsignal(sig) for sig in handled}
-    for sig in handled:
-        signal.signal(sig, lambda signum, frame: stop.set())
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_postgres_sink(
     settings: Settings,
     *,
@@ -804,7 +786,7 @@ def run_postgres_sink(
     stop = stop if stop is not None else threading.Event()
     loop = _SinkLoop(settings, settings.database_url, stop, topics, max_backoff_s)
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         loop.run()
 
 
@@ -896,18 +878,15 @@ class _SinkLoop:
             return
         session_ms = int(self.settings.broker_session_timeout_s * 1000)
         self.consumer = Consumer(
-            self.settings.kafka_config(
+            consumer_config(
+                self.settings,
+                self.settings.sink_group,
+                self._on_stats,
+                # A group join takes about half the session timeout on Tansu.
                 **{
-                    "group.id": self.settings.sink_group,
-                    # A group join takes about half the session timeout on Tansu.
-                    "session.timeout.ms": session_ms,
                     "heartbeat.interval.ms": max(100, min(3000, session_ms // 3)),
-                    "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
-                    "auto.offset.reset": "earliest",
-                    "statistics.interval.ms": 5000,
-                    "stats_cb": self._on_stats,
-                }
+                },
             )
         )
         self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
@@ -958,10 +937,7 @@ class _SinkLoop:
     # -- records
 
     def _take(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", error)
+        if is_error_event(message):
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
@@ -1265,14 +1241,4 @@ class _SinkLoop:
         self._reset_batch()
 
     def _on_stats(self, stats_json: str) -> None:
-        try:
-            stats = json.loads(stats_json)
-        except ValueError:
-            return
-        group = self.settings.sink_group
-        for topic, topic_stats in stats.get("topics", {}).items():
-            for partition, p in topic_stats.get("partitions", {}).items():
-                lag = p.get("consumer_lag", -1)
-                if partition == "-1" or not isinstance(lag, int) or lag < 0:
-                    continue
-                CONSUMER_LAG.labels(group, topic, partition).set(lag)
+        report_lag(stats_json, self.settings.sink_group)
