@@ -1,6 +1,6 @@
 """Fixtures of the fault-injection tests: the integration stack, a database per test, figures.
 
-The broker, PostgreSQL and per-test `settings` are the integration fixtures
+The broker, PostgreSQL, per-test `settings` and `database` are the integration fixtures
 (imported from `tests.integration.conftest`). Every test here is marked
 `reliability` (by tests/conftest.py); the long versions are also marked `soak` and run only with
 `make soak`. After every test the logs of the processes it started are
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import broker, postgres, settings
+from tests.integration.conftest import broker, database, postgres, settings
 from tests.reliability.harness import (
     CUSTOMER_DATA,
     FIGURES,
@@ -28,7 +28,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.security import customer_data_leaks
 
-__all__ = ["broker", "postgres", "settings"]
+__all__ = ["broker", "database", "postgres", "settings"]
 
 
 @pytest.fixture(autouse=True)
