@@ -1,7 +1,7 @@
-"""Customer data and secrets at the edges: hashed ids, redacted URLs, API keys, erasure records.
+"""Customer data and secrets at the edges: hashed ids, redacted URLs, API keys.
 
 Small helpers every process shares (producers, processors and sinks may all
-import this module; it imports only `schemas.wire`):
+import this module; it imports nothing of ours):
 
 - `hashed_id(customer_id)`: what a log line, an audit line or an error message
   says instead of a customer id (sha256, hex). Logs, errors and metric labels
@@ -11,11 +11,10 @@ import this module; it imports only `schemas.wire`):
 - `KeyRing`: the API keys a server accepts, matched in constant time
   (`hmac.compare_digest` against every key, so the time taken does not tell
   which one came close), each known by a name that is not the key.
-- The erasure record (`moments forget`): a tombstone (null value) on
-  `interactions` keyed by the customer id, with the header
-  `moments.control: forget` (defined in `schemas.wire`, re-exported here).
-  Like the worker's idle ticks it is a control record, never an event:
-  readers of `interactions` other than the worker skip it.
+
+The erasure record (`moments forget`: a tombstone on `interactions` keyed by
+the customer id, header `moments.control: forget`) is part of the wire
+contract and lives in `schemas.wire` with the other control records.
 
 It must never log or return a secret or a customer id in clear.
 """
@@ -28,9 +27,6 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-from schemas.wire import CONTROL_HEADER as CONTROL_HEADER  # the erasure record, re-exported
-from schemas.wire import FORGET as FORGET
 
 #: What a masked secret looks like wherever one would have been printed.
 MASK: Final = "**********"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moments import privacy, settings
+from moments import settings
 from schemas import records
 from schemas.wire import (
     CONTROL_HEADER,
@@ -75,7 +75,6 @@ def test_a_redriven_dead_letter_carries_its_own_headers_and_only_the_latest_erro
 def test_one_definition_of_each_rule_is_shared() -> None:
     assert settings.DESTINATIONS is records.DESTINATIONS
     assert settings.Topics is Topics
-    assert (privacy.CONTROL_HEADER, privacy.FORGET) == (CONTROL_HEADER, FORGET)
     topics = Topics("p-")
     assert topics.action("care") == "p-actions.care"
     assert topics.all()[:4] == [
