@@ -1,4 +1,4 @@
-"""Customer data and secrets at the edges: hashed ids, redacted URLs, API keys, erasure records.
+"""Customer data and secrets at the edges: hashed ids, redacted URLs, API keys.
 
 Small helpers every process shares (producers, processors and sinks may all
 import this module; it imports nothing of ours):
@@ -11,11 +11,10 @@ import this module; it imports nothing of ours):
 - `KeyRing`: the API keys a server accepts, matched in constant time
   (`hmac.compare_digest` against every key, so the time taken does not tell
   which one came close), each known by a name that is not the key.
-- The erasure record (`moments forget`): a tombstone (null value) on
-  `interactions` keyed by the customer id, with the header
-  `moments.control: forget`. Like the worker's idle ticks it is a control
-  record, never an event: readers of `interactions` other than the worker
-  skip it.
+
+The erasure record (`moments forget`: a tombstone on `interactions` keyed by
+the customer id, header `moments.control: forget`) is part of the wire
+contract and lives in `schemas.wire` with the other control records.
 
 It must never log or return a secret or a customer id in clear.
 """
@@ -29,10 +28,6 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-#: Header marking a control record on `interactions` (idle ticks, erasures): never an event.
-CONTROL_HEADER: Final = "moments.control"
-#: `moments.control` value of an erasure record (key = the customer id, value = null).
-FORGET: Final = b"forget"
 #: What a masked secret looks like wherever one would have been printed.
 MASK: Final = "**********"
 

@@ -18,35 +18,11 @@ from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from moments.privacy import MASK, redact_url
+from schemas.wire import DESTINATIONS as DESTINATIONS  # re-exported: one definition
+from schemas.wire import Topics as Topics
 
-DESTINATIONS = ("care", "billing", "crm", "feedback", "recognition")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-class Topics:
-    """Names of every topic moments uses, with an optional prefix (unique names in tests)."""
-
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
-        self.interactions = f"{prefix}interactions"
-        self.interactions_dlq = f"{prefix}interactions.dlq"
-        self.decisions = f"{prefix}decisions"
-        self.actions_dlq = f"{prefix}actions.dlq"
-        self.actions = {d: f"{prefix}actions.{d}" for d in DESTINATIONS}
-
-    def action(self, destination: str) -> str:
-        """Topic of one destination, e.g. `actions.care`."""
-        return self.actions[destination]
-
-    def all(self) -> list[str]:
-        return [
-            self.interactions,
-            self.interactions_dlq,
-            self.decisions,
-            self.actions_dlq,
-            *self.actions.values(),
-        ]
 
 
 class Settings(BaseSettings):

@@ -63,7 +63,6 @@ from confluent_kafka import (
 )
 
 from moments.metrics import EVENTS_FUTURE_DATED
-from moments.privacy import CONTROL_HEADER, FORGET
 from moments.settings import Settings, Topics
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, forget_customer, future_cap, load_rule_pack
@@ -71,6 +70,7 @@ from processors.engine.rules import RulePack
 from processors.replay import OutputWriter, no_cyclic_gc
 from schemas.codec import DecodeError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.wire import RecordKind, classify
 
 __all__ = ["BackfillError", "BackfillSummary", "backfill_topic"]
 
@@ -377,16 +377,20 @@ class _Run:
 
     def judge(self, message: Message) -> InteractionEvent | None:
         """The general path for a record the fast path did not take: the event, or None
-        after counting it as garbage (tombstone, oversized, undecodable or invalid)."""
+        after counting it as garbage (tombstone, oversized, undecodable or invalid).
+        Control records (the worker's idle ticks, erasures) are never events nor garbage."""
         value = message.value()
+        kind = classify(message.headers(), value, self.max_bytes)
+        key = message.key()
+        if kind is RecordKind.FORGET and key:  # `moments forget`: as the worker does
+            forget_customer(self.stores[cast(int, message.partition())], key.decode())
+            return None
+        if kind is RecordKind.TICK or kind is RecordKind.CONTROL:
+            return None
         if value is None:
-            key = message.key()
-            if key and _is_erasure(message):  # `moments forget`: as the worker does
-                forget_customer(self.stores[cast(int, message.partition())], key.decode())
-                return None
             self.garbage(message, "decode", "tombstone (no value)")
             return None
-        if len(value) > self.max_bytes:
+        if kind is RecordKind.OVERSIZED:
             self.garbage(message, "size", f"{len(value)} bytes exceed {self.max_bytes}")
             return None
         try:
@@ -498,11 +502,6 @@ class _Run:
             out = self.engine.advance_watermark(self.stores[partition], until_ms)
             if out.actions or out.decisions:
                 self.emit(out.actions, out.decisions)
-
-
-def _is_erasure(message: Message) -> bool:
-    """Whether a record is an erasure record (`moments.privacy`: header `moments.control`)."""
-    return (CONTROL_HEADER, FORGET) in (message.headers() or [])
 
 
 def _commit(consumer: Consumer, positions: dict[int, int], topic: str) -> None:

@@ -84,7 +84,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import faust
@@ -105,7 +105,7 @@ from moments.metrics import (
     event_type_label,
     serve_metrics,
 )
-from moments.privacy import FORGET, hashed_id
+from moments.privacy import hashed_id
 from moments.settings import Settings
 from processors.config import engine_config
 from processors.engine import (
@@ -125,12 +125,10 @@ from processors.faust_host import (
 )
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.wire import CONTROL_HEADER, FORGET, TICK, control_value, dead_letter_headers
 
 log = logging.getLogger(__name__)
 
-#: Header marking a control record on `interactions` (never an interaction event).
-CONTROL_HEADER = "moments.control"
-TICK = b"tick"
 #: Name of the table holding the engine state (changelog topic `<app id>-engine-state-changelog`).
 STATE_TABLE = "engine-state"
 #: Worker key per partition: the idle clock's basis [max occurred_at, log time of last event] (ms).
@@ -324,8 +322,7 @@ class TriggerWorker:
             REDELIVERIES_SKIPPED.inc()
             return
         store.set_worker(_APPLIED, offset)
-        headers = message.headers
-        control = _header_map(headers).get(CONTROL_HEADER) if headers else None
+        control = control_value(message.headers)
         if control == TICK:
             self._on_tick(store, partition, round(message.timestamp * 1000))
         elif control == FORGET:
@@ -484,20 +481,9 @@ class TriggerWorker:
 
     def _dead_letter(self, event: EventT[Any], stage: str, kind: str, detail: str) -> None:
         message = event.message
-        error_headers = [
-            ("moments.error.stage", stage.encode()),
-            ("moments.error.class", kind.encode()),
-            ("moments.error.message", detail[:1000].encode()),
-            ("moments.error.topic", message.topic.encode()),
-            ("moments.error.partition", str(message.partition).encode()),
-            ("moments.error.offset", str(message.offset).encode()),
-        ]
-        kept = [
-            (k, v) for k, v in _header_items(message.headers) if not k.startswith("moments.error.")
-        ]
-        self.output.send(
-            self.settings.topics.interactions_dlq, message.key, message.value, kept + error_headers
-        )
+        where = (message.topic, message.partition, message.offset)
+        headers = dead_letter_headers(message.headers, stage, kind, detail, where)
+        self.output.send(self.settings.topics.interactions_dlq, message.key, message.value, headers)
         DLQ_RECORDS.labels(stage).inc()
         # The detail stays in the DLQ headers: it may quote a value of the event (customer data).
         log.warning(
@@ -558,19 +544,6 @@ def _children(labels: Callable[..., Any]) -> Callable[..., Any]:
         return found
 
     return child
-
-
-def _header_items(headers: Any) -> list[tuple[str, bytes]]:
-    if not headers:
-        return []
-    items: Sequence[tuple[str, Any]] | Any = (
-        headers.items() if isinstance(headers, Mapping) else headers
-    )
-    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
-
-
-def _header_map(headers: Any) -> dict[str, bytes]:
-    return dict(_header_items(headers))
 
 
 def use_fast_event_loop() -> bool:

@@ -21,7 +21,8 @@ database outages are waited out), and never build SQL from values: values
 travel by COPY or as parameters. On `interactions` it stores exactly the
 events the worker applies: records the worker refuses (undecodable, invalid,
 oversized, tombstones) are left to the worker, which owns `interactions.dlq`,
-so each poison record is dead-lettered once; idle ticks are skipped too.
+so each poison record is dead-lettered once; control records (idle ticks,
+erasures: `schemas.wire.classify`) are skipped too.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ import hashlib
 import json
 import logging
 import re
-import signal
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -49,7 +49,6 @@ from psycopg import sql
 from psycopg.adapt import PyFormat
 
 from moments.metrics import (
-    CONSUMER_LAG,
     DLQ_RECORDS,
     SINK_BATCH_DURATION,
     SINK_ERRORS,
@@ -59,6 +58,8 @@ from moments.metrics import (
 from moments.settings import Settings
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.wire import RecordKind, classify, error_headers
+from sinks.consume import consumer_config, is_error_event, report_lag, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -764,23 +765,6 @@ def sink_topics(settings: Settings) -> list[str]:
     return [*topics.actions.values(), topics.decisions, topics.interactions]
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """In the main thread, SIGTERM and SIGINT set `stop` (the loop then flushes and exits)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handled = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.getsignal(sig) for sig in handled}
-    for sig in handled:
-        signal.signal(sig, lambda signum, frame: stop.set())
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_postgres_sink(
     settings: Settings,
     *,
@@ -802,18 +786,8 @@ def run_postgres_sink(
     stop = stop if stop is not None else threading.Event()
     loop = _SinkLoop(settings, settings.database_url, stop, topics, max_backoff_s)
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         loop.run()
-
-
-#: Header of the worker's control records on `interactions` (idle ticks): never events.
-CONTROL_HEADER = "moments.control"
-
-
-def _is_control(message: Message) -> bool:
-    headers = message.headers() or []
-    keys = headers.keys() if isinstance(headers, dict) else (key for key, _ in headers)
-    return CONTROL_HEADER in keys
 
 
 class _Drop(Exception):
@@ -904,18 +878,15 @@ class _SinkLoop:
             return
         session_ms = int(self.settings.broker_session_timeout_s * 1000)
         self.consumer = Consumer(
-            self.settings.kafka_config(
+            consumer_config(
+                self.settings,
+                self.settings.sink_group,
+                self._on_stats,
+                # A group join takes about half the session timeout on Tansu.
                 **{
-                    "group.id": self.settings.sink_group,
-                    # A group join takes about half the session timeout on Tansu.
-                    "session.timeout.ms": session_ms,
                     "heartbeat.interval.ms": max(100, min(3000, session_ms // 3)),
-                    "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
-                    "auto.offset.reset": "earliest",
-                    "statistics.interval.ms": 5000,
-                    "stats_cb": self._on_stats,
-                }
+                },
             )
         )
         self.consumer.subscribe(self.topics, on_revoke=self._on_revoke)
@@ -966,10 +937,7 @@ class _SinkLoop:
     # -- records
 
     def _take(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", error)
+        if is_error_event(message):
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
@@ -980,12 +948,12 @@ class _SinkLoop:
             self._batch_started = time.monotonic()
         value = message.value()
         events = topic == self._control_topic
-        if events and (
-            (not value and _is_control(message))
-            or value is None
-            or len(value) > self.settings.max_event_bytes
+        if (
+            events
+            and classify(message.headers(), value, self.settings.max_event_bytes)
+            is not RecordKind.EVENT
         ):
-            # An idle tick, or an event the worker refuses (it owns `interactions.dlq`):
+            # A control record, or an event the worker refuses (it owns `interactions.dlq`):
             # the timeline holds exactly the events the engine saw. Committed with the batch.
             return
         try:
@@ -1052,14 +1020,7 @@ class _SinkLoop:
             topic=dlq_topic,
             key=key,
             value=value,
-            headers=[
-                ("moments.error.stage", stage.encode()),
-                ("moments.error.class", error_class.encode()),
-                ("moments.error.message", message[:1000].encode()),
-                ("moments.error.topic", topic.encode()),
-                ("moments.error.partition", str(partition).encode()),
-                ("moments.error.offset", str(offset).encode()),
-            ],
+            headers=list(error_headers(stage, error_class, message, source)),
         )
         # The message stays in the headers: it may quote the record's values.
         log.warning("%s[%s]@%s to %s: %s", topic, partition, offset, dlq_topic, error_class)
@@ -1280,14 +1241,4 @@ class _SinkLoop:
         self._reset_batch()
 
     def _on_stats(self, stats_json: str) -> None:
-        try:
-            stats = json.loads(stats_json)
-        except ValueError:
-            return
-        group = self.settings.sink_group
-        for topic, topic_stats in stats.get("topics", {}).items():
-            for partition, p in topic_stats.get("partitions", {}).items():
-                lag = p.get("consumer_lag", -1)
-                if partition == "-1" or not isinstance(lag, int) or lag < 0:
-                    continue
-                CONSUMER_LAG.labels(group, topic, partition).set(lag)
+        report_lag(stats_json, self.settings.sink_group)

@@ -29,21 +29,18 @@ hold tokens), a request body or a customer id.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
 import logging
 import queue
 import random
-import signal
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 import certifi
@@ -51,9 +48,11 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from moments.metrics import DLQ_RECORDS, WEBHOOK_DELIVERIES, serve_metrics
-from moments.settings import DESTINATIONS, Settings
+from moments.settings import Settings
 from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent
+from schemas.wire import DESTINATIONS, dead_letter_headers
+from sinks.consume import consumer_config, is_error_event, report_lag, stop_on_signals
 from sinks.signing import KEY_ID_PATTERN, signature_headers
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,6 @@ CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 ATTEMPT_HEADER: Final = "X-Moments-Delivery-Attempt"
 USER_AGENT: Final = "moments-webhook/1"
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
-ERROR_HEADER_PREFIX: Final = "moments.error."
-MAX_ERROR_MESSAGE: Final = 500
 #: Records waiting in one partition's lane before the partition is paused.
 MAX_LANE_BACKLOG: Final = 1000
 COMMIT_INTERVAL_S: Final = 0.5
@@ -387,22 +384,6 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     return context
 
 
-def error_headers(
-    msg: Message, stage: str, error_class: str, message: str, **extra: str
-) -> list[tuple[str, str | bytes | None]]:
-    """`moments.error.*` headers naming what failed and where the record came from."""
-    values = {
-        "stage": stage,
-        "class": error_class,
-        "message": message[:MAX_ERROR_MESSAGE],
-        "topic": msg.topic() or "",
-        "partition": str(msg.partition()),
-        "offset": str(msg.offset()),
-        **extra,
-    }
-    return [(ERROR_HEADER_PREFIX + k, v.encode()) for k, v in values.items()]
-
-
 @dataclass
 class _Lane:
     """One partition's records, delivered in offset order on a thread of their own."""
@@ -511,11 +492,10 @@ class WebhookSink:
         extra: dict[str, str] | None = None,
     ) -> None:
         """Produce the original bytes to actions.dlq; retry until acknowledged (never drop)."""
-        original: Any = msg.headers() or []
-        headers: list[tuple[str, str | bytes | None]] = [
-            (str(k), v) for k, v in original if not str(k).startswith(ERROR_HEADER_PREFIX)
-        ]  # a re-driven record that fails again carries only the latest error
-        headers += error_headers(msg, stage, error_class, message, **(extra or {}))
+        where = (msg.topic(), msg.partition(), msg.offset())
+        headers: list[tuple[str, str | bytes | None]] = list(
+            dead_letter_headers(msg.headers(), stage, error_class, message, where, **(extra or {}))
+        )  # a re-driven record that fails again carries only the latest error
         producer = self._producer
         assert producer is not None, "dead_letter before run()"
         attempt = 0
@@ -601,15 +581,9 @@ class WebhookSink:
         self._stop_lanes([(tp.topic, tp.partition) for tp in partitions])
 
     def _on_stats(self, stats_json: str) -> None:
-        from moments.metrics import CONSUMER_LAG
-
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            stats = json.loads(stats_json)
-            for topic, info in stats.get("topics", {}).items():
-                for partition, pinfo in info.get("partitions", {}).items():
-                    lag = pinfo.get("consumer_lag", -1)
-                    if partition != "-1" and lag >= 0 and (topic, int(partition)) in self._lanes:
-                        CONSUMER_LAG.labels(self.group, topic, partition).set(lag)
+        report_lag(
+            stats_json, self.group, lambda topic, partition: (topic, partition) in self._lanes
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Consume and deliver until `stop` is set; commit what is done, then close."""
@@ -626,20 +600,17 @@ class WebhookSink:
         )
         session_ms = int(s.broker_session_timeout_s * 1000)
         consumer = Consumer(
-            s.kafka_config(
+            consumer_config(
+                s,
+                self.group,
+                self._on_stats,
+                # librdkafka sends this as the group's rebalance timeout; the main loop
+                # polls every few hundred ms, lanes do the slow work.
                 **{
-                    "group.id": self.group,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "session.timeout.ms": session_ms,
-                    # librdkafka sends this as the group's rebalance timeout; the main loop
-                    # polls every few hundred ms, lanes do the slow work.
                     "max.poll.interval.ms": max(
                         session_ms, int(s.broker_rebalance_timeout_s * 1000)
-                    ),
-                    "statistics.interval.ms": 5000,
-                    "stats_cb": self._on_stats,
-                }
+                    )
+                },
             )
         )
         self._consumer = consumer
@@ -657,10 +628,7 @@ class WebhookSink:
         try:
             while not stop.is_set():
                 for msg in consumer.consume(num_messages=500, timeout=0.2):
-                    error = msg.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer: %s", error)
+                    if is_error_event(msg):
                         continue
                     topic, partition = msg.topic() or "", msg.partition() or 0
                     lane = self._lane(topic, partition)
@@ -688,24 +656,6 @@ class WebhookSink:
                 self.delivery.close()
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set `stop` (main thread only; elsewhere the caller owns `stop`)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run_webhook_sink(
     settings: Settings,
     *,
@@ -724,5 +674,5 @@ def run_webhook_sink(
         sink.run(stop)
         return
     own_stop = threading.Event()
-    with _stop_on_signals(own_stop):
+    with stop_on_signals(own_stop):
         sink.run(own_stop)

@@ -1,7 +1,7 @@
 """Session fixtures for integration tests: one real Tansu broker and one real PostgreSQL.
 
 Each test gets settings with a unique topic prefix and group ids, so tests
-never see each other's messages.
+never see each other's messages, and (`database`) a PostgreSQL database of its own.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from moments.settings import Settings
 from moments.stack import EmbeddedBroker, EmbeddedPostgres, free_port
@@ -30,6 +33,17 @@ def postgres() -> Iterator[EmbeddedPostgres]:
     embedded.start()
     yield embedded
     embedded.stop()
+
+
+@pytest.fixture
+def database(postgres: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh database of its own on the session's PostgreSQL; its conninfo."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(postgres.url, dbname=name)
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

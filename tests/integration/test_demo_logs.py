@@ -15,9 +15,6 @@ from pathlib import Path
 
 from moments.settings import Settings
 from producers.simulator import STORY_CUSTOMERS, seed_stories
-from tests.integration.test_timeline import database
-
-__all__ = ["database"]
 
 
 def customer_data_of_the_seed_stories() -> set[str]:

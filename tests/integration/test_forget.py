@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from moments.privacy import hashed_id
 from moments.runtime import Supervisor
@@ -29,7 +28,6 @@ from moments.topics import ensure_topics
 from producers.publisher import Publisher
 from sinks.erasure import customer_tables
 from sinks.postgres import apply_migrations
-from tests.integration.test_timeline import database
 from tests.integration.test_worker import (
     WAIT_S,
     TopicReader,
@@ -39,8 +37,7 @@ from tests.integration.test_worker import (
     running_worker,
 )
 from tests.reliability.pipeline import read_worker_state
-
-__all__ = ["database"]
+from tests.timing import wait_for
 
 GONE = "CUST-FORGET-GONE"
 KEPT = "CUST-FORGET-KEPT"
@@ -64,14 +61,6 @@ def rows_of(conninfo: str, customer: str) -> dict[str, int]:
         }
     found["events"] = found.pop("interaction_events")
     return found
-
-
-def wait_until(check: object, what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
@@ -118,11 +107,12 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
                     event(GONE, "invoice_issued", t0 + 2 * H, channel="billing", product="gas")
                 )
             reader.poll_until(lambda ms: len(decisions_for(GONE)) == 4, worker, WAIT_S)
-            wait_until(
+            wait_for(
                 lambda: (
                     [rows_of(database, GONE)[t] for t in ("actions", "decisions", "events")]
                     == [3, 4, 4]
                 ),
+                WAIT_S,
                 "the sink to write GONE",
             )
             gone_before = sorted(decisions_for(GONE))
@@ -138,7 +128,9 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
             assert GONE not in output and hashed_id(GONE)[:16] in output
 
             erased = f"erased customer sha256:{hashed_id(GONE)}"
-            wait_until(lambda: erased in log.read_text(errors="replace"), "the worker's erasure")
+            wait_for(
+                lambda: erased in log.read_text(errors="replace"), WAIT_S, "the worker's erasure"
+            )
             # The kept customer's event moves the watermark past the first deadlines.
             with Publisher(settings) as publisher:
                 publisher.publish(event(KEPT, "inquiry", t0 + 50 * H, channel="web"))

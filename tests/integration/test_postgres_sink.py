@@ -28,8 +28,6 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from moments.metrics import SINK_ERRORS, SINK_ROWS
 from moments.settings import Settings
@@ -44,19 +42,9 @@ from sinks.postgres import (
     load_migrations,
     run_postgres_sink,
 )
+from tests.timing import wait_for
 
 T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
-
-
-@pytest.fixture
-def database(postgres: EmbeddedPostgres) -> Iterator[str]:
-    """A fresh database of its own on the session's PostgreSQL; its conninfo."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(postgres.url, dbname=name)
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def action(n: int, customer: str | None = None) -> ActionEvent:
@@ -104,17 +92,6 @@ def produce_actions(settings: Settings, actions: list[ActionEvent]) -> dict[int,
     codec = codec_for(ActionEvent)
     values = [(a.customer_id, codec.encode(a)) for a in actions]
     return produce(settings, settings.topics.action("care"), values)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    from tests.timing import scaled  # the budget grows on a slow machine
-
-    timeout_s = scaled(timeout_s)
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def count(conninfo: str, query: str, *params: Any) -> int:

@@ -13,9 +13,7 @@ from typer.testing import CliRunner
 from moments.cli import app
 from schemas.records import ActionEvent
 from sinks.api import create_app
-from tests.integration.test_timeline import HOUR, T0, database, story, write
-
-__all__ = ["database"]  # the fixture, shared with the timeline tests
+from tests.integration.test_timeline import HOUR, T0, story, write
 
 DASHBOARD = (
     Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "moments.json"

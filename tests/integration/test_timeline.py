@@ -8,20 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from moments.settings import Settings
-from moments.stack import EmbeddedPostgres, free_port
+from moments.stack import free_port
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.api import create_app
 from sinks.postgres import PostgresSink
@@ -29,17 +24,6 @@ from sinks.timeline import customer_timeline
 
 T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
 HOUR = 3_600_000
-
-
-@pytest.fixture
-def database(postgres: EmbeddedPostgres) -> Iterator[str]:
-    """A fresh database of its own on the session's PostgreSQL; its conninfo."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(postgres.url, dbname=name)
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def event(event_id: str, customer: str, channel: str, type_: str, at: int) -> InteractionEvent:

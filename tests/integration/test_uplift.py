@@ -13,9 +13,7 @@ from typer.testing import CliRunner
 
 from moments.cli import app
 from schemas.codec import decision_from_json, read_events_jsonl
-from tests.integration.test_timeline import database, write
-
-__all__ = ["database"]  # the fixture, shared with the timeline tests
+from tests.integration.test_timeline import write
 
 RULES = ("explain_first_bill", "thank_meter_reading", "recognize_tenure")
 

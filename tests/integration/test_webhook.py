@@ -26,7 +26,7 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent
 from sinks.signing import SignatureError, verify_signature
 from sinks.webhook import RetryPolicy, run_webhook_sink
-from tests.timing import scaled
+from tests.timing import wait_for
 
 SECRET = "integration-secret"
 #: `care` has its own keys, newest first (a rotation in progress); the others use SECRET.
@@ -137,15 +137,6 @@ def produce(
     return ends
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    timeout_s = scaled(timeout_s)
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def run_sink(settings: Settings) -> Iterator[Callable[[Settings], None]]:
     """Start the webhook sink in a thread; stop it (and surface its errors) after the test."""
@@ -235,7 +226,7 @@ def test_signed_cloudevents_in_customer_order_with_retries_on_500(
     run_sink(s)
 
     wanted = {a.action_id for a in actions}
-    wait_until(lambda: wanted <= receiver.delivered_ids(), 60, "every action delivered")
+    wait_for(lambda: wanted <= receiver.delivered_ids(), 60, "every action delivered")
     assert not receiver.bad_signatures
     assert receiver.key_ids == {"care": {"care-2026-07"}, "billing": {"default"}}
 
@@ -271,7 +262,7 @@ def test_signed_cloudevents_in_customer_order_with_retries_on_500(
     assert event["time"] == "2026-01-01T00:00:00.000+00:00"
 
     # Offsets are committed up to the end once everything is delivered.
-    wait_until(lambda: committed(s, list(ends)) == ends, 20, "offsets committed to the end")
+    wait_for(lambda: committed(s, list(ends)) == ends, 20, "offsets committed to the end")
 
 
 def test_400_and_undecodable_records_go_to_the_dlq_with_error_headers(
@@ -294,7 +285,7 @@ def test_400_and_undecodable_records_go_to_the_dlq_with_error_headers(
     s = sink_settings(settings, receiver, "care")
     run_sink(s)
 
-    wait_until(lambda: after.action_id in receiver.delivered_ids(), 60, "the next action")
+    wait_for(lambda: after.action_id in receiver.delivered_ids(), 60, "the next action")
     assert receiver.attempts[rejected.action_id] == 1  # a 400 is not retried
     assert rejected.action_id not in receiver.delivered_ids()
 
@@ -324,7 +315,7 @@ def test_400_and_undecodable_records_go_to_the_dlq_with_error_headers(
     assert decode_headers["moments.error.class"] == "DecodeError"
     assert decode_headers["moments.error.offset"] == str(offset + 1)
 
-    wait_until(lambda: committed(s, list(ends)) == ends, 20, "offsets committed past the DLQ")
+    wait_for(lambda: committed(s, list(ends)) == ends, 20, "offsets committed past the DLQ")
 
 
 def test_an_action_in_retry_when_the_sink_stops_is_delivered_after_restart(
@@ -346,7 +337,7 @@ def test_an_action_in_retry_when_the_sink_stops_is_delivered_after_restart(
         target=run_webhook_sink, args=(s,), kwargs={"stop": stop, "policy": slow}, daemon=True
     )
     sink.start()
-    wait_until(lambda: receiver.attempts.get(stuck.action_id, 0) >= 2, 60, "retries of 503")
+    wait_for(lambda: receiver.attempts.get(stuck.action_id, 0) >= 2, 60, "retries of 503")
     stop.set()
     sink.join(30)
     assert not sink.is_alive()
@@ -356,6 +347,6 @@ def test_an_action_in_retry_when_the_sink_stops_is_delivered_after_restart(
     with receiver.lock:
         receiver.script[stuck.action_id] = []  # the receiver is back
     run_sink(s)
-    wait_until(lambda: stuck.action_id in receiver.delivered_ids(), 60, "delivery after restart")
+    wait_for(lambda: stuck.action_id in receiver.delivered_ids(), 60, "delivery after restart")
     assert [e["id"] for _, e in receiver.delivered].count(first.action_id) == 1
-    wait_until(lambda: committed(s, list(ends)) == ends, 20, "offsets committed to the end")
+    wait_for(lambda: committed(s, list(ends)) == ends, 20, "offsets committed to the end")

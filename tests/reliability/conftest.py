@@ -1,6 +1,6 @@
 """Fixtures of the fault-injection tests: the integration stack, a database per test, figures.
 
-The broker, PostgreSQL and per-test `settings` are the integration fixtures
+The broker, PostgreSQL, per-test `settings` and `database` are the integration fixtures
 (imported from `tests.integration.conftest`). Every test here is marked
 `reliability` (by tests/conftest.py); the long versions are also marked `soak` and run only with
 `make soak`. After every test the logs of the processes it started are
@@ -12,17 +12,12 @@ of the session and written to `.moments/reliability-figures.md`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from moments.stack import EmbeddedPostgres
-from tests.integration.conftest import broker, postgres, settings
+from tests.integration.conftest import broker, database, postgres, settings
 from tests.reliability.harness import (
     CUSTOMER_DATA,
     FIGURES,
@@ -33,7 +28,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.security import customer_data_leaks
 
-__all__ = ["broker", "postgres", "settings"]
+__all__ = ["broker", "database", "postgres", "settings"]
 
 
 @pytest.fixture(autouse=True)
@@ -46,17 +41,6 @@ def no_customer_data_in_logs() -> Iterator[None]:
     CUSTOMER_DATA.clear()
     LOG_DIRS.clear()
     assert not leaks, f"customer data in the logs: {leaks}"
-
-
-@pytest.fixture
-def database(postgres: EmbeddedPostgres) -> Iterator[str]:
-    """A fresh database of its own on the session's PostgreSQL; its conninfo."""
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(postgres.url, dbname=name)
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

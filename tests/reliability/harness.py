@@ -37,7 +37,6 @@ from moments.settings import Settings
 from moments.stack import free_port
 from producers.publisher import Publisher
 from schemas.records import InteractionEvent
-from tests.timing import scaled
 
 #: Marks of the long versions: only `make soak` runs them, with time to finish.
 SOAK_MARKS = (pytest.mark.soak, pytest.mark.timeout(3600))
@@ -130,26 +129,6 @@ def figures_markdown(rows: list[Figures]) -> str:
 
 
 # --------------------------------------------------------------------------- waiting
-
-
-def wait_for(
-    condition: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    poll_s: float = 0.2,
-    describe: Callable[[], str] | None = None,
-) -> None:
-    """Poll `condition` until it holds; AssertionError naming `what` after `timeout_s`.
-
-    `describe()` adds the state of things to the error (counts, log tails).
-    """
-    timeout_s = scaled(timeout_s)
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            detail = f"\n{describe()}" if describe is not None else ""
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
-        time.sleep(poll_s)
 
 
 # --------------------------------------------------------------------------- processes

@@ -27,9 +27,9 @@ from tests.reliability.harness import (
     committed_offsets,
     db_count,
     read_topic,
-    wait_for,
 )
 from tests.reliability.verifier import new_engine
+from tests.timing import wait_for
 
 #: The worker's state table (processors.worker.STATE_TABLE) and its changelog topic.
 STATE_TABLE = "engine-state"

@@ -34,7 +34,8 @@ from producers.collector import collector_in_thread, collector_publisher, create
 from schemas.codec import codec_for
 from schemas.records import InteractionEvent
 from tests.reliability.faults import RefusingProducer
-from tests.reliability.harness import SOAK_MARKS, Figures, read_topic, wait_for
+from tests.reliability.harness import SOAK_MARKS, Figures, read_topic
+from tests.timing import wait_for
 
 KEY = "fault-key"
 AUTH = {"X-API-Key": KEY}

@@ -47,7 +47,6 @@ from tests.reliability.harness import (
     db_count,
     process_settings,
     scrape,
-    wait_for,
 )
 from tests.reliability.security import metric_total
 from tests.reliability.verifier import (
@@ -57,6 +56,7 @@ from tests.reliability.verifier import (
     verify,
     wire_records,
 )
+from tests.timing import wait_for
 
 
 @dataclass(frozen=True)

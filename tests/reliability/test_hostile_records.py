@@ -33,11 +33,11 @@ from tests.reliability.harness import (
     process_settings,
     read_topic,
     scrape,
-    wait_for,
 )
 from tests.reliability.pipeline import Pipeline, expected_outputs, read_worker_state
 from tests.reliability.security import metric_total
 from tests.reliability.verifier import dlq_sources, verify, wire_records
+from tests.timing import wait_for
 
 
 def huge_id(rng: random.Random) -> str:

@@ -29,7 +29,6 @@ from tests.reliability.harness import (
     PacedProducer,
     process_settings,
     read_topic,
-    wait_for,
 )
 from tests.reliability.pipeline import (
     Pipeline,
@@ -38,6 +37,7 @@ from tests.reliability.pipeline import (
     state_differences,
 )
 from tests.reliability.verifier import order_violations, verify, wire_records
+from tests.timing import wait_for
 
 
 def test_no_customer_out_of_order_under_three_workers_and_rebalances(

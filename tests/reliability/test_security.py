@@ -55,9 +55,9 @@ from tests.reliability.harness import (
     PacedProducer,
     db_count,
     process_settings,
-    wait_for,
 )
 from tests.reliability.security import customer_data_leaks, metric_label_problems, secrets_in
+from tests.timing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SASL_PASSWORD = "sasl-Pw-7d1f0c9e3b"

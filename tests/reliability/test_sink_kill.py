@@ -29,7 +29,6 @@ from tests.reliability.harness import (
     db_count,
     process_settings,
     timed,
-    wait_for,
 )
 from tests.reliability.verifier import (
     durable_idents,
@@ -38,6 +37,7 @@ from tests.reliability.verifier import (
     verify,
     wire_records,
 )
+from tests.timing import wait_for
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ from tests.reliability.harness import (
     PacedProducer,
     process_settings,
     read_topic,
-    wait_for,
 )
 from tests.reliability.pipeline import (
     Pipeline,
@@ -49,6 +48,7 @@ from tests.reliability.pipeline import (
     state_differences,
 )
 from tests.reliability.verifier import order_violations, verify, wire_records
+from tests.timing import wait_for
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from processors.replay import OutputWriter, Replayer
 from producers.simulator import simulate
 from schemas.codec import AvroCodec, to_json_bytes
 from schemas.records import InteractionEvent
+from schemas.wire import CONTROL_HEADER, TICK
 
 
 class FakeMessage:
@@ -28,8 +29,10 @@ class FakeMessage:
         value: bytes | None,
         eof: bool = False,
         timestamp_ms: int = 2**62,
+        headers: list[tuple[str, bytes]] | None = None,
     ):
         self._partition, self._offset, self._value, self._eof = partition, offset, value, eof
+        self._headers = headers
         self._timestamp_ms = timestamp_ms  # far future by default: no event is capped
 
     def timestamp(self) -> tuple[int, int]:
@@ -54,7 +57,7 @@ class FakeMessage:
         return b"CUST-1"
 
     def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
+        return self._headers
 
 
 class FakeConsumer:
@@ -123,6 +126,26 @@ def test_each_partition_has_its_own_state_and_garbage_is_counted() -> None:
             expected += [to_json_bytes(a) + b"\n" for a in replayer.feed(event).actions]
     assert sorted(actions.getvalue().splitlines(keepends=True)) == sorted(expected)
     assert len(expected) > 0
+
+
+def test_the_workers_idle_ticks_and_other_control_records_are_neither_events_nor_garbage() -> None:
+    codec = AvroCodec(InteractionEvent)
+    events = list(simulate(10, 10, seed=2))
+    messages = [FakeMessage(0, i, codec.encode(e)) for i, e in enumerate(events)]
+    offset = len(messages)
+    messages[2:2] = [  # as the worker writes them (`schemas.wire`): empty value, control header
+        FakeMessage(0, offset, b"", headers=[(CONTROL_HEADER, TICK)]),
+        FakeMessage(0, offset + 1, b"", headers=[(CONTROL_HEADER, b"from-a-newer-version")]),
+        FakeMessage(0, offset + 2, b"", headers=[("unrelated", b"x")]),  # no control: garbage
+    ]
+    messages.append(FakeMessage(0, offset + 3, None, eof=True))
+    run, _ = _run(Settings(), 1)
+    run.consume(
+        FakeConsumer(messages), {0: offset + 3}, max_events=None, stop_at_end=True, stop=None
+    )  # type: ignore[arg-type]
+    assert run.summary.events == len(events)
+    assert run.summary.garbage == 1
+    assert f"@{offset + 2}:" in run.summary.garbage_samples[0]
 
 
 def test_max_events_stops_the_loop() -> None:

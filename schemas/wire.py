@@ -1,0 +1,169 @@
+"""The wire contract, written once: topic names, control records, dead-letter headers.
+
+Every process that reads or writes Kafka agrees on these rules; they live here
+because producers, processors and sinks may not import each other (DESIGN.md
+section 1) but all import `schemas`. This module imports nothing of ours
+except `schemas.records` and knows no Kafka client: headers are the
+`[(name, value)]` lists (or mappings) every client hands out.
+
+- `Topics`: the name of every topic, with an optional prefix.
+- Control records on `interactions` carry the header `moments.control`: the
+  worker's idle ticks (`tick`, empty value) and erasure records (`forget`,
+  null value keyed by the customer id, written by `moments forget`). They are
+  never events; `classify` tells a reader of `interactions` what a record is.
+- Dead letters keep the original key, value and headers, minus any earlier
+  `moments.error.*` headers, plus `dead_letter_headers` naming what failed
+  (stage, class, message) and where the record came from (topic, partition,
+  offset).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from schemas.records import DESTINATIONS
+
+__all__ = [
+    "CONTROL_HEADER",
+    "DESTINATIONS",
+    "ERROR_HEADER_PREFIX",
+    "FORGET",
+    "MAX_ERROR_MESSAGE",
+    "TICK",
+    "RecordKind",
+    "Topics",
+    "classify",
+    "control_value",
+    "dead_letter_headers",
+    "error_headers",
+]
+
+#: Header marking a control record on `interactions` (idle ticks, erasures): never an event.
+CONTROL_HEADER: Final = "moments.control"
+#: `moments.control` value of the worker's idle tick (empty value, produced by the worker).
+TICK: Final = b"tick"
+#: `moments.control` value of an erasure record (key = the customer id, value = null).
+FORGET: Final = b"forget"
+#: Prefix of the headers a dead letter carries about its failure.
+ERROR_HEADER_PREFIX: Final = "moments.error."
+#: `moments.error.message` is cut to this many characters.
+MAX_ERROR_MESSAGE: Final = 1000
+
+
+class Topics:
+    """Names of every topic moments uses, with an optional prefix (unique names in tests)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.interactions = f"{prefix}interactions"
+        self.interactions_dlq = f"{prefix}interactions.dlq"
+        self.decisions = f"{prefix}decisions"
+        self.actions_dlq = f"{prefix}actions.dlq"
+        self.actions = {d: f"{prefix}actions.{d}" for d in DESTINATIONS}
+
+    def action(self, destination: str) -> str:
+        """Topic of one destination, e.g. `actions.care`."""
+        return self.actions[destination]
+
+    def all(self) -> list[str]:
+        return [
+            self.interactions,
+            self.interactions_dlq,
+            self.decisions,
+            self.actions_dlq,
+            *self.actions.values(),
+        ]
+
+
+class RecordKind(enum.Enum):
+    """What a record of `interactions` is, before anyone decodes it (`classify`)."""
+
+    #: A value to decode as an interaction event.
+    EVENT = "event"
+    #: The worker's idle tick: advances the worker's clock; other readers skip it.
+    TICK = "tick"
+    #: An erasure record (`moments forget`): drop what is held about the key's customer.
+    FORGET = "forget"
+    #: A control record of a kind this version does not know: skipped, never an event.
+    CONTROL = "control"
+    #: A null value without a control header: poison (dead-lettered by the worker).
+    TOMBSTONE = "tombstone"
+    #: A value over `max_event_bytes`: poison (dead-lettered by the worker).
+    OVERSIZED = "oversized"
+
+
+def _header_pairs(headers: Any) -> Iterable[tuple[Any, Any]]:
+    if not headers:
+        return ()
+    return headers.items() if isinstance(headers, Mapping) else headers
+
+
+def control_value(headers: Any) -> bytes | None:
+    """The value of the `moments.control` header (None: not a control record)."""
+    for name, value in _header_pairs(headers):
+        if name == CONTROL_HEADER:
+            return value if isinstance(value, bytes) else str(value or "").encode()
+    return None
+
+
+def classify(headers: Any, value: bytes | None, max_event_bytes: int) -> RecordKind:
+    """What a record of `interactions` is: an event to decode, a control record or poison.
+
+    A control record is known by its header alone; an event is any other record whose
+    value is present and at most `max_event_bytes` long (it may still fail to decode).
+    """
+    control = control_value(headers)
+    if control == TICK:
+        return RecordKind.TICK
+    if control == FORGET:
+        return RecordKind.FORGET
+    if control is not None:
+        return RecordKind.CONTROL
+    if value is None:
+        return RecordKind.TOMBSTONE
+    if len(value) > max_event_bytes:
+        return RecordKind.OVERSIZED
+    return RecordKind.EVENT
+
+
+def error_headers(
+    stage: str,
+    error_class: str,
+    message: str,
+    source: tuple[str | None, int | None, int | None],
+    **extra: str,
+) -> list[tuple[str, bytes]]:
+    """`moments.error.*` headers: what failed (stage, class, message) and where the record
+    came from (`source` = topic, partition, offset), then any `extra` ones (e.g. http_status)."""
+    topic, partition, offset = source
+    values = {
+        "stage": stage,
+        "class": error_class,
+        "message": message[:MAX_ERROR_MESSAGE],
+        "topic": topic or "",
+        "partition": str(partition),
+        "offset": str(offset),
+        **extra,
+    }
+    return [(ERROR_HEADER_PREFIX + name, text.encode()) for name, text in values.items()]
+
+
+def dead_letter_headers(
+    original: Any,
+    stage: str,
+    error_class: str,
+    message: str,
+    source: tuple[str | None, int | None, int | None],
+    **extra: str,
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter: the record's own, without earlier `moments.error.*`
+    ones (a re-driven record that fails again carries only its latest error), then
+    `error_headers`. A header without a value keeps its name with an empty value."""
+    kept = [
+        (str(name), value if isinstance(value, bytes) else str(value or "").encode())
+        for name, value in _header_pairs(original)
+        if not str(name).startswith(ERROR_HEADER_PREFIX)
+    ]
+    return kept + error_headers(stage, error_class, message, source, **extra)
