@@ -243,12 +243,35 @@ def replay(
 @friendly
 def rules_check(
     file: Annotated[Path, typer.Argument(help="Rule pack (YAML).")],
+    new: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A new version of the pack: every changed rule must raise its version."
+        ),
+    ] = None,
 ) -> None:
-    """Validate a rule pack; report every problem with file, rule and field."""
+    """Validate a rule pack; report every problem with file, rule and field.
+
+    With NEW, also validate NEW and refuse it when a rule changed (anything but its
+    description) without a higher version."""
     from processors.engine import load_rule_pack
+    from processors.engine.lifecycle import compare_packs, version_problems
 
     pack = load_rule_pack(file)
-    console.print(f"[green]ok[/]: {escape(str(file))}: {len(pack.rules)} rules")
+    if new is None:
+        console.print(f"[green]ok[/]: {escape(str(file))}: {len(pack.rules)} rules")
+        return
+    new_pack = load_rule_pack(new)
+    problems = version_problems(pack, new_pack)
+    if problems:
+        raise UserError("\n".join(problems))
+    changes = compare_packs(pack, new_pack)
+    console.print(
+        f"[green]ok[/]: {escape(str(new))}: {len(new_pack.rules)} rules; "
+        f"{len(changes.changed)} changed ({escape(', '.join(changes.changed)) or '-'}), "
+        f"{len(changes.added)} added, {len(changes.removed)} removed, "
+        f"{len(changes.unchanged)} unchanged"
+    )
 
 
 # --------------------------------------------------------------------------- processes
