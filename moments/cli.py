@@ -185,6 +185,13 @@ def replay(
         str | None,
         typer.Option(help="With --from-topic: also produce to topics with this prefix."),
     ] = None,
+    rules_change: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="TS=FILE: switch to this rule pack before the first event at or after TS "
+            "(ISO-8601); repeatable (DESIGN.md 8)."
+        ),
+    ] = None,
 ) -> None:
     """Run the engine offline over a file (or a topic), deterministically; no side effects."""
     from processors.config import engine_config
@@ -223,6 +230,7 @@ def replay(
 
     if events is None:
         raise UserError("give an events file (JSON lines) or --from-topic TOPIC")
+    changes = _rules_changes(rules_change or [], rules_path)
     summary = replay_file(
         events,
         actions_out=actions_out,
@@ -231,12 +239,37 @@ def replay(
         until_ms=until_ms,
         partitions=partitions,
         config=engine_config(settings),
+        changes=changes,
     )
     console.print(
         f"{summary.events} events → {summary.actions} actions ({actions_out}), "
         f"{summary.decisions} decisions in {summary.seconds:.2f} s "
         f"({summary.events_per_second:,.0f} events/s)"
     )
+
+
+def _rules_changes(specs: list[str], first: Path | None) -> list[tuple[int, Any]]:
+    """`--rules-change TS=FILE` options as (time, pack), each pack checked against the one
+    before it in time order (a changed rule must raise its version)."""
+    from processors.engine import load_rule_pack
+    from processors.engine.lifecycle import version_problems
+
+    parsed = []
+    for spec in specs:
+        ts, sep, file = spec.partition("=")
+        if not sep or not file:
+            raise UserError(f"--rules-change {spec!r}: expected TS=FILE")
+        at = parse_time(ts, "--rules-change")
+        assert at is not None
+        parsed.append((at, load_rule_pack(file)))
+    parsed.sort(key=lambda change: change[0])
+    previous = load_rule_pack(first)
+    for _, pack in parsed:
+        problems = version_problems(previous, pack)
+        if problems:
+            raise UserError("\n".join(problems))
+        previous = pack
+    return parsed
 
 
 @rules_app.command("check")
