@@ -307,6 +307,86 @@ def rules_check(
     )
 
 
+@rules_app.command("diff")
+@friendly
+def rules_diff(
+    old: Annotated[Path, typer.Argument(help="The rule pack in use (YAML).")],
+    new: Annotated[Path, typer.Argument(help="The new version of the pack (YAML).")],
+    events: Annotated[
+        Path | None, typer.Option(help="History: interaction events, JSON lines.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Advance the clock to this time at the end (ISO-8601).")
+    ] = None,
+    from_topic: Annotated[
+        str | None, typer.Option(help="History: read this Kafka topic from its beginning.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the comparison as JSON.")
+    ] = None,
+) -> None:
+    """What NEW would change against OLD over the same history (a shadow run of both)."""
+    from processors.config import engine_config
+    from processors.diff import diff_file, diff_topic
+    from processors.engine import load_rule_pack
+    from processors.engine.lifecycle import version_problems
+
+    if (events is None) == (from_topic is None):
+        raise UserError("give the history as --events FILE or --from-topic TOPIC (one of them)")
+    settings = load_settings()
+    until_ms = parse_time(until, "--until")
+    old_pack, new_pack = load_rule_pack(old), load_rule_pack(new)
+    problems = version_problems(old_pack, new_pack)
+    if problems:
+        raise UserError("\n".join(problems))
+    if events is not None:
+        result = diff_file(
+            events, old_pack, new_pack, until_ms=until_ms, config=engine_config(settings)
+        )
+    else:
+        assert from_topic is not None
+        result = diff_topic(
+            require_broker(settings), from_topic, old_pack, new_pack, until_ms=until_ms
+        )
+    _print_diff(result)
+    if json_out is not None:
+        result.write_json(json_out)
+        console.print(f"JSON: {escape(str(json_out))}")
+
+
+def _print_diff(result: Any) -> None:
+    """A table per rule (old, new, added, removed, changed), then example customers."""
+    from rich.table import Table
+
+    table = Table(title=f"rules diff over {result.events} events")
+    for column in ("rule", "old", "new", "added", "removed", "changed"):
+        table.add_column(column, justify="left" if column == "rule" else "right")
+    for rule_id, d in sorted(result.rules.items()):
+        moved = d.added or d.removed or d.changed
+        style = "bold" if moved else "dim"
+        table.add_row(
+            escape(rule_id),
+            *(str(n) for n in (d.old, d.new, d.added, d.removed, d.changed)),
+            style=style,
+        )
+    console.print(table)
+    console.print(f"customers affected: {result.customers_affected}")
+    if result.examples:
+        examples = Table(title="examples")
+        for column in ("rule", "kind", "customer", "old reason", "new reason"):
+            examples.add_column(column, overflow="fold")
+        for ex in result.examples:
+            kind = ex["kind"] if "fields" not in ex else f"changed: {', '.join(ex['fields'])}"
+            examples.add_row(
+                escape(ex["rule"]),
+                escape(kind),
+                escape(ex["customer_id"]),
+                escape(ex["old_reason"] or "-"),
+                escape(ex["new_reason"] or "-"),
+            )
+        console.print(examples)
+
+
 # --------------------------------------------------------------------------- processes
 
 
