@@ -354,6 +354,116 @@ def rules_diff(
         console.print(f"JSON: {escape(str(json_out))}")
 
 
+def _pack_name(text: str) -> str:
+    import yaml
+
+    document = yaml.safe_load(text)
+    name = document.get("name") if isinstance(document, dict) else None
+    return name if isinstance(name, str) and name else "default"
+
+
+def _author(author: str | None) -> str:
+    import getpass
+
+    if author:
+        return author
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@rules_app.command("publish")
+@friendly
+def rules_publish(
+    file: Annotated[Path, typer.Argument(help="Rule pack (YAML).")],
+    author: Annotated[str | None, typer.Option(help="Who publishes (default: the user).")] = None,
+) -> None:
+    """Validate a pack, check it against the last published one, produce it to `rules`."""
+    import yaml
+
+    from moments.rules_topic import pack_history, publish_pack
+    from processors.engine import load_rule_pack, parse_rule_pack
+    from processors.engine.lifecycle import compare_packs, version_problems
+
+    settings = require_broker(load_settings())
+    text = file.read_text(encoding="utf-8")
+    pack = load_rule_pack(file)
+    name = _pack_name(text)
+    history = pack_history(settings, name)
+    changes = ""
+    if history:
+        last = history[-1]
+        source = f"{settings.topics.rules}@{last.offset}"
+        previous = parse_rule_pack(yaml.safe_load(last.yaml), source=source)
+        problems = version_problems(previous, pack)
+        if problems:
+            raise UserError("\n".join(problems))
+        diff = compare_packs(previous, pack)
+        changes = (
+            f"; {len(diff.changed)} changed, {len(diff.added)} added, {len(diff.removed)} removed"
+        )
+    published = publish_pack(settings, name, text, _author(author))
+    console.print(
+        f"published {escape(name)} ({len(pack.rules)} rules) to {settings.topics.rules} "
+        f"at offset {published.offset}{changes}"
+    )
+
+
+@rules_app.command("history")
+@friendly
+def rules_history(
+    pack: Annotated[str | None, typer.Option(help="Only this pack (its `name`).")] = None,
+) -> None:
+    """List the packs published to the `rules` topic, oldest first, with rule versions."""
+    import yaml
+    from rich.table import Table
+
+    from moments.rules_topic import pack_history
+    from processors.engine import parse_rule_pack
+
+    settings = require_broker(load_settings())
+    table = Table(title=f"{settings.topics.rules}")
+    for column in ("offset", "pack", "published_at", "author", "rules"):
+        table.add_column(column, overflow="fold")
+    for record in pack_history(settings, pack):
+        try:
+            rules = parse_rule_pack(yaml.safe_load(record.yaml)).rules
+            raised = [f"{r.id} v{r.version}" for r in rules if r.version > 1]
+            versions = f"{len(rules)} rules" + (f"; {', '.join(raised)}" if raised else ", all v1")
+        except (ValueError, yaml.YAMLError):
+            versions = "(invalid pack)"
+        table.add_row(
+            str(record.offset),
+            escape(record.pack),
+            record.published_at,
+            escape(record.author),
+            escape(versions),
+        )
+    console.print(table)
+
+
+@rules_app.command("rollback")
+@friendly
+def rules_rollback(
+    pack: Annotated[str, typer.Option(help="The pack to roll back (its `name`).")] = "default",
+    author: Annotated[str | None, typer.Option(help="Who rolls back (default: the user).")] = None,
+) -> None:
+    """Publish the pack published before the current one again."""
+    from moments.rules_topic import pack_history, publish_pack
+
+    settings = require_broker(load_settings())
+    history = pack_history(settings, pack)
+    if len(history) < 2:
+        raise UserError(f"{settings.topics.rules}: no earlier publication of pack {pack!r}")
+    previous = history[-2]
+    published = publish_pack(settings, pack, previous.yaml, _author(author))
+    console.print(
+        f"rolled back {escape(pack)} to the pack of offset {previous.offset} "
+        f"({previous.published_at}); published at offset {published.offset}"
+    )
+
+
 def _print_diff(result: Any) -> None:
     """A table per rule (old, new, added, removed, changed), then example customers."""
     from rich.table import Table
