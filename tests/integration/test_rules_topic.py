@@ -48,3 +48,29 @@ def test_publish_history_rollback(settings: Settings, tmp_path: Path) -> None:
     resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topics.rules)
     config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["cleanup.policy"].value == "compact"
+
+
+def test_rules_diff_from_a_topic_equals_the_diff_of_the_same_file(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from processors.diff import diff_file, diff_topic
+    from processors.engine import load_rule_pack
+    from tests.integration.test_backfill import (
+        UNTIL,
+        _create_topic,
+        _events,
+        _publish,
+        _write_events,
+    )
+
+    topic = f"{settings.topic_prefix}history"
+    _create_topic(settings, topic, 1)
+    events = _events()
+    _publish(settings, topic, events)
+    old = load_rule_pack()
+    new = load_rule_pack(variant(tmp_path, "t10.yaml", TENURE_10, tenure_version(2)))
+    from_topic = diff_topic(settings, topic, old, new, until_ms=UNTIL)
+    from_file = diff_file(_write_events(tmp_path / "e.jsonl", events), old, new, until_ms=UNTIL)
+    assert from_topic.to_json() == from_file.to_json()
+    assert from_topic.events == len(events)
+    assert from_topic.rules["recognize_tenure"].removed > 0
