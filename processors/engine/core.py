@@ -225,6 +225,9 @@ def in_holdout(customer_id: str, rule_id: str, percent: float) -> bool:
 _NO_CONTEXT: Final[dict[str, Any]] = {}
 #: Where an absence timer set before a pack switch keeps the version that set it.
 _TIMER_VERSION: Final = 4
+#: Rule state a changed rule keeps at a switch: cool-downs (and their causes), first keys (and
+#: the actions that used them), pending absence timers and recent resolutions.
+_KEPT_AT_SWITCH: Final = frozenset({"cd", "cb", "k", "ka", "p", "d"})
 #: Partition key recording the last pack switch: {"at", "watermark", "versions"}.
 PACK_KEY: Final = "p:pack"
 
@@ -1505,6 +1508,11 @@ class Engine:
         #: (rule id, version) -> runtime of a version an earlier pack had (`switch_pack`): its
         #: timers and deferred candidates still fire under it.
         self.retired: dict[tuple[str, int], _RuleRuntime] = {}
+        #: Pack switches so far, (changed rule ids, removed or added rule ids) each: a
+        #: customer's state is brought up to date (`migrate`) when it is next touched.
+        self.migrations: list[tuple[frozenset[str], frozenset[str]]] = []
+        #: How many switches this engine's pack is from the first (state key "pe").
+        self.epoch = 0
         self.runtime = {
             rule.id: _RuleRuntime(rule, pack.relationship, self.config) for rule in pack.rules
         }
@@ -1619,8 +1627,12 @@ class Engine:
         fresh = state is None
         if state is None:
             state = {"seen": {event_id: t}, "t": t, "ch": event.channel, "so": t}
+            if self.epoch:
+                state["pe"] = self.epoch
             newest = t
         else:
+            if self.epoch and state.get("pe", 0) != self.epoch:
+                self.migrate(state)
             seen: dict[str, int] = state["seen"]
             if event_id in seen:
                 matching = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
@@ -1721,6 +1733,9 @@ class Engine:
         engine = Engine(pack, self.config, decisions=self.decisions)
         engine.decided = self.decided
         engine.retired = dict(self.retired)
+        dropped = frozenset(changes.removed) | frozenset(changes.added)
+        engine.migrations = [*self.migrations, (frozenset(changes.changed), dropped)]
+        engine.epoch = len(engine.migrations)
         for rule_id in changes.changed:
             old_rt = self.runtime[rule_id]
             engine.retired[(rule_id, old_rt.rule.version)] = old_rt
@@ -1754,11 +1769,13 @@ class Engine:
         for bucket in index:
             timers.extend(store.get(f"{TIMER_BUCKET_PREFIX}{bucket}") or [])
         timers.sort(key=lambda e: (e[1], e[2], e[0], e[3]))
+        visited: set[str] = set()
         for deadline, cid, rule_id, key in timers:
             skey = CUSTOMER_PREFIX + cid
             state = store.get(skey)
             if state is None:
                 continue
+            visited.add(skey)
             step = Step(self, store, out, cid, state)
             if rule_id == QUEUE_TIMER:
                 queue: list[list[Any]] = state.get("dq") or []
@@ -1798,6 +1815,28 @@ class Engine:
             else:
                 continue
             store.set(skey, state)
+        for skey in sorted(visited):  # after their timers were handled under the old state
+            state = store.get(skey)
+            if state is not None and state.get("pe", 0) != self.epoch:
+                self.migrate(state)
+                store.set(skey, state)
+
+    def migrate(self, state: dict[str, Any]) -> None:
+        """Bring one customer's state through the switches it has not seen (DESIGN.md 8): a
+        changed rule keeps its cool-downs, first keys and pending timers and forgets the rest
+        (windows, remembered first events); a removed rule's state goes, and so does any old
+        state of a rule that is new in the pack, which starts empty."""
+        rules: dict[str, dict[str, Any]] | None = state.get("r")
+        if rules:
+            for changed, dropped in self.migrations[state.get("pe", 0) :]:
+                for rule_id in dropped:
+                    rules.pop(rule_id, None)
+                for rule_id in changed:
+                    rs = rules.get(rule_id)
+                    if rs:
+                        for name in [name for name in rs if name not in _KEPT_AT_SWITCH]:
+                            del rs[name]
+        state["pe"] = self.epoch
 
     def watermark(self, store: StateStore) -> int | None:
         """The partition's current watermark (None before its first event)."""
@@ -1958,12 +1997,16 @@ class Engine:
                 state = store.get(skey)
                 if state is None or state.get("dqt") != deadline:
                     continue  # moved since it was set
+                if self.epoch and state.get("pe", 0) != self.epoch:
+                    self.migrate(state)
                 step = Step(self, store, out, cid, state)
                 step.serve_queue(deadline)
             else:
                 state = store.get(skey)
                 if state is None:
                     continue
+                if self.epoch and state.get("pe", 0) != self.epoch:
+                    self.migrate(state)
                 rule = self.rules.get(rule_id)
                 timer = state.get("r", _NO_CONTEXT).get(rule_id, _NO_CONTEXT).get("p", {}).get(key)
                 if timer is not None and len(timer) > _TIMER_VERSION:

@@ -222,3 +222,24 @@ def test_cli_replay_rules_change_is_deterministic_and_checks_versions(tmp_path: 
         app, ["replay", str(events), "--rules", str(old), "--rules-change", f"{iso(T0)}={bad}"]
     )
     assert result.exit_code == 2 and "unresolved" in result.output
+
+
+def test_a_changed_rule_forgets_its_window_and_a_readded_rule_starts_empty() -> None:
+    def count(version: int, min_count: int) -> dict[str, Any]:
+        when = {"kind": "count", "type": "inquiry", "window": "1d", "min_count": min_count}
+        return rule("busy", when, version=version)
+
+    eng = engine(count(1, 3))
+    store = DictStore()
+    run(eng, store, ev("inquiry", T0), ev("inquiry", T0 + 1))
+    changed, _ = eng.switch_pack([store], pack(count(2, 2)), T0 + H)
+    # the window restarts at the switch: one inquiry after it is not two
+    assert run(changed, store, ev("inquiry", T0 + 2 * H)).actions == []
+    assert [a.rule_version for a in run(changed, store, ev("inquiry", T0 + 3 * H)).actions] == [2]
+    # removed, then added again: none of the old window is left
+    other = rule("other", {"kind": "match", "type": "x"})
+    gone, _ = changed.switch_pack([store], pack(other), T0 + 4 * H)
+    run(gone, store, ev("inquiry", T0 + 5 * H))
+    back, _ = gone.switch_pack([store], pack(other, count(3, 2)), T0 + 6 * H)
+    assert run(back, store, ev("inquiry", T0 + 7 * H)).actions == []
+    assert [a.rule_version for a in run(back, store, ev("inquiry", T0 + 8 * H)).actions] == [3]
