@@ -209,6 +209,10 @@ def replay(
 
         if events is not None:
             raise UserError("give an events file or --from-topic, not both")
+        if rules_change:
+            raise UserError(
+                "--rules-change replays an events file; it does not work with --from-topic yet"
+            )
         backfill = backfill_topic(
             require_broker(settings),  # engine_config(settings) there: --emit-from holds too
             from_topic,

@@ -243,3 +243,13 @@ def test_a_changed_rule_forgets_its_window_and_a_readded_rule_starts_empty() -> 
     back, _ = gone.switch_pack([store], pack(other, count(3, 2)), T0 + 6 * H)
     assert run(back, store, ev("inquiry", T0 + 7 * H)).actions == []
     assert [a.rule_version for a in run(back, store, ev("inquiry", T0 + 8 * H)).actions] == [3]
+
+
+def test_cli_replay_rules_change_needs_an_events_file() -> None:
+    from typer.testing import CliRunner
+
+    from moments.cli import app
+
+    args = ["replay", "--from-topic", "t", "--rules-change", "2026-01-01T00:00:00Z=b.yaml"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--rules-change" in result.output
