@@ -2011,8 +2011,10 @@ class Engine:
                 timer = state.get("r", _NO_CONTEXT).get(rule_id, _NO_CONTEXT).get("p", {}).get(key)
                 if timer is not None and len(timer) > _TIMER_VERSION:
                     # set before a switch by an earlier version: it fires under that version
+                    # (under the current one if this engine does not know it: never lost)
                     retired = self.retired.get((rule_id, timer[_TIMER_VERSION]))
-                    rule = None if retired is None else retired.rule
+                    if retired is not None:
+                        rule = retired.rule
                 if rule is None or rule.kind != "absence":
                     continue  # a timer of a rule no longer in the pack
                 step = Step(self, store, out, cid, state)

@@ -253,3 +253,15 @@ def test_cli_replay_rules_change_needs_an_events_file() -> None:
     args = ["replay", "--from-topic", "t", "--rules-change", "2026-01-01T00:00:00Z=b.yaml"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--rules-change" in result.output
+
+
+def test_a_timer_of_a_version_the_engine_does_not_know_still_fires() -> None:
+    """E.g. a host restarted with only the new pack: the promise is kept, under the new version."""
+    eng = engine(unresolved(1, "48h"))
+    store = DictStore()
+    run(eng, store, dispute(T0, event_id="d1"))
+    new, _ = eng.switch_pack([store], pack(unresolved(2, "24h")), T0 + H)
+    restarted = engine(unresolved(2, "24h"))  # knows nothing of version 1
+    restarted.migrations, restarted.epoch = new.migrations, new.epoch
+    [action] = run(restarted, store, ev("inquiry", T0 + 49 * H)).actions
+    assert (action.triggered_at, action.rule_version) == (T0 + 48 * H, 2)
