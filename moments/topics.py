@@ -37,9 +37,8 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
 
 
 def compacted_topics(settings: Settings) -> set[str]:
-    """Topics whose latest value per key is the data (e.g. the `rules` topic, where present)."""
-    rules = getattr(settings.topics, "rules", None)
-    return {rules} if isinstance(rules, str) else set()
+    """Topics whose latest value per key is the data: the `rules` topic."""
+    return {settings.topics.rules}
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 20.0) -> list[str]:
@@ -78,3 +77,33 @@ def ensure_topics(settings: Settings, timeout_s: float = 20.0) -> list[str]:
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerUnavailable(f"cannot create topic {name}: {error.str()}") from None
     return created
+
+
+def ensure_rules_topic(settings: Settings, timeout_s: float = 20.0) -> bool:
+    """Create the compacted `rules` topic (one partition: one history) if it is missing;
+    True when it was created."""
+    name = settings.topics.rules
+    admin = AdminClient(settings.kafka_config(logger=_log))
+    try:
+        if name in admin.list_topics(timeout=timeout_s).topics:
+            return False
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap} within {timeout_s:.0f} s "
+            f"({exc.args[0].str()})"
+        ) from None
+    topic = NewTopic(
+        name,
+        num_partitions=1,
+        replication_factor=settings.replication_factor,
+        config={"cleanup.policy": "compact"},
+    )
+    future = admin.create_topics([topic], request_timeout=timeout_s)[name]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise BrokerUnavailable(f"cannot create topic {name}: {error.str()}") from None
+        return False
+    return True

@@ -84,15 +84,37 @@ class ReplaySummary:
 
 
 class Replayer:
-    """Feeds events to one engine with one DictStore per partition (keyed like Kafka)."""
+    """Feeds events to one engine with one DictStore per partition (keyed like Kafka).
 
-    def __init__(self, engine: Engine, partitions: int = 1) -> None:
+    `changes` (time, pack) are rule pack switches (DESIGN.md 8, `replay --rules-change`):
+    a switch happens before the first event with occurred_at >= its time is applied (the
+    watermark advances and due timers fire under the old pack, then the pack switches,
+    then the event is applied under the new one), or in `finish` at its time when the
+    clock is advanced past it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        partitions: int = 1,
+        changes: Iterable[tuple[int, RulePack]] = (),
+    ) -> None:
         if partitions < 1:
             raise ValueError(f"partitions: expected at least 1, got {partitions}")
         self.engine = engine
         self.partitions = partitions
         self.stores = [DictStore() for _ in range(partitions)]
         self._partition_of: dict[str, int] = {}
+        self._changes = sorted(changes, key=lambda change: change[0])
+        self._next_switch = self._changes[0][0] if self._changes else None
+
+    def switch(self, at: int) -> EngineOutput:
+        """Switch every partition to the next pack; decisions of the switch carry `at` (its
+        time as given)."""
+        _, pack = self._changes.pop(0)
+        self.engine, out = self.engine.switch_pack(self.stores, pack, at)
+        self._next_switch = self._changes[0][0] if self._changes else None
+        return out
 
     def store_for(self, customer_id: str) -> DictStore:
         if self.partitions == 1:
@@ -103,12 +125,28 @@ class Replayer:
         return self.stores[index]
 
     def feed(self, event: InteractionEvent) -> EngineOutput:
+        if self._next_switch is not None and event.occurred_at >= self._next_switch:
+            return self._switch_then_feed(event)
         return self.engine.process(self.store_for(event.customer_id), event)
 
+    def _switch_then_feed(self, event: InteractionEvent) -> EngineOutput:
+        store = self.store_for(event.customer_id)
+        out = self.engine.advance(store, event.occurred_at)  # due timers, old pack
+        while self._next_switch is not None and event.occurred_at >= self._next_switch:
+            out.extend(self.switch(self._next_switch))
+        out.extend(self.engine.process(store, event))
+        return out
+
     def finish(self, until_ms: int | None = None) -> EngineOutput:
-        """Set every partition's watermark to `until_ms` (if given), firing due timers."""
+        """Set every partition's watermark to `until_ms` (if given), firing due timers; a
+        switch not yet reached with a time at or before it happens at that time."""
         out = EngineOutput()
         if until_ms is not None:
+            while self._next_switch is not None and self._next_switch <= until_ms:
+                at = self._next_switch
+                for store in self.stores:
+                    out.extend(self.engine.advance_watermark(store, at))
+                out.extend(self.switch(at))
             for store in self.stores:
                 out.extend(self.engine.advance_watermark(store, until_ms))
         return out
@@ -148,6 +186,7 @@ def replay_file(
     partitions: int = 1,
     config: EngineConfig | None = None,
     pack: RulePack | None = None,
+    changes: Iterable[tuple[int, RulePack]] = (),
 ) -> ReplaySummary:
     """Replay a JSONL file of events through the engine and write actions (and decisions).
 
@@ -160,7 +199,7 @@ def replay_file(
         config or EngineConfig(),
         decisions=decisions_out is not None,  # nobody reads them otherwise: skip building them
     )
-    replayer = Replayer(engine, partitions)
+    replayer = Replayer(engine, partitions, changes)
     targets = [Path(actions_out)] + ([Path(decisions_out)] if decisions_out is not None else [])
     temps = [t.with_name(f".{t.name}.partial") for t in targets]
     handles: list[IO[bytes]] = []
@@ -199,7 +238,7 @@ def replay_file(
     return ReplaySummary(
         events=events,
         actions=actions,
-        decisions=engine.decided,
+        decisions=replayer.engine.decided,
         partitions=partitions,
         seconds=time.perf_counter() - started,
     )
@@ -240,6 +279,7 @@ def replay_events(
     partitions: int = 1,
     until_ms: int | None = None,
     config: EngineConfig | None = None,
+    changes: Iterable[tuple[int, RulePack]] = (),
 ) -> tuple[list[ActionEvent], list[Decision]]:
     """All actions and decisions for a sequence of events (demo expectations, tests, shadow runs).
 
@@ -247,7 +287,7 @@ def replay_events(
     """
     if engine is None:
         engine = Engine(pack or load_rule_pack(rules_path), config or EngineConfig())
-    replayer = Replayer(engine, partitions)
+    replayer = Replayer(engine, partitions, changes)
     out = EngineOutput()
     for event in events:
         out.extend(replayer.feed(event))

@@ -223,6 +223,13 @@ def in_holdout(customer_id: str, rule_id: str, percent: float) -> bool:
 
 #: The context of candidates that have none (shared: contexts are only read).
 _NO_CONTEXT: Final[dict[str, Any]] = {}
+#: Where an absence timer set before a pack switch keeps the version that set it.
+_TIMER_VERSION: Final = 4
+#: Rule state a changed rule keeps at a switch: cool-downs (and their causes), first keys (and
+#: the actions that used them), pending absence timers and recent resolutions.
+_KEPT_AT_SWITCH: Final = frozenset({"cd", "cb", "k", "ka", "p", "d"})
+#: Partition key recording the last pack switch: {"at", "watermark", "versions"}.
+PACK_KEY: Final = "p:pack"
 
 
 @dataclass(slots=True)
@@ -480,7 +487,7 @@ class AbsenceKind(Kind):
         if timer is None or timer[0] != deadline:
             return  # resolved (or replaced) since it was scheduled
         del pending[key]
-        _, a_t, a_id, a_type = timer
+        a_t, a_id, a_type = timer[1], timer[2], timer[3]
         ctx = {
             "first_date": iso_day(a_t),
             "first_what": _WHAT.get(a_type, a_type.replace("_", " ")),
@@ -650,6 +657,8 @@ class Step:
         rule = cand.rule
         engine = self.engine
         rt = engine.runtime[rule.id]
+        if rt.rule is not rule:  # a timer set by an earlier version fires under that version
+            rt = engine.retired[(rule.id, rule.version)]
         config = engine.config
         state = self.state
         cid = self.customer_id
@@ -1022,11 +1031,15 @@ class Step:
         due_by, evidence, reason and action_id; it holds a slot and starts its cool-down."""
         _, _, rule_id, key, action_id, evidence, due_by, _, version, reason, details = entry
         engine = self.engine
-        rule = engine.rules.get(rule_id)
-        if rule is None:  # the rule left the pack while its candidate waited
+        rt_now = engine.runtime.get(rule_id)
+        if rt_now is None:  # the rule left the pack while its candidate waited
             self._trace(rule_id, version, "suppressed", "rule_removed", None, evidence, now)
             return
-        rt = engine.runtime[rule_id]
+        # a candidate deferred under an earlier version fires under that version
+        rt = rt_now if rt_now.rule.version == version else engine.retired.get((rule_id, version))
+        if rt is None:
+            rt = rt_now
+        rule = rt.rule
         self._trace(rule_id, version, "fired", "fired", action_id, evidence, now)
         self.hold_slot(now, action_id)
         if rt.cool_down_ms is not None:
@@ -1492,6 +1505,14 @@ class Engine:
         #: Decisions made so far (counted also when they are not built).
         self.decided = 0
         self.rules = {rule.id: rule for rule in pack.rules}
+        #: (rule id, version) -> runtime of a version an earlier pack had (`switch_pack`): its
+        #: timers and deferred candidates still fire under it.
+        self.retired: dict[tuple[str, int], _RuleRuntime] = {}
+        #: Pack switches so far, (changed rule ids, removed or added rule ids) each: a
+        #: customer's state is brought up to date (`migrate`) when it is next touched.
+        self.migrations: list[tuple[frozenset[str], frozenset[str]]] = []
+        #: How many switches this engine's pack is from the first (state key "pe").
+        self.epoch = 0
         self.runtime = {
             rule.id: _RuleRuntime(rule, pack.relationship, self.config) for rule in pack.rules
         }
@@ -1606,8 +1627,12 @@ class Engine:
         fresh = state is None
         if state is None:
             state = {"seen": {event_id: t}, "t": t, "ch": event.channel, "so": t}
+            if self.epoch:
+                state["pe"] = self.epoch
             newest = t
         else:
+            if self.epoch and state.get("pe", 0) != self.epoch:
+                self.migrate(state)
             seen: dict[str, int] = state["seen"]
             if event_id in seen:
                 matching = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
@@ -1687,6 +1712,131 @@ class Engine:
         store.set(CLOCK_KEY, clock)
         self._fire_due(store, watermark_ms, out)
         return out
+
+    def switch_pack(
+        self, stores: Iterable[StateStore], pack: RulePack, at: int
+    ) -> tuple[Engine, EngineOutput]:
+        """Switch partitions from this engine's pack to `pack` at event time `at` (DESIGN.md 8).
+
+        Returns the engine of the new pack and the decisions of the switch. Unchanged
+        rules keep all their state. A changed rule keeps its cool-downs, first keys and
+        deferred candidates; the timers it set fire under the version that set them unless
+        the new version says `pending: cancel` (dropped now: suppressed, `rule_changed`).
+        A removed rule's timers and deferred candidates are dropped (suppressed,
+        `rule_removed`). A new rule starts empty. Each store records the switch under
+        `PACK_KEY` (time, watermark, rule versions); a host adds its offset there.
+        Call it between two events, after the watermark advanced and due timers fired.
+        """
+        from processors.engine.lifecycle import compare_packs
+
+        changes = compare_packs(self.pack, pack)
+        engine = Engine(pack, self.config, decisions=self.decisions)
+        engine.decided = self.decided
+        engine.retired = dict(self.retired)
+        dropped = frozenset(changes.removed) | frozenset(changes.added)
+        engine.migrations = [*self.migrations, (frozenset(changes.changed), dropped)]
+        engine.epoch = len(engine.migrations)
+        for rule_id in changes.changed:
+            old_rt = self.runtime[rule_id]
+            engine.retired[(rule_id, old_rt.rule.version)] = old_rt
+        out = EngineOutput([], [])
+        removed = set(changes.removed)
+        cancelled = {rid for rid in changes.changed if engine.rules[rid].pending == "cancel"}
+        changed = set(changes.changed)
+        versions = {rule.id: rule.version for rule in pack.rules}
+        for store in stores:
+            engine._switch_store(store, self, removed, cancelled, changed, at, out)
+            store.set(
+                PACK_KEY, {"at": at, "watermark": self.watermark(store), "versions": versions}
+            )
+        self.decided = engine.decided
+        return engine, out
+
+    def _switch_store(
+        self,
+        store: StateStore,
+        previous: Engine,
+        removed: set[str],
+        cancelled: set[str],
+        changed: set[str],
+        at: int,
+        out: EngineOutput,
+    ) -> None:
+        """One partition of `switch_pack`: walk its timers (the only index of customers with
+        pending timers or deferred candidates) in (customer, rule, deadline) order."""
+        index: list[int] = store.get(TIMER_INDEX_KEY) or []
+        timers: list[list[Any]] = []
+        for bucket in index:
+            timers.extend(store.get(f"{TIMER_BUCKET_PREFIX}{bucket}") or [])
+        timers.sort(key=lambda e: (e[1], e[2], e[0], e[3]))
+        visited: set[str] = set()
+        for deadline, cid, rule_id, key in timers:
+            skey = CUSTOMER_PREFIX + cid
+            state = store.get(skey)
+            if state is None:
+                continue
+            visited.add(skey)
+            step = Step(self, store, out, cid, state)
+            if rule_id == QUEUE_TIMER:
+                queue: list[list[Any]] = state.get("dq") or []
+                gone = [e for e in queue if e[2] in removed]
+                if not gone:
+                    continue
+                for entry in gone:
+                    queue.remove(entry)
+                    evidence, version = entry[5], entry[8]
+                    step._trace(entry[2], version, "suppressed", "rule_removed", None, evidence, at)
+                if queue:
+                    step.schedule_queue(at)
+                else:
+                    state.pop("dq", None)
+                    state.pop("dqt", None)
+                    self.cancel_timer(store, deadline, cid, QUEUE_TIMER, "")
+            elif rule_id in removed or rule_id in cancelled or rule_id in changed:
+                rs = state.get("r", _NO_CONTEXT).get(rule_id)
+                pending = None if rs is None else rs.get("p")
+                timer = None if pending is None else pending.get(key)
+                if timer is None or timer[0] != deadline:
+                    continue
+                if rule_id in changed and rule_id not in cancelled:
+                    if len(timer) <= _TIMER_VERSION:  # remember the version that set it
+                        timer.append(previous.rules[rule_id].version)
+                else:
+                    assert pending is not None
+                    del pending[key]
+                    self.cancel_timer(store, deadline, cid, rule_id, key)
+                    version = (
+                        timer[_TIMER_VERSION]
+                        if len(timer) > _TIMER_VERSION
+                        else previous.rules[rule_id].version
+                    )
+                    reason = "rule_removed" if rule_id in removed else "rule_changed"
+                    step._trace(rule_id, version, "suppressed", reason, None, [timer[2]], at)
+            else:
+                continue
+            store.set(skey, state)
+        for skey in sorted(visited):  # after their timers were handled under the old state
+            state = store.get(skey)
+            if state is not None and state.get("pe", 0) != self.epoch:
+                self.migrate(state)
+                store.set(skey, state)
+
+    def migrate(self, state: dict[str, Any]) -> None:
+        """Bring one customer's state through the switches it has not seen (DESIGN.md 8): a
+        changed rule keeps its cool-downs, first keys and pending timers and forgets the rest
+        (windows, remembered first events); a removed rule's state goes, and so does any old
+        state of a rule that is new in the pack, which starts empty."""
+        rules: dict[str, dict[str, Any]] | None = state.get("r")
+        if rules:
+            for changed, dropped in self.migrations[state.get("pe", 0) :]:
+                for rule_id in dropped:
+                    rules.pop(rule_id, None)
+                for rule_id in changed:
+                    rs = rules.get(rule_id)
+                    if rs:
+                        for name in [name for name in rs if name not in _KEPT_AT_SWITCH]:
+                            del rs[name]
+        state["pe"] = self.epoch
 
     def watermark(self, store: StateStore) -> int | None:
         """The partition's current watermark (None before its first event)."""
@@ -1847,15 +1997,26 @@ class Engine:
                 state = store.get(skey)
                 if state is None or state.get("dqt") != deadline:
                     continue  # moved since it was set
+                if self.epoch and state.get("pe", 0) != self.epoch:
+                    self.migrate(state)
                 step = Step(self, store, out, cid, state)
                 step.serve_queue(deadline)
             else:
-                rule = self.rules.get(rule_id)
-                if rule is None or rule.kind != "absence":
-                    continue  # a timer of a rule no longer in the pack
                 state = store.get(skey)
                 if state is None:
                     continue
+                if self.epoch and state.get("pe", 0) != self.epoch:
+                    self.migrate(state)
+                rule = self.rules.get(rule_id)
+                timer = state.get("r", _NO_CONTEXT).get(rule_id, _NO_CONTEXT).get("p", {}).get(key)
+                if timer is not None and len(timer) > _TIMER_VERSION:
+                    # set before a switch by an earlier version: it fires under that version
+                    # (under the current one if this engine does not know it: never lost)
+                    retired = self.retired.get((rule_id, timer[_TIMER_VERSION]))
+                    if retired is not None:
+                        rule = retired.rule
+                if rule is None or rule.kind != "absence":
+                    continue  # a timer of a rule no longer in the pack
                 step = Step(self, store, out, cid, state)
                 _ABSENCE.on_timer(step, rule, key, deadline)
             step.decide_all()

@@ -29,6 +29,9 @@ Engagement rules may also say ``holdout: 10%`` (their own control group instead
 of ``MOMENTS_HOLDOUT_PERCENT``; a service rule is never held out and a pack
 giving one a holdout is rejected) and ``defer_for: 3d`` (how long a candidate
 the contact cap defers waits when it has no ``due_by``; default 7 days).
+A new version of a rule may say ``pending: cancel``: at the switch to it, the
+timers the earlier version set are dropped (decision ``suppressed``, reason
+``rule_changed``) instead of firing as promised (``pending: keep``, the default).
 
 Pattern kinds (`when.kind`) and their fields:
 
@@ -86,6 +89,8 @@ DEFAULT_PACK_PATH: Final = Path(__file__).resolve().parent.parent / "rules" / "d
 
 KINDS: Final = ("match", "first", "count", "sequence", "absence", "profile", "relationship")
 RULE_CLASSES: Final = ("service", "engagement")
+#: What a new version does with the timers an earlier version set (DESIGN.md 8).
+PENDING_POLICIES: Final = ("keep", "cancel")
 
 #: Event fields a condition, a correlation or a detail may name.
 EVENT_FIELDS: Final = (
@@ -229,6 +234,9 @@ class Rule:
     holdout_percent: float | None = None
     #: How long a candidate deferred by the contact cap waits when it has no due_by.
     defer_for_ms: int = DEFAULT_DEFER_FOR_MS
+    #: At a switch to this version (DESIGN.md 8): "keep" lets timers set under an earlier
+    #: version fire as promised, "cancel" drops them (decision suppressed, rule_changed).
+    pending: str = "keep"
     #: The field that keys this rule's state and cool-down (None = per customer); derived from
     #: kind, per and correlate, kept as a field because the engine reads it on every match.
     key_field: str | None = field(init=False, compare=False, repr=False)
@@ -453,6 +461,7 @@ class _Parser:
             "outcome",
             "holdout",
             "defer_for",
+            "pending",
         }
         for key in raw:
             if key not in allowed:
@@ -488,6 +497,10 @@ class _Parser:
         else:
             self.template(name, reason)
         details = self.details(name, raw.get("details", {}))
+        pending = raw.get("pending", "keep")
+        if pending not in PENDING_POLICIES:
+            self.problem(name, "pending", f"expected one of {', '.join(PENDING_POLICIES)}")
+            pending = "keep"
         description = raw.get("description", "")
         if not isinstance(description, str):
             self.problem(name, "description", "expected a string")
@@ -517,6 +530,7 @@ class _Parser:
             holdout_percent=holdout,
             defer_for_ms=defer_for,
             outcome=outcome,
+            pending=str(pending),
             **kind_fields,
         )
 
