@@ -11,6 +11,8 @@ import this module; it imports nothing of ours):
 - `KeyRing`: the API keys a server accepts, matched in constant time
   (`hmac.compare_digest` against every key, so the time taken does not tell
   which one came close), each known by a name that is not the key.
+- `RateLimiter`: a token bucket per key name, the per-key rate limit of the
+  collector (events) and of the read API (requests).
 
 The erasure record (`moments forget`: a tombstone on `interactions` keyed by
 the customer id, header `moments.control: forget`) is part of the wire
@@ -24,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -117,3 +121,36 @@ def presented_key(headers: Mapping[str, str]) -> str:
     if scheme.lower() == "bearer" and credential.strip():
         return credential.strip()
     return headers.get("x-api-key", "").strip()
+
+
+class RateLimiter:
+    """A token bucket per caller: `rate` tokens per second, bursts up to `burst` (default: one
+    second's worth). A request costing more than the whole burst goes through on a full bucket,
+    so a large batch is slowed down, never refused for ever."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.rate = rate
+        self.burst = float(rate if burst is None else burst)
+        self.clock = clock or time.monotonic
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, caller: str, cost: float = 1.0) -> float:
+        """0 if CALLER may go ahead now (`cost` tokens are spent), else seconds until it may;
+        always 0 when the rate is 0 (no limit)."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            tokens, at = self._buckets.get(caller, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= cost or (cost > self.burst and tokens >= self.burst):
+                self._buckets[caller] = (tokens - cost, now)
+                return 0.0
+            self._buckets[caller] = (tokens, now)
+            return (min(cost, self.burst) - tokens) / self.rate

@@ -59,7 +59,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from moments.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
-from moments.privacy import KeyRing, presented_key
+from moments.privacy import KeyRing, RateLimiter, presented_key
 from moments.settings import Settings
 from producers.publisher import (
     Publisher,
@@ -161,27 +161,6 @@ def collector_publisher(settings: Settings, **config: Any) -> Publisher:
     return Publisher(
         settings, confirm=True, config={**collector_producer_config(settings), **config}
     )
-
-
-class RateLimiter:
-    """A token bucket per API key: `rate` events per second, bursts up to one second's worth."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def take(self, key: str, events: int) -> float:
-        """Take `events` tokens: 0.0 when allowed, else the seconds until they would be."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic()
-        tokens, at = self._buckets.get(key, (self.rate, now))
-        tokens = min(self.rate, tokens + (now - at) * self.rate)
-        if tokens >= events or (events > self.rate and tokens >= self.rate):
-            self._buckets[key] = (tokens - events, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (min(events, self.rate) - tokens) / self.rate
 
 
 class _Refused(Exception):

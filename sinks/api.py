@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -53,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from moments.metrics import serve_metrics
-from moments.privacy import KeyRing, hashed_id, is_loopback, presented_key
+from moments.privacy import KeyRing, RateLimiter, hashed_id, is_loopback, presented_key
 from moments.settings import Settings
 from sinks.relationship import query_relationship
 from sinks.timeline import BadCursor, page_cursor, parse_cursor, query_decisions, query_timeline
@@ -143,31 +141,6 @@ class PostgresCustomers:
             return True
         except (PoolTimeout, psycopg.Error):
             return False
-
-
-class RateLimiter:
-    """A token bucket per caller: `rate` requests per second, bursts up to `burst`."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
-        self._lock = threading.Lock()
-
-    def take(self, caller: str) -> float:
-        """0 if CALLER may go ahead now (a token is spent), else seconds until it may."""
-        with self._lock:
-            now = self.clock()
-            tokens, at = self._buckets.get(caller, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[caller] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[caller] = (tokens, now)
-            return (1.0 - tokens) / self.rate
 
 
 def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
