@@ -706,21 +706,18 @@ class Step:
         if outcome == "suppressed" and not would:  # nothing to build but the trace
             if engine.decisions:
                 tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
-                self.out.decisions.append(
-                    Decision(  # positional: the field order of decision.avsc
-                        _sha256(f"{rt.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
-                        .digest()[:16]
-                        .hex(),
-                        cid,
-                        rule.id,
-                        rule.version,
-                        outcome,
-                        reason,
-                        None,
-                        evidence,
-                        at,
-                        blocked_by,
-                    )
+                prefix = rt.decision_prefix
+                self.trace(
+                    rule.id,
+                    rule.version,
+                    prefix,
+                    outcome,
+                    reason,
+                    None,
+                    evidence,
+                    at,
+                    blocked_by,
+                    tail,
                 )
             return False
         effective = would or outcome
@@ -742,22 +739,19 @@ class Step:
         if rule.kind == "first":
             self.consume_key(rule.id, key, cause)
         if engine.decisions:
-            self.out.decisions.append(
-                Decision(  # positional: the field order of decision.avsc
-                    # the time too: the same evidence can be decided again later
-                    _sha256(f"{rt.decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
-                    .digest()[:16]
-                    .hex(),
-                    cid,
-                    rule.id,
-                    rule.version,
-                    outcome,
-                    reason,
-                    None if would else action_id,
-                    evidence,
-                    at,
-                    blocked_by,
-                )
+            action = None if would else action_id
+            prefix = rt.decision_prefix
+            self.trace(
+                rule.id,
+                rule.version,
+                prefix,
+                outcome,
+                reason,
+                action,
+                evidence,
+                at,
+                blocked_by,
+                tail,
             )
         if action_id is None:
             return False
@@ -989,6 +983,40 @@ class Step:
         else:
             del state["dq"]
 
+    def trace(
+        self,
+        rule_id: str,
+        version: int,
+        decision_prefix: str,
+        outcome: str,
+        reason: str,
+        action_id: str | None,
+        evidence: list[str],
+        at: int,
+        blocked_by: str | None,
+        tail: str,
+    ) -> None:
+        """Append a candidate's Decision. Its id hashes `decision_prefix` ("decision", the
+        rule id), the customer, reason, time (the same evidence can be decided again later)
+        and `tail` (the evidence, each part after a "\\x1f")."""
+        cid = self.customer_id
+        self.out.decisions.append(
+            Decision(  # positional: the field order of decision.avsc
+                _sha256(f"{decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
+                .digest()[:16]
+                .hex(),
+                cid,
+                rule_id,
+                version,
+                outcome,
+                reason,
+                action_id,
+                evidence,
+                at,
+                blocked_by,
+            )
+        )
+
     def _trace(
         self,
         rule_id: str,
@@ -1004,21 +1032,10 @@ class Step:
         engine.decided += 1
         if not engine.decisions:
             return
-        cid = self.customer_id
-        parts = "\x1f".join(["decision", rule_id, cid, reason, str(at), *evidence])
-        self.out.decisions.append(
-            Decision(
-                hex_id(parts),
-                cid,
-                rule_id,
-                version,
-                outcome,
-                reason,
-                action_id,
-                list(evidence),
-                at,
-                None,
-            )
+        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+        prefix = f"decision\x1f{rule_id}\x1f"
+        self.trace(
+            rule_id, version, prefix, outcome, reason, action_id, list(evidence), at, None, tail
         )
 
     def expire(self, entry: list[Any]) -> None:
