@@ -128,7 +128,7 @@ def test_a_timer_set_under_the_old_version_fires_under_it_after_a_restart() -> N
     worker.feed([ev("inquiry", T0 + H, event_id="later")])  # switches
     worker.restart()
     assert len(worker.line.chain) == 2 and worker.line.pending is None
-    assert worker.store.get(PACK_KEY)["versions"]["case_unresolved"] == 2
+    assert worker.store.data[PACK_KEY]["versions"]["case_unresolved"] == 2
     worker.feed([ev("inquiry", T0 + 3 * D, event_id="much-later")])
     fired = [a for a in worker.out.actions if a.rule == "case_unresolved"]
     assert [(a.rule_version, a.triggered_at) for a in fired] == [(1, T0 + 2 * D)]
