@@ -35,7 +35,8 @@ from processors.engine.lifecycle import version_problems
 from processors.engine.rules import RulePack, RulePackError, parse_rule_pack
 from schemas.records import InteractionEvent
 
-#: Partition key: {"chain": [pack id, ...] oldest first, "pending": [pack id, at] or null}.
+#: Partition key: {"chain": [pack id, ...] oldest first, "at": [time of each switch],
+#: "pending": [pack id, at] or null}.
 LINE_KEY: Final = "p:line"
 #: Partition key: {pack id: YAML text} of every pack in the chain.
 TEXTS_KEY: Final = "p:packs"
@@ -123,16 +124,21 @@ class PackLibrary:
             if pid not in self:
                 self.add(texts[pid], f"{LINE_KEY}:{pid}")
         pending = line["pending"]
-        return Lineage(tuple(line["chain"]), None if pending is None else (pending[0], pending[1]))
+        return Lineage(
+            tuple(line["chain"]),
+            None if pending is None else (pending[0], pending[1]),
+            tuple(line.get("at", ())),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Lineage:
-    """The packs one partition has run, oldest first, and the switch it waits for
-    (pack id, TS) if any."""
+    """The packs one partition has run, oldest first, the switch it waits for (pack id, TS)
+    if any, and the TS of each switch it made (`replay --rules-change TS=` of chain[1:])."""
 
     chain: tuple[str, ...]
     pending: tuple[str, int] | None = None
+    switched_at: tuple[int, ...] = ()
 
     @property
     def head(self) -> str:
@@ -146,7 +152,10 @@ class Lineage:
 
 
 def _save(library: PackLibrary, store: StateStore, line: Lineage) -> None:
-    store.set(LINE_KEY, {"chain": list(line.chain), "pending": line.pending and list(line.pending)})
+    pending = line.pending and list(line.pending)
+    store.set(
+        LINE_KEY, {"chain": list(line.chain), "at": list(line.switched_at), "pending": pending}
+    )
     texts: dict[str, str] = store.get(TEXTS_KEY) or {}
     wanted = {*line.chain, *([line.pending[0]] if line.pending else [])}
     if not wanted <= texts.keys():
@@ -168,14 +177,14 @@ def request_switch(library: PackLibrary, store: StateStore, line: Lineage, pid: 
     if pid == line.goal:
         return line
     if pid == line.head:
-        line = Lineage(line.chain)
+        line = Lineage(line.chain, None, line.switched_at)
     else:
         clock = store.get(CLOCK_KEY)
         if clock is None:  # no event yet: no state to carry over
             line = Lineage((pid,))
         else:
             at = line.pending[1] if line.pending is not None else int(clock["max"]) + 1
-            line = Lineage(line.chain, (pid, at))
+            line = Lineage(line.chain, (pid, at), line.switched_at)
     _save(library, store, line)
     return line
 
@@ -220,7 +229,7 @@ def _switch(
     out.extend(switched)
     record: dict[str, Any] = store.get(PACK_KEY) or {}
     store.set(PACK_KEY, record | {"pack": pid})
-    line = Lineage((*line.chain, pid))
+    line = Lineage((*line.chain, pid), None, (*line.switched_at, at))
     _save(library, store, line)
     return line
 

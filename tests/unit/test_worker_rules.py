@@ -110,11 +110,16 @@ def test_a_partition_switches_at_its_next_event_records_it_and_resumes_on_it(
     worker = new_worker(tmp_path, table)
     switches = RULES_SWITCHES._value.get()
     deliver(worker, (0, event("e1", "dispute_opened", T0, reference="R1")))
-    assert state(table, "p:line") == {"chain": [pack_id(DEFAULT_TEXT)], "pending": None}
+    assert state(table, "p:line") == {
+        "chain": [pack_id(DEFAULT_TEXT)],
+        "at": [],
+        "pending": None,
+    }
     worker.rules.offer(record(0, case_pack("24h", 2)))
     new = pack_id(case_pack("24h", 2))
     deliver(worker, (1, event("e2", "inquiry", T0 + H)))
     assert state(table, "p:line")["chain"] == [pack_id(DEFAULT_TEXT), new]
+    assert state(table, "p:line")["at"] == [T0 + 1]
     switch = state(table, "p:pack")
     assert switch["offset"] == 1 and switch["pack"] == new and switch["at"] == T0 + 1
     assert switch["versions"]["case_unresolved"] == 2
