@@ -10,11 +10,13 @@ committed the worker is killed with SIGKILL and restarted; at half way a second
 worker joins (a rebalance moves partitions, with their state, to it); at three
 quarters B is rolled back (the default pack published again).
 
-The oracle is `replay --rules-change` at the switch points each partition
-recorded in its state: per partition, its events in log order replayed from
-the first pack of its lineage with a change to each later pack at the time of
-that switch. What PostgreSQL holds must equal it exactly (0 lost, 0
-duplicated, nothing unexpected), and so must every customer's engine state.
+The oracle is `moments replay --rules-change` at the switch points each
+partition recorded in its state: per partition, its events in log order
+replayed from the first pack of its lineage with a change to each later pack at
+the time of that switch (the command's output is checked against the same
+replay in code, whose stores give the expected engine state). What PostgreSQL
+holds must equal it exactly (0 lost, 0 duplicated, nothing unexpected), and so
+must every customer's engine state.
 Idle ticks are off (`idle_tick_s` one hour): they would move a partition's
 clock by the wall clock, which a replay of the events alone cannot know.
 """
@@ -24,11 +26,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+from typer.testing import CliRunner
 
+from moments.cli import app
 from moments.rules_topic import publish_pack
 from moments.settings import Settings
 from processors.config import engine_config
@@ -36,12 +41,14 @@ from processors.engine import DEFAULT_PACK_PATH, DictStore, Engine, EngineOutput
 from processors.engine.switching import LINE_KEY, TEXTS_KEY, pack_from_text
 from processors.replay import Replayer, partition_for
 from producers.simulator import simulate
+from schemas.codec import to_json_lines
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from tests.reliability.harness import Figures, PacedProducer, process_settings, scrape
 from tests.reliability.pipeline import Pipeline, read_worker_state, state_differences
 from tests.reliability.verifier import verify, wire_records
 from tests.timing import wait_for
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 A_TEXT = DEFAULT_PACK_PATH.read_text(encoding="utf-8")
 #: Keys of a partition's state that only the live worker has (its lineage and switch record).
 LIVE_ONLY = {LINE_KEY, TEXTS_KEY, "p:pack"}
@@ -84,11 +91,37 @@ def switches(port: int) -> int:
     return int(float(found.group(1))) if found else 0
 
 
+def iso(ms: int) -> str:
+    return (EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+
+
+def replay_cli(
+    workdir: Path, events: list[InteractionEvent], texts: list[str], times: list[int]
+) -> tuple[bytes, bytes]:
+    """`moments replay EVENTS --rules A --rules-change TS=B ...`: its actions and decisions."""
+    workdir.mkdir(parents=True)
+    files = [workdir / f"pack{i}.yaml" for i in range(len(texts))]
+    for file, text in zip(files, texts, strict=True):
+        file.write_text(text, encoding="utf-8")
+    (workdir / "events.jsonl").write_bytes(to_json_lines(events))
+    args = ["replay", str(workdir / "events.jsonl"), "--rules", str(files[0])]
+    args += ["--actions-out", str(workdir / "a.jsonl"), "--decisions-out", str(workdir / "d.jsonl")]
+    for at, file in zip(times, files[1:], strict=True):
+        args += ["--rules-change", f"{iso(at)}={file}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return (workdir / "a.jsonl").read_bytes(), (workdir / "d.jsonl").read_bytes()
+
+
 def oracle(
-    settings: Settings, events: list[InteractionEvent], lineages: dict[int, dict[str, Any]]
+    settings: Settings,
+    events: list[InteractionEvent],
+    lineages: dict[int, dict[str, Any]],
+    workdir: Path,
 ) -> tuple[list[ActionEvent], list[Decision], dict[int, dict[str, Any]], int]:
     """Per partition: replay its events from the first pack of its lineage, switching at the
-    times it recorded; (actions, decisions, engine state per partition, switches)."""
+    times it recorded (and check that `moments replay --rules-change` writes exactly that);
+    (actions, decisions, engine state per partition, switches)."""
     config = engine_config(settings)
     out = EngineOutput()
     states: dict[int, dict[str, Any]] = {}
@@ -104,8 +137,14 @@ def oracle(
             for e in events
             if partition_for(e.customer_id, settings.interactions_partitions) == partition
         ]
+        mine_out = EngineOutput()
         for event in mine:
-            out.extend(replayer.feed(event))
+            mine_out.extend(replayer.feed(event))
+        cli = replay_cli(
+            workdir / str(partition), mine, [texts[pid] for pid in line["chain"]], line["at"]
+        )
+        assert cli == (to_json_lines(mine_out.actions), to_json_lines(mine_out.decisions))
+        out.extend(mine_out)
         store: DictStore = replayer.stores[0]
         states[partition] = json.loads(json.dumps(store.data, sort_keys=True))
     return out.actions, out.decisions, states, count
@@ -157,12 +196,15 @@ def test_a_pack_published_under_load_switches_live_survives_kill_rebalance_and_r
         pipeline.fleet.stop("worker-2")
         pipeline.fleet.stop("worker")
         final = read_worker_state(settings)
-        actions, decisions, states, switched = oracle(settings, events, final.engine)
+        actions, decisions, states, switched = oracle(
+            settings, events, final.engine, tmp_path / "replay"
+        )
         distinct = len({d.decision_id for d in decisions})
         pipeline.wait_rows(database, len({a.action_id for a in actions}), distinct, 240)
         pipeline.fleet.stop("sink")
         crashes = pipeline.fleet.crashes()
         logs = pipeline.fleet.logs()
+        joined = pipeline.fleet.supervisor.log_path("worker-2-1").read_text(errors="replace")
     finally:
         pipeline.close()
 
@@ -183,6 +225,7 @@ def test_a_pack_published_under_load_switches_live_survives_kill_rebalance_and_r
     # own: the kill and the rebalance resumed each on the pack it had
     assert chains == [3] * settings.interactions_partitions, chains
     assert "refused" not in logs
+    assert "switched to rule pack" in joined  # the worker that joined rolled its partitions back
     rules = {a.rule for a in actions}
     assert "thank_payment" in rules  # B ran
     assert any(a.rule == "omnichannel_escalation" for a in actions)  # A ran (before, after)
