@@ -21,12 +21,12 @@ from schemas.codec import (
     DecodeError,
     SchemaValidationError,
     event_from_json,
-    native_modules,
     read_events_jsonl,
     to_json_bytes,
     to_json_line,
     to_json_lines,
 )
+from schemas.native import native_modules
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
@@ -56,13 +56,13 @@ def test_action_and_decision_bytes_are_the_json_lines(
     "ms", [-62_135_596_800_000, -1, 0, 59_999, 60_000, 1_767_225_599_999, 253_402_300_799_999]
 )
 def test_fast_timestamps_are_the_general_text(ms: int) -> None:
-    from schemas.codec import _fast_ms_to_iso, _ms_to_iso
+    from schemas.json_form import _fast_ms_to_iso, _ms_to_iso
 
     assert _fast_ms_to_iso(ms) == _fast_ms_to_iso(ms) == _ms_to_iso(ms)
 
 
 def test_out_of_range_timestamps_fail_like_the_general_path() -> None:
-    from schemas.codec import _fast_ms_to_iso, _ms_to_iso
+    from schemas.json_form import _fast_ms_to_iso, _ms_to_iso
 
     for ms in (-62_135_596_800_001, 253_402_300_800_000):
         with pytest.raises(OverflowError):
@@ -247,7 +247,7 @@ def test_generated_readers_cover_actions_and_decisions() -> None:
 
 
 def test_native_decoder_modules_are_current() -> None:
-    """schemas/_native/ holds what the generator writes now (python -m schemas.codec
+    """schemas/_native/ holds what the generator writes now (python -m schemas.native
     --write-native), so the compiled decoders run the very code the codec would exec."""
     directory = Path(native_package.__file__).parent
     assert {p.name for p in directory.glob("*.py")} - {"__init__.py"} == set(native_modules())
@@ -325,7 +325,7 @@ def test_generated_writers_cover_actions_and_decisions() -> None:
 @settings(max_examples=300, deadline=None)
 @given(event=events(), odd=st.sampled_from([None, 1, True, 2.5, "", float("nan"), {"k": 1}]))
 def test_plainly_valid_events_pass_every_check(event: InteractionEvent, odd: object) -> None:
-    from schemas.codec import _CHECKS, _plainly_valid_event
+    from schemas.validation import _CHECKS, _plainly_valid_event
 
     for name in ("event_id", "channel", "occurred_at", "amount", "due_date", "attributes"):
         candidate = dataclasses.replace(event, **{name: odd})
