@@ -323,7 +323,8 @@ def decision_from_json(obj: Any, *, where: str = "") -> Decision:
     return _from_json(Decision, obj, where, optional_id=None)
 
 
-_EVENT_FIELDS: Final = frozenset(spec[0] for spec in _SPECS[InteractionEvent])
+_EVENT_ORDER: Final = tuple(spec[0] for spec in _SPECS[InteractionEvent])
+_EVENT_FIELDS: Final = frozenset(_EVENT_ORDER)
 _DATES: dict[str, date] = {}  # "YYYY-MM-DD" -> date
 
 
@@ -352,16 +353,44 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
 
     Accepts exactly what the general path accepts and builds the same event; anything
     unusual (a missing id, a wrong type, a non-canonical timestamp) returns None so the
-    general path decides, with its error messages.
+    general path decides, with its error messages. The event holds `obj`'s attributes
+    map itself (not a copy): pass a dict nobody else holds, as a freshly parsed line is.
     """
-    if not _EVENT_FIELDS.issuperset(obj):
+    if tuple(obj) == _EVENT_ORDER:  # every field, in the order the JSON form writes them
+        (
+            event_id,
+            customer_id,
+            channel,
+            event_type,
+            occurred,
+            source,
+            product,
+            reference,
+            amount,
+            currency,
+            due_day,
+            since_day,
+            text,
+            attributes,
+        ) = obj.values()
+    elif _EVENT_FIELDS.issuperset(obj):
+        get = obj.get
+        event_id = get("event_id")
+        customer_id = get("customer_id")
+        channel = get("channel")
+        event_type = get("type")
+        occurred = get("occurred_at")
+        source = get("source")
+        product = get("product")
+        reference = get("reference")
+        amount = get("amount")
+        currency = get("currency")
+        due_day = get("due_date")
+        since_day = get("customer_since")
+        text = get("text")
+        attributes = get("attributes")
+    else:
         return None
-    get = obj.get
-    event_id = get("event_id")
-    customer_id = get("customer_id")
-    channel = get("channel")
-    event_type = get("type")
-    occurred = get("occurred_at")
     if not (
         type(event_id) is str
         and 0 < len(event_id) <= MAX_IDENTIFIER_CHARS
@@ -383,38 +412,30 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
     occurred_at = (moment - _EPOCH) // _ONE_MS
     if not _TS_MIN <= occurred_at <= _TS_MAX:
         return None
-    source = get("source")
     if source is None:
         source = ""
     elif type(source) is not str or len(source) > MAX_IDENTIFIER_CHARS:
         return None
-    product = get("product")
-    reference = get("reference")
-    currency = get("currency")
-    text = get("text")
     for value in (product, reference, currency):
         if value is not None and (type(value) is not str or len(value) > MAX_IDENTIFIER_CHARS):
             return None
     if text is not None and type(text) is not str:
         return None
-    amount = get("amount")
     if amount is not None:
         if type(amount) is int:
             amount = float(amount)  # any int orjson reads fits a double
         elif type(amount) is not float or amount - amount != 0.0:  # NaN or infinite
             return None
-    due_date = _fast_date(get("due_date"))
-    customer_since = _fast_date(get("customer_since"))
+    due_date = _fast_date(due_day)
+    customer_since = _fast_date(since_day)
     if due_date is False or customer_since is False:
         return None
-    attributes = get("attributes")
     if attributes is None:
         attributes = {}
     elif type(attributes) is dict:
         for key, item in attributes.items():
             if type(item) is not str or len(key) > MAX_IDENTIFIER_CHARS:
                 return None
-        attributes = dict(attributes)
     else:
         return None
     return InteractionEvent(

@@ -138,6 +138,70 @@ def test_nan_literal_is_judged_by_the_general_path(tmp_path: Path) -> None:
         list(read_events_jsonl(path))
 
 
+#: Every field, in the order the JSON form writes them (the fast path's first branch).
+FULL = {
+    **BASE,
+    "source": "web-portal",
+    "product": "gas",
+    "reference": "R-1",
+    "amount": 12.5,
+    "currency": "EUR",
+    "due_date": "2026-02-01",
+    "customer_since": "2015-02-28",
+    "text": "hello",
+    "attributes": {"topic": "app"},
+}
+
+
+def _read_like_the_general_path(tmp_path: Path, obj: dict[str, object]) -> None:
+    """The file path gives what `event_from_json` gives: the same event or the same error."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(FULL) + "\n" + json.dumps(obj) + "\n")
+    try:
+        expected: object = event_from_json(obj, where=f"{path}:2")
+    except SchemaValidationError as exc:
+        expected = str(exc)
+    try:
+        got: object = list(read_events_jsonl(path))[1]
+    except SchemaValidationError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+@pytest.mark.parametrize("variant", VARIANTS + BAD)
+def test_full_lines_in_schema_order_read_like_the_general_path(
+    tmp_path: Path, variant: dict[str, object]
+) -> None:
+    _read_like_the_general_path(tmp_path, {**FULL, **variant})
+
+
+def test_full_lines_in_another_order_read_like_the_general_path(tmp_path: Path) -> None:
+    shuffled = dict(reversed(list(FULL.items())))
+    _read_like_the_general_path(tmp_path, shuffled)
+    _read_like_the_general_path(tmp_path, {**shuffled, "customer_id": 7})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(list(FULL)),
+    odd=st.sampled_from(
+        [None, 1, True, 2.5, "", "x", "x" * 257, [], {}, {"k": 1}, {"k" * 257: "v"}, 1e308 * 10]
+    ),
+)
+def test_any_odd_field_in_a_full_line_gives_the_general_event_or_error(
+    tmp_path_factory: pytest.TempPathFactory, name: str, odd: object
+) -> None:
+    _read_like_the_general_path(tmp_path_factory.mktemp("odd"), {**FULL, name: odd})
+
+
+def test_events_read_fast_do_not_share_their_attributes(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(FULL) + "\n" + json.dumps(FULL) + "\n")
+    first, second = read_events_jsonl(path)
+    first.attributes["topic"] = "changed"
+    assert second.attributes == {"topic": "app"}
+
+
 def test_engine_without_decisions_gives_the_same_actions_and_count() -> None:
     events = list(simulate(300, 40, seed=11, story_rate=0.5))
     pack = load_rule_pack()
