@@ -48,42 +48,31 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.consume import POLL_S, TP, ConsumeLoop, Progress, Route, retry_until, run_sink
 from sinks.dead_letters import DeadLetters
-from sinks.migrate import Migration, MigrationError, apply_migrations, load_migrations
+from sinks.migrate import apply_migrations, load_migrations
 from sinks.rows import (
     ACTIONS,
-    DECISIONS,
-    INTERACTION_EVENTS,
     TABLES,
     Batch,
     Entry,
     Record,
     TableSpec,
     action_row,
-    decision_row,
-    event_row,
-    record_row,
     table_of,
     without_nul,
 )
 
-__all__ = [  # the sink, and what its users import from here (migrations, tables, rows)
+#: What others import from here besides the sink: the migrations, the tables, a row builder.
+__all__ = [
     "ACTIONS",
-    "DECISIONS",
-    "INTERACTION_EVENTS",
     "TABLES",
     "BatchWriter",
-    "Migration",
-    "MigrationError",
     "PostgresSink",
     "Refused",
     "SinkConfigError",
     "action_row",
     "apply_migrations",
-    "decision_row",
-    "event_row",
     "fetch_actions",
     "load_migrations",
-    "record_row",
     "refuses_record",
     "run_postgres_sink",
     "sink_topics",
