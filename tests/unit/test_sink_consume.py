@@ -102,7 +102,9 @@ def test_offsets_are_committable_up_to_the_first_record_not_durable() -> None:
     assert offsets.committable() == {} and offsets.take(tp, 5)
 
 
-class _Message:
+class FakeMessage:
+    """A consumed record of partition 0, as confluent-kafka hands it out."""
+
     def __init__(
         self,
         topic: str,
@@ -134,17 +136,32 @@ class _Message:
         return self._headers
 
 
-class _Letters:
-    """Dead letters as the loop sends them; acknowledged when the test says so."""
+class FakeLetters:
+    """Dead letters as they are sent; acknowledged when the test says so (`ack`)."""
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
     def send(
-        self, dlq: str, key: Any, value: Any, headers: Any, error: Any, source: Any, on_acked: Any
+        self,
+        dlq: str,
+        key: Any,
+        value: Any,
+        headers: Any,
+        error: Any,
+        source: Any,
+        on_acked: Any,
+        **extra: str,
     ) -> None:
         self.sent.append(
-            {"dlq": dlq, "value": value, "error": error, "source": source, "ack": on_acked}
+            {
+                "dlq": dlq,
+                "value": value,
+                "error": error,
+                "source": source,
+                "ack": on_acked,
+                "extra": extra,
+            }
         )
 
     def poll(self) -> None:
@@ -165,7 +182,7 @@ class _Effect:
         return self.hold
 
 
-def _loop(effect: _Effect) -> tuple[ConsumeLoop, _Letters]:
+def _loop(effect: _Effect) -> tuple[ConsumeLoop, FakeLetters]:
     settings = Settings(bootstrap="127.0.0.1:1", max_event_bytes=100)
 
     def decode(value: bytes) -> str:
@@ -178,7 +195,7 @@ def _loop(effect: _Effect) -> tuple[ConsumeLoop, _Letters]:
         "interactions": Route(decode, None),  # the worker dead-letters these
     }
     loop = ConsumeLoop(settings, "g-loop", routes, effect, threading.Event())  # type: ignore[arg-type]
-    letters = _Letters()
+    letters = FakeLetters()
     loop._dead_letters = letters  # type: ignore[assignment]
     return loop, letters
 
@@ -188,13 +205,13 @@ def test_the_loop_skips_control_records_and_what_the_worker_refuses() -> None:
     loop, letters = _loop(effect)
     tick = [(CONTROL_HEADER, TICK)]
     for message in [
-        _Message("interactions", 0, b"", tick),
-        _Message("interactions", 1, None),  # tombstone: the worker's poison
-        _Message("interactions", 2, b"x" * 101),  # oversized: the worker's poison
-        _Message("interactions", 3, b"garbage"),  # undecodable: the worker's poison
-        _Message("actions.care", 0, b"", tick),  # a control record is never an action
-        _Message("interactions", 4, b"ok-event"),
-        _Message("actions.care", 1, b"ok-action"),
+        FakeMessage("interactions", 0, b"", tick),
+        FakeMessage("interactions", 1, None),  # tombstone: the worker's poison
+        FakeMessage("interactions", 2, b"x" * 101),  # oversized: the worker's poison
+        FakeMessage("interactions", 3, b"garbage"),  # undecodable: the worker's poison
+        FakeMessage("actions.care", 0, b"", tick),  # a control record is never an action
+        FakeMessage("interactions", 4, b"ok-event"),
+        FakeMessage("actions.care", 1, b"ok-action"),
     ]:
         loop._read(message)  # type: ignore[arg-type]
     assert effect.taken == ["ok-event", "ok-action"] and letters.sent == []
@@ -205,7 +222,7 @@ def test_the_loop_skips_control_records_and_what_the_worker_refuses() -> None:
 def test_an_undecodable_record_is_done_only_once_its_dead_letter_is_acknowledged() -> None:
     effect = _Effect()
     loop, letters = _loop(effect)
-    loop._read(_Message("actions.care", 7, b"not avro"))  # type: ignore[arg-type]
+    loop._read(FakeMessage("actions.care", 7, b"not avro"))  # type: ignore[arg-type]
     (letter,) = letters.sent
     assert letter["dlq"] == "actions.dlq" and letter["value"] == b"not avro"
     assert letter["error"] == ("decode", "DecodeError", "unknown wire format")

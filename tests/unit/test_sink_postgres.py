@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
 import pytest
 
+import sinks.postgres
 from moments.settings import Settings
-from sinks.postgres import PostgresSink, SinkConfigError, run_postgres_sink, sink_topics
+from sinks.consume import Offsets, Progress
+from sinks.postgres import (
+    BatchWriter,
+    PostgresSink,
+    SinkConfigError,
+    run_postgres_sink,
+    sink_topics,
+)
+from tests.unit.test_sink_consume import FakeLetters, FakeMessage
 from tests.unit.test_sink_rows import ACTION, DECISION, EVENT
+
+NOWHERE = "postgresql://nobody@127.0.0.1:1/none"
 
 
 def test_a_batch_keeps_one_row_per_key_and_connects_only_to_flush() -> None:
@@ -40,3 +54,28 @@ def test_running_without_a_database_or_with_an_unknown_topic_is_a_clear_error() 
     settings = Settings(bootstrap="127.0.0.1:1", database_url="postgresql://x@127.0.0.1:1/x")
     with pytest.raises(SinkConfigError, match="'orders'"):
         run_postgres_sink(settings, topics=["orders"])
+
+
+def test_a_batch_the_database_does_not_take_is_never_reported_durable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sinks.postgres, "apply_migrations", lambda conninfo: [])
+    settings = Settings(bootstrap="127.0.0.1:1", database_url=NOWHERE, sink_batch_size=1)
+    writer = BatchWriter(settings, NOWHERE, threading.Event(), {}, max_backoff_s=0.1)
+    progress, offsets, tp = Progress(), Offsets(), ("actions.care", 0)
+    assert writer.start(progress, FakeLetters())  # type: ignore[arg-type]
+    try:
+        for n in (5, 6):
+            offsets.take(tp, n)
+            action = replace(ACTION, action_id=f"a-{n}")
+            writer.take(action, FakeMessage(tp[0], n, b""))  # type: ignore[arg-type]
+            if n == 5:
+                assert writer.held([tp], set()) == set()
+                writer.tick()  # due: to the writer thread, which retries the unreachable database
+        # The next batch is due before the one in flight is durable: every partition waits.
+        assert writer.held([tp], set()) == {tp}
+        writer.revoke([tp])  # neither can be written now: both dropped, to be read again
+    finally:
+        writer.close()
+    progress.drain(offsets)
+    assert offsets.committable() == {} and progress.error is None
