@@ -45,6 +45,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from moments.bench_replay import replay_vs_parse
 from moments.calibration import calibration, calibration_line, python_loop_seconds, read_cpu_times
 from moments.endpoints import plain_line
 from moments.runtime import Supervisor
@@ -116,6 +117,7 @@ FULL: Final = Sizes(
 TARGETS: Final = (
     ("replay_events_per_s", ">=", 100_000, "engine replay, full pack, 100k customers"),
     ("state_bytes_per_customer", "<=", 2048, "engine state per active customer"),
+    ("replay_vs_orjson_ratio", ">=", 0.4, "file replay / plain orjson.loads, same lines"),
     ("backfill_events_per_s", ">=", 100_000, "backfill per process"),
     ("backfill_vs_raw_ratio", ">=", 0.25, "backfill / raw consume, same topic"),
     ("publisher_vs_raw_ratio", ">=", 0.70, "publisher SDK / raw produce"),
@@ -473,6 +475,9 @@ class _Bench:
         self.figures["replay_events_per_cpu_s"] = result["actions_only_events_per_cpu_s"]
         self.figures["replay_file_events_per_s"] = result["replay_file_events_per_s"]
         self.figures["state_bytes_per_customer"] = round(state_bytes / max(active, 1), 1)
+        parse = replay_vs_parse(path, self.work, rules_path=self.settings.rules_path)
+        self.details["replay_vs_parse"] = parse
+        self.figures["replay_vs_orjson_ratio"] = parse["replay_vs_orjson_ratio"]
 
     # -- publisher --------------------------------------------------------------------------
 
@@ -1081,6 +1086,12 @@ _ROWS: Final = (
         "replay_file_events_per_s",
         "replay_events_per_s",
         "engine alone",
+    ),
+    (
+        "file replay (lines/s)",
+        "details.replay_vs_parse.replay_lines_per_s",
+        "details.replay_vs_parse.orjson_lines_per_s",
+        "plain orjson.loads of the same lines, same run",
     ),
     (
         "state per active customer (bytes)",
