@@ -13,7 +13,7 @@ import functools
 import signal
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -151,7 +151,7 @@ def parse_time(value: str | None, option: str) -> int | None:
         raise UserError(f"{option}: not an ISO-8601 time: {value!r}") from None
     if parsed.tzinfo is None:
         raise UserError(f"{option}: give a UTC offset, e.g. {value}+00:00")
-    return int(parsed.timestamp() * 1000)
+    return (parsed - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)  # exact
 
 
 # --------------------------------------------------------------------------- offline
@@ -254,9 +254,10 @@ def replay(
 
 def _rules_changes(specs: list[str], first: Path | None) -> list[tuple[int, Any]]:
     """`--rules-change TS=FILE` options as (time, pack), each pack checked against the one
-    before it in time order (a changed rule must raise its version)."""
+    before it in time order (a changed rule must raise its version) unless it is one of the
+    packs before it again (a rollback)."""
     from processors.engine import load_rule_pack
-    from processors.engine.lifecycle import version_problems
+    from processors.engine.lifecycle import same_rules, version_problems
 
     parsed = []
     for spec in specs:
@@ -268,11 +269,13 @@ def _rules_changes(specs: list[str], first: Path | None) -> list[tuple[int, Any]
         parsed.append((at, load_rule_pack(file)))
     parsed.sort(key=lambda change: change[0])
     previous = load_rule_pack(first)
+    earlier = [previous]
     for _, pack in parsed:
         problems = version_problems(previous, pack)
-        if problems:
+        if problems and not any(same_rules(before, pack) for before in earlier):
             raise UserError("\n".join(problems))
         previous = pack
+        earlier.append(pack)
     return parsed
 
 
