@@ -1,7 +1,9 @@
 """Build hook: the hot paths compiled with mypyc, when a C compiler is at hand.
 
-Compiled: the trigger engine's core (`processors/engine/core.py`, ~1.3x the
-events per CPU-second) and the generated Avro decoders (`schemas/_native/`, ~3x).
+Compiled: the modules of the trigger engine that every event runs through
+(`processors.engine.COMPILED_MODULES`: the Engine, arbitration, the rule kinds, rendering,
+candidates, the per-rule runtime, the customer state helpers, times and ids) and the
+generated Avro decoders (`schemas/_native/`).
 Both are optional: without a compiler, with MOMENTS_PURE_PYTHON=1, or when mypyc
 refuses a module, the install goes on in pure Python (same code, same results).
 `processors.engine.ENGINE_COMPILED` says which engine runs; the codec uses a
@@ -17,8 +19,20 @@ from typing import Any
 
 from setuptools import setup
 
+#: Keep in step with processors/engine/__init__.py COMPILED_MODULES (a test checks it).
+ENGINE_COMPILED = [
+    "times",
+    "ids",
+    "candidates",
+    "customer",
+    "rendering",
+    "kinds",
+    "runtime",
+    "arbitration",
+    "core",
+]
 COMPILED = [
-    "processors/engine/core.py",
+    *(f"processors/engine/{name}.py" for name in ENGINE_COMPILED),
     *sorted(str(p) for p in Path("schemas/_native").glob("*.py") if p.name != "__init__.py"),
 ]
 
