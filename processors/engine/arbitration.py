@@ -361,12 +361,10 @@ class Step:
     # -- the contact cap and the deferred candidates --------------------------------------
 
     def slots(self) -> list[list[Any]]:
-        """The fired engagement actions [[triggered_at, action_id]] (old state: bare times)."""
+        """The fired engagement actions [[triggered_at, action_id]] (state.py: `cap`)."""
         contacts: list[Any] | None = self.state.get("cap")
         if contacts is None:
             contacts = self.state["cap"] = []
-        elif contacts and type(contacts[0]) is int:
-            contacts = self.state["cap"] = [[f, ""] for f in contacts]
         return contacts
 
     def cap_holder(self, at: int) -> str | None:
@@ -375,8 +373,6 @@ class Step:
         contacts = self.state.get("cap")
         if not contacts:
             return None
-        if type(contacts[0]) is int:
-            contacts = self.slots()
         config = self.engine.config
         lo = at - config.contact_cap_window_ms
         count = 0

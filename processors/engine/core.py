@@ -49,7 +49,7 @@ Where each part lives: time and ids (`times.py`, `ids.py`), candidates and
 conditions (`candidates.py`), the rule kinds (`kinds.py`), arbitration: cap, deferral
 queue, holdout, cool-downs (`arbitration.py`), reasons and details (`rendering.py`),
 what is precomputed per rule (`runtime.py`), the customer's holdings and ledger
-(`customer.py`), pack switches (`switch.py`) and every key of the state with its
+(`customer.py`), pack switches (`pack_switch.py`) and every key of the state with its
 version (`state.py`). This module is the `Engine`: events, ticks and timers.
 """
 
@@ -65,22 +65,24 @@ from processors.engine.arbitration import QUEUE_TIMER, Step
 from processors.engine.candidates import NO_CONTEXT
 from processors.engine.customer import close_product, hold_product, record_moment
 from processors.engine.ids import hex_id, in_holdout, stable_id
-from processors.engine.interfaces import (
-    CLOCK_KEY,
-    CUSTOMER_PREFIX,
-    TIMER_BUCKET_MS,
-    TIMER_BUCKET_PREFIX,
-    TIMER_INDEX_KEY,
-    DictStore,
-    EngineConfig,
-    EngineOutput,
-    StateStore,
-)
+from processors.engine.interfaces import DictStore, EngineConfig, EngineOutput, StateStore
 from processors.engine.kinds import ABSENCE, KIND_SEMANTICS, RELATIONSHIP, Kind
 from processors.engine.rendering import detail_getter
 from processors.engine.rules import Pattern, Rule, RulePack
 from processors.engine.runtime import MatchTest, RuleRuntime, compile_pattern
-from processors.engine.state import KEPT_AT_SWITCH, PACK_KEY, TIMER_VERSION
+from processors.engine.state import (
+    CLOCK_KEY,
+    CUSTOMER_PREFIX,
+    KEPT_AT_SWITCH,
+    PACK_KEY,
+    STATE_VERSION,
+    TIMER_BUCKET_MS,
+    TIMER_BUCKET_PREFIX,
+    TIMER_INDEX_KEY,
+    TIMER_VERSION,
+    upgrade_customer,
+    upgrade_partition,
+)
 from processors.engine.times import ISO_DATES, future_cap, iso_date
 from schemas.records import Decision, InteractionEvent
 
@@ -218,9 +220,11 @@ class Engine:
         ct = t if watermark_cap is None or t <= watermark_cap else watermark_cap  # clock time
         clock = get(CLOCK_KEY)
         if clock is None:
-            clock = {"max": ct, "wm": ct - self._lateness_ms}
+            clock = {"max": ct, "wm": ct - self._lateness_ms, "v": STATE_VERSION}
             put(CLOCK_KEY, clock)
-        elif ct > clock["max"]:
+        elif clock.get("v") != STATE_VERSION:
+            upgrade_partition(store, clock)  # state of an older layout (state.py)
+        if ct > clock["max"]:
             clock["max"] = ct
             watermark = ct - self._lateness_ms
             if watermark > clock["wm"]:
@@ -246,12 +250,18 @@ class Engine:
         listeners, sign, closes = plan
         fresh = state is None
         if state is None:
-            state = {"seen": {event_id: t}, "t": t, "ch": event.channel, "so": t}
+            state = {
+                "v": STATE_VERSION,
+                "seen": {event_id: t},
+                "t": t,
+                "ch": event.channel,
+                "so": t,
+            }
             if self.epoch:
                 state["pe"] = self.epoch
             newest = t
         else:
-            if self.epoch and state.get("pe", 0) != self.epoch:
+            if state.get("v") != STATE_VERSION or (self.epoch and state.get("pe", 0) != self.epoch):
                 self.migrate(state)
             seen: dict[str, int] = state["seen"]
             if event_id in seen:
@@ -326,11 +336,13 @@ class Engine:
         out = EngineOutput([], [])
         clock = store.get(CLOCK_KEY)
         if clock is None:
-            clock = {"max": watermark_ms, "wm": watermark_ms}
-        elif watermark_ms > clock["wm"]:
-            clock["wm"] = watermark_ms
+            clock = {"max": watermark_ms, "wm": watermark_ms, "v": STATE_VERSION}
         else:
-            return out
+            if clock.get("v") != STATE_VERSION:
+                upgrade_partition(store, clock)  # state of an older layout (state.py)
+            if watermark_ms <= clock["wm"]:
+                return out
+            clock["wm"] = watermark_ms
         store.set(CLOCK_KEY, clock)
         self._fire_due(store, watermark_ms, out)
         return out
@@ -339,17 +351,23 @@ class Engine:
         self, stores: Iterable[StateStore], pack: RulePack, at: int
     ) -> tuple[Engine, EngineOutput]:
         """Switch partitions from this engine's pack to `pack` at event time `at` (DESIGN.md 8):
-        the engine of the new pack and the decisions of the switch (see `switch.switch_pack`).
+        the engine of the new pack and the decisions of the switch (see `pack_switch.switch_pack`).
         Call it between two events, after the watermark advanced and due timers fired."""
-        from processors.engine.switch import switch_pack
+        from processors.engine.pack_switch import switch_pack
 
         return switch_pack(self, stores, pack, at)
 
     def migrate(self, state: dict[str, Any]) -> None:
-        """Bring one customer's state through the switches it has not seen (DESIGN.md 8): a
-        changed rule keeps its cool-downs, first keys and pending timers and forgets the rest
-        (windows, remembered first events); a removed rule's state goes, and so does any old
-        state of a rule that is new in the pack, which starts empty."""
+        """Bring one customer's state up to date, one step at a time: its layout from the
+        version it was written in to STATE_VERSION (`state.upgrade_customer`), then through
+        the pack switches it has not seen (DESIGN.md 8): a changed rule keeps its cool-downs,
+        first keys and pending timers and forgets the rest (windows, remembered first
+        events); a removed rule's state goes, and so does any old state of a rule that is new
+        in the pack, which starts empty."""
+        if state.get("v") != STATE_VERSION:
+            upgrade_customer(state)
+        if not self.epoch or state.get("pe", 0) == self.epoch:
+            return
         rules: dict[str, dict[str, Any]] | None = state.get("r")
         if rules:
             for changed, dropped in self.migrations[state.get("pe", 0) :]:
@@ -521,7 +539,9 @@ class Engine:
                 state = store.get(skey)
                 if state is None or state.get("dqt") != deadline:
                     continue  # moved since it was set
-                if self.epoch and state.get("pe", 0) != self.epoch:
+                if state.get("v") != STATE_VERSION or (
+                    self.epoch and state.get("pe", 0) != self.epoch
+                ):
                     self.migrate(state)
                 step = Step(self, store, out, cid, state)
                 step.serve_queue(deadline)
@@ -529,7 +549,9 @@ class Engine:
                 state = store.get(skey)
                 if state is None:
                     continue
-                if self.epoch and state.get("pe", 0) != self.epoch:
+                if state.get("v") != STATE_VERSION or (
+                    self.epoch and state.get("pe", 0) != self.epoch
+                ):
                     self.migrate(state)
                 rule = self.rules.get(rule_id)
                 timer = state.get("r", NO_CONTEXT).get(rule_id, NO_CONTEXT).get("p", {}).get(key)

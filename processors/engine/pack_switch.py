@@ -14,16 +14,18 @@ from typing import Any
 from processors.engine.arbitration import QUEUE_TIMER, Step
 from processors.engine.candidates import NO_CONTEXT
 from processors.engine.core import Engine
-from processors.engine.interfaces import (
-    CUSTOMER_PREFIX,
-    TIMER_BUCKET_PREFIX,
-    TIMER_INDEX_KEY,
-    EngineOutput,
-    StateStore,
-)
+from processors.engine.interfaces import EngineOutput, StateStore
 from processors.engine.lifecycle import compare_packs
 from processors.engine.rules import RulePack
-from processors.engine.state import PACK_KEY, TIMER_VERSION
+from processors.engine.state import (
+    CUSTOMER_PREFIX,
+    PACK_KEY,
+    STATE_VERSION,
+    TIMER_BUCKET_PREFIX,
+    TIMER_INDEX_KEY,
+    TIMER_VERSION,
+    upgrade_customer,
+)
 
 
 def switch_pack(
@@ -88,6 +90,9 @@ def _switch_store(
         if state is None:
             continue
         visited.add(skey)
+        if state.get("v") != STATE_VERSION:  # its layout first (state.py), then the switch
+            upgrade_customer(state)
+            store.set(skey, state)
         step = Step(engine, store, out, cid, state)
         if rule_id == QUEUE_TIMER:
             queue: list[list[Any]] = state.get("dq") or []
