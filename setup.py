@@ -12,6 +12,7 @@ compiled decoder only when it was generated from the source it would run itself.
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 from pathlib import Path
@@ -19,20 +20,22 @@ from typing import Any
 
 from setuptools import setup
 
-#: Keep in step with processors/engine/__init__.py COMPILED_MODULES (a test checks it).
-ENGINE_COMPILED = [
-    "times",
-    "ids",
-    "candidates",
-    "customer",
-    "rendering",
-    "kinds",
-    "runtime",
-    "arbitration",
-    "core",
-]
+
+def engine_modules() -> list[str]:
+    """`processors.engine.COMPILED_MODULES`, read from the package's source: the package
+    cannot be imported before it is installed."""
+    tree = ast.parse(Path("processors/engine/__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "COMPILED_MODULES"
+            for target in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise SystemExit("setup.py: processors/engine/__init__.py names no COMPILED_MODULES")
+
+
 COMPILED = [
-    *(f"processors/engine/{name}.py" for name in ENGINE_COMPILED),
+    *(f"processors/engine/{name}.py" for name in engine_modules()),
     *sorted(str(p) for p in Path("schemas/_native").glob("*.py") if p.name != "__init__.py"),
 ]
 

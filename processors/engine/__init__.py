@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 #: The modules every event runs through, which the install compiles with mypyc (setup.py
-#: lists the same), in dependency order: each imports of these only the ones before it.
+#: reads this list), in dependency order: each imports of these only the ones before it.
 COMPILED_MODULES = (
     "times",
     "ids",

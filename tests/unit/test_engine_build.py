@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import os
 import subprocess
@@ -41,17 +40,6 @@ def test_the_flag_says_which_modules_were_imported() -> None:
         module = importlib.import_module(f"processors.engine.{name}")
         imported_compiled = not str(module.__file__).endswith(".py")
         assert imported_compiled is engine_package.ENGINE_COMPILED, name
-
-
-def test_setup_compiles_the_modules_the_package_loads() -> None:
-    tree = ast.parse((HERE.parents[1] / "setup.py").read_text())
-    listed = next(
-        ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == "ENGINE_COMPILED" for t in node.targets)
-    )
-    assert tuple(listed) == engine_package.COMPILED_MODULES
 
 
 @pytest.mark.parametrize("edited", ["core", "kinds"])
