@@ -2,9 +2,9 @@
 
 This module says *what a rule says* (its pattern, action, destination,
 priority, class, cool-down, reason template and details: the typed values are in
-`rule_model.py`); `core.py` says *when it fires*. Loading validates everything at once and raises one
-`RulePackError` listing every problem, each naming the file, the rule and
-the field. It never evaluates rules and knows no Kafka.
+`rule_model.py`); `core.py` says *when it fires*. Loading validates everything
+at once and raises one `RulePackError` listing every problem, each naming the
+file, the rule and the field. It never evaluates rules and knows no Kafka.
 
 A pack looks like this (see processors/rules/default.yaml for the real one)::
 
