@@ -46,6 +46,10 @@ CLOCK_KEY: Final = "p:clock"  # {"max": max occurred_at seen, "wm": watermark, "
 TIMER_INDEX_KEY: Final = "p:timers"  # sorted list of timer buckets holding pending deadlines
 TIMER_BUCKET_PREFIX: Final = "p:timers:"  # + bucket -> sorted [[deadline, customer, rule, key]]
 TIMER_BUCKET_MS: Final = 3_600_000  # one bucket per hour of deadlines keeps each value small
+#: The packs a live partition has run and a switch it waits for (`switching`).
+LINE_KEY: Final = "p:line"
+#: The YAML text of every pack in a live partition's chain (`switching`).
+TEXTS_KEY: Final = "p:packs"
 #: Partition key recording the last pack switch: {"at", "watermark", "versions"}.
 PACK_KEY: Final = "p:pack"
 
@@ -94,6 +98,18 @@ PARTITION_KEYS: Final[dict[str, Key]] = {
         '{"at": int, "watermark": int | null, "versions": {rule_id: int}, ...}',
         "the last pack switch of the partition (a host may add its own fields, e.g. the offset)",
         "pack_switch.switch_pack (and the host)",
+    ),
+    LINE_KEY: Key(
+        '{"chain": [pack_id: str], "at": [int], "pending": [pack_id: str, at: int] | null}',
+        "the packs a live partition has run, oldest first, the time of each switch, and a "
+        "switch it waits for (written by a live worker only, never by replay)",
+        "switching (start, request_switch, feed, tick)",
+    ),
+    TEXTS_KEY: Key(
+        "{pack_id: str}",
+        "the YAML text of every pack in the partition's chain, to rebuild its engine after a "
+        "restart or a rebalance (a live worker only)",
+        "switching (start, request_switch)",
     ),
 }
 

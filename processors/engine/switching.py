@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import yaml
 
@@ -33,13 +33,8 @@ from processors.engine.core import PACK_KEY, Engine
 from processors.engine.interfaces import CLOCK_KEY, EngineConfig, EngineOutput, StateStore
 from processors.engine.lifecycle import version_problems
 from processors.engine.rules import RulePack, RulePackError, parse_rule_pack
+from processors.engine.state import LINE_KEY, TEXTS_KEY
 from schemas.records import InteractionEvent
-
-#: Partition key: {"chain": [pack id, ...] oldest first, "at": [time of each switch],
-#: "pending": [pack id, at] or null}.
-LINE_KEY: Final = "p:line"
-#: Partition key: {pack id: YAML text} of every pack in the chain.
-TEXTS_KEY: Final = "p:packs"
 
 
 def pack_id(text: str) -> str:
