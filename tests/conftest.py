@@ -2,10 +2,13 @@
 
 `tests/unit` → `unit` (no broker, no database), `tests/integration` →
 `integration` (the embedded Tansu broker and PostgreSQL), `tests/reliability`
-→ `reliability` (fault injection on the same stack), `tests/bench` → `bench`.
-So `-m unit` runs without starting a broker, and `-m "not integration"`
-selects what it says. A `pytestmark` in a conftest marks nothing, hence this
-hook.
+→ `reliability` and `integration` (fault injection on the same stack),
+`tests/bench` → `bench`. So `-m unit` and `-m "not integration"` run without
+starting a broker, and `-m integration` runs everything that needs one.
+A `pytestmark` in a conftest marks nothing, hence this hook.
+
+`soak` and `bench` tests are long: they run only when the `-m` expression names
+them (`make soak`, `-m bench`), whatever else it selects.
 """
 
 from __future__ import annotations
@@ -15,20 +18,27 @@ from pathlib import Path
 import pytest
 
 _HERE = Path(__file__).parent
-#: Directory under tests/ → the marker of its tier.
-TIERS = {
-    "unit": pytest.mark.unit,
-    "integration": pytest.mark.integration,
-    "reliability": pytest.mark.reliability,
-    "bench": pytest.mark.bench,
+#: Directory under tests/ → the markers of its tier.
+TIERS: dict[str, tuple[pytest.MarkDecorator, ...]] = {
+    "unit": (pytest.mark.unit,),
+    "integration": (pytest.mark.integration,),
+    "reliability": (pytest.mark.reliability, pytest.mark.integration),
+    "bench": (pytest.mark.bench,),
 }
+#: Tiers left out unless the `-m` expression names them.
+ON_REQUEST = ("soak", "bench")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection sees the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.path))
-        if _HERE not in path.parents:
-            continue
-        tier = TIERS.get(path.relative_to(_HERE).parts[0])
-        if tier is not None:
-            item.add_marker(tier)
+        if _HERE in path.parents:
+            for marker in TIERS.get(path.relative_to(_HERE).parts[0], ()):
+                item.add_marker(marker)
+    asked = config.getoption("markexpr") or ""
+    left_out = [name for name in ON_REQUEST if name not in asked]
+    keep = [item for item in items if not any(item.get_closest_marker(n) for n in left_out)]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
