@@ -126,6 +126,25 @@ class RulesFollower:
             self._thread.join(timeout=5.0)
 
     def _follow(self) -> None:
+        """Follow until `stop`; a broker error is logged and the follower starts again from
+        the next record after a pause (a follower that stopped would leave this worker on
+        an old pack, which the disagreement alert would be the only one to notice)."""
+        pause_s = 1.0
+        while not self._stop.is_set():
+            try:
+                self._follow_once()
+                return
+            except (KafkaException, BrokerUnavailable) as exc:
+                log.error(
+                    "following %s failed (%s); trying again in %.0f s",
+                    self.settings.topics.rules,
+                    exc,
+                    pause_s,
+                )
+            self._stop.wait(pause_s)
+            pause_s = min(pause_s * 2, 30.0)
+
+    def _follow_once(self) -> None:
         topic = self.settings.topics.rules
         consumer = Consumer(
             self.settings.kafka_config(
@@ -146,8 +165,6 @@ class RulesFollower:
                 record = decode_published(message.offset() or 0, message.value())
                 if record is not None:
                     self.offer(record)
-        except (KafkaException, BrokerUnavailable) as exc:
-            log.error("stopped following %s: %s", topic, exc)
         finally:
             consumer.close()
 

@@ -133,3 +133,20 @@ def test_a_partition_switches_at_its_next_event_records_it_and_resumes_on_it(
     fired = [a for a in again.output.actions if a.rule == "case_unresolved"]  # type: ignore[attr-defined]
     assert [(a.rule_version, a.triggered_at) for a in fired] == [(1, T0 + 2 * D)]
     assert RULES_SWITCHES._value.get() - switches == 1  # no second switch
+
+
+def test_the_follower_starts_again_after_a_broker_error(tmp_path: Any) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    follower = new_worker(tmp_path, FakeTable()).rules
+    attempts: list[int] = []
+
+    def follow_once() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        follower._stop.set()  # the second attempt runs until stopped
+
+    follower._follow_once = follow_once  # type: ignore[method-assign]
+    follower._follow()
+    assert len(attempts) == 2
