@@ -148,3 +148,13 @@ def require_database(settings: Settings) -> Settings:
     if not settings.database_url:
         raise UserError("MOMENTS_DATABASE_URL is not set (or use `moments up`)")
     return settings
+
+
+def require_raised_versions(old: Any, new: Any) -> None:
+    """NEW (a rule pack) may replace OLD only if every rule it changed has a higher version;
+    else a user error naming each such rule."""
+    from processors.engine.lifecycle import version_problems
+
+    problems = version_problems(old, new)
+    if problems:
+        raise UserError("\n".join(problems))

@@ -16,6 +16,7 @@ from moments.cli.common import (
     load_settings,
     parse_time,
     require_broker,
+    require_raised_versions,
 )
 
 
@@ -118,7 +119,6 @@ def _rules_changes(specs: list[str], first: Path | None) -> list[tuple[int, Any]
     """`--rules-change TS=FILE` options as (time, pack), each pack checked against the one
     before it in time order (a changed rule must raise its version)."""
     from processors.engine import load_rule_pack
-    from processors.engine.lifecycle import version_problems
 
     parsed = []
     for spec in specs:
@@ -131,8 +131,6 @@ def _rules_changes(specs: list[str], first: Path | None) -> list[tuple[int, Any]
     parsed.sort(key=lambda change: change[0])
     previous = load_rule_pack(first)
     for _, pack in parsed:
-        problems = version_problems(previous, pack)
-        if problems:
-            raise UserError("\n".join(problems))
+        require_raised_versions(previous, pack)
         previous = pack
     return parsed

@@ -15,6 +15,7 @@ from moments.cli.common import (
     load_settings,
     parse_time,
     require_broker,
+    require_raised_versions,
 )
 
 rules_app = typer.Typer(help="Work with rule packs.", no_args_is_help=True)
@@ -36,16 +37,14 @@ def rules_check(
     With NEW, also validate NEW and refuse it when a rule changed (anything but its
     description) without a higher version."""
     from processors.engine import load_rule_pack
-    from processors.engine.lifecycle import compare_packs, version_problems
+    from processors.engine.lifecycle import compare_packs
 
     pack = load_rule_pack(file)
     if new is None:
         console.print(f"[green]ok[/]: {escape(str(file))}: {len(pack.rules)} rules")
         return
     new_pack = load_rule_pack(new)
-    problems = version_problems(pack, new_pack)
-    if problems:
-        raise UserError("\n".join(problems))
+    require_raised_versions(pack, new_pack)
     changes = compare_packs(pack, new_pack)
     console.print(
         f"[green]ok[/]: {escape(str(new))}: {len(new_pack.rules)} rules; "
@@ -77,16 +76,13 @@ def rules_diff(
     from processors.config import engine_config
     from processors.diff import diff_file, diff_topic
     from processors.engine import load_rule_pack
-    from processors.engine.lifecycle import version_problems
 
     if (events is None) == (from_topic is None):
         raise UserError("give the history as --events FILE or --from-topic TOPIC (one of them)")
     settings = load_settings()
     until_ms = parse_time(until, "--until")
     old_pack, new_pack = load_rule_pack(old), load_rule_pack(new)
-    problems = version_problems(old_pack, new_pack)
-    if problems:
-        raise UserError("\n".join(problems))
+    require_raised_versions(old_pack, new_pack)
     if events is not None:
         result = diff_file(
             events, old_pack, new_pack, until_ms=until_ms, config=engine_config(settings)
@@ -132,7 +128,7 @@ def rules_publish(
 
     from moments.rules_topic import pack_history, publish_pack
     from processors.engine import load_rule_pack, parse_rule_pack
-    from processors.engine.lifecycle import compare_packs, version_problems
+    from processors.engine.lifecycle import compare_packs
 
     settings = require_broker(load_settings())
     text = file.read_text(encoding="utf-8")
@@ -144,9 +140,7 @@ def rules_publish(
         last = history[-1]
         source = f"{settings.topics.rules}@{last.offset}"
         previous = parse_rule_pack(yaml.safe_load(last.yaml), source=source)
-        problems = version_problems(previous, pack)
-        if problems:
-            raise UserError("\n".join(problems))
+        require_raised_versions(previous, pack)
         diff = compare_packs(previous, pack)
         changes = (
             f"; {len(diff.changed)} changed, {len(diff.added)} added, {len(diff.removed)} removed"
