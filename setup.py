@@ -1,7 +1,9 @@
 """Build hook: the hot paths compiled with mypyc, when a C compiler is at hand.
 
-Compiled: the trigger engine's core (`processors/engine/core.py`, ~1.3x the
-events per CPU-second) and the generated Avro decoders (`schemas/_native/`, ~3x).
+Compiled: the modules of the trigger engine that every event runs through
+(`processors.engine.COMPILED_MODULES`: the Engine, arbitration, the rule kinds, rendering,
+candidates, the per-rule runtime, the customer state helpers, times and ids) and the
+generated Avro decoders (`schemas/_native/`).
 Both are optional: without a compiler, with MOMENTS_PURE_PYTHON=1, or when mypyc
 refuses a module, the install goes on in pure Python (same code, same results).
 `processors.engine.ENGINE_COMPILED` says which engine runs; the codec uses a
@@ -10,6 +12,7 @@ compiled decoder only when it was generated from the source it would run itself.
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 from pathlib import Path
@@ -17,8 +20,22 @@ from typing import Any
 
 from setuptools import setup
 
+
+def engine_modules() -> list[str]:
+    """`processors.engine.COMPILED_MODULES`, read from the package's source: the package
+    cannot be imported before it is installed."""
+    tree = ast.parse(Path("processors/engine/__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "COMPILED_MODULES"
+            for target in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise SystemExit("setup.py: processors/engine/__init__.py names no COMPILED_MODULES")
+
+
 COMPILED = [
-    "processors/engine/core.py",
+    *(f"processors/engine/{name}.py" for name in engine_modules()),
     *sorted(str(p) for p in Path("schemas/_native").glob("*.py") if p.name != "__init__.py"),
 ]
 

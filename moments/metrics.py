@@ -114,6 +114,27 @@ CONSUMER_LAG = Gauge(
     "High watermark minus committed offset, per consumer group, topic and partition.",
     ["group", "topic", "partition"],
 )
+RULES_ACTIVE = Gauge(
+    "moments_rules_active",
+    "1 for each rule (and its version) of the rule pack this worker runs and switches its"
+    " partitions to; a switch replaces the set.",
+    ["rule", "version"],
+)
+RULES_PACK = Gauge(
+    "moments_rules_pack_info",
+    "1 for the id (sha256 prefix of its YAML) of the rule pack this worker runs; workers"
+    " that disagree run different packs.",
+    ["pack"],
+)
+RULES_SWITCHES = Counter(
+    "moments_rules_switches_total",
+    "Partitions switched to a newly published rule pack (DESIGN.md 8).",
+)
+RULES_REFUSED = Counter(
+    "moments_rules_refused_total",
+    "Rule packs published to the rules topic that the worker refused (invalid, or a changed"
+    " rule without a higher version); it keeps running the pack it has.",
+)
 COLLECTOR_REQUESTS = Counter(
     "moments_collector_requests_total",
     "HTTP collector requests by status code.",

@@ -253,7 +253,7 @@ def simulation_rates(settings: Settings, overrides: list[str]) -> Rates:
     from functools import partial
 
     from moments.cli import UserError
-    from processors.engine.core import in_holdout
+    from processors.engine.ids import in_holdout
     from producers.simulator import Effects, Rates
 
     sizes = dict(settings.simulate_effects)

@@ -67,6 +67,23 @@ def publish_pack(
     return Published(offsets[0], pack, text, published_at, author)
 
 
+def decode_published(offset: int, raw: bytes | None) -> Published | None:
+    """A record of the rules topic, or None when it is not one of ours (or a tombstone)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+        return Published(
+            offset,
+            str(value["pack"]),
+            str(value["yaml"]),
+            str(value["published_at"]),
+            str(value["author"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def pack_history(
     settings: Settings, pack: str | None = None, timeout_s: float = 15.0
 ) -> list[Published]:
@@ -107,19 +124,8 @@ def pack_history(
                 continue
             idle = 0
             position = message.offset() or 0
-            raw = message.value()
-            if raw is None:
-                continue
-            try:
-                value = json.loads(raw)
-                record = Published(
-                    position,
-                    str(value["pack"]),
-                    str(value["yaml"]),
-                    str(value["published_at"]),
-                    str(value["author"]),
-                )
-            except (ValueError, KeyError, TypeError):
+            record = decode_published(position, message.value())
+            if record is None:
                 continue  # not a record of ours: skipped, never fatal
             if pack is None or record.pack == pack:
                 found.append(record)

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
 
     # Engine.
     rules_path: Path | None = None
+    rules_pack: str = Field(
+        default="default",
+        description="The pack (its `name`) the worker follows on the rules topic.",
+    )
     allowed_lateness_s: float = 300.0
     contact_cap: int = 1
     contact_cap_window_s: float = 86_400.0

@@ -69,6 +69,23 @@ timers) and the commit sends changelog tombstones, so neither this worker nor
 a restarted one emits anything for them from stale state. Logged with the
 customer id hashed.
 
+Rule packs (DESIGN.md 8). The worker runs the latest acceptable pack of its
+name (`MOMENTS_RULES_PACK`) on the compacted `rules` topic, else
+`MOMENTS_RULES_PATH` or the default pack (`processors.rules_follower`: read once
+before start, then followed in a thread; a pack `moments rules check OLD NEW`
+would refuse is refused, logged and counted, and the old one stays). Between
+batches it takes the follower's pack as the target, and each partition whose
+record it handles next is asked to switch to it (`processors.engine.switching`,
+the same core as `moments replay --rules-change`): the partition switches
+before its first event at or after its max occurred_at + 1 ms, or at its next
+idle tick, with no restart and all its state. The partition's state records
+the packs it ran (their YAML) and the last switch (time, watermark, rule
+versions, pack id and the offset of the record that switched it), so a
+restarted or rebalanced worker resumes each partition on its own pack with the
+old rule versions its timers need. Metrics: `moments_rules_active` (rule,
+version of the pack run), `moments_rules_pack_info` (its id),
+`moments_rules_switches_total`, `moments_rules_refused_total`.
+
 Start-up: `run_worker(settings)` blocks until SIGTERM/SIGINT, then stops
 cleanly (commits, flushes). `python -m processors.worker` does the same with
 settings from `MOMENTS_*`. The worker never reads or writes PostgreSQL and
@@ -101,6 +118,7 @@ from moments.metrics import (
     EVENTS_FUTURE_DATED,
     REDELIVERIES_SKIPPED,
     RELATIONSHIP_BALANCE,
+    RULES_SWITCHES,
     WATERMARK_LAG,
     event_type_label,
     serve_metrics,
@@ -114,7 +132,16 @@ from processors.engine import (
     EngineOutput,
     forget_customer,
     future_cap,
-    load_rule_pack,
+)
+from processors.engine.core import PACK_KEY
+from processors.engine.switching import (
+    Lineage,
+    PackLibrary,
+    feed,
+    last_switch,
+    request_switch,
+    start,
+    tick,
 )
 from processors.faust_host import (
     CommitBarrier,
@@ -123,6 +150,7 @@ from processors.faust_host import (
     WorkerConsumer,
     broker_credentials,
 )
+from processors.rules_follower import AcceptedPack, RulesFollower, startup_pack
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from schemas.wire import CONTROL_HEADER, FORGET, TICK, control_value, dead_letter_headers
@@ -181,7 +209,21 @@ class TriggerWorker:
         if not settings.bootstrap:
             raise RuntimeError("no Kafka bootstrap configured (set MOMENTS_BOOTSTRAP)")
         self.settings = settings
-        self.engine = engine or Engine(load_rule_pack(settings.rules_path), engine_config(settings))
+        first = startup_pack(settings)
+        if engine is not None:  # a pack built in code: it stands for itself in the lineage
+            first = AcceptedPack(
+                f"code-{id(engine):x}", f"# {engine.pack.source}\n", engine.pack, ""
+            )
+        #: The packs partitions run and the engine of each lineage (DESIGN.md 8).
+        self.library = PackLibrary(engine_config(settings))
+        self.library.add(first.text, first.source, first.pack)
+        self.first_pack = first.pid
+        self.engine = self.library.engine((first.pid,))
+        #: The rules topic's latest acceptable pack; partitions switch to it between batches.
+        self.rules = RulesFollower(settings, first)
+        self._target = first.pid
+        #: Per partition: its lineage (read from its state once, then kept here).
+        self._lines: dict[int, Lineage] = {}
         registry = settings.schema_registry_url
         self.event_codec = codec_for(InteractionEvent, registry)
         self.action_codec = codec_for(ActionEvent, registry)
@@ -279,6 +321,7 @@ class TriggerWorker:
         first, so that the records after the failing one are never committed.
         """
         handle = self._handle
+        self._follow_rules()
         try:
             for event in batch:
                 # take_events fills its buffer in another task: make this event current
@@ -306,11 +349,52 @@ class TriggerWorker:
         with it) is skipped: the state already holds its effect, and its output was
         delivered before that state was (redelivery after a crash or a rebalance).
         """
+        self._follow_rules()
         try:
             self._handle(event)
         finally:
             self._flush_metrics()
         self._last_seen[event.message.partition] = time.monotonic()
+
+    def _follow_rules(self) -> None:
+        """Between batches: take the rules topic's latest acceptable pack as the target."""
+        current = self.rules.current
+        if current.pid != self._target:
+            self.library.add(current.text, current.source, current.pack)
+            self._target = current.pid
+
+    def _lineage(self, store: PartitionState, partition: int) -> Lineage:
+        """The partition's lineage, asked to switch to the target pack if it runs another."""
+        line = self._lines.get(partition)
+        if line is None:
+            line = self.library.load(store)
+            if line is None:  # state from before lineages (or none): the first pack's
+                first = self.first_pack if store.get(CLOCK_KEY) is not None else self._target
+                line = start(self.library, store, first)
+        if line.goal != self._target:
+            line = request_switch(self.library, store, line, self._target)
+            log.info(
+                "partition %d: switching to rule pack %s%s",
+                partition,
+                self._target,
+                f" at event time {line.pending[1]}" if line.pending else "",
+            )
+        self._lines[partition] = line
+        return line
+
+    def _switched(self, store: PartitionState, partition: int, offset: int, line: Lineage) -> None:
+        """Record a switch that just happened (its offset beside the engine's record)."""
+        record = last_switch(store) or {}
+        store.set(PACK_KEY, record | {"offset": offset})
+        RULES_SWITCHES.inc()
+        log.info(
+            "partition %d switched to rule pack %s at offset %d (event time %s, watermark %s)",
+            partition,
+            line.head,
+            offset,
+            record.get("at"),
+            record.get("watermark"),
+        )
 
     def _handle(self, event: EventT[Any]) -> None:
         """`handle` without its metrics flush (`handle_batch` flushes once per batch)."""
@@ -322,36 +406,43 @@ class TriggerWorker:
             REDELIVERIES_SKIPPED.inc()
             return
         store.set_worker(_APPLIED, offset)
+        line = self._lineage(store, partition)
         control = control_value(message.headers)
         if control == TICK:
-            self._on_tick(store, partition, round(message.timestamp * 1000))
+            after = self._on_tick(store, partition, round(message.timestamp * 1000), line)
         elif control == FORGET:
             self._on_forget(store, partition, message.key)
+            after = line
         else:
-            self._on_record(event, store)
+            after = self._on_record(event, store, line)
+        if after is not line:
+            self._lines[partition] = after
+            if after.chain != line.chain:
+                self._switched(store, partition, offset, after)
         store.commit()
 
-    def _on_record(self, event: EventT[Any], store: PartitionState) -> None:
+    def _on_record(self, event: EventT[Any], store: PartitionState, line: Lineage) -> Lineage:
+        """Handle an event record; the partition's lineage after it (a switch may be due)."""
         message = event.message
         value = message.value
         if value is None:
             self._dead_letter(event, "decode", "Tombstone", "a null value is not an event")
-            return
+            return line
         if len(value) > self.settings.max_event_bytes:
             detail = f"{len(value)} bytes exceed max_event_bytes {self.settings.max_event_bytes}"
             self._dead_letter(event, "size", "EventTooLarge", detail)
-            return
+            return line
         try:
             interaction = self.event_codec.decode(value)
         except DecodeError as exc:
             self._dead_letter(event, exc.stage, type(exc).__name__, str(exc))
-            return
+            return line
         except SchemaValidationError as exc:
             self._dead_letter(event, "validate", type(exc).__name__, str(exc))
-            return
+            return line
         except Exception as exc:  # a codec bug must not stop the worker either
             self._dead_letter(event, "decode", type(exc).__name__, str(exc))
-            return
+            return line
         partition = message.partition
         cap = future_cap(
             interaction.occurred_at, round(message.timestamp * 1000), self._future_skew_ms
@@ -359,12 +450,12 @@ class TriggerWorker:
         if cap is not None:
             EVENTS_FUTURE_DATED.inc()
         try:
-            output = self.engine.process(store, interaction, cap)
+            line, output = feed(self.library, store, line, interaction, cap)
         except Exception as exc:
             log.exception("engine failed on %s[%d]@%d", message.topic, partition, message.offset)
             store.discard_engine_writes()  # the event's state is left untouched
             self._dead_letter(event, "engine", type(exc).__name__, str(exc))
-            return
+            return line
         engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
         if output.actions or output.decisions:
             self._emit(output, interaction.occurred_at)
@@ -375,8 +466,11 @@ class TriggerWorker:
         watermark = engine_clock.get("wm")
         if watermark is not None:
             self._watermarks[partition] = watermark
+        return line
 
-    def _on_tick(self, store: PartitionState, partition: int, tick_ms: int) -> None:
+    def _on_tick(
+        self, store: PartitionState, partition: int, tick_ms: int, line: Lineage
+    ) -> Lineage:
         basis = self._idle_clock.get(partition)
         if basis is None:  # restarted: the basis of the last tick, else count from this tick
             persisted = store.get_worker(_CLOCK)
@@ -386,11 +480,11 @@ class TriggerWorker:
             elif engine_clock is not None:
                 basis = (int(engine_clock["max"]), tick_ms)
             else:
-                return  # no event ever on this partition: no clock to advance
+                return line  # no event ever on this partition: no clock to advance
             self._idle_clock[partition] = basis
         max_occurred, last_event_ms = basis
         now_ms = max_occurred + max(0, tick_ms - last_event_ms)
-        output = self.engine.advance(store, now_ms)
+        line, output = tick(self.library, store, line, now_ms)
         # The basis is persisted here, not per event: a worker that restarts into a quiet
         # partition resumes its clock from the last tick (costs no changelog record per event).
         store.set_worker(_CLOCK, [max_occurred, last_event_ms])
@@ -398,6 +492,7 @@ class TriggerWorker:
         watermark = self.engine.watermark(store)
         if watermark is not None:
             self._watermarks[partition] = watermark
+        return line
 
     def _on_forget(self, store: PartitionState, partition: int, key: bytes | None) -> None:
         """An erasure record (`moments forget`): drop everything the state holds about the
@@ -502,8 +597,10 @@ class TriggerWorker:
     ) -> None:
         """Send the staged state before the rebalance's recovery re-reads the changelog.
 
-        Faust signals this after the streams stopped and the producer was flushed.
+        Faust signals this after the streams stopped and the producer was flushed. The
+        lineages kept in memory are forgotten: recovery may bring another partition's state.
         """
+        self._lines.clear()
         sent = await cast(WorkerConsumer, self.app.consumer).persist_staged()
         if sent:
             log.info("Sent %d staged state records before the rebalance", sent)
@@ -589,6 +686,9 @@ def run_worker(settings: Settings) -> None:
     )
     use_fast_event_loop()
     worker = TriggerWorker(settings)
+    worker.rules.catch_up()  # the pack to run before the first record is handled
+    worker._follow_rules()
+    worker.rules.start()
     faust_worker = _FrozenHeapWorker(worker.app, loglevel="INFO", quiet=True)
     faust_worker.startup_finished = started
     try:
@@ -596,6 +696,8 @@ def run_worker(settings: Settings) -> None:
     except SystemExit as exc:
         if exc.code not in (None, 0):
             raise
+    finally:
+        worker.rules.stop()
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ internal receivers to the trusted ones. Deliveries:
   `webhook`; undecodable records get stage `decode`/`validate`);
 - a record's offset is committed only once it was delivered or its DLQ record
   acknowledged, so a crash redelivers (at-least-once: receivers drop repeated
-  CloudEvent ids, which are the action ids).
+  CloudEvent ids, which are the action ids). Reading, decoding, dead letters,
+  offsets, lag and signals are the sinks' shared consume loop (`sinks.consume`);
+  `WebhookSink` is its effect.
 
 It never logs or puts into an error the secret, a full URL (webhook URLs often
 hold tokens), a request body or a customer id.
@@ -37,7 +39,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,14 +47,15 @@ from typing import Any, Final
 
 import certifi
 import httpx
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Message
 
-from moments.metrics import DLQ_RECORDS, WEBHOOK_DELIVERIES, serve_metrics
+from moments.metrics import WEBHOOK_DELIVERIES
 from moments.settings import Settings
 from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent
-from schemas.wire import DESTINATIONS, dead_letter_headers
-from sinks.consume import consumer_config, is_error_event, report_lag, stop_on_signals
+from schemas.wire import DESTINATIONS
+from sinks.consume import TP, ConsumeLoop, Progress, Route, run_sink
+from sinks.dead_letters import DeadLetters
 from sinks.signing import KEY_ID_PATTERN, signature_headers
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,6 @@ USER_AGENT: Final = "moments-webhook/1"
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
 #: Records waiting in one partition's lane before the partition is paused.
 MAX_LANE_BACKLOG: Final = 1000
-COMMIT_INTERVAL_S: Final = 0.5
 #: Key id of `MOMENTS_WEBHOOK_SECRET`, the secret of destinations without their own keys.
 DEFAULT_KEY_ID: Final = "default"
 
@@ -386,15 +388,16 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
 
 @dataclass
 class _Lane:
-    """One partition's records, delivered in offset order on a thread of their own."""
+    """One partition's actions, delivered in offset order on a thread of their own."""
 
     topic: str
     partition: int
-    handle: Callable[[Message, threading.Event], None]
-    done: queue.SimpleQueue[tuple[str, int, int] | BaseException]
-    records: queue.SimpleQueue[Message | None] = field(default_factory=queue.SimpleQueue)
+    handle: Callable[[ActionEvent, Message, threading.Event], None]
+    failed: Callable[[BaseException], None]
+    records: queue.SimpleQueue[tuple[ActionEvent, Message] | None] = field(
+        default_factory=queue.SimpleQueue
+    )
     cancelled: threading.Event = field(default_factory=threading.Event)
-    last_offset: int = -1
     thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -403,13 +406,8 @@ class _Lane:
         )
         self.thread.start()
 
-    def put(self, msg: Message) -> bool:
-        offset = msg.offset() or 0
-        if offset <= self.last_offset:  # refetched after pause/resume: already queued
-            return False
-        self.last_offset = offset
-        self.records.put(msg)
-        return True
+    def put(self, action: ActionEvent, msg: Message) -> None:
+        self.records.put((action, msg))
 
     @property
     def backlog(self) -> int:
@@ -426,21 +424,22 @@ class _Lane:
 
     def _run(self) -> None:
         while not self.cancelled.is_set():
-            msg = self.records.get()
-            if msg is None or self.cancelled.is_set():
+            item = self.records.get()
+            if item is None or self.cancelled.is_set():
                 return
             try:
-                self.handle(msg, self.cancelled)
+                self.handle(*item, self.cancelled)
             except DeliveryCancelled:
                 return
             except BaseException as exc:  # a bug: stop the sink, leave the offset uncommitted
-                self.done.put(exc)
+                self.failed(exc)
                 return
-            self.done.put((self.topic, self.partition, msg.offset() or 0))
 
 
 class WebhookSink:
-    """Consumes the action topics and delivers each record (see the module docstring)."""
+    """The webhook sink's effect in the consume loop: a lane per partition delivers each
+    action (see the module docstring); the loop reads, decodes, dead-letters undecodable
+    records and commits the offsets of records delivered or dead-lettered."""
 
     def __init__(
         self,
@@ -457,164 +456,18 @@ class WebhookSink:
         self.dlq_topic = settings.topics.actions_dlq
         self.delivery = WebhookDelivery(urls, signing, policy=policy, client=client, verify=verify)
         self.codec = codec_for(ActionEvent, settings.schema_registry_url)
-        self._lanes: dict[tuple[str, int], _Lane] = {}
-        self._done: queue.SimpleQueue[tuple[str, int, int] | BaseException] = queue.SimpleQueue()
-        self._to_commit: dict[tuple[str, int], int] = {}
-        self._paused: set[tuple[str, int]] = set()
-        self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._lanes: dict[TP, _Lane] = {}
+        self._progress = Progress()
+        self._dead_letters: DeadLetters | None = None
 
-    # -- per record (lane threads)
+    def routes(self) -> dict[str, Route]:
+        """The routed action topics; undecodable records go to `actions.dlq`."""
+        return {topic: Route(self.codec.decode, self.dlq_topic) for topic in self.topics}
 
-    def handle(self, msg: Message, cancelled: threading.Event) -> None:
-        """Deliver one record, or dead-letter it; return only when one of both is durable."""
-        raw = msg.value() or b""
-        try:
-            action = self.codec.decode(raw)
-        except Exception as exc:
-            stage = getattr(exc, "stage", "decode")
-            self.dead_letter(msg, stage, type(exc).__name__, str(exc), cancelled)
-            return
-        failure = self.delivery.deliver(action, cancelled)
-        if failure is not None:
-            extra = {"attempts": str(failure.attempts), "destination": action.destination}
-            if failure.http_status is not None:
-                extra["http_status"] = str(failure.http_status)
-            self.dead_letter(msg, "webhook", failure.error_class, failure.message, cancelled, extra)
+    # -- the effect (loop thread)
 
-    def dead_letter(
-        self,
-        msg: Message,
-        stage: str,
-        error_class: str,
-        message: str,
-        cancelled: threading.Event,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        """Produce the original bytes to actions.dlq; retry until acknowledged (never drop)."""
-        where = (msg.topic(), msg.partition(), msg.offset())
-        headers: list[tuple[str, str | bytes | None]] = list(
-            dead_letter_headers(msg.headers(), stage, error_class, message, where, **(extra or {}))
-        )  # a re-driven record that fails again carries only the latest error
-        producer = self._producer
-        assert producer is not None, "dead_letter before run()"
-        attempt = 0
-        while True:
-            attempt += 1
-            outcome: list[KafkaError | None] = []
-            problem = "no acknowledgement within 30 s"
-
-            def acknowledged(err: KafkaError | None, _msg: Any, sink: list[Any] = outcome) -> None:
-                sink.append(err)
-
-            try:
-                producer.produce(
-                    self.dlq_topic,
-                    key=msg.key(),
-                    value=msg.value(),
-                    headers=headers,
-                    on_delivery=acknowledged,
-                )
-                producer.flush(30.0)
-            except (KafkaException, BufferError) as exc:
-                problem = str(exc)
-            else:
-                if outcome and outcome[0] is None:
-                    DLQ_RECORDS.labels(stage).inc()
-                    return
-                if outcome:
-                    problem = str(outcome[0])
-            log.error("cannot write to %s (attempt %d): %s", self.dlq_topic, attempt, problem)
-            if cancelled.wait(min(30.0, 0.5 * 2 ** min(attempt, 6))):
-                raise DeliveryCancelled
-
-    # -- consumer loop (main thread)
-
-    def _lane(self, topic: str, partition: int) -> _Lane:
-        key = (topic, partition)
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = _Lane(topic, partition, self.handle, self._done)
-            lane.start()
-            self._lanes[key] = lane
-        return lane
-
-    def _collect_done(self) -> None:
-        while True:
-            try:
-                item = self._done.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            topic, partition, offset = item
-            self._to_commit[(topic, partition)] = offset + 1
-
-    def _commit(self, keys: set[tuple[str, int]] | None = None) -> None:
-        pending = {k: v for k, v in self._to_commit.items() if keys is None or k in keys}
-        if not pending or self._consumer is None:
-            return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in pending.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            log.warning("offset commit failed, will retry: %s", exc.args[0])
-            return
-        for key, offset in pending.items():
-            if self._to_commit.get(key) == offset:
-                del self._to_commit[key]
-
-    def _stop_lanes(self, keys: list[tuple[str, int]]) -> None:
-        lanes = [self._lanes.pop(k) for k in keys if k in self._lanes]
-        for lane in lanes:
-            lane.cancelled.set()
-        wait_s = self.delivery.policy.timeout_s + 35.0
-        for lane in lanes:
-            lane.stop(wait_s)
-        self._collect_done()
-        self._commit({(lane.topic, lane.partition) for lane in lanes})
-        for key in keys:
-            self._paused.discard(key)
-            self._to_commit.pop(key, None)
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._stop_lanes([(tp.topic, tp.partition) for tp in partitions])
-
-    def _on_stats(self, stats_json: str) -> None:
-        report_lag(
-            stats_json, self.group, lambda topic, partition: (topic, partition) in self._lanes
-        )
-
-    def run(self, stop: threading.Event) -> None:
-        """Consume and deliver until `stop` is set; commit what is done, then close."""
-        s = self.settings
-        self._producer = producer = Producer(
-            s.kafka_config(
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "partitioner": "murmur2_random",
-                }
-            )
-        )
-        session_ms = int(s.broker_session_timeout_s * 1000)
-        consumer = Consumer(
-            consumer_config(
-                s,
-                self.group,
-                self._on_stats,
-                # librdkafka sends this as the group's rebalance timeout; the main loop
-                # polls every few hundred ms, lanes do the slow work.
-                **{
-                    "max.poll.interval.ms": max(
-                        session_ms, int(s.broker_rebalance_timeout_s * 1000)
-                    )
-                },
-            )
-        )
-        self._consumer = consumer
-        consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+    def start(self, progress: Progress, dead_letters: DeadLetters) -> bool:
+        self._progress, self._dead_letters = progress, dead_letters
         log.info(
             "webhook sink: group %s, topics %s, routes %s",
             self.group,
@@ -624,36 +477,73 @@ class WebhookSink:
                 for d, u in self.delivery.urls.items()
             ),
         )
-        last_commit = time.monotonic()
+        return True
+
+    def take(self, record: Any, message: Message) -> None:
+        key = (str(message.topic()), message.partition() or 0)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(*key, self.handle, self._progress.failed)
+            lane.start()
+        lane.put(record, message)
+
+    def tick(self) -> None:
+        return None
+
+    def room(self) -> int:
+        return 500
+
+    def poll_timeout(self) -> float:
+        return 0.2
+
+    def held(self, assigned: Collection[TP], paused: Collection[TP]) -> set[TP]:
+        """Partitions whose lane holds `MAX_LANE_BACKLOG` records (until half are done)."""
+        return {
+            key
+            for key, lane in self._lanes.items()
+            if lane.backlog >= (MAX_LANE_BACKLOG // 2 if key in paused else MAX_LANE_BACKLOG)
+        }
+
+    def revoke(self, partitions: Collection[TP]) -> None:
+        self._stop_lanes(list(partitions))
+
+    def close(self) -> None:
         try:
-            while not stop.is_set():
-                for msg in consumer.consume(num_messages=500, timeout=0.2):
-                    if is_error_event(msg):
-                        continue
-                    topic, partition = msg.topic() or "", msg.partition() or 0
-                    lane = self._lane(topic, partition)
-                    lane.put(msg)
-                    if lane.backlog >= MAX_LANE_BACKLOG and (topic, partition) not in self._paused:
-                        consumer.pause([TopicPartition(topic, partition)])
-                        self._paused.add((topic, partition))
-                self._collect_done()
-                for key in list(self._paused):
-                    lane_now = self._lanes.get(key)
-                    if lane_now is None or lane_now.backlog < MAX_LANE_BACKLOG // 2:
-                        consumer.resume([TopicPartition(*key)])
-                        self._paused.discard(key)
-                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
-                    self._commit()
-                    last_commit = time.monotonic()
+            self._stop_lanes(list(self._lanes))
         finally:
-            try:
-                self._stop_lanes(list(self._lanes))
-            finally:
-                consumer.close()
-                self._consumer = None
-                producer.flush(10.0)
-                self._producer = None
-                self.delivery.close()
+            self.delivery.close()
+
+    def _stop_lanes(self, keys: list[TP]) -> None:
+        lanes = [self._lanes.pop(k) for k in keys if k in self._lanes]
+        for lane in lanes:
+            lane.cancelled.set()
+        for lane in lanes:
+            lane.stop(self.delivery.policy.timeout_s + 5.0)
+
+    # -- per record (lane threads)
+
+    def handle(self, action: ActionEvent, msg: Message, cancelled: threading.Event) -> None:
+        """Deliver one action, or dead-letter it; it is done once one of both is durable."""
+        key, offset = (str(msg.topic()), msg.partition() or 0), msg.offset() or 0
+        progress = self._progress
+        failure = self.delivery.deliver(action, cancelled)
+        if failure is None:
+            progress.done(key, (offset,))
+            return
+        extra = {"attempts": str(failure.attempts), "destination": action.destination}
+        if failure.http_status is not None:
+            extra["http_status"] = str(failure.http_status)
+        assert self._dead_letters is not None, "handle before start()"
+        self._dead_letters.send(
+            self.dlq_topic,
+            msg.key(),
+            msg.value(),
+            msg.headers(),  # a re-driven record that fails again carries only the latest error
+            ("webhook", failure.error_class, failure.message),
+            (key[0], key[1], offset),
+            on_acked=lambda: progress.done(key, (offset,)),
+            **extra,
+        )
 
 
 def run_webhook_sink(
@@ -663,16 +553,11 @@ def run_webhook_sink(
     policy: RetryPolicy | None = None,
     client: httpx.Client | None = None,
 ) -> None:
-    """Run the webhook sink until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
+    """Run the webhook sink until `stop` is set (or SIGTERM/SIGINT in the main thread).
 
     Serves Prometheus metrics on `settings.metrics_port` when it is set.
     Raises `WebhookConfigError` for unusable settings before touching Kafka.
     """
     sink = WebhookSink(settings, policy=policy, client=client)
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    if stop is not None:
-        sink.run(stop)
-        return
-    own_stop = threading.Event()
-    with stop_on_signals(own_stop):
-        sink.run(own_stop)
+    stop = stop if stop is not None else threading.Event()
+    run_sink(ConsumeLoop(settings, sink.group, sink.routes(), sink, stop))

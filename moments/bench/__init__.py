@@ -19,11 +19,12 @@ table and a PNG chart. Timings depend on the machine and its load: nothing
 here asserts a number; the report says which targets held. Topics get a
 unique prefix per run, so production topics are never touched.
 
-The modules: `context` (sizes, the `Bench` the sections share), one per measured path
-(`offline`: codec and engine; `kafka`: publisher and backfill; `sink`; `worker`: the live
-worker and latency), `peers` (the empty Faust agent and the Bytewax peer beside the worker,
-`bytewax_peer`), `report` (targets, markdown, chart) and `suite` (`run_bench`, `SECTIONS`).
-A new measurement is a function of the `Bench` in its path's module and a line in `SECTIONS`.
+The modules: `context` (sizes, the `Bench` the sections share), one per measured
+path (`offline`: codec and engine, with `replay`: file replay beside plain parsing;
+`kafka`: publisher and backfill; `sink`; `worker`: the live worker and latency), `peers`
+(the empty Faust agent and the Bytewax peer beside the worker, `bytewax_peer`), `report`
+(targets, markdown, chart) and `suite` (`run_bench`, `SECTIONS`). A new measurement is a
+function of the `Bench` in its path's module and a line in `SECTIONS`.
 """
 
 from moments.bench.context import FULL, QUICK, Sizes

@@ -12,6 +12,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from moments.bench.context import Bench, _rate, _timer
+from moments.bench.replay import replay_vs_parse
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, load_rule_pack
 from processors.replay import no_cyclic_gc, replay_file
@@ -130,3 +131,6 @@ def engine(bench: Bench) -> None:
     bench.figures["replay_events_per_cpu_s"] = result["actions_only_events_per_cpu_s"]
     bench.figures["replay_file_events_per_s"] = result["replay_file_events_per_s"]
     bench.figures["state_bytes_per_customer"] = round(state_bytes / max(active, 1), 1)
+    parse = replay_vs_parse(path, bench.work, rules_path=bench.settings.rules_path)
+    bench.details["replay_vs_parse"] = parse
+    bench.figures["replay_vs_orjson_ratio"] = parse["replay_vs_orjson_ratio"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import typer
@@ -135,7 +135,7 @@ def parse_time(value: str | None, option: str) -> int | None:
         raise UserError(f"{option}: not an ISO-8601 time: {value!r}") from None
     if parsed.tzinfo is None:
         raise UserError(f"{option}: give a UTC offset, e.g. {value}+00:00")
-    return int(parsed.timestamp() * 1000)
+    return (parsed - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)  # exact
 
 
 def require_broker(settings: Settings) -> Settings:

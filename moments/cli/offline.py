@@ -16,7 +16,6 @@ from moments.cli.common import (
     load_settings,
     parse_time,
     require_broker,
-    require_raised_versions,
 )
 
 
@@ -117,8 +116,10 @@ def replay(
 
 def _rules_changes(specs: list[str], first: Path | None) -> list[tuple[int, Any]]:
     """`--rules-change TS=FILE` options as (time, pack), each pack checked against the one
-    before it in time order (a changed rule must raise its version)."""
+    before it in time order (a changed rule must raise its version) unless it is one of the
+    packs before it again (a rollback)."""
     from processors.engine import load_rule_pack
+    from processors.engine.lifecycle import same_rules, version_problems
 
     parsed = []
     for spec in specs:
@@ -130,7 +131,11 @@ def _rules_changes(specs: list[str], first: Path | None) -> list[tuple[int, Any]
         parsed.append((at, load_rule_pack(file)))
     parsed.sort(key=lambda change: change[0])
     previous = load_rule_pack(first)
+    earlier = [previous]
     for _, pack in parsed:
-        require_raised_versions(previous, pack)
+        problems = version_problems(previous, pack)
+        if problems and not any(same_rules(before, pack) for before in earlier):
+            raise UserError("\n".join(problems))
         previous = pack
+        earlier.append(pack)
     return parsed

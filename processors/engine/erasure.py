@@ -19,12 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from processors.engine.interfaces import (
-    TIMER_BUCKET_PREFIX,
-    TIMER_INDEX_KEY,
-    StateStore,
-    customer_key,
-)
+from processors.engine.interfaces import StateStore
+from processors.engine.state import TIMER_BUCKET_PREFIX, TIMER_INDEX_KEY, customer_key
 
 #: Position of the customer id in a timer entry [deadline, customer, rule, key].
 _TIMER_CUSTOMER: Final = 1

@@ -4,29 +4,38 @@ The engine is a pure function of (state, event or tick) -> (state, actions,
 decisions). State lives behind `StateStore`, one store per input partition:
 a dict in replay and tests, a Faust table in the worker. Keys are strings;
 values are plain JSON-able data (dict, list, str, int, float, bool, None) so
-any backend (Faust changelog, RocksDB) can hold them. This module knows no
-Kafka and no Faust.
+any backend (Faust changelog, RocksDB) can hold them; every key and its version:
+`state.py`. This module knows no Kafka and no Faust.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
+from processors.engine.state import (
+    CLOCK_KEY,
+    CUSTOMER_PREFIX,
+    TIMER_BUCKET_MS,
+    TIMER_BUCKET_PREFIX,
+    TIMER_INDEX_KEY,
+    customer_key,
+)
 from schemas.records import ActionEvent, Decision
 
-#: Store key of one customer's state: CUSTOMER_PREFIX + customer_id.
-CUSTOMER_PREFIX: Final = "c:"
-#: Reserved partition-level keys (never start with CUSTOMER_PREFIX).
-CLOCK_KEY: Final = "p:clock"  # {"max": max occurred_at seen, "wm": watermark}
-TIMER_INDEX_KEY: Final = "p:timers"  # sorted list of timer buckets holding pending deadlines
-TIMER_BUCKET_PREFIX: Final = "p:timers:"  # + bucket -> sorted [[deadline, customer, rule, key]]
-TIMER_BUCKET_MS: Final = 3_600_000  # one bucket per hour of deadlines keeps each value small
-
-
-def customer_key(customer_id: str) -> str:
-    """The store key of a customer's state."""
-    return CUSTOMER_PREFIX + customer_id
+#: The state keys hosts use, here beside the store they live in (the layout: state.py).
+__all__ = [
+    "CLOCK_KEY",
+    "CUSTOMER_PREFIX",
+    "TIMER_BUCKET_MS",
+    "TIMER_BUCKET_PREFIX",
+    "TIMER_INDEX_KEY",
+    "DictStore",
+    "EngineConfig",
+    "EngineOutput",
+    "StateStore",
+    "customer_key",
+]
 
 
 class StateStore(Protocol):

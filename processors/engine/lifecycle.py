@@ -80,6 +80,15 @@ def compare_packs(old: RulePack, new: RulePack) -> PackChanges:
     )
 
 
+def same_rules(a: RulePack, b: RulePack) -> bool:
+    """Whether two packs hold the same rules at the same versions (a rollback to `a` is `b`)."""
+    versions = {rule.id: rule.version for rule in a.rules}
+    if versions != {rule.id: rule.version for rule in b.rules}:
+        return False
+    changes = compare_packs(a, b)
+    return not (changes.changed or changes.added or changes.removed)
+
+
 def version_problems(old: RulePack, new: RulePack) -> list[str]:
     """One line per rule of `new` that changed without a higher version than in `old`."""
     before = {rule.id: rule for rule in old.rules}

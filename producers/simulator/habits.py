@@ -29,7 +29,7 @@ class Effects:
     Closes the loop for `moments report uplift` (DESIGN.md section 9): each size is a
     relative change in the behaviour the rule's `outcome` measures, for the customers who
     would get the action. `held_out(customer_id, rule_id)` says who would not; pass the
-    engine's own membership function (the CLI passes `processors.engine.core.in_holdout`
+    engine's own membership function (the CLI passes `processors.engine.ids.in_holdout`
     with the holdout percent) so both agree. All zero (the default): no response at all,
     and the simulation is exactly what it was without effects.
     """

@@ -1,44 +1,61 @@
-"""Which engine core runs: the mypyc-compiled one the install built, never a stale one."""
+"""Which engine modules run: the mypyc-compiled ones the install built, never a stale one."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import processors.engine as engine_package
-from processors.engine import core
+import pytest
 
-SOURCE = Path(engine_package.__file__).with_name("core.py")
+import processors.engine as engine_package
+
+HERE = Path(engine_package.__file__).parent
 PROBE = (
-    "import processors.engine as e, processors.engine.core as c;"
-    "print(e.ENGINE_COMPILED, c.__file__)"
+    "import processors.engine as e, importlib;"
+    "print(e.ENGINE_COMPILED, *(importlib.import_module('processors.engine.' + m).__file__"
+    " for m in e.COMPILED_MODULES))"
 )
 
 
-def _probe() -> tuple[str, str]:
+def _probe() -> tuple[str, list[str]]:
     out = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    return out[0], out[1]
+    return out[0], out[1:]
 
 
-def test_the_flag_says_which_core_was_imported() -> None:
-    imported_compiled = not str(core.__file__).endswith(".py")
-    assert imported_compiled is engine_package.ENGINE_COMPILED
+def _sources() -> list[str]:
+    return [str(HERE / f"{name}.py") for name in engine_package.COMPILED_MODULES]
 
 
-def test_an_edited_source_runs_instead_of_the_module_compiled_before_the_edit() -> None:
-    compiled = [p for p in SOURCE.parent.glob("core.*") if p.suffix in (".so", ".pyd")]
+def _built(name: str) -> list[Path]:
+    return [p for p in HERE.glob(f"{name}.*") if p.suffix in (".so", ".pyd")]
+
+
+def test_the_flag_says_which_modules_were_imported() -> None:
+    for name in engine_package.COMPILED_MODULES:
+        module = importlib.import_module(f"processors.engine.{name}")
+        imported_compiled = not str(module.__file__).endswith(".py")
+        assert imported_compiled is engine_package.ENGINE_COMPILED, name
+
+
+@pytest.mark.parametrize("edited", ["core", "kinds"])
+def test_an_edited_source_runs_instead_of_the_modules_compiled_before_the_edit(
+    edited: str,
+) -> None:
+    source = HERE / f"{edited}.py"
+    compiled = _built(edited)
     if not compiled:
-        assert _probe() == ("False", str(SOURCE))  # no compiled module: the source runs
+        assert _probe() == ("False", _sources())  # no compiled module: the sources run
         return
-    before = SOURCE.stat()
+    before = source.stat()
     newest = max(p.stat().st_mtime for p in compiled)
     try:
-        os.utime(SOURCE, (before.st_atime, newest + 10))  # "edited" after the build
-        assert _probe() == ("False", str(SOURCE))
+        os.utime(source, (before.st_atime, newest + 10))  # "edited" after the build
+        assert _probe() == ("False", _sources())  # every hot module from source, not a mix
     finally:
-        os.utime(SOURCE, (before.st_atime, before.st_mtime))
+        os.utime(source, (before.st_atime, before.st_mtime))
     assert _probe()[0] == "True"

@@ -222,6 +222,18 @@ def test_cli_replay_rules_change_is_deterministic_and_checks_versions(tmp_path: 
         app, ["replay", str(events), "--rules", str(old), "--rules-change", f"{iso(T0)}={bad}"]
     )
     assert result.exit_code == 2 and "unresolved" in result.output
+    # a rollback (version 2, then the version 1 pack again) is a pack that ran before: taken
+    back = [
+        "--rules-change",
+        f"{iso(T0 + 50 * H)}={new}",
+        "--rules-change",
+        f"{iso(T0 + 60 * H)}={old}",
+    ]
+    out = str(tmp_path / "back.jsonl")
+    result = runner.invoke(
+        app, ["replay", str(events), "--rules", str(old), "--actions-out", out, *back]
+    )
+    assert result.exit_code == 0, result.output
 
 
 def test_a_changed_rule_forgets_its_window_and_a_readded_rule_starts_empty() -> None:

@@ -21,8 +21,8 @@ A = parse_rule_pack(DEFAULT_DOC)
 
 
 @st.composite
-def new_packs(draw: st.DrawFn) -> RulePack:
-    """The default pack with rules removed, re-prioritised, re-timed or cancelling."""
+def new_pack_docs(draw: st.DrawFn) -> dict[str, Any]:
+    """The default pack's document with rules removed, re-prioritised, re-timed or cancelling."""
     doc = copy.deepcopy(DEFAULT_DOC)
     kept = []
     for raw in doc["rules"]:
@@ -41,7 +41,12 @@ def new_packs(draw: st.DrawFn) -> RulePack:
     for name in ("positive_rules", "negative_rules"):
         ids = {r["id"] for r in kept}
         doc["relationship"][name] = [r for r in doc["relationship"][name] if r in ids]
-    return parse_rule_pack(doc)
+    return doc
+
+
+def new_packs() -> st.SearchStrategy[RulePack]:
+    """`new_pack_docs`, parsed."""
+    return new_pack_docs().map(parse_rule_pack)
 
 
 def run(events: list[InteractionEvent], changes: list[tuple[int, RulePack]], until: int) -> Any:

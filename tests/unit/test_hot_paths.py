@@ -21,12 +21,12 @@ from schemas.codec import (
     DecodeError,
     SchemaValidationError,
     event_from_json,
-    native_modules,
     read_events_jsonl,
     to_json_bytes,
     to_json_line,
     to_json_lines,
 )
+from schemas.native import native_modules
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
@@ -56,13 +56,13 @@ def test_action_and_decision_bytes_are_the_json_lines(
     "ms", [-62_135_596_800_000, -1, 0, 59_999, 60_000, 1_767_225_599_999, 253_402_300_799_999]
 )
 def test_fast_timestamps_are_the_general_text(ms: int) -> None:
-    from schemas.codec import _fast_ms_to_iso, _ms_to_iso
+    from schemas.json_form import _fast_ms_to_iso, _ms_to_iso
 
     assert _fast_ms_to_iso(ms) == _fast_ms_to_iso(ms) == _ms_to_iso(ms)
 
 
 def test_out_of_range_timestamps_fail_like_the_general_path() -> None:
-    from schemas.codec import _fast_ms_to_iso, _ms_to_iso
+    from schemas.json_form import _fast_ms_to_iso, _ms_to_iso
 
     for ms in (-62_135_596_800_001, 253_402_300_800_000):
         with pytest.raises(OverflowError):
@@ -136,6 +136,70 @@ def test_nan_literal_is_judged_by_the_general_path(tmp_path: Path) -> None:
     path.write_text(json.dumps(BASE)[:-1] + ', "amount": NaN}\n')
     with pytest.raises(SchemaValidationError, match="amount"):
         list(read_events_jsonl(path))
+
+
+#: Every field, in the order the JSON form writes them (the fast path's first branch).
+FULL = {
+    **BASE,
+    "source": "web-portal",
+    "product": "gas",
+    "reference": "R-1",
+    "amount": 12.5,
+    "currency": "EUR",
+    "due_date": "2026-02-01",
+    "customer_since": "2015-02-28",
+    "text": "hello",
+    "attributes": {"topic": "app"},
+}
+
+
+def _read_like_the_general_path(tmp_path: Path, obj: dict[str, object]) -> None:
+    """The file path gives what `event_from_json` gives: the same event or the same error."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(FULL) + "\n" + json.dumps(obj) + "\n")
+    try:
+        expected: object = event_from_json(obj, where=f"{path}:2")
+    except SchemaValidationError as exc:
+        expected = str(exc)
+    try:
+        got: object = list(read_events_jsonl(path))[1]
+    except SchemaValidationError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+@pytest.mark.parametrize("variant", VARIANTS + BAD)
+def test_full_lines_in_schema_order_read_like_the_general_path(
+    tmp_path: Path, variant: dict[str, object]
+) -> None:
+    _read_like_the_general_path(tmp_path, {**FULL, **variant})
+
+
+def test_full_lines_in_another_order_read_like_the_general_path(tmp_path: Path) -> None:
+    shuffled = dict(reversed(list(FULL.items())))
+    _read_like_the_general_path(tmp_path, shuffled)
+    _read_like_the_general_path(tmp_path, {**shuffled, "customer_id": 7})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(list(FULL)),
+    odd=st.sampled_from(
+        [None, 1, True, 2.5, "", "x", "x" * 257, [], {}, {"k": 1}, {"k" * 257: "v"}, 1e308 * 10]
+    ),
+)
+def test_any_odd_field_in_a_full_line_gives_the_general_event_or_error(
+    tmp_path_factory: pytest.TempPathFactory, name: str, odd: object
+) -> None:
+    _read_like_the_general_path(tmp_path_factory.mktemp("odd"), {**FULL, name: odd})
+
+
+def test_events_read_fast_do_not_share_their_attributes(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(FULL) + "\n" + json.dumps(FULL) + "\n")
+    first, second = read_events_jsonl(path)
+    first.attributes["topic"] = "changed"
+    assert second.attributes == {"topic": "app"}
 
 
 def test_engine_without_decisions_gives_the_same_actions_and_count() -> None:
@@ -247,7 +311,7 @@ def test_generated_readers_cover_actions_and_decisions() -> None:
 
 
 def test_native_decoder_modules_are_current() -> None:
-    """schemas/_native/ holds what the generator writes now (python -m schemas.codec
+    """schemas/_native/ holds what the generator writes now (python -m schemas.native
     --write-native), so the compiled decoders run the very code the codec would exec."""
     directory = Path(native_package.__file__).parent
     assert {p.name for p in directory.glob("*.py")} - {"__init__.py"} == set(native_modules())
@@ -325,7 +389,7 @@ def test_generated_writers_cover_actions_and_decisions() -> None:
 @settings(max_examples=300, deadline=None)
 @given(event=events(), odd=st.sampled_from([None, 1, True, 2.5, "", float("nan"), {"k": 1}]))
 def test_plainly_valid_events_pass_every_check(event: InteractionEvent, odd: object) -> None:
-    from schemas.codec import _CHECKS, _plainly_valid_event
+    from schemas.validation import _CHECKS, _plainly_valid_event
 
     for name in ("event_id", "channel", "occurred_at", "amount", "due_date", "attributes"):
         candidate = dataclasses.replace(event, **{name: odd})

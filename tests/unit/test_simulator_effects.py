@@ -9,7 +9,7 @@ import pytest
 
 from moments.report import simulation_rates
 from moments.settings import Settings
-from processors.engine.core import in_holdout
+from processors.engine.ids import in_holdout
 from producers.simulator import Effects, Rates, simulate
 
 

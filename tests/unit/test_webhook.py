@@ -24,6 +24,7 @@ from moments.metrics import WEBHOOK_DELIVERIES
 from moments.settings import Settings
 from schemas.codec import to_json_dict
 from schemas.records import ActionEvent
+from sinks.consume import Offsets, Progress
 from sinks.signing import (
     KEY_ID_HEADER,
     SIGNATURE_HEADER,
@@ -34,16 +35,19 @@ from sinks.signing import (
     verify_signature,
 )
 from sinks.webhook import (
+    MAX_LANE_BACKLOG,
     DeliveryCancelled,
     RetryPolicy,
     WebhookConfigError,
     WebhookDelivery,
     WebhookSink,
+    _Lane,
     cloud_event,
     cloud_event_body,
     redact_url,
     retry_after_s,
 )
+from tests.unit.test_sink_consume import FakeLetters, FakeMessage
 
 SECRET = "s3cret-for-tests"
 URL = "http://hooks.test/care/T0KEN?key=abc"
@@ -511,3 +515,55 @@ def test_the_cli_names_the_plain_http_destination_without_its_token(
     assert result.exit_code == 2
     assert "MOMENTS_WEBHOOK_URLS[care]: http://hooks.test/… is plain http" in result.output
     assert "T0KEN" not in result.output and SECRET not in result.output
+
+
+# --------------------------------------------------------------------------- in the consume loop
+
+
+def test_a_delivered_action_is_done_and_a_refused_one_once_its_dead_letter_is_acknowledged() -> (
+    None
+):
+    sink = WebhookSink(webhook_settings(), policy=RetryPolicy(max_attempts=1))
+    answers = {"act-1": 204, "act-2": 400}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answers[json.loads(request.content)["id"]])
+
+    sink.delivery.client = httpx.Client(transport=httpx.MockTransport(answer))
+    progress, letters, offsets = Progress(), FakeLetters(), Offsets()
+    assert sink.start(progress, letters)  # type: ignore[arg-type]
+    tp = ("actions.care", 0)
+    for n in (1, 2):
+        offsets.take(tp, n)
+        message = FakeMessage(tp[0], n, b"bytes-%d" % n)
+        sink.handle(an_action(action_id=f"act-{n}"), message, threading.Event())  # type: ignore[arg-type]
+    progress.drain(offsets)
+    assert offsets.committable() == {tp: 2}  # the refused one waits for its dead letter
+    (letter,) = letters.sent
+    assert (letter["dlq"], letter["value"], letter["source"]) == (
+        "actions.dlq",
+        b"bytes-2",
+        (*tp, 2),
+    )
+    assert letter["error"][:2] == ("webhook", "HTTPStatusError")
+    assert letter["extra"] == {"attempts": "1", "destination": "care", "http_status": "400"}
+    letter["ack"]()
+    progress.drain(offsets)
+    assert offsets.committable() == {tp: 3}
+    sink.delivery.close()
+
+
+def test_a_partition_is_held_while_its_lane_is_full_until_half_of_it_is_done() -> None:
+    sink = WebhookSink(webhook_settings())
+    tp = ("actions.care", 0)
+    lane = sink._lanes[tp] = _Lane(*tp, sink.handle, print)  # not started: the test drains it
+    for n in range(MAX_LANE_BACKLOG - 1):
+        lane.put(an_action(), FakeMessage(tp[0], n, b""))  # type: ignore[arg-type]
+    assert sink.held([tp], set()) == set()
+    lane.put(an_action(), FakeMessage(tp[0], MAX_LANE_BACKLOG, b""))  # type: ignore[arg-type]
+    assert sink.held([tp], set()) == {tp}
+    for _ in range(MAX_LANE_BACKLOG // 2):
+        lane.records.get()
+    assert sink.held([tp], {tp}) == {tp}  # paused: held until under half
+    lane.records.get()
+    assert sink.held([tp], {tp}) == set()

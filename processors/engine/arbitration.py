@@ -1,0 +1,590 @@
+"""Arbitration: one step of the engine on one customer, from candidates to decisions.
+
+`Step` holds one customer's state for one `Engine.process` / timer call; the rule
+kinds (kinds.py) add candidates to it, and `decide_all` decides them, highest priority
+first, ties by rule id. Checks, in order (DESIGN.md 5): already raised / already
+waiting, cool-down, held out (engagement only), contact cap (engagement only: the
+candidate is deferred into the customer's queue `dq`, served by one queue timer when
+the cap frees or a candidate expires), fired. Before `emit_from` a candidate that would
+fire or be held out only builds that state (`warm_up`). Every candidate yields one
+Decision; a deferred one a second when it fires or expires. Pure: the state keys it
+reads and writes are listed in state.py.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from typing import TYPE_CHECKING, Any, Final
+
+from processors.engine.candidates import NO_CONTEXT, Candidate
+from processors.engine.customer import record_moment
+from processors.engine.ids import in_holdout, sha256
+from processors.engine.interfaces import EngineOutput, StateStore
+from processors.engine.kinds import RELATIONSHIP
+from processors.engine.rendering import details, render
+from processors.engine.rules import Rule
+from schemas.records import ActionEvent, Decision, InteractionEvent
+
+if TYPE_CHECKING:
+    from processors.engine.core import Engine
+    from processors.engine.runtime import RuleRuntime
+
+#: The rule id of a customer's deferred-candidate timer in the partition's timer index (it
+#: sorts before every rule id, so at one deadline a customer's queue is served first).
+QUEUE_TIMER: Final = ""
+
+
+def _by_priority(cand: Candidate) -> tuple[int, str]:
+    return -cand.rule.priority, cand.rule.id
+
+
+def _queue_order(entry: list[Any]) -> tuple[int, int, str]:
+    """Which waiting candidate fires first: highest priority, then the earlier, then rule id."""
+    return -entry[1], entry[0], entry[2]
+
+
+def _expiry_order(entry: list[Any]) -> tuple[int, str, int]:
+    return entry[7], entry[2], entry[0]
+
+
+class Step:
+    """The work on one customer's state within one process()/advance() call."""
+
+    __slots__ = (
+        "candidates",
+        "customer_id",
+        "due_now",
+        "engine",
+        "newest",
+        "out",
+        "state",
+        "store",
+    )
+
+    engine: Engine
+    store: StateStore
+    out: EngineOutput
+    customer_id: str
+    state: dict[str, Any]
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: StateStore,
+        out: EngineOutput,
+        customer_id: str,
+        state: dict[str, Any],
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.out = out
+        self.customer_id = customer_id
+        self.state = state
+        self.newest: int = state.get("t", 0)
+        self.candidates: list[Candidate] = []
+        self.due_now: list[list[Any]] | None = None  # timers already due (late events)
+
+    def rule_state(self, rule_id: str) -> dict[str, Any]:
+        try:  # the usual case, and free of charge when nothing is raised
+            return self.state["r"][rule_id]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        rules: dict[str, dict[str, Any]] | None = self.state.get("r")
+        if rules is None:
+            rules = self.state["r"] = {}
+        rs = rules.get(rule_id)
+        if rs is None:
+            rs = rules[rule_id] = {}
+        return rs
+
+    def prune(self, entries: list[list[Any]], window_ms: int) -> None:
+        """Drop time-sorted entries no event (allowing for lateness) can still need."""
+        horizon = self.newest - window_ms - self.engine.config.allowed_lateness_ms
+        cut = 0
+        for entry in entries:
+            if entry[0] >= horizon:
+                break
+            cut += 1
+        if cut:
+            del entries[:cut]
+
+    def candidate(
+        self,
+        rule: Rule,
+        at: int,
+        evidence: list[str],
+        key: str,
+        event: InteractionEvent | None,
+        context: dict[str, Any],
+    ) -> Candidate:
+        cand = Candidate(rule, at, evidence, key, event, context)
+        self.candidates.append(cand)
+        return cand
+
+    def schedule(self, deadline: int, rule_id: str, key: str) -> None:
+        if self.due_now is None:
+            self.due_now = []
+        self.engine.schedule_timer(
+            self.store, deadline, self.customer_id, rule_id, key, self.due_now
+        )
+
+    # -- arbitration ----------------------------------------------------------------------
+
+    def decide_all(self) -> None:
+        """Decide the collected candidates: highest priority first, then rule id."""
+        negative_rules = self.engine._negative_rules
+        while self.candidates:
+            batch = self.candidates
+            if len(batch) > 1:
+                batch.sort(key=_by_priority)
+            self.candidates = []
+            negative_action_at: int | None = None
+            for cand in batch:
+                if self.decide(cand) and cand.rule.id in negative_rules:
+                    negative_action_at = cand.at
+            if negative_action_at is not None:
+                for rule in self.engine.ledger_rules:
+                    RELATIONSHIP.evaluate(self, rule, negative_action_at, None)
+
+    def decide(self, cand: Candidate) -> bool:
+        """One candidate -> one Decision (and an action when it fires).
+
+        Checks in order (DESIGN.md 5): already raised / already waiting, cool-down, held
+        out (engagement only), contact cap (engagement only: deferred), fired. A warm-up
+        candidate (before `emit_from`) goes through the same checks but, where it would
+        have fired or been held out, only builds that state and is traced `warm_up`.
+        True if it fired (or, warming up, would have): the caller then updates the ledger
+        rules.
+        """
+        rule = cand.rule
+        engine = self.engine
+        rt = engine.runtime[rule.id]
+        if rt.rule is not rule:  # a timer set by an earlier version fires under that version
+            rt = engine.retired[(rule.id, rule.version)]
+        config = engine.config
+        state = self.state
+        cid = self.customer_id
+        at = cand.at
+        key = cand.key
+        cool_down_ms = rt.cool_down_ms
+        cool: dict[str, int] | None = None
+        blocked_by: str | None = None
+        would = ""  # warming up: what the candidate would have been
+        if cool_down_ms is not None:
+            rs = self.rule_state(rule.id)
+            cool = rs.get("cd")
+        if cand.suppress is not None:
+            outcome = "suppressed"
+            reason = cand.suppress
+            blocked_by = cand.blocked_by
+        else:
+            outcome = reason = "fired"
+            if rt.engagement and "dq" in state:
+                for waiting in state["dq"]:
+                    if waiting[2] == rule.id and waiting[3] == key:
+                        outcome, reason, blocked_by = "suppressed", "already_waiting", waiting[4]
+                        break
+            if (
+                outcome == "fired"
+                and cool is not None
+                and key in cool
+                and abs(at - cool[key]) < cool_down_ms  # type: ignore[operator]
+            ):
+                outcome, reason = "suppressed", "cool_down"
+                if engine.decisions:
+                    blocked_by = rs.get("cb", NO_CONTEXT).get(key)
+            if outcome == "fired":
+                if rt.holdout > 0 and in_holdout(cid, rule.id, rt.holdout):
+                    outcome = reason = "held_out"
+                if rt.warm_up and at < config.emit_from_ms:  # type: ignore[operator]
+                    would = outcome
+                    outcome, reason = "suppressed", "warm_up"
+                elif outcome == "fired" and rt.engagement:
+                    holder = self.cap_holder(at)
+                    if holder is not None:
+                        outcome, reason, blocked_by = "deferred", "contact_cap", holder or None
+        engine.decided += 1
+        evidence = cand.evidence
+        if outcome == "suppressed" and not would:  # nothing to build but the trace
+            if engine.decisions:
+                tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+                prefix = rt.decision_prefix
+                self.trace(
+                    rule.id,
+                    rule.version,
+                    prefix,
+                    outcome,
+                    reason,
+                    None,
+                    evidence,
+                    at,
+                    blocked_by,
+                    tail,
+                )
+            return False
+        effective = would or outcome
+        # ids hash "\x1f"-joined parts; the evidence tail is shared by both ids
+        if len(evidence) == 1:  # the usual case: one event made the rule fire
+            tail = "\x1f" + evidence[0]
+        else:
+            tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+        action_id = (
+            None
+            if effective == "held_out"
+            else sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
+        )
+        # what later blocked candidates name: an action that was emitted (not a warm-up one)
+        cause = None if would else action_id
+        if cool_down_ms is not None and effective != "deferred":
+            # held_out starts the cool-down too, so the control group keeps the same cadence
+            self.start_cool_down(rs, cool, key, at, cause, cool_down_ms)
+        if rule.kind == "first":
+            self.consume_key(rule.id, key, cause)
+        if engine.decisions:
+            action = None if would else action_id
+            prefix = rt.decision_prefix
+            self.trace(
+                rule.id,
+                rule.version,
+                prefix,
+                outcome,
+                reason,
+                action,
+                evidence,
+                at,
+                blocked_by,
+                tail,
+            )
+        if action_id is None:
+            return False
+        if would:
+            if rt.ledger_sign:
+                self.record_action(rt, at, action_id)
+            return True
+        positives, negatives = engine.tally(state, at) if "led" in state else (0, 0)
+        balance = positives - negatives
+        if outcome == "deferred":
+            self.defer(rt, cand, action_id, (balance, positives, negatives))
+            return False
+        if rt.engagement:
+            self.hold_slot(at, action_id)
+        self.out.actions.append(
+            # positional: the field order of action_event.avsc
+            ActionEvent(
+                action_id,
+                cid,
+                rule.id,
+                rule.action,
+                rule.version,
+                rule.destination,
+                rule.priority,
+                render(self, rt, cand, balance),
+                list(evidence) if engine.decisions else evidence,  # not shared with a Decision
+                state.get("ch") or "other",
+                at,
+                at + rule.due_by_ms if rule.due_by_ms is not None else None,
+                details(self, rt, cand, (balance, positives, negatives)),
+            )
+        )
+        if rt.ledger_sign:
+            record_moment(
+                state,
+                self.newest,
+                config.allowed_lateness_ms,
+                engine._ledger_window,
+                at,
+                rt.ledger_sign,
+                action_id,
+                0,
+            )
+        return True
+
+    def record_action(self, rt: RuleRuntime, at: int, action_id: str) -> None:
+        """A fired action of a positive or negative rule goes into the customer's ledger."""
+        engine = self.engine
+        record_moment(
+            self.state,
+            self.newest,
+            engine.config.allowed_lateness_ms,
+            engine._ledger_window,
+            at,
+            rt.ledger_sign,
+            action_id,
+            0,
+        )
+
+    def start_cool_down(
+        self,
+        rs: dict[str, Any],
+        cool: dict[str, int] | None,
+        key: str,
+        at: int,
+        action_id: str | None,
+        cool_down_ms: int,
+    ) -> None:
+        """(Re)start the rule's cool-down for `key` at `at`; `cb` remembers the action."""
+        if cool is None:
+            cool = rs["cd"] = {}
+        if key not in cool or cool[key] < at:
+            cool[key] = at
+            causes: dict[str, str] | None = rs.get("cb")
+            if action_id is not None:
+                if causes is None:
+                    rs["cb"] = {key: action_id}
+                else:
+                    causes[key] = action_id
+            elif causes is not None:
+                causes.pop(key, None)
+        if len(cool) > 1:  # per-key cool-downs: forget keys whose cool-down is over
+            horizon = self.newest - cool_down_ms - self.engine.config.allowed_lateness_ms
+            causes = rs.get("cb")
+            for k in [k for k, last in cool.items() if last < horizon]:
+                del cool[k]
+                if causes is not None:
+                    causes.pop(k, None)
+
+    def consume_key(self, rule_id: str, key: str, action_id: str | None) -> None:
+        """A `first` rule's key is used up (fired, deferred or held out)."""
+        rs = self.rule_state(rule_id)
+        seen: list[str] | None = rs.get("k")
+        if seen is None:
+            rs["k"] = [key]
+        elif key not in seen:
+            insort(seen, key)
+        if action_id is not None:
+            consumers: dict[str, str] | None = rs.get("ka")
+            if consumers is None:
+                rs["ka"] = {key: action_id}
+            else:
+                consumers[key] = action_id
+
+    # -- the contact cap and the deferred candidates --------------------------------------
+
+    def slots(self) -> list[list[Any]]:
+        """The fired engagement actions [[triggered_at, action_id]] (state.py: `cap`)."""
+        contacts: list[Any] | None = self.state.get("cap")
+        if contacts is None:
+            contacts = self.state["cap"] = []
+        return contacts
+
+    def cap_holder(self, at: int) -> str | None:
+        """None when the cap has room at `at`; else the action id of the oldest counted action
+        ("" when the state predates action ids). The cap counts triggered_at in (at - W, at]."""
+        contacts = self.state.get("cap")
+        if not contacts:
+            return None
+        config = self.engine.config
+        lo = at - config.contact_cap_window_ms
+        count = 0
+        holder: str | None = None
+        for f, action_id in contacts:
+            if lo < f <= at:
+                count += 1
+                if holder is None:
+                    holder = action_id
+        return holder if count >= config.contact_cap else None
+
+    def hold_slot(self, at: int, action_id: str) -> None:
+        """A fired engagement action holds a slot of the cap from `at` for the window."""
+        contacts = self.slots()
+        insort(contacts, [at, action_id])
+        config = self.engine.config
+        horizon = self.newest - config.contact_cap_window_ms - config.allowed_lateness_ms
+        if contacts[0][0] < horizon:
+            cut = 0
+            for entry in contacts:
+                if entry[0] >= horizon:
+                    break
+                cut += 1
+            del contacts[:cut]
+
+    def next_free(self, now: int) -> int | None:
+        """The first moment after `now` the cap has room: when a counted action leaves it."""
+        config = self.engine.config
+        window = config.contact_cap_window_ms
+        times = [entry[0] for entry in self.slots()]
+        for moment in sorted({f + window for f in times if f + window > now}):
+            held = sum(1 for f in times if moment - window < f <= moment)
+            if held < config.contact_cap:
+                return moment
+        return None
+
+    def defer(
+        self, rt: RuleRuntime, cand: Candidate, action_id: str, ledger: tuple[int, int, int]
+    ) -> None:
+        """Queue a candidate the cap blocked; it keeps its reason, details, due_by and id.
+
+        An entry is [at, priority, rule, key, action_id, evidence, due_by, expires,
+        rule_version, reason, details]; it expires at its due_by, else after `defer_for`.
+        """
+        rule = cand.rule
+        due_by = cand.at + rule.due_by_ms if rule.due_by_ms is not None else None
+        expires = due_by if due_by is not None else cand.at + rule.defer_for_ms
+        entry = [
+            cand.at,
+            rule.priority,
+            rule.id,
+            cand.key,
+            action_id,
+            list(cand.evidence),
+            due_by,
+            expires,
+            rule.version,
+            render(self, rt, cand, ledger[0]),
+            details(self, rt, cand, ledger),
+        ]
+        queue: list[list[Any]] | None = self.state.get("dq")
+        if queue is None:
+            self.state["dq"] = [entry]
+        else:
+            queue.append(entry)
+        self.schedule_queue(cand.at)
+
+    def schedule_queue(self, now: int) -> None:
+        """Keep one timer per customer with waiting candidates: the cap frees or one expires."""
+        state = self.state
+        queue: list[list[Any]] = state["dq"]
+        deadline = min(entry[7] for entry in queue)
+        free = self.next_free(now)
+        if free is not None and free < deadline:
+            deadline = free
+        scheduled = state.get("dqt")
+        if scheduled == deadline:
+            return
+        if scheduled is not None:
+            self.engine.cancel_timer(self.store, scheduled, self.customer_id, QUEUE_TIMER, "")
+        state["dqt"] = deadline
+        self.schedule(deadline, QUEUE_TIMER, "")
+
+    def serve_queue(self, now: int) -> None:
+        """The customer's queue timer at `now`: fire waiting candidates while the cap has room
+        (highest priority, then the earlier candidate, then rule id), expire the rest whose
+        time is up (an expiry equal to `now` still fires), and set the next timer."""
+        state = self.state
+        state.pop("dqt", None)
+        queue: list[list[Any]] | None = state.get("dq")
+        if not queue:
+            state.pop("dq", None)
+            return
+        for entry in sorted((e for e in queue if e[7] < now), key=_expiry_order):
+            queue.remove(entry)
+            self.expire(entry)
+        while queue and self.cap_holder(now) is None:
+            entry = min(queue, key=_queue_order)
+            queue.remove(entry)
+            self.fire_deferred(entry, now)
+        for entry in sorted((e for e in queue if e[7] <= now), key=_expiry_order):
+            queue.remove(entry)
+            self.expire(entry)
+        if queue:
+            self.schedule_queue(now)
+        else:
+            del state["dq"]
+
+    def trace(
+        self,
+        rule_id: str,
+        version: int,
+        decision_prefix: str,
+        outcome: str,
+        reason: str,
+        action_id: str | None,
+        evidence: list[str],
+        at: int,
+        blocked_by: str | None,
+        tail: str,
+    ) -> None:
+        """Append a candidate's Decision. Its id hashes `decision_prefix` ("decision", the
+        rule id), the customer, reason, time (the same evidence can be decided again later)
+        and `tail` (the evidence, each part after a "\\x1f")."""
+        cid = self.customer_id
+        self.out.decisions.append(
+            Decision(  # positional: the field order of decision.avsc
+                sha256(f"{decision_prefix}{cid}\x1f{reason}\x1f{at}{tail}".encode())
+                .digest()[:16]
+                .hex(),
+                cid,
+                rule_id,
+                version,
+                outcome,
+                reason,
+                action_id,
+                evidence,
+                at,
+                blocked_by,
+            )
+        )
+
+    def _trace(
+        self,
+        rule_id: str,
+        version: int,
+        outcome: str,
+        reason: str,
+        action_id: str | None,
+        evidence: list[str],
+        at: int,
+    ) -> None:
+        """The Decision of a deferred candidate that finally fires or expires."""
+        engine = self.engine
+        engine.decided += 1
+        if not engine.decisions:
+            return
+        tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
+        prefix = f"decision\x1f{rule_id}\x1f"
+        self.trace(
+            rule_id, version, prefix, outcome, reason, action_id, list(evidence), at, None, tail
+        )
+
+    def expire(self, entry: list[Any]) -> None:
+        """A deferred candidate whose time ran out before the cap freed: suppressed, expired."""
+        _, _, rule_id, _, _, evidence, _, expires, version, _, _ = entry
+        self._trace(rule_id, version, "suppressed", "expired", None, evidence, expires)
+
+    def fire_deferred(self, entry: list[Any], now: int) -> None:
+        """A deferred candidate fires when the cap frees: triggered_at = now, with its original
+        due_by, evidence, reason and action_id; it holds a slot and starts its cool-down."""
+        _, _, rule_id, key, action_id, evidence, due_by, _, version, reason, details = entry
+        engine = self.engine
+        rt_now = engine.runtime.get(rule_id)
+        if rt_now is None:  # the rule left the pack while its candidate waited
+            self._trace(rule_id, version, "suppressed", "rule_removed", None, evidence, now)
+            return
+        # a candidate deferred under an earlier version fires under that version
+        rt = rt_now if rt_now.rule.version == version else engine.retired.get((rule_id, version))
+        if rt is None:
+            rt = rt_now
+        rule = rt.rule
+        self._trace(rule_id, version, "fired", "fired", action_id, evidence, now)
+        self.hold_slot(now, action_id)
+        if rt.cool_down_ms is not None:
+            rs = self.rule_state(rule_id)
+            self.start_cool_down(rs, rs.get("cd"), key, now, action_id, rt.cool_down_ms)
+        state = self.state
+        details = dict(details)
+        positives, negatives = engine.tally(state, now) if "led" in state else (0, 0)
+        details["relationship_balance"] = str(positives - negatives)
+        details["relationship_positives"] = str(positives)
+        details["relationship_negatives"] = str(negatives)
+        self.out.actions.append(
+            ActionEvent(
+                action_id,
+                self.customer_id,
+                rule_id,
+                rule.action,
+                version,
+                rule.destination,
+                rule.priority,
+                reason,
+                list(evidence),
+                state.get("ch") or "other",
+                now,
+                due_by,
+                dict(sorted(details.items())),
+            )
+        )
+        if rt.ledger_sign:
+            self.record_action(rt, now, action_id)
+            if rt.ledger_sign < 0:
+                for ledger_rule in engine.ledger_rules:
+                    RELATIONSHIP.evaluate(self, ledger_rule, now, None)

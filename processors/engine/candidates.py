@@ -1,0 +1,109 @@
+"""Candidates and conditions: what a rule kind hands to arbitration, and how an event is
+tested against a rule's pattern (fields, attributes, tenure, a Python predicate).
+
+Pure: reads only the event and the customer's state it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Final
+
+from processors.engine.rules import CustomerProfile, Pattern, Rule
+from processors.engine.times import anniversary_ms
+from schemas.records import InteractionEvent
+
+#: The context of candidates that have none (shared: contexts are only read).
+NO_CONTEXT: Final[dict[str, Any]] = {}
+
+
+@dataclass(slots=True)
+class Candidate:
+    """An action a rule wants to take; arbitration turns it into a Decision."""
+
+    rule: Rule
+    at: int  # event time of the decision (triggered_at / decided_at)
+    evidence: list[str]
+    key: str = ""  # cool-down key ("" = per customer)
+    event: InteractionEvent | None = None  # the event that made the rule fire, if any
+    context: dict[str, Any] = field(default_factory=dict)  # extra reason placeholders
+    suppress: str | None = None  # set by the kind itself, e.g. already_raised
+    blocked_by: str | None = None  # with `suppress`: the action that caused it, if known
+
+
+def field_value(event: InteractionEvent, name: str) -> str | None:
+    """An event field or `attributes.<key>` as a string (None when absent)."""
+    if name.startswith("attributes."):
+        return event.attributes.get(name[11:])
+    value = getattr(event, name)
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return amount_text(value)
+    return str(value)
+
+
+def amount_text(value: float) -> str:
+    """A money amount with two decimals, remembered: float formatting is slow, and a reason
+    and the details of the same action both show it."""
+    text = _AMOUNTS.get(value)
+    if text is None:
+        text = f"{value:.2f}"
+        if value:  # 0.0 == -0.0 as keys, but they print differently
+            if len(_AMOUNTS) >= 65_536:
+                _AMOUNTS.clear()
+            _AMOUNTS[value] = text
+    return text
+
+
+_AMOUNTS: Final[dict[float, str]] = {}
+
+
+def profile_of(customer_id: str, state: dict[str, Any]) -> CustomerProfile:
+    """What a Python predicate sees of the customer."""
+    since = state.get("since")
+    return CustomerProfile(
+        customer_id=customer_id,
+        products=tuple(state.get("prod", ())),
+        customer_since=date.fromisoformat(since) if since else None,
+        last_channel=state.get("ch"),
+    )
+
+
+def matches(p: Pattern, event: InteractionEvent, customer_id: str, state: dict[str, Any]) -> bool:
+    """Does the event meet every condition of the pattern? (The type was checked by the index.)"""
+    if p.channels is not None and event.channel not in p.channels:
+        return False
+    if p.products is not None and event.product not in p.products:
+        return False
+    for name, allowed in p.fields:
+        if field_value(event, name) not in allowed:
+            return False
+    for key, values in p.attributes:
+        if event.attributes.get(key) not in values:
+            return False
+    if p.min_tenure_years is not None:
+        since = state.get("since")
+        if since is None or event.occurred_at < anniversary_ms(since, p.min_tenure_years):
+            return False
+    return p.predicate is None or bool(p.predicate(event, profile_of(customer_id, state)))
+
+
+def key_of(rule_field: str | None, event: InteractionEvent) -> str:
+    """The event's value of a rule's key or correlation field ("" when none or absent)."""
+    if rule_field is None:
+        return ""
+    if rule_field in TEXT_FIELDS:
+        value = getattr(event, rule_field)
+        if value is None or type(value) is str:
+            return value or ""  # what field_value gives, without its checks
+    return field_value(event, rule_field) or ""
+
+
+#: Event fields holding text (or None): a detail reads them as they are.
+TEXT_FIELDS: Final = frozenset(
+    {"channel", "type", "source", "product", "reference", "currency", "text"}
+)

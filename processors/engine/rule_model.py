@@ -1,0 +1,260 @@
+"""The rule pack as typed values: `RulePack`, `Rule`, `Pattern`, `Outcome`, `Relationship`,
+the vocabulary they use (kinds, classes, event fields, placeholders) and durations and
+percentages as the language writes them. What a rule *says*; the YAML language and its
+validation are in rules.py, when a rule fires in core.py. Pure: no files, no Kafka.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Final
+
+from schemas.records import InteractionEvent
+
+DEFAULT_PACK_PATH: Final = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+
+KINDS: Final = ("match", "first", "count", "sequence", "absence", "profile", "relationship")
+RULE_CLASSES: Final = ("service", "engagement")
+#: What a new version does with the timers an earlier version set (DESIGN.md 8).
+PENDING_POLICIES: Final = ("keep", "cancel")
+
+#: Event fields a condition, a correlation or a detail may name.
+EVENT_FIELDS: Final = (
+    "channel",
+    "type",
+    "source",
+    "product",
+    "reference",
+    "amount",
+    "currency",
+    "due_date",
+    "customer_since",
+    "text",
+)
+
+#: Placeholders a reason template may use (rendered by the engine).
+REASON_PLACEHOLDERS: Final = frozenset(
+    {
+        "customer_id",
+        "channel",
+        "via",
+        "type",
+        "what",
+        "product",
+        "reference",
+        "amount",
+        "date",
+        "count",
+        "channels",
+        "channel_count",
+        "window",
+        "within",
+        "first_date",
+        "first_what",
+        "gap",
+        "tenure_years",
+        "since",
+        "products",
+        "new_address",
+        "balance",
+        "negatives",
+        "positives",
+    }
+)
+
+#: Detail sources besides EVENT_FIELDS and `attributes.<key>`.
+CUSTOMER_DETAIL_SOURCES: Final = ("customer.products", "customer.since", "customer.last_channel")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_MS: Final = {
+    "ms": 1,
+    "s": 1_000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,
+}
+#: How long a deferred candidate without a due_by waits for the contact cap (DESIGN.md 5).
+DEFAULT_DEFER_FOR_MS: Final = 7 * 86_400_000
+
+
+class RulePackError(ValueError):
+    """A rule pack that cannot be used; `problems` lists every error (file, rule, field)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """What a predicate may know about the customer besides the event (read only)."""
+
+    customer_id: str
+    products: tuple[str, ...]
+    customer_since: date | None
+    last_channel: str | None
+
+
+Predicate = Callable[[InteractionEvent, CustomerProfile], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """Conditions one event must meet. None / empty means "any"."""
+
+    types: frozenset[str] | None = None
+    channels: frozenset[str] | None = None
+    products: frozenset[str] | None = None
+    fields: tuple[tuple[str, frozenset[str | None]], ...] = ()
+    attributes: tuple[tuple[str, frozenset[str]], ...] = ()
+    min_tenure_years: int | None = None
+    predicate: Predicate | None = None
+    predicate_name: str | None = None
+
+
+OUTCOME_DIRECTIONS: Final = ("fewer", "more")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an engagement rule is meant to change: customers with at least one event of
+    `types` within `within_ms` after the decision; `better` says which way is good."""
+
+    types: frozenset[str]
+    within_ms: int
+    better: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of a pack. Kind-specific fields are None where the kind has none."""
+
+    id: str
+    version: int
+    kind: str
+    action: str
+    destination: str
+    priority: int
+    rule_class: str
+    reason: str
+    cool_down_ms: int | None = None
+    due_by_ms: int | None = None
+    details: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    #: match / first / count / profile: the event pattern. sequence / absence: pattern A.
+    pattern: Pattern = field(default_factory=Pattern)
+    #: sequence: pattern B (`then`); absence: the pattern that must not follow (`missing`).
+    follow: Pattern | None = None
+    within_ms: int | None = None
+    window_ms: int | None = None
+    min_count: int | None = None
+    min_channels: int = 1
+    per: str | None = None
+    correlate: str | None = None
+    min_deficit: int | None = None
+    #: Engagement rules only: what the rule is meant to change (read by the uplift report).
+    outcome: Outcome | None = None
+    #: Engagement rules: the rule's own control group in percent (None = the engine's default).
+    holdout_percent: float | None = None
+    #: How long a candidate deferred by the contact cap waits when it has no due_by.
+    defer_for_ms: int = DEFAULT_DEFER_FOR_MS
+    #: At a switch to this version (DESIGN.md 8): "keep" lets timers set under an earlier
+    #: version fire as promised, "cancel" drops them (decision suppressed, rule_changed).
+    pending: str = "keep"
+    #: The field that keys this rule's state and cool-down (None = per customer); derived from
+    #: kind, per and correlate, kept as a field because the engine reads it on every match.
+    key_field: str | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "first":
+            key = None if self.per in (None, "customer") else self.per
+        else:
+            key = self.correlate
+        object.__setattr__(self, "key_field", key)
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    """How the relationship ledger classifies events and fired actions."""
+
+    window_ms: int = 90 * 86_400_000
+    positive: frozenset[str] = frozenset()
+    negative: frozenset[str] = frozenset()
+    positive_rules: frozenset[str] = frozenset()
+    negative_rules: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RulePack:
+    """A validated rule pack: rules in file order plus the ledger classification."""
+
+    rules: tuple[Rule, ...]
+    relationship: Relationship = field(default_factory=Relationship)
+    source: str = "<memory>"
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+
+def parse_duration(value: Any) -> int:
+    """'30d' -> milliseconds. Units: ms, s, m, h, d, w. Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a duration such as '48h' or '30d', got {value!r}")
+    if isinstance(value, int):
+        raise ValueError(f"give a unit, e.g. '{value}d' or '{value}h' (got a bare number)")
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"expected a duration such as '48h' or '30d', got {value!r}")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    """Milliseconds -> a human duration for reasons, never a raw count of seconds.
+
+    Beyond 72 hours whole days ("5 days", the rest left out); from an hour on hours and
+    minutes ("48 hours", "3 hours 20 minutes"); below, minutes and seconds ("20 minutes").
+    """
+    if ms > 72 * _HOUR_MS:
+        return _units(ms // _UNIT_MS["d"], "day")
+    if ms >= _HOUR_MS:
+        hours, rest = divmod(ms, _HOUR_MS)
+        minutes = rest // _UNIT_MS["m"]
+        text = _units(hours, "hour")
+        return f"{text} {_units(minutes, 'minute')}" if minutes else text
+    if ms >= _UNIT_MS["m"]:
+        minutes, rest = divmod(ms, _UNIT_MS["m"])
+        seconds = rest // _UNIT_MS["s"]
+        text = _units(minutes, "minute")
+        return f"{text} {_units(seconds, 'second')}" if seconds else text
+    if ms >= _UNIT_MS["s"]:
+        return _units(ms // _UNIT_MS["s"], "second")
+    return "less than a second"
+
+
+_HOUR_MS: Final = 3_600_000
+
+
+def _units(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def parse_percent(value: Any) -> float:
+    """'10%', '10' or 10 -> 10.0 (a number 0-100, `%` optional). Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a percentage 0-100 such as '10%', got {value!r}")
+    text = str(value).strip().removesuffix("%").strip()
+    try:
+        percent = float(text)
+    except ValueError:
+        raise ValueError(f"expected a percentage 0-100 such as '10%', got {value!r}") from None
+    if not 0 <= percent <= 100:
+        raise ValueError(f"expected a percentage 0-100, got {value!r}")
+    return percent

@@ -1,0 +1,267 @@
+"""The engine's state layout, version `STATE_VERSION`: every key it keeps, and the way up
+from older versions.
+
+One `StateStore` holds one input partition. Its values are plain JSON (dict, list,
+str, int, float, bool, None), so a Faust changelog, RocksDB or a file can hold them;
+times are epoch milliseconds of event time. Two kinds of keys:
+
+- partition keys, `p:...` (`PARTITION_KEYS`): the clock, the timer index and its
+  buckets, the last pack switch;
+- one key per customer, `c:<customer_id>` (`customer_key`), a dict (`CUSTOMER_KEYS`)
+  whose `r` holds one dict per rule id with the rule's own state (`RULE_KEYS`).
+
+The version is stored in the state itself: in the partition's clock (`p:clock`
+field `v`) for the partition keys, and in each customer's dict (`v`) for that
+customer, because a store can only be read key by key (a customer is brought up to
+date when the engine next touches it). A missing `v` is version 0: the unversioned
+state written before versions existed. Each version step is a function from one
+version to the next (`CUSTOMER_STEPS`, `PARTITION_STEPS`); `upgrade_customer` and
+`upgrade_partition` run the steps a state has not seen, in order, and refuse state
+written by a newer engine. A change of layout adds a step, raises `STATE_VERSION`
+and updates the tables below (a test compares them with the state a replay writes).
+
+Knows no Kafka, no Faust; nothing here runs on the per-event path except the version
+comparison the engine makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from processors.engine.interfaces import StateStore
+
+#: The layout this engine writes. 0: unversioned (before versions existed; `cap` could
+#: hold bare times). 1: this documented layout (`cap` holds [time, action_id] pairs).
+STATE_VERSION: Final = 1
+#: Where the version is kept: a customer's dict, and the partition's clock.
+VERSION_FIELD: Final = "v"
+
+#: Store key of one customer's state: CUSTOMER_PREFIX + customer_id.
+CUSTOMER_PREFIX: Final = "c:"
+#: Reserved partition-level keys (never start with CUSTOMER_PREFIX).
+CLOCK_KEY: Final = "p:clock"  # {"max": max occurred_at seen, "wm": watermark, "v": version}
+TIMER_INDEX_KEY: Final = "p:timers"  # sorted list of timer buckets holding pending deadlines
+TIMER_BUCKET_PREFIX: Final = "p:timers:"  # + bucket -> sorted [[deadline, customer, rule, key]]
+TIMER_BUCKET_MS: Final = 3_600_000  # one bucket per hour of deadlines keeps each value small
+#: The packs a live partition has run and a switch it waits for (`switching`).
+LINE_KEY: Final = "p:line"
+#: The YAML text of every pack in a live partition's chain (`switching`).
+TEXTS_KEY: Final = "p:packs"
+#: Partition key recording the last pack switch: {"at", "watermark", "versions"}.
+PACK_KEY: Final = "p:pack"
+
+#: Where an absence timer set before a pack switch keeps the version that set it.
+TIMER_VERSION: Final = 4
+#: Rule state a changed rule keeps at a switch: cool-downs (and their causes), first keys (and
+#: the actions that used them), pending absence timers and recent resolutions.
+KEPT_AT_SWITCH: Final = frozenset({"cd", "cb", "k", "ka", "p", "d"})
+
+
+def customer_key(customer_id: str) -> str:
+    """The store key of a customer's state."""
+    return CUSTOMER_PREFIX + customer_id
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of the layout: the JSON shape of its value, what it means, who writes it."""
+
+    shape: str
+    meaning: str
+    writer: str
+
+
+#: The partition's own keys (a `TIMER_BUCKET_PREFIX` key stands for every bucket).
+PARTITION_KEYS: Final[dict[str, Key]] = {
+    CLOCK_KEY: Key(
+        '{"max": int, "wm": int, "v": int}',
+        "max occurred_at seen on the partition (capped for future-dated events), the "
+        "watermark (max - allowed lateness, or set by a tick / --until), the layout version "
+        "of the partition keys",
+        "Engine.process, Engine.advance_watermark, upgrade_partition",
+    ),
+    TIMER_INDEX_KEY: Key(
+        "[int]",
+        "sorted bucket numbers (deadline // TIMER_BUCKET_MS) that hold pending timers",
+        "Engine.schedule_timer, Engine.cancel_timer, Engine._fire_due_from, erasure",
+    ),
+    TIMER_BUCKET_PREFIX: Key(
+        "[[deadline: int, customer_id: str, rule_id: str, key: str]]",
+        "sorted pending timers of one hour of deadlines; rule_id '' is the customer's "
+        "deferred-candidate queue timer, any other an absence rule's timer for `key`",
+        "Engine.schedule_timer, Engine.cancel_timer, Engine._fire_due_from, erasure",
+    ),
+    PACK_KEY: Key(
+        '{"at": int, "watermark": int | null, "versions": {rule_id: int}, ...}',
+        "the last pack switch of the partition (a host may add its own fields, e.g. the offset)",
+        "pack_switch.switch_pack (and the host)",
+    ),
+    LINE_KEY: Key(
+        '{"chain": [pack_id: str], "at": [int], "pending": [pack_id: str, at: int] | null}',
+        "the packs a live partition has run, oldest first, the time of each switch, and a "
+        "switch it waits for (written by a live worker only, never by replay)",
+        "switching (start, request_switch, feed, tick)",
+    ),
+    TEXTS_KEY: Key(
+        "{pack_id: str}",
+        "the YAML text of every pack in the partition's chain, to rebuild its engine after a "
+        "restart or a rebalance (a live worker only)",
+        "switching (start, request_switch)",
+    ),
+}
+
+#: A customer's dict (`c:<customer_id>`).
+CUSTOMER_KEYS: Final[dict[str, Key]] = {
+    VERSION_FIELD: Key(
+        "int", "layout version of this customer's state", "Engine.process, upgrade_customer"
+    ),
+    "seen": Key(
+        "{event_id: int}",
+        "event ids applied within the dedupe horizon, with their occurred_at (duplicates "
+        "are suppressed)",
+        "Engine.process",
+    ),
+    "t": Key(
+        "int", "the customer's newest occurred_at (what pruning measures from)", "Engine.process"
+    ),
+    "ch": Key("str", "channel of the customer's newest event (channel_hint)", "Engine.process"),
+    "so": Key("int", "oldest occurred_at in `seen` (when to expire it)", "Engine.process"),
+    "since": Key(
+        "str YYYY-MM-DD", "customer_since from the latest event naming it", "Engine.process"
+    ),
+    "prod": Key(
+        "[str]", "sorted products the customer holds", "customer.hold_product / close_product"
+    ),
+    "pc": Key(
+        "{product: int}",
+        "when each product was closed (a late older event does not reopen it)",
+        "customer.close_product",
+    ),
+    "led": Key(
+        "[[at: int, sign: 1 | -1, ref: str, is_event: 0 | 1]]",
+        "the relationship ledger, sorted by time: positive and negative events (ref = event "
+        "id) and fired actions of ledger rules (ref = action id), within the ledger window",
+        "customer.record_moment",
+    ),
+    "cap": Key(
+        "[[triggered_at: int, action_id: str]]",
+        "fired engagement actions within the contact-cap window, sorted ('' = an action from "
+        "before ids were kept)",
+        "arbitration.Step.hold_slot",
+    ),
+    "dq": Key(
+        "[[at, priority, rule_id, key, action_id, evidence, due_by, expires, rule_version, "
+        "reason, details]]",
+        "candidates the contact cap deferred, waiting in the customer's queue",
+        "arbitration.Step.defer / serve_queue, pack_switch",
+    ),
+    "dqt": Key(
+        "int",
+        "deadline of the customer's queue timer (in the timer index)",
+        "arbitration.Step.schedule_queue / serve_queue",
+    ),
+    "pe": Key(
+        "int",
+        "pack switches this state has been brought through (Engine.epoch)",
+        "Engine.migrate, Engine.process",
+    ),
+    "r": Key("{rule_id: {...}}", "each rule's own state (RULE_KEYS)", "kinds, arbitration"),
+}
+
+#: One rule's dict in a customer's `r`.
+RULE_KEYS: Final[dict[str, Key]] = {
+    "k": Key(
+        "[str]",
+        "first: sorted keys consumed (fired, deferred or held out)",
+        "arbitration.Step.consume_key",
+    ),
+    "ka": Key(
+        "{key: action_id}",
+        "first: the action that consumed each key",
+        "arbitration.Step.consume_key",
+    ),
+    "w": Key(
+        "[[t: int, channel: str, event_id: str]]",
+        "count: the sliding window of matching events, sorted",
+        "kinds.CountKind",
+    ),
+    "a": Key(
+        "{key: [[t: int, event_id: str, type: str]]}",
+        "sequence: recent A events per correlation key",
+        "kinds.SequenceKind",
+    ),
+    "p": Key(
+        "{key: [deadline, a_t, a_event_id, a_type] (+ [rule_version])}",
+        "absence: the pending timer per correlation key; a fifth item is the version that "
+        "set it before a pack switch (TIMER_VERSION)",
+        "kinds.AbsenceKind, pack_switch",
+    ),
+    "d": Key(
+        "{key: int}",
+        "absence: latest resolution (B) time per key, kept one window",
+        "kinds.AbsenceKind",
+    ),
+    "cd": Key(
+        "{key: int}",
+        "cool-down start per key ('' = per customer)",
+        "arbitration.Step.start_cool_down",
+    ),
+    "cb": Key(
+        "{key: action_id}",
+        "the action that started each cool-down (blocked_by)",
+        "arbitration.Step.start_cool_down",
+    ),
+}
+
+
+class StateVersionError(ValueError):
+    """State written by a newer engine than this one: never guessed at."""
+
+
+def _customer_0_to_1(state: dict[str, Any]) -> None:
+    """Unversioned state could keep the contact cap as bare times (from before action ids
+    were kept): [time, ""] pairs, "" standing for the unknown action."""
+    contacts = state.get("cap")
+    if contacts and type(contacts[0]) is int:
+        state["cap"] = [[at, ""] for at in contacts]
+
+
+def _partition_0_to_1(store: StateStore) -> None:
+    """The partition keys of unversioned state are already those of version 1."""
+
+
+#: CUSTOMER_STEPS[n] brings a customer's dict from version n to n + 1.
+CUSTOMER_STEPS: Final[tuple[Callable[[dict[str, Any]], None], ...]] = (_customer_0_to_1,)
+#: PARTITION_STEPS[n] brings the partition keys from version n to n + 1.
+PARTITION_STEPS: Final[tuple[Callable[[StateStore], None], ...]] = (_partition_0_to_1,)
+
+
+def _version_of(value: dict[str, Any], what: str) -> int:
+    version = value.get(VERSION_FIELD, 0)
+    if type(version) is not int or version < 0:
+        raise StateVersionError(f"engine state: {what} has layout version {version!r}")
+    if version > STATE_VERSION:
+        raise StateVersionError(
+            f"engine state: {what} has layout version {version}, newer than this engine's "
+            f"{STATE_VERSION}; run an engine that knows it"
+        )
+    return version
+
+
+def upgrade_customer(state: dict[str, Any]) -> None:
+    """Bring one customer's dict to STATE_VERSION, one version step at a time (in place)."""
+    for step in CUSTOMER_STEPS[_version_of(state, "a customer") :]:
+        step(state)
+    state[VERSION_FIELD] = STATE_VERSION
+
+
+def upgrade_partition(store: StateStore, clock: dict[str, Any]) -> None:
+    """Bring the partition keys of `store` (whose clock is `clock`) to STATE_VERSION, one
+    version step at a time; the clock, stamped with the version, is written back."""
+    for step in PARTITION_STEPS[_version_of(clock, "the partition clock") :]:
+        step(store)
+    clock[VERSION_FIELD] = STATE_VERSION
+    store.set(CLOCK_KEY, clock)

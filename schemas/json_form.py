@@ -1,0 +1,494 @@
+"""The JSON form of the three records, and JSON-lines files of events.
+
+Files, the HTTP collector and `moments replay` use it (DESIGN.md section 3): the
+Avro field names, ISO-8601 timestamps with an offset (written as UTC
+``+00:00`` with milliseconds) and ``YYYY-MM-DD`` dates. Reading validates with
+the checks of `schemas.validation` and raises `SchemaValidationError` naming
+the field (and file:line); writing gives the same bytes for the same record.
+The hot paths (replay and backfill output, file replay input) have fast paths
+that give exactly what the general paths give. Imports nothing of ours but
+`schemas.records`, `schemas.errors` and `schemas.validation`; never logs
+record contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from schemas.errors import SchemaValidationError
+from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.validation import (
+    _CHANNEL_SET,
+    _EPOCH,
+    _LIST,
+    _MAP,
+    _ONE_MS,
+    _OPT_DATE,
+    _OPT_DOUBLE,
+    _OPT_TS,
+    _SPECS,
+    _TS,
+    _TS_MAX,
+    _TS_MIN,
+    MAX_IDENTIFIER_CHARS,
+    R,
+    Record,
+    _field_error,
+    _is_int,
+    _kind,
+    _optional_double,
+)
+
+__all__ = [
+    "action_from_json",
+    "decision_from_json",
+    "event_content_id",
+    "event_from_json",
+    "read_events_jsonl",
+    "to_json_bytes",
+    "to_json_dict",
+    "to_json_line",
+    "to_json_lines",
+]
+
+
+def _ms_to_iso(ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+
+
+def _iso_to_ms(name: str, value: Any, where: str) -> int:
+    example = "e.g. 2026-01-02T03:04:05.000+00:00"
+    if not isinstance(value, str):
+        raise SchemaValidationError(
+            name,
+            f"expected an ISO-8601 timestamp with offset ({example}), got {_kind(value)}",
+            where,
+        )
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise SchemaValidationError(
+            name, f"{value!r} is not an ISO-8601 timestamp ({example})", where
+        ) from None
+    if moment.tzinfo is None:
+        raise SchemaValidationError(name, f"{value!r} has no UTC offset ({example})", where)
+    return (moment - _EPOCH) // _ONE_MS
+
+
+_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _parse_date(name: str, value: Any, where: str) -> date:
+    if isinstance(value, str) and _DATE_RE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise SchemaValidationError(name, f"expected a date YYYY-MM-DD, got {_kind(value)}", where)
+
+
+def to_json_dict(record: Record) -> dict[str, Any]:
+    """The JSON form: schema field order, ISO-8601 UTC timestamps, YYYY-MM-DD dates, sorted maps."""
+    out: dict[str, Any] = {}
+    for name, _, kind, _ in _SPECS[type(record)]:
+        value = getattr(record, name)
+        if value is None:
+            out[name] = None
+        elif kind in (_TS, _OPT_TS):
+            out[name] = _ms_to_iso(value)
+        elif kind == _OPT_DATE:
+            out[name] = value.isoformat()
+        elif kind == _MAP:
+            out[name] = {k: value[k] for k in sorted(value)}
+        elif kind == _LIST:
+            out[name] = list(value)
+        elif kind == _OPT_DOUBLE:
+            out[name] = float(value)
+        else:
+            out[name] = value
+    return out
+
+
+def to_json_line(record: Record) -> str:
+    """One compact JSON line (no newline); the same record always gives the same bytes."""
+    return json.dumps(to_json_dict(record), ensure_ascii=False, separators=(",", ":"))
+
+
+# Minute number -> "YYYY-MM-DDTHH:MM:"; the seconds and milliseconds come from two tables.
+_ISO_MINUTES: dict[int, str] = {}
+_ISO_SECONDS: Final = tuple(f"{second:02d}." for second in range(60))
+_ISO_MILLIS: Final = tuple(f"{milli:03d}+00:00" for milli in range(1000))
+
+
+def _fast_ms_to_iso(ms: int) -> str:
+    """`_ms_to_iso` without building a datetime (same text, same OverflowError)."""
+    minute, rest = divmod(ms, 60_000)
+    head = _ISO_MINUTES.get(minute)
+    if head is None:
+        if not _TS_MIN <= ms <= _TS_MAX:  # whole minutes: a valid minute holds only valid ms
+            return _ms_to_iso(ms)  # raises the same OverflowError the slow path would
+        if len(_ISO_MINUTES) >= 65_536:
+            _ISO_MINUTES.clear()
+        head = _ISO_MINUTES[minute] = _ms_to_iso(minute * 60_000)[:17]
+    return f"{head}{_ISO_SECONDS[rest // 1000]}{_ISO_MILLIS[rest % 1000]}"
+
+
+_APPEND_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
+_SORT_KEYS: Final = orjson.OPT_SORT_KEYS
+_Fragment: Final = orjson.Fragment
+
+
+def _action_json(a: ActionEvent) -> dict[str, Any] | None:
+    """The JSON form of an engine-made action for orjson (details pre-serialized with sorted
+    keys: orjson sorts by UTF-8 bytes, which is code point order), or None when a scalar
+    field has an unexpected type and the general path must write it."""
+    if not (
+        type(a.rule_version) is int
+        and type(a.priority) is int
+        and type(a.triggered_at) is int
+        and (a.due_by is None or type(a.due_by) is int)
+        and type(a.evidence) is list
+        and type(a.details) is dict
+    ):
+        return None
+    due_by = a.due_by
+    return {
+        "action_id": a.action_id,
+        "customer_id": a.customer_id,
+        "rule": a.rule,
+        "action": a.action,
+        "rule_version": a.rule_version,
+        "destination": a.destination,
+        "priority": a.priority,
+        "reason": a.reason,
+        "evidence": a.evidence,
+        "channel_hint": a.channel_hint,
+        "triggered_at": _fast_ms_to_iso(a.triggered_at),
+        "due_by": None if due_by is None else _fast_ms_to_iso(due_by),
+        "details": _Fragment(orjson.dumps(a.details, option=_SORT_KEYS)),
+    }
+
+
+def _decision_json(d: Decision) -> dict[str, Any] | None:
+    """Like `_action_json`, for a decision."""
+    if not (type(d.rule_version) is int and type(d.decided_at) is int and type(d.evidence) is list):
+        return None
+    return {
+        "decision_id": d.decision_id,
+        "customer_id": d.customer_id,
+        "rule": d.rule,
+        "rule_version": d.rule_version,
+        "outcome": d.outcome,
+        "reason": d.reason,
+        "action_id": d.action_id,
+        "evidence": d.evidence,
+        "decided_at": _fast_ms_to_iso(d.decided_at),
+        "blocked_by": d.blocked_by,
+    }
+
+
+def _fast_json(record: Record) -> dict[str, Any] | None:
+    if isinstance(record, ActionEvent):
+        return _action_json(record)
+    if isinstance(record, Decision):
+        return _decision_json(record)
+    return None
+
+
+def to_json_bytes(record: Record) -> bytes:
+    """`to_json_line(record)` as UTF-8 bytes (no newline), built directly for the hot paths
+    (replay and backfill write the engine's actions and decisions with it).
+
+    Lists and maps must hold strings, as `validate` requires; a record whose scalar
+    fields have unexpected types takes the general path.
+    """
+    try:
+        obj = _fast_json(record)
+        if obj is not None:
+            return orjson.dumps(obj)
+    except TypeError:
+        # orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes
+        # for strings, ints, lists and str maps (the only values of actions and decisions);
+        # it refuses lone surrogates (and non-str keys), where the general path gives the
+        # error the file write would raise.
+        pass
+    return _generic_json_bytes(record)
+
+
+def to_json_lines(records: Iterable[Record]) -> bytes:
+    """``b"".join(to_json_bytes(r) + b"\n" for r in records)``, with one orjson call per record."""
+    dumps = orjson.dumps
+    lines: list[bytes] = []
+    append = lines.append
+    for record in records:
+        try:
+            if isinstance(record, ActionEvent):
+                obj = _action_json(record)
+            elif isinstance(record, Decision):
+                obj = _decision_json(record)
+            else:
+                obj = None
+            if obj is not None:
+                append(dumps(obj, option=_APPEND_NEWLINE))
+                continue
+        except TypeError:
+            pass
+        append(_generic_json_bytes(record) + b"\n")
+    return b"".join(lines)
+
+
+def _generic_json_bytes(record: Record) -> bytes:
+    return to_json_line(record).encode("utf-8")
+
+
+def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | None) -> R:
+    if not isinstance(obj, dict):
+        raise SchemaValidationError(
+            "<record>", f"expected a JSON object, got {type(obj).__name__}", where
+        )
+    specs = _SPECS[record_type]
+    known = {spec[0] for spec in specs}
+    for key in obj:
+        if key not in known:
+            raise SchemaValidationError(str(key), "unknown field", where)
+    values: dict[str, Any] = {}
+    for name, check, kind, required in specs:
+        if name not in obj or obj[name] is None:
+            if required and name != optional_id:
+                absent = "must not be null" if name in obj else "missing required field"
+                raise SchemaValidationError(name, absent, where)
+            if name not in obj or kind in (_MAP, _LIST):
+                continue  # dataclass default
+            values[name] = "" if name == "source" else None
+            continue
+        value = obj[name]
+        if kind in (_TS, _OPT_TS):
+            value = _iso_to_ms(name, value, where)
+        elif kind == _OPT_DATE:
+            value = _parse_date(name, value, where)
+        elif kind == _OPT_DOUBLE and _is_int(value) and not _optional_double(value):
+            value = float(value)
+        elif kind == _MAP and isinstance(value, dict):
+            value = dict(value)
+        elif kind == _LIST and isinstance(value, list):
+            value = list(value)
+        problem = check(value)
+        if problem is not None:
+            raise _field_error(name, problem, where)
+        values[name] = value
+    if optional_id is not None and optional_id not in values:
+        values[optional_id] = "pending"
+    return record_type(**values)
+
+
+def event_content_id(event: InteractionEvent) -> str:
+    """A deterministic event id from the event's content (everything but event_id)."""
+    content = to_json_dict(event)
+    del content["event_id"]
+    canonical = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return "h-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def event_from_json(
+    obj: Any, *, where: str = "", new_event_id: Callable[[], str] | None = None
+) -> InteractionEvent:
+    """An `InteractionEvent` from its JSON form, validated.
+
+    Without an event_id the event gets `new_event_id()` (the SDK passes a UUIDv7
+    factory) or, by default, a deterministic id hashed from its content.
+    """
+    event = _from_json(InteractionEvent, obj, where, optional_id="event_id")
+    if isinstance(obj, dict) and obj.get("event_id") is None:
+        event_id = new_event_id() if new_event_id is not None else event_content_id(event)
+        event = replace(event, event_id=event_id)
+    return event
+
+
+def action_from_json(obj: Any, *, where: str = "") -> ActionEvent:
+    """An `ActionEvent` from its JSON form (one flat object), validated."""
+    return _from_json(ActionEvent, obj, where, optional_id=None)
+
+
+def decision_from_json(obj: Any, *, where: str = "") -> Decision:
+    """A `Decision` from its JSON form, validated."""
+    return _from_json(Decision, obj, where, optional_id=None)
+
+
+_EVENT_ORDER: Final = tuple(spec[0] for spec in _SPECS[InteractionEvent])
+_EVENT_FIELDS: Final = frozenset(_EVENT_ORDER)
+_DATES: dict[str, date] = {}  # "YYYY-MM-DD" -> date
+
+
+def _fast_date(value: Any) -> date | bool | None:
+    """A JSON date value: None, a date, or False when the full parser must judge it."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        return False
+    day = _DATES.get(value)
+    if day is None:
+        if not _DATE_RE.fullmatch(value):
+            return False
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            return False
+        if len(_DATES) >= 65_536:
+            _DATES.clear()
+        _DATES[value] = day
+    return day
+
+
+def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
+    """`event_from_json(obj)` for a well-formed object with an event_id, else None.
+
+    Accepts exactly what the general path accepts and builds the same event; anything
+    unusual (a missing id, a wrong type, a non-canonical timestamp) returns None so the
+    general path decides, with its error messages. The event holds `obj`'s attributes
+    map itself (not a copy): pass a dict nobody else holds, as a freshly parsed line is.
+    """
+    if tuple(obj) == _EVENT_ORDER:  # every field, in the order the JSON form writes them
+        (
+            event_id,
+            customer_id,
+            channel,
+            event_type,
+            occurred,
+            source,
+            product,
+            reference,
+            amount,
+            currency,
+            due_day,
+            since_day,
+            text,
+            attributes,
+        ) = obj.values()
+    elif _EVENT_FIELDS.issuperset(obj):
+        get = obj.get
+        event_id = get("event_id")
+        customer_id = get("customer_id")
+        channel = get("channel")
+        event_type = get("type")
+        occurred = get("occurred_at")
+        source = get("source")
+        product = get("product")
+        reference = get("reference")
+        amount = get("amount")
+        currency = get("currency")
+        due_day = get("due_date")
+        since_day = get("customer_since")
+        text = get("text")
+        attributes = get("attributes")
+    else:
+        return None
+    if not (
+        type(event_id) is str
+        and 0 < len(event_id) <= MAX_IDENTIFIER_CHARS
+        and type(customer_id) is str
+        and 0 < len(customer_id) <= MAX_IDENTIFIER_CHARS
+        and type(channel) is str
+        and channel in _CHANNEL_SET
+        and type(event_type) is str
+        and 0 < len(event_type) <= MAX_IDENTIFIER_CHARS
+        and type(occurred) is str
+    ):
+        return None
+    try:
+        moment = datetime.fromisoformat(occurred)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    occurred_at = (moment - _EPOCH) // _ONE_MS
+    if not _TS_MIN <= occurred_at <= _TS_MAX:
+        return None
+    if source is None:
+        source = ""
+    elif type(source) is not str or len(source) > MAX_IDENTIFIER_CHARS:
+        return None
+    for value in (product, reference, currency):
+        if value is not None and (type(value) is not str or len(value) > MAX_IDENTIFIER_CHARS):
+            return None
+    if text is not None and type(text) is not str:
+        return None
+    if amount is not None:
+        if type(amount) is int:
+            amount = float(amount)  # any int orjson reads fits a double
+        elif type(amount) is not float or amount - amount != 0.0:  # NaN or infinite
+            return None
+    due_date = _fast_date(due_day)
+    customer_since = _fast_date(since_day)
+    if due_date is False or customer_since is False:
+        return None
+    if attributes is None:
+        attributes = {}
+    elif type(attributes) is dict:
+        for key, item in attributes.items():
+            if type(item) is not str or len(key) > MAX_IDENTIFIER_CHARS:
+                return None
+    else:
+        return None
+    return InteractionEvent(
+        event_id,
+        customer_id,
+        channel,
+        event_type,
+        occurred_at,
+        source,
+        product,
+        reference,
+        amount,
+        currency,
+        due_date,  # type: ignore[arg-type]
+        customer_since,  # type: ignore[arg-type]
+        text,
+        attributes,
+    )
+
+
+def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:
+    """The events of a JSON-lines file, in file order; blank lines are skipped.
+
+    The first bad line (not UTF-8, not JSON, not an object, missing or wrong
+    field) raises one `SchemaValidationError` with ``where = "<path>:<line>"``.
+    Well-formed lines take a fast path (orjson and `_event_fast`); any other line
+    is read by the general path, which gives the same events and the errors.
+    """
+    loads = orjson.loads
+    with open(path, "rb") as lines:
+        for lineno, raw in enumerate(lines, start=1):
+            try:
+                obj = loads(raw)
+            except orjson.JSONDecodeError:
+                obj = None
+            if type(obj) is dict:
+                event = _event_fast(obj)
+                if event is not None:
+                    yield event
+                    continue
+            where = f"{path}:{lineno}"
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise SchemaValidationError(
+                    "<line>", f"not UTF-8 (byte {exc.start + 1})", where
+                ) from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise SchemaValidationError(
+                    "<line>", f"not valid JSON: {exc.msg} at column {exc.colno}", where
+                ) from None
+            yield event_from_json(obj, where=where)

@@ -1,0 +1,135 @@
+"""The worker follows the rules topic without a broker: what it accepts, refuses and records."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import orjson
+import yaml
+
+from moments.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED, RULES_SWITCHES
+from moments.rules_topic import Published
+from moments.settings import Settings
+from processors.engine import DEFAULT_PACK_PATH
+from processors.engine.switching import pack_id
+from processors.faust_host.changelog import StagedTable
+from processors.worker import TriggerWorker
+from schemas.codec import codec_for
+from schemas.records import ActionEvent, InteractionEvent
+from tests.unit.test_engine import T0, D, H
+from tests.unit.test_worker_metrics import FakeEvent, FakeMessage, FakeOutput, FakeTable
+
+DEFAULT_TEXT = DEFAULT_PACK_PATH.read_text(encoding="utf-8")
+
+
+def case_pack(within: str, version: int) -> str:
+    doc = yaml.safe_load(DEFAULT_TEXT)
+    for raw in doc["rules"]:
+        if raw["id"] == "case_unresolved":
+            raw["when"]["within"], raw["version"] = within, version
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def record(offset: int, text: str, pack: str = "default") -> Published:
+    return Published(offset, pack, text, "2026-12-02T00:00:00.000Z", "unit")
+
+
+class KeptOutput(FakeOutput):
+    """Also keeps the actions sent, decoded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.actions: list[ActionEvent] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
+        super().send(topic, key, value, headers)
+        if ".actions." in topic and value is not None:
+            self.actions.append(codec_for(ActionEvent).decode(value))
+
+
+def new_worker(tmp_path: Any, table: FakeTable) -> TriggerWorker:
+    settings = Settings(bootstrap="127.0.0.1:9", data_dir=tmp_path, topic_prefix="unit.")
+    worker = TriggerWorker(settings)
+    worker.output = KeptOutput()  # type: ignore[assignment]
+    worker.staged_state = StagedTable(table)
+    return worker
+
+
+def deliver(worker: TriggerWorker, *records: tuple[int, InteractionEvent]) -> None:
+    codec = codec_for(InteractionEvent)
+
+    async def handle() -> None:
+        for offset, event in records:
+            message = FakeMessage(offset, codec.encode(event))
+            await worker.handle(FakeEvent(message))  # type: ignore[arg-type]
+
+    asyncio.run(handle())
+
+
+def event(event_id: str, type_: str, at: int, **fields: Any) -> InteractionEvent:
+    return InteractionEvent(event_id, "ann", "call", type_, at, "unit", **fields)
+
+
+def state(table: FakeTable, key: str) -> Any:
+    raw = table.data.get(f"0/e/{key}")
+    return None if raw is None else orjson.loads(raw)
+
+
+def test_the_follower_takes_raised_versions_and_rollbacks_and_refuses_the_rest(
+    tmp_path: Any,
+) -> None:
+    worker = new_worker(tmp_path, FakeTable())
+    follower = worker.rules
+    assert follower.current.pid == pack_id(DEFAULT_TEXT)
+    refused = RULES_REFUSED._value.get()
+    assert not follower.offer(record(0, case_pack("24h", 1)))  # changed, same version
+    assert not follower.offer(record(1, "rules: [\n"))  # not YAML
+    assert not follower.offer(record(2, case_pack("24h", 2), pack="other"))  # another pack
+    assert RULES_REFUSED._value.get() - refused == 2
+    assert follower.current.pid == pack_id(DEFAULT_TEXT)
+    assert follower.offer(record(3, case_pack("24h", 2)))
+    assert RULES_ACTIVE.labels("case_unresolved", "2")._value.get() == 1
+    assert ("case_unresolved", "1") not in {
+        (s.labels["rule"], s.labels["version"])
+        for metric in RULES_ACTIVE.collect()
+        for s in metric.samples
+    }
+    assert [s.labels["pack"] for m in RULES_PACK.collect() for s in m.samples] == [
+        pack_id(case_pack("24h", 2))
+    ]
+    assert follower.offer(record(4, DEFAULT_TEXT))  # rollback: version 1 again, run before
+    assert follower.current.offset == 4
+
+
+def test_a_partition_switches_at_its_next_event_records_it_and_resumes_on_it(
+    tmp_path: Any,
+) -> None:
+    table = FakeTable()
+    worker = new_worker(tmp_path, table)
+    switches = RULES_SWITCHES._value.get()
+    deliver(worker, (0, event("e1", "dispute_opened", T0, reference="R1")))
+    assert state(table, "p:line") == {
+        "chain": [pack_id(DEFAULT_TEXT)],
+        "at": [],
+        "pending": None,
+    }
+    worker.rules.offer(record(0, case_pack("24h", 2)))
+    new = pack_id(case_pack("24h", 2))
+    deliver(worker, (1, event("e2", "inquiry", T0 + H)))
+    assert state(table, "p:line")["chain"] == [pack_id(DEFAULT_TEXT), new]
+    assert state(table, "p:line")["at"] == [T0 + 1]
+    switch = state(table, "p:pack")
+    assert switch["offset"] == 1 and switch["pack"] == new and switch["at"] == T0 + 1
+    assert switch["versions"]["case_unresolved"] == 2
+    assert RULES_SWITCHES._value.get() - switches == 1
+    assert set(state(table, "p:packs")) == {pack_id(DEFAULT_TEXT), new}
+    # a new process (its follower still on the default pack: no record read yet) resumes
+    # the partition on its own lineage, and the case opened under version 1 escalates at 48 h
+    again = new_worker(tmp_path, copy.deepcopy(table))
+    again.rules.offer(record(0, case_pack("24h", 2)))
+    deliver(again, (2, event("e3", "inquiry", T0 + 3 * D)))
+    fired = [a for a in again.output.actions if a.rule == "case_unresolved"]  # type: ignore[attr-defined]
+    assert [(a.rule_version, a.triggered_at) for a in fired] == [(1, T0 + 2 * D)]
+    assert RULES_SWITCHES._value.get() - switches == 1  # no second switch
