@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from moments.bench import (
-    REQUIRED_KEYS,
-    _judge,
-    _steady_rate,
-    markdown_table,
-    print_summary,
-    run_bench,
-)
-from moments.bench_peer import avro_body, omnichannel
+from moments.bench import REQUIRED_KEYS, markdown_table, print_summary, run_bench
+from moments.bench.bytewax_peer import avro_body, omnichannel
+from moments.bench.context import steady_rate
+from moments.bench.report import _judge
 from moments.calibration import CpuTimes, calibration
 from moments.settings import Settings
 
@@ -102,7 +97,7 @@ def test_the_peer_runs_the_omnichannel_rule_in_event_time() -> None:
 def test_steady_rate_leaves_out_start_up_and_tail() -> None:
     samples = [(0.0, 0), (5.0, 0), (6.0, 100), (7.0, 600), (8.0, 960), (9.0, 1000)]
     # 5% (50) reached at 5.5 s, 95% (950) at 7 + 350/360 s (interpolated between samples)
-    assert _steady_rate(samples, 1000) == pytest.approx(900 / (2 + 350 / 360 - 0.5), abs=0.1)
+    assert steady_rate(samples, 1000) == pytest.approx(900 / (2 + 350 / 360 - 0.5), abs=0.1)
 
 
 def test_chart_is_a_png(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moments.bench_replay import replay_vs_parse
+from moments.bench.replay import replay_vs_parse
 from producers.simulator import write_simulation
 
 

@@ -1,0 +1,290 @@
+"""The bench's shared inputs: sizes, `Bench` (settings, the simulated population, topics
+per measurement, raw produce and consume, a child's count sampled) and small helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from moments.runtime import Supervisor
+from moments.settings import Settings
+from moments.stack import free_port
+from moments.topics import ensure_topics
+from producers.simulator import write_simulation
+from schemas.codec import read_events_jsonl
+from schemas.records import ActionEvent, InteractionEvent
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much work each section does (quick: the whole suite in under 3 minutes)."""
+
+    codec_records: int
+    publisher_events: int
+    customers: int
+    days: int
+    sink_rows: int
+    worker_events: int
+    latency_seconds: float
+    offered_load: int = 2000
+    worker_partitions: int = 12
+
+
+QUICK: Final = Sizes(
+    codec_records=2_000,
+    publisher_events=30_000,
+    customers=100_000,
+    days=7,
+    sink_rows=20_000,
+    worker_events=40_000,
+    latency_seconds=8.0,
+)
+FULL: Final = Sizes(
+    codec_records=20_000,
+    publisher_events=200_000,
+    customers=100_000,
+    days=30,
+    sink_rows=100_000,
+    worker_events=100_000,
+    latency_seconds=30.0,
+)
+
+#: Target per figure: (key, comparison, threshold, what it means).
+
+
+def _with(settings: Settings, **updates: Any) -> Settings:
+    copy = settings.model_copy(update=updates)
+    copy.__dict__.pop("topics", None)  # a cached_property copied from the original
+    return copy
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+@contextlib.contextmanager
+def _timer() -> Iterator[list[float]]:
+    box = [0.0]
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - start
+
+
+class Bench:
+    """What the sections of the suite share: settings, sizes, a work folder, the simulated
+    population, topics of their own, raw produce and consume, sampling a child's count.
+
+    Each section (a function of a `Bench`) fills `figures` (top level) and `details` (its own)."""
+
+    def __init__(self, settings: Settings, sizes: Sizes, work: Path, details: dict[str, Any]):
+        self.settings = settings
+        self.sizes = sizes
+        self.work = work
+        self.details = details
+        self.figures: dict[str, Any] = {}
+        #: Figures left out on purpose (a missing optional package...): figure -> why.
+        self.unmeasured: dict[str, str] = {}
+        self._events_path: Path | None = None
+        #: The engine section's actions, which the sink section writes.
+        self.actions: list[ActionEvent] = []
+
+    # -- shared inputs ----------------------------------------------------------------------
+
+    def events_path(self) -> Path:
+        """The simulated population as JSON lines (cached between runs in the data dir)."""
+        if self._events_path is None:
+            sizes = self.sizes
+            cache = self.settings.data_dir / "bench"
+            cache.mkdir(parents=True, exist_ok=True)
+            path = cache / f"sim-{sizes.customers}c-{sizes.days}d-s7.jsonl"
+            if not path.exists():
+                partial = path.with_suffix(".partial")
+                write_simulation(partial, sizes.customers, sizes.days, 7)
+                partial.replace(path)
+            self._events_path = path
+        return self._events_path
+
+    def events(self, limit: int | None = None) -> list[InteractionEvent]:
+        out: list[InteractionEvent] = []
+        for event in read_events_jsonl(self.events_path()):
+            out.append(event)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def fresh(self, name: str, partitions: int | None = None) -> Settings:
+        """Settings with their own topics (created) and groups for one measurement."""
+        unique = f"{self.settings.topic_prefix}{name}-{uuid.uuid4().hex[:6]}."
+        settings = _with(
+            self.settings,
+            topic_prefix=unique,
+            interactions_partitions=partitions or self.sizes.worker_partitions,
+            worker_app_id=f"moments-bench-{name}-{uuid.uuid4().hex[:6]}",
+            worker_web_port=free_port(),
+        )
+        ensure_topics(settings)
+        return settings
+
+    def produce_raw(
+        self, settings: Settings, topic: str, records: list[tuple[bytes, bytes]]
+    ) -> float:
+        """Produce pre-encoded (key, value) records as fast as librdkafka goes; return seconds."""
+        producer = Producer(
+            settings.kafka_config(
+                **{
+                    "partitioner": "murmur2_random",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "queue.buffering.max.messages": 1_000_000,
+                }
+            )
+        )
+        with _timer() as elapsed:
+            for key, value in records:
+                while True:
+                    try:
+                        producer.produce(topic, value, key)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            left = producer.flush(60)
+        if left:
+            raise RuntimeError(f"{left} records not delivered to {topic}")
+        return elapsed[0]
+
+    def raw_consume(self, settings: Settings, topic: str, expected: int) -> float:
+        """A bare confluent consume loop over `topic` until `expected` records; msgs/s."""
+        consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_uncommitted",
+                    "fetch.max.bytes": 64 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                    "queued.max.messages.kbytes": 256 * 1024,
+                    "fetch.wait.max.ms": 50,
+                }
+            )
+        )
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        seen = 0
+        first: float | None = None
+        deadline = time.monotonic() + 120
+        try:
+            while seen < expected and time.monotonic() < deadline:
+                batch = consumer.consume(10_000, 0.5)
+                if batch and first is None:
+                    first = time.perf_counter()
+                for message in batch:
+                    if message.error() is None:
+                        seen += 1
+            end = time.perf_counter()
+        finally:
+            consumer.close()
+        if seen < expected or first is None:
+            raise RuntimeError(f"raw consume saw {seen} of {expected} records of {topic}")
+        return _rate(seen, end - first)
+
+    def run_counting_child(
+        self, code: str, settings: Settings, expected: int, name: str, env: dict[str, str]
+    ) -> float:
+        """Run CODE in a child that reads settings' `interactions` and writes its running
+        count to a file (MOMENTS_BENCH_PROGRESS); its steady rate up to EXPECTED."""
+        import subprocess
+
+        progress = self.work / f"{name}-{uuid.uuid4().hex[:6]}.txt"
+        child_env = {
+            **os.environ,
+            **settings.as_env(),
+            "MOMENTS_BENCH_TOPIC": settings.topics.interactions,
+            "MOMENTS_BENCH_PROGRESS": str(progress),
+            **env,
+        }
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115
+        child = subprocess.Popen(
+            [sys.executable, "-c", code], env=child_env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        try:
+
+            def counted() -> int:
+                try:
+                    return int((progress.read_text().split() or ["0"])[0])
+                except (OSError, ValueError):
+                    return 0
+
+            samples = self.sample(counted, expected, None, child=child, name=name)
+        finally:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(10)
+        return steady_rate(samples, expected)
+
+    def sample(
+        self,
+        count: Callable[[], int],
+        expected: int,
+        supervisor: Supervisor | None,
+        child: Any = None,
+        timeout_s: float = 240.0,
+        interval_s: float = 0.1,
+        name: str = "the empty Faust agent",
+    ) -> list[tuple[float, int]]:
+        """(time, count) every `interval_s` until `expected` is reached (bounded)."""
+        samples: list[tuple[float, int]] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = count()
+            samples.append((time.perf_counter(), value))
+            if value >= expected:
+                return samples
+            if supervisor is not None:
+                supervisor.check_alive()
+            if child is not None and child.poll() is not None:
+                raise RuntimeError(f"{name} exited with {child.returncode}")
+            time.sleep(interval_s)
+        raise TimeoutError(f"counted {samples[-1][1] if samples else 0} of {expected} events")
+
+
+def steady_rate(samples: list[tuple[float, int]], expected: int) -> float:
+    """Events/s between reaching 5% and 95% of `expected` (start-up and tail left out).
+
+    The moment each level is reached is interpolated between the samples around it,
+    so the rate does not depend on how often the count is sampled.
+    """
+    low, high = expected * 0.05, expected * 0.95
+    t_low, t_high = _reached(samples, low), _reached(samples, high)
+    if t_low is None or t_high is None:
+        return 0.0
+    return _rate(round(high - low), t_high - t_low)
+
+
+def _reached(samples: list[tuple[float, int]], level: float) -> float | None:
+    """When the count reached `level`, linearly interpolated between two samples."""
+    before: tuple[float, int] | None = None
+    for t, n in samples:
+        if n >= level:
+            if before is None or n == before[1]:
+                return t
+            t0, n0 = before
+            return t0 + (t - t0) * (level - n0) / (n - n0)
+        before = (t, n)
+    return None

@@ -1,0 +1,99 @@
+"""What the live worker is compared with on the same topic, each in a child process: an
+empty Faust agent (`empty_agent`, Faust's own ceiling) and the Bytewax peer
+(`moments.bench.bytewax_peer`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from moments.bench.context import Bench
+from moments.settings import Settings
+
+
+def run_bytewax_peer(bench: Bench, settings: Settings, expected: int) -> float | None:
+    """Bytewax on the same topic (`moments.bench.bytewax_peer`): fastavro decode and the
+    omnichannel rule per customer. None, with the reason noted, where it cannot run."""
+    from moments.bench.bytewax_peer import peer_unavailable
+
+    why = peer_unavailable()
+    if why is not None:
+        bench.unmeasured["bytewax_events_per_s"] = why
+        return None
+    try:
+        return bench.run_counting_child(
+            "from moments.bench.bytewax_peer import run_peer; run_peer()",
+            settings,
+            expected,
+            "bytewax-peer",
+            {},
+        )
+    except Exception as exc:  # the peer must not cost the worker's figures
+        bench.unmeasured["bytewax_events_per_s"] = (
+            f"the Bytewax peer failed: {type(exc).__name__}: {str(exc)[:200]} "
+            f"(log: {bench.work / 'bytewax-peer.log'})"
+        )
+        return None
+
+
+def run_empty_agent(bench: Bench, settings: Settings, expected: int) -> float:
+    """The same topic through a Faust agent that only counts (`stream.take`)."""
+    return bench.run_counting_child(
+        "from moments.bench.peers import empty_agent; empty_agent()",
+        settings,
+        expected,
+        "empty-agent",
+        {"MOMENTS_WORKER_APP_ID": f"{settings.worker_app_id}-empty"},
+    )
+
+
+def empty_agent() -> None:
+    """A Faust app whose agent only counts records (`stream.take`): the ceiling of Faust itself.
+
+    It runs on what the worker runs on (uvloop, `WorkerConsumer`: the same drain loop and
+    fetch wait), so the ratio compares the worker's own work, not two Faust setups.
+    Run in a child process by the bench; reads the topic from MOMENTS_BENCH_TOPIC and
+    writes its running count to MOMENTS_BENCH_PROGRESS.
+    """
+    import faust
+
+    from processors.faust_host import WorkerConsumer
+    from processors.worker import broker_urls, use_fast_event_loop
+
+    settings = Settings()
+    assert settings.bootstrap is not None
+    use_fast_event_loop()  # as the worker does: the same event loop on both sides
+    topic_name = os.environ["MOMENTS_BENCH_TOPIC"]
+    progress = Path(os.environ["MOMENTS_BENCH_PROGRESS"])
+    app = faust.App(
+        settings.worker_app_id,
+        broker=broker_urls(settings.bootstrap),
+        store="memory://",
+        datadir=str(progress.parent / "empty-agent-data"),  # not the current directory
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        web_port=settings.worker_web_port,
+        autodiscover=False,
+        topic_partitions=settings.interactions_partitions,
+    )
+    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # fresh group: from the start
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    counted = [0]
+
+    @app.agent(topic)  # type: ignore[misc]
+    async def count(stream: Any) -> None:
+        async for batch in stream.take(5000, within=0.05):
+            counted[0] += len(batch)
+            progress.write_text(str(counted[0]))
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise

@@ -1,0 +1,239 @@
+"""`moments rules ...`: check, diff, publish, list and roll back rule packs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from moments.cli.common import (
+    UserError,
+    console,
+    friendly,
+    load_settings,
+    parse_time,
+    require_broker,
+    require_raised_versions,
+)
+
+rules_app = typer.Typer(help="Work with rule packs.", no_args_is_help=True)
+
+
+@rules_app.command("check")
+@friendly
+def rules_check(
+    file: Annotated[Path, typer.Argument(help="Rule pack (YAML).")],
+    new: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A new version of the pack: every changed rule must raise its version."
+        ),
+    ] = None,
+) -> None:
+    """Validate a rule pack; report every problem with file, rule and field.
+
+    With NEW, also validate NEW and refuse it when a rule changed (anything but its
+    description) without a higher version."""
+    from processors.engine import load_rule_pack
+    from processors.engine.lifecycle import compare_packs
+
+    pack = load_rule_pack(file)
+    if new is None:
+        console.print(f"[green]ok[/]: {escape(str(file))}: {len(pack.rules)} rules")
+        return
+    new_pack = load_rule_pack(new)
+    require_raised_versions(pack, new_pack)
+    changes = compare_packs(pack, new_pack)
+    console.print(
+        f"[green]ok[/]: {escape(str(new))}: {len(new_pack.rules)} rules; "
+        f"{len(changes.changed)} changed ({escape(', '.join(changes.changed)) or '-'}), "
+        f"{len(changes.added)} added, {len(changes.removed)} removed, "
+        f"{len(changes.unchanged)} unchanged"
+    )
+
+
+@rules_app.command("diff")
+@friendly
+def rules_diff(
+    old: Annotated[Path, typer.Argument(help="The rule pack in use (YAML).")],
+    new: Annotated[Path, typer.Argument(help="The new version of the pack (YAML).")],
+    events: Annotated[
+        Path | None, typer.Option(help="History: interaction events, JSON lines.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Advance the clock to this time at the end (ISO-8601).")
+    ] = None,
+    from_topic: Annotated[
+        str | None, typer.Option(help="History: read this Kafka topic from its beginning.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the comparison as JSON.")
+    ] = None,
+) -> None:
+    """What NEW would change against OLD over the same history (a shadow run of both)."""
+    from processors.config import engine_config
+    from processors.diff import diff_file, diff_topic
+    from processors.engine import load_rule_pack
+
+    if (events is None) == (from_topic is None):
+        raise UserError("give the history as --events FILE or --from-topic TOPIC (one of them)")
+    settings = load_settings()
+    until_ms = parse_time(until, "--until")
+    old_pack, new_pack = load_rule_pack(old), load_rule_pack(new)
+    require_raised_versions(old_pack, new_pack)
+    if events is not None:
+        result = diff_file(
+            events, old_pack, new_pack, until_ms=until_ms, config=engine_config(settings)
+        )
+    else:
+        assert from_topic is not None
+        result = diff_topic(
+            require_broker(settings), from_topic, old_pack, new_pack, until_ms=until_ms
+        )
+    _print_diff(result)
+    if json_out is not None:
+        result.write_json(json_out)
+        console.print(f"JSON: {escape(str(json_out))}")
+
+
+def _pack_name(text: str) -> str:
+    import yaml
+
+    document = yaml.safe_load(text)
+    name = document.get("name") if isinstance(document, dict) else None
+    return name if isinstance(name, str) and name else "default"
+
+
+def _author(author: str | None) -> str:
+    import getpass
+
+    if author:
+        return author
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@rules_app.command("publish")
+@friendly
+def rules_publish(
+    file: Annotated[Path, typer.Argument(help="Rule pack (YAML).")],
+    author: Annotated[str | None, typer.Option(help="Who publishes (default: the user).")] = None,
+) -> None:
+    """Validate a pack, check it against the last published one, produce it to `rules`."""
+    import yaml
+
+    from moments.rules_topic import pack_history, publish_pack
+    from processors.engine import load_rule_pack, parse_rule_pack
+    from processors.engine.lifecycle import compare_packs
+
+    settings = require_broker(load_settings())
+    text = file.read_text(encoding="utf-8")
+    pack = load_rule_pack(file)
+    name = _pack_name(text)
+    history = pack_history(settings, name)
+    changes = ""
+    if history:
+        last = history[-1]
+        source = f"{settings.topics.rules}@{last.offset}"
+        previous = parse_rule_pack(yaml.safe_load(last.yaml), source=source)
+        require_raised_versions(previous, pack)
+        diff = compare_packs(previous, pack)
+        changes = (
+            f"; {len(diff.changed)} changed, {len(diff.added)} added, {len(diff.removed)} removed"
+        )
+    published = publish_pack(settings, name, text, _author(author))
+    console.print(
+        f"published {escape(name)} ({len(pack.rules)} rules) to {settings.topics.rules} "
+        f"at offset {published.offset}{changes}"
+    )
+
+
+@rules_app.command("history")
+@friendly
+def rules_history(
+    pack: Annotated[str | None, typer.Option(help="Only this pack (its `name`).")] = None,
+) -> None:
+    """List the packs published to the `rules` topic, oldest first, with rule versions."""
+    import yaml
+    from rich.table import Table
+
+    from moments.rules_topic import pack_history
+    from processors.engine import parse_rule_pack
+
+    settings = require_broker(load_settings())
+    table = Table(title=f"{settings.topics.rules}")
+    for column in ("offset", "pack", "published_at", "author", "rules"):
+        table.add_column(column, overflow="fold")
+    for record in pack_history(settings, pack):
+        try:
+            rules = parse_rule_pack(yaml.safe_load(record.yaml)).rules
+            raised = [f"{r.id} v{r.version}" for r in rules if r.version > 1]
+            versions = f"{len(rules)} rules" + (f"; {', '.join(raised)}" if raised else ", all v1")
+        except (ValueError, yaml.YAMLError):
+            versions = "(invalid pack)"
+        table.add_row(
+            str(record.offset),
+            escape(record.pack),
+            record.published_at,
+            escape(record.author),
+            escape(versions),
+        )
+    console.print(table)
+
+
+@rules_app.command("rollback")
+@friendly
+def rules_rollback(
+    pack: Annotated[str, typer.Option(help="The pack to roll back (its `name`).")] = "default",
+    author: Annotated[str | None, typer.Option(help="Who rolls back (default: the user).")] = None,
+) -> None:
+    """Publish the pack published before the current one again."""
+    from moments.rules_topic import pack_history, publish_pack
+
+    settings = require_broker(load_settings())
+    history = pack_history(settings, pack)
+    if len(history) < 2:
+        raise UserError(f"{settings.topics.rules}: no earlier publication of pack {pack!r}")
+    previous = history[-2]
+    published = publish_pack(settings, pack, previous.yaml, _author(author))
+    console.print(
+        f"rolled back {escape(pack)} to the pack of offset {previous.offset} "
+        f"({previous.published_at}); published at offset {published.offset}"
+    )
+
+
+def _print_diff(result: Any) -> None:
+    """A table per rule (old, new, added, removed, changed), then example customers."""
+    from rich.table import Table
+
+    table = Table(title=f"rules diff over {result.events} events")
+    for column in ("rule", "old", "new", "added", "removed", "changed"):
+        table.add_column(column, justify="left" if column == "rule" else "right")
+    for rule_id, d in sorted(result.rules.items()):
+        moved = d.added or d.removed or d.changed
+        style = "bold" if moved else "dim"
+        table.add_row(
+            escape(rule_id),
+            *(str(n) for n in (d.old, d.new, d.added, d.removed, d.changed)),
+            style=style,
+        )
+    console.print(table)
+    console.print(f"customers affected: {result.customers_affected}")
+    if result.examples:
+        examples = Table(title="examples")
+        for column in ("rule", "kind", "customer", "old reason", "new reason"):
+            examples.add_column(column, overflow="fold")
+        for ex in result.examples:
+            kind = ex["kind"] if "fields" not in ex else f"changed: {', '.join(ex['fields'])}"
+            examples.add_row(
+                escape(ex["rule"]),
+                escape(kind),
+                escape(ex["customer_id"]),
+                escape(ex["old_reason"] or "-"),
+                escape(ex["new_reason"] or "-"),
+            )
+        console.print(examples)
