@@ -94,8 +94,6 @@ never decides anything itself: all semantics are the engine's.
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
 import re
 import threading
@@ -107,7 +105,6 @@ from typing import Any, cast
 import faust
 from faust.streams import Stream, _current_event
 from faust.types import EventT, StreamT
-from faust.types.auth import CredentialsT
 
 from moments.metrics import (
     ACTIONS_EMITTED,
@@ -146,9 +143,12 @@ from processors.engine.switching import (
 from processors.faust_host import (
     CommitBarrier,
     FencingTableManager,
+    FrozenHeapWorker,
     PartitionState,
     WorkerConsumer,
-    broker_credentials,
+    broker_urls,
+    use_fast_event_loop,
+    worker_credentials,
 )
 from processors.rules_follower import AcceptedPack, RulesFollower, startup_pack
 from schemas.codec import DecodeError, SchemaValidationError, codec_for
@@ -171,31 +171,6 @@ PRODUCER_LINGER_S = 0.005
 COMMIT_EVERY_NEVER = 1 << 62
 #: A partial batch waits at most this long for more records (bounds the latency batching adds).
 BATCH_WITHIN_S = 0.01
-
-
-def broker_urls(bootstrap: str) -> list[str]:
-    """Faust broker URLs from a Kafka bootstrap list (`host:port,host:port`)."""
-    return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
-
-
-_REPORTED_IGNORED: set[tuple[str, ...]] = set()
-
-
-def worker_credentials(settings: Settings) -> CredentialsT | None:
-    """Faust `broker_credentials` from `kafka_extra` + `kafka_secret` (None: plaintext).
-
-    Options of `kafka_extra` that Faust cannot take are reported once per process in a
-    warning that names them (never their values).
-    """
-    secret = settings.kafka_secret.get_secret_value() if settings.kafka_secret else None
-    credentials, ignored = broker_credentials(settings.kafka_extra, secret)
-    if ignored and tuple(ignored) not in _REPORTED_IGNORED:
-        _REPORTED_IGNORED.add(tuple(ignored))
-        log.warning(
-            "kafka_extra options the worker (Faust/aiokafka) cannot take are ignored: %s",
-            ", ".join(ignored),
-        )
-    return credentials
 
 
 class TriggerWorker:
@@ -643,32 +618,6 @@ def _children(labels: Callable[..., Any]) -> Callable[..., Any]:
     return child
 
 
-def use_fast_event_loop() -> bool:
-    """Run asyncio on uvloop when it is installed (Faust's per-message tasks and
-    callbacks cost ~15% less CPU); call before the app is built. True if it is."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
-
-
-class _FrozenHeapWorker(faust.Worker):
-    """A Faust worker that moves everything built at start-up out of the cyclic collector's
-    reach once the app has started: those objects live as long as the process, and a full
-    collection over them (~80k objects, ~20 ms here) pauses the event loop and every
-    event waiting in it. Sets `startup_finished` then (the ops port's /readyz)."""
-
-    startup_finished: threading.Event | None = None
-
-    async def on_startup_finished(self) -> None:
-        await super().on_startup_finished()
-        gc.freeze()
-        if self.startup_finished is not None:
-            self.startup_finished.set()
-
-
 def build_app(settings: Settings, engine: Engine | None = None) -> faust.App:
     """The worker's Faust app (not started): for tests and for `faust -A` style tooling."""
     return TriggerWorker(settings, engine).app
@@ -689,7 +638,7 @@ def run_worker(settings: Settings) -> None:
     worker.rules.catch_up()  # the pack to run before the first record is handled
     worker._follow_rules()
     worker.rules.start()
-    faust_worker = _FrozenHeapWorker(worker.app, loglevel="INFO", quiet=True)
+    faust_worker = FrozenHeapWorker(worker.app, loglevel="INFO", quiet=True)
     faust_worker.startup_finished = started
     try:
         faust_worker.execute_from_commandline()

@@ -58,8 +58,7 @@ def empty_agent() -> None:
     """
     import faust
 
-    from processors.faust_host import WorkerConsumer
-    from processors.worker import broker_urls, use_fast_event_loop
+    from processors.faust_host import WorkerConsumer, broker_urls, use_fast_event_loop
 
     settings = Settings()
     assert settings.bootstrap is not None

@@ -11,7 +11,10 @@
   partitions to the beginning.
 - `recovery`: `FencingTableManager`, the recovery fence that makes Faust's
   table recovery read to the end on Tansu.
-- `credentials`: `broker_credentials`, librdkafka security options as Faust's.
+- `credentials`: `broker_credentials`, librdkafka security options as Faust's, and
+  the worker's broker URLs and credentials from the settings.
+- `startup`: `use_fast_event_loop` (uvloop) and `FrozenHeapWorker` (the start-up
+  heap frozen out of the cyclic collector's reach).
 - `internals`: every private member of faust-streaming, mode and aiokafka
   that the modules above use, checked by `tests/unit/test_faust_host_internals.py`.
 
@@ -21,17 +24,27 @@ stream, table or rebalance machinery. They know nothing of rules or Avro.
 
 from processors.faust_host.changelog import PartitionState, StagedTable
 from processors.faust_host.consumer import CommitBarrier, WorkerConsumer
-from processors.faust_host.credentials import CredentialsError, broker_credentials
+from processors.faust_host.credentials import (
+    CredentialsError,
+    broker_credentials,
+    broker_urls,
+    worker_credentials,
+)
 from processors.faust_host.output import OutputSender
 from processors.faust_host.recovery import FencingTableManager
+from processors.faust_host.startup import FrozenHeapWorker, use_fast_event_loop
 
 __all__ = [
     "CommitBarrier",
     "CredentialsError",
     "FencingTableManager",
+    "FrozenHeapWorker",
     "OutputSender",
     "PartitionState",
     "StagedTable",
     "WorkerConsumer",
     "broker_credentials",
+    "broker_urls",
+    "use_fast_event_loop",
+    "worker_credentials",
 ]

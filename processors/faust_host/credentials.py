@@ -1,5 +1,8 @@
 """Broker credentials: the librdkafka security options, as Faust's `broker_credentials`.
 
+`broker_urls` and `worker_credentials` give the worker's app its brokers and
+credentials from the settings every other process uses.
+
 `broker_credentials` turns the librdkafka security options that the
 confluent clients take from `settings.kafka_extra` (+ the secret) into
 Faust's `broker_credentials`, so the worker reaches a SASL/TLS cluster with
@@ -9,12 +12,15 @@ an error or a log line.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
 from faust.auth import GSSAPICredentials, SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
+
+from moments.settings import Settings
 
 #: librdkafka options `broker_credentials` maps; any other one Faust cannot take.
 CREDENTIAL_OPTIONS = frozenset(
@@ -126,3 +132,31 @@ def _ssl_context(extra: Mapping[str, str]) -> ssl.SSLContext:
                 f"{certificate!r} with key {key!r}: {type(exc).__name__}: {exc.strerror or exc}"
             ) from None
     return context
+
+
+log = logging.getLogger(__name__)
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """Faust broker URLs from a Kafka bootstrap list (`host:port,host:port`)."""
+    return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
+
+
+_REPORTED_IGNORED: set[tuple[str, ...]] = set()
+
+
+def worker_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust `broker_credentials` from `kafka_extra` + `kafka_secret` (None: plaintext).
+
+    Options of `kafka_extra` that Faust cannot take are reported once per process in a
+    warning that names them (never their values).
+    """
+    secret = settings.kafka_secret.get_secret_value() if settings.kafka_secret else None
+    credentials, ignored = broker_credentials(settings.kafka_extra, secret)
+    if ignored and tuple(ignored) not in _REPORTED_IGNORED:
+        _REPORTED_IGNORED.add(tuple(ignored))
+        log.warning(
+            "kafka_extra options the worker (Faust/aiokafka) cannot take are ignored: %s",
+            ", ".join(ignored),
+        )
+    return credentials

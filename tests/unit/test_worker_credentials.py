@@ -14,9 +14,10 @@ from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import SecretStr
 
 from moments.settings import Settings
-from processors import worker as worker_module
+from processors.faust_host import credentials as credentials_module
+from processors.faust_host import worker_credentials
 from processors.faust_host.credentials import CredentialsError, broker_credentials
-from processors.worker import TriggerWorker, worker_credentials
+from processors.worker import TriggerWorker
 
 SECRET = "s3cr3t-never-logged"
 
@@ -176,7 +177,7 @@ def test_options_faust_cannot_take_are_returned_by_name() -> None:
 def test_the_worker_app_gets_the_credentials_and_warns_once_without_the_secret(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker_module._REPORTED_IGNORED.clear()
+    credentials_module._REPORTED_IGNORED.clear()
     settings = Settings(
         bootstrap="broker.example:9093",
         data_dir=tmp_path,
@@ -189,7 +190,7 @@ def test_the_worker_app_gets_the_credentials_and_warns_once_without_the_secret(
         },
         kafka_secret=SecretStr(SECRET),
     )
-    with caplog.at_level(logging.WARNING, logger="processors.worker"):
+    with caplog.at_level(logging.WARNING, logger="processors.faust_host.credentials"):
         app = TriggerWorker(settings).app
         worker_credentials(settings)
     credentials = app.conf.broker_credentials
