@@ -102,8 +102,8 @@ def details(
                 value = read(state)
                 if value is None:
                     continue
-            else:
-                value = read(ledger)
+            else:  # BALANCE: inline, a call of the reader costs more than this
+                value = str(ledger[LEDGER_DETAILS[name]])
             out[name] = value
         return out
     ordered = rt.details
