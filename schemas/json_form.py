@@ -426,8 +426,18 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
             amount = float(amount)  # any int orjson reads fits a double
         elif type(amount) is not float or amount - amount != 0.0:  # NaN or infinite
             return None
-    due_date = _fast_date(due_day)
-    customer_since = _fast_date(since_day)
+    # absent or already seen (the usual cases) without a call; else `_fast_date` judges
+    dates = _DATES
+    if due_day is None:
+        due_date: date | bool | None = None
+    else:
+        due_date = (dates.get(due_day) if type(due_day) is str else None) or _fast_date(due_day)
+    if since_day is None:
+        customer_since: date | bool | None = None
+    else:
+        customer_since = (
+            dates.get(since_day) if type(since_day) is str else None
+        ) or _fast_date(since_day)
     if due_date is False or customer_since is False:
         return None
     if attributes is None:
