@@ -428,16 +428,14 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
             return None
     # absent or already seen (the usual cases) without a call; else `_fast_date` judges
     dates = _DATES
-    if due_day is None:
-        due_date: date | bool | None = None
-    else:
-        due_date = (dates.get(due_day) if type(due_day) is str else None) or _fast_date(due_day)
-    if since_day is None:
-        customer_since: date | bool | None = None
-    else:
-        customer_since = (
-            dates.get(since_day) if type(since_day) is str else None
-        ) or _fast_date(since_day)
+    due_date: date | bool | None = None
+    if due_day is not None:
+        seen = dates.get(due_day) if type(due_day) is str else None
+        due_date = seen or _fast_date(due_day)
+    customer_since: date | bool | None = None
+    if since_day is not None:
+        seen = dates.get(since_day) if type(since_day) is str else None
+        customer_since = seen or _fast_date(since_day)
     if due_date is False or customer_since is False:
         return None
     if attributes is None:
