@@ -20,9 +20,10 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Final
 
@@ -124,6 +125,13 @@ class Replayer:
             index = self._partition_of[customer_id] = partition_for(customer_id, self.partitions)
         return self.stores[index]
 
+    def feeder(self) -> Callable[[InteractionEvent], EngineOutput]:
+        """`feed`, or with one partition and no switch to come the engine's own `process` on
+        the one store (the same calls, without `feed`'s interpreted ones per event)."""
+        if self.partitions == 1 and self._next_switch is None:
+            return partial(self.engine.process, self.stores[0])
+        return self.feed
+
     def feed(self, event: InteractionEvent) -> EngineOutput:
         if self._next_switch is not None and event.occurred_at >= self._next_switch:
             return self._switch_then_feed(event)
@@ -209,7 +217,7 @@ def replay_file(
             handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
         sink = OutputWriter(handles[0], handles[1] if len(handles) > 1 else None)
         with no_cyclic_gc():
-            feed = replayer.feed
+            feed = replayer.feeder()
             # outputs are encoded and written once per WRITE_EVERY events
             pending_actions: list[ActionEvent] = []
             pending_decisions: list[Decision] = []

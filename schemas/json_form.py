@@ -426,8 +426,16 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
             amount = float(amount)  # any int orjson reads fits a double
         elif type(amount) is not float or amount - amount != 0.0:  # NaN or infinite
             return None
-    due_date = _fast_date(due_day)
-    customer_since = _fast_date(since_day)
+    # absent or already seen (the usual cases) without a call; else `_fast_date` judges
+    dates = _DATES
+    due_date: date | bool | None = None
+    if due_day is not None:
+        seen = dates.get(due_day) if type(due_day) is str else None
+        due_date = seen or _fast_date(due_day)
+    customer_since: date | bool | None = None
+    if since_day is not None:
+        seen = dates.get(since_day) if type(since_day) is str else None
+        customer_since = seen or _fast_date(since_day)
     if due_date is False or customer_since is False:
         return None
     if attributes is None:

@@ -32,7 +32,12 @@ REQUIRED_KEYS: Final = (
 TARGETS: Final = (
     ("replay_events_per_s", ">=", 100_000, "engine replay, full pack, 100k customers"),
     ("state_bytes_per_customer", "<=", 2048, "engine state per active customer"),
-    ("replay_vs_orjson_ratio", ">=", 0.4, "file replay / plain orjson.loads, same lines"),
+    (
+        "replay_vs_orjson_ratio",
+        ">=",
+        0.4,
+        "file replay / orjson.loads of the same lines into a list",
+    ),
     ("backfill_events_per_s", ">=", 100_000, "backfill per process"),
     ("backfill_vs_raw_ratio", ">=", 0.25, "backfill / raw consume, same topic"),
     ("publisher_vs_raw_ratio", ">=", 0.70, "publisher SDK / raw produce"),
@@ -112,7 +117,13 @@ _ROWS: Final = (
         "file replay (lines/s)",
         "details.replay_vs_parse.replay_lines_per_s",
         "details.replay_vs_parse.orjson_lines_per_s",
-        "plain orjson.loads of the same lines, same run",
+        "orjson.loads of the same lines into a list, same run (the target's baseline)",
+    ),
+    (
+        "file replay (lines/s), beside the floor",
+        "details.replay_vs_parse.replay_lines_per_s",
+        "details.replay_vs_parse.parse_discard_lines_per_s",
+        "orjson.loads of the same lines, results discarded, same run",
     ),
     (
         "state per active customer (bytes)",

@@ -85,10 +85,7 @@ class Step:
         self.due_now: list[list[Any]] | None = None  # timers already due (late events)
 
     def rule_state(self, rule_id: str) -> dict[str, Any]:
-        try:  # the usual case, and free of charge when nothing is raised
-            return self.state["r"][rule_id]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
+        # lookups, not try/except: a compiled function pays dearly for every raised KeyError
         rules: dict[str, dict[str, Any]] | None = self.state.get("r")
         if rules is None:
             rules = self.state["r"] = {}
@@ -158,9 +155,10 @@ class Step:
         """
         rule = cand.rule
         engine = self.engine
-        rt = engine.runtime[rule.id]
+        rule_id = rule.id
+        rt = engine.runtime[rule_id]
         if rt.rule is not rule:  # a timer set by an earlier version fires under that version
-            rt = engine.retired[(rule.id, rule.version)]
+            rt = engine.retired[(rule_id, rule.version)]
         config = engine.config
         state = self.state
         cid = self.customer_id
@@ -171,7 +169,7 @@ class Step:
         blocked_by: str | None = None
         would = ""  # warming up: what the candidate would have been
         if cool_down_ms is not None:
-            rs = self.rule_state(rule.id)
+            rs = self.rule_state(rule_id)
             cool = rs.get("cd")
         if cand.suppress is not None:
             outcome = "suppressed"
@@ -181,7 +179,7 @@ class Step:
             outcome = reason = "fired"
             if rt.engagement and "dq" in state:
                 for waiting in state["dq"]:
-                    if waiting[2] == rule.id and waiting[3] == key:
+                    if waiting[2] == rule_id and waiting[3] == key:
                         outcome, reason, blocked_by = "suppressed", "already_waiting", waiting[4]
                         break
             if (
@@ -194,7 +192,7 @@ class Step:
                 if engine.decisions:
                     blocked_by = rs.get("cb", NO_CONTEXT).get(key)
             if outcome == "fired":
-                if rt.holdout > 0 and in_holdout(cid, rule.id, rt.holdout):
+                if rt.holdout > 0 and in_holdout(cid, rule_id, rt.holdout):
                     outcome = reason = "held_out"
                 if rt.warm_up and at < config.emit_from_ms:  # type: ignore[operator]
                     would = outcome
@@ -210,8 +208,8 @@ class Step:
                 tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
                 prefix = rt.decision_prefix
                 self.trace(
-                    rule.id,
-                    rule.version,
+                    rule_id,
+                    rt.version,
                     prefix,
                     outcome,
                     reason,
@@ -238,14 +236,14 @@ class Step:
         if cool_down_ms is not None and effective != "deferred":
             # held_out starts the cool-down too, so the control group keeps the same cadence
             self.start_cool_down(rs, cool, key, at, cause, cool_down_ms)
-        if rule.kind == "first":
-            self.consume_key(rule.id, key, cause)
+        if rt.first:
+            self.consume_key(rule_id, key, cause)
         if engine.decisions:
             action = None if would else action_id
             prefix = rt.decision_prefix
             self.trace(
-                rule.id,
-                rule.version,
+                rule_id,
+                rt.version,
                 prefix,
                 outcome,
                 reason,
@@ -273,16 +271,16 @@ class Step:
             ActionEvent(
                 action_id,
                 cid,
-                rule.id,
-                rule.action,
-                rule.version,
-                rule.destination,
-                rule.priority,
+                rule_id,
+                rt.action,
+                rt.version,
+                rt.destination,
+                rt.priority,
                 render(self, rt, cand, balance),
                 list(evidence) if engine.decisions else evidence,  # not shared with a Decision
                 state.get("ch") or "other",
                 at,
-                at + rule.due_by_ms if rule.due_by_ms is not None else None,
+                at + rt.due_by_ms if rt.due_by_ms is not None else None,
                 details(self, rt, cand, (balance, positives, negatives)),
             )
         )

@@ -6,7 +6,6 @@ Pure: reads only the event and the customer's state it is given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
 
@@ -18,18 +17,37 @@ from schemas.records import InteractionEvent
 NO_CONTEXT: Final[dict[str, Any]] = {}
 
 
-@dataclass(slots=True)
 class Candidate:
-    """An action a rule wants to take; arbitration turns it into a Decision."""
+    """An action a rule wants to take; arbitration turns it into a Decision.
 
-    rule: Rule
-    at: int  # event time of the decision (triggered_at / decided_at)
-    evidence: list[str]
-    key: str = ""  # cool-down key ("" = per customer)
-    event: InteractionEvent | None = None  # the event that made the rule fire, if any
-    context: dict[str, Any] = field(default_factory=dict)  # extra reason placeholders
-    suppress: str | None = None  # set by the kind itself, e.g. already_raised
-    blocked_by: str | None = None  # with `suppress`: the action that caused it, if known
+    A plain class with its own `__init__` (not a dataclass): compiled, it is built without
+    the interpreted `__init__` a dataclass would run for every candidate.
+    """
+
+    __slots__ = ("at", "blocked_by", "context", "event", "evidence", "key", "rule", "suppress")
+
+    def __init__(
+        self,
+        rule: Rule,
+        at: int,
+        evidence: list[str],
+        key: str = "",
+        event: InteractionEvent | None = None,
+        context: dict[str, Any] | None = None,
+        suppress: str | None = None,
+        blocked_by: str | None = None,
+    ) -> None:
+        self.rule = rule
+        self.at = at  # event time of the decision (triggered_at / decided_at)
+        self.evidence = evidence
+        self.key = key  # cool-down key ("" = per customer)
+        self.event = event  # the event that made the rule fire, if any
+        self.context: dict[str, Any] = {} if context is None else context  # extra placeholders
+        self.suppress = suppress  # set by the kind itself, e.g. already_raised
+        self.blocked_by = blocked_by  # with `suppress`: the action that caused it, if known
+
+    def __repr__(self) -> str:
+        return f"Candidate(rule={self.rule.id!r}, at={self.at}, key={self.key!r})"
 
 
 def field_value(event: InteractionEvent, name: str) -> str | None:

@@ -63,21 +63,22 @@ def render(step: Step, rt: RuleRuntime, cand: Candidate, balance: int) -> str:
         for name, getter in rt.placeholders:
             ctx[name] = extra[name] if name in extra else getter(step, cand, balance)
         return cand.rule.reason.format_map(ctx)
+    # pieces.append, not a bound `append` local: compiled, the method is a direct list append
+    # while a bound method is a generic call
     pieces: list[str] = []
-    append = pieces.append
     if extra is NO_CONTEXT:
         for literal, _, getter in parts:
-            append(literal)
-            append(getter(step, cand, balance))
+            pieces.append(literal)
+            pieces.append(getter(step, cand, balance))
     else:
         for literal, name, getter in parts:
-            append(literal)
+            pieces.append(literal)
             if name in extra:
                 value = extra[name]
-                append(value if type(value) is str else format(value))
+                pieces.append(value if type(value) is str else format(value))
             else:
-                append(getter(step, cand, balance))
-    append(rt.reason_tail)
+                pieces.append(getter(step, cand, balance))
+    pieces.append(rt.reason_tail)
     return "".join(pieces)
 
 
@@ -102,8 +103,8 @@ def details(
                 value = read(state)
                 if value is None:
                     continue
-            else:
-                value = read(ledger)
+            else:  # BALANCE: inline, a call of the reader costs more than this
+                value = str(ledger[LEDGER_DETAILS[name]])
             out[name] = value
         return out
     ordered = rt.details

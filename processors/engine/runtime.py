@@ -69,23 +69,39 @@ class RuleRuntime:
     """What the engine precomputes per rule so a decision does no lookups it can avoid."""
 
     __slots__ = (
+        "action",
         "action_prefix",
         "cool_down_ms",
         "decision_prefix",
+        "destination",
         "details",
+        "due_by_ms",
         "engagement",
         "event_details",
+        "first",
         "holdout",
         "ledger_sign",
         "placeholders",
+        "priority",
         "reason_parts",
         "reason_tail",
         "rule",
+        "rule_id",
+        "version",
         "warm_up",
     )
 
     def __init__(self, rule: Rule, relationship: Any, config: EngineConfig) -> None:
         self.rule = rule
+        # The rule's fields a decision reads, as attributes of this compiled class: reading
+        # them from the (interpreted, frozen) Rule costs a generic attribute lookup each.
+        self.rule_id: str = rule.id
+        self.version: int = rule.version
+        self.first = rule.kind == "first"
+        self.action: str = rule.action
+        self.destination: str = rule.destination
+        self.priority: int = rule.priority
+        self.due_by_ms: int | None = rule.due_by_ms
         # Control groups are for engagement rules only: a service rule is never held out.
         holdout = rule.holdout_percent
         self.holdout = (

@@ -75,5 +75,8 @@ def anniversary_ms(since_iso: str, years: int) -> int:
     """Start (UTC midnight) of the day a relationship begun on `since_iso` is `years` old."""
     since = date.fromisoformat(since_iso)
     day = 28 if (since.month, since.day) == (2, 29) else since.day
-    when = datetime(since.year + years, since.month, day, tzinfo=UTC)
-    return (when - _EPOCH) // timedelta(milliseconds=1)
+    # day numbers, not aware datetimes and a timedelta division: the same milliseconds
+    return (date(since.year + years, since.month, day).toordinal() - _EPOCH_DAY) * 86_400_000
+
+
+_EPOCH_DAY: Final = date(1970, 1, 1).toordinal()

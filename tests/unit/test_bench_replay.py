@@ -1,14 +1,14 @@
-"""The bench's file replay beside plain parsing: both figures from one run, on the same lines."""
+"""The bench's file replay beside plain parsing: both baselines from one run, on the same lines."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from moments.bench.replay import replay_vs_parse
+from moments.bench.replay import TARGET_BASELINE, replay_vs_parse
 from producers.simulator import write_simulation
 
 
-def test_replay_and_plain_parsing_are_measured_on_the_same_lines(tmp_path: Path) -> None:
+def test_replay_and_both_parsing_baselines_are_measured_on_the_same_lines(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     write_simulation(path, 50, 14, 3)
     with path.open("ab") as handle:
@@ -16,8 +16,16 @@ def test_replay_and_plain_parsing_are_measured_on_the_same_lines(tmp_path: Path)
     result = replay_vs_parse(path, tmp_path)
     lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
     assert result["lines"] == result["events"] == lines > 0
-    for key in ("orjson_lines_per_s", "replay_lines_per_s", "replay_vs_orjson_ratio"):
+    assert result["target_baseline"] == TARGET_BASELINE
+    assert "list" in TARGET_BASELINE
+    pairs = (
+        ("replay_vs_orjson_ratio", "orjson_lines_per_s"),  # the target's: parse into a list
+        ("replay_vs_parse_discard_ratio", "parse_discard_lines_per_s"),
+    )
+    for ratio_key, baseline_key in pairs:
+        assert result[ratio_key] > 0 and result[baseline_key] > 0
+        expected = result["replay_lines_per_s"] / result[baseline_key]
+        assert abs(result[ratio_key] - expected) <= 0.001 + expected * 0.01
+    for key in ("replay_vs_orjson_cpu_ratio", "replay_vs_parse_discard_cpu_ratio"):
         assert result[key] > 0
-    expected = result["replay_lines_per_s"] / result["orjson_lines_per_s"]
-    assert abs(result["replay_vs_orjson_ratio"] - expected) <= 0.001 + expected * 0.01
     assert (tmp_path / "replay-vs-parse-actions.jsonl").stat().st_size > 0
