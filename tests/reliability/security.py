@@ -48,6 +48,7 @@ def metric_total(text: str, name: str) -> float:
     return total
 
 
+_PACK_ID = re.compile(r"[0-9a-f]{16}")
 _BASE_TOPICS = tuple(Topics("").all())
 
 
@@ -91,6 +92,9 @@ def metric_label_problems(
                 elif label == "reason":
                     if not _IDENTIFIER.fullmatch(value):
                         problems.append(f"{where}: free text as a reason")
+                elif label == "pack":  # moments_rules_pack_info: the sha256 of a pack's YAML
+                    if not _PACK_ID.fullmatch(value):
+                        problems.append(f"{where}: not a pack id")
                 elif label in ("partition", "code"):
                     if not _NUMBER.fullmatch(value):
                         problems.append(f"{where}: not a number")
