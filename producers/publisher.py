@@ -69,6 +69,8 @@ PRODUCER_REQUIRED: Final[dict[str, Any]] = {
 
 # A full local queue is back-pressure: wait for deliveries this long per attempt.
 _QUEUE_FULL_POLL_S: Final = 0.1
+# A confirming publisher's client is replaced after this many probes in a row timed out.
+_STUCK_AFTER_PROBES: Final = 3
 # Serve client callbacks (failed deliveries, client errors) after this many events.
 _POLL_EVERY: Final = 1000
 
@@ -220,6 +222,10 @@ class Publisher:
         self._closed = False
         #: Set by the client's error callback when no broker is reachable; a delivery clears it.
         self._unreachable = False
+        #: Probes (see `submit`) that timed out in a row; a client that keeps failing them
+        #: after the brokers came back is stuck (seen when a broker restarted empty) and is
+        #: replaced.
+        self._probes_timed_out = 0
         self._published_children: dict[tuple[str, str], Any] = {}
         self._poller: threading.Thread | None = None
         if confirm:
@@ -287,10 +293,13 @@ class Publisher:
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 self._unreachable = False
+                self._probes_timed_out = 0
                 self._published(label).inc()
                 report(None)
                 return
             kind = RecordRefused if err.code() in _RECORD_REFUSALS else PublishError
+            if self._unreachable and err.code() == KafkaError._MSG_TIMED_OUT:
+                self._probes_timed_out += 1
             report(kind(msg.topic() or self.topic, None, _describe(err)))
 
         try:
@@ -332,6 +341,9 @@ class Publisher:
         and the events it still held fail (their senders answer 503 and resend them).
         """
         while not self._closed:
+            if self._probes_timed_out >= _STUCK_AFTER_PROBES:
+                self._probes_timed_out = 0
+                self._replace_client(f"{_STUCK_AFTER_PROBES} probes in a row timed out")
             try:
                 self._producer.poll(0.05)
             except KafkaException as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
@@ -72,4 +73,21 @@ def test_published_count_is_sent_less_failed_by_channel_and_type() -> None:
     publisher._count_published()
     assert (inquiry._value.get(), other._value.get()) == (before[0] + 2, before[1] + 1)
     assert publisher._sent == [] and publisher._failed_labels == []
+    publisher.close(timeout_s=1)
+
+
+def test_a_client_whose_probes_keep_timing_out_is_replaced() -> None:
+    from producers.publisher import PublisherBusy
+
+    publisher = Publisher(
+        Settings(bootstrap="127.0.0.1:9"), config={"message.timeout.ms": 100}, confirm=True
+    )
+    first = publisher._producer
+    event = InteractionEvent("probe-1", "customer-a", "call", "inquiry", 1_767_323_045_000, "t")
+    deadline = time.monotonic() + 20
+    while publisher._producer is first and time.monotonic() < deadline:
+        with contextlib.suppress(PublisherBusy):  # a probe is in flight: the rest fail fast
+            publisher.submit(event, lambda error: None)
+        time.sleep(0.05)
+    assert publisher._producer is not first
     publisher.close(timeout_s=1)
