@@ -303,7 +303,7 @@ def _compile_decoder(
     and builds the record positionally. Anything unusual or invalid raises, and the
     caller takes the general path, which gives the result or the error with its name.
     The same source compiled with mypyc (`schemas/_native/`, built by setup.py) runs
-    instead when it was generated from this very source (~3x faster).
+    instead when it was generated from this very source (the README gives its speed).
     """
     parts = _decoder_parts(schema, header, record_type, checks)
     if parts is None:
