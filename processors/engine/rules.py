@@ -127,6 +127,7 @@ __all__ = [
     "check_rule_pack",
     "format_duration",
     "load_rule_pack",
+    "pack_from_text",
     "parse_duration",
     "parse_percent",
     "parse_rule_pack",
@@ -157,19 +158,32 @@ def parse_rule_pack(document: Any, *, source: str = "<memory>") -> RulePack:
     return pack
 
 
+def pack_from_text(text: str, source: str) -> RulePack:
+    """Parse and validate a pack's YAML text; `RulePackError` names the source (and the
+    line, for YAML that does not parse) for every problem."""
+    pack, problems = _parse_text(text, source)
+    if problems or pack is None:
+        raise RulePackError(problems)
+    return pack
+
+
 def _load(path: Path) -> tuple[RulePack | None, list[str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return None, [f"{path}: cannot read the rule pack: {exc.strerror or exc}"]
+    return _parse_text(text, str(path))
+
+
+def _parse_text(text: str, source: str) -> tuple[RulePack | None, list[str]]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
         return None, [f"{where}: not valid YAML: {problem}"]
-    parser = _Parser(str(path))
+    parser = _Parser(source)
     pack = parser.pack(document)
     return pack, parser.problems
 

@@ -27,12 +27,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from processors.engine.core import PACK_KEY, Engine
 from processors.engine.interfaces import CLOCK_KEY, EngineConfig, EngineOutput, StateStore
 from processors.engine.lifecycle import version_problems
-from processors.engine.rules import RulePack, RulePackError, parse_rule_pack
+from processors.engine.rules import RulePack, pack_from_text
 from processors.engine.state import LINE_KEY, TEXTS_KEY
 from schemas.records import InteractionEvent
 
@@ -41,17 +39,6 @@ def pack_id(text: str) -> str:
     """A pack's identity: the sha256 of its YAML text (16 hex digits; a rollback has the
     id of the pack it restores)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def pack_from_text(text: str, source: str) -> RulePack:
-    """Parse and validate a pack's YAML; `RulePackError` names the source for any problem."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise RulePackError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
-    return parse_rule_pack(document, source=source)
 
 
 def refusal(current: RulePack, new: RulePack, new_id: str, known: set[str]) -> list[str]:
