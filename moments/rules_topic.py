@@ -11,7 +11,6 @@ partition, so its order is the order of publication.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,11 +18,9 @@ from datetime import UTC, datetime
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from moments.settings import Settings
-from moments.topics import BrokerUnavailable, ensure_rules_topic
+from moments.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
 
-_log = logging.getLogger("moments.kafka.rules")
-_log.addHandler(logging.NullHandler())
-_log.propagate = False
+_log = quiet_client_logger("moments.kafka.rules")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from moments.settings import Settings
 
-# librdkafka's connection chatter goes to Python logging (silent unless configured);
-# an unreachable broker becomes one BrokerUnavailable error instead.
-_log = logging.getLogger("moments.kafka.admin")
-_log.addHandler(logging.NullHandler())
-_log.propagate = False
+
+def quiet_client_logger(name: str) -> logging.Logger:
+    """A logger for a confluent client's `logger` option that keeps librdkafka's connection
+    chatter out of the process's logs: what matters surfaces as the caller's own error
+    (e.g. one BrokerUnavailable for an unreachable broker)."""
+    logger = logging.getLogger(name)
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+_log = quiet_client_logger("moments.kafka.admin")
 
 
 class BrokerUnavailable(RuntimeError):

@@ -28,15 +28,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from moments.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED
 from moments.rules_topic import Published, decode_published, pack_history
 from moments.settings import Settings
-from moments.topics import BrokerUnavailable, ensure_rules_topic
+from moments.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
 from processors.engine import DEFAULT_PACK_PATH, RulePack, RulePackError
 from processors.engine.switching import pack_from_text, pack_id, refusal
 
 log = logging.getLogger(__name__)
 
-_kafka_log = logging.getLogger("moments.kafka.rules_follower")
-_kafka_log.addHandler(logging.NullHandler())
-_kafka_log.propagate = False
+_kafka_log = quiet_client_logger("moments.kafka.rules_follower")
 
 
 @dataclass(frozen=True, slots=True)
