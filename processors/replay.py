@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from typing import IO, Final
 
 from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
 from processors.engine.rules import RulePack
+from processors.replay_shards import ShardedReplayFailed, ShardJob, replay_sharded, shard_count
 from schemas.codec import read_events_jsonl, to_json_lines
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
@@ -78,6 +80,7 @@ class ReplaySummary:
     decisions: int
     partitions: int
     seconds: float
+    workers: int = 1  # processes that shared the work
 
     @property
     def events_per_second(self) -> float:
@@ -195,9 +198,13 @@ def replay_file(
     config: EngineConfig | None = None,
     pack: RulePack | None = None,
     changes: Iterable[tuple[int, RulePack]] = (),
+    workers: int | None = None,
 ) -> ReplaySummary:
     """Replay a JSONL file of events through the engine and write actions (and decisions).
 
+    `workers` processes share the work (`processors.replay_shards`; the same bytes as one
+    process): None or 0 for one per usable CPU on a file of a few MB or more, 1 for this
+    process alone. A replay with `changes` runs in one process.
     Raises `schemas.codec.SchemaValidationError` naming file:line for a bad line and
     `RulePackError` for a bad rule pack; in both cases no output file is created.
     """
@@ -207,6 +214,8 @@ def replay_file(
         config or EngineConfig(),
         decisions=decisions_out is not None,  # nobody reads them otherwise: skip building them
     )
+    changes = list(changes)
+    shards = 1 if changes else shard_count(workers, Path(events_path))
     replayer = Replayer(engine, partitions, changes)
     targets = [Path(actions_out)] + ([Path(decisions_out)] if decisions_out is not None else [])
     temps = [t.with_name(f".{t.name}.partial") for t in targets]
@@ -215,6 +224,25 @@ def replay_file(
     try:
         for temp in temps:
             handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
+        sharded = None
+        if shards > 1:
+            sharded = _replay_sharded(
+                engine, Path(events_path), partitions, shards, until_ms, temps[0], handles
+            )
+        if sharded is not None:
+            events, actions, decided = sharded
+            for handle in handles:
+                handle.close()
+            for temp, target in zip(temps, targets, strict=True):
+                os.replace(temp, target)
+            return ReplaySummary(
+                events=events,
+                actions=actions,
+                decisions=decided,
+                partitions=partitions,
+                seconds=time.perf_counter() - started,
+                workers=shards,
+            )
         sink = OutputWriter(handles[0], handles[1] if len(handles) > 1 else None)
         with no_cyclic_gc():
             feed = replayer.feeder()
@@ -250,6 +278,29 @@ def replay_file(
         partitions=partitions,
         seconds=time.perf_counter() - started,
     )
+
+
+def _replay_sharded(
+    engine: Engine,
+    events_path: Path,
+    partitions: int,
+    shards: int,
+    until_ms: int | None,
+    near: Path,
+    handles: list[IO[bytes]],
+) -> tuple[int, int, int] | None:
+    """`replay_sharded` into the open output files: (events, actions, decided), or None
+    (the files emptied again) when a shard failed other than on a bad line."""
+    with tempfile.TemporaryDirectory(prefix=".moments-replay-", dir=near.parent) as work:
+        job = ShardJob(events_path, engine, partitions, shards, until_ms, Path(work))
+        try:
+            return replay_sharded(job, handles[0], handles[1] if len(handles) > 1 else None)
+        except ShardedReplayFailed:
+            for handle in handles:
+                handle.seek(0)
+                handle.truncate()
+            engine.decided = 0
+            return None
 
 
 class OutputWriter:

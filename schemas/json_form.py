@@ -53,6 +53,9 @@ __all__ = [
     "decision_from_json",
     "event_content_id",
     "event_from_json",
+    "event_from_parsed",
+    "event_of_line",
+    "occurred_ms",
     "read_events_jsonl",
     "to_json_bytes",
     "to_json_dict",
@@ -225,10 +228,13 @@ def to_json_bytes(record: Record) -> bytes:
 
 
 def to_json_lines(records: Iterable[Record]) -> bytes:
-    """``b"".join(to_json_bytes(r) + b"\n" for r in records)``, with one orjson call per record."""
+    """``b"".join(to_json_bytes(r) + b"\n" for r in records)``, with one orjson call per record.
+
+    Each line is copied into one growing buffer at once and its own bytes freed: orjson
+    allocates every result with room to spare and shrinks it, and keeping thousands of
+    those alive until a join costs several times the encoding itself."""
     dumps = orjson.dumps
-    lines: list[bytes] = []
-    append = lines.append
+    lines = bytearray()
     for record in records:
         try:
             if isinstance(record, ActionEvent):
@@ -238,12 +244,13 @@ def to_json_lines(records: Iterable[Record]) -> bytes:
             else:
                 obj = None
             if obj is not None:
-                append(dumps(obj, option=_APPEND_NEWLINE))
+                lines += dumps(obj, option=_APPEND_NEWLINE)
                 continue
         except TypeError:
             pass
-        append(_generic_json_bytes(record) + b"\n")
-    return b"".join(lines)
+        lines += _generic_json_bytes(record)
+        lines += b"\n"
+    return bytes(lines)
 
 
 def _generic_json_bytes(record: Record) -> bytes:
@@ -348,7 +355,22 @@ def _fast_date(value: Any) -> date | bool | None:
     return day
 
 
-def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
+def occurred_ms(value: Any) -> int | None:
+    """An event's occurred_at JSON value as epoch milliseconds when the fast path accepts it
+    (an ISO-8601 string with an offset, in range), else None (the general path judges)."""
+    if type(value) is not str:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    ms: int = (moment - _EPOCH) // _ONE_MS
+    return ms if _TS_MIN <= ms <= _TS_MAX else None
+
+
+def event_from_parsed(obj: dict[str, Any]) -> InteractionEvent | None:
     """`event_from_json(obj)` for a well-formed object with an event_id, else None.
 
     Accepts exactly what the general path accepts and builds the same event; anything
@@ -400,17 +422,10 @@ def _event_fast(obj: dict[str, Any]) -> InteractionEvent | None:
         and channel in _CHANNEL_SET
         and type(event_type) is str
         and 0 < len(event_type) <= MAX_IDENTIFIER_CHARS
-        and type(occurred) is str
     ):
         return None
-    try:
-        moment = datetime.fromisoformat(occurred)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    occurred_at = (moment - _EPOCH) // _ONE_MS
-    if not _TS_MIN <= occurred_at <= _TS_MAX:
+    occurred_at = occurred_ms(occurred)
+    if occurred_at is None:
         return None
     if source is None:
         source = ""
@@ -469,8 +484,8 @@ def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:
 
     The first bad line (not UTF-8, not JSON, not an object, missing or wrong
     field) raises one `SchemaValidationError` with ``where = "<path>:<line>"``.
-    Well-formed lines take a fast path (orjson and `_event_fast`); any other line
-    is read by the general path, which gives the same events and the errors.
+    Well-formed lines take a fast path (orjson and `event_from_parsed`); any other line
+    is read by `event_of_line`, which gives the same events and the errors.
     """
     loads = orjson.loads
     with open(path, "rb") as lines:
@@ -480,23 +495,29 @@ def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:
             except orjson.JSONDecodeError:
                 obj = None
             if type(obj) is dict:
-                event = _event_fast(obj)
+                event = event_from_parsed(obj)
                 if event is not None:
                     yield event
                     continue
-            where = f"{path}:{lineno}"
-            try:
-                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise SchemaValidationError(
-                    "<line>", f"not UTF-8 (byte {exc.start + 1})", where
-                ) from None
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise SchemaValidationError(
-                    "<line>", f"not valid JSON: {exc.msg} at column {exc.colno}", where
-                ) from None
-            yield event_from_json(obj, where=where)
+            event = event_of_line(raw, lineno, path)
+            if event is not None:
+                yield event
+
+
+def event_of_line(raw: bytes, lineno: int, path: Path | str) -> InteractionEvent | None:
+    """Line `lineno` of a JSON-lines file of events read by the general path: its event, None
+    for a blank line, or the `SchemaValidationError` naming ``<path>:<line>`` and the field."""
+    where = f"{path}:{lineno}"
+    try:
+        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaValidationError("<line>", f"not UTF-8 (byte {exc.start + 1})", where) from None
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SchemaValidationError(
+            "<line>", f"not valid JSON: {exc.msg} at column {exc.colno}", where
+        ) from None
+    return event_from_json(obj, where=where)

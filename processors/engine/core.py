@@ -135,6 +135,12 @@ class Engine:
         self.migrations: list[tuple[frozenset[str], frozenset[str]]] = []
         #: How many switches this engine's pack is from the first (state key "pe").
         self.epoch = 0
+        #: Where each call's output splits, for hosts that merge the outputs of several
+        #: engines into one order (the sharded file replay): when a list, every timer fired
+        #: adds ((deadline, customer, rule, key), actions, decisions) and `process` adds
+        #: (None, actions, decisions) before it applies its event, the counts being the
+        #: lengths of the call's output lists at that point.
+        self.marks: list[tuple[tuple[int, str, str, str] | None, int, int]] | None = None
         self.runtime = {
             rule.id: RuleRuntime(rule, pack.relationship, self.config) for rule in pack.rules
         }
@@ -218,26 +224,12 @@ class Engine:
             put = store.set
         t = event.occurred_at
         ct = t if watermark_cap is None or t <= watermark_cap else watermark_cap  # clock time
-        clock = get(CLOCK_KEY)
-        if clock is None:
-            clock = {"max": ct, "wm": ct - self._lateness_ms, "v": STATE_VERSION}
-            put(CLOCK_KEY, clock)
-        elif clock.get("v") != STATE_VERSION:
-            upgrade_partition(store, clock)  # state of an older layout (state.py)
-        if ct > clock["max"]:
-            clock["max"] = ct
-            watermark = ct - self._lateness_ms
-            if watermark > clock["wm"]:
-                clock["wm"] = watermark
-                index: list[int] | None = get(TIMER_INDEX_KEY)
-                if index and index[0] * TIMER_BUCKET_MS <= watermark:
-                    # the first bucket is sorted: fire only when its first deadline is due
-                    first = get(f"{TIMER_BUCKET_PREFIX}{index[0]}")
-                    if not first or first[0][0] <= watermark:
-                        self._fire_due_from(store, index, watermark, out)
-            if not in_place:
-                put(CLOCK_KEY, clock)
+        due = self._move_clock(store, get, put, in_place, ct)
+        if due is not None:
+            self._fire_due_from(store, due[0], due[1], out)
 
+        if self.marks is not None:
+            self.marks.append((None, len(out.actions), len(out.decisions)))
         # Apply the event to its customer.
         cid = event.customer_id
         skey = CUSTOMER_PREFIX + cid
@@ -325,6 +317,55 @@ class Engine:
                 self._fire(store, step.due_now, out)
         elif fresh or not in_place:
             put(skey, state)
+        return out
+
+    def _move_clock(
+        self,
+        store: StateStore,
+        get: Callable[[str], Any],
+        put: Callable[[str, Any], None],
+        in_place: bool,
+        ct: int,
+    ) -> tuple[list[int], int] | None:
+        """The clock step of an event at clock time `ct`: the partition's max time and
+        watermark move; (timer index, watermark) when timers are due, else None."""
+        clock = get(CLOCK_KEY)
+        if clock is None:
+            clock = {"max": ct, "wm": ct - self._lateness_ms, "v": STATE_VERSION}
+            put(CLOCK_KEY, clock)
+        elif clock.get("v") != STATE_VERSION:
+            upgrade_partition(store, clock)  # state of an older layout (state.py)
+        if ct <= clock["max"]:
+            return None
+        clock["max"] = ct
+        watermark = ct - self._lateness_ms
+        due: tuple[list[int], int] | None = None
+        if watermark > clock["wm"]:
+            clock["wm"] = watermark
+            index: list[int] | None = get(TIMER_INDEX_KEY)
+            if index and index[0] * TIMER_BUCKET_MS <= watermark:
+                # the first bucket is sorted: fire only when its first deadline is due
+                first = get(f"{TIMER_BUCKET_PREFIX}{index[0]}")
+                if not first or first[0][0] <= watermark:
+                    due = (index, watermark)
+        if not in_place:
+            put(CLOCK_KEY, clock)
+        return due
+
+    def observe(self, store: StateStore, t: int) -> EngineOutput | None:
+        """The clock step of `process` alone, for an event at `t` that another engine applies
+        (a sharded replay: each shard sees every line's time, applies its own customers'):
+        the clock moves and due timers fire exactly as `process` would make them. Their
+        output, or None when none fired."""
+        if type(store) is DictStore:
+            data = store.data  # type: ignore[attr-defined]
+            due = self._move_clock(store, data.get, data.__setitem__, True, t)
+        else:
+            due = self._move_clock(store, store.get, store.set, False, t)
+        if due is None:
+            return None
+        out = EngineOutput([], [])
+        self._fire_due_from(store, due[0], due[1], out)
         return out
 
     def advance(self, store: StateStore, now_ms: int) -> EngineOutput:
@@ -532,8 +573,11 @@ class Engine:
         timer first). Timers set while these fire (a freed cap, a deferral) that are already
         due fire in the same call, in deadline order."""
         heapify(due)
+        marks = self.marks
         while due:
             deadline, cid, rule_id, key = heappop(due)
+            if marks is not None:
+                marks.append(((deadline, cid, rule_id, key), len(out.actions), len(out.decisions)))
             skey = CUSTOMER_PREFIX + cid
             if rule_id == QUEUE_TIMER:
                 state = store.get(skey)
