@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="History warm-up: candidates before this time build state but emit nothing.",
     )
     dedupe_horizon_s: float = 7 * 86_400.0
+    replay_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Processes that share a `moments replay` of a file (the same bytes as one):"
+        " 0 for one per usable CPU on files of a few MB or more, 1 for one process.",
+    )
     max_event_bytes: int = 64 * 1024
     max_future_skew: float = Field(
         default=3600.0,

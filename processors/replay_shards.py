@@ -23,10 +23,13 @@ shards inherit the engine instead of rebuilding it.
 from __future__ import annotations
 
 import heapq
+import itertools
 import marshal
 import multiprocessing
+import operator
 import os
 import zlib
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +40,10 @@ import orjson
 from processors.engine import DictStore, Engine, EngineOutput
 from schemas.codec import (
     SchemaValidationError,
+    append_json_lines,
     event_from_parsed,
     event_of_line,
     occurred_ms,
-    to_json_lines,
 )
 from schemas.records import ActionEvent, Decision
 
@@ -99,6 +102,8 @@ class ShardOutput:
 
     actions: bytes
     decisions: bytes
+    action_ends: list[int]  # where each action's line ends in `actions`
+    decision_ends: list[int]
     groups: list[Group]
     events: int  # own events applied
     action_count: int
@@ -121,123 +126,139 @@ class _Shard:
         self.groups: list[Group] = []
         self.actions: list[ActionEvent] = []  # not yet encoded
         self.decisions: list[Decision] = []
-        self.action_count = self.decision_count = 0
         self.encoded_actions = bytearray()
         self.encoded_decisions = bytearray()
+        self.action_ends: list[int] = []
+        self.decision_ends: list[int] = []
+        from processors.replay import partition_for  # it imports this module
+
+        self.partition_for = partition_for
 
     def place(self, customer_id: str) -> tuple[bool, int]:
         """(applied by this shard, partition) of a customer, worked out once."""
-        from processors.replay import partition_for  # it imports this module
-
         job = self.job
         where = self.placed[customer_id] = (
             zlib.crc32(customer_id.encode()) % job.shards == self.shard,
-            partition_for(customer_id, job.partitions) if job.partitions > 1 else 0,
+            self.partition_for(customer_id, job.partitions) if job.partitions > 1 else 0,
         )
         return where
 
-    def keep(self, out: EngineOutput, line: int, partition: int) -> None:
-        """One call's output, cut into groups at its marks (see `Engine.marks`)."""
-        marks = self.marks
+    def cut(
+        self, out: EngineOutput, line: int, partition: int, counts: tuple[int, int]
+    ) -> tuple[int, int]:
+        """Keep one call's output cut into groups at its marks (see `Engine.marks`); the
+        shard's action and decision counts after it."""
         actions, decisions = out.actions, out.decisions
-        if marks and marks[0][0] is None:  # no timer fired before the event: one group
-            self.add(actions, decisions, (line, 1))
-            return
         bounds: list[tuple[tuple[Any, ...], int, int]] = []
-        for entry, a, d in marks:
+        for entry, a, d in self.marks:
             if entry is None:  # the event's own output runs to the end
                 bounds.append(((line, 1), a, d))
                 break
             bounds.append(((line, 0, partition, *entry), a, d))
         ends = [(a, d) for _, a, d in bounds[1:]] + [(len(actions), len(decisions))]
+        a_count, d_count = counts
         for (key, a, d), (a_end, d_end) in zip(bounds, ends, strict=True):
             if a_end > a or d_end > d:
-                self.add(actions[a:a_end], decisions[d:d_end], key)
-
-    def add(
-        self, actions: list[ActionEvent], decisions: list[Decision], key: tuple[Any, ...]
-    ) -> None:
-        self.actions += actions
-        self.decisions += decisions
-        self.action_count += len(actions)
-        self.decision_count += len(decisions)
-        self.groups.append((*key, self.shard, self.action_count, self.decision_count))
+                self.actions += actions[a:a_end]
+                self.decisions += decisions[d:d_end]
+                a_count += a_end - a
+                d_count += d_end - d
+                self.groups.append((*key, self.shard, a_count, d_count))
+        return a_count, d_count
 
     def encode(self) -> None:
-        if self.actions:
-            self.encoded_actions += to_json_lines(self.actions)
-            self.actions = []
-        if self.decisions:
-            self.encoded_decisions += to_json_lines(self.decisions)
-            self.decisions = []
+        """Encode the pending output (the lists are emptied in place: the loop holds them)."""
+        append_json_lines(self.encoded_actions, self.actions, self.action_ends)
+        del self.actions[:]
+        append_json_lines(self.encoded_decisions, self.decisions, self.decision_ends)
+        del self.decisions[:]
 
     def run(self) -> ShardOutput:
         job = self.job
         engine = job.engine
         engine.marks = marks = self.marks
+        shard = self.shard
         stores = self.stores
         placed = self.placed
         place = self.place
-        keep = self.keep
+        cut = self.cut
+        pending_actions, pending_decisions = self.actions, self.decisions
+        add_group = self.groups.append
         process = engine.process
         observe = engine.observe
         loads = orjson.loads
-        events = lineno = 0
+        events = lineno = a_count = d_count = 0
         with open(job.events_path, "rb") as lines:
             for lineno, raw in enumerate(lines, start=1):
                 try:
                     obj = loads(raw)
                 except orjson.JSONDecodeError:
                     obj = None
+                event = None
+                where = None
                 if type(obj) is dict:
                     cid = obj.get("customer_id")
                     if type(cid) is str:
-                        mine, partition = placed.get(cid) or place(cid)
-                        if not mine:
+                        where = placed.get(cid) or place(cid)
+                        if where[0]:
+                            event = event_from_parsed(obj)
+                        else:
                             # another shard's line: only its time, when the fast path reads it
                             t = occurred_ms(obj.get("occurred_at"))
                             if t is not None:
-                                out = observe(stores[partition], t)
-                                if out is not None:
-                                    if out.actions or out.decisions:
-                                        keep(out, lineno, partition)
+                                observed = observe(stores[where[1]], t)
+                                if observed is not None:
+                                    if observed.actions or observed.decisions:
+                                        a_count, d_count = cut(
+                                            observed, lineno, where[1], (a_count, d_count)
+                                        )
                                     marks.clear()
                                 continue
-                    event = event_from_parsed(obj)
-                else:
-                    event = None
-                if event is None:
-                    event = event_of_line(raw, lineno, job.events_path)  # the error, or
+                if event is None:  # the general path: the line's error, or its event
+                    event = event_of_line(raw, lineno, job.events_path)
                     if event is None:
                         continue  # a blank line
-                mine, partition = placed.get(event.customer_id) or place(event.customer_id)
-                if mine:
-                    events += 1
-                    out = process(stores[partition], event)
-                    if not events % _ENCODE_EVERY:
-                        self.encode()
-                else:
-                    observed = observe(stores[partition], event.occurred_at)
-                    if observed is None:
+                    where = placed.get(event.customer_id) or place(event.customer_id)
+                    if not where[0]:
+                        observed = observe(stores[where[1]], event.occurred_at)
+                        if observed is not None:
+                            if observed.actions or observed.decisions:
+                                a_count, d_count = cut(
+                                    observed, lineno, where[1], (a_count, d_count)
+                                )
+                            marks.clear()
                         continue
-                    out = observed
+                assert where is not None
+                events += 1
+                out = process(stores[where[1]], event)
                 if out.actions or out.decisions:
-                    keep(out, lineno, partition)
+                    if marks[0][0] is None:  # no timer fired before the event: one group
+                        pending_actions += out.actions
+                        pending_decisions += out.decisions
+                        a_count += len(out.actions)
+                        d_count += len(out.decisions)
+                        add_group((lineno, 1, shard, a_count, d_count))
+                    else:
+                        a_count, d_count = cut(out, lineno, where[1], (a_count, d_count))
+                    if len(pending_actions) >= _ENCODE_EVERY:
+                        self.encode()
                 marks.clear()
         if job.until_ms is not None:
             for partition, store in enumerate(stores):
                 out = engine.advance_watermark(store, job.until_ms)
                 if out.actions or out.decisions:
-                    keep(out, lineno + 1, partition)
+                    a_count, d_count = cut(out, lineno + 1, partition, (a_count, d_count))
                 marks.clear()
         engine.marks = None
         self.encode()
         return ShardOutput(
             bytes(self.encoded_actions),
             bytes(self.encoded_decisions),
+            self.action_ends,
+            self.decision_ends,
             self.groups,
             events,
-            self.action_count,
+            a_count,
             engine.decided,
         )
 
@@ -265,9 +286,15 @@ def _child_main(job: ShardJob, shard: int) -> None:
         return
     actions_path.write_bytes(result.actions)
     decisions_path.write_bytes(result.decisions)
-    meta_path.write_bytes(
-        marshal.dumps(("ok", result.groups, result.events, result.action_count, result.decided))
+    meta = (
+        result.action_ends,
+        result.decision_ends,
+        result.groups,
+        result.events,
+        result.action_count,
+        result.decided,
     )
+    meta_path.write_bytes(marshal.dumps(("ok", *meta)))
 
 
 def _child_output(job: ShardJob, shard: int) -> ShardOutput | SchemaValidationError:
@@ -278,15 +305,7 @@ def _child_output(job: ShardJob, shard: int) -> ShardOutput | SchemaValidationEr
         raise ShardedReplayFailed(f"shard {shard} left no result") from None
     if meta[0] == "bad line":
         return SchemaValidationError(meta[1], meta[2], meta[3])
-    _, groups, events, action_count, decided = meta
-    return ShardOutput(
-        actions_path.read_bytes(),
-        decisions_path.read_bytes(),
-        groups,
-        events,
-        action_count,
-        decided,
-    )
+    return ShardOutput(actions_path.read_bytes(), decisions_path.read_bytes(), *meta[1:])
 
 
 def _line_of(error: SchemaValidationError) -> int:
@@ -346,28 +365,41 @@ def replay_sharded(
 def _write_merged(
     results: list[ShardOutput], actions_file: IO[bytes], decisions_file: IO[bytes] | None
 ) -> None:
-    """The shards' groups in the one-process order (see module), written as runs: groups
-    that follow each other in one shard are one write."""
-    actions = [r.actions.split(b"\n") for r in results]  # one record per line
-    decisions = [r.decisions.split(b"\n") for r in results]
-    a_start = [0] * len(results)
-    d_start = [0] * len(results)
-    run = -1  # the shard of the run being gathered
+    """The shards' records in the one-process order (see module).
+
+    Usually each shard's groups are already in key order (a timer that fires sets no
+    earlier one) and one sort, which finds those runs, merges them; otherwise the merge
+    takes the shards' heads in turn."""
+    groups = [r.groups for r in results]
+    if all(all(map(operator.lt, g, g[1:])) for g in groups):
+        merged: Iterable[Group] = sorted(itertools.chain.from_iterable(groups))
+    else:
+        merged = heapq.merge(*groups)
+    texts = [(memoryview(r.actions), memoryview(r.decisions)) for r in results]
+    ends = [([0, *r.action_ends], [0, *r.decision_ends]) for r in results]  # by record count
+    starts = [(0, 0)] * len(results)
+    actions: list[memoryview] = []
+    decisions: list[memoryview] = []
+
+    def take(shard: int, a_end: int, d_end: int) -> None:
+        """The records of `shard` since its last run up to these counts."""
+        (a_start, d_start), (action_text, decision_text) = starts[shard], texts[shard]
+        action_ends, decision_ends = ends[shard]
+        actions.append(action_text[action_ends[a_start] : action_ends[a_end]])
+        decisions.append(decision_text[decision_ends[d_start] : decision_ends[d_end]])
+        starts[shard] = (a_end, d_end)
+
+    run = -1  # the shard whose consecutive groups are being gathered
     a_end = d_end = 0
-
-    def write_run() -> None:
-        if a_end > a_start[run]:
-            actions_file.write(b"\n".join(actions[run][a_start[run] : a_end]) + b"\n")
-        if decisions_file is not None and d_end > d_start[run]:
-            decisions_file.write(b"\n".join(decisions[run][d_start[run] : d_end]) + b"\n")
-        a_start[run], d_start[run] = a_end, d_end
-
-    for group in heapq.merge(*(r.groups for r in results)):
+    for group in merged:
         shard = group[-3]
         if shard != run:
             if run >= 0:
-                write_run()
+                take(run, a_end, d_end)
             run = shard
         a_end, d_end = group[-2], group[-1]
     if run >= 0:
-        write_run()
+        take(run, a_end, d_end)
+    actions_file.write(b"".join(actions))
+    if decisions_file is not None:
+        decisions_file.write(b"".join(decisions))

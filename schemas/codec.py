@@ -46,6 +46,7 @@ from schemas.codegen import _compile_decoder, _compile_reader, _compile_writer
 from schemas.errors import DecodeError, InvalidRecordError, SchemaValidationError
 from schemas.json_form import (
     action_from_json,
+    append_json_lines,
     decision_from_json,
     event_content_id,
     event_from_json,
@@ -83,6 +84,7 @@ __all__ = [
     "Record",
     "SchemaValidationError",
     "action_from_json",
+    "append_json_lines",
     "codec_for",
     "decision_from_json",
     "event_content_id",

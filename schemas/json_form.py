@@ -50,6 +50,7 @@ from schemas.validation import (
 
 __all__ = [
     "action_from_json",
+    "append_json_lines",
     "decision_from_json",
     "event_content_id",
     "event_from_json",
@@ -228,13 +229,22 @@ def to_json_bytes(record: Record) -> bytes:
 
 
 def to_json_lines(records: Iterable[Record]) -> bytes:
-    """``b"".join(to_json_bytes(r) + b"\n" for r in records)``, with one orjson call per record.
+    """``b"".join(to_json_bytes(r) + b"\n" for r in records)``, with one orjson call per record."""
+    lines = bytearray()
+    append_json_lines(lines, records)
+    return bytes(lines)
 
-    Each line is copied into one growing buffer at once and its own bytes freed: orjson
+
+def append_json_lines(
+    lines: bytearray, records: Iterable[Record], ends: list[int] | None = None
+) -> None:
+    """`to_json_lines(records)` appended to `lines`; with `ends`, the length of `lines` after
+    each record appended to it (where each record's line ends).
+
+    Each line is copied into the one buffer at once and its own bytes freed: orjson
     allocates every result with room to spare and shrinks it, and keeping thousands of
     those alive until a join costs several times the encoding itself."""
     dumps = orjson.dumps
-    lines = bytearray()
     for record in records:
         try:
             if isinstance(record, ActionEvent):
@@ -243,14 +253,19 @@ def to_json_lines(records: Iterable[Record]) -> bytes:
                 obj = _decision_json(record)
             else:
                 obj = None
-            if obj is not None:
-                lines += dumps(obj, option=_APPEND_NEWLINE)
-                continue
         except TypeError:
-            pass
-        lines += _generic_json_bytes(record)
-        lines += b"\n"
-    return bytes(lines)
+            obj = None
+        encoded = None
+        if obj is not None:
+            try:
+                encoded = dumps(obj, option=_APPEND_NEWLINE)
+            except TypeError:  # what orjson refuses takes the general path (see above)
+                encoded = None
+        if encoded is None:
+            encoded = _generic_json_bytes(record) + b"\n"
+        lines += encoded
+        if ends is not None:
+            ends.append(len(lines))
 
 
 def _generic_json_bytes(record: Record) -> bytes:

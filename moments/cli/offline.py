@@ -47,6 +47,14 @@ def replay(
         str | None,
         typer.Option(help="With --from-topic: also produce to topics with this prefix."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes sharing a file replay (same output as one): 0 = one per CPU on "
+            "files of a few MB, 1 = one process. Default: MOMENTS_REPLAY_WORKERS.",
+            min=0,
+        ),
+    ] = None,
     rules_change: Annotated[
         list[str] | None,
         typer.Option(
@@ -106,11 +114,13 @@ def replay(
         partitions=partitions,
         config=engine_config(settings),
         changes=changes,
+        workers=settings.replay_workers if workers is None else workers,
     )
+    shared = f", {summary.workers} processes" if summary.workers > 1 else ""
     console.print(
         f"{summary.events} events → {summary.actions} actions ({actions_out}), "
         f"{summary.decisions} decisions in {summary.seconds:.2f} s "
-        f"({summary.events_per_second:,.0f} events/s)"
+        f"({summary.events_per_second:,.0f} events/s{shared})"
     )
 
 

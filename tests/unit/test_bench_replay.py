@@ -29,3 +29,4 @@ def test_replay_and_both_parsing_baselines_are_measured_on_the_same_lines(tmp_pa
     for key in ("replay_vs_orjson_cpu_ratio", "replay_vs_parse_discard_cpu_ratio"):
         assert result[key] > 0
     assert (tmp_path / "replay-vs-parse-actions.jsonl").stat().st_size > 0
+    assert result["replay_workers"] == 1  # a file this small replays in one process

@@ -145,3 +145,26 @@ def test_a_rules_change_replays_in_one_process(population: Path, tmp_path: Path)
         changes=[(T0 + 20 * D, load_rule_pack(None))],
     )
     assert summary.workers == 1
+
+
+def test_the_cli_takes_workers_from_the_option_or_the_settings(
+    population: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from moments.cli import app
+
+    def run(*options: str) -> tuple[str, bytes]:
+        out = tmp_path / "cli-actions.jsonl"
+        result = CliRunner().invoke(
+            app, ["replay", str(population), "--actions-out", str(out), *options]
+        )
+        assert result.exit_code == 0, result.output
+        return result.output, out.read_bytes()
+
+    monkeypatch.setenv("MOMENTS_REPLAY_WORKERS", "2")
+    shared, by_two = run()
+    assert "2 processes" in shared
+    alone, by_one = run("--workers", "1")
+    assert "processes" not in alone
+    assert by_one == by_two
