@@ -2,11 +2,13 @@
 
 Compiled: the modules of the trigger engine that every event runs through
 (`processors.engine.COMPILED_MODULES`: the Engine, arbitration, the rule kinds, rendering,
-candidates, the per-rule runtime, the customer state helpers, times and ids) and the
+candidates, the per-rule runtime, the customer state helpers, times and ids), the JSON form
+that file replay reads and writes every line with (`schemas.COMPILED_MODULES`) and the
 generated Avro decoders (`schemas/_native/`).
 Both are optional: without a compiler, with MOMENTS_PURE_PYTHON=1, or when mypyc
 refuses a module, the install goes on in pure Python (same code, same results).
-`processors.engine.ENGINE_COMPILED` says which engine runs; the codec uses a
+`processors.engine.ENGINE_COMPILED` and `schemas.JSON_FORM_COMPILED` say which run (an
+edited source runs until the next install, see `schemas.compiled`); the codec uses a
 compiled decoder only when it was generated from the source it would run itself.
 """
 
@@ -21,21 +23,23 @@ from typing import Any
 from setuptools import setup
 
 
-def engine_modules() -> list[str]:
-    """`processors.engine.COMPILED_MODULES`, read from the package's source: the package
-    cannot be imported before it is installed."""
-    tree = ast.parse(Path("processors/engine/__init__.py").read_text(encoding="utf-8"))
+def listed_modules(package_dir: str) -> list[str]:
+    """The `COMPILED_MODULES` a package's __init__.py lists, as source files, read from the
+    source: the package cannot be imported before it is installed."""
+    init = Path(package_dir) / "__init__.py"
+    tree = ast.parse(init.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(target, ast.Name) and target.id == "COMPILED_MODULES"
             for target in node.targets
         ):
-            return list(ast.literal_eval(node.value))
-    raise SystemExit("setup.py: processors/engine/__init__.py names no COMPILED_MODULES")
+            return [f"{package_dir}/{name}.py" for name in ast.literal_eval(node.value)]
+    raise SystemExit(f"setup.py: {init} names no COMPILED_MODULES")
 
 
 COMPILED = [
-    *(f"processors/engine/{name}.py" for name in engine_modules()),
+    *listed_modules("processors/engine"),
+    *listed_modules("schemas"),
     *sorted(str(p) for p in Path("schemas/_native").glob("*.py") if p.name != "__init__.py"),
 ]
 

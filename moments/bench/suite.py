@@ -25,6 +25,7 @@ from moments.calibration import calibration, python_loop_seconds, read_cpu_times
 from moments.settings import Settings
 from moments.stack import local_stack
 from processors.engine import ENGINE_COMPILED
+from schemas import JSON_FORM_COMPILED
 
 #: The sections in the order they run, each a function of the run's `Bench` that fills its
 #: figures (a section that fails loses only its own).
@@ -98,6 +99,7 @@ def run_bench(
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "engine_compiled": ENGINE_COMPILED,
+        "json_form_compiled": JSON_FORM_COMPILED,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     report["written"], report["not_written"] = [], {}

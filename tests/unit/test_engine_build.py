@@ -59,3 +59,32 @@ def test_an_edited_source_runs_instead_of_the_modules_compiled_before_the_edit(
     finally:
         os.utime(source, (before.st_atime, before.st_mtime))
     assert _probe()[0] == "True"
+
+
+def test_the_json_form_runs_compiled_unless_its_source_is_newer() -> None:
+    """The JSON form (`schemas.COMPILED_MODULES`) has the same guard as the engine."""
+    import schemas
+
+    probe = (
+        "import schemas, schemas.json_form as j;"
+        "print(schemas.JSON_FORM_COMPILED, j.__file__.endswith('.py'))"
+    )
+
+    def run() -> str:
+        return subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+
+    here = Path(schemas.__file__).parent
+    built = [p for p in here.glob("json_form.*") if p.suffix in (".so", ".pyd")]
+    if not built:
+        assert run() == "False True"
+        return
+    assert run() == "True False"
+    source = here / "json_form.py"
+    before = source.stat()
+    try:
+        os.utime(source, (before.st_atime, max(p.stat().st_mtime for p in built) + 10))
+        assert run() == "False True"
+    finally:
+        os.utime(source, (before.st_atime, before.st_mtime))
