@@ -168,3 +168,43 @@ def test_the_cli_takes_workers_from_the_option_or_the_settings(
     alone, by_one = run("--workers", "1")
     assert "processes" not in alone
     assert by_one == by_two
+
+
+def test_occurred_ms_reads_every_form_as_fromisoformat_does() -> None:
+    """The table-driven read of written times, and every other form through fromisoformat:
+    the same milliseconds, the same refusals (a second read hits the cached minute)."""
+    import random
+    from datetime import datetime, timedelta
+
+    from schemas.codec import occurred_ms
+    from schemas.validation import _EPOCH, _ONE_MS, _TS_MAX, _TS_MIN
+
+    def expected(value: str) -> int | None:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            return None
+        ms = (moment - _EPOCH) // _ONE_MS
+        return ms if _TS_MIN <= ms <= _TS_MAX else None
+
+    rng = random.Random(3)
+    values = ["0001-01-01T00:00:00.000+00:00", "9999-12-31T23:59:59.999+00:00",
+              "9999-12-31T23:59:59.999-01:00", "0001-01-01T00:00:00.000+01:00",
+              "2026-W01-1T00:10:05.000+00:00"]  # fmt: skip
+    for _ in range(2000):
+        written = (_EPOCH + timedelta(milliseconds=rng.randint(-10**12, 3 * 10**12))).isoformat(
+            timespec="milliseconds"
+        )
+        values += [
+            written,
+            written.replace("+00:00", "+02:00"),
+            written[:17] + "60" + written[19:],  # no 60th second
+            written[:17] + "5" + written[18:],
+            written.replace("T", " "),
+            written[:-6],  # no offset
+            written[:-6] + "Z",
+        ]
+    for _ in range(2):
+        assert [occurred_ms(v) for v in values] == [expected(v) for v in values]
