@@ -194,7 +194,7 @@ def test_occurred_ms_reads_every_form_as_fromisoformat_does() -> None:
               "9999-12-31T23:59:59.999-01:00", "0001-01-01T00:00:00.000+01:00",
               "2026-W01-1T00:10:05.000+00:00"]  # fmt: skip
     for _ in range(2000):
-        written = (_EPOCH + timedelta(milliseconds=rng.randint(-10**12, 3 * 10**12))).isoformat(
+        written = (_EPOCH + timedelta(milliseconds=rng.randint(-(10**12), 3 * 10**12))).isoformat(
             timespec="milliseconds"
         )
         values += [
