@@ -1,8 +1,9 @@
 """Shadow comparison of two rule packs over the same history (DESIGN.md 8, `rules diff`).
 
 Both packs run over the same events on the backfill path: for a file, one pass
-reads each event once and feeds it to both engines (`diff_file`); for a topic,
-two backfills (`diff_topic`). The actions are compared by action_id (an
+reads each event once and feeds it to both engines (`diff_file`), or, on a
+machine with CPUs to share, each pack replays the file in its own process at
+the same time; for a topic, two backfills (`diff_topic`). The actions are compared by action_id (an
 action_id does not depend on the rule version): per rule, how many actions
 each pack gives (`old`, `new`), the ids only the new pack gives (`added`),
 only the old one gives (`removed`), and the ids both give with another
@@ -14,15 +15,20 @@ reason, details, priority, destination, due_by or triggered_at (`changed`).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Final
+
+import orjson
 
 from processors.engine import Engine, EngineConfig
 from processors.engine.rules import RulePack
-from processors.replay import Replayer, no_cyclic_gc
+from processors.replay import Replayer, ReplaySummary, no_cyclic_gc, replay_file
+from processors.replay_shards import shard_count
 from schemas.codec import action_from_json, read_events_jsonl
 from schemas.records import ActionEvent
 
@@ -150,9 +156,18 @@ def diff_file(
     until_ms: int | None = None,
     config: EngineConfig | None = None,
     partitions: int = 1,
+    workers: int | None = None,
 ) -> PackDiff:
-    """Both packs over a JSON-lines file in one pass: each event is read once, fed to both."""
+    """Both packs over a JSON-lines file: on a file of a few MB with CPUs to share (see
+    `replay_shards.shard_count`; `workers` as there), each pack in its own process at the
+    same time; else in one pass, each event read once and fed to both."""
     config = config or EngineConfig()
+    if shard_count(workers, Path(events_path)) > 1:
+        parallel = _diff_file_in_two_processes(
+            Path(events_path), old, new, until_ms=until_ms, config=config, partitions=partitions
+        )
+        if parallel is not None:
+            return parallel
     runs = [Replayer(Engine(pack, config, decisions=False), partitions) for pack in (old, new)]
     outputs: list[list[ActionEvent]] = [[], []]
     events = 0
@@ -167,6 +182,52 @@ def diff_file(
         for run, actions in zip(runs, outputs, strict=True):
             actions += run.finish(until_ms).actions
     return compare_actions(outputs[0], outputs[1], events=events, rule_ids=_rule_ids(old, new))
+
+
+def _diff_file_in_two_processes(
+    events_path: Path,
+    old: RulePack,
+    new: RulePack,
+    *,
+    until_ms: int | None,
+    config: EngineConfig,
+    partitions: int,
+) -> PackDiff | None:
+    """The new pack replayed by a forked process while this one replays the old; None when
+    the forked one failed (the one-pass diff then runs, and raises what there is to raise)."""
+    with tempfile.TemporaryDirectory(prefix=".moments-diff-", dir=events_path.parent) as tmp:
+        paths = [Path(tmp) / "old.jsonl", Path(tmp) / "new.jsonl"]
+
+        def replay(pack: RulePack, path: Path) -> ReplaySummary:
+            return replay_file(
+                events_path,
+                actions_out=path,
+                pack=pack,
+                config=config,
+                until_ms=until_ms,
+                partitions=partitions,
+                workers=1,
+            )
+
+        child = multiprocessing.get_context("fork").Process(
+            target=replay, args=(new, paths[1]), daemon=True
+        )
+        child.start()
+        try:
+            summary = replay(old, paths[0])
+        finally:
+            child.join()
+        if child.exitcode != 0 or not paths[1].exists():
+            return None
+        runs = [_actions_of(path) for path in paths]
+    return compare_actions(runs[0], runs[1], events=summary.events, rule_ids=_rule_ids(old, new))
+
+
+def _actions_of(path: Path) -> list[Any]:
+    """A replay's actions as read back for `compare_actions`: the JSON form's fields as
+    attributes (both runs wrote them alike, so they compare as the records would)."""
+    with path.open("rb") as lines:
+        return [SimpleNamespace(**orjson.loads(line)) for line in lines if line.strip()]
 
 
 def diff_topic(

@@ -9,8 +9,10 @@ client's default partitioner and librdkafka's `murmur2_random` for non-empty
 keys). `Replayer` is the same loop for any iterable of events (topic
 backfills, shadow runs of a new pack).
 
-Output is deterministic: no wall clock, no randomness, the same input gives
-the same bytes. Files are written next to their target and renamed into
+A file of a few MB or more is shared between processes (`replay_file(workers=)`,
+`processors.replay_shards`): the same bytes as this one-process loop, which stays
+the reference. Output is deterministic: no wall clock, no randomness, the same
+input gives the same bytes. Files are written next to their target and renamed into
 place only when the whole input was processed, so a bad line never leaves a
 half-written result behind. This module never talks to Kafka.
 """

@@ -122,3 +122,19 @@ def test_cli_rules_diff_refuses_an_unraised_version_and_a_missing_history(
     assert result.exit_code == 2 and "recognize_tenure" in result.output
     result = runner.invoke(app, ["rules", "diff", str(DEFAULT_PACK_PATH), str(bad)])
     assert result.exit_code == 2 and "--events" in result.output
+
+
+def test_the_packs_in_two_processes_give_the_one_pass_diff(tmp_path: Path) -> None:
+    """On a machine with CPUs to share each pack replays in its own process: the same diff,
+    examples and all, as the one pass over the file."""
+    from producers.simulator import write_simulation
+
+    events = tmp_path / "population.jsonl"
+    write_simulation(events, 1500, 60, 5, story_rate=0.5, workers=1)
+    old = load_rule_pack()
+    new = load_rule_pack(variant(tmp_path, "t10.yaml", TENURE_10, tenure_version(2)))
+    one_pass = diff_file(events, old, new, until_ms=T0 + 200 * D, workers=1).to_json()
+    parallel = diff_file(events, old, new, until_ms=T0 + 200 * D, workers=2).to_json()
+    assert parallel == one_pass
+    assert one_pass["rules"]["recognize_tenure"]["removed"] > 0
+    assert one_pass["examples"]
