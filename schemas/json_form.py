@@ -127,23 +127,27 @@ def to_json_line(record: Record) -> str:
     return json.dumps(to_json_dict(record), ensure_ascii=False, separators=(",", ":"))
 
 
-# Minute number -> "YYYY-MM-DDTHH:MM:"; the seconds and milliseconds come from two tables.
-_ISO_MINUTES: dict[int, str] = {}
+# Day number -> "YYYY-MM-DDT"; the time of day comes from three tables.
+_ISO_DAYS: dict[int, str] = {}
+_ISO_HOURS_MINUTES: Final = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
 _ISO_SECONDS: Final = tuple(f"{second:02d}." for second in range(60))
 _ISO_MILLIS: Final = tuple(f"{milli:03d}+00:00" for milli in range(1000))
 
 
 def _fast_ms_to_iso(ms: int) -> str:
     """`_ms_to_iso` without building a datetime (same text, same OverflowError)."""
-    minute, rest = divmod(ms, 60_000)
-    head = _ISO_MINUTES.get(minute)
+    day, rest = divmod(ms, 86_400_000)
+    head = _ISO_DAYS.get(day)
     if head is None:
-        if not _TS_MIN <= ms <= _TS_MAX:  # whole minutes: a valid minute holds only valid ms
+        if not _TS_MIN <= ms <= _TS_MAX:  # whole days: a valid day holds only valid ms
             return _ms_to_iso(ms)  # raises the same OverflowError the slow path would
-        if len(_ISO_MINUTES) >= 65_536:
-            _ISO_MINUTES.clear()
-        head = _ISO_MINUTES[minute] = _ms_to_iso(minute * 60_000)[:17]
-    return f"{head}{_ISO_SECONDS[rest // 1000]}{_ISO_MILLIS[rest % 1000]}"
+        if len(_ISO_DAYS) >= 65_536:
+            _ISO_DAYS.clear()
+        head = _ISO_DAYS[day] = _ms_to_iso(day * 86_400_000)[:11]
+    minute, rest = divmod(rest, 60_000)
+    return (
+        f"{head}{_ISO_HOURS_MINUTES[minute]}{_ISO_SECONDS[rest // 1000]}{_ISO_MILLIS[rest % 1000]}"
+    )
 
 
 _APPEND_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
@@ -155,30 +159,31 @@ def _action_json(a: ActionEvent) -> dict[str, Any] | None:
     """The JSON form of an engine-made action for orjson (details pre-serialized with sorted
     keys: orjson sorts by UTF-8 bytes, which is code point order), or None when a scalar
     field has an unexpected type and the general path must write it."""
+    rule_version, priority, triggered_at = a.rule_version, a.priority, a.triggered_at
+    due_by, evidence, details = a.due_by, a.evidence, a.details
     if not (
-        type(a.rule_version) is int
-        and type(a.priority) is int
-        and type(a.triggered_at) is int
-        and (a.due_by is None or type(a.due_by) is int)
-        and type(a.evidence) is list
-        and type(a.details) is dict
+        type(rule_version) is int
+        and type(priority) is int
+        and type(triggered_at) is int
+        and (due_by is None or type(due_by) is int)
+        and type(evidence) is list
+        and type(details) is dict
     ):
         return None
-    due_by = a.due_by
     return {
         "action_id": a.action_id,
         "customer_id": a.customer_id,
         "rule": a.rule,
         "action": a.action,
-        "rule_version": a.rule_version,
+        "rule_version": rule_version,
         "destination": a.destination,
-        "priority": a.priority,
+        "priority": priority,
         "reason": a.reason,
-        "evidence": a.evidence,
+        "evidence": evidence,
         "channel_hint": a.channel_hint,
-        "triggered_at": _fast_ms_to_iso(a.triggered_at),
+        "triggered_at": _fast_ms_to_iso(triggered_at),
         "due_by": None if due_by is None else _fast_ms_to_iso(due_by),
-        "details": _Fragment(orjson.dumps(a.details, option=_SORT_KEYS)),
+        "details": _Fragment(orjson.dumps(details, option=_SORT_KEYS)),
     }
 
 
@@ -347,6 +352,7 @@ def decision_from_json(obj: Any, *, where: str = "") -> Decision:
 
 _EVENT_ORDER: Final = tuple(spec[0] for spec in _SPECS[InteractionEvent])
 _EVENT_FIELDS: Final = frozenset(_EVENT_ORDER)
+_EVENT_FIELD_COUNT: Final = len(_EVENT_ORDER)
 _DATES: dict[str, date] = {}  # "YYYY-MM-DD" -> date
 
 
@@ -420,23 +426,24 @@ def event_from_parsed(obj: dict[str, Any]) -> InteractionEvent | None:
     general path decides, with its error messages. The event holds `obj`'s attributes
     map itself (not a copy): pass a dict nobody else holds, as a freshly parsed line is.
     """
-    if tuple(obj) == _EVENT_ORDER:  # every field, in the order the JSON form writes them
-        (
-            event_id,
-            customer_id,
-            channel,
-            event_type,
-            occurred,
-            source,
-            product,
-            reference,
-            amount,
-            currency,
-            due_day,
-            since_day,
-            text,
-            attributes,
-        ) = obj.values()
+    if len(obj) == _EVENT_FIELD_COUNT:  # every field (as the JSON form writes), or an unknown
+        try:
+            event_id = obj["event_id"]
+            customer_id = obj["customer_id"]
+            channel = obj["channel"]
+            event_type = obj["type"]
+            occurred = obj["occurred_at"]
+            source = obj["source"]
+            product = obj["product"]
+            reference = obj["reference"]
+            amount = obj["amount"]
+            currency = obj["currency"]
+            due_day = obj["due_date"]
+            since_day = obj["customer_since"]
+            text = obj["text"]
+            attributes = obj["attributes"]
+        except KeyError:
+            return None
     elif _EVENT_FIELDS.issuperset(obj):
         get = obj.get
         event_id = get("event_id")
