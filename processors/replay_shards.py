@@ -22,12 +22,15 @@ shards inherit the engine instead of rebuilding it.
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import itertools
 import marshal
 import multiprocessing
 import operator
 import os
+import signal
+import stat
 import zlib
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -69,17 +72,24 @@ def usable_cpus() -> int:
 
 def shard_count(workers: int | None, events_path: Path) -> int:
     """How many processes replay `events_path`: `workers` if given (0 or None: one per usable
-    CPU, at most MAX_AUTO_SHARDS, for files of at least MIN_SHARDED_BYTES), 1 where processes
-    cannot be forked."""
-    if "fork" not in multiprocessing.get_all_start_methods():
+    CPU, at most MAX_AUTO_SHARDS, for files of at least MIN_SHARDED_BYTES); 1 where processes
+    cannot be forked (no `fork`, a daemonic process) or the events are not a regular file (a
+    pipe is read once: the shards cannot each read it)."""
+    if (
+        "fork" not in multiprocessing.get_all_start_methods()
+        or multiprocessing.current_process().daemon
+    ):
+        return 1
+    try:
+        status = events_path.stat()
+    except OSError:
+        return 1  # the one-process path raises the error a user should see
+    if not stat.S_ISREG(status.st_mode):
         return 1
     if workers:
         return max(workers, 1)
-    try:
-        if events_path.stat().st_size < MIN_SHARDED_BYTES:
-            return 1
-    except OSError:
-        return 1  # the one-process path raises the error a user should see
+    if status.st_size < MIN_SHARDED_BYTES:
+        return 1
     return max(1, min(usable_cpus(), MAX_AUTO_SHARDS))
 
 
@@ -135,10 +145,11 @@ class _Shard:
         self.partition_for = partition_for
 
     def place(self, customer_id: str) -> tuple[bool, int]:
-        """(applied by this shard, partition) of a customer, worked out once."""
+        """(applied by this shard, partition) of a customer, worked out once (an id with a
+        lone surrogate, which the JSON form lets through, hashes too)."""
         job = self.job
         where = self.placed[customer_id] = (
-            zlib.crc32(customer_id.encode()) % job.shards == self.shard,
+            zlib.crc32(customer_id.encode("utf-8", "surrogatepass")) % job.shards == self.shard,
             self.partition_for(customer_id, job.partitions) if job.partitions > 1 else 0,
         )
         return where
@@ -278,6 +289,7 @@ def _child_main(job: ShardJob, shard: int) -> None:
     actions_path, decisions_path, meta_path = _shard_files(job.work, shard)
     from processors.replay import no_cyclic_gc
 
+    _end_with_parent()
     try:
         with no_cyclic_gc():
             result = run_shard(job, shard)
@@ -295,6 +307,18 @@ def _child_main(job: ShardJob, shard: int) -> None:
         result.decided,
     )
     meta_path.write_bytes(marshal.dumps(("ok", *meta)))
+
+
+def _end_with_parent() -> None:
+    """Have the kernel end this shard when the process that forked it dies (Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing): a killed replay leaves no shard running on."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(1)
 
 
 def _child_output(job: ShardJob, shard: int) -> ShardOutput | SchemaValidationError:
@@ -333,12 +357,17 @@ def replay_sharded(
         @cleanup.callback
         def _stop_children() -> None:
             for child in children:
+                if child.pid is None:  # never started
+                    continue
                 if child.is_alive():
                     child.terminate()
                 child.join()
 
-        for child in children:
-            child.start()
+        try:
+            for child in children:
+                child.start()
+        except (OSError, AssertionError) as exc:  # no fork now (EAGAIN, ENOMEM): one process
+            raise ShardedReplayFailed(f"a shard could not start: {exc!r}") from exc
         cleanup.enter_context(no_cyclic_gc())  # also while the shards' groups are read
         try:
             outputs.append(run_shard(job, 0))

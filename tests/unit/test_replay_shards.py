@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,21 @@ def test_lines_other_shards_cannot_place_quickly_are_read_in_full(
     assert replay_with(events, tmp_path, 2)[:3] == one[:3]
 
 
+def test_a_customer_id_with_a_lone_surrogate_is_placed_like_any_other(tmp_path: Path) -> None:
+    """orjson refuses the escaped lone surrogate, the general path takes it: so must the
+    shards' placing of the line."""
+    lines = [
+        line("e1", "c1", "web", "meter_reading_submitted", T0),
+        line("e2", "x\ud800", "web", "inquiry", T0 + H),
+        line("e3", "c2", "web", "meter_reading_submitted", T0 + 2 * H),
+    ]
+    events = tmp_path / "surrogate.jsonl"
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    one = replay_with(events, tmp_path, 1)
+    assert one[2][0] == 3
+    assert replay_with(events, tmp_path, 2)[:3] == one[:3]
+
+
 def test_how_many_shards(tmp_path: Path) -> None:
     small = tmp_path / "small.jsonl"
     small.write_bytes(b"{}\n")
@@ -138,6 +154,9 @@ def test_how_many_shards(tmp_path: Path) -> None:
     big.write_bytes(b"\n" * MIN_SHARDED_BYTES)
     assert 1 <= shard_count(None, big) <= 8
     assert shard_count(None, tmp_path / "missing.jsonl") == 1
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    assert shard_count(3, pipe) == 1  # a pipe is read once: the shards could not each read it
 
 
 def test_a_rules_change_replays_in_one_process(population: Path, tmp_path: Path) -> None:
