@@ -13,11 +13,12 @@ customer, rule, key: each shard's own sequence kept, which is exactly the order 
 engine's heap pops them in, timers set while firing included), then the line's own event.
 
 A shard validates its own lines fully and, of the others, reads only the customer id and
-the time (a line it cannot read that way it validates fully too). The first bad line any
-shard finds is the first bad line of the file, so its error (`SchemaValidationError` with
-file:line) is the one raised, as one process would. Anything else failing in a shard
-falls back to the one-process replay. Needs the `fork` start method (Linux, macOS): the
-shards inherit the engine instead of rebuilding it.
+the time (a line it cannot read that way it validates fully too). The earliest of the bad
+lines the shards stop at is the file's first bad line, so its error
+(`SchemaValidationError` with file:line) is the one raised, as one process would, though
+only once every shard has stopped. Anything else failing in a shard falls back to the
+one-process replay. Needs the `fork` start method (Linux, macOS): the shards inherit the
+engine instead of rebuilding it, and end with the process that forked them.
 """
 
 from __future__ import annotations
