@@ -15,8 +15,8 @@ engine's heap pops them in, timers set while firing included), then the line's o
 A shard validates its own lines fully and, of the others, reads only the customer id and
 the time (a line it cannot read that way it validates fully too). The earliest of the bad
 lines the shards stop at is the file's first bad line, so its error
-(`SchemaValidationError` with file:line) is the one raised, as one process would, though
-only once every shard has stopped. Anything else failing in a shard falls back to the
+(`SchemaValidationError` with file:line) is the one raised, as one process would; the
+other shards stop soon after reading past it (`ShardJob.bad_line`). Anything else failing in a shard falls back to the
 one-process replay. Needs the `fork` start method (Linux, macOS): the shards inherit the
 engine instead of rebuilding it, and end with the process that forked them.
 """
@@ -35,7 +35,7 @@ import stat
 import zlib
 from collections.abc import Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -55,6 +55,7 @@ from schemas.records import ActionEvent, Decision
 MIN_SHARDED_BYTES: Final = 4 << 20
 #: At most this many shards when the count is left to the machine.
 MAX_AUTO_SHARDS: Final = 8
+_NO_BAD_LINE: Final = 2**63 - 1
 #: A group of a shard's output: (*key, shard, the count of the shard's actions and of its
 #: decisions up to its end). The key is (line, 0, partition, deadline, customer, rule, key)
 #: for a fired timer's output, (line, 1) for the output of the line's own event (line = lines
@@ -104,6 +105,9 @@ class ShardJob:
     shards: int
     until_ms: int | None
     work: Path  # where shard processes leave their output
+    #: The earliest bad line a shard has stopped at, shared (a `RawValue`) so the others stop
+    #: once past it: nothing after it can change what is raised. None: not shared.
+    bad_line: Any = None
 
 
 @dataclass(slots=True)
@@ -123,6 +127,10 @@ class ShardOutput:
 
 class ShardedReplayFailed(Exception):
     """A shard failed other than on a bad line: the caller replays in one process."""
+
+
+class _PastABadLine(Exception):
+    """A shard read past a line another shard found bad: it stops, its output unwanted."""
 
 
 class _Shard:
@@ -199,9 +207,12 @@ class _Shard:
         process = engine.process
         observe = engine.observe
         loads = orjson.loads
+        bad_line = job.bad_line
         events = lineno = a_count = d_count = 0
         with open(job.events_path, "rb") as lines:
             for lineno, raw in enumerate(lines, start=1):
+                if not lineno & 4095 and bad_line is not None and lineno > bad_line.value:
+                    raise _PastABadLine
                 try:
                     obj = loads(raw)
                 except orjson.JSONDecodeError:
@@ -277,7 +288,13 @@ class _Shard:
 
 def run_shard(job: ShardJob, shard: int) -> ShardOutput:
     """Replay the lines of `job.events_path` as shard `shard` of `job.shards` (see module)."""
-    return _Shard(job, shard).run()
+    try:
+        return _Shard(job, shard).run()
+    except SchemaValidationError as exc:
+        shared = job.bad_line
+        if shared is not None and _line_of(exc) < shared.value:
+            shared.value = _line_of(exc)  # a race only lets the others read a little further
+        raise
 
 
 def _shard_files(work: Path, shard: int) -> tuple[Path, Path, Path]:
@@ -296,6 +313,9 @@ def _child_main(job: ShardJob, shard: int) -> None:
             result = run_shard(job, shard)
     except SchemaValidationError as exc:
         meta_path.write_bytes(marshal.dumps(("bad line", exc.field, exc.message, exc.where)))
+        return
+    except _PastABadLine:
+        meta_path.write_bytes(marshal.dumps(("past a bad line",)))
         return
     actions_path.write_bytes(result.actions)
     decisions_path.write_bytes(result.decisions)
@@ -322,7 +342,7 @@ def _end_with_parent() -> None:
         os._exit(1)
 
 
-def _child_output(job: ShardJob, shard: int) -> ShardOutput | SchemaValidationError:
+def _child_output(job: ShardJob, shard: int) -> ShardOutput | SchemaValidationError | None:
     actions_path, decisions_path, meta_path = _shard_files(job.work, shard)
     try:
         meta = marshal.loads(meta_path.read_bytes())
@@ -330,6 +350,8 @@ def _child_output(job: ShardJob, shard: int) -> ShardOutput | SchemaValidationEr
         raise ShardedReplayFailed(f"shard {shard} left no result") from None
     if meta[0] == "bad line":
         return SchemaValidationError(meta[1], meta[2], meta[3])
+    if meta[0] == "past a bad line":
+        return None
     return ShardOutput(actions_path.read_bytes(), decisions_path.read_bytes(), *meta[1:])
 
 
@@ -348,11 +370,12 @@ def replay_sharded(
     from processors.replay import no_cyclic_gc
 
     context = multiprocessing.get_context("fork")
+    job = replace(job, bad_line=context.RawValue("q", _NO_BAD_LINE))
     children = [
         context.Process(target=_child_main, args=(job, shard), daemon=True)
         for shard in range(1, job.shards)
     ]
-    outputs: list[ShardOutput | SchemaValidationError] = []
+    outputs: list[ShardOutput | SchemaValidationError | None] = []
     with ExitStack() as cleanup:
 
         @cleanup.callback
@@ -374,6 +397,8 @@ def replay_sharded(
             outputs.append(run_shard(job, 0))
         except SchemaValidationError as exc:
             outputs.append(exc)
+        except _PastABadLine:
+            outputs.append(None)
         finally:
             job.engine.marks = None
         for child in children:
@@ -384,6 +409,8 @@ def replay_sharded(
         if errors:
             raise min(errors, key=_line_of)
         results = [out for out in outputs if isinstance(out, ShardOutput)]
+        if len(results) < len(outputs):  # a shard stopped, yet nobody found a bad line
+            raise ShardedReplayFailed("a shard stopped early")
         _write_merged(results, actions_file, decisions_file)
     return (
         sum(r.events for r in results),

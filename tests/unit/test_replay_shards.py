@@ -110,6 +110,24 @@ def test_a_bad_line_gives_the_one_process_error_and_writes_nothing(
     assert errors == [errors[0]] * 3
 
 
+def test_an_early_bad_line_stops_every_shard_with_its_error(
+    population: Path, tmp_path: Path
+) -> None:
+    """A bad line near the start of a long file: the shards that do not own it stop once past
+    it (they look every 4,096 lines) and the error is the one process's."""
+    lines = population.read_bytes().splitlines(keepends=True)
+    assert len(lines) > 4096
+    lines[9] = b'{"event_id":"x","customer_id":"c-bad","channel":"fax"}\n'
+    events = tmp_path / "early.jsonl"
+    events.write_bytes(b"".join(lines))
+    errors = set()
+    for workers in (1, 2, 3):
+        with pytest.raises(SchemaValidationError) as caught:
+            replay_file(events, actions_out=tmp_path / "a.jsonl", workers=workers)
+        errors.add(str(caught.value))
+    assert len(errors) == 1 and f"{events}:10:" in errors.pop()
+
+
 def test_lines_other_shards_cannot_place_quickly_are_read_in_full(
     population: Path, tmp_path: Path
 ) -> None:
