@@ -16,9 +16,10 @@ A shard validates its own lines fully and, of the others, reads only the custome
 the time (a line it cannot read that way it validates fully too). The earliest of the bad
 lines the shards stop at is the file's first bad line, so its error
 (`SchemaValidationError` with file:line) is the one raised, as one process would; the
-other shards stop soon after reading past it (`ShardJob.bad_line`). Anything else failing in a shard falls back to the
-one-process replay. Needs the `fork` start method (Linux, macOS): the shards inherit the
-engine instead of rebuilding it, and end with the process that forked them.
+other shards stop soon after reading past it (`ShardJob.bad_line`). Anything else failing
+in a shard falls back to the one-process replay. Needs the `fork` start method (Linux,
+macOS): the shards inherit the engine instead of rebuilding it, and end with the process
+that forked them.
 """
 
 from __future__ import annotations
