@@ -62,6 +62,8 @@ _NO_BAD_LINE: Final = 2**63 - 1
 #: for a fired timer's output, (line, 1) for the output of the line's own event (line = lines
 #: + 1 for `--until`'s timers); groups sort by it, as two shards never make the same key.
 Group = tuple[Any, ...]
+#: A group's (shard, action count, decision count).
+_GROUP_TAIL: Final = operator.itemgetter(-3, -2, -1)
 #: Events between two encodings of a shard's pending output.
 _ENCODE_EVERY: Final = 4096
 
@@ -287,15 +289,11 @@ class _Shard:
         )
 
 
-def run_shard(job: ShardJob, shard: int) -> ShardOutput:
-    """Replay the lines of `job.events_path` as shard `shard` of `job.shards` (see module)."""
-    try:
-        return _Shard(job, shard).run()
-    except SchemaValidationError as exc:
-        shared = job.bad_line
-        if shared is not None and _line_of(exc) < shared.value:
-            shared.value = _line_of(exc)  # a race only lets the others read a little further
-        raise
+def _note_bad_line(job: ShardJob, error: SchemaValidationError) -> None:
+    """Tell the other shards the line this one stopped at, if it is the earliest yet."""
+    shared = job.bad_line
+    if shared is not None and _line_of(error) < shared.value:
+        shared.value = _line_of(error)  # a race only lets the others read a little further
 
 
 def _shard_files(work: Path, shard: int) -> tuple[Path, Path, Path]:
@@ -309,10 +307,16 @@ def _child_main(job: ShardJob, shard: int) -> None:
     from processors.replay import no_cyclic_gc
 
     _end_with_parent()
+    work = _Shard(job, shard)
+    # The shard's state is never freed: the process ends (`os._exit`) once its output is
+    # written, and freeing hundreds of thousands of customers' states one by one would only
+    # delay the output the replay waits for.
+    _KEPT_TO_THE_END.append(work)
     try:
         with no_cyclic_gc():
-            result = run_shard(job, shard)
+            result = work.run()
     except SchemaValidationError as exc:
+        _note_bad_line(job, exc)
         meta_path.write_bytes(marshal.dumps(("bad line", exc.field, exc.message, exc.where)))
         return
     except _PastABadLine:
@@ -329,6 +333,11 @@ def _child_main(job: ShardJob, shard: int) -> None:
         result.decided,
     )
     meta_path.write_bytes(marshal.dumps(("ok", *meta)))
+    _KEPT_TO_THE_END.append(result)
+
+
+#: What a shard process keeps until it ends (see `_child_main`).
+_KEPT_TO_THE_END: list[Any] = []
 
 
 def _end_with_parent() -> None:
@@ -363,7 +372,7 @@ def _line_of(error: SchemaValidationError) -> int:
 def replay_sharded(
     job: ShardJob, actions_file: IO[bytes], decisions_file: IO[bytes] | None
 ) -> tuple[int, int, int]:
-    """Replay `job` with `job.shards` processes (this one is shard 0) and write the merged
+    """Replay `job` with `job.shards` processes and write the merged
     actions (and decisions) to the open files: (events, actions, decisions decided).
 
     Raises the `SchemaValidationError` of the file's first bad line, or
@@ -372,9 +381,11 @@ def replay_sharded(
 
     context = multiprocessing.get_context("fork")
     job = replace(job, bad_line=context.RawValue("q", _NO_BAD_LINE))
+    # Every shard is a process of its own, this one only merges: a shard ends without
+    # freeing its state (see `_child_main`), which this process would have to do.
     children = [
         context.Process(target=_child_main, args=(job, shard), daemon=True)
-        for shard in range(1, job.shards)
+        for shard in range(job.shards)
     ]
     outputs: list[ShardOutput | SchemaValidationError | None] = []
     with ExitStack() as cleanup:
@@ -393,18 +404,10 @@ def replay_sharded(
                 child.start()
         except (OSError, AssertionError) as exc:  # no fork now (EAGAIN, ENOMEM): one process
             raise ShardedReplayFailed(f"a shard could not start: {exc!r}") from exc
-        cleanup.enter_context(no_cyclic_gc())  # also while the shards' groups are read
-        try:
-            outputs.append(run_shard(job, 0))
-        except SchemaValidationError as exc:
-            outputs.append(exc)
-        except _PastABadLine:
-            outputs.append(None)
-        finally:
-            job.engine.marks = None
+        cleanup.enter_context(no_cyclic_gc())  # while the shards' groups are read
         for child in children:
             child.join()
-        for shard in range(1, job.shards):
+        for shard in range(job.shards):
             outputs.append(_child_output(job, shard))
         errors = [out for out in outputs if isinstance(out, SchemaValidationError)]
         if errors:
@@ -433,29 +436,32 @@ def _write_merged(
         merged: Iterable[Group] = sorted(itertools.chain.from_iterable(groups))
     else:
         merged = heapq.merge(*groups)
-    texts = [(memoryview(r.actions), memoryview(r.decisions)) for r in results]
-    ends = [([0, *r.action_ends], [0, *r.decision_ends]) for r in results]  # by record count
+    action_texts = [memoryview(r.actions) for r in results]
+    decision_texts = [memoryview(r.decisions) for r in results]
+    action_ends = [[0, *r.action_ends] for r in results]  # by record count
+    decision_ends = [[0, *r.decision_ends] for r in results]
     starts = [(0, 0)] * len(results)
     actions: list[memoryview] = []
     decisions: list[memoryview] = []
 
     def take(shard: int, a_end: int, d_end: int) -> None:
         """The records of `shard` since its last run up to these counts."""
-        (a_start, d_start), (action_text, decision_text) = starts[shard], texts[shard]
-        action_ends, decision_ends = ends[shard]
-        actions.append(action_text[action_ends[a_start] : action_ends[a_end]])
-        decisions.append(decision_text[decision_ends[d_start] : decision_ends[d_end]])
+        a_start, d_start = starts[shard]
+        ends = action_ends[shard]
+        actions.append(action_texts[shard][ends[a_start] : ends[a_end]])
+        if decisions_file is not None:
+            ends = decision_ends[shard]
+            decisions.append(decision_texts[shard][ends[d_start] : ends[d_end]])
         starts[shard] = (a_end, d_end)
 
     run = -1  # the shard whose consecutive groups are being gathered
     a_end = d_end = 0
-    for group in merged:
-        shard = group[-3]
+    for shard, a_count, d_count in map(_GROUP_TAIL, merged):
         if shard != run:
             if run >= 0:
                 take(run, a_end, d_end)
             run = shard
-        a_end, d_end = group[-2], group[-1]
+        a_end, d_end = a_count, d_count
     if run >= 0:
         take(run, a_end, d_end)
     actions_file.write(b"".join(actions))
