@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import heapq
+import io
 import itertools
 import marshal
 import multiprocessing
@@ -62,6 +63,18 @@ _NO_BAD_LINE: Final = 2**63 - 1
 #: for a fired timer's output, (line, 1) for the output of the line's own event (line = lines
 #: + 1 for `--until`'s timers); groups sort by it, as two shards never make the same key.
 Group = tuple[Any, ...]
+
+
+def _iov_max() -> int:
+    """Pieces per `os.writev` call: the system's limit, at most 1024 (POSIX allows 16)."""
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 16
+    return min(limit, 1024) if limit >= 16 else 16
+
+
+_WRITEV_PIECES: Final = _iov_max()
 #: A group's (shard, action count, decision count).
 _GROUP_TAIL: Final = operator.itemgetter(-3, -2, -1)
 #: Events between two encodings of a shard's pending output.
@@ -464,6 +477,25 @@ def _write_merged(
         a_end, d_end = a_count, d_count
     if run >= 0:
         take(run, a_end, d_end)
-    actions_file.write(b"".join(actions))
+    _write_pieces(actions_file, actions)
     if decisions_file is not None:
-        decisions_file.write(b"".join(decisions))
+        _write_pieces(decisions_file, decisions)
+
+
+def _write_pieces(file: IO[bytes], pieces: list[memoryview]) -> None:
+    """Write `pieces` in order: to the file's descriptor as they are (`os.writev`), rather
+    than joined first into one copy of the whole output."""
+    try:
+        descriptor = file.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # not a file of the system's
+        file.write(b"".join(pieces))
+        return
+    file.flush()
+    for start in range(0, len(pieces), _WRITEV_PIECES):
+        batch = pieces[start : start + _WRITEV_PIECES]
+        written = os.writev(descriptor, batch)
+        size = sum(piece.nbytes for piece in batch)
+        if written < size:  # a short write (rare on a regular file): the rest one by one
+            rest = memoryview(b"".join(batch))[written:]
+            while rest:
+                rest = rest[os.write(descriptor, rest) :]
