@@ -215,6 +215,7 @@ class Engine:
         # Replay and backfill: a DictStore holds the very objects the engine mutates, so
         # reads skip a Python call and only new keys need writing.
         in_place = type(store) is DictStore
+        data: dict[str, Any] | None = None
         if in_place:
             data = store.data  # type: ignore[attr-defined]
             get: Callable[[str], Any] = data.get
@@ -224,7 +225,7 @@ class Engine:
             put = store.set
         t = event.occurred_at
         ct = t if watermark_cap is None or t <= watermark_cap else watermark_cap  # clock time
-        due = self._move_clock(store, get, put, in_place, ct)
+        due = self._move_clock(store, data, ct)
         if due is not None:
             self._fire_due_from(store, due[0], due[1], out)
 
@@ -320,36 +321,44 @@ class Engine:
         return out
 
     def _move_clock(
-        self,
-        store: StateStore,
-        get: Callable[[str], Any],
-        put: Callable[[str, Any], None],
-        in_place: bool,
-        ct: int,
+        self, store: StateStore, data: dict[str, Any] | None, ct: int
     ) -> tuple[list[int], int] | None:
         """The clock step of an event at clock time `ct`: the partition's max time and
-        watermark move; (timer index, watermark) when timers are due, else None."""
-        clock = get(CLOCK_KEY)
+        watermark move; (timer index, watermark) when timers are due, else None. `data` is
+        the dict of a DictStore (read and changed in place), None for any other store."""
+        clock: dict[str, Any] | None = (
+            data.get(CLOCK_KEY) if data is not None else store.get(CLOCK_KEY)
+        )
         if clock is None:
             clock = {"max": ct, "wm": ct - self._lateness_ms, "v": STATE_VERSION}
-            put(CLOCK_KEY, clock)
+            if data is not None:
+                data[CLOCK_KEY] = clock
+            else:
+                store.set(CLOCK_KEY, clock)
         elif clock.get("v") != STATE_VERSION:
             upgrade_partition(store, clock)  # state of an older layout (state.py)
-        if ct <= clock["max"]:
+        newest: int = clock["max"]
+        if ct <= newest:
             return None
         clock["max"] = ct
         watermark = ct - self._lateness_ms
         due: tuple[list[int], int] | None = None
-        if watermark > clock["wm"]:
+        passed: int = clock["wm"]
+        if watermark > passed:
             clock["wm"] = watermark
-            index: list[int] | None = get(TIMER_INDEX_KEY)
+            index: list[int] | None = (
+                data.get(TIMER_INDEX_KEY) if data is not None else store.get(TIMER_INDEX_KEY)
+            )
             if index and index[0] * TIMER_BUCKET_MS <= watermark:
                 # the first bucket is sorted: fire only when its first deadline is due
-                first = get(f"{TIMER_BUCKET_PREFIX}{index[0]}")
+                bucket = f"{TIMER_BUCKET_PREFIX}{index[0]}"
+                first: list[list[Any]] | None = (
+                    data.get(bucket) if data is not None else store.get(bucket)
+                )
                 if not first or first[0][0] <= watermark:
                     due = (index, watermark)
-        if not in_place:
-            put(CLOCK_KEY, clock)
+        if data is None:
+            store.set(CLOCK_KEY, clock)
         return due
 
     def observe(self, store: StateStore, t: int) -> EngineOutput | None:
@@ -357,11 +366,11 @@ class Engine:
         (a sharded replay: each shard sees every line's time, applies its own customers'):
         the clock moves and due timers fire exactly as `process` would make them. Their
         output, or None when none fired."""
-        if type(store) is DictStore:
-            data = store.data  # type: ignore[attr-defined]
-            due = self._move_clock(store, data.get, data.__setitem__, True, t)
-        else:
-            due = self._move_clock(store, store.get, store.set, False, t)
+        due = self._move_clock(
+            store,
+            store.data if type(store) is DictStore else None,  # type: ignore[attr-defined]
+            t,
+        )
         if due is None:
             return None
         out = EngineOutput([], [])

@@ -30,3 +30,5 @@ def test_replay_and_both_parsing_baselines_are_measured_on_the_same_lines(tmp_pa
         assert result[key] > 0
     assert (tmp_path / "replay-vs-parse-actions.jsonl").stat().st_size > 0
     assert result["replay_workers"] == 1  # a file this small replays in one process
+    runs = result["replay_runs_lines_per_s"]
+    assert len(runs) == 2 and result["replay_lines_per_s"] == max(runs)  # the faster run counts
