@@ -238,6 +238,7 @@ class _Shard:
                     obj = None
                 event = None
                 partition = 0
+                other_time = None  # another shard's line: the time its event moves the clock to
                 if type(obj) is dict:
                     cid = obj.get("customer_id")
                     if type(cid) is str:
@@ -252,32 +253,24 @@ class _Shard:
                             mine, partition = placed.get(cid) or place(cid)
                         if mine:
                             event = event_from_parsed(obj)
-                        else:
-                            # another shard's line: only its time, when the fast path reads it
-                            t = occurred_ms(obj.get("occurred_at"))
-                            if t is not None:
-                                observed = observe(stores[partition], t)
-                                if observed is not None:
-                                    if observed.actions or observed.decisions:
-                                        a_count, d_count = cut(
-                                            observed, lineno, partition, (a_count, d_count)
-                                        )
-                                    marks.clear()
-                                continue
-                if event is None:  # the general path: the line's error, or its event
+                        else:  # only its time, when the fast path reads it
+                            other_time = occurred_ms(obj.get("occurred_at"))
+                if event is None and other_time is None:
+                    # the general path: the line's error, or its event
                     event = event_of_line(raw, lineno, job.events_path)
                     if event is None:
                         continue  # a blank line
                     mine, partition = placed.get(event.customer_id) or place(event.customer_id)
                     if not mine:
-                        observed = observe(stores[partition], event.occurred_at)
-                        if observed is not None:
-                            if observed.actions or observed.decisions:
-                                a_count, d_count = cut(
-                                    observed, lineno, partition, (a_count, d_count)
-                                )
-                            marks.clear()
-                        continue
+                        other_time = event.occurred_at
+                if other_time is not None:
+                    observed = observe(stores[partition], other_time)
+                    if observed is not None:
+                        if observed.actions or observed.decisions:
+                            a_count, d_count = cut(observed, lineno, partition, (a_count, d_count))
+                        marks.clear()
+                    continue
+                assert event is not None  # a line of this shard
                 events += 1
                 out = process(stores[partition], event)
                 if out.actions or out.decisions:

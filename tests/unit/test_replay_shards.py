@@ -213,8 +213,8 @@ def test_the_cli_takes_workers_from_the_option_or_the_settings(
 
 
 def test_occurred_ms_reads_every_form_as_fromisoformat_does() -> None:
-    """The table-driven read of written times, and every other form through fromisoformat:
-    the same milliseconds, the same refusals (a second read hits the cached minute)."""
+    """The digit-by-digit read of written times, and every other form through fromisoformat:
+    the same milliseconds, the same refusals (a second read finds the cached day)."""
     import random
     from datetime import datetime, timedelta
 
