@@ -233,37 +233,27 @@ def replay_file(
             )
         if sharded is not None:
             events, actions, decided = sharded
-            for handle in handles:
-                handle.close()
-            for temp, target in zip(temps, targets, strict=True):
-                os.replace(temp, target)
-            return ReplaySummary(
-                events=events,
-                actions=actions,
-                decisions=decided,
-                partitions=partitions,
-                seconds=time.perf_counter() - started,
-                workers=shards,
-            )
-        sink = OutputWriter(handles[0], handles[1] if len(handles) > 1 else None)
-        with no_cyclic_gc():
-            feed = replayer.feeder()
-            # outputs are encoded and written once per WRITE_EVERY events
-            pending_actions: list[ActionEvent] = []
-            pending_decisions: list[Decision] = []
-            for event in read_events_jsonl(events_path):
-                events += 1
-                out = feed(event)
-                if out.actions:
-                    pending_actions += out.actions
-                if out.decisions:
-                    pending_decisions += out.decisions
-                if not events % WRITE_EVERY:
-                    sink.write_records(pending_actions, pending_decisions)
-                    pending_actions, pending_decisions = [], []
-            sink.write_records(pending_actions, pending_decisions)
-            sink.write(replayer.finish(until_ms))
-        actions = sink.actions
+        else:  # one process: this loop
+            shards = 1
+            sink = OutputWriter(handles[0], handles[1] if len(handles) > 1 else None)
+            with no_cyclic_gc():
+                feed = replayer.feeder()
+                # outputs are encoded and written once per WRITE_EVERY events
+                pending_actions: list[ActionEvent] = []
+                pending_decisions: list[Decision] = []
+                for event in read_events_jsonl(events_path):
+                    events += 1
+                    out = feed(event)
+                    if out.actions:
+                        pending_actions += out.actions
+                    if out.decisions:
+                        pending_decisions += out.decisions
+                    if not events % WRITE_EVERY:
+                        sink.write_records(pending_actions, pending_decisions)
+                        pending_actions, pending_decisions = [], []
+                sink.write_records(pending_actions, pending_decisions)
+                sink.write(replayer.finish(until_ms))
+            actions, decided = sink.actions, replayer.engine.decided
         for handle in handles:
             handle.close()
         for temp, target in zip(temps, targets, strict=True):
@@ -276,9 +266,10 @@ def replay_file(
     return ReplaySummary(
         events=events,
         actions=actions,
-        decisions=replayer.engine.decided,
+        decisions=decided,
         partitions=partitions,
         seconds=time.perf_counter() - started,
+        workers=shards,
     )
 
 
@@ -301,7 +292,6 @@ def _replay_sharded(
             for handle in handles:
                 handle.seek(0)
                 handle.truncate()
-            engine.decided = 0
             return None
 
 
