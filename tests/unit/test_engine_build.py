@@ -6,6 +6,8 @@ import importlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,18 @@ def _built(name: str) -> list[Path]:
     return [p for p in HERE.glob(f"{name}.*") if p.suffix in (".so", ".pyd")]
 
 
+@contextmanager
+def _edited_after_build(source: Path, built: list[Path]) -> Iterator[None]:
+    """`source` looks edited after its build (its mtime past the newest built file), then
+    its own mtime again."""
+    before = source.stat()
+    try:
+        os.utime(source, (before.st_atime, max(p.stat().st_mtime for p in built) + 10))
+        yield
+    finally:
+        os.utime(source, (before.st_atime, before.st_mtime))
+
+
 def test_the_flag_says_which_modules_were_imported() -> None:
     for name in engine_package.COMPILED_MODULES:
         module = importlib.import_module(f"processors.engine.{name}")
@@ -51,13 +65,8 @@ def test_an_edited_source_runs_instead_of_the_modules_compiled_before_the_edit(
     if not compiled:
         assert _probe() == ("False", _sources())  # no compiled module: the sources run
         return
-    before = source.stat()
-    newest = max(p.stat().st_mtime for p in compiled)
-    try:
-        os.utime(source, (before.st_atime, newest + 10))  # "edited" after the build
+    with _edited_after_build(source, compiled):
         assert _probe() == ("False", _sources())  # every hot module from source, not a mix
-    finally:
-        os.utime(source, (before.st_atime, before.st_mtime))
     assert _probe()[0] == "True"
 
 
@@ -81,10 +90,5 @@ def test_the_json_form_runs_compiled_unless_its_source_is_newer() -> None:
         assert run() == "False True"
         return
     assert run() == "True False"
-    source = here / "json_form.py"
-    before = source.stat()
-    try:
-        os.utime(source, (before.st_atime, max(p.stat().st_mtime for p in built) + 10))
+    with _edited_after_build(here / "json_form.py", built):
         assert run() == "False True"
-    finally:
-        os.utime(source, (before.st_atime, before.st_mtime))
