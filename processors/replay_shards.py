@@ -29,7 +29,9 @@ import heapq
 import io
 import itertools
 import marshal
+import mmap
 import multiprocessing
+import multiprocessing.connection
 import operator
 import os
 import signal
@@ -126,19 +128,48 @@ class ShardJob:
     bad_line: Any = None
 
 
+#: What a shard hands the merge besides its files: (action ends, decision ends, groups, own
+#: events applied, actions, decisions decided).
+ShardMeta = tuple[list[int], list[int], list[Group], int, int, int]
+
+
 @dataclass(slots=True)
 class ShardOutput:
-    """One shard's output: its actions and decisions as JSON lines in its own order, and the
-    groups that cut them for the merge."""
+    """One shard's output: its actions and decisions as JSON lines in its own order (its
+    files, mapped), and the groups that cut them for the merge."""
 
-    actions: bytes
-    decisions: bytes
+    actions: bytes | mmap.mmap
+    decisions: bytes | mmap.mmap
     action_ends: list[int]  # where each action's line ends in `actions`
     decision_ends: list[int]
     groups: list[Group]
     events: int  # own events applied
     action_count: int
     decided: int
+
+
+class _ShardFile:
+    """One output file of a shard, written as the output is encoded: the bytes so far and
+    where each record's line ends in the file."""
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.written = 0
+        self.ends: list[int] = []
+        self.lines = bytearray()  # reused for every batch
+
+    def append(self, records: list[Any]) -> None:
+        if not records:
+            return
+        lines = self.lines
+        append_json_lines(lines, records, self.ends, self.written)
+        view = memoryview(lines)
+        done = 0
+        while done < len(lines):
+            done += os.write(self.descriptor, view[done:])
+        view.release()
+        self.written += len(lines)
+        del lines[:]
 
 
 class ShardedReplayFailed(Exception):
@@ -150,9 +181,10 @@ class _PastABadLine(Exception):
 
 
 class _Shard:
-    """The work of one shard: its stores, where each customer goes, its output."""
+    """The work of one shard: its stores, where each customer goes, its output (written to
+    its files as it is encoded, so that little is left to write when the shard ends)."""
 
-    def __init__(self, job: ShardJob, shard: int) -> None:
+    def __init__(self, job: ShardJob, shard: int, actions_fd: int, decisions_fd: int) -> None:
         self.job = job
         self.shard = shard
         self.stores = [DictStore() for _ in range(job.partitions)]
@@ -161,10 +193,8 @@ class _Shard:
         self.groups: list[Group] = []
         self.actions: list[ActionEvent] = []  # not yet encoded
         self.decisions: list[Decision] = []
-        self.encoded_actions = bytearray()
-        self.encoded_decisions = bytearray()
-        self.action_ends: list[int] = []
-        self.decision_ends: list[int] = []
+        self.actions_file = _ShardFile(actions_fd)
+        self.decisions_file = _ShardFile(decisions_fd)
         from processors.replay import partition_for  # it imports this module
 
         self.partition_for = partition_for
@@ -203,13 +233,14 @@ class _Shard:
         return a_count, d_count
 
     def encode(self) -> None:
-        """Encode the pending output (the lists are emptied in place: the loop holds them)."""
-        append_json_lines(self.encoded_actions, self.actions, self.action_ends)
+        """Encode the pending output to the files (the lists are emptied in place: the loop
+        holds them)."""
+        self.actions_file.append(self.actions)
         del self.actions[:]
-        append_json_lines(self.encoded_decisions, self.decisions, self.decision_ends)
+        self.decisions_file.append(self.decisions)
         del self.decisions[:]
 
-    def run(self) -> ShardOutput:
+    def run(self) -> ShardMeta:
         job = self.job
         engine = job.engine
         engine.marks = marks = self.marks
@@ -293,11 +324,9 @@ class _Shard:
                 marks.clear()
         engine.marks = None
         self.encode()
-        return ShardOutput(
-            bytes(self.encoded_actions),
-            bytes(self.encoded_decisions),
-            self.action_ends,
-            self.decision_ends,
+        return (
+            self.actions_file.ends,
+            self.decisions_file.ends,
             self.groups,
             events,
             a_count,
@@ -323,33 +352,29 @@ def _child_main(job: ShardJob, shard: int) -> None:
     from processors.replay import no_cyclic_gc
 
     _end_with_parent()
-    work = _Shard(job, shard)
-    # The shard's state is never freed: the process ends (`os._exit`) once its output is
-    # written, and freeing hundreds of thousands of customers' states one by one would only
-    # delay the output the replay waits for.
-    _KEPT_TO_THE_END.append(work)
-    try:
-        with no_cyclic_gc():
-            result = work.run()
-    except SchemaValidationError as exc:
-        _note_bad_line(job, exc)
-        meta_path.write_bytes(marshal.dumps(("bad line", exc.field, exc.message, exc.where)))
-        return
-    except _PastABadLine:
-        meta_path.write_bytes(marshal.dumps(("past a bad line",)))
-        return
-    actions_path.write_bytes(result.actions)
-    decisions_path.write_bytes(result.decisions)
-    meta = (
-        result.action_ends,
-        result.decision_ends,
-        result.groups,
-        result.events,
-        result.action_count,
-        result.decided,
-    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    with ExitStack() as files:
+        actions_fd = os.open(actions_path, flags, 0o600)
+        files.callback(os.close, actions_fd)
+        decisions_fd = os.open(decisions_path, flags, 0o600)
+        files.callback(os.close, decisions_fd)
+        work = _Shard(job, shard, actions_fd, decisions_fd)
+        # The shard's state is never freed: the process ends (`os._exit`) once its output
+        # is written, and freeing hundreds of thousands of customers' states one by one
+        # would only delay the output the replay waits for.
+        _KEPT_TO_THE_END.append(work)
+        try:
+            with no_cyclic_gc():
+                meta = work.run()
+        except SchemaValidationError as exc:
+            _note_bad_line(job, exc)
+            meta_path.write_bytes(marshal.dumps(("bad line", exc.field, exc.message, exc.where)))
+            return
+        except _PastABadLine:
+            meta_path.write_bytes(marshal.dumps(("past a bad line",)))
+            return
     meta_path.write_bytes(marshal.dumps(("ok", *meta)))
-    _KEPT_TO_THE_END.append(result)
+    _KEPT_TO_THE_END.append(meta)
 
 
 #: What a shard process keeps until it ends (see `_child_main`).
@@ -378,7 +403,20 @@ def _child_output(job: ShardJob, shard: int) -> ShardOutput | SchemaValidationEr
         return SchemaValidationError(meta[1], meta[2], meta[3])
     if meta[0] == "past a bad line":
         return None
-    return ShardOutput(actions_path.read_bytes(), decisions_path.read_bytes(), *meta[1:])
+    return ShardOutput(_mapped(actions_path), _mapped(decisions_path), *meta[1:])
+
+
+def _mapped(path: Path) -> bytes | mmap.mmap:
+    """A shard's output file, mapped rather than copied (the merge writes slices of it)."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return b""  # an empty file cannot be mapped
+        return mmap.mmap(
+            file.fileno(),
+            0,
+            flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+            prot=mmap.PROT_READ,
+        )
 
 
 def _line_of(error: SchemaValidationError) -> int:
@@ -403,7 +441,6 @@ def replay_sharded(
         context.Process(target=_child_main, args=(job, shard), daemon=True)
         for shard in range(job.shards)
     ]
-    outputs: list[ShardOutput | SchemaValidationError | None] = []
     with ExitStack() as cleanup:
 
         @cleanup.callback
@@ -421,10 +458,14 @@ def replay_sharded(
         except (OSError, AssertionError) as exc:  # no fork now (EAGAIN, ENOMEM): one process
             raise ShardedReplayFailed(f"a shard could not start: {exc!r}") from exc
         cleanup.enter_context(no_cyclic_gc())  # while the shards' groups are read
-        for child in children:
-            child.join()
-        for shard in range(job.shards):
-            outputs.append(_child_output(job, shard))
+        # each shard's output is read as soon as it ends, while the others still run
+        running = {child.sentinel: shard for shard, child in enumerate(children)}
+        ended: dict[int, ShardOutput | SchemaValidationError | None] = {}
+        while running:
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                shard = running.pop(sentinel)  # type: ignore[arg-type]
+                ended[shard] = _child_output(job, shard)
+        outputs = [ended[shard] for shard in range(job.shards)]
         errors = [out for out in outputs if isinstance(out, SchemaValidationError)]
         if errors:
             raise min(errors, key=_line_of)

@@ -244,10 +244,11 @@ def to_json_lines(records: Iterable[Record]) -> bytes:
 
 
 def append_json_lines(
-    lines: bytearray, records: Iterable[Record], ends: list[int] | None = None
+    lines: bytearray, records: Iterable[Record], ends: list[int] | None = None, offset: int = 0
 ) -> None:
-    """`to_json_lines(records)` appended to `lines`; with `ends`, the length of `lines` after
-    each record appended to it (where each record's line ends).
+    """`to_json_lines(records)` appended to `lines`; with `ends`, `offset` + the length of
+    `lines` after each record appended to it (where each record's line ends, in a file whose
+    first `offset` bytes were written before `lines`).
 
     Each line is copied into the one buffer at once and its own bytes freed: orjson
     allocates every result with room to spare and shrinks it, and keeping thousands of
@@ -273,7 +274,7 @@ def append_json_lines(
             encoded = _generic_json_bytes(record) + b"\n"
         lines += encoded
         if ends is not None:
-            ends.append(len(lines))
+            ends.append(offset + len(lines))
 
 
 def _generic_json_bytes(record: Record) -> bytes:
