@@ -3,11 +3,13 @@
 Compiled: the modules of the trigger engine that every event runs through
 (`processors.engine.COMPILED_MODULES`: the Engine, arbitration, the rule kinds, rendering,
 candidates, the per-rule runtime, the customer state helpers, times and ids), the JSON form
-that file replay reads and writes every line with (`schemas.COMPILED_MODULES`) and the
-generated Avro decoders (`schemas/_native/`).
-Both are optional: without a compiler, with MOMENTS_PURE_PYTHON=1, or when mypyc
+that file replay reads and writes every line with (`schemas.COMPILED_MODULES`), the sharded
+file replay's loop (`processors.COMPILED_MODULES`) and the generated Avro decoders
+(`schemas/_native/`).
+All are optional: without a compiler, with MOMENTS_PURE_PYTHON=1, or when mypyc
 refuses a module, the install goes on in pure Python (same code, same results).
-`processors.engine.ENGINE_COMPILED` and `schemas.JSON_FORM_COMPILED` say which run (an
+`processors.engine.ENGINE_COMPILED`, `schemas.JSON_FORM_COMPILED` and
+`processors.REPLAY_SHARDS_COMPILED` say which run (an
 edited source runs until the next install, see `schemas.compiled`); the codec uses a
 compiled decoder only when it was generated from the source it would run itself.
 """
@@ -40,6 +42,7 @@ def listed_modules(package_dir: str) -> list[str]:
 COMPILED = [
     *listed_modules("processors/engine"),
     *listed_modules("schemas"),
+    *listed_modules("processors"),
     *sorted(str(p) for p in Path("schemas/_native").glob("*.py") if p.name != "__init__.py"),
 ]
 

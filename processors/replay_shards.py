@@ -163,13 +163,17 @@ class _ShardFile:
             return
         lines = self.lines
         append_json_lines(lines, records, self.ends, self.written)
-        view = memoryview(lines)
-        done = 0
-        while done < len(lines):
-            done += os.write(self.descriptor, view[done:])
-        view.release()
+        _write_all(self.descriptor, memoryview(lines), 0)
         self.written += len(lines)
         del lines[:]
+
+
+def _write_all(descriptor: int, data: memoryview, done: int) -> None:
+    """Write `data` from `done` on, however short the system cuts each write."""
+    with data:
+        size = data.nbytes
+        while done < size:
+            done += os.write(descriptor, data[done:])
 
 
 class ShardedReplayFailed(Exception):
@@ -540,6 +544,4 @@ def _write_pieces(file: IO[bytes], pieces: list[memoryview]) -> None:
         written = os.writev(descriptor, batch)
         size = sum(piece.nbytes for piece in batch)
         if written < size:  # a short write (rare on a regular file): the rest one by one
-            rest = memoryview(b"".join(batch))[written:]
-            while rest:
-                rest = rest[os.write(descriptor, rest) :]
+            _write_all(descriptor, memoryview(b"".join(batch)), written)

@@ -24,6 +24,7 @@ from moments.bench.worker import latency, worker
 from moments.calibration import calibration, python_loop_seconds, read_cpu_times
 from moments.settings import Settings
 from moments.stack import local_stack
+from processors import REPLAY_SHARDS_COMPILED
 from processors.engine import ENGINE_COMPILED
 from schemas import JSON_FORM_COMPILED
 
@@ -100,6 +101,7 @@ def run_bench(
         "cpus": os.cpu_count(),
         "engine_compiled": ENGINE_COMPILED,
         "json_form_compiled": JSON_FORM_COMPILED,
+        "replay_shards_compiled": REPLAY_SHARDS_COMPILED,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     report["written"], report["not_written"] = [], {}

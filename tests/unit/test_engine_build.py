@@ -70,13 +70,22 @@ def test_an_edited_source_runs_instead_of_the_modules_compiled_before_the_edit(
     assert _probe()[0] == "True"
 
 
-def test_the_json_form_runs_compiled_unless_its_source_is_newer() -> None:
-    """The JSON form (`schemas.COMPILED_MODULES`) has the same guard as the engine."""
-    import schemas
-
+@pytest.mark.parametrize(
+    ("package_name", "module", "flag"),
+    [
+        ("schemas", "json_form", "JSON_FORM_COMPILED"),
+        ("processors", "replay_shards", "REPLAY_SHARDS_COMPILED"),
+    ],
+)
+def test_the_other_compiled_modules_run_compiled_unless_their_source_is_newer(
+    package_name: str, module: str, flag: str
+) -> None:
+    """The JSON form (`schemas.COMPILED_MODULES`) and the sharded replay
+    (`processors.COMPILED_MODULES`) have the same guard as the engine."""
+    package = importlib.import_module(package_name)
     probe = (
-        "import schemas, schemas.json_form as j;"
-        "print(schemas.JSON_FORM_COMPILED, j.__file__.endswith('.py'))"
+        f"import {package_name}, {package_name}.{module} as m;"
+        f"print({package_name}.{flag}, m.__file__.endswith('.py'))"
     )
 
     def run() -> str:
@@ -84,9 +93,13 @@ def test_the_json_form_runs_compiled_unless_its_source_is_newer() -> None:
             [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
         ).stdout.strip()
 
-    here = Path(schemas.__file__).parent
-    built = [p for p in here.glob("json_form.*") if p.suffix in (".so", ".pyd")]
+    here = Path(str(package.__file__)).parent
+    built = [p for p in here.glob(f"{module}.*") if p.suffix in (".so", ".pyd")]
     if not built:
+        assert run() == "False True"
+        return
+    assert run() == "True False"
+    with _edited_after_build(here / f"{module}.py", built):
         assert run() == "False True"
         return
     assert run() == "True False"
