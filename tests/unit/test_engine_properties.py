@@ -22,6 +22,12 @@ ENGINE = Engine(load_rule_pack(), EngineConfig())
 TYPES = (*EVENT_TYPES, "brand_new_type")
 
 
+#: A dedupe horizon longer than any stream of `streams`: a repeat older than the horizon is
+#: processed again (and raises the same action_id, which sinks drop); within the horizon the
+#: engine itself never repeats one, which is what "no action twice" checks.
+REPEATS_WITHIN_HORIZON = EngineConfig(dedupe_horizon_ms=1000 * D)
+
+
 @st.composite
 def streams(draw: st.DrawFn, max_size: int = 60) -> list[InteractionEvent]:
     """Mostly increasing event times with some late events and some repeated event ids."""
@@ -77,9 +83,7 @@ def test_same_events_same_bytes(events: list[InteractionEvent]) -> None:
 def test_no_duplicate_action_ids_and_one_decision_per_candidate(
     events: list[InteractionEvent],
 ) -> None:
-    # a repeat older than the dedupe horizon is processed again (and raises the same
-    # action_id, which sinks drop); within the horizon the engine itself never repeats one
-    engine = Engine(load_rule_pack(), EngineConfig(dedupe_horizon_ms=1000 * D))
+    engine = Engine(load_rule_pack(), REPEATS_WITHIN_HORIZON)
     store = DictStore()
     out = EngineOutput()
     for event in events:

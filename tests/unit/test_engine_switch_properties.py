@@ -9,12 +9,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.engine import DEFAULT_PACK_PATH, EngineConfig, parse_rule_pack
+from processors.engine import DEFAULT_PACK_PATH, parse_rule_pack
 from processors.engine.rules import RulePack
 from processors.replay import replay_events
 from schemas.records import InteractionEvent
 from tests.unit.test_engine import T0, D
-from tests.unit.test_engine_properties import streams
+from tests.unit.test_engine_properties import REPEATS_WITHIN_HORIZON, streams
 
 DEFAULT_DOC: dict[str, Any] = yaml.safe_load(DEFAULT_PACK_PATH.read_text(encoding="utf-8"))
 A = parse_rule_pack(DEFAULT_DOC)
@@ -51,7 +51,7 @@ def new_packs() -> st.SearchStrategy[RulePack]:
 
 def run(events: list[InteractionEvent], changes: list[tuple[int, RulePack]], until: int) -> Any:
     actions, decisions = replay_events(
-        events, pack=A, changes=changes, until_ms=until, config=EngineConfig()
+        events, pack=A, changes=changes, until_ms=until, config=REPEATS_WITHIN_HORIZON
     )
     return actions, decisions
 
@@ -67,7 +67,9 @@ def test_a_switch_is_deterministic_changes_nothing_before_it_and_loses_nothing(
     assert run(events, [(at, pack)], until) == (actions, decisions)
     # before the first event at or after the switch, exactly what the old pack alone does
     k = next((i for i, e in enumerate(events) if e.occurred_at >= at), len(events))
-    before_actions, before_decisions = replay_events(events[:k], pack=A, config=EngineConfig())
+    before_actions, before_decisions = replay_events(
+        events[:k], pack=A, config=REPEATS_WITHIN_HORIZON
+    )
     assert actions[: len(before_actions)] == before_actions
     assert decisions[: len(before_decisions)] == before_decisions
     # no action twice; every action has a decision that names it fired
@@ -102,5 +104,5 @@ def test_a_switch_before_every_event_is_the_new_pack_alone(
     until = T0 + 60 * D
     first = min((e.occurred_at for e in events), default=T0)
     switched = run(events, [(first - D, pack)], until)
-    alone = replay_events(events, pack=pack, until_ms=until, config=EngineConfig())
+    alone = replay_events(events, pack=pack, until_ms=until, config=REPEATS_WITHIN_HORIZON)
     assert switched == alone
