@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.settings import Settings
+from common.topics import ensure_topics
 from moments.runtime import Supervisor
-from moments.settings import Settings
 from moments.stack import local_stack
-from moments.topics import ensure_topics
 from processors.config import engine_config
 from processors.engine import load_rule_pack
 from processors.replay import replay_events

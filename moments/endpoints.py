@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from moments.settings import Settings
+from common.settings import Settings
 
 ENV_FILE_NAME = "env"
 

@@ -1,7 +1,7 @@
 """`moments forget CUSTOMER_ID`: erase a customer everywhere moments keeps them.
 
 1. The erasure record goes to `interactions` first (a tombstone keyed by the
-   customer id, header `moments.control: forget`; `moments.privacy`), and is
+   customer id, header `moments.control: forget`; `common.privacy`), and is
    acknowledged by the broker: the worker that owns the customer's partition
    drops their engine state (changelog tombstones) when it reaches the record,
    so nothing is emitted for them from then on, also after a restart. The
@@ -10,7 +10,7 @@
    (`sinks.erasure`).
 
 Raw events age out of the topics with `MOMENTS_RETENTION_DAYS`
-(`moments.topics`). Erasure is logged with the customer id hashed, never in
+(`common.topics`). Erasure is logged with the customer id hashed, never in
 clear. Running it again is harmless.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from moments.privacy import hashed_id
-from moments.settings import Settings
+from common.privacy import hashed_id
+from common.settings import Settings
 from producers.publisher import Publisher
 from sinks.erasure import erase_customer
 

@@ -18,7 +18,7 @@ import typer
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from moments.settings import Settings
+    from common.settings import Settings
     from processors.engine.rules import Outcome
     from processors.report.uplift import RuleUplift
     from producers.simulator import Rates

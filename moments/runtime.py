@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from moments.settings import Settings
+from common.settings import Settings
 from moments.stack import die_with_parent
 
 

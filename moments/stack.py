@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from moments.settings import Settings
+from common.settings import Settings
 
 
 class StackError(RuntimeError):

@@ -62,8 +62,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from moments.metrics import EVENTS_FUTURE_DATED
-from moments.settings import Settings, Topics
+from common.metrics import EVENTS_FUTURE_DATED
+from common.settings import Settings, Topics
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, forget_customer, future_cap, load_rule_pack
 from processors.engine.rules import RulePack

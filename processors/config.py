@@ -5,7 +5,7 @@ Shared by every host of the engine: the worker, backfill, replay from the CLI an
 
 from __future__ import annotations
 
-from moments.settings import Settings
+from common.settings import Settings
 from processors.engine import EngineConfig
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from moments.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED
-from moments.rules_topic import Published, decode_published, pack_history
-from moments.settings import Settings
-from moments.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
+from common.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED
+from common.rules_topic import Published, decode_published, pack_history
+from common.settings import Settings
+from common.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
 from processors.engine import DEFAULT_PACK_PATH, RulePack, RulePackError
 from processors.engine.switching import pack_from_text, pack_id, refusal
 

@@ -62,7 +62,7 @@ log, a redelivered tick computes the same `now`. Other readers of
 `interactions` must skip records carrying the `moments.control` header.
 
 Erasure. A record with header `moments.control: forget` (null value, key =
-the customer id: `moments forget`, see `moments.privacy`) lands on the
+the customer id: `moments forget`, see `common.privacy`) lands on the
 customer's partition; the worker drops everything the engine state holds
 about that customer (`processors.engine.forget_customer`: their state, pending
 timers) and the commit sends changelog tombstones, so neither this worker nor
@@ -106,7 +106,7 @@ import faust
 from faust.streams import Stream, _current_event
 from faust.types import EventT, StreamT
 
-from moments.metrics import (
+from common.metrics import (
     ACTIONS_EMITTED,
     DECISIONS,
     DLQ_RECORDS,
@@ -120,8 +120,8 @@ from moments.metrics import (
     event_type_label,
     serve_metrics,
 )
-from moments.privacy import hashed_id
-from moments.settings import Settings
+from common.privacy import hashed_id
+from common.settings import Settings
 from processors.config import engine_config
 from processors.engine import (
     CLOCK_KEY,

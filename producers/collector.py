@@ -17,13 +17,13 @@ Events dated more than `MOMENTS_MAX_FUTURE_SKEW` ahead of now are rejected
 (field `occurred_at`). Optional per-key policy: `MOMENTS_COLLECTOR_RATE_LIMIT`
 events per second per key (429 with `Retry-After` beyond it) and
 `MOMENTS_COLLECTOR_KEY_CHANNELS` (the channels a key may send, by key
-name, `moments.privacy.key_name`). uvicorn runs with a connection limit, and a client must send its
+name, `common.privacy.key_name`). uvicorn runs with a connection limit, and a client must send its
 headers within `MOMENTS_COLLECTOR_HEADER_TIMEOUT_S` and its body within
 `MOMENTS_COLLECTOR_BODY_TIMEOUT_S` (408).
 
 A malformed request gets a 4xx naming the problem: 401 without a valid API key
 (`Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant
-time by `moments.privacy.KeyRing`, which the read API shares), 413 for a body
+time by `common.privacy.KeyRing`, which the read API shares), 413 for a body
 or batch over the limits, 415 for an encoded body, 400 for anything that is
 not JSON of the right shape. `GET /healthz` (process up), `GET /readyz`
 (broker reachable, topic present) and `GET /metrics` (Prometheus) need no key;
@@ -58,9 +58,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from moments.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
-from moments.privacy import KeyRing, RateLimiter, presented_key
-from moments.settings import Settings
+from common.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
+from common.privacy import KeyRing, RateLimiter, presented_key
+from common.settings import Settings
 from producers.publisher import (
     Publisher,
     PublisherBusy,
@@ -249,7 +249,7 @@ def create_app(
     channels_of = {key: frozenset(c) for key, c in settings.collector_key_channels.items()}
 
     def authenticate(request: Request) -> str:
-        """The name of the request's key (`moments.privacy.key_name`; "" when unauthenticated)."""
+        """The name of the request's key (`common.privacy.key_name`; "" when unauthenticated)."""
         if not keys:
             return ""
         given = presented_key(request.headers)

@@ -36,9 +36,9 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from moments.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, event_type_label
-from moments.privacy import hashed_id
-from moments.settings import Settings
+from common.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, event_type_label
+from common.privacy import hashed_id
+from common.settings import Settings
 from schemas.codec import AvroCodec, SchemaValidationError, event_from_json
 from schemas.records import InteractionEvent
 from schemas.wire import CONTROL_HEADER, FORGET

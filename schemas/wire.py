@@ -63,7 +63,7 @@ class Topics:
         self.actions_dlq = f"{prefix}actions.dlq"
         self.actions = {d: f"{prefix}actions.{d}" for d in DESTINATIONS}
         #: Compacted, key = pack name: the published rule packs (DESIGN.md 8); created by
-        #: `moments rules publish` (`moments.topics.ensure_rules_topic`), not in `all()`.
+        #: `moments rules publish` (`common.topics.ensure_rules_topic`), not in `all()`.
         self.rules = f"{prefix}rules"
 
     def action(self, destination: str) -> str:

@@ -18,14 +18,14 @@ Routes (all JSON):
   503 otherwise) and `GET /metrics` (Prometheus): no key needed.
 
 The customer routes require an API key (`Authorization: Bearer <key>` or
-`X-API-Key: <key>`, compared in constant time: `moments.privacy.KeyRing`, the
+`X-API-Key: <key>`, compared in constant time: `common.privacy.KeyRing`, the
 collector's mechanism) from `MOMENTS_API_KEYS`; 401 without a valid one.
 Without keys the API serves only on loopback: `run_api` refuses any other
 interface. Each key gets `api_rate_per_s` requests per second (burst
 `api_rate_burst`; 429 with `Retry-After` beyond); `limit` is at most
 `api_max_page` (400 beyond, naming the parameter). Every authenticated read
 writes one audit line to the `moments.audit` logger: route, the customer's
-sha256 (`moments.privacy.hashed_id`), the key's name, status and count. 400
+sha256 (`common.privacy.hashed_id`), the key's name, status and count. 400
 names a bad parameter, 503 means the database is unreachable.
 
 A small Starlette app served by uvicorn. Read-only: it never writes to the
@@ -50,9 +50,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from moments.metrics import serve_metrics
-from moments.privacy import KeyRing, RateLimiter, hashed_id, is_loopback, presented_key
-from moments.settings import Settings
+from common.metrics import serve_metrics
+from common.privacy import KeyRing, RateLimiter, hashed_id, is_loopback, presented_key
+from common.settings import Settings
 from sinks.relationship import query_relationship
 from sinks.timeline import BadCursor, page_cursor, parse_cursor, query_decisions, query_timeline
 

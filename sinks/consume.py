@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from moments.metrics import CONSUMER_LAG, serve_metrics
-from moments.settings import Settings
+from common.metrics import CONSUMER_LAG, serve_metrics
+from common.settings import Settings
 from schemas.codec import DecodeError
 from schemas.wire import RecordKind, classify, control_value
 from sinks.dead_letters import DeadLetters

@@ -24,8 +24,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from moments.metrics import DLQ_RECORDS
-from moments.settings import Settings
+from common.metrics import DLQ_RECORDS
+from common.settings import Settings
 from schemas.wire import dead_letter_headers
 
 log = logging.getLogger(__name__)

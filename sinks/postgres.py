@@ -42,8 +42,8 @@ import psycopg
 from confluent_kafka import Message
 from psycopg.adapt import PyFormat
 
-from moments.metrics import SINK_BATCH_DURATION, SINK_ERRORS, SINK_ROWS
-from moments.settings import Settings
+from common.metrics import SINK_BATCH_DURATION, SINK_ERRORS, SINK_ROWS
+from common.settings import Settings
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.consume import POLL_S, TP, ConsumeLoop, Progress, Route, retry_until, run_sink

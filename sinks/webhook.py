@@ -49,8 +49,8 @@ import certifi
 import httpx
 from confluent_kafka import Message
 
-from moments.metrics import WEBHOOK_DELIVERIES
-from moments.settings import Settings
+from common.metrics import WEBHOOK_DELIVERIES
+from common.settings import Settings
 from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent
 from schemas.wire import DESTINATIONS

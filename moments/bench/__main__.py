@@ -3,9 +3,9 @@
 import sys
 from pathlib import Path
 
+from common.settings import Settings
 from moments.bench.report import markdown_table
 from moments.bench.suite import run_bench
-from moments.settings import Settings
 
 
 def _main() -> None:  # pragma: no cover - manual runs: python -m moments.bench [--full]

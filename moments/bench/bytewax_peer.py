@@ -22,7 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Final
 
-from moments.settings import Settings
+from common.settings import Settings
 
 CONTACTS: Final = frozenset(
     {"inquiry", "complaint_filed", "dispute_opened", "cancellation_requested"}

@@ -15,10 +15,10 @@ from typing import Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from common.settings import Settings
+from common.topics import ensure_topics
 from moments.runtime import Supervisor
-from moments.settings import Settings
 from moments.stack import free_port
-from moments.topics import ensure_topics
 from producers.simulator import write_simulation
 from schemas.codec import read_events_jsonl
 from schemas.records import ActionEvent, InteractionEvent

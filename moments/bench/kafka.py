@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
+from common.topics import ensure_topics
 from moments.bench.context import Bench, _rate, _timer, _with
-from moments.topics import ensure_topics
 from processors.backfill import backfill_topic
 from producers.publisher import Publisher
 from schemas.codec import codec_for

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.settings import Settings
 from moments.bench.context import Bench
-from moments.settings import Settings
 
 
 def run_bytewax_peer(bench: Bench, settings: Settings, expected: int) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.settings import Settings
 from moments.bench.context import FULL, QUICK, Bench, _with
 from moments.bench.kafka import backfill, publisher
 from moments.bench.offline import codec, engine
@@ -22,7 +23,6 @@ from moments.bench.report import REQUIRED_KEYS, _judge, markdown_table, write_ch
 from moments.bench.sink import sink
 from moments.bench.worker import latency, worker
 from moments.calibration import calibration, python_loop_seconds, read_cpu_times
-from moments.settings import Settings
 from moments.stack import local_stack
 from processors import REPLAY_SHARDS_COMPILED
 from processors.engine import ENGINE_COMPILED

@@ -13,10 +13,10 @@ from typing import Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from common.settings import Settings
 from moments.bench.context import Bench, _rate, steady_rate
 from moments.bench.peers import run_bytewax_peer, run_empty_agent
 from moments.runtime import Supervisor
-from moments.settings import Settings
 from moments.stack import free_port
 from processors.replay import partition_for
 from schemas.codec import codec_for

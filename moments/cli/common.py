@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from moments.settings import Settings
+from common.settings import Settings
 
 app = typer.Typer(
     name="moments",
@@ -34,9 +34,9 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes that mean bad input, not a bug (imported lazily)."""
+    from common.topics import BrokerUnavailable
     from moments.demo import DemoTimeout
     from moments.runtime import ProcessDied
-    from moments.topics import BrokerUnavailable
 
     errors: list[type[BaseException]] = [
         UserError,

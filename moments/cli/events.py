@@ -31,7 +31,7 @@ def publish(
     file: Annotated[Path, typer.Argument(help="Interaction events, JSON lines.")],
 ) -> None:
     """Publish events from a JSON-lines file through the publisher SDK."""
-    from moments.topics import ensure_topics
+    from common.topics import ensure_topics
     from producers.publisher import Publisher
     from schemas.codec import read_events_jsonl
 
@@ -64,7 +64,7 @@ def ingest(
     ] = None,
 ) -> None:
     """Publish a channel's own records (calls, email, billing) as interaction events."""
-    from moments.topics import ensure_topics
+    from common.topics import ensure_topics
     from producers.adapters.ingest import ingest as ingest_records
     from producers.adapters.ingest import rich_progress
     from producers.publisher import Publisher
@@ -110,7 +110,7 @@ def collect(
     port: Annotated[int | None, typer.Option(help="Port (default MOMENTS_COLLECTOR_PORT).")] = None,
 ) -> None:
     """Serve the HTTP collector: POST /v1/events (one event or a batch, JSON form)."""
-    from moments.topics import ensure_topics
+    from common.topics import ensure_topics
     from producers.collector import run_collector
 
     settings = require_broker(load_settings())
@@ -139,8 +139,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Generate a realistic population's interactions through the channel adapters."""
+    from common.topics import ensure_topics
     from moments.report import simulation_rates
-    from moments.topics import ensure_topics
     from producers.publisher import Publisher
     from producers.simulator import publish_simulation, write_simulation
 
@@ -183,7 +183,7 @@ def simulate(
 @friendly
 def topics() -> None:
     """Create every moments topic that is missing (idempotent)."""
-    from moments.topics import ensure_topics
+    from common.topics import ensure_topics
 
     settings = require_broker(load_settings())
     created = ensure_topics(settings)

@@ -126,7 +126,7 @@ def rules_publish(
     """Validate a pack, check it against the last published one, produce it to `rules`."""
     import yaml
 
-    from moments.rules_topic import pack_history, publish_pack
+    from common.rules_topic import pack_history, publish_pack
     from processors.engine import load_rule_pack, parse_rule_pack
     from processors.engine.lifecycle import compare_packs
 
@@ -161,7 +161,7 @@ def rules_history(
     import yaml
     from rich.table import Table
 
-    from moments.rules_topic import pack_history
+    from common.rules_topic import pack_history
     from processors.engine import parse_rule_pack
 
     settings = require_broker(load_settings())
@@ -192,7 +192,7 @@ def rules_rollback(
     author: Annotated[str | None, typer.Option(help="Who rolls back (default: the user).")] = None,
 ) -> None:
     """Publish the pack published before the current one again."""
-    from moments.rules_topic import pack_history, publish_pack
+    from common.rules_topic import pack_history, publish_pack
 
     settings = require_broker(load_settings())
     history = pack_history(settings, pack)

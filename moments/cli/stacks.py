@@ -42,11 +42,11 @@ def up() -> None:
     import secrets
     import time
 
+    from common.privacy import redact_url
+    from common.topics import ensure_topics
     from moments.endpoints import export_lines, print_endpoints, write_env_file
-    from moments.privacy import redact_url
     from moments.runtime import Supervisor
     from moments.stack import free_port, local_stack
-    from moments.topics import ensure_topics
     from sinks.postgres import apply_migrations
 
     base = load_settings()

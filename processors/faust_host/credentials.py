@@ -20,7 +20,7 @@ from pathlib import Path
 from faust.auth import GSSAPICredentials, SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
-from moments.settings import Settings
+from common.settings import Settings
 
 #: librdkafka options `broker_credentials` maps; any other one Faust cannot take.
 CREDENTIAL_OPTIONS = frozenset(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from moments.metrics import EVENTS_REJECTED
+from common.metrics import EVENTS_REJECTED
 from producers.adapters.base import RecordError, Rejection, bounded_lines
 from producers.adapters.billing import BillingAdapter
 from producers.adapters.calls import CallAdapter

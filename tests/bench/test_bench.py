@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from common.settings import Settings
 from moments.bench import REQUIRED_KEYS, markdown_table, print_summary, run_bench
 from moments.bench.bytewax_peer import avro_body, omnichannel
 from moments.bench.context import steady_rate
 from moments.bench.report import _judge
 from moments.calibration import CpuTimes, calibration
-from moments.settings import Settings
 
 
 def _report() -> dict[str, object]:

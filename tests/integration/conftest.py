@@ -14,9 +14,9 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from moments.settings import Settings
+from common.settings import Settings
+from common.topics import ensure_topics
 from moments.stack import EmbeddedBroker, EmbeddedPostgres, free_port
-from moments.topics import ensure_topics
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from moments.settings import Settings
+from common.settings import Settings
 from schemas.codec import AvroCodec
 from schemas.records import InteractionEvent
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from moments.settings import Settings
-from moments.topics import ensure_topics
+from common.settings import Settings
+from common.topics import ensure_topics
 from processors.backfill import backfill_topic
 from processors.replay import replay_file
 from producers.publisher import Publisher

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from moments.settings import Settings
+from common.settings import Settings
 from moments.stack import free_port
 from producers.collector import (
     BrokerReadiness,

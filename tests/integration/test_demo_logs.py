@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.simulator import STORY_CUSTOMERS, seed_stories
 
 

@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 
-from moments.settings import Settings
+from common.settings import Settings
+from common.topics import ensure_topics
 from moments.stack import free_port
-from moments.topics import ensure_topics
 from tests.deploy_files import (
     compose,
     containers,

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psycopg
 
-from moments.privacy import hashed_id
+from common.privacy import hashed_id
+from common.settings import Settings
+from common.topics import ensure_topics
 from moments.runtime import Supervisor
-from moments.settings import Settings
-from moments.topics import ensure_topics
 from producers.publisher import Publisher
 from sinks.erasure import customer_tables
 from sinks.postgres import apply_migrations

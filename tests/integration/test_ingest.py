@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.adapters import ingest
 from producers.publisher import Publisher
 from producers.simulator import publish_simulation, simulate

@@ -19,9 +19,9 @@ import yaml
 from confluent_kafka import Producer
 from prometheus_client import start_http_server
 
+from common.metrics import EVENTS_CONSUMED
+from common.settings import Settings
 from moments.kcat import bundled_librdkafka, kcat_environment, library_dir
-from moments.metrics import EVENTS_CONSUMED
-from moments.settings import Settings
 from moments.stack import free_port
 from schemas.codec import codec_for
 from schemas.records import ActionEvent

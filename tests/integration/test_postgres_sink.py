@@ -29,8 +29,8 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from moments.metrics import SINK_ERRORS, SINK_ROWS
-from moments.settings import Settings
+from common.metrics import SINK_ERRORS, SINK_ROWS
+from common.settings import Settings
 from moments.stack import EmbeddedPostgres
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
@@ -532,7 +532,7 @@ def test_sigterm_stops_the_sink_cleanly_when_it_is_the_main_loop(
         "MOMENTS_SINK_BATCH_SIZE": "2",
         "MOMENTS_SINK_BATCH_TIMEOUT_S": "60",  # a lone record waits: only the stop flushes it
     }
-    code = "from moments.settings import Settings; from sinks.postgres import run_postgres_sink; "
+    code = "from common.settings import Settings; from sinks.postgres import run_postgres_sink; "
     code += "run_postgres_sink(Settings())"
     process = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:

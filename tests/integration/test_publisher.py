@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from moments.metrics import EVENTS_PUBLISHED
-from moments.settings import Settings
+from common.metrics import EVENTS_PUBLISHED
+from common.settings import Settings
 from producers.publisher import Publisher, PublishError
 from schemas.codec import AvroCodec, SchemaValidationError
 from schemas.records import InteractionEvent

@@ -7,9 +7,9 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, ConfigResource
 from typer.testing import CliRunner
 
+from common.rules_topic import pack_history
+from common.settings import Settings
 from moments.cli import app
-from moments.rules_topic import pack_history
-from moments.settings import Settings
 from processors.engine import DEFAULT_PACK_PATH
 from tests.unit.test_rules_lifecycle import TENURE_10, tenure_version, variant
 

@@ -15,7 +15,7 @@ import psycopg
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from moments.settings import Settings
+from common.settings import Settings
 from moments.stack import free_port
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.api import create_app

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from moments.settings import Settings
-from moments.topics import ensure_topics
+from common.settings import Settings
+from common.topics import ensure_topics
 
 
 def test_created_topics_carry_the_retention_setting(settings: Settings) -> None:

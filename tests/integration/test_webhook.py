@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import SecretStr
 
-from moments.settings import Settings
+from common.settings import Settings
 from schemas.codec import codec_for
 from schemas.records import ActionEvent
 from sinks.signing import SignatureError, verify_signature

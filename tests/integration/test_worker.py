@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.publisher import Publisher
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent

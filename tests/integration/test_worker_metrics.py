@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from moments.settings import Settings
+from common.settings import Settings
 from moments.stack import free_port, wait_for_port
 from producers.publisher import Publisher
 from schemas.records import InteractionEvent

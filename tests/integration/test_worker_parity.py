@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from moments.settings import Settings
+from common.settings import Settings
 from processors.config import engine_config
 from processors.replay import partition_for, replay_events
 from producers.publisher import Publisher

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moments.rules_topic import publish_pack
-from moments.settings import Settings
+from common.rules_topic import publish_pack
+from common.settings import Settings
 from moments.stack import wait_for_port
 from processors.engine.switching import pack_id
 from tests.integration.test_worker import running_worker

@@ -32,8 +32,8 @@ import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
+from common.settings import Settings
 from moments.runtime import Supervisor
-from moments.settings import Settings
 from moments.stack import free_port
 from producers.publisher import Publisher
 from schemas.records import InteractionEvent

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moments.settings import Settings
+from common.settings import Settings
 from processors.engine import EngineOutput
 from processors.engine.core import PACK_KEY
 from processors.engine.switching import LINE_KEY, TEXTS_KEY

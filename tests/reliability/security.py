@@ -18,8 +18,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from moments.metrics import TRIGGERS
-from moments.settings import DESTINATIONS, Settings, Topics
+from common.metrics import TRIGGERS
+from common.settings import DESTINATIONS, Settings, Topics
 from processors.engine import load_rule_pack
 from schemas.records import CHANNELS, EVENT_TYPES, OUTCOMES
 

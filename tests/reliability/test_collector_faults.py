@@ -27,9 +27,9 @@ import pytest
 from pydantic import SecretStr
 
 import producers.publisher as publisher_module
-from moments.settings import Settings
+from common.settings import Settings
+from common.topics import ensure_topics
 from moments.stack import EmbeddedBroker, free_port
-from moments.topics import ensure_topics
 from producers.collector import collector_in_thread, collector_publisher, create_app
 from schemas.codec import codec_for
 from schemas.records import InteractionEvent

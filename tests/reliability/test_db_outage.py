@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from moments.settings import Settings
+from common.settings import Settings
 from moments.stack import EmbeddedPostgres
 from producers.simulator import simulate
 from sinks.postgres import sink_topics

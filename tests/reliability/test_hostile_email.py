@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from moments.settings import Settings
+from common.settings import Settings
 from schemas.codec import codec_for
 from schemas.records import InteractionEvent
 from tests.reliability.harness import SOAK_MARKS, Figures, read_topic

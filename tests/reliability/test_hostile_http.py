@@ -34,7 +34,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from moments.settings import Settings
+from common.settings import Settings
 from moments.stack import free_port
 from producers.collector import collector_in_thread, collector_publisher, create_app
 from producers.publisher import Publisher

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from moments.settings import Settings
+from common.settings import Settings
 from processors.replay import partition_for
 from producers.simulator import simulate
 from schemas.codec import codec_for

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.simulator import simulate
 from tests.reliability.harness import (
     Figures,

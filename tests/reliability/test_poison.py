@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.simulator import simulate
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, InteractionEvent

@@ -28,7 +28,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.simulator import simulate
 from tests.reliability.harness import Figures, PacedProducer, process_settings, read_topic
 from tests.reliability.pipeline import (

@@ -33,9 +33,9 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
+from common.rules_topic import publish_pack
+from common.settings import Settings
 from moments.cli import app
-from moments.rules_topic import publish_pack
-from moments.settings import Settings
 from processors.config import engine_config
 from processors.engine import DEFAULT_PACK_PATH, DictStore, Engine, EngineOutput
 from processors.engine.switching import LINE_KEY, TEXTS_KEY, pack_from_text

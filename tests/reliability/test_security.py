@@ -41,7 +41,7 @@ from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 import producers.collector as collector_module
-from moments.settings import Settings
+from common.settings import Settings
 from moments.stack import free_port
 from producers.collector import collector_publisher, create_app, run_collector
 from producers.publisher import Publisher, PublishError
@@ -406,7 +406,7 @@ def test_the_settings_repr_hides_the_database_password() -> None:
 def test_the_fault_tests_logs_are_searched_for_the_customer_data_they_used(
     settings: Settings, database: str, tmp_path: Path, figures: Figures
 ) -> None:
-    from moments.topics import ensure_topics
+    from common.topics import ensure_topics
     from schemas.codec import codec_for
 
     codec = codec_for(InteractionEvent)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.simulator import simulate
 from sinks.postgres import sink_topics
 from tests.reliability.harness import (

@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.simulator import DAY, HOUR, simulate
 from schemas.records import InteractionEvent
 from tests.reliability.harness import Figures, PacedProducer, process_settings, read_topic

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from moments.settings import Settings
+from common.settings import Settings
 from producers.simulator import simulate
 from tests.reliability.harness import (
     SOAK_MARKS,

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from confluent_kafka import Message
 
-from moments.settings import Settings
+from common.settings import Settings
 from processors.config import engine_config
 from processors.engine import Engine, load_rule_pack
 from processors.replay import replay_events

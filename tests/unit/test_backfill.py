@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
 
-from moments.settings import Settings
+from common.settings import Settings
 from processors.backfill import BackfillSummary, _Run
 from processors.config import engine_config
 from processors.engine import Engine, load_rule_pack

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 import producers.collector as collector_module
 import producers.publisher as publisher_module
-from moments.privacy import key_name
-from moments.settings import Settings
+from common.privacy import key_name
+from common.settings import Settings
 from producers.collector import collector_publisher, create_app
 from tests.reliability.faults import RefusingProducer
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from moments.settings import Settings
+from common.settings import Settings
 from tests.deploy_files import (
     COMPOSE,
     DEPLOY,
@@ -210,7 +210,7 @@ def test_compose_moments_env_names_are_settings_and_parse(
         env = service_env(services[name])
         ours = {k: v for k, v in env.items() if k.startswith("MOMENTS_")}
         unknown = set(ours) - SETTING_VARS
-        assert not unknown, f"{name}: not settings of moments/settings.py: {sorted(unknown)}"
+        assert not unknown, f"{name}: not settings of common/settings.py: {sorted(unknown)}"
         settings = settings_from(ours, monkeypatch)
         assert settings.bootstrap == "kafka:9092"
         if name != "topics-init":

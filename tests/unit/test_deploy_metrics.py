@@ -1,9 +1,9 @@
 """The Grafana dashboard and the Prometheus alert rules name only metrics the code exports.
 
 Every PromQL expression in deploy/ is parsed for metric and label names; each
-must be a series that a metric of moments/metrics.py produces (counters with
+must be a series that a metric of common/metrics.py produces (counters with
 `_total`, histograms with `_bucket`/`_sum`/`_count`), and each label one that
-metric carries. Every metric of moments/metrics.py has a dashboard panel.
+metric carries. Every metric of common/metrics.py has a dashboard panel.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from moments import metrics
+from common import metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "moments.json"
@@ -52,7 +52,7 @@ def declared_metrics() -> dict[str, MetricWrapperBase]:
 
 
 def exported_series() -> dict[str, Series]:
-    """Every series name the metrics of moments/metrics.py expose."""
+    """Every series name the metrics of common/metrics.py expose."""
     series: dict[str, Series] = {}
     for name, metric in declared_metrics().items():
         labels = frozenset(metric._labelnames) | TARGET_LABELS
@@ -160,7 +160,7 @@ def test_every_expression_uses_exported_metrics_and_their_labels(where: str, exp
     parsed = parse_promql(expr)
     assert parsed.metrics, f"{where}: no metric found in {expr!r}"
     unknown = parsed.metrics - set(series)
-    assert not unknown, f"{where}: not exported by moments/metrics.py: {sorted(unknown)}"
+    assert not unknown, f"{where}: not exported by common/metrics.py: {sorted(unknown)}"
     carried = frozenset().union(*(series[m].labels for m in parsed.metrics))
     missing = parsed.labels - carried
     assert not missing, f"{where}: labels {sorted(missing)} are on none of {sorted(parsed.metrics)}"

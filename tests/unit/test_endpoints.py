@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from common.settings import Settings
 from moments.endpoints import export_lines, print_endpoints, write_env_file
-from moments.settings import Settings
 
 # What pgserver hands out: long, with a query string a shell must not expand.
 DATABASE_URL = (

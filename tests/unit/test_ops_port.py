@@ -1,10 +1,10 @@
-"""The ops port of every process (moments.metrics.serve_metrics): /metrics, /healthz, /readyz."""
+"""The ops port of every process (common.metrics.serve_metrics): /metrics, /healthz, /readyz."""
 
 from __future__ import annotations
 
 import httpx
 
-from moments.metrics import EVENTS_REJECTED, serve_metrics
+from common.metrics import EVENTS_REJECTED, serve_metrics
 from moments.stack import free_port
 
 

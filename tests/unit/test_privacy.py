@@ -7,9 +7,9 @@ import hashlib
 import pytest
 from pydantic import SecretStr
 
-from moments.privacy import MASK, hashed_id, is_loopback, redact_url
-from moments.settings import Settings
-from moments.topics import topic_config
+from common.privacy import MASK, hashed_id, is_loopback, redact_url
+from common.settings import Settings
+from common.topics import topic_config
 from producers.publisher import PublishError
 
 SASL = "sasl-pw-0c1d2e"

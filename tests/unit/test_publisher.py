@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from moments.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED
-from moments.privacy import hashed_id
-from moments.settings import Settings
+from common.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED
+from common.privacy import hashed_id
+from common.settings import Settings
 from producers.publisher import Publisher, PublishError, new_event_id
 from schemas.codec import SchemaValidationError
 from schemas.records import InteractionEvent

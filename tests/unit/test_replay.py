@@ -254,7 +254,7 @@ def test_replay_emit_from_warms_up_history_without_emitting(
 def test_every_host_gets_emit_from_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker, replay and `replay --from-topic` all build their engine with
     `engine_config(settings)`, so MOMENTS_EMIT_FROM reaches each of them."""
-    from moments.settings import Settings
+    from common.settings import Settings
     from processors.config import engine_config
 
     monkeypatch.setenv("MOMENTS_EMIT_FROM", "2026-01-01T00:00:00+00:00")

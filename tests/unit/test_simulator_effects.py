@@ -7,8 +7,8 @@ from functools import partial
 
 import pytest
 
+from common.settings import Settings
 from moments.report import simulation_rates
-from moments.settings import Settings
 from processors.engine.ids import in_holdout
 from producers.simulator import Effects, Rates, simulate
 

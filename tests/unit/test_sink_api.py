@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 import sinks.api as api_module
-from moments.privacy import KeyRing, RateLimiter, key_name
-from moments.settings import Settings
+from common.privacy import KeyRing, RateLimiter, key_name
+from common.settings import Settings
 from sinks.api import ApiConfigError, build_app, check_binding, run_api
 from tests.unit.test_sink_timeline import ROWS, FakeTimelines
 

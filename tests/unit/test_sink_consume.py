@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
-from moments.metrics import CONSUMER_LAG
-from moments.settings import Settings
+from common.metrics import CONSUMER_LAG
+from common.settings import Settings
 from schemas.codec import DecodeError
 from schemas.wire import CONTROL_HEADER, TICK
 from sinks.consume import (

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 import sinks.postgres
-from moments.settings import Settings
+from common.settings import Settings
 from sinks.consume import Offsets, Progress
 from sinks.postgres import (
     BatchWriter,

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from moments.metrics import WEBHOOK_DELIVERIES
-from moments.settings import Settings
+from common.metrics import WEBHOOK_DELIVERIES
+from common.settings import Settings
 from schemas.codec import to_json_dict
 from schemas.records import ActionEvent
 from sinks.consume import Offsets, Progress

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moments import settings
+from common import settings
 from schemas import records
 from schemas.wire import (
     CONTROL_HEADER,

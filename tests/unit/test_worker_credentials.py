@@ -13,7 +13,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import SecretStr
 
-from moments.settings import Settings
+from common.settings import Settings
 from processors.faust_host import credentials as credentials_module
 from processors.faust_host import worker_credentials
 from processors.faust_host.credentials import CredentialsError, broker_credentials

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from moments.metrics import ACTIONS_EMITTED, DECISIONS, EVENT_TO_ACTION_LATENCY
-from moments.settings import Settings
+from common.metrics import ACTIONS_EMITTED, DECISIONS, EVENT_TO_ACTION_LATENCY
+from common.settings import Settings
 from processors.engine import EngineOutput
 from processors.worker import TriggerWorker
 from schemas.records import ActionEvent, Decision
@@ -144,7 +144,7 @@ class FakeEvent:
 
 
 def test_records_the_state_already_covers_are_skipped_however_old(worker: TriggerWorker) -> None:
-    from moments.metrics import REDELIVERIES_SKIPPED
+    from common.metrics import REDELIVERIES_SKIPPED
     from processors.faust_host.changelog import StagedTable
     from schemas.codec import codec_for
     from schemas.records import InteractionEvent

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import yaml
 
-from moments.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED, RULES_SWITCHES
-from moments.rules_topic import Published
-from moments.settings import Settings
+from common.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED, RULES_SWITCHES
+from common.rules_topic import Published
+from common.settings import Settings
 from processors.engine import DEFAULT_PACK_PATH
 from processors.engine.switching import pack_id
 from processors.faust_host.changelog import StagedTable

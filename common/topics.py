@@ -12,7 +12,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from moments.settings import Settings
+from common.settings import Settings
 
 
 def quiet_client_logger(name: str) -> logging.Logger:

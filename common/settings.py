@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from moments.privacy import MASK, redact_url
+from common.privacy import MASK, redact_url
 from schemas.wire import DESTINATIONS as DESTINATIONS  # re-exported: one definition
 from schemas.wire import Topics as Topics
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from moments.settings import Settings
-from moments.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
+from common.settings import Settings
+from common.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
 
 _log = quiet_client_logger("moments.kafka.rules")
 
