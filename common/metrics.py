@@ -128,7 +128,7 @@ RULES_PACK = Gauge(
 )
 RULES_SWITCHES = Counter(
     "moments_rules_switches_total",
-    "Partitions switched to a newly published rule pack (DESIGN.md 8).",
+    "Partitions switched to a newly published rule pack (docs/design.md 8.3).",
 )
 RULES_REFUSED = Counter(
     "moments_rules_refused_total",

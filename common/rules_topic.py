@@ -1,4 +1,4 @@
-"""The compacted `rules` topic (DESIGN.md 8): the live source of truth of rule packs.
+"""The compacted `rules` topic (docs/design.md 8.2): the live source of truth of rule packs.
 
 Key = pack name; value = JSON `{"pack", "yaml", "published_at", "author"}`: the
 pack's YAML as written, when and by whom it was published. `publish` produces

@@ -1,20 +1,26 @@
 """The one typed settings object of moments, read from `MOMENTS_*` environment variables.
 
-Every process (CLI, worker, sinks, collector) takes its configuration from
-`Settings`; nothing else reads `os.environ`. Nested values (e.g.
-`MOMENTS_KAFKA_EXTRA`) are JSON.
+Every process (CLI, worker, sinks, collector, read API) takes its configuration from
+`Settings`; nothing else reads `os.environ`. The settings are grouped by concern
+(`settings.kafka`, `settings.database`, `settings.engine`, `settings.worker`,
+`settings.sinks`, `settings.collector`, `settings.api`, `settings.metrics`,
+`settings.simulator`, `settings.stack`), every group frozen, every number bounded. A field
+keeps its flat variable name: `settings.kafka.bootstrap` is `MOMENTS_BOOTSTRAP`,
+`settings.worker.idle_tick_s` is `MOMENTS_IDLE_TICK_S`. Nested values (e.g.
+`MOMENTS_KAFKA_EXTRA`) are JSON. A bad value stops the process with one `SettingsError`
+naming each variable that is wrong (never its value: it may be a secret).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Final, Literal
 
-from pydantic import AwareDatetime, Field, SecretStr, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.privacy import MASK, redact_url
@@ -23,14 +29,33 @@ from schemas.wire import Topics as Topics
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: The longest duration any setting takes (a year), the largest port and count.
+_YEAR_S: Final = 366 * 86_400.0
+_PORT_MAX: Final = 65_535
+_COUNT_MAX: Final = 1_000_000
 
 
-class Settings(BaseSettings):
-    """Configuration of every moments process; field X is `MOMENTS_X` in the environment."""
+class SettingsError(ValueError):
+    """Configuration that cannot be used: names every `MOMENTS_*` variable that is wrong
+    and why, never a value (it may be a secret)."""
 
-    model_config = SettingsConfigDict(env_prefix="MOMENTS_", extra="ignore")
 
-    # Broker and registry. No bootstrap: the CLI starts the embedded Tansu broker.
+class _Group(BaseSettings):
+    """A group of settings: frozen, read from `MOMENTS_<FIELD>` variables, secrets masked in
+    its repr."""
+
+    model_config = SettingsConfigDict(env_prefix="MOMENTS_", extra="ignore", frozen=True)
+
+    def __repr_args__(self) -> Any:
+        """What repr/str show: every secret masked (see `_without_secrets`)."""
+        for name, value in super().__repr_args__():
+            yield name, _without_secrets(name, value)
+
+
+class KafkaSettings(_Group):
+    """The broker, the schema registry and the topics moments creates. No bootstrap: the
+    CLI starts the embedded Tansu broker."""
+
     bootstrap: str | None = None
     schema_registry_url: str | None = None
     kafka_extra: dict[str, str] = Field(
@@ -41,130 +66,66 @@ class Settings(BaseSettings):
         default=None, description="sasl.password; kept out of logs and errors."
     )
     topic_prefix: str = ""
-    interactions_partitions: int = 12
-    action_partitions: int = 4
-    replication_factor: int = 1
+    interactions_partitions: int = Field(default=12, ge=1, le=10_000)
+    action_partitions: int = Field(default=4, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=100)
+    broker_fence: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="The worker's recovery fence for brokers whose high watermark lags the"
+        " last batch (Tansu; docs/design.md, section 2): auto probes the broker once.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=3650,
+        description="retention.ms of the non-compacted topics moments creates.",
+    )
 
-    # Database. No URL: the CLI starts an embedded PostgreSQL (pgserver).
+
+class DatabaseSettings(_Group):
+    """PostgreSQL. No URL: the CLI starts an embedded PostgreSQL (pgserver)."""
+
     database_url: str | None = Field(default=None, repr=False)  # may hold a password
+
+
+class StackSettings(_Group):
+    """The embedded local stack (`moments up`, `moments demo`): where it keeps its files."""
+
     data_dir: Path = Path(".moments")
 
-    # Engine.
+
+class EngineSettings(_Group):
+    """The trigger engine, in every host (worker, replay, backfill)."""
+
     rules_path: Path | None = None
     rules_pack: str = Field(
         default="default",
         description="The pack (its `name`) the worker follows on the rules topic.",
     )
-    allowed_lateness_s: float = 300.0
-    contact_cap: int = 1
-    contact_cap_window_s: float = 86_400.0
+    allowed_lateness_s: float = Field(default=300.0, ge=0, le=_YEAR_S)
+    contact_cap: int = Field(default=1, ge=0, le=1_000)
+    contact_cap_window_s: float = Field(default=86_400.0, gt=0, le=_YEAR_S)
     holdout_percent: float = 0.0
     emit_from: AwareDatetime | None = Field(
         default=None,
         description="History warm-up: candidates before this time build state but emit nothing.",
     )
-    dedupe_horizon_s: float = 7 * 86_400.0
+    dedupe_horizon_s: float = Field(default=7 * 86_400.0, ge=0, le=10 * _YEAR_S)
     replay_workers: int = Field(
         default=0,
         ge=0,
+        le=1_024,
         description="Processes that share a `moments replay` of a file (the same bytes as one):"
         " 0 for one per usable CPU on files of a few MB or more, 1 for one process.",
     )
-    max_event_bytes: int = 64 * 1024
+    max_event_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
     max_future_skew: float = Field(
         default=3600.0,
         ge=0,
+        le=_YEAR_S,
         description="Seconds (or a duration such as 1h, 30m) an event may be dated ahead of"
         " its Kafka timestamp (worker, backfill) or of now (collector, adapters).",
     )
-
-    # Simulator (`moments simulate`): how customers respond to the engagement actions they
-    # would receive (rule id -> relative effect size, see producers.simulator.Effects); the
-    # rules not named have none. `{}` (or every size 0): a simulation with no true effect.
-    simulate_effects: dict[str, float] = Field(
-        default_factory=lambda: {
-            "explain_first_bill": 0.5,
-            "thank_meter_reading": 0.5,
-            "recognize_tenure": 0.5,
-        }
-    )
-
-    # Worker (faust-streaming).
-    worker_app_id: str = "moments-worker"
-    worker_web_port: int = 6066
-    worker_store: str = "memory://"
-    broker_rebalance_timeout_s: float = 4.0
-    broker_session_timeout_s: float = 8.0
-    idle_tick_s: float = 1.0
-    worker_batch_size: int = Field(
-        default=500,
-        ge=1,
-        description="Records per stream.take batch in the worker; 1 = one event per iteration.",
-    )
-
-    # Sinks.
-    sink_group: str = "moments-sink-postgres"
-    sink_batch_size: int = 5000
-    sink_batch_timeout_s: float = 0.2
-    webhook_group: str = "moments-sink-webhook"
-    webhook_urls: dict[str, str] = Field(default_factory=dict)
-    webhook_secret: SecretStr | None = None
-    webhook_secrets: dict[str, list[tuple[str, SecretStr]]] = Field(
-        default_factory=dict,
-        description="Destination → [[key id, secret], ...]: sign with the first, receivers"
-        " accept any listed (rotation); webhook_secret (key id `default`) signs the others.",
-    )
-    webhook_allow_http: bool = Field(
-        default=False, description="Allow plain-http webhook URLs (local trials only)."
-    )
-    webhook_ca_bundle: Path | None = Field(
-        default=None, description="PEM file of extra CAs trusted for webhook TLS (internal CAs)."
-    )
-
-    # HTTP and metrics.
-    collector_host: str = "127.0.0.1"
-    collector_port: int = 8080
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    # Collector limits: connections, slow clients, the producer's queue, per-key policy.
-    collector_max_connections: int = Field(default=1000, ge=1)
-    collector_header_timeout_s: float = Field(default=10.0, gt=0)
-    collector_body_timeout_s: float = Field(default=30.0, gt=0)
-    collector_queue_max_kbytes: int = Field(default=65_536, ge=1)
-    collector_queue_max_messages: int = Field(default=100_000, ge=1)
-    collector_message_timeout_s: float = Field(default=10.0, gt=0)
-    collector_rate_limit: float = Field(
-        default=0.0, ge=0, description="Events per second per API key (0: no limit)."
-    )
-    collector_key_channels: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="Channels each API key may send, by key name (`key-` + the first 8 hex"
-        " digits of the key's SHA-256, as in audit lines); a key not listed may send any channel.",
-    )
-    metrics_port: int = 0
-    metrics_host: str = Field(
-        default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
-    )
-
-    # Customer data (DESIGN.md section 10): the read API and retention.
-    api_host: str = Field(
-        default="127.0.0.1", description="Interface the read API binds; beyond loopback needs keys."
-    )
-    api_port: int = 8081
-    api_rate_per_s: float = Field(
-        default=10.0, gt=0, description="Read API requests per second allowed per key."
-    )
-    api_rate_burst: int = Field(default=20, ge=1, description="Read API burst per key.")
-    api_max_page: int = Field(
-        default=500, ge=1, le=10_000, description="Largest `limit` the read API serves."
-    )
-    retention_days: float = Field(
-        default=30.0, gt=0, description="retention.ms of the non-compacted topics moments creates."
-    )
-
-    def __repr_args__(self) -> Any:
-        """What repr/str show: every secret masked (see `_without_secrets`)."""
-        for name, value in super().__repr_args__():
-            yield name, _without_secrets(name, value)
 
     @field_validator("holdout_percent", mode="before")
     @classmethod
@@ -192,25 +153,224 @@ class Settings(BaseSettings):
         """`max_future_skew` in milliseconds."""
         return round(self.max_future_skew * 1000)
 
-    @cached_property
-    def topics(self) -> Topics:
-        return Topics(self.topic_prefix)
+
+class WorkerSettings(_Group):
+    """The stream worker (faust-streaming)."""
+
+    worker_app_id: str = "moments-worker"
+    worker_web_port: int = Field(default=6066, ge=0, le=_PORT_MAX)
+    worker_store: str = "memory://"
+    broker_rebalance_timeout_s: float = Field(default=4.0, gt=0, le=3600)
+    broker_session_timeout_s: float = Field(default=8.0, gt=0, le=3600)
+    idle_tick_s: float = Field(default=1.0, gt=0, le=3600)
+    worker_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Records per stream.take batch in the worker; 1 = one event per iteration.",
+    )
+
+
+class SinkSettings(_Group):
+    """The PostgreSQL and webhook sinks."""
+
+    sink_group: str = "moments-sink-postgres"
+    sink_batch_size: int = Field(default=5000, ge=1, le=_COUNT_MAX)
+    sink_batch_timeout_s: float = Field(default=0.2, gt=0, le=3600)
+    webhook_group: str = "moments-sink-webhook"
+    webhook_urls: dict[str, str] = Field(default_factory=dict)
+    webhook_secret: SecretStr | None = None
+    webhook_secrets: dict[str, list[tuple[str, SecretStr]]] = Field(
+        default_factory=dict,
+        description="Destination → [[key id, secret], ...]: sign with the first, receivers"
+        " accept any listed (rotation); webhook_secret (key id `default`) signs the others.",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Allow plain-http webhook URLs (local trials only)."
+    )
+    webhook_ca_bundle: Path | None = Field(
+        default=None, description="PEM file of extra CAs trusted for webhook TLS (internal CAs)."
+    )
+
+
+class CollectorSettings(_Group):
+    """The HTTP collector: where it listens and its limits (connections, slow clients, the
+    producer's queue, per-key policy)."""
+
+    collector_host: str = "127.0.0.1"
+    collector_port: int = Field(default=8080, ge=0, le=_PORT_MAX)
+    collector_max_connections: int = Field(default=1000, ge=1, le=_COUNT_MAX)
+    collector_header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    collector_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    collector_queue_max_kbytes: int = Field(default=65_536, ge=1, le=2_097_151)
+    collector_queue_max_messages: int = Field(default=100_000, ge=1, le=10_000_000)
+    collector_message_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    collector_rate_limit: float = Field(
+        default=0.0, ge=0, le=_COUNT_MAX, description="Events per second per API key (0: no limit)."
+    )
+    collector_key_channels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Channels each API key may send, by key name (`key-` + the first 8 hex"
+        " digits of the key's SHA-256, as in audit lines); a key not listed may send any channel.",
+    )
+
+
+class ApiSettings(_Group):
+    """The read API (customer data, see docs/design.md section 10) and the API keys that
+    both it and the collector accept."""
+
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_host: str = Field(
+        default="127.0.0.1", description="Interface the read API binds; beyond loopback needs keys."
+    )
+    api_port: int = Field(default=8081, ge=0, le=_PORT_MAX)
+    api_rate_per_s: float = Field(
+        default=10.0, gt=0, le=_COUNT_MAX, description="Read API requests per second per key."
+    )
+    api_rate_burst: int = Field(
+        default=20, ge=1, le=_COUNT_MAX, description="Read API burst per key."
+    )
+    api_max_page: int = Field(
+        default=500, ge=1, le=10_000, description="Largest `limit` the read API serves."
+    )
+
+
+class MetricsSettings(_Group):
+    """The Prometheus endpoint every process serves."""
+
+    metrics_port: int = Field(default=0, ge=0, le=_PORT_MAX)
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
+    )
+
+
+class SimulatorSettings(_Group):
+    """`moments simulate`: how customers respond to the engagement actions they would
+    receive (rule id -> relative effect size, see producers.simulator.Effects); the rules
+    not named have none. `{}` (or every size 0): a simulation with no true effect."""
+
+    simulate_effects: dict[str, float] = Field(
+        default_factory=lambda: {
+            "explain_first_bill": 0.5,
+            "thank_meter_reading": 0.5,
+            "recognize_tenure": 0.5,
+        }
+    )
+
+
+GroupName = Literal[
+    "kafka",
+    "database",
+    "stack",
+    "engine",
+    "worker",
+    "sinks",
+    "collector",
+    "api",
+    "metrics",
+    "simulator",
+]
+
+
+class Settings:
+    """Configuration of every moments process, grouped by concern; frozen.
+
+    `Settings()` reads the environment; `Settings(bootstrap=..., sink_batch_size=...)` sets
+    fields by their flat names (each `MOMENTS_<NAME>`), the rest from the environment;
+    `settings.replace(...)` is a copy with some fields changed.
+    """
+
+    GROUPS: ClassVar[dict[str, type[_Group]]] = {
+        "kafka": KafkaSettings,
+        "database": DatabaseSettings,
+        "stack": StackSettings,
+        "engine": EngineSettings,
+        "worker": WorkerSettings,
+        "sinks": SinkSettings,
+        "collector": CollectorSettings,
+        "api": ApiSettings,
+        "metrics": MetricsSettings,
+        "simulator": SimulatorSettings,
+    }
+    #: Every field's flat name → its group.
+    FIELDS: ClassVar[dict[str, str]] = {
+        name: group for group, model in GROUPS.items() for name in model.model_fields
+    }
+
+    __slots__ = (*GROUPS, "topics")
+
+    kafka: KafkaSettings
+    database: DatabaseSettings
+    stack: StackSettings
+    engine: EngineSettings
+    worker: WorkerSettings
+    sinks: SinkSettings
+    collector: CollectorSettings
+    api: ApiSettings
+    metrics: MetricsSettings
+    simulator: SimulatorSettings
+    #: The topic names of `kafka.topic_prefix`.
+    topics: Topics
+
+    def __init__(self, **fields: Any) -> None:
+        unknown = sorted(set(fields) - self.FIELDS.keys())
+        if unknown:
+            raise TypeError(f"Settings: no such setting {', '.join(unknown)}")
+        problems: list[str] = []
+        for group, model in self.GROUPS.items():
+            given = {k: v for k, v in fields.items() if self.FIELDS[k] == group}
+            try:
+                value = model(**given)
+            except ValidationError as exc:
+                problems.extend(_problems(exc))
+                continue
+            object.__setattr__(self, group, value)
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+        object.__setattr__(self, "topics", Topics(self.kafka.topic_prefix))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Settings are frozen; use settings.replace({name}=...)")
+
+    def __repr__(self) -> str:
+        shown = (f"{g}={getattr(self, g)!r}" for g in self.GROUPS if hasattr(self, g))
+        return "Settings(" + ", ".join(shown) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return all(getattr(self, g) == getattr(other, g) for g in self.GROUPS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields (a child process gets the same settings)."""
+        return (_from_fields, (dict(self.values()),))
+
+    def values(self) -> Iterator[tuple[str, Any]]:
+        """Every field as (flat name, value)."""
+        for group in self.GROUPS:
+            yield from getattr(self, group)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` (flat names); every value validated again."""
+        return Settings(**(dict(self.values()) | changes))
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """A confluent-kafka client config: bootstrap, pass-through extras, then overrides."""
-        if not self.bootstrap:
+        kafka = self.kafka
+        if not kafka.bootstrap:
             raise RuntimeError("no Kafka bootstrap configured (set MOMENTS_BOOTSTRAP)")
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, **self.kafka_extra}
-        if self.kafka_secret is not None:
-            config["sasl.password"] = self.kafka_secret.get_secret_value()
+        config: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap, **kafka.kafka_extra}
+        if kafka.kafka_secret is not None:
+            config["sasl.password"] = kafka.kafka_secret.get_secret_value()
         config.update(overrides)
         return config
 
     def as_env(self) -> dict[str, str]:
         """The `MOMENTS_*` variables that recreate these settings in a child process."""
         env: dict[str, str] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
+        for name, value in self.values():
             if value is None:
                 continue
             value = _revealed(value)
@@ -222,8 +382,24 @@ class Settings(BaseSettings):
                 text = value.isoformat()
             else:
                 text = str(value)
-            env[f"MOMENTS_{name.upper()}"] = text
+            env[env_name(name)] = text
         return env
+
+
+def _from_fields(fields: dict[str, Any]) -> Settings:
+    return Settings(**fields)
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: `MOMENTS_` + its flat name, upper case."""
+    return f"MOMENTS_{field.upper()}"
+
+
+def _problems(exc: ValidationError) -> Iterator[str]:
+    """Each error of a group as `MOMENTS_NAME: what is wrong` (no input value)."""
+    for error in exc.errors(include_input=False, include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        yield f"{env_name(name)}: {error['msg']}"
 
 
 def _revealed(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """Idempotent topic provisioning: create what is missing, leave what exists.
 
 Topics are created with `retention.ms` from `MOMENTS_RETENTION_DAYS` (raw
-events and everything derived from them age out; DESIGN.md section 10), except
+events and everything derived from them age out; docs/design.md, section 10), except
 compacted ones. An existing topic keeps its configuration.
 """
 
@@ -40,7 +40,7 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
     `MOMENTS_RETENTION_DAYS` (`retention.ms`); compacted topics keep their latest values."""
     if name in compacted_topics(settings):
         return {"cleanup.policy": "compact"}
-    return {"retention.ms": str(round(settings.retention_days * DAY_MS))}
+    return {"retention.ms": str(round(settings.kafka.retention_days * DAY_MS))}
 
 
 def compacted_topics(settings: Settings) -> set[str]:
@@ -51,22 +51,22 @@ def compacted_topics(settings: Settings) -> set[str]:
 def ensure_topics(settings: Settings, timeout_s: float = 20.0) -> list[str]:
     """Create every moments topic that does not exist yet; return the names created."""
     topics = settings.topics
-    wanted = {topics.interactions: settings.interactions_partitions}
+    wanted = {topics.interactions: settings.kafka.interactions_partitions}
     for name in topics.all():
-        wanted.setdefault(name, settings.action_partitions)
+        wanted.setdefault(name, settings.kafka.action_partitions)
     admin = AdminClient(settings.kafka_config(logger=_log))
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap} within {timeout_s:.0f} s "
+            f"cannot reach Kafka at {settings.kafka.bootstrap} within {timeout_s:.0f} s "
             f"({exc.args[0].str()})"
         ) from None
     missing = [
         NewTopic(
             name,
             num_partitions=n,
-            replication_factor=settings.replication_factor,
+            replication_factor=settings.kafka.replication_factor,
             config=topic_config(settings, name),
         )
         for name, n in wanted.items()
@@ -96,13 +96,13 @@ def ensure_rules_topic(settings: Settings, timeout_s: float = 20.0) -> bool:
             return False
     except KafkaException as exc:
         raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap} within {timeout_s:.0f} s "
+            f"cannot reach Kafka at {settings.kafka.bootstrap} within {timeout_s:.0f} s "
             f"({exc.args[0].str()})"
         ) from None
     topic = NewTopic(
         name,
         num_partitions=1,
-        replication_factor=settings.replication_factor,
+        replication_factor=settings.kafka.replication_factor,
         config={"cleanup.policy": "compact"},
     )
     future = admin.create_topics([topic], request_timeout=timeout_s)[name]

@@ -1,4 +1,4 @@
-"""moments: CLI, settings, metrics helpers and the embedded local stack.
+"""moments: the CLI, the bench, the demo and the embedded local stack.
 
 The only package that ties schemas, producers, processors and sinks together.
 """

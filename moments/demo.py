@@ -50,9 +50,9 @@ def run_demo(
     on_status("starting the embedded broker and PostgreSQL")
     with (
         local_stack(base) as settings,
-        Supervisor(settings, base.data_dir / "logs") as supervisor,
+        Supervisor(settings, base.stack.data_dir / "logs") as supervisor,
     ):
-        database = settings.database_url or ""
+        database = settings.database.database_url or ""
         ensure_topics(settings)
         apply_migrations(database)
         on_status("starting the worker and the PostgreSQL sink")
@@ -62,8 +62,8 @@ def run_demo(
         events = seed_stories(start_ms=int(time.time() * 1000) - 14 * DAY_MS)
         expected, _ = replay_events(
             events,
-            pack=load_rule_pack(settings.rules_path),
-            partitions=settings.interactions_partitions,
+            pack=load_rule_pack(settings.engine.rules_path),
+            partitions=settings.kafka.interactions_partitions,
             config=engine_config(settings),
         )
         on_status(f"publishing {len(events)} events made by the channel adapters")

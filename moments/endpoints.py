@@ -25,8 +25,8 @@ ENV_FILE_NAME = "env"
 def export_lines(settings: Settings) -> list[str]:
     """`export MOMENTS_...=...` lines that point another shell at this stack (shell-quoted)."""
     values = {
-        "MOMENTS_BOOTSTRAP": settings.bootstrap or "",
-        "MOMENTS_DATABASE_URL": settings.database_url or "",
+        "MOMENTS_BOOTSTRAP": settings.kafka.bootstrap or "",
+        "MOMENTS_DATABASE_URL": settings.database.database_url or "",
     }
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items() if value]
 

@@ -49,13 +49,13 @@ def forget_customer(settings: Settings, customer_id: str, *, timeout_s: float = 
     """Send the customer's erasure record, then delete their rows from PostgreSQL."""
     if not customer_id.strip():
         raise ValueError("a customer id is needed")
-    if not settings.database_url:
+    if not settings.database.database_url:
         raise RuntimeError("no database configured (set MOMENTS_DATABASE_URL)")
     with Publisher(settings) as publisher:
         publisher.publish_erasure(customer_id)
         publisher.flush(timeout_s)
     try:
-        tables = erase_customer(settings.database_url, customer_id)
+        tables = erase_customer(settings.database.database_url, customer_id)
     except psycopg.Error as exc:  # the class and state only: a server message may quote the id
         state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
         raise ForgetError(

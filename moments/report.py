@@ -1,90 +1,57 @@
-"""`moments report uplift`: did the small moments pay off? Treated versus control (section 9).
+"""The uplift report: did the small moments pay off? Treated versus control.
 
-A typer sub-app of the CLI: it reads decisions and interaction events from JSON-lines
-files (what `moments replay` writes and reads) or from the PostgreSQL sink, hands
-them to the pure `processors.report.uplift`, and shows the result as a rich table, the
-JSON of section 9 and, with `--png`, a chart. Heavy imports happen inside the command.
+Reads decisions and interaction events from JSON-lines files (what `moments replay`
+writes and reads) or from the PostgreSQL sink, hands them to the pure
+`processors.report.uplift`, and renders the result as a rich table or a chart
+(docs/design.md, section 9). `simulation_rates` sizes the simulator's effects so the
+report has a true effect to find. The command is `moments.cli.report`; this module
+knows no CLI: bad input is an error value (`EffectsError`, `SchemaValidationError`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
 
-import typer
+from rich.table import Table
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
-    from common.settings import Settings
-    from processors.engine.rules import Outcome
-    from processors.report.uplift import RuleUplift
-    from producers.simulator import Rates
-
-report_app = typer.Typer(help="Reports on what the engine decided.", no_args_is_help=True)
+from common.settings import Settings
+from processors.engine.ids import in_holdout
+from processors.engine.rules import Outcome, format_duration
+from processors.report.uplift import RuleUplift, measure_uplift, wilson_interval
+from producers.simulator import Effects, Rates
+from schemas.codec import SchemaValidationError, decision_from_json, read_events_jsonl
 
 
-@report_app.command("uplift")
-def uplift(
-    events: Annotated[
-        Path | None, typer.Option(help="Interaction events (JSON lines) that measure outcomes.")
-    ] = None,
-    decisions: Annotated[
-        Path | None, typer.Option(help="Decisions (JSON lines, `replay --decisions-out`).")
-    ] = None,
-    database: Annotated[
-        bool, typer.Option("--database", help="Read both from PostgreSQL (MOMENTS_DATABASE_URL).")
-    ] = False,
-    rules: Annotated[Path | None, typer.Option(help="Rule pack (default: built-in).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
-    png: Annotated[Path | None, typer.Option(help="Write a chart (PNG) here.")] = None,
-) -> None:
-    """Per rule with an outcome: treated vs control customers, both rates, uplift, 95% CI, p."""
-    from moments.cli import UserError, console, friendly, load_settings, require_database
+class EffectsError(ValueError):
+    """Simulated effects that cannot be: an unknown rule, a size that is no number or out
+    of range."""
 
-    @friendly
-    def run() -> None:
-        from processors.engine import load_rule_pack
-        from processors.report.uplift import measure_uplift, uplift_json
 
-        settings = load_settings()
-        pack = load_rule_pack(rules or settings.rules_path)
-        outcomes = {r.id: r.outcome for r in pack.rules if r.outcome is not None}
-        if not outcomes:
-            raise UserError(f"{pack.source}: no rule has an outcome to measure")
-        if database:
-            if events is not None or decisions is not None:
-                raise UserError("give --events and --decisions, or --database, not both")
-            results = _from_database(require_database(settings).database_url or "", outcomes)
-        else:
-            if events is None or decisions is None:
-                raise UserError("give --events FILE and --decisions FILE, or --database")
-            results = measure_uplift(
-                outcomes, _decision_rows(decisions, set(outcomes)), _event_rows(events)
-            )
-        console.print(uplift_table(results))
-        if json_out is not None:
-            json_out.write_text(json.dumps(uplift_json(results), indent=2) + "\n", "utf-8")
-            console.print(f"JSON → {json_out}")
-        if png is not None:
-            try:
-                write_uplift_chart(results, png)
-            except ImportError as exc:
-                raise UserError(
-                    f"--png needs matplotlib, which is not installed ({exc}); "
-                    "install it with: pip install 'moments[bench]'"
-                ) from None
-            console.print(f"chart → {png}")
+def uplift_from_files(
+    outcomes: Mapping[str, Outcome], decisions: Path, events: Path
+) -> dict[str, RuleUplift]:
+    """The report from a decisions file and an events file (JSON lines)."""
+    return measure_uplift(outcomes, _decision_rows(decisions, set(outcomes)), _event_rows(events))
 
-    run()
+
+def uplift_from_database(conninfo: str, outcomes: Mapping[str, Outcome]) -> dict[str, RuleUplift]:
+    """The report from the PostgreSQL sink's tables."""
+    import psycopg  # only a report from the database needs the driver
+
+    from sinks.outcomes import decision_rows, event_rows
+
+    types = sorted(set().union(*(o.types for o in outcomes.values())))
+    with psycopg.connect(conninfo) as conn:
+        return measure_uplift(
+            outcomes, decision_rows(conn, sorted(outcomes)), event_rows(conn, types)
+        )
 
 
 def _decision_rows(path: Path, rules: set[str]) -> Iterator[tuple[str, str, str, int, str]]:
     """Fired / held_out decisions of `rules` from a JSON-lines file; a bad line names itself."""
-    from schemas.codec import SchemaValidationError, decision_from_json
-
     with path.open("rb") as lines:
         for lineno, raw in enumerate(lines, start=1):
             if not raw.strip():
@@ -103,23 +70,8 @@ def _decision_rows(path: Path, rules: set[str]) -> Iterator[tuple[str, str, str,
 
 
 def _event_rows(path: Path) -> Iterator[tuple[str, str, int]]:
-    from schemas.codec import read_events_jsonl
-
     for event in read_events_jsonl(path):
         yield event.customer_id, event.type, event.occurred_at
-
-
-def _from_database(conninfo: str, outcomes: Mapping[str, Outcome]) -> dict[str, RuleUplift]:
-    import psycopg
-
-    from processors.report.uplift import measure_uplift
-    from sinks.outcomes import decision_rows, event_rows
-
-    types = sorted(set().union(*(o.types for o in outcomes.values())))
-    with psycopg.connect(conninfo) as conn:
-        return measure_uplift(
-            outcomes, decision_rows(conn, sorted(outcomes)), event_rows(conn, types)
-        )
 
 
 def _pts(share: float) -> str:
@@ -133,10 +85,6 @@ def _pct(value: float | None) -> str:
 
 def uplift_table(results: Mapping[str, RuleUplift]) -> Table:
     """The report as a rich table, one row per rule."""
-    from rich.table import Table
-
-    from processors.engine.rules import format_duration
-
     table = Table(title="Did it pay off? Treated vs control (95% CI: Newcombe hybrid score)")
     for name, justify in (
         ("rule: outcome", "left"),
@@ -186,8 +134,6 @@ def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from processors.report.uplift import wilson_interval
 
     rules = sorted(results)
     fig, ax = plt.subplots(figsize=(10, 1.6 * max(len(rules), 1) + 1.2))
@@ -248,15 +194,9 @@ def simulation_rates(settings: Settings, overrides: list[str]) -> Rates:
 
     Who would receive an action is decided by the engine's own holdout membership
     (`in_holdout`, with MOMENTS_HOLDOUT_PERCENT), so the simulated response and the
-    report's control group agree.
+    report's control group agree. Raises `EffectsError` for effects that cannot be.
     """
-    from functools import partial
-
-    from moments.cli import UserError
-    from processors.engine.ids import in_holdout
-    from producers.simulator import Effects, Rates
-
-    sizes = dict(settings.simulate_effects)
+    sizes = dict(settings.simulator.simulate_effects)
     for item in overrides:
         rule, sep, size = item.partition("=")
         try:
@@ -264,17 +204,19 @@ def simulation_rates(settings: Settings, overrides: list[str]) -> Rates:
         except ValueError:
             sep = ""
         if not sep:
-            raise UserError(
+            raise EffectsError(
                 f"--effect: expected RULE=SIZE, e.g. explain_first_bill=0.5, got {item!r}"
             )
     known = ("explain_first_bill", "thank_meter_reading", "recognize_tenure")
     unknown = sorted(set(sizes) - set(known))
     if unknown:
-        raise UserError(
+        raise EffectsError(
             f"simulated effects: no effect for {', '.join(unknown)}; known: {', '.join(known)}"
         )
     try:
-        effects = Effects(**sizes, held_out=partial(in_holdout, percent=settings.holdout_percent))
+        effects = Effects(
+            **sizes, held_out=partial(in_holdout, percent=settings.engine.holdout_percent)
+        )
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise EffectsError(str(exc)) from None
     return Rates(effects=effects)

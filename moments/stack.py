@@ -148,12 +148,16 @@ def local_stack(settings: Settings, *, database: bool = True) -> Iterator[Settin
     """
     with contextlib.ExitStack() as stack:
         updates: dict[str, Any] = {}
-        if not settings.bootstrap:
+        if not settings.kafka.bootstrap:
             broker = EmbeddedBroker()
             stack.callback(broker.stop)
             updates["bootstrap"] = broker.start()
-        if database and not settings.database_url:
+            if (
+                settings.kafka.broker_fence == "auto"
+            ):  # Tansu: the worker's recovery needs the fence
+                updates["broker_fence"] = "on"
+        if database and not settings.database.database_url:
             postgres = EmbeddedPostgres()
             stack.callback(postgres.stop)
             updates["database_url"] = postgres.start()
-        yield settings.model_copy(update=updates)
+        yield settings.replace(**updates)

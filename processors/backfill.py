@@ -10,11 +10,13 @@ action and decision topics of an output prefix. It is how history is
 reprocessed and how a new rule pack is compared with production: a shadow run
 writes files, or topics under another prefix, and never touches production.
 
-Records that cannot be used (tombstones, larger than `max_event_bytes`,
+Each record takes the worker's own record path (`processors.record_path`):
+records that cannot be used (tombstones, larger than `max_event_bytes`,
 undecodable, invalid, or that made the engine raise) are counted and
-reported, never fatal, exactly the records the worker would dead-letter; the
-backfill itself writes no dead-letter topic. An erasure record (`moments
-forget`) drops the customer from the partition's state, as in the worker.
+reported (stage, class and detail, as in the worker's dead-letter headers),
+never fatal; the backfill itself writes no dead-letter topic. An erasure
+record (`moments forget`) drops the customer from the partition's state; the
+worker's idle ticks and unknown control records are skipped.
 
 "The end" is each partition's high watermark when the run starts: a
 partition is done when the consumer reports end-of-partition at or past it.
@@ -62,15 +64,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from common.metrics import EVENTS_FUTURE_DATED
 from common.settings import Settings, Topics
 from processors.config import engine_config
-from processors.engine import DictStore, Engine, forget_customer, future_cap, load_rule_pack
+from processors.engine import DictStore, Engine, load_rule_pack
 from processors.engine.rules import RulePack
-from processors.replay import OutputWriter, no_cyclic_gc
-from schemas.codec import DecodeError, codec_for
+from processors.offline import no_cyclic_gc
+from processors.record_path import Applied, DeadLetter, RecordPath
+from processors.replay import OutputWriter
+from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
-from schemas.wire import RecordKind, classify
 
 __all__ = ["BackfillError", "BackfillSummary", "backfill_topic"]
 
@@ -172,7 +174,7 @@ def backfill_topic(
     started = time.perf_counter()
     want_decisions = decisions_out is not None or to_topics
     engine = Engine(
-        pack or load_rule_pack(rules_path or settings.rules_path),
+        pack or load_rule_pack(rules_path or settings.engine.rules_path),
         engine_config(settings),
         decisions=want_decisions,
     )
@@ -195,7 +197,7 @@ def backfill_topic(
             handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
         files = _file_output(handles, actions_out is not None, decisions_out is not None)
         if to_topics:
-            prefix = settings.topic_prefix if output_prefix is None else output_prefix
+            prefix = settings.kafka.topic_prefix if output_prefix is None else output_prefix
             producer = _TopicOutput(settings, Topics(prefix))
         run = _Run(engine, settings, summary, files, producer, partitions)
         with no_cyclic_gc():
@@ -269,8 +271,8 @@ class _TopicOutput:
             }
         )
         self._send = self.producer.produce
-        self.action_codec = codec_for(ActionEvent, settings.schema_registry_url)
-        self.decision_codec = codec_for(Decision, settings.schema_registry_url)
+        self.action_codec = codec_for(ActionEvent, settings.kafka.schema_registry_url)
+        self.decision_codec = codec_for(Decision, settings.kafka.schema_registry_url)
         self.action_topics = {d: topics.action(d) for d in topics.actions}
         self.failures: list[str] = []
         self.failed = 0
@@ -323,11 +325,9 @@ class _TopicOutput:
 class _Run:
     """The consume → decode → engine → output loop of one backfill.
 
-    Per record it does only what it must: the generated Avro decoder (which also runs
-    the checks Avro does not guarantee), the engine on the partition's store, and
-    collecting the output; outputs are encoded and written once per fetched batch.
-    Anything the fast path does not take is judged by the codec's general path, so
-    unusable records are reported exactly as before.
+    Per record it runs the record path the worker runs (`processors.record_path`: triage,
+    the codec's generated decoder, the engine on the partition's store) and collects the
+    output; outputs are encoded and written once per fetched batch.
     """
 
     def __init__(
@@ -343,12 +343,13 @@ class _Run:
         self.summary = summary
         self.files = files
         self.topics = topics
-        self.max_bytes = settings.max_event_bytes
-        codec = codec_for(InteractionEvent, settings.schema_registry_url)
-        self.decode = codec.decode
-        self.fast_decode = codec.fast_decode
-        self.process = engine.process
-        self.skew_ms = settings.max_future_skew_ms
+        #: Triage, decode and the engine per record: the worker's own (`processors.record_path`).
+        self.path = RecordPath(
+            codec_for(InteractionEvent, settings.kafka.schema_registry_url),
+            engine.process,
+            max_event_bytes=settings.engine.max_event_bytes,
+            max_future_skew_ms=settings.engine.max_future_skew_ms,
+        )
         self.stores = {p: DictStore() for p in partitions}
         #: Partition -> the last record fetched from it (its offset + 1 is the progress).
         self.last: dict[int, Message] = {}
@@ -366,43 +367,20 @@ class _Run:
         if self.topics is not None:
             self.topics.write(actions, decisions)
 
-    def garbage(self, message: Message, stage: str, detail: str) -> None:
+    def garbage(self, message: Message, dead: DeadLetter) -> None:
         summary = self.summary
         summary.garbage += 1
         if len(summary.garbage_samples) < GARBAGE_SAMPLES:
             summary.garbage_samples.append(
-                f"{message.topic()}[{message.partition()}]@{message.offset()}: {stage}: "
-                f"{detail[:200]}"
+                f"{message.topic()}[{message.partition()}]@{message.offset()}: {dead.stage}: "
+                f"{dead.error_class}: {dead.detail[:200]}"
             )
 
-    def judge(self, message: Message) -> InteractionEvent | None:
-        """The general path for a record the fast path did not take: the event, or None
-        after counting it as garbage (tombstone, oversized, undecodable or invalid).
-        Control records (the worker's idle ticks, erasures) are never events nor garbage."""
-        value = message.value()
-        kind = classify(message.headers(), value, self.max_bytes)
-        key = message.key()
-        if kind is RecordKind.FORGET and key:  # `moments forget`: as the worker does
-            forget_customer(self.stores[cast(int, message.partition())], key.decode())
-            return None
-        if kind is RecordKind.TICK or kind is RecordKind.CONTROL:
-            return None
-        if value is None:
-            self.garbage(message, "decode", "tombstone (no value)")
-            return None
-        if kind is RecordKind.OVERSIZED:
-            self.garbage(message, "size", f"{len(value)} bytes exceed {self.max_bytes}")
-            return None
-        try:
-            return self.decode(value)
-        except DecodeError as exc:
-            self.garbage(message, exc.stage, str(exc))
-            return None
-
     def run_batch(self, batch: list[Message], ends: dict[int, int], pending: set[int]) -> int:
-        """Decode, process and emit one fetched batch; return how many records it held."""
-        fast_decode, process, stores, last = self.fast_decode, self.process, self.stores, self.last
-        max_bytes, skew_ms = self.max_bytes, self.skew_ms
+        """Handle one fetched batch (`RecordPath`), emit its output; return how many records
+        it held. Control records (the worker's idle ticks, erasures) are neither events nor
+        garbage; an erasure drops the customer from the partition's state."""
+        handle, stores, last = self.path.handle, self.stores, self.last
         actions: list[ActionEvent] = []
         decisions: list[Decision] = []
         records = events = 0
@@ -413,35 +391,27 @@ class _Run:
             records += 1
             partition = cast(int, message.partition())
             last[partition] = message
-            value = message.value()
-            try:
-                event = fast_decode(value) if len(value) <= max_bytes else None  # type: ignore[arg-type]
-            except Exception:  # not for the fast path: the general path judges it
-                event = None
-            if event is None:
-                event = self.judge(message)
-                if event is None:
-                    continue
-            events += 1
             kind, record_ms = message.timestamp()
-            cap = (
-                None
-                if kind == TIMESTAMP_NOT_AVAILABLE
-                else future_cap(event.occurred_at, record_ms, skew_ms)
+            result = handle(
+                stores[partition],
+                partition,
+                message.offset(),
+                message.headers(),
+                message.key(),
+                message.value(),
+                None if kind == TIMESTAMP_NOT_AVAILABLE else record_ms,
             )
-            if cap is not None:
-                self.summary.future_dated += 1
-                EVENTS_FUTURE_DATED.inc()
-            try:
-                out = process(stores[partition], event, cap)
-            except Exception as exc:  # an engine bug must not stop a backfill; counted like the DLQ
-                self.garbage(message, "engine", f"{type(exc).__name__}: {exc}")
-                continue
-            if out.actions:
-                actions += out.actions
-            if out.decisions:
-                decisions += out.decisions
+            if type(result) is Applied:
+                events += 1
+                out = result.output
+                if out.actions:
+                    actions += out.actions
+                if out.decisions:
+                    decisions += out.decisions
+            elif type(result) is DeadLetter:
+                self.garbage(message, result)
         self.summary.events += events
+        self.summary.future_dated = self.path.future_dated
         if actions or decisions:
             self.emit(actions, decisions)
         return records

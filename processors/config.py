@@ -12,12 +12,14 @@ from processors.engine import EngineConfig
 def engine_config(settings: Settings) -> EngineConfig:
     """The engine's knobs from the settings."""
     return EngineConfig(
-        allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
-        contact_cap=settings.contact_cap,
-        contact_cap_window_ms=round(settings.contact_cap_window_s * 1000),
-        holdout_percent=settings.holdout_percent,
-        dedupe_horizon_ms=round(settings.dedupe_horizon_s * 1000),
+        allowed_lateness_ms=round(settings.engine.allowed_lateness_s * 1000),
+        contact_cap=settings.engine.contact_cap,
+        contact_cap_window_ms=round(settings.engine.contact_cap_window_s * 1000),
+        holdout_percent=settings.engine.holdout_percent,
+        dedupe_horizon_ms=round(settings.engine.dedupe_horizon_s * 1000),
         emit_from_ms=(
-            None if settings.emit_from is None else int(settings.emit_from.timestamp() * 1000)
+            None
+            if settings.engine.emit_from is None
+            else int(settings.engine.emit_from.timestamp() * 1000)
         ),
     )

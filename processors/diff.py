@@ -1,4 +1,4 @@
-"""Shadow comparison of two rule packs over the same history (DESIGN.md 8, `rules diff`).
+"""Shadow comparison of two rule packs over the same history (docs/design.md 8.5, `rules diff`).
 
 Both packs run over the same events on the backfill path: for a file, one pass
 reads each event once and feeds it to both engines (`diff_file`), or, on a
@@ -27,7 +27,8 @@ import orjson
 
 from processors.engine import Engine, EngineConfig
 from processors.engine.rules import RulePack
-from processors.replay import Replayer, ReplaySummary, no_cyclic_gc, replay_file
+from processors.offline import no_cyclic_gc
+from processors.replay import Replayer, ReplaySummary, replay_file
 from processors.replay_shards import shard_count
 from schemas.codec import action_from_json, read_events_jsonl
 from schemas.records import ActionEvent
@@ -239,6 +240,7 @@ def diff_topic(
     until_ms: int | None = None,
 ) -> PackDiff:
     """Both packs over a topic from its beginning: two shadow backfills written to files."""
+    # Here, not at the top: a file diff needs no Kafka client or metrics loaded.
     from processors.backfill import backfill_topic
 
     runs: list[list[ActionEvent]] = []

@@ -3,11 +3,9 @@
 `replay_file` reads InteractionEvent JSON lines, runs the engine with one
 state store (and so one watermark) per partition, exactly as the worker
 does, and writes the actions and decisions as JSON lines. Events go to
-partitions like a Kafka producer keyed by customer_id would send them:
-murmur2 of the key, sign bit cleared, modulo the partition count (the Java
-client's default partitioner and librdkafka's `murmur2_random` for non-empty
-keys). `Replayer` is the same loop for any iterable of events (topic
-backfills, shadow runs of a new pack).
+partitions like a Kafka producer keyed by customer_id would send them
+(`processors.offline.partition_for`). `Replayer` is the same loop for any
+iterable of events (topic backfills, shadow runs of a new pack).
 
 A file of a few MB or more is shared between processes (`replay_file(workers=)`,
 `processors.replay_shards`): the same bytes as this one-process loop, which stays
@@ -19,12 +17,10 @@ half-written result behind. This module never talks to Kafka.
 
 from __future__ import annotations
 
-import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,45 +28,13 @@ from typing import IO, Final
 
 from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
 from processors.engine.rules import RulePack
+from processors.offline import no_cyclic_gc, partition_for
 from processors.replay_shards import ShardedReplayFailed, ShardJob, replay_sharded, shard_count
 from schemas.codec import read_events_jsonl, to_json_lines
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
 #: Events between two writes of the outputs of a replay.
 WRITE_EVERY: Final = 4096
-
-_M: Final = 0x5BD1E995
-_MASK: Final = 0xFFFFFFFF
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (seed 0x9747b28c) as a signed 32-bit int, like Utils.murmur2 in Java."""
-    length = len(data)
-    h = (0x9747B28C ^ length) & _MASK
-    tail = length & ~3
-    for i in range(0, tail, 4):
-        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    rest = length & 3
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """The partition a Kafka producer puts this key on: positive(murmur2(key)) % partitions."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +56,7 @@ class ReplaySummary:
 class Replayer:
     """Feeds events to one engine with one DictStore per partition (keyed like Kafka).
 
-    `changes` (time, pack) are rule pack switches (DESIGN.md 8, `replay --rules-change`):
+    `changes` (time, pack) are rule pack switches (docs/design.md 8.4, `replay --rules-change`):
     a switch happens before the first event with occurred_at >= its time is applied (the
     watermark advances and due timers fire under the old pack, then the pack switches,
     then the event is applied under the new one), or in `finish` at its time when the
@@ -163,30 +127,6 @@ class Replayer:
             for store in self.stores:
                 out.extend(self.engine.advance_watermark(store, until_ms))
         return out
-
-
-@contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector (engine state and records hold no cycles).
-
-    With a large population the collector would walk every customer's state again
-    and again; that costs a third of a replay. Reference counting still frees
-    everything. On the way out, everything allocated meanwhile is moved straight to
-    the oldest generation (`gc.freeze` then `gc.unfreeze`): otherwise the first
-    allocation after re-enabling would walk those millions of young objects once more
-    (a second or so after a large backfill) only to find them alive.
-    """
-    was_enabled = gc.isenabled()
-    frozen_before = gc.get_freeze_count()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if not frozen_before:  # leave a caller's own frozen objects frozen
-            gc.unfreeze()
-        if was_enabled:
-            gc.enable()
 
 
 def replay_file(

@@ -2,7 +2,7 @@
 what one process writes.
 
 A file replay spends nearly all its time in the engine, one customer at a time, and
-customers meet only through their partition's watermark (DESIGN.md 5: a file is one
+customers meet only through their partition's watermark (docs/design.md 5.3: a file is one
 partition, or `--partitions N` like the worker). So each shard process reads every line,
 applies the events of its own customers (a hash of the customer id picks the shard) and,
 for every other line, only advances the watermark as that event would. Every timer then
@@ -46,6 +46,7 @@ from typing import IO, Any, Final
 import orjson
 
 from processors.engine import DictStore, Engine, EngineOutput
+from processors.offline import no_cyclic_gc, partition_for
 from schemas.codec import (
     SchemaValidationError,
     append_json_lines,
@@ -199,9 +200,6 @@ class _Shard:
         self.decisions: list[Decision] = []
         self.actions_file = _ShardFile(actions_fd)
         self.decisions_file = _ShardFile(decisions_fd)
-        from processors.replay import partition_for  # it imports this module
-
-        self.partition_for = partition_for
 
     def place(self, customer_id: str) -> tuple[bool, int]:
         """(applied by this shard, partition) of a customer, worked out once (an id with a
@@ -209,7 +207,7 @@ class _Shard:
         job = self.job
         where = self.placed[customer_id] = (
             zlib.crc32(customer_id.encode("utf-8", "surrogatepass")) % job.shards == self.shard,
-            self.partition_for(customer_id, job.partitions) if job.partitions > 1 else 0,
+            partition_for(customer_id, job.partitions) if job.partitions > 1 else 0,
         )
         return where
 
@@ -353,8 +351,6 @@ def _shard_files(work: Path, shard: int) -> tuple[Path, Path, Path]:
 def _child_main(job: ShardJob, shard: int) -> None:
     """A forked shard: its output to files in `job.work`; a bad line's error in the meta file."""
     actions_path, decisions_path, meta_path = _shard_files(job.work, shard)
-    from processors.replay import no_cyclic_gc
-
     _end_with_parent()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     with ExitStack() as files:
@@ -435,8 +431,6 @@ def replay_sharded(
 
     Raises the `SchemaValidationError` of the file's first bad line, or
     `ShardedReplayFailed` when a shard failed otherwise."""
-    from processors.replay import no_cyclic_gc
-
     context = multiprocessing.get_context("fork")
     job = replace(job, bad_line=context.RawValue("q", _NO_BAD_LINE))
     # Every shard is a process of its own, this one only merges: a shard ends without

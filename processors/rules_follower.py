@@ -50,7 +50,11 @@ class AcceptedPack:
 
 def startup_pack(settings: Settings) -> AcceptedPack:
     """The pack with no `rules` record: `MOMENTS_RULES_PATH` or the default pack."""
-    path = Path(settings.rules_path) if settings.rules_path is not None else DEFAULT_PACK_PATH
+    path = (
+        Path(settings.engine.rules_path)
+        if settings.engine.rules_path is not None
+        else DEFAULT_PACK_PATH
+    )
     text = path.read_text(encoding="utf-8")
     return AcceptedPack(pack_id(text), text, pack_from_text(text, str(path)), str(path))
 
@@ -71,7 +75,7 @@ class RulesFollower:
     def offer(self, record: Published) -> bool:
         """Take one record of the rules topic (in order); True when it became `current`."""
         self._next_offset = record.offset + 1
-        if record.pack != self.settings.rules_pack:
+        if record.pack != self.settings.engine.rules_pack:
             return False
         source = f"{self.settings.topics.rules}@{record.offset}"
         try:

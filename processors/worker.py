@@ -10,12 +10,14 @@ body ends, even when the body raises: the worker then stops committing for good
 (`WorkerConsumer.halt`) and crashes, so no record of the batch is committed
 unhandled. Each record is handled like this:
 
-1. A record that is a tombstone, larger than `max_event_bytes`, undecodable or
-   invalid goes to `interactions.dlq` with its original key and bytes and the
-   headers `moments.error.{stage,class,message,topic,partition,offset}`;
-   stages are `decode` (also tombstones), `validate`, `size` and `engine` (the
-   engine raised on this event; its state is left untouched). The worker
-   keeps running.
+1. The record path (`processors.record_path`, the backfill's too) triages,
+   decodes and feeds the engine. A record that is a tombstone, larger than
+   `max_event_bytes`, undecodable or invalid, or that made the engine raise,
+   goes to `interactions.dlq` with its original key and bytes and the headers
+   `moments.error.{stage,class,message,topic,partition,offset}`; stages are
+   `decode` (also tombstones), `validate`, `size` and `engine` (the event's
+   state is left untouched). The worker keeps running. Control records of a
+   kind this version does not know are skipped.
 2. Otherwise the engine processes the event against `PartitionState`, the
    state of the event's partition in a changelog-backed Faust table (see
    `processors.faust_host`). Writes are applied per event to the table's
@@ -69,7 +71,7 @@ timers) and the commit sends changelog tombstones, so neither this worker nor
 a restarted one emits anything for them from stale state. Logged with the
 customer id hashed.
 
-Rule packs (DESIGN.md 8). The worker runs the latest acceptable pack of its
+Rule packs (docs/design.md 8). The worker runs the latest acceptable pack of its
 name (`MOMENTS_RULES_PACK`) on the compacted `rules` topic, else
 `MOMENTS_RULES_PATH` or the default pack (`processors.rules_follower`: read once
 before start, then followed in a thread; a pack `moments rules check OLD NEW`
@@ -112,7 +114,6 @@ from common.metrics import (
     DLQ_RECORDS,
     EVENT_TO_ACTION_LATENCY,
     EVENTS_CONSUMED,
-    EVENTS_FUTURE_DATED,
     REDELIVERIES_SKIPPED,
     RELATIONSHIP_BALANCE,
     RULES_SWITCHES,
@@ -120,15 +121,13 @@ from common.metrics import (
     event_type_label,
     serve_metrics,
 )
-from common.privacy import hashed_id
 from common.settings import Settings
 from processors.config import engine_config
 from processors.engine import (
     CLOCK_KEY,
     Engine,
     EngineOutput,
-    forget_customer,
-    future_cap,
+    StateStore,
 )
 from processors.engine.core import PACK_KEY
 from processors.engine.switching import (
@@ -150,10 +149,11 @@ from processors.faust_host import (
     use_fast_event_loop,
     worker_credentials,
 )
+from processors.record_path import Applied, DeadLetter, RecordPath
 from processors.rules_follower import AcceptedPack, RulesFollower, startup_pack
-from schemas.codec import DecodeError, SchemaValidationError, codec_for
+from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
-from schemas.wire import CONTROL_HEADER, FORGET, TICK, control_value, dead_letter_headers
+from schemas.wire import CONTROL_HEADER, TICK, RecordKind, dead_letter_headers
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class TriggerWorker:
     """
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
-        if not settings.bootstrap:
+        if not settings.kafka.bootstrap:
             raise RuntimeError("no Kafka bootstrap configured (set MOMENTS_BOOTSTRAP)")
         self.settings = settings
         first = startup_pack(settings)
@@ -189,7 +189,7 @@ class TriggerWorker:
             first = AcceptedPack(
                 f"code-{id(engine):x}", f"# {engine.pack.source}\n", engine.pack, ""
             )
-        #: The packs partitions run and the engine of each lineage (DESIGN.md 8).
+        #: The packs partitions run and the engine of each lineage (docs/design.md 8.3).
         self.library = PackLibrary(engine_config(settings))
         self.library.add(first.text, first.source, first.pack)
         self.first_pack = first.pid
@@ -199,34 +199,34 @@ class TriggerWorker:
         self._target = first.pid
         #: Per partition: its lineage (read from its state once, then kept here).
         self._lines: dict[int, Lineage] = {}
-        registry = settings.schema_registry_url
+        registry = settings.kafka.schema_registry_url
         self.event_codec = codec_for(InteractionEvent, registry)
         self.action_codec = codec_for(ActionEvent, registry)
         self.decision_codec = codec_for(Decision, registry)
         topics = settings.topics
-        datadir = settings.data_dir / "worker"
+        datadir = settings.stack.data_dir / "worker"
         datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         self.app = faust.App(
-            settings.worker_app_id,
-            broker=broker_urls(settings.bootstrap),
+            settings.worker.worker_app_id,
+            broker=broker_urls(settings.kafka.bootstrap),
             broker_credentials=worker_credentials(settings),
-            store=settings.worker_store,
+            store=settings.worker.worker_store,
             datadir=str(datadir),
-            broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
-            broker_session_timeout=settings.broker_session_timeout_s,
-            broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
+            broker_rebalance_timeout=settings.worker.broker_rebalance_timeout_s,
+            broker_session_timeout=settings.worker.broker_session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.worker.broker_session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_linger=PRODUCER_LINGER_S,
             # Commits on the timer only: a commit waits for the output and the changelog,
             # and one triggered by a record count would stall the fetch loop meanwhile.
             broker_commit_every=COMMIT_EVERY_NEVER,
-            topic_partitions=settings.interactions_partitions,
-            topic_replication_factor=settings.replication_factor,
+            topic_partitions=settings.kafka.interactions_partitions,
+            topic_replication_factor=settings.kafka.replication_factor,
             key_serializer="raw",
             value_serializer="raw",
             web_enabled=False,
-            web_port=settings.worker_web_port,
+            web_port=settings.worker.worker_web_port,
             web_bind="127.0.0.1",
             web_host="127.0.0.1",
             autodiscover=False,
@@ -237,20 +237,23 @@ class TriggerWorker:
         self.commits.install(self.app)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.interactions = self.app.topic(
-            topics.interactions, partitions=settings.interactions_partitions, **raw
+            topics.interactions, partitions=settings.kafka.interactions_partitions, **raw
         )
         #: Actions, decisions and dead letters go straight to the producer (see OutputSender).
         self.output = self.commits.output_sender(settings.kafka_config())
         self.state = self.app.Table(
             STATE_TABLE,
-            partitions=settings.interactions_partitions,
+            partitions=settings.kafka.interactions_partitions,
             key_type=str,  # JSON keys
             value_type=bytes,  # raw values: JSON bytes written by PartitionState
             help="Trigger engine state of every interactions partition (JSON values).",
         )
         self.staged_state = self.commits.stage_table(self.state, self.output)
+        cast(FencingTableManager, self.app.tables).fence_mode = settings.kafka.broker_fence
         self.app.agent(self.interactions, name="moments.trigger")(self._consume)
-        self.app.timer(settings.idle_tick_s, name="moments.idle_ticks")(self._send_idle_ticks)
+        self.app.timer(settings.worker.idle_tick_s, name="moments.idle_ticks")(
+            self._send_idle_ticks
+        )
         self.app.on_partitions_revoked.connect(cast(Any, self._on_partitions_revoked))
         self.action_topics = dict(topics.actions)
         # Labelled metric children, looked up once per label tuple (all bounded sets).
@@ -271,14 +274,22 @@ class TriggerWorker:
         self._tally_decided: dict[tuple[str, str, str], int] = {}
         self._watermarks: dict[int, int] = {}
         self._last_seen: dict[int, float] = {}
-        self._future_skew_ms = settings.max_future_skew_ms
+        #: Triage, decode and the engine per record: the backfill's own (`processors.record_path`).
+        self.path = RecordPath(
+            self.event_codec,
+            self._feed,
+            max_event_bytes=settings.engine.max_event_bytes,
+            max_future_skew_ms=settings.engine.max_future_skew_ms,
+        )
+        #: The lineage of the partition whose record is being handled (`_feed` moves it on).
+        self._line = Lineage((first.pid,))
         #: Per partition: (max occurred_at, log timestamp of the last event), both in ms.
         self._idle_clock: dict[int, tuple[int, int]] = {}
 
     # -- the agent --------------------------------------------------------------------------
 
     async def _consume(self, stream: StreamT[Any]) -> None:
-        batch_size = self.settings.worker_batch_size
+        batch_size = self.settings.worker.worker_batch_size
         if batch_size <= 1:
             async for event in stream.events():
                 await self.handle(event)
@@ -381,67 +392,45 @@ class TriggerWorker:
             REDELIVERIES_SKIPPED.inc()
             return
         store.set_worker(_APPLIED, offset)
-        line = self._lineage(store, partition)
-        control = control_value(message.headers)
-        if control == TICK:
-            after = self._on_tick(store, partition, round(message.timestamp * 1000), line)
-        elif control == FORGET:
-            self._on_forget(store, partition, message.key)
-            after = line
-        else:
-            after = self._on_record(event, store, line)
+        line = self._line = self._lineage(store, partition)
+        record_ms = round(message.timestamp * 1000)
+        result = self.path.handle(
+            store, partition, offset, message.headers, message.key, message.value, record_ms
+        )
+        if type(result) is Applied:
+            self._on_event(result, store, partition, record_ms)
+        elif type(result) is DeadLetter:
+            self._dead_letter(message, result)
+        elif result is RecordKind.TICK:
+            self._line = self._on_tick(store, partition, record_ms, line)
+        after = self._line
         if after is not line:
             self._lines[partition] = after
             if after.chain != line.chain:
                 self._switched(store, partition, offset, after)
         store.commit()
 
-    def _on_record(self, event: EventT[Any], store: PartitionState, line: Lineage) -> Lineage:
-        """Handle an event record; the partition's lineage after it (a switch may be due)."""
-        message = event.message
-        value = message.value
-        if value is None:
-            self._dead_letter(event, "decode", "Tombstone", "a null value is not an event")
-            return line
-        if len(value) > self.settings.max_event_bytes:
-            detail = f"{len(value)} bytes exceed max_event_bytes {self.settings.max_event_bytes}"
-            self._dead_letter(event, "size", "EventTooLarge", detail)
-            return line
-        try:
-            interaction = self.event_codec.decode(value)
-        except DecodeError as exc:
-            self._dead_letter(event, exc.stage, type(exc).__name__, str(exc))
-            return line
-        except SchemaValidationError as exc:
-            self._dead_letter(event, "validate", type(exc).__name__, str(exc))
-            return line
-        except Exception as exc:  # a codec bug must not stop the worker either
-            self._dead_letter(event, "decode", type(exc).__name__, str(exc))
-            return line
-        partition = message.partition
-        cap = future_cap(
-            interaction.occurred_at, round(message.timestamp * 1000), self._future_skew_ms
-        )
-        if cap is not None:
-            EVENTS_FUTURE_DATED.inc()
-        try:
-            line, output = feed(self.library, store, line, interaction, cap)
-        except Exception as exc:
-            log.exception("engine failed on %s[%d]@%d", message.topic, partition, message.offset)
-            store.discard_engine_writes()  # the event's state is left untouched
-            self._dead_letter(event, "engine", type(exc).__name__, str(exc))
-            return line
+    def _feed(self, store: StateStore, event: InteractionEvent, cap: int | None) -> EngineOutput:
+        """The record path's engine step: the event on the partition's lineage (`_line`,
+        set by `_handle`), which a switch due before the event moves on."""
+        self._line, output = feed(self.library, store, self._line, event, cap)
+        return output
+
+    def _on_event(
+        self, applied: Applied, store: PartitionState, partition: int, record_ms: int
+    ) -> None:
+        """An event the engine took: its output, the idle clock's basis, metrics."""
+        interaction, output = applied.event, applied.output
         engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
         if output.actions or output.decisions:
             self._emit(output, interaction.occurred_at)
-        self._idle_clock[partition] = (int(engine_clock["max"]), round(message.timestamp * 1000))
+        self._idle_clock[partition] = (int(engine_clock["max"]), record_ms)
         consumed = self._tally_consumed
         kind = (interaction.channel, interaction.type)
         consumed[kind] = consumed.get(kind, 0) + 1
         watermark = engine_clock.get("wm")
         if watermark is not None:
             self._watermarks[partition] = watermark
-        return line
 
     def _on_tick(
         self, store: PartitionState, partition: int, tick_ms: int, line: Lineage
@@ -468,21 +457,6 @@ class TriggerWorker:
         if watermark is not None:
             self._watermarks[partition] = watermark
         return line
-
-    def _on_forget(self, store: PartitionState, partition: int, key: bytes | None) -> None:
-        """An erasure record (`moments forget`): drop everything the state holds about the
-        customer; the commit writes changelog tombstones, so recovery brings nothing back."""
-        if not key:
-            log.warning("erasure record without a key on partition %d: ignored", partition)
-            return
-        customer_id = key.decode("utf-8", errors="replace")
-        removed = forget_customer(store, customer_id)
-        log.info(
-            "erased customer sha256:%s from partition %d (%d state entries)",
-            hashed_id(customer_id),
-            partition,
-            removed,
-        )
 
     # -- output -----------------------------------------------------------------------------
 
@@ -549,20 +523,22 @@ class TriggerWorker:
                 self._watermark_lag(partition).set(now - watermark / 1000)
             self._watermarks.clear()
 
-    def _dead_letter(self, event: EventT[Any], stage: str, kind: str, detail: str) -> None:
-        message = event.message
+    def _dead_letter(self, message: Any, dead: DeadLetter) -> None:
+        """Send the record, as it came, to `interactions.dlq` with headers naming the failure."""
         where = (message.topic, message.partition, message.offset)
-        headers = dead_letter_headers(message.headers, stage, kind, detail, where)
+        headers = dead_letter_headers(
+            message.headers, dead.stage, dead.error_class, dead.detail, where
+        )
         self.output.send(self.settings.topics.interactions_dlq, message.key, message.value, headers)
-        DLQ_RECORDS.labels(stage).inc()
+        DLQ_RECORDS.labels(dead.stage).inc()
         # The detail stays in the DLQ headers: it may quote a value of the event (customer data).
         log.warning(
             "dead-lettered %s[%d]@%d (stage %s, %s)",
             message.topic,
             message.partition,
             message.offset,
-            stage,
-            kind,
+            dead.stage,
+            dead.error_class,
         )
 
     # -- rebalances -------------------------------------------------------------------------
@@ -587,7 +563,7 @@ class TriggerWorker:
         if self.app.rebalancing:
             return
         now = time.monotonic()
-        idle_s = self.settings.idle_tick_s
+        idle_s = self.settings.worker.idle_tick_s
         for tp in sorted(self.app.assignor.assigned_actives()):
             if tp.topic != self.interactions.get_topic_name():
                 continue
@@ -629,8 +605,8 @@ def run_worker(settings: Settings) -> None:
     The ops port's /readyz answers 200 once Faust finished starting (tables recovered)."""
     started = threading.Event()
     serve_metrics(
-        settings.metrics_port,
-        settings.metrics_host,
+        settings.metrics.metrics_port,
+        settings.metrics.metrics_host,
         ready=lambda: (started.is_set(), "started" if started.is_set() else "starting"),
     )
     use_fast_event_loop()

@@ -1,7 +1,7 @@
 """The HTTP collector: the web channel's door to the `interactions` topic (an ASGI app on uvicorn).
 
 `POST /v1/events` takes one event (a JSON object in the JSON form of
-DESIGN.md section 3), a JSON array of them, or `{"events": [...]}`. Each event
+docs/design.md 3.5), a JSON array of them, or `{"events": [...]}`. Each event
 is validated on its own and the answer is 202 with one result per event
 (accepted with its event_id, or rejected with the field at fault), even when
 every event is rejected. An event is "accepted" only once its OWN delivery
@@ -148,9 +148,9 @@ def collector_producer_config(settings: Settings) -> dict[str, Any]:
     """librdkafka options of the collector's producer: a bounded queue (memory) and a
     bounded delivery time, so a broker outage becomes 503s, never a blocked loop or an OOM."""
     return {
-        "queue.buffering.max.kbytes": settings.collector_queue_max_kbytes,
-        "queue.buffering.max.messages": settings.collector_queue_max_messages,
-        "message.timeout.ms": round(settings.collector_message_timeout_s * 1000),
+        "queue.buffering.max.kbytes": settings.collector.collector_queue_max_kbytes,
+        "queue.buffering.max.messages": settings.collector.collector_queue_max_messages,
+        "message.timeout.ms": round(settings.collector.collector_message_timeout_s * 1000),
         # Every request waits for its reports: send at once (requests batch one another).
         "linger.ms": 1,
     }
@@ -214,7 +214,7 @@ class BrokerReadiness:
 
 def api_keys_of(settings: Settings) -> list[bytes]:
     """The configured API keys as bytes (for constant-time comparison)."""
-    return [key.get_secret_value().encode("utf-8") for key in settings.api_keys]
+    return [key.get_secret_value().encode("utf-8") for key in settings.api.api_keys]
 
 
 def _required_keys(settings: Settings, insecure: bool) -> KeyRing:
@@ -241,12 +241,14 @@ def create_app(
     keys = _required_keys(settings, insecure)
     if max_body_bytes <= 0 or max_batch <= 0:
         raise CollectorConfigError("max_body_bytes and max_batch must be positive")
-    max_event_bytes = settings.max_event_bytes
-    skew_ms = settings.max_future_skew_ms
-    body_timeout_s = settings.collector_body_timeout_s
+    max_event_bytes = settings.engine.max_event_bytes
+    skew_ms = settings.engine.max_future_skew_ms
+    body_timeout_s = settings.collector.collector_body_timeout_s
     ready = readiness or BrokerReadiness(settings)
-    limiter = RateLimiter(settings.collector_rate_limit)
-    channels_of = {key: frozenset(c) for key, c in settings.collector_key_channels.items()}
+    limiter = RateLimiter(settings.collector.collector_rate_limit)
+    channels_of = {
+        key: frozenset(c) for key, c in settings.collector.collector_key_channels.items()
+    }
 
     def authenticate(request: Request) -> str:
         """The name of the request's key (`common.privacy.key_name`; "" when unauthenticated)."""
@@ -544,7 +546,7 @@ def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
     protocol = type(
         "CollectorHttpProtocol",
         (HeaderTimeoutProtocol,),
-        {"header_timeout_s": settings.collector_header_timeout_s},
+        {"header_timeout_s": settings.collector.collector_header_timeout_s},
     )
     config = uvicorn.Config(
         app,
@@ -558,7 +560,7 @@ def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
         # in the log for a request that was handled. httptools has no such race.
         http=protocol,
         # Beyond this many connections (or running requests) uvicorn answers 503 at once.
-        limit_concurrency=settings.collector_max_connections,
+        limit_concurrency=settings.collector.collector_max_connections,
         timeout_keep_alive=5,
     )
     return uvicorn.Server(config)
@@ -573,8 +575,8 @@ def run_collector(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_batch: int = DEFAULT_MAX_BATCH,
 ) -> None:
-    """Serve the collector until SIGINT/SIGTERM (binds settings.collector_host, 127.0.0.1 by
-    default); flushes the publisher on the way out."""
+    """Serve the collector until SIGINT/SIGTERM (binds settings.collector.collector_host,
+    127.0.0.1 by default); flushes the publisher on the way out."""
     keys = _required_keys(settings, insecure)
     readiness = BrokerReadiness(settings)
     with collector_publisher(settings) as publisher:
@@ -588,9 +590,9 @@ def run_collector(
         )
         # The ops port too (MOMENTS_METRICS_PORT), where probes and Prometheus look for
         # every process; the collector's own port serves the same three endpoints.
-        serve_metrics(settings.metrics_port, settings.metrics_host, ready=readiness)
-        bind_host = host or settings.collector_host
-        bind_port = settings.collector_port if port is None else port
+        serve_metrics(settings.metrics.metrics_port, settings.metrics.metrics_host, ready=readiness)
+        bind_host = host or settings.collector.collector_host
+        bind_port = settings.collector.collector_port if port is None else port
         if not keys:
             log.warning("collector: no API keys configured, accepting unauthenticated requests")
         _server(app, bind_host, bind_port).run()

@@ -54,13 +54,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Tuning defaults; `settings.kafka_extra` may override any of them.
+#: Tuning defaults; `settings.kafka.kafka_extra` may override any of them.
 PRODUCER_DEFAULTS: Final[dict[str, Any]] = {
     "compression.type": "lz4",
     "linger.ms": 5,
     "client.id": "moments-publisher",
 }
-#: Part of the contract (DESIGN.md section 3); nothing overrides these.
+#: Part of the contract (docs/design.md 3.1); nothing overrides these.
 PRODUCER_REQUIRED: Final[dict[str, Any]] = {
     "enable.idempotence": True,
     "acks": "all",
@@ -196,11 +196,13 @@ class Publisher:
         `confirm`: report every delivery, for `submit` (costs a callback per event)."""
         self.topic = topic or settings.topics.interactions
         self.confirms = confirm
-        self.max_event_bytes = settings.max_event_bytes
+        self.max_event_bytes = settings.engine.max_event_bytes
         self._codec = AvroCodec(
-            InteractionEvent, registry_url=settings.schema_registry_url, topic=self.topic
+            InteractionEvent, registry_url=settings.kafka.schema_registry_url, topic=self.topic
         )
-        defaults = {k: v for k, v in PRODUCER_DEFAULTS.items() if k not in settings.kafka_extra}
+        defaults = {
+            k: v for k, v in PRODUCER_DEFAULTS.items() if k not in settings.kafka.kafka_extra
+        }
         options = {
             **defaults,
             **(config or {}),

@@ -1,6 +1,6 @@
 """The codec of moments: Avro bytes, JSON form and validation for the three records.
 
-Wire formats (DESIGN.md section 3):
+Wire formats (docs/design.md, section 3.5):
 
 - default: Avro single-object encoding, ``C3 01`` + the 8-byte little-endian
   CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form + the
@@ -18,9 +18,9 @@ no datetime is ever built on the hot path.
 This module is the Avro codec (`AvroCodec`, `codec_for`) and the one import
 for the rest of the codec, which lives beside it by job: `schemas.errors`
 (the errors), `schemas.validation` (the contract's checks), `schemas.json_form`
-(the JSON form and JSON-lines files), `schemas.codegen` (the generated readers,
-decoders and writers) and `schemas.native` (those decoders as modules for
-mypyc). Errors are values with a name: `SchemaValidationError` names the field
+(the JSON form and JSON-lines files) and `schemas.codegen` (the generated readers,
+decoders and writers); `schemas.native`, on top of it, writes those decoders as
+modules for mypyc. Errors are values with a name: `SchemaValidationError` names the field
 (and file:line when known), `DecodeError` says which stage failed. It imports
 nothing of ours but `schemas` and knows no Kafka topics, brokers or settings;
 it never logs record contents.
@@ -42,7 +42,7 @@ from typing import Any, Final, Generic, cast
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.codegen import _compile_decoder, _compile_reader, _compile_writer
+from schemas.codegen import compile_decoder, compile_reader, compile_writer, decoder_parts
 from schemas.errors import DecodeError, InvalidRecordError, SchemaValidationError
 from schemas.json_form import (
     action_from_json,
@@ -61,18 +61,18 @@ from schemas.json_form import (
 )
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from schemas.validation import (
-    _CHECKS,
-    _DECODED_CHECKS,
-    _EPOCH,
-    _ONE_MS,
-    _OPT_TS,
-    _SPECS,
-    _TS,
+    CHECKS,
+    DECODED_CHECKS,
+    EPOCH,
+    KIND_OPT_TS,
+    KIND_TS,
     MAX_IDENTIFIER_CHARS,
+    ONE_MS,
+    SPECS,
     R,
     Record,
-    _field_error,
-    _plainly_valid_event,
+    field_error,
+    plainly_valid_event,
     validate,
 )
 
@@ -204,27 +204,28 @@ class AvroCodec(Generic[R]):
         # positional construction is a third cheaper than keywords.
         self._positional = self._field_names == tuple(f["name"] for f in schema["fields"])
         self._write_schema = parse_schema(schema)
-        self._read_schema_json = _strip_timestamp_logical_types(schema)
-        self._read_schema = parse_schema(self._read_schema_json)
+        #: The schema decoding reads with: the same physical types, timestamps as int ms.
+        self.read_schema_json = _strip_timestamp_logical_types(schema)
+        self._read_schema = parse_schema(self.read_schema_json)
         self.fingerprint = schema_fingerprint(record_type)
         self._header = SINGLE_OBJECT_MAGIC + self.fingerprint
-        self._checks = _CHECKS[record_type]
-        self._decoded_checks = _DECODED_CHECKS[record_type]
+        self._checks = CHECKS[record_type]
+        self._decoded_checks = DECODED_CHECKS[record_type]
         self._timestamp_fields = tuple(
-            name for name, _, kind, _ in _SPECS[record_type] if kind in (_TS, _OPT_TS)
+            name for name, _, kind, _ in SPECS[record_type] if kind in (KIND_TS, KIND_OPT_TS)
         )
         self._avro_names = tuple(f["name"] for f in schema["fields"])
-        self._fast_reader = _compile_reader(self._read_schema_json)
+        self._fast_reader = compile_reader(self.read_schema_json)
         index_of = {name: i for i, name in enumerate(self._avro_names)}
         self._decoded_checks_at = tuple(
             (index_of[name], name, check) for name, check in self._decoded_checks
         )
         self._checks_by_index = tuple((index, check) for index, _, check in self._decoded_checks_at)
         writable = self._avro_names == self._field_names
-        self._fast_writer = _compile_writer(schema, self._header) if writable else None
+        self._fast_writer = compile_writer(schema, self._header) if writable else None
         # What exact types leave open is what a decoded record leaves open: the same checks.
         self._checked_writer = (
-            _compile_writer(
+            compile_writer(
                 schema,
                 self._header,
                 self._checks_by_index,
@@ -233,8 +234,8 @@ class AvroCodec(Generic[R]):
             else None
         )
         self._fast_decoder: Callable[[bytes], R] | None = (
-            _compile_decoder(
-                self._read_schema_json,
+            compile_decoder(
+                self.read_schema_json,
                 self._header,
                 record_type,
                 self._checks_by_index,
@@ -275,6 +276,13 @@ class AvroCodec(Generic[R]):
         )
         self._deserializer = AvroDeserializer(client, self.schema_str)
 
+    def decoder_source(self) -> tuple[str, dict[str, Any]] | None:
+        """The generated decoder's source and the names it reads (what `schemas.native`
+        writes as a module for mypyc); None when the schema takes no generated decoder."""
+        return decoder_parts(
+            self.read_schema_json, self._header, self.record_type, self._checks_by_index
+        )
+
     # -- records <-> Avro dicts
 
     def to_avro_dict(self, record: R) -> dict[str, Any]:
@@ -282,7 +290,7 @@ class AvroCodec(Generic[R]):
         return dict(zip(self._field_names, self._get_fields(record), strict=True))
 
     def _validate(self, record: Any) -> None:
-        if self.record_type is InteractionEvent and _plainly_valid_event(record):
+        if self.record_type is InteractionEvent and plainly_valid_event(record):
             return
         if type(record) is not self.record_type:
             raise SchemaValidationError(
@@ -291,7 +299,7 @@ class AvroCodec(Generic[R]):
         for name, check in self._checks:
             problem = check(getattr(record, name))
             if problem is not None:
-                raise _field_error(name, problem)
+                raise field_error(name, problem)
 
     # -- encode
 
@@ -373,7 +381,7 @@ class AvroCodec(Generic[R]):
                     for index, name, check in self._decoded_checks_at:
                         problem = check(values[index])
                         if problem is not None:
-                            raise InvalidRecordError(_field_error(name, problem))
+                            raise InvalidRecordError(field_error(name, problem))
                 if self._positional:
                     return self.record_type(*values)
                 return self.record_type(**dict(zip(self._avro_names, values, strict=True)))
@@ -382,7 +390,7 @@ class AvroCodec(Generic[R]):
             for name, check in self._decoded_checks:
                 problem = check(fields[name])
                 if problem is not None:
-                    raise InvalidRecordError(_field_error(name, problem))
+                    raise InvalidRecordError(field_error(name, problem))
         if self._positional:
             return self.record_type(*fields.values())
         return self.record_type(**fields)
@@ -430,7 +438,7 @@ class AvroCodec(Generic[R]):
         for name in self._timestamp_fields:
             moment = value.get(name)
             if isinstance(moment, datetime):
-                value[name] = (moment - _EPOCH) // _ONE_MS
+                value[name] = (moment - EPOCH) // ONE_MS
         return value
 
     def _unknown_fingerprint(self, fingerprint: bytes) -> str:

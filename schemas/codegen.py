@@ -1,39 +1,71 @@
 """Code generated per Avro schema: the readers, decoders and writers of the codec's hot paths.
 
 For each record schema the codec builds, from its JSON, Python source that
-reads a single-object body into field values (`_compile_reader`), decodes and
-checks a whole record in one call (`_compile_decoder`; the same source is what
+reads a single-object body into field values (`compile_reader`), decodes and
+checks a whole record in one call (`compile_decoder`; the same source is what
 `schemas.native` writes for mypyc) and writes a record's single-object bytes
-(`_compile_writer`). Only canonical encodings and exact types take the
+(`compile_writer`). Only canonical encodings and exact types take the
 generated paths; anything unusual raises `_Unusual` and the caller lets
 fastavro (and `schemas.validation`) decide, so results and errors are exactly
-the general path's. Imports nothing of ours but `schemas.validation` and
-`schemas.native`; knows no Kafka.
+the general path's. A decoder's source compiled with mypyc (a module of
+`schemas._native`, written by `schemas.native`) runs instead of the exec'd source
+when its `SOURCE_DIGEST` says it was generated from that very source, so a stale
+module is never run. Imports nothing of ours but `schemas.validation`; knows no Kafka.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import re
 import struct
 from collections.abc import Callable
 from datetime import date
 from typing import Any, Final, cast
 
-from schemas.native import native_decoder
 from schemas.validation import (
-    _TS_MAX,
-    _TS_MIN,
     MAX_IDENTIFIER_CHARS,
+    TS_MAX,
+    TS_MIN,
     Check,
     R,
-    _attribute_map,
-    _identifier,
-    _non_empty,
-    _optional_double,
-    _optional_short_text,
-    _optional_timestamp,
-    _short_text,
-    _timestamp,
+    attribute_map,
+    identifier,
+    non_empty,
+    optional_double,
+    optional_short_text,
+    optional_timestamp,
+    short_text,
+    timestamp,
 )
+
+#: Where the generated decoder modules live (compiled with mypyc by setup.py).
+NATIVE_PACKAGE: Final = "schemas._native"
+
+
+def native_module_name(record_name: str) -> str:
+    """The module of `NATIVE_PACKAGE` holding a record's decoder: InteractionEvent ->
+    interaction_event."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", record_name).lower()
+
+
+def source_digest(source: str) -> str:
+    """What a native module's `SOURCE_DIGEST` must be to stand for `source`."""
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def _native_decoder(record_name: str, source: str, names: dict[str, Any]) -> Any:
+    """The native module's `decode` when it was generated from `source`, else None."""
+    try:
+        module = importlib.import_module(f"{NATIVE_PACKAGE}.{native_module_name(record_name)}")
+    except ImportError:
+        return None
+    if getattr(module, "SOURCE_DIGEST", None) != source_digest(source):
+        return None  # generated from another schema or generator: the exec'd source runs
+    for name, value in names.items():
+        if name != "__builtins__":
+            setattr(module, name, value)
+    return module.decode
 
 
 class _Unusual(Exception):
@@ -207,7 +239,7 @@ def _reader_names() -> dict[str, Any]:
     }
 
 
-def _compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[Any, ...]] | None:
+def compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[Any, ...]] | None:
     """A reader generated for one record schema: (data, pos) -> field values in schema order.
 
     It must end exactly at the end of `data`. Anything unusual (a bad union or enum
@@ -226,27 +258,27 @@ def _compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[Any,
 
 def _check_code(check: Check, value: str, names: dict[str, Any]) -> str:
     """A line raising `_Unusual` when `value` fails `check` (Avro already guarantees its type)."""
-    if check is _non_empty:
+    if check is non_empty:
         return f"    if not {value}:\n        raise _Unusual\n"
     limit = MAX_IDENTIFIER_CHARS
-    if check is _identifier:
+    if check is identifier:
         return f"    if not {value} or len({value}) > {limit}:\n        raise _Unusual\n"
-    if check is _short_text:
+    if check is short_text:
         return f"    if len({value}) > {limit}:\n        raise _Unusual\n"
-    if check is _optional_short_text:
+    if check is optional_short_text:
         return f"    if {value} is not None and len({value}) > {limit}:\n        raise _Unusual\n"
-    if check is _attribute_map:  # Avro guarantees a map of strings: only the key lengths
+    if check is attribute_map:  # Avro guarantees a map of strings: only the key lengths
         return (
             f"    for key in {value}:\n        if len(key) > {limit}:\n            raise _Unusual\n"
         )
-    if check is _timestamp:
-        return f"    if not {_TS_MIN} <= {value} <= {_TS_MAX}:\n        raise _Unusual\n"
-    if check is _optional_timestamp:
+    if check is timestamp:
+        return f"    if not {TS_MIN} <= {value} <= {TS_MAX}:\n        raise _Unusual\n"
+    if check is optional_timestamp:
         return (
-            f"    if {value} is not None and not {_TS_MIN} <= {value} <= {_TS_MAX}:\n"
+            f"    if {value} is not None and not {TS_MIN} <= {value} <= {TS_MAX}:\n"
             "        raise _Unusual\n"
         )
-    if check is _optional_double:  # NaN and infinities give NaN here
+    if check is optional_double:  # NaN and infinities give NaN here
         return f"    if {value} is not None and {value} - {value} != 0.0:\n        raise _Unusual\n"
     name = f"_check_{len(names)}"
     names[name] = check
@@ -276,7 +308,7 @@ def _decoder_source(
     return "".join(source)
 
 
-def _decoder_parts(
+def decoder_parts(
     schema: dict[str, Any],
     header: bytes,
     record_type: type[Any],
@@ -290,7 +322,7 @@ def _decoder_parts(
     return None if source is None else (source, names)
 
 
-def _compile_decoder(
+def compile_decoder(
     schema: dict[str, Any],
     header: bytes,
     record_type: type[R],
@@ -298,18 +330,18 @@ def _compile_decoder(
 ) -> Callable[[bytes], R] | None:
     """A decoder generated for one record schema: single-object bytes -> a checked record.
 
-    The fast path of `AvroCodec.decode`: it reads like `_compile_reader`, runs the
+    The fast path of `AvroCodec.decode`: it reads like `compile_reader`, runs the
     checks Avro does not already guarantee (`checks`: field index and check) inline
     and builds the record positionally. Anything unusual or invalid raises, and the
     caller takes the general path, which gives the result or the error with its name.
     The same source compiled with mypyc (`schemas/_native/`, built by setup.py) runs
     instead when it was generated from this very source (the README gives its speed).
     """
-    parts = _decoder_parts(schema, header, record_type, checks)
+    parts = decoder_parts(schema, header, record_type, checks)
     if parts is None:
         return None
     source, names = parts
-    native = native_decoder(schema["name"], source, names)
+    native = _native_decoder(schema["name"], source, names)
     if native is not None:
         return cast(Callable[[bytes], R], native)
     exec(compile(source, f"<avro decoder {schema['name']}>", "exec"), names)
@@ -415,7 +447,7 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
     return None
 
 
-def _compile_writer(
+def compile_writer(
     schema: dict[str, Any], header: bytes, checks: tuple[tuple[int, Check], ...] = ()
 ) -> Callable[..., bytes] | None:
     """A writer generated for one record schema: field values in schema order -> the

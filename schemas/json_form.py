@@ -1,6 +1,6 @@
 """The JSON form of the three records, and JSON-lines files of events.
 
-Files, the HTTP collector and `moments replay` use it (DESIGN.md section 3): the
+Files, the HTTP collector and `moments replay` use it (docs/design.md 3.5): the
 Avro field names, ISO-8601 timestamps with an offset (written as UTC
 ``+00:00`` with milliseconds) and ``YYYY-MM-DD`` dates. Reading validates with
 the checks of `schemas.validation` and raises `SchemaValidationError` naming
@@ -27,25 +27,25 @@ import orjson
 from schemas.errors import SchemaValidationError
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from schemas.validation import (
-    _CHANNEL_SET,
-    _EPOCH,
-    _LIST,
-    _MAP,
-    _ONE_MS,
-    _OPT_DATE,
-    _OPT_DOUBLE,
-    _OPT_TS,
-    _SPECS,
-    _TS,
-    _TS_MAX,
-    _TS_MIN,
+    CHANNEL_SET,
+    EPOCH,
+    KIND_LIST,
+    KIND_MAP,
+    KIND_OPT_DATE,
+    KIND_OPT_DOUBLE,
+    KIND_OPT_TS,
+    KIND_TS,
     MAX_IDENTIFIER_CHARS,
+    ONE_MS,
+    SPECS,
+    TS_MAX,
+    TS_MIN,
     R,
     Record,
-    _field_error,
-    _is_int,
-    _kind,
-    _optional_double,
+    describe,
+    field_error,
+    is_int,
+    optional_double,
 )
 
 __all__ = [
@@ -66,7 +66,7 @@ __all__ = [
 
 
 def _ms_to_iso(ms: int) -> str:
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+    return (EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
 
 
 def _iso_to_ms(name: str, value: Any, where: str) -> int:
@@ -74,7 +74,7 @@ def _iso_to_ms(name: str, value: Any, where: str) -> int:
     if not isinstance(value, str):
         raise SchemaValidationError(
             name,
-            f"expected an ISO-8601 timestamp with offset ({example}), got {_kind(value)}",
+            f"expected an ISO-8601 timestamp with offset ({example}), got {describe(value)}",
             where,
         )
     try:
@@ -85,7 +85,7 @@ def _iso_to_ms(name: str, value: Any, where: str) -> int:
         ) from None
     if moment.tzinfo is None:
         raise SchemaValidationError(name, f"{value!r} has no UTC offset ({example})", where)
-    return (moment - _EPOCH) // _ONE_MS
+    return (moment - EPOCH) // ONE_MS
 
 
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -97,25 +97,25 @@ def _parse_date(name: str, value: Any, where: str) -> date:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    raise SchemaValidationError(name, f"expected a date YYYY-MM-DD, got {_kind(value)}", where)
+    raise SchemaValidationError(name, f"expected a date YYYY-MM-DD, got {describe(value)}", where)
 
 
 def to_json_dict(record: Record) -> dict[str, Any]:
     """The JSON form: schema field order, ISO-8601 UTC timestamps, YYYY-MM-DD dates, sorted maps."""
     out: dict[str, Any] = {}
-    for name, _, kind, _ in _SPECS[type(record)]:
+    for name, _, kind, _ in SPECS[type(record)]:
         value = getattr(record, name)
         if value is None:
             out[name] = None
-        elif kind in (_TS, _OPT_TS):
+        elif kind in (KIND_TS, KIND_OPT_TS):
             out[name] = _ms_to_iso(value)
-        elif kind == _OPT_DATE:
+        elif kind == KIND_OPT_DATE:
             out[name] = value.isoformat()
-        elif kind == _MAP:
+        elif kind == KIND_MAP:
             out[name] = {k: value[k] for k in sorted(value)}
-        elif kind == _LIST:
+        elif kind == KIND_LIST:
             out[name] = list(value)
-        elif kind == _OPT_DOUBLE:
+        elif kind == KIND_OPT_DOUBLE:
             out[name] = float(value)
         else:
             out[name] = value
@@ -141,7 +141,7 @@ def _fast_ms_to_iso(ms: int) -> str:
     rest = ms % 86_400_000
     head = _ISO_DAYS.get(day)
     if head is None:
-        if not _TS_MIN <= ms <= _TS_MAX:  # whole days: a valid day holds only valid ms
+        if not TS_MIN <= ms <= TS_MAX:  # whole days: a valid day holds only valid ms
             return _ms_to_iso(ms)  # raises the same OverflowError the slow path would
         if len(_ISO_DAYS) >= 65_536:
             _ISO_DAYS.clear()
@@ -286,7 +286,7 @@ def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | No
         raise SchemaValidationError(
             "<record>", f"expected a JSON object, got {type(obj).__name__}", where
         )
-    specs = _SPECS[record_type]
+    specs = SPECS[record_type]
     known = {spec[0] for spec in specs}
     for key in obj:
         if key not in known:
@@ -297,24 +297,24 @@ def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | No
             if required and name != optional_id:
                 absent = "must not be null" if name in obj else "missing required field"
                 raise SchemaValidationError(name, absent, where)
-            if name not in obj or kind in (_MAP, _LIST):
+            if name not in obj or kind in (KIND_MAP, KIND_LIST):
                 continue  # dataclass default
             values[name] = "" if name == "source" else None
             continue
         value = obj[name]
-        if kind in (_TS, _OPT_TS):
+        if kind in (KIND_TS, KIND_OPT_TS):
             value = _iso_to_ms(name, value, where)
-        elif kind == _OPT_DATE:
+        elif kind == KIND_OPT_DATE:
             value = _parse_date(name, value, where)
-        elif kind == _OPT_DOUBLE and _is_int(value) and not _optional_double(value):
+        elif kind == KIND_OPT_DOUBLE and is_int(value) and not optional_double(value):
             value = float(value)
-        elif kind == _MAP and isinstance(value, dict):
+        elif kind == KIND_MAP and isinstance(value, dict):
             value = dict(value)
-        elif kind == _LIST and isinstance(value, list):
+        elif kind == KIND_LIST and isinstance(value, list):
             value = list(value)
         problem = check(value)
         if problem is not None:
-            raise _field_error(name, problem, where)
+            raise field_error(name, problem, where)
         values[name] = value
     if optional_id is not None and optional_id not in values:
         values[optional_id] = "pending"
@@ -354,7 +354,7 @@ def decision_from_json(obj: Any, *, where: str = "") -> Decision:
     return _from_json(Decision, obj, where, optional_id=None)
 
 
-_EVENT_ORDER: Final = tuple(spec[0] for spec in _SPECS[InteractionEvent])
+_EVENT_ORDER: Final = tuple(spec[0] for spec in SPECS[InteractionEvent])
 _EVENT_FIELDS: Final = frozenset(_EVENT_ORDER)
 _EVENT_FIELD_COUNT: Final = len(_EVENT_ORDER)
 _DATES: dict[str, date] = {}  # "YYYY-MM-DD" -> date
@@ -444,8 +444,8 @@ def occurred_ms(value: Any) -> int | None:
         return None
     if moment.tzinfo is None:
         return None
-    ms = (moment - _EPOCH) // _ONE_MS
-    if not _TS_MIN <= ms <= _TS_MAX:
+    ms = (moment - EPOCH) // ONE_MS
+    if not TS_MIN <= ms <= TS_MAX:
         return None
     if len(value) == 29 and value[23:] == _UTC_TAIL and value[10] == "T":
         # a time in the written form on a new day: the day's midnight for the next ones
@@ -506,7 +506,7 @@ def event_from_parsed(obj: dict[str, Any]) -> InteractionEvent | None:
         and type(customer_id) is str
         and 0 < len(customer_id) <= MAX_IDENTIFIER_CHARS
         and type(channel) is str
-        and channel in _CHANNEL_SET
+        and channel in CHANNEL_SET
         and type(event_type) is str
         and 0 < len(event_type) <= MAX_IDENTIFIER_CHARS
     ):

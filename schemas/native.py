@@ -1,49 +1,34 @@
-"""The native decoders: the generated Avro decoders as modules mypyc compiles.
+"""The native decoders: the generated Avro decoders written as modules mypyc compiles.
 
 `python -m schemas.native --write-native` writes one module per record schema
 into `schemas/_native/` (committed; setup.py compiles them with mypyc when a
 compiler is at hand). Each holds the decoder source that `schemas.codegen`
-generates and would exec itself, plus the `SOURCE_DIGEST` of that source: the
-codec uses a compiled module only when its digest matches the source it
-generates now, so a stale module is never run (and a unit test fails until
-the files are regenerated). Imports nothing of ours at import time (the codec
-builds on this module); knows no Kafka.
+generates and would exec itself, plus the `SOURCE_DIGEST` of that source:
+`schemas.codegen` uses a compiled module only when its digest matches the source
+it generates now, so a stale module is never run (and a unit test fails until the
+files are regenerated). Builds on the codec; nothing imports this module at run
+time. Knows no Kafka.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import re
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = [
-    "NATIVE_PACKAGE",
-    "native_decoder",
-    "native_module_source",
-    "native_modules",
-    "write_native_modules",
-]
+from schemas.codec import AvroCodec
+from schemas.codegen import native_module_name, source_digest
+from schemas.records import ActionEvent, Decision, InteractionEvent
+
+__all__ = ["native_module_source", "native_modules", "write_native_modules"]
 
 #: The command that writes the modules (named in their first line).
 WRITE_COMMAND: Final = "python -m schemas.native --write-native"
 
-#: Where the generated decoder modules live (compiled with mypyc by setup.py).
-NATIVE_PACKAGE: Final = "schemas._native"
-
-
-def _native_module_name(record_name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", record_name).lower()
-
-
-def _source_digest(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()
-
 
 def native_module_source(source: str, names: dict[str, Any]) -> str:
-    """A module holding a generated decoder, for mypyc: its globals are bound at import
-    by the codec; `SOURCE_DIGEST` says which source it was generated from."""
+    """A module holding a generated decoder, for mypyc: its globals are bound when
+    `schemas.codegen` loads it; `SOURCE_DIGEST` says which source it was generated from."""
     bound = sorted(name for name in names if name != "__builtins__")
     # Field values and containers are reused across types (a list, then a map): typed Any;
     # positions, lengths and bytes stay native ints.
@@ -54,7 +39,7 @@ def native_module_source(source: str, names: dict[str, Any]) -> str:
         "\n",
         "from typing import Any\n",
         "\n",
-        f'SOURCE_DIGEST = "{_source_digest(source)}"\n',
+        f'SOURCE_DIGEST = "{source_digest(source)}"\n',
         *[f"{name}: Any = None\n" for name in bound],
         "\n",
         "\n",
@@ -63,27 +48,8 @@ def native_module_source(source: str, names: dict[str, Any]) -> str:
     return "".join(lines)
 
 
-def native_decoder(record_name: str, source: str, names: dict[str, Any]) -> Any:
-    """The native module's `decode` when it was generated from `source`, else None."""
-    module_name = f"{NATIVE_PACKAGE}.{_native_module_name(record_name)}"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    if getattr(module, "SOURCE_DIGEST", None) != _source_digest(source):
-        return None  # generated from another schema or generator: the exec'd source runs
-    for name, value in names.items():
-        if name != "__builtins__":
-            setattr(module, name, value)
-    return module.decode
-
-
 def native_modules() -> dict[str, str]:
     """File name -> source of every generated decoder module (what `--write-native` writes)."""
-    from schemas.codec import AvroCodec  # the codec builds on this module: imported late
-    from schemas.codegen import _decoder_parts
-    from schemas.records import ActionEvent, Decision, InteractionEvent
-
     out: dict[str, str] = {}
     codecs: tuple[AvroCodec[Any], ...] = (
         AvroCodec(InteractionEvent),
@@ -91,10 +57,10 @@ def native_modules() -> dict[str, str]:
         AvroCodec(Decision),
     )
     for codec in codecs:
-        schema = codec._read_schema_json
-        parts = _decoder_parts(schema, codec._header, codec.record_type, codec._checks_by_index)
+        parts = codec.decoder_source()
         if parts is not None:
-            out[f"{_native_module_name(schema['name'])}.py"] = native_module_source(*parts)
+            record_name = codec.name.rpartition(".")[2]
+            out[f"{native_module_name(record_name)}.py"] = native_module_source(*parts)
     return out
 
 

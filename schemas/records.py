@@ -19,10 +19,15 @@ from datetime import date
 from typing import Final
 
 CHANNELS: Final = ("call", "email", "billing", "web", "other")
-OUTCOMES: Final = ("fired", "deferred", "suppressed", "held_out")
+#: A decision's outcomes (decision.avsc `outcome`), named once for every reader and writer.
+FIRED: Final = "fired"
+DEFERRED: Final = "deferred"
+SUPPRESSED: Final = "suppressed"
+HELD_OUT: Final = "held_out"
+OUTCOMES: Final = (FIRED, DEFERRED, SUPPRESSED, HELD_OUT)
 DESTINATIONS: Final = ("care", "billing", "crm", "feedback", "recognition")
 
-#: The event types every channel shares (DESIGN.md section 3). Unknown types are kept.
+#: The event types every channel shares (docs/design.md 3.2). Unknown types are kept.
 EVENT_TYPES: Final = (
     "account_opened",
     "account_closed",

@@ -1,7 +1,7 @@
 """The wire contract, written once: topic names, control records, dead-letter headers.
 
 Every process that reads or writes Kafka agrees on these rules; they live here
-because producers, processors and sinks may not import each other (DESIGN.md
+because producers, processors and sinks may not import each other (docs/design.md,
 section 1) but all import `schemas`. This module imports nothing of ours
 except `schemas.records` and knows no Kafka client: headers are the
 `[(name, value)]` lists (or mappings) every client hands out.
@@ -62,7 +62,7 @@ class Topics:
         self.decisions = f"{prefix}decisions"
         self.actions_dlq = f"{prefix}actions.dlq"
         self.actions = {d: f"{prefix}actions.{d}" for d in DESTINATIONS}
-        #: Compacted, key = pack name: the published rule packs (DESIGN.md 8); created by
+        #: Compacted, key = pack name: the published rule packs (docs/design.md 8.2); created by
         #: `moments rules publish` (`common.topics.ensure_rules_topic`), not in `all()`.
         self.rules = f"{prefix}rules"
 

@@ -334,15 +334,15 @@ def create_app(conninfo: str, settings: Settings | None = None) -> Starlette:
     return build_app(
         PostgresCustomers(conninfo),
         keys=api_keys(settings),
-        rate_per_s=settings.api_rate_per_s,
-        burst=settings.api_rate_burst,
-        max_page=settings.api_max_page,
+        rate_per_s=settings.api.api_rate_per_s,
+        burst=settings.api.api_rate_burst,
+        max_page=settings.api.api_max_page,
     )
 
 
 def api_keys(settings: Settings) -> KeyRing:
     """The keys the read API accepts: `MOMENTS_API_KEYS`, as the collector's."""
-    return KeyRing(key.get_secret_value().encode("utf-8") for key in settings.api_keys)
+    return KeyRing(key.get_secret_value().encode("utf-8") for key in settings.api.api_keys)
 
 
 def check_binding(settings: Settings, host: str) -> KeyRing:
@@ -361,21 +361,21 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
 
     Binds `host`/`port` (default `MOMENTS_API_HOST`, 127.0.0.1, and `MOMENTS_API_PORT`,
     8081); that port also serves /healthz, /readyz and /metrics. Serves Prometheus
-    metrics on `settings.metrics_port` as well when it is set.
+    metrics on `settings.metrics.metrics_port` as well when it is set.
     """
     import uvicorn
 
-    bind_host = host or settings.api_host
-    bind_port = settings.api_port if port is None else port
+    bind_host = host or settings.api.api_host
+    bind_port = settings.api.api_port if port is None else port
     keys = check_binding(settings, bind_host)
-    if not settings.database_url:
+    if not settings.database.database_url:
         raise ApiConfigError("no database configured (set MOMENTS_DATABASE_URL)")
     if not keys:
         log.warning("read API: no API keys configured, serving loopback without keys")
     audit_to_stderr()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
+    serve_metrics(settings.metrics.metrics_port, settings.metrics.metrics_host)
     uvicorn.run(
-        create_app(settings.database_url, settings),
+        create_app(settings.database.database_url, settings),
         host=bind_host,
         port=bind_port,
         log_level="warning",

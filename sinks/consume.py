@@ -79,7 +79,7 @@ def consumer_config(
     return settings.kafka_config(
         **{
             "group.id": group,
-            "session.timeout.ms": int(settings.broker_session_timeout_s * 1000),
+            "session.timeout.ms": int(settings.worker.broker_session_timeout_s * 1000),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "statistics.interval.ms": STATS_INTERVAL_MS,
@@ -327,7 +327,7 @@ class ConsumeLoop:
         self._dead_letters = dead_letters = DeadLetters(settings)
         if not self.effect.start(self.progress, dead_letters):
             return
-        session_ms = int(settings.broker_session_timeout_s * 1000)
+        session_ms = int(settings.worker.broker_session_timeout_s * 1000)
         self._consumer = consumer = Consumer(
             consumer_config(
                 settings,
@@ -339,7 +339,7 @@ class ConsumeLoop:
                     # librdkafka sends this as the group's rebalance timeout; the loop polls
                     # every few hundred ms, the effects do the slow work in their threads.
                     "max.poll.interval.ms": max(
-                        session_ms, int(settings.broker_rebalance_timeout_s * 1000)
+                        session_ms, int(settings.worker.broker_rebalance_timeout_s * 1000)
                     ),
                     "enable.auto.offset.store": False,
                 },
@@ -402,7 +402,7 @@ class ConsumeLoop:
     def _skipped(self, topic: str, headers: Any, value: bytes | None) -> bool:
         """Control records, and on `interactions` the records the worker refuses."""
         if topic == self._events_topic:
-            kind = classify(headers, value, self.settings.max_event_bytes)
+            kind = classify(headers, value, self.settings.engine.max_event_bytes)
         elif headers and control_value(headers) is not None:
             kind = RecordKind.CONTROL
         else:
@@ -502,6 +502,6 @@ class ConsumeLoop:
 def run_sink(loop: ConsumeLoop) -> None:
     """Serve metrics, then run `loop` until its stop event is set (or, in the main thread,
     SIGTERM/SIGINT)."""
-    serve_metrics(loop.settings.metrics_port, loop.settings.metrics_host)
+    serve_metrics(loop.settings.metrics.metrics_port, loop.settings.metrics.metrics_host)
     with stop_on_signals(loop.stop):
         loop.run()

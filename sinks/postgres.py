@@ -378,27 +378,29 @@ def run_postgres_sink(
 ) -> None:
     """Consume actions, decisions and interactions into PostgreSQL until `stop` is set (or SIGTERM).
 
-    Blocks. Batches up to `settings.sink_batch_size` records or
-    `settings.sink_batch_timeout_s` seconds; commits the database
+    Blocks. Batches up to `settings.sinks.sink_batch_size` records or
+    `settings.sinks.sink_batch_timeout_s` seconds; commits the database
     transaction, then the Kafka offsets of the batch. While the database is
     down it retries with capped exponential backoff, pauses its partitions once
     the next batch is due, and commits no offset past what is durable. Serves
-    Prometheus metrics on `settings.metrics_port` when it is set.
+    Prometheus metrics on `settings.metrics.metrics_port` when it is set.
     """
-    if not settings.database_url:
+    if not settings.database.database_url:
         raise SinkConfigError("no database configured (set MOMENTS_DATABASE_URL)")
     stop = stop if stop is not None else threading.Event()
     routes, refused_topics = _routes(settings, topics or sink_topics(settings))
-    writer = BatchWriter(settings, settings.database_url, stop, refused_topics, max_backoff_s)
+    writer = BatchWriter(
+        settings, settings.database.database_url, stop, refused_topics, max_backoff_s
+    )
     log.info("PostgreSQL sink reading %s", ", ".join(routes))
-    run_sink(ConsumeLoop(settings, settings.sink_group, routes, writer, stop))
+    run_sink(ConsumeLoop(settings, settings.sinks.sink_group, routes, writer, stop))
 
 
 def _routes(settings: Settings, topics: list[str]) -> tuple[dict[str, Route], dict[str, str]]:
     """Per topic, how to decode it and where undecodable records go (on `interactions`:
     nowhere, the worker dead-letters them), and the dead-letter topic of the records
     PostgreSQL refuses (events too: the worker took those)."""
-    registry = settings.schema_registry_url
+    registry = settings.kafka.schema_registry_url
     names = settings.topics
     routes: dict[str, Route] = {}
     refused: dict[str, str] = {}
@@ -491,12 +493,12 @@ class BatchWriter:
             self._ship()
 
     def room(self) -> int:
-        return max(1, min(10_000, self.settings.sink_batch_size - self._records))
+        return max(1, min(10_000, self.settings.sinks.sink_batch_size - self._records))
 
     def poll_timeout(self) -> float:
         timeout = POLL_S
         if self._started is not None and not self._due():
-            due_in = self._started + self.settings.sink_batch_timeout_s - time.monotonic()
+            due_in = self._started + self.settings.sinks.sink_batch_timeout_s - time.monotonic()
             timeout = min(timeout, max(0.0, due_in))
         if self._inflight is not None:
             timeout = min(timeout, _INFLIGHT_CHECK_S)
@@ -523,8 +525,8 @@ class BatchWriter:
         if self._started is None:
             return False
         return (
-            self._records >= self.settings.sink_batch_size
-            or time.monotonic() - self._started >= self.settings.sink_batch_timeout_s
+            self._records >= self.settings.sinks.sink_batch_size
+            or time.monotonic() - self._started >= self.settings.sinks.sink_batch_timeout_s
         )
 
     def _write_all(self) -> None:
@@ -579,7 +581,7 @@ class BatchWriter:
         assert self._dead_letters is not None
         record, topic, partition, offset = refused.entry
         tp, progress = (str(topic), int(partition or 0)), self._progress
-        codec = codec_for(type(record), self.settings.schema_registry_url)
+        codec = codec_for(type(record), self.settings.kafka.schema_registry_url)
         self._dead_letters.send(
             self._refused_topics[tp[0]],
             record.customer_id.encode(),

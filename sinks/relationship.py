@@ -1,6 +1,6 @@
 """A customer's relationship strength, read from the `customer_relationship*` views.
 
-The ledger of DESIGN.md section 5 as the engine saw it on each action it fired:
+The ledger of docs/design.md 5.9 as the engine saw it on each action it fired:
 positives, negatives and their balance over the ledger window, now (on the latest
 action) and over time. Used by the read API (`GET /v1/customers/{id}/relationship`)
 and `moments timeline`. Read-only: it never writes to the database.

@@ -1,12 +1,12 @@
 """The webhook sink: every action POSTed to its destination's URL as a signed CloudEvent.
 
-A confluent-kafka consumer (group `settings.webhook_group`) reads the action
-topics of the destinations that have a URL in `settings.webhook_urls`, and
+A confluent-kafka consumer (group `settings.sinks.webhook_group`) reads the action
+topics of the destinations that have a URL in `settings.sinks.webhook_urls`, and
 POSTs each action as a CloudEvents 1.0 structured-mode JSON event (`data` is
 the action's JSON form) signed as `sinks.signing` describes, with the first
-of the destination's keys (`settings.webhook_secrets`, else
-`settings.webhook_secret` under key id `default`). URLs must be https unless
-`settings.webhook_allow_http`; `settings.webhook_ca_bundle` adds the CAs of
+of the destination's keys (`settings.sinks.webhook_secrets`, else
+`settings.sinks.webhook_secret` under key id `default`). URLs must be https unless
+`settings.sinks.webhook_allow_http`; `settings.sinks.webhook_ca_bundle` adds the CAs of
 internal receivers to the trusted ones. Deliveries:
 
 - each partition is delivered by its own lane, one record at a time in
@@ -307,7 +307,7 @@ def _check_settings(settings: Settings) -> tuple[dict[str, str], dict[str, tuple
     Raises `WebhookConfigError` naming the variable, the destination and the
     problem, never a secret or a URL's path (URLs often hold tokens).
     """
-    urls = dict(settings.webhook_urls)
+    urls = dict(settings.sinks.webhook_urls)
     if not urls:
         raise WebhookConfigError(
             "MOMENTS_WEBHOOK_URLS is empty: give a JSON object of destination to URL, "
@@ -325,7 +325,7 @@ def _check_settings(settings: Settings) -> tuple[dict[str, str], dict[str, tuple
             scheme = ""
         if scheme not in ("http", "https"):
             raise WebhookConfigError(f"MOMENTS_WEBHOOK_URLS[{destination}]: not an http(s) URL")
-        if scheme == "http" and not settings.webhook_allow_http:
+        if scheme == "http" and not settings.sinks.webhook_allow_http:
             raise WebhookConfigError(
                 f"MOMENTS_WEBHOOK_URLS[{destination}]: {redact_url(url)} is plain http; use https"
                 " (or set MOMENTS_WEBHOOK_ALLOW_HTTP=true for a local trial)"
@@ -336,7 +336,7 @@ def _check_settings(settings: Settings) -> tuple[dict[str, str], dict[str, tuple
 def _signing_keys(settings: Settings, urls: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """Per routed destination, the (key id, secret) that signs: its first listed key, else
     `MOMENTS_WEBHOOK_SECRET` under key id `default`."""
-    for destination, keys in settings.webhook_secrets.items():
+    for destination, keys in settings.sinks.webhook_secrets.items():
         where = f"MOMENTS_WEBHOOK_SECRETS[{destination}]"
         if destination not in DESTINATIONS:
             raise WebhookConfigError(
@@ -352,10 +352,12 @@ def _signing_keys(settings: Settings, urls: Mapping[str, str]) -> dict[str, tupl
                 )
             if not secret.get_secret_value():
                 raise WebhookConfigError(f"{where}[{n}] (key id {key_id}): the secret is empty")
-    fallback = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    fallback = (
+        settings.sinks.webhook_secret.get_secret_value() if settings.sinks.webhook_secret else ""
+    )
     signing: dict[str, tuple[str, str]] = {}
     for destination in urls:
-        listed = settings.webhook_secrets.get(destination)
+        listed = settings.sinks.webhook_secrets.get(destination)
         if listed:
             key_id, secret = listed[0]
             signing[destination] = (key_id, secret.get_secret_value())
@@ -449,13 +451,13 @@ class WebhookSink:
         client: httpx.Client | None = None,
     ) -> None:
         urls, signing = _check_settings(settings)
-        verify = tls_context(settings.webhook_ca_bundle)
+        verify = tls_context(settings.sinks.webhook_ca_bundle)
         self.settings = settings
-        self.group = settings.webhook_group
+        self.group = settings.sinks.webhook_group
         self.topics = [settings.topics.action(d) for d in DESTINATIONS if d in urls]
         self.dlq_topic = settings.topics.actions_dlq
         self.delivery = WebhookDelivery(urls, signing, policy=policy, client=client, verify=verify)
-        self.codec = codec_for(ActionEvent, settings.schema_registry_url)
+        self.codec = codec_for(ActionEvent, settings.kafka.schema_registry_url)
         self._lanes: dict[TP, _Lane] = {}
         self._progress = Progress()
         self._dead_letters: DeadLetters | None = None
@@ -555,7 +557,7 @@ def run_webhook_sink(
 ) -> None:
     """Run the webhook sink until `stop` is set (or SIGTERM/SIGINT in the main thread).
 
-    Serves Prometheus metrics on `settings.metrics_port` when it is set.
+    Serves Prometheus metrics on `settings.metrics.metrics_port` when it is set.
     Raises `WebhookConfigError` for unusable settings before touching Kafka.
     """
     sink = WebhookSink(settings, policy=policy, client=client)

@@ -22,6 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Final
 
+import schemas
 from common.settings import Settings
 
 CONTACTS: Final = frozenset(
@@ -106,8 +107,6 @@ def build_flow(bootstrap: str, topic: str, progress: Path) -> Any:
     from confluent_kafka import OFFSET_BEGINNING
     from fastavro import parse_schema, schemaless_reader
 
-    import schemas
-
     avsc = Path(schemas.__file__).parent / "interaction_event.avsc"
     schema = parse_schema(json.loads(avsc.read_text()))
 
@@ -161,6 +160,6 @@ def run_peer() -> None:
     from bytewax.testing import run_main
 
     settings = Settings()
-    assert settings.bootstrap is not None
+    assert settings.kafka.bootstrap is not None
     progress = Path(os.environ["MOMENTS_BENCH_PROGRESS"])
-    run_main(build_flow(settings.bootstrap, os.environ["MOMENTS_BENCH_TOPIC"], progress))
+    run_main(build_flow(settings.kafka.bootstrap, os.environ["MOMENTS_BENCH_TOPIC"], progress))

@@ -61,18 +61,14 @@ FULL: Final = Sizes(
 #: Target per figure: (key, comparison, threshold, what it means).
 
 
-def _with(settings: Settings, **updates: Any) -> Settings:
-    copy = settings.model_copy(update=updates)
-    copy.__dict__.pop("topics", None)  # a cached_property copied from the original
-    return copy
-
-
-def _rate(count: int, seconds: float) -> float:
+def per_second(count: int, seconds: float) -> float:
+    """`count` per second of `seconds`, to one decimal (0.0 for no time)."""
     return round(count / seconds, 1) if seconds > 0 else 0.0
 
 
 @contextlib.contextmanager
-def _timer() -> Iterator[list[float]]:
+def stopwatch() -> Iterator[list[float]]:
+    """Time the block: the box it yields holds the seconds once the block ends."""
     box = [0.0]
     start = time.perf_counter()
     try:
@@ -105,7 +101,7 @@ class Bench:
         """The simulated population as JSON lines (cached between runs in the data dir)."""
         if self._events_path is None:
             sizes = self.sizes
-            cache = self.settings.data_dir / "bench"
+            cache = self.settings.stack.data_dir / "bench"
             cache.mkdir(parents=True, exist_ok=True)
             path = cache / f"sim-{sizes.customers}c-{sizes.days}d-s7.jsonl"
             if not path.exists():
@@ -125,9 +121,8 @@ class Bench:
 
     def fresh(self, name: str, partitions: int | None = None) -> Settings:
         """Settings with their own topics (created) and groups for one measurement."""
-        unique = f"{self.settings.topic_prefix}{name}-{uuid.uuid4().hex[:6]}."
-        settings = _with(
-            self.settings,
+        unique = f"{self.settings.kafka.topic_prefix}{name}-{uuid.uuid4().hex[:6]}."
+        settings = self.settings.replace(
             topic_prefix=unique,
             interactions_partitions=partitions or self.sizes.worker_partitions,
             worker_app_id=f"moments-bench-{name}-{uuid.uuid4().hex[:6]}",
@@ -152,7 +147,7 @@ class Bench:
                 }
             )
         )
-        with _timer() as elapsed:
+        with stopwatch() as elapsed:
             for key, value in records:
                 while True:
                     try:
@@ -198,7 +193,7 @@ class Bench:
             consumer.close()
         if seen < expected or first is None:
             raise RuntimeError(f"raw consume saw {seen} of {expected} records of {topic}")
-        return _rate(seen, end - first)
+        return per_second(seen, end - first)
 
     def run_counting_child(
         self, code: str, settings: Settings, expected: int, name: str, env: dict[str, str]
@@ -274,7 +269,7 @@ def steady_rate(samples: list[tuple[float, int]], expected: int) -> float:
     t_low, t_high = _reached(samples, low), _reached(samples, high)
     if t_low is None or t_high is None:
         return 0.0
-    return _rate(round(high - low), t_high - t_low)
+    return per_second(round(high - low), t_high - t_low)
 
 
 def _reached(samples: list[tuple[float, int]], level: float) -> float | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from common.topics import ensure_topics
-from moments.bench.context import Bench, _rate, _timer, _with
+from moments.bench.context import Bench, per_second, stopwatch
 from processors.backfill import backfill_topic
 from producers.publisher import Publisher
 from schemas.codec import codec_for
@@ -16,17 +16,17 @@ from schemas.records import InteractionEvent
 def publisher(bench: Bench) -> None:
     settings = bench.fresh("publisher", partitions=12)
     events = bench.events(bench.sizes.publisher_events)
-    codec = codec_for(InteractionEvent, settings.schema_registry_url)
+    codec = codec_for(InteractionEvent, settings.kafka.schema_registry_url)
     records = [(e.customer_id.encode(), codec.encode(e)) for e in events]
-    raw_topic = f"{settings.topic_prefix}raw"
-    ensure_topics(_with(settings, topic_prefix=f"{settings.topic_prefix}raw-"))
+    raw_topic = f"{settings.kafka.topic_prefix}raw"
+    ensure_topics(settings.replace(topic_prefix=f"{settings.kafka.topic_prefix}raw-"))
     raw_seconds = bench.produce_raw(settings, settings.topics.interactions, records)
-    with Publisher(settings) as publisher, _timer() as elapsed:
+    with Publisher(settings) as publisher, stopwatch() as elapsed:
         for event in events:
             publisher.publish(event)
         publisher.flush(60)
-    sdk = _rate(len(events), elapsed[0])
-    raw = _rate(len(records), raw_seconds)
+    sdk = per_second(len(events), elapsed[0])
+    raw = per_second(len(records), raw_seconds)
     bench.details["publisher"] = {
         "events": len(events),
         "sdk_events_per_s": sdk,
@@ -41,7 +41,7 @@ def publisher(bench: Bench) -> None:
 def backfill(bench: Bench) -> None:
     settings = bench.fresh("backfill", partitions=12)
     events = bench.events()
-    codec = codec_for(InteractionEvent, settings.schema_registry_url)
+    codec = codec_for(InteractionEvent, settings.kafka.schema_registry_url)
     records = [(e.customer_id.encode(), codec.encode(e)) for e in events]
     del events
     topic = settings.topics.interactions
@@ -59,7 +59,7 @@ def backfill(bench: Bench) -> None:
         "partitions": summary.partitions,
         "seconds": round(summary.seconds, 2),
         "backfill_events_per_s": round(summary.events_per_second, 1),
-        "backfill_events_per_cpu_s": _rate(summary.events, cpu),
+        "backfill_events_per_cpu_s": per_second(summary.events, cpu),
         "raw_consume_msgs_per_s": raw,
     }
     bench.figures["backfill_events_per_s"] = round(summary.events_per_second, 1)

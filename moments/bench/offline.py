@@ -11,11 +11,12 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from moments.bench.context import Bench, _rate, _timer
+from moments.bench.context import Bench, per_second, stopwatch
 from moments.bench.replay import replay_vs_parse
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, load_rule_pack
-from processors.replay import no_cyclic_gc, replay_file
+from processors.offline import no_cyclic_gc
+from processors.replay import replay_file
 from schemas.codec import AvroCodec, action_from_json
 from schemas.records import InteractionEvent
 
@@ -28,30 +29,30 @@ def codec(bench: Bench) -> None:
     anything unusual) beside plain fastavro."""
     events = bench.events(bench.sizes.codec_records)
     codec = AvroCodec(InteractionEvent)
-    with _timer() as t_enc:
+    with stopwatch() as t_enc:
         encoded = [codec.encode(e) for e in events]
-    with _timer() as t_dec:
+    with stopwatch() as t_dec:
         for data in encoded:
             codec.decode(data)
     # the same physical schema every library here reads with (timestamps as int ms)
-    schema_json = codec._read_schema_json
+    schema_json = codec.read_schema_json
     parsed = parse_schema(schema_json)
     dicts = [codec.to_avro_dict(e) for e in events]
     bodies: list[bytes] = []
-    with _timer() as f_enc:
+    with stopwatch() as f_enc:
         for record in dicts:
             buffer = io.BytesIO()
             schemaless_writer(buffer, parsed, record)
             bodies.append(buffer.getvalue())
-    with _timer() as f_dec:
+    with stopwatch() as f_dec:
         for body in bodies:
             schemaless_reader(io.BytesIO(body), parsed, None)
     result: dict[str, Any] = {
         "records": len(events),
-        "fastavro_encode_per_s": _rate(len(events), f_enc[0]),
-        "fastavro_decode_per_s": _rate(len(events), f_dec[0]),
-        "moments_codec_encode_per_s": _rate(len(events), t_enc[0]),
-        "moments_codec_decode_per_s": _rate(len(events), t_dec[0]),
+        "fastavro_encode_per_s": per_second(len(events), f_enc[0]),
+        "fastavro_decode_per_s": per_second(len(events), f_dec[0]),
+        "moments_codec_encode_per_s": per_second(len(events), t_enc[0]),
+        "moments_codec_decode_per_s": per_second(len(events), t_dec[0]),
         "moments_codec_decode_vs_fastavro": round(f_dec[0] / t_dec[0], 2) if t_dec[0] else None,
     }
     try:
@@ -67,16 +68,16 @@ def codec(bench: Bench) -> None:
         schema = avro.schema.parse(json.dumps(schema_json))
         writer, reader = avro.io.DatumWriter(schema), avro.io.DatumReader(schema)
         avro_bodies: list[bytes] = []
-        with _timer() as a_enc:
+        with stopwatch() as a_enc:
             for record in dicts:
                 buffer = io.BytesIO()
                 writer.write(record, avro.io.BinaryEncoder(buffer))
                 avro_bodies.append(buffer.getvalue())
-        with _timer() as a_dec:
+        with stopwatch() as a_dec:
             for body in avro_bodies:
                 reader.read(avro.io.BinaryDecoder(io.BytesIO(body)))
-        result["avro_encode_per_s"] = _rate(len(events), a_enc[0])
-        result["avro_decode_per_s"] = _rate(len(events), a_dec[0])
+        result["avro_encode_per_s"] = per_second(len(events), a_enc[0])
+        result["avro_decode_per_s"] = per_second(len(events), a_dec[0])
         result["encode_ratio"] = round(a_enc[0] / f_enc[0], 1) if f_enc[0] else None
         result["decode_ratio"] = round(a_dec[0] / f_dec[0], 1) if f_dec[0] else None
         bench.figures["codec_fastavro_vs_avro_ratio"] = result["decode_ratio"]
@@ -90,7 +91,7 @@ def engine(bench: Bench) -> None:
     path = bench.events_path()
     events = bench.events()
     customers = len({e.customer_id for e in events})
-    pack = load_rule_pack(bench.settings.rules_path)
+    pack = load_rule_pack(bench.settings.engine.rules_path)
     config = engine_config(bench.settings)
     result: dict[str, Any] = {"events": len(events), "customers": customers}
     for label, decisions in (("actions_only", False), ("with_decisions", True)):
@@ -100,13 +101,13 @@ def engine(bench: Bench) -> None:
         actions = 0
         gc.collect()
         cpu = time.process_time()
-        with no_cyclic_gc(), _timer() as elapsed:
+        with no_cyclic_gc(), stopwatch() as elapsed:
             for event in events:
                 actions += len(process(store, event).actions)
         cpu = time.process_time() - cpu
-        result[f"{label}_events_per_s"] = _rate(len(events), elapsed[0])
+        result[f"{label}_events_per_s"] = per_second(len(events), elapsed[0])
         # CPU time: what the figure would be on an otherwise idle core
-        result[f"{label}_events_per_cpu_s"] = _rate(len(events), cpu)
+        result[f"{label}_events_per_cpu_s"] = per_second(len(events), cpu)
         result["actions"] = actions
         result["decisions"] = engine.decided
     state_bytes = sum(
@@ -118,7 +119,9 @@ def engine(bench: Bench) -> None:
     del events, store
     gc.collect()
     actions_out = bench.work / "replay-actions.jsonl"
-    summary = replay_file(path, actions_out=actions_out, rules_path=bench.settings.rules_path)
+    summary = replay_file(
+        path, actions_out=actions_out, rules_path=bench.settings.engine.rules_path
+    )
     result["replay_file_events_per_s"] = round(summary.events_per_second, 1)
     bench.actions = []
     with open(actions_out, encoding="utf-8") as lines:
@@ -131,6 +134,6 @@ def engine(bench: Bench) -> None:
     bench.figures["replay_events_per_cpu_s"] = result["actions_only_events_per_cpu_s"]
     bench.figures["replay_file_events_per_s"] = result["replay_file_events_per_s"]
     bench.figures["state_bytes_per_customer"] = round(state_bytes / max(active, 1), 1)
-    parse = replay_vs_parse(path, bench.work, rules_path=bench.settings.rules_path)
+    parse = replay_vs_parse(path, bench.work, rules_path=bench.settings.engine.rules_path)
     bench.details["replay_vs_parse"] = parse
     bench.figures["replay_vs_orjson_ratio"] = parse["replay_vs_orjson_ratio"]

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from common.settings import Settings
+from moments.bench.bytewax_peer import peer_unavailable
 from moments.bench.context import Bench
 
 
 def run_bytewax_peer(bench: Bench, settings: Settings, expected: int) -> float | None:
     """Bytewax on the same topic (`moments.bench.bytewax_peer`): fastavro decode and the
     omnichannel rule per customer. None, with the reason noted, where it cannot run."""
-    from moments.bench.bytewax_peer import peer_unavailable
-
     why = peer_unavailable()
     if why is not None:
         bench.unmeasured["bytewax_events_per_s"] = why
@@ -44,7 +43,7 @@ def run_empty_agent(bench: Bench, settings: Settings, expected: int) -> float:
         settings,
         expected,
         "empty-agent",
-        {"MOMENTS_WORKER_APP_ID": f"{settings.worker_app_id}-empty"},
+        {"MOMENTS_WORKER_APP_ID": f"{settings.worker.worker_app_id}-empty"},
     )
 
 
@@ -61,24 +60,24 @@ def empty_agent() -> None:
     from processors.faust_host import WorkerConsumer, broker_urls, use_fast_event_loop
 
     settings = Settings()
-    assert settings.bootstrap is not None
+    assert settings.kafka.bootstrap is not None
     use_fast_event_loop()  # as the worker does: the same event loop on both sides
     topic_name = os.environ["MOMENTS_BENCH_TOPIC"]
     progress = Path(os.environ["MOMENTS_BENCH_PROGRESS"])
     app = faust.App(
-        settings.worker_app_id,
-        broker=broker_urls(settings.bootstrap),
+        settings.worker.worker_app_id,
+        broker=broker_urls(settings.kafka.bootstrap),
         store="memory://",
         datadir=str(progress.parent / "empty-agent-data"),  # not the current directory
-        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
-        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_rebalance_timeout=settings.worker.broker_rebalance_timeout_s,
+        broker_session_timeout=settings.worker.broker_session_timeout_s,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,
-        web_port=settings.worker_web_port,
+        web_port=settings.worker.worker_web_port,
         autodiscover=False,
-        topic_partitions=settings.interactions_partitions,
+        topic_partitions=settings.kafka.interactions_partitions,
     )
     app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # fresh group: from the start
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")

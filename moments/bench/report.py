@@ -61,7 +61,8 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         plain_line(console, f"not written: {path}: {why}", style="yellow")
 
 
-def _judge(report: dict[str, Any]) -> list[dict[str, Any]]:
+def judge_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each figure of `TARGETS` beside its target, and whether it holds (None: not measured)."""
     judged = []
     for key, op, threshold, what in TARGETS:
         value = report.get(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from moments.bench.context import Bench, _rate, _timer
+from moments.bench.context import Bench, per_second, stopwatch
 
 
 def sink(bench: Bench) -> None:
@@ -20,12 +20,12 @@ def sink(bench: Bench) -> None:
         dataclasses.replace(a, action_id=f"bench-{run}-{i}-{a.action_id}")
         for i, a in enumerate(bench.actions)
     ]
-    conninfo = bench.settings.database_url
+    conninfo = bench.settings.database.database_url
     assert conninfo is not None
-    batch = bench.settings.sink_batch_size
+    batch = bench.settings.sinks.sink_batch_size
     with PostgresSink(conninfo) as sink:
         sink.connect()
-        with _timer() as elapsed:
+        with stopwatch() as elapsed:
             for start in range(0, len(actions), batch):
                 for action in actions[start : start + batch]:
                     sink.add(action, topic="bench", partition=0, offset=start)
@@ -36,7 +36,7 @@ def sink(bench: Bench) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f"CREATE UNLOGGED TABLE {table} ({columns})")
         try:
-            with _timer() as copy_elapsed, conn.transaction(), conn.cursor() as cur:
+            with stopwatch() as copy_elapsed, conn.transaction(), conn.cursor() as cur:
                 for start in range(0, len(rows), batch):
                     with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
                         copy.set_types(ACTIONS.copy_types)
@@ -45,8 +45,8 @@ def sink(bench: Bench) -> None:
         finally:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DELETE FROM actions WHERE action_id LIKE %s", (f"bench-{run}-%",))
-    sink_rate = _rate(len(actions), elapsed[0])
-    copy_rate = _rate(len(rows), copy_elapsed[0])
+    sink_rate = per_second(len(actions), elapsed[0])
+    copy_rate = per_second(len(rows), copy_elapsed[0])
     bench.details["sink"] = {
         "rows": len(actions),
         "batch": batch,

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.settings import Settings
-from moments.bench.context import FULL, QUICK, Bench, _with
+from moments.bench.context import FULL, QUICK, Bench
 from moments.bench.kafka import backfill, publisher
 from moments.bench.offline import codec, engine
-from moments.bench.report import REQUIRED_KEYS, _judge, markdown_table, write_chart
+from moments.bench.report import REQUIRED_KEYS, judge_targets, markdown_table, write_chart
 from moments.bench.sink import sink
 from moments.bench.worker import latency, worker
 from moments.calibration import calibration, python_loop_seconds, read_cpu_times
@@ -62,8 +62,7 @@ def run_bench(
     console.print("calibrating: a plain 10M-iteration Python loop")
     loop_s = python_loop_seconds()
     with local_stack(settings) as stack_settings:
-        base = _with(
-            stack_settings,
+        base = stack_settings.replace(
             topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
             broker_rebalance_timeout_s=3.0,
             broker_session_timeout_s=6.0,
@@ -90,7 +89,7 @@ def run_bench(
     report.update(bench.figures)
     report["calibration"] = calibration(loop_s, cpu_before, read_cpu_times())
     report["unmeasured"] = bench.unmeasured
-    report["targets"] = _judge(report)
+    report["targets"] = judge_targets(report)
     report["details"] = details
     report["errors"] = errors
     report["quick"] = quick

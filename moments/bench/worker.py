@@ -14,18 +14,18 @@ from typing import Any, Final
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from common.settings import Settings
-from moments.bench.context import Bench, _rate, steady_rate
+from moments.bench.context import Bench, per_second, steady_rate
 from moments.bench.peers import run_bytewax_peer, run_empty_agent
 from moments.runtime import Supervisor
 from moments.stack import free_port
-from processors.replay import partition_for
+from processors.offline import partition_for
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, InteractionEvent
 
 
 def worker(bench: Bench) -> None:
     events = bench.events(bench.sizes.worker_events)
-    codec = codec_for(InteractionEvent, bench.settings.schema_registry_url)
+    codec = codec_for(InteractionEvent, bench.settings.kafka.schema_registry_url)
     records = [(e.customer_id.encode(), codec.encode(e)) for e in events]
     # Warm-up records are older than the population: they never move its watermark.
     warm_ms = min(e.occurred_at for e in events) - 86_400_000
@@ -70,7 +70,7 @@ def _run_workers(
     with Supervisor(settings, bench.work / "logs") as supervisor:
         for i, port in enumerate(ports):
             supervisor.spawn(
-                f"{settings.worker_app_id}-{i}",
+                f"{settings.worker.worker_app_id}-{i}",
                 "worker",
                 MOMENTS_METRICS_PORT=str(port),
                 MOMENTS_WORKER_WEB_PORT=str(free_port()),
@@ -94,14 +94,14 @@ def _warm_up(
 ) -> int:
     """One record per partition, again every half second, until every worker has
     consumed one (so each holds partitions); returns how many records were sent."""
-    partitions = settings.interactions_partitions
+    partitions = settings.kafka.interactions_partitions
     keys: dict[int, str] = {}
     n = 0
     while len(keys) < partitions:
         key = f"BENCH-WARM-{n}"
         keys.setdefault(partition_for(key, partitions), key)
         n += 1
-    codec = codec_for(InteractionEvent, settings.schema_registry_url)
+    codec = codec_for(InteractionEvent, settings.kafka.schema_registry_url)
     sent = 0
     deadline = time.monotonic() + 120
     while True:
@@ -131,8 +131,8 @@ def latency(bench: Bench) -> None:
     """Event -> action latency at a fixed offered load (feedback: one action per event)."""
     sizes = bench.sizes
     settings = bench.fresh("latency")
-    codec = codec_for(InteractionEvent, settings.schema_registry_url)
-    action_codec = codec_for(ActionEvent, settings.schema_registry_url)
+    codec = codec_for(InteractionEvent, settings.kafka.schema_registry_url)
+    action_codec = codec_for(ActionEvent, settings.kafka.schema_registry_url)
     producer = Producer(
         settings.kafka_config(
             **{"partitioner": "murmur2_random", "linger.ms": 1, "enable.idempotence": True}
@@ -182,7 +182,7 @@ def latency(bench: Bench) -> None:
     metrics_port = free_port()
     with Supervisor(settings, bench.work / "logs") as supervisor:
         supervisor.spawn(
-            f"{settings.worker_app_id}-lat",
+            f"{settings.worker.worker_app_id}-lat",
             "worker",
             MOMENTS_METRICS_PORT=str(metrics_port),
             MOMENTS_WORKER_WEB_PORT=str(free_port()),
@@ -235,7 +235,7 @@ def latency(bench: Bench) -> None:
     p50 = ordered[len(ordered) // 2]
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     bench.details["latency"] = {
-        "offered_events_per_s": _rate(sent, offered_seconds),
+        "offered_events_per_s": per_second(sent, offered_seconds),
         "sent": sent,
         "actions_back": len(latencies),
         "p50_ms": round(p50, 1),

@@ -1,14 +1,15 @@
 """The `moments` command line: each command wires ready parts together in a few lines.
 
-This is the only module that imports producers, processors and sinks
-together. Imports of heavy parts happen inside the commands, so `moments
---help` is fast and one broken part never hides the others. Bad input ends
-with one clear line and a non-zero exit, never a traceback.
+The CLI (this package and what its commands run: `moments.demo`, `moments.bench`,
+`moments.stack`, `moments.report`) is the top layer, the only one that imports
+producers, processors and sinks together. Imports of heavy parts happen inside the
+commands, so `moments --help` is fast and one broken part never hides the others. Bad
+input ends with one clear line and a non-zero exit, never a traceback.
 
 The commands live in modules by group, registered on the root `app` (`common`) in
 the order `moments --help` lists them: `offline` (replay), `rules`, `processes`
 (worker, sinks, api, forget), `events` (publish, ingest, collect, simulate, topics,
-kcat, timeline) and `stacks` (demo, up, bench).
+kcat, timeline), `stacks` (demo, up, bench) and `report` (uplift).
 """
 
 from __future__ import annotations
@@ -17,18 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from moments.cli.common import (
-    UserError,
-    app,
-    console,
-    err_console,
-    friendly,
-    load_settings,
-    parse_time,
-    require_broker,
-    require_database,
-)
-from moments.report import report_app
+from moments.cli.common import app
 
 # Importing a command module registers its commands: in this order `moments --help` lists them.
 # isort: off
@@ -36,28 +26,16 @@ from moments.cli import offline  # noqa: F401
 from moments.cli import rules
 from moments.cli import processes
 from moments.cli import events  # noqa: F401
-from moments.cli import stacks
+from moments.cli import stacks  # noqa: F401
+from moments.cli import report
 
 # isort: on
 
-actions_table = stacks.actions_table
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(processes.sink_app, name="sink")
-app.add_typer(report_app, name="report")
+app.add_typer(report.report_app, name="report")
 
-__all__ = [
-    "UserError",
-    "actions_table",
-    "app",
-    "console",
-    "err_console",
-    "friendly",
-    "load_settings",
-    "main",
-    "parse_time",
-    "require_broker",
-    "require_database",
-]
+__all__ = ["app", "main"]
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from common.settings import Settings
+from common.settings import Settings, SettingsError
 
 app = typer.Typer(
     name="moments",
@@ -84,6 +84,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     try:
+        from moments.report import EffectsError
+
+        errors.append(EffectsError)
+    except ImportError:
+        pass
+    errors.append(SettingsError)
+    try:
         from pydantic import ValidationError
 
         errors.append(ValidationError)
@@ -113,16 +120,10 @@ def friendly(func: F) -> F:
 
 def load_settings() -> Settings:
     """Settings from the environment; a bad value is a user error naming the variable."""
-    from pydantic import ValidationError
-
     try:
         return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"MOMENTS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise UserError(problems) from None
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
 
 
 def parse_time(value: str | None, option: str) -> int | None:
@@ -139,13 +140,13 @@ def parse_time(value: str | None, option: str) -> int | None:
 
 
 def require_broker(settings: Settings) -> Settings:
-    if not settings.bootstrap:
+    if not settings.kafka.bootstrap:
         raise UserError("MOMENTS_BOOTSTRAP is not set (or use `moments up` for the embedded stack)")
     return settings
 
 
 def require_database(settings: Settings) -> Settings:
-    if not settings.database_url:
+    if not settings.database.database_url:
         raise UserError("MOMENTS_DATABASE_URL is not set (or use `moments up`)")
     return settings
 

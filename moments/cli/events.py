@@ -23,6 +23,7 @@ from moments.cli.common import (
     require_broker,
     require_database,
 )
+from producers.adapters.registry import adapter_kinds
 
 
 @app.command()
@@ -44,12 +45,8 @@ def publish(
     console.print(f"published {len(events)} events to {settings.topics.interactions}")
 
 
-class ChannelKind(StrEnum):
-    """Channel exports `moments ingest` understands."""
-
-    calls = "calls"
-    email = "email"
-    billing = "billing"
+#: Channel exports `moments ingest` understands: the kinds of the registered adapters.
+ChannelKind = StrEnum("ChannelKind", [(kind, kind) for kind in adapter_kinds()])  # type: ignore[misc]
 
 
 @app.command()
@@ -87,7 +84,7 @@ def ingest(
             mapping=mapping,
             customers=customers,
             progress=progress,
-            max_future_skew_ms=settings.max_future_skew_ms,
+            max_future_skew_ms=settings.engine.max_future_skew_ms,
         )
     verb = "valid" if dry_run else "published"
     console.print(
@@ -207,8 +204,8 @@ def kcat(
     try:
         argv, env = kcat_command(
             args or [],
-            bootstrap=settings.bootstrap,
-            data_dir=settings.data_dir,
+            bootstrap=settings.kafka.bootstrap,
+            data_dir=settings.stack.data_dir,
             base_env=os.environ,
             system_librdkafka=system_librdkafka,
         )
@@ -229,10 +226,10 @@ def timeline(
     from sinks.timeline import customer_timeline, timeline_table
 
     settings = require_database(load_settings())
-    rows = customer_timeline(settings.database_url or "", customer_id, limit=limit)
+    rows = customer_timeline(settings.database.database_url or "", customer_id, limit=limit)
     if not rows:
         raise UserError("no timeline for that customer")
     console.print(timeline_table(rows))
-    strength = customer_relationship(settings.database_url or "", customer_id, limit=1)
+    strength = customer_relationship(settings.database.database_url or "", customer_id, limit=1)
     if strength is not None:
         console.print(relationship_line(strength))

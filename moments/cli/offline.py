@@ -59,7 +59,7 @@ def replay(
         list[str] | None,
         typer.Option(
             help="TS=FILE: switch to this rule pack before the first event at or after TS "
-            "(ISO-8601); repeatable (DESIGN.md 8)."
+            "(ISO-8601); repeatable (docs/design.md 8.4)."
         ),
     ] = None,
 ) -> None:
@@ -70,10 +70,8 @@ def replay(
     until_ms = parse_time(until, "--until")
     emit_from_ms = parse_time(emit_from, "--emit-from")
     if emit_from_ms is not None:
-        settings = settings.model_copy(
-            update={"emit_from": datetime.fromtimestamp(emit_from_ms / 1000, tz=UTC)}
-        )
-    rules_path = rules or settings.rules_path
+        settings = settings.replace(emit_from=datetime.fromtimestamp(emit_from_ms / 1000, tz=UTC))
+    rules_path = rules or settings.engine.rules_path
     if from_topic is not None:
         from processors.backfill import backfill_topic
 
@@ -114,7 +112,7 @@ def replay(
         partitions=partitions,
         config=engine_config(settings),
         changes=changes,
-        workers=settings.replay_workers if workers is None else workers,
+        workers=settings.engine.replay_workers if workers is None else workers,
     )
     shared = f", {summary.workers} processes" if summary.workers > 1 else ""
     console.print(

@@ -52,12 +52,12 @@ def up() -> None:
     base = load_settings()
     with (
         local_stack(base) as settings,
-        Supervisor(settings, base.data_dir / "logs") as sup,
+        Supervisor(settings, base.stack.data_dir / "logs") as sup,
         contextlib.ExitStack() as on_exit,
     ):
         ensure_topics(settings)
-        apply_migrations(settings.database_url or "")
-        api_keys = [key.get_secret_value() for key in settings.api_keys]
+        apply_migrations(settings.database.database_url or "")
+        api_keys = [key.get_secret_value() for key in settings.api.api_keys]
         if not api_keys:  # a fresh key for this session rather than an open collector
             api_keys = [secrets.token_urlsafe(18)]
         ports = {name: free_port() for name in ("worker", "sink-postgres", "api")}
@@ -75,16 +75,18 @@ def up() -> None:
             MOMENTS_METRICS_PORT=str(ports["api"]),
             MOMENTS_API_KEYS=json.dumps(api_keys),
         )
-        if settings.webhook_urls:
+        if settings.sinks.webhook_urls:
             ports["sink-webhook"] = free_port()
             sup.spawn(
                 "sink-webhook", "sink", "webhook", MOMENTS_METRICS_PORT=str(ports["sink-webhook"])
             )
 
-        collector = f"http://{settings.collector_host}:{settings.collector_port}"
+        collector = (
+            f"http://{settings.collector.collector_host}:{settings.collector.collector_port}"
+        )
         rows = [
-            ("Kafka bootstrap", str(settings.bootstrap)),
-            ("PostgreSQL", redact_url(str(settings.database_url))),
+            ("Kafka bootstrap", str(settings.kafka.bootstrap)),
+            ("PostgreSQL", redact_url(str(settings.database.database_url))),
             ("HTTP collector", f"{collector}/v1/events (X-API-Key: {api_keys[0]})"),
             ("metrics: collector", f"{collector}/metrics"),
             (
@@ -98,7 +100,7 @@ def up() -> None:
             ("logs", str(sup.log_dir)),
         ]
         exports = export_lines(settings)
-        env_file = write_env_file(base.data_dir, exports)
+        env_file = write_env_file(base.stack.data_dir, exports)
         on_exit.callback(env_file.unlink, missing_ok=True)
         print_endpoints(console, "moments is up (Ctrl-C stops everything)", rows, exports, env_file)
         try:

@@ -5,7 +5,8 @@ Public surface: `Engine`, `load_rule_pack`, `check_rule_pack`, `RulePack`,
 `RulePackError`, `forget_customer` (erasure, `erasure.py`), and the interfaces
 (`StateStore`, `DictStore`, `EngineConfig`, `EngineOutput`). Semantics live in
 `core.py` (its docstring is the reading order and names the module of each part), the
-rule language in `rules.py`, the state layout and its version in `state.py`.
+rule language in `rules.py`, the rule kinds (one class each, the registry `KINDS`) in
+`kinds.py`, the state layout and its version in `state.py`.
 """
 
 from pathlib import Path

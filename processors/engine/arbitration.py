@@ -2,7 +2,7 @@
 
 `Step` holds one customer's state for one `Engine.process` / timer call; the rule
 kinds (kinds.py) add candidates to it, and `decide_all` decides them, highest priority
-first, ties by rule id. Checks, in order (DESIGN.md 5): already raised / already
+first, ties by rule id. Checks, in order (docs/design.md 5.5): already raised / already
 waiting, cool-down, held out (engagement only), contact cap (engagement only: the
 candidate is deferred into the customer's queue `dq`, served by one queue timer when
 the cap frees or a candidate expires), fired. Before `emit_from` a candidate that would
@@ -18,11 +18,41 @@ from typing import TYPE_CHECKING, Any, Final
 
 from processors.engine.candidates import NO_CONTEXT, Candidate
 from processors.engine.customer import record_moment
+from processors.engine.decisions import (
+    ALREADY_WAITING,
+    CONTACT_CAP,
+    COOL_DOWN,
+    DEFERRED,
+    EXPIRED,
+    FIRED,
+    HELD_OUT,
+    RULE_REMOVED,
+    SUPPRESSED,
+    WARM_UP,
+)
 from processors.engine.ids import in_holdout, sha256
 from processors.engine.interfaces import EngineOutput, StateStore
-from processors.engine.kinds import RELATIONSHIP
+from processors.engine.kinds import CONSUMED, CONSUMED_BY
 from processors.engine.rendering import details, render
-from processors.engine.rules import Rule
+from processors.engine.rule_model import Rule
+from processors.engine.state import (
+    CAP,
+    CHANNEL,
+    COOL_DOWN_CAUSES,
+    COOL_DOWNS,
+    LEDGER,
+    NEWEST,
+    RULES,
+    SLOT_AT,
+    WAITING,
+    WAITING_ACTION,
+    WAITING_AT,
+    WAITING_EXPIRES,
+    WAITING_KEY,
+    WAITING_PRIORITY,
+    WAITING_RULE,
+    WAITING_TIMER,
+)
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
 if TYPE_CHECKING:
@@ -40,11 +70,11 @@ def _by_priority(cand: Candidate) -> tuple[int, str]:
 
 def _queue_order(entry: list[Any]) -> tuple[int, int, str]:
     """Which waiting candidate fires first: highest priority, then the earlier, then rule id."""
-    return -entry[1], entry[0], entry[2]
+    return -entry[WAITING_PRIORITY], entry[WAITING_AT], entry[WAITING_RULE]
 
 
 def _expiry_order(entry: list[Any]) -> tuple[int, str, int]:
-    return entry[7], entry[2], entry[0]
+    return entry[WAITING_EXPIRES], entry[WAITING_RULE], entry[WAITING_AT]
 
 
 class Step:
@@ -80,22 +110,23 @@ class Step:
         self.out = out
         self.customer_id = customer_id
         self.state = state
-        self.newest: int = state.get("t", 0)
+        self.newest: int = state.get(NEWEST, 0)
         self.candidates: list[Candidate] = []
         self.due_now: list[list[Any]] | None = None  # timers already due (late events)
 
     def rule_state(self, rule_id: str) -> dict[str, Any]:
         # lookups, not try/except: a compiled function pays dearly for every raised KeyError
-        rules: dict[str, dict[str, Any]] | None = self.state.get("r")
+        rules: dict[str, dict[str, Any]] | None = self.state.get(RULES)
         if rules is None:
-            rules = self.state["r"] = {}
+            rules = self.state[RULES] = {}
         rs = rules.get(rule_id)
         if rs is None:
             rs = rules[rule_id] = {}
         return rs
 
     def prune(self, entries: list[list[Any]], window_ms: int) -> None:
-        """Drop time-sorted entries no event (allowing for lateness) can still need."""
+        """Drop time-sorted entries (each a list, time first) no event (allowing for lateness)
+        can still need."""
         horizon = self.newest - window_ms - self.engine.config.allowed_lateness_ms
         cut = 0
         for entry in entries:
@@ -129,7 +160,7 @@ class Step:
 
     def decide_all(self) -> None:
         """Decide the collected candidates: highest priority first, then rule id."""
-        negative_rules = self.engine._negative_rules
+        negative_rules = self.engine.negative_rules
         while self.candidates:
             batch = self.candidates
             if len(batch) > 1:
@@ -140,13 +171,13 @@ class Step:
                 if self.decide(cand) and cand.rule.id in negative_rules:
                     negative_action_at = cand.at
             if negative_action_at is not None:
-                for rule in self.engine.ledger_rules:
-                    RELATIONSHIP.evaluate(self, rule, negative_action_at, None)
+                for rule, kind in self.engine.ledger_rules:
+                    kind.on_ledger(self, rule, negative_action_at, None)
 
     def decide(self, cand: Candidate) -> bool:
         """One candidate -> one Decision (and an action when it fires).
 
-        Checks in order (DESIGN.md 5): already raised / already waiting, cool-down, held
+        Checks in order (docs/design.md 5.5): already raised / already waiting, cool-down, held
         out (engagement only), contact cap (engagement only: deferred), fired. A warm-up
         candidate (before `emit_from`) goes through the same checks but, where it would
         have fired or been held out, only builds that state and is traced `warm_up`.
@@ -170,40 +201,41 @@ class Step:
         would = ""  # warming up: what the candidate would have been
         if cool_down_ms is not None:
             rs = self.rule_state(rule_id)
-            cool = rs.get("cd")
+            cool = rs.get(COOL_DOWNS)
         if cand.suppress is not None:
-            outcome = "suppressed"
+            outcome = SUPPRESSED
             reason = cand.suppress
             blocked_by = cand.blocked_by
         else:
-            outcome = reason = "fired"
-            if rt.engagement and "dq" in state:
-                for waiting in state["dq"]:
-                    if waiting[2] == rule_id and waiting[3] == key:
-                        outcome, reason, blocked_by = "suppressed", "already_waiting", waiting[4]
+            outcome = reason = FIRED
+            if rt.engagement and WAITING in state:
+                for waiting in state[WAITING]:
+                    if waiting[WAITING_RULE] == rule_id and waiting[WAITING_KEY] == key:
+                        outcome, reason = SUPPRESSED, ALREADY_WAITING
+                        blocked_by = waiting[WAITING_ACTION]
                         break
             if (
-                outcome == "fired"
+                outcome == FIRED
                 and cool is not None
                 and key in cool
                 and abs(at - cool[key]) < cool_down_ms  # type: ignore[operator]
             ):
-                outcome, reason = "suppressed", "cool_down"
+                outcome, reason = SUPPRESSED, COOL_DOWN
                 if engine.decisions:
-                    blocked_by = rs.get("cb", NO_CONTEXT).get(key)
-            if outcome == "fired":
+                    blocked_by = rs.get(COOL_DOWN_CAUSES, NO_CONTEXT).get(key)
+            if outcome == FIRED:
                 if rt.holdout > 0 and in_holdout(cid, rule_id, rt.holdout):
-                    outcome = reason = "held_out"
+                    outcome = reason = HELD_OUT
                 if rt.warm_up and at < config.emit_from_ms:  # type: ignore[operator]
                     would = outcome
-                    outcome, reason = "suppressed", "warm_up"
-                elif outcome == "fired" and rt.engagement:
+                    outcome, reason = SUPPRESSED, WARM_UP
+                elif outcome == FIRED and rt.engagement:
                     holder = self.cap_holder(at)
                     if holder is not None:
-                        outcome, reason, blocked_by = "deferred", "contact_cap", holder or None
+                        outcome, reason, blocked_by = DEFERRED, CONTACT_CAP, holder or None
         engine.decided += 1
         evidence = cand.evidence
-        if outcome == "suppressed" and not would:  # nothing to build but the trace
+        if outcome == SUPPRESSED and not would:  # nothing to build but the trace
             if engine.decisions:
                 tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
                 prefix = rt.decision_prefix
@@ -228,12 +260,12 @@ class Step:
             tail = "\x1f" + "\x1f".join(evidence) if evidence else ""
         action_id = (
             None
-            if effective == "held_out"
+            if effective == HELD_OUT
             else sha256(f"{rt.action_prefix}{cid}{tail}".encode()).digest()[:16].hex()
         )
         # what later blocked candidates name: an action that was emitted (not a warm-up one)
         cause = None if would else action_id
-        if cool_down_ms is not None and effective != "deferred":
+        if cool_down_ms is not None and effective != DEFERRED:
             # held_out starts the cool-down too, so the control group keeps the same cadence
             self.start_cool_down(rs, cool, key, at, cause, cool_down_ms)
         if rt.first:
@@ -259,9 +291,9 @@ class Step:
             if rt.ledger_sign:
                 self.record_action(rt, at, action_id)
             return True
-        positives, negatives = engine.tally(state, at) if "led" in state else (0, 0)
+        positives, negatives = engine.tally(state, at) if LEDGER in state else (0, 0)
         balance = positives - negatives
-        if outcome == "deferred":
+        if outcome == DEFERRED:
             self.defer(rt, cand, action_id, (balance, positives, negatives))
             return False
         if rt.engagement:
@@ -278,7 +310,7 @@ class Step:
                 rt.priority,
                 render(self, rt, cand, balance),
                 list(evidence) if engine.decisions else evidence,  # not shared with a Decision
-                state.get("ch") or "other",
+                state.get(CHANNEL) or "other",
                 at,
                 at + rt.due_by_ms if rt.due_by_ms is not None else None,
                 details(self, rt, cand, (balance, positives, negatives)),
@@ -289,7 +321,7 @@ class Step:
                 state,
                 self.newest,
                 config.allowed_lateness_ms,
-                engine._ledger_window,
+                engine.ledger_window,
                 at,
                 rt.ledger_sign,
                 action_id,
@@ -304,7 +336,7 @@ class Step:
             self.state,
             self.newest,
             engine.config.allowed_lateness_ms,
-            engine._ledger_window,
+            engine.ledger_window,
             at,
             rt.ledger_sign,
             action_id,
@@ -322,20 +354,20 @@ class Step:
     ) -> None:
         """(Re)start the rule's cool-down for `key` at `at`; `cb` remembers the action."""
         if cool is None:
-            cool = rs["cd"] = {}
+            cool = rs[COOL_DOWNS] = {}
         if key not in cool or cool[key] < at:
             cool[key] = at
-            causes: dict[str, str] | None = rs.get("cb")
+            causes: dict[str, str] | None = rs.get(COOL_DOWN_CAUSES)
             if action_id is not None:
                 if causes is None:
-                    rs["cb"] = {key: action_id}
+                    rs[COOL_DOWN_CAUSES] = {key: action_id}
                 else:
                     causes[key] = action_id
             elif causes is not None:
                 causes.pop(key, None)
         if len(cool) > 1:  # per-key cool-downs: forget keys whose cool-down is over
             horizon = self.newest - cool_down_ms - self.engine.config.allowed_lateness_ms
-            causes = rs.get("cb")
+            causes = rs.get(COOL_DOWN_CAUSES)
             for k in [k for k, last in cool.items() if last < horizon]:
                 del cool[k]
                 if causes is not None:
@@ -344,15 +376,15 @@ class Step:
     def consume_key(self, rule_id: str, key: str, action_id: str | None) -> None:
         """A `first` rule's key is used up (fired, deferred or held out)."""
         rs = self.rule_state(rule_id)
-        seen: list[str] | None = rs.get("k")
+        seen: list[str] | None = rs.get(CONSUMED)
         if seen is None:
-            rs["k"] = [key]
+            rs[CONSUMED] = [key]
         elif key not in seen:
             insort(seen, key)
         if action_id is not None:
-            consumers: dict[str, str] | None = rs.get("ka")
+            consumers: dict[str, str] | None = rs.get(CONSUMED_BY)
             if consumers is None:
-                rs["ka"] = {key: action_id}
+                rs[CONSUMED_BY] = {key: action_id}
             else:
                 consumers[key] = action_id
 
@@ -360,15 +392,15 @@ class Step:
 
     def slots(self) -> list[list[Any]]:
         """The fired engagement actions [[triggered_at, action_id]] (state.py: `cap`)."""
-        contacts: list[Any] | None = self.state.get("cap")
+        contacts: list[Any] | None = self.state.get(CAP)
         if contacts is None:
-            contacts = self.state["cap"] = []
+            contacts = self.state[CAP] = []
         return contacts
 
     def cap_holder(self, at: int) -> str | None:
         """None when the cap has room at `at`; else the action id of the oldest counted action
         ("" when the state predates action ids). The cap counts triggered_at in (at - W, at]."""
-        contacts = self.state.get("cap")
+        contacts = self.state.get(CAP)
         if not contacts:
             return None
         config = self.engine.config
@@ -391,7 +423,7 @@ class Step:
         if contacts[0][0] < horizon:
             cut = 0
             for entry in contacts:
-                if entry[0] >= horizon:
+                if entry[SLOT_AT] >= horizon:
                     break
                 cut += 1
             del contacts[:cut]
@@ -400,7 +432,7 @@ class Step:
         """The first moment after `now` the cap has room: when a counted action leaves it."""
         config = self.engine.config
         window = config.contact_cap_window_ms
-        times = [entry[0] for entry in self.slots()]
+        times = [entry[SLOT_AT] for entry in self.slots()]
         for moment in sorted({f + window for f in times if f + window > now}):
             held = sum(1 for f in times if moment - window < f <= moment)
             if held < config.contact_cap:
@@ -431,9 +463,9 @@ class Step:
             render(self, rt, cand, ledger[0]),
             details(self, rt, cand, ledger),
         ]
-        queue: list[list[Any]] | None = self.state.get("dq")
+        queue: list[list[Any]] | None = self.state.get(WAITING)
         if queue is None:
-            self.state["dq"] = [entry]
+            self.state[WAITING] = [entry]
         else:
             queue.append(entry)
         self.schedule_queue(cand.at)
@@ -441,17 +473,17 @@ class Step:
     def schedule_queue(self, now: int) -> None:
         """Keep one timer per customer with waiting candidates: the cap frees or one expires."""
         state = self.state
-        queue: list[list[Any]] = state["dq"]
-        deadline = min(entry[7] for entry in queue)
+        queue: list[list[Any]] = state[WAITING]
+        deadline = min(entry[WAITING_EXPIRES] for entry in queue)
         free = self.next_free(now)
         if free is not None and free < deadline:
             deadline = free
-        scheduled = state.get("dqt")
+        scheduled = state.get(WAITING_TIMER)
         if scheduled == deadline:
             return
         if scheduled is not None:
             self.engine.cancel_timer(self.store, scheduled, self.customer_id, QUEUE_TIMER, "")
-        state["dqt"] = deadline
+        state[WAITING_TIMER] = deadline
         self.schedule(deadline, QUEUE_TIMER, "")
 
     def serve_queue(self, now: int) -> None:
@@ -459,25 +491,25 @@ class Step:
         (highest priority, then the earlier candidate, then rule id), expire the rest whose
         time is up (an expiry equal to `now` still fires), and set the next timer."""
         state = self.state
-        state.pop("dqt", None)
-        queue: list[list[Any]] | None = state.get("dq")
+        state.pop(WAITING_TIMER, None)
+        queue: list[list[Any]] | None = state.get(WAITING)
         if not queue:
-            state.pop("dq", None)
+            state.pop(WAITING, None)
             return
-        for entry in sorted((e for e in queue if e[7] < now), key=_expiry_order):
+        for entry in sorted((e for e in queue if e[WAITING_EXPIRES] < now), key=_expiry_order):
             queue.remove(entry)
             self.expire(entry)
         while queue and self.cap_holder(now) is None:
             entry = min(queue, key=_queue_order)
             queue.remove(entry)
             self.fire_deferred(entry, now)
-        for entry in sorted((e for e in queue if e[7] <= now), key=_expiry_order):
+        for entry in sorted((e for e in queue if e[WAITING_EXPIRES] <= now), key=_expiry_order):
             queue.remove(entry)
             self.expire(entry)
         if queue:
             self.schedule_queue(now)
         else:
-            del state["dq"]
+            del state[WAITING]
 
     def trace(
         self,
@@ -513,7 +545,7 @@ class Step:
             )
         )
 
-    def _trace(
+    def trace_pending(
         self,
         rule_id: str,
         version: int,
@@ -537,7 +569,7 @@ class Step:
     def expire(self, entry: list[Any]) -> None:
         """A deferred candidate whose time ran out before the cap freed: suppressed, expired."""
         _, _, rule_id, _, _, evidence, _, expires, version, _, _ = entry
-        self._trace(rule_id, version, "suppressed", "expired", None, evidence, expires)
+        self.trace_pending(rule_id, version, SUPPRESSED, EXPIRED, None, evidence, expires)
 
     def fire_deferred(self, entry: list[Any], now: int) -> None:
         """A deferred candidate fires when the cap frees: triggered_at = now, with its original
@@ -546,21 +578,21 @@ class Step:
         engine = self.engine
         rt_now = engine.runtime.get(rule_id)
         if rt_now is None:  # the rule left the pack while its candidate waited
-            self._trace(rule_id, version, "suppressed", "rule_removed", None, evidence, now)
+            self.trace_pending(rule_id, version, SUPPRESSED, RULE_REMOVED, None, evidence, now)
             return
         # a candidate deferred under an earlier version fires under that version
         rt = rt_now if rt_now.rule.version == version else engine.retired.get((rule_id, version))
         if rt is None:
             rt = rt_now
         rule = rt.rule
-        self._trace(rule_id, version, "fired", "fired", action_id, evidence, now)
+        self.trace_pending(rule_id, version, FIRED, FIRED, action_id, evidence, now)
         self.hold_slot(now, action_id)
         if rt.cool_down_ms is not None:
             rs = self.rule_state(rule_id)
-            self.start_cool_down(rs, rs.get("cd"), key, now, action_id, rt.cool_down_ms)
+            self.start_cool_down(rs, rs.get(COOL_DOWNS), key, now, action_id, rt.cool_down_ms)
         state = self.state
         details = dict(details)
-        positives, negatives = engine.tally(state, now) if "led" in state else (0, 0)
+        positives, negatives = engine.tally(state, now) if LEDGER in state else (0, 0)
         details["relationship_balance"] = str(positives - negatives)
         details["relationship_positives"] = str(positives)
         details["relationship_negatives"] = str(negatives)
@@ -575,7 +607,7 @@ class Step:
                 rule.priority,
                 reason,
                 list(evidence),
-                state.get("ch") or "other",
+                state.get(CHANNEL) or "other",
                 now,
                 due_by,
                 dict(sorted(details.items())),
@@ -584,5 +616,5 @@ class Step:
         if rt.ledger_sign:
             self.record_action(rt, now, action_id)
             if rt.ledger_sign < 0:
-                for ledger_rule in engine.ledger_rules:
-                    RELATIONSHIP.evaluate(self, ledger_rule, now, None)
+                for ledger_rule, kind in engine.ledger_rules:
+                    kind.on_ledger(self, ledger_rule, now, None)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Final
 
-from processors.engine.rules import CustomerProfile, Pattern, Rule
+from processors.engine.rule_model import CustomerProfile, Pattern, Rule
+from processors.engine.state import CHANNEL, PRODUCTS, SINCE
 from processors.engine.times import anniversary_ms
 from schemas.records import InteractionEvent
 
@@ -82,12 +83,12 @@ _AMOUNTS: Final[dict[float, str]] = {}
 
 def profile_of(customer_id: str, state: dict[str, Any]) -> CustomerProfile:
     """What a Python predicate sees of the customer."""
-    since = state.get("since")
+    since = state.get(SINCE)
     return CustomerProfile(
         customer_id=customer_id,
-        products=tuple(state.get("prod", ())),
+        products=tuple(state.get(PRODUCTS, ())),
         customer_since=date.fromisoformat(since) if since else None,
-        last_channel=state.get("ch"),
+        last_channel=state.get(CHANNEL),
     )
 
 
@@ -104,7 +105,7 @@ def matches(p: Pattern, event: InteractionEvent, customer_id: str, state: dict[s
         if event.attributes.get(key) not in values:
             return False
     if p.min_tenure_years is not None:
-        since = state.get("since")
+        since = state.get(SINCE)
         if since is None or event.occurred_at < anniversary_ms(since, p.min_tenure_years):
             return False
     return p.predicate is None or bool(p.predicate(event, profile_of(customer_id, state)))

@@ -18,7 +18,7 @@ Reading order:
    to its type); otherwise update the customer profile (last channel,
    customer_since, products held: from any event naming one until an
    account_closed for it, relationship ledger) and hand the event to every
-   rule listening to its type. Each rule kind (small classes below, one
+   rule listening to its type. Each rule kind (small classes in kinds.py, one
    `on_event` each) turns the event into zero or one candidate action.
 3. Arbitration (revision 2): the candidates of one event or one timer are
    decided highest priority first, ties by rule id. Checks, in order:
@@ -49,8 +49,10 @@ Where each part lives: time and ids (`times.py`, `ids.py`), candidates and
 conditions (`candidates.py`), the rule kinds (`kinds.py`), arbitration: cap, deferral
 queue, holdout, cool-downs (`arbitration.py`), reasons and details (`rendering.py`),
 what is precomputed per rule (`runtime.py`), the customer's holdings and ledger
-(`customer.py`), pack switches (`pack_switch.py`) and every key of the state with its
-version (`state.py`). This module is the `Engine`: events, ticks and timers.
+(`customer.py`), what a pack switch carries over (`pack_switch.py`), every key of the
+state with its version (`state.py`; a rule kind's own keys are declared by its class) and
+the outcomes and reasons a decision gives (`decisions.py`). This module is the `Engine`:
+events, ticks, timers and pack switches.
 """
 
 from __future__ import annotations
@@ -64,22 +66,39 @@ from typing import Any, Final
 from processors.engine.arbitration import QUEUE_TIMER, Step
 from processors.engine.candidates import NO_CONTEXT
 from processors.engine.customer import close_product, hold_product, record_moment
+from processors.engine.decisions import DUPLICATE_EVENT, SUPPRESSED
 from processors.engine.ids import hex_id, in_holdout, stable_id
 from processors.engine.interfaces import DictStore, EngineConfig, EngineOutput, StateStore
-from processors.engine.kinds import ABSENCE, KIND_SEMANTICS, RELATIONSHIP, Kind
+from processors.engine.kinds import KEPT_AT_SWITCH, KINDS, Kind, timer_version
+from processors.engine.lifecycle import compare_packs
+from processors.engine.pack_switch import carry_over
 from processors.engine.rendering import detail_getter
-from processors.engine.rules import Pattern, Rule, RulePack
+from processors.engine.rule_model import Pattern, Rule, RulePack
 from processors.engine.runtime import MatchTest, RuleRuntime, compile_pattern
 from processors.engine.state import (
+    CHANNEL,
     CLOCK_KEY,
+    CLOCK_MAX,
+    CLOCK_WATERMARK,
     CUSTOMER_PREFIX,
-    KEPT_AT_SWITCH,
+    EPOCH,
+    LEDGER,
+    MOMENT_AT,
+    MOMENT_SIGN,
+    NEWEST,
     PACK_KEY,
+    PRODUCTS,
+    RULES,
+    SEEN,
+    SEEN_OLDEST,
+    SINCE,
     STATE_VERSION,
     TIMER_BUCKET_MS,
     TIMER_BUCKET_PREFIX,
+    TIMER_DEADLINE,
     TIMER_INDEX_KEY,
-    TIMER_VERSION,
+    VERSION_FIELD,
+    WAITING_TIMER,
     upgrade_customer,
     upgrade_partition,
 )
@@ -102,7 +121,7 @@ __all__ = [
 #: product starts one): details.products lists what the customer holds.
 PRODUCT_CLOSED: Final = "account_closed"
 
-_deadline: Final = itemgetter(0)  # of a timer entry [deadline, customer, rule, key]
+_deadline: Final = itemgetter(TIMER_DEADLINE)
 
 #: A rule listening to an event type: (rule, role, test, kind).
 _IndexEntry = tuple[Rule, str, MatchTest | None, Kind]
@@ -133,7 +152,7 @@ class Engine:
         #: Pack switches so far, (changed rule ids, removed or added rule ids) each: a
         #: customer's state is brought up to date (`migrate`) when it is next touched.
         self.migrations: list[tuple[frozenset[str], frozenset[str]]] = []
-        #: How many switches this engine's pack is from the first (state key "pe").
+        #: How many switches this engine's pack is from the first (state key `EPOCH`).
         self.epoch = 0
         #: Where each call's output splits, for hosts that merge the outputs of several
         #: engines into one order (the sharded file replay): when a list, every timer fired
@@ -152,19 +171,15 @@ class Engine:
             rule.id: tuple(name for name, _ in self.runtime[rule.id].placeholders)
             for rule in pack.rules
         }
-        self.ledger_rules = [r for r in pack.rules if r.kind == "relationship"]
+        #: The rules evaluated on each negative moment of the ledger, with their kind.
+        self.ledger_rules = [(r, KINDS[r.kind]) for r in pack.rules if KINDS[r.kind].ledger]
         order = {rule.id: i for i, rule in enumerate(pack.rules)}
         positioned: list[tuple[int, str | None, _IndexEntry]] = []
         tests: dict[Pattern, MatchTest | None] = {}
         for rule in pack.rules:
-            kind = KIND_SEMANTICS[rule.kind]
-            roles: list[tuple[str, Pattern]] = []
-            if rule.kind == "relationship":
-                continue
-            roles.append(("first" if rule.kind in ("sequence", "absence") else "on", rule.pattern))
-            if rule.follow is not None:
-                roles.append(("then" if rule.kind == "sequence" else "missing", rule.follow))
-            for role, pattern in roles:
+            kind = KINDS[rule.kind]
+            for role, pattern in zip(kind.roles, (rule.pattern, rule.follow), strict=False):
+                assert pattern is not None
                 if pattern not in tests:
                     tests[pattern] = compile_pattern(pattern)
                 entry: _IndexEntry = (rule, role, tests[pattern], kind)
@@ -184,8 +199,9 @@ class Engine:
         self._lateness_ms = self.config.allowed_lateness_ms
         self._dedupe_ms = self.config.dedupe_horizon_ms
         self._dedupe_slack_ms = self._dedupe_ms + self._dedupe_ms // 4
-        self._negative_rules = pack.relationship.negative_rules
-        self._ledger_window = pack.relationship.window_ms
+        #: Rules whose fired actions are negative moments of the ledger, and its window.
+        self.negative_rules = pack.relationship.negative_rules
+        self.ledger_window = pack.relationship.window_ms
 
     def listeners(self, event_type: str) -> tuple[_IndexEntry, ...]:
         """Rules (with their role) that look at events of this type, in pack order."""
@@ -244,53 +260,55 @@ class Engine:
         fresh = state is None
         if state is None:
             state = {
-                "v": STATE_VERSION,
-                "seen": {event_id: t},
-                "t": t,
-                "ch": event.channel,
-                "so": t,
+                VERSION_FIELD: STATE_VERSION,
+                SEEN: {event_id: t},
+                NEWEST: t,
+                CHANNEL: event.channel,
+                SEEN_OLDEST: t,
             }
             if self.epoch:
-                state["pe"] = self.epoch
+                state[EPOCH] = self.epoch
             newest = t
         else:
-            if state.get("v") != STATE_VERSION or (self.epoch and state.get("pe", 0) != self.epoch):
+            if state.get(VERSION_FIELD) != STATE_VERSION or (
+                self.epoch and state.get(EPOCH, 0) != self.epoch
+            ):
                 self.migrate(state)
-            seen: dict[str, int] = state["seen"]
+            seen: dict[str, int] = state[SEEN]
             if event_id in seen:
                 matching = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
                 self._duplicate(event, matching, out)
                 return out
             seen[event_id] = t
-            newest = state.get("t", t)
+            newest = state.get(NEWEST, t)
             if t >= newest:
-                state["t"] = newest = t
-                state["ch"] = event.channel
+                state[NEWEST] = newest = t
+                state[CHANNEL] = event.channel
             # Ids are kept at least the dedupe horizon and at most a quarter longer, so the
             # (linear) expiry runs at most once per quarter horizon per customer.
-            oldest = state.get("so", t)
+            oldest = state.get(SEEN_OLDEST, t)
             if oldest < newest - self._dedupe_slack_ms:
                 horizon = newest - self._dedupe_ms
-                seen = state["seen"] = {k: st for k, st in seen.items() if st >= horizon}
+                seen = state[SEEN] = {k: st for k, st in seen.items() if st >= horizon}
                 oldest = min(seen.values(), default=t)
-            state["so"] = oldest if oldest < t else t
+            state[SEEN_OLDEST] = oldest if oldest < t else t
         since_day = event.customer_since
         if since_day is not None:
             since = ISO_DATES.get(since_day)
             if since is None:
                 since = iso_date(since_day)
-            state["since"] = since
+            state[SINCE] = since
         product = event.product
         if product:
             # Holdings: from any event naming the product until an account_closed for it.
-            products: list[str] | None = state.get("prod")
+            products: list[str] | None = state.get(PRODUCTS)
             if closes:
                 close_product(state, products, product, t)
             elif products is None or product not in products:
                 hold_product(state, products, product, t)
         if sign:
             record_moment(
-                state, newest, self._lateness_ms, self._ledger_window, t, sign, event_id, 1
+                state, newest, self._lateness_ms, self.ledger_window, t, sign, event_id, 1
             )
         # Conditions read only since / products / last channel, which no rule kind changes,
         # so testing every listener before running any is the same as testing each in turn.
@@ -308,8 +326,8 @@ class Engine:
                 for rule, role, _, kind in matched:
                     kind.on_event(step, rule, role, event)
             if sign < 0:
-                for rule in self.ledger_rules:
-                    RELATIONSHIP.evaluate(step, rule, t, event)
+                for rule, kind in self.ledger_rules:
+                    kind.on_ledger(step, rule, t, event)
             if step.candidates:
                 step.decide_all()
             if fresh or not in_place:
@@ -330,22 +348,26 @@ class Engine:
             data.get(CLOCK_KEY) if data is not None else store.get(CLOCK_KEY)
         )
         if clock is None:
-            clock = {"max": ct, "wm": ct - self._lateness_ms, "v": STATE_VERSION}
+            clock = {
+                CLOCK_MAX: ct,
+                CLOCK_WATERMARK: ct - self._lateness_ms,
+                VERSION_FIELD: STATE_VERSION,
+            }
             if data is not None:
                 data[CLOCK_KEY] = clock
             else:
                 store.set(CLOCK_KEY, clock)
-        elif clock.get("v") != STATE_VERSION:
+        elif clock.get(VERSION_FIELD) != STATE_VERSION:
             upgrade_partition(store, clock)  # state of an older layout (state.py)
-        newest: int = clock["max"]
+        newest: int = clock[CLOCK_MAX]
         if ct <= newest:
             return None
-        clock["max"] = ct
+        clock[CLOCK_MAX] = ct
         watermark = ct - self._lateness_ms
         due: tuple[list[int], int] | None = None
-        passed: int = clock["wm"]
+        passed: int = clock[CLOCK_WATERMARK]
         if watermark > passed:
-            clock["wm"] = watermark
+            clock[CLOCK_WATERMARK] = watermark
             index: list[int] | None = (
                 data.get(TIMER_INDEX_KEY) if data is not None else store.get(TIMER_INDEX_KEY)
             )
@@ -386,13 +408,17 @@ class Engine:
         out = EngineOutput([], [])
         clock = store.get(CLOCK_KEY)
         if clock is None:
-            clock = {"max": watermark_ms, "wm": watermark_ms, "v": STATE_VERSION}
+            clock = {
+                CLOCK_MAX: watermark_ms,
+                CLOCK_WATERMARK: watermark_ms,
+                VERSION_FIELD: STATE_VERSION,
+            }
         else:
-            if clock.get("v") != STATE_VERSION:
+            if clock.get(VERSION_FIELD) != STATE_VERSION:
                 upgrade_partition(store, clock)  # state of an older layout (state.py)
-            if watermark_ms <= clock["wm"]:
+            if watermark_ms <= clock[CLOCK_WATERMARK]:
                 return out
-            clock["wm"] = watermark_ms
+            clock[CLOCK_WATERMARK] = watermark_ms
         store.set(CLOCK_KEY, clock)
         self._fire_due(store, watermark_ms, out)
         return out
@@ -400,27 +426,43 @@ class Engine:
     def switch_pack(
         self, stores: Iterable[StateStore], pack: RulePack, at: int
     ) -> tuple[Engine, EngineOutput]:
-        """Switch partitions from this engine's pack to `pack` at event time `at` (DESIGN.md 8):
-        the engine of the new pack and the decisions of the switch (see `pack_switch.switch_pack`).
-        Call it between two events, after the watermark advanced and due timers fired."""
-        from processors.engine.pack_switch import switch_pack
+        """Switch from this engine's pack to `pack` at event time `at` (docs/design.md 8.3):
+        the engine of the new pack and the decisions of the switch.
 
-        return switch_pack(self, stores, pack, at)
+        Unchanged rules keep all their state. A changed rule keeps its cool-downs, first
+        keys and deferred candidates; the timers it set fire under the version that set
+        them unless the new version says `pending: cancel`. A removed rule's timers and
+        deferred candidates are dropped, a new rule starts empty (what each store's timers
+        and queues carry over: `pack_switch.carry_over`). Call it between two events, after
+        the watermark advanced and due timers fired."""
+        changes = compare_packs(self.pack, pack)
+        engine = Engine(pack, self.config, decisions=self.decisions)
+        engine.decided = self.decided
+        engine.retired = dict(self.retired)
+        dropped = frozenset(changes.removed) | frozenset(changes.added)
+        engine.migrations = [*self.migrations, (frozenset(changes.changed), dropped)]
+        engine.epoch = len(engine.migrations)
+        for rule_id in changes.changed:
+            old_rt = self.runtime[rule_id]
+            engine.retired[(rule_id, old_rt.rule.version)] = old_rt
+        out = carry_over(self, engine, stores, changes, at)
+        self.decided = engine.decided
+        return engine, out
 
     def migrate(self, state: dict[str, Any]) -> None:
         """Bring one customer's state up to date, one step at a time: its layout from the
         version it was written in to STATE_VERSION (`state.upgrade_customer`), then through
-        the pack switches it has not seen (DESIGN.md 8): a changed rule keeps its cool-downs,
+        the pack switches it has not seen (docs/design.md 8.3): a changed rule keeps its cool-downs,
         first keys and pending timers and forgets the rest (windows, remembered first
         events); a removed rule's state goes, and so does any old state of a rule that is new
         in the pack, which starts empty."""
-        if state.get("v") != STATE_VERSION:
+        if state.get(VERSION_FIELD) != STATE_VERSION:
             upgrade_customer(state)
-        if not self.epoch or state.get("pe", 0) == self.epoch:
+        if not self.epoch or state.get(EPOCH, 0) == self.epoch:
             return
-        rules: dict[str, dict[str, Any]] | None = state.get("r")
+        rules: dict[str, dict[str, Any]] | None = state.get(RULES)
         if rules:
-            for changed, dropped in self.migrations[state.get("pe", 0) :]:
+            for changed, dropped in self.migrations[state.get(EPOCH, 0) :]:
                 for rule_id in dropped:
                     rules.pop(rule_id, None)
                 for rule_id in changed:
@@ -428,12 +470,12 @@ class Engine:
                     if rs:
                         for name in [name for name in rs if name not in KEPT_AT_SWITCH]:
                             del rs[name]
-        state["pe"] = self.epoch
+        state[EPOCH] = self.epoch
 
     def watermark(self, store: StateStore) -> int | None:
         """The partition's current watermark (None before its first event)."""
         clock = store.get(CLOCK_KEY)
-        return None if clock is None else int(clock["wm"])
+        return None if clock is None else int(clock[CLOCK_WATERMARK])
 
     # -- applying an event ----------------------------------------------------------------
 
@@ -452,13 +494,13 @@ class Engine:
             out.decisions.append(
                 Decision(
                     decision_id=stable_id(
-                        "decision", rule.id, event.customer_id, "duplicate_event", event.event_id
+                        "decision", rule.id, event.customer_id, DUPLICATE_EVENT, event.event_id
                     ),
                     customer_id=event.customer_id,
                     rule=rule.id,
                     rule_version=rule.version,
-                    outcome="suppressed",
-                    reason="duplicate_event",
+                    outcome=SUPPRESSED,
+                    reason=DUPLICATE_EVENT,
                     action_id=None,
                     evidence=[event.event_id],
                     decided_at=event.occurred_at,
@@ -467,32 +509,19 @@ class Engine:
 
     # -- relationship ledger --------------------------------------------------------------
 
-    def record(self, step: Step, at: int, sign: int, ref: str, *, is_event: bool) -> None:
-        """Add a positive (+1) or negative (-1) moment to the customer's rolling ledger."""
-        record_moment(
-            step.state,
-            step.newest,
-            self.config.allowed_lateness_ms,
-            self._ledger_window,
-            at,
-            sign,
-            ref,
-            1 if is_event else 0,
-        )
-
     def tally(self, state: dict[str, Any], at: int) -> tuple[int, int]:
         """(positives, negatives) with time in [at - window, at]."""
-        ledger = state.get("led")
+        ledger = state.get(LEDGER)
         if not ledger:
             return 0, 0
-        lo = at - self._ledger_window
+        lo = at - self.ledger_window
         positives = negatives = 0
         for entry in ledger:  # sorted by time
-            moment = entry[0]
+            moment = entry[MOMENT_AT]
             if moment > at:
                 break
             if moment >= lo:
-                if entry[1] > 0:
+                if entry[MOMENT_SIGN] > 0:
                     positives += 1
                 else:
                     negatives += 1
@@ -512,7 +541,7 @@ class Engine:
         """Register a deadline in the partition's timer index (or in `due_now` if already due)."""
         clock = store.get(CLOCK_KEY)
         entry = [deadline, customer_id, rule_id, key]
-        if clock is not None and deadline <= clock["wm"]:
+        if clock is not None and deadline <= clock[CLOCK_WATERMARK]:
             due_now.append(entry)  # a late event whose deadline already passed: fire after it
             return
         bucket = deadline // TIMER_BUCKET_MS
@@ -590,10 +619,10 @@ class Engine:
             skey = CUSTOMER_PREFIX + cid
             if rule_id == QUEUE_TIMER:
                 state = store.get(skey)
-                if state is None or state.get("dqt") != deadline:
+                if state is None or state.get(WAITING_TIMER) != deadline:
                     continue  # moved since it was set
-                if state.get("v") != STATE_VERSION or (
-                    self.epoch and state.get("pe", 0) != self.epoch
+                if state.get(VERSION_FIELD) != STATE_VERSION or (
+                    self.epoch and state.get(EPOCH, 0) != self.epoch
                 ):
                     self.migrate(state)
                 step = Step(self, store, out, cid, state)
@@ -602,22 +631,25 @@ class Engine:
                 state = store.get(skey)
                 if state is None:
                     continue
-                if state.get("v") != STATE_VERSION or (
-                    self.epoch and state.get("pe", 0) != self.epoch
+                if state.get(VERSION_FIELD) != STATE_VERSION or (
+                    self.epoch and state.get(EPOCH, 0) != self.epoch
                 ):
                     self.migrate(state)
                 rule = self.rules.get(rule_id)
-                timer = state.get("r", NO_CONTEXT).get(rule_id, NO_CONTEXT).get("p", {}).get(key)
-                if timer is not None and len(timer) > TIMER_VERSION:
+                version = timer_version(state.get(RULES, NO_CONTEXT).get(rule_id, NO_CONTEXT), key)
+                if version is not None:
                     # set before a switch by an earlier version: it fires under that version
                     # (under the current one if this engine does not know it: never lost)
-                    retired = self.retired.get((rule_id, timer[TIMER_VERSION]))
+                    retired = self.retired.get((rule_id, version))
                     if retired is not None:
                         rule = retired.rule
-                if rule is None or rule.kind != "absence":
+                if rule is None:
                     continue  # a timer of a rule no longer in the pack
+                kind = KINDS[rule.kind]
+                if not kind.timers:
+                    continue
                 step = Step(self, store, out, cid, state)
-                ABSENCE.on_timer(step, rule, key, deadline)
+                kind.on_timer(step, rule, key, deadline)
             step.decide_all()
             store.set(skey, state)
             if step.due_now:

@@ -9,15 +9,17 @@ from __future__ import annotations
 from bisect import insort
 from typing import Any
 
+from processors.engine.state import CLOSED, LEDGER, MOMENT_AT, PRODUCTS
+
 
 def hold_product(state: dict[str, Any], products: list[str] | None, product: str, t: int) -> None:
     """The customer holds `product` from `t` (unless it was closed at or after `t`: `pc` keeps
     the closing times, so an older event arriving late does not reopen a closed product)."""
-    closed: dict[str, int] | None = state.get("pc")
+    closed: dict[str, int] | None = state.get(CLOSED)
     if closed is not None and closed.get(product, t - 1) >= t:
         return
     if products is None:
-        state["prod"] = [product]
+        state[PRODUCTS] = [product]
     else:
         insort(products, product)
 
@@ -26,9 +28,9 @@ def close_product(state: dict[str, Any], products: list[str] | None, product: st
     """An account_closed for `product` at `t`: the customer no longer holds it."""
     if products is not None and product in products:
         products.remove(product)
-    closed: dict[str, int] | None = state.get("pc")
+    closed: dict[str, int] | None = state.get(CLOSED)
     if closed is None:
-        state["pc"] = {product: t}
+        state[CLOSED] = {product: t}
     elif closed.get(product, t) <= t:
         closed[product] = t
 
@@ -46,18 +48,18 @@ def record_moment(
     """Insert a ledger entry [at, sign, ref, is_event] and prune it like `Step.prune`."""
     moment: list[Any] = [at, sign, ref, is_event]
     horizon = newest - window_ms - lateness_ms
-    ledger: list[list[Any]] | None = state.get("led")
+    ledger: list[list[Any]] | None = state.get(LEDGER)
     if ledger is None:
-        state["led"] = [moment] if at >= horizon else []
+        state[LEDGER] = [moment] if at >= horizon else []
         return
-    if ledger and ledger[-1][0] < at:
+    if ledger and ledger[-1][MOMENT_AT] < at:
         ledger.append(moment)  # the usual case: the newest moment so far
     else:
         insort(ledger, moment)
-    if ledger[0][0] < horizon:
+    if ledger[0][MOMENT_AT] < horizon:
         cut = 0
         for entry in ledger:
-            if entry[0] >= horizon:
+            if entry[MOMENT_AT] >= horizon:
                 break
             cut += 1
         del ledger[:cut]

@@ -17,13 +17,15 @@ candidates kept beside the timers) adds one function there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from processors.engine.interfaces import StateStore
-from processors.engine.state import TIMER_BUCKET_PREFIX, TIMER_INDEX_KEY, customer_key
-
-#: Position of the customer id in a timer entry [deadline, customer, rule, key].
-_TIMER_CUSTOMER: Final = 1
+from processors.engine.state import (
+    TIMER_BUCKET_PREFIX,
+    TIMER_CUSTOMER,
+    TIMER_INDEX_KEY,
+    customer_key,
+)
 
 
 def erase_timers(store: StateStore, customer_id: str) -> int:
@@ -36,7 +38,7 @@ def erase_timers(store: StateStore, customer_id: str) -> int:
     for bucket in index:
         bkey = f"{TIMER_BUCKET_PREFIX}{bucket}"
         entries: list[list[Any]] = store.get(bkey) or []
-        kept = [e for e in entries if e[_TIMER_CUSTOMER] != customer_id]
+        kept = [e for e in entries if e[TIMER_CUSTOMER] != customer_id]
         if len(kept) != len(entries):
             removed += len(entries) - len(kept)
             if kept:

@@ -1,37 +1,122 @@
-"""The rule kinds: each turns one event (or one due timer) into at most one candidate.
+"""The rule kinds, one class each, and `KINDS`, the registry everything else reads.
 
-One small class per kind (match and profile, first, count, sequence, absence,
-relationship), each with one `on_event`; they share one evaluation path, `Step` in
-arbitration.py, which decides the candidates. `rs` is the rule's own slice of the
-customer state, a plain dict (its keys: state.py). Pure.
+A kind owns everything about itself: its name (`when.kind`), the YAML fields of its
+`when` (`fields`, read by the rule loader in rules.py, which names file, rule and field
+in every problem; `check` adds what one field alone cannot say), whether `when` itself
+holds the event conditions, the roles of its patterns (what the engine's listener
+index hands to `on_event`), the keys of its own rule state (`state_keys`, with the ones
+a changed rule keeps at a pack switch) and its semantics: `on_event` turns one event
+into at most one candidate, `on_timer` (kinds with timers) a due deadline,
+`on_ledger` (ledger kinds) a moment of the relationship ledger. Adding a kind is one
+class here, registered in `KINDS`.
+
+They share one evaluation path, `Step` in arbitration.py, which decides the
+candidates. `rs` is the rule's own slice of the customer state, a plain dict.
+Pure.
 """
 
 from __future__ import annotations
 
 from bisect import insort
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from processors.engine.candidates import NO_CONTEXT, Candidate, key_of
+from processors.engine.decisions import ALREADY_RAISED
 from processors.engine.rendering import WHAT
-from processors.engine.rules import Rule, format_duration
+from processors.engine.rule_model import Rule, format_duration
+from processors.engine.state import (
+    COOL_DOWN_KEYS,
+    LEDGER,
+    MOMENT_AT,
+    MOMENT_IS_EVENT,
+    MOMENT_REF,
+    MOMENT_SIGN,
+    Key,
+)
 from processors.engine.times import iso_day
 from schemas.records import InteractionEvent
 
 if TYPE_CHECKING:
     from processors.engine.arbitration import Step
 
+#: How the rule loader reads a field of `when` (rules.py): a mapping of event conditions, a
+#: duration ('48h'), a positive integer, an event field (or attributes.<key>), or `customer`
+#: or an event field.
+PATTERN: Final = "pattern"
+DURATION: Final = "duration"
+COUNT: Final = "count"
+EVENT_FIELD: Final = "event_field"
+CUSTOMER_OR_FIELD: Final = "customer_or_field"
+
+#: The roles a pattern plays, handed to `on_event`: the one pattern of a one-pattern kind, the
+#: first event of a sequence or an absence, the event that completes a sequence, the event
+#: whose absence an absence rule watches.
+ON: Final = "on"
+FIRST: Final = "first"
+THEN: Final = "then"
+MISSING: Final = "missing"
+
+
+class WhenField(NamedTuple):
+    """One field of a kind's `when`: its YAML name, the `Rule` attribute it fills, how it is
+    read, and, for an optional field, the value it takes when absent (None: the Rule's)."""
+
+    yaml: str
+    attr: str
+    read: str
+    required: bool = True
+    default: Any = None
+
 
 class Kind:
-    """Base of the rule kinds: one evaluation path, `on_event` per kind."""
+    """Base of the rule kinds: what the loader, the listener index and pack switches read,
+    and one evaluation path, `on_event` per kind."""
 
+    #: `when.kind` in YAML.
     name: ClassVar[str]
+    #: The fields of `when` besides `kind` (and, with `conditions`, the event conditions).
+    fields: ClassVar[tuple[WhenField, ...]] = ()
+    #: Whether `when` itself holds the event conditions (the rule's `pattern`).
+    conditions: ClassVar[bool] = True
+    #: The role of each of the rule's patterns, in order (`pattern`, then `follow`); a kind
+    #: without roles listens to no event.
+    roles: ClassVar[tuple[str, ...]] = (ON,)
+    #: The keys of the kind's own rule state (each rule's dict in the customer's `r`).
+    state_keys: ClassVar[dict[str, Key]] = {}
+    #: Of `state_keys`, those a changed rule keeps at a pack switch (the rest is forgotten).
+    kept_at_switch: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the kind sets timers (`on_timer` fires them).
+    timers: ClassVar[bool] = False
+    #: Whether the kind is evaluated on each negative moment of the ledger (`on_ledger`).
+    ledger: ClassVar[bool] = False
+
+    def check(self, read: dict[str, Any]) -> list[tuple[str, str]]:
+        """Problems (field, message) of the fields read, beyond what each field's own reading
+        found (e.g. a condition the kind requires)."""
+        return []
+
+    def key_field(self, read: dict[str, Any]) -> str | None:
+        """The field that keys a rule's state and cool-down (None = per customer)."""
+        correlate: str | None = read.get("correlate")
+        return correlate
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
         raise NotImplementedError
 
+    def on_timer(self, step: Step, rule: Rule, key: str, deadline: int) -> None:
+        """A deadline the rule set for `key` is due."""
+
+    def timer_version(self, rs: dict[str, Any], key: str) -> int | None:
+        """The rule version that set the pending timer for `key` before a pack switch (None:
+        the current version, or no timer)."""
+        return None
+
+    def on_ledger(self, step: Step, rule: Rule, at: int, event: InteractionEvent | None) -> None:
+        """A negative moment entered the customer's ledger at `at`."""
+
 
 class MatchKind(Kind):
-    """Every matching event is a candidate. Profile rules are match rules with tenure."""
+    """Every matching event is a candidate."""
 
     name = "match"
 
@@ -41,26 +126,62 @@ class MatchKind(Kind):
         )
 
 
+class ProfileKind(MatchKind):
+    """A match rule on the customer's profile: `min_tenure_years` is required."""
+
+    name = "profile"
+
+    def check(self, read: dict[str, Any]) -> list[tuple[str, str]]:
+        if read["pattern"].min_tenure_years is None:
+            return [("when.min_tenure_years", "required for kind profile")]
+        return []
+
+
+#: first: the keys consumed, and the action that consumed each.
+CONSUMED: Final = "k"
+CONSUMED_BY: Final = "ka"
+
+
 class FirstKind(Kind):
     """The first matching event per key (customer or a field), once ever.
 
-    The key is consumed (`k`, with the consuming action's id in `ka`) when the
-    candidate fires, is deferred or is held out (see `Step.decide`), never by a
-    candidate that was suppressed. Later occurrences of a consumed key are
-    candidates suppressed as `already_raised`, so the trace answers "why no
-    explanation for the second bill?".
+    The key is consumed (`CONSUMED`, with the consuming action's id in `CONSUMED_BY`) when
+    the candidate fires, is deferred or is held out (see `Step.decide`), never by a
+    candidate that was suppressed. Later occurrences of a consumed key are candidates
+    suppressed as `already_raised`, so the trace answers "why no explanation for the
+    second bill?".
     """
 
     name = "first"
+    fields = (WhenField("per", "per", CUSTOMER_OR_FIELD, required=False, default="customer"),)
+    state_keys: ClassVar[dict[str, Key]] = {
+        CONSUMED: Key(
+            "[str]",
+            "first: sorted keys consumed (fired, deferred or held out)",
+            "arbitration.Step.consume_key",
+        ),
+        CONSUMED_BY: Key(
+            "{key: action_id}",
+            "first: the action that consumed each key",
+            "arbitration.Step.consume_key",
+        ),
+    }
+    kept_at_switch = frozenset({CONSUMED, CONSUMED_BY})
+
+    def key_field(self, read: dict[str, Any]) -> str | None:
+        per: str | None = read.get("per")
+        return None if per in (None, "customer") else per
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
         key = key_of(rule.key_field, event)
         rs = step.rule_state(rule.id)
-        seen: list[str] | None = rs.get("k")
+        seen: list[str] | None = rs.get(CONSUMED)
         if seen is None or key not in seen:
             cand = Candidate(rule, event.occurred_at, [event.event_id], key, event, NO_CONTEXT)
         else:
-            consumers: dict[str, str] | None = rs.get("ka") if step.engine.decisions else None
+            consumers: dict[str, str] | None = (
+                rs.get(CONSUMED_BY) if step.engine.decisions else None
+            )
             cand = Candidate(
                 rule,
                 event.occurred_at,
@@ -68,29 +189,48 @@ class FirstKind(Kind):
                 key,
                 event,
                 NO_CONTEXT,
-                "already_raised",
+                ALREADY_RAISED,
                 None if consumers is None else consumers.get(key),
             )
         step.candidates.append(cand)
+
+
+#: count: the sliding window of matching events, entries [t, channel, event_id].
+WINDOW: Final = "w"
+WINDOW_AT: Final = 0
+WINDOW_CHANNEL: Final = 1
+WINDOW_EVENT: Final = 2
 
 
 class CountKind(Kind):
     """At least `min_count` matching events in [t - window, t] over `min_channels` channels."""
 
     name = "count"
+    fields = (
+        WhenField("window", "window_ms", DURATION),
+        WhenField("min_count", "min_count", COUNT),
+        WhenField("min_channels", "min_channels", COUNT, required=False),
+    )
+    state_keys: ClassVar[dict[str, Key]] = {
+        WINDOW: Key(
+            "[[t: int, channel: str, event_id: str]]",
+            "count: the sliding window of matching events, sorted",
+            "kinds.CountKind",
+        ),
+    }
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
         assert rule.window_ms is not None and rule.min_count is not None
         rs = step.rule_state(rule.id)
-        window: list[list[Any]] = rs.setdefault("w", [])
+        window: list[list[Any]] = rs.setdefault(WINDOW, [])
         t = event.occurred_at
         insort(window, [t, event.channel, event.event_id])
         step.prune(window, rule.window_ms)
         lo = t - rule.window_ms
-        held = [entry for entry in window if lo <= entry[0] <= t]
+        held = [entry for entry in window if lo <= entry[WINDOW_AT] <= t]
         if len(held) < rule.min_count:
             return
-        channels = sorted({entry[1] for entry in held})
+        channels = sorted({entry[WINDOW_CHANNEL] for entry in held})
         if len(channels) >= rule.min_channels:
             ctx = {
                 "count": len(held),
@@ -98,21 +238,43 @@ class CountKind(Kind):
                 "channel_count": len(channels),
                 "window": format_duration(rule.window_ms),
             }
-            step.candidate(rule, t, [entry[2] for entry in held], "", event, ctx)
+            step.candidate(rule, t, [entry[WINDOW_EVENT] for entry in held], "", event, ctx)
+
+
+#: sequence: recent A events per correlation key, entries [t, event_id, type].
+FIRSTS: Final = "a"
+FIRST_AT: Final = 0
+FIRST_EVENT: Final = 1
+FIRST_TYPE: Final = 2
 
 
 class SequenceKind(Kind):
     """B (role `then`) fires when a correlated A (role `first`) happened at most `within` before."""
 
     name = "sequence"
+    fields = (
+        WhenField("first", "pattern", PATTERN),
+        WhenField("then", "follow", PATTERN),
+        WhenField("within", "within_ms", DURATION),
+        WhenField("correlate", "correlate", EVENT_FIELD, required=False),
+    )
+    conditions = False
+    roles = (FIRST, THEN)
+    state_keys: ClassVar[dict[str, Key]] = {
+        FIRSTS: Key(
+            "{key: [[t: int, event_id: str, type: str]]}",
+            "sequence: recent A events per correlation key",
+            "kinds.SequenceKind",
+        ),
+    }
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
         assert rule.within_ms is not None
         rs = step.rule_state(rule.id)
-        firsts: dict[str, list[list[Any]]] = rs.setdefault("a", {})
+        firsts: dict[str, list[list[Any]]] = rs.setdefault(FIRSTS, {})
         key = key_of(rule.correlate, event)
         t = event.occurred_at
-        if role == "first":
+        if role == FIRST:
             entries = firsts.setdefault(key, [])
             insort(entries, [t, event.event_id, event.type])
             for k in list(firsts) if len(firsts) > 1 else (key,):
@@ -123,7 +285,7 @@ class SequenceKind(Kind):
         entries = firsts.get(key, [])
         step.prune(entries, rule.within_ms)
         lo = t - rule.within_ms
-        before = [e for e in entries if lo <= e[0] <= t and e[1] != event.event_id]
+        before = [e for e in entries if lo <= e[FIRST_AT] <= t and e[FIRST_EVENT] != event.event_id]
         if not entries:
             firsts.pop(key, None)
         if before:
@@ -137,30 +299,67 @@ class SequenceKind(Kind):
             step.candidate(rule, t, [a_id, event.event_id], key, event, ctx)
 
 
+#: absence: the pending timer per correlation key, [deadline, a_t, a_event_id, a_type] and,
+#: for a timer set before a pack switch, the version that set it; and the latest resolution
+#: (B) time per key.
+PENDING: Final = "p"
+PENDING_DEADLINE: Final = 0
+PENDING_AT: Final = 1
+PENDING_EVENT: Final = 2
+PENDING_TYPE: Final = 3
+PENDING_VERSION: Final = 4
+RESOLVED: Final = "d"
+
+
 class AbsenceKind(Kind):
     """A (role `first`) not followed by a correlated B (role `missing`) within T.
 
-    A schedules a timer at A + T, kept in the customer state (`p`) and in the
-    partition's timer index; a B with A <= B <= deadline resolves it. The
-    timer fires when the partition watermark reaches the deadline, also for a
-    customer who never sends another event. Recent B times (`d`) are kept for
-    one window so an A that arrives late, after its B, is already resolved.
+    A schedules a timer at A + T, kept in the customer state (`PENDING`) and in the
+    partition's timer index; a B with A <= B <= deadline resolves it. The timer fires
+    when the partition watermark reaches the deadline, also for a customer who never
+    sends another event. Recent B times (`RESOLVED`) are kept for one window so an A
+    that arrives late, after its B, is already resolved.
     """
 
     name = "absence"
+    fields = (
+        WhenField("first", "pattern", PATTERN),
+        WhenField("missing", "follow", PATTERN),
+        WhenField("within", "within_ms", DURATION),
+        WhenField("correlate", "correlate", EVENT_FIELD, required=False),
+    )
+    conditions = False
+    roles = (FIRST, MISSING)
+    timers = True
+    state_keys: ClassVar[dict[str, Key]] = {
+        PENDING: Key(
+            "{key: [deadline, a_t, a_event_id, a_type] (+ [rule_version])}",
+            "absence: the pending timer per correlation key; a fifth item is the version that "
+            "set it before a pack switch (PENDING_VERSION)",
+            "kinds.AbsenceKind, pack_switch",
+        ),
+        RESOLVED: Key(
+            "{key: int}",
+            "absence: latest resolution (B) time per key, kept one window",
+            "kinds.AbsenceKind",
+        ),
+    }
+    kept_at_switch = frozenset({PENDING, RESOLVED})
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
         assert rule.within_ms is not None
         rs = step.rule_state(rule.id)
-        pending: dict[str, list[Any]] = rs.setdefault("p", {})
-        done: dict[str, int] = rs.setdefault("d", {})
+        pending: dict[str, list[Any]] = rs.setdefault(PENDING, {})
+        done: dict[str, int] = rs.setdefault(RESOLVED, {})
         key = key_of(rule.correlate, event)
         t = event.occurred_at
-        if role == "missing":
+        if role == MISSING:
             timer = pending.get(key)
-            if timer is not None and timer[1] <= t <= timer[0]:
+            if timer is not None and timer[PENDING_AT] <= t <= timer[PENDING_DEADLINE]:
                 del pending[key]
-                step.engine.cancel_timer(step.store, timer[0], step.customer_id, rule.id, key)
+                step.engine.cancel_timer(
+                    step.store, timer[PENDING_DEADLINE], step.customer_id, rule.id, key
+                )
             if done.get(key, t - 1) < t:
                 done[key] = t
             horizon = step.newest - rule.within_ms - step.engine.config.allowed_lateness_ms
@@ -173,21 +372,23 @@ class AbsenceKind(Kind):
             return
         timer = pending.get(key)
         if timer is not None:
-            if timer[0] <= deadline:
+            if timer[PENDING_DEADLINE] <= deadline:
                 return  # the earliest open case keeps the timer
-            step.engine.cancel_timer(step.store, timer[0], step.customer_id, rule.id, key)
+            step.engine.cancel_timer(
+                step.store, timer[PENDING_DEADLINE], step.customer_id, rule.id, key
+            )
         pending[key] = [deadline, t, event.event_id, event.type]
         step.schedule(deadline, rule.id, key)
 
     def on_timer(self, step: Step, rule: Rule, key: str, deadline: int) -> None:
         """The deadline passed without a resolution: the candidate, at the deadline."""
         assert rule.within_ms is not None
-        pending = step.rule_state(rule.id).get("p", {})
+        pending = step.rule_state(rule.id).get(PENDING, {})
         timer = pending.get(key)
-        if timer is None or timer[0] != deadline:
+        if timer is None or timer[PENDING_DEADLINE] != deadline:
             return  # resolved (or replaced) since it was scheduled
         del pending[key]
-        a_t, a_id, a_type = timer[1], timer[2], timer[3]
+        a_t, a_id, a_type = timer[PENDING_AT], timer[PENDING_EVENT], timer[PENDING_TYPE]
         ctx = {
             "first_date": iso_day(a_t),
             "first_what": WHAT.get(a_type, a_type.replace("_", " ")),
@@ -198,38 +399,72 @@ class AbsenceKind(Kind):
         }
         step.candidate(rule, deadline, [a_id], key, None, ctx)
 
+    def timer_version(self, rs: dict[str, Any], key: str) -> int | None:
+        timer = rs.get(PENDING, NO_CONTEXT).get(key)
+        if timer is not None and len(timer) > PENDING_VERSION:
+            version: int = timer[PENDING_VERSION]
+            return version
+        return None
+
 
 class RelationshipKind(Kind):
     """Negatives - positives in the ledger window >= min_deficit (evaluated on each negative)."""
 
     name = "relationship"
+    fields = (WhenField("min_deficit", "min_deficit", COUNT),)
+    conditions = False
+    roles = ()
+    ledger = True
 
-    def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
-        self.evaluate(step, rule, event.occurred_at, event)
-
-    def evaluate(self, step: Step, rule: Rule, at: int, event: InteractionEvent | None) -> None:
+    def on_ledger(self, step: Step, rule: Rule, at: int, event: InteractionEvent | None) -> None:
         assert rule.min_deficit is not None
         lo = at - step.engine.pack.relationship.window_ms
-        ledger = step.state.get("led", ())
-        held = [e for e in ledger if lo <= e[0] <= at]
-        negatives = [e for e in held if e[1] < 0]
+        ledger = step.state.get(LEDGER, ())
+        held = [e for e in ledger if lo <= e[MOMENT_AT] <= at]
+        negatives = [e for e in held if e[MOMENT_SIGN] < 0]
         positives = len(held) - len(negatives)
         if len(negatives) - positives >= rule.min_deficit:
             ctx = {"negatives": len(negatives), "positives": positives}
-            evidence = [e[2] for e in negatives if e[3]]
+            evidence = [e[MOMENT_REF] for e in negatives if e[MOMENT_IS_EVENT]]
             step.candidate(rule, at, evidence, "", event, ctx)
 
 
-#: Each rule kind's semantics; arbitration and the timers call the absence and
-#: relationship kinds directly.
-ABSENCE: Final = AbsenceKind()
-RELATIONSHIP: Final = RelationshipKind()
-KIND_SEMANTICS: Final[dict[str, Kind]] = {
-    "match": MatchKind(),
-    "profile": MatchKind(),
-    "first": FirstKind(),
-    "count": CountKind(),
-    "sequence": SequenceKind(),
-    "absence": ABSENCE,
-    "relationship": RELATIONSHIP,
+#: Every rule kind by its YAML name, in the order the language lists them.
+KINDS: Final[dict[str, Kind]] = {
+    kind.name: kind
+    for kind in (
+        MatchKind(),
+        FirstKind(),
+        CountKind(),
+        SequenceKind(),
+        AbsenceKind(),
+        ProfileKind(),
+        RelationshipKind(),
+    )
 }
+
+#: The kinds that set timers.
+TIMER_KINDS: Final = tuple(kind for kind in KINDS.values() if kind.timers)
+
+
+def timer_version(rs: dict[str, Any], key: str) -> int | None:
+    """The rule version that set a rule's pending timer for `key` before a pack switch (None:
+    the current version, or no timer); `rs` is the rule's state."""
+    for kind in TIMER_KINDS:
+        version = kind.timer_version(rs, key)
+        if version is not None:
+            return version
+    return None
+
+
+#: Every key a rule's dict (in a customer's `r`) may hold: the cool-down keys and each
+#: kind's own.
+RULE_KEYS: Final[dict[str, Key]] = COOL_DOWN_KEYS | {
+    name: key for kind in KINDS.values() for name, key in kind.state_keys.items()
+}
+#: Rule state a changed rule keeps at a pack switch: cool-downs (and their causes) and what
+#: each kind keeps (first keys and the actions that used them, pending timers and recent
+#: resolutions); the rest (windows, remembered first events) is forgotten.
+KEPT_AT_SWITCH: Final = frozenset(COOL_DOWN_KEYS).union(
+    *(kind.kept_at_switch for kind in KINDS.values())
+)

@@ -1,4 +1,4 @@
-"""Rule versions across packs (DESIGN.md section 8): what changed, and was the version raised.
+"""Rule versions across packs (docs/design.md 8.1): what changed, and was the version raised.
 
 A rule's canonical form is everything about it but its `description` (and the
 version number itself): two rules with the same id and the same canonical form
@@ -14,29 +14,35 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
-from processors.engine.rules import Rule, RulePack
+from processors.engine.kinds import KINDS
+from processors.engine.rule_model import Rule, RulePack
 
 #: Rule attributes that are not part of the canonical form.
 _NOT_CANONICAL: Final = frozenset({"description", "version", "key_field"})
 
-#: How a rule attribute is spelled in the YAML pack (where it differs).
+#: How a rule attribute is spelled in the YAML pack where it differs (the fields of `when`
+#: are spelled by the rule's kind: `yaml_name`).
 _YAML_NAME: Final = {
     "kind": "when.kind",
     "pattern": "when",
-    "follow": "when.then/missing",
-    "within_ms": "when.within",
-    "window_ms": "when.window",
-    "min_count": "when.min_count",
-    "min_channels": "when.min_channels",
-    "per": "when.per",
-    "correlate": "when.correlate",
-    "min_deficit": "when.min_deficit",
     "rule_class": "class",
     "cool_down_ms": "cool_down",
     "due_by_ms": "due_by",
     "holdout_percent": "holdout",
     "defer_for_ms": "defer_for",
 }
+
+
+def yaml_name(attr: str, *rules: Rule) -> str:
+    """How a pack spells the attribute `attr` of these rules (`when.within` for `within_ms`):
+    as the first rule whose kind has the field says."""
+    for rule in rules:
+        kind = KINDS.get(rule.kind)
+        for spec in kind.fields if kind is not None else ():
+            if spec.attr == attr:
+                return f"when.{spec.yaml}"
+    return _YAML_NAME.get(attr, attr)
+
 
 CANONICAL_FIELDS: Final = tuple(f.name for f in fields(Rule) if f.name not in _NOT_CANONICAL)
 
@@ -49,7 +55,7 @@ def canonical_form(rule: Rule) -> dict[str, Any]:
 def changed_fields(old: Rule, new: Rule) -> list[str]:
     """The fields (as spelled in YAML) whose value differs between two versions of a rule."""
     names = [name for name in CANONICAL_FIELDS if getattr(old, name) != getattr(new, name)]
-    return sorted({_YAML_NAME.get(name, name) for name in names})
+    return sorted({yaml_name(name, new, old) for name in names})
 
 
 @dataclass(frozen=True, slots=True)

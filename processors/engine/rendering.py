@@ -20,6 +20,7 @@ from processors.engine.candidates import (
     amount_text,
     field_value,
 )
+from processors.engine.state import CHANNEL, PRODUCTS, SINCE
 from processors.engine.times import ISO_DAYS, iso_day, tenure_years, utc_date
 
 if TYPE_CHECKING:
@@ -133,11 +134,11 @@ DetailGetter = Callable[["Step", Candidate], str | None]
 def detail_getter(source: str) -> DetailGetter:
     """How a detail source (see rules.py) is read for a candidate."""
     if source == "customer.products":
-        return lambda step, cand: ",".join(step.state.get("prod", ()))
+        return lambda step, cand: ",".join(step.state.get(PRODUCTS, ()))
     if source == "customer.since":
-        return lambda step, cand: step.state.get("since")
+        return lambda step, cand: step.state.get(SINCE)
     if source == "customer.last_channel":
-        return lambda step, cand: step.state.get("ch")
+        return lambda step, cand: step.state.get(CHANNEL)
 
     if source in TEXT_FIELDS:
         read = attrgetter(source)
@@ -190,11 +191,11 @@ EventDetail = tuple[str, int, Callable[[Any], Any], str]
 def event_detail(name: str, source: str) -> EventDetail:
     """`detail_getter` for a candidate with an event, as data the details loop reads inline."""
     if source == "customer.products":
-        return name, FROM_STATE, lambda state: ",".join(state.get("prod", ())), source
+        return name, FROM_STATE, lambda state: ",".join(state.get(PRODUCTS, ())), source
     if source == "customer.since":
-        return name, FROM_STATE, lambda state: state.get("since"), source
+        return name, FROM_STATE, lambda state: state.get(SINCE), source
     if source == "customer.last_channel":
-        return name, FROM_STATE, lambda state: state.get("ch"), source
+        return name, FROM_STATE, lambda state: state.get(CHANNEL), source
     if source.startswith("attributes."):
         key = source[11:]
         return name, FROM_EVENT, lambda event: event.attributes.get(key), source
@@ -204,7 +205,7 @@ def event_detail(name: str, source: str) -> EventDetail:
 
 
 def _channel(step: Step, cand: Candidate) -> str:
-    return cand.event.channel if cand.event is not None else step.state.get("ch") or "other"
+    return cand.event.channel if cand.event is not None else step.state.get(CHANNEL) or "other"
 
 
 def _what(event_type: str) -> str:
@@ -212,7 +213,7 @@ def _what(event_type: str) -> str:
 
 
 def _tenure(step: Step, cand: Candidate) -> int:
-    since = step.state.get("since")
+    since = step.state.get(SINCE)
     return tenure_years(date.fromisoformat(since), utc_date(cand.at)) if since else 0
 
 
@@ -241,7 +242,7 @@ PLACEHOLDERS: Final[dict[str, Placeholder]] = {
     "customer_id": lambda step, cand, balance: step.customer_id,
     "channel": lambda step, cand, balance: _channel(step, cand),
     "via": lambda step, cand, balance: VIA.get(
-        cand.event.channel if cand.event is not None else step.state.get("ch") or "other",
+        cand.event.channel if cand.event is not None else step.state.get(CHANNEL) or "other",
         "through another channel",
     ),
     "type": _event_attr("type", ""),
@@ -263,9 +264,9 @@ PLACEHOLDERS: Final[dict[str, Placeholder]] = {
     "first_what": lambda step, cand, balance: "",
     "gap": lambda step, cand, balance: "",
     "tenure_years": lambda step, cand, balance: str(_tenure(step, cand)),
-    "since": lambda step, cand, balance: step.state.get("since") or "an unknown date",
+    "since": lambda step, cand, balance: step.state.get(SINCE) or "an unknown date",
     "products": lambda step, cand, balance: (
-        ", ".join(p.replace("_", " ") for p in step.state.get("prod", ())) or "none on record"
+        ", ".join(p.replace("_", " ") for p in step.state.get(PRODUCTS, ())) or "none on record"
     ),
     "new_address": lambda step, cand, balance: (
         (cand.event.attributes.get("new_address") if cand.event is not None else None)

@@ -17,10 +17,15 @@ from schemas.records import InteractionEvent
 
 DEFAULT_PACK_PATH: Final = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
 
-KINDS: Final = ("match", "first", "count", "sequence", "absence", "profile", "relationship")
-RULE_CLASSES: Final = ("service", "engagement")
-#: What a new version does with the timers an earlier version set (DESIGN.md 8).
-PENDING_POLICIES: Final = ("keep", "cancel")
+#: A rule's class: a service rule is an obligation (never held out, never capped), an
+#: engagement rule is a nudge (its own control group, the contact cap).
+SERVICE: Final = "service"
+ENGAGEMENT: Final = "engagement"
+RULE_CLASSES: Final = (SERVICE, ENGAGEMENT)
+#: What a new version does with the timers an earlier version set (docs/design.md 8.3).
+KEEP: Final = "keep"
+CANCEL: Final = "cancel"
+PENDING_POLICIES: Final = (KEEP, CANCEL)
 
 #: Event fields a condition, a correlation or a detail may name.
 EVENT_FIELDS: Final = (
@@ -78,7 +83,7 @@ _UNIT_MS: Final = {
     "d": 86_400_000,
     "w": 604_800_000,
 }
-#: How long a deferred candidate without a due_by waits for the contact cap (DESIGN.md 5).
+#: How long a deferred candidate without a due_by waits for the contact cap (docs/design.md 5.6).
 DEFAULT_DEFER_FOR_MS: Final = 7 * 86_400_000
 
 
@@ -132,7 +137,8 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One rule of a pack. Kind-specific fields are None where the kind has none."""
+    """One rule of a pack. Kind-specific fields are None where the kind has none; `kind`
+    names its class in kinds.KINDS."""
 
     id: str
     version: int
@@ -163,19 +169,13 @@ class Rule:
     holdout_percent: float | None = None
     #: How long a candidate deferred by the contact cap waits when it has no due_by.
     defer_for_ms: int = DEFAULT_DEFER_FOR_MS
-    #: At a switch to this version (DESIGN.md 8): "keep" lets timers set under an earlier
+    #: At a switch to this version (docs/design.md 8.3): "keep" lets timers set under an earlier
     #: version fire as promised, "cancel" drops them (decision suppressed, rule_changed).
-    pending: str = "keep"
-    #: The field that keys this rule's state and cool-down (None = per customer); derived from
-    #: kind, per and correlate, kept as a field because the engine reads it on every match.
-    key_field: str | None = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.kind == "first":
-            key = None if self.per in (None, "customer") else self.per
-        else:
-            key = self.correlate
-        object.__setattr__(self, "key_field", key)
+    pending: str = KEEP
+    #: The field that keys this rule's state and cool-down (None = per customer); its kind
+    #: derives it from `per` or `correlate` (`Kind.key_field`), kept as a field because the
+    #: engine reads it on every match.
+    key_field: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

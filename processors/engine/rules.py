@@ -33,7 +33,8 @@ A new version of a rule may say ``pending: cancel``: at the switch to it, the
 timers the earlier version set are dropped (decision ``suppressed``, reason
 ``rule_changed``) instead of firing as promised (``pending: keep``, the default).
 
-Pattern kinds (`when.kind`) and their fields:
+Pattern kinds (`when.kind`) and their fields (each kind is one class in kinds.py, listed in
+`KINDS`, which declares the fields it reads; this loader reads them as it declares):
 
 - ``match``: conditions on one event (below); fires on every matching event.
 - ``first``: + ``per`` (``customer`` or an event field such as ``product`` or
@@ -50,7 +51,7 @@ Pattern kinds (`when.kind`) and their fields:
 - ``relationship``: ``min_deficit``; fires when negatives - positives in the
   ledger window reach it.
 
-What an engagement rule is meant to change (DESIGN.md section 9), measured by
+What an engagement rule is meant to change (docs/design.md, section 9), measured by
 `moments report uplift` against its control group; the engine ignores it::
 
     outcome: {type: [cancellation_requested, account_closed], within: 90d, better: fewer}
@@ -81,16 +82,25 @@ from typing import Any, Final
 
 import yaml
 
+from processors.engine.kinds import (
+    COUNT,
+    CUSTOMER_OR_FIELD,
+    DURATION,
+    EVENT_FIELD,
+    KINDS,
+    PATTERN,
+)
 from processors.engine.rule_model import (
     CUSTOMER_DETAIL_SOURCES,
     DEFAULT_DEFER_FOR_MS,
     DEFAULT_PACK_PATH,
     EVENT_FIELDS,
-    KINDS,
+    KEEP,
     OUTCOME_DIRECTIONS,
     PENDING_POLICIES,
     REASON_PLACEHOLDERS,
     RULE_CLASSES,
+    SERVICE,
     CustomerProfile,
     Outcome,
     Pattern,
@@ -111,7 +121,6 @@ __all__ = [
     "DEFAULT_DEFER_FOR_MS",
     "DEFAULT_PACK_PATH",
     "EVENT_FIELDS",
-    "KINDS",
     "OUTCOME_DIRECTIONS",
     "PENDING_POLICIES",
     "REASON_PLACEHOLDERS",
@@ -315,10 +324,10 @@ class _Parser:
         else:
             self.template(name, reason)
         details = self.details(name, raw.get("details", {}))
-        pending = raw.get("pending", "keep")
+        pending = raw.get("pending", KEEP)
         if pending not in PENDING_POLICIES:
             self.problem(name, "pending", f"expected one of {', '.join(PENDING_POLICIES)}")
-            pending = "keep"
+            pending = KEEP
         description = raw.get("description", "")
         if not isinstance(description, str):
             self.problem(name, "description", "expected a string")
@@ -358,7 +367,7 @@ class _Parser:
         """`holdout` (engagement rules only) and `defer_for` (default 7 days)."""
         holdout = None
         if raw.get("holdout") is not None:
-            if rule_class == "service":
+            if rule_class == SERVICE:
                 self.problem(
                     name,
                     "holdout",
@@ -376,7 +385,7 @@ class _Parser:
         return holdout, defer_for
 
     def outcome(self, name: str, raw: Any, rule_class: Any) -> Outcome | None:
-        if rule_class == "service":
+        if rule_class == SERVICE:
             self.problem(
                 name,
                 "outcome",
@@ -405,56 +414,48 @@ class _Parser:
         return any(p.startswith(marker) for p in self.problems)
 
     def when(self, name: str, when: Mapping[str, Any]) -> dict[str, Any] | None:
-        kind = when.get("kind")
-        if kind not in KINDS:
+        """The `Rule` fields of a rule's `when`, read as its kind (kinds.KINDS) says."""
+        raw_kind = when.get("kind")
+        kind = KINDS.get(raw_kind) if isinstance(raw_kind, str) else None
+        if kind is None:
             self.problem(name, "when.kind", f"expected one of {', '.join(KINDS)}")
             return None
-        own: dict[str, tuple[str, ...]] = {
-            "match": (),
-            "first": ("per",),
-            "count": ("window", "min_count", "min_channels"),
-            "sequence": ("first", "then", "within", "correlate"),
-            "absence": ("first", "missing", "within", "correlate"),
-            "profile": (),
-            "relationship": ("min_deficit",),
-        }
-        two_patterns = kind in ("sequence", "absence")
-        condition_keys = () if two_patterns or kind == "relationship" else _CONDITION_KEYS
+        own = {f.yaml for f in kind.fields}
+        condition_keys = _CONDITION_KEYS if kind.conditions else ()
         for key in when:
-            if key != "kind" and key not in own[kind] and key not in condition_keys:
-                self.problem(name, f"when.{key}", f"not a field of kind {kind}")
-        out: dict[str, Any] = {"kind": kind}
-        if not two_patterns and kind != "relationship":
+            if key != "kind" and key not in own and key not in condition_keys:
+                self.problem(name, f"when.{key}", f"not a field of kind {kind.name}")
+        out: dict[str, Any] = {"kind": kind.name}
+        if kind.conditions:
             out["pattern"] = self.pattern(name, "when", when)
-        if kind == "first":
-            per = when.get("per", "customer")
-            if per != "customer":
-                self.field_name(name, "when.per", per)
-            out["per"] = per
-        elif kind == "count":
-            out["window_ms"] = self.duration(name, "when.window", when.get("window"))
-            out["min_count"] = self.positive_int(name, "when.min_count", when.get("min_count"))
-            if "min_channels" in when:
-                mc = self.positive_int(name, "when.min_channels", when["min_channels"])
-                out["min_channels"] = mc or 1
-        elif two_patterns:
-            second = "then" if kind == "sequence" else "missing"
-            for part in ("first", second):
-                if not isinstance(when.get(part), Mapping):
-                    self.problem(name, f"when.{part}", "required: a mapping of conditions")
-            if isinstance(when.get("first"), Mapping):
-                out["pattern"] = self.pattern(name, "when.first", when["first"])
-            if isinstance(when.get(second), Mapping):
-                out["follow"] = self.pattern(name, f"when.{second}", when[second])
-            out["within_ms"] = self.duration(name, "when.within", when.get("within"))
-            if when.get("correlate") is not None:
-                out["correlate"] = self.field_name(name, "when.correlate", when["correlate"])
-        elif kind == "relationship":
-            md = self.positive_int(name, "when.min_deficit", when.get("min_deficit"))
-            out["min_deficit"] = md
-        if kind == "profile" and out["pattern"].min_tenure_years is None:
-            self.problem(name, "when.min_tenure_years", "required for kind profile")
+        for spec in kind.fields:
+            raw = when.get(spec.yaml)
+            if raw is None and not spec.required:
+                if spec.default is not None:
+                    out[spec.attr] = spec.default
+                continue
+            out[spec.attr] = self.when_field(name, f"when.{spec.yaml}", spec.read, raw)
+        for fld, message in kind.check(out):
+            self.problem(name, fld, message)
+        out["key_field"] = kind.key_field(out)
         return out
+
+    def when_field(self, name: str, fld: str, read: str, raw: Any) -> Any:
+        """One field of `when`, read the way its kind declares (kinds.WhenField.read)."""
+        if read == PATTERN:
+            if not isinstance(raw, Mapping):
+                self.problem(name, fld, "required: a mapping of conditions")
+                return None
+            return self.pattern(name, fld, raw)
+        if read == DURATION:
+            return self.duration(name, fld, raw)
+        if read == COUNT:
+            return self.positive_int(name, fld, raw)
+        if read == CUSTOMER_OR_FIELD and raw == "customer":
+            return raw
+        if read in (EVENT_FIELD, CUSTOMER_OR_FIELD):
+            return self.field_name(name, fld, raw)
+        raise ValueError(f"{fld}: unknown way to read a field: {read!r}")
 
     def pattern(self, name: str, prefix: str, raw: Mapping[str, Any]) -> Pattern:
         if prefix != "when":

@@ -22,7 +22,8 @@ from processors.engine.rendering import (
     event_detail,
     ledger_reader,
 )
-from processors.engine.rules import Pattern, Rule
+from processors.engine.rule_model import Pattern, Rule
+from processors.engine.state import SINCE
 from processors.engine.times import anniversary_ms
 from schemas.records import InteractionEvent
 
@@ -46,7 +47,7 @@ def compile_pattern(p: Pattern) -> MatchTest | None:
     if years is not None and p == Pattern(types=p.types, min_tenure_years=years):
 
         def tenure(event: InteractionEvent, customer_id: str, state: dict[str, Any]) -> bool:
-            since = state.get("since")
+            since = state.get(SINCE)
             if since is None:
                 return False
             anniversary = anniversaries.get(since)

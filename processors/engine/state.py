@@ -8,7 +8,11 @@ times are epoch milliseconds of event time. Two kinds of keys:
 - partition keys, `p:...` (`PARTITION_KEYS`): the clock, the timer index and its
   buckets, the last pack switch;
 - one key per customer, `c:<customer_id>` (`customer_key`), a dict (`CUSTOMER_KEYS`)
-  whose `r` holds one dict per rule id with the rule's own state (`RULE_KEYS`).
+  whose `r` holds one dict per rule id with the rule's own state: its cool-down
+  (`COOL_DOWN_KEYS`) and the keys its kind declares (`kinds.RULE_KEYS` lists them all).
+
+Lists in the state are records read by position; the `..._AT`-style constants below name
+each position, so code says `entry[WAITING_RULE]` where the stored bytes hold a list.
 
 The version is stored in the state itself: in the partition's clock (`p:clock`
 field `v`) for the partition keys, and in each customer's dict (`v`) for that
@@ -53,11 +57,60 @@ TEXTS_KEY: Final = "p:packs"
 #: Partition key recording the last pack switch: {"at", "watermark", "versions"}.
 PACK_KEY: Final = "p:pack"
 
-#: Where an absence timer set before a pack switch keeps the version that set it.
-TIMER_VERSION: Final = 4
-#: Rule state a changed rule keeps at a switch: cool-downs (and their causes), first keys (and
-#: the actions that used them), pending absence timers and recent resolutions.
-KEPT_AT_SWITCH: Final = frozenset({"cd", "cb", "k", "ka", "p", "d"})
+#: The fields of the partition's clock (`CLOCK_KEY`).
+CLOCK_MAX: Final = "max"
+CLOCK_WATERMARK: Final = "wm"
+
+#: A timer of the partition's index (a `TIMER_BUCKET_PREFIX` key holds them sorted):
+#: [deadline, customer_id, rule_id, key], named by these positions.
+TIMER_DEADLINE: Final = 0
+TIMER_CUSTOMER: Final = 1
+TIMER_RULE: Final = 2
+TIMER_KEY: Final = 3
+
+#: The keys of a customer's dict (`CUSTOMER_KEYS` says what each holds).
+SEEN: Final = "seen"
+NEWEST: Final = "t"
+CHANNEL: Final = "ch"
+SEEN_OLDEST: Final = "so"
+SINCE: Final = "since"
+PRODUCTS: Final = "prod"
+CLOSED: Final = "pc"
+LEDGER: Final = "led"
+CAP: Final = "cap"
+WAITING: Final = "dq"
+WAITING_TIMER: Final = "dqt"
+EPOCH: Final = "pe"
+RULES: Final = "r"
+
+#: A moment of the relationship ledger (`LEDGER`): [at, sign, ref, is_event].
+MOMENT_AT: Final = 0
+MOMENT_SIGN: Final = 1
+MOMENT_REF: Final = 2
+MOMENT_IS_EVENT: Final = 3
+
+#: A slot of the contact cap (`CAP`): [triggered_at, action_id].
+SLOT_AT: Final = 0
+SLOT_ACTION: Final = 1
+
+#: A deferred candidate in the customer's queue (`WAITING`): [at, priority, rule_id, key,
+#: action_id, evidence, due_by, expires, rule_version, reason, details].
+WAITING_AT: Final = 0
+WAITING_PRIORITY: Final = 1
+WAITING_RULE: Final = 2
+WAITING_KEY: Final = 3
+WAITING_ACTION: Final = 4
+WAITING_EVIDENCE: Final = 5
+WAITING_DUE_BY: Final = 6
+WAITING_EXPIRES: Final = 7
+WAITING_VERSION: Final = 8
+WAITING_REASON: Final = 9
+WAITING_DETAILS: Final = 10
+
+#: The keys every rule with a cool-down keeps in its own dict (`r.<rule_id>`), beside its
+#: kind's (`kinds.RULE_KEYS` lists them all).
+COOL_DOWNS: Final = "cd"
+COOL_DOWN_CAUSES: Final = "cb"
 
 
 def customer_key(customer_id: str) -> str:
@@ -118,98 +171,71 @@ CUSTOMER_KEYS: Final[dict[str, Key]] = {
     VERSION_FIELD: Key(
         "int", "layout version of this customer's state", "Engine.process, upgrade_customer"
     ),
-    "seen": Key(
+    SEEN: Key(
         "{event_id: int}",
         "event ids applied within the dedupe horizon, with their occurred_at (duplicates "
         "are suppressed)",
         "Engine.process",
     ),
-    "t": Key(
+    NEWEST: Key(
         "int", "the customer's newest occurred_at (what pruning measures from)", "Engine.process"
     ),
-    "ch": Key("str", "channel of the customer's newest event (channel_hint)", "Engine.process"),
-    "so": Key("int", "oldest occurred_at in `seen` (when to expire it)", "Engine.process"),
-    "since": Key(
+    CHANNEL: Key("str", "channel of the customer's newest event (channel_hint)", "Engine.process"),
+    SEEN_OLDEST: Key("int", "oldest occurred_at in `seen` (when to expire it)", "Engine.process"),
+    SINCE: Key(
         "str YYYY-MM-DD", "customer_since from the latest event naming it", "Engine.process"
     ),
-    "prod": Key(
+    PRODUCTS: Key(
         "[str]", "sorted products the customer holds", "customer.hold_product / close_product"
     ),
-    "pc": Key(
+    CLOSED: Key(
         "{product: int}",
         "when each product was closed (a late older event does not reopen it)",
         "customer.close_product",
     ),
-    "led": Key(
+    LEDGER: Key(
         "[[at: int, sign: 1 | -1, ref: str, is_event: 0 | 1]]",
         "the relationship ledger, sorted by time: positive and negative events (ref = event "
         "id) and fired actions of ledger rules (ref = action id), within the ledger window",
         "customer.record_moment",
     ),
-    "cap": Key(
+    CAP: Key(
         "[[triggered_at: int, action_id: str]]",
         "fired engagement actions within the contact-cap window, sorted ('' = an action from "
         "before ids were kept)",
         "arbitration.Step.hold_slot",
     ),
-    "dq": Key(
+    WAITING: Key(
         "[[at, priority, rule_id, key, action_id, evidence, due_by, expires, rule_version, "
         "reason, details]]",
         "candidates the contact cap deferred, waiting in the customer's queue",
         "arbitration.Step.defer / serve_queue, pack_switch",
     ),
-    "dqt": Key(
+    WAITING_TIMER: Key(
         "int",
         "deadline of the customer's queue timer (in the timer index)",
         "arbitration.Step.schedule_queue / serve_queue",
     ),
-    "pe": Key(
+    EPOCH: Key(
         "int",
         "pack switches this state has been brought through (Engine.epoch)",
         "Engine.migrate, Engine.process",
     ),
-    "r": Key("{rule_id: {...}}", "each rule's own state (RULE_KEYS)", "kinds, arbitration"),
+    RULES: Key(
+        "{rule_id: {...}}",
+        "each rule's own state (kinds.RULE_KEYS: the cool-down keys and its kind's)",
+        "kinds, arbitration",
+    ),
 }
 
-#: One rule's dict in a customer's `r`.
-RULE_KEYS: Final[dict[str, Key]] = {
-    "k": Key(
-        "[str]",
-        "first: sorted keys consumed (fired, deferred or held out)",
-        "arbitration.Step.consume_key",
-    ),
-    "ka": Key(
-        "{key: action_id}",
-        "first: the action that consumed each key",
-        "arbitration.Step.consume_key",
-    ),
-    "w": Key(
-        "[[t: int, channel: str, event_id: str]]",
-        "count: the sliding window of matching events, sorted",
-        "kinds.CountKind",
-    ),
-    "a": Key(
-        "{key: [[t: int, event_id: str, type: str]]}",
-        "sequence: recent A events per correlation key",
-        "kinds.SequenceKind",
-    ),
-    "p": Key(
-        "{key: [deadline, a_t, a_event_id, a_type] (+ [rule_version])}",
-        "absence: the pending timer per correlation key; a fifth item is the version that "
-        "set it before a pack switch (TIMER_VERSION)",
-        "kinds.AbsenceKind, pack_switch",
-    ),
-    "d": Key(
-        "{key: int}",
-        "absence: latest resolution (B) time per key, kept one window",
-        "kinds.AbsenceKind",
-    ),
-    "cd": Key(
+#: A rule's cool-down keys, kept at a pack switch (its kind's keys: kinds.RULE_KEYS).
+COOL_DOWN_KEYS: Final[dict[str, Key]] = {
+    COOL_DOWNS: Key(
         "{key: int}",
         "cool-down start per key ('' = per customer)",
         "arbitration.Step.start_cool_down",
     ),
-    "cb": Key(
+    COOL_DOWN_CAUSES: Key(
         "{key: action_id}",
         "the action that started each cool-down (blocked_by)",
         "arbitration.Step.start_cool_down",

@@ -1,4 +1,4 @@
-"""Live pack switches, one partition at a time (DESIGN.md 8): the pure core of the worker's
+"""Live pack switches, one partition at a time (docs/design.md 8.3): the pure core of the worker's
 rules follower. Knows no Kafka, no Faust, no clock.
 
 A host learns of a newly published pack between two batches and calls
@@ -27,11 +27,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from processors.engine.core import PACK_KEY, Engine
+from processors.engine.core import Engine
 from processors.engine.interfaces import CLOCK_KEY, EngineConfig, EngineOutput, StateStore
 from processors.engine.lifecycle import version_problems
 from processors.engine.rules import RulePack, pack_from_text
-from processors.engine.state import LINE_KEY, TEXTS_KEY
+from processors.engine.state import CLOCK_MAX, LINE_KEY, PACK_KEY, TEXTS_KEY
 from schemas.records import InteractionEvent
 
 
@@ -165,7 +165,7 @@ def request_switch(library: PackLibrary, store: StateStore, line: Lineage, pid: 
         if clock is None:  # no event yet: no state to carry over
             line = Lineage((pid,))
         else:
-            at = line.pending[1] if line.pending is not None else int(clock["max"]) + 1
+            at = line.pending[1] if line.pending is not None else int(clock[CLOCK_MAX]) + 1
             line = Lineage(line.chain, (pid, at), line.switched_at)
     _save(library, store, line)
     return line

@@ -14,7 +14,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def future_cap(occurred_at: int, record_ms: int, skew_ms: int) -> int | None:
-    """The future-dated guard (DESIGN.md section 3): an event dated more than `skew_ms`
+    """The future-dated guard (docs/design.md 3.4): an event dated more than `skew_ms`
     after the timestamp of the record that carried it may move its partition's watermark
     only as far as `record_ms + skew_ms`. That cap for `Engine.process`, or None when the
     event is within the skew (no cap needed)."""

@@ -10,7 +10,8 @@
   messages without a task per message, fetches promptly and seeks fresh
   partitions to the beginning.
 - `recovery`: `FencingTableManager`, the recovery fence that makes Faust's
-  table recovery read to the end on Tansu.
+  table recovery read to the end on Tansu, only where the broker needs it
+  (`MOMENTS_BROKER_FENCE`: auto, on, off).
 - `credentials`: `broker_credentials`, librdkafka security options as Faust's, and
   the worker's broker URLs and credentials from the settings.
 - `startup`: `use_fast_event_loop` (uvloop) and `FrozenHeapWorker` (the start-up

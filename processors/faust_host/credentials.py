@@ -4,7 +4,7 @@
 credentials from the settings every other process uses.
 
 `broker_credentials` turns the librdkafka security options that the
-confluent clients take from `settings.kafka_extra` (+ the secret) into
+confluent clients take from `settings.kafka.kafka_extra` (+ the secret) into
 Faust's `broker_credentials`, so the worker reaches a SASL/TLS cluster with
 the same configuration as every other process. It never puts the secret in
 an error or a log line.
@@ -52,7 +52,7 @@ def broker_credentials(
 ) -> tuple[CredentialsT | None, list[str]]:
     """Faust `broker_credentials` from librdkafka options, and the options Faust cannot take.
 
-    `extra` is `settings.kafka_extra`; `secret` is `settings.kafka_secret` (it wins over
+    `extra` is `settings.kafka.kafka_extra`; `secret` is `settings.kafka.kafka_secret` (it wins over
     an `sasl.password` in `extra`). Like librdkafka: `security.protocol` is
     case-insensitive and defaults to PLAINTEXT, `sasl.mechanisms` defaults to GSSAPI,
     `ssl.ca.location` may be a file or a directory (default: the system CAs), a client
@@ -151,8 +151,8 @@ def worker_credentials(settings: Settings) -> CredentialsT | None:
     Options of `kafka_extra` that Faust cannot take are reported once per process in a
     warning that names them (never their values).
     """
-    secret = settings.kafka_secret.get_secret_value() if settings.kafka_secret else None
-    credentials, ignored = broker_credentials(settings.kafka_extra, secret)
+    secret = settings.kafka.kafka_secret.get_secret_value() if settings.kafka.kafka_secret else None
+    credentials, ignored = broker_credentials(settings.kafka.kafka_extra, secret)
     if ignored and tuple(ignored) not in _REPORTED_IGNORED:
         _REPORTED_IGNORED.add(tuple(ignored))
         log.warning(

@@ -98,7 +98,8 @@ INTERNALS: tuple[Internal, ...] = (
     # -- recovery fence (processors.faust_host.recovery) --
     Internal(
         "faust.tables.recovery:Recovery._build_highwaters",
-        "overridden by FencingRecovery: the fence is produced before high watermarks are read",
+        "overridden by FencingRecovery: the fence (where the broker needs it, probed there "
+        "for MOMENTS_BROKER_FENCE=auto) is produced before high watermarks are read",
         parameters="(self, consumer, tps, destination, title)",
     ),
     Internal(
@@ -131,7 +132,8 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "faust.tables.manager:TableManager._changelogs",
-        "fence_changelogs maps a changelog topic to its table",
+        "fence_changelogs and high_watermark_lags (the auto probe) map a changelog topic to "
+        "its table",
         assigned_in="faust.tables.manager:TableManager.__init__",
         read_in=("faust.tables.manager:TableManager.add",),
     ),

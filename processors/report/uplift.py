@@ -1,4 +1,4 @@
-"""Uplift: treated versus control for every engagement rule with an `outcome` (DESIGN.md §9).
+"""Uplift: treated versus control for every engagement rule with an `outcome` (docs/design.md 9.1).
 
 Pure counting and statistics over plain rows; it never reads a file, a topic or a
 database itself (the CLI hands it decisions and events from JSON lines or from the

@@ -5,6 +5,9 @@ CSV, a mailbox, a billing export) and maps each one to an `InteractionEvent`.
 A record that cannot be mapped becomes a `Rejection` naming the file, the line
 and the reason; it never stops the run and is never silently dropped.
 
+`Adapter` is what the hosts (ingest, the CLI) call; `TableAdapter` is the base of
+the adapters whose exports are CSV/TSV or JSON-lines tables.
+
 This module knows no Kafka: publishing is the caller's business (see
 `producers.adapters.ingest`). Its helpers sit on the simulator's hot path, so
 they stay cheap: no per-record regex compilation, no per-record file I/O.
@@ -21,7 +24,7 @@ from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar, Protocol, Self
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -80,6 +83,52 @@ class SourceRecord:
     def reason(self, error: RecordError) -> str:
         """The error as the user should read it: the field under the file's own column name."""
         return f"{self.columns.get(error.field, error.field)}: {error.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    """What `moments ingest` may pass an adapter; each adapter takes what it needs."""
+
+    #: A mapping file that overrides the packaged one, section by section.
+    mapping: Path | None = None
+    #: A sender address -> customer id lookup (e-mail).
+    customers: Path | None = None
+    #: How far in the future a record's own date may lie (MOMENTS_MAX_FUTURE_SKEW).
+    max_future_skew_ms: int | None = None
+
+
+class Adapter(Protocol):
+    """A channel adapter as its hosts see it: one class declares all of a channel.
+
+    A class registers itself with `producers.adapters.registry.register`; ingest and
+    the CLI read the registry, so nothing else names a channel kind.
+    """
+
+    #: The kind's name on the command line (`moments ingest KIND`).
+    kind: ClassVar[str]
+    #: Where the kind comes in lists (help texts, errors): lowest first.
+    order: ClassVar[int]
+    #: The `channel` of the events it makes.
+    channel: ClassVar[str]
+    #: The packaged mapping, `producers/mappings/<mapping_name>.yaml`.
+    mapping_name: ClassVar[str]
+
+    @classmethod
+    def for_ingest(cls, options: IngestOptions) -> Self:
+        """The adapter `moments ingest` runs, configured from the command line."""
+        ...
+
+    def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
+        """Every record under `path` (a file or a folder); a Rejection for each unreadable one."""
+        ...
+
+    def map_source(self, record: SourceRecord) -> InteractionEvent:
+        """One record as an event; raises RecordError naming the field at fault."""
+        ...
+
+    def estimate(self, path: Path) -> int:
+        """A cheap count of the records under `path`, for a progress bar; may raise OSError."""
+        ...
 
 
 # --- mapping files ---------------------------------------------------------------------------
@@ -501,3 +550,59 @@ def event_with(event: InteractionEvent, **changes: Any) -> InteractionEvent:
     values = {name: getattr(event, name) for name in InteractionEvent.__slots__}
     values.update(changes)
     return InteractionEvent(**values)
+
+
+class TableAdapter:
+    """The base of an adapter whose exports are tables (CSV/TSV or JSON lines), one record a row.
+
+    A subclass sets the `Adapter` class variables and `default_source`, reads its own
+    sections of the mapping in `configure`, and maps a row in `map_record(fields)`.
+    """
+
+    kind: ClassVar[str]
+    order: ClassVar[int] = 100
+    channel: ClassVar[str]
+    mapping_name: ClassVar[str]
+    #: The events' `source` unless the mapping names one.
+    default_source: ClassVar[str]
+    #: The files of a folder that are read; a file given by name is read whatever its suffix.
+    suffixes: ClassVar[frozenset[str]] = CSV_SUFFIXES | JSONL_SUFFIXES
+
+    def __init__(self, mapping_path: Path | None = None) -> None:
+        mapping = load_mapping(self.mapping_name, mapping_path)
+        self.mapping_file = str(mapping["__file__"])
+        self.source = str(mapping.get("source") or self.default_source)
+        self.timezone = timezone_of(mapping)
+        self.aliases = column_aliases(mapping)
+        self.dates = DateParser()
+        self.configure(mapping)
+
+    def configure(self, mapping: Mapping[str, Any]) -> None:
+        """Read the kind's own sections of its mapping; raises MappingError naming the file."""
+
+    @classmethod
+    def for_ingest(cls, options: IngestOptions) -> Self:
+        """The adapter with the mapping file given on the command line, if any."""
+        return cls(options.mapping)
+
+    def map_record(self, fields: Mapping[str, Any]) -> InteractionEvent:
+        """One row (canonical names) as an event; raises RecordError naming the field."""
+        raise NotImplementedError
+
+    def map_source(self, record: SourceRecord) -> InteractionEvent:
+        """`map_record` of the record's fields."""
+        return self.map_record(record.fields)
+
+    def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
+        """The rows of an export file, or of every export in a folder."""
+        for file in channel_files(path, self.suffixes):
+            yield from read_table(file, self.aliases)
+
+    def estimate(self, path: Path) -> int:
+        """Non-blank lines of the files `records` reads, less each CSV file's header."""
+        total = 0
+        for file in channel_files(path, self.suffixes):
+            with file.open("rb") as handle:
+                lines = sum(1 for line in bounded_lines(handle) if line is None or line.strip())
+            total += lines if file.suffix.lower() in JSONL_SUFFIXES else lines - 1
+        return max(total, 0)

@@ -13,31 +13,22 @@ Never publishes and knows no Kafka; a bad row raises `RecordError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from producers.adapters.base import (
-    CSV_SUFFIXES,
-    JSONL_SUFFIXES,
-    DateParser,
     MappingError,
     RecordError,
-    Rejection,
-    SourceRecord,
+    TableAdapter,
     attribute_text,
-    channel_files,
-    column_aliases,
-    load_mapping,
     mapping_section,
     optional_text,
     parse_amount,
     parse_currency,
     parse_timestamp,
-    read_table,
     required_text,
-    timezone_of,
 )
+from producers.adapters.registry import register
 from schemas.records import InteractionEvent
 
 #: Columns the adapter interprets; every other non-blank column goes to attributes.
@@ -62,25 +53,24 @@ BILLING_FIELDS = frozenset(
 _CARRIED = {"product": 0, "reference": 1, "amount": 2, "currency": 3, "due_date": 4}
 
 
-class BillingAdapter:
+@register
+class BillingAdapter(TableAdapter):
     """Maps billing export rows (canonical column names) to `billing` events."""
 
     kind = "billing"
+    order = 3
     channel = "billing"
+    mapping_name = "billing"
+    default_source = "billing-core"
 
-    def __init__(self, mapping_path: Path | None = None) -> None:
-        mapping = load_mapping("billing", mapping_path)
-        self.mapping_file = str(mapping["__file__"])
-        self.source = str(mapping.get("source") or "billing-core")
-        self.timezone = timezone_of(mapping)
-        self.aliases = column_aliases(mapping)
+    def configure(self, mapping: Mapping[str, Any]) -> None:
+        """Record types, the default type and the fields each type requires."""
         self.record_types = {
             str(code).strip().upper(): str(event_type)
             for code, event_type in mapping_section(mapping, "record_types", dict).items()
         }
         default = mapping.get("default_type")
         self.default_type: str | None = str(default) if default else None
-        self.dates = DateParser()
         self.required: dict[str, tuple[str, ...]] = {}
         for event_type, names in mapping_section(mapping, "required", dict).items():
             if not isinstance(names, list):
@@ -167,8 +157,3 @@ class BillingAdapter:
             optional_text(get("text")),
             attributes,
         )
-
-    def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
-        """The rows of a billing export file (or of every export in a directory)."""
-        for file in channel_files(path, CSV_SUFFIXES | JSONL_SUFFIXES):
-            yield from read_table(file, self.aliases)

@@ -13,29 +13,20 @@ Never publishes and knows no Kafka; a bad row raises `RecordError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from producers.adapters.base import (
-    CSV_SUFFIXES,
-    JSONL_SUFFIXES,
-    DateParser,
     MappingError,
     RecordError,
-    Rejection,
-    SourceRecord,
+    TableAdapter,
     attribute_text,
-    channel_files,
-    column_aliases,
-    load_mapping,
     mapping_section,
     optional_text,
     parse_timestamp,
-    read_table,
     required_text,
-    timezone_of,
 )
+from producers.adapters.registry import register
 from schemas.records import InteractionEvent
 
 #: Columns the adapter interprets; every other non-blank column goes to attributes.
@@ -53,19 +44,18 @@ CALL_FIELDS = frozenset(
 )
 
 
-class CallAdapter:
+@register
+class CallAdapter(TableAdapter):
     """Maps contact-centre rows (canonical column names) to `call` events."""
 
     kind = "calls"
+    order = 1
     channel = "call"
+    mapping_name = "calls"
+    default_source = "contact-centre"
 
-    def __init__(self, mapping_path: Path | None = None) -> None:
-        mapping = load_mapping("calls", mapping_path)
-        self.mapping_file = str(mapping["__file__"])
-        self.source = str(mapping.get("source") or "contact-centre")
-        self.timezone = timezone_of(mapping)
-        self.aliases = column_aliases(mapping)
-        self.dates = DateParser()
+    def configure(self, mapping: Mapping[str, Any]) -> None:
+        """Dispositions, the default type and the notes' length limit."""
         self.dispositions = {
             str(code).strip().upper(): str(event_type)
             for code, event_type in mapping_section(mapping, "dispositions", dict).items()
@@ -115,8 +105,3 @@ class CallAdapter:
             text=notes,
             attributes=attributes,
         )
-
-    def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
-        """The rows of a call export file (or of every export in a directory)."""
-        for file in channel_files(path, CSV_SUFFIXES | JSONL_SUFFIXES):
-            yield from read_table(file, self.aliases)

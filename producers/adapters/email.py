@@ -36,12 +36,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import yaml
 
 from producers.adapters.base import (
     MAX_MESSAGE_BYTES,
+    IngestOptions,
     MappingError,
     RecordError,
     Rejection,
@@ -49,6 +50,7 @@ from producers.adapters.base import (
     load_mapping,
     mapping_section,
 )
+from producers.adapters.registry import register
 from schemas.records import InteractionEvent
 
 EML_SUFFIXES = frozenset({".eml", ".msg", ".txt", ""})
@@ -263,11 +265,14 @@ def _keyword_pattern(keyword: str) -> str:
     return r"\b" + r"\s+".join(parts) + tail
 
 
+@register
 class EmailAdapter:
     """Maps parsed customer e-mail to `email` events: lookup, keyword rules, trimmed text."""
 
-    kind = "email"
-    channel = "email"
+    kind: ClassVar[str] = "email"
+    order: ClassVar[int] = 2
+    channel: ClassVar[str] = "email"
+    mapping_name: ClassVar[str] = "email"
 
     def __init__(
         self,
@@ -283,7 +288,7 @@ class EmailAdapter:
         simulator does with its made-up history)."""
         self.max_future_skew_ms = max_future_skew_ms
         self.now_ms = now_ms
-        mapping = load_mapping("email", mapping_path)
+        mapping = load_mapping(self.mapping_name, mapping_path)
         self.mapping_file = str(mapping["__file__"])
         self.source = str(mapping.get("source") or "helpdesk")
         self.customer_header = str(mapping.get("customer_header") or "")
@@ -323,6 +328,15 @@ class EmailAdapter:
         if customers_path is not None:
             lookup.update(load_customer_lookup(customers_path))
         self.customers = {address.lower(): customer for address, customer in lookup.items()}
+
+    @classmethod
+    def for_ingest(cls, options: IngestOptions) -> Self:
+        """The adapter with the command line's mapping, customer lookup and allowed skew."""
+        return cls(
+            options.mapping,
+            customers_path=options.customers,
+            max_future_skew_ms=options.max_future_skew_ms,
+        )
 
     def event_type(self, subject: str, body: str) -> str:
         """The first rule whose keywords appear in the subject, else in the body, else default."""
@@ -396,6 +410,14 @@ class EmailAdapter:
             text=text,
             attributes=attributes,
         )
+
+    def map_source(self, record: SourceRecord) -> InteractionEvent:
+        """`map_record` of the message `records` parsed."""
+        return self.map_record(record.fields["message"])
+
+    def estimate(self, path: Path) -> int:
+        """The messages under `path`, counted without being read."""
+        return count_messages(path)
 
     def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
         """Messages of an .eml file, a folder of .eml files, a maildir or an mbox."""

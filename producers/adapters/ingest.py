@@ -1,10 +1,11 @@
 """Feed one channel's files to Kafka: read, map, validate, publish, and account for every record.
 
-`ingest("calls" | "email" | "billing", path, publisher, dry_run)` is what
-`moments ingest` runs. Every record ends up either accepted (published, or only
-validated with `dry_run`) or in the summary's rejections with its file, line
-and reason; a rejected record never stops the run. Publishing goes through the
-publisher SDK only; this module never talks to Kafka itself.
+`ingest(kind, path, publisher, dry_run)` is what `moments ingest` runs, with the
+adapter the registry holds for `kind` (`producers.adapters.registry`). Every
+record ends up either accepted (published, or only validated with `dry_run`) or
+in the summary's rejections with its file, line and reason; a rejected record
+never stops the run. Publishing goes through the publisher SDK only; this module
+never talks to Kafka itself.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from common.metrics import EVENTS_REJECTED
-from producers.adapters.base import RecordError, Rejection, bounded_lines
-from producers.adapters.billing import BillingAdapter
-from producers.adapters.calls import CallAdapter
-from producers.adapters.email import EmailAdapter, count_messages
+from producers.adapters.base import IngestOptions, RecordError, Rejection
+from producers.adapters.registry import adapter_class
 from schemas.codec import SchemaValidationError, validate
 from schemas.records import InteractionEvent
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-KINDS = ("calls", "email", "billing")
 #: MOMENTS_MAX_FUTURE_SKEW's default, in milliseconds.
 DEFAULT_FUTURE_SKEW_MS = 3_600_000
 
@@ -42,11 +40,6 @@ class EventPublisher(Protocol):
     def publish(self, event: InteractionEvent) -> None: ...
 
     def flush(self, timeout_s: float = 30.0) -> None: ...
-
-
-class Adapter(Protocol):
-    kind: str
-    channel: str
 
 
 @dataclass
@@ -64,25 +57,6 @@ class IngestSummary:
     @property
     def total(self) -> int:
         return self.accepted + len(self.rejected)
-
-
-def make_adapter(
-    kind: str,
-    *,
-    mapping: Path | None = None,
-    customers: Path | None = None,
-    max_future_skew_ms: int | None = None,
-) -> CallAdapter | EmailAdapter | BillingAdapter:
-    """The adapter of a channel kind (`calls`, `email`, `billing`) with its mapping file."""
-    if kind == "calls":
-        return CallAdapter(mapping)
-    if kind == "billing":
-        return BillingAdapter(mapping)
-    if kind == "email":
-        return EmailAdapter(
-            mapping, customers_path=customers, max_future_skew_ms=max_future_skew_ms
-        )
-    raise ValueError(f"unknown channel kind {kind!r} (expected one of {', '.join(KINDS)})")
 
 
 def ingest(
@@ -106,11 +80,14 @@ def ingest(
     if publisher is None and not dry_run:
         raise ValueError("ingest needs a publisher unless dry_run is set")
     path = Path(path)
-    adapter = make_adapter(
-        kind, mapping=mapping, customers=customers, max_future_skew_ms=max_future_skew_ms
+    adapter = adapter_class(kind).for_ingest(
+        IngestOptions(mapping=mapping, customers=customers, max_future_skew_ms=max_future_skew_ms)
     )
     summary = IngestSummary(kind=kind, path=str(path), dry_run=dry_run)
-    expected = estimate_records(kind, path) if progress is not None else None
+    expected: int | None = None
+    if progress is not None:
+        with contextlib.suppress(OSError):
+            expected = adapter.estimate(path)
     seen_ids: set[str] = set()
     send = validate if dry_run or publisher is None else publisher.publish
     count = 0
@@ -122,10 +99,7 @@ def ingest(
             _reject(summary, item)
             continue
         try:
-            if isinstance(adapter, EmailAdapter):
-                event = adapter.map_record(item.fields["message"])
-            else:
-                event = adapter.map_record(item.fields)
+            event = adapter.map_source(item)
             if event.occurred_at > time.time_ns() // 1_000_000 + max_future_skew_ms:
                 raise RecordError(
                     "occurred_at", f"lies more than {max_future_skew_ms / 1000:g} s in the future"
@@ -153,22 +127,6 @@ def ingest(
 def _reject(summary: IngestSummary, rejection: Rejection) -> None:
     summary.rejected.append(rejection)
     EVENTS_REJECTED.labels(stage="adapter").inc()
-
-
-def estimate_records(kind: str, path: Path) -> int | None:
-    """A cheap count of the records under `path` for a progress bar (lines, or messages)."""
-    try:
-        if kind == "email":
-            return count_messages(path)
-        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-        total = 0
-        for file in files:
-            with file.open("rb") as handle:
-                lines = sum(1 for line in bounded_lines(handle) if line is None or line.strip())
-            total += lines if file.suffix.lower() in (".jsonl", ".ndjson", ".json") else lines - 1
-        return max(total, 0)
-    except OSError:
-        return None
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ time (accounts opened, monthly invoices, payments of which some fail, dunning,
 meter readings, disputes and complaints with resolutions of which some never
 come, life events that end in cancellations, moves, feedback, inquiries over
 every channel with a daily rhythm, omnichannel bursts, long-tenured customers)
-and embeds each seed story of DESIGN.md section 5 at a configurable rate.
+and embeds each seed story of docs/design.md 5.2 at a configurable rate.
 Customers respond to the engagement actions they would receive (`Effects`: an
 explained first bill means fewer disputes, a thanked reading more readings), so
 `moments report uplift` has a true effect to find, or none when the sizes are 0.
@@ -22,8 +22,9 @@ publisher SDK. This module never talks to Kafka itself.
 
 The modules, one job each:
 
-- `habits`: rates, effects, products, daily rhythms and channel mix; the customer records;
-- `world`: `_World`, the planner (population, planning windows, responses to actions)
+- `habits`: rates, effects, products, daily rhythms and channel mix; the customer records
+  and `Planner`, what a seed story asks of the planner;
+- `world`: `World`, the planner (population, planning windows, responses to actions)
   and `simulate`;
 - `stories`: the seed stories, in a simulated life (`plan_story`) and for the demo
   (`seed_stories`);

@@ -1,23 +1,25 @@
 """The population's habits: how often things happen, what customers hold and how they
 respond to actions (`Rates`, `Effects`), the daily rhythms and channel mix, and the
-customer and product records the planner keeps (`_Customer`, `_Product`, `Plan`)."""
+customer and product records the planner keeps (`Customer`, `Product`, `Plan`), and
+what a seed story asks of the planner (`Planner`)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import accumulate
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 DAY: Final = 86_400_000
 HOUR: Final = 3_600_000
 MINUTE: Final = 60_000
 #: Where a simulation starts unless told otherwise (never the wall clock: runs are reproducible).
 DEFAULT_START: Final = datetime(2026, 1, 5, tzinfo=UTC)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # Planning runs 30 days at a time: follow-ups (payments, resolutions) are carried into later weeks.
-_WINDOW: Final = 30 * DAY
+WINDOW: Final = 30 * DAY
 
 # --- the population's habits -------------------------------------------------------------------
 
@@ -26,7 +28,7 @@ _WINDOW: Final = 30 * DAY
 class Effects:
     """How a customer's later behaviour responds to the engagement actions it would receive.
 
-    Closes the loop for `moments report uplift` (DESIGN.md section 9): each size is a
+    Closes the loop for `moments report uplift` (docs/design.md, section 9): each size is a
     relative change in the behaviour the rule's `outcome` measures, for the customers who
     would get the action. `held_out(customer_id, rule_id)` says who would not; pass the
     engine's own membership function (the CLI passes `processors.engine.ids.in_holdout`
@@ -55,7 +57,7 @@ class Effects:
 
 
 #: How long an action's effect lasts in the simulation (the default pack's outcome windows).
-_EFFECT_MS: Final = 60 * 86_400_000
+EFFECT_MS: Final = 60 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Rates:
     effects: Effects = Effects()  # how customers respond to the actions they would receive
 
 
-#: Seed stories of DESIGN.md section 5 (and the ledger rule of issue 4), one per rule.
+#: Seed stories of the default pack (docs/design.md 5.2), one per rule.
 STORIES: Final = (
     "life_event_check_in",
     "explain_first_bill",
@@ -95,7 +97,7 @@ STORIES: Final = (
 )
 
 #: `ends_ms` of a product nobody asked to cancel.
-_OPEN: Final = 1 << 62
+OPEN: Final = 1 << 62
 
 # product: (monthly amount low, high, metered, currency)
 PRODUCTS: Final[dict[str, tuple[float, float, bool]]] = {
@@ -107,8 +109,8 @@ PRODUCTS: Final[dict[str, tuple[float, float, bool]]] = {
     "auto_insurance": (30.0, 95.0, False),
     "home_insurance": (15.0, 45.0, False),
 }
-_PRODUCT_NAMES: Final = tuple(PRODUCTS)
-_PRODUCT_WEIGHTS: Final = tuple(accumulate((24, 18, 16, 14, 10, 10, 8)))
+PRODUCT_NAMES: Final = tuple(PRODUCTS)
+PRODUCT_WEIGHTS: Final = tuple(accumulate((24, 18, 16, 14, 10, 10, 8)))
 CURRENCY: Final = "EUR"
 
 
@@ -118,21 +120,21 @@ def _hour_table(weights: tuple[float, ...]) -> tuple[list[float], float]:
 
 
 # Daily rhythm: relative activity per hour of day (UTC), per channel.
-_CALL_HOURS: Final = _hour_table(
+CALL_HOURS: Final = _hour_table(
     (0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 10, 10, 7, 8, 9, 9, 8, 6, 4, 2, 0, 0, 0, 0)
 )
-_EMAIL_HOURS: Final = _hour_table(
+EMAIL_HOURS: Final = _hour_table(
     (1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 3, 5, 7, 7, 7, 6, 6, 6, 6, 6, 5, 4, 5, 6, 6, 4, 2)
 )
-_WEB_HOURS: Final = _hour_table(
+WEB_HOURS: Final = _hour_table(
     (2, 1, 0.5, 0.3, 0.3, 0.5, 1.5, 3, 4, 5, 5, 5, 6, 6, 5, 5, 5, 6, 7, 9, 10, 9, 6, 4)
 )
 
 # Channel kinds of a planned moment.
-_BILL, _CALL, _MAIL, _WEB = 0, 1, 2, 3
+BILL, CALL, MAIL, WEB = 0, 1, 2, 3
 
 # intent: cumulative weights over (call, email, web)
-_CHANNEL_MIX: Final[dict[str, tuple[float, float, float]]] = {
+CHANNEL_MIX: Final[dict[str, tuple[float, float, float]]] = {
     "inquiry": (0.45, 0.70, 1.0),
     "complaint": (0.50, 0.85, 1.0),
     "dispute": (0.50, 0.90, 1.0),
@@ -141,7 +143,7 @@ _CHANNEL_MIX: Final[dict[str, tuple[float, float, float]]] = {
     "cancel": (0.55, 0.85, 1.0),
     "meter": (0.05, 0.20, 1.0),
 }
-_CANCEL_REASONS: Final = (
+CANCEL_REASONS: Final = (
     ("moving abroad", "Customer is moving abroad and wants to cancel"),
     ("bereavement", "Partner passed away; closing the joint account"),
     ("job loss", "Lost job, cannot afford the contract, wants to cancel"),
@@ -149,29 +151,33 @@ _CANCEL_REASONS: Final = (
     ("retirement", "Retiring and cutting costs, wants to cancel"),
 )
 
-_STREETS: Final = ("Harbour Road", "Elm Street", "Quay Street", "Mill Lane", "Station Road")
-_TOWNS: Final = ("Leith", "York", "Bristol", "Cork", "Ghent", "Utrecht", "Porto")
-_FIRST: Final = ("ana", "ben", "chloe", "dan", "eva", "finn", "gita", "hugo", "ines", "jon")
-_LAST: Final = ("smith", "garcia", "okafor", "chen", "berg", "rossi", "novak", "kaur", "dubois")
+STREETS: Final = ("Harbour Road", "Elm Street", "Quay Street", "Mill Lane", "Station Road")
+TOWNS: Final = ("Leith", "York", "Bristol", "Cork", "Ghent", "Utrecht", "Porto")
+FIRST_NAMES: Final = ("ana", "ben", "chloe", "dan", "eva", "finn", "gita", "hugo", "ines", "jon")
+SURNAMES: Final = ("smith", "garcia", "okafor", "chen", "berg", "rossi", "novak", "kaur", "dubois")
 
 
 # --- a customer, as the planner keeps it ------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _Product:
+class Product:
+    """A product a simulated customer holds, with its billing cycle."""
+
     name: str
     opened_ms: int
     bill_offset: int  # day of the month cycle the invoice runs (0..27)
     base_amount: float
     metered: bool
-    ends_ms: int = _OPEN
+    ends_ms: int = OPEN
     invoices: int = 0
     last_invoice: str | None = None
 
 
 @dataclass(slots=True)
-class _Customer:
+class Customer:
+    """A simulated customer: who they are, what they hold and how they have been treated."""
+
     index: int
     customer_id: str
     email: str
@@ -179,7 +185,7 @@ class _Customer:
     since_text: str
     joins_ms: int  # when the relationship starts (before the start for existing customers)
     activity: float  # contact-rate multiplier (quiet, normal, chatty)
-    products: list[_Product] = field(default_factory=list)
+    products: list[Product] = field(default_factory=list)
     story: str | None = None
     story_ms: int = 0
     address: str = ""
@@ -189,3 +195,52 @@ class _Customer:
 
 # A planned moment: (occurred_at, channel kind, customer index, payload).
 Plan = tuple[int, int, int, tuple[Any, ...]]
+
+
+class Planner(Protocol):
+    """What a seed story (`stories.plan_story`) asks of the planner (`world.World`)."""
+
+    rng: random.Random
+    seed: int
+
+    def day_of(self, ms: int) -> int:
+        """Midnight UTC of the day of `ms`."""
+        ...
+
+    def below(self, n: int) -> int:
+        """A uniform int in [0, n)."""
+        ...
+
+    def new_address(self) -> str:
+        """A random postal address."""
+        ...
+
+    def new_case(self, prefix: str) -> str:
+        """The next case reference (`prefix-seed-n`)."""
+        ...
+
+    def make_product(self, name: str, opened_ms: int) -> Product:
+        """A product record, opened at `opened_ms`, with a random billing cycle and amount."""
+        ...
+
+    def any_product(self, customer: Customer) -> str | None:
+        """A product the customer holds and has not asked to cancel."""
+        ...
+
+    def invoice(self, customer: Customer, product: Product, ts: int, out: list[Plan]) -> None:
+        """Plan an invoice at `ts` and what follows it (payment, or failure and dunning)."""
+        ...
+
+    def say(
+        self,
+        customer: Customer,
+        channel: int,
+        intent: str,
+        ts: int,
+        product: str | None,
+        reference: str | None,
+        extra: Any,
+        out: list[Plan],
+    ) -> None:
+        """Plan a contact of the customer's on `channel` (rendered in its channel's words)."""
+        ...

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from producers.adapters.billing import BillingAdapter
 from producers.adapters.calls import CallAdapter
 from producers.adapters.email import EmailAdapter, EmailMessage
 from producers.simulator.habits import (
-    _EPOCH,
     CURRENCY,
     DAY,
+    EPOCH,
+    Customer,
     Plan,
 )
 from schemas.codec import event_from_json
 from schemas.records import InteractionEvent
-
-if TYPE_CHECKING:
-    from producers.simulator.world import _World
 
 # --- what customers say, per channel -------------------------------------------------------------
 
@@ -105,16 +103,15 @@ _WEB_TEXT: Final[dict[str, tuple[str, ...]]] = {
 # --- rendering: a planned moment as its channel's own record, through the adapter ---------------
 
 
-class _Renderer:
+class Renderer:
     """Turns planned moments into channel-native records and maps them with the real adapters."""
 
-    def __init__(self, world: _World) -> None:
-        self.world = world
-        self.customers = world.customers
-        self.seed = world.seed
+    def __init__(self, customers: list[Customer], seed: int) -> None:
+        self.customers = customers
+        self.seed = seed
         self.calls = CallAdapter()
         self.billing = BillingAdapter()
-        self.email = EmailAdapter(customers={c.email: c.customer_id for c in world.customers})
+        self.email = EmailAdapter(customers={c.email: c.customer_id for c in customers})
         self._iso_days: dict[int, str] = {}
         self.dispatch: tuple[Callable[[Plan, int], InteractionEvent], ...] = (
             self._billing_row,
@@ -131,7 +128,7 @@ class _Renderer:
     def iso(self, ms: int, suffix: str = "Z") -> str:
         """`YYYY-MM-DDTHH:MM:SS` + suffix, the way exports write timestamps."""
         day, rest = divmod(ms, DAY)
-        return _day_prefix(day) + _time_of_day(rest // 1000) + suffix
+        return day_prefix(day) + time_of_day(rest // 1000) + suffix
 
     def _billing_row(self, moment: Plan, number: int) -> InteractionEvent:
         ts, _, index, payload = moment
@@ -151,7 +148,7 @@ class _Renderer:
             row["amount"] = amount
             row["currency"] = CURRENCY
         if due is not None:
-            row["due_date"] = _day_prefix(due // DAY)[:10]
+            row["due_date"] = day_prefix(due // DAY)[:10]
         if record_type == "METER_READING":
             row["reading"] = payload[5] if len(payload) > 5 else "0"
             row["unit"] = "kWh" if product == "electricity" else "m3"
@@ -280,15 +277,15 @@ _day_prefixes: dict[int, str] = {}
 _times_of_day: dict[int, str] = {}
 
 
-def _day_prefix(day: int) -> str:
+def day_prefix(day: int) -> str:
     """`YYYY-MM-DDT` of an epoch day number (cached: simulations revisit the same days)."""
     prefix = _day_prefixes.get(day)
     if prefix is None:
-        prefix = _day_prefixes[day] = (_EPOCH + timedelta(days=day)).isoformat()[:11]
+        prefix = _day_prefixes[day] = (EPOCH + timedelta(days=day)).isoformat()[:11]
     return prefix
 
 
-def _time_of_day(second: int) -> str:
+def time_of_day(second: int) -> str:
     """`HH:MM:SS` of a second of the day (cached: at most 86,400 of them)."""
     text = _times_of_day.get(second)
     if text is None:

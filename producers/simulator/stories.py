@@ -1,89 +1,84 @@
-"""The seed stories of DESIGN.md section 5: `plan_story` embeds one in a simulated
+"""The seed stories of docs/design.md 5.2: `plan_story` embeds one in a simulated
 customer's life (`Rates.story_rate`); `seed_stories` is one customer per default rule,
 each living exactly that rule's story, for `moments demo`."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from producers.adapters.billing import BillingAdapter
 from producers.adapters.calls import CallAdapter
 from producers.adapters.email import EmailAdapter, EmailMessage
 from producers.simulator.habits import (
-    _BILL,
-    _CALL,
-    _CANCEL_REASONS,
-    _EPOCH,
-    _MAIL,
-    _PRODUCT_NAMES,
-    _WEB,
+    BILL,
+    CALL,
+    CANCEL_REASONS,
     CURRENCY,
     DAY,
+    EPOCH,
     HOUR,
+    MAIL,
     MINUTE,
+    PRODUCT_NAMES,
     STORIES,
+    WEB,
+    Customer,
     Plan,
-    _Customer,
+    Planner,
 )
 from schemas.codec import event_from_json
 from schemas.records import InteractionEvent
 
-if TYPE_CHECKING:
-    from producers.simulator.world import _World
-
-
 # --- a seed story in a simulated customer's life ------------------------------------------------
 
 
-def plan_story(world: _World, customer: _Customer, story: str, ts: int, out: list[Plan]) -> None:
-    """Plan `customer`'s seed story (DESIGN.md section 5) on the day of `ts`."""
+def plan_story(world: Planner, customer: Customer, story: str, ts: int, out: list[Plan]) -> None:
+    """Plan `customer`'s seed story (docs/design.md 5.2) on the day of `ts`."""
     index = customer.index
     payload: tuple[Any, ...]
-    day = world._day_of(ts)
+    day = world.day_of(ts)
     if story == "life_event_check_in":
         if customer.products:
-            reason = _CANCEL_REASONS[0]
+            reason = CANCEL_REASONS[0]
             held = customer.products[0].name
-            world._say(customer, _CALL, "cancel", day + 10 * HOUR, held, None, reason, out)
+            world.say(customer, CALL, "cancel", day + 10 * HOUR, held, None, reason, out)
     elif story == "explain_first_bill":
         names = {p.name for p in customer.products}
-        name = next((n for n in _PRODUCT_NAMES if n not in names), None)
+        name = next((n for n in PRODUCT_NAMES if n not in names), None)
         if name is not None:
-            opened = world._product(name, day + 11 * HOUR)
+            opened = world.make_product(name, day + 11 * HOUR)
             customer.products.append(opened)
-            out.append((day + 11 * HOUR, _BILL, index, ("ACCOUNT_OPENED", name, None, None, None)))
-            world._invoice(customer, opened, day + 6 * DAY + 2 * HOUR, out)
+            out.append((day + 11 * HOUR, BILL, index, ("ACCOUNT_OPENED", name, None, None, None)))
+            world.invoice(customer, opened, day + 6 * DAY + 2 * HOUR, out)
     elif story in ("case_follow_up", "case_unresolved"):
-        reference = world._case("DSP")
-        product = world._any_product(customer)
-        world._say(customer, _CALL, "dispute", day + 9 * HOUR, product, reference, None, out)
+        reference = world.new_case("DSP")
+        product = world.any_product(customer)
+        world.say(customer, CALL, "dispute", day + 9 * HOUR, product, reference, None, out)
         if story == "case_follow_up":
             payload = ("DISPUTE_RESOLVED", product, reference, None, None)
-            out.append((day + 30 * HOUR, _BILL, index, payload))
+            out.append((day + 30 * HOUR, BILL, index, payload))
         else:  # a later contact moves the customer's partition past the 48 h deadline
-            world._say(customer, _WEB, "feedback", day + 80 * HOUR, product, None, None, out)
+            world.say(customer, WEB, "feedback", day + 80 * HOUR, product, None, None, out)
     elif story in ("thank_meter_reading", "review_payment_demand"):
-        reading = str(1000 + world._below(60000))
-        world._say(customer, _WEB, "meter", day + 19 * HOUR, "electricity", None, reading, out)
+        reading = str(1000 + world.below(60000))
+        world.say(customer, WEB, "meter", day + 19 * HOUR, "electricity", None, reading, out)
         if story == "review_payment_demand":
             amount = round(80 + world.rng.random() * 300, 2)
             demand = day + 3 * DAY + 9 * HOUR
             reference = f"INV-{world.seed}-{index + 1}-S"
             payload = ("PAYMENT_DEMAND", "electricity", reference, amount, demand + 14 * DAY)
-            out.append((demand, _BILL, index, payload))
+            out.append((demand, BILL, index, payload))
     elif story == "recognize_tenure":
-        world._say(customer, _CALL, "inquiry", day + 11 * HOUR, None, None, None, out)
+        world.say(customer, CALL, "inquiry", day + 11 * HOUR, None, None, None, out)
     elif story == "route_feedback":
-        world._say(customer, _MAIL, "feedback", day + 20 * HOUR, None, None, None, out)
+        world.say(customer, MAIL, "feedback", day + 20 * HOUR, None, None, None, out)
     elif story == "propagate_address":
-        customer.address = world._address()
-        world._say(customer, _CALL, "move", day + 15 * HOUR, None, None, customer.address, out)
+        customer.address = world.new_address()
+        world.say(customer, CALL, "move", day + 15 * HOUR, None, None, customer.address, out)
     elif story == "omnichannel_escalation":
-        for i, channel in enumerate((_CALL, _MAIL, _WEB)):
-            world._say(
-                customer, channel, "inquiry", day + (9 + 5 * i) * HOUR, None, None, None, out
-            )
+        for i, channel in enumerate((CALL, MAIL, WEB)):
+            world.say(customer, channel, "inquiry", day + (9 + 5 * i) * HOUR, None, None, None, out)
     elif story == "repair_relationship":
         name = customer.products[0].name if customer.products else "mobile"
         amount = round(40 + world.rng.random() * 100, 2)
@@ -91,14 +86,14 @@ def plan_story(world: _World, customer: _Customer, story: str, ts: int, out: lis
         for i, record_type in enumerate(("PAYMENT_FAILED", "PAYMENT_FAILED", "PAYMENT_DEMAND")):
             due = day + (i + 20) * DAY if record_type == "PAYMENT_DEMAND" else None
             payload = (record_type, name, reference, amount, due)
-            out.append((day + i * 4 * DAY + 6 * HOUR, _BILL, index, payload))
-        world._say(
+            out.append((day + i * 4 * DAY + 6 * HOUR, BILL, index, payload))
+        world.say(
             customer,
-            _WEB,
+            WEB,
             "complaint",
             day + 9 * DAY + 20 * HOUR,
             name,
-            world._case("CMP"),
+            world.new_case("CMP"),
             None,
             out,
         )
@@ -127,10 +122,10 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             "ivo.berg@mail.example": c["omnichannel_escalation"],
         }
     )
-    ten_years_ago = (_EPOCH + timedelta(milliseconds=t0 - 9 * 365 * DAY)).date().isoformat()
+    ten_years_ago = (EPOCH + timedelta(milliseconds=t0 - 9 * 365 * DAY)).date().isoformat()
 
     def iso(ms: int) -> str:
-        return (_EPOCH + timedelta(milliseconds=ms)).isoformat()
+        return (EPOCH + timedelta(milliseconds=ms)).isoformat()
 
     def call(
         call_id: str, customer: str, at: int, disposition: str, notes: str, **extra: str

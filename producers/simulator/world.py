@@ -1,4 +1,4 @@
-"""Scenario and event generation: `_World` plans what a population does, window by window
+"""Scenario and event generation: `World` plans what a population does, window by window
 (invoices, payments, contacts, cases and their resolutions, moves, life events, bursts),
 how customers respond to the actions they would receive, and yields the rendered events
 in time order; `simulate` is its entry point."""
@@ -15,43 +15,43 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 from producers.simulator.habits import (
-    _BILL,
-    _CALL,
-    _CALL_HOURS,
-    _CANCEL_REASONS,
-    _CHANNEL_MIX,
-    _EFFECT_MS,
-    _EMAIL_HOURS,
-    _EPOCH,
-    _FIRST,
-    _LAST,
-    _MAIL,
-    _OPEN,
-    _PRODUCT_NAMES,
-    _PRODUCT_WEIGHTS,
-    _STREETS,
-    _TOWNS,
-    _WEB,
-    _WEB_HOURS,
-    _WINDOW,
+    BILL,
+    CALL,
+    CALL_HOURS,
+    CANCEL_REASONS,
+    CHANNEL_MIX,
     DAY,
     DEFAULT_START,
+    EFFECT_MS,
+    EMAIL_HOURS,
+    EPOCH,
+    FIRST_NAMES,
     HOUR,
+    MAIL,
+    OPEN,
+    PRODUCT_NAMES,
+    PRODUCT_WEIGHTS,
     PRODUCTS,
     STORIES,
+    STREETS,
+    SURNAMES,
+    TOWNS,
+    WEB,
+    WEB_HOURS,
+    WINDOW,
+    Customer,
     Plan,
+    Product,
     Rates,
-    _Customer,
-    _Product,
 )
-from producers.simulator.render import _Renderer
+from producers.simulator.render import Renderer
 from producers.simulator.stories import plan_story
 from schemas.records import InteractionEvent
 
 T = TypeVar("T")
 
 
-class _World:
+class World:
     """The planned population; `moments()` yields its rendered, adapted events in time order."""
 
     def __init__(
@@ -75,7 +75,7 @@ class _World:
         self.customers = [self._customer(first_index + i) for i in range(customers)]
         self._happening_tables: dict[float, tuple[list[float], float]] = {}
         # In the order of the weights in `_happenings`.
-        self._happen: tuple[Callable[[_Customer, int, int, list[Plan]], None], ...] = (
+        self._happen: tuple[Callable[[Customer, int, int, list[Plan]], None], ...] = (
             self._inquiry,
             self._complaint,
             self._dispute,
@@ -85,38 +85,36 @@ class _World:
             self._life_event,
             self._new_product,
         )
-        self.renderer = _Renderer(self)
+        self.renderer = Renderer(self.customers, seed)
 
     # -- population
 
-    def _customer(self, number: int) -> _Customer:
+    def _customer(self, number: int) -> Customer:
         rng, rates = self.rng, self.rates
         index = number - 1
         customer_id = f"CUST-{number:06d}"
-        email = f"{self._pick(_FIRST)}.{self._pick(_LAST)}{number}@mail.example"
+        email = f"{self._pick(FIRST_NAMES)}.{self._pick(SURNAMES)}{number}@mail.example"
         if rng.random() < rates.new_customer_share and self.days > 0:
             joins_ms = self.start_ms + int(rng.random() * self.days * DAY)
         else:
             # Tenure: many a few years, a long tail back to 25 years.
             years = min(25.0, rng.expovariate(1 / 5.0))
             joins_ms = self.start_ms - int(years * 365.25 * DAY) - DAY
-        since = (_EPOCH + timedelta(milliseconds=joins_ms)).date()
+        since = (EPOCH + timedelta(milliseconds=joins_ms)).date()
         draw = rng.random()
         activity = 0.4 if draw < 0.4 else (1.0 if draw < 0.85 else 2.5)
-        customer = _Customer(
-            index, customer_id, email, since, since.isoformat(), joins_ms, activity
-        )
-        customer.address = self._address()
+        customer = Customer(index, customer_id, email, since, since.isoformat(), joins_ms, activity)
+        customer.address = self.new_address()
         for name in self._pick_products(self._pick((1, 1, 2, 2, 2, 3))):
-            customer.products.append(self._product(name, joins_ms))
+            customer.products.append(self.make_product(name, joins_ms))
         if rng.random() < rates.story_rate:
-            customer.story = STORIES[self._below(len(STORIES))]
+            customer.story = STORIES[self.below(len(STORIES))]
             span = max(1, self.days - 12)
             customer.story_ms = self.start_ms + int(rng.random() * span * DAY)
             customer.story_ms = max(customer.story_ms, joins_ms + 45 * DAY)
             if customer.story == "recognize_tenure" and joins_ms > self.start_ms - 6 * 365 * DAY:
                 customer.joins_ms = self.start_ms - int((6 + rng.random() * 10) * 365.25 * DAY)
-                customer.since = (_EPOCH + timedelta(milliseconds=customer.joins_ms)).date()
+                customer.since = (EPOCH + timedelta(milliseconds=customer.joins_ms)).date()
                 customer.since_text = customer.since.isoformat()
                 for product in customer.products:
                     product.opened_ms = customer.joins_ms
@@ -125,27 +123,27 @@ class _World:
     def _pick_products(self, count: int) -> list[str]:
         chosen: list[str] = []
         while len(chosen) < count:
-            name = _PRODUCT_NAMES[
-                bisect_right(_PRODUCT_WEIGHTS, self.rng.random() * _PRODUCT_WEIGHTS[-1])
+            name = PRODUCT_NAMES[
+                bisect_right(PRODUCT_WEIGHTS, self.rng.random() * PRODUCT_WEIGHTS[-1])
             ]
             if name not in chosen:
                 chosen.append(name)
         return chosen
 
-    def _product(self, name: str, opened_ms: int) -> _Product:
+    def make_product(self, name: str, opened_ms: int) -> Product:
         low, high, metered = PRODUCTS[name]
-        return _Product(
+        return Product(
             name=name,
             opened_ms=opened_ms,
-            bill_offset=self._below(28),
+            bill_offset=self.below(28),
             base_amount=low + (high - low) * self.rng.random(),
             metered=metered,
         )
 
-    def _address(self) -> str:
+    def new_address(self) -> str:
         return (
-            f"{1 + self._below(199)} {self._pick(_STREETS)}, {self._pick(_TOWNS)} "
-            f"{self._pick('ABCDEFGHJK')}{1 + self._below(98)} {1 + self._below(8)}"
+            f"{1 + self.below(199)} {self._pick(STREETS)}, {self._pick(TOWNS)} "
+            f"{self._pick('ABCDEFGHJK')}{1 + self.below(98)} {1 + self.below(8)}"
             f"{self._pick('ABDEFGHJLNPQRSTUWXYZ')}{self._pick('ABDEFGHJLNPQRSTUWXYZ')}"
         )
 
@@ -157,7 +155,7 @@ class _World:
         hour = bisect_right(cumulative, self.rng.random() * total)
         return day_ms + min(hour, 23) * HOUR + self._within(HOUR)
 
-    def _below(self, n: int) -> int:
+    def below(self, n: int) -> int:
         """A uniform int in [0, n) (random.randrange is several times slower)."""
         return int(self.rng.random() * n)
 
@@ -177,24 +175,24 @@ class _World:
         day = ms - ms % DAY + (DAY if hour >= 20 else 0)
         return day + 8 * HOUR + self._within(HOUR)
 
-    def _day_of(self, ms: int) -> int:
+    def day_of(self, ms: int) -> int:
         return ms - ms % DAY
 
     def _contact_time(self, window_start: int, window_ms: int, channel: int) -> int:
-        day = self._day_of(window_start + int(self.rng.random() * window_ms))
-        if channel == _CALL:
+        day = self.day_of(window_start + int(self.rng.random() * window_ms))
+        if channel == CALL:
             weekday = (day // DAY + 3) % 7  # 1970-01-01 was a Thursday
             if weekday >= 5 and self.rng.random() < 0.7:
                 day += (7 - weekday) * DAY  # the call centre is quiet at weekends
-            return self._at_hour(day, _CALL_HOURS)
-        return self._at_hour(day, _EMAIL_HOURS if channel == _MAIL else _WEB_HOURS)
+            return self._at_hour(day, CALL_HOURS)
+        return self._at_hour(day, EMAIL_HOURS if channel == MAIL else WEB_HOURS)
 
     def _channel(self, intent: str) -> int:
-        mix = _CHANNEL_MIX[intent]
+        mix = CHANNEL_MIX[intent]
         draw = self.rng.random()
-        return _CALL if draw < mix[0] else (_MAIL if draw < mix[1] else _WEB)
+        return CALL if draw < mix[0] else (MAIL if draw < mix[1] else WEB)
 
-    def _case(self, prefix: str) -> str:
+    def new_case(self, prefix: str) -> str:
         self.cases += 1
         return f"{prefix}-{self.seed}-{self.cases}"
 
@@ -238,7 +236,7 @@ class _World:
             active_from = joins if joins > w0 else w0
             scale = (w1 - active_from) / (30 * DAY)
             boost = 1.0
-            if customer.thanked is not None and customer.thanked + _EFFECT_MS >= active_from:
+            if customer.thanked is not None and customer.thanked + EFFECT_MS >= active_from:
                 boost += self.rates.effects.thank_meter_reading
             for product in customer.products:
                 self._bill(customer, product, w0, w1, out)
@@ -255,7 +253,7 @@ class _World:
 
     # -- how customers respond to the actions they would receive (Effects)
 
-    def _thank(self, customer: _Customer, ts: int) -> None:
+    def _thank(self, customer: Customer, ts: int) -> None:
         effects = self.rates.effects
         if not effects.thank_meter_reading:
             return
@@ -264,14 +262,14 @@ class _World:
         ):
             customer.thanked = ts
 
-    def _calmed(self, customer: _Customer, ts: int) -> bool:
+    def _calmed(self, customer: Customer, ts: int) -> bool:
         """True when an explained first bill keeps this dispute or complaint from happening."""
         effect = self.rates.effects.explain_first_bill
-        if not effect or not any(t < ts <= t + _EFFECT_MS for t in customer.explained):
+        if not effect or not any(t < ts <= t + EFFECT_MS for t in customer.explained):
             return False
         return self.rng.random() < effect
 
-    def _kept(self, customer: _Customer, ts: int) -> bool:
+    def _kept(self, customer: Customer, ts: int) -> bool:
         """True when recognised loyalty keeps this customer from asking to cancel."""
         effects = self.rates.effects
         if not effects.recognize_tenure or ts - customer.joins_ms < 5 * 365.25 * DAY:
@@ -280,34 +278,34 @@ class _World:
             return False
         return self.rng.random() < effects.recognize_tenure
 
-    def _inquiry(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
+    def _inquiry(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         self._contact(customer, "inquiry", w0, w1, out)
 
-    def _feedback(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
+    def _feedback(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         self._contact(customer, "feedback", w0, w1, out)
 
     # -- moments
 
-    def _open(self, customer: _Customer, product: _Product, at: int, out: list[Plan]) -> None:
-        ts = self._at_hour(self._day_of(at), _WEB_HOURS)
+    def _open(self, customer: Customer, product: Product, at: int, out: list[Plan]) -> None:
+        ts = self._at_hour(self.day_of(at), WEB_HOURS)
         product.opened_ms = ts
-        out.append((ts, _BILL, customer.index, ("ACCOUNT_OPENED", product.name, None, None, None)))
+        out.append((ts, BILL, customer.index, ("ACCOUNT_OPENED", product.name, None, None, None)))
 
     def _bill(
-        self, customer: _Customer, product: _Product, w0: int, w1: int, out: list[Plan]
+        self, customer: Customer, product: Product, w0: int, w1: int, out: list[Plan]
     ) -> None:
         # Invoices run every 30 days from the product's billing offset, at the 02:00 batch.
-        first = self._day_of(product.opened_ms) + (product.bill_offset + 30) * DAY + 2 * HOUR
+        first = self.day_of(product.opened_ms) + (product.bill_offset + 30) * DAY + 2 * HOUR
         if first >= w1 or product.ends_ms <= w0:
             return
         n = max(0, math.ceil((w0 - first) / (30 * DAY)))
         issued = first + n * 30 * DAY
         random = self.rng.random
         while issued < w1 and issued < product.ends_ms:
-            self._invoice(customer, product, issued + int(random() * 3600) * 1000, out)
+            self.invoice(customer, product, issued + int(random() * 3600) * 1000, out)
             issued += 30 * DAY
 
-    def _invoice(self, customer: _Customer, product: _Product, ts: int, out: list[Plan]) -> None:
+    def invoice(self, customer: Customer, product: Product, ts: int, out: list[Plan]) -> None:
         rng, rates = self.rng, self.rates
         product.invoices += 1
         effects = rates.effects
@@ -322,71 +320,69 @@ class _World:
         amount = round(product.base_amount * (0.8 + 0.4 * rng.random()), 2)
         due = ts + 14 * DAY
         index = customer.index
-        out.append((ts, _BILL, index, ("INVOICE", product.name, reference, amount, due)))
+        out.append((ts, BILL, index, ("INVOICE", product.name, reference, amount, due)))
         debit = due - due % DAY + 5 * HOUR + int(rng.random() * 7200) * 1000
         if rng.random() >= rates.payment_failure:
-            out.append((debit, _BILL, index, ("PAYMENT", product.name, reference, amount, None)))
+            out.append((debit, BILL, index, ("PAYMENT", product.name, reference, amount, None)))
             return
-        out.append((debit, _BILL, index, ("PAYMENT_FAILED", product.name, reference, amount, None)))
+        out.append((debit, BILL, index, ("PAYMENT_FAILED", product.name, reference, amount, None)))
         if rng.random() < rates.retry_success:
-            paid = debit + (2 + self._below(5)) * DAY + self._within(8 * HOUR)
-            out.append((paid, _BILL, index, ("PAYMENT", product.name, reference, amount, None)))
+            paid = debit + (2 + self.below(5)) * DAY + self._within(8 * HOUR)
+            out.append((paid, BILL, index, ("PAYMENT", product.name, reference, amount, None)))
             return
-        demand = self._day_of(due) + 7 * DAY + 9 * HOUR
+        demand = self.day_of(due) + 7 * DAY + 9 * HOUR
         out.append(
             (
                 demand,
-                _BILL,
+                BILL,
                 index,
                 ("PAYMENT_DEMAND", product.name, reference, amount, demand + 14 * DAY),
             )
         )
         if rng.random() < 0.7:
-            paid = demand + (1 + self._below(10)) * DAY + self._within(10 * HOUR)
-            out.append((paid, _BILL, index, ("PAYMENT", product.name, reference, amount, None)))
+            paid = demand + (1 + self.below(10)) * DAY + self._within(10 * HOUR)
+            out.append((paid, BILL, index, ("PAYMENT", product.name, reference, amount, None)))
 
     def _meter_reading(
-        self, customer: _Customer, product: _Product, w0: int, w1: int, out: list[Plan]
+        self, customer: Customer, product: Product, w0: int, w1: int, out: list[Plan]
     ) -> int:
         draw = self.rng.random()
-        reading = str(1000 + self._below(60000))
+        reading = str(1000 + self.below(60000))
         if draw < 0.3:  # recorded by billing (app, smart-meter upload)
-            ts = self._contact_time(w0, w1 - w0, _WEB)
+            ts = self._contact_time(w0, w1 - w0, WEB)
             payload: tuple[Any, ...] = ("METER_READING", product.name, None, None, None, reading)
-            out.append((ts, _BILL, customer.index, payload))
+            out.append((ts, BILL, customer.index, payload))
             return ts
         channel = self._channel("meter")
         ts = self._contact_time(w0, w1 - w0, channel)
-        self._say(customer, channel, "meter", ts, product.name, None, reading, out)
+        self.say(customer, channel, "meter", ts, product.name, None, reading, out)
         return ts
 
-    def _contact(self, customer: _Customer, intent: str, w0: int, w1: int, out: list[Plan]) -> None:
+    def _contact(self, customer: Customer, intent: str, w0: int, w1: int, out: list[Plan]) -> None:
         channel = self._channel(intent)
         ts = self._contact_time(w0, w1 - w0, channel)
-        self._say(customer, channel, intent, ts, self._any_product(customer), None, None, out)
+        self.say(customer, channel, intent, ts, self.any_product(customer), None, None, out)
 
-    def _any_product(self, customer: _Customer) -> str | None:
+    def any_product(self, customer: Customer) -> str | None:
         """A product the customer talks about: one they hold and have not asked to cancel."""
-        held = [p for p in customer.products if p.ends_ms == _OPEN]
+        held = [p for p in customer.products if p.ends_ms == OPEN]
         return self._pick(held).name if held else None
 
-    def _complaint(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
+    def _complaint(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         channel = self._channel("complaint")
         ts = self._contact_time(w0, w1 - w0, channel)
         if customer.explained and self._calmed(customer, ts):
             return
-        reference = self._case("CMP")
-        product = self._any_product(customer)
-        self._say(customer, channel, "complaint", ts, product, reference, None, out)
+        reference = self.new_case("CMP")
+        product = self.any_product(customer)
+        self.say(customer, channel, "complaint", ts, product, reference, None, out)
         delay = self._resolution_delay()
         if delay is not None:
-            resolved = self._at_hour(self._day_of(ts + delay), _CALL_HOURS)
+            resolved = self._at_hour(self.day_of(ts + delay), CALL_HOURS)
             resolved = self._open_hours(max(resolved, ts + HOUR))
-            self._say(
-                customer, _CALL, "complaint_resolved", resolved, product, reference, None, out
-            )
+            self.say(customer, CALL, "complaint_resolved", resolved, product, reference, None, out)
 
-    def _dispute(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
+    def _dispute(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         billed = [p for p in customer.products if p.last_invoice]
         if not billed:
             return
@@ -395,13 +391,13 @@ class _World:
         ts = self._contact_time(w0, w1 - w0, channel)
         if customer.explained and self._calmed(customer, ts):
             return
-        reference = self._case("DSP")
-        self._say(customer, channel, "dispute", ts, product.name, reference, None, out)
+        reference = self.new_case("DSP")
+        self.say(customer, channel, "dispute", ts, product.name, reference, None, out)
         delay = self._resolution_delay()
         if delay is not None:
-            resolved = max(self._day_of(ts + delay) + 16 * HOUR, ts + HOUR)
+            resolved = max(self.day_of(ts + delay) + 16 * HOUR, ts + HOUR)
             payload = ("DISPUTE_RESOLVED", product.name, reference, None, None)
-            out.append((resolved, _BILL, customer.index, payload))
+            out.append((resolved, BILL, customer.index, payload))
 
     def _resolution_delay(self) -> int | None:
         """None for a case nobody ever resolves; else mostly within two days, some much later."""
@@ -410,64 +406,64 @@ class _World:
             return None
         if rng.random() < 0.7:
             return self._within(40 * HOUR) + HOUR
-        return (3 + self._below(12)) * DAY
+        return (3 + self.below(12)) * DAY
 
-    def _move(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
-        customer.address = self._address()
+    def _move(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
+        customer.address = self.new_address()
         channel = self._channel("move")
         ts = self._contact_time(w0, w1 - w0, channel)
-        self._say(customer, channel, "move", ts, None, None, customer.address, out)
+        self.say(customer, channel, "move", ts, None, None, customer.address, out)
 
-    def _life_event(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
+    def _life_event(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         if not customer.products:
             return
         rng = self.rng
-        reason, notes = _CANCEL_REASONS[self._below(len(_CANCEL_REASONS))]
+        reason, notes = CANCEL_REASONS[self.below(len(CANCEL_REASONS))]
         product = self._pick(customer.products)
         channel = self._channel("cancel")
         ts = self._contact_time(w0, w1 - w0, channel)
         if self._kept(customer, ts):
             return
         if reason == "moving abroad" and rng.random() < 0.5:
-            customer.address = self._address()
-            move_at = max(ts - (1 + self._below(5)) * DAY, w0)
-            self._say(customer, _WEB, "move", move_at, None, None, customer.address, out)
-        self._say(customer, channel, "cancel", ts, product.name, None, (reason, notes), out)
+            customer.address = self.new_address()
+            move_at = max(ts - (1 + self.below(5)) * DAY, w0)
+            self.say(customer, WEB, "move", move_at, None, None, customer.address, out)
+        self.say(customer, channel, "cancel", ts, product.name, None, (reason, notes), out)
         product.ends_ms = min(product.ends_ms, ts + 30 * DAY)
         if rng.random() < 0.8:  # the rest change their mind, or the closure is never recorded
             closed = ("ACCOUNT_CLOSED", product.name, None, None, None)
-            out.append((product.ends_ms, _BILL, customer.index, closed))
+            out.append((product.ends_ms, BILL, customer.index, closed))
 
-    def _burst(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
+    def _burst(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         """An omnichannel burst: 3-4 contacts within two days over at least two channels."""
         rng = self.rng
-        ts = self._contact_time(w0, w1 - w0, _WEB)
-        channels = [_WEB, _CALL, _MAIL, _CALL][: 3 + self._below(2)]
-        product = self._any_product(customer)
+        ts = self._contact_time(w0, w1 - w0, WEB)
+        channels = [WEB, CALL, MAIL, CALL][: 3 + self.below(2)]
+        product = self.any_product(customer)
         for i, channel in enumerate(channels):
-            at = ts + i * (2 + self._below(14)) * HOUR
-            if channel == _CALL:
+            at = ts + i * (2 + self.below(14)) * HOUR
+            if channel == CALL:
                 at = self._open_hours(at)
             intent = "complaint" if i == 2 and rng.random() < 0.3 else "inquiry"
-            reference = self._case("CMP") if intent == "complaint" else None
-            self._say(customer, channel, intent, at, product, reference, None, out)
+            reference = self.new_case("CMP") if intent == "complaint" else None
+            self.say(customer, channel, intent, at, product, reference, None, out)
 
-    def _new_product(self, customer: _Customer, w0: int, w1: int, out: list[Plan]) -> None:
+    def _new_product(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         if len(customer.products) >= 4:
             return
         held = {p.name for p in customer.products}
-        options = [name for name in _PRODUCT_NAMES if name not in held]
+        options = [name for name in PRODUCT_NAMES if name not in held]
         if not options:
             return
-        product = self._product(self._pick(options), w0 + int(self.rng.random() * (w1 - w0)))
+        product = self.make_product(self._pick(options), w0 + int(self.rng.random() * (w1 - w0)))
         customer.products.append(product)
         self._open(customer, product, product.opened_ms, out)
 
     # -- what a customer says on a channel
 
-    def _say(
+    def say(
         self,
-        customer: _Customer,
+        customer: Customer,
         channel: int,
         intent: str,
         ts: int,
@@ -492,7 +488,7 @@ class _World:
         key = itemgetter(0)
         w0 = self.start_ms
         while w0 < self.end_ms:
-            w1 = min(w0 + _WINDOW, self.end_ms)
+            w1 = min(w0 + WINDOW, self.end_ms)
             self.plan_window(w0, w1, pending)
             pending.sort(key=key)
             cut = bisect_left(pending, w1, key=key)
@@ -522,13 +518,13 @@ def _poisson(rng: random.Random, lam: float) -> int:
     return count
 
 
-def _start_ms(start: datetime | int | None) -> int:
+def start_day_ms(start: datetime | int | None) -> int:
     if start is None:
         start = DEFAULT_START
     if isinstance(start, datetime):
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
-        ms = (start - _EPOCH) // timedelta(milliseconds=1)
+        ms = (start - EPOCH) // timedelta(milliseconds=1)
     else:
         ms = int(start)
     return ms - ms % DAY  # days run midnight to midnight UTC
@@ -548,12 +544,12 @@ def simulate(
     `story_rate` is the share of customers who live one seed story (default 5%).
     Events come ordered by occurred_at; ids derive from the channels' own record ids.
     """
-    chosen = _rates(rates, story_rate)
-    world = _World(customers, days, seed, _start_ms(start), chosen)
+    chosen = effective_rates(rates, story_rate)
+    world = World(customers, days, seed, start_day_ms(start), chosen)
     return world.moments()
 
 
-def _rates(rates: Rates | None, story_rate: float | None) -> Rates:
+def effective_rates(rates: Rates | None, story_rate: float | None) -> Rates:
     chosen = rates or Rates()
     if story_rate is not None:
         if not 0.0 <= story_rate <= 1.0:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from producers.simulator.habits import DAY, Plan, Rates
-from producers.simulator.render import _day_prefix, _time_of_day
-from producers.simulator.world import _rates, _start_ms, _World, simulate
+from producers.simulator.render import day_prefix, time_of_day
+from producers.simulator.world import World, effective_rates, simulate, start_day_ms
 from schemas.records import InteractionEvent
 
 
@@ -66,8 +66,8 @@ def write_simulation(
     deterministic population and renders its share of chunks); the file is byte for byte
     the same as with one. None: two workers for large runs when a second core is idle.
     """
-    chosen = _rates(rates, story_rate)
-    start_ms = _start_ms(start)
+    chosen = effective_rates(rates, story_rate)
+    start_ms = start_day_ms(start)
     if workers is None:
         workers = _default_workers(customers * days)
     began = time.perf_counter()
@@ -115,7 +115,7 @@ def _write_share(
 ) -> Counter[tuple[str, str]]:
     """Render chunks `share`, `share + shares`, ... into `out_path` (one file) or, when
     `shares` > 1, into `out_path/<chunk>.jsonl`; return counts by (channel, type)."""
-    world = _World(customers, days, seed, start_ms, rates)
+    world = World(customers, days, seed, start_ms, rates)
     with _no_cyclic_gc():
         return _render_share(world, out_path, share, shares)
 
@@ -134,7 +134,7 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def _render_share(
-    world: _World, out_path: Path, share: int, shares: int
+    world: World, out_path: Path, share: int, shares: int
 ) -> Counter[tuple[str, str]]:
     dispatch = world.renderer.dispatch
     counts: Counter[tuple[str, str]] = Counter()
@@ -242,7 +242,7 @@ def _iso_ms(ms: int) -> str:
     day, rest = divmod(ms, DAY)
     seconds, millis = divmod(rest, 1000)
     fraction = '.000+00:00"' if millis == 0 else f'.{millis:03d}+00:00"'
-    return '"' + _day_prefix(day) + _time_of_day(seconds) + fraction
+    return '"' + day_prefix(day) + time_of_day(seconds) + fraction
 
 
 def _opt_text(value: str | None) -> str:

@@ -13,7 +13,7 @@ from common.settings import Settings
 from moments.bench import REQUIRED_KEYS, markdown_table, print_summary, run_bench
 from moments.bench.bytewax_peer import avro_body, omnichannel
 from moments.bench.context import steady_rate
-from moments.bench.report import _judge
+from moments.bench.report import judge_targets
 from moments.calibration import CpuTimes, calibration
 
 
@@ -28,12 +28,12 @@ def _report() -> dict[str, object]:
         seconds=12.0,
         errors={"worker": "TimeoutError: counted 0 of 10 events"},
     )
-    report["targets"] = _judge(report)
+    report["targets"] = judge_targets(report)
     return report
 
 
 def test_targets_are_judged_and_unmeasured_ones_say_so() -> None:
-    targets = {t["figure"]: t["holds"] for t in _judge(_report())}
+    targets = {t["figure"]: t["holds"] for t in judge_targets(_report())}
     assert targets["replay_events_per_s"] is False
     assert targets["state_bytes_per_customer"] is True
     assert targets["latency_p99_ms"] is None

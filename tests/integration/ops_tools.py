@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from moments.stack import free_port, wait_for_port
-from tests.timing import scaled
+from tests.support.timing import scaled
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 NO_TOOL = "not on PATH (CI installs Debian's {package} package: apt-get install {package})"

@@ -33,12 +33,12 @@ def read_back_messages(
     Produces a fence record to each partition first (Tansu's high watermark stops
     before the tail of the last batch); fails naming the ids not seen in `timeout_s`.
     """
-    topic, partitions = settings.topics.interactions, settings.interactions_partitions
+    topic, partitions = settings.topics.interactions, settings.kafka.interactions_partitions
     producer = Producer(settings.kafka_config())
     for partition in range(partitions):
         producer.produce(topic, value=FENCE, partition=partition)
         producer.flush(10)
-    codec = AvroCodec(InteractionEvent, registry_url=settings.schema_registry_url)
+    codec = AvroCodec(InteractionEvent, registry_url=settings.kafka.schema_registry_url)
     missing = set(wanted)
     seen: dict[str, tuple[InteractionEvent, Message]] = {}
     group = f"read-back-{uuid.uuid4().hex[:8]}"

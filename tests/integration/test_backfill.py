@@ -7,49 +7,29 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.settings import Settings
 from common.topics import ensure_topics
 from processors.backfill import backfill_topic
 from processors.replay import replay_file
 from producers.publisher import Publisher
-from producers.simulator import simulate
-from schemas.codec import to_json_line
 from schemas.records import InteractionEvent
-
-UNTIL = 1_800_000_000_000  # long after the simulation: every pending timer fires
-
-
-def _events() -> list[InteractionEvent]:
-    return list(simulate(150, 30, seed=21, story_rate=0.6))
-
-
-def _publish(settings: Settings, topic: str, events: list[InteractionEvent]) -> None:
-    with Publisher(settings, topic=topic) as publisher:
-        for event in events:
-            publisher.publish(event)
-        publisher.flush()
-
-
-def _write_events(path: Path, events: list[InteractionEvent]) -> Path:
-    path.write_text("".join(to_json_line(e) + "\n" for e in events), encoding="utf-8")
-    return path
-
-
-def _create_topic(settings: Settings, name: str, partitions: int) -> None:
-    admin = AdminClient(settings.kafka_config())
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        future.result(timeout=30)
+from tests.support.history import (
+    UNTIL,
+    create_topic,
+    publish_events,
+    simulated_events,
+    write_events,
+)
 
 
 def test_one_partition_backfill_is_byte_identical_to_replay(
     settings: Settings, tmp_path: Path
 ) -> None:
-    topic = f"{settings.topic_prefix}history"
-    _create_topic(settings, topic, 1)
-    events = _events()
-    _publish(settings, topic, events)
+    topic = f"{settings.kafka.topic_prefix}history"
+    create_topic(settings, topic, 1)
+    events = simulated_events()
+    publish_events(settings, topic, events)
     summary = backfill_topic(
         settings,
         topic,
@@ -58,7 +38,7 @@ def test_one_partition_backfill_is_byte_identical_to_replay(
         until_ms=UNTIL,
     )
     replayed = replay_file(
-        _write_events(tmp_path / "events.jsonl", events),
+        write_events(tmp_path / "events.jsonl", events),
         actions_out=tmp_path / "replay-actions.jsonl",
         decisions_out=tmp_path / "replay-decisions.jsonl",
         until_ms=UNTIL,
@@ -76,19 +56,19 @@ def test_one_partition_backfill_is_byte_identical_to_replay(
 def test_partitioned_backfill_matches_replay_and_counts_garbage(
     settings: Settings, tmp_path: Path
 ) -> None:
-    topic, partitions = settings.topics.interactions, settings.interactions_partitions
-    events = _events()
-    _publish(settings, topic, events[: len(events) // 2])
+    topic, partitions = settings.topics.interactions, settings.kafka.interactions_partitions
+    events = simulated_events()
+    publish_events(settings, topic, events[: len(events) // 2])
     producer = Producer(settings.kafka_config())
     producer.produce(topic, b"not avro at all", b"CUST-x", partition=1)
     producer.produce(topic, None, b"CUST-y", partition=2)  # a tombstone
     producer.flush(10)
-    _publish(settings, topic, events[len(events) // 2 :])
+    publish_events(settings, topic, events[len(events) // 2 :])
     summary = backfill_topic(
         settings, topic, actions_out=tmp_path / "backfill.jsonl", until_ms=UNTIL
     )
     replay_file(
-        _write_events(tmp_path / "events.jsonl", events),
+        write_events(tmp_path / "events.jsonl", events),
         actions_out=tmp_path / "replay.jsonl",
         partitions=partitions,
         until_ms=UNTIL,
@@ -109,16 +89,16 @@ def test_partitioned_backfill_matches_replay_and_counts_garbage(
 
 
 def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_path: Path) -> None:
-    events = _events()[:400]
-    _publish(settings, settings.topics.interactions, events)
-    shadow = settings.model_copy(update={"topic_prefix": f"shadow-{settings.topic_prefix}"})
+    events = simulated_events()[:400]
+    publish_events(settings, settings.topics.interactions, events)
+    shadow = settings.replace(topic_prefix=f"shadow-{settings.kafka.topic_prefix}")
     shadow.__dict__.pop("topics", None)  # cached_property of the copied settings
     ensure_topics(shadow)
     summary = backfill_topic(
         settings,
         settings.topics.interactions,
         to_topics=True,
-        output_prefix=shadow.topic_prefix,
+        output_prefix=shadow.kafka.topic_prefix,
         actions_out=tmp_path / "shadow.jsonl",
     )
     assert summary.actions > 0
@@ -129,7 +109,7 @@ def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_pat
         [
             TopicPartition(shadow.topics.action(d), p, 0)
             for d in shadow.topics.actions
-            for p in range(settings.action_partitions)
+            for p in range(settings.kafka.action_partitions)
         ]
     )
     received = 0
@@ -140,7 +120,7 @@ def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_pat
     assert received == summary.actions
     production = Consumer(settings.kafka_config(**{"group.id": "check-production"}))
     for destination in settings.topics.actions:
-        for partition in range(settings.action_partitions):
+        for partition in range(settings.kafka.action_partitions):
             _, high = production.get_watermark_offsets(
                 TopicPartition(settings.topics.action(destination), partition),
                 timeout=10,
@@ -153,8 +133,8 @@ def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_pat
 def test_an_erasure_record_drops_the_customer_as_in_the_worker(
     settings: Settings, tmp_path: Path
 ) -> None:
-    topic = f"{settings.topic_prefix}erased"
-    _create_topic(settings, topic, 1)
+    topic = f"{settings.kafka.topic_prefix}erased"
+    create_topic(settings, topic, 1)
     t0 = 1_767_323_045_000
 
     def case(customer: str) -> InteractionEvent:
@@ -168,7 +148,7 @@ def test_an_erasure_record_drops_the_customer_as_in_the_worker(
             reference=f"{customer}-1",
         )
 
-    _publish(settings, topic, [case("gone"), case("kept")])
+    publish_events(settings, topic, [case("gone"), case("kept")])
     with Publisher(settings, topic=topic) as publisher:
         publisher.publish_erasure("gone")
     summary = backfill_topic(settings, topic, actions_out=tmp_path / "a.jsonl", until_ms=UNTIL)

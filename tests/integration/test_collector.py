@@ -43,7 +43,7 @@ def _event(n: int, **changes: object) -> dict[str, object]:
 
 @pytest.fixture
 def keyed(settings: Settings) -> Settings:
-    return settings.model_copy(update={"api_keys": [SecretStr(KEY), SecretStr("second-key")]})
+    return settings.replace(api_keys=[SecretStr(KEY), SecretStr("second-key")])
 
 
 @pytest.fixture
@@ -210,7 +210,7 @@ def test_readiness_reports_an_unreachable_broker() -> None:
 
 
 def test_collector_refuses_to_start_without_keys_unless_insecure(settings: Settings) -> None:
-    unkeyed = settings.model_copy(update={"api_keys": []})
+    unkeyed = settings.replace(api_keys=[])
     with (
         collector_publisher(unkeyed) as publisher,
         pytest.raises(CollectorConfigError, match="MOMENTS_API_KEYS"),
@@ -252,9 +252,7 @@ def test_bounded_load_loop_all_acknowledged(collector: str, keyed: Settings) -> 
 def test_slow_clients_are_cut_off_and_the_collector_keeps_answering(keyed: Settings) -> None:
     """A client that never finishes its headers is closed after the header timeout; one that
     never finishes its body gets 408; /healthz answers all the while."""
-    strict = keyed.model_copy(
-        update={"collector_header_timeout_s": 0.5, "collector_body_timeout_s": 0.5}
-    )
+    strict = keyed.replace(collector_header_timeout_s=0.5, collector_body_timeout_s=0.5)
     with (
         collector_publisher(strict) as publisher,
         collector_in_thread(create_app(strict, publisher), port=free_port()) as url,

@@ -34,7 +34,7 @@ def test_the_demo_logs_no_customer_ids_texts_or_addresses(
 ) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")},
-        **settings.model_copy(update={"database_url": database}).as_env(),
+        **settings.replace(database_url=database).as_env(),
         "MOMENTS_DATA_DIR": str(tmp_path),
         "COLUMNS": "250",  # one line per table row and message
     }

@@ -31,7 +31,7 @@ import pytest
 from common.settings import Settings
 from common.topics import ensure_topics
 from moments.stack import free_port
-from tests.deploy_files import (
+from tests.support.deploy_files import (
     compose,
     containers,
     k8s_kind,
@@ -229,11 +229,11 @@ def test_every_probe_and_scrape_port_is_served(
     ensure_topics(settings)
     env.update(
         {
-            "MOMENTS_BOOTSTRAP": settings.bootstrap or "",
-            "MOMENTS_DATABASE_URL": settings.database_url or "",
-            "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
-            "MOMENTS_INTERACTIONS_PARTITIONS": str(settings.interactions_partitions),
-            "MOMENTS_ACTION_PARTITIONS": str(settings.action_partitions),
+            "MOMENTS_BOOTSTRAP": settings.kafka.bootstrap or "",
+            "MOMENTS_DATABASE_URL": settings.database.database_url or "",
+            "MOMENTS_TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "MOMENTS_INTERACTIONS_PARTITIONS": str(settings.kafka.interactions_partitions),
+            "MOMENTS_ACTION_PARTITIONS": str(settings.kafka.action_partitions),
             "MOMENTS_DATA_DIR": str(tmp_path),
             "MOMENTS_WORKER_APP_ID": f"probe-worker-{unique}",
             "MOMENTS_SINK_GROUP": f"probe-sink-{unique}",

@@ -28,7 +28,8 @@ from moments.runtime import Supervisor
 from producers.publisher import Publisher
 from sinks.erasure import customer_tables
 from sinks.postgres import apply_migrations
-from tests.integration.test_worker import (
+from tests.support.timing import wait_for
+from tests.support.worker_process import (
     WAIT_S,
     TopicReader,
     actions_in,
@@ -36,8 +37,7 @@ from tests.integration.test_worker import (
     event,
     running_worker,
 )
-from tests.reliability.pipeline import read_worker_state
-from tests.timing import wait_for
+from tests.support.worker_state import read_worker_state
 
 GONE = "CUST-FORGET-GONE"
 KEPT = "CUST-FORGET-KEPT"
@@ -66,17 +66,13 @@ def rows_of(conninfo: str, customer: str) -> dict[str, int]:
 def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
     settings: Settings, database: str, tmp_path: Path
 ) -> None:
-    # A new object (not model_copy: that would keep the cached topic names of the old prefix).
-    settings = Settings.model_validate(
-        {
-            **settings.model_dump(),
-            "topic_prefix": "f" + settings.topic_prefix,
-            "interactions_partitions": 1,
-            "database_url": database,
-            "idle_tick_s": 3600.0,  # the test's events move the clock, nothing else
-            "worker_store": "memory://",
-            "data_dir": tmp_path / "data",
-        }
+    settings = settings.replace(
+        topic_prefix="f" + settings.kafka.topic_prefix,
+        interactions_partitions=1,
+        database_url=database,
+        idle_tick_s=3600.0,  # the test's events move the clock, nothing else
+        worker_store="memory://",
+        data_dir=tmp_path / "data",
     )
     ensure_topics(settings)
     apply_migrations(database)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.settings import Settings
-from producers.adapters import ingest
+from producers.adapters.ingest import ingest
 from producers.publisher import Publisher
 from producers.simulator import publish_simulation, simulate
 from tests.integration.read_back import read_back

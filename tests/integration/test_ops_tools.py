@@ -178,7 +178,7 @@ def produce_actions(settings: Settings, topic: str, actions: list[ActionEvent]) 
 
 def test_kcat_reads_actions_written_with_the_codec(settings: Settings, tmp_path: Path) -> None:
     kcat = require("kcat", "kcat")
-    env = kcat_env(kcat, settings.bootstrap or "", tmp_path)
+    env = kcat_env(kcat, settings.kafka.bootstrap or "", tmp_path)
     codec = codec_for(ActionEvent)
     topic = settings.topics.action("recognition")
     actions = [an_action(n) for n in range(6)]
@@ -188,7 +188,7 @@ def test_kcat_reads_actions_written_with_the_codec(settings: Settings, tmp_path:
         [
             kcat,
             "-b",
-            settings.bootstrap or "",
+            settings.kafka.bootstrap or "",
             "-C",
             "-t",
             topic,
@@ -228,7 +228,7 @@ def test_moments_kcat_reads_the_embedded_broker_with_b_filled_in(
     produce_actions(settings, topic, actions)
     env = {
         **os.environ,
-        "MOMENTS_BOOTSTRAP": settings.bootstrap or "",
+        "MOMENTS_BOOTSTRAP": settings.kafka.bootstrap or "",
         "MOMENTS_DATA_DIR": str(tmp_path / "data"),
     }
     command = [sys.executable, "-m", "moments", "kcat", "-C", "-t", topic]

@@ -42,7 +42,7 @@ from sinks.postgres import (
     load_migrations,
     run_postgres_sink,
 )
-from tests.timing import wait_for
+from tests.support.timing import wait_for
 
 T0 = 1_767_323_045_000  # 2026-01-02T03:04:05Z
 
@@ -106,7 +106,7 @@ def count(conninfo: str, query: str, *params: Any) -> int:
 
 def committed(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
     """The sink group's committed offset per partition (-1001 = none)."""
-    consumer = Consumer(settings.kafka_config(**{"group.id": settings.sink_group}))
+    consumer = Consumer(settings.kafka_config(**{"group.id": settings.sinks.sink_group}))
     try:
         tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     finally:
@@ -150,7 +150,7 @@ def rows_written(table: str) -> float:
 
 
 def test_actions_land_exactly_once_even_when_redelivered(settings: Settings, database: str) -> None:
-    settings = settings.model_copy(update={"database_url": database, "sink_batch_size": 40})
+    settings = settings.replace(database_url=database, sink_batch_size=40)
     topic = settings.topics.action("care")
     actions = [action(n) for n in range(120)]
     written_before = rows_written("actions")
@@ -201,7 +201,7 @@ def test_actions_land_exactly_once_even_when_redelivered(settings: Settings, dat
 
 
 def test_decisions_events_and_dead_letters(settings: Settings, database: str) -> None:
-    settings = settings.model_copy(update={"database_url": database})
+    settings = settings.replace(database_url=database)
     topics = settings.topics
     decision = Decision(
         decision_id="dec-1",
@@ -232,7 +232,7 @@ def test_decisions_events_and_dead_letters(settings: Settings, database: str) ->
         )
         bad_action = produce(settings, topics.action("care"), [("cust-2", b"not avro at all")])
         # Events the worker refuses (it dead-letters them): not stored, not dead-lettered twice.
-        oversized = replace(event, event_id="evt-big", text="x" * settings.max_event_bytes)
+        oversized = replace(event, event_id="evt-big", text="x" * settings.engine.max_event_bytes)
         bad_event = produce(
             settings,
             topics.interactions,
@@ -492,7 +492,7 @@ def test_the_sink_waits_out_a_stopped_database_and_loses_nothing(
     server = EmbeddedPostgres(data_dir=own_postgres_dir)
     url = server.start()
     try:
-        settings = settings.model_copy(update={"database_url": url, "sink_batch_size": 25})
+        settings = settings.replace(database_url=url, sink_batch_size=25)
         topic = settings.topics.action("care")
         errors_before = SINK_ERRORS.labels("postgres")._value.get()
         with running_sink(settings, max_backoff_s=1.0):
@@ -508,7 +508,7 @@ def test_the_sink_waits_out_a_stopped_database_and_loses_nothing(
                 "the sink to fail and retry against the stopped database",
             )
             # Nothing of the second lot is durable, so none of its offsets may be committed.
-            now = committed(settings, topic, settings.action_partitions)
+            now = committed(settings, topic, settings.kafka.action_partitions)
             assert {p: o for p, o in now.items() if o >= 0} == first
 
             assert server.start() == url
@@ -524,10 +524,10 @@ def test_sigterm_stops_the_sink_cleanly_when_it_is_the_main_loop(
 ) -> None:
     env = {
         **os.environ,
-        "MOMENTS_BOOTSTRAP": str(settings.bootstrap),
+        "MOMENTS_BOOTSTRAP": str(settings.kafka.bootstrap),
         "MOMENTS_DATABASE_URL": database,
-        "MOMENTS_TOPIC_PREFIX": settings.topic_prefix,
-        "MOMENTS_SINK_GROUP": settings.sink_group,
+        "MOMENTS_TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "MOMENTS_SINK_GROUP": settings.sinks.sink_group,
         "MOMENTS_BROKER_SESSION_TIMEOUT_S": "6",
         "MOMENTS_SINK_BATCH_SIZE": "2",
         "MOMENTS_SINK_BATCH_TIMEOUT_S": "60",  # a lone record waits: only the stop flushes it

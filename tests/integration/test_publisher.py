@@ -61,7 +61,7 @@ def _consume(settings: Settings, wanted: Iterable[str]) -> dict[str, tuple[bytes
 
 
 def test_published_events_are_keyed_by_customer(settings: Settings) -> None:
-    partitions = settings.interactions_partitions
+    partitions = settings.kafka.interactions_partitions
     customers = ["customer-a", "customer-b", "customer-c"]
     events = [_event(n, customers[n % 3]) for n in range(9)]
     before = EVENTS_PUBLISHED.labels(channel="call", type="inquiry")._value.get()
@@ -94,7 +94,7 @@ def test_invalid_event_is_refused_before_sending(settings: Settings) -> None:
 
 
 def test_delivery_failure_surfaces_as_publish_error(settings: Settings) -> None:
-    missing_topic = f"{settings.topic_prefix}no-such-topic"
+    missing_topic = f"{settings.kafka.topic_prefix}no-such-topic"
     publisher = Publisher(
         settings,
         topic=missing_topic,
@@ -124,7 +124,7 @@ def test_oversized_event_surfaces_as_publish_error(settings: Settings) -> None:
 
 
 def test_registry_settings_put_confluent_frames_on_the_wire(settings: Settings) -> None:
-    framed = settings.model_copy(update={"schema_registry_url": "mock://publisher-test"})
+    framed = settings.replace(schema_registry_url="mock://publisher-test")
     event = _event(1, "customer-r", "payment_failed")
     with Publisher(framed) as publisher:
         publisher.publish(event)

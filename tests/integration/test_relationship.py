@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from moments.cli import app
 from schemas.records import ActionEvent
 from sinks.api import create_app
-from tests.integration.test_timeline import HOUR, T0, story, write
+from tests.support.timeline_stories import HOUR, T0, story, write
 
 DASHBOARD = (
     Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "moments.json"

@@ -1,4 +1,4 @@
-"""The compacted `rules` topic on a real broker: publish, history, rollback (DESIGN.md 8)."""
+"""The compacted `rules` topic on a real broker: publish, history, rollback (docs/design.md 8.2)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from common.rules_topic import pack_history
 from common.settings import Settings
 from moments.cli import app
 from processors.engine import DEFAULT_PACK_PATH
-from tests.unit.test_rules_lifecycle import TENURE_10, tenure_version, variant
+from tests.support.packs import TENURE_10, tenure_version, variant
 
 
 def test_publish_history_rollback(settings: Settings, tmp_path: Path) -> None:
-    env = {"MOMENTS_BOOTSTRAP": settings.bootstrap, "MOMENTS_TOPIC_PREFIX": settings.topic_prefix}
+    env = {
+        "MOMENTS_BOOTSTRAP": settings.kafka.bootstrap,
+        "MOMENTS_TOPIC_PREFIX": settings.kafka.topic_prefix,
+    }
     runner = CliRunner()
 
     def cli(*args: str) -> tuple[int, str]:
@@ -55,22 +58,22 @@ def test_rules_diff_from_a_topic_equals_the_diff_of_the_same_file(
 ) -> None:
     from processors.diff import diff_file, diff_topic
     from processors.engine import load_rule_pack
-    from tests.integration.test_backfill import (
+    from tests.support.history import (
         UNTIL,
-        _create_topic,
-        _events,
-        _publish,
-        _write_events,
+        create_topic,
+        publish_events,
+        simulated_events,
+        write_events,
     )
 
-    topic = f"{settings.topic_prefix}history"
-    _create_topic(settings, topic, 1)
-    events = _events()
-    _publish(settings, topic, events)
+    topic = f"{settings.kafka.topic_prefix}history"
+    create_topic(settings, topic, 1)
+    events = simulated_events()
+    publish_events(settings, topic, events)
     old = load_rule_pack()
     new = load_rule_pack(variant(tmp_path, "t10.yaml", TENURE_10, tenure_version(2)))
     from_topic = diff_topic(settings, topic, old, new, until_ms=UNTIL)
-    from_file = diff_file(_write_events(tmp_path / "e.jsonl", events), old, new, until_ms=UNTIL)
+    from_file = diff_file(write_events(tmp_path / "e.jsonl", events), old, new, until_ms=UNTIL)
     assert from_topic.to_json() == from_file.to_json()
     assert from_topic.events == len(events)
     assert from_topic.rules["recognize_tenure"].removed > 0

@@ -9,9 +9,7 @@ from common.topics import ensure_topics
 
 
 def test_created_topics_carry_the_retention_setting(settings: Settings) -> None:
-    settings = Settings.model_validate(
-        {**settings.model_dump(), "topic_prefix": "r" + settings.topic_prefix, "retention_days": 3}
-    )
+    settings = settings.replace(topic_prefix="r" + settings.kafka.topic_prefix, retention_days=3)
     created = ensure_topics(settings)
     admin = AdminClient(settings.kafka_config())
     resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in created]

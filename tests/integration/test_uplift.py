@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from moments.cli import app
 from schemas.codec import decision_from_json, read_events_jsonl
-from tests.integration.test_timeline import write
+from tests.support.timeline_stories import write
 
 RULES = ("explain_first_bill", "thank_meter_reading", "recognize_tenure")
 

@@ -26,7 +26,7 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent
 from sinks.signing import SignatureError, verify_signature
 from sinks.webhook import RetryPolicy, run_webhook_sink
-from tests.timing import wait_for
+from tests.support.timing import wait_for
 
 SECRET = "integration-secret"
 #: `care` has its own keys, newest first (a rotation in progress); the others use SECRET.
@@ -165,19 +165,17 @@ def run_sink(settings: Settings) -> Iterator[Callable[[Settings], None]]:
 
 
 def sink_settings(settings: Settings, receiver: Receiver, *destinations: str) -> Settings:
-    return settings.model_copy(
-        update={
-            "webhook_secret": SecretStr(SECRET),
-            "webhook_secrets": {"care": [(k, SecretStr(v)) for k, v in CARE_KEYS]},
-            "webhook_urls": {d: receiver.url(d) for d in destinations},
-            "webhook_allow_http": True,  # the local receiver speaks plain http
-            "webhook_group": f"{settings.sink_group}-webhook",
-        }
+    return settings.replace(
+        webhook_secret=SecretStr(SECRET),
+        webhook_secrets={"care": [(k, SecretStr(v)) for k, v in CARE_KEYS]},
+        webhook_urls={d: receiver.url(d) for d in destinations},
+        webhook_allow_http=True,  # the local receiver speaks plain http
+        webhook_group=f"{settings.sinks.sink_group}-webhook",
     )
 
 
 def committed(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    consumer = Consumer(settings.kafka_config(**{"group.id": settings.webhook_group}))
+    consumer = Consumer(settings.kafka_config(**{"group.id": settings.sinks.webhook_group}))
     try:
         result = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
         return {(tp.topic, tp.partition): tp.offset for tp in result}

@@ -1,4 +1,4 @@
-"""A running worker's Prometheus metrics, scraped over HTTP and by a real Prometheus (DESIGN 7).
+"""A running worker's metrics, scraped over HTTP and by a real Prometheus (docs/design.md 7.4).
 
 The worker runs as a child process (`python -m processors.worker`) with
 `MOMENTS_METRICS_PORT` set; events go in through the publisher SDK. A fresh
@@ -8,48 +8,16 @@ process starts its counters at zero, so the values are checked exactly.
 from __future__ import annotations
 
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from common.settings import Settings
-from moments.stack import free_port, wait_for_port
+from moments.stack import wait_for_port
 from producers.publisher import Publisher
 from schemas.records import InteractionEvent
 from tests.integration.ops_tools import prometheus_server, query, wait_for
-from tests.integration.test_worker import WorkerProcess, running_worker
-
-WAIT_S = 60.0
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(port: int) -> Samples:
-    """Every sample of the worker's /metrics page, by (name, labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_for_scrape(port: int, worker: WorkerProcess, done: Callable[[Samples], bool]) -> Samples:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        samples = scrape(port)
-        if done(samples):
-            return samples
-        assert time.monotonic() < deadline, f"metrics never moved; {worker.log_tail()}"
-        worker.check_alive()
-        time.sleep(0.5)
+from tests.support.scrape import metrics_settings, scrape, value, wait_for_scrape
+from tests.support.worker_process import WAIT_S, running_worker
 
 
 def cancellations(customer: str) -> list[InteractionEvent]:
@@ -68,13 +36,9 @@ def cancellations(customer: str) -> list[InteractionEvent]:
     ]
 
 
-def metrics_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"metrics_port": free_port(), "idle_tick_s": 3600.0})
-
-
 def test_worker_metrics_move_as_events_flow(settings: Settings, tmp_path: Path) -> None:
     settings = metrics_settings(settings)
-    port = settings.metrics_port
+    port = settings.metrics.metrics_port
     consumed = {"channel": "call", "type": "cancellation_requested"}
     emitted = {"rule": "life_event_check_in", "destination": "care"}
     fired = {"rule": "life_event_check_in", "outcome": "fired", "reason": "fired"}
@@ -108,7 +72,7 @@ def test_worker_metrics_move_as_events_flow(settings: Settings, tmp_path: Path) 
 
 def test_a_real_prometheus_scrapes_the_running_worker(settings: Settings, tmp_path: Path) -> None:
     settings = metrics_settings(settings)
-    port = settings.metrics_port
+    port = settings.metrics.metrics_port
     targets = {"moments-worker": [f"127.0.0.1:{port}"]}
     with (
         prometheus_server(tmp_path / "prometheus", targets) as base,

@@ -1,9 +1,9 @@
-"""The Kafka path gives the same actions as replay (issue 4), across a worker restart (issue 13).
+"""The Kafka path gives the same actions as replay, across a worker restart.
 
 A simulated population goes Publisher → `interactions` → worker (child
 process) → action topics and `decisions` → PostgreSQL sink, and what lands in
 PostgreSQL is compared with `replay_events` on the same events, partitioned
-like Kafka (`partitions=settings.interactions_partitions`).
+like Kafka (`partitions=settings.kafka.interactions_partitions`).
 
 Which timer actions may differ, exactly. Both paths keep one watermark per
 partition (max occurred_at - allowed lateness) and both advance it the same
@@ -40,13 +40,14 @@ import pytest
 
 from common.settings import Settings
 from processors.config import engine_config
-from processors.replay import partition_for, replay_events
+from processors.offline import partition_for
+from processors.replay import replay_events
 from producers.publisher import Publisher
 from producers.simulator import simulate
 from schemas.codec import to_json_dict
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.postgres import fetch_actions, run_postgres_sink
-from tests.integration.test_worker import WorkerProcess, running_worker
+from tests.support.worker_process import WorkerProcess, running_worker
 
 WAIT_S = 240.0
 QUIET_S = 3.0
@@ -62,10 +63,10 @@ def ms(moment: datetime | None) -> int | None:
 
 def stored_actions(settings: Settings) -> dict[str, dict[str, Any]]:
     """The JSON form of every action the sink stored from this test's topics, by action_id."""
-    assert settings.database_url
+    assert settings.database.database_url
     found: dict[str, dict[str, Any]] = {}
-    for row in fetch_actions(settings.database_url):
-        if not str(row["kafka_topic"]).startswith(settings.topic_prefix):
+    for row in fetch_actions(settings.database.database_url):
+        if not str(row["kafka_topic"]).startswith(settings.kafka.topic_prefix):
             continue
         action = ActionEvent(
             action_id=row["action_id"],
@@ -87,12 +88,12 @@ def stored_actions(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def stored_decisions(settings: Settings) -> dict[str, dict[str, Any]]:
-    assert settings.database_url
+    assert settings.database.database_url
     query = (
         "SELECT decision_id, customer_id, rule, rule_version, outcome, reason, action_id,"
         " evidence, decided_at, blocked_by FROM decisions WHERE kafka_topic = %s"
     )
-    with psycopg.connect(settings.database_url) as conn:
+    with psycopg.connect(settings.database.database_url) as conn:
         rows = conn.execute(query, (settings.topics.decisions,)).fetchall()
     decisions = [
         Decision(
@@ -136,14 +137,14 @@ def decisions_by_id(decisions: list[Decision]) -> dict[str, list[dict[str, Any]]
 def population(settings: Settings) -> list[InteractionEvent]:
     """A few thousand simulated events plus one planted case on partition 0."""
     events = list(simulate(customers=400, days=45, seed=20_260_104, story_rate=0.5))
-    partitions = settings.interactions_partitions
+    partitions = settings.kafka.interactions_partitions
     customer = next(
         c for c in (f"parity-quiet-{n}" for n in range(100)) if partition_for(c, partitions) == 0
     )
     last_on_partition = max(
         e.occurred_at for e in events if partition_for(e.customer_id, partitions) == 0
     )
-    watermark = last_on_partition - round(settings.allowed_lateness_s * 1000)
+    watermark = last_on_partition - round(settings.engine.allowed_lateness_s * 1000)
     opened = InteractionEvent(
         event_id="parity-planted-dispute",
         customer_id=customer,
@@ -214,7 +215,7 @@ def test_kafka_path_gives_the_same_actions_as_replay(
     it, exactly as in replay. (One test per session: a second worker-parity test in the same
     session found its worker idle, a harness limit not yet understood.)"""
     events = population(settings)
-    partitions = settings.interactions_partitions
+    partitions = settings.kafka.interactions_partitions
     config = engine_config(settings)
     lateness_ms = config.allowed_lateness_ms
     actions, decisions = replay_events(events, partitions=partitions, config=config)

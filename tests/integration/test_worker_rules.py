@@ -8,21 +8,21 @@ from common.rules_topic import publish_pack
 from common.settings import Settings
 from moments.stack import wait_for_port
 from processors.engine.switching import pack_id
-from tests.integration.test_worker import running_worker
-from tests.integration.test_worker_metrics import metrics_settings, value, wait_for_scrape
-from tests.unit.test_rules_lifecycle import DEFAULT_TEXT, TENURE_10, tenure_version, variant
+from tests.support.packs import DEFAULT_TEXT, TENURE_10, tenure_version, variant
+from tests.support.scrape import metrics_settings, value, wait_for_scrape
+from tests.support.worker_process import running_worker
 
 
 def test_the_worker_runs_the_rules_path_refuses_what_check_refuses_and_takes_a_new_version(
     settings: Settings, tmp_path: Path
 ) -> None:
     start = variant(tmp_path, "v2.yaml", TENURE_10, tenure_version(2)).read_text()
-    settings = metrics_settings(settings).model_copy(update={"rules_path": tmp_path / "v2.yaml"})
+    settings = metrics_settings(settings).replace(rules_path=tmp_path / "v2.yaml")
     newer = variant(tmp_path, "v3.yaml", ("min_tenure_years: 5", "min_tenure_years: 7"))
     newer_text = newer.read_text().replace(
         "  - id: recognize_tenure\n    version: 1", "  - id: recognize_tenure\n    version: 3"
     )
-    port = settings.metrics_port
+    port = settings.metrics.metrics_port
     with running_worker(settings, tmp_path / "worker.log") as worker:
         wait_for_port("127.0.0.1", port, timeout_s=30)
         # no record on the topic: MOMENTS_RULES_PATH

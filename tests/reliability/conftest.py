@@ -1,7 +1,7 @@
 """Fixtures of the fault-injection tests: the integration stack, a database per test, figures.
 
 The broker, PostgreSQL, per-test `settings` and `database` are the integration fixtures
-(imported from `tests.integration.conftest`). Every test here is marked
+(imported from `tests.support.stack`). Every test here is marked
 `reliability` (by tests/conftest.py); the long versions are also marked `soak` and run only with
 `make soak`. After every test the logs of the processes it started are
 searched for the customer ids, texts and addresses it published
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import broker, database, postgres, settings
 from tests.reliability.harness import (
     CUSTOMER_DATA,
     FIGURES,
@@ -27,6 +26,7 @@ from tests.reliability.harness import (
     figures_table,
 )
 from tests.reliability.security import customer_data_leaks
+from tests.support.stack import broker, database, postgres, settings
 
 __all__ = ["broker", "database", "postgres", "settings"]
 

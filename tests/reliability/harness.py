@@ -4,7 +4,6 @@
 PostgreSQL sink) with the test's settings as `MOMENTS_*` variables, through
 `moments.runtime.Supervisor`; it kills them with SIGKILL by pid, restarts them,
 and tells a kill (ours) from a crash (a child that died on its own).
-`read_topic` reads partitions from the beginning without a group.
 `Figures` collects the numbers each test reports; the conftest prints them
 as one table at the end of the session. `CUSTOMER_DATA` and `LOG_DIRS`
 collect the customer data a test gave its children and where they logged,
@@ -20,8 +19,7 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from common.settings import Settings
 from moments.runtime import Supervisor
@@ -158,7 +156,7 @@ class Fleet:
         """Start `python -m moments COMMAND...` as ROLE (ROLE must not be running).
 
         Each child gets ports of its own (metrics, Faust web; `metrics_port[role]`) and
-        the data directory `settings.data_dir / ROLE`.
+        the data directory `settings.stack.data_dir / ROLE`.
         """
         assert role not in self.running, f"{role} is already running"
         self.starts[role] = self.starts.get(role, 0) + 1
@@ -167,7 +165,7 @@ class Fleet:
         ports = {
             "MOMENTS_METRICS_PORT": str(self.metrics_port[role]),
             "MOMENTS_WORKER_WEB_PORT": str(free_port()),
-            "MOMENTS_DATA_DIR": str(self.settings.data_dir / role),  # local state per role
+            "MOMENTS_DATA_DIR": str(self.settings.stack.data_dir / role),  # local state per role
         }
         process = self.supervisor.spawn(name, *command, **{**ports, **env})
         self.running[role] = process
@@ -254,7 +252,7 @@ def process_settings(settings: Settings, tmp_path: Path, **changes: Any) -> Sett
     """Settings for child processes: their own data dir, a free metrics port, `changes`."""
     update: dict[str, Any] = {"data_dir": tmp_path / "data", "metrics_port": free_port()}
     update.update(changes)
-    return settings.model_copy(update=update)
+    return settings.replace(**update)
 
 
 def scrape(port: int, timeout_s: float = 5.0) -> str:
@@ -263,61 +261,6 @@ def scrape(port: int, timeout_s: float = 5.0) -> str:
 
 
 # --------------------------------------------------------------------------- topics
-
-
-def read_topic(
-    settings: Settings,
-    topics: Iterable[str],
-    *,
-    enough: Callable[[list[Message]], bool] | None = None,
-    quiet_s: float = 2.0,
-    timeout_s: float = 60.0,
-) -> list[Message]:
-    """Every record of TOPICS from the beginning (assigned, no group), in arrival order.
-
-    Reads until `enough(records)` holds (if given) and then nothing new came
-    for `quiet_s`; raises AssertionError after `timeout_s`.
-    """
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"reliability-reader-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-            }
-        )
-    )
-    found: list[Message] = []
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        consumer.assign(
-            [
-                TopicPartition(topic, partition, OFFSET_BEGINNING)
-                for topic in topics
-                for partition in metadata.topics[topic].partitions
-            ]
-        )
-        deadline = time.monotonic() + timeout_s
-        last = time.monotonic()
-        while True:
-            batch = [m for m in consumer.consume(1000, timeout=0.3) if m.error() is None]
-            now = time.monotonic()
-            if batch:
-                found.extend(batch)
-                last = now
-            satisfied = enough is None or enough(found)
-            if satisfied and now - last >= quiet_s:
-                return found
-            if now > deadline:
-                if satisfied:
-                    return found
-                raise AssertionError(
-                    f"read {len(found)} records of {', '.join(topics)} in {timeout_s:.0f} s; "
-                    "not the expected number"
-                )
-    finally:
-        consumer.close()
 
 
 def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,54 +27,14 @@ from tests.reliability.harness import (
     Fleet,
     committed_offsets,
     db_count,
-    read_topic,
 )
 from tests.reliability.verifier import new_engine
-from tests.timing import wait_for
-
-#: The worker's state table (processors.worker.STATE_TABLE) and its changelog topic.
-STATE_TABLE = "engine-state"
-
+from tests.support.timing import wait_for
+from tests.support.worker_state import WorkerState
 
 #: Partition keys only a live worker writes: the packs a partition ran, and its last switch
 #: (replay records the switch too, without the offset and pack id the worker adds).
 LIVE_ONLY = frozenset({LINE_KEY, TEXTS_KEY, PACK_KEY})
-
-
-def changelog_topic(settings: Settings) -> str:
-    return f"{settings.worker_app_id}-{STATE_TABLE}-changelog"
-
-
-@dataclass
-class WorkerState:
-    """The worker's final engine state per partition, as its changelog holds it."""
-
-    engine: dict[int, dict[str, Any]]
-    worker: dict[int, dict[str, Any]]
-
-    def watermark(self, partition: int) -> int | None:
-        clock = self.engine.get(partition, {}).get("p:clock")
-        return None if clock is None else int(clock["wm"])
-
-
-def read_worker_state(settings: Settings) -> WorkerState:
-    """The last value of every key of the worker's changelog (tombstones delete)."""
-    latest: dict[str, bytes | None] = {}
-    records = read_topic(settings, [changelog_topic(settings)], quiet_s=1.5, timeout_s=60)
-    for message in sorted(records, key=lambda m: (m.partition() or 0, m.offset() or 0)):
-        raw_key = message.key()
-        if raw_key is None:
-            continue
-        text = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        latest[json.loads(text) if text.startswith('"') else text] = message.value()  # JSON keys
-    engine: dict[int, dict[str, Any]] = defaultdict(dict)
-    worker: dict[int, dict[str, Any]] = defaultdict(dict)
-    for name_key, value in latest.items():
-        if value is None or "/" not in name_key:
-            continue  # deleted, or the recovery fence
-        partition, kind, name = name_key.split("/", 2)
-        (engine if kind == "e" else worker)[int(partition)][name] = json.loads(value)
-    return WorkerState(dict(engine), dict(worker))
 
 
 @dataclass
@@ -112,7 +71,7 @@ def expected_outputs(
     actions, decisions and the engine state of every partition.
     """
     engine = new_engine(settings)
-    replayer = Replayer(engine, settings.interactions_partitions)
+    replayer = Replayer(engine, settings.kafka.interactions_partitions)
     out = EngineOutput()
     for event in events:
         out.extend(replayer.feed(event))
@@ -158,7 +117,7 @@ class Pipeline:
 
     def worker_committed(self) -> dict[int, int]:
         return committed_offsets(
-            self.settings, self.settings.worker_app_id, self.settings.topics.interactions
+            self.settings, self.settings.worker.worker_app_id, self.settings.topics.interactions
         )
 
     def wait_worker_past(self, ends: dict[int, int], timeout_s: float) -> None:

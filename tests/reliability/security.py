@@ -56,7 +56,7 @@ def metric_label_problems(
     text: str, settings: Settings, customers: Iterable[str] = ()
 ) -> list[str]:
     """Every label value in TEXT outside its bounded set (see the module docstring)."""
-    rules = {rule.id for rule in load_rule_pack(settings.rules_path).rules}
+    rules = {rule.id for rule in load_rule_pack(settings.engine.rules_path).rules}
     allowed: dict[str, set[str]] = {
         "channel": set(CHANNELS),
         "type": {*EVENT_TYPES, "other"},

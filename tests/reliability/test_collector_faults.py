@@ -33,9 +33,10 @@ from moments.stack import EmbeddedBroker, free_port
 from producers.collector import collector_in_thread, collector_publisher, create_app
 from schemas.codec import codec_for
 from schemas.records import InteractionEvent
-from tests.reliability.faults import RefusingProducer
-from tests.reliability.harness import SOAK_MARKS, Figures, read_topic
-from tests.timing import wait_for
+from tests.reliability.harness import SOAK_MARKS, Figures
+from tests.support.faults import RefusingProducer
+from tests.support.kafka import read_topic
+from tests.support.timing import wait_for
 
 KEY = "fault-key"
 AUTH = {"X-API-Key": KEY}
@@ -65,7 +66,7 @@ def ids_on_topic(settings: Settings, enough: int = 0) -> Counter[str]:
 
 @pytest.fixture
 def keyed(settings: Settings) -> Settings:
-    return settings.model_copy(update={"api_keys": [SecretStr(KEY)]})
+    return settings.replace(api_keys=[SecretStr(KEY)])
 
 
 @pytest.mark.parametrize(

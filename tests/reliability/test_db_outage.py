@@ -56,7 +56,7 @@ from tests.reliability.verifier import (
     verify,
     wire_records,
 )
-from tests.timing import wait_for
+from tests.support.timing import wait_for
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,9 @@ class OffsetSampler:
     def _run(self) -> None:
         # One consumer (no subscription, so it never joins the group) and one offset fetch
         # per sample: a sample stays short on a loaded machine.
-        consumer = Consumer(self.settings.kafka_config(**{"group.id": self.settings.sink_group}))
+        consumer = Consumer(
+            self.settings.kafka_config(**{"group.id": self.settings.sinks.sink_group})
+        )
         try:
             partitions = [
                 TopicPartition(topic, p)
@@ -188,7 +190,7 @@ def test_database_outage_mid_stream_loses_and_duplicates_nothing(
 
             def all_committed() -> bool:
                 return all(
-                    committed_offsets(settings, settings.sink_group, topic).get(p, -1) >= end
+                    committed_offsets(settings, settings.sinks.sink_group, topic).get(p, -1) >= end
                     for (topic, p), end in producer.ends.items()
                 )
 
@@ -210,7 +212,7 @@ def test_database_outage_mid_stream_loses_and_duplicates_nothing(
         for problem in records_past_durable_rows(sample.offsets, producer.placed, everything)
     ]
     # Rows the sink committed while the server was shutting down: counted as not durable
-    # when the cutoff was taken before `stop()` (the flake of issue 15). A figure, no failure.
+    # when the cutoff was taken before `stop()` (once a flake). A figure, no failure.
     before_stop_asked = durable_idents(url, inserted_before=stop_asked_at)
     while_stopping = before_outage - before_stop_asked
     past_at_stop_asked = {

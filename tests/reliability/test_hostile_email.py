@@ -18,7 +18,8 @@ import pytest
 from common.settings import Settings
 from schemas.codec import codec_for
 from schemas.records import InteractionEvent
-from tests.reliability.harness import SOAK_MARKS, Figures, read_topic
+from tests.reliability.harness import SOAK_MARKS, Figures
+from tests.support.kafka import read_topic
 
 
 def message(n: int, date: str, body: bytes, *, html: bool = False, received: str = "") -> bytes:

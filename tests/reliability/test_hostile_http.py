@@ -6,8 +6,8 @@ unpaired surrogate escapes, deep nesting, oversized bodies and batches,
 encoded bodies, wrong methods and paths). Most go through the ASGI app in
 process (fast); a share goes over real HTTP to a uvicorn server publishing to
 the real broker, plus raw malformed HTTP on a socket. Every request must be
-answered: never a 5xx, a 4xx whose body names the problem, or 202 (DESIGN.md
-section 6: well-formed JSON of the right shape) with a result per event whose
+answered: never a 5xx, a 4xx whose body names the problem, or 202 (docs/design.md,
+section 6.3: well-formed JSON of the right shape) with a result per event whose
 rejections name the field. Requests without a valid API key are rejected
 (401) and publish nothing. API keys are compared with `hmac.compare_digest`,
 against every configured key.
@@ -508,7 +508,7 @@ def raw_exchange(host: str, port: int, payload: bytes, timeout_s: float = 5.0) -
 
 @pytest.fixture
 def real_collector(settings: Settings) -> Iterator[tuple[str, Publisher]]:
-    keyed = settings.model_copy(update={"api_keys": [SecretStr(k) for k in KEYS]})
+    keyed = settings.replace(api_keys=[SecretStr(k) for k in KEYS])
     with collector_publisher(keyed) as publisher:
         app = create_app(keyed, publisher, max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)
         with collector_in_thread(app, port=free_port()) as url:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings
-from processors.replay import partition_for
+from processors.offline import partition_for
 from producers.simulator import simulate
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, InteractionEvent
@@ -31,13 +31,14 @@ from tests.reliability.harness import (
     PacedProducer,
     committed_offsets,
     process_settings,
-    read_topic,
     scrape,
 )
-from tests.reliability.pipeline import Pipeline, expected_outputs, read_worker_state
+from tests.reliability.pipeline import Pipeline, expected_outputs
 from tests.reliability.security import metric_total
 from tests.reliability.verifier import dlq_sources, verify, wire_records
-from tests.timing import wait_for
+from tests.support.kafka import read_topic
+from tests.support.timing import wait_for
+from tests.support.worker_state import read_worker_state
 
 
 def huge_id(rng: random.Random) -> str:
@@ -110,12 +111,12 @@ def test_a_3kb_customer_id_is_dead_lettered_and_stops_nothing(
         pipeline.wait_rows(database, expected_rows, expected.decisions_count, 180)
 
         def sink_caught_up() -> bool:
-            committed = committed_offsets(settings, settings.sink_group, care)
+            committed = committed_offsets(settings, settings.sinks.sink_group, care)
             return all(committed.get(p, -1) >= end for p, end in care_ends.items())
 
         wait_for(sink_caught_up, 120, "the sink to commit past the hostile actions", poll_s=1.0)
         stuck = sum(
-            committed_offsets(settings, settings.sink_group, care).get(p, -1) < end
+            committed_offsets(settings, settings.sinks.sink_group, care).get(p, -1) < end
             for p, end in care_ends.items()
         )
         pipeline.fleet.stop("sink")
@@ -163,7 +164,7 @@ def test_an_event_dated_9999_fires_no_pending_timer(
     case_unresolved fires (their deadlines are 48 h away); the bogus event fires its own
     life_event_check_in at its own time; the watermark stays within now + skew."""
     settings = process_settings(settings, tmp_path)
-    partitions = settings.interactions_partitions
+    partitions = settings.kafka.interactions_partitions
     bogus_customer = "C-FUTURE"
     target = partition_for(bogus_customer, partitions)
     customers = [

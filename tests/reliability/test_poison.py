@@ -37,17 +37,13 @@ from tests.reliability.harness import (
     PacedProducer,
     db_count,
     process_settings,
-    read_topic,
     scrape,
 )
-from tests.reliability.pipeline import (
-    Pipeline,
-    expected_outputs,
-    read_worker_state,
-    state_differences,
-)
+from tests.reliability.pipeline import Pipeline, expected_outputs, state_differences
 from tests.reliability.security import metric_label_problems, metric_total
 from tests.reliability.verifier import dlq_sources, order_violations, verify, wire_records
+from tests.support.kafka import read_topic
+from tests.support.worker_state import read_worker_state
 
 POISON_KINDS = ("bytes", "schema", "fingerprint", "no_customer", "oversized", "tombstone")
 
@@ -105,7 +101,7 @@ def test_one_percent_poison_is_dead_lettered_exactly_and_good_events_all_process
         kind = POISON_KINDS[n % len(POISON_KINDS)]
         kinds[kind] += 1
         template = rng.choice(good)
-        value = poison(kind, rng, template, settings.max_event_bytes)
+        value = poison(kind, rng, template, settings.engine.max_event_bytes)
         position = rng.randrange(len(records) + 1)
         records.insert(position, (topic, template.customer_id.encode(), value, f"poison:{n}"))  # type: ignore[arg-type]
     figures.update(events=len(good), **{"poison injected": injected})

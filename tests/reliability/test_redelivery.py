@@ -30,15 +30,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.settings import Settings
 from producers.simulator import simulate
-from tests.reliability.harness import Figures, PacedProducer, process_settings, read_topic
-from tests.reliability.pipeline import (
-    Pipeline,
-    changelog_topic,
-    expected_outputs,
-    read_worker_state,
-    state_differences,
-)
+from tests.reliability.harness import Figures, PacedProducer, process_settings
+from tests.reliability.pipeline import Pipeline, expected_outputs, state_differences
 from tests.reliability.verifier import verify, wire_records
+from tests.support.kafka import read_topic
+from tests.support.worker_state import changelog_topic, read_worker_state
 
 
 def copy_changelog(source: Settings, target: Settings) -> int:
@@ -46,7 +42,7 @@ def copy_changelog(source: Settings, target: Settings) -> int:
     records = read_topic(source, [changelog_topic(source)], quiet_s=1.0)
     admin = AdminClient(target.kafka_config())
     name = changelog_topic(target)
-    partitions = target.interactions_partitions
+    partitions = target.kafka.interactions_partitions
     for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
         future.result(timeout=30)
     producer = Producer(target.kafka_config(**{"enable.idempotence": True}))
@@ -69,7 +65,7 @@ def test_events_redelivered_to_a_state_that_holds_them_change_nothing(
     # The second worker: a new group (no committed offsets) whose changelog already holds
     # everything the first one applied, so every event is delivered again to a state that
     # holds it: the state a kill -9 between changelog and offset commit leaves, made whole.
-    again = settings.model_copy(update={"worker_app_id": settings.worker_app_id + "-again"})
+    again = settings.replace(worker_app_id=settings.worker.worker_app_id + "-again")
     second = Pipeline(again, tmp_path / "logs-again")
     try:
         first.start_sink()

@@ -1,4 +1,4 @@
-"""A rule pack published while the worker runs under load (DESIGN.md 8, issue 18).
+"""A rule pack published while the worker runs under load (docs/design.md 8.3).
 
 A simulated population is published at a steady rate to a running worker (and
 the PostgreSQL sink). A quarter of the way in, a new pack B is published to the
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +36,20 @@ from common.rules_topic import publish_pack
 from common.settings import Settings
 from moments.cli import app
 from processors.config import engine_config
-from processors.engine import DEFAULT_PACK_PATH, DictStore, Engine, EngineOutput
+from processors.engine import DictStore, Engine, EngineOutput
 from processors.engine.switching import LINE_KEY, TEXTS_KEY, pack_from_text
-from processors.replay import Replayer, partition_for
+from processors.offline import partition_for
+from processors.replay import Replayer
 from producers.simulator import simulate
 from schemas.codec import to_json_lines
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from tests.reliability.harness import Figures, PacedProducer, process_settings, scrape
-from tests.reliability.pipeline import Pipeline, read_worker_state, state_differences
+from tests.reliability.pipeline import Pipeline, state_differences
 from tests.reliability.verifier import verify, wire_records
-from tests.timing import wait_for
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-A_TEXT = DEFAULT_PACK_PATH.read_text(encoding="utf-8")
+from tests.support.event_lines import iso
+from tests.support.packs import DEFAULT_TEXT as A_TEXT
+from tests.support.timing import wait_for
+from tests.support.worker_state import read_worker_state
 
 
 def pack_b() -> str:
@@ -87,10 +87,6 @@ def switches(port: int) -> int:
         return 0
     found = re.search(r"^moments_rules_switches_total (\S+)$", text, re.MULTILINE)
     return int(float(found.group(1))) if found else 0
-
-
-def iso(ms: int) -> str:
-    return (EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
 
 
 def replay_cli(
@@ -133,7 +129,7 @@ def oracle(
         mine = [
             e
             for e in events
-            if partition_for(e.customer_id, settings.interactions_partitions) == partition
+            if partition_for(e.customer_id, settings.kafka.interactions_partitions) == partition
         ]
         mine_out = EngineOutput()
         for event in mine:
@@ -219,7 +215,7 @@ def test_a_pack_published_under_load_switches_live_survives_kill_rebalance_and_r
     assert not state_problems, state_problems[:10]
     # every partition went to B and back to A (its lineage: A, B, A), with no restart of its
     # own: the kill and the rebalance resumed each on the pack it had
-    assert chains == [3] * settings.interactions_partitions, chains
+    assert chains == [3] * settings.kafka.interactions_partitions, chains
     assert "refused" not in logs
     assert "switched to rule pack" in joined  # the worker that joined rolled its partitions back
     rules = {a.rule for a in actions}

@@ -57,7 +57,7 @@ from tests.reliability.harness import (
     process_settings,
 )
 from tests.reliability.security import customer_data_leaks, metric_label_problems, secrets_in
-from tests.timing import wait_for
+from tests.support.timing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SASL_PASSWORD = "sasl-Pw-7d1f0c9e3b"
@@ -100,7 +100,7 @@ def test_secrets_stay_out_of_logs_errors_settings_and_metrics(
     broker: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path, figures: Figures
 ) -> None:
     settings = secret_settings(broker.bootstrap)
-    texts: list[str] = [repr(settings.kafka_secret), str(settings.api_keys)]
+    texts: list[str] = [repr(settings.kafka.kafka_secret), str(settings.api.api_keys)]
     caplog.set_level(logging.DEBUG)
 
     # The publisher against a broker that speaks no SASL: its errors and log lines.
@@ -192,8 +192,8 @@ def test_worker_takes_sasl_settings_and_keeps_the_password_out_of_its_config(
 ) -> None:
     from processors.worker import build_app
 
-    settings = secret_settings("127.0.0.1:9").model_copy(
-        update={"data_dir": tmp_path, "worker_web_port": free_port()}
+    settings = secret_settings("127.0.0.1:9").replace(
+        data_dir=tmp_path, worker_web_port=free_port()
     )
     app = build_app(settings)
     credentials = app.conf.broker_credentials
@@ -329,8 +329,8 @@ def test_the_sql_check_catches_what_it_looks_for() -> None:
 
 def test_collector_and_metrics_bind_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = Settings()
-    assert defaults.collector_host == "127.0.0.1"
-    assert defaults.metrics_host == "127.0.0.1"
+    assert defaults.collector.collector_host == "127.0.0.1"
+    assert defaults.metrics.metrics_host == "127.0.0.1"
     bound: list[tuple[str, int]] = []
 
     class FakeServer:

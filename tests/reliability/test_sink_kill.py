@@ -37,7 +37,7 @@ from tests.reliability.verifier import (
     verify,
     wire_records,
 )
-from tests.timing import wait_for
+from tests.support.timing import wait_for
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,9 @@ def offset_problems(settings: Settings, conninfo: str, producer: PacedProducer) 
     committed = {
         (topic, partition): offset
         for topic in sink_topics(settings)
-        for partition, offset in committed_offsets(settings, settings.sink_group, topic).items()
+        for partition, offset in committed_offsets(
+            settings, settings.sinks.sink_group, topic
+        ).items()
     }
     return records_past_durable_rows(committed, dict(producer.placed), durable_idents(conninfo))
 
@@ -70,7 +72,7 @@ def describe(settings: Settings, conninfo: str, fleet: Fleet) -> str:
         for table in ("actions", "decisions", "interaction_events")
     }
     committed = {
-        topic: committed_offsets(settings, settings.sink_group, topic)
+        topic: committed_offsets(settings, settings.sinks.sink_group, topic)
         for topic in sink_topics(settings)
     }
     tail = fleet.log_tail(f"sink-{fleet.starts['sink']}")
@@ -143,7 +145,10 @@ def test_kill9_sink_mid_batch_every_action_exactly_once(
 
         def all_committed() -> bool:
             for (topic, partition), end in producer.ends.items():
-                if committed_offsets(settings, settings.sink_group, topic).get(partition, -1) < end:
+                if (
+                    committed_offsets(settings, settings.sinks.sink_group, topic).get(partition, -1)
+                    < end
+                ):
                     return False
             return True
 

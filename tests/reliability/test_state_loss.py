@@ -27,19 +27,16 @@ from pathlib import Path
 from common.settings import Settings
 from producers.simulator import DAY, HOUR, simulate
 from schemas.records import InteractionEvent
-from tests.reliability.harness import Figures, PacedProducer, process_settings, read_topic
-from tests.reliability.pipeline import (
-    Pipeline,
-    expected_outputs,
-    read_worker_state,
-    state_differences,
-)
+from tests.reliability.harness import Figures, PacedProducer, process_settings
+from tests.reliability.pipeline import Pipeline, expected_outputs, state_differences
 from tests.reliability.verifier import (
     order_violations,
     stored_decisions,
     verify,
     wire_records,
 )
+from tests.support.kafka import read_topic
+from tests.support.worker_state import read_worker_state
 
 
 def planted(event_id: str, customer: str, kind: str, at: int, **fields: str) -> InteractionEvent:
@@ -85,7 +82,7 @@ def test_state_rebuilt_from_the_changelog_after_local_state_loss(
         first.join()
         pipeline.wait_worker_past({p: o for (_, p), o in first.ends.items()}, timeout_s=120)
         assert pipeline.fleet.stop("worker") == 0
-        state_dir = settings.data_dir / "worker"  # the worker role's data directory
+        state_dir = settings.stack.data_dir / "worker"  # the worker role's data directory
         existed = state_dir.exists()
         shutil.rmtree(state_dir, ignore_errors=True)  # the local state is gone
         pipeline.start_worker()

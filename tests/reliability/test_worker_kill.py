@@ -34,21 +34,12 @@ import pytest
 
 from common.settings import Settings
 from producers.simulator import simulate
-from tests.reliability.harness import (
-    SOAK_MARKS,
-    Figures,
-    PacedProducer,
-    process_settings,
-    read_topic,
-)
-from tests.reliability.pipeline import (
-    Pipeline,
-    expected_outputs,
-    read_worker_state,
-    state_differences,
-)
+from tests.reliability.harness import SOAK_MARKS, Figures, PacedProducer, process_settings
+from tests.reliability.pipeline import Pipeline, expected_outputs, state_differences
 from tests.reliability.verifier import order_violations, verify, wire_records
-from tests.timing import wait_for
+from tests.support.kafka import read_topic
+from tests.support.timing import wait_for
+from tests.support.worker_state import read_worker_state
 
 
 @dataclass(frozen=True)

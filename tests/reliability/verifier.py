@@ -51,7 +51,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def new_engine(settings: Settings) -> Engine:
     """An engine with the settings' rule pack and knobs, as the worker builds it."""
-    return Engine(load_rule_pack(settings.rules_path), engine_config(settings))
+    return Engine(load_rule_pack(settings.engine.rules_path), engine_config(settings))
 
 
 @dataclass
@@ -77,7 +77,7 @@ def file_oracle(events: Sequence[InteractionEvent], settings: Settings) -> Oracl
     actions, decisions = replay_events(
         events,
         engine=new_engine(settings),
-        partitions=settings.interactions_partitions,
+        partitions=settings.kafka.interactions_partitions,
     )
     return Oracle(actions, decisions, events=len(events))
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import producers.adapters.base as base
 import producers.adapters.email as email_adapter
-from producers.adapters import EmailAdapter, ingest, parse_message
-from producers.adapters.email import html_to_text
+from producers.adapters.email import EmailAdapter, html_to_text, parse_message
+from producers.adapters.ingest import ingest
 from producers.publisher import EventTooLarge
 from schemas.records import InteractionEvent
-from tests.unit.test_adapters import _Recorder, _rejections
+from tests.support.adapters import Recorder, rejections
 
 HOUR_MS = 3_600_000
 
@@ -66,7 +66,7 @@ def test_html_bombs_become_events(tmp_path: Path) -> None:
     ]
     for index, bomb in enumerate(bombs):
         (tmp_path / f"{index}.eml").write_bytes(eml(now, bomb + b" cancel", html=True))
-    publisher = _Recorder()
+    publisher = Recorder()
     summary = ingest("email", tmp_path, publisher)
     assert (summary.accepted, summary.rejected) == (5, [])
     assert all(len(e.text or "") <= 4000 for e in publisher.events)
@@ -86,14 +86,14 @@ def test_an_oversized_message_and_an_endless_line_are_rejected_unread(
         + b"\nFrom a@b Thu Jan  1 00:00:00 2026\n"
         + eml(now).replace(b"\r\n", b"\n")
     )
-    summary = ingest("email", tmp_path, _Recorder())
+    summary = ingest("email", tmp_path, Recorder())
     assert summary.accepted == 1
     assert [(Path(r.file).name, r.reason) for r in summary.rejected] == [
         ("big.eml", "message exceeds the limit of 10000 bytes")
     ]
-    boxed = ingest("email", mbox, _Recorder())
+    boxed = ingest("email", mbox, Recorder())
     assert boxed.accepted == 1
-    assert _rejections(boxed.rejected) == [(1, "message exceeds the limit of 10000 bytes")]
+    assert rejections(boxed.rejected) == [(1, "message exceeds the limit of 10000 bytes")]
 
 
 def test_an_endless_csv_or_jsonl_line_is_one_rejection(tmp_path: Path, monkeypatch) -> None:
@@ -108,7 +108,7 @@ def test_an_endless_csv_or_jsonl_line_is_one_rejection(tmp_path: Path, monkeypat
     )
     summary = ingest("calls", csv, None, dry_run=True)
     assert summary.accepted == 1
-    assert _rejections(summary.rejected) == [(2, "line exceeds the limit of 1000 bytes")]
+    assert rejections(summary.rejected) == [(2, "line exceeds the limit of 1000 bytes")]
 
 
 def test_future_dates_are_rejected_by_name_and_e_mail_falls_back(tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_future_dates_are_rejected_by_name_and_e_mail_falls_back(tmp_path: Path)
     future.write_bytes(
         eml("Fri, 31 Dec 9999 23:00:00 +0000", extra=f"Received: by mx; {received}\r\n".encode())
     )
-    publisher = _Recorder()
+    publisher = Recorder()
     assert ingest("email", future, publisher).accepted == 1
     event = publisher.events[0]
     assert event.attributes["date_from"] == "received"
@@ -157,11 +157,11 @@ def test_identifiers_over_the_limit_and_oversized_events_are_rejected_with_their
     )
     summary = ingest("calls", calls, None, dry_run=True)
     assert summary.accepted == 1
-    assert _rejections(summary.rejected) == [
+    assert rejections(summary.rejected) == [
         (1, "customer_id: 3000 characters exceed the limit of 256")
     ]
 
-    class SizeCapped(_Recorder):
+    class SizeCapped(Recorder):
         def publish(self, event: InteractionEvent) -> None:
             if event.customer_id == "C2":
                 raise EventTooLarge(70_000, 65_536)
@@ -169,7 +169,7 @@ def test_identifiers_over_the_limit_and_oversized_events_are_rejected_with_their
 
     published = ingest("calls", calls, SizeCapped())
     assert published.accepted == 0
-    assert _rejections(published.rejected)[1] == (
+    assert rejections(published.rejected)[1] == (
         2,
         "<event>: 70000 bytes encoded exceed the limit of 65536 bytes",
     )

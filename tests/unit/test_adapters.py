@@ -3,56 +3,38 @@ and reason."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from producers.adapters import (
-    BillingAdapter,
-    CallAdapter,
-    EmailAdapter,
-    MappingError,
-    RecordError,
-    ingest,
-    parse_message,
-)
-from producers.adapters.email import clean_text, load_customer_lookup
-from schemas.codec import validate
+from producers.adapters.base import MappingError, RecordError
+from producers.adapters.billing import BillingAdapter
+from producers.adapters.calls import CallAdapter
+from producers.adapters.email import EmailAdapter, clean_text, load_customer_lookup, parse_message
+from producers.adapters.ingest import ingest
+from producers.adapters.registry import adapter_class, adapter_kinds, register, unregister
 from schemas.records import InteractionEvent
+from tests.support.adapters import Recorder, rejections
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "channels"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "channels"
 CUSTOMERS = DATA / "email_customers.csv"
-
-
-class _Recorder:
-    """A stand-in publisher: keeps what it was given, validates like the real one."""
-
-    def __init__(self) -> None:
-        self.events: list[InteractionEvent] = []
-        self.flushed = 0
-
-    def publish(self, event: InteractionEvent) -> None:
-        validate(event)
-        self.events.append(event)
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        self.flushed += 1
 
 
 def _by_id(events: list[InteractionEvent]) -> dict[str, InteractionEvent]:
     return {event.event_id: event for event in events}
 
 
-def _rejections(summary_rejected: list) -> list[tuple[int, str]]:
-    return [(r.line, r.reason) for r in summary_rejected]
-
-
 # --- calls ------------------------------------------------------------------------------------
 
 
 def test_call_csv_rows_map_to_call_events() -> None:
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("calls", DATA / "calls.csv", publisher)
 
@@ -94,7 +76,7 @@ def test_call_csv_rows_map_to_call_events() -> None:
 def test_malformed_call_rows_are_reported_with_line_and_reason() -> None:
     summary = ingest("calls", DATA / "calls.csv", None, dry_run=True)
 
-    assert _rejections(summary.rejected) == [
+    assert rejections(summary.rejected) == [
         (9, "customer_id: must not be empty"),
         (10, "start_time: 'yesterday morning' is not an ISO-8601 timestamp"),
         (11, "row has 6 fields, the header has 11"),
@@ -106,7 +88,7 @@ def test_malformed_call_rows_are_reported_with_line_and_reason() -> None:
 
 
 def test_call_json_lines_with_platform_column_names() -> None:
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("calls", DATA / "calls.jsonl", publisher)
 
@@ -120,7 +102,7 @@ def test_call_json_lines_with_platform_column_names() -> None:
     assert events["call-CL-2003"].attributes["callback"] == "true"
     assert events["call-CL-2003"].attributes["duration_s"] == "312"
     assert events["call-CL-2008"].type == "address_changed"
-    assert _rejections(summary.rejected) == [
+    assert rejections(summary.rejected) == [
         (4, "not valid JSON: Expecting value (column 1)"),
         (5, "expected a JSON object, got list"),
         (6, "started_at: missing required field"),
@@ -135,7 +117,7 @@ def test_a_mapping_file_overrides_dispositions_and_source(tmp_path: Path) -> Non
         "default_type: other_call\n",
         encoding="utf-8",
     )
-    publisher = _Recorder()
+    publisher = Recorder()
 
     ingest("calls", DATA / "calls.csv", publisher, mapping=mapping)
 
@@ -154,7 +136,7 @@ def test_a_broken_mapping_file_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_reingesting_a_file_gives_the_same_event_ids() -> None:
-    first, second = _Recorder(), _Recorder()
+    first, second = Recorder(), Recorder()
 
     ingest("calls", DATA / "calls.csv", first)
     ingest("calls", DATA / "calls.csv", second)
@@ -173,7 +155,7 @@ def test_a_directory_of_exports_is_read_file_by_file(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     (tmp_path / "notes.md").write_text("ignored", encoding="utf-8")
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("calls", tmp_path, publisher)
 
@@ -193,14 +175,14 @@ def test_undecodable_and_unterminated_csv_lines_are_rejected_not_fatal(tmp_path:
     summary = ingest("calls", export, None, dry_run=True)
 
     assert summary.accepted == 2
-    assert _rejections(summary.rejected) == [(3, "line is not valid UTF-8")]
+    assert rejections(summary.rejected) == [(3, "line is not valid UTF-8")]
 
 
 # --- billing ----------------------------------------------------------------------------------
 
 
 def test_billing_csv_carries_amounts_currency_due_dates_and_references() -> None:
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("billing", DATA / "billing.csv", publisher)
 
@@ -235,7 +217,7 @@ def test_billing_csv_carries_amounts_currency_due_dates_and_references() -> None
 def test_malformed_billing_rows_are_reported_with_line_and_reason() -> None:
     summary = ingest("billing", DATA / "billing.csv", None, dry_run=True)
 
-    reasons = dict(_rejections(summary.rejected))
+    reasons = dict(rejections(summary.rejected))
     assert set(reasons) == {8, 9, 10, 11, 12, 13}
     assert reasons[8] == "amount: 'twelve' is not an amount"
     assert reasons[9] == "due_date: required for invoice_issued records"
@@ -246,7 +228,7 @@ def test_malformed_billing_rows_are_reported_with_line_and_reason() -> None:
 
 
 def test_billing_json_lines_with_their_own_names() -> None:
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("billing", DATA / "billing.jsonl", publisher)
 
@@ -263,7 +245,7 @@ def test_billing_json_lines_with_their_own_names() -> None:
     assert events["billing-B-6004"].due_date == date(2026, 3, 10)
     assert events["billing-B-6005"].occurred_at == 1_772_000_000_000  # epoch seconds
     assert events["billing-B-6005"].attributes["reading"] == "1203.5"
-    assert _rejections(summary.rejected) == [
+    assert rejections(summary.rejected) == [
         (6, "due_date: required for invoice_issued records"),
         (7, "customer_id: missing required field"),
         (8, "amount: 'NaN' is not a finite amount"),
@@ -299,7 +281,7 @@ def test_billing_adapter_maps_one_record() -> None:
 
 
 def test_eml_messages_map_to_email_events() -> None:
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("email", DATA / "email", publisher, customers=CUSTOMERS)
 
@@ -350,7 +332,7 @@ def test_bad_messages_are_reported_with_file_and_reason() -> None:
 
 
 def test_an_mbox_is_read_with_line_numbers_of_each_message() -> None:
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("email", DATA / "inbox.mbox", publisher, customers=CUSTOMERS)
 
@@ -360,7 +342,7 @@ def test_an_mbox_is_read_with_line_numbers_of_each_message() -> None:
         "feedback_given",
     ]
     assert publisher.events[0].reference == "CMP-4401"
-    assert _rejections(summary.rejected) == [(19, "From: header is missing")]
+    assert rejections(summary.rejected) == [(19, "From: header is missing")]
 
 
 def test_a_maildir_is_read(tmp_path: Path) -> None:
@@ -371,7 +353,7 @@ def test_a_maildir_is_read(tmp_path: Path) -> None:
     (tmp_path / "cur" / "1700000001.M2P1.host:2,S").write_bytes(
         raw.replace(b"<move-0001@example.net>", b"<move-0002@example.net>")
     )
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("email", tmp_path, publisher, customers=CUSTOMERS)
 
@@ -457,7 +439,7 @@ def test_two_columns_claiming_one_field_keep_the_better_alias(tmp_path: Path) ->
         "row-1,CL-9,C1,2026-01-01T10:00:00Z,2026-01-01T09:00:00Z,CANCEL\n",
         encoding="utf-8",
     )
-    publisher = _Recorder()
+    publisher = Recorder()
 
     summary = ingest("calls", export, publisher)
 
@@ -467,3 +449,75 @@ def test_two_columns_claiming_one_field_keep_the_better_alias(tmp_path: Path) ->
     assert event.occurred_at == 1_767_261_600_000  # start_time before timestamp
     assert event.attributes["id"] == "row-1"
     assert event.attributes["timestamp"] == "2026-01-01T09:00:00Z"
+
+
+# --- the registry: a new adapter is one class ------------------------------------------------
+
+
+@pytest.fixture
+def toy_registered() -> Iterator[None]:
+    # Imported here, not at the top: registering on import, the toy would otherwise sit in
+    # the registry for the whole session (and in the kind list of any CLI loaded after).
+    toy = importlib.import_module("tests.support.toy_adapter").ToyAdapter
+    register(toy)  # again, when an earlier test already imported it and unregistered it
+    yield
+    unregister(toy.kind)
+
+
+def test_the_registry_lists_the_packaged_kinds_in_their_order() -> None:
+    assert adapter_kinds()[:3] == ("calls", "email", "billing")
+    assert adapter_class("email") is EmailAdapter
+
+
+def test_a_kind_cannot_be_registered_twice() -> None:
+    class Impostor(CallAdapter):
+        pass
+
+    with pytest.raises(ValueError, match="channel kind 'calls' is taken by CallAdapter"):
+        register(Impostor)
+    assert adapter_class("calls") is CallAdapter
+
+
+@pytest.mark.usefixtures("toy_registered")
+def test_a_registered_adapter_is_ingested_with_no_other_edit(tmp_path: Path) -> None:
+    export = tmp_path / "export.toy"
+    export.write_text("C1,inquiry\n\nC2\nC3,feedback_given\n", encoding="utf-8")
+    publisher = Recorder()
+    progress: list[tuple[int, int | None]] = []
+
+    summary = ingest("toy", export, publisher, progress=lambda d, t: progress.append((d, t)))
+
+    assert adapter_kinds()[-1] == "toy"
+    assert [(e.event_id, e.customer_id, e.type) for e in publisher.events] == [
+        ("toy-1", "C1", "inquiry"),
+        ("toy-4", "C3", "feedback_given"),
+    ]
+    assert rejections(summary.rejected) == [(3, "event_type: missing")]
+    assert progress[-1] == (3, 3)
+
+
+def test_the_cli_offers_a_registered_adapter(tmp_path: Path) -> None:
+    export = tmp_path / "export.toy"
+    export.write_text("C1,inquiry\n", encoding="utf-8")
+    # The CLI reads the kinds when it loads: a fresh process, the toy imported first,
+    # stands for an adapter module in producers/adapters/.
+    script = (
+        "import sys\n"
+        "import tests.support.toy_adapter\n"
+        "from typer.testing import CliRunner\n"
+        "from moments.cli import app\n"
+        "runner = CliRunner()\n"
+        "print(runner.invoke(app, ['ingest', '--help'], terminal_width=200).output)\n"
+        "print(runner.invoke(app, ['ingest', 'toy', sys.argv[1], '--dry-run']).output)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(export)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert "<calls|email|billing|toy>" in done.stdout
+    assert "1 valid, 0 rejected of 1 records" in done.stdout

@@ -20,7 +20,7 @@ import producers.publisher as publisher_module
 from common.privacy import key_name
 from common.settings import Settings
 from producers.collector import collector_publisher, create_app
-from tests.reliability.faults import RefusingProducer
+from tests.support.faults import RefusingProducer
 
 KEY = "unit-key"
 

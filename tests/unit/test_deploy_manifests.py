@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from common.settings import Settings
-from tests.deploy_files import (
+from common.settings import Settings, env_name
+from tests.support.deploy_files import (
     COMPOSE,
     DEPLOY,
     K8S,
@@ -35,7 +35,7 @@ from tests.deploy_files import (
     service_env,
 )
 
-SETTING_VARS = {f"MOMENTS_{name.upper()}" for name in Settings.model_fields}
+SETTING_VARS = {env_name(name) for name in Settings.FIELDS}
 MOMENTS_SERVICES = {"worker", "sink-postgres", "sink-webhook", "collector", "api"}
 SECRET_KEYS = {
     "database-url",
@@ -59,8 +59,8 @@ REAL_SECRETS = {
 def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings as a process with exactly these MOMENTS_* variables would read them."""
     with monkeypatch.context() as patch:
-        for name in list(Settings.model_fields):
-            patch.delenv(f"MOMENTS_{name.upper()}", raising=False)
+        for name in Settings.FIELDS:
+            patch.delenv(env_name(name), raising=False)
         for name, value in env.items():
             patch.setenv(name, value)
         return Settings()
@@ -164,14 +164,14 @@ def test_compose_refuses_dev_secrets_unless_moments_dev() -> None:
 def test_compose_uses_the_real_secrets_when_they_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose(REAL_SECRETS)["services"]
     webhook = settings_from(service_env(services["sink-webhook"]), monkeypatch)
-    assert webhook.webhook_secret is not None
-    assert webhook.webhook_secret.get_secret_value() == "wh-real"
-    assert webhook.webhook_allow_http is False  # the echo receiver's http is for trials only
+    assert webhook.sinks.webhook_secret is not None
+    assert webhook.sinks.webhook_secret.get_secret_value() == "wh-real"
+    assert webhook.sinks.webhook_allow_http is False  # the echo receiver's http is for trials only
     collector = settings_from(service_env(services["collector"]), monkeypatch)
-    assert [k.get_secret_value() for k in collector.api_keys] == ["k-real"]
+    assert [k.get_secret_value() for k in collector.api.api_keys] == ["k-real"]
     api = settings_from(service_env(services["api"]), monkeypatch)
-    assert [k.get_secret_value() for k in api.api_keys] == ["r-real"]
-    assert api.database_url and ":pg-real@postgres:5432/" in api.database_url
+    assert [k.get_secret_value() for k in api.api.api_keys] == ["r-real"]
+    assert api.database.database_url and ":pg-real@postgres:5432/" in api.database.database_url
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-real"
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "gf-real"
 
@@ -212,17 +212,19 @@ def test_compose_moments_env_names_are_settings_and_parse(
         unknown = set(ours) - SETTING_VARS
         assert not unknown, f"{name}: not settings of common/settings.py: {sorted(unknown)}"
         settings = settings_from(ours, monkeypatch)
-        assert settings.bootstrap == "kafka:9092"
+        assert settings.kafka.bootstrap == "kafka:9092"
         if name != "topics-init":
-            assert settings.metrics_port > 0 and settings.metrics_host == "0.0.0.0", name
+            assert (
+                settings.metrics.metrics_port > 0 and settings.metrics.metrics_host == "0.0.0.0"
+            ), name
     webhook = settings_from(service_env(services["sink-webhook"]), monkeypatch)
-    assert set(webhook.webhook_urls) == {"care", "billing", "crm", "feedback", "recognition"}
-    assert webhook.webhook_secret is not None
-    assert webhook.webhook_allow_http is True  # a local trial (MOMENTS_DEV=1): the echo receiver
+    assert set(webhook.sinks.webhook_urls) == {"care", "billing", "crm", "feedback", "recognition"}
+    assert webhook.sinks.webhook_secret is not None
+    assert webhook.sinks.webhook_allow_http is True  # a local trial (MOMENTS_DEV=1): the echo receiver
     postgres = settings_from(service_env(services["sink-postgres"]), monkeypatch)
-    assert postgres.database_url and "@postgres:5432/" in postgres.database_url
+    assert postgres.database.database_url and "@postgres:5432/" in postgres.database.database_url
     collector = settings_from(service_env(services["collector"]), monkeypatch)
-    assert collector.collector_host == "0.0.0.0" and collector.api_keys
+    assert collector.collector.collector_host == "0.0.0.0" and collector.api.api_keys
 
 
 def test_prometheus_scrapes_every_moments_service_where_it_serves_metrics(
@@ -235,7 +237,7 @@ def test_prometheus_scrapes_every_moments_service_where_it_serves_metrics(
         ((host, port, path),) = targets[f"moments-{name}"]
         assert host == name and path == "/metrics"
         settings = settings_from(service_env(services[name]), monkeypatch)
-        assert port == settings.metrics_port
+        assert port == settings.metrics.metrics_port
     # Every scraped moments job is one process, and a down-alert covers it.
     jobs = {job for job in targets if job.startswith("moments-")}
     assert jobs == {f"moments-{name}" for name in MOMENTS_SERVICES}
@@ -336,8 +338,8 @@ def test_k8s_env_is_settings_and_secrets_come_from_the_secret(
     unknown = set(data) - SETTING_VARS
     assert not unknown, f"ConfigMap sets unknown settings: {sorted(unknown)}"
     settings = settings_from(data, monkeypatch)
-    assert settings.kafka_extra["security.protocol"] == "SASL_SSL"
-    assert "sasl.password" not in settings.kafka_extra  # the password is a Secret
+    assert settings.kafka.kafka_extra["security.protocol"] == "SASL_SSL"
+    assert "sasl.password" not in settings.kafka.kafka_extra  # the password is a Secret
     secret_vars: dict[str, set[str]] = {}
     for doc in [*k8s_kind("Deployment"), *k8s_kind("Job")]:
         for container in containers(doc):
@@ -361,9 +363,9 @@ def test_k8s_replicas_are_bounded_by_partitions(monkeypatch: pytest.MonkeyPatch)
     (config_map,) = k8s_kind("ConfigMap")
     settings = settings_from({k: str(v) for k, v in config_map["data"].items()}, monkeypatch)
     replicas = {doc["metadata"]["name"]: doc["spec"]["replicas"] for doc in k8s_kind("Deployment")}
-    assert 1 <= replicas["moments-worker"] <= settings.interactions_partitions
-    assert 1 <= replicas["moments-sink-postgres"] <= settings.action_partitions
-    assert 1 <= replicas["moments-sink-webhook"] <= settings.action_partitions
+    assert 1 <= replicas["moments-worker"] <= settings.kafka.interactions_partitions
+    assert 1 <= replicas["moments-sink-postgres"] <= settings.kafka.action_partitions
+    assert 1 <= replicas["moments-sink-webhook"] <= settings.kafka.action_partitions
 
 
 def test_k8s_deployments_are_scrapable_non_root_and_selected_by_services() -> None:
@@ -395,7 +397,7 @@ def test_compose_and_k8s_agree_on_the_metrics_port(monkeypatch: pytest.MonkeyPat
     (config_map,) = k8s_kind("ConfigMap")
     k8s = settings_from({k: str(v) for k, v in config_map["data"].items()}, monkeypatch)
     worker = settings_from(service_env(compose()["services"]["worker"]), monkeypatch)
-    assert k8s.metrics_port == worker.metrics_port == 9100
+    assert k8s.metrics.metrics_port == worker.metrics.metrics_port == 9100
     assert json.loads(config_map["data"]["MOMENTS_WEBHOOK_URLS"]).keys() == {
         "care",
         "billing",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy_files import K8S, compose
+from tests.support.deploy_files import K8S, compose
 
 REAL_SECRETS = {
     "POSTGRES_PASSWORD": "p",

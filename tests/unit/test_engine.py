@@ -2,49 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import date
-from typing import Any
 
-from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
-from schemas.records import InteractionEvent
-
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-H = 3_600_000
-D = 24 * H
-_ids = itertools.count(1)
-
-
-def ev(
-    type_: str,
-    at: int,
-    *,
-    customer: str = "c1",
-    channel: str = "call",
-    event_id: str | None = None,
-    **fields: Any,
-) -> InteractionEvent:
-    """An InteractionEvent with a fresh event id unless one is given."""
-    return InteractionEvent(
-        event_id=event_id or f"e{next(_ids)}",
-        customer_id=customer,
-        channel=channel,
-        type=type_,
-        occurred_at=at,
-        source="test",
-        **fields,
-    )
-
-
-def run(engine: Engine, store: DictStore, *events: InteractionEvent) -> EngineOutput:
-    out = EngineOutput()
-    for event in events:
-        out.extend(engine.process(store, event))
-    return out
-
-
-def fired(out: EngineOutput, rule: str | None = None) -> list[str]:
-    return [a.rule for a in out.actions if rule is None or a.rule == rule]
+from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
+from tests.support.engine import T0, D, H, ev, fired, run
 
 
 def test_cancellation_by_phone_raises_a_life_event_check_in_for_care() -> None:

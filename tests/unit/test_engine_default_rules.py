@@ -1,4 +1,4 @@
-"""The default rule pack, rule by rule, exactly as DESIGN.md section 5 states it."""
+"""The default rule pack, rule by rule, exactly as docs/design.md, section 5.2 states it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
 from schemas.records import DESTINATIONS
-from tests.unit.test_engine import T0, D, H, ev, fired, run
+from tests.support.engine import T0, D, H, ev, fired, run
 
 M = 60_000
 
@@ -292,3 +292,15 @@ def test_an_escalation_counts_as_a_negative_moment(engine: Engine) -> None:
         "fired",
         "cool_down",
     ]
+
+
+def test_reasons_use_human_durations() -> None:
+    eng = Engine(load_rule_pack(), EngineConfig())
+    out = run(
+        eng,
+        DictStore(),
+        ev("meter_reading_submitted", T0),
+        ev("payment_demand_issued", T0 + 476_919_000, reference="D1"),
+    )
+    [action] = [a for a in out.actions if a.rule == "review_payment_demand"]
+    assert "was issued 5 days after the customer's meter reading" in action.reason

@@ -13,7 +13,7 @@ from processors.engine import (
 from processors.engine.erasure import PARTITION_ERASERS
 from processors.engine.interfaces import TIMER_BUCKET_PREFIX, TIMER_INDEX_KEY, customer_key
 from schemas.records import InteractionEvent
-from tests.unit.test_engine import T0, H, ev, run
+from tests.support.engine import T0, H, ev, run
 
 
 def case_opened(customer: str, at: int, reference: str) -> list[InteractionEvent]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processors.engine import DictStore, Engine, future_cap, load_rule_pack
-from tests.unit.test_engine import T0, D, H, ev, fired
+from tests.support.engine import T0, D, H, ev, fired
 
 YEAR_9999 = 253_402_214_400_000  # 9999-12-31T00:00:00Z
 

@@ -7,33 +7,11 @@ from typing import Any
 
 import pytest
 
-from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, parse_rule_pack
+from processors.engine import DictStore, Engine, EngineOutput
 from processors.engine.interfaces import CLOCK_KEY, TIMER_INDEX_KEY
 from processors.engine.rules import CustomerProfile
 from schemas.records import InteractionEvent
-from tests.unit.test_engine import T0, D, H, ev, fired, run
-
-M = 60_000
-
-
-def rule(rule_id: str, when: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
-        "id": rule_id,
-        "when": when,
-        "action": rule_id,
-        "destination": extra.pop("destination", "care"),
-        "priority": extra.pop("priority", 50),
-        "class": extra.pop("class_", "service"),
-        "reason": extra.pop("reason", "Something happened {via} on {date}."),
-        **extra,
-    }
-
-
-def engine(*rules: dict[str, Any], **config: Any) -> Engine:
-    document: dict[str, Any] = {"rules": list(rules)}
-    if "relationship" in config:
-        document["relationship"] = config.pop("relationship")
-    return Engine(parse_rule_pack(document), EngineConfig(**config))
+from tests.support.engine import T0, D, H, M, engine, ev, fired, rule, run
 
 
 def decisions(out: EngineOutput, rule_id: str | None = None) -> list[tuple[str, str]]:

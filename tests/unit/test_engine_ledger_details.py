@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processors.engine import DictStore, Engine, load_rule_pack
-from tests.unit.test_engine import T0, H, ev, run
+from tests.support.engine import T0, H, ev, run
 
 
 def test_actions_carry_positives_negatives_and_their_balance() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
+from processors.engine.kinds import RULE_KEYS
 from processors.engine.state import (
     CLOCK_KEY,
     CUSTOMER_KEYS,
@@ -25,7 +26,6 @@ from processors.engine.state import (
     CUSTOMER_STEPS,
     PARTITION_KEYS,
     PARTITION_STEPS,
-    RULE_KEYS,
     STATE_VERSION,
     TIMER_BUCKET_PREFIX,
     StateVersionError,
@@ -34,7 +34,7 @@ from processors.engine.state import (
 )
 from schemas.codec import read_events_jsonl
 from schemas.records import InteractionEvent
-from tests.unit.test_engine import T0, H, ev
+from tests.support.engine import T0, H, ev
 
 FIXTURE = Path(__file__).parents[1] / "data" / "engine_state_v0"
 #: Past the last event: every timer still pending fires (like `replay --until`).

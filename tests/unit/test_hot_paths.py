@@ -389,11 +389,11 @@ def test_generated_writers_cover_actions_and_decisions() -> None:
 @settings(max_examples=300, deadline=None)
 @given(event=events(), odd=st.sampled_from([None, 1, True, 2.5, "", float("nan"), {"k": 1}]))
 def test_plainly_valid_events_pass_every_check(event: InteractionEvent, odd: object) -> None:
-    from schemas.validation import _CHECKS, _plainly_valid_event
+    from schemas.validation import CHECKS, plainly_valid_event
 
     for name in ("event_id", "channel", "occurred_at", "amount", "due_date", "attributes"):
         candidate = dataclasses.replace(event, **{name: odd})
-        problems = [n for n, check in _CHECKS[InteractionEvent] if check(getattr(candidate, n))]
-        if _plainly_valid_event(candidate):
+        problems = [n for n, check in CHECKS[InteractionEvent] if check(getattr(candidate, n))]
+        if plainly_valid_event(candidate):
             assert problems == []
-    assert _plainly_valid_event(event) == (event.amount is None or event.amount == event.amount)
+    assert plainly_valid_event(event) == (event.amount is None or event.amount == event.amount)

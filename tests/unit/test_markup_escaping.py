@@ -7,7 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from typer.testing import CliRunner
 
-from moments.cli import actions_table, app
+from moments.cli import app
+from moments.cli.stacks import actions_table
 from sinks.timeline import TIMELINE_COLUMNS, timeline_table
 
 HOSTILE = "closing [/b] tag and [link=https://evil.example]click[/link] [bold red]x"

@@ -80,7 +80,7 @@ def test_settings_repr_and_str_show_no_secret_of_any_kind() -> None:
     assert "SASL_SSL" in text and "registry:8081" in text and "hooks.example" in text
     # the values themselves are intact for the clients
     assert settings.kafka_config()["sasl.password"] == SASL
-    assert REGISTRY_PW in (settings.schema_registry_url or "")
+    assert REGISTRY_PW in (settings.kafka.schema_registry_url or "")
     assert HOOK_TOKEN in settings.as_env()["MOMENTS_WEBHOOK_URLS"]
 
 

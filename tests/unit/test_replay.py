@@ -10,39 +10,16 @@ from typing import Any
 import pytest
 
 from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
-from processors.replay import (
-    murmur2,
-    no_cyclic_gc,
-    partition_for,
-    replay_events,
-    replay_file,
-)
+from processors.offline import murmur2, no_cyclic_gc, partition_for
+from processors.replay import replay_events, replay_file
 from schemas.codec import SchemaValidationError, read_events_jsonl, to_json_line
-from tests.unit.test_engine import T0, D, H
+from tests.support.engine import T0, D, H
+from tests.support.event_lines import iso, line
 
 M = 60_000
 
 
-def iso(ms: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def line(event_id: str, customer: str, channel: str, type_: str, at: int, **extra: Any) -> str:
-    obj = {
-        "event_id": event_id,
-        "customer_id": customer,
-        "channel": channel,
-        "type": type_,
-        "occurred_at": iso(at),
-        "source": "story",
-        **extra,
-    }
-    return json.dumps(obj)
-
-
-#: One story per rule of DESIGN.md section 5, in time order.
+#: One story per rule of the default pack (docs/design.md 5.2), in time order.
 STORIES = [
     line("s1", "cust-cancel", "call", "cancellation_requested", T0, product="credit_card"),
     line("s2", "cust-bill", "web", "account_opened", T0 + 1 * H, product="gas"),

@@ -14,8 +14,8 @@ from processors.replay import replay_file
 from processors.replay_shards import MIN_SHARDED_BYTES, shard_count
 from producers.simulator import write_simulation
 from schemas.codec import SchemaValidationError
-from tests.unit.test_engine import T0, D, H
-from tests.unit.test_replay import line
+from tests.support.engine import T0, D, H
+from tests.support.event_lines import line
 
 
 def digest(path: Path) -> str:
@@ -219,7 +219,7 @@ def test_occurred_ms_reads_every_form_as_fromisoformat_does() -> None:
     from datetime import datetime, timedelta
 
     from schemas.codec import occurred_ms
-    from schemas.validation import _EPOCH, _ONE_MS, _TS_MAX, _TS_MIN
+    from schemas.validation import EPOCH, ONE_MS, TS_MAX, TS_MIN
 
     def expected(value: str) -> int | None:
         try:
@@ -228,15 +228,15 @@ def test_occurred_ms_reads_every_form_as_fromisoformat_does() -> None:
             return None
         if moment.tzinfo is None:
             return None
-        ms = (moment - _EPOCH) // _ONE_MS
-        return ms if _TS_MIN <= ms <= _TS_MAX else None
+        ms = (moment - EPOCH) // ONE_MS
+        return ms if TS_MIN <= ms <= TS_MAX else None
 
     rng = random.Random(3)
     values = ["0001-01-01T00:00:00.000+00:00", "9999-12-31T23:59:59.999+00:00",
               "9999-12-31T23:59:59.999-01:00", "0001-01-01T00:00:00.000+01:00",
               "2026-W01-1T00:10:05.000+00:00"]  # fmt: skip
     for _ in range(2000):
-        written = (_EPOCH + timedelta(milliseconds=rng.randint(-(10**12), 3 * 10**12))).isoformat(
+        written = (EPOCH + timedelta(milliseconds=rng.randint(-(10**12), 3 * 10**12))).isoformat(
             timespec="milliseconds"
         )
         values += [

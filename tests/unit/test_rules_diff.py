@@ -1,4 +1,4 @@
-"""`moments rules diff` (DESIGN.md 8): both packs over the same history, compared by action_id."""
+"""`rules diff` (docs/design.md 8.5): both packs over the same history, compared by action_id."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from processors.diff import compare_actions, diff_file
 from processors.engine import DEFAULT_PACK_PATH, load_rule_pack
 from processors.replay import replay_file
 from schemas.records import ActionEvent
-from tests.unit.test_engine import T0, D
-from tests.unit.test_replay import line
-from tests.unit.test_rules_lifecycle import TENURE_10, tenure_version, variant
+from tests.support.engine import T0, D
+from tests.support.event_lines import line
+from tests.support.packs import TENURE_10, tenure_version, variant
 
 
 def action(action_id: str, rule: str = "r", customer: str = "c1", **extra: object) -> ActionEvent:

@@ -1,4 +1,4 @@
-"""Version discipline (DESIGN.md 8): a changed rule must raise its version (`rules check`)."""
+"""Version discipline (docs/design.md 8.1): a changed rule must raise its version."""
 
 from __future__ import annotations
 
@@ -14,27 +14,7 @@ from processors.engine.lifecycle import (
     compare_packs,
     version_problems,
 )
-
-DEFAULT_TEXT = DEFAULT_PACK_PATH.read_text(encoding="utf-8")
-
-
-def variant(tmp_path: Path, name: str, *edits: tuple[str, str]) -> Path:
-    """The default pack with textual edits, written to tmp_path/name."""
-    text = DEFAULT_TEXT
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-TENURE_10 = ("min_tenure_years: 5", "min_tenure_years: 10")
-
-
-def tenure_version(version: int) -> tuple[str, str]:
-    marker = "  - id: recognize_tenure\n    version: 1"
-    return marker, marker.replace("version: 1", f"version: {version}")
+from tests.support.packs import TENURE_10, tenure_version, variant
 
 
 def test_description_is_not_part_of_the_canonical_form() -> None:

@@ -1,4 +1,4 @@
-"""`outcome:` on engagement rules (DESIGN.md section 9): parsed, validated, refused on service."""
+"""`outcome:` on engagement rules (docs/design.md 9.1): parsed, validated, refused on service."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.adapters import EmailAdapter
+from producers.adapters.email import EmailAdapter
 from producers.simulator import (
     DAY,
     EMAIL_TEMPLATES,

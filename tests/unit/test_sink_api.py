@@ -15,7 +15,7 @@ import sinks.api as api_module
 from common.privacy import KeyRing, RateLimiter, key_name
 from common.settings import Settings
 from sinks.api import ApiConfigError, build_app, check_binding, run_api
-from tests.unit.test_sink_timeline import ROWS, FakeTimelines
+from tests.support.sinks import ROWS, FakeTimelines
 
 KEY = "read-key-3a9f1c"
 BEARER = {"Authorization": f"Bearer {KEY}"}

@@ -25,6 +25,7 @@ from sinks.consume import (
     retry_until,
     stop_on_signals,
 )
+from tests.support.sinks import FakeLetters, FakeMessage
 
 
 def _partitions(group: str) -> set[tuple[str, str]]:
@@ -100,72 +101,6 @@ def test_offsets_are_committable_up_to_the_first_record_not_durable() -> None:
     offsets.forget([tp])
     offsets.done(tp, [9])  # reported after a revoke: ignored
     assert offsets.committable() == {} and offsets.take(tp, 5)
-
-
-class FakeMessage:
-    """A consumed record of partition 0, as confluent-kafka hands it out."""
-
-    def __init__(
-        self,
-        topic: str,
-        offset: int,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        self._topic, self._offset, self._value, self._headers = topic, offset, value, headers
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes:
-        return b"cust-1"
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-
-class FakeLetters:
-    """Dead letters as they are sent; acknowledged when the test says so (`ack`)."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def send(
-        self,
-        dlq: str,
-        key: Any,
-        value: Any,
-        headers: Any,
-        error: Any,
-        source: Any,
-        on_acked: Any,
-        **extra: str,
-    ) -> None:
-        self.sent.append(
-            {
-                "dlq": dlq,
-                "value": value,
-                "error": error,
-                "source": source,
-                "ack": on_acked,
-                "extra": extra,
-            }
-        )
-
-    def poll(self) -> None:
-        return None
 
 
 class _Effect:

@@ -17,8 +17,7 @@ from sinks.postgres import (
     run_postgres_sink,
     sink_topics,
 )
-from tests.unit.test_sink_consume import FakeLetters, FakeMessage
-from tests.unit.test_sink_rows import ACTION, DECISION, EVENT
+from tests.support.sinks import ACTION, DECISION, EVENT, FakeLetters, FakeMessage
 
 NOWHERE = "postgresql://nobody@127.0.0.1:1/none"
 

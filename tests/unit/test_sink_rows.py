@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime
 import pytest
 from psycopg import sql
 
-from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.rows import (
     ACTIONS,
     DECISIONS,
@@ -23,46 +22,7 @@ from sinks.rows import (
     timestamptz_wire,
     without_nul,
 )
-
-ACTION = ActionEvent(
-    action_id="a-1",
-    customer_id="c-1",
-    rule="life_event_check_in",
-    action="life_event_check_in",
-    rule_version=3,
-    destination="care",
-    priority=80,
-    reason="The customer asked to cancel by phone.",
-    evidence=["e-1", "e-2"],
-    channel_hint="call",
-    triggered_at=1_767_323_045_123,
-    due_by=None,
-    details={"relationship_balance": "-2"},
-)
-DECISION = Decision(
-    decision_id="d-1",
-    customer_id="c-1",
-    rule="life_event_check_in",
-    rule_version=3,
-    outcome="suppressed",
-    reason="cool_down",
-    action_id=None,
-    evidence=["e-1"],
-    decided_at=1_767_323_045_123,
-)
-EVENT = InteractionEvent(
-    event_id="e-1",
-    customer_id="c-1",
-    channel="call",
-    type="cancellation_requested",
-    occurred_at=1_767_323_045_000,
-    source="ivr",
-    product="gas",
-    amount=12.5,
-    currency="EUR",
-    due_date=date(2026, 1, 31),
-    attributes={"queue": "retention"},
-)
+from tests.support.sinks import ACTION, DECISION, EVENT
 
 
 def _sql(composed: sql.Composable) -> str:

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 from rich.console import Console
 from starlette.testclient import TestClient
 
-from sinks.api import DatabaseUnavailable, build_app
-from sinks.timeline import TIMELINE_COLUMNS, iso_utc, timeline_table
-
-
-def entry(kind: str, at: str, summary: str, **extra: Any) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(TIMELINE_COLUMNS)
-    row.update(customer_id="c-7", kind=kind, at=at, id=f"{kind}-{at}", summary=summary, **extra)
-    return row
-
-
-ROWS = [
-    entry("event", "2026-01-02T03:04:05.000+00:00", "cancellation_requested", channel="call"),
-    entry("decision", "2026-01-02T03:04:05.000+00:00", "life_event_check_in fired"),
-    entry(
-        "action",
-        "2026-01-02T03:04:05.000+00:00",
-        "life_event_check_in → care (priority 80): asked to cancel",
-        channel="call",
-        relationship_balance=-2,
-    ),
-]
+from sinks.api import build_app
+from sinks.timeline import iso_utc, timeline_table
+from tests.support.sinks import ROWS, FakeTimelines
 
 
 def test_iso_utc_gives_milliseconds_and_the_utc_offset() -> None:
@@ -48,49 +29,6 @@ def test_the_table_shows_each_entry_with_its_signed_balance() -> None:
     assert "-2" in text
     lines = [line for line in text.splitlines() if "2026-01-02" in line]
     assert [line.split("│")[2].strip() for line in lines] == ["event", "decision", "action"]
-
-
-class FakeTimelines:
-    """A `CustomerSource` over a list of timeline rows (and decisions), no database."""
-
-    def __init__(
-        self,
-        rows: list[dict[str, Any]],
-        *,
-        down: bool = False,
-        decisions: list[dict[str, Any]] | None = None,
-    ) -> None:
-        self.rows = rows
-        self.decision_rows = decisions or []
-        self.down = down
-        self.calls: list[tuple[str, int]] = []
-        self.befores: list[Any] = []
-        self.opened = self.closed = False
-
-    def timeline(self, customer_id: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
-        self.calls.append((customer_id, limit))
-        self.befores.append(before)
-        if self.down:
-            raise DatabaseUnavailable("connection refused")
-        return [r for r in self.rows if r["customer_id"] == customer_id][-limit:]
-
-    def decisions(self, customer_id: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
-        self.calls.append((customer_id, limit))
-        if self.down:
-            raise DatabaseUnavailable("connection refused")
-        return [d for d in self.decision_rows if d["customer_id"] == customer_id][-limit:]
-
-    def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None:
-        return None
-
-    def healthy(self) -> bool:
-        return not self.down
-
-    def open(self) -> None:
-        self.opened = True
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def test_the_api_serves_a_customers_timeline_as_json() -> None:

@@ -47,7 +47,7 @@ from sinks.webhook import (
     redact_url,
     retry_after_s,
 )
-from tests.unit.test_sink_consume import FakeLetters, FakeMessage
+from tests.support.sinks import FakeLetters, FakeMessage
 
 SECRET = "s3cret-for-tests"
 URL = "http://hooks.test/care/T0KEN?key=abc"
@@ -410,7 +410,7 @@ def test_webhook_secrets_read_from_the_environment_and_hidden(
 ) -> None:
     monkeypatch.setenv("MOMENTS_WEBHOOK_SECRETS", '{"care": [["k2", "s-two"], ["k1", "s-one"]]}')
     settings = Settings()
-    ((key_id, secret), _) = settings.webhook_secrets["care"]
+    ((key_id, secret), _) = settings.sinks.webhook_secrets["care"]
     assert key_id == "k2" and secret.get_secret_value() == "s-two"
     assert "s-two" not in repr(settings) and "s-one" not in str(settings)
     assert json.loads(settings.as_env()["MOMENTS_WEBHOOK_SECRETS"]) == {

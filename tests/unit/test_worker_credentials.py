@@ -1,4 +1,4 @@
-"""SASL/TLS options from configuration become Faust's broker_credentials (issue 7)."""
+"""SASL/TLS options from configuration become Faust's broker_credentials."""
 
 from __future__ import annotations
 

@@ -13,19 +13,7 @@ from common.settings import Settings
 from processors.engine import EngineOutput
 from processors.worker import TriggerWorker
 from schemas.records import ActionEvent, Decision
-
-
-class FakeOutput:
-    """Collects what the worker sends instead of producing it."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None]] = []
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
-        self.sent.append((topic, key))
-
-    def serve(self) -> None:
-        pass
+from tests.support.worker import FakeEvent, FakeMessage, FakeOutput, FakeTable
 
 
 @pytest.fixture
@@ -122,25 +110,6 @@ def test_decisions_count_by_rule_outcome_and_bounded_reason(worker: TriggerWorke
     worker._flush_metrics()
     assert (cool._value.get(), other._value.get()) == (before[0] + 1, before[1] + 1)
     assert worker.output.sent == [("unit.decisions", b"ann")] * 2  # type: ignore[attr-defined]
-
-
-class FakeTable:
-    """What StagedTable uses of a Faust table when nothing is sent: its local store."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-
-class FakeMessage:
-    def __init__(self, offset: int, value: bytes, partition: int = 0) -> None:
-        self.topic, self.partition, self.offset = "unit.interactions", partition, offset
-        self.key, self.value, self.headers = b"ann", value, []
-        self.timestamp = time.time()
-
-
-class FakeEvent:
-    def __init__(self, message: FakeMessage) -> None:
-        self.message = message
 
 
 def test_records_the_state_already_covers_are_skipped_however_old(worker: TriggerWorker) -> None:

@@ -7,29 +7,18 @@ import copy
 from typing import Any
 
 import orjson
-import yaml
 
 from common.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED, RULES_SWITCHES
 from common.rules_topic import Published
 from common.settings import Settings
-from processors.engine import DEFAULT_PACK_PATH
 from processors.engine.switching import pack_id
 from processors.faust_host.changelog import StagedTable
 from processors.worker import TriggerWorker
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, InteractionEvent
-from tests.unit.test_engine import T0, D, H
-from tests.unit.test_worker_metrics import FakeEvent, FakeMessage, FakeOutput, FakeTable
-
-DEFAULT_TEXT = DEFAULT_PACK_PATH.read_text(encoding="utf-8")
-
-
-def case_pack(within: str, version: int) -> str:
-    doc = yaml.safe_load(DEFAULT_TEXT)
-    for raw in doc["rules"]:
-        if raw["id"] == "case_unresolved":
-            raw["when"]["within"], raw["version"] = within, version
-    return yaml.safe_dump(doc, sort_keys=False)
+from tests.support.engine import T0, D, H
+from tests.support.packs import DEFAULT_TEXT, case_pack
+from tests.support.worker import FakeEvent, FakeMessage, FakeOutput, FakeTable
 
 
 def record(offset: int, text: str, pack: str = "default") -> Published:

@@ -1,10 +1,13 @@
-"""A switch of rule packs (DESIGN.md 8), in the engine and in `replay --rules-change`:
-unchanged rules keep all state, a changed rule keeps cool-downs, first keys and deferred
-candidates and its timers fire under the version that set them (unless `pending: cancel`),
-a removed rule's timers and deferred candidates are dropped, a new rule starts empty."""
+"""What a switch of rule packs keeps and drops (docs/design.md, section 8), in the engine, in
+`replay --rules-change` and on the worker's switch path: unchanged rules keep all state, a
+changed rule keeps cool-downs, first keys and deferred candidates and its timers fire under the
+version that set them (unless `pending: cancel`), a removed rule's timers and deferred
+candidates are dropped, a new rule starts empty; the worker switches at a recorded time,
+survives restarts and refuses a changed rule without a new version."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +17,12 @@ import yaml
 from processors.engine import DictStore, EngineConfig, EngineOutput, parse_rule_pack
 from processors.engine.core import PACK_KEY
 from processors.engine.rules import RulePack
+from processors.engine.switching import pack_id, refusal, tick
 from processors.replay import replay_events
 from schemas.records import InteractionEvent
-from tests.unit.test_engine import T0, D, H, ev, run
-from tests.unit.test_engine_kinds import engine, rule
+from tests.support.engine import T0, D, H, engine, ev, rule, run
+from tests.support.packs import DEFAULT_DOC, case_pack
+from tests.support.switching import A_TEXT, Partition
 
 
 def unresolved(version: int = 1, within: str = "48h", **extra: Any) -> dict[str, Any]:
@@ -192,7 +197,7 @@ def test_cli_replay_rules_change_is_deterministic_and_checks_versions(tmp_path: 
     from typer.testing import CliRunner
 
     from moments.cli import app
-    from tests.unit.test_replay import iso, line
+    from tests.support.event_lines import iso, line
 
     events = tmp_path / "events.jsonl"
     events.write_text(
@@ -277,3 +282,53 @@ def test_a_timer_of_a_version_the_engine_does_not_know_still_fires() -> None:
     restarted.migrations, restarted.epoch = new.migrations, new.epoch
     [action] = run(restarted, store, ev("inquiry", T0 + 49 * H)).actions
     assert (action.triggered_at, action.rule_version) == (T0 + 48 * H, 2)
+
+
+# -- the worker's switch path ------------------------------------------------------------
+
+
+def test_a_timer_set_under_the_old_version_fires_under_it_after_a_restart() -> None:
+    worker = Partition()
+    worker.feed([ev("dispute_opened", T0, reference="R1")])
+    at = worker.publish(case_pack("24h", 2))
+    assert at == T0 + 1
+    worker.feed([ev("inquiry", T0 + H, event_id="later")])  # switches
+    worker.restart()
+    assert len(worker.line.chain) == 2 and worker.line.pending is None
+    assert worker.store.data[PACK_KEY]["versions"]["case_unresolved"] == 2
+    worker.feed([ev("inquiry", T0 + 3 * D, event_id="much-later")])
+    fired = [a for a in worker.out.actions if a.rule == "case_unresolved"]
+    assert [(a.rule_version, a.triggered_at) for a in fired] == [(1, T0 + 2 * D)]
+
+
+def test_an_idle_tick_switches_after_the_timers_due_by_then_fired_under_the_old_pack() -> None:
+    worker = Partition()
+    worker.feed([ev("dispute_opened", T0, reference="R1")])
+    doc = copy.deepcopy(DEFAULT_DOC)
+    doc["rules"] = [r for r in doc["rules"] if r["id"] != "case_unresolved"]
+    for name in ("positive_rules", "negative_rules"):
+        doc["relationship"][name] = [r for r in doc["relationship"][name] if r != "case_unresolved"]
+    worker.publish(yaml.safe_dump(doc, sort_keys=False))
+    worker.line, out = tick(worker.library, worker.store, worker.line, T0 + 3 * D)
+    assert worker.line.pending is None and len(worker.line.chain) == 2
+    assert [a.rule for a in out.actions] == ["case_unresolved"]  # due before the switch
+    assert not [d for d in out.decisions if d.reason == "rule_removed"]
+
+
+def test_a_pack_that_changes_a_rule_without_a_new_version_is_refused_unless_it_ran_before() -> None:
+    a = parse_rule_pack(DEFAULT_DOC)
+    same_version = parse_rule_pack(yaml.safe_load(case_pack("24h", 1)))
+    problems = refusal(a, same_version, "new", set())
+    assert problems and "case_unresolved" in problems[0]
+    assert refusal(a, parse_rule_pack(yaml.safe_load(case_pack("24h", 2))), "new", set()) == []
+    assert refusal(same_version, a, pack_id(A_TEXT), {pack_id(A_TEXT)}) == []  # a rollback
+
+
+def test_a_partition_without_events_switches_at_once_and_back_calls_a_switch_off() -> None:
+    worker = Partition()
+    assert worker.publish(case_pack("24h", 2)) is None
+    assert worker.line.chain == (pack_id(case_pack("24h", 2)),)
+    worker = Partition()
+    worker.feed([ev("inquiry", T0)])
+    assert worker.publish(case_pack("24h", 2)) == T0 + 1
+    assert worker.publish(A_TEXT) is None and worker.line.chain == (pack_id(A_TEXT),)

@@ -1,47 +1,26 @@
-"""Property tests of a pack switch (DESIGN.md 8) over random packs and random event streams."""
+"""Properties of a pack switch over random packs and random event streams (docs/design.md,
+section 8): in `replay --rules-change` a switch is deterministic, changes nothing before it and
+loses nothing; and the worker's own switch path, batch by batch and across restarts and
+rollbacks, gives exactly what replay gives at the time the switch was recorded."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.engine import DEFAULT_PACK_PATH, parse_rule_pack
+from processors.engine import parse_rule_pack
 from processors.engine.rules import RulePack
 from processors.replay import replay_events
 from schemas.records import InteractionEvent
-from tests.unit.test_engine import T0, D
-from tests.unit.test_engine_properties import REPEATS_WITHIN_HORIZON, streams
+from tests.support.engine import T0, D
+from tests.support.packs import DEFAULT_DOC, new_pack_docs
+from tests.support.streams import REPEATS_WITHIN_HORIZON, streams
+from tests.support.switching import A_TEXT, Partition, switch_time
 
-DEFAULT_DOC: dict[str, Any] = yaml.safe_load(DEFAULT_PACK_PATH.read_text(encoding="utf-8"))
 A = parse_rule_pack(DEFAULT_DOC)
-
-
-@st.composite
-def new_pack_docs(draw: st.DrawFn) -> dict[str, Any]:
-    """The default pack's document with rules removed, re-prioritised, re-timed or cancelling."""
-    doc = copy.deepcopy(DEFAULT_DOC)
-    kept = []
-    for raw in doc["rules"]:
-        change = draw(st.sampled_from(["same", "same", "remove", "priority", "timing"]))
-        if change == "remove" and raw["id"] not in doc["relationship"]["negative_rules"]:
-            continue
-        if change == "priority":
-            raw["priority"] = (raw["priority"] + 7) % 100
-            raw["version"] = raw.get("version", 1) + 1
-        if change == "timing" and raw["when"]["kind"] == "absence":
-            raw["when"]["within"] = draw(st.sampled_from(["1h", "24h", "96h"]))
-            raw["version"] = raw.get("version", 1) + 1
-            raw["pending"] = draw(st.sampled_from(["keep", "cancel"]))
-        kept.append(raw)
-    doc["rules"] = kept
-    for name in ("positive_rules", "negative_rules"):
-        ids = {r["id"] for r in kept}
-        doc["relationship"][name] = [r for r in doc["relationship"][name] if r in ids]
-    return doc
 
 
 def new_packs() -> st.SearchStrategy[RulePack]:
@@ -106,3 +85,46 @@ def test_a_switch_before_every_event_is_the_new_pack_alone(
     switched = run(events, [(first - D, pack)], until)
     alone = replay_events(events, pack=pack, until_ms=until, config=REPEATS_WITHIN_HORIZON)
     assert switched == alone
+
+
+# -- the worker's switch path against replay -----------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), new_pack_docs(), st.data(), st.booleans())
+def test_switching_at_any_point_gives_what_replay_gives_at_the_recorded_time(
+    events: list[InteractionEvent], doc: dict[str, Any], data: st.DataObject, restart: bool
+) -> None:
+    k = data.draw(st.integers(min_value=0, max_value=len(events)), label="batch boundary")
+    worker = Partition()
+    worker.feed(events[:k])
+    at = worker.publish(yaml.safe_dump(doc, sort_keys=False))
+    if restart:
+        worker.restart()
+    worker.feed(events[k:])
+    changes = [(switch_time(at), parse_rule_pack(doc))]
+    actions, decisions = replay_events(events, pack=parse_rule_pack(DEFAULT_DOC), changes=changes)
+    assert (worker.out.actions, worker.out.decisions) == (actions, decisions)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), new_pack_docs(), st.data())
+def test_a_rollback_is_a_second_switch_back_and_survives_a_restart(
+    events: list[InteractionEvent], doc: dict[str, Any], data: st.DataObject
+) -> None:
+    k1 = data.draw(st.integers(min_value=0, max_value=len(events)), label="publish")
+    k2 = data.draw(st.integers(min_value=k1, max_value=len(events)), label="rollback")
+    worker = Partition()
+    worker.feed(events[:k1])
+    first = worker.publish(yaml.safe_dump(doc, sort_keys=False))
+    worker.feed(events[k1:k2])
+    worker.restart()
+    cancelled = worker.line.pending is not None  # rolled back before the switch happened
+    second = worker.publish(A_TEXT)
+    worker.feed(events[k2:])
+    a, b = parse_rule_pack(DEFAULT_DOC), parse_rule_pack(doc)
+    changes: list[tuple[int, Any]] = []
+    if not cancelled:
+        changes = [(switch_time(first), b), (switch_time(second), a)]
+    actions, decisions = replay_events(events, pack=a, changes=changes)
+    assert (worker.out.actions, worker.out.decisions) == (actions, decisions)

@@ -1,0 +1,65 @@
+"""What a decision says: its outcome (schemas.records) and its reason, each named once.
+
+A Decision's `reason` is `fired` for a fired candidate, `held_out` for one in the control
+group, `contact_cap` for a deferred one, else why it was suppressed (docs/design.md,
+section 5). The engine writes only these names; readers (reports, the timeline) may
+import them. Constants only: compiled modules inline them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from schemas.records import DEFERRED, FIRED, HELD_OUT, OUTCOMES, SUPPRESSED
+
+__all__ = [
+    "ALREADY_RAISED",
+    "ALREADY_WAITING",
+    "CONTACT_CAP",
+    "COOL_DOWN",
+    "DEFERRED",
+    "DUPLICATE_EVENT",
+    "EXPIRED",
+    "FIRED",
+    "HELD_OUT",
+    "OUTCOMES",
+    "REASONS",
+    "RULE_CHANGED",
+    "RULE_REMOVED",
+    "SUPPRESSED",
+    "WARM_UP",
+]
+
+#: deferred: the contact cap is full; the candidate waits in the customer's queue.
+CONTACT_CAP: Final = "contact_cap"
+#: suppressed: a `first` rule's key was consumed before.
+ALREADY_RAISED: Final = "already_raised"
+#: suppressed: the same rule and key wait in the customer's queue already.
+ALREADY_WAITING: Final = "already_waiting"
+#: suppressed: the rule's cool-down for the key is still running.
+COOL_DOWN: Final = "cool_down"
+#: suppressed: the event was applied before (within the dedupe horizon).
+DUPLICATE_EVENT: Final = "duplicate_event"
+#: suppressed: a deferred candidate's due_by or defer_for passed before the cap freed.
+EXPIRED: Final = "expired"
+#: suppressed: before `emit_from` (history warm-up), the candidate only builds state.
+WARM_UP: Final = "warm_up"
+#: suppressed: a pack switch to a version saying `pending: cancel` dropped the timer.
+RULE_CHANGED: Final = "rule_changed"
+#: suppressed: a pack switch removed the rule that set the timer or deferred the candidate.
+RULE_REMOVED: Final = "rule_removed"
+
+#: Every reason a decision can give (a fired or held-out one gives its outcome).
+REASONS: Final = (
+    FIRED,
+    HELD_OUT,
+    CONTACT_CAP,
+    ALREADY_RAISED,
+    ALREADY_WAITING,
+    COOL_DOWN,
+    DUPLICATE_EVENT,
+    EXPIRED,
+    WARM_UP,
+    RULE_CHANGED,
+    RULE_REMOVED,
+)
