@@ -92,7 +92,6 @@ def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_pat
     events = simulated_events()[:400]
     publish_events(settings, settings.topics.interactions, events)
     shadow = settings.replace(topic_prefix=f"shadow-{settings.kafka.topic_prefix}")
-    shadow.__dict__.pop("topics", None)  # cached_property of the copied settings
     ensure_topics(shadow)
     summary = backfill_topic(
         settings,

@@ -220,7 +220,8 @@ def test_compose_moments_env_names_are_settings_and_parse(
     webhook = settings_from(service_env(services["sink-webhook"]), monkeypatch)
     assert set(webhook.sinks.webhook_urls) == {"care", "billing", "crm", "feedback", "recognition"}
     assert webhook.sinks.webhook_secret is not None
-    assert webhook.sinks.webhook_allow_http is True  # a local trial (MOMENTS_DEV=1): the echo receiver
+    # A local trial (MOMENTS_DEV=1): the echo receiver speaks plain http.
+    assert webhook.sinks.webhook_allow_http is True
     postgres = settings_from(service_env(services["sink-postgres"]), monkeypatch)
     assert postgres.database.database_url and "@postgres:5432/" in postgres.database.database_url
     collector = settings_from(service_env(services["collector"]), monkeypatch)

@@ -42,7 +42,8 @@ def test_the_cli_decides_membership_with_the_engines_own_function() -> None:
     assert isinstance(held_out, partial) and held_out.func is in_holdout
     assert held_out.keywords == {"percent": 10.0}
     assert rates.effects.explain_first_bill == 0.25
-    assert rates.effects.recognize_tenure == Settings().simulator.simulate_effects["recognize_tenure"]
+    defaults = Settings().simulator.simulate_effects
+    assert rates.effects.recognize_tenure == defaults["recognize_tenure"]
 
 
 @pytest.mark.parametrize("name", ["explain_first_bill", "recognize_tenure"])
