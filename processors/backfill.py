@@ -64,11 +64,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from common.memory import no_cyclic_gc
 from common.settings import Settings, Topics
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, load_rule_pack
 from processors.engine.rules import RulePack
-from processors.offline import no_cyclic_gc
 from processors.record_path import Applied, DeadLetter, RecordPath
 from processors.replay import OutputWriter
 from schemas.codec import codec_for

@@ -25,9 +25,9 @@ from typing import Any, Final
 
 import orjson
 
+from common.memory import no_cyclic_gc
 from processors.engine import Engine, EngineConfig
 from processors.engine.rules import RulePack
-from processors.offline import no_cyclic_gc
 from processors.replay import Replayer, ReplaySummary, replay_file
 from processors.replay_shards import shard_count
 from schemas.codec import action_from_json, read_events_jsonl

@@ -3,16 +3,12 @@
 `partition_for` is where a Kafka producer keyed by customer id puts a key: murmur2 of
 the key, sign bit cleared, modulo the partition count (the Java client's default
 partitioner and librdkafka's `murmur2_random` for non-empty keys), so an offline run
-keeps one watermark per partition exactly as the worker does. `no_cyclic_gc` pauses
-the cyclic garbage collector for a long run over many customers' state. Imports
-nothing of ours; never talks to Kafka.
+keeps one watermark per partition exactly as the worker does. Imports nothing of
+ours; never talks to Kafka.
 """
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Final
 
 _M: Final = 0x5BD1E995
@@ -47,27 +43,3 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: str, partitions: int) -> int:
     """The partition a Kafka producer puts this key on: positive(murmur2(key)) % partitions."""
     return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
-
-@contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector (engine state and records hold no cycles).
-
-    With a large population the collector would walk every customer's state again
-    and again; that costs a third of a replay. Reference counting still frees
-    everything. On the way out, everything allocated meanwhile is moved straight to
-    the oldest generation (`gc.freeze` then `gc.unfreeze`): otherwise the first
-    allocation after re-enabling would walk those millions of young objects once more
-    (a second or so after a large backfill) only to find them alive.
-    """
-    was_enabled = gc.isenabled()
-    frozen_before = gc.get_freeze_count()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if not frozen_before:  # leave a caller's own frozen objects frozen
-            gc.unfreeze()
-        if was_enabled:
-            gc.enable()

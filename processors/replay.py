@@ -26,9 +26,10 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Final
 
+from common.memory import no_cyclic_gc
 from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, load_rule_pack
 from processors.engine.rules import RulePack
-from processors.offline import no_cyclic_gc, partition_for
+from processors.offline import partition_for
 from processors.replay_shards import ShardedReplayFailed, ShardJob, replay_sharded, shard_count
 from schemas.codec import read_events_jsonl, to_json_lines
 from schemas.records import ActionEvent, Decision, InteractionEvent

@@ -45,8 +45,9 @@ from typing import IO, Any, Final
 
 import orjson
 
+from common.memory import no_cyclic_gc
 from processors.engine import DictStore, Engine, EngineOutput
-from processors.offline import no_cyclic_gc, partition_for
+from processors.offline import partition_for
 from schemas.codec import (
     SchemaValidationError,
     append_json_lines,

@@ -11,11 +11,11 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from common.memory import no_cyclic_gc
 from moments.bench.context import Bench, per_second, stopwatch
 from moments.bench.replay import replay_vs_parse
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, load_rule_pack
-from processors.offline import no_cyclic_gc
 from processors.replay import replay_file
 from schemas.codec import AvroCodec, action_from_json
 from schemas.records import InteractionEvent

@@ -4,8 +4,6 @@ optionally in two processes), `publish_simulation` (through the publisher SDK) a
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import multiprocessing
 import os
@@ -13,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +19,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from common.memory import no_cyclic_gc
 from producers.simulator.habits import DAY, Plan, Rates
 from producers.simulator.render import day_prefix, time_of_day
 from producers.simulator.world import World, effective_rates, simulate, start_day_ms
@@ -116,21 +115,8 @@ def _write_share(
     """Render chunks `share`, `share + shares`, ... into `out_path` (one file) or, when
     `shares` > 1, into `out_path/<chunk>.jsonl`; return counts by (channel, type)."""
     world = World(customers, days, seed, start_ms, rates)
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         return _render_share(world, out_path, share, shares)
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: nothing here makes cycles (refcounting frees it
-    all), and full collections over millions of planned moments cost a third of the run."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _render_share(
@@ -221,7 +207,7 @@ def publish_simulation(
     summary = SimulationSummary()
     began = time.perf_counter()
     events = simulate(customers, days, seed, start=start, story_rate=story_rate, rates=rates)
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         for event in events:
             publisher.publish(event)
             summary.events += 1

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from common.memory import no_cyclic_gc
 from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
-from processors.offline import murmur2, no_cyclic_gc, partition_for
+from processors.offline import murmur2, partition_for
 from processors.replay import replay_events, replay_file
 from schemas.codec import SchemaValidationError, read_events_jsonl, to_json_line
 from tests.support.engine import T0, D, H
