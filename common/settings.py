@@ -24,8 +24,7 @@ from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_val
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.privacy import MASK, redact_url
-from schemas.wire import DESTINATIONS as DESTINATIONS  # re-exported: one definition
-from schemas.wire import Topics as Topics
+from schemas.wire import Topics
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -72,7 +71,7 @@ class KafkaSettings(_Group):
     broker_fence: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="The worker's recovery fence for brokers whose high watermark lags the"
-        " last batch (Tansu; docs/design.md, section 2): auto probes the broker once.",
+        " last batch (Tansu; docs/design.md, section 2.1): auto probes the broker once.",
     )
     retention_days: float = Field(
         default=30.0,
@@ -216,7 +215,7 @@ class CollectorSettings(_Group):
 
 
 class ApiSettings(_Group):
-    """The read API (customer data, see docs/design.md section 10) and the API keys that
+    """The read API (customer data, docs/design.md, section 10.3) and the API keys that
     both it and the collector accept."""
 
     api_keys: list[SecretStr] = Field(default_factory=list)
@@ -256,20 +255,6 @@ class SimulatorSettings(_Group):
             "recognize_tenure": 0.5,
         }
     )
-
-
-GroupName = Literal[
-    "kafka",
-    "database",
-    "stack",
-    "engine",
-    "worker",
-    "sinks",
-    "collector",
-    "api",
-    "metrics",
-    "simulator",
-]
 
 
 class Settings:

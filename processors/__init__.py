@@ -1,6 +1,7 @@
 """Recognising moments: the pure trigger engine and the faust-streaming worker that hosts it.
 
-Imports `schemas` and small shared helpers only; never producers or sinks.
+Imports `schemas` and the base, `common`; never producers, sinks or the CLI's `moments`
+(docs/design.md, section 1.2). The engine, `processors/engine/`, imports only `schemas`.
 """
 
 from pathlib import Path

@@ -65,7 +65,7 @@ from confluent_kafka import (
 )
 
 from common.memory import no_cyclic_gc
-from common.settings import Settings, Topics
+from common.settings import Settings
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, load_rule_pack
 from processors.engine.rules import RulePack
@@ -73,6 +73,7 @@ from processors.record_path import Applied, DeadLetter, RecordPath
 from processors.replay import OutputWriter
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.wire import Topics
 
 __all__ = ["BackfillError", "BackfillSummary", "backfill_topic"]
 

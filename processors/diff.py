@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -32,6 +32,9 @@ from processors.replay import Replayer, ReplaySummary, replay_file
 from processors.replay_shards import shard_count
 from schemas.codec import action_from_json, read_events_jsonl
 from schemas.records import ActionEvent
+
+if TYPE_CHECKING:
+    from common.settings import Settings
 
 #: The fields whose difference makes the same action "changed".
 COMPARED: Final = ("reason", "details", "priority", "destination", "due_by", "triggered_at")
@@ -232,7 +235,7 @@ def _actions_of(path: Path) -> list[Any]:
 
 
 def diff_topic(
-    settings: Any,
+    settings: Settings,
     topic: str,
     old: RulePack,
     new: RulePack,

@@ -1,4 +1,5 @@
-"""What every offline run shares (file replay and its shards, diff, backfill, the bench).
+"""Where a keyed record lands, for the runs that assign partitions themselves (file replay,
+its shards, the bench).
 
 `partition_for` is where a Kafka producer keyed by customer id puts a key: murmur2 of
 the key, sign bit cleared, modulo the partition count (the Java client's default

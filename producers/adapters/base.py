@@ -545,13 +545,6 @@ def _read_csv(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord |
         yield Rejection(name, 0, "no header row (expected column names on the first line)")
 
 
-def event_with(event: InteractionEvent, **changes: Any) -> InteractionEvent:
-    """A copy of `event` with some fields changed (cheaper than dataclasses.replace)."""
-    values = {name: getattr(event, name) for name in InteractionEvent.__slots__}
-    values.update(changes)
-    return InteractionEvent(**values)
-
-
 class TableAdapter:
     """The base of an adapter whose exports are tables (CSV/TSV or JSON lines), one record a row.
 

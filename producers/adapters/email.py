@@ -53,7 +53,6 @@ from producers.adapters.base import (
 from producers.adapters.registry import register
 from schemas.records import InteractionEvent
 
-EML_SUFFIXES = frozenset({".eml", ".msg", ".txt", ""})
 #: Only this much of a subject and a body is searched for keywords and extracted fields.
 SEARCH_CHARS = 16_384
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from common.settings import Settings
 from processors.engine import EngineOutput
-from processors.engine.core import PACK_KEY
-from processors.engine.switching import LINE_KEY, TEXTS_KEY
+from processors.engine.state import LINE_KEY, PACK_KEY, TEXTS_KEY
 from processors.replay import Replayer
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from tests.reliability.harness import (

@@ -19,9 +19,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.metrics import TRIGGERS
-from common.settings import DESTINATIONS, Settings, Topics
+from common.settings import Settings
 from processors.engine import load_rule_pack
-from schemas.records import CHANNELS, EVENT_TYPES, OUTCOMES
+from schemas.records import CHANNELS, DESTINATIONS, EVENT_TYPES, OUTCOMES
+from schemas.wire import Topics
 
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _NUMBER = re.compile(r"\d{1,6}")

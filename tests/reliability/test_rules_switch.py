@@ -37,7 +37,8 @@ from common.settings import Settings
 from moments.cli import app
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, EngineOutput
-from processors.engine.switching import LINE_KEY, TEXTS_KEY, pack_from_text
+from processors.engine.state import LINE_KEY, TEXTS_KEY
+from processors.engine.switching import pack_from_text
 from processors.offline import partition_for
 from processors.replay import Replayer
 from producers.simulator import simulate

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from processors.engine import DictStore, EngineConfig, EngineOutput, parse_rule_pack
-from processors.engine.core import PACK_KEY
 from processors.engine.rules import RulePack
+from processors.engine.state import PACK_KEY
 from processors.engine.switching import pack_id, refusal, tick
 from processors.replay import replay_events
 from schemas.records import InteractionEvent

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from common import settings
-from schemas import records
 from schemas.wire import (
     CONTROL_HEADER,
     FORGET,
@@ -72,9 +70,7 @@ def test_a_redriven_dead_letter_carries_its_own_headers_and_only_the_latest_erro
     assert dead_letter_headers({"k": None}, "s", "c", "m", (None, None, None))[0] == ("k", b"")
 
 
-def test_one_definition_of_each_rule_is_shared() -> None:
-    assert settings.DESTINATIONS is records.DESTINATIONS
-    assert settings.Topics is Topics
+def test_topic_names_carry_the_prefix() -> None:
     topics = Topics("p-")
     assert topics.action("care") == "p-actions.care"
     assert topics.all()[:4] == [
