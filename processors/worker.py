@@ -28,11 +28,12 @@ unhandled. Each record is handled like this:
    commit and when partitions are revoked (a rebalance's recovery re-reads the
    changelog, even of the partitions a worker keeps), coalesced per key: a
    restarted or rebalanced worker recovers the state of every committed
-   event. The state also holds
-   the offset of the last record it covers (`w/applied`, per partition); a
-   record at or below it is skipped, so a redelivered record (the state may
-   run ahead of the committed offsets after a crash or a rebalance) is never
-   applied twice, however old its event time.
+   event. The state also holds the offset of the last record it covers
+   (`w/applied`, per partition; kept in memory and written once per batch, as
+   the changelog is sent only between batches); a record at or below it is
+   skipped, so a redelivered record (the state may run ahead of the committed
+   offsets after a crash or a rebalance) is never applied twice, however old
+   its event time.
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
    customer_id, Avro), handed to a librdkafka producer (`OutputSender`: a C
    call per record instead of aiokafka's Python send path on the event loop;
@@ -129,7 +130,7 @@ from processors.engine import (
     EngineOutput,
     StateStore,
 )
-from processors.engine.core import PACK_KEY
+from processors.engine.state import PACK_KEY
 from processors.engine.switching import (
     Lineage,
     PackLibrary,
@@ -285,6 +286,10 @@ class TriggerWorker:
         self._line = Lineage((first.pid,))
         #: Per partition: (max occurred_at, log timestamp of the last event), both in ms.
         self._idle_clock: dict[int, tuple[int, int]] = {}
+        #: Per partition: its applied offset (`w/applied`, -1 for none), read from its state
+        #: once; the partitions whose offset moved are written back once per batch.
+        self._applied: dict[int, int] = {}
+        self._applied_moved: set[int] = set()
 
     # -- the agent --------------------------------------------------------------------------
 
@@ -307,12 +312,13 @@ class TriggerWorker:
         first, so that the records after the failing one are never committed.
         """
         handle = self._handle
+        set_current = _current_event.set
         self._follow_rules()
         try:
             for event in batch:
                 # take_events fills its buffer in another task: make this event current
                 # here, for stores that file each key under the event's partition.
-                _current_event.set(weakref.ref(event))
+                set_current(weakref.ref(event))
                 handle(event)
             self.output.serve()
         except BaseException as exc:
@@ -322,7 +328,8 @@ class TriggerWorker:
                 await halt(exc)
             raise
         finally:
-            _current_event.set(None)
+            set_current(None)
+            self._save_applied()
             self._flush_metrics()
         now = time.monotonic()
         for partition in {event.message.partition for event in batch}:
@@ -339,6 +346,7 @@ class TriggerWorker:
         try:
             self._handle(event)
         finally:
+            self._save_applied()
             self._flush_metrics()
         self._last_seen[event.message.partition] = time.monotonic()
 
@@ -383,15 +391,18 @@ class TriggerWorker:
         )
 
     def _handle(self, event: EventT[Any]) -> None:
-        """`handle` without its metrics flush (`handle_batch` flushes once per batch)."""
+        """`handle` without its metrics flush and the write of the applied offsets
+        (`_save_applied`): `handle_batch` does both once per batch."""
         message = event.message
         partition, offset = message.partition, message.offset
         store = PartitionState(self.staged_state, partition)
-        applied = store.get_worker(_APPLIED)
-        if applied is not None and offset <= applied:
+        applied = self._applied.get(partition)
+        if applied is None:
+            stored = store.get_worker(_APPLIED)
+            applied = self._applied[partition] = -1 if stored is None else int(stored)
+        if offset <= applied:
             REDELIVERIES_SKIPPED.inc()
             return
-        store.set_worker(_APPLIED, offset)
         line = self._line = self._lineage(store, partition)
         record_ms = round(message.timestamp * 1000)
         result = self.path.handle(
@@ -409,6 +420,19 @@ class TriggerWorker:
             if after.chain != line.chain:
                 self._switched(store, partition, offset, after)
         store.commit()
+        self._applied[partition] = offset
+        self._applied_moved.add(partition)
+
+    def _save_applied(self) -> None:
+        """Write the applied offset of each partition whose records were handled since the
+        last call. Once per batch is enough: the changelog is sent only between batches."""
+        moved = self._applied_moved
+        if moved:
+            for partition in moved:
+                store = PartitionState(self.staged_state, partition)
+                store.set_worker(_APPLIED, self._applied[partition])
+                store.commit()
+            moved.clear()
 
     def _feed(self, store: StateStore, event: InteractionEvent, cap: int | None) -> EngineOutput:
         """The record path's engine step: the event on the partition's lineage (`_line`,
@@ -552,6 +576,7 @@ class TriggerWorker:
         lineages kept in memory are forgotten: recovery may bring another partition's state.
         """
         self._lines.clear()
+        self._applied.clear()  # recovery may bring another partition's state
         sent = await cast(WorkerConsumer, self.app.consumer).persist_staged()
         if sent:
             log.info("Sent %d staged state records before the rebalance", sent)

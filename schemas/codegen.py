@@ -7,10 +7,11 @@ checks a whole record in one call (`compile_decoder`; the same source is what
 (`compile_writer`). Only canonical encodings and exact types take the
 generated paths; anything unusual raises `_Unusual` and the caller lets
 fastavro (and `schemas.validation`) decide, so results and errors are exactly
-the general path's. A decoder's source compiled with mypyc (a module of
-`schemas._native`, written by `schemas.native`) runs instead of the exec'd source
-when its `SOURCE_DIGEST` says it was generated from that very source, so a stale
-module is never run. Imports nothing of ours but `schemas.validation`; knows no Kafka.
+the general path's. A decoder's source, and an unchecked writer's, compiled
+with mypyc (modules of `schemas._native`, written by `schemas.native`) run
+instead of the exec'd source when their `SOURCE_DIGEST` says they were generated
+from that very source, so a stale module is never run. Imports nothing of ours
+but `schemas.validation`; knows no Kafka.
 """
 
 from __future__ import annotations
@@ -49,15 +50,21 @@ def native_module_name(record_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", record_name).lower()
 
 
+def native_writer_module_name(record_name: str) -> str:
+    """The module of `NATIVE_PACKAGE` holding a record's unchecked writer: ActionEvent ->
+    action_event_writer."""
+    return f"{native_module_name(record_name)}_writer"
+
+
 def source_digest(source: str) -> str:
     """What a native module's `SOURCE_DIGEST` must be to stand for `source`."""
     return hashlib.sha256(source.encode()).hexdigest()
 
 
-def _native_decoder(record_name: str, source: str, names: dict[str, Any]) -> Any:
-    """The native module's `decode` when it was generated from `source`, else None."""
+def _native(module_name: str, function: str, source: str, names: dict[str, Any]) -> Any:
+    """The native module's `function` when the module was generated from `source`, else None."""
     try:
-        module = importlib.import_module(f"{NATIVE_PACKAGE}.{native_module_name(record_name)}")
+        module = importlib.import_module(f"{NATIVE_PACKAGE}.{module_name}")
     except ImportError:
         return None
     if getattr(module, "SOURCE_DIGEST", None) != source_digest(source):
@@ -65,7 +72,7 @@ def _native_decoder(record_name: str, source: str, names: dict[str, Any]) -> Any
     for name, value in names.items():
         if name != "__builtins__":
             setattr(module, name, value)
-    return module.decode
+    return getattr(module, function)
 
 
 class _Unusual(Exception):
@@ -341,7 +348,7 @@ def compile_decoder(
     if parts is None:
         return None
     source, names = parts
-    native = _native_decoder(schema["name"], source, names)
+    native = _native(native_module_name(schema["name"]), "decode", source, names)
     if native is not None:
         return cast(Callable[[bytes], R], native)
     exec(compile(source, f"<avro decoder {schema['name']}>", "exec"), names)
@@ -447,17 +454,11 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
     return None
 
 
-def compile_writer(
+def writer_parts(
     schema: dict[str, Any], header: bytes, checks: tuple[tuple[int, Check], ...] = ()
-) -> Callable[..., bytes] | None:
-    """A writer generated for one record schema: field values in schema order -> the
-    single-object bytes (header + body), exactly what fastavro writes.
-
-    Anything unusual (a value of another type, a number out of range, an unknown
-    enum symbol) raises, and the caller lets fastavro write (or refuse) instead.
-    With `checks` (field index and check), it first runs the checks of `validate`
-    that exact types do not already imply, and raises for a record that fails one.
-    """
+) -> tuple[str, dict[str, Any]] | None:
+    """The source of `write(v0, v1, ...)` for one record schema and the names it reads
+    (None: unsupported schema)."""
     names: dict[str, Any] = {
         "_Unusual": _Unusual,
         "_date": date,
@@ -475,5 +476,30 @@ def compile_writer(
             return None
         lines += code
     lines.append("    return bytes(out)\n")
-    exec(compile("".join(lines), f"<avro writer {schema['name']}>", "exec"), names)
+    return "".join(lines), names
+
+
+def compile_writer(
+    schema: dict[str, Any], header: bytes, checks: tuple[tuple[int, Check], ...] = ()
+) -> Callable[..., bytes] | None:
+    """A writer generated for one record schema: field values in schema order -> the
+    single-object bytes (header + body), exactly what fastavro writes.
+
+    Anything unusual (a value of another type, a number out of range, an unknown
+    enum symbol) raises, and the caller lets fastavro write (or refuse) instead.
+    With `checks` (field index and check), it first runs the checks of `validate`
+    that exact types do not already imply, and raises for a record that fails one.
+    Without checks, the same source compiled with mypyc (`schemas/_native/`) runs
+    instead when it was generated from this very source.
+    """
+    parts = writer_parts(schema, header, checks)
+    if parts is None:
+        return None
+    source, names = parts
+    if not checks:
+        module = native_writer_module_name(schema["name"])
+        native = _native(module, "write", source, names)
+        if native is not None:
+            return cast(Callable[..., bytes], native)
+    exec(compile(source, f"<avro writer {schema['name']}>", "exec"), names)
     return cast(Callable[..., bytes], names["write"])

@@ -30,7 +30,7 @@ COMPILED_MODULES = (
 #: Whether the compiled engine runs (same semantics, more events per CPU-second).
 ENGINE_COMPILED = load_fresh(__name__, COMPILED_MODULES, Path(__file__).parent)
 
-from processors.engine.core import Engine, future_cap  # noqa: E402
+from processors.engine.core import Engine  # noqa: E402
 from processors.engine.erasure import forget_customer  # noqa: E402
 from processors.engine.interfaces import (  # noqa: E402
     CLOCK_KEY,
@@ -51,6 +51,7 @@ from processors.engine.rules import (  # noqa: E402
     load_rule_pack,
     parse_rule_pack,
 )
+from processors.engine.times import future_cap  # noqa: E402
 
 __all__ = [
     "CLOCK_KEY",

@@ -418,15 +418,7 @@ class Step:
         """A fired engagement action holds a slot of the cap from `at` for the window."""
         contacts = self.slots()
         insort(contacts, [at, action_id])
-        config = self.engine.config
-        horizon = self.newest - config.contact_cap_window_ms - config.allowed_lateness_ms
-        if contacts[0][0] < horizon:
-            cut = 0
-            for entry in contacts:
-                if entry[SLOT_AT] >= horizon:
-                    break
-                cut += 1
-            del contacts[:cut]
+        self.prune(contacts, self.engine.config.contact_cap_window_ms)
 
     def next_free(self, now: int) -> int | None:
         """The first moment after `now` the cap has room: when a counted action leaves it."""

@@ -20,7 +20,7 @@ Reading order:
    account_closed for it, relationship ledger) and hand the event to every
    rule listening to its type. Each rule kind (small classes in kinds.py, one
    `on_event` each) turns the event into zero or one candidate action.
-3. Arbitration (revision 2): the candidates of one event or one timer are
+3. Arbitration: the candidates of one event or one timer are
    decided highest priority first, ties by rule id. Checks, in order:
    already raised (a `first` key consumed before) / already waiting (the same
    rule and key deferred and still queued), cool-down (per customer and rule,
@@ -29,11 +29,12 @@ Reading order:
    holdout or the default, hash of customer and rule < percent; it starts the
    cool-down and consumes a first key but sends nothing), contact cap
    (engagement rules only: fired engagement actions with triggered_at in
-   (t - 24 h, t]). A capped candidate is *deferred* into the customer's queue
-   (`dq`) with its reason, details, due_by and action id; one queue timer per
-   customer fires it when the cap frees (highest priority, then the earlier
-   candidate, then rule id; triggered_at = that moment) or expires it at its
-   due_by / defer_for (an expiry equal to the freeing moment still fires).
+   (t - the cap's window, t]; one in 24 h by default). A capped candidate is
+   *deferred* into the customer's queue (`dq`) with its reason, details, due_by
+   and action id; one queue timer per customer fires it when the cap frees
+   (highest priority, then the earlier candidate, then rule id; triggered_at =
+   that moment) or expires it at its due_by / defer_for (an expiry equal to the
+   freeing moment still fires).
    Before `emit_from` (history warm-up) a candidate that would fire or be held
    out only builds that state and is traced `warm_up`. Every candidate yields
    one Decision (a deferred one a second when it fires or expires); fired and
@@ -67,7 +68,7 @@ from processors.engine.arbitration import QUEUE_TIMER, Step
 from processors.engine.candidates import NO_CONTEXT
 from processors.engine.customer import close_product, hold_product, record_moment
 from processors.engine.decisions import DUPLICATE_EVENT, SUPPRESSED
-from processors.engine.ids import hex_id, in_holdout, stable_id
+from processors.engine.ids import stable_id
 from processors.engine.interfaces import DictStore, EngineConfig, EngineOutput, StateStore
 from processors.engine.kinds import KEPT_AT_SWITCH, KINDS, Kind, timer_version
 from processors.engine.lifecycle import compare_packs
@@ -86,7 +87,6 @@ from processors.engine.state import (
     MOMENT_AT,
     MOMENT_SIGN,
     NEWEST,
-    PACK_KEY,
     PRODUCTS,
     RULES,
     SEEN,
@@ -102,20 +102,10 @@ from processors.engine.state import (
     upgrade_customer,
     upgrade_partition,
 )
-from processors.engine.times import ISO_DATES, future_cap, iso_date
+from processors.engine.times import ISO_DATES, iso_date
 from schemas.records import Decision, InteractionEvent
 
-#: Names other packages import from here (`in_holdout`: the simulator's control group).
-__all__ = [
-    "PACK_KEY",
-    "PRODUCT_CLOSED",
-    "QUEUE_TIMER",
-    "Engine",
-    "future_cap",
-    "hex_id",
-    "in_holdout",
-    "stable_id",
-]
+__all__ = ["PRODUCT_CLOSED", "Engine"]
 
 #: The event that ends a customer's holding of the product it names (any other event naming a
 #: product starts one): details.products lists what the customer holds.

@@ -89,6 +89,9 @@ class Kind:
     timers: ClassVar[bool] = False
     #: Whether the kind is evaluated on each negative moment of the ledger (`on_ledger`).
     ledger: ClassVar[bool] = False
+    #: Whether a candidate that fires, is deferred or is held out consumes its key for
+    #: good (`Step.decide`: later candidates of that key are `already_raised`).
+    consumes_key: ClassVar[bool] = False
 
     def check(self, read: dict[str, Any]) -> list[tuple[str, str]]:
         """Problems (field, message) of the fields read, beyond what each field's own reading
@@ -153,6 +156,7 @@ class FirstKind(Kind):
     """
 
     name = "first"
+    consumes_key = True
     fields = (WhenField("per", "per", CUSTOMER_OR_FIELD, required=False, default="customer"),)
     state_keys: ClassVar[dict[str, Key]] = {
         CONSUMED: Key(

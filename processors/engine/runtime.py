@@ -11,6 +11,7 @@ from typing import Any
 
 from processors.engine.candidates import matches
 from processors.engine.interfaces import EngineConfig
+from processors.engine.kinds import KINDS
 from processors.engine.rendering import (
     BALANCE,
     LEDGER_DETAILS,
@@ -98,7 +99,7 @@ class RuleRuntime:
         # them from the (interpreted, frozen) Rule costs a generic attribute lookup each.
         self.rule_id: str = rule.id
         self.version: int = rule.version
-        self.first = rule.kind == "first"
+        self.first = KINDS[rule.kind].consumes_key
         self.action: str = rule.action
         self.destination: str = rule.destination
         self.priority: int = rule.priority

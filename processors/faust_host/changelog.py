@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
@@ -50,8 +51,8 @@ _JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 class StagedTable:
     """A Faust table whose changelog records wait for the next offset commit.
 
-    `put`/`remove` stage one changelog record per key and partition (a key
-    written by many events between two commits costs one record) and change a
+    `write` stages one changelog record per key and partition (a key
+    written by many events between two commits costs one record) and changes a
     memory store at once (inside the stream iteration of the event, as Faust
     requires); a persistent store only in `apply`, after the changelog is
     acknowledged (until then `get` reads the write from an overlay).
@@ -92,29 +93,33 @@ class StagedTable:
     def get(self, key: str) -> bytes | None:
         local = self.local
         overlay = self._overlay
-        # the overlay first, then the local store (as `apply` or `put` wrote it)
+        # the overlay first, then the local store (as `apply` or `write` wrote it)
         value = overlay[key] if overlay is not None and key in overlay else local.get(key)
         return None if value is None else bytes(value)
 
-    def put(self, partition: int, key: str, data: bytes) -> None:
+    def reader(self) -> Callable[[str], Any]:
+        """`get` for a caller that only parses the value (any bytes-like will do): a memory
+        store's own `dict.get`, no Python call per read."""
+        local = self.local
+        return self.get if self._overlay is not None else local.get
+
+    def write(self, partition: int, writes: dict[str, bytes | None]) -> None:
+        """Stage the changed keys of one event of `partition` (None: deleted)."""
         local = self.local
         overlay = self._overlay
         if overlay is None:
-            local[key] = data
+            for key, data in writes.items():
+                if data is not None:
+                    local[key] = data
+                elif key in local:
+                    del local[key]
         else:
-            overlay[key] = data
+            overlay.update(writes)
         staged = self._staged.get(partition)
         if staged is None:
-            staged = self._staged[partition] = {}
-        staged[key] = data
-
-    def remove(self, partition: int, key: str) -> None:
-        store = self.local
-        if self._overlay is not None:
-            self._overlay[key] = None
-        elif key in store:
-            del store[key]
-        self._staged.setdefault(partition, {})[key] = None
+            self._staged[partition] = dict(writes)
+        else:
+            staged.update(writes)
 
     def take(self) -> dict[int, dict[str, bytes | None]]:
         """Detach the records staged so far (later writes stage anew)."""
@@ -247,10 +252,19 @@ class PartitionState:
     instance between events.
     """
 
-    __slots__ = ("_engine_prefix", "_partition", "_pending", "_read", "_table", "_worker_prefix")
+    __slots__ = (
+        "_engine_prefix",
+        "_partition",
+        "_pending",
+        "_raw",
+        "_read",
+        "_table",
+        "_worker_prefix",
+    )
 
     def __init__(self, table: StagedTable, partition: int) -> None:
         self._table = table
+        self._raw = table.reader()
         self._partition = partition
         prefixes = table.prefixes.get(partition)
         if prefixes is None:
@@ -290,23 +304,23 @@ class PartitionState:
 
     def commit(self) -> int:
         """Apply the pending changes to the table; return how many keys changed."""
-        table, partition, read = self._table, self._partition, self._read
-        changed = 0
+        read = self._read
+        writes: dict[str, bytes | None] = {}
         dumps = orjson.dumps
         for full_key, value in self._pending.items():
             seen = read.get(full_key)
             if value is _DELETED:
                 if seen is None or seen[0] is not None:  # deleting a missing key is no change
-                    table.remove(partition, full_key)
-                    changed += 1
+                    writes[full_key] = None
                 continue
             data = dumps(value, option=_JSON_OPTIONS)
             if seen is None or seen[0] != data:  # unchanged values cost no record
-                table.put(partition, full_key, data)
-                changed += 1
+                writes[full_key] = data
+        if writes:
+            self._table.write(self._partition, writes)
         self._pending.clear()
         read.clear()
-        return changed
+        return len(writes)
 
     def _get(self, full_key: str) -> Any | None:
         pending = self._pending
@@ -316,7 +330,7 @@ class PartitionState:
         seen = self._read.get(full_key)
         if seen is not None:
             return seen[1]
-        raw = self._table.get(full_key)
+        raw = self._raw(full_key)
         value = None if raw is None else orjson.loads(raw)
         self._read[full_key] = (raw, value)
         return value

@@ -310,9 +310,10 @@ def test_generated_readers_cover_actions_and_decisions() -> None:
         assert codec._fast_decoder(data) == codec.decode(data) == record
 
 
-def test_native_decoder_modules_are_current() -> None:
+def test_native_modules_are_current() -> None:
     """schemas/_native/ holds what the generator writes now (python -m schemas.native
-    --write-native), so the compiled decoders run the very code the codec would exec."""
+    --write-native), so the compiled decoders and writers run the very code the codec
+    would exec."""
     directory = Path(native_package.__file__).parent
     assert {p.name for p in directory.glob("*.py")} - {"__init__.py"} == set(native_modules())
     for name, source in native_modules().items():
@@ -384,6 +385,25 @@ def test_generated_writers_cover_actions_and_decisions() -> None:
         fast, reference = AvroCodec(type(record)), _fastavro_only(type(record))
         assert fast._fast_writer is not None
         assert fast.encode(record) == reference.encode(record)
+        unchecked = fast.encode(record, validate=False)  # the native writer, where built
+        assert unchecked == reference.encode(record, validate=False)
+    odd = dataclasses.replace(action, rule_version=True, triggered_at=2**70, details={"k": 1})
+    for field, value in dataclasses.asdict(odd).items():
+        record = dataclasses.replace(action, **{field: value})
+        assert _encoded(AvroCodec(ActionEvent), record) == _encoded(
+            _fastavro_only(ActionEvent), record
+        ), field
+
+
+def test_a_native_writer_generated_from_another_source_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = importlib.import_module("schemas._native.action_event_writer")
+    assert AvroCodec(ActionEvent)._fast_writer is module.write
+    monkeypatch.setattr(module, "SOURCE_DIGEST", "0" * 64)
+    codec = AvroCodec(ActionEvent)
+    assert codec._fast_writer is not None and codec._fast_writer is not module.write
+    assert codec._fast_writer.__code__.co_filename == "<avro writer ActionEvent>"
 
 
 @settings(max_examples=300, deadline=None)

@@ -142,3 +142,31 @@ def test_records_the_state_already_covers_are_skipped_however_old(worker: Trigge
     asyncio.run(worker.handle(again))  # type: ignore[arg-type]
     assert worker.staged_state.get("1/w/applied") == b"7"
     assert REDELIVERIES_SKIPPED._value.get() - skipped_before == 3
+
+
+def test_a_batch_records_each_partitions_last_offset_and_its_redelivery_is_skipped(
+    worker: TriggerWorker,
+) -> None:
+    from common.metrics import REDELIVERIES_SKIPPED
+    from processors.faust_host.changelog import StagedTable
+    from schemas.codec import codec_for
+    from schemas.records import InteractionEvent
+
+    worker.staged_state = StagedTable(FakeTable())
+    codec = codec_for(InteractionEvent)
+
+    def record(offset: int, partition: int) -> FakeEvent:
+        event = InteractionEvent(f"e{offset}", "ann", "web", "page_viewed", 1_700_000_000_000, "u")
+        return FakeEvent(FakeMessage(offset, codec.encode(event), partition=partition))
+
+    batch = [record(3, 0), record(4, 0), record(8, 1), record(5, 0)]
+    skipped_before = REDELIVERIES_SKIPPED._value.get()
+    asyncio.run(worker.handle_batch(batch))  # type: ignore[arg-type]
+    staged = worker.staged_state.take()
+    assert (staged[0]["0/w/applied"], staged[1]["1/w/applied"]) == (b"5", b"8")
+    # redelivered after a crash, with one record beyond what the state covers
+    asyncio.run(worker.handle_batch([*batch, record(9, 1)]))  # type: ignore[arg-type]
+    assert REDELIVERIES_SKIPPED._value.get() - skipped_before == 4
+    again = worker.staged_state.take()
+    assert 0 not in again  # nothing new on partition 0: not even its offset is written again
+    assert again[1]["1/w/applied"] == b"9"

@@ -210,9 +210,8 @@ def test_the_changelog_goes_through_librdkafka_to_each_partition_after_the_outpu
     sender, made = make_sender(CommitBarrier())
     table = StagedTable(FakeTable(), sender)
     sender.send("decisions", b"ann", b"d1")  # an output record, not the changelog's
-    table.put(2, "2/e/c:ann", b"{}")
-    table.put(5, "5/w/applied", b"7")
-    table.remove(5, "5/e/gone")
+    table.write(2, {"2/e/c:ann": b"{}"})
+    table.write(5, {"5/w/applied": b"7", "5/e/gone": None})
 
     async def scenario() -> None:
         detached = table.take()
@@ -237,7 +236,7 @@ def test_the_changelog_goes_through_librdkafka_to_each_partition_after_the_outpu
 def test_a_changelog_record_refused_fails_the_commit() -> None:
     sender, made = make_sender(CommitBarrier())
     table = StagedTable(FakeTable(), sender)
-    table.put(0, "0/w/applied", b"1")
+    table.write(0, {"0/w/applied": b"1"})
     made_producer = sender.producer
     made_producer.fail = "REQUEST_TIMED_OUT"
 
