@@ -60,7 +60,7 @@ def ingest(
         Path | None, typer.Option(help="email: sender address → customer id lookup (CSV).")
     ] = None,
 ) -> None:
-    """Publish a channel's own records (calls, email, billing) as interaction events."""
+    """Publish a channel's own export (any registered adapter's) as interaction events."""
     from common.topics import ensure_topics
     from producers.adapters.ingest import ingest as ingest_records
     from producers.adapters.ingest import rich_progress
