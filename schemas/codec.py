@@ -42,7 +42,13 @@ from typing import Any, Final, Generic, cast
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.codegen import compile_decoder, compile_reader, compile_writer, decoder_parts
+from schemas.codegen import (
+    compile_decoder,
+    compile_reader,
+    compile_writer,
+    decoder_parts,
+    writer_parts,
+)
 from schemas.errors import DecodeError, InvalidRecordError, SchemaValidationError
 from schemas.json_form import (
     action_from_json,
@@ -222,6 +228,8 @@ class AvroCodec(Generic[R]):
         )
         self._checks_by_index = tuple((index, check) for index, _, check in self._decoded_checks_at)
         writable = self._avro_names == self._field_names
+        #: The schema the unchecked writer is generated from (None: no generated writer).
+        self._writer_schema = schema if writable else None
         self._fast_writer = compile_writer(schema, self._header) if writable else None
         # What exact types leave open is what a decoded record leaves open: the same checks.
         self._checked_writer = (
@@ -282,6 +290,13 @@ class AvroCodec(Generic[R]):
         return decoder_parts(
             self.read_schema_json, self._header, self.record_type, self._checks_by_index
         )
+
+    def writer_source(self) -> tuple[str, dict[str, Any]] | None:
+        """The unchecked writer's source and the names it reads (what `schemas.native`
+        writes as a module for mypyc); None when the codec writes with no generated writer."""
+        if self._writer_schema is None:
+            return None
+        return writer_parts(self._writer_schema, self._header)
 
     # -- records <-> Avro dicts
 

@@ -13,18 +13,12 @@ Builds on the codec; nothing imports this module at run time. Knows no Kafka.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Final
 
-from schemas.codec import SINGLE_OBJECT_MAGIC, AvroCodec
-from schemas.codegen import (
-    native_module_name,
-    native_writer_module_name,
-    source_digest,
-    writer_parts,
-)
+from schemas.codec import AvroCodec
+from schemas.codegen import native_module_name, native_writer_module_name, source_digest
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
 __all__ = ["native_module_source", "native_modules", "write_native_modules"]
@@ -87,8 +81,7 @@ def native_modules() -> dict[str, str]:
         parts = codec.decoder_source()
         if parts is not None:
             out[f"{native_module_name(record_name)}.py"] = native_module_source(*parts)
-        header = SINGLE_OBJECT_MAGIC + codec.fingerprint
-        written = writer_parts(json.loads(codec.schema_str), header)
+        written = codec.writer_source()
         if written is not None:
             out[f"{native_writer_module_name(record_name)}.py"] = native_module_source(*written)
     return out
