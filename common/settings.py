@@ -34,6 +34,10 @@ _PORT_MAX: Final = 65_535
 _COUNT_MAX: Final = 1_000_000
 
 
+#: `MOMENTS_BROKER_FENCE`: whether the worker's recovery fences its changelogs.
+FenceMode = Literal["auto", "on", "off"]
+
+
 class SettingsError(ValueError):
     """Configuration that cannot be used: names every `MOMENTS_*` variable that is wrong
     and why, never a value (it may be a secret)."""
@@ -68,7 +72,7 @@ class KafkaSettings(_Group):
     interactions_partitions: int = Field(default=12, ge=1, le=10_000)
     action_partitions: int = Field(default=4, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=100)
-    broker_fence: Literal["auto", "on", "off"] = Field(
+    broker_fence: FenceMode = Field(
         default="auto",
         description="The worker's recovery fence for brokers whose high watermark lags the"
         " last batch (Tansu; docs/design.md, section 2.1): auto probes the broker once.",

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Final, Literal
+from typing import Final
 
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, ConsumerT
+
+from common.settings import FenceMode
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,6 @@ FENCE_KEY: Final = "~fence"
 #: Records the `auto` probe produces in one batch (more than two: one that leaves a batch of
 #: its own still leaves a batch of several behind it).
 PROBE_RECORDS: Final = 3
-#: `MOMENTS_BROKER_FENCE`.
-FenceMode = Literal["auto", "on", "off"]
 
 
 class FencingRecovery(Recovery):
