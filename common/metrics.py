@@ -68,6 +68,11 @@ EVENTS_FUTURE_DATED = Counter(
     " applied with their own time, but the partition watermark moved at most to the record"
     " timestamp plus the skew.",
 )
+EVENTS_TOO_LATE = Counter(
+    "moments_events_too_late_total",
+    "Events older than their partition's watermark minus MOMENTS_MAX_LATENESS: not applied,"
+    " kept on interactions.late (stage late) with the dead-letter headers.",
+)
 EVENT_TO_ACTION_LATENCY = Histogram(
     "moments_event_to_action_latency_seconds",
     "Wall-clock time from the trigger's event time to the action's emission, by destination"

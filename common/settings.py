@@ -18,9 +18,17 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.privacy import MASK, redact_url
@@ -33,6 +41,9 @@ _YEAR_S: Final = 366 * 86_400.0
 _PORT_MAX: Final = 65_535
 _COUNT_MAX: Final = 1_000_000
 
+
+#: The variable of `EngineSettings.max_lateness`, named by its rule between fields.
+_MAX_LATENESS: Final = "MOMENTS_MAX_LATENESS"
 
 #: `MOMENTS_BROKER_FENCE`: whether the worker's recovery fences its changelogs.
 FenceMode = Literal["auto", "on", "off"]
@@ -129,6 +140,20 @@ class EngineSettings(_Group):
         description="Seconds (or a duration such as 1h, 30m) an event may be dated ahead of"
         " its Kafka timestamp (worker, backfill) or of now (collector, adapters).",
     )
+    max_lateness: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        le=10 * _YEAR_S,
+        description="Seconds (or a duration such as 7d, 36h) an event may lie behind its"
+        " partition's watermark and still be applied; an older one is kept on"
+        " `interactions.late`, not applied. At least the allowed lateness, at most the dedupe"
+        " horizon (so every applied event is deduped exactly).",
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="The business's time zone (an IANA name such as Europe/Berlin): dates in"
+        " reasons are written in it; the actions' own times stay UTC.",
+    )
 
     @field_validator("holdout_percent", mode="before")
     @classmethod
@@ -141,7 +166,7 @@ class EngineSettings(_Group):
             raise ValueError("expected a percentage 0-100, e.g. 20 or 20%")
         return number
 
-    @field_validator("max_future_skew", mode="before")
+    @field_validator("max_future_skew", "max_lateness", mode="before")
     @classmethod
     def _seconds_or_duration(cls, value: Any) -> Any:
         """`3600`, `3600s`, `60m` or `1h` (seconds when no unit is given)."""
@@ -151,10 +176,48 @@ class EngineSettings(_Group):
                 return float(match[1]) * _UNIT_S[match[2] or "s"]
         return value
 
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _iana_zone(cls, value: Any) -> Any:
+        """MOMENTS_TIMEZONE: a zone of the IANA database, by its name (`UTC` needs none)."""
+        if not isinstance(value, str):
+            return value  # the str type says what is wrong
+        name = value.strip()
+        if name != "UTC":
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                raise ValueError(
+                    "not a time zone of the IANA database; expected a name such as"
+                    " Europe/Berlin, America/New_York or UTC"
+                ) from None
+        return name
+
+    @model_validator(mode="after")
+    def _lateness_in_bounds(self) -> Self:
+        """MOMENTS_MAX_LATENESS between the allowed lateness and the dedupe horizon."""
+        if self.max_lateness < self.allowed_lateness_s:
+            raise ValueError(
+                f"{_MAX_LATENESS}: must be at least the allowed lateness"
+                " (MOMENTS_ALLOWED_LATENESS_S): an event the engine waits for cannot be too late"
+            )
+        if self.max_lateness > self.dedupe_horizon_s:
+            raise ValueError(
+                f"{_MAX_LATENESS}: must be at most the dedupe horizon"
+                " (MOMENTS_DEDUPE_HORIZON_S), so that every applied event is deduped exactly;"
+                " lower it or raise the horizon"
+            )
+        return self
+
     @property
     def max_future_skew_ms(self) -> int:
         """`max_future_skew` in milliseconds."""
         return round(self.max_future_skew * 1000)
+
+    @property
+    def max_lateness_ms(self) -> int:
+        """`max_lateness` in milliseconds."""
+        return round(self.max_lateness * 1000)
 
 
 class WorkerSettings(_Group):
@@ -385,10 +448,13 @@ def env_name(field: str) -> str:
 
 
 def _problems(exc: ValidationError) -> Iterator[str]:
-    """Each error of a group as `MOMENTS_NAME: what is wrong` (no input value)."""
+    """Each error of a group as `MOMENTS_NAME: what is wrong` (no input value); a rule
+    between fields (no location) names its variable itself."""
     for error in exc.errors(include_input=False, include_url=False):
-        name = str(error["loc"][0]) if error["loc"] else "?"
-        yield f"{env_name(name)}: {error['msg']}"
+        if not error["loc"]:
+            yield str(error["msg"]).removeprefix("Value error, ")
+            continue
+        yield f"{env_name(str(error['loc'][0]))}: {error['msg']}"
 
 
 def _revealed(value: Any) -> Any:

@@ -17,6 +17,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         contact_cap_window_ms=round(settings.engine.contact_cap_window_s * 1000),
         holdout_percent=settings.engine.holdout_percent,
         dedupe_horizon_ms=round(settings.engine.dedupe_horizon_s * 1000),
+        max_lateness_ms=settings.engine.max_lateness_ms,
+        timezone=settings.engine.timezone,
         emit_from_ms=(
             None
             if settings.engine.emit_from is None

@@ -8,6 +8,10 @@ action_id does not depend on the rule version): per rule, how many actions
 each pack gives (`old`, `new`), the ids only the new pack gives (`added`),
 only the old one gives (`removed`), and the ids both give with another
 reason, details, priority, destination, due_by or triggered_at (`changed`).
+The relationship ledger's details (`LEDGER_DETAILS`: the customer's balance, as
+of each action) are left out of the comparison unless `strict`: they follow
+the customer's history, so a pack that fires one action more would otherwise
+"change" every later action of that customer.
 `PackDiff.to_json` is the JSON of section 8. No Kafka here except through
 `processors.backfill` for a topic.
 """
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
 
 #: The fields whose difference makes the same action "changed".
 COMPARED: Final = ("reason", "details", "priority", "destination", "due_by", "triggered_at")
+#: The details the relationship ledger writes on every action; compared only when strict.
+LEDGER_DETAILS: Final = frozenset(
+    {"relationship_balance", "relationship_positives", "relationship_negatives"}
+)
 #: Examples kept per rule and kind of difference.
 EXAMPLES_PER_KIND: Final = 2
 
@@ -83,11 +91,27 @@ class PackDiff:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
-def _differs(a: ActionEvent, b: ActionEvent) -> list[str]:
-    return [name for name in COMPARED if getattr(a, name) != getattr(b, name)]
+def _without_ledger(details: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in details.items() if key not in LEDGER_DETAILS}
 
 
-def _example(kind: str, old: ActionEvent | None, new: ActionEvent | None) -> dict[str, Any]:
+def _differs(a: ActionEvent, b: ActionEvent, strict: bool = False) -> list[str]:
+    """The compared fields in which `a` and `b` differ (details without `LEDGER_DETAILS`
+    unless `strict`)."""
+    fields = []
+    for name in COMPARED:
+        old, new = getattr(a, name), getattr(b, name)
+        if old == new:
+            continue
+        if name == "details" and not strict and _without_ledger(old) == _without_ledger(new):
+            continue
+        fields.append(name)
+    return fields
+
+
+def _example(
+    kind: str, old: ActionEvent | None, new: ActionEvent | None, strict: bool
+) -> dict[str, Any]:
     some = new if new is not None else old
     assert some is not None
     example: dict[str, Any] = {
@@ -99,7 +123,7 @@ def _example(kind: str, old: ActionEvent | None, new: ActionEvent | None) -> dic
         "new_reason": None if new is None else new.reason,
     }
     if old is not None and new is not None:
-        example["fields"] = _differs(old, new)
+        example["fields"] = _differs(old, new, strict)
     return example
 
 
@@ -109,8 +133,10 @@ def compare_actions(
     *,
     events: int,
     rule_ids: Iterable[str] = (),
+    strict: bool = False,
 ) -> PackDiff:
-    """Compare the actions of two runs over the same events by action_id."""
+    """Compare the actions of two runs over the same events by action_id; `strict` compares
+    the relationship ledger's details too."""
     rules: dict[str, RuleDiff] = {rule_id: RuleDiff() for rule_id in rule_ids}
     before: dict[str, ActionEvent] = {}
     for action in old:
@@ -127,7 +153,7 @@ def compare_actions(
         if prior is None:
             rules[action.rule].added += 1
             found.append((action.rule, "added", action_id, None, action))
-        elif _differs(prior, action):
+        elif _differs(prior, action, strict):
             rules[action.rule].changed += 1
             found.append((action.rule, "changed", action_id, prior, action))
         else:
@@ -144,7 +170,7 @@ def compare_actions(
     for rule_id, kind, _, before_action, after_action in found:
         if taken.get((rule_id, kind), 0) < EXAMPLES_PER_KIND:
             taken[(rule_id, kind)] = taken.get((rule_id, kind), 0) + 1
-            examples.append(_example(kind, before_action, after_action))
+            examples.append(_example(kind, before_action, after_action, strict))
     return PackDiff(events, len(affected), rules, examples)
 
 
@@ -161,14 +187,22 @@ def diff_file(
     config: EngineConfig | None = None,
     partitions: int = 1,
     workers: int | None = None,
+    strict: bool = False,
 ) -> PackDiff:
     """Both packs over a JSON-lines file: on a file of a few MB with CPUs to share (see
     `replay_shards.shard_count`; `workers` as there), each pack in its own process at the
-    same time; else in one pass, each event read once and fed to both."""
+    same time; else in one pass, each event read once and fed to both. `strict`: see
+    `compare_actions`."""
     config = config or EngineConfig()
     if shard_count(workers, Path(events_path)) > 1:
         parallel = _diff_file_in_two_processes(
-            Path(events_path), old, new, until_ms=until_ms, config=config, partitions=partitions
+            Path(events_path),
+            old,
+            new,
+            until_ms=until_ms,
+            config=config,
+            partitions=partitions,
+            strict=strict,
         )
         if parallel is not None:
             return parallel
@@ -185,7 +219,9 @@ def diff_file(
                     actions += out.actions
         for run, actions in zip(runs, outputs, strict=True):
             actions += run.finish(until_ms).actions
-    return compare_actions(outputs[0], outputs[1], events=events, rule_ids=_rule_ids(old, new))
+    return compare_actions(
+        outputs[0], outputs[1], events=events, rule_ids=_rule_ids(old, new), strict=strict
+    )
 
 
 def _diff_file_in_two_processes(
@@ -196,6 +232,7 @@ def _diff_file_in_two_processes(
     until_ms: int | None,
     config: EngineConfig,
     partitions: int,
+    strict: bool,
 ) -> PackDiff | None:
     """The new pack replayed by a forked process while this one replays the old; None when
     the forked one failed (the one-pass diff then runs, and raises what there is to raise)."""
@@ -224,7 +261,9 @@ def _diff_file_in_two_processes(
         if child.exitcode != 0 or not paths[1].exists():
             return None
         runs = [_actions_of(path) for path in paths]
-    return compare_actions(runs[0], runs[1], events=summary.events, rule_ids=_rule_ids(old, new))
+    return compare_actions(
+        runs[0], runs[1], events=summary.events, rule_ids=_rule_ids(old, new), strict=strict
+    )
 
 
 def _actions_of(path: Path) -> list[Any]:
@@ -241,8 +280,10 @@ def diff_topic(
     new: RulePack,
     *,
     until_ms: int | None = None,
+    strict: bool = False,
 ) -> PackDiff:
-    """Both packs over a topic from its beginning: two shadow backfills written to files."""
+    """Both packs over a topic from its beginning: two shadow backfills written to files.
+    `strict`: see `compare_actions`."""
     # Here, not at the top: a file diff needs no Kafka client or metrics loaded.
     from processors.backfill import backfill_topic
 
@@ -257,4 +298,6 @@ def diff_topic(
             events = summary.events
             with path.open(encoding="utf-8") as lines:
                 runs.append([action_from_json(json.loads(line)) for line in lines if line.strip()])
-    return compare_actions(runs[0], runs[1], events=events, rule_ids=_rule_ids(old, new))
+    return compare_actions(
+        runs[0], runs[1], events=events, rule_ids=_rule_ids(old, new), strict=strict
+    )

@@ -13,15 +13,21 @@ other counts as unusable. It knows no Kafka client and no Faust.
    Avro does not guarantee, then its general path for anything unusual).
 3. The future-dated guard (`processors.engine.future_cap`): an event dated
    more than `max_future_skew_ms` past its record's timestamp moves the
-   partition's clock only that far (counted in `moments_events_future_dated_total`).
+   partition's clock only that far (counted in `future_dated` and, through
+   `count_future_dated`, in `moments_events_future_dated_total`).
 4. The engine, through the host's `Feed` (the worker's switches rule packs
    on the way; the backfill runs one pack). An engine that raises leaves a
    store that stages its writes (one with `discard_engine_writes`, the
-   worker's) as it was before the event.
+   worker's) as it was before the event. A store that cannot undo the event
+   (the worker's state kept across a batch) raises from
+   `discard_engine_writes` instead: that exception leaves `handle`, with
+   nothing logged, and the host handles the record again another way.
 
 What comes back:
 
-- `Applied`: the event and the engine's output (actions and decisions).
+- `Applied`: the event and the engine's output (actions and decisions; for an
+  event too late to apply, none, and `too_late` set: the host keeps it, stage
+  `late`).
 - `DeadLetter`: the record cannot be used. Its stage is `decode` (also
   tombstones and codec bugs), `validate`, `size` or `engine`; its class and
   detail name the failure. The detail may quote a value of the event
@@ -75,6 +81,10 @@ class Stage(enum.StrEnum):
     SIZE = "size"
     #: The engine raised on this event (its state is left as it was, where the store stages).
     ENGINE = "engine"
+    #: Not refused, but too late: older than its partition's watermark minus the max
+    #: lateness, so the engine did not apply it (`EngineOutput.too_late`); the worker keeps
+    #: it on `interactions.late` with the dead-letter headers.
+    LATE = "late"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,9 @@ class RecordPath:
         self.max_event_bytes = max_event_bytes
         self.max_future_skew_ms = max_future_skew_ms
         self.future_dated = 0
+        #: Adds one capped event to the metric; a host that may handle a record twice
+        #: (the worker, see `processors.worker`) counts it its own way.
+        self.count_future_dated: Callable[[], None] = EVENTS_FUTURE_DATED.inc
 
     def handle(
         self,
@@ -155,14 +168,14 @@ class RecordPath:
             cap = future_cap(event.occurred_at, timestamp_ms, self.max_future_skew_ms)
             if cap is not None:
                 self.future_dated += 1
-                EVENTS_FUTURE_DATED.inc()
+                self.count_future_dated()
         try:
             output = self.feed(store, event, cap)
         except Exception as exc:
-            log.exception("the engine failed on partition %d at offset %s", partition, offset)
             discard = getattr(store, "discard_engine_writes", None)  # a store that stages
             if discard is not None:
-                discard()
+                discard()  # one that cannot undo the event raises: the host tries again
+            log.exception("the engine failed on partition %d at offset %s", partition, offset)
             return DeadLetter(Stage.ENGINE, type(exc).__name__, str(exc))
         return Applied(event, output)
 

@@ -2,7 +2,8 @@
 
 `replay_file` reads InteractionEvent JSON lines, runs the engine with one
 state store (and so one watermark) per partition, exactly as the worker
-does, and writes the actions and decisions as JSON lines. Events go to
+does, and writes the actions and decisions as JSON lines (and, with `late_out`, the
+events the engine found too late to apply, in their JSON form). Events go to
 partitions like a Kafka producer keyed by customer_id would send them
 (`processors.offline.partition_for`). `Replayer` is the same loop for any
 iterable of events (topic backfills, shadow runs of a new pack).
@@ -31,7 +32,7 @@ from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, loa
 from processors.engine.rules import RulePack
 from processors.offline import partition_for
 from processors.replay_shards import ShardedReplayFailed, ShardJob, replay_sharded, shard_count
-from schemas.codec import read_events_jsonl, to_json_lines
+from schemas.codec import read_events_jsonl, to_json_line, to_json_lines
 from schemas.records import ActionEvent, Decision, InteractionEvent
 
 #: Events between two writes of the outputs of a replay.
@@ -48,6 +49,9 @@ class ReplaySummary:
     partitions: int
     seconds: float
     workers: int = 1  # processes that shared the work
+    #: Events too late to apply (older than the watermark minus the max lateness), as the
+    #: one-process loop counts them (a sharded replay leaves 0).
+    too_late: int = 0
 
     @property
     def events_per_second(self) -> float:
@@ -142,12 +146,15 @@ def replay_file(
     pack: RulePack | None = None,
     changes: Iterable[tuple[int, RulePack]] = (),
     workers: int | None = None,
+    late_out: Path | str | None = None,
 ) -> ReplaySummary:
     """Replay a JSONL file of events through the engine and write actions (and decisions).
 
     `workers` processes share the work (`processors.replay_shards`; the same bytes as one
     process): None or 0 for one per usable CPU on a file of a few MB or more, 1 for this
-    process alone. A replay with `changes` runs in one process.
+    process alone. A replay with `changes` or `late_out` runs in one process. `late_out`
+    receives, in file order, the JSON line of every event the engine found too late to
+    apply (older than its partition's watermark minus the max lateness).
     Raises `schemas.codec.SchemaValidationError` naming file:line for a bad line and
     `RulePackError` for a bad rule pack; in both cases no output file is created.
     """
@@ -158,15 +165,21 @@ def replay_file(
         decisions=decisions_out is not None,  # nobody reads them otherwise: skip building them
     )
     changes = list(changes)
-    shards = 1 if changes else shard_count(workers, Path(events_path))
+    # too-late events are found (and written in file order) by the one-process loop
+    one_process = bool(changes) or late_out is not None
+    shards = 1 if one_process else shard_count(workers, Path(events_path))
     replayer = Replayer(engine, partitions, changes)
     targets = [Path(actions_out)] + ([Path(decisions_out)] if decisions_out is not None else [])
+    outputs = len(targets)  # the actions' and decisions' files, then the late events'
+    if late_out is not None:
+        targets.append(Path(late_out))
     temps = [t.with_name(f".{t.name}.partial") for t in targets]
     handles: list[IO[bytes]] = []
-    events = actions = 0
+    events = actions = too_late = 0
     try:
         for temp in temps:
             handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
+        late_file = handles[outputs] if late_out is not None else None
         sharded = None
         if shards > 1:
             sharded = _replay_sharded(
@@ -176,7 +189,7 @@ def replay_file(
             events, actions, decided = sharded
         else:  # one process: this loop
             shards = 1
-            sink = OutputWriter(handles[0], handles[1] if len(handles) > 1 else None)
+            sink = OutputWriter(handles[0], handles[1] if outputs > 1 else None)
             with no_cyclic_gc():
                 feed = replayer.feeder()
                 # outputs are encoded and written once per WRITE_EVERY events
@@ -185,6 +198,10 @@ def replay_file(
                 for event in read_events_jsonl(events_path):
                     events += 1
                     out = feed(event)
+                    if out.too_late:  # not applied: no output, kept in late_out
+                        too_late += 1
+                        if late_file is not None:
+                            late_file.write(to_json_line(event).encode("utf-8") + b"\n")
                     if out.actions:
                         pending_actions += out.actions
                     if out.decisions:
@@ -211,6 +228,7 @@ def replay_file(
         partitions=partitions,
         seconds=time.perf_counter() - started,
         workers=shards,
+        too_late=too_late,
     )
 
 

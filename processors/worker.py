@@ -3,10 +3,18 @@
 One agent consumes `interactions` (raw bytes; the worker decodes them itself so
 that no message can crash the agent). With `worker_batch_size` > 1 (the default)
 it takes records in batches (`stream.take_events`, a partial batch waits at most
-`BATCH_WITHIN_S`) and handles them one after the other in log order, exactly as
-the per-event path (`worker_batch_size` = 1, `stream.events()`) does; batching
-only saves Faust's per-message stream hand-off. Faust acks a batch when its
-body ends, even when the body raises: the worker then stops committing for good
+`BATCH_WITHIN_S`) and handles them one after the other in log order, with the
+same results as the per-event path (`worker_batch_size` = 1, `stream.events()`).
+A batch is first handled with each partition's state kept decoded across its
+records (`BatchState`: a key is decoded and encoded once per batch, not per
+event) and its output held back; when every record is handled, the output is
+handed to the producer, then the state is written to the table. If the engine
+raises on one of its records, that pass is dropped whole (it wrote no state,
+sent no output, counted no metric: the engine may have changed in place what
+it read) and the batch is handled again from its first record the per-event
+way (`PartitionState`, a fresh copy of the state per event, output sent as it
+comes), which dead-letters that record. Faust acks a batch when its body ends,
+even when the body raises: the worker then stops committing for good
 (`WorkerConsumer.halt`) and crashes, so no record of the batch is committed
 unhandled. Each record is handled like this:
 
@@ -16,40 +24,46 @@ unhandled. Each record is handled like this:
    goes to `interactions.dlq` with its original key and bytes and the headers
    `moments.error.{stage,class,message,topic,partition,offset}`; stages are
    `decode` (also tombstones), `validate`, `size` and `engine` (the event's
-   state is left untouched). The worker keeps running. Control records of a
-   kind this version does not know are skipped.
-2. Otherwise the engine processes the event against `PartitionState`, the
-   state of the event's partition in a changelog-backed Faust table (see
-   `processors.faust_host`). Writes are applied per event to the table's
-   local store (never through `Table.__setitem__`, which Faust forbids inside
-   `take()`; a persistent store gets them once their changelog is acknowledged,
-   so after a kill it holds no state whose output was lost) and their changelog
-   records, addressed to the event's partition, are sent at the next offset
-   commit and when partitions are revoked (a rebalance's recovery re-reads the
-   changelog, even of the partitions a worker keeps), coalesced per key: a
-   restarted or rebalanced worker recovers the state of every committed
-   event. The state also holds the offset of the last record it covers
-   (`w/applied`, per partition; kept in memory and written once per batch, as
-   the changelog is sent only between batches); a record at or below it is
-   skipped, so a redelivered record (the state may run ahead of the committed
-   offsets after a crash or a rebalance) is never applied twice, however old
-   its event time.
+   state is left untouched: the batch is handled again per event, see above).
+   The worker keeps running. Control records of a kind this version does not
+   know are skipped. An event the engine finds too late to apply (older than
+   its partition's watermark minus `MOMENTS_MAX_LATENESS`) changes nothing and
+   goes, as it came, to `interactions.late` with the same headers (stage
+   `late`), counted in `moments_events_too_late_total`.
+2. Otherwise the engine processes the event against the state of the event's
+   partition in a changelog-backed Faust table (see `processors.faust_host`):
+   `BatchState` for a whole batch, or `PartitionState` per event. Writes are
+   applied to the table's local store at the end of the batch (per event on
+   the per-event way; never through `Table.__setitem__`, which Faust forbids
+   inside `take()`; a persistent store gets them once their changelog is
+   acknowledged, so after a kill it holds no state whose output was lost) and
+   their changelog records, addressed to the event's partition, are sent at
+   the next offset commit and when partitions are revoked (a rebalance's
+   recovery re-reads the changelog, even of the partitions a worker keeps),
+   coalesced per key: a restarted or rebalanced worker recovers the state of
+   every committed event. The state also holds the offset of the last record
+   it covers (`w/applied`, per partition; kept in memory and written once per
+   batch, as the changelog is sent only between batches); a record at or below
+   it is skipped, so a redelivered record (the state may run ahead of the
+   committed offsets after a crash or a rebalance) is never applied twice,
+   however old its event time.
 3. Actions go to `actions.<destination>` and decisions to `decisions` (key
    customer_id, Avro), handed to a librdkafka producer (`OutputSender`: a C
    call per record instead of aiokafka's Python send path on the event loop;
-   it lingers 20 ms to share produce requests). At each commit the worker first
-   waits until all of them are acknowledged (a failed delivery crashes the
-   worker instead of committing), then sends the changelog, then Faust
-   commits the offsets: a crash before the commit makes the redelivered
-   events produce the same output again (same action_id, which sinks drop),
-   and state never claims an action that was never sent. Processing is
-   at-least-once.
+   it lingers 20 ms to share produce requests) before the state that claims
+   them is written. At each commit the worker first waits until all of them
+   are acknowledged (a failed delivery crashes the worker instead of
+   committing), then sends the changelog, then Faust commits the offsets: a
+   crash before the commit makes the redelivered events produce the same
+   output again (same action_id, which sinks drop), and state never claims an
+   action that was never sent. Processing is at-least-once.
 
 Metrics: events consumed, actions emitted, decisions, dead letters, the
 watermark lag per partition, and the event-to-action latency labelled
 `trigger="event"` (the action answers the event being handled) or
 `trigger="timer"` (an absence deadline passed; late by design, so alerts on
-the pipeline's latency use `trigger="event"`).
+the pipeline's latency use `trigger="event"`), observed when the action is
+handed to the producer. Counters are tallied per batch and added at its end.
 
 Idle partitions. Faust forbids table writes outside stream iteration, so the
 clock of a quiet partition is advanced by a record *in* the stream: a timer
@@ -97,6 +111,7 @@ never decides anything itself: all semantics are the engine's.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import threading
@@ -115,6 +130,8 @@ from common.metrics import (
     DLQ_RECORDS,
     EVENT_TO_ACTION_LATENCY,
     EVENTS_CONSUMED,
+    EVENTS_FUTURE_DATED,
+    EVENTS_TOO_LATE,
     REDELIVERIES_SKIPPED,
     RELATIONSHIP_BALANCE,
     RULES_SWITCHES,
@@ -150,7 +167,8 @@ from processors.faust_host import (
     use_fast_event_loop,
     worker_credentials,
 )
-from processors.record_path import Applied, DeadLetter, RecordPath
+from processors.faust_host.changelog import BatchSpoiled, BatchState
+from processors.record_path import Applied, DeadLetter, RecordPath, Stage
 from processors.rules_follower import AcceptedPack, RulesFollower, startup_pack
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
@@ -172,6 +190,44 @@ PRODUCER_LINGER_S = 0.005
 COMMIT_EVERY_NEVER = 1 << 62
 #: A partial batch waits at most this long for more records (bounds the latency batching adds).
 BATCH_WITHIN_S = 0.01
+
+#: The state of one partition while a record is handled: per record, or kept for the batch.
+_Store = PartitionState | BatchState
+
+
+class _Outbox:
+    """What a kept batch hands over once every record of it is handled: its output records,
+    the event-to-action latencies to observe (at that moment), other histogram values and
+    its other reports."""
+
+    __slots__ = ("latencies", "later", "observations", "records")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        #: (histogram child, triggered_at in ms) per action.
+        self.latencies: list[tuple[Any, int]] = []
+        #: (histogram, value): values observed when the batch is delivered.
+        self.observations: list[tuple[Any, float]] = []
+        #: (report, args): metrics and log lines, in order.
+        self.later: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
+        """Hold one output record (the signature of `OutputSender.send`)."""
+        self.records.append((topic, key, value, headers))
+
+    def deliver(self, output: Any) -> None:
+        """Hand the records to `output` (an `OutputSender`) in order, then report."""
+        send = output.send
+        for topic, key, value, headers in self.records:
+            send(topic, key, value, headers)
+        if self.latencies:
+            now = time.time()
+            for child, triggered_at in self.latencies:
+                child.observe(max(0.0, now - triggered_at / 1000))
+        for histogram, amount in self.observations:
+            histogram.observe(amount)
+        for report, args in self.later:
+            report(*args)
 
 
 class TriggerWorker:
@@ -290,6 +346,15 @@ class TriggerWorker:
         #: once; the partitions whose offset moved are written back once per batch.
         self._applied: dict[int, int] = {}
         self._applied_moved: set[int] = set()
+        #: Counts of the batch being handled: redeliveries skipped, future-dated events,
+        #: events too late to apply.
+        self._tally_skipped = 0
+        self._tally_future_dated = 0
+        self._tally_too_late = 0
+        self.path.count_future_dated = self._count_future_dated
+        #: In a kept batch (`_handle_kept`): each partition's state and the held-back output.
+        self._stores: dict[int, BatchState] | None = None
+        self._outbox: _Outbox | None = None
 
     # -- the agent --------------------------------------------------------------------------
 
@@ -307,19 +372,18 @@ class TriggerWorker:
     async def handle_batch(self, batch: Sequence[EventT[Any]]) -> None:
         """Handle a batch of `interactions` records from `take_events`, in order.
 
-        Faust acks the whole batch when this returns or raises; if anything escapes
-        `handle` (not a bad record: those are dead-lettered) the consumer is halted
-        first, so that the records after the failing one are never committed.
+        First with each partition's state kept across the batch (`_handle_kept`); if the
+        engine failed on one of its records, nothing of that pass is kept and the batch
+        is handled again with the state read and written per event (`_handle_each`),
+        which dead-letters that record. Faust acks the whole batch when this returns or
+        raises; if anything escapes (not a bad record: those are dead-lettered) the
+        consumer is halted first, so that the records after the failing one are never
+        committed.
         """
-        handle = self._handle
-        set_current = _current_event.set
         self._follow_rules()
         try:
-            for event in batch:
-                # take_events fills its buffer in another task: make this event current
-                # here, for stores that file each key under the event's partition.
-                set_current(weakref.ref(event))
-                handle(event)
+            if not self._handle_kept(batch):
+                self._handle_each(batch)
             self.output.serve()
         except BaseException as exc:
             consumer = self.app.consumer
@@ -328,12 +392,86 @@ class TriggerWorker:
                 await halt(exc)
             raise
         finally:
-            set_current(None)
-            self._save_applied()
+            _current_event.set(None)
             self._flush_metrics()
         now = time.monotonic()
         for partition in {event.message.partition for event in batch}:
             self._last_seen[partition] = now
+
+    def _handle_kept(self, batch: Sequence[EventT[Any]]) -> bool:
+        """The batch with each partition's state decoded and encoded once (`BatchState`) and
+        its output held back (`_Outbox`) until every record is handled; then the output is
+        handed to the producer and the state written to the table, in that order.
+
+        Returns False, having kept nothing of the pass (no state written, no output sent,
+        no metric counted, the worker's own memory as before), when the engine failed on
+        a record (`BatchSpoiled`); anything else that escapes is raised, likewise.
+
+        The cyclic garbage collector is paused meanwhile: the decoded state held for the
+        batch is freed by reference counting once it is written, and the collections its
+        allocations would trigger in between only walk it again, freeing nothing.
+        """
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._handle_kept_uncollected(batch)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _handle_kept_uncollected(self, batch: Sequence[EventT[Any]]) -> bool:
+        """`_handle_kept`, the collector paused by the caller."""
+        saved = (
+            dict(self._applied),
+            dict(self._lines),
+            dict(self._idle_clock),
+            self.path.future_dated,
+        )
+        stores: dict[int, BatchState] = {}
+        outbox = _Outbox()
+        self._stores, self._outbox = stores, outbox
+        handle = self._handle
+        set_current = _current_event.set
+        try:
+            for event in batch:
+                # take_events fills its buffer in another task: make this event current
+                # here, for stores that file each key under the event's partition.
+                set_current(weakref.ref(event))
+                handle(event)
+        except BaseException as exc:
+            self._applied, self._lines, self._idle_clock, self.path.future_dated = saved
+            self._applied_moved.clear()
+            self._clear_tallies()
+            if isinstance(exc, BatchSpoiled):
+                return False
+            raise
+        finally:
+            self._stores = self._outbox = None
+        # The output first: the state never claims output that was not handed over (a
+        # failure in between leaves the batch to be handled again, same action ids).
+        outbox.deliver(self.output)
+        moved = self._applied_moved
+        for partition in moved:
+            store = stores.get(partition)
+            if store is None:
+                store = stores[partition] = BatchState(self.staged_state, partition)
+            store.set_worker(_APPLIED, self._applied[partition])
+        moved.clear()
+        for store in stores.values():
+            store.flush()
+        return True
+
+    def _handle_each(self, batch: Sequence[EventT[Any]]) -> None:
+        """The batch record by record, each with its own `PartitionState` (an engine failure
+        leaves that record's state untouched), its output sent as it comes."""
+        handle = self._handle
+        set_current = _current_event.set
+        try:
+            for event in batch:
+                set_current(weakref.ref(event))
+                handle(event)
+        finally:
+            self._save_applied()
 
     async def handle(self, event: EventT[Any]) -> None:
         """Handle one record of `interactions` (event, tick or poison); call inside the stream.
@@ -357,7 +495,7 @@ class TriggerWorker:
             self.library.add(current.text, current.source, current.pack)
             self._target = current.pid
 
-    def _lineage(self, store: PartitionState, partition: int) -> Lineage:
+    def _lineage(self, store: _Store, partition: int) -> Lineage:
         """The partition's lineage, asked to switch to the target pack if it runs another."""
         line = self._lines.get(partition)
         if line is None:
@@ -367,7 +505,8 @@ class TriggerWorker:
                 line = start(self.library, store, first)
         if line.goal != self._target:
             line = request_switch(self.library, store, line, self._target)
-            log.info(
+            self._report(
+                log.info,
                 "partition %d: switching to rule pack %s%s",
                 partition,
                 self._target,
@@ -376,12 +515,13 @@ class TriggerWorker:
         self._lines[partition] = line
         return line
 
-    def _switched(self, store: PartitionState, partition: int, offset: int, line: Lineage) -> None:
+    def _switched(self, store: _Store, partition: int, offset: int, line: Lineage) -> None:
         """Record a switch that just happened (its offset beside the engine's record)."""
         record = last_switch(store) or {}
         store.set(PACK_KEY, record | {"offset": offset})
-        RULES_SWITCHES.inc()
-        log.info(
+        self._report(RULES_SWITCHES.inc)
+        self._report(
+            log.info,
             "partition %d switched to rule pack %s at offset %d (event time %s, watermark %s)",
             partition,
             line.head,
@@ -391,17 +531,26 @@ class TriggerWorker:
         )
 
     def _handle(self, event: EventT[Any]) -> None:
-        """`handle` without its metrics flush and the write of the applied offsets
-        (`_save_applied`): `handle_batch` does both once per batch."""
+        """`handle` without its metrics flush and the write of the applied offsets: the
+        callers do both, once per batch. In a kept batch (`_handle_kept`) the store is the
+        partition's `BatchState`, else a `PartitionState` of this record."""
         message = event.message
         partition, offset = message.partition, message.offset
-        store = PartitionState(self.staged_state, partition)
+        stores = self._stores
+        store: _Store
+        if stores is None:
+            store = PartitionState(self.staged_state, partition)
+        else:
+            kept = stores.get(partition)
+            if kept is None:
+                kept = stores[partition] = BatchState(self.staged_state, partition)
+            store = kept
         applied = self._applied.get(partition)
         if applied is None:
             stored = store.get_worker(_APPLIED)
             applied = self._applied[partition] = -1 if stored is None else int(stored)
         if offset <= applied:
-            REDELIVERIES_SKIPPED.inc()
+            self._tally_skipped += 1
             return
         line = self._line = self._lineage(store, partition)
         record_ms = round(message.timestamp * 1000)
@@ -409,7 +558,10 @@ class TriggerWorker:
             store, partition, offset, message.headers, message.key, message.value, record_ms
         )
         if type(result) is Applied:
-            self._on_event(result, store, partition, record_ms)
+            if result.output.too_late:
+                self._too_late(message, result.event, store)
+            else:
+                self._on_event(result, store, partition, record_ms)
         elif type(result) is DeadLetter:
             self._dead_letter(message, result)
         elif result is RecordKind.TICK:
@@ -440,9 +592,11 @@ class TriggerWorker:
         self._line, output = feed(self.library, store, self._line, event, cap)
         return output
 
-    def _on_event(
-        self, applied: Applied, store: PartitionState, partition: int, record_ms: int
-    ) -> None:
+    def _count_future_dated(self) -> None:
+        """The record path capped an event's clock: counted with the batch's metrics."""
+        self._tally_future_dated += 1
+
+    def _on_event(self, applied: Applied, store: _Store, partition: int, record_ms: int) -> None:
         """An event the engine took: its output, the idle clock's basis, metrics."""
         interaction, output = applied.event, applied.output
         engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
@@ -456,9 +610,7 @@ class TriggerWorker:
         if watermark is not None:
             self._watermarks[partition] = watermark
 
-    def _on_tick(
-        self, store: PartitionState, partition: int, tick_ms: int, line: Lineage
-    ) -> Lineage:
+    def _on_tick(self, store: _Store, partition: int, tick_ms: int, line: Lineage) -> Lineage:
         basis = self._idle_clock.get(partition)
         if basis is None:  # restarted: the basis of the last tick, else count from this tick
             persisted = store.get_worker(_CLOCK)
@@ -482,18 +634,30 @@ class TriggerWorker:
             self._watermarks[partition] = watermark
         return line
 
+    def _report(self, report: Callable[..., object], *args: Any) -> None:
+        """`report(*args)` (a metric or a log line) now, or, in a kept batch, once its output
+        is delivered: a pass that is dropped reports nothing."""
+        outbox = self._outbox
+        if outbox is None:
+            report(*args)
+        else:
+            outbox.later.append((report, args))
+
     # -- output -----------------------------------------------------------------------------
 
     def _emit(self, output: EngineOutput, event_ms: int | None) -> None:
-        """Hand actions and decisions to the producer (acknowledged before the next commit).
+        """Hand actions and decisions to the producer (acknowledged before the next commit),
+        or, in a kept batch, to its outbox (handed over when the batch is done).
 
         `event_ms` is the occurred_at of the event being handled (None for a tick). An
         action at that time answers the event (latency `trigger="event"`: the pipeline's
         delay); any other action is a timer whose deadline passed (`trigger="timer"`: it
         waited for the watermark, at least the allowed lateness, by design). Counters are
-        tallied and added by `_flush_metrics`; the latency is observed here.
+        tallied and added by `_flush_metrics`; the latency is observed when the action is
+        handed to the producer.
         """
-        send = self.output.send
+        outbox = self._outbox
+        send = (outbox or self.output).send
         if output.actions:
             encode_action = self.action_codec.encode
             action_topics = self.action_topics
@@ -503,19 +667,32 @@ class TriggerWorker:
                 send(topic, action.customer_id.encode(), encode_action(action, validate=False))
             now = time.time()
             emitted = self._tally_emitted
+            latency = self._latency
             for action in output.actions:
                 labels = (action.rule, action.destination)
                 emitted[labels] = emitted.get(labels, 0) + 1
                 trigger = "event" if action.triggered_at == event_ms else "timer"
-                self._latency(action.destination, trigger).observe(
-                    max(0.0, now - action.triggered_at / 1000)
-                )
+                child = latency(action.destination, trigger)
+                if outbox is None:
+                    child.observe(max(0.0, now - action.triggered_at / 1000))
+                else:
+                    outbox.latencies.append((child, action.triggered_at))
                 balance = action.details.get("relationship_balance")
                 if balance is not None:
                     try:
-                        RELATIONSHIP_BALANCE.observe(float(balance))
+                        value = float(balance)
                     except ValueError:
-                        log.warning("action %s: relationship_balance %r", action.action_id, balance)
+                        self._report(
+                            log.warning,
+                            "action %s: relationship_balance %r",
+                            action.action_id,
+                            balance,
+                        )
+                        continue
+                    if outbox is None:
+                        RELATIONSHIP_BALANCE.observe(value)
+                    else:
+                        outbox.observations.append((RELATIONSHIP_BALANCE, value))
         if output.decisions:
             encode_decision = self.decision_codec.encode
             topic = self.settings.topics.decisions
@@ -541,11 +718,46 @@ class TriggerWorker:
             for (rule, outcome, reason), count in self._tally_decided.items():
                 self._decided(rule, outcome, reason).inc(count)
             self._tally_decided.clear()
+        if self._tally_skipped:
+            REDELIVERIES_SKIPPED.inc(self._tally_skipped)
+            self._tally_skipped = 0
+        if self._tally_future_dated:
+            EVENTS_FUTURE_DATED.inc(self._tally_future_dated)
+            self._tally_future_dated = 0
+        if self._tally_too_late:
+            EVENTS_TOO_LATE.inc(self._tally_too_late)
+            self._tally_too_late = 0
         if self._watermarks:
             now = time.time()
             for partition, watermark in self._watermarks.items():
                 self._watermark_lag(partition).set(now - watermark / 1000)
             self._watermarks.clear()
+
+    def _clear_tallies(self) -> None:
+        """Forget what was tallied since the last flush (a dropped pass of a batch)."""
+        self._tally_consumed.clear()
+        self._tally_emitted.clear()
+        self._tally_decided.clear()
+        self._tally_skipped = self._tally_future_dated = self._tally_too_late = 0
+        self._watermarks.clear()
+
+    def _too_late(self, message: Any, event: InteractionEvent, store: _Store) -> None:
+        """An event older than its partition's watermark minus the max lateness, which the
+        engine did not apply: the record, as it came, goes to `interactions.late` with the
+        dead-letter headers (stage `late`), counted in `moments_events_too_late_total`."""
+        clock = store.get(CLOCK_KEY) or {}
+        detail = (
+            f"occurred_at {event.occurred_at} is before the partition's watermark "
+            f"{clock.get('wm')} minus the max lateness ({self.settings.engine.max_lateness_ms} ms)"
+        )
+        where = (message.topic, message.partition, message.offset)
+        headers = dead_letter_headers(message.headers, Stage.LATE, "TooLate", detail, where)
+        topic = self.settings.topics.interactions_late
+        (self._outbox or self.output).send(topic, message.key, message.value, headers)
+        consumed = self._tally_consumed
+        kind = (event.channel, event.type)
+        consumed[kind] = consumed.get(kind, 0) + 1
+        self._tally_too_late += 1
 
     def _dead_letter(self, message: Any, dead: DeadLetter) -> None:
         """Send the record, as it came, to `interactions.dlq` with headers naming the failure."""
@@ -553,10 +765,12 @@ class TriggerWorker:
         headers = dead_letter_headers(
             message.headers, dead.stage, dead.error_class, dead.detail, where
         )
-        self.output.send(self.settings.topics.interactions_dlq, message.key, message.value, headers)
-        DLQ_RECORDS.labels(dead.stage).inc()
+        topic = self.settings.topics.interactions_dlq
+        (self._outbox or self.output).send(topic, message.key, message.value, headers)
+        self._report(DLQ_RECORDS.labels(dead.stage).inc)
         # The detail stays in the DLQ headers: it may quote a value of the event (customer data).
-        log.warning(
+        self._report(
+            log.warning,
             "dead-lettered %s[%d]@%d (stage %s, %s)",
             message.topic,
             message.partition,

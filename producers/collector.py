@@ -9,8 +9,10 @@ report came back from the broker (a future per event); an event the broker
 refuses for what it is (e.g. too large for the topic) is "rejected". When the
 broker does not acknowledge an event in time, when the producer's (bounded)
 queue is full or no broker is reachable, the answer is 503 with `Retry-After`
-and the client may retry with the returned event ids, which makes the retry
-idempotent downstream. Nothing here blocks the event loop, so `/healthz` keeps
+and the client may retry: an event sent without an event_id gets the id derived
+from its content (`schemas.json_form.event_content_id`, as file replay derives
+it; docs/design.md 3.2), so a retry, with the returned ids or without any, is a
+duplicate downstream. Nothing here blocks the event loop, so `/healthz` keeps
 answering while the broker is away.
 
 Events dated more than `MOMENTS_MAX_FUTURE_SKEW` ahead of now are rejected
@@ -61,13 +63,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from common.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
 from common.privacy import KeyRing, RateLimiter, presented_key
 from common.settings import Settings
-from producers.publisher import (
-    Publisher,
-    PublisherBusy,
-    PublishError,
-    RecordRefused,
-    new_event_id,
-)
+from producers.publisher import Publisher, PublisherBusy, PublishError, RecordRefused
 from schemas.codec import SchemaValidationError, event_from_json, to_json_line
 from schemas.records import InteractionEvent
 
@@ -359,7 +355,7 @@ def create_app(
         for index, item in enumerate(items):
             where = f"events[{index}]" if batch else ""
             try:
-                event = event_from_json(item, where=where, new_event_id=new_event_id)
+                event = event_from_json(item, where=where)
                 check(event, body_size, allowed)
                 reports.expect()
                 try:

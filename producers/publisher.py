@@ -10,7 +10,9 @@ configured), and delivery failures reported by the broker are collected and
 raised by `Publisher.flush` as `PublishError`. Closing (or leaving the
 ``with`` block) flushes. An event whose encoding exceeds the configured maximum
 event size (`MOMENTS_MAX_EVENT_BYTES`, what the worker accepts) is refused with
-`EventTooLarge` before it is sent.
+`EventTooLarge` before it is sent. An event given in its JSON form without an
+event_id gets the id derived from its content, as file replay gives it
+(docs/design.md 3.2): a retry of the same event is a duplicate downstream.
 
 A publisher made with ``confirm=True`` (the HTTP collector's) also gives each
 event its own delivery report: `Publisher.submit` calls back with that event's
@@ -25,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
@@ -49,7 +49,6 @@ __all__ = [
     "Publisher",
     "PublisherBusy",
     "RecordRefused",
-    "new_event_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,34 +140,6 @@ _RECORD_REFUSALS: Final = frozenset(
 )
 #: Client errors that mean no broker can be reached (submit then fails fast).
 _UNREACHABLE: Final = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
-
-
-_uuid7_lock = threading.Lock()
-_uuid7_last: list[int] = [0, 0]  # last millisecond, last 12-bit counter
-
-
-def new_event_id() -> str:
-    """A fresh UUIDv7 (RFC 9562): 48-bit Unix ms timestamp, version 7, 12-bit counter,
-    variant 10, 62 random bits. Ids from one process sort in creation order."""
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    with _uuid7_lock:
-        ms = time.time_ns() // 1_000_000
-        last_ms, counter = _uuid7_last
-        if ms > last_ms:
-            counter = (random_bits >> 64) & 0x7FF  # leave headroom for the counter
-        else:
-            ms, counter = last_ms, counter + 1
-            if counter > 0xFFF:
-                ms, counter = ms + 1, 0
-        _uuid7_last[:] = [ms, counter]
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | counter << 64
-        | 0b10 << 62
-        | random_bits & ((1 << 62) - 1)
-    )
-    return str(uuid.UUID(int=value))
 
 
 class Publisher:
@@ -378,9 +349,11 @@ class Publisher:
                 continue
 
     def publish_json(self, obj: dict[str, Any], *, where: str = "") -> InteractionEvent:
-        """Publish an event given in its JSON form; a missing event_id becomes a UUIDv7."""
+        """Publish an event given in its JSON form. A missing event_id is derived from the
+        event's content (`schemas.json_form.event_content_id`, as file replay derives it), so
+        sending the same event again is a duplicate downstream."""
         try:
-            event = event_from_json(obj, where=where, new_event_id=new_event_id)
+            event = event_from_json(obj, where=where)
         except SchemaValidationError:
             EVENTS_REJECTED.labels(stage="validate").inc()
             raise

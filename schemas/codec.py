@@ -77,6 +77,7 @@ from schemas.validation import (
     SPECS,
     R,
     Record,
+    event_problem,
     field_error,
     plainly_valid_event,
     validate,
@@ -116,6 +117,7 @@ SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
 #: Earlier versions of a record's schema whose single-object records still decode (Avro
 #: schema resolution fills the fields added since with their defaults).
 _PREVIOUS_SCHEMA_FILES: Final[dict[type, tuple[str, ...]]] = {
+    ActionEvent: ("previous/action_event.v1.avsc",),
     Decision: ("previous/decision.v1.avsc",),
 }
 
@@ -251,10 +253,17 @@ class AvroCodec(Generic[R]):
             if self._positional
             else None
         )
+        #: The rules between an event's fields (`schemas.validation.event_problem`), run after
+        #: the field checks on every path that validates; None for actions and decisions.
+        self._record_rules: Callable[[Any], tuple[str, str] | None] | None = (
+            event_problem if record_type is InteractionEvent else None
+        )
         #: `decode` for hot loops, without its checks for other wire formats: the generated
         #: decoder when there is one. It raises (any exception) for whatever it does not take
         #: (another framing, unusual or invalid records): call `decode` then for the verdict.
         self.fast_decode: Callable[[bytes], R] = self._fast_decoder or self.decode
+        if self._fast_decoder is not None and self._record_rules is not None:
+            self.fast_decode = _with_record_rules(self._fast_decoder, self._record_rules)
         #: fingerprint -> parsed writer schema of an earlier version of this record
         self._previous: dict[bytes, Any] = {}
         for name in _PREVIOUS_SCHEMA_FILES.get(record_type, ()):
@@ -315,6 +324,15 @@ class AvroCodec(Generic[R]):
             problem = check(getattr(record, name))
             if problem is not None:
                 raise field_error(name, problem)
+        self._check_record_rules(record)
+
+    def _check_record_rules(self, record: Any) -> None:
+        """Raise `SchemaValidationError` for a record (its fields checked) that breaks a rule
+        between its fields."""
+        if self._record_rules is not None:
+            broken = self._record_rules(record)
+            if broken is not None:
+                raise SchemaValidationError(*broken)
 
     # -- encode
 
@@ -327,9 +345,13 @@ class AvroCodec(Generic[R]):
             writer = self._checked_writer if validate else self._fast_writer
             if writer is not None:
                 try:
-                    return writer(*self._get_fields(record))
+                    data = writer(*self._get_fields(record))
                 except Exception:  # unusual or invalid: validate names the problem, or
                     pass  # fastavro writes (or refuses) what the writer left
+                else:
+                    if validate:
+                        self._check_record_rules(record)
+                    return data
         if validate:
             self._validate(record)
         if self._serializer is not None:
@@ -386,9 +408,11 @@ class AvroCodec(Generic[R]):
         """
         if validate and self._fast_decoder is not None:
             try:
-                return self._fast_decoder(data)
+                record = self._fast_decoder(data)
             except Exception:  # unusual or invalid: the general path gives the record or error
                 pass
+            else:
+                return self._decoded(record, validate)
         if data[:10] == self._header:
             values = self._read_fast(data)
             if values is not None:
@@ -398,8 +422,10 @@ class AvroCodec(Generic[R]):
                         if problem is not None:
                             raise InvalidRecordError(field_error(name, problem))
                 if self._positional:
-                    return self.record_type(*values)
-                return self.record_type(**dict(zip(self._avro_names, values, strict=True)))
+                    return self._decoded(self.record_type(*values), validate)
+                return self._decoded(
+                    self.record_type(**dict(zip(self._avro_names, values, strict=True))), validate
+                )
         fields = self.decode_dict(data)
         if validate:
             for name, check in self._decoded_checks:
@@ -407,8 +433,17 @@ class AvroCodec(Generic[R]):
                 if problem is not None:
                     raise InvalidRecordError(field_error(name, problem))
         if self._positional:
-            return self.record_type(*fields.values())
-        return self.record_type(**fields)
+            return self._decoded(self.record_type(*fields.values()), validate)
+        return self._decoded(self.record_type(**fields), validate)
+
+    def _decoded(self, record: R, validate: bool) -> R:
+        """A decoded record whose fields passed their checks, once it keeps the rules between
+        its fields too (else `InvalidRecordError`, stage "validate")."""
+        if validate and self._record_rules is not None:
+            broken = self._record_rules(record)
+            if broken is not None:
+                raise InvalidRecordError(SchemaValidationError(*broken))
+        return record
 
     def _decode_previous(self, data: bytes, writer: Any) -> dict[str, Any]:
         """A record written with an earlier version of the schema, resolved to this one."""
@@ -464,6 +499,21 @@ class AvroCodec(Generic[R]):
             f"unknown schema fingerprint {fingerprint.hex()} (expected {self.fingerprint.hex()} "
             f"for {self.name})"
         )
+
+
+def _with_record_rules(
+    decode: Callable[[bytes], R], rules: Callable[[Any], tuple[str, str] | None]
+) -> Callable[[bytes], R]:
+    """`decode` (the generated decoder), then the rules between fields: a record that breaks
+    one raises (`decode` then names it), like any record the generated decoder refuses."""
+
+    def fast_decode(data: bytes) -> R:
+        record = decode(data)
+        if rules(record) is not None:
+            raise ValueError("the record breaks a rule between its fields")
+        return record
+
+    return fast_decode
 
 
 _OBJECT_REPR = re.compile(r" ?(?:from )?<[\w.]+ object at 0x[0-9a-f]+>")

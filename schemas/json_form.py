@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from schemas.errors import SchemaValidationError
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from schemas.validation import (
     CHANNEL_SET,
+    CONTACT_PREFERENCES_CHANGED,
     EPOCH,
     KIND_LIST,
     KIND_MAP,
@@ -43,6 +44,7 @@ from schemas.validation import (
     R,
     Record,
     describe,
+    event_problem,
     field_error,
     is_int,
     optional_double,
@@ -297,8 +299,9 @@ def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | No
             if required and name != optional_id:
                 absent = "must not be null" if name in obj else "missing required field"
                 raise SchemaValidationError(name, absent, where)
-            if name not in obj or kind in (KIND_MAP, KIND_LIST):
+            if kind in (KIND_MAP, KIND_LIST):
                 continue  # dataclass default
+            # an optional field left out reads as null, like a written null
             values[name] = "" if name == "source" else None
             continue
         value = obj[name]
@@ -322,25 +325,25 @@ def _from_json(record_type: type[R], obj: Any, where: str, optional_id: str | No
 
 
 def event_content_id(event: InteractionEvent) -> str:
-    """A deterministic event id from the event's content (everything but event_id)."""
+    """A deterministic event id from the event's content (everything but event_id): the id
+    of an event sent without one, the same for a file line, the collector and the SDK
+    (docs/design.md 3.2), so a client's retry is a duplicate. Content is compared in the
+    JSON form, so two spellings of one time give one id."""
     content = to_json_dict(event)
     del content["event_id"]
     canonical = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
     return "h-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
-def event_from_json(
-    obj: Any, *, where: str = "", new_event_id: Callable[[], str] | None = None
-) -> InteractionEvent:
-    """An `InteractionEvent` from its JSON form, validated.
-
-    Without an event_id the event gets `new_event_id()` (the SDK passes a UUIDv7
-    factory) or, by default, a deterministic id hashed from its content.
-    """
+def event_from_json(obj: Any, *, where: str = "") -> InteractionEvent:
+    """An `InteractionEvent` from its JSON form, validated; without an event_id it gets
+    `event_content_id` (derived from its content)."""
     event = _from_json(InteractionEvent, obj, where, optional_id="event_id")
+    broken = event_problem(event)
+    if broken is not None:
+        raise SchemaValidationError(broken[0], broken[1], where)
     if isinstance(obj, dict) and obj.get("event_id") is None:
-        event_id = new_event_id() if new_event_id is not None else event_content_id(event)
-        event = replace(event, event_id=event_id)
+        event = replace(event, event_id=event_content_id(event))
     return event
 
 
@@ -548,7 +551,7 @@ def event_from_parsed(obj: dict[str, Any]) -> InteractionEvent | None:
                 return None
     else:
         return None
-    return InteractionEvent(
+    event = InteractionEvent(
         event_id,
         customer_id,
         channel,
@@ -564,6 +567,11 @@ def event_from_parsed(obj: dict[str, Any]) -> InteractionEvent | None:
         text,
         attributes,
     )
+    if (customer_since is not None or event_type == CONTACT_PREFERENCES_CHANGED) and (
+        event_problem(event) is not None
+    ):
+        return None  # the general path raises the error
+    return event
 
 
 def read_events_jsonl(path: Path | str) -> Iterator[InteractionEvent]:

@@ -27,7 +27,8 @@ HELD_OUT: Final = "held_out"
 OUTCOMES: Final = (FIRED, DEFERRED, SUPPRESSED, HELD_OUT)
 DESTINATIONS: Final = ("care", "billing", "crm", "feedback", "recognition")
 
-#: The event types every channel shares (docs/design.md 3.2). Unknown types are kept.
+#: The event types every channel shares (docs/design.md 3.2), consent and the operational
+#: status of actions (`action_*`) last. Unknown types are kept.
 EVENT_TYPES: Final = (
     "account_opened",
     "account_closed",
@@ -44,6 +45,10 @@ EVENT_TYPES: Final = (
     "feedback_given",
     "address_changed",
     "inquiry",
+    "contact_preferences_changed",
+    "action_acknowledged",
+    "action_reassigned",
+    "action_done",
 )
 
 
@@ -80,7 +85,9 @@ class ActionEvent:
     priority: int
     reason: str
     evidence: list[str]
-    channel_hint: str
+    #: Where a person can reach the customer, or None when no such channel is known
+    #: (docs/design.md 4.1).
+    channel_hint: str | None
     triggered_at: int
     due_by: int | None = None
     details: dict[str, str] = field(default_factory=dict)

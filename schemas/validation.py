@@ -5,8 +5,11 @@ breaks the contract (docs/design.md 3.3: types, enum symbols, the 256-character
 limits of identifiers, finite doubles, timestamps within years 1..9999).
 `SPECS` lists every record's fields in schema order with their check and kind;
 the JSON form, the Avro codec and the generated code all read it, so a rule of
-the contract is written once. Imports nothing of ours but `schemas.records` and
-`schemas.errors`; never logs record contents.
+the contract is written once. The rules that read two fields of an event (a
+`customer_since` no later than the day after `occurred_at`, the attributes of a
+`contact_preferences_changed`) are `event_problem`, which `validate` runs after
+the field checks and every reader of events runs too. Imports nothing of ours
+but `schemas.records` and `schemas.errors`; never logs record contents.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from schemas.records import (
 __all__ = [
     "CHANNEL_SET",
     "CHECKS",
+    "CONTACT_PREFERENCES_CHANGED",
     "DECODED_CHECKS",
+    "EARLIEST_CUSTOMER_SINCE",
+    "ENGAGEMENTS",
     "EPOCH",
     "KIND_LIST",
     "KIND_MAP",
@@ -40,6 +46,7 @@ __all__ = [
     "KIND_TS",
     "MAX_IDENTIFIER_CHARS",
     "ONE_MS",
+    "PREFERRED_CHANNELS",
     "SPECS",
     "TS_MAX",
     "TS_MIN",
@@ -47,6 +54,7 @@ __all__ = [
     "Record",
     "attribute_map",
     "describe",
+    "event_problem",
     "field_error",
     "identifier",
     "is_int",
@@ -73,6 +81,20 @@ TS_MIN: Final = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // ONE_MS
 TS_MAX: Final = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - EPOCH) // ONE_MS
 
 Check = Callable[[Any], str | None]
+
+#: The earliest `customer_since` an event may carry; the latest is the day after the
+#: event's own occurred_at (UTC), so that no date in the future passes (docs/design.md 3.3).
+EARLIEST_CUSTOMER_SINCE: Final = date(1900, 1, 1)
+_EARLIEST_SINCE_ORDINAL: Final = EARLIEST_CUSTOMER_SINCE.toordinal()
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_DAY_MS: Final = 86_400_000
+#: The consent event (docs/design.md 3.2) and what its attributes `engagement` and
+#: `preferred_channel` may say (a person's channel: never billing or other).
+CONTACT_PREFERENCES_CHANGED: Final = "contact_preferences_changed"
+ENGAGEMENTS: Final = ("opt_out", "opt_in")
+PREFERRED_CHANNELS: Final = ("call", "email", "web")
+_ENGAGEMENT_SET: Final = frozenset(ENGAGEMENTS)
+_PREFERRED_CHANNEL_SET: Final = frozenset(PREFERRED_CHANNELS)
 
 
 def is_int(value: Any) -> bool:
@@ -257,7 +279,7 @@ SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
         ("priority", _avro_int(0, 100), KIND_PLAIN, True),
         ("reason", non_empty, KIND_PLAIN, True),
         ("evidence", _string_list, KIND_LIST, True),
-        ("channel_hint", _text, KIND_PLAIN, True),
+        ("channel_hint", _optional_text, KIND_PLAIN, False),
         ("triggered_at", timestamp, KIND_TS, True),
         ("due_by", optional_timestamp, KIND_OPT_TS, False),
         ("details", _string_map, KIND_MAP, False),
@@ -297,8 +319,52 @@ def field_error(name: str, problem: str, where: str = "") -> SchemaValidationErr
     return SchemaValidationError(name, problem, where)
 
 
+def _customer_since_problem(since: date, occurred_at: int) -> str | None:
+    day = since.toordinal()
+    if day < _EARLIEST_SINCE_ORDINAL:
+        return f"lies before {EARLIEST_CUSTOMER_SINCE.isoformat()}"
+    if day > _EPOCH_ORDINAL + occurred_at // _DAY_MS + 1:
+        return "lies in the future: after the day after the event's occurred_at (UTC)"
+    return None
+
+
+def _preferences_problem(attributes: dict[str, str]) -> tuple[str, str] | None:
+    engagement = attributes.get("engagement")
+    if engagement is not None and engagement not in _ENGAGEMENT_SET:
+        return "attributes.engagement", (
+            f"must be {' or '.join(ENGAGEMENTS)} in a {CONTACT_PREFERENCES_CHANGED}"
+        )
+    channel = attributes.get("preferred_channel")
+    if channel is not None and channel not in _PREFERRED_CHANNEL_SET:
+        return "attributes.preferred_channel", (
+            f"must be a person's channel, one of {', '.join(PREFERRED_CHANNELS)}, "
+            f"in a {CONTACT_PREFERENCES_CHANGED}"
+        )
+    return None
+
+
+def event_problem(event: InteractionEvent) -> tuple[str, str] | None:
+    """The first rule between an event's fields that `event` breaks, as (field, problem), or
+    None. Its fields must have passed their own checks first.
+
+    A `customer_since` lies from 1900-01-01 to the day after the event's occurred_at (UTC):
+    deterministic, no wall clock. A `contact_preferences_changed` says `engagement` (when it
+    says one) as `opt_out` or `opt_in` and `preferred_channel` as `call`, `email` or `web`.
+    The problem names no value (customer data).
+    """
+    since = event.customer_since
+    if since is not None:
+        problem = _customer_since_problem(since, event.occurred_at)
+        if problem is not None:
+            return "customer_since", problem
+    if event.type == CONTACT_PREFERENCES_CHANGED:
+        return _preferences_problem(event.attributes)
+    return None
+
+
 def validate(record: Record) -> None:
-    """Raise `SchemaValidationError` naming the first field of `record` that breaks the contract."""
+    """Raise `SchemaValidationError` naming the first field of `record` that breaks the contract
+    (its own checks first, then, for an event, `event_problem`)."""
     checks = CHECKS.get(type(record))
     if checks is None:
         raise SchemaValidationError("<record>", f"not a moments record: {type(record).__name__}")
@@ -306,14 +372,19 @@ def validate(record: Record) -> None:
         problem = check(getattr(record, name))
         if problem is not None:
             raise field_error(name, problem)
+    if type(record) is InteractionEvent:
+        broken = event_problem(record)
+        if broken is not None:
+            raise SchemaValidationError(*broken)
 
 
 def plainly_valid_event(e: Any) -> bool:
-    """True when every check of `validate` surely passes (exact types, the common case);
-    False means the checks must run (and may still pass, e.g. an int amount)."""
+    """True when every check of `validate` surely passes (exact types, the common case),
+    `event_problem` included; False means the checks must run (and may still pass, e.g. an
+    int amount, or any `contact_preferences_changed` with attributes to judge)."""
     if type(e) is not InteractionEvent:
         return False
-    amount, attributes = e.amount, e.attributes
+    amount, attributes, since = e.amount, e.attributes, e.customer_since
     if not (
         type(e.event_id) is str
         and 0 < len(e.event_id) <= MAX_IDENTIFIER_CHARS
@@ -341,11 +412,19 @@ def plainly_valid_event(e: Any) -> bool:
         and (e.text is None or type(e.text) is str)
         and (amount is None or (type(amount) is float and amount - amount == 0.0))
         and (e.due_date is None or type(e.due_date) is date)
-        and (e.customer_since is None or type(e.customer_since) is date)
+        and (
+            since is None
+            or (
+                type(since) is date
+                and _EARLIEST_SINCE_ORDINAL
+                <= since.toordinal()
+                <= _EPOCH_ORDINAL + e.occurred_at // _DAY_MS + 1
+            )
+        )
         and type(attributes) is dict
     ):
         return False
     for key, value in attributes.items():
         if type(key) is not str or type(value) is not str or len(key) > MAX_IDENTIFIER_CHARS:
             return False
-    return True
+    return e.type != CONTACT_PREFERENCES_CHANGED or _preferences_problem(attributes) is None

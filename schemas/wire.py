@@ -59,6 +59,9 @@ class Topics:
         self.prefix = prefix
         self.interactions = f"{prefix}interactions"
         self.interactions_dlq = f"{prefix}interactions.dlq"
+        #: Events too late to apply (older than the watermark minus MOMENTS_MAX_LATENESS), kept
+        #: with the dead-letter headers, stage `late` (docs/design.md 3.6).
+        self.interactions_late = f"{prefix}interactions.late"
         self.decisions = f"{prefix}decisions"
         self.actions_dlq = f"{prefix}actions.dlq"
         self.actions = {d: f"{prefix}actions.{d}" for d in DESTINATIONS}
@@ -74,6 +77,7 @@ class Topics:
         return [
             self.interactions,
             self.interactions_dlq,
+            self.interactions_late,
             self.decisions,
             self.actions_dlq,
             *self.actions.values(),

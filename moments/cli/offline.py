@@ -27,6 +27,14 @@ def replay(
         "actions.jsonl"
     ),
     decisions_out: Annotated[Path | None, typer.Option(help="Also write every decision.")] = None,
+    late_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the events too late to apply (older than their partition's "
+            "watermark minus MOMENTS_MAX_LATENESS; not applied), JSON lines in file order. "
+            "Replays in one process."
+        ),
+    ] = None,
     rules: Annotated[Path | None, typer.Option(help="Rule pack (default: built-in).")] = None,
     until: Annotated[
         str | None, typer.Option(help="Advance the clock to this time at the end (ISO-8601).")
@@ -81,6 +89,10 @@ def replay(
             raise UserError(
                 "--rules-change replays an events file; it does not work with --from-topic yet"
             )
+        if late_out is not None:
+            raise UserError(
+                "--late-out replays an events file; it does not work with --from-topic yet"
+            )
         backfill = backfill_topic(
             require_broker(settings),  # engine_config(settings) there: --emit-from holds too
             from_topic,
@@ -113,11 +125,13 @@ def replay(
         config=engine_config(settings),
         changes=changes,
         workers=settings.engine.replay_workers if workers is None else workers,
+        late_out=late_out,
     )
     shared = f", {summary.workers} processes" if summary.workers > 1 else ""
+    late = f", {summary.too_late} too late ({late_out})" if late_out is not None else ""
     console.print(
         f"{summary.events} events → {summary.actions} actions ({actions_out}), "
-        f"{summary.decisions} decisions in {summary.seconds:.2f} s "
+        f"{summary.decisions} decisions{late} in {summary.seconds:.2f} s "
         f"({summary.events_per_second:,.0f} events/s{shared})"
     )
 

@@ -71,8 +71,20 @@ def rules_diff(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the comparison as JSON.")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Also compare the relationship ledger's details (details.relationship_balance,"
+            " relationship_positives, relationship_negatives), which follow the customer's"
+            " history rather than the rule (docs/design.md 8.5)."
+        ),
+    ] = False,
 ) -> None:
-    """What NEW would change against OLD over the same history (a shadow run of both)."""
+    """What NEW would change against OLD over the same history (a shadow run of both).
+
+    An action both give counts as changed when its reason, details, priority,
+    destination, due_by or triggered_at differ; without --strict, details
+    other than the relationship ledger's."""
     from processors.config import engine_config
     from processors.diff import diff_file, diff_topic
     from processors.engine import load_rule_pack
@@ -85,12 +97,22 @@ def rules_diff(
     require_raised_versions(old_pack, new_pack)
     if events is not None:
         result = diff_file(
-            events, old_pack, new_pack, until_ms=until_ms, config=engine_config(settings)
+            events,
+            old_pack,
+            new_pack,
+            until_ms=until_ms,
+            config=engine_config(settings),
+            strict=strict,
         )
     else:
         assert from_topic is not None
         result = diff_topic(
-            require_broker(settings), from_topic, old_pack, new_pack, until_ms=until_ms
+            require_broker(settings),
+            from_topic,
+            old_pack,
+            new_pack,
+            until_ms=until_ms,
+            strict=strict,
         )
     _print_diff(result)
     if json_out is not None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 from bisect import insort
 from typing import TYPE_CHECKING, Any, Final
 
-from processors.engine.candidates import NO_CONTEXT, Candidate
-from processors.engine.customer import record_moment
+from processors.engine.candidates import NO_CONTEXT, Candidate, key_of
+from processors.engine.cases import CASE, closing_after, note_follow_up, open_case_at
+from processors.engine.customer import channel_hint, opted_out
 from processors.engine.decisions import (
     ALREADY_WAITING,
     CONTACT_CAP,
@@ -26,7 +27,12 @@ from processors.engine.decisions import (
     EXPIRED,
     FIRED,
     HELD_OUT,
+    NOTHING_TO_UPDATE,
+    OPEN_CASE,
+    OPTED_OUT,
+    OWNED,
     RULE_REMOVED,
+    SUPERSEDED,
     SUPPRESSED,
     WARM_UP,
 )
@@ -37,11 +43,20 @@ from processors.engine.rendering import details, render
 from processors.engine.rule_model import Rule
 from processors.engine.state import (
     CAP,
-    CHANNEL,
+    CASES,
+    CONSENT,
     COOL_DOWN_CAUSES,
     COOL_DOWNS,
+    LATEST,
     LEDGER,
     NEWEST,
+    OWNER_ACTION,
+    OWNER_AT,
+    OWNER_DESTINATION,
+    OWNER_PRIORITY,
+    OWNER_UNTIL,
+    OWNERS,
+    PRODUCTS,
     RULES,
     SLOT_AT,
     WAITING,
@@ -62,6 +77,10 @@ if TYPE_CHECKING:
 #: The rule id of a customer's deferred-candidate timer in the partition's timer index (it
 #: sorts before every rule id, so at one deadline a customer's queue is served first).
 QUEUE_TIMER: Final = ""
+#: The rule id of a held event's timer (key: the event id): the engagement rules see the
+#: event once the watermark passes it (docs/design.md 11.1). It sorts after the queue timer
+#: and before every rule id.
+HOLD_TIMER: Final = "\x01hold"
 
 
 def _by_priority(cand: Candidate) -> tuple[int, str]:
@@ -82,6 +101,7 @@ class Step:
 
     __slots__ = (
         "candidates",
+        "case_key",
         "customer_id",
         "due_now",
         "engine",
@@ -113,6 +133,13 @@ class Step:
         self.newest: int = state.get(NEWEST, 0)
         self.candidates: list[Candidate] = []
         self.due_now: list[list[Any]] | None = None  # timers already due (late events)
+        self.case_key = ""  # the key of the case the event opened, repeated or closed
+
+    def key(self, source: str | None, event: InteractionEvent) -> str:
+        """The event's value of a rule's key or correlation (`case`: its case's key)."""
+        if source == CASE:
+            return self.case_key
+        return key_of(source, event)
 
     def rule_state(self, rule_id: str) -> dict[str, Any]:
         # lookups, not try/except: a compiled function pays dearly for every raised KeyError
@@ -123,6 +150,10 @@ class Step:
         if rs is None:
             rs = rules[rule_id] = {}
         return rs
+
+    def day(self, ms: int) -> str:
+        """The date of a time as reasons write it (the engine's time zone)."""
+        return self.engine.day(ms)
 
     def prune(self, entries: list[list[Any]], window_ms: int) -> None:
         """Drop time-sorted entries (each a list, time first) no event (allowing for lateness)
@@ -160,19 +191,13 @@ class Step:
 
     def decide_all(self) -> None:
         """Decide the collected candidates: highest priority first, then rule id."""
-        negative_rules = self.engine.negative_rules
         while self.candidates:
             batch = self.candidates
             if len(batch) > 1:
                 batch.sort(key=_by_priority)
             self.candidates = []
-            negative_action_at: int | None = None
             for cand in batch:
-                if self.decide(cand) and cand.rule.id in negative_rules:
-                    negative_action_at = cand.at
-            if negative_action_at is not None:
-                for rule, kind in self.engine.ledger_rules:
-                    kind.on_ledger(self, rule, negative_action_at, None)
+                self.decide(cand)
 
     def decide(self, cand: Candidate) -> bool:
         """One candidate -> one Decision (and an action when it fires).
@@ -202,6 +227,12 @@ class Step:
         if cool_down_ms is not None:
             rs = self.rule_state(rule_id)
             cool = rs.get(COOL_DOWNS)
+        if cand.suppress is None and rt.needs_products and not state.get(PRODUCTS):
+            cand.suppress = NOTHING_TO_UPDATE
+        if cand.suppress is None and rt.latest_only:
+            newer = self.newer_change(rule_id, key, at)
+            if newer is not None:
+                cand.suppress, cand.blocked_by = SUPERSEDED, newer or None
         if cand.suppress is not None:
             outcome = SUPPRESSED
             reason = cand.suppress
@@ -214,6 +245,10 @@ class Step:
                         outcome, reason = SUPPRESSED, ALREADY_WAITING
                         blocked_by = waiting[WAITING_ACTION]
                         break
+            if outcome == FIRED and OWNERS in state:
+                owner = self.owner_at(rt, at)
+                if owner is not None:
+                    outcome, reason, blocked_by = SUPPRESSED, OWNED, owner
             if (
                 outcome == FIRED
                 and cool is not None
@@ -223,6 +258,8 @@ class Step:
                 outcome, reason = SUPPRESSED, COOL_DOWN
                 if engine.decisions:
                     blocked_by = rs.get(COOL_DOWN_CAUSES, NO_CONTEXT).get(key)
+            if outcome == FIRED and rt.engagement and CONSENT in state and opted_out(state, at):
+                outcome, reason = SUPPRESSED, OPTED_OUT
             if outcome == FIRED:
                 if rt.holdout > 0 and in_holdout(cid, rule_id, rt.holdout):
                     outcome = reason = HELD_OUT
@@ -230,9 +267,13 @@ class Step:
                     would = outcome
                     outcome, reason = SUPPRESSED, WARM_UP
                 elif outcome == FIRED and rt.engagement:
-                    holder = self.cap_holder(at)
-                    if holder is not None:
-                        outcome, reason, blocked_by = DEFERRED, CONTACT_CAP, holder or None
+                    case = open_case_at(state, at) if CASES in state else None
+                    if case is not None:
+                        outcome, reason, blocked_by = DEFERRED, OPEN_CASE, case or None
+                    else:
+                        holder = self.cap_holder(at)
+                        if holder is not None:
+                            outcome, reason, blocked_by = DEFERRED, CONTACT_CAP, holder or None
         engine.decided += 1
         evidence = cand.evidence
         if outcome == SUPPRESSED and not would:  # nothing to build but the trace
@@ -270,6 +311,8 @@ class Step:
             self.start_cool_down(rs, cool, key, at, cause, cool_down_ms)
         if rt.first:
             self.consume_key(rule_id, key, cause)
+        if rt.latest_only and effective != DEFERRED:
+            self.note_change(rule_id, key, at, cause)
         if engine.decisions:
             action = None if would else action_id
             prefix = rt.decision_prefix
@@ -288,8 +331,6 @@ class Step:
         if action_id is None:
             return False
         if would:
-            if rt.ledger_sign:
-                self.record_action(rt, at, action_id)
             return True
         positives, negatives = engine.tally(state, at) if LEDGER in state else (0, 0)
         balance = positives - negatives
@@ -298,6 +339,10 @@ class Step:
             return False
         if rt.engagement:
             self.hold_slot(at, action_id)
+        if rt.case_keyed:
+            note_follow_up(state, key, action_id)
+        if rt.owner:
+            self.take_ownership(rt, at, action_id)
         self.out.actions.append(
             # positional: the field order of action_event.avsc
             ActionEvent(
@@ -310,38 +355,13 @@ class Step:
                 rt.priority,
                 render(self, rt, cand, balance),
                 list(evidence) if engine.decisions else evidence,  # not shared with a Decision
-                state.get(CHANNEL) or "other",
+                channel_hint(state, at),
                 at,
                 at + rt.due_by_ms if rt.due_by_ms is not None else None,
                 details(self, rt, cand, (balance, positives, negatives)),
             )
         )
-        if rt.ledger_sign:
-            record_moment(
-                state,
-                self.newest,
-                config.allowed_lateness_ms,
-                engine.ledger_window,
-                at,
-                rt.ledger_sign,
-                action_id,
-                0,
-            )
         return True
-
-    def record_action(self, rt: RuleRuntime, at: int, action_id: str) -> None:
-        """A fired action of a positive or negative rule goes into the customer's ledger."""
-        engine = self.engine
-        record_moment(
-            self.state,
-            self.newest,
-            engine.config.allowed_lateness_ms,
-            engine.ledger_window,
-            at,
-            rt.ledger_sign,
-            action_id,
-            0,
-        )
 
     def start_cool_down(
         self,
@@ -470,6 +490,10 @@ class Step:
         free = self.next_free(now)
         if free is not None and free < deadline:
             deadline = free
+        if CASES in state:  # the open cases' resolutions may have arrived already
+            closes = closing_after(state, now)
+            if closes is not None and closes < deadline:
+                deadline = closes
         scheduled = state.get(WAITING_TIMER)
         if scheduled == deadline:
             return
@@ -491,7 +515,7 @@ class Step:
         for entry in sorted((e for e in queue if e[WAITING_EXPIRES] < now), key=_expiry_order):
             queue.remove(entry)
             self.expire(entry)
-        while queue and self.cap_holder(now) is None:
+        while queue and self.cap_holder(now) is None and open_case_at(state, now) is None:
             entry = min(queue, key=_queue_order)
             queue.remove(entry)
             self.fire_deferred(entry, now)
@@ -502,6 +526,63 @@ class Step:
             self.schedule_queue(now)
         else:
             del state[WAITING]
+
+    def release_queue(self, now: int) -> None:
+        """A case closed at `now`: the candidates waiting for it fire now (subject to the
+        cap and any other open case), instead of at the queue timer."""
+        state = self.state
+        if WAITING not in state or open_case_at(state, now) is not None:
+            return
+        # a closing that arrives late never fires a candidate before the candidate's own time
+        now = max(now, max(entry[WAITING_AT] for entry in state[WAITING]))
+        scheduled = state.get(WAITING_TIMER)
+        if scheduled is not None:
+            self.engine.cancel_timer(self.store, scheduled, self.customer_id, QUEUE_TIMER, "")
+        self.serve_queue(now)
+
+    # -- owners and newer changes ---------------------------------------------------------
+
+    def owner_at(self, rt: RuleRuntime, at: int) -> str | None:
+        """The action of an owner holding the customer at `at` for the candidate's
+        destination with a higher priority (it suppresses the candidate as `owned`)."""
+        for owner in self.state[OWNERS]:
+            if (
+                owner[OWNER_DESTINATION] == rt.destination
+                and owner[OWNER_PRIORITY] > rt.priority
+                and owner[OWNER_AT] <= at < owner[OWNER_UNTIL]
+            ):
+                action: str = owner[OWNER_ACTION]
+                return action
+        return None
+
+    def take_ownership(self, rt: RuleRuntime, at: int, action_id: str) -> None:
+        """An owner rule's action fired: it owns the customer for the rule's cool-down."""
+        assert rt.cool_down_ms is not None
+        owners: list[list[Any]] | None = self.state.get(OWNERS)
+        entry = [at, at + rt.cool_down_ms, action_id, rt.destination, rt.priority]
+        if owners is None:
+            self.state[OWNERS] = [entry]
+            return
+        owners.append(entry)
+        horizon = self.newest - self.engine.config.allowed_lateness_ms
+        owners[:] = [owner for owner in owners if owner[OWNER_UNTIL] >= horizon]
+
+    def newer_change(self, rule_id: str, key: str, at: int) -> str | None:
+        """For a `latest_only` rule: the action of a newer change already applied for the key
+        ("" when it fired nothing), or None when the candidate is the newest."""
+        latest = self.rule_state(rule_id).get(LATEST, NO_CONTEXT).get(key)
+        if latest is None or latest[0] <= at:
+            return None
+        action: str = latest[1] or ""
+        return action
+
+    def note_change(self, rule_id: str, key: str, at: int, action_id: str | None) -> None:
+        rs = self.rule_state(rule_id)
+        latest: dict[str, list[Any]] | None = rs.get(LATEST)
+        if latest is None:
+            latest = rs[LATEST] = {}
+        if key not in latest or latest[key][0] <= at:
+            latest[key] = [at, action_id]
 
     def trace(
         self,
@@ -577,6 +658,9 @@ class Step:
         if rt is None:
             rt = rt_now
         rule = rt.rule
+        if CONSENT in self.state and opted_out(self.state, now):
+            self.trace_pending(rule_id, version, SUPPRESSED, OPTED_OUT, None, evidence, now)
+            return
         self.trace_pending(rule_id, version, FIRED, FIRED, action_id, evidence, now)
         self.hold_slot(now, action_id)
         if rt.cool_down_ms is not None:
@@ -599,14 +683,9 @@ class Step:
                 rule.priority,
                 reason,
                 list(evidence),
-                state.get(CHANNEL) or "other",
+                channel_hint(state, now),
                 now,
                 due_by,
                 dict(sorted(details.items())),
             )
         )
-        if rt.ledger_sign:
-            self.record_action(rt, now, action_id)
-            if rt.ledger_sign < 0:
-                for ledger_rule, kind in engine.ledger_rules:
-                    kind.on_ledger(self, ledger_rule, now, None)

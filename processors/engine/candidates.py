@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Final
 
+from processors.engine.customer import made_by_person
 from processors.engine.rule_model import CustomerProfile, Pattern, Rule
 from processors.engine.state import CHANNEL, PRODUCTS, SINCE
 from processors.engine.times import anniversary_ms
@@ -104,11 +105,53 @@ def matches(p: Pattern, event: InteractionEvent, customer_id: str, state: dict[s
     for key, values in p.attributes:
         if event.attributes.get(key) not in values:
             return False
+    if p.by_person and not made_by_person(event):
+        return False
     if p.min_tenure_years is not None:
         since = state.get(SINCE)
         if since is None or event.occurred_at < anniversary_ms(since, p.min_tenure_years):
             return False
     return p.predicate is None or bool(p.predicate(event, profile_of(customer_id, state)))
+
+
+def remember(event: InteractionEvent) -> list[Any]:
+    """An event as plain JSON values, to keep in the state (`recall` gives it back)."""
+    return [
+        event.event_id,
+        event.channel,
+        event.type,
+        event.occurred_at,
+        event.source,
+        event.product,
+        event.reference,
+        event.amount,
+        event.currency,
+        None if event.due_date is None else event.due_date.isoformat(),
+        None if event.customer_since is None else event.customer_since.isoformat(),
+        event.text,
+        dict(event.attributes),
+    ]
+
+
+def recall(customer_id: str, kept: list[Any]) -> InteractionEvent:
+    """The event `remember` kept."""
+    due, since = kept[9], kept[10]
+    return InteractionEvent(
+        kept[0],
+        customer_id,
+        kept[1],
+        kept[2],
+        kept[3],
+        kept[4],
+        kept[5],
+        kept[6],
+        kept[7],
+        kept[8],
+        None if due is None else date.fromisoformat(due),
+        None if since is None else date.fromisoformat(since),
+        kept[11],
+        dict(kept[12]),
+    )
 
 
 def key_of(rule_field: str | None, event: InteractionEvent) -> str:

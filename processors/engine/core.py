@@ -64,9 +64,21 @@ from heapq import heapify, heappop, heappush
 from operator import itemgetter
 from typing import Any, Final
 
-from processors.engine.arbitration import QUEUE_TIMER, Step
-from processors.engine.candidates import NO_CONTEXT
-from processors.engine.customer import close_product, hold_product, record_moment
+from processors.engine.arbitration import HOLD_TIMER, QUEUE_TIMER, Step
+from processors.engine.candidates import NO_CONTEXT, recall, remember
+from processors.engine.cases import CASE_EVENTS, apply_case_event, key_at
+from processors.engine.customer import (
+    PERSON_CHANNELS,
+    PREFERENCES_CHANGED,
+    PRODUCT_OPENED,
+    close_product,
+    hold_product,
+    is_own_moment,
+    record_moment,
+    record_opening,
+    record_own_channel,
+    record_preferences,
+)
 from processors.engine.decisions import DUPLICATE_EVENT, SUPPRESSED
 from processors.engine.ids import stable_id
 from processors.engine.interfaces import DictStore, EngineConfig, EngineOutput, StateStore
@@ -74,7 +86,7 @@ from processors.engine.kinds import KEPT_AT_SWITCH, KINDS, Kind, timer_version
 from processors.engine.lifecycle import compare_packs
 from processors.engine.pack_switch import carry_over
 from processors.engine.rendering import detail_getter
-from processors.engine.rule_model import Pattern, Rule, RulePack
+from processors.engine.rule_model import ENGAGEMENT, Pattern, Rule, RulePack
 from processors.engine.runtime import MatchTest, RuleRuntime, compile_pattern
 from processors.engine.state import (
     CHANNEL,
@@ -83,9 +95,11 @@ from processors.engine.state import (
     CLOCK_WATERMARK,
     CUSTOMER_PREFIX,
     EPOCH,
+    HELD,
     LEDGER,
     MOMENT_AT,
     MOMENT_SIGN,
+    NAMED,
     NEWEST,
     PRODUCTS,
     RULES,
@@ -98,11 +112,12 @@ from processors.engine.state import (
     TIMER_DEADLINE,
     TIMER_INDEX_KEY,
     VERSION_FIELD,
+    WAITING,
     WAITING_TIMER,
     upgrade_customer,
     upgrade_partition,
 )
-from processors.engine.times import ISO_DATES, iso_date
+from processors.engine.times import ISO_DATES, day_writer, iso_date
 from schemas.records import Decision, InteractionEvent
 
 __all__ = ["PRODUCT_CLOSED", "Engine"]
@@ -110,11 +125,36 @@ __all__ = ["PRODUCT_CLOSED", "Engine"]
 #: The event that ends a customer's holding of the product it names (any other event naming a
 #: product starts one): details.products lists what the customer holds.
 PRODUCT_CLOSED: Final = "account_closed"
+#: Negative moments and operational events raise no engagement candidate (etiquette,
+#: docs/design.md 11.4): a `profile` rule or a match on any type fires on the others only.
+NO_ENGAGEMENT: Final = frozenset(
+    {
+        "complaint_filed",
+        "dispute_opened",
+        "cancellation_requested",
+        "account_closed",
+        "payment_failed",
+        "payment_demand_issued",
+        "action_acknowledged",
+        "action_reassigned",
+        "action_done",
+    }
+)
+#: Event types that change the profile beyond products and the ledger (`_apply_special`).
+SPECIAL_TYPES: Final = frozenset(CASE_EVENTS) | {PREFERENCES_CHANGED, PRODUCT_OPENED}
 
 _deadline: Final = itemgetter(TIMER_DEADLINE)
 
+#: What the clock step says of an event too late to apply (`Engine._move_clock`): told by
+#: its empty index (compiled code copies tuples, so never compare it by identity).
+_TOO_LATE: Final[tuple[list[int], int]] = ([], 0)
+
 #: A rule listening to an event type: (rule, role, test, kind).
 _IndexEntry = tuple[Rule, str, MatchTest | None, Kind]
+#: What an event of a type touches: (listeners deciding on arrival, ledger sign, closes a
+#: product, a case / preference / opening event, listeners deciding at the watermark (the
+#: event is held for them), whether held ledger rules look at it).
+_TypePlan = tuple[tuple[_IndexEntry, ...], int, bool, bool, tuple[_IndexEntry, ...], bool]
 
 
 class Engine:
@@ -162,7 +202,13 @@ class Engine:
             for rule in pack.rules
         }
         #: The rules evaluated on each negative moment of the ledger, with their kind.
-        self.ledger_rules = [(r, KINDS[r.kind]) for r in pack.rules if KINDS[r.kind].ledger]
+        self.ledger_rules = [
+            (r, KINDS[r.kind]) for r in pack.rules if KINDS[r.kind].ledger and not r.at_watermark
+        ]
+        #: The ledger rules evaluated once the watermark passes a negative moment.
+        self.held_ledger_rules = [
+            (r, KINDS[r.kind]) for r in pack.rules if KINDS[r.kind].ledger and r.at_watermark
+        ]
         order = {rule.id: i for i, rule in enumerate(pack.rules)}
         positioned: list[tuple[int, str | None, _IndexEntry]] = []
         tests: dict[Pattern, MatchTest | None] = {}
@@ -179,29 +225,107 @@ class Engine:
                     for t in sorted(pattern.types):
                         positioned.append((order[rule.id], t, entry))
         self._positioned = positioned
-        #: event type -> (listeners, ledger sign, closes a product): what an event of the type
-        #: touches, worked out once per type
-        self._by_type: dict[str, tuple[tuple[_IndexEntry, ...], int, bool]] = {}
+        #: event type -> (listeners, ledger sign, closes a product, a case / preference /
+        #: opening event): what an event of the type touches, worked out once per type
+        self._by_type: dict[str, _TypePlan] = {}
+        #: Case resolutions that matched no open case (docs/design.md 11.2), counted.
+        self.unmatched_resolutions = 0
         #: event type -> +1 / -1 for the ledger (negative wins where a type is both)
         self._signs = {t: 1 for t in pack.relationship.positive} | {
             t: -1 for t in pack.relationship.negative
         }
         self._lateness_ms = self.config.allowed_lateness_ms
-        self._dedupe_ms = self.config.dedupe_horizon_ms
+        # Ids are kept the dedupe horizon plus the allowed lateness: an event that is not too
+        # late (max_lateness <= dedupe horizon) finds its first delivery's id still there.
+        self._dedupe_ms = self.config.dedupe_horizon_ms + self._lateness_ms
         self._dedupe_slack_ms = self._dedupe_ms + self._dedupe_ms // 4
-        #: Rules whose fired actions are negative moments of the ledger, and its window.
-        self.negative_rules = pack.relationship.negative_rules
+        #: How far behind the watermark an event may be and still be applied (never more
+        #: than the dedupe horizon); what late events can still reach is kept that long.
+        self.max_lateness_ms = min(self.config.max_lateness_ms, self.config.dedupe_horizon_ms)
+        self._max_lateness_ms = self.max_lateness_ms
+        #: The date of a time as reasons write it (in the configured time zone).
+        self.day: Callable[[int], str] = day_writer(self.config.timezone)
+        #: The relationship ledger's window.
         self.ledger_window = pack.relationship.window_ms
 
-    def listeners(self, event_type: str) -> tuple[_IndexEntry, ...]:
-        """Rules (with their role) that look at events of this type, in pack order."""
-        return self._type_plan(event_type)[0]
+    def _hold(
+        self, step: Step, state: dict[str, Any], event: InteractionEvent, case_id: str | None
+    ) -> None:
+        """Keep an event for the engagement rules until the watermark passes it: by then
+        everything that happened before it within the allowed lateness is known, so arrival
+        order changes nothing they decide (docs/design.md 11.1)."""
+        waiting: dict[str, list[Any]] | None = state.get(HELD)
+        if waiting is None:
+            waiting = state[HELD] = {}
+        waiting[event.event_id] = [remember(event), case_id]
+        step.schedule(event.occurred_at, HOLD_TIMER, event.event_id)
 
-    def _type_plan(self, event_type: str) -> tuple[tuple[_IndexEntry, ...], int, bool]:
+    def _release(self, step: Step, event_id: str) -> None:
+        """The watermark passed a held event: the engagement rules see it now, with its own
+        time (their conditions are tested against the customer's state as it is now)."""
+        state = step.state
+        waiting: dict[str, list[Any]] | None = state.get(HELD)
+        kept = None if waiting is None else waiting.pop(event_id, None)
+        if waiting is not None and not waiting:
+            del state[HELD]
+        if kept is None:
+            return
+        event = recall(step.customer_id, kept[0])
+        if kept[1] is not None:  # a case event: its cycle as the case's history says now
+            step.case_key = key_at(state, kept[1], event.occurred_at)
+        cid = step.customer_id
+        plan = self._type_plan(event.type)
+        for rule, role, test, kind in plan[4]:
+            if test is None or test(event, cid, state):
+                kind.on_event(step, rule, role, event)
+        if plan[5] and is_own_moment(event):
+            for rule, kind in self.held_ledger_rules:
+                kind.on_ledger(step, rule, event.occurred_at, event)
+
+    def _apply_special(
+        self, state: dict[str, Any], event: InteractionEvent, newest: int
+    ) -> str | None:
+        """The profile changes of a case event, a preference change or an account opening;
+        the id of the case a case event belongs to (else None)."""
+        event_type = event.type
+        if event_type in CASE_EVENTS:
+            key = apply_case_event(state, event, newest, self.max_lateness_ms)
+            if not key:
+                self.unmatched_resolutions += 1
+            return key
+        if event_type == PREFERENCES_CHANGED:
+            record_preferences(state, event)
+        elif event_type == PRODUCT_OPENED and event.product:
+            record_opening(state, event.product, event.occurred_at)
+        return None
+
+    def listeners(self, event_type: str) -> tuple[_IndexEntry, ...]:
+        """Rules (with their role) that look at events of this type, in pack order (the
+        engagement rules after the others)."""
+        plan = self._type_plan(event_type)
+        return plan[0] + plan[4]
+
+    def _type_plan(self, event_type: str) -> _TypePlan:
         plan = self._by_type.get(event_type)
         if plan is None:
-            listeners = tuple(e for _, t, e in self._positioned if t is None or t == event_type)
-            plan = (listeners, self._signs.get(event_type, 0), event_type == PRODUCT_CLOSED)
+            listening = [e for _, t, e in self._positioned if t is None or t == event_type]
+            # Rules deciding at the watermark see an event once it passes (`_release`);
+            # engagement rules (etiquette) never see a negative moment.
+            held = tuple(
+                e
+                for e in listening
+                if e[0].at_watermark
+                and not (e[0].rule_class == ENGAGEMENT and event_type in NO_ENGAGEMENT)
+            )
+            sign = self._signs.get(event_type, 0)
+            plan = (
+                tuple(e for e in listening if not e[0].at_watermark),
+                sign,
+                event_type == PRODUCT_CLOSED,
+                event_type in SPECIAL_TYPES,
+                held,
+                sign < 0 and bool(self.held_ledger_rules),
+            )
             if len(self._by_type) < 10_000:  # unknown types must not grow the cache forever
                 self._by_type[event_type] = plan
         return plan
@@ -233,6 +357,9 @@ class Engine:
         ct = t if watermark_cap is None or t <= watermark_cap else watermark_cap  # clock time
         due = self._move_clock(store, data, ct)
         if due is not None:
+            if not due[0]:  # _TOO_LATE: a due step always has a non-empty index
+                out.too_late = True  # kept by the host on interactions.late, never applied
+                return out
             self._fire_due_from(store, due[0], due[1], out)
 
         if self.marks is not None:
@@ -246,7 +373,8 @@ class Engine:
         plan = self._by_type.get(event_type)
         if plan is None:
             plan = self._type_plan(event_type)
-        listeners, sign, closes = plan
+        listeners, sign, closes, special, held, hold_ledger = plan
+        case_id: str | None = None
         fresh = state is None
         if state is None:
             state = {
@@ -266,7 +394,7 @@ class Engine:
                 self.migrate(state)
             seen: dict[str, int] = state[SEEN]
             if event_id in seen:
-                matching = [e for e in listeners if e[2] is None or e[2](event, cid, state)]
+                matching = [e for e in listeners + held if e[2] is None or e[2](event, cid, state)]
                 self._duplicate(event, matching, out)
                 return out
             seen[event_id] = t
@@ -287,16 +415,30 @@ class Engine:
             since = ISO_DATES.get(since_day)
             if since is None:
                 since = iso_date(since_day)
-            state[SINCE] = since
+            # Tenure starts at the earliest customer_since: a new product's younger date
+            # never moves it (ISO dates compare as text).
+            known = state.get(SINCE)
+            if known is None or since < known:
+                state[SINCE] = since
         product = event.product
         if product:
             # Holdings: from any event naming the product until an account_closed for it.
             products: list[str] | None = state.get(PRODUCTS)
             if closes:
                 close_product(state, products, product, t)
-            elif products is None or product not in products:
-                hold_product(state, products, product, t)
-        if sign:
+            else:
+                named: dict[str, int] | None = state.get(NAMED)
+                if named is None:
+                    state[NAMED] = {product: t}
+                elif named.get(product, t - 1) < t:
+                    named[product] = t
+                if products is None or product not in products:
+                    hold_product(state, products, product, t)
+        if special:
+            case_id = self._apply_special(state, event, newest)
+        if event.channel in PERSON_CHANNELS:
+            record_own_channel(state, event)
+        if sign and is_own_moment(event):
             record_moment(
                 state, newest, self._lateness_ms, self.ledger_window, t, sign, event_id, 1
             )
@@ -310,20 +452,32 @@ class Engine:
                     matched = [entry]
                 else:
                     matched.append(entry)
-        if matched is not None or sign < 0:
+        released = case_id is not None and WAITING in state and not CASE_EVENTS[event_type][1]
+        holding = bool(held) or (hold_ledger and is_own_moment(event))
+        if matched is not None or sign < 0 or released or holding:
             step = Step(self, store, out, cid, state)
+            if holding:
+                self._hold(step, state, event, case_id)
+            if case_id is not None:
+                step.case_key = key_at(state, case_id, t)
             if matched is not None:
                 for rule, role, _, kind in matched:
                     kind.on_event(step, rule, role, event)
-            if sign < 0:
+            if sign < 0 and is_own_moment(event):
                 for rule, kind in self.ledger_rules:
                     kind.on_ledger(step, rule, t, event)
             if step.candidates:
                 step.decide_all()
+            if released:
+                step.release_queue(t)  # a case closed: what waited for it goes now
             if fresh or not in_place:
                 put(skey, state)
             if step.due_now:
-                self._fire(store, step.due_now, out)
+                # A timer is never due at the moment it is set: one already behind the
+                # watermark (a late event's) fires at the next advance, after the events that
+                # arrive before it (a late complaint and its late resolution escalate nothing).
+                for timer in step.due_now:
+                    self._index_timer(store, timer)
         elif fresh or not in_place:
             put(skey, state)
         return out
@@ -332,8 +486,10 @@ class Engine:
         self, store: StateStore, data: dict[str, Any] | None, ct: int
     ) -> tuple[list[int], int] | None:
         """The clock step of an event at clock time `ct`: the partition's max time and
-        watermark move; (timer index, watermark) when timers are due, else None. `data` is
-        the dict of a DictStore (read and changed in place), None for any other store."""
+        watermark move; (timer index, watermark) when timers are due, `_TOO_LATE` when the
+        event is older than the watermark minus the maximum lateness (nothing moves), else
+        None. `data` is the dict of a DictStore (read and changed in place), None for any
+        other store."""
         clock: dict[str, Any] | None = (
             data.get(CLOCK_KEY) if data is not None else store.get(CLOCK_KEY)
         )
@@ -351,6 +507,8 @@ class Engine:
             upgrade_partition(store, clock)  # state of an older layout (state.py)
         newest: int = clock[CLOCK_MAX]
         if ct <= newest:
+            if ct < clock[CLOCK_WATERMARK] - self._max_lateness_ms:
+                return _TOO_LATE
             return None
         clock[CLOCK_MAX] = ct
         watermark = ct - self._lateness_ms
@@ -383,7 +541,7 @@ class Engine:
             store.data if type(store) is DictStore else None,  # type: ignore[attr-defined]
             t,
         )
-        if due is None:
+        if due is None or not due[0]:  # none due, or too late
             return None
         out = EngineOutput([], [])
         self._fire_due_from(store, due[0], due[1], out)
@@ -528,13 +686,19 @@ class Engine:
         key: str,
         due_now: list[list[Any]],
     ) -> None:
-        """Register a deadline in the partition's timer index (or in `due_now` if already due)."""
+        """Register a deadline in the partition's timer index, or in `due_now` if the watermark
+        has already passed it (the caller fires those in the same advance when timers are
+        firing, else indexes them for the next one)."""
         clock = store.get(CLOCK_KEY)
         entry = [deadline, customer_id, rule_id, key]
         if clock is not None and deadline <= clock[CLOCK_WATERMARK]:
-            due_now.append(entry)  # a late event whose deadline already passed: fire after it
+            due_now.append(entry)
             return
-        bucket = deadline // TIMER_BUCKET_MS
+        self._index_timer(store, entry)
+
+    def _index_timer(self, store: StateStore, entry: list[Any]) -> None:
+        """Put a timer [deadline, customer_id, rule_id, key] into the partition's index."""
+        bucket = entry[TIMER_DEADLINE] // TIMER_BUCKET_MS
         bkey = f"{TIMER_BUCKET_PREFIX}{bucket}"
         entries = store.get(bkey)
         if entries is None:
@@ -617,6 +781,16 @@ class Engine:
                     self.migrate(state)
                 step = Step(self, store, out, cid, state)
                 step.serve_queue(deadline)
+            elif rule_id == HOLD_TIMER:
+                state = store.get(skey)
+                if state is None:
+                    continue
+                if state.get(VERSION_FIELD) != STATE_VERSION or (
+                    self.epoch and state.get(EPOCH, 0) != self.epoch
+                ):
+                    self.migrate(state)
+                step = Step(self, store, out, cid, state)
+                self._release(step, key)
             else:
                 state = store.get(skey)
                 if state is None:

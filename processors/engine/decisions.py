@@ -22,10 +22,16 @@ __all__ = [
     "EXPIRED",
     "FIRED",
     "HELD_OUT",
+    "NOTHING_TO_UPDATE",
+    "NOT_NEW",
+    "OPEN_CASE",
+    "OPTED_OUT",
     "OUTCOMES",
+    "OWNED",
     "REASONS",
     "RULE_CHANGED",
     "RULE_REMOVED",
+    "SUPERSEDED",
     "SUPPRESSED",
     "WARM_UP",
 ]
@@ -49,6 +55,19 @@ RULE_CHANGED: Final = "rule_changed"
 #: suppressed: a pack switch removed the rule that set the timer or deferred the candidate.
 RULE_REMOVED: Final = "rule_removed"
 
+#: suppressed: an open escalation of a higher priority owns the customer (docs/design.md 11.2).
+OWNED: Final = "owned"
+#: suppressed: the customer opted out of engagement contact.
+OPTED_OUT: Final = "opted_out"
+#: deferred: the customer has an open case; the candidate waits until it closes.
+OPEN_CASE: Final = "open_case"
+#: suppressed: a `new_within` first rule's product was not opened within that time.
+NOT_NEW: Final = "not_new"
+#: suppressed: a newer change of the same kind was applied already (`latest_only`).
+SUPERSEDED: Final = "superseded"
+#: suppressed: the customer holds no product to update (`needs_products`).
+NOTHING_TO_UPDATE: Final = "nothing_to_update"
+
 #: Every reason a decision can give (a fired or held-out one gives its outcome).
 REASONS: Final = (
     FIRED,
@@ -62,4 +81,10 @@ REASONS: Final = (
     WARM_UP,
     RULE_CHANGED,
     RULE_REMOVED,
+    OWNED,
+    OPTED_OUT,
+    OPEN_CASE,
+    NOT_NEW,
+    SUPERSEDED,
+    NOTHING_TO_UPDATE,
 )

@@ -75,6 +75,12 @@ class EngineConfig:
     dedupe_horizon_ms: int = 7 * 86_400_000
     #: History warm-up: candidates triggered before this time build state but emit nothing.
     emit_from_ms: int | None = None
+    #: An event older than the partition's watermark minus this is too late: not applied,
+    #: reported (`EngineOutput.too_late`) for the host to keep on `interactions.late`. Never
+    #: more than the dedupe horizon, so every applied event is deduped exactly.
+    max_lateness_ms: int = 7 * 86_400_000
+    #: The business's time zone (IANA name): dates in reasons are written in it.
+    timezone: str = "UTC"
 
 
 @dataclass(slots=True)
@@ -83,6 +89,9 @@ class EngineOutput:
 
     actions: list[ActionEvent] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    #: The event was too late (older than the watermark minus `max_lateness_ms`) and was not
+    #: applied: the host keeps it on `interactions.late` (stage `late`).
+    too_late: bool = False
 
     def extend(self, other: EngineOutput) -> None:
         self.actions.extend(other.actions)

@@ -20,20 +20,28 @@ from __future__ import annotations
 from bisect import insort
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
-from processors.engine.candidates import NO_CONTEXT, Candidate, key_of
-from processors.engine.decisions import ALREADY_RAISED
+from processors.engine.candidates import NO_CONTEXT, Candidate, recall, remember
+from processors.engine.cases import CASE, case_closed_at, case_keys
+from processors.engine.customer import opened_within
+from processors.engine.decisions import ALREADY_RAISED, NOT_NEW
 from processors.engine.rendering import WHAT
 from processors.engine.rule_model import Rule, format_duration
 from processors.engine.state import (
     COOL_DOWN_KEYS,
+    GATHER_DEADLINE,
+    GATHER_EVENT,
+    GATHER_EVIDENCE,
+    GATHER_PRODUCTS,
+    GATHERED,
+    LATEST,
     LEDGER,
     MOMENT_AT,
     MOMENT_IS_EVENT,
     MOMENT_REF,
     MOMENT_SIGN,
+    OPTION_KEYS,
     Key,
 )
-from processors.engine.times import iso_day
 from schemas.records import InteractionEvent
 
 if TYPE_CHECKING:
@@ -92,6 +100,9 @@ class Kind:
     #: Whether a candidate that fires, is deferred or is held out consumes its key for
     #: good (`Step.decide`: later candidates of that key are `already_raised`).
     consumes_key: ClassVar[bool] = False
+    #: The rule-level options (rules.RULE_OPTIONS) this kind can apply; `rules check`
+    #: refuses the others on it, naming file, rule and field.
+    options: ClassVar[frozenset[str]] = frozenset({"owner"})
 
     def check(self, read: dict[str, Any]) -> list[tuple[str, str]]:
         """Problems (field, message) of the fields read, beyond what each field's own reading
@@ -119,20 +130,73 @@ class Kind:
 
 
 class MatchKind(Kind):
-    """Every matching event is a candidate."""
+    """Every matching event is a candidate; with `gather`, the matching events of one
+    window make one candidate at its end (docs/design.md 11.5)."""
 
     name = "match"
+    options = frozenset({"owner", "gather", "latest_only", "needs_products"})
+    timers = True
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
-        step.candidates.append(
-            Candidate(rule, event.occurred_at, [event.event_id], "", event, NO_CONTEXT)
-        )
+        if rule.gather_ms is None:
+            step.candidates.append(
+                Candidate(rule, event.occurred_at, [event.event_id], "", event, NO_CONTEXT)
+            )
+            return
+        gathered: dict[str, list[Any]] = step.rule_state(rule.id).setdefault(GATHERED, {})
+        t = event.occurred_at
+        gather_ms = rule.gather_ms
+        # Windows are keyed by their deadline (a window whose timer has not fired yet may sit
+        # beside a newer one); the candidate itself is per customer. An event within the
+        # gathering time of a window's first event joins it, in either direction: one that
+        # arrives late but happened first moves the window's start (and deadline) to its own.
+        for key, window in gathered.items():
+            start = window[GATHER_DEADLINE] - gather_ms
+            if start - gather_ms <= t <= window[GATHER_DEADLINE]:
+                evidence: list[list[Any]] = window[GATHER_EVIDENCE]
+                if any(entry[1] == event.event_id for entry in evidence):
+                    return
+                insort(evidence, [t, event.event_id])
+                if event.product and event.product not in window[GATHER_PRODUCTS]:
+                    insort(window[GATHER_PRODUCTS], event.product)
+                if t < start:
+                    step.engine.cancel_timer(
+                        step.store, window[GATHER_DEADLINE], step.customer_id, rule.id, key
+                    )
+                    del gathered[key]
+                    window[GATHER_DEADLINE] = t + gather_ms
+                    window[GATHER_EVENT] = remember(event)
+                    gathered[str(t + gather_ms)] = window
+                    step.schedule(t + gather_ms, rule.id, str(t + gather_ms))
+                return
+        deadline = t + gather_ms
+        products = [event.product] if event.product else []
+        gathered[str(deadline)] = [deadline, [[t, event.event_id]], products, remember(event)]
+        step.schedule(deadline, rule.id, str(deadline))
+
+    def on_timer(self, step: Step, rule: Rule, key: str, deadline: int) -> None:
+        """A gathering window ended: one candidate with all it gathered (evidence in event
+        time order)."""
+        gathered: dict[str, list[Any]] | None = step.rule_state(rule.id).get(GATHERED)
+        window = None if gathered is None else gathered.get(key)
+        if window is None or window[GATHER_DEADLINE] != deadline:
+            return
+        del gathered[key]  # type: ignore[union-attr]
+        first = recall(step.customer_id, window[GATHER_EVENT])
+        products: list[str] = window[GATHER_PRODUCTS]
+        ctx = {"gathered_products": ",".join(products)}
+        if len(products) > 1:  # the reason names every product concerned
+            ctx["product"] = " and ".join(p.replace("_", " ") for p in products)
+        evidence = [entry[1] for entry in window[GATHER_EVIDENCE]]
+        step.candidate(rule, deadline, evidence, "", first, ctx)
 
 
 class ProfileKind(MatchKind):
     """A match rule on the customer's profile: `min_tenure_years` is required."""
 
     name = "profile"
+    options = frozenset({"owner", "needs_products"})
+    timers = False
 
     def check(self, read: dict[str, Any]) -> list[tuple[str, str]]:
         if read["pattern"].min_tenure_years is None:
@@ -157,7 +221,11 @@ class FirstKind(Kind):
 
     name = "first"
     consumes_key = True
-    fields = (WhenField("per", "per", CUSTOMER_OR_FIELD, required=False, default="customer"),)
+    options = frozenset({"owner", "needs_products"})
+    fields = (
+        WhenField("per", "per", CUSTOMER_OR_FIELD, required=False, default="customer"),
+        WhenField("new_within", "new_within_ms", DURATION, required=False),
+    )
     state_keys: ClassVar[dict[str, Key]] = {
         CONSUMED: Key(
             "[str]",
@@ -172,16 +240,42 @@ class FirstKind(Kind):
     }
     kept_at_switch = frozenset({CONSUMED, CONSUMED_BY})
 
+    def check(self, read: dict[str, Any]) -> list[tuple[str, str]]:
+        if read.get("new_within_ms") is not None and read.get("per") != "product":
+            return [("when.new_within", "only a first rule keyed by product (per: product)")]
+        return []
+
     def key_field(self, read: dict[str, Any]) -> str | None:
         per: str | None = read.get("per")
         return None if per in (None, "customer") else per
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
-        key = key_of(rule.key_field, event)
+        key = step.key(rule.key_field, event)
         rs = step.rule_state(rule.id)
         seen: list[str] | None = rs.get(CONSUMED)
+        if seen and rule.key_field == CASE:
+            # a case's key is consumed as long as the case is remembered (cases.py)
+            known = case_keys(step.state)
+            known.add(key)
+            if any(k not in known for k in seen):
+                seen[:] = [k for k in seen if k in known]
+                by_key: dict[str, str] | None = rs.get(CONSUMED_BY)
+                if by_key:
+                    for k in [k for k in by_key if k not in known]:
+                        del by_key[k]
         if seen is None or key not in seen:
-            cand = Candidate(rule, event.occurred_at, [event.event_id], key, event, NO_CONTEXT)
+            suppress = None
+            if (
+                rule.new_within_ms is not None
+                and event.attributes.get("first_invoice") != "true"
+                and not opened_within(
+                    step.state, event.product, event.occurred_at, rule.new_within_ms
+                )
+            ):
+                suppress = NOT_NEW
+            cand = Candidate(
+                rule, event.occurred_at, [event.event_id], key, event, NO_CONTEXT, suppress
+            )
         else:
             consumers: dict[str, str] | None = (
                 rs.get(CONSUMED_BY) if step.engine.decisions else None
@@ -228,32 +322,73 @@ class CountKind(Kind):
         rs = step.rule_state(rule.id)
         window: list[list[Any]] = rs.setdefault(WINDOW, [])
         t = event.occurred_at
-        insort(window, [t, event.channel, event.event_id])
-        step.prune(window, rule.window_ms)
+        added = [t, event.channel, event.event_id]
+        insort(window, added)
+        # kept the window plus the maximum lateness: a late event still finds its window
+        step.prune(window, rule.window_ms + step.engine.max_lateness_ms)
+        self._window_at(step, rule, window, t, event, None)
+        if window[-1][WINDOW_AT] > t:
+            # A late event: the windows ending at the later events it falls into count it
+            # now, as they would have in order; one it completes raises its candidate then.
+            for entry in [e for e in window if t < e[WINDOW_AT] <= t + rule.window_ms]:
+                self._window_at(step, rule, window, entry[WINDOW_AT], None, added)
+
+    def _window_at(
+        self,
+        step: Step,
+        rule: Rule,
+        window: list[list[Any]],
+        t: int,
+        event: InteractionEvent | None,
+        late: list[Any] | None,
+    ) -> None:
+        """The candidate of the window ending at `t`, if it reaches the count; with `late`,
+        only if it reaches it thanks to that late entry (else it was raised before)."""
+        assert rule.window_ms is not None and rule.min_count is not None
         lo = t - rule.window_ms
         held = [entry for entry in window if lo <= entry[WINDOW_AT] <= t]
-        if len(held) < rule.min_count:
+        if not self._reaches(rule, held):
+            return
+        if late is not None and self._reaches(rule, [e for e in held if e is not late]):
             return
         channels = sorted({entry[WINDOW_CHANNEL] for entry in held})
-        if len(channels) >= rule.min_channels:
-            ctx = {
-                "count": len(held),
-                "channels": ", ".join(channels),
-                "channel_count": len(channels),
-                "window": format_duration(rule.window_ms),
-            }
-            step.candidate(rule, t, [entry[WINDOW_EVENT] for entry in held], "", event, ctx)
+        ctx = {
+            "count": len(held),
+            "channels": ", ".join(channels),
+            "channel_count": len(channels),
+            "window": format_duration(rule.window_ms),
+        }
+        step.candidate(rule, t, [entry[WINDOW_EVENT] for entry in held], "", event, ctx)
+
+    @staticmethod
+    def _reaches(rule: Rule, held: list[list[Any]]) -> bool:
+        assert rule.min_count is not None
+        if len(held) < rule.min_count:
+            return False
+        return len({entry[WINDOW_CHANNEL] for entry in held}) >= rule.min_channels
 
 
-#: sequence: recent A events per correlation key, entries [t, event_id, type].
+#: sequence: recent A events per correlation key, entries [t, event_id, type]; and the B
+#: events that found no A yet, per key, entries [t, event_id, remembered event] (a late A
+#: pairs with them).
 FIRSTS: Final = "a"
 FIRST_AT: Final = 0
 FIRST_EVENT: Final = 1
 FIRST_TYPE: Final = 2
+UNPAIRED: Final = "b"
+UNPAIRED_AT: Final = 0
+UNPAIRED_EVENT: Final = 1
+UNPAIRED_KEPT: Final = 2
 
 
 class SequenceKind(Kind):
-    """B (role `then`) fires when a correlated A (role `first`) happened at most `within` before."""
+    """B (role `then`) fires when a correlated A (role `first`) happened at most `within` before.
+
+    Pairs both ways (docs/design.md 11.1): an A that arrives after a B it preceded fires the
+    pair when it arrives, with the triggered_at, evidence and action id the pair has in
+    order. So A events are kept `within` plus the maximum lateness, and the B events that
+    found no A the maximum lateness (what a late event can still reach).
+    """
 
     name = "sequence"
     fields = (
@@ -270,37 +405,93 @@ class SequenceKind(Kind):
             "sequence: recent A events per correlation key",
             "kinds.SequenceKind",
         ),
+        UNPAIRED: Key(
+            "{key: [[t: int, event_id: str, event: list]]}",
+            "sequence: recent B events that found no A, per correlation key (a late A pairs "
+            "with them; the event as candidates.remember keeps it)",
+            "kinds.SequenceKind",
+        ),
     }
 
     def on_event(self, step: Step, rule: Rule, role: str, event: InteractionEvent) -> None:
         assert rule.within_ms is not None
         rs = step.rule_state(rule.id)
         firsts: dict[str, list[list[Any]]] = rs.setdefault(FIRSTS, {})
-        key = key_of(rule.correlate, event)
+        key = step.key(rule.correlate, event)
         t = event.occurred_at
+        keep_ms = rule.within_ms + step.engine.max_lateness_ms
         if role == FIRST:
             entries = firsts.setdefault(key, [])
             insort(entries, [t, event.event_id, event.type])
             for k in list(firsts) if len(firsts) > 1 else (key,):
-                step.prune(firsts[k], rule.within_ms)
+                step.prune(firsts[k], keep_ms)
                 if not firsts[k]:
                     del firsts[k]
+            self._pair_late(step, rule, rs, key, event)
             return
         entries = firsts.get(key, [])
-        step.prune(entries, rule.within_ms)
+        step.prune(entries, keep_ms)
         lo = t - rule.within_ms
         before = [e for e in entries if lo <= e[FIRST_AT] <= t and e[FIRST_EVENT] != event.event_id]
         if not entries:
             firsts.pop(key, None)
         if before:
             a_t, a_id, a_type = before[-1]
-            ctx = {
-                "first_date": iso_day(a_t),
-                "first_what": WHAT.get(a_type, a_type.replace("_", " ")),
-                "gap": format_duration(t - a_t) if t > a_t else "right",
-                "within": format_duration(rule.within_ms),
-            }
-            step.candidate(rule, t, [a_id, event.event_id], key, event, ctx)
+            self._candidate(step, rule, a_t, a_id, a_type, key, event)
+            return
+        unpaired: dict[str, list[list[Any]]] = rs.setdefault(UNPAIRED, {})
+        waiting = unpaired.setdefault(key, [])
+        insort(waiting, [t, event.event_id, remember(event)])
+        for k in list(unpaired):
+            step.prune(unpaired[k], step.engine.max_lateness_ms)
+            if not unpaired[k]:
+                del unpaired[k]
+
+    def _pair_late(
+        self, step: Step, rule: Rule, rs: dict[str, Any], key: str, event: InteractionEvent
+    ) -> None:
+        """An A pairs with the B events of its key that it preceded within `within` and that
+        found no A when they arrived."""
+        assert rule.within_ms is not None
+        unpaired: dict[str, list[list[Any]]] | None = rs.get(UNPAIRED)
+        if not unpaired:
+            return
+        waiting = unpaired.get(key)
+        if not waiting:
+            return
+        t = event.occurred_at
+        hi = t + rule.within_ms
+        paired = [
+            b for b in waiting if t <= b[UNPAIRED_AT] <= hi and b[UNPAIRED_EVENT] != event.event_id
+        ]
+        if not paired:
+            return
+        for b in paired:
+            waiting.remove(b)
+            late_b = recall(step.customer_id, b[UNPAIRED_KEPT])
+            self._candidate(step, rule, t, event.event_id, event.type, key, late_b)
+        if not waiting:
+            del unpaired[key]
+
+    def _candidate(
+        self,
+        step: Step,
+        rule: Rule,
+        a_t: int,
+        a_id: str,
+        a_type: str,
+        key: str,
+        then: InteractionEvent,
+    ) -> None:
+        assert rule.within_ms is not None
+        t = then.occurred_at
+        ctx = {
+            "first_date": step.day(a_t),
+            "first_what": WHAT.get(a_type, a_type.replace("_", " ")),
+            "gap": format_duration(t - a_t) if t > a_t else "right",
+            "within": format_duration(rule.within_ms),
+        }
+        step.candidate(rule, t, [a_id, then.event_id], key, then, ctx)
 
 
 #: absence: the pending timer per correlation key, [deadline, a_t, a_event_id, a_type] and,
@@ -355,7 +546,7 @@ class AbsenceKind(Kind):
         rs = step.rule_state(rule.id)
         pending: dict[str, list[Any]] = rs.setdefault(PENDING, {})
         done: dict[str, int] = rs.setdefault(RESOLVED, {})
-        key = key_of(rule.correlate, event)
+        key = step.key(rule.correlate, event)
         t = event.occurred_at
         if role == MISSING:
             timer = pending.get(key)
@@ -372,6 +563,10 @@ class AbsenceKind(Kind):
             return
         deadline = t + rule.within_ms
         resolved_at = done.get(key)
+        if rule.correlate == CASE:  # the case may have closed before its opening arrived
+            closed = case_closed_at(step.state, key)
+            if closed is not None and (resolved_at is None or closed > resolved_at):
+                resolved_at = closed
         if resolved_at is not None and t <= resolved_at <= deadline:
             return
         timer = pending.get(key)
@@ -394,7 +589,7 @@ class AbsenceKind(Kind):
         del pending[key]
         a_t, a_id, a_type = timer[PENDING_AT], timer[PENDING_EVENT], timer[PENDING_TYPE]
         ctx = {
-            "first_date": iso_day(a_t),
+            "first_date": step.day(a_t),
             "first_what": WHAT.get(a_type, a_type.replace("_", " ")),
             "what": WHAT.get(a_type, a_type.replace("_", " ")),
             "type": a_type,
@@ -463,12 +658,14 @@ def timer_version(rs: dict[str, Any], key: str) -> int | None:
 
 #: Every key a rule's dict (in a customer's `r`) may hold: the cool-down keys and each
 #: kind's own.
-RULE_KEYS: Final[dict[str, Key]] = COOL_DOWN_KEYS | {
-    name: key for kind in KINDS.values() for name, key in kind.state_keys.items()
-}
+RULE_KEYS: Final[dict[str, Key]] = (
+    COOL_DOWN_KEYS
+    | OPTION_KEYS
+    | {name: key for kind in KINDS.values() for name, key in kind.state_keys.items()}
+)
 #: Rule state a changed rule keeps at a pack switch: cool-downs (and their causes) and what
 #: each kind keeps (first keys and the actions that used them, pending timers and recent
 #: resolutions); the rest (windows, remembered first events) is forgotten.
 KEPT_AT_SWITCH: Final = frozenset(COOL_DOWN_KEYS).union(
-    *(kind.kept_at_switch for kind in KINDS.values())
+    {LATEST}, *(kind.kept_at_switch for kind in KINDS.values())
 )

@@ -21,7 +21,7 @@ from processors.engine.candidates import (
     field_value,
 )
 from processors.engine.state import CHANNEL, PRODUCTS, SINCE
-from processors.engine.times import ISO_DAYS, iso_day, tenure_years, utc_date
+from processors.engine.times import iso_instant, tenure_years, utc_date
 
 if TYPE_CHECKING:
     from processors.engine.arbitration import Step
@@ -89,6 +89,17 @@ def details(
     """The rule's details (absent values left out) plus the ledger's, sorted.
 
     `ledger` is (balance, positives, negatives) at the candidate's time."""
+    gathered = cand.context.get("gathered_products") if cand.context else None
+    if gathered:  # a gathered candidate names every product concerned
+        out = _details(step, rt, cand, ledger)
+        out["products"] = gathered
+        return dict(sorted(out.items()))
+    return _details(step, rt, cand, ledger)
+
+
+def _details(
+    step: Step, rt: RuleRuntime, cand: Candidate, ledger: tuple[int, int, int]
+) -> dict[str, str]:
     out: dict[str, str] = {}
     event = cand.event
     if event is not None and rt.event_details is not None:
@@ -139,6 +150,10 @@ def detail_getter(source: str) -> DetailGetter:
         return lambda step, cand: step.state.get(SINCE)
     if source == "customer.last_channel":
         return lambda step, cand: step.state.get(CHANNEL)
+    if source == "occurred_at":
+        return lambda step, cand: (
+            None if cand.event is None else iso_instant(cand.event.occurred_at)
+        )
 
     if source in TEXT_FIELDS:
         read = attrgetter(source)
@@ -196,6 +211,8 @@ def event_detail(name: str, source: str) -> EventDetail:
         return name, FROM_STATE, lambda state: state.get(SINCE), source
     if source == "customer.last_channel":
         return name, FROM_STATE, lambda state: state.get(CHANNEL), source
+    if source == "occurred_at":
+        return name, FROM_EVENT, lambda event: iso_instant(event.occurred_at), source
     if source.startswith("attributes."):
         key = source[11:]
         return name, FROM_EVENT, lambda event: event.attributes.get(key), source
@@ -254,7 +271,7 @@ PLACEHOLDERS: Final[dict[str, Placeholder]] = {
     ),
     "reference": _event_attr("reference", "(no reference)"),
     "amount": _amount,
-    "date": lambda step, cand, balance: ISO_DAYS.get(cand.at // 86_400_000) or iso_day(cand.at),
+    "date": lambda step, cand, balance: step.engine.day(cand.at),
     "count": lambda step, cand, balance: str(len(cand.evidence)),
     "channels": lambda step, cand, balance: "",
     "channel_count": lambda step, cand, balance: "0",

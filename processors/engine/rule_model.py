@@ -22,6 +22,11 @@ DEFAULT_PACK_PATH: Final = Path(__file__).resolve().parent.parent / "rules" / "d
 SERVICE: Final = "service"
 ENGAGEMENT: Final = "engagement"
 RULE_CLASSES: Final = (SERVICE, ENGAGEMENT)
+#: When a rule decides (docs/design.md 11.1): as an event arrives, or once the watermark has
+#: passed it.
+ON_ARRIVAL: Final = "on_arrival"
+AT_WATERMARK: Final = "at_watermark"
+DECIDE_WHEN: Final = (ON_ARRIVAL, AT_WATERMARK)
 #: What a new version does with the timers an earlier version set (docs/design.md 8.3).
 KEEP: Final = "keep"
 CANCEL: Final = "cancel"
@@ -73,6 +78,12 @@ REASON_PLACEHOLDERS: Final = frozenset(
 
 #: Detail sources besides EVENT_FIELDS and `attributes.<key>`.
 CUSTOMER_DETAIL_SOURCES: Final = ("customer.products", "customer.since", "customer.last_channel")
+#: Detail sources of the event itself beyond its fields: its time (ISO-8601 UTC).
+EVENT_DETAIL_SOURCES: Final = ("occurred_at",)
+#: The longest `gather` a rule may say (a gathered candidate waits that long).
+MAX_GATHER_MS: Final = 86_400_000
+#: The key source naming the customer's case (cases.py): `per: case`, `correlate: case`.
+CASE_KEY_SOURCE: Final = "case"
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_MS: Final = {
@@ -118,6 +129,8 @@ class Pattern:
     fields: tuple[tuple[str, frozenset[str | None]], ...] = ()
     attributes: tuple[tuple[str, frozenset[str]], ...] = ()
     min_tenure_years: int | None = None
+    #: `by: person`: only events a person made (customer.made_by_person).
+    by_person: bool = False
     predicate: Predicate | None = None
     predicate_name: str | None = None
 
@@ -176,6 +189,28 @@ class Rule:
     #: derives it from `per` or `correlate` (`Kind.key_field`), kept as a field because the
     #: engine reads it on every match.
     key_field: str | None = field(default=None, compare=False, repr=False)
+    #: first: fire only for a product opened (account_opened) at most this long before, or
+    #: an event saying attributes.first_invoice "true"; else suppressed `not_new`.
+    new_within_ms: int | None = None
+    #: match: the candidate waits this long in event time and fires once, with every
+    #: matching event of the window as evidence (docs/design.md 11.5).
+    gather_ms: int | None = None
+    #: match: a candidate older than the newest one that fired is suppressed `superseded`.
+    latest_only: bool = False
+    #: A customer holding no product gets no candidate: suppressed `nothing_to_update`.
+    needs_products: bool = False
+    #: A fired action owns the customer for the rule's cool-down: candidates of lower
+    #: priority for the same destination are suppressed `owned` (docs/design.md 11.2).
+    owner: bool = False
+    #: When the rule decides: `at_watermark` (an engagement rule always) once the partition's
+    #: watermark passes the event, knowing everything that happened before it within the
+    #: allowed lateness; `on_arrival` (a service rule's default) as the event arrives.
+    decide: str = "on_arrival"
+
+    @property
+    def at_watermark(self) -> bool:
+        """Whether the rule sees an event only once the watermark passes it (11.1)."""
+        return self.rule_class == ENGAGEMENT or self.decide == AT_WATERMARK
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +220,6 @@ class Relationship:
     window_ms: int = 90 * 86_400_000
     positive: frozenset[str] = frozenset()
     negative: frozenset[str] = frozenset()
-    positive_rules: frozenset[str] = frozenset()
-    negative_rules: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,8 @@ A pack looks like this (see processors/rules/default.yaml for the real one)::
 
     relationship:                 # the ledger behind `kind: relationship` rules
       window: 90d
-      positive: [payment_received, dispute_resolved]      # event types
+      positive: [payment_received, dispute_resolved]      # the customer's own moments
       negative: [dispute_opened, complaint_filed]
-      positive_rules: [thank_meter_reading]                # fired actions of these rules
-      negative_rules: [case_unresolved]
     rules:
       - id: life_event_check_in
         version: 1
@@ -29,9 +27,22 @@ Engagement rules may also say ``holdout: 10%`` (their own control group instead
 of ``MOMENTS_HOLDOUT_PERCENT``; a service rule is never held out and a pack
 giving one a holdout is rejected) and ``defer_for: 3d`` (how long a candidate
 the contact cap defers waits when it has no ``due_by``; default 7 days).
+A rule decides ``on_arrival`` (a service rule's default) or ``at_watermark`` (``decide:
+at_watermark``; an engagement rule always): once the partition's watermark passes the
+event, so what happened just before it within the allowed lateness is known whatever order
+it arrived in (docs/design.md 11.1).
 A new version of a rule may say ``pending: cancel``: at the switch to it, the
 timers the earlier version set are dropped (decision ``suppressed``, reason
 ``rule_changed``) instead of firing as promised (``pending: keep``, the default).
+
+Options of revision 3 (docs/design.md 11), each refused on a kind that cannot apply it:
+``gather: 1h`` (match; at most 1 d: the matching events of one window make one candidate
+at its end), ``latest_only: true`` (match: a change older than the newest applied one is
+``superseded``), ``needs_products: true`` (match, first, profile: a customer holding no
+product gets ``nothing_to_update``) and ``owner: true`` (needs a ``cool_down``: while its
+action is open, lower-priority candidates of its destination are ``owned``). A ``first``
+rule keyed by product may say ``when.new_within: 90d`` (``not_new`` otherwise). ``per``
+and ``correlate`` may name ``case``: the customer's case (docs/design.md 11.2).
 
 Pattern kinds (`when.kind`) and their fields (each kind is one class in kinds.py, listed in
 `KINDS`, which declares the fields it reads; this loader reads them as it declares):
@@ -63,7 +74,8 @@ have no control group, so ``outcome`` on one is refused.
 Conditions on an event (any kind, all optional): ``type``, ``channel``,
 ``product`` (a value or a list), ``fields`` (event field -> value or list;
 ``null`` means absent), ``attributes`` (key -> value or list),
-``min_tenure_years`` and ``predicate``.
+``min_tenure_years``, ``by: person`` (an event a person made: ``attributes.submitted_by``
+``customer``, or none and a call, email or web channel) and ``predicate``.
 
 Python escape hatch: ``predicate: "package.module:function"`` names a pure
 function ``(event: InteractionEvent, customer: CustomerProfile) -> bool``
@@ -91,11 +103,18 @@ from processors.engine.kinds import (
     PATTERN,
 )
 from processors.engine.rule_model import (
+    AT_WATERMARK,
+    CASE_KEY_SOURCE,
     CUSTOMER_DETAIL_SOURCES,
+    DECIDE_WHEN,
     DEFAULT_DEFER_FOR_MS,
     DEFAULT_PACK_PATH,
+    ENGAGEMENT,
+    EVENT_DETAIL_SOURCES,
     EVENT_FIELDS,
     KEEP,
+    MAX_GATHER_MS,
+    ON_ARRIVAL,
     OUTCOME_DIRECTIONS,
     PENDING_POLICIES,
     REASON_PLACEHOLDERS,
@@ -232,12 +251,6 @@ class _Parser:
                 self.problem(rule.id, "id", "duplicate rule id")
             seen.add(rule.id)
             rules.append(rule)
-        for fld, names in (
-            ("relationship.positive_rules", relationship.positive_rules),
-            ("relationship.negative_rules", relationship.negative_rules),
-        ):
-            for name in sorted(names - seen):
-                self.problem(None, fld, f"no rule with id {name!r} in this pack")
         return RulePack(rules=tuple(rules), relationship=relationship, source=self.source)
 
     def relationship(self, raw: Any) -> Relationship:
@@ -246,9 +259,16 @@ class _Parser:
         if not isinstance(raw, Mapping):
             self.problem(None, "relationship", "expected a mapping")
             return Relationship()
-        allowed = ("window", "positive", "negative", "positive_rules", "negative_rules")
+        allowed = ("window", "positive", "negative")
         for key in raw:
-            if key not in allowed:
+            if key in ("positive_rules", "negative_rules"):
+                self.problem(
+                    None,
+                    f"relationship.{key}",
+                    "the ledger counts the customer's own moments only, never moments' own "
+                    "actions (docs/design.md 11.3): list event types in positive / negative",
+                )
+            elif key not in allowed:
                 self.problem(None, f"relationship.{key}", "unknown field")
         window = Relationship().window_ms
         if "window" in raw:
@@ -289,6 +309,8 @@ class _Parser:
             "holdout",
             "defer_for",
             "pending",
+            "decide",
+            *RULE_OPTIONS,
         }
         for key in raw:
             if key not in allowed:
@@ -324,6 +346,17 @@ class _Parser:
         else:
             self.template(name, reason)
         details = self.details(name, raw.get("details", {}))
+        decide = raw.get("decide", AT_WATERMARK if rule_class == ENGAGEMENT else ON_ARRIVAL)
+        if decide not in DECIDE_WHEN:
+            self.problem(name, "decide", f"expected one of {', '.join(DECIDE_WHEN)}")
+            decide = ON_ARRIVAL
+        elif rule_class == ENGAGEMENT and decide != AT_WATERMARK:
+            self.problem(
+                name,
+                "decide",
+                "an engagement rule always decides at_watermark (consent, open cases and the "
+                "contact cap must know what happened just before, docs/design.md 11.1)",
+            )
         pending = raw.get("pending", KEEP)
         if pending not in PENDING_POLICIES:
             self.problem(name, "pending", f"expected one of {', '.join(PENDING_POLICIES)}")
@@ -340,6 +373,7 @@ class _Parser:
             self.problem(name, "when", "required: a mapping with a 'kind'")
             return None
         kind_fields = self.when(name, when)
+        options = self.options(name, raw, kind_fields, cool_down)
         if kind_fields is None or self.problems_for(name):
             return None
         return Rule(
@@ -358,8 +392,53 @@ class _Parser:
             defer_for_ms=defer_for,
             outcome=outcome,
             pending=str(pending),
+            decide=str(decide),
+            **options,
             **kind_fields,
         )
+
+    def options(
+        self,
+        name: str,
+        raw: Mapping[str, Any],
+        kind_fields: dict[str, Any] | None,
+        cool_down: int | None,
+    ) -> dict[str, Any]:
+        """The rule-level options of revision 3 (`RULE_OPTIONS`), each only on a kind that
+        can apply it (`Kind.options`)."""
+        out: dict[str, Any] = {}
+        kind = KINDS[kind_fields["kind"]] if kind_fields is not None else None
+        for option in RULE_OPTIONS:
+            if raw.get(option) is None:
+                continue
+            if kind is not None and option not in kind.options:
+                self.problem(
+                    name,
+                    option,
+                    f"not an option of kind {kind.name} (kinds that take it: "
+                    + ", ".join(k.name for k in KINDS.values() if option in k.options)
+                    + ")",
+                )
+                continue
+            value = raw[option]
+            if option == "gather":
+                gather = self.duration(name, option, value)
+                if gather is not None and gather > MAX_GATHER_MS:
+                    self.problem(
+                        name,
+                        option,
+                        f"at most {format_duration(MAX_GATHER_MS)} (a gathered candidate "
+                        "waits that long before anyone is contacted)",
+                    )
+                    continue
+                out["gather_ms"] = gather
+            elif not isinstance(value, bool):
+                self.problem(name, option, "expected true or false")
+            elif option == "owner" and value and cool_down is None:
+                self.problem(name, option, "an owner needs a cool_down: how long it owns")
+            else:
+                out[option] = value
+        return out
 
     def control(
         self, name: str, raw: Mapping[str, Any], rule_class: Any
@@ -490,6 +569,9 @@ class _Parser:
         tenure = raw.get("min_tenure_years")
         if tenure is not None:
             tenure = self.positive_int(name, f"{prefix}.min_tenure_years", tenure)
+        by = raw.get("by")
+        if by is not None and by != "person":
+            self.problem(name, f"{prefix}.by", "expected person (events a person made)")
         predicate_name = raw.get("predicate")
         predicate = None
         if predicate_name is not None:
@@ -501,6 +583,7 @@ class _Parser:
             fields=tuple(sorted(fields)),
             attributes=tuple(sorted(attributes)),
             min_tenure_years=tenure,
+            by_person=by == "person",
             predicate=predicate,
             predicate_name=predicate_name if predicate is not None else None,
         )
@@ -543,9 +626,13 @@ class _Parser:
         return raw
 
     def field_name(self, name: str, fld: str, raw: Any) -> str | None:
-        if isinstance(raw, str) and (raw in EVENT_FIELDS or raw.startswith("attributes.")):
+        if isinstance(raw, str) and (
+            raw in EVENT_FIELDS or raw == CASE_KEY_SOURCE or raw.startswith("attributes.")
+        ):
             return raw
-        self.problem(name, fld, "expected an event field (e.g. reference) or attributes.<key>")
+        self.problem(
+            name, fld, "expected an event field (e.g. reference), case or attributes.<key>"
+        )
         return None
 
     def predicate(self, name: str, fld: str, raw: Any) -> Predicate | None:
@@ -589,6 +676,7 @@ class _Parser:
         for key, source in raw.items():
             ok = isinstance(source, str) and (
                 source in EVENT_FIELDS
+                or source in EVENT_DETAIL_SOURCES
                 or source in CUSTOMER_DETAIL_SOURCES
                 or (source.startswith("attributes.") and len(source) > len("attributes."))
             )
@@ -614,5 +702,9 @@ _CONDITION_KEYS: Final = (
     "fields",
     "attributes",
     "min_tenure_years",
+    "by",
     "predicate",
 )
+#: Rule-level options of revision 3 (docs/design.md 11), each taken by the kinds whose
+#: `Kind.options` name it.
+RULE_OPTIONS: Final = ("gather", "latest_only", "needs_products", "owner")

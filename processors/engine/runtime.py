@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from processors.engine.candidates import matches
+from processors.engine.cases import CASE
 from processors.engine.interfaces import EngineConfig
 from processors.engine.kinds import KINDS
 from processors.engine.rendering import (
@@ -73,6 +74,7 @@ class RuleRuntime:
     __slots__ = (
         "action",
         "action_prefix",
+        "case_keyed",
         "cool_down_ms",
         "decision_prefix",
         "destination",
@@ -82,7 +84,9 @@ class RuleRuntime:
         "event_details",
         "first",
         "holdout",
-        "ledger_sign",
+        "latest_only",
+        "needs_products",
+        "owner",
         "placeholders",
         "priority",
         "reason_parts",
@@ -112,6 +116,11 @@ class RuleRuntime:
             else (config.holdout_percent if holdout is None else holdout)
         )
         self.warm_up = config.emit_from_ms is not None
+        self.latest_only = rule.latest_only
+        self.needs_products = rule.needs_products
+        self.owner = rule.owner
+        #: Keyed by case: its first fired action is the case's follow-up (cases.py).
+        self.case_keyed = rule.key_field == CASE or rule.correlate == CASE
         self.cool_down_ms = rule.cool_down_ms
         self.engagement = rule.rule_class == "engagement"
         self.action_prefix = rule.id + "\x1f"
@@ -155,10 +164,3 @@ class RuleRuntime:
                     literal = ""
             self.reason_parts = tuple(pieces)
             self.reason_tail = literal
-        self.ledger_sign = (
-            1
-            if rule.id in relationship.positive_rules
-            else -1
-            if rule.id in relationship.negative_rules
-            else 0
-        )

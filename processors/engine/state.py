@@ -38,8 +38,10 @@ if TYPE_CHECKING:
     from processors.engine.interfaces import StateStore
 
 #: The layout this engine writes. 0: unversioned (before versions existed; `cap` could
-#: hold bare times). 1: this documented layout (`cap` holds [time, action_id] pairs).
-STATE_VERSION: Final = 1
+#: hold bare times). 1: `cap` holds [time, action_id] pairs. 2: revision 3 (docs/design.md
+#: 11): cases, consent, the customer's own channel, owners, product openings; the ledger
+#: holds the customer's own moments only.
+STATE_VERSION: Final = 2
 #: Where the version is kept: a customer's dict, and the partition's clock.
 VERSION_FIELD: Final = "v"
 
@@ -82,6 +84,34 @@ WAITING: Final = "dq"
 WAITING_TIMER: Final = "dqt"
 EPOCH: Final = "pe"
 RULES: Final = "r"
+CASES: Final = "cs"
+CONSENT: Final = "cp"
+OWN_CHANNEL: Final = "oc"
+OWNERS: Final = "ow"
+OPENED: Final = "po"
+HELD: Final = "he"
+NAMED: Final = "pn"
+UNMATCHED: Final = "cu"
+
+#: A case (`CASES`, processors/engine/cases.py): [kind, product, history [[t, 1 | 0]],
+#: {cycle key: follow-up action id}].
+CASE_KIND: Final = 0
+CASE_PRODUCT: Final = 1
+CASE_HISTORY: Final = 2
+CASE_FOLLOW_UPS: Final = 3
+
+#: A change of the customer's contact preferences (`CONSENT`): [at, engagement
+#: ("opt_out" | "opt_in" | None), preferred channel (or None)].
+CONSENT_AT: Final = 0
+CONSENT_ENGAGEMENT: Final = 1
+CONSENT_PREFERRED: Final = 2
+
+#: An owner of the customer (`OWNERS`): [at, until, action_id, destination, priority].
+OWNER_AT: Final = 0
+OWNER_UNTIL: Final = 1
+OWNER_ACTION: Final = 2
+OWNER_DESTINATION: Final = 3
+OWNER_PRIORITY: Final = 4
 
 #: A moment of the relationship ledger (`LEDGER`): [at, sign, ref, is_event].
 MOMENT_AT: Final = 0
@@ -180,10 +210,14 @@ CUSTOMER_KEYS: Final[dict[str, Key]] = {
     NEWEST: Key(
         "int", "the customer's newest occurred_at (what pruning measures from)", "Engine.process"
     ),
-    CHANNEL: Key("str", "channel of the customer's newest event (channel_hint)", "Engine.process"),
+    CHANNEL: Key(
+        "str", "channel of the customer's newest event (a reason's `via`)", "Engine.process"
+    ),
     SEEN_OLDEST: Key("int", "oldest occurred_at in `seen` (when to expire it)", "Engine.process"),
     SINCE: Key(
-        "str YYYY-MM-DD", "customer_since from the latest event naming it", "Engine.process"
+        "str YYYY-MM-DD",
+        "the earliest customer_since seen (a younger one, a new product's, never moves it)",
+        "Engine.process",
     ),
     PRODUCTS: Key(
         "[str]", "sorted products the customer holds", "customer.hold_product / close_product"
@@ -195,8 +229,9 @@ CUSTOMER_KEYS: Final[dict[str, Key]] = {
     ),
     LEDGER: Key(
         "[[at: int, sign: 1 | -1, ref: str, is_event: 0 | 1]]",
-        "the relationship ledger, sorted by time: positive and negative events (ref = event "
-        "id) and fired actions of ledger rules (ref = action id), within the ledger window",
+        "the relationship ledger, sorted by time: the customer's own positive and negative "
+        "moments (ref = event id; is_event is always 1 from version 2), within the ledger "
+        "window",
         "customer.record_moment",
     ),
     CAP: Key(
@@ -225,6 +260,75 @@ CUSTOMER_KEYS: Final[dict[str, Key]] = {
         "{rule_id: {...}}",
         "each rule's own state (kinds.RULE_KEYS: the cool-down keys and its kind's)",
         "kinds, arbitration",
+    ),
+    CASES: Key(
+        "{case_id: [kind: str, product: str | null, history: [[t: int, 1 | 0]], "
+        "{cycle key: follow-up action_id}]}",
+        "the customer's cases: every opening (1) and closing (0) sorted by time, and the "
+        "follow-up of each cycle; remembered 90 days after the last of them",
+        "cases.apply_case_event, cases.note_follow_up",
+    ),
+    UNMATCHED: Key(
+        "[[at: int, kind: str, product: str | null]]",
+        "resolutions without a reference that matched no open case, kept the maximum "
+        "lateness: an opening that arrives late but happened before one is closed by it",
+        "cases.apply_case_event",
+    ),
+    CONSENT: Key(
+        "[[at: int, engagement: 'opt_out' | 'opt_in' | null, preferred_channel: str | null]]",
+        "the customer's contact preferences over time, sorted (contact_preferences_changed)",
+        "customer.record_preferences",
+    ),
+    OWN_CHANNEL: Key(
+        "[at: int, channel: 'call' | 'email' | 'web']",
+        "the newest channel the customer used themselves (channel_hint without a preference)",
+        "Engine.process",
+    ),
+    OWNERS: Key(
+        "[[at: int, until: int, action_id: str, destination: str, priority: int]]",
+        "fired actions of `owner` rules that own the customer until `until`",
+        "arbitration.Step.take_ownership",
+    ),
+    NAMED: Key(
+        "{product: int}",
+        "the newest time an event (not a closing) named each product: a closing older than "
+        "that, arriving late, leaves the product held",
+        "Engine.process",
+    ),
+    HELD: Key(
+        "{event_id: [event: list, case id: str | null]}",
+        "events waiting for the watermark to pass them before the engagement rules see them "
+        "(candidates.remember keeps each; a hold timer per event)",
+        "Engine.process, Engine._release",
+    ),
+    OPENED: Key(
+        "{product: [int]}",
+        "when account_opened events named each product (new_within), newest kept",
+        "customer.record_opening",
+    ),
+}
+
+#: The keys a rule keeps for its options (rules.RULE_OPTIONS): the newest change per key
+#: (`latest_only`) and the candidates it gathers (`gather`).
+LATEST: Final = "lt"
+GATHERED: Final = "g"
+#: A gathering window (`GATHERED`): [deadline, evidence [[t, event_id]] sorted, products,
+#: its first event (as candidates.remember keeps it)].
+GATHER_DEADLINE: Final = 0
+GATHER_EVIDENCE: Final = 1
+GATHER_PRODUCTS: Final = 2
+GATHER_EVENT: Final = 3
+
+OPTION_KEYS: Final[dict[str, Key]] = {
+    LATEST: Key(
+        "{key: [at: int, action_id: str | null]}",
+        "latest_only: the newest change applied per key and the action it fired",
+        "arbitration.Step.note_change",
+    ),
+    GATHERED: Key(
+        "{deadline: [deadline: int, [[t: int, event_id]], [product], first event: list]}",
+        "gather: the windows being gathered, by deadline, each until its deadline",
+        "kinds.MatchKind",
     ),
 }
 
@@ -259,10 +363,29 @@ def _partition_0_to_1(store: StateStore) -> None:
     """The partition keys of unversioned state are already those of version 1."""
 
 
+def _customer_1_to_2(state: dict[str, Any]) -> None:
+    """Revision 3: the ledger counts the customer's own moments only, so the fired actions
+    version 1 kept in it go; the new keys start empty (a case, a preference or an opening
+    from before the upgrade is not known)."""
+    ledger = state.get(LEDGER)
+    if ledger:
+        state[LEDGER] = [moment for moment in ledger if moment[MOMENT_IS_EVENT]]
+
+
+def _partition_1_to_2(store: StateStore) -> None:
+    """The partition keys of version 1 are already those of version 2."""
+
+
 #: CUSTOMER_STEPS[n] brings a customer's dict from version n to n + 1.
-CUSTOMER_STEPS: Final[tuple[Callable[[dict[str, Any]], None], ...]] = (_customer_0_to_1,)
+CUSTOMER_STEPS: Final[tuple[Callable[[dict[str, Any]], None], ...]] = (
+    _customer_0_to_1,
+    _customer_1_to_2,
+)
 #: PARTITION_STEPS[n] brings the partition keys from version n to n + 1.
-PARTITION_STEPS: Final[tuple[Callable[[StateStore], None], ...]] = (_partition_0_to_1,)
+PARTITION_STEPS: Final[tuple[Callable[[StateStore], None], ...]] = (
+    _partition_0_to_1,
+    _partition_1_to_2,
+)
 
 
 def _version_of(value: dict[str, Any], what: str) -> int:

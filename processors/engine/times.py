@@ -6,9 +6,11 @@ days and dates come up on most events). Reads no clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Final
+from zoneinfo import ZoneInfo
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -40,6 +42,32 @@ def iso_day(ms: int) -> str:
 
 #: day number -> YYYY-MM-DD, a plain dict because every reason with a {date} asks for it.
 ISO_DAYS: Final[dict[int, str]] = {}
+
+
+def day_writer(timezone: str) -> Callable[[int], str]:
+    """How reasons write the date of an epoch-milliseconds time: YYYY-MM-DD in `timezone`
+    (an IANA name; the business's zone, docs/design.md 11.5). UTC is `iso_day`."""
+    if timezone in ("UTC", "Etc/UTC"):
+        return iso_day
+    zone = ZoneInfo(timezone)
+    days: dict[int, str] = {}
+
+    def zoned_day(ms: int) -> str:
+        quarter = ms // 900_000  # every zone's offset changes on a quarter hour
+        text = days.get(quarter)
+        if text is None:
+            if len(days) >= 65_536:
+                days.clear()
+            moment = _EPOCH + timedelta(milliseconds=quarter * 900_000)
+            text = days[quarter] = moment.astimezone(zone).date().isoformat()
+        return text
+
+    return zoned_day
+
+
+def iso_instant(ms: int) -> str:
+    """An epoch-milliseconds time as ISO-8601 UTC, as the JSON form writes timestamps."""
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
 
 
 def iso_date(day: date) -> str:

@@ -1,24 +1,32 @@
 """Changelog staging: per-partition engine state in a Faust table, sent at offset commits.
 
-`PartitionState` is the worker's side of `processors.engine.StateStore`: the
-state of ONE interactions partition, kept in a changelog-backed Faust table
-under keys `"<partition>/e/<engine key>"` (the engine's own keys, including its
-partition-level ones such as the watermark) and `"<partition>/w/<name>"` (the
-worker's bookkeeping). Values are stored as JSON bytes (orjson, sorted keys),
-so a value read back is always a fresh object (the engine cannot change the
-table by mutating what it read) and falsy values (`0`, `[]`) survive recovery
-(Faust's memory store drops recovered keys whose value is falsy).
+`PartitionState` and `BatchState` are the worker's side of
+`processors.engine.StateStore`: the state of ONE interactions partition, kept
+in a changelog-backed Faust table under keys `"<partition>/e/<engine key>"`
+(the engine's own keys, including its partition-level ones such as the
+watermark) and `"<partition>/w/<name>"` (the worker's bookkeeping). Values are
+stored as JSON bytes (orjson, sorted keys), so falsy values (`0`, `[]`)
+survive recovery (Faust's memory store drops recovered keys whose value is
+falsy) and the bytes a batch or an event started from are what an engine
+failure falls back to.
 
-Writes are buffered for the duration of one event and applied with `commit()`
-inside the stream iteration of that event, so an event whose processing fails
-leaves no half-written state behind. `StagedTable` stages their changelog
-records (addressed explicitly to the event's partition, coalesced per key)
-until the next offset commit, when `WorkerConsumer` sends them after the
-output of those events is acknowledged. This costs a record per changed key
-per commit instead of per event. A memory store gets the writes at once; a
-persistent (rocksdb) store, which survives a kill, only once their changelog
-records are acknowledged (reads see them meanwhile in an overlay), so it
-never holds the state of an event whose output was not delivered.
+`PartitionState` decodes the values an event reads afresh for that event (the
+engine cannot change the table by mutating what it read), buffers its writes
+and applies them with `commit()` inside the stream iteration of that event, so
+an event whose processing fails leaves no half-written state behind.
+`BatchState` keeps the decoded values and the writes of a whole batch of
+events in memory and applies them once at its end (`flush()`): each key costs
+one decode and one encode per batch instead of per event, but an event whose
+processing fails spoils the batch (`BatchSpoiled`: the host drops the
+instance, nothing of the batch having reached the table, and handles the
+batch again per event). `StagedTable` stages their changelog records
+(addressed explicitly to the partition, coalesced per key) until the next
+offset commit, when `WorkerConsumer` sends them after the output of those
+events is acknowledged. This costs a record per changed key per commit
+instead of per event. A memory store gets the writes at once; a persistent
+(rocksdb) store, which survives a kill, only once their changelog records are
+acknowledged (reads see them meanwhile in an overlay), so it never holds the
+state of an event whose output was not delivered.
 
 This module writes a table's local store directly, never through
 `Table.__setitem__` (which Faust forbids inside `take()`); the caller must make
@@ -176,7 +184,7 @@ class StagedTable:
         dumps_key = table.app.serializers.dumps_key  # the table's own key bytes, for recovery
         if self.sender is not None:
             sender = self.sender
-            delivery = ChangelogDelivery(sender, self)
+            delivery = ChangelogDelivery(sender, self, topic)
             for partition, writes in staged.items():
                 for key, data in writes.items():
                     raw_key = dumps_key(key_type, key, serializer=key_serializer)
@@ -222,23 +230,34 @@ def _acknowledged(table: StagedTable, tp: TP, future: asyncio.Future[Any]) -> No
 
 
 class ChangelogDelivery(OutputDelivery):
-    """The delivery of one commit's changelog records, telling `table` each acknowledged
-    offset (recorded in its store once the store holds the records)."""
+    """The delivery of one commit's changelog records (all to `topic`), telling `table` the
+    last acknowledged offset of each partition (recorded in its store once the store holds
+    the records)."""
 
-    __slots__ = ("table",)
+    __slots__ = ("offsets", "table", "topic")
 
-    def __init__(self, sender: OutputSender, table: StagedTable) -> None:
+    def __init__(self, sender: OutputSender, table: StagedTable, topic: str) -> None:
         super().__init__(sender.producer)
         self.table = table
+        self.topic = topic
+        #: Per partition: the highest offset acknowledged.
+        self.offsets: dict[int, int] = {}
 
     def report(self, error: Any, message: Any) -> None:
-        super().report(error, message)
-        if error is None:
-            self.table.acknowledged(TP(message.topic(), message.partition()), message.offset())
+        if error is not None:
+            super().report(error, message)
+            return
+        self.settled += 1
+        partition, offset = message.partition(), message.offset()
+        if offset > self.offsets.get(partition, -1):
+            self.offsets[partition] = offset
 
     async def acknowledged(self) -> None:
-        """Wait for the records; raise the first delivery error."""
+        """Wait for the records; tell the table their offsets; raise the first delivery
+        error."""
         failure = await self.wait()
+        for partition, offset in self.offsets.items():
+            self.table.acknowledged(TP(self.topic, partition), offset)
         if failure is not None:
             raise failure
 
@@ -333,4 +352,124 @@ class PartitionState:
         raw = self._raw(full_key)
         value = None if raw is None else orjson.loads(raw)
         self._read[full_key] = (raw, value)
+        return value
+
+
+class BatchSpoiled(Exception):
+    """The engine failed on an event of a batch handled with a `BatchState`.
+
+    The engine may have changed values it read in place before it raised, and a
+    `BatchState` cannot tell those changes from the batch's earlier ones: the host
+    drops the instance (nothing of the batch reached the table) and handles the
+    batch again with a `PartitionState` per event.
+    """
+
+
+#: A key this batch has not read yet (`BatchState`).
+_UNREAD = object()
+
+
+class BatchState:
+    """The `StateStore` of one interactions partition for a whole batch of events.
+
+    Like `PartitionState`, but a value read is decoded once per batch and then
+    shared by the batch's events (as a `DictStore` shares it: a value the
+    engine changes in place is changed for the events after it), and the
+    writes stay in memory until `flush()` at the end of the batch. `flush`
+    encodes every key the batch read or wrote, once, and writes those whose
+    bytes changed (one call to the table); a value changed in place without
+    being set is therefore kept too, as a `DictStore` keeps it. `commit()`
+    after each event does nothing. An event whose processing failed cannot be
+    undone: `discard_engine_writes` raises `BatchSpoiled`, and the instance
+    must be dropped without `flush`. Reads happen inside the stream iteration
+    of an event of the partition (see `PartitionState`); `flush` needs none.
+    """
+
+    __slots__ = (
+        "_engine_prefix",
+        "_partition",
+        "_raw",
+        "_stored",
+        "_table",
+        "_values",
+        "_worker_prefix",
+    )
+
+    def __init__(self, table: StagedTable, partition: int) -> None:
+        self._table = table
+        self._raw = table.reader()
+        self._partition = partition
+        prefixes = table.prefixes.get(partition)
+        if prefixes is None:
+            prefixes = table.prefixes[partition] = (f"{partition}/e/", f"{partition}/w/")
+        self._engine_prefix, self._worker_prefix = prefixes
+        #: full key -> the batch's value (`_DELETED`: deleted or missing).
+        self._values: dict[str, Any] = {}
+        #: full key -> the stored bytes the batch read (None: missing), what `flush` compares.
+        self._stored: dict[str, bytes | None] = {}
+
+    # -- StateStore (engine keys) -------------------------------------------------------------
+
+    def get(self, key: str) -> Any | None:
+        full_key = self._engine_prefix + key
+        value = self._values.get(full_key, _UNREAD)
+        if value is _UNREAD:
+            value = self._load(full_key)
+        return None if value is _DELETED else value
+
+    def set(self, key: str, value: Any) -> None:
+        self._values[self._engine_prefix + key] = value
+
+    def delete(self, key: str) -> None:
+        self._values[self._engine_prefix + key] = _DELETED
+
+    # -- the worker's own keys ----------------------------------------------------------------
+
+    def get_worker(self, name: str) -> Any | None:
+        """A value the worker keeps beside the engine's state (e.g. the idle clock)."""
+        full_key = self._worker_prefix + name
+        value = self._values.get(full_key, _UNREAD)
+        if value is _UNREAD:
+            value = self._load(full_key)
+        return None if value is _DELETED else value
+
+    def set_worker(self, name: str, value: Any) -> None:
+        self._values[self._worker_prefix + name] = value
+
+    # -- applying -----------------------------------------------------------------------------
+
+    def discard_engine_writes(self) -> None:
+        """The engine failed on an event: its changes cannot be told apart; raise."""
+        raise BatchSpoiled(f"the engine failed on an event of partition {self._partition}")
+
+    def commit(self) -> int:
+        """The end of one event: nothing to do (the batch's writes wait for `flush`)."""
+        return 0
+
+    def flush(self) -> int:
+        """Apply the batch's changes to the table; return how many keys changed."""
+        stored = self._stored
+        raw = self._raw
+        writes: dict[str, bytes | None] = {}
+        dumps = orjson.dumps
+        for full_key, value in self._values.items():
+            before = stored[full_key] if full_key in stored else raw(full_key)
+            if value is _DELETED:
+                if before is not None:  # deleting a missing key is no change
+                    writes[full_key] = None
+                continue
+            data = dumps(value, option=_JSON_OPTIONS)
+            if data != before:  # unchanged values cost no record
+                writes[full_key] = data
+        if writes:
+            self._table.write(self._partition, writes)
+        self._values.clear()
+        stored.clear()
+        return len(writes)
+
+    def _load(self, full_key: str) -> Any:
+        raw = self._raw(full_key)
+        self._stored[full_key] = raw
+        value = _DELETED if raw is None else orjson.loads(raw)
+        self._values[full_key] = value
         return value

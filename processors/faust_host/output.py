@@ -96,7 +96,10 @@ class OutputSender:
         while True:
             try:
                 if partition is None:
-                    producer.produce(topic, value, key, headers=headers, on_delivery=report)
+                    if headers is None:  # most records: no keyword to parse for it
+                        producer.produce(topic, value, key, on_delivery=report)
+                    else:
+                        producer.produce(topic, value, key, headers=headers, on_delivery=report)
                 else:
                     producer.produce(topic, value, key, partition, on_delivery=report)
                 break

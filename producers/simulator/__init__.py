@@ -2,10 +2,15 @@
 
 `simulate(customers, days, seed)` plans what a realistic population does over
 time (accounts opened, monthly invoices, payments of which some fail, dunning,
-meter readings, disputes and complaints with resolutions of which some never
-come, life events that end in cancellations, moves, feedback, inquiries over
-every channel with a daily rhythm, omnichannel bursts, long-tenured customers)
-and embeds each seed story of docs/design.md 5.2 at a configurable rate.
+meter readings people make and smart meters upload, disputes and complaints
+with resolutions of which some never come, life events that end in
+cancellations, moves, feedback, inquiries over every channel with a daily
+rhythm, omnichannel bursts, long-tenured customers, consent) and embeds each
+seed story of docs/design.md 5.2 at a configurable rate. It also plays the
+untidy truth of docs/design.md section 11: cases opened without a reference or
+raised again on other channels, resolutions naming no case, several products
+cancelled in one sitting, new products' billing rows carrying their own, younger
+start date, and long-held products whose history starts before the period.
 Customers respond to the engagement actions they would receive (`Effects`: an
 explained first bill means fewer disputes, a thanked reading more readings), so
 `moments report uplift` has a true effect to find, or none when the sizes are 0.
@@ -13,8 +18,11 @@ explained first bill means fewer disputes, a thanked reading more readings), so
 Every moment is rendered as the record its channel system would export (a
 contact-centre row, an e-mail, a billing export row, a web JSON event) and sent
 through the same adapters `moments ingest` and the collector use, so the
-simulator exercises them. The output is deterministic for a seed (no wall clock,
-no global random state) and ordered by `occurred_at` across all customers.
+simulator exercises them; the preference centre and smart meters send their own
+JSON events. The output is deterministic for a seed (no wall clock, no global
+random state) and in arrival order: by `occurred_at` across all customers,
+except a few records delivered late (most within the allowed lateness, a few
+days too late) and some delivered twice (`Rates.late` ... `redelivered_late`).
 
 `write_simulation` writes the events as JSON lines (the form `moments replay`
 reads), optionally in two processes; `publish_simulation` sends them through the

@@ -1,7 +1,7 @@
 """The population's habits: how often things happen, what customers hold and how they
-respond to actions (`Rates`, `Effects`), the daily rhythms and channel mix, and the
-customer and product records the planner keeps (`Customer`, `Product`, `Plan`), and
-what a seed story asks of the planner (`Planner`)."""
+respond to actions (`Rates`, `Effects`), how their records reach us (late, twice), the
+daily rhythms and channel mix, and the customer and product records the planner keeps
+(`Customer`, `Product`, `Plan`), and what a seed story asks of the planner (`Planner`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 DAY: Final = 86_400_000
 HOUR: Final = 3_600_000
 MINUTE: Final = 60_000
+SECOND: Final = 1_000
 #: Where a simulation starts unless told otherwise (never the wall clock: runs are reproducible).
 DEFAULT_START: Final = datetime(2026, 1, 5, tzinfo=UTC)
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -32,8 +33,11 @@ class Effects:
     relative change in the behaviour the rule's `outcome` measures, for the customers who
     would get the action. `held_out(customer_id, rule_id)` says who would not; pass the
     engine's own membership function (the CLI passes `processors.engine.ids.in_holdout`
-    with the holdout percent) so both agree. All zero (the default): no response at all,
-    and the simulation is exactly what it was without effects.
+    with the holdout percent) so both agree. The planner also leaves out whom the engine
+    would not treat (docs/design.md, section 11): a customer opted out of engagement, a
+    first bill with no `account_opened` of its product in the 90 days before, a reading
+    a meter uploaded. All zero (the default): no response at all, and the simulation is
+    exactly what it was without effects.
     """
 
     #: Cut in the dispute and complaint rate in the 60 days after an explained first bill.
@@ -58,6 +62,8 @@ class Effects:
 
 #: How long an action's effect lasts in the simulation (the default pack's outcome windows).
 EFFECT_MS: Final = 60 * 86_400_000
+#: A first invoice is a new product's when its `account_opened` came at most this long before.
+NEW_WITHIN_MS: Final = 90 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,21 @@ class Rates:
     new_customer_share: float = 0.3  # customers who join during the simulation
     story_rate: float = 0.05  # customers who live one seed story
     effects: Effects = Effects()  # how customers respond to the actions they would receive
+    # Revision 3 (docs/design.md, section 11): the customer's truth as systems report it.
+    first_bill_surprise: float = 0.12  # new products' first bills disputed or complained of
+    smart_meter: float = 0.4  # customers whose meters upload a reading every month
+    smart_meter_readings: float = 0.2  # their own readings, relative to `meter_reading`
+    preferences: float = 0.015  # contact preference changes (opt out, opt in, channel)
+    unreferenced_case: float = 0.08  # disputes and complaints opened naming no reference
+    unreferenced_resolution: float = 0.1  # resolutions of a referenced case naming none
+    repeated_case: float = 0.12  # cases raised again on other channels, same reference
+    multi_cancel: float = 0.35  # life events that cancel 2-3 products in one sitting
+    product_since: float = 0.5  # new products whose billing rows carry their own start
+    # How records reach us, per record: their file position is their arrival.
+    late: float = 0.02  # delivered 1 s - 5 min after their time, behind later records
+    too_late: float = 0.0005  # delivered 8-10 days after their time
+    redelivered: float = 0.003  # delivered again, 1-12 hours after the first delivery
+    redelivered_late: float = 0.0003  # delivered again, about 10 days after the first
 
 
 #: Seed stories of the default pack (docs/design.md 5.2), one per rule.
@@ -130,8 +151,11 @@ WEB_HOURS: Final = _hour_table(
     (2, 1, 0.5, 0.3, 0.3, 0.5, 1.5, 3, 4, 5, 5, 5, 6, 6, 5, 5, 5, 6, 7, 9, 10, 9, 6, 4)
 )
 
-# Channel kinds of a planned moment.
-BILL, CALL, MAIL, WEB = 0, 1, 2, 3
+# Kinds of a planned moment: its channel's record (BILL .. WEB), a system's own JSON event
+# (SYSTEM: the preference centre, smart meters), or a delivery out of time order of one of
+# those (LATE: `(arrival, LATE, index, (plan,))`; AGAIN: `(arrival, AGAIN, index, (plan,
+# number))`, the record `number` delivered once more).
+BILL, CALL, MAIL, WEB, SYSTEM, LATE, AGAIN = 0, 1, 2, 3, 4, 5, 6
 
 # intent: cumulative weights over (call, email, web)
 CHANNEL_MIX: Final[dict[str, tuple[float, float, float]]] = {
@@ -172,6 +196,7 @@ class Product:
     ends_ms: int = OPEN
     invoices: int = 0
     last_invoice: str | None = None
+    announced: bool = False  # its `account_opened` is in the simulation
 
 
 @dataclass(slots=True)
@@ -191,6 +216,19 @@ class Customer:
     address: str = ""
     explained: list[int] = field(default_factory=list)  # when first bills were explained
     thanked: int | None = None  # when a meter reading was last thanked
+    smart_meter: bool = False  # metered products upload a reading every month
+    # Engagement consent as (when, opted out), in time order; empty: never said.
+    consent: list[tuple[int, bool]] = field(default_factory=list)
+    # product -> (opened at, its start date) for billing rows that carry the product's own
+    # start as customer_since (a contract start, younger than the customer's).
+    product_since: dict[str, tuple[int, str]] | None = None
+
+    def opted_out(self, ts: int) -> bool:
+        """Whether the customer has opted out of engagement at `ts`."""
+        for at, out in reversed(self.consent):
+            if at <= ts:
+                return out
+        return False
 
 
 # A planned moment: (occurred_at, channel kind, customer index, payload).
@@ -221,6 +259,10 @@ class Planner(Protocol):
 
     def make_product(self, name: str, opened_ms: int) -> Product:
         """A product record, opened at `opened_ms`, with a random billing cycle and amount."""
+        ...
+
+    def open_product(self, customer: Customer, name: str, ts: int, out: list[Plan]) -> Product:
+        """Give the customer a new product at `ts` and plan its `account_opened`."""
         ...
 
     def any_product(self, customer: Customer) -> str | None:

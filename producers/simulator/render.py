@@ -1,6 +1,7 @@
 """Rendering: a planned moment as the record its channel system would export (a
 contact-centre row, an e-mail, a billing export row, a web JSON event), mapped by the
-same adapters `moments ingest` and the collector use."""
+same adapters `moments ingest` and the collector use, or as the JSON event a system
+sends the collector itself (the preference centre, smart meters)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ EMAIL_TEMPLATES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
             "This is the third outage this month. I want to complain formally. Ref {reference}.",
         ),
         ("Very disappointed", "The engineer never came. Unacceptable. Case {reference}."),
+        ("Poor service", "I want to complain about the poor service on the phone yesterday."),
+        ("Nobody came", "Nobody turned up for the appointment again. Unacceptable."),
     ),
     "dispute": (
         (
@@ -72,6 +75,7 @@ EMAIL_TEMPLATES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
             "I dispute the amount on my last {product} bill, the reading is wrong.",
         ),
         ("[{reference}] Wrong amount on my bill", "I was overcharged this month, please correct."),
+        ("Incorrect bill", "I dispute my last {product} bill, the amount is far too high."),
     ),
     "feedback": (
         ("A suggestion", "It would be nice to get a reminder before the direct debit."),
@@ -86,6 +90,15 @@ EMAIL_TEMPLATES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
         ("Cancellation", "Please terminate my {product} contract at the end of the month."),
     ),
     "meter": (("Meter reading", "My {product} meter reading today is {reading}."),),
+}
+# The templates an e-mail may use, by whether it names a case reference (a case opened
+# without one is written in words that name none).
+_EMAIL_CHOICES: Final = {
+    named: {
+        intent: tuple(t for t in templates if ("{reference}" in t[0] + t[1]) == named) or templates
+        for intent, templates in EMAIL_TEMPLATES.items()
+    }
+    for named in (False, True)
 }
 _WEB_TEXT: Final[dict[str, tuple[str, ...]]] = {
     "inquiry": ("Contact form: question about my bill", "Chat: how do I change my tariff?"),
@@ -113,17 +126,32 @@ class Renderer:
         self.billing = BillingAdapter()
         self.email = EmailAdapter(customers={c.email: c.customer_id for c in customers})
         self._iso_days: dict[int, str] = {}
+        # By kind of moment (habits: BILL, CALL, MAIL, WEB, SYSTEM, LATE, AGAIN).
         self.dispatch: tuple[Callable[[Plan, int], InteractionEvent], ...] = (
             self._billing_row,
             self._call_row,
             self._email,
             self._web_event,
+            self._system_event,
+            self._late,
+            self._again,
         )
 
     def render(self, moment: Plan, number: int) -> InteractionEvent:
         """The event of one planned moment; `number` (its position in the whole simulation,
         from 1) makes the channel's record id, so ids never depend on who renders what."""
         return self.dispatch[moment[1]](moment, number)
+
+    def _late(self, moment: Plan, number: int) -> InteractionEvent:
+        """A record that arrives after its time: the record itself, at its arrival's number."""
+        first = moment[3][0]
+        return self.dispatch[first[1]](first, number)
+
+    def _again(self, moment: Plan, number: int) -> InteractionEvent:
+        """A record delivered once more: the same record as the first delivery, byte for byte
+        (rendering depends on the plan and the number alone)."""
+        first, first_number = moment[3]
+        return self.dispatch[first[1]](first, first_number)
 
     def iso(self, ms: int, suffix: str = "Z") -> str:
         """`YYYY-MM-DDTHH:MM:SS` + suffix, the way exports write timestamps."""
@@ -134,13 +162,18 @@ class Renderer:
         ts, _, index, payload = moment
         customer = self.customers[index]
         record_type, product, reference, amount, due = payload[:5]
+        since = customer.since_text
+        if customer.product_since is not None:
+            own = customer.product_since.get(product)
+            if own is not None and ts >= own[0]:
+                since = own[1]  # the contract's start: younger than the customer's
         row: dict[str, Any] = {
             "record_id": f"B{self.seed}-{number}",
             "customer_id": customer.customer_id,
             "record_type": record_type,
             "posted_at": ts,
             "product": product,
-            "customer_since": customer.since_text,
+            "customer_since": since,
         }
         if reference is not None:
             row["reference"] = reference
@@ -152,6 +185,7 @@ class Renderer:
         if record_type == "METER_READING":
             row["reading"] = payload[5] if len(payload) > 5 else "0"
             row["unit"] = "kWh" if product == "electricity" else "m3"
+            row["submitted_by"] = "customer"  # entered in the app
         elif record_type == "PAYMENT_FAILED":
             row["failure_reason"] = (
                 "insufficient_funds" if amount and amount > 100 else "card_expired"
@@ -189,12 +223,13 @@ class Renderer:
             row["new_address"] = extra
         elif intent == "meter":
             row["reading"] = extra
+            row["submitted_by"] = "customer"
         return self.calls.map_record(row)
 
     def _email(self, moment: Plan, number: int) -> InteractionEvent:
         ts, _, index, (intent, product, reference, extra, draw) = moment
         customer = self.customers[index]
-        templates = EMAIL_TEMPLATES[intent]
+        templates = _EMAIL_CHOICES[reference is not None][intent]
         subject, body = templates[int(draw * len(templates))]
         if "{" in subject or "{" in body:
             values = {
@@ -235,9 +270,53 @@ class Renderer:
         if intent == "move":
             obj["attributes"] = {"new_address": extra, "form": "profile"}
         elif intent == "meter":
-            obj["attributes"] = {"reading": extra, "form": "meter-reading"}
+            obj["attributes"] = {
+                "reading": extra,
+                "form": "meter-reading",
+                "submitted_by": "customer",
+            }
         elif intent == "cancel":
             obj["attributes"] = {"reason": extra[0], "form": "cancellation"}
+        return event_from_json(obj)
+
+    def _system_event(self, moment: Plan, number: int) -> InteractionEvent:
+        """A system's own JSON event: a smart meter's upload (channel `other`) or a change in
+        the preference centre, made on the web or by phone (docs/design.md, section 11)."""
+        ts, _, index, (intent, product, _reference, extra, _draw) = moment
+        customer = self.customers[index]
+        obj: dict[str, Any]
+        if intent == "smart_meter":
+            obj = {
+                "event_id": f"meter-{self.seed}-{number}",
+                "customer_id": customer.customer_id,
+                "channel": "other",
+                "type": "meter_reading_submitted",
+                "occurred_at": self.iso(ts, ".000+00:00"),
+                "source": "smart-meter",
+                "product": product,
+                "attributes": {
+                    "submitted_by": "meter",
+                    "reading": extra,
+                    "unit": "kWh" if product == "electricity" else "m3",
+                },
+            }
+        else:
+            channel, engagement, preferred = extra
+            attributes = {"form": "preferences"} if channel == "web" else {}
+            if engagement is not None:
+                attributes["engagement"] = engagement
+            if preferred is not None:
+                attributes["preferred_channel"] = preferred
+            obj = {
+                "event_id": f"pref-{self.seed}-{number}",
+                "customer_id": customer.customer_id,
+                "channel": channel,
+                "type": "contact_preferences_changed",
+                "occurred_at": self.iso(ts, ".000+00:00"),
+                "source": "preference-centre",
+                "customer_since": customer.since_text,
+                "attributes": attributes,
+            }
         return event_from_json(obj)
 
 

@@ -47,9 +47,7 @@ def plan_story(world: Planner, customer: Customer, story: str, ts: int, out: lis
         names = {p.name for p in customer.products}
         name = next((n for n in PRODUCT_NAMES if n not in names), None)
         if name is not None:
-            opened = world.make_product(name, day + 11 * HOUR)
-            customer.products.append(opened)
-            out.append((day + 11 * HOUR, BILL, index, ("ACCOUNT_OPENED", name, None, None, None)))
+            opened = world.open_product(customer, name, day + 11 * HOUR, out)
             world.invoice(customer, opened, day + 6 * DAY + 2 * HOUR, out)
     elif story in ("case_follow_up", "case_unresolved"):
         reference = world.new_case("DSP")
@@ -192,6 +190,16 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             due_date=iso(t0 + 16 * DAY)[:10],
             **money,
         ),
+        bill(
+            "demo-24",
+            c["explain_first_bill"],
+            t0 + 9 * DAY,
+            "PAYMENT",
+            "gas",
+            reference="INV-D-1",
+            amount=96.4,
+            **money,
+        ),
         # A complaint by e-mail, resolved by a call-back the next day.
         mail(
             "demo-4@mail.example",
@@ -237,6 +245,16 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             product="gas",
             attributes={"reading": "04521", "form": "meter-reading"},
         ),
+        bill(
+            "demo-25",
+            c["thank_meter_reading"],
+            t0 + 8 * DAY,
+            "PAYMENT",
+            "gas",
+            reference="INV-D-6",
+            amount=73.2,
+            **money,
+        ),
         # A meter reading by e-mail answered three days later by a payment demand.
         mail(
             "demo-9@mail.example",
@@ -256,7 +274,8 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             due_date=iso(t0 + 17 * DAY)[:10],
             **money,
         ),
-        # A customer of nine years calls with a question.
+        # A customer of nine years calls with a question (and pays a week later: engagement
+        # rules see an event once event time has moved past it, docs/design.md 11.1).
         call(
             "demo-11",
             c["recognize_tenure"],
@@ -264,6 +283,16 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             "TARIFF_QUESTION",
             "Asked whether a cheaper tariff exists",
             customer_since=ten_years_ago,
+        ),
+        bill(
+            "demo-23",
+            c["recognize_tenure"],
+            t0 + 7 * DAY,
+            "PAYMENT",
+            "electricity",
+            reference="INV-D-5",
+            amount=51.0,
+            **money,
         ),
         # A suggestion by e-mail: route it to its owner.
         mail(
@@ -294,6 +323,29 @@ def seed_stories(start_ms: int) -> list[InteractionEvent]:
             "The router still does not connect, what should I do?",
         ),
         web("demo-18", c["omnichannel_escalation"], t0 + 20 * HOUR, "inquiry", text="Chat"),
+        # Later events of the same customers move event time past the moments above (the
+        # rules deciding at the watermark see an event once it has, docs/design.md 11.1).
+        bill(
+            "demo-26",
+            c["omnichannel_escalation"],
+            t0 + 5 * DAY,
+            "PAYMENT",
+            "broadband",
+            reference="INV-D-7",
+            amount=35.0,
+            **money,
+        ),
+        bill(
+            "demo-27",
+            c["propagate_address"],
+            t0 + 6 * DAY,
+            "PAYMENT",
+            "electricity",
+            reference="INV-D-8",
+            amount=62.5,
+            **money,
+        ),
+        web("demo-28", c["repair_relationship"], t0 + 12 * DAY, "inquiry", text="Payment plan?"),
     ]
     # Failed payments and a demand pile up: negatives outnumber positives by 4.
     for i, record_type in enumerate(

@@ -1,7 +1,8 @@
 """Scenario and event generation: `World` plans what a population does, window by window
-(invoices, payments, contacts, cases and their resolutions, moves, life events, bursts),
-how customers respond to the actions they would receive, and yields the rendered events
-in time order; `simulate` is its entry point."""
+(invoices, payments, meter readings and uploads, contacts, cases and their resolutions,
+moves, life events, bursts, consent), how customers respond to the actions they would
+receive, and how the records reach us (in time order, but some late and some twice); it
+yields the rendered events in arrival order; `simulate` is its entry point."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from heapq import heappop, heappush
 from itertools import accumulate
 from operator import itemgetter
 from typing import Any, TypeVar
 
 from producers.simulator.habits import (
+    AGAIN,
     BILL,
     CALL,
     CALL_HOURS,
@@ -27,14 +30,19 @@ from producers.simulator.habits import (
     EPOCH,
     FIRST_NAMES,
     HOUR,
+    LATE,
     MAIL,
+    MINUTE,
+    NEW_WITHIN_MS,
     OPEN,
     PRODUCT_NAMES,
     PRODUCT_WEIGHTS,
     PRODUCTS,
+    SECOND,
     STORIES,
     STREETS,
     SURNAMES,
+    SYSTEM,
     TOWNS,
     WEB,
     WEB_HOURS,
@@ -52,7 +60,7 @@ T = TypeVar("T")
 
 
 class World:
-    """The planned population; `moments()` yields its rendered, adapted events in time order."""
+    """The planned population; `moments()` yields its rendered, adapted events in arrival order."""
 
     def __init__(
         self,
@@ -66,6 +74,8 @@ class World:
         if customers < 0 or days < 0:
             raise ValueError("customers and days must not be negative")
         self.rng = random.Random(seed)
+        # How records reach us draws from its own stream: planning stays what it is.
+        self.arrivals = random.Random(seed * 7919 + 104_729)
         self.seed = seed
         self.rates = rates
         self.start_ms = start_ms
@@ -104,6 +114,7 @@ class World:
         draw = rng.random()
         activity = 0.4 if draw < 0.4 else (1.0 if draw < 0.85 else 2.5)
         customer = Customer(index, customer_id, email, since, since.isoformat(), joins_ms, activity)
+        customer.smart_meter = rng.random() < rates.smart_meter
         customer.address = self.new_address()
         for name in self._pick_products(self._pick((1, 1, 2, 2, 2, 3))):
             customer.products.append(self.make_product(name, joins_ms))
@@ -139,6 +150,23 @@ class World:
             base_amount=low + (high - low) * self.rng.random(),
             metered=metered,
         )
+
+    def open_product(self, customer: Customer, name: str, ts: int, out: list[Plan]) -> Product:
+        """Give the customer a new product at `ts` and plan its `account_opened` (so its first
+        invoice is a new product's, docs/design.md section 11). A customer who was already
+        ours may show the product's own, younger start on its billing rows."""
+        product = self.make_product(name, ts)
+        product.announced = True
+        customer.products.append(product)
+        if self.day_of(customer.joins_ms) < self.day_of(ts) and (
+            self.rng.random() < self.rates.product_since
+        ):
+            start = (EPOCH + timedelta(milliseconds=ts)).date().isoformat()
+            if customer.product_since is None:
+                customer.product_since = {}
+            customer.product_since[name] = (ts, start)
+        out.append((ts, BILL, customer.index, ("ACCOUNT_OPENED", name, None, None, None)))
+        return product
 
     def new_address(self) -> str:
         return (
@@ -223,8 +251,10 @@ class World:
         All a customer's happenings in a window are one Poisson draw over the summed rates,
         each then picks what it is: cheap enough for hundreds of thousands of customers.
         """
-        rng = self.rng
-        meter_rate = self.rates.meter_reading
+        rng, rates = self.rng, self.rates
+        meter_rate = rates.meter_reading
+        smart_rate = meter_rate * rates.smart_meter_readings
+        preferences = rates.preferences
         happen = self._happen
         for customer in self.customers:
             joins = customer.joins_ms
@@ -235,13 +265,21 @@ class World:
                     self._open(customer, product, joins, out)
             active_from = joins if joins > w0 else w0
             scale = (w1 - active_from) / (30 * DAY)
+            # Consent first: what the customer says about contact holds for the window.
+            if preferences and rng.random() < preferences * scale:
+                self._preferences(customer, active_from, w1, out)
             boost = 1.0
             if customer.thanked is not None and customer.thanked + EFFECT_MS >= active_from:
-                boost += self.rates.effects.thank_meter_reading
+                boost += rates.effects.thank_meter_reading
+            smart = customer.smart_meter
             for product in customer.products:
                 self._bill(customer, product, w0, w1, out)
-                chance = meter_rate * scale * boost
-                if product.metered and product.ends_ms > w1 and rng.random() < chance:
+                if not product.metered or product.ends_ms <= w1:
+                    continue
+                if smart:
+                    self._uploads(customer, product, w0, w1, out)
+                chance = (smart_rate if smart else meter_rate) * scale * boost
+                if rng.random() < chance:
                     ts = self._meter_reading(customer, product, active_from, w1, out)
                     self._thank(customer, ts)
             cumulative, total = self._happenings(customer.activity)
@@ -253,12 +291,20 @@ class World:
 
     # -- how customers respond to the actions they would receive (Effects)
 
+    def _receives(self, customer: Customer, rule: str, ts: int) -> bool:
+        """Whether the customer would get the rule's engagement action at `ts`: not in its
+        control group, and not opted out (docs/design.md, section 11)."""
+        if customer.consent and customer.opted_out(ts):
+            return False
+        return self.rates.effects.receives(customer.customer_id, rule)
+
     def _thank(self, customer: Customer, ts: int) -> None:
+        """A reading the customer made themselves (never a meter's upload) is thanked."""
         effects = self.rates.effects
         if not effects.thank_meter_reading:
             return
-        if effects.receives(customer.customer_id, "thank_meter_reading") and (
-            customer.thanked is None or ts > customer.thanked
+        if (customer.thanked is None or ts > customer.thanked) and self._receives(
+            customer, "thank_meter_reading", ts
         ):
             customer.thanked = ts
 
@@ -274,7 +320,7 @@ class World:
         effects = self.rates.effects
         if not effects.recognize_tenure or ts - customer.joins_ms < 5 * 365.25 * DAY:
             return False
-        if not effects.receives(customer.customer_id, "recognize_tenure"):
+        if not self._receives(customer, "recognize_tenure", ts):
             return False
         return self.rng.random() < effects.recognize_tenure
 
@@ -287,8 +333,10 @@ class World:
     # -- moments
 
     def _open(self, customer: Customer, product: Product, at: int, out: list[Plan]) -> None:
+        """A product a new customer joins with opens on the day they join."""
         ts = self._at_hour(self.day_of(at), WEB_HOURS)
         product.opened_ms = ts
+        product.announced = True
         out.append((ts, BILL, customer.index, ("ACCOUNT_OPENED", product.name, None, None, None)))
 
     def _bill(
@@ -308,15 +356,21 @@ class World:
     def invoice(self, customer: Customer, product: Product, ts: int, out: list[Plan]) -> None:
         rng, rates = self.rng, self.rates
         product.invoices += 1
-        effects = rates.effects
+        # Only a new product's first bill is explained: a long-held product's first invoice
+        # in the simulated period is not its first (docs/design.md, section 11).
+        new = (
+            product.invoices == 1 and product.announced and ts - product.opened_ms <= NEW_WITHIN_MS
+        )
         if (
-            product.invoices == 1
-            and effects.explain_first_bill
-            and effects.receives(customer.customer_id, "explain_first_bill")
+            new
+            and rates.effects.explain_first_bill
+            and self._receives(customer, "explain_first_bill", ts)
         ):
             customer.explained.append(ts)
         reference = f"INV-{self.seed}-{customer.index + 1}-{product.invoices}"
         product.last_invoice = reference
+        if new and rng.random() < rates.first_bill_surprise:
+            self._surprised(customer, product, ts, out)
         amount = round(product.base_amount * (0.8 + 0.4 * rng.random()), 2)
         due = ts + 14 * DAY
         index = customer.index
@@ -348,7 +402,7 @@ class World:
     ) -> int:
         draw = self.rng.random()
         reading = str(1000 + self.below(60000))
-        if draw < 0.3:  # recorded by billing (app, smart-meter upload)
+        if draw < 0.3:  # entered in the billing app, recorded by billing
             ts = self._contact_time(w0, w1 - w0, WEB)
             payload: tuple[Any, ...] = ("METER_READING", product.name, None, None, None, reading)
             out.append((ts, BILL, customer.index, payload))
@@ -357,6 +411,63 @@ class World:
         ts = self._contact_time(w0, w1 - w0, channel)
         self.say(customer, channel, "meter", ts, product.name, None, reading, out)
         return ts
+
+    def _uploads(
+        self, customer: Customer, product: Product, w0: int, w1: int, out: list[Plan]
+    ) -> None:
+        """A smart meter's monthly uploads in [w0, w1): a night batch a few days before the
+        product's invoice, from the month after it opened."""
+        first = self.day_of(product.opened_ms) + (3 + (product.bill_offset + 24) % 28) * DAY
+        start = max(w0, product.opened_ms)
+        if first < start:
+            first += math.ceil((start - first) / (30 * DAY)) * 30 * DAY
+        random, index = self.rng.random, customer.index
+        at = first
+        while at < w1:
+            ts = at + HOUR + int(random() * 10_800) * SECOND
+            reading = str(1000 + int(random() * 60000))
+            out.append((ts, SYSTEM, index, ("smart_meter", product.name, None, reading, 0.0)))
+            at += 30 * DAY
+
+    def _preferences(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
+        """A contact preference change on the web or by phone: opting out of engagement
+        (some opt in again weeks later), opting back in, or a preferred channel."""
+        rng = self.rng
+        channel = WEB if rng.random() < 0.7 else CALL
+        ts = self._contact_time(w0, w1 - w0, channel)
+        consent = customer.consent
+        if consent and consent[-1][0] >= ts:
+            return  # a change already planned for later stands
+        opted_out = bool(consent) and consent[-1][1]
+        draw = rng.random()
+        engagement: str | None = None
+        if opted_out:
+            engagement = "opt_in" if draw < 0.6 else None
+        elif draw < 0.4:
+            engagement = "opt_out"
+        preferred = None
+        if engagement is None or rng.random() < 0.3:
+            preferred = self._pick(("call", "email", "web"))
+        self._say_preferences(customer, channel, ts, engagement, preferred, out)
+        if engagement is None:
+            return
+        consent.append((ts, engagement == "opt_out"))
+        if engagement == "opt_out" and rng.random() < 0.3:
+            later = self._at_hour(self.day_of(ts) + (3 + self.below(43)) * DAY, WEB_HOURS)
+            consent.append((later, False))
+            self._say_preferences(customer, WEB, later, "opt_in", None, out)
+
+    def _say_preferences(
+        self,
+        customer: Customer,
+        channel: int,
+        ts: int,
+        engagement: str | None,
+        preferred: str | None,
+        out: list[Plan],
+    ) -> None:
+        said = ("web" if channel == WEB else "call", engagement, preferred)
+        out.append((ts, SYSTEM, customer.index, ("preferences", None, None, said, 0.0)))
 
     def _contact(self, customer: Customer, intent: str, w0: int, w1: int, out: list[Plan]) -> None:
         channel = self._channel(intent)
@@ -373,14 +484,23 @@ class World:
         ts = self._contact_time(w0, w1 - w0, channel)
         if customer.explained and self._calmed(customer, ts):
             return
-        reference = self.new_case("CMP")
-        product = self.any_product(customer)
+        self._open_complaint(customer, channel, ts, self.any_product(customer), out)
+
+    def _open_complaint(
+        self, customer: Customer, channel: int, ts: int, product: str | None, out: list[Plan]
+    ) -> None:
+        reference = self._case_reference("CMP")
         self.say(customer, channel, "complaint", ts, product, reference, None, out)
         delay = self._resolution_delay()
+        resolved = None
         if delay is not None:
             resolved = self._at_hour(self.day_of(ts + delay), CALL_HOURS)
             resolved = self._open_hours(max(resolved, ts + HOUR))
-            self.say(customer, CALL, "complaint_resolved", resolved, product, reference, None, out)
+        if reference is not None:
+            self._repeat(customer, "complaint", channel, ts, resolved, product, reference, out)
+        if resolved is not None:
+            said = self._resolution_reference(reference)
+            self.say(customer, CALL, "complaint_resolved", resolved, product, said, None, out)
 
     def _dispute(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         billed = [p for p in customer.products if p.last_invoice]
@@ -391,13 +511,78 @@ class World:
         ts = self._contact_time(w0, w1 - w0, channel)
         if customer.explained and self._calmed(customer, ts):
             return
-        reference = self.new_case("DSP")
+        self._open_dispute(customer, channel, ts, product, out)
+
+    def _open_dispute(
+        self, customer: Customer, channel: int, ts: int, product: Product, out: list[Plan]
+    ) -> None:
+        reference = self._case_reference("DSP")
         self.say(customer, channel, "dispute", ts, product.name, reference, None, out)
         delay = self._resolution_delay()
+        resolved = None
         if delay is not None:
             resolved = max(self.day_of(ts + delay) + 16 * HOUR, ts + HOUR)
-            payload = ("DISPUTE_RESOLVED", product.name, reference, None, None)
+        if reference is not None:
+            self._repeat(customer, "dispute", channel, ts, resolved, product.name, reference, out)
+        if resolved is not None:
+            said = self._resolution_reference(reference)
+            payload = ("DISPUTE_RESOLVED", product.name, said, None, None)
             out.append((resolved, BILL, customer.index, payload))
+
+    def _surprised(self, customer: Customer, product: Product, ts: int, out: list[Plan]) -> None:
+        """A new product's first bill surprises: the customer disputes it or complains within
+        two weeks, unless it was explained (the premise of explain_first_bill)."""
+        dispute = self.rng.random() < 0.6
+        channel = self._channel("dispute" if dispute else "complaint")
+        at = self._contact_time(ts + DAY, 13 * DAY, channel)
+        if customer.explained and self._calmed(customer, at):
+            return
+        if dispute:
+            self._open_dispute(customer, channel, at, product, out)
+        else:
+            self._open_complaint(customer, channel, at, product.name, out)
+
+    def _case_reference(self, prefix: str) -> str | None:
+        """A new case's reference, or None for an opening that names none (a case of its
+        own, docs/design.md section 11)."""
+        if self.rng.random() < self.rates.unreferenced_case:
+            return None
+        return self.new_case(prefix)
+
+    def _resolution_reference(self, reference: str | None) -> str | None:
+        """The reference a resolution names: its case's, but some name none."""
+        if reference is None or self.rng.random() < self.rates.unreferenced_resolution:
+            return None
+        return reference
+
+    def _repeat(
+        self,
+        customer: Customer,
+        intent: str,
+        channel: int,
+        ts: int,
+        resolved: int | None,
+        product: str | None,
+        reference: str,
+        out: list[Plan],
+    ) -> None:
+        """Some customers raise an open case again on other channels, naming its reference,
+        before it is resolved (within three days at most)."""
+        rng = self.rng
+        if rng.random() >= self.rates.repeated_case:
+            return
+        until = resolved if resolved is not None else ts + 72 * HOUR
+        others = [c for c in (CALL, MAIL, WEB) if c != channel]
+        if rng.random() < 0.7:
+            others = [others[self.below(2)]]
+        at = ts
+        for again in others:
+            at += HOUR + self._within(20 * HOUR)
+            if again == CALL:
+                at = self._open_hours(at)
+            if at >= until:
+                return
+            self.say(customer, again, intent, at, product, reference, None, out)
 
     def _resolution_delay(self) -> int | None:
         """None for a case nobody ever resolves; else mostly within two days, some much later."""
@@ -415,24 +600,37 @@ class World:
         self.say(customer, channel, "move", ts, None, None, customer.address, out)
 
     def _life_event(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
-        if not customer.products:
+        """A life event ends in cancellations: one product, or 2-3 within minutes in one
+        sitting on one channel (a call, a form, e-mails)."""
+        held = [p for p in customer.products if p.ends_ms == OPEN]
+        if not held:
             return
         rng = self.rng
         reason, notes = CANCEL_REASONS[self.below(len(CANCEL_REASONS))]
-        product = self._pick(customer.products)
         channel = self._channel("cancel")
         ts = self._contact_time(w0, w1 - w0, channel)
         if self._kept(customer, ts):
             return
+        chosen = [held.pop(self.below(len(held)))]
+        if held and rng.random() < self.rates.multi_cancel:
+            chosen.append(held.pop(self.below(len(held))))
+            if held and rng.random() < 0.3:
+                chosen.append(held.pop(self.below(len(held))))
+        if channel == CALL:  # one call, before the call centre closes at 20:00
+            ts = min(ts, self.day_of(ts) + 20 * HOUR - 15 * MINUTE)
         if reason == "moving abroad" and rng.random() < 0.5:
             customer.address = self.new_address()
             move_at = max(ts - (1 + self.below(5)) * DAY, w0)
             self.say(customer, WEB, "move", move_at, None, None, customer.address, out)
-        self.say(customer, channel, "cancel", ts, product.name, None, (reason, notes), out)
-        product.ends_ms = min(product.ends_ms, ts + 30 * DAY)
-        if rng.random() < 0.8:  # the rest change their mind, or the closure is never recorded
-            closed = ("ACCOUNT_CLOSED", product.name, None, None, None)
-            out.append((product.ends_ms, BILL, customer.index, closed))
+        at = ts
+        for i, product in enumerate(chosen):
+            if i:
+                at += MINUTE + self._within(3 * MINUTE)
+            self.say(customer, channel, "cancel", at, product.name, None, (reason, notes), out)
+            product.ends_ms = min(product.ends_ms, at + 30 * DAY)
+            if rng.random() < 0.8:  # the rest change their mind, or the closure is never recorded
+                closed = ("ACCOUNT_CLOSED", product.name, None, None, None)
+                out.append((product.ends_ms, BILL, customer.index, closed))
 
     def _burst(self, customer: Customer, w0: int, w1: int, out: list[Plan]) -> None:
         """An omnichannel burst: 3-4 contacts within two days over at least two channels."""
@@ -455,9 +653,8 @@ class World:
         options = [name for name in PRODUCT_NAMES if name not in held]
         if not options:
             return
-        product = self.make_product(self._pick(options), w0 + int(self.rng.random() * (w1 - w0)))
-        customer.products.append(product)
-        self._open(customer, product, product.opened_ms, out)
+        day = self.day_of(w0 + int(self.rng.random() * (w1 - w0)))
+        self.open_product(customer, self._pick(options), self._at_hour(day, WEB_HOURS), out)
 
     # -- what a customer says on a channel
 
@@ -479,25 +676,97 @@ class World:
     # -- running
 
     def windows(self) -> Iterator[list[Plan]]:
-        """The planned moments window by window, each window's list ordered by time.
+        """The planned moments window by window, each window's list in arrival order.
 
         Everything planned in a window happens at or after its start, so emitting a
-        window's due moments before planning the next keeps the output globally ordered.
+        window's due moments before planning the next keeps the output globally ordered
+        by arrival: the moment's time, except for the records `_deliveries` makes late
+        or delivers twice.
         """
         pending: list[Plan] = []
         key = itemgetter(0)
         w0 = self.start_ms
+        delivered = 0
         while w0 < self.end_ms:
             w1 = min(w0 + WINDOW, self.end_ms)
             self.plan_window(w0, w1, pending)
             pending.sort(key=key)
             cut = bisect_left(pending, w1, key=key)
             due, pending = pending[:cut], pending[cut:]
+            due = self._deliveries(due, delivered, w1, pending)
             yield due
+            delivered += len(due)
             w0 = w1
 
+    def _deliveries(
+        self, due: list[Plan], delivered: int, w1: int, pending: list[Plan]
+    ) -> list[Plan]:
+        """A window's moments (ordered by time) as their records arrive, `delivered` records
+        having arrived before: some arrive a little late (1 s - 5 min, behind later records,
+        inside the allowed lateness), a few much later (8-10 days: too late), and some are
+        delivered again, the same record, hours or about ten days after the first time
+        (docs/design.md, section 11). What arrives after `w1` goes to `pending`; nothing
+        is delivered after the simulated period.
+        """
+        rates = self.rates
+        late, displaced = rates.late, rates.late + rates.too_late
+        again, repeated = rates.redelivered, rates.redelivered + rates.redelivered_late
+        if not displaced and not repeated:
+            return due
+        draw = self.arrivals.random
+        end = self.end_ms
+        key = itemgetter(0)
+        if displaced:
+            kept: list[Plan] = []
+            moved: list[Plan] = []
+            for plan in due:
+                if plan[1] < LATE:
+                    chance = draw()
+                    if chance < displaced:
+                        if chance < late:
+                            lag = SECOND + int(draw() * 299) * SECOND
+                        else:
+                            lag = 8 * DAY + int(draw() * 172_800) * SECOND
+                        arrival = plan[0] + lag
+                        if arrival < end:
+                            wrapped = (arrival, LATE, plan[2], (plan,))
+                            (moved if arrival < w1 else pending).append(wrapped)
+                            continue
+                kept.append(plan)
+            if moved:
+                kept += moved
+                kept.sort(key=key)  # stable: a late record comes after those of its time
+            due = kept
+        if not repeated:
+            return due
+        out: list[Plan] = []
+        copies: list[tuple[int, int, Plan]] = []
+        for plan in due:
+            while copies and copies[0][0] <= plan[0]:
+                out.append(heappop(copies)[2])
+            out.append(plan)
+            if plan[1] != AGAIN:
+                chance = draw()
+                if chance < repeated:
+                    if chance < again:
+                        lag = HOUR + int(draw() * 39_600) * SECOND
+                    else:
+                        lag = 10 * DAY + int(draw() * 43_200) * SECOND
+                    arrival = plan[0] + lag
+                    if arrival < end:
+                        first = plan[3][0] if plan[1] == LATE else plan
+                        number = delivered + len(out)
+                        copy = (arrival, AGAIN, plan[2], (first, number))
+                        if arrival < w1:
+                            heappush(copies, (arrival, number, copy))
+                        else:
+                            pending.append(copy)
+        while copies:
+            out.append(heappop(copies)[2])
+        return out
+
     def moments(self) -> Iterator[InteractionEvent]:
-        """Every planned moment, rendered and adapted, ordered by occurred_at."""
+        """Every planned moment, rendered and adapted, in arrival order."""
         render = self.renderer.render
         number = 0
         for due in self.windows():
@@ -542,7 +811,8 @@ def simulate(
     """Interaction events of `customers` over `days` from `start`, deterministic for `seed`.
 
     `story_rate` is the share of customers who live one seed story (default 5%).
-    Events come ordered by occurred_at; ids derive from the channels' own record ids.
+    Events come in arrival order: by occurred_at, except the few `Rates` makes late or
+    delivers twice; ids derive from the channels' own record ids.
     """
     chosen = effective_rates(rates, story_rate)
     world = World(customers, days, seed, start_day_ms(start), chosen)

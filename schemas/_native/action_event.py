@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "a15a49896876b794379b454acbd49f18d2c422facad905fc1fd1b6e63ad6be9b"
+SOURCE_DIGEST = "f272e210b4f5c939f5cbfa3d931d7bdbb0600459bb5b4777eff02be28feaa695"
 _Record: Any = None
 _Unusual: Any = None
 _check_5: Any = None
@@ -414,35 +414,42 @@ def decode(data: bytes) -> Any:
                 pos = end
                 found.append(item)
         v8 = found
-    n = data[pos]
-    if n & 129:
-        b = data[pos]
-        pos += 1
-        if b < 128:
-            n = b
-        else:
-            n = b & 127
-            shift = 7
-            while True:
-                b = data[pos]
-                pos += 1
-                n |= (b & 127) << shift
-                if b < 128:
-                    break
-                shift += 7
-                if shift > 63:
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v9 = None
+    elif b == 2:
+        n = data[pos]
+        if n & 129:
+            b = data[pos]
+            pos += 1
+            if b < 128:
+                n = b
+            else:
+                n = b & 127
+                shift = 7
+                while True:
+                    b = data[pos]
+                    pos += 1
+                    n |= (b & 127) << shift
+                    if b < 128:
+                        break
+                    shift += 7
+                    if shift > 63:
+                        raise _Unusual
+                if n >> 64:
                     raise _Unusual
-            if n >> 64:
+            n = (n >> 1) ^ -(n & 1)
+            if n < 0:
                 raise _Unusual
-        n = (n >> 1) ^ -(n & 1)
-        if n < 0:
-            raise _Unusual
-        end = pos + n
+            end = pos + n
+        else:
+            pos += 1
+            end = pos + (n >> 1)
+        v9 = data[pos:end].decode()
+        pos = end
     else:
-        pos += 1
-        end = pos + (n >> 1)
-    v9 = data[pos:end].decode()
-    pos = end
+        raise _Unusual
     b = data[pos]
     if b < 128:
         n = b

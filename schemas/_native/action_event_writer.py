@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "d7bb94d74a91be349e0337b201be8aafb05e3bf8df5b1b4f3f280a388808e5ae"
+SOURCE_DIGEST = "285327ac0879dc4b2898d75e5f7781d28b503354e54172cb156916dc804cbb34"
 _Unusual: Any = None
 _date: Any = None
 _header: Any = None
@@ -135,19 +135,23 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
                 out.append(n)
             out += b
     out.append(0)
-    if type(v9) is not str:
-        raise _Unusual
-    b = v9.encode()
-    m = len(b)
-    if m < 64:
-        out.append(m << 1)
+    if v9 is None:
+        out.append(0)
     else:
-        n = m << 1
-        while n > 127:
-            out.append((n & 127) | 128)
-            n >>= 7
-        out.append(n)
-    out += b
+        out.append(2)
+        if type(v9) is not str:
+            raise _Unusual
+        b = v9.encode()
+        m = len(b)
+        if m < 64:
+            out.append(m << 1)
+        else:
+            n = m << 1
+            while n > 127:
+                out.append((n & 127) | 128)
+                n >>= 7
+            out.append(n)
+        out += b
     m = v10
     if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual

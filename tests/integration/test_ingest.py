@@ -34,7 +34,7 @@ def test_a_published_simulation_reaches_the_topic(settings: Settings) -> None:
         summary = publish_simulation(publisher, 40, 20, seed=2)
 
     assert summary.events > 100
-    assert set(summary.by_channel) == {"call", "email", "billing", "web"}
+    assert set(summary.by_channel) == {"call", "email", "billing", "web", "other"}
     expected = list(simulate(40, 20, seed=2))  # deterministic: the same events again
     assert len(expected) == summary.events
     sample = expected[:: max(1, len(expected) // 40)]

@@ -365,6 +365,34 @@ def test_text_postgres_cannot_hold_is_replaced_and_the_rest_of_the_batch_lands(
     assert event == ("hello\ufffd", date(2026, 1, 31), date(1999, 12, 31), as_utc(T0))
 
 
+def test_an_action_without_a_channel_hint_lands_once_the_upgrade_has_run(database: str) -> None:
+    """A database made while channel_hint was NOT NULL (migrations up to 005) refuses an action
+    without one; after migration 006 it lands, copied straight in or through staging, the old
+    rows keep their channel, and the timeline shows the action without a channel."""
+    assert apply_migrations(database, [m for m in load_migrations() if m.version < 6])
+    no_channel = [replace(action(n), channel_hint=None) for n in (2, 3)]
+    with PostgresSink(database, migrate=False) as sink:
+        sink.add(action(1))
+        assert sink.flush() == {"actions": 1}
+        sink.add(no_channel[0])
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            sink.write(sink.detach())
+    assert apply_migrations(database) == [6]
+    with PostgresSink(database, migrate=False) as sink:
+        sink.add(no_channel[0])
+        assert sink.flush() == {"actions": 1}  # copied straight in
+        for record in (action(1), no_channel[0], no_channel[1]):
+            sink.add(record)
+        assert sink.flush() == {"actions": 1}  # holds stored keys: through staging
+    with psycopg.connect(database) as conn:
+        stored = conn.execute("SELECT action_id, channel_hint FROM actions ORDER BY 1").fetchall()
+        timeline = conn.execute(
+            "SELECT id, channel FROM customer_timeline WHERE kind = 'action' ORDER BY id"
+        ).fetchall()
+    assert stored == [("act-00001", "call"), ("act-00002", None), ("act-00003", None)]
+    assert timeline == stored
+
+
 def unindexable_id(chars: int = 3000) -> str:
     """An id too large for a btree index row even compressed (SQLSTATE 54000)."""
     return secrets.token_urlsafe(chars)[:chars]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from processors.engine import DictStore, Engine, EngineConfig, EngineOutput, parse_rule_pack
+from processors.engine import (
+    Engine,
+    EngineConfig,
+    EngineOutput,
+    StateStore,
+    parse_rule_pack,
+)
 from schemas.records import Decision, InteractionEvent
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -36,11 +42,28 @@ def ev(
     )
 
 
-def run(engine: Engine, store: DictStore, *events: InteractionEvent) -> EngineOutput:
+def run(engine: Engine, store: StateStore, *events: InteractionEvent) -> EngineOutput:
     """The outputs of processing `events` one after the other."""
     out = EngineOutput()
     for event in events:
         out.extend(engine.process(store, event))
+    return out
+
+
+def settle(engine: Engine, store: StateStore, at: int) -> EngineOutput:
+    """The outputs of moving the partition's watermark to `at`: every timer due by then fires,
+    among them the engagement rules' look at each event that occurred at or before `at`
+    (engagement rules decide an event only once the watermark passes it)."""
+    return engine.advance_watermark(store, at)
+
+
+def run_settled(engine: Engine, store: StateStore, *events: InteractionEvent) -> EngineOutput:
+    """`run`, then the watermark moved to the newest of `events`: what each event gives once
+    everything that happened before it is known, service and engagement rules alike (nothing
+    later than the events fires)."""
+    out = run(engine, store, *events)
+    if events:
+        out.extend(settle(engine, store, max(e.occurred_at for e in events)))
     return out
 
 

@@ -42,7 +42,7 @@ def new_pack_docs(draw: st.DrawFn) -> dict[str, Any]:
     kept = []
     for raw in doc["rules"]:
         change = draw(st.sampled_from(["same", "same", "remove", "priority", "timing"]))
-        if change == "remove" and raw["id"] not in doc["relationship"]["negative_rules"]:
+        if change == "remove":
             continue
         if change == "priority":
             raw["priority"] = (raw["priority"] + 7) % 100
@@ -53,9 +53,6 @@ def new_pack_docs(draw: st.DrawFn) -> dict[str, Any]:
             raw["pending"] = draw(st.sampled_from(["keep", "cancel"]))
         kept.append(raw)
     doc["rules"] = kept
-    for name in ("positive_rules", "negative_rules"):
-        ids = {r["id"] for r in kept}
-        doc["relationship"][name] = [r for r in doc["relationship"][name] if r in ids]
     return doc
 
 

@@ -173,3 +173,28 @@ def test_identifiers_over_the_limit_and_oversized_events_are_rejected_with_their
         2,
         "<event>: 70000 bytes encoded exceed the limit of 65536 bytes",
     )
+
+
+def test_a_customer_since_out_of_range_is_a_rejected_line(tmp_path: Path) -> None:
+    export = tmp_path / "calls.jsonl"
+    rows = [
+        ("CL-1", "2026-03-03T08:05:00Z", "2012-05-01"),
+        ("CL-2", "2026-03-03T08:05:00Z", "2026-03-09"),  # in the future of its own call
+        ("CL-3", "2026-03-03T08:05:00Z", "1850-01-01"),
+        ("CL-4", "2026-03-03T23:59:00Z", "2026-03-04"),  # the day after: zones differ
+    ]
+    export.write_text(
+        "".join(
+            f'{{"contact_id": "{call}", "customer_id": "CUST-1", "initiation_timestamp": "{at}",'
+            f' "wrap_up": "GENERAL", "customer_since": "{since}"}}\n'
+            for call, at, since in rows
+        ),
+        encoding="utf-8",
+    )
+    publisher = Recorder()
+    summary = ingest("calls", export, publisher)
+    dry = ingest("calls", export, None, dry_run=True)
+    future = "lies in the future: after the day after the event's occurred_at (UTC)"
+    expected = [(2, f"customer_since: {future}"), (3, "customer_since: lies before 1900-01-01")]
+    assert rejections(summary.rejected) == rejections(dry.rejected) == expected
+    assert [e.event_id for e in publisher.events] == ["call-CL-1", "call-CL-4"]

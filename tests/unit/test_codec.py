@@ -20,14 +20,17 @@ from schemas.codec import (
     action_from_json,
     codec_for,
     decision_from_json,
+    event_content_id,
     event_from_json,
     read_events_jsonl,
     schema_fingerprint,
+    to_json_bytes,
     to_json_dict,
     to_json_line,
     validate,
 )
 from schemas.records import CHANNELS, ActionEvent, Decision, InteractionEvent
+from schemas.validation import event_problem, plainly_valid_event
 
 EVENT = InteractionEvent(
     event_id="0190a1b2-c3d4-7e5f-8a9b-0123456789ab",
@@ -303,6 +306,106 @@ def test_valid_records_pass() -> None:
         validate(record)
 
 
+# EVENT occurred on 2026-01-02 (UTC): its customer_since may lie up to 2026-01-03.
+PREFERENCES = replace(
+    EVENT,
+    type="contact_preferences_changed",
+    attributes={"engagement": "opt_out", "preferred_channel": "email"},
+)
+
+
+@pytest.mark.parametrize(
+    ("event", "field", "message"),
+    [
+        (replace(EVENT, customer_since=date(1899, 12, 31)), "customer_since", "before 1900-01-01"),
+        (replace(EVENT, customer_since=date(2026, 1, 4)), "customer_since", "in the future"),
+        (replace(EVENT, customer_since=date(2999, 1, 1)), "customer_since", "in the future"),
+        (
+            replace(PREFERENCES, attributes={"engagement": "maybe"}),
+            "attributes.engagement",
+            "must be opt_out or opt_in",
+        ),
+        (
+            replace(
+                PREFERENCES, attributes={"engagement": "opt_in", "preferred_channel": "billing"}
+            ),
+            "attributes.preferred_channel",
+            "call, email, web",
+        ),
+        (
+            replace(PREFERENCES, attributes={"preferred_channel": "Email"}),
+            "attributes.preferred_channel",
+            "call, email, web",
+        ),
+    ],
+)
+def test_rules_between_fields_name_the_field_on_every_reading_path(
+    event: InteractionEvent, field: str, message: str, tmp_path: Path
+) -> None:
+    assert event_problem(event) is not None
+    assert not plainly_valid_event(event)  # the full check must run
+    with pytest.raises(SchemaValidationError) as info:
+        validate(event)
+    assert (info.value.field, message in info.value.message) == (field, True)
+    with pytest.raises(SchemaValidationError) as from_json:
+        event_from_json(to_json_dict(event))
+    assert (from_json.value.field, from_json.value.message) == (field, info.value.message)
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(to_json_line(MINIMAL_EVENT) + "\n" + to_json_line(event) + "\n")
+    with pytest.raises(SchemaValidationError) as from_file:
+        list(read_events_jsonl(lines))  # the fast path leaves the line to the named error
+    assert (from_file.value.field, from_file.value.where) == (field, f"{lines}:2")
+    for value in event.attributes.values():
+        assert value not in str(info.value)  # no attribute value is echoed
+    for codec in (codec_for(InteractionEvent), codec_for(InteractionEvent, "mock://rules")):
+        with pytest.raises(SchemaValidationError) as encoded:
+            codec.encode(event)
+        assert encoded.value.field == field
+        data = codec.encode(event, validate=False)
+        with pytest.raises(DecodeError) as decoded:  # the worker's dead letter, stage validate
+            codec.decode(data)
+        assert (decoded.value.stage, getattr(decoded.value, "field", None)) == ("validate", field)
+        with pytest.raises(Exception):  # noqa: B017 - any exception: the caller asks decode
+            codec.fast_decode(data)
+        assert codec.decode(data, validate=False) == event
+    plain = codec_for(InteractionEvent)
+    assert plain._fast_decoder is not None
+    assert plain._fast_decoder(plain.encode(event, validate=False)) == event  # fields are fine
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        replace(EVENT, customer_since=date(1900, 1, 1)),
+        replace(EVENT, customer_since=date(2026, 1, 3)),  # the day after: zones differ
+        replace(EVENT, customer_since=None),
+        # no wall clock: an event of 2100 may say its customer joined in 2099
+        replace(EVENT, occurred_at=4_102_444_800_000, customer_since=date(2099, 6, 1)),
+        PREFERENCES,
+        replace(PREFERENCES, attributes={"engagement": "opt_in"}),
+        replace(PREFERENCES, attributes={"preferred_channel": "call"}),
+        replace(PREFERENCES, attributes={"preferred_channel": "web", "note": "x"}),
+        replace(PREFERENCES, attributes={}),
+        # only the consent event's attributes are judged
+        replace(EVENT, attributes={"engagement": "maybe", "preferred_channel": "billing"}),
+    ],
+)
+def test_events_within_the_rules_between_fields_pass_every_path(
+    event: InteractionEvent, tmp_path: Path
+) -> None:
+    assert event_problem(event) is None
+    assert plainly_valid_event(event)
+    validate(event)
+    for codec in (codec_for(InteractionEvent), codec_for(InteractionEvent, "mock://rules")):
+        assert codec.decode(codec.encode(event)) == event
+    plain = codec_for(InteractionEvent)
+    assert plain.fast_decode(plain.encode(event)) == event
+    assert event_from_json(to_json_dict(event)) == event
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(to_json_line(event) + "\n")
+    assert list(read_events_jsonl(lines)) == [event]
+
+
 # --- JSON form
 
 
@@ -354,7 +457,10 @@ def test_event_id_from_content_is_deterministic() -> None:
     assert event_from_json(dict(reversed(list(obj.items())))).event_id == first.event_id
     other = event_from_json({**obj, "amount": 43.0})
     assert other.event_id != first.event_id
-    assert event_from_json(obj, new_event_id=lambda: "live-1").event_id == "live-1"
+    assert first.event_id == event_content_id(replace(EVENT, event_id="anything"))
+    # two spellings of one time are one content, so one id
+    shifted = {**obj, "occurred_at": "2026-01-02T05:04:05.123+02:00"}
+    assert event_from_json(shifted).event_id == first.event_id
 
 
 @pytest.mark.parametrize(
@@ -428,22 +534,37 @@ def test_bad_jsonl_line_names_file_and_line(tmp_path: Path, bad_line: str, expec
 
 _text = st.text(max_size=20)
 _ms = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
-_events = st.builds(
-    InteractionEvent,
-    event_id=st.text(min_size=1, max_size=40),
-    customer_id=st.text(min_size=1, max_size=40),
-    channel=st.sampled_from(CHANNELS),
-    type=st.text(min_size=1, max_size=30),
-    occurred_at=_ms,
-    source=_text,
-    product=st.none() | _text,
-    reference=st.none() | _text,
-    amount=st.none() | st.floats(allow_nan=False, allow_infinity=False),
-    currency=st.none() | _text,
-    due_date=st.none() | st.dates(),
-    customer_since=st.none() | st.dates(),
-    text=st.none() | st.text(max_size=200),
-    attributes=st.dictionaries(_text, _text, max_size=5),
+_DAY_MS = 86_400_000
+
+
+@st.composite
+def _valid_since(draw: st.DrawFn, occurred_at: int) -> date | None:
+    """None, or a customer_since from 1900-01-01 to the day after occurred_at (UTC)."""
+    latest = date(1970, 1, 1).toordinal() + occurred_at // _DAY_MS + 1
+    if latest < date(1900, 1, 1).toordinal() or draw(st.booleans()):
+        return None
+    latest_day = date.fromordinal(min(latest, date.max.toordinal()))
+    return draw(st.dates(min_value=date(1900, 1, 1), max_value=latest_day))
+
+
+_events = _ms.flatmap(
+    lambda occurred_at: st.builds(
+        InteractionEvent,
+        event_id=st.text(min_size=1, max_size=40),
+        customer_id=st.text(min_size=1, max_size=40),
+        channel=st.sampled_from(CHANNELS),
+        type=st.text(min_size=1, max_size=30),
+        occurred_at=st.just(occurred_at),
+        source=_text,
+        product=st.none() | _text,
+        reference=st.none() | _text,
+        amount=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+        currency=st.none() | _text,
+        due_date=st.none() | st.dates(),
+        customer_since=_valid_since(occurred_at),
+        text=st.none() | st.text(max_size=200),
+        attributes=st.dictionaries(_text, _text, max_size=5),
+    )
 )
 
 
@@ -519,3 +640,94 @@ def test_the_decision_schema_is_backward_compatible(outcome: str) -> None:
     body = io.BytesIO(_old_decision_body(replace(DECISION, outcome=outcome)))
     read = schemaless_reader(body, parse_schema(_old_decision_schema()), parse_schema(new))
     assert read["blocked_by"] is None and read["outcome"] == outcome
+
+
+# --- an action with no channel a person can reach the customer on (channel_hint null)
+
+NO_CHANNEL_ACTION = replace(ACTION, channel_hint=None)
+
+
+def test_an_action_without_a_channel_hint_round_trips_on_every_path() -> None:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    codec = AvroCodec(ActionEvent)
+    body = io.BytesIO()
+    schemaless_writer(
+        body, parse_schema(codec.read_schema_json), codec.to_avro_dict(NO_CHANNEL_ACTION)
+    )
+    general = b"\xc3\x01" + schema_fingerprint(ActionEvent) + body.getvalue()
+    for data in (codec.encode(NO_CHANNEL_ACTION), codec.encode(NO_CHANNEL_ACTION, validate=False)):
+        assert data == general  # the generated writers write the null branch as fastavro does
+        assert codec.decode(data) == NO_CHANNEL_ACTION
+        assert codec.fast_decode(data) == NO_CHANNEL_ACTION
+        assert codec.decode(data, validate=False) == NO_CHANNEL_ACTION
+        assert codec.decode_dict(data)["channel_hint"] is None
+    registry = AvroCodec(ActionEvent, registry_url="mock://no-channel", topic="actions.care")
+    assert registry.decode(registry.encode(NO_CHANNEL_ACTION)) == NO_CHANNEL_ACTION
+    validate(NO_CHANNEL_ACTION)
+
+
+def test_an_action_without_a_channel_hint_has_a_null_in_its_json_form() -> None:
+    line = to_json_line(NO_CHANNEL_ACTION)
+    assert json.loads(line)["channel_hint"] is None
+    assert to_json_bytes(NO_CHANNEL_ACTION).decode() == line  # the orjson path writes it too
+    assert action_from_json(json.loads(line)) == NO_CHANNEL_ACTION
+
+
+def test_a_channel_hint_is_a_string_or_null() -> None:
+    with pytest.raises(SchemaValidationError, match="expected a string or null") as info:
+        validate(replace(ACTION, channel_hint=3))
+    assert info.value.field == "channel_hint"
+    with pytest.raises(SchemaValidationError) as info:
+        action_from_json({**json.loads(to_json_line(ACTION)), "channel_hint": ["call"]})
+    assert info.value.field == "channel_hint"
+
+
+def _old_action_schema() -> dict[str, Any]:
+    """action_event.avsc before revision 3 (channel_hint a string, never null)."""
+    path = Path(__file__).parents[2] / "schemas/previous/action_event.v1.avsc"
+    return json.loads(path.read_text())
+
+
+def _old_action_body(action: ActionEvent) -> bytes:
+    """The Avro body of `action` as a writer with the old schema wrote it."""
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    record = to_json_dict(action) | {"triggered_at": action.triggered_at, "due_by": action.due_by}
+    body = io.BytesIO()
+    schemaless_writer(body, parse_schema(_old_action_schema()), record)
+    return body.getvalue()
+
+
+def test_an_action_written_with_the_old_schema_still_decodes() -> None:
+    from fastavro import parse_schema
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    pcf = to_parsing_canonical_form(parse_schema(_old_action_schema()))
+    header = b"\xc3\x01" + bytes.fromhex(fingerprint(pcf, "CRC-64-AVRO"))
+    assert header[2:] != schema_fingerprint(ActionEvent)  # really the old version
+    data = header + _old_action_body(ACTION)
+    assert codec_for(ActionEvent).decode(data) == ACTION
+    assert AvroCodec(ActionEvent).decode_dict(data)["channel_hint"] == "call"
+
+
+def test_the_action_schema_is_backward_compatible() -> None:
+    """What a Schema Registry's BACKWARD check asks: the new schema reads every old record
+    (Avro schema resolution: the old string is the union's string branch)."""
+    import io
+
+    from fastavro import parse_schema, schemaless_reader
+
+    new = json.loads((Path(__file__).parents[2] / "schemas/action_event.avsc").read_text())
+    old = _old_action_schema()
+    body = io.BytesIO(_old_action_body(ACTION))
+    read = schemaless_reader(body, parse_schema(old), parse_schema(new))
+    assert read["channel_hint"] == "call"
+    # only channel_hint changed: every other field is as it was, in the same position
+    assert [f["name"] for f in new["fields"]] == [f["name"] for f in old["fields"]]
+    changed = [f["name"] for f, g in zip(new["fields"], old["fields"], strict=True) if f != g]
+    assert changed == ["channel_hint"]

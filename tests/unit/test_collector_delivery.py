@@ -7,7 +7,9 @@ The broker is played by `RefusingProducer`: it refuses the records of some custo
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ import producers.publisher as publisher_module
 from common.privacy import key_name
 from common.settings import Settings
 from producers.collector import collector_publisher, create_app
+from schemas.codec import event_content_id, read_events_jsonl
 from tests.support.faults import RefusingProducer
 
 KEY = "unit-key"
@@ -130,3 +133,53 @@ def test_per_key_rate_limit_channels_and_future_dates(
     assert codes[:5] == [202] * 5 and 429 in codes[5:]
     limited = next(a for a in answers if a.status_code == 429)
     assert int(limited.headers["Retry-After"]) >= 1
+
+
+def test_an_event_without_id_gets_its_content_id_so_a_retry_is_a_duplicate(
+    refusing: list[RefusingProducer], tmp_path: Path
+) -> None:
+    settings = Settings(bootstrap="127.0.0.1:9", api_keys=[SecretStr(KEY)])
+    without_id = {k: v for k, v in event(7, False).items() if k != "event_id"}
+    with collector_publisher(settings) as publisher:
+        app = create_app(settings, publisher, readiness=lambda: (True, "unit"))
+        with TestClient(app) as client:
+            answers = [
+                client.post("/v1/events", json=without_id, headers={"X-API-Key": KEY})
+                for _ in range(2)
+            ]
+    ids = [answer.json()["results"][0]["event_id"] for answer in answers]
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(without_id) + "\n", encoding="utf-8")
+    (replayed,) = read_events_jsonl(path)
+    assert ids == [replayed.event_id] * 2
+    assert ids[0] == event_content_id(replayed)
+
+
+def test_events_breaking_a_rule_between_fields_are_rejected_naming_the_field(
+    refusing: list[RefusingProducer],
+) -> None:
+    settings = Settings(bootstrap="127.0.0.1:9", api_keys=[SecretStr(KEY)])
+    preferences = {**event(3, False), "type": "contact_preferences_changed"}
+    batch = [
+        {**event(1, False), "customer_since": "2026-01-07"},  # occurred 2026-01-05
+        {**event(2, False), "customer_since": "1899-12-31"},
+        {**preferences, "attributes": {"engagement": "unsubscribe"}},
+        {**preferences, "attributes": {"preferred_channel": "billing"}},
+        {**preferences, "attributes": {"engagement": "opt_out", "preferred_channel": "web"}},
+        {**event(4, False), "customer_since": "2026-01-06"},
+    ]
+    with collector_publisher(settings) as publisher:
+        app = create_app(settings, publisher, readiness=lambda: (True, "unit"))
+        with TestClient(app) as client:
+            response = client.post("/v1/events", json=batch, headers={"X-API-Key": KEY})
+    assert response.status_code == 202
+    results = response.json()["results"]
+    assert [(r["status"], r.get("field")) for r in results] == [
+        ("rejected", "customer_since"),
+        ("rejected", "customer_since"),
+        ("rejected", "attributes.engagement"),
+        ("rejected", "attributes.preferred_channel"),
+        ("accepted", None),
+        ("accepted", None),
+    ]
+    assert "in the future" in results[0]["error"]

@@ -8,7 +8,21 @@ import pytest
 
 from processors.engine import DictStore
 from processors.engine.interfaces import CUSTOMER_PREFIX
-from tests.support.engine import T0, D, H, M, engine, ev, only, rule, run, thanks, traced
+from tests.support.engine import (
+    T0,
+    D,
+    H,
+    M,
+    engine,
+    ev,
+    only,
+    rule,
+    run,
+    run_settled,
+    settle,
+    thanks,
+    traced,
+)
 
 # -- the contact cap defers --------------------------------------------------------------
 
@@ -16,7 +30,7 @@ from tests.support.engine import T0, D, H, M, engine, ev, only, rule, run, thank
 def test_a_capped_candidate_is_deferred_then_fires_when_the_cap_frees() -> None:
     eng = engine(thanks(due_by="3d"))
     store = DictStore()
-    out = run(
+    out = run_settled(
         eng,
         store,
         ev("meter_reading_submitted", T0, event_id="m1"),
@@ -42,11 +56,12 @@ def test_a_capped_candidate_is_deferred_then_fires_when_the_cap_frees() -> None:
 def test_the_cap_counts_the_window_t_minus_24h_exclusive_to_t_inclusive() -> None:
     eng = engine(thanks())
     store = DictStore()
-    [at_t0] = run(eng, store, ev("meter_reading_submitted", T0)).actions
+    [at_t0] = run_settled(eng, store, ev("meter_reading_submitted", T0)).actions
     late = eng.process(store, ev("meter_reading_submitted", T0 - H))  # f = T0 is after t
+    late.extend(settle(eng, store, T0 + 1))  # the next advance decides it, at its own time
     assert traced(late) == [("fired", "fired", T0 - H)]
     # at T0 + 23 h the window (T0 - 1 h, T0 + 23 h] holds T0 but no longer T0 - 1 h
-    out = eng.process(store, ev("meter_reading_submitted", T0 + 23 * H))
+    out = run_settled(eng, store, ev("meter_reading_submitted", T0 + 23 * H))
     assert only(out, "deferred").blocked_by == at_t0.action_id
     assert eng.advance_watermark(store, T0 + 24 * H).actions[0].triggered_at == T0 + 24 * H
 
@@ -72,7 +87,9 @@ def test_a_deferred_candidate_expires_at_its_due_by() -> None:
 def test_a_candidate_whose_expiry_equals_the_moment_the_cap_frees_fires() -> None:
     eng = engine(thanks(due_by="23h"))
     store = DictStore()
-    run(eng, store, ev("meter_reading_submitted", T0), ev("meter_reading_submitted", T0 + H))
+    run_settled(
+        eng, store, ev("meter_reading_submitted", T0), ev("meter_reading_submitted", T0 + H)
+    )
     out = eng.advance_watermark(store, T0 + 30 * D)
     assert traced(out) == [("fired", "fired", T0 + 24 * H)]
 
@@ -82,7 +99,9 @@ def test_without_a_due_by_a_candidate_waits_defer_for(defer_for: str | None, exp
     extra = {"defer_for": defer_for} if defer_for else {}
     eng = engine(thanks(**extra), contact_cap_window_ms=30 * D)
     store = DictStore()
-    run(eng, store, ev("meter_reading_submitted", T0), ev("meter_reading_submitted", T0 + H))
+    run_settled(
+        eng, store, ev("meter_reading_submitted", T0), ev("meter_reading_submitted", T0 + H)
+    )
     out = eng.advance_watermark(store, T0 + 60 * D)
     assert traced(out) == [("suppressed", "expired", T0 + H + expires)]
 
@@ -90,7 +109,7 @@ def test_without_a_due_by_a_candidate_waits_defer_for(defer_for: str | None, exp
 def test_while_a_candidate_waits_the_same_rule_and_key_is_already_waiting() -> None:
     eng = engine(thanks())
     store = DictStore()
-    out = run(
+    out = run_settled(
         eng,
         store,
         ev("meter_reading_submitted", T0),
@@ -131,7 +150,7 @@ def test_the_waiting_candidate_with_the_highest_priority_fires_first() -> None:
 
 def test_candidates_of_one_event_are_checked_in_priority_order() -> None:
     eng = engine(thanks("a_low", 10), thanks("b_high", 90))
-    out = eng.process(DictStore(), ev("meter_reading_submitted", T0))
+    out = run_settled(eng, DictStore(), ev("meter_reading_submitted", T0))
     assert [(d.rule, d.outcome) for d in out.decisions] == [
         ("b_high", "fired"),
         ("a_low", "deferred"),
@@ -160,7 +179,7 @@ def test_an_older_cap_of_bare_times_still_loads() -> None:
         "r": {"thanks": {}},
     }
     store.data["p:clock"] = {"max": T0, "wm": T0 - 5 * M}
-    out = eng.process(store, ev("meter_reading_submitted", T0 + H))
+    out = run_settled(eng, store, ev("meter_reading_submitted", T0 + H))
     deferred = only(out, "deferred")
     assert deferred.blocked_by is None  # the old slot has no action id
     out = eng.advance_watermark(store, T0 + 30 * D)

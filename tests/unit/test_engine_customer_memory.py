@@ -8,7 +8,19 @@ from datetime import date
 
 from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
 from processors.engine.interfaces import CUSTOMER_PREFIX
-from tests.support.engine import T0, D, H, engine, ev, only, rule, run, thanks, traced
+from tests.support.engine import (
+    T0,
+    D,
+    H,
+    engine,
+    ev,
+    only,
+    rule,
+    run,
+    run_settled,
+    thanks,
+    traced,
+)
 
 # -- first keys --------------------------------------------------------------------------
 
@@ -29,7 +41,7 @@ def first_bill() -> Engine:
 def test_a_deferred_first_candidate_consumes_its_key() -> None:
     eng = first_bill()
     store = DictStore()
-    out = run(
+    out = run_settled(
         eng,
         store,
         ev("meter_reading_submitted", T0),
@@ -50,7 +62,7 @@ def test_a_suppressed_first_candidate_does_not_consume_its_key() -> None:
         )
     )
     store = DictStore()
-    out = run(eng, store, ev("invoice_issued", T0, product="gas", event_id="x"))
+    out = run_settled(eng, store, ev("invoice_issued", T0, product="gas", event_id="x"))
     out.extend(eng.process(store, ev("invoice_issued", T0, product="gas", event_id="x")))
     assert traced(out) == [("fired", "fired", T0), ("suppressed", "duplicate_event", T0)]
     rs = store.data[CUSTOMER_PREFIX + "c1"]["r"]["first_bill"]
@@ -66,7 +78,7 @@ def test_a_held_out_first_candidate_consumes_its_key() -> None:
             holdout="100%",
         )
     )
-    out = run(
+    out = run_settled(
         eng,
         DictStore(),
         ev("invoice_issued", T0, product="gas"),
@@ -89,13 +101,15 @@ def test_products_are_held_from_any_event_naming_them_until_account_closed() -> 
         ev("inquiry", T0 + 2 * H, product="broadband"),
         ev("account_closed", T0 + 3 * H, product="broadband"),
     )
-    out = eng.process(store, ev("address_changed", T0 + 4 * H, attributes={"new_address": "X"}))
+    out = run_settled(
+        eng, store, ev("address_changed", T0 + 4 * H, attributes={"new_address": "X"})
+    )
     [action] = [a for a in out.actions if a.rule == "propagate_address"]
     assert action.details["products"] == "electricity,gas"
     assert "(electricity, gas)" in action.reason
     late = eng.process(store, ev("invoice_issued", T0 + 2 * H, product="broadband"))  # before
     assert not [a for a in late.actions if a.rule == "propagate_address"]
-    again = eng.process(store, ev("address_changed", T0 + 5 * H))
+    again = run_settled(eng, store, ev("address_changed", T0 + 5 * H))
     [action] = [a for a in again.actions if a.rule == "propagate_address"]
     assert action.details["products"] == "electricity,gas"
 
@@ -108,10 +122,11 @@ def test_warm_up_builds_state_but_emits_nothing_before_emit_from() -> None:
     eng = Engine(load_rule_pack(), EngineConfig(emit_from_ms=start))
     store = DictStore()
     since = date(2010, 1, 1)
-    history = run(
+    history = run_settled(
         eng,
         store,
-        ev("invoice_issued", T0, product="gas", customer_since=since),
+        ev("account_opened", T0 - D, product="gas", customer_since=since),
+        ev("invoice_issued", T0, product="gas"),  # a new product's first invoice
         ev("meter_reading_submitted", start - H, product="gas"),
     )
     assert history.actions == []
@@ -120,13 +135,20 @@ def test_warm_up_builds_state_but_emits_nothing_before_emit_from() -> None:
         ("recognize_tenure", "suppressed", "warm_up"),
         ("thank_meter_reading", "suppressed", "warm_up"),
     }
-    out = run(
+    out = run_settled(
         eng,
         store,
         ev("invoice_issued", start, product="gas"),  # the old product: no "first bill"
-        ev("meter_reading_submitted", start + H, product="gas"),  # the cap was not built
+        # a new product's first bill an hour after a warm-up thanks: the cap was not built
+        ev("invoice_issued", start + H, product="power", attributes={"first_invoice": "true"}),
+        ev("meter_reading_submitted", start + 2 * H, product="gas"),  # its cool-down was
     )
-    assert traced(out, "explain_first_bill") == [("suppressed", "already_raised", start)]
+    assert traced(out, "explain_first_bill") == [
+        ("suppressed", "already_raised", start),
+        ("fired", "fired", start + H),
+    ]
     assert only(out, "suppressed", "explain_first_bill").blocked_by is None  # nothing was sent
     assert traced(out, "recognize_tenure")[0][:2] == ("suppressed", "cool_down")
-    assert [a.rule for a in out.actions] == ["thank_meter_reading"]
+    assert traced(out, "thank_meter_reading") == [("suppressed", "cool_down", start + 2 * H)]
+    assert only(out, "suppressed", "thank_meter_reading").blocked_by is None
+    assert [a.rule for a in out.actions] == ["explain_first_bill"]

@@ -8,7 +8,7 @@ import pytest
 
 from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
 from schemas.records import DESTINATIONS
-from tests.support.engine import T0, D, H, ev, fired, run
+from tests.support.engine import T0, D, H, ev, fired, run_settled
 
 M = 60_000
 
@@ -43,6 +43,7 @@ def test_pack_has_the_ten_rules_of_the_table_plus_repair_relationship() -> None:
     cool = {r.id: r.cool_down_ms for r in pack.rules if r.cool_down_ms}
     assert cool == {
         "life_event_check_in": 30 * D,
+        "thank_meter_reading": 30 * D,
         "recognize_tenure": 365 * D,
         "omnichannel_escalation": 7 * D,
         "repair_relationship": 30 * D,
@@ -53,12 +54,19 @@ def test_pack_has_the_ten_rules_of_the_table_plus_repair_relationship() -> None:
 
 def test_explain_first_bill_once_per_product_due_a_day_later(engine: Engine) -> None:
     store = DictStore()
-    out = run(
+    out = run_settled(
         engine,
         store,
+        ev("account_opened", T0 - 10 * D, product="gas"),  # a new product (within 90 d)
         ev("invoice_issued", T0, product="gas", reference="INV-1", amount=84.5, currency="EUR"),
         ev("invoice_issued", T0 + 30 * D, product="gas", reference="INV-2"),
-        ev("invoice_issued", T0 + 31 * D, product="power", reference="INV-3"),
+        ev(
+            "invoice_issued",
+            T0 + 31 * D,
+            product="power",
+            reference="INV-3",
+            attributes={"first_invoice": "true"},  # the invoice says it is the first
+        ),
     )
     first, power = [a for a in out.actions if a.rule == "explain_first_bill"]
     assert (first.destination, first.priority, first.due_by) == ("billing", 60, T0 + D)
@@ -72,7 +80,7 @@ def test_explain_first_bill_once_per_product_due_a_day_later(engine: Engine) -> 
 
 @pytest.mark.parametrize("case_type", ["dispute_opened", "complaint_filed"])
 def test_case_follow_up_for_disputes_and_complaints(engine: Engine, case_type: str) -> None:
-    out = engine.process(DictStore(), ev(case_type, T0, reference="CASE-7", channel="email"))
+    out = run_settled(engine, DictStore(), ev(case_type, T0, reference="CASE-7", channel="email"))
     [action] = [a for a in out.actions if a.rule == "case_follow_up"]
     assert (action.destination, action.priority, action.channel_hint) == ("care", 70, "email")
     assert action.details["case_id"] == "CASE-7"
@@ -89,7 +97,7 @@ def test_case_unresolved_48h_boundary(
     events = [ev("dispute_opened", T0, reference="D-1", event_id="open")]
     if resolved_after is not None:
         events.append(ev("dispute_resolved", T0 + resolved_after, reference="D-1"))
-    out = run(engine, store, *events)
+    out = run_settled(engine, store, *events)
     out.extend(engine.advance_watermark(store, T0 + 30 * D))
     unresolved = [a for a in out.actions if a.rule == "case_unresolved"]
     assert [(a.triggered_at, a.evidence) for a in unresolved] == (
@@ -102,7 +110,7 @@ def test_case_unresolved_48h_boundary(
 
 def test_case_unresolved_needs_the_same_reference(engine: Engine) -> None:
     store = DictStore()
-    out = run(
+    out = run_settled(
         engine,
         store,
         ev("complaint_filed", T0, reference="C-1"),
@@ -114,18 +122,19 @@ def test_case_unresolved_needs_the_same_reference(engine: Engine) -> None:
 
 def test_thank_meter_reading_is_engagement_and_capped_by_a_first_bill(engine: Engine) -> None:
     store = DictStore()
-    out = run(engine, store, ev("meter_reading_submitted", T0, product="gas"))
+    out = run_settled(engine, store, ev("meter_reading_submitted", T0, product="gas"))
     [action] = out.actions
     assert (action.rule, action.destination, action.priority) == (
         "thank_meter_reading",
         "recognition",
         20,
     )
-    out = run(
+    # after the thanks' 30-day cool-down, a first bill takes the day's one contact
+    out = run_settled(
         engine,
         store,
-        ev("invoice_issued", T0 + 2 * D, product="gas"),
-        ev("meter_reading_submitted", T0 + 2 * D + H),
+        ev("invoice_issued", T0 + 30 * D, product="gas", attributes={"first_invoice": "true"}),
+        ev("meter_reading_submitted", T0 + 30 * D + H),
     )
     assert fired(out) == ["explain_first_bill"]
     assert [d.reason for d in out.decisions if d.rule == "thank_meter_reading"] == ["contact_cap"]
@@ -135,7 +144,7 @@ def test_thank_meter_reading_is_engagement_and_capped_by_a_first_bill(engine: En
 def test_review_payment_demand_within_7d_after_a_meter_reading(
     engine: Engine, gap: int, fires: bool
 ) -> None:
-    out = run(
+    out = run_settled(
         engine,
         DictStore(),
         ev("meter_reading_submitted", T0, event_id="read"),
@@ -151,19 +160,19 @@ def test_review_payment_demand_within_7d_after_a_meter_reading(
 def test_recognize_tenure_at_most_once_per_365_days(engine: Engine) -> None:
     store = DictStore()
     since = date(2020, 6, 1)
-    out = run(engine, store, ev("inquiry", T0, customer_since=since, channel="web"))
+    out = run_settled(engine, store, ev("inquiry", T0, customer_since=since, channel="web"))
     [action] = [a for a in out.actions if a.rule == "recognize_tenure"]
     assert (action.destination, action.priority) == ("recognition", 30)
     assert action.details["customer_since"] == "2020-06-01"
     assert "5 years (since 2020-06-01)" in action.reason
-    out = run(engine, store, ev("payment_received", T0 + 365 * D - 1))
+    out = run_settled(engine, store, ev("payment_received", T0 + 365 * D - 1))
     assert [d.reason for d in out.decisions if d.rule == "recognize_tenure"] == ["cool_down"]
-    out = run(engine, store, ev("payment_received", T0 + 365 * D))
+    out = run_settled(engine, store, ev("payment_received", T0 + 365 * D))
     assert fired(out, "recognize_tenure") == ["recognize_tenure"]
 
 
 def test_recognize_tenure_not_before_five_years(engine: Engine) -> None:
-    out = engine.process(DictStore(), ev("inquiry", T0, customer_since=date(2021, 1, 2)))
+    out = run_settled(engine, DictStore(), ev("inquiry", T0, customer_since=date(2021, 1, 2)))
     assert fired(out, "recognize_tenure") == []
 
 
@@ -179,7 +188,7 @@ def test_route_feedback_keeps_the_text(engine: Engine) -> None:
 
 def test_propagate_address_lists_sorted_products_and_the_new_address(engine: Engine) -> None:
     store = DictStore()
-    out = run(
+    out = run_settled(
         engine,
         store,
         ev("account_opened", T0, product="gas"),
@@ -201,7 +210,7 @@ def test_propagate_address_lists_sorted_products_and_the_new_address(engine: Eng
 
 def test_omnichannel_escalation_three_contacts_two_channels_72h(engine: Engine) -> None:
     store = DictStore()
-    out = run(
+    out = run_settled(
         engine,
         store,
         ev("inquiry", T0, channel="call", event_id="a"),
@@ -217,7 +226,7 @@ def test_omnichannel_escalation_three_contacts_two_channels_72h(engine: Engine) 
     assert action.evidence == ["a", "b", "c"]
     assert "3 times over 2 channels (call, web) within 72 hours" in action.reason
     # cool-down 7 d: more contacts inside it are suppressed, exactly 7 d later they fire again
-    out = run(
+    out = run_settled(
         engine,
         store,
         ev("inquiry", T0 + 72 * H + 1, channel="email"),
@@ -230,7 +239,7 @@ def test_omnichannel_escalation_three_contacts_two_channels_72h(engine: Engine) 
 
 
 def test_omnichannel_escalation_counts_only_contacts(engine: Engine) -> None:
-    out = run(
+    out = run_settled(
         engine,
         DictStore(),
         ev("inquiry", T0, channel="call"),
@@ -243,24 +252,24 @@ def test_omnichannel_escalation_counts_only_contacts(engine: Engine) -> None:
 
 def test_repair_relationship_when_negatives_outnumber_positives_by_three(engine: Engine) -> None:
     store = DictStore()
-    out = run(
+    out = run_settled(
         engine,
         store,
         ev("payment_failed", T0, event_id="n1"),
         ev("payment_failed", T0 + D, event_id="n2"),
     )
     assert out.actions == []
-    out = run(engine, store, ev("payment_failed", T0 + 2 * D, event_id="n3"))
+    out = run_settled(engine, store, ev("payment_failed", T0 + 2 * D, event_id="n3"))
     [action] = out.actions
     assert (action.rule, action.destination, action.priority) == ("repair_relationship", "care", 85)
     assert action.evidence == ["n1", "n2", "n3"]
     assert action.details["relationship_balance"] == "-3"
-    out = run(engine, store, ev("payment_failed", T0 + 3 * D))
+    out = run_settled(engine, store, ev("payment_failed", T0 + 3 * D))
     assert [d.reason for d in out.decisions] == ["cool_down"]
 
 
 def test_positive_moments_offset_negative_ones(engine: Engine) -> None:
-    out = run(
+    out = run_settled(
         engine,
         DictStore(),
         ev("payment_failed", T0),
@@ -271,32 +280,28 @@ def test_positive_moments_offset_negative_ones(engine: Engine) -> None:
     assert fired(out, "repair_relationship") == []
 
 
-def test_an_escalation_counts_as_a_negative_moment(engine: Engine) -> None:
+def test_our_own_actions_are_not_moments_of_the_ledger(engine: Engine) -> None:
     store = DictStore()
-    out = run(
+    out = run_settled(
         engine,
         store,
         ev("dispute_opened", T0, reference="D-1"),
         ev("dispute_opened", T0 + H, reference="D-2"),
     )
     out.extend(engine.advance_watermark(store, T0 + 3 * D))
-    # two disputes (-2), then the first escalation (-1) reaches the deficit at its deadline
+    # two disputes (-2); the escalations are moments' actions, not the customer's: no -3
     assert [(a.rule, a.triggered_at, a.details["relationship_balance"]) for a in out.actions] == [
         ("case_follow_up", T0, "-1"),
         ("case_follow_up", T0 + H, "-2"),
         ("case_unresolved", T0 + 48 * H, "-2"),
-        ("repair_relationship", T0 + 48 * H, "-3"),
-        ("case_unresolved", T0 + 49 * H, "-3"),
+        ("case_unresolved", T0 + 49 * H, "-2"),
     ]
-    assert [d.reason for d in out.decisions if d.rule == "repair_relationship"] == [
-        "fired",
-        "cool_down",
-    ]
+    assert [d for d in out.decisions if d.rule == "repair_relationship"] == []
 
 
 def test_reasons_use_human_durations() -> None:
     eng = Engine(load_rule_pack(), EngineConfig())
-    out = run(
+    out = run_settled(
         eng,
         DictStore(),
         ev("meter_reading_submitted", T0),

@@ -13,7 +13,7 @@ from processors.engine import (
 from processors.engine.erasure import PARTITION_ERASERS
 from processors.engine.interfaces import TIMER_BUCKET_PREFIX, TIMER_INDEX_KEY, customer_key
 from schemas.records import InteractionEvent
-from tests.support.engine import T0, H, ev, run
+from tests.support.engine import T0, H, ev, run, run_settled
 
 
 def case_opened(customer: str, at: int, reference: str) -> list[InteractionEvent]:
@@ -36,11 +36,17 @@ def test_forgetting_drops_the_customers_state_and_pending_timers_only() -> None:
 
     removed = forget_customer(store, "gone")
 
-    assert removed == 2  # the customer's key and their case_unresolved timer
+    # the customer's key, their case_unresolved timer and the hold timer of their inquiry
+    # (the engagement rules have not seen it yet)
+    assert removed == 3
     assert held_about(store, "gone") == []
     assert store.get(customer_key("kept")) is not None
     out = engine.advance(store, T0 + 72 * H)  # past both 48 h deadlines
-    assert [(a.rule, a.customer_id) for a in out.actions] == [("case_unresolved", "kept")]
+    # kept's complaint arrived behind the watermark: its follow-up was still pending, untouched
+    assert [(a.rule, a.customer_id) for a in out.actions] == [
+        ("case_follow_up", "kept"),
+        ("case_unresolved", "kept"),
+    ]
     assert {d.customer_id for d in out.decisions} == {"kept"}
 
 
@@ -61,7 +67,9 @@ def test_a_forgotten_customer_who_comes_back_starts_afresh() -> None:
     store = DictStore()
     run(engine, store, *case_opened("back", T0, "CASE-1"))
     forget_customer(store, "back")
-    again = run(engine, store, ev("complaint_filed", T0 + 2 * H, customer="back", reference="R2"))
+    again = run_settled(
+        engine, store, ev("complaint_filed", T0 + 2 * H, customer="back", reference="R2")
+    )
     assert [a.rule for a in again.actions] == ["case_follow_up"]
     out = engine.advance(store, T0 + 100 * H)
     # only the new case escalates: the forgotten CASE-1 timer is gone

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processors.engine import DictStore, Engine, future_cap, load_rule_pack
-from tests.support.engine import T0, D, H, ev, fired
+from tests.support.engine import T0, D, H, ev, fired, run_settled
 
 YEAR_9999 = 253_402_214_400_000  # 9999-12-31T00:00:00Z
 
@@ -18,10 +18,10 @@ def test_an_event_dated_9999_fires_no_pending_timer_and_is_applied_with_its_own_
     engine = Engine(load_rule_pack())
     store = DictStore()
     opened = ev("dispute_opened", T0, customer="c1", reference="R-1")
-    assert fired(engine.process(store, opened)) == ["case_follow_up"]
-    bogus = ev("cancellation_requested", YEAR_9999, customer="c2")
+    assert fired(run_settled(engine, store, opened)) == ["case_follow_up"]
+    bogus = ev("feedback_given", YEAR_9999, customer="c2", text="hello")
     out = engine.process(store, bogus, future_cap(YEAR_9999, T0 + H, H))
-    assert fired(out) == ["life_event_check_in"]  # applied, with its own time
+    assert fired(out) == ["route_feedback"]  # applied, with its own time
     assert out.actions[0].triggered_at == YEAR_9999
     assert engine.watermark(store) == T0 + 2 * H - engine.config.allowed_lateness_ms
     # The case is resolved in time: no escalation, before or after.
@@ -34,6 +34,6 @@ def test_an_event_dated_9999_fires_no_pending_timer_and_is_applied_with_its_own_
 def test_without_the_cap_the_same_event_fires_every_pending_timer() -> None:
     engine = Engine(load_rule_pack())
     store = DictStore()
-    engine.process(store, ev("dispute_opened", T0, customer="c1", reference="R-1"))
+    run_settled(engine, store, ev("dispute_opened", T0, customer="c1", reference="R-1"))
     out = engine.process(store, ev("inquiry", YEAR_9999, customer="c2"))
     assert fired(out) == ["case_unresolved"]  # what the guard prevents

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from processors.engine import DictStore
 from processors.engine.rules import check_rule_pack
-from tests.support.engine import T0, D, engine, ev, rule, run, thanks, traced
+from tests.support.engine import T0, D, engine, ev, rule, run, run_settled, thanks, traced
 
 
 def test_a_service_rule_is_never_held_out_at_any_percent() -> None:
@@ -23,13 +23,15 @@ def test_an_engagement_rules_own_holdout_wins_over_the_default() -> None:
         thanks("never", holdout=0, type="inquiry"),
         holdout_percent=100.0,
     )
-    out = run(eng, DictStore(), ev("meter_reading_submitted", T0), ev("inquiry", T0 + 2 * D))
+    out = run_settled(
+        eng, DictStore(), ev("meter_reading_submitted", T0), ev("inquiry", T0 + 2 * D)
+    )
     assert traced(out) == [("held_out", "held_out", T0), ("fired", "fired", T0 + 2 * D)]
 
 
 def test_holdout_is_decided_before_the_contact_cap() -> None:
     eng = engine(thanks("first", 90), thanks("held", 10, holdout="100%"))
-    out = eng.process(DictStore(), ev("meter_reading_submitted", T0))
+    out = run_settled(eng, DictStore(), ev("meter_reading_submitted", T0))
     assert traced(out, "held") == [("held_out", "held_out", T0)]  # not deferred
 
 

@@ -12,7 +12,7 @@ from processors.engine import DEFAULT_PACK_PATH, RulePackError, load_rule_pack, 
 from processors.engine.decisions import OUTCOMES, REASONS
 from processors.engine.kinds import KEPT_AT_SWITCH, KINDS, RULE_KEYS, WhenField
 from processors.engine.lifecycle import changed_fields
-from processors.engine.state import COOL_DOWN_KEYS
+from processors.engine.state import COOL_DOWN_KEYS, OPTION_KEYS
 
 BASE: dict[str, Any] = {
     "id": "r",
@@ -96,13 +96,18 @@ def test_profile_requires_its_tenure() -> None:
 def test_the_key_field_comes_from_the_kind() -> None:
     pack = load_rule_pack(DEFAULT_PACK_PATH)
     keyed = {rule.id: rule.key_field for rule in pack.rules if rule.key_field is not None}
-    assert keyed == {"explain_first_bill": "product", "case_unresolved": "reference"}
+    assert keyed == {
+        "explain_first_bill": "product",
+        "case_follow_up": "case",
+        "case_unresolved": "case",
+    }
 
 
-def test_rule_keys_are_the_cool_down_keys_and_each_kinds_own() -> None:
+def test_rule_keys_are_the_cool_down_and_option_keys_and_each_kinds_own() -> None:
     owned = [key for kind in KINDS.values() for key in kind.state_keys]
     assert len(owned) == len(set(owned))  # no two kinds claim one key
-    assert set(RULE_KEYS) == set(COOL_DOWN_KEYS) | set(owned)
+    assert not set(owned) & (set(COOL_DOWN_KEYS) | set(OPTION_KEYS))
+    assert set(RULE_KEYS) == set(COOL_DOWN_KEYS) | set(OPTION_KEYS) | set(owned)
     assert set(COOL_DOWN_KEYS) <= KEPT_AT_SWITCH <= set(RULE_KEYS)
     for kind in KINDS.values():
         assert kind.kept_at_switch <= set(kind.state_keys)

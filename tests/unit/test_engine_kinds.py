@@ -11,7 +11,7 @@ from processors.engine import DictStore, Engine, EngineOutput
 from processors.engine.interfaces import CLOCK_KEY, TIMER_INDEX_KEY
 from processors.engine.rules import CustomerProfile
 from schemas.records import InteractionEvent
-from tests.support.engine import T0, D, H, M, engine, ev, fired, rule, run
+from tests.support.engine import T0, D, H, M, engine, ev, fired, rule, run, run_settled
 
 
 def decisions(out: EngineOutput, rule_id: str | None = None) -> list[tuple[str, str]]:
@@ -185,7 +185,7 @@ def test_count_needs_the_minimum_of_distinct_channels() -> None:
     assert len(out.actions) == 1
 
 
-def test_count_with_a_late_event_uses_its_own_time() -> None:
+def test_count_with_a_late_event_counts_it_at_its_own_time() -> None:
     eng = counting()
     store = DictStore()
     out = run(
@@ -195,7 +195,10 @@ def test_count_with_a_late_event_uses_its_own_time() -> None:
         ev("inquiry", T0 + 20 * H, channel="web", event_id="c"),
         ev("inquiry", T0, channel="call", event_id="late"),  # late: window [T0 - 72h, T0]
     )
-    assert out.actions == []
+    # its own window holds it alone; the window ending at c, as in order, now reaches three
+    assert [(a.triggered_at, a.evidence) for a in out.actions] == [
+        (T0 + 20 * H, ["late", "b", "c"])
+    ]
     out = run(eng, store, ev("inquiry", T0 + 30 * H, channel="web", event_id="d"))
     assert out.actions[0].evidence == ["late", "b", "c", "d"]
 
@@ -381,12 +384,34 @@ def test_timers_fire_before_the_event_that_advances_the_watermark_is_applied() -
     assert fired(out) == ["unresolved", "cancel"]
 
 
-def test_late_start_event_whose_deadline_passed_fires_right_after_it() -> None:
+def test_late_start_event_whose_deadline_passed_fires_at_the_next_advance() -> None:
+    eng = absence()
+    store = DictStore()
+    run(eng, store, ev("inquiry", T0 + 6 * D))
+    out = eng.process(store, ev("dispute_opened", T0, reference="R9", event_id="late"))
+    assert out.actions == []  # never due at the moment it is set
+    out = eng.process(store, ev("inquiry", T0 + 6 * D + H))
+    assert [(a.triggered_at, a.evidence) for a in out.actions] == [(T0 + 48 * H, ["late"])]
+
+
+def test_late_start_and_its_late_resolution_arriving_together_escalate_nothing() -> None:
+    eng = absence()
+    store = DictStore()
+    run(eng, store, ev("inquiry", T0 + 6 * D))
+    run(eng, store, ev("dispute_opened", T0, reference="R9", event_id="late"))
+    run(eng, store, ev("dispute_resolved", T0 + D, reference="R9"))
+    out = eng.process(store, ev("inquiry", T0 + 6 * D + H))
+    assert out.actions == []
+
+
+def test_an_event_beyond_the_maximum_lateness_is_too_late_and_not_applied() -> None:
     eng = absence()
     store = DictStore()
     run(eng, store, ev("inquiry", T0 + 10 * D))
+    before = repr(store.data)
     out = eng.process(store, ev("dispute_opened", T0, reference="R9", event_id="late"))
-    assert [(a.triggered_at, a.evidence) for a in out.actions] == [(T0 + 48 * H, ["late"])]
+    assert out.too_late and out.actions == [] and out.decisions == []
+    assert repr(store.data) == before
 
 
 def test_late_start_event_already_resolved_by_an_earlier_arrival() -> None:
@@ -479,14 +504,18 @@ def engagement_pair() -> Engine:
 
 
 def test_contact_cap_keeps_the_highest_priority_engagement_and_never_caps_service() -> None:
-    out = engagement_pair().process(
-        DictStore(), ev("meter_reading_submitted", T0, customer_since=date(2000, 1, 1))
+    out = run_settled(
+        engagement_pair(),
+        DictStore(),
+        ev("meter_reading_submitted", T0, customer_since=date(2000, 1, 1)),
     )
-    assert fired(out) == ["loyal", "care"]
+    # the service rule decides as the event arrives, the engagement ones once the watermark
+    # passes it, highest priority first
+    assert fired(out) == ["care", "loyal"]
     assert [(d.rule, d.outcome, d.reason) for d in out.decisions] == [
+        ("care", "fired", "fired"),
         ("loyal", "fired", "fired"),
         ("thanks", "deferred", "contact_cap"),
-        ("care", "fired", "fired"),
     ]
 
 
@@ -494,8 +523,8 @@ def test_contact_cap_keeps_the_highest_priority_engagement_and_never_caps_servic
 def test_contact_cap_window_is_24h(gap: int, capped: bool) -> None:
     eng = engagement_pair()
     store = DictStore()
-    run(eng, store, ev("meter_reading_submitted", T0))
-    out = eng.process(store, ev("meter_reading_submitted", T0 + gap))
+    run_settled(eng, store, ev("meter_reading_submitted", T0))
+    out = run_settled(eng, store, ev("meter_reading_submitted", T0 + gap))
     assert decisions(out, "thanks") == [
         ("deferred", "contact_cap") if capped else ("fired", "fired")
     ]
@@ -519,7 +548,9 @@ def test_contact_cap_is_configurable() -> None:
         rule("thanks", {"kind": "match", "type": "meter_reading_submitted"}, class_="engagement"),
         contact_cap=2,
     )
-    out = run(eng, DictStore(), *(ev("meter_reading_submitted", T0 + i * H) for i in range(3)))
+    out = run_settled(
+        eng, DictStore(), *(ev("meter_reading_submitted", T0 + i * H) for i in range(3))
+    )
     assert decisions(out) == [("fired", "fired"), ("fired", "fired"), ("deferred", "contact_cap")]
 
 
@@ -558,12 +589,12 @@ def test_cool_down_per_key_and_suppressed_candidates_do_not_restart_it() -> None
 
 def test_holdout_is_deterministic_and_recorded_as_held_out() -> None:
     eng = engine(
-        rule("cancel", {"kind": "match", "type": "cancellation_requested"}, class_="engagement"),
+        rule("ask", {"kind": "match", "type": "inquiry"}, class_="engagement"),
         holdout_percent=50.0,
     )
     outcomes = {}
     for i in range(200):
-        out = eng.process(DictStore(), ev("cancellation_requested", T0, customer=f"c{i}"))
+        out = run_settled(eng, DictStore(), ev("inquiry", T0, customer=f"c{i}"))
         [decision] = out.decisions
         outcomes[f"c{i}"] = decision.outcome
         assert (decision.outcome == "held_out") == (not out.actions)
@@ -571,11 +602,11 @@ def test_holdout_is_deterministic_and_recorded_as_held_out() -> None:
             assert (decision.reason, decision.action_id) == ("held_out", None)
     held = sum(1 for o in outcomes.values() if o == "held_out")
     assert 60 < held < 140
-    again = eng.process(DictStore(), ev("cancellation_requested", T0 + D, customer="c7"))
+    again = run_settled(eng, DictStore(), ev("inquiry", T0 + D, customer="c7"))
     assert again.decisions[0].outcome == outcomes["c7"]
-    none_held = engine(rule("cancel", {"kind": "match", "type": "cancellation_requested"}))
+    none_held = engine(rule("ask", {"kind": "match", "type": "inquiry"}))
     assert all(
-        none_held.process(DictStore(), ev("cancellation_requested", T0, customer=f"c{i}")).actions
+        none_held.process(DictStore(), ev("inquiry", T0, customer=f"c{i}")).actions
         for i in range(50)
     )
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from processors.engine import DictStore, Engine, load_rule_pack
-from tests.support.engine import T0, H, ev, run
+from tests.support.engine import T0, H, ev, run_settled
 
 
 def test_actions_carry_positives_negatives_and_their_balance() -> None:
     engine = Engine(load_rule_pack())
-    out = run(
+    out = run_settled(
         engine,
         DictStore(),
         ev("payment_received", T0, event_id="p1"),  # +1

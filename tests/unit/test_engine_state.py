@@ -1,11 +1,9 @@
 """The engine's state layout (processors/engine/state.py): documented, versioned, and state
-written by an older version carries on as if it had never stopped.
+written by an older layout carries on: what the layout steps keep goes on as if the engine
+had never stopped, and what an older layout did not keep starts empty.
 
-tests/data/engine_state_v0/ holds real state written by the engine before layout versions
-existed (main at 5ffa277): `events.jsonl` is a simulated stream (40 customers, 40 days,
-seed 2, every customer living a story), `state.json` the partition's DictStore after the
-first `cut` events with `holdout_percent` 20 (so it holds pending timers, a deferred
-candidate, held-out rules, cool-downs and first keys).
+tests/data/engine_state_v0/ and engine_state_v1/ hold real state written by the engine of
+each layout (see `_fixture`).
 """
 
 from __future__ import annotations
@@ -36,9 +34,18 @@ from schemas.codec import read_events_jsonl
 from schemas.records import InteractionEvent
 from tests.support.engine import T0, H, ev
 
-FIXTURE = Path(__file__).parents[1] / "data" / "engine_state_v0"
+FIXTURES = Path(__file__).parents[1] / "data"
+#: Real state of each older layout: the version it was written in -> its directory.
+LAYOUTS = {0: FIXTURES / "engine_state_v0", 1: FIXTURES / "engine_state_v1"}
 #: Past the last event: every timer still pending fires (like `replay --until`).
 UNTIL_DAYS = 30
+#: Rules whose state the layout steps carry over unchanged and that decide the same way as
+#: before revision 3: from an older layout their actions go on exactly as in an uninterrupted
+#: run (the absence timers set before the cut fire as promised). What the older layouts did
+#: not keep starts empty (cases' histories, product openings, events held for the rules that
+#: decide at the watermark, gathering windows, the customer's own channel, a ledger without
+#: actions), so the other rules may differ around the cut.
+CARRIED_RULES = frozenset({"case_unresolved", "review_payment_demand", "route_feedback"})
 
 
 class JsonStore:
@@ -59,9 +66,17 @@ class JsonStore:
         self.text.pop(key, None)
 
 
-def _fixture() -> tuple[list[InteractionEvent], int, EngineConfig, dict[str, Any]]:
-    events = list(read_events_jsonl(FIXTURE / "events.jsonl"))
-    written = json.loads((FIXTURE / "state.json").read_text())
+def _fixture(
+    version: int = 0,
+) -> tuple[list[InteractionEvent], int, EngineConfig, dict[str, Any]]:
+    """tests/data/engine_state_v<version>/: a simulated stream (40 customers, 40 days, seed 2,
+    every customer living a story) and the partition's DictStore after its first `cut`
+    events with holdout 20%, as the engine of that layout wrote it (v0: main at 5ffa277,
+    before layout versions; v1: main at 779bb07, before revision 3). It holds pending
+    timers, a deferred candidate, held-out rules, cool-downs and first keys."""
+    directory = LAYOUTS[version]
+    events = list(read_events_jsonl(directory / "events.jsonl"))
+    written = json.loads((directory / "state.json").read_text())
     config = EngineConfig(holdout_percent=written["holdout_percent"])
     return events, written["cut"], config, written["data"]
 
@@ -76,58 +91,78 @@ def _continue(
     return out
 
 
-def _uninterrupted() -> tuple[EngineOutput, dict[str, Any], list[InteractionEvent], int]:
-    """What the engine of today gives over the whole stream: the outputs after the cut, and
-    its state at the cut."""
-    events, cut, config, _ = _fixture()
+def _uninterrupted(version: int) -> tuple[EngineOutput, list[InteractionEvent], int]:
+    """What the engine of today gives over the whole stream after the cut."""
+    events, cut, config, _ = _fixture(version)
     engine, store = Engine(load_rule_pack(), config), DictStore()
     for event in events[:cut]:
         engine.process(store, event)
-    at_cut = copy.deepcopy(store.data)
     until = events[-1].occurred_at + UNTIL_DAYS * 86_400_000
-    return _continue(engine, store, events[cut:], until), at_cut, events[cut:], until
+    return _continue(engine, store, events[cut:], until), events[cut:], until
 
 
-def test_the_fixture_holds_state_worth_migrating() -> None:
-    _, _, _, data = _fixture()
+def _carried(out: EngineOutput) -> list[tuple[Any, ...]]:
+    return sorted(
+        (a.rule, a.customer_id, a.triggered_at, tuple(a.evidence), a.action_id, a.reason)
+        for a in out.actions
+        if a.rule in CARRIED_RULES
+    )
+
+
+@pytest.mark.parametrize("version", sorted(LAYOUTS))
+def test_the_fixture_holds_state_worth_migrating(version: int) -> None:
+    _, _, _, data = _fixture(version)
     customers = [v for k, v in data.items() if k.startswith(CUSTOMER_PREFIX)]
-    assert all("v" not in value for value in customers)  # written before versions
-    assert "v" not in data[CLOCK_KEY]
+    if version == 0:
+        assert all("v" not in value for value in customers)  # written before versions
+        assert "v" not in data[CLOCK_KEY]
+    else:
+        assert {value["v"] for value in customers} == {version} == {data[CLOCK_KEY]["v"]}
+        assert any(m[3] == 0 for value in customers for m in value.get("led", ()))
     assert any("dq" in value for value in customers)
     assert any(k.startswith(TIMER_BUCKET_PREFIX) for k in data)
     assert any("cd" in rs for value in customers for rs in value.get("r", {}).values())
 
 
 @pytest.mark.parametrize("store_kind", ["dict", "json"])
-def test_state_written_before_versions_carries_on_like_an_uninterrupted_run(
-    store_kind: str,
+@pytest.mark.parametrize("version", sorted(LAYOUTS))
+def test_state_of_an_older_layout_carries_on_like_an_uninterrupted_run(
+    version: int, store_kind: str
 ) -> None:
-    expected, _, rest, until = _uninterrupted()
-    _, _, config, data = _fixture()
+    expected, rest, until = _uninterrupted(version)
+    _, _, config, data = _fixture(version)
     store: Any = DictStore() if store_kind == "dict" else JsonStore(data)
     if isinstance(store, DictStore):
-        store.data.update(data)
+        store.data.update(copy.deepcopy(data))
     restored = _continue(Engine(load_rule_pack(), config), store, rest, until)
-    assert restored.actions == expected.actions
-    assert restored.decisions == expected.decisions
-    assert len(expected.actions) > 20 and len(expected.decisions) > len(expected.actions)
+    assert _carried(restored) == _carried(expected)
+    assert len(_carried(expected)) > 10
+    assert len(restored.decisions) >= len(restored.actions) > len(_carried(expected))
     assert store.get(CLOCK_KEY)["v"] == STATE_VERSION
 
 
-def test_the_migration_gives_the_state_this_engine_writes() -> None:
-    _, at_cut, _, _ = _uninterrupted()
-    _, _, _, data = _fixture()
+@pytest.mark.parametrize("version", sorted(LAYOUTS))
+def test_the_migration_keeps_what_it_does_not_change(version: int) -> None:
+    _, _, _, data = _fixture(version)
     store = DictStore()
-    store.data.update(data)
+    store.data.update(copy.deepcopy(data))
     upgrade_partition(store, store.data[CLOCK_KEY])
+    assert store.data[CLOCK_KEY]["v"] == STATE_VERSION
     for key, value in store.data.items():
-        if key.startswith(CUSTOMER_PREFIX):
-            upgrade_customer(value)
-    assert store.data == at_cut
+        if not key.startswith(CUSTOMER_PREFIX):
+            continue
+        upgrade_customer(value)
+        before = data[key]
+        assert value["v"] == STATE_VERSION
+        assert set(value) <= set(CUSTOMER_KEYS)
+        # revision 3: the ledger holds the customer's own moments only
+        assert value.get("led", []) == [m for m in before.get("led", []) if m[3]]
+        unchanged = {k for k in before if k not in ("v", "led", "cap")}
+        assert {k: value[k] for k in unchanged} == {k: before[k] for k in unchanged}
 
 
 def test_every_key_the_engine_writes_is_documented() -> None:
-    events, _, config, _ = _fixture()
+    events, _, config, _ = _fixture(1)
     engine, store = Engine(load_rule_pack(), config), DictStore()
     _continue(engine, store, events, events[-1].occurred_at)
     customers = {k: v for k, v in store.data.items() if k.startswith(CUSTOMER_PREFIX)}
@@ -147,10 +182,15 @@ def test_every_key_the_engine_writes_is_documented() -> None:
 def test_a_contact_cap_of_bare_times_becomes_pairs_of_unknown_actions() -> None:
     engine, store = Engine(load_rule_pack()), DictStore()
     engine.process(store, ev("meter_reading_submitted", T0, event_id="m1"))
+    engine.advance_watermark(store, T0)  # the thanks decides once the watermark passes it
     state = store.data[f"{CUSTOMER_PREFIX}c1"]
     state["cap"] = [at for at, _ in state["cap"]]  # how the oldest layout kept it
     del state["v"]
-    out = engine.process(store, ev("meter_reading_submitted", T0 + H, event_id="m2"))
+    bill = ev(
+        "invoice_issued", T0 + H, event_id="i1", product="gas", attributes={"first_invoice": "true"}
+    )
+    out = engine.process(store, bill)
+    out.extend(engine.advance_watermark(store, T0 + H))
     assert state["cap"] == [[T0, ""]] and state["v"] == STATE_VERSION
     deferred = [d for d in out.decisions if d.outcome == "deferred"]
     assert [(d.reason, d.blocked_by) for d in deferred] == [("contact_cap", None)]

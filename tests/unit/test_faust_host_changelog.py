@@ -1,4 +1,5 @@
-"""PartitionState and StagedTable (processors.faust_host.changelog) over a faked Faust table."""
+"""PartitionState, BatchState and StagedTable (processors.faust_host.changelog) over a faked
+Faust table."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from faust.streams import current_event
 from faust.types import TP
 
-from processors.faust_host.changelog import PartitionState, StagedTable
+from processors.faust_host.changelog import BatchSpoiled, BatchState, PartitionState, StagedTable
 
 
 class FakeStore(dict[str, bytes]):
@@ -120,6 +121,65 @@ def test_unchanged_values_cost_no_write_and_reads_are_fresh_objects() -> None:
     value["n"] = 2  # mutating what was read never reaches the table
     assert PartitionState(staged, 1).get("k") == {"n": 1}
     assert staged.take() == {}
+
+
+def test_a_batch_decodes_each_key_once_and_writes_its_changes_once_at_the_end() -> None:
+    table = FakeTable()
+    table.data.update({"2/e/c:ann": b'{"n":1}', "2/e/same": b"[1]", "2/e/gone": b"0"})
+    staged = StagedTable(table)
+    reads: list[str] = []
+    read = staged.reader()
+
+    def counted_read(key: str) -> Any:
+        reads.append(key)
+        return read(key)
+
+    staged.reader = lambda: counted_read  # type: ignore[method-assign]
+    store = BatchState(staged, 2)
+    for n in range(2, 5):  # three events of the batch
+        ann = store.get("c:ann")
+        assert ann is not None and ann["n"] == n - 1  # the previous event's change, shared
+        ann["n"] = n
+        store.set("c:ann", ann)
+        assert store.get("same") == [1]
+        store.commit()  # the end of an event: nothing written yet
+    store.set_worker("applied", 7)
+    store.delete("gone")
+    store.delete("never")  # deleting a missing key is no change
+    assert store.get("gone") is None and store.get_worker("applied") == 7
+    assert table.data["2/e/c:ann"] == b'{"n":1}' and staged.take() == {}
+    assert sorted(reads) == ["2/e/c:ann", "2/e/same"]  # once each, for three events
+    assert store.flush() == 3
+    assert table.data == {"2/e/c:ann": b'{"n":4}', "2/e/same": b"[1]", "2/w/applied": b"7"}
+    assert staged.take() == {2: {"2/e/c:ann": b'{"n":4}', "2/w/applied": b"7", "2/e/gone": None}}
+    assert store.flush() == 0  # flushed: a new batch starts from the table
+
+
+def test_a_batch_keeps_a_value_changed_in_place_as_a_dict_store_would() -> None:
+    table = FakeTable()
+    table.data["0/e/k"] = b'{"n":1}'
+    store = BatchState(StagedTable(table), 0)
+    value = store.get("k")
+    assert value is not None
+    value["n"] = 2  # changed without `set`: the later events see it, so the table keeps it
+    assert store.get("k") == {"n": 2}
+    assert store.flush() == 1
+    assert table.data["0/e/k"] == b'{"n":2}'
+
+
+def test_an_engine_failure_spoils_the_batch_and_nothing_reaches_the_table() -> None:
+    table = FakeTable()
+    table.data["5/e/k"] = b'{"n":1}'
+    staged = StagedTable(table)
+    store = BatchState(staged, 5)
+    value = store.get("k")
+    assert value is not None
+    value["n"] = 99  # the engine's change in place before it raised
+    with pytest.raises(BatchSpoiled):
+        store.discard_engine_writes()
+    # the host drops the instance; the table still holds what the batch started from
+    assert table.data["5/e/k"] == b'{"n":1}' and staged.take() == {}
+    assert PartitionState(staged, 5).get("k") == {"n": 1}
 
 
 class PersistentStore(MutableMapping[str, bytes]):

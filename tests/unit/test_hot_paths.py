@@ -28,6 +28,7 @@ from schemas.codec import (
 )
 from schemas.native import native_modules
 from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.validation import event_problem
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 MS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
@@ -285,7 +286,9 @@ def test_generated_reader_gives_fastavros_records_and_errors(
     assert fast._fast_reader is not None and fast._fast_decoder is not None
     data = reference.encode(event, validate=False)
     assert fast._fast_decoder(data) == event
-    assert fast.decode(data) == reference.decode(data) == event
+    assert _outcome(fast.decode, data) == _outcome(reference.decode, data)
+    if event_problem(event) is None:  # else both name the rule between fields it breaks
+        assert fast.decode(data) == event
     assert fast.decode_dict(data) == reference.decode_dict(data)
     position = 10 + cut % max(1, len(data) - 10)
     for damaged in (
@@ -415,5 +418,6 @@ def test_plainly_valid_events_pass_every_check(event: InteractionEvent, odd: obj
         candidate = dataclasses.replace(event, **{name: odd})
         problems = [n for n, check in CHECKS[InteractionEvent] if check(getattr(candidate, n))]
         if plainly_valid_event(candidate):
-            assert problems == []
-    assert plainly_valid_event(event) == (event.amount is None or event.amount == event.amount)
+            assert problems == [] and event_problem(candidate) is None
+    finite = event.amount is None or event.amount == event.amount
+    assert plainly_valid_event(event) == (finite and event_problem(event) is None)

@@ -20,7 +20,7 @@ from processors.engine.state import PACK_KEY
 from processors.engine.switching import pack_id, refusal, tick
 from processors.replay import replay_events
 from schemas.records import InteractionEvent
-from tests.support.engine import T0, D, H, engine, ev, rule, run
+from tests.support.engine import T0, D, H, engine, ev, rule, run, run_settled
 from tests.support.packs import DEFAULT_DOC, case_pack
 from tests.support.switching import A_TEXT, Partition
 
@@ -97,10 +97,11 @@ def test_pending_cancel_drops_the_timers_with_rule_changed() -> None:
 def test_a_removed_rule_timers_and_deferred_candidates_are_dropped() -> None:
     eng = engine(unresolved(1), thanks(due_by="3d"))
     store = DictStore()
-    run(
+    run_settled(
         eng,
         store,
-        dispute(T0, event_id="d1"),
+        # another customer's case: an open case would defer c1's thanks (reason open_case)
+        dispute(T0, event_id="d1", customer="c0"),
         ev("meter_reading_submitted", T0 + H, event_id="m1"),
         ev("meter_reading_submitted", T0 + 2 * H, event_id="m2"),  # deferred by the cap
     )
@@ -121,12 +122,14 @@ def test_a_changed_rule_keeps_cool_downs_and_deferred_candidates() -> None:
     eng = engine(thanks(1, cool_down="2h", due_by="3d"))
     store = DictStore()
     run(eng, store, ev("meter_reading_submitted", T0, event_id="m1"))
-    run(eng, store, ev("meter_reading_submitted", T0 + 3 * H, event_id="m2"))  # deferred
+    run_settled(eng, store, ev("meter_reading_submitted", T0 + 3 * H, event_id="m2"))  # deferred
     new, out = eng.switch_pack(
         [store], pack(thanks(2, cool_down="2h", due_by="3d", priority=25)), T0 + 4 * H
     )
     assert out.decisions == []
-    later = run(new, store, ev("meter_reading_submitted", T0 + 24 * H + 30 * 60_000, event_id="m3"))
+    later = run_settled(
+        new, store, ev("meter_reading_submitted", T0 + 24 * H + 30 * 60_000, event_id="m3")
+    )
     # the deferred m2 fired when the cap freed (T0 + 24 h) under version 1; m3 is then in
     # its cool-down (kept across the switch)
     [action] = later.actions
@@ -306,12 +309,11 @@ def test_an_idle_tick_switches_after_the_timers_due_by_then_fired_under_the_old_
     worker.feed([ev("dispute_opened", T0, reference="R1")])
     doc = copy.deepcopy(DEFAULT_DOC)
     doc["rules"] = [r for r in doc["rules"] if r["id"] != "case_unresolved"]
-    for name in ("positive_rules", "negative_rules"):
-        doc["relationship"][name] = [r for r in doc["relationship"][name] if r != "case_unresolved"]
     worker.publish(yaml.safe_dump(doc, sort_keys=False))
     worker.line, out = tick(worker.library, worker.store, worker.line, T0 + 3 * D)
     assert worker.line.pending is None and len(worker.line.chain) == 2
-    assert [a.rule for a in out.actions] == ["case_unresolved"]  # due before the switch
+    # due before the switch: the follow-up (decided at the watermark) and the escalation
+    assert [a.rule for a in out.actions] == ["case_follow_up", "case_unresolved"]
     assert not [d for d in out.decisions if d.reason == "rule_removed"]
 
 

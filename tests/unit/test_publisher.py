@@ -1,34 +1,65 @@
-"""Unit tests of the publisher SDK that need no broker: UUIDv7 ids, validation first."""
+"""Unit tests of the publisher SDK that need no broker: derived event ids, validation first."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+import producers.publisher as publisher_module
 from common.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED
 from common.privacy import hashed_id
 from common.settings import Settings
-from producers.publisher import Publisher, PublishError, new_event_id
-from schemas.codec import SchemaValidationError
+from producers.publisher import Publisher, PublishError
+from schemas.codec import SchemaValidationError, codec_for, read_events_jsonl
 from schemas.records import InteractionEvent
+from tests.support.faults import RefusingProducer
+
+WITHOUT_ID = {
+    "customer_id": "c-1",
+    "channel": "web",
+    "type": "inquiry",
+    "occurred_at": "2026-01-05T10:00:00Z",
+    "attributes": {"page": "/help"},
+}
 
 
-def test_new_event_id_is_a_uuid7_with_the_current_time() -> None:
-    before = time.time_ns() // 1_000_000
-    value = uuid.UUID(new_event_id())
-    after = time.time_ns() // 1_000_000
-    assert value.version == 7
-    assert value.variant == uuid.RFC_4122
-    assert before <= value.int >> 80 <= after
+def test_a_missing_event_id_is_derived_as_file_replay_derives_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    made: list[RefusingProducer] = []
 
+    def producer(config: dict[str, Any]) -> RefusingProducer:
+        made.append(RefusingProducer(config, lambda key: False, real=False))
+        return made[-1]
 
-def test_new_event_ids_are_unique_and_sorted_in_creation_order() -> None:
-    ids = [new_event_id() for _ in range(5000)]
-    assert len(set(ids)) == len(ids)
-    assert ids == sorted(ids)
+    monkeypatch.setattr(publisher_module, "Producer", producer)
+    sent: list[bytes] = []
+    with Publisher(Settings(bootstrap="127.0.0.1:9")) as publisher:
+        real_produce = publisher._produce
+
+        def produce(topic: str, value: bytes, key: str, **kwargs: Any) -> None:
+            sent.append(value)
+            real_produce(topic, value, key, **kwargs)
+
+        publisher._produce = produce
+        first = publisher.publish_json(dict(WITHOUT_ID))
+        retry = publisher.publish_json({**WITHOUT_ID, "occurred_at": "2026-01-05T11:00:00+01:00"})
+    line = tmp_path / "events.jsonl"
+    line.write_text(
+        '{"customer_id":"c-1","channel":"web","type":"inquiry",'
+        '"occurred_at":"2026-01-05T10:00:00.000+00:00","attributes":{"page":"/help"}}\n'
+    )
+    (replayed,) = read_events_jsonl(line)
+    assert first.event_id == retry.event_id == replayed.event_id  # a retry is a duplicate
+    decode = codec_for(InteractionEvent).decode
+    assert [decode(value).event_id for value in sent] == [first.event_id] * 2
+    other = {**WITHOUT_ID, "type": "feedback_given"}
+    with Publisher(Settings(bootstrap="127.0.0.1:9")) as publisher:
+        assert publisher.publish_json(other).event_id != first.event_id
 
 
 def test_invalid_events_never_reach_the_client() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-from typing import Any
+from datetime import date
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError, Message
 
+from common.metrics import DLQ_RECORDS, EVENTS_CONSUMED, EVENTS_FUTURE_DATED, EVENTS_TOO_LATE
 from common.settings import Settings
 from processors.backfill import BackfillSummary, _Run
 from processors.config import engine_config
@@ -62,6 +64,25 @@ HOSTILE: dict[str, tuple[Record, tuple[str, str] | RecordKind]] = {
     "empty": (Record(b""), (Stage.DECODE, "DecodeError")),
     "invalid": (
         Record(encoded(dataclasses.replace(OPENED, type=""), validate=False)),
+        (Stage.VALIDATE, "InvalidRecordError"),
+    ),
+    "customer since in the future": (
+        Record(
+            encoded(dataclasses.replace(OPENED, customer_since=date(2026, 1, 3)), validate=False)
+        ),
+        (Stage.VALIDATE, "InvalidRecordError"),
+    ),
+    "opted into a channel no person answers": (
+        Record(
+            encoded(
+                dataclasses.replace(
+                    OPENED,
+                    type="contact_preferences_changed",
+                    attributes={"preferred_channel": "billing"},
+                ),
+                validate=False,
+            )
+        ),
         (Stage.VALIDATE, "InvalidRecordError"),
     ),
     "engine raises": (Record(encoded(BOOM)), (Stage.ENGINE, "RuntimeError")),
@@ -206,18 +227,43 @@ class WorkerEvent:
         self.message = message
 
 
-def through_worker(tmp_path: Any, records: list[Record]) -> tuple[list[str], list[bytes]]:
-    """The dead letters (as the backfill's summary would describe them) and the actions."""
+class CountedTable(StagedTable):
+    """Counts the writes to the table (one per event, or one per partition and batch)."""
+
+    writes = 0
+
+    def write(self, partition: int, writes: dict[str, bytes | None]) -> None:
+        self.writes += 1
+        super().write(partition, writes)
+
+
+def run_worker(
+    tmp_path: Any, records: list[Record], batch: int | None = None
+) -> tuple[TriggerWorker, KeptOutput, FakeTable]:
+    """A worker (whose engine fails on `BOOM`) after `records`: one by one (`handle`), or
+    in batches of `batch` (`handle_batch`); its output and its table."""
     worker = TriggerWorker(settings(tmp_path))
     output = worker.output = KeptOutput()  # type: ignore[assignment]
-    worker.staged_state = StagedTable(FakeTable())
+    table = FakeTable()
+    worker.staged_state = CountedTable(table)
     worker.path.feed = failing(worker.path.feed)
+    events = [WorkerEvent(WorkerMessage(offset, record)) for offset, record in enumerate(records)]
 
     async def deliver() -> None:
-        for offset, record in enumerate(records):
-            await worker.handle(WorkerEvent(WorkerMessage(offset, record)))  # type: ignore[arg-type]
+        if batch is None:
+            for event in events:
+                await worker.handle(event)  # type: ignore[arg-type]
+        else:
+            for start in range(0, len(events), batch):
+                await worker.handle_batch(events[start : start + batch])  # type: ignore[arg-type]
 
     asyncio.run(deliver())
+    return worker, output, table
+
+
+def through_worker(tmp_path: Any, records: list[Record]) -> tuple[list[str], list[bytes]]:
+    """The dead letters (as the backfill's summary would describe them) and the actions."""
+    worker, output, _ = run_worker(tmp_path, records)
     dead: list[str] = []
     actions: list[bytes] = []
     action_codec = codec_for(ActionEvent)
@@ -284,9 +330,74 @@ def test_the_worker_and_the_backfill_reach_the_same_verdict_for_every_record(
         "decode",  # garbage
         "decode",  # empty
         "validate",
+        "validate",  # customer_since in the future
+        "validate",  # a preferred channel no person answers
         "engine",
         "decode",  # a header, but not a control one
     ]
     assert worker_actions == backfill_actions
     fired = [line for line in worker_actions if b"case_unresolved" in line]
     assert len(fired) == 1 and b'"cat"' in fired[0]  # ann was erased before her case fired
+
+
+def test_batches_reach_what_the_records_one_by_one_reach_though_the_engine_fails(
+    tmp_path: Any,
+) -> None:
+    """A batch is handled with its state kept across records; the engine failing on one of
+    them drops that pass whole, and the batch is handled again record by record: the same
+    output (each record once, in order), the same state, each metric counted once."""
+    records = stream()
+    counters = (
+        DLQ_RECORDS.labels(Stage.ENGINE),
+        DLQ_RECORDS.labels(Stage.DECODE),
+        EVENTS_FUTURE_DATED,
+        EVENTS_CONSUMED.labels("email", "dispute_opened"),
+    )
+
+    def counted() -> list[float]:
+        return [counter._value.get() for counter in counters]
+
+    before = counted()
+    one, one_by_one, one_table = run_worker(tmp_path / "one", records)
+    per_record = [after - was for after, was in zip(counted(), before, strict=True)]
+    assert per_record == [1, 4, 1, 2]
+    writes: dict[int, int] = {}
+    for size in (3, len(records)):  # the failing record in the middle of a batch, or anywhere
+        before = counted()
+        worker, batched, table = run_worker(tmp_path / f"batch{size}", records, batch=size)
+        assert batched.sent == one_by_one.sent
+        assert table.data == one_table.data
+        assert [after - was for after, was in zip(counted(), before, strict=True)] == per_record
+        assert worker.path.future_dated == 1
+        writes[size] = cast(CountedTable, worker.staged_state).writes
+    # batches without the failing record wrote their state once each; the one with it, at
+    # most once per record and once for its applied offset
+    assert writes[3] <= -(-len(records) // 3) + 3 < cast(CountedTable, one.staged_state).writes
+
+
+def test_an_event_too_late_to_apply_is_kept_on_the_late_topic_and_changes_nothing(
+    tmp_path: Any,
+) -> None:
+    worker = TriggerWorker(settings(tmp_path).replace(max_lateness="1h"))
+    output = worker.output = KeptOutput()  # type: ignore[assignment]
+    table = FakeTable()
+    worker.staged_state = StagedTable(table)
+    late = dataclasses.replace(OPENED, event_id="e9", customer_id="eve", reference="R-9")
+    records = [Record(encoded(LATER), key=b"bob"), Record(encoded(late), key=b"eve")]
+    events = [WorkerEvent(WorkerMessage(offset, record)) for offset, record in enumerate(records)]
+    before = EVENTS_TOO_LATE._value.get()
+    asyncio.run(worker.handle_batch(events))  # type: ignore[arg-type]
+    assert EVENTS_TOO_LATE._value.get() - before == 1
+    late_records = [sent for sent in output.sent if sent[0] == "unit.interactions.late"]
+    assert [key for _, key, _, _ in late_records] == [b"eve"]  # nothing else went there
+    _, _, value, headers = late_records[0]
+    error = {k[len("moments.error.") :]: v.decode() for k, v in headers if "error" in k}
+    assert (value, error["stage"], error["class"], error["offset"]) == (
+        records[1].value,
+        "late",
+        "TooLate",
+        "1",
+    )
+    assert not [sent for sent in output.sent if sent[1] == b"eve" and sent is not late_records[0]]
+    assert not any("eve" in key for key in table.data)  # never applied
+    assert table.data["0/w/applied"] == b"1"

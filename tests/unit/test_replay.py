@@ -44,7 +44,7 @@ STORIES = [
 
 EXPECTED = [
     # (customer, rule, destination, triggered_at)
-    ("cust-cancel", "life_event_check_in", "care", T0),
+    ("cust-cancel", "life_event_check_in", "care", T0 + H),  # gathered 1 h: by the watermark
     ("cust-bill", "explain_first_bill", "billing", T0 + 2 * H),
     ("cust-case", "case_follow_up", "care", T0 + 3 * H),
     ("cust-meter", "thank_meter_reading", "recognition", T0 + 4 * H),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -59,6 +60,20 @@ def test_compare_actions_counts_added_removed_changed_by_action_id() -> None:
     assert changed["fields"] == ["details"]
 
 
+def test_the_ledger_details_change_an_action_only_when_strict() -> None:
+    ledger = {"relationship_balance": "1", "relationship_positives": "2"}
+    old = [action("a", details={"plan": "x", **ledger}), action("b", details={"plan": "x"})]
+    new = [
+        action("a", details={"plan": "x", "relationship_balance": "-1"}),
+        action("b", details={"plan": "y", "relationship_negatives": "4"}),
+    ]
+    loose = compare_actions(old, new, events=2)
+    assert (loose.rules["r"].changed, [e["action_id"] for e in loose.examples]) == (1, ["b"])
+    strict = compare_actions(old, new, events=2, strict=True)
+    assert strict.rules["r"].changed == 2
+    assert [e["fields"] for e in strict.examples] == [["details"], ["details"]]
+
+
 @pytest.mark.parametrize("field", ["reason", "priority", "destination", "due_by", "triggered_at"])
 def test_each_compared_field_makes_an_action_changed(field: str) -> None:
     value = {"reason": "other", "priority": 11, "destination": "crm", "due_by": T0 + D}
@@ -74,6 +89,8 @@ def history(tmp_path: Path) -> Path:
     for i in range(6):  # customers since 2019 (7 years) and 2024 (2 years)
         since = "2019-01-01" if i % 2 else "2024-01-01"
         rows.append(line(f"e{i}", f"c{i}", "call", "inquiry", T0 + i * D, customer_since=since))
+    # a day later the watermark has passed them all: the engagement rules saw every one
+    rows.append(line("e6", "c6", "call", "inquiry", T0 + 6 * D, customer_since="2024-01-01"))
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
 
@@ -89,7 +106,7 @@ def test_diff_file_equals_two_replays(history: Path, tmp_path: Path) -> None:
         counts.append(sum(1 for x in out.read_text().splitlines() if "recognize_tenure" in x))
     tenure = result.rules["recognize_tenure"]
     assert (tenure.old, tenure.new) == (counts[0], counts[1]) == (3, 0)
-    assert (tenure.removed, result.customers_affected, result.events) == (3, 3, 6)
+    assert (tenure.removed, result.customers_affected, result.events) == (3, 3, 7)
 
 
 def test_cli_rules_diff_prints_a_table_and_writes_the_json(history: Path, tmp_path: Path) -> None:
@@ -138,3 +155,25 @@ def test_the_packs_in_two_processes_give_the_one_pass_diff(tmp_path: Path) -> No
     assert parallel == one_pass
     assert one_pass["rules"]["recognize_tenure"]["removed"] > 0
     assert one_pass["examples"]
+
+
+def test_cli_rules_diff_compares_the_ledger_details_only_with_strict(
+    history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import processors.diff
+
+    seen: list[bool] = []
+    real = processors.diff.diff_file
+
+    def recording(*args: Any, strict: bool = False, **kwargs: Any) -> Any:
+        seen.append(strict)
+        return real(*args, strict=strict, **kwargs)
+
+    monkeypatch.setattr(processors.diff, "diff_file", recording)
+    new_path = variant(tmp_path, "t10.yaml", TENURE_10, tenure_version(2))
+    args = ["rules", "diff", str(DEFAULT_PACK_PATH), str(new_path), "--events", str(history)]
+    runner = CliRunner()
+    for extra in ([], ["--strict"]):
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+    assert seen == [False, True]

@@ -44,7 +44,7 @@ def test_a_raised_version_or_a_new_description_passes(tmp_path: Path) -> None:
         variant(
             tmp_path,
             "b.yaml",
-            ("description: A cancellation on any channel", "description: Any cancellation"),
+            ("A cancellation on any channel often hides", "Any cancellation may hide"),
         )
     )
     assert version_problems(old, described) == []

@@ -1,11 +1,13 @@
-"""The journey simulator: determinism, order, distribution, adapters in the loop, seed stories."""
+"""The journey simulator: determinism, distribution, adapters in the loop, seed stories.
+
+How records arrive (late, twice) and the phenomena of docs/design.md section 11 have their
+own modules (test_simulator_arrival, test_simulator_realism)."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from datetime import UTC, date, datetime
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -23,15 +25,11 @@ from producers.simulator import (
 )
 from schemas.codec import event_from_json, to_json_line, validate
 from schemas.records import EVENT_TYPES, InteractionEvent
+from tests.support.simulated import START, START_MS, population
+from tests.support.simulated import events as _population
 
-START = datetime(2026, 1, 5, tzinfo=UTC)
-START_MS = int(START.timestamp() * 1000)
-
-
-@cache
-def _population() -> tuple[InteractionEvent, ...]:
-    """One mid-sized run shared by the distribution tests (1,500 customers, 120 days)."""
-    return tuple(simulate(1500, 120, seed=11, start=START))
+#: What customers and their systems say; the operational `action_*` types are moments' own.
+CUSTOMER_TYPES = frozenset(t for t in EVENT_TYPES if not t.startswith("action_"))
 
 
 def test_same_seed_same_events_other_seed_other_events() -> None:
@@ -44,26 +42,25 @@ def test_same_seed_same_events_other_seed_other_events() -> None:
     assert [json_line(e) for e in first] != [json_line(e) for e in other]
 
 
-def test_events_are_ordered_by_time_and_inside_the_simulated_days() -> None:
+def test_events_lie_inside_the_simulated_days() -> None:
+    times = [e.occurred_at for e in population()]
+
+    assert min(times) >= START_MS and max(times) < START_MS + 120 * DAY
+
+
+def test_every_event_is_valid_and_ids_come_from_channel_records() -> None:
     events = _population()
 
-    times = [e.occurred_at for e in events]
-    assert times == sorted(times)
-    assert times[0] >= START_MS and times[-1] < START_MS + 120 * DAY
-
-
-def test_every_event_is_valid_and_ids_are_unique_and_come_from_channel_records() -> None:
-    events = _population()
-
-    for event in events[:20_000]:
+    for event in events:
         validate(event)
     ids = [e.event_id for e in events]
     assert len(set(ids)) == len(ids)
     prefixes = {
-        "call": "call-CL11-",
-        "email": "email-",
-        "billing": "billing-B11-",
-        "web": "web-11-",
+        "call": ("call-CL11-", "pref-11-"),
+        "email": ("email-",),
+        "billing": ("billing-B11-",),
+        "web": ("web-11-", "pref-11-"),
+        "other": ("meter-11-",),
     }
     assert all(e.event_id.startswith(prefixes[e.channel]) for e in events)
 
@@ -71,7 +68,7 @@ def test_every_event_is_valid_and_ids_are_unique_and_come_from_channel_records()
 def test_fast_json_line_is_byte_for_byte_the_codec_json_form() -> None:
     events = _population()
 
-    for event in events:
+    for event in population():
         assert json_line(event) == to_json_line(event)
     for event in events[:2000]:
         assert event_from_json(json.loads(json_line(event))) == event
@@ -83,8 +80,8 @@ def test_every_channel_and_every_vocabulary_type_at_plausible_rates() -> None:
     types = Counter(e.type for e in events)
     total = len(events)
 
-    assert set(channels) == {"call", "email", "billing", "web"}
-    assert set(types) == set(EVENT_TYPES)
+    assert set(channels) == {"call", "email", "billing", "web", "other"}
+    assert set(types) == CUSTOMER_TYPES
     # Billing is the bulk (monthly invoices and payments); people contact us far less.
     assert 0.55 < channels["billing"] / total < 0.9
     for channel in ("call", "email", "web"):
@@ -117,12 +114,14 @@ def test_channels_follow_a_daily_rhythm() -> None:
     assert web_hours[20] > 3 * web_hours[3]  # evenings online, nights quiet
 
 
-def test_cases_carry_references_and_some_are_never_resolved() -> None:
+def test_cases_mostly_carry_references_and_some_are_never_resolved() -> None:
     events = _population()
-    opened = {e.reference for e in events if e.type == "dispute_opened"}
-    resolved = {e.reference for e in events if e.type == "dispute_resolved"}
+    openings = [e for e in events if e.type == "dispute_opened"]
+    opened = {e.reference for e in openings if e.reference}
+    resolved = {e.reference for e in events if e.type == "dispute_resolved" and e.reference}
 
-    assert None not in opened and resolved <= opened
+    assert len(opened) > 0.8 * len({e.reference for e in openings})
+    assert resolved <= opened
     never = len(opened - resolved) / len(opened)
     assert 0.05 < never < 0.45  # unresolved ones plus those still open at the end
 

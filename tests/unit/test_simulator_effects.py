@@ -1,4 +1,5 @@
-"""The simulator's customers respond to the actions they would receive (section 9)."""
+"""The simulator's customers respond to the actions they would receive (section 9), and
+only those the engine would treat do (section 11)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,49 @@ import pytest
 from common.settings import Settings
 from moments.report import simulation_rates
 from processors.engine.ids import in_holdout
-from producers.simulator import Effects, Rates, simulate
+from producers.simulator import DAY, HOUR, Effects, Rates, simulate
+from producers.simulator.habits import Plan
+from producers.simulator.world import World, start_day_ms
+from schemas.records import InteractionEvent
 
 
 def types(rates: Rates | None, customers: int = 600) -> Counter[str]:
     return Counter(e.type for e in simulate(customers, 90, seed=5, rates=rates))
+
+
+def once(rates: Rates | None, customers: int) -> list[InteractionEvent]:
+    """Every event once (repeated deliveries dropped), in time order."""
+    seen: set[str] = set()
+    events = []
+    for event in simulate(customers, 120, seed=5, rates=rates):
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            events.append(event)
+    return sorted(events, key=lambda e: e.occurred_at)
+
+
+def cases_after_a_new_products_first_bill(rates: Rates | None) -> int:
+    """Disputes and complaints within 60 days after a customer's first invoice of a product
+    whose account_opened came before it (what explain_first_bill's outcome measures)."""
+    opened: dict[str, set[str | None]] = {}
+    first_bill: dict[str, int] = {}
+    cases = 0
+    for e in once(rates, 1200):
+        if e.type == "account_opened":
+            opened.setdefault(e.customer_id, set()).add(e.product)
+        elif e.type == "invoice_issued" and e.product in opened.get(e.customer_id, ()):
+            first_bill.setdefault(e.customer_id, e.occurred_at)
+        elif e.type in ("dispute_opened", "complaint_filed") and e.customer_id in first_bill:
+            cases += e.occurred_at <= first_bill[e.customer_id] + 60 * DAY
+    return cases
+
+
+def readings_people_made(rates: Rates | None) -> int:
+    return sum(
+        1
+        for e in once(rates, 600)
+        if e.type == "meter_reading_submitted" and e.attributes.get("submitted_by") != "meter"
+    )
 
 
 def test_zero_effects_change_nothing() -> None:
@@ -23,10 +62,34 @@ def test_zero_effects_change_nothing() -> None:
 
 
 def test_customers_respond_to_the_actions_they_receive() -> None:
-    base = types(None)
-    moved = types(Rates(effects=Effects(explain_first_bill=1.0, thank_meter_reading=1.0)))
-    assert moved["dispute_opened"] < base["dispute_opened"] * 0.6
-    assert moved["meter_reading_submitted"] > base["meter_reading_submitted"] * 1.2
+    moved = Rates(effects=Effects(explain_first_bill=1.0, thank_meter_reading=2.0))
+
+    base_cases = cases_after_a_new_products_first_bill(None)
+    assert base_cases >= 15
+    assert cases_after_a_new_products_first_bill(moved) < base_cases * 0.5
+    assert readings_people_made(moved) > readings_people_made(None) * 1.3
+
+
+def test_only_what_the_engine_would_treat_moves_a_customer() -> None:
+    world = World(1, 30, 3, start_day_ms(None), Rates(effects=Effects(explain_first_bill=1.0)))
+    customer = world.customers[0]
+    t0 = world.start_ms + DAY
+    out: list[Plan] = []
+    long_held = world.make_product("gas", t0 - 400 * DAY)  # no account_opened: not new
+    customer.products.append(long_held)
+    world.invoice(customer, long_held, t0, out)
+    assert customer.explained == []
+
+    opted_out = world.open_product(customer, "mobile", t0, out)
+    customer.consent.append((t0 + HOUR, True))
+    world.invoice(customer, opted_out, t0 + 30 * DAY, out)
+    assert customer.explained == []
+
+    customer.consent.append((t0 + 2 * HOUR, False))
+    opted_in = world.open_product(customer, "broadband", t0 + 3 * HOUR, out)
+    world.invoice(customer, opted_in, t0 + 31 * DAY, out)
+    assert customer.explained == [t0 + 31 * DAY]
+    assert [p[3][0] for p in out].count("ACCOUNT_OPENED") == 2
 
 
 def test_the_control_group_does_not_respond() -> None:

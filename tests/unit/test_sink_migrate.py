@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.migrate import MigrationError, load_migrations
-from sinks.rows import TABLES
+from sinks.rows import TABLES, record_row
+from tests.support.sinks import ACTION, DECISION
 
 
 def test_migrations_are_ordered_by_version_and_named_in_schema_version_form() -> None:
@@ -48,3 +51,44 @@ def test_every_column_the_sink_writes_exists_in_the_migration(spec) -> None:  # 
         created |= set(re.findall(rf"ALTER TABLE {spec.name} ADD COLUMN (\w+)", later.sql))
     assert set(spec.column_names) == created - {"inserted_at"}
     assert set(spec.key) <= created
+
+
+def _nullable_columns(table: str) -> set[str]:
+    """The columns of `table` that may hold NULL once every migration has run."""
+    migrations = load_migrations()
+    body = re.search(rf"CREATE TABLE {table} \((.*?)\n\);", migrations[0].sql, re.S)
+    assert body is not None, f"no CREATE TABLE {table}"
+    nullable: set[str] = set()
+    for line in body.group(1).splitlines():
+        words = line.split()
+        if words and words[0] != "PRIMARY" and "NOT NULL" not in line and "PRIMARY KEY" not in line:
+            nullable.add(words[0])
+    for later in migrations[1:]:
+        for column, definition in re.findall(
+            rf"ALTER TABLE {table} ADD COLUMN (\w+)([^;]*);", later.sql
+        ):
+            if "NOT NULL" not in definition:
+                nullable.add(column)
+        alters = re.findall(
+            rf"ALTER TABLE {table} ALTER COLUMN (\w+) (DROP|SET) NOT NULL", later.sql
+        )
+        for column, change in alters:
+            (nullable.add if change == "DROP" else nullable.discard)(column)
+    return nullable
+
+
+def test_every_column_a_record_may_leave_empty_takes_null() -> None:
+    """An action with no channel a person can reach the customer on (migration 006), a
+    decision without an action, an event with only its required fields: each lands."""
+    records: list[ActionEvent | Decision | InteractionEvent] = [
+        replace(ACTION, channel_hint=None, due_by=None),
+        replace(DECISION, action_id=None, blocked_by=None),
+        InteractionEvent("e-1", "c-1", "call", "inquiry", 0),
+    ]
+    for record in records:
+        spec, _, values = record_row(record)
+        row = dict(zip(spec.column_names, values, strict=True))
+        empty = {name for name, value in row.items() if value is None}
+        assert "kafka_topic" in empty  # the row builder really left columns NULL
+        assert empty <= _nullable_columns(spec.name), spec.name
+    assert "channel_hint" in _nullable_columns("actions")

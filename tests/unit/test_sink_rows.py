@@ -108,6 +108,18 @@ def test_an_action_maps_to_its_row_in_column_order() -> None:
     )
 
 
+def test_an_action_without_a_channel_hint_maps_to_null() -> None:
+    row = dict(
+        zip(
+            ACTIONS.column_names,
+            action_row(replace(ACTION, channel_hint=None), None, None, None),
+            strict=True,
+        )
+    )
+    assert row["channel_hint"] is None
+    assert row["action_id"] == "a-1"
+
+
 def test_decisions_and_events_map_to_their_rows() -> None:
     decision = dict(
         zip(DECISIONS.column_names, decision_row(DECISION, None, None, None), strict=True)

@@ -73,9 +73,10 @@ def test_a_redriven_dead_letter_carries_its_own_headers_and_only_the_latest_erro
 def test_topic_names_carry_the_prefix() -> None:
     topics = Topics("p-")
     assert topics.action("care") == "p-actions.care"
-    assert topics.all()[:4] == [
+    assert topics.all()[:5] == [
         "p-interactions",
         "p-interactions.dlq",
+        "p-interactions.late",
         "p-decisions",
         "p-actions.dlq",
     ]
