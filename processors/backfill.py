@@ -129,6 +129,8 @@ class BackfillSummary:
     actions: int = 0
     decisions: int = 0
     garbage: int = 0
+    #: Events too late to apply (docs/design.md 11.1): not applied, counted.
+    too_late: int = 0
     #: Events dated beyond their record timestamp + MOMENTS_MAX_FUTURE_SKEW (watermark capped).
     future_dated: int = 0
     garbage_samples: list[str] = field(default_factory=list)
@@ -403,8 +405,11 @@ class _Run:
                 None if kind == TIMESTAMP_NOT_AVAILABLE else record_ms,
             )
             if type(result) is Applied:
-                events += 1
                 out = result.output
+                if out.too_late:
+                    self.summary.too_late += 1
+                    continue
+                events += 1
                 if out.actions:
                     actions += out.actions
                 if out.decisions:

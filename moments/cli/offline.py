@@ -106,7 +106,8 @@ def replay(
         console.print(
             f"{backfill.events} events from {from_topic} → {backfill.actions} actions "
             f"({actions_out}), {backfill.decisions} decisions, {backfill.garbage} undecodable, "
-            f"{backfill.future_dated} future-dated, in {backfill.seconds:.2f} s "
+            f"{backfill.future_dated} future-dated, {backfill.too_late} too late (not applied), "
+            f"in {backfill.seconds:.2f} s "
             f"({backfill.events / max(backfill.seconds, 1e-9):,.0f} events/s)"
         )
         return

@@ -20,6 +20,7 @@ COMPILED_MODULES = (
     "ids",
     "candidates",
     "customer",
+    "cases",
     "rendering",
     "kinds",
     "runtime",

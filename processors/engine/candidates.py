@@ -115,7 +115,8 @@ def matches(p: Pattern, event: InteractionEvent, customer_id: str, state: dict[s
 
 
 def remember(event: InteractionEvent) -> list[Any]:
-    """An event as plain JSON values, to keep in the state (`recall` gives it back)."""
+    """An event as plain JSON values, to keep in the state (`recall` gives it back). Its
+    attributes map is shared, not copied: the engine never changes an event."""
     return [
         event.event_id,
         event.channel,
@@ -129,7 +130,7 @@ def remember(event: InteractionEvent) -> list[Any]:
         None if event.due_date is None else event.due_date.isoformat(),
         None if event.customer_since is None else event.customer_since.isoformat(),
         event.text,
-        dict(event.attributes),
+        event.attributes,
     ]
 
 
@@ -147,11 +148,24 @@ def recall(customer_id: str, kept: list[Any]) -> InteractionEvent:
         kept[6],
         kept[7],
         kept[8],
-        None if due is None else date.fromisoformat(due),
-        None if since is None else date.fromisoformat(since),
+        None if due is None else _date(due),
+        None if since is None else _date(since),
         kept[11],
-        dict(kept[12]),
+        kept[12],
     )
+
+
+def _date(text: str) -> date:
+    """date.fromisoformat, remembered (customer_since is on most events)."""
+    day = _DATES.get(text)
+    if day is None:
+        if len(_DATES) >= 65_536:
+            _DATES.clear()
+        day = _DATES[text] = date.fromisoformat(text)
+    return day
+
+
+_DATES: Final[dict[str, date]] = {}
 
 
 def key_of(rule_field: str | None, event: InteractionEvent) -> str:
