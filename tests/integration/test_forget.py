@@ -4,11 +4,13 @@ from the worker's state, and nothing is emitted for them afterwards, also after 
 One interactions partition, so one watermark moves every customer's timers. The customer
 to forget and a customer to keep each open a case (a `case_unresolved` timer 48 h later)
 and a second one (60 h later: a timer that would still be pending at the restart); the
-customer to forget also has two engagement candidates within 24 h, so the contact cap
-holds one back (deferred, where the engine defers). A worker and a PostgreSQL sink run
-as child processes; `moments forget` runs as the CLI.
-Then the kept customer's events move the watermark past every deadline, before and after
-a worker restart (state recovered from the changelog alone, `memory://`).
+customer to forget also has two engagement candidates, one held back until their cases
+close (deferred, open_case). A worker and a PostgreSQL sink run as child processes;
+`moments forget` runs as the CLI.
+Follow-ups and engagement candidates are decided once the watermark passes their event
+(docs/design.md 11.1), so a payment of the kept customer 13 h on settles them before the
+erasure. Then the kept customer's events move the watermark past every deadline, before
+and after a worker restart (state recovered from the changelog alone, `memory://`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tests.support.worker_process import (
     WAIT_S,
     TopicReader,
     actions_in,
+    clock_event,
     decisions_in,
     event,
     running_worker,
@@ -103,6 +106,9 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
                 publisher.publish(
                     event(GONE, "invoice_issued", t0 + 2 * H, channel="billing", product="gas")
                 )
+                # Past every event so far (the second follow-ups, the held engagement
+                # candidates), short of the first case_unresolved deadline (t0 + 48 h).
+                publisher.publish(clock_event(KEPT, t0 + 13 * H))
             reader.poll_until(lambda ms: len(decisions_for(GONE)) == 4, worker, WAIT_S)
             wait_for(
                 lambda: (
@@ -171,7 +177,7 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
         a.rule for a in actions_in(messages, topics.action("care")) if a.customer_id == KEPT
     ]
     assert set(rows_of(database, GONE).values()) == {0}
-    assert rows_of(database, KEPT)["events"] == 4  # only GONE was erased
+    assert rows_of(database, KEPT)["events"] == 5  # only GONE was erased
     # Nothing after the erasure: no decision (a held-back candidate firing or expiring would
     # make one), no escalation for the cases they left open.
     assert sorted(d.decision_id for d in gone_decisions) == gone_before

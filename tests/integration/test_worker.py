@@ -21,13 +21,19 @@ from tests.support.worker_process import (
     WAIT_S,
     TopicReader,
     actions_in,
+    clock_event,
     decisions_in,
     event,
     headers_of,
     running_worker,
 )
 
-DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+#: life_event_check_in gathers the cancellations of an hour and decides once the watermark
+#: (max occurred_at - 5 min) passes the hour's end: a later event of the customer this much
+#: after a cancellation settles it.
+SETTLED_MS = 2 * HOUR_MS
 ERROR_HEADERS = {
     "moments.error.stage",
     "moments.error.class",
@@ -43,12 +49,15 @@ def test_cancellation_fires_care_action_and_poison_goes_to_dlq(
 ) -> None:
     topics = settings.topics
     now = int(time.time() * 1000)
+    # In the past, so the events that settle them are not dated ahead of the broker's clock.
+    at = now - SETTLED_MS
     reader = TopicReader(
         settings, [topics.action("care"), topics.decisions, topics.interactions_dlq]
     )
     with running_worker(settings, tmp_path / "worker.log") as worker:
         with Publisher(settings) as publisher:
-            publisher.publish(event("ann", "cancellation_requested", now, product="gas"))
+            cancellation = event("ann", "cancellation_requested", at, product="gas")
+            publisher.publish(cancellation)
         # Poison with the key of a customer whose good event follows on the same partition.
         producer = Producer(settings.kafka_config(partitioner="murmur2_random"))
         producer.produce(topics.interactions, key=b"bob", value=b"not avro at all")
@@ -57,7 +66,9 @@ def test_cancellation_fires_care_action_and_poison_goes_to_dlq(
         producer.produce(topics.interactions, key=b"bob", value=oversized)
         assert producer.flush(10) == 0
         with Publisher(settings) as publisher:
-            publisher.publish(event("bob", "cancellation_requested", now + 1))
+            publisher.publish(event("bob", "cancellation_requested", at + 1))
+            for customer in ("ann", "bob"):
+                publisher.publish(clock_event(customer, at + SETTLED_MS))
 
         def care_actions_for_both(messages: list[Message]) -> bool:
             actions = actions_in(messages, topics.action("care"))
@@ -72,11 +83,13 @@ def test_cancellation_fires_care_action_and_poison_goes_to_dlq(
     assert len(ann_actions) == 1
     action = ann_actions[0]
     assert isinstance(action, ActionEvent)
+    # A gathered action's time is the end of its gathering hour; the cancellation is its evidence.
     assert (action.rule, action.destination, action.triggered_at) == (
         "life_event_check_in",
         "care",
-        now,
+        at + HOUR_MS,
     )
+    assert (action.evidence, action.details["products"]) == ([cancellation.event_id], "gas")
     decisions = decisions_in(messages, topics.decisions)
     fired = [d for d in decisions if d.customer_id == "ann" and d.outcome == "fired"]
     assert len(fired) == 1 and fired[0].action_id == action.action_id
@@ -110,6 +123,9 @@ def test_cool_down_survives_a_restart(settings: Settings, tmp_path: Path, store:
     topics = settings.topics
     customers = [f"cust-{i:03d}" for i in range(40)]
     now = int(time.time() * 1000)
+    # Each cancellation is decided once a later event of its customer settles it (the hour
+    # it gathers, plus the allowed lateness); both rounds stay in the past.
+    first_at, second_at = now - DAY_MS, now - SETTLED_MS
     log = tmp_path / "worker.log"
     reader = TopicReader(settings, [topics.action("care"), topics.decisions])
 
@@ -119,20 +135,28 @@ def test_cool_down_survives_a_restart(settings: Settings, tmp_path: Path, store:
     with running_worker(settings, log) as worker:
         with Publisher(settings) as publisher:
             for customer in customers:
-                publisher.publish(event(customer, "cancellation_requested", now - DAY_MS))
+                publisher.publish(event(customer, "cancellation_requested", first_at))
+            # After all of them: a timer set behind the watermark waits for it to move again.
+            for customer in customers:
+                publisher.publish(clock_event(customer, first_at + SETTLED_MS))
         reader.poll_until(decided(len(customers)), worker, WAIT_S)
         assert worker.stop() == 0, worker.log_tail()  # SIGTERM stops it cleanly
 
     with running_worker(settings, log) as worker:
         with Publisher(settings) as publisher:
             for customer in customers:
-                publisher.publish(event(customer, "cancellation_requested", now, channel="email"))
+                publisher.publish(
+                    event(customer, "cancellation_requested", second_at, channel="email")
+                )
+            for customer in customers:
+                publisher.publish(clock_event(customer, second_at + SETTLED_MS))
         reader.poll_until(decided(2 * len(customers)), worker, WAIT_S)
         messages = reader.drain()
 
     decisions = decisions_in(messages, topics.decisions)
-    first = [d for d in decisions if d.decided_at == now - DAY_MS]
-    second = [d for d in decisions if d.decided_at == now]
+    # decided at the end of each gathering hour
+    first = [d for d in decisions if d.decided_at == first_at + HOUR_MS]
+    second = [d for d in decisions if d.decided_at == second_at + HOUR_MS]
     assert {d.outcome for d in first} == {"fired"} and len(first) == len(customers)
     assert sorted((d.outcome, d.reason) for d in second) == [("suppressed", "cool_down")] * len(
         customers

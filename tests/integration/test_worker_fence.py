@@ -29,11 +29,12 @@ FENCE = b'"~fence"'  # FENCE_KEY as the table's JSON key
 
 def fences_after_one_event(settings: Settings, tmp_path: Path) -> tuple[int, int]:
     """Run the worker until it decided on one event; (fence records, other records) in its
-    changelog."""
+    changelog. Feedback is decided as it arrives (route_feedback), with no later event."""
     reader = TopicReader(settings, [settings.topics.decisions])
     with running_worker(settings, tmp_path / "worker.log") as worker:
         with Publisher(settings) as publisher:
-            publisher.publish(event("ann", "cancellation_requested", int(time.time() * 1000)))
+            now = int(time.time() * 1000)
+            publisher.publish(event("ann", "feedback_given", now, channel="web", text="Thanks"))
         reader.poll_until(
             lambda ms: len(decisions_in(ms, settings.topics.decisions)) >= 1, worker, WAIT_S
         )

@@ -10,20 +10,32 @@ partition (max occurred_at - allowed lateness) and both advance it the same
 way while events arrive; the worker also advances a *quiet* partition's
 watermark by the wall clock since the partition's last event (idle ticks),
 while replay without `until_ms` stops at the last event. So the only
-legitimate difference is absence timers still pending at the end of the
-replay: the worker fires those whose deadline is at most the partition's
-final replay watermark plus the wall time the test has run. (A tick in the
-middle of the stream changes nothing: it can raise a partition's watermark
-only by the wall time between two publishes, far below the allowed lateness
-of 5 minutes, and the events are in occurred_at order, so no later event
-can resolve or fall behind a timer that the tick fired early.)
+legitimate difference is the timers still pending at the end of the replay:
+absence deadlines, gathered candidates (life_event_check_in), deferred
+candidates' queue timers, and the hold timers of events that the rules
+deciding at the watermark (engagement rules, `decide: at_watermark`) have
+not seen yet (docs/design.md 11.1). Each such action's time is its timer's
+deadline (a held event's is its occurred_at), and the worker fires those
+whose deadline is at most the partition's final replay watermark plus the
+wall time the test has run. (A tick in the middle of the stream changes
+nothing: it can raise a partition's watermark only by the wall time since
+the partition's last event, between two publishes or across the restart,
+far below the allowed lateness of 5 minutes, so the watermark stays behind
+the partition's newest event; the events are in occurred_at order, so
+every event after the tick is later than the deadlines it passed: none can
+resolve an absence timer it fired, join a gathering it closed (the
+gathering hour ended before the watermark) or precede an event it released
+to the rules deciding at the watermark, which decide as of that event's
+time.)
 
 The test pins that down: `expected` = every action of the replay + the
 pending timer actions (from a replay to the end of time) whose deadline
-lies within that wall-time bound, and one pending timer is planted 5 s of
-event time after its partition's last watermark, so the worker *must* fire
-it from idle ticks within seconds. Everything else must be equal exactly:
-the set of action ids, and each action's full JSON (and so for decisions).
+lies within that wall-time bound, and two pending timers are planted 5 s of
+event time after their partition's last watermark, a case's absence
+deadline and a customer's own meter reading held for thank_meter_reading,
+so the worker *must* fire both from idle ticks within seconds. Everything
+else must be equal exactly: the set of action ids, and each action's full
+JSON (and so for decisions).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import pytest
 
 from common.settings import Settings
 from processors.config import engine_config
+from processors.engine import EngineConfig, RulePack, load_rule_pack
 from processors.offline import partition_for
 from processors.replay import replay_events
 from producers.publisher import Publisher
@@ -53,7 +66,7 @@ WAIT_S = 240.0
 QUIET_S = 3.0
 HOUR_MS = 3_600_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: The planted case's deadline lies this far (event time) past its partition's last watermark.
+#: The planted timers' deadlines lie this far (event time) past their partition's last watermark.
 PLANTED_AFTER_MS = 5_000
 
 
@@ -135,10 +148,12 @@ def decisions_by_id(decisions: list[Decision]) -> dict[str, list[dict[str, Any]]
 
 
 def population(settings: Settings) -> list[InteractionEvent]:
-    """A few thousand simulated events plus one planted case on partition 0."""
+    """A few thousand simulated events plus two planted on partition 0 for quiet customers:
+    a case opened 48 h before (case_unresolved) and a meter reading on the web
+    (thank_meter_reading) just past the partition's last watermark."""
     events = list(simulate(customers=400, days=45, seed=20_260_104, story_rate=0.5))
     partitions = settings.kafka.interactions_partitions
-    customer = next(
+    quiet = (
         c for c in (f"parity-quiet-{n}" for n in range(100)) if partition_for(c, partitions) == 0
     )
     last_on_partition = max(
@@ -147,14 +162,22 @@ def population(settings: Settings) -> list[InteractionEvent]:
     watermark = last_on_partition - round(settings.engine.allowed_lateness_s * 1000)
     opened = InteractionEvent(
         event_id="parity-planted-dispute",
-        customer_id=customer,
+        customer_id=next(quiet),
         channel="call",
         type="dispute_opened",
         occurred_at=watermark + PLANTED_AFTER_MS - 48 * HOUR_MS,  # case_unresolved: 48 h
         source="parity-test",
         reference="PARITY-1",
     )
-    events.append(opened)
+    reading = InteractionEvent(
+        event_id="parity-planted-reading",
+        customer_id=next(quiet),
+        channel="web",
+        type="meter_reading_submitted",
+        occurred_at=watermark + PLANTED_AFTER_MS,  # held until the watermark passes it
+        source="parity-test",
+    )
+    events.extend((opened, reading))
     events.sort(key=lambda e: e.occurred_at)  # stable: the simulation's order is kept
     return events
 
@@ -195,53 +218,80 @@ def wait_until_quiet(read: Any, worker: WorkerProcess | None, quiet_s: float) ->
     return last
 
 
-def deferred_across(decisions: list[Decision], split_ms: int) -> list[str]:
-    """Action ids deferred before `split_ms` that fired after it."""
-    deferred = {
-        d.action_id for d in decisions if d.outcome == "deferred" and d.decided_at < split_ms
-    }
+def deferred_across(before: list[Decision], decisions: list[Decision]) -> list[str]:
+    """Action ids deferred among the decisions `before` a stop that fired after it (fired
+    among `decisions`, those of the whole stream, but not `before`)."""
+    deferred = {d.action_id for d in before if d.outcome == "deferred"}
+    fired_before = {d.action_id for d in before if d.outcome == "fired"}
     return [
         d.action_id
         for d in decisions
-        if d.outcome == "fired" and d.action_id in deferred and d.decided_at >= split_ms
+        if d.outcome == "fired"
+        and d.action_id is not None
+        and d.action_id in deferred
+        and d.action_id not in fired_before
     ]
+
+
+def restart_point(
+    events: list[InteractionEvent],
+    decisions: list[Decision],
+    partitions: int,
+    pack: RulePack,
+    config: EngineConfig,
+) -> int:
+    """The index nearest the middle of `events` (within its middle third) before which the
+    worker stops, such that a candidate deferred before the stop fires after it (as replay
+    of the first part, then of everything, says)."""
+    middle = len(events) // 2
+    for offset in range(len(events) // 6):
+        for split in sorted({middle - offset, middle + offset}):
+            _, before = replay_events(
+                events[:split], partitions=partitions, pack=pack, config=config
+            )
+            if deferred_across(before, decisions):
+                return split
+    pytest.fail("no candidate deferred before the middle third of the stream fires after it")
 
 
 def test_kafka_path_gives_the_same_actions_as_replay(
     settings: Settings, postgres_sink: threading.Thread, tmp_path: Path
 ) -> None:
-    """The worker stops (SIGTERM) after half of the events and a new one takes over from the
-    state in its changelog: candidates the contact cap deferred before the stop fire after
-    it, exactly as in replay. (One test per session: a second worker-parity test in the same
-    session found its worker idle, a harness limit not yet understood.)"""
+    """The worker stops (SIGTERM) about half-way through the events and a new one takes over
+    from the state in its changelog: a candidate deferred before the stop (contact cap or
+    open case) fires after it, exactly as in replay. (One test per session: a second
+    worker-parity test in the same session found its worker idle, a harness limit not yet
+    understood.)"""
     events = population(settings)
     partitions = settings.kafka.interactions_partitions
     config = engine_config(settings)
+    pack = load_rule_pack(settings.engine.rules_path)  # the worker's (the default pack)
     lateness_ms = config.allowed_lateness_ms
-    actions, decisions = replay_events(events, partitions=partitions, config=config)
+    actions, decisions = replay_events(events, partitions=partitions, pack=pack, config=config)
     end_of_time = max(e.occurred_at for e in events) + 365 * 24 * HOUR_MS
     all_actions, all_decisions = replay_events(
-        events, partitions=partitions, config=config, until_ms=end_of_time
+        events, partitions=partitions, pack=pack, config=config, until_ms=end_of_time
     )
     replayed, replayed_decisions = actions_by_id(actions), decisions_by_id(decisions)
     pending = {k: v for k, v in actions_by_id(all_actions).items() if k not in replayed}
     pending_decisions = {
         k: v for k, v in decisions_by_id(all_decisions).items() if k not in replayed_decisions
     }
-    assert len(events) > 2000 and len(actions) > 800  # the population is worth comparing
+    # The population is worth comparing: thousands of events, every rule of the pack acting.
+    # (Revision 3's etiquette, cases and gathering make a few hundred actions of them.)
+    assert len(events) > 2000 and len(actions) > 400
+    assert {a.rule for a in actions} == {r.id for r in pack.rules}
     final_watermark = {
         p: max(e.occurred_at for e in events if partition_for(e.customer_id, partitions) == p)
         - lateness_ms
         for p in range(partitions)
     }
-    planted = [
-        k
-        for k, a in pending.items()
-        if a["customer_id"].startswith("parity-quiet-") and a["rule"] == "case_unresolved"
-    ]
-    assert len(planted) == 1, pending
-    half = len(events) // 2
-    assert deferred_across(decisions, events[half].occurred_at)  # deferral across the restart
+    planted = [k for k, a in pending.items() if a["customer_id"].startswith("parity-quiet-")]
+    assert sorted(pending[k]["rule"] for k in planted) == [
+        "case_unresolved",
+        "thank_meter_reading",
+    ], pending
+    half = restart_point(events, decisions, partitions, pack, config)
 
     started = time.monotonic()
     with running_worker(settings, tmp_path / "worker.log") as worker:
@@ -249,7 +299,9 @@ def test_kafka_path_gives_the_same_actions_as_replay(
             for event in events[:half]:
                 publisher.publish(event)
         # stop once the first half is done (what replay gives for it is stored)
-        first_half, _ = replay_events(events[:half], partitions=partitions, config=config)
+        first_half, _ = replay_events(
+            events[:half], partitions=partitions, pack=pack, config=config
+        )
         done = {a.action_id for a in first_half}
         deadline = time.monotonic() + WAIT_S
         while not done <= set(stored_actions(settings)):
@@ -284,9 +336,10 @@ def test_kafka_path_gives_the_same_actions_as_replay(
     fired_timers = {k: v for k, v in pending.items() if k in stored}
     assert set(planted) <= set(fired_timers)
     assert all(may_have_fired(a["customer_id"], a["triggered_at"]) for a in fired_timers.values())
-    # absence timers, and deferred candidates whose cap freed (their queue timers)
-    engagement = {"explain_first_bill", "thank_meter_reading", "recognize_tenure"}
-    assert {a["rule"] for a in fired_timers.values()} <= {"case_unresolved"} | engagement
+    # absence timers, gathered candidates, held events, deferred candidates' queue timers:
+    # never a rule deciding as the event arrives
+    timed = {r.id for r in pack.rules if r.at_watermark or r.gather_ms or r.kind == "absence"}
+    assert {a["rule"] for a in fired_timers.values()} <= timed
     for partition in range(partitions):
         mine = [
             a for a in pending.values() if partition_for(a["customer_id"], partitions) == partition

@@ -45,6 +45,9 @@ class Expected:
     state: dict[int, dict[str, Any]]
     #: Timer actions fired because the live watermark passed the events' (idle ticks).
     tick_actions: int
+    #: The decisions the events give, in the replay's order (those the final advance to the
+    #: worker's watermarks adds are left out: ticks may give them in several steps).
+    in_order: list[Decision]
 
     @property
     def decisions_count(self) -> int:
@@ -75,6 +78,7 @@ def expected_outputs(
     for event in events:
         out.extend(replayer.feed(event))
     before = len(out.actions)
+    in_order = list(out.decisions)
     for partition, store in enumerate(replayer.stores):
         watermark = final.watermark(partition)
         if watermark is not None:
@@ -84,7 +88,7 @@ def expected_outputs(
         for p, store in enumerate(replayer.stores)
         if store.data
     }
-    return Expected(out.actions, out.decisions, state, len(out.actions) - before)
+    return Expected(out.actions, out.decisions, state, len(out.actions) - before, in_order)
 
 
 def state_differences(

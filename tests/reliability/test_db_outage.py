@@ -51,6 +51,7 @@ from tests.reliability.harness import (
 from tests.reliability.security import metric_total
 from tests.reliability.verifier import (
     durable_idents,
+    event_rows,
     file_oracle,
     records_past_durable_rows,
     verify,
@@ -177,12 +178,12 @@ def test_database_outage_mid_stream_loses_and_duplicates_nothing(
             down_until = time.time()
             assert own_postgres.start() == url
             producer.join()
-            total = len(oracle.actions)
+            total, stored = len(oracle.actions), event_rows(events)
             wait_for(
                 lambda: (
                     db_count(url, "SELECT count(*) FROM actions") == total
                     and db_count(url, "SELECT count(*) FROM decisions") == oracle.decision_ids
-                    and db_count(url, "SELECT count(*) FROM interaction_events") == len(events)
+                    and db_count(url, "SELECT count(*) FROM interaction_events") == stored
                 ),
                 120,
                 "every record to land after the outage",

@@ -161,8 +161,9 @@ def test_an_event_dated_9999_fires_no_pending_timer(
     settings: Settings, tmp_path: Path, figures: Figures
 ) -> None:
     """Cases opened just now on one partition, half resolved after the bogus event: no
-    case_unresolved fires (their deadlines are 48 h away); the bogus event fires its own
-    life_event_check_in at its own time; the watermark stays within now + skew."""
+    case_unresolved fires (their deadlines are 48 h away); the bogus event, feedback, fires
+    its own route_feedback (a rule deciding as the event arrives) at its own time; the
+    watermark stays within now + skew."""
     settings = process_settings(settings, tmp_path)
     partitions = settings.kafka.interactions_partitions
     bogus_customer = "C-FUTURE"
@@ -180,9 +181,7 @@ def test_an_event_dated_9999_fires_no_pending_timer(
         )  # fmt: skip
 
     opened = [event(c, "dispute_opened", opened_at + i, i) for i, c in enumerate(customers)]
-    bogus = InteractionEvent(
-        "bogus", bogus_customer, "call", "cancellation_requested", FAR_FUTURE, "ivr"
-    )
+    bogus = InteractionEvent("bogus", bogus_customer, "call", "feedback_given", FAR_FUTURE, "ivr")
     resolved = [
         event(c, "dispute_resolved", opened_at + 60_000 + i, i)
         for i, c in enumerate(customers[::2])
@@ -206,7 +205,9 @@ def test_an_event_dated_9999_fires_no_pending_timer(
     action_codec = codec_for(ActionEvent)
     actions = [
         action_codec.decode(m.value())  # type: ignore[arg-type]
-        for m in read_topic(settings, [settings.topics.action("care")])
+        for m in read_topic(
+            settings, [settings.topics.action("care"), settings.topics.action("feedback")]
+        )
     ]
     escalations = [a for a in actions if a.rule == "case_unresolved"]
     bogus_actions = [a for a in actions if a.customer_id == bogus_customer]
@@ -226,9 +227,7 @@ def test_an_event_dated_9999_fires_no_pending_timer(
     )
     assert not crashes, crashes
     assert escalations == []
-    assert [(a.rule, a.triggered_at) for a in bogus_actions] == [
-        ("life_event_check_in", FAR_FUTURE)
-    ]
+    assert [(a.rule, a.triggered_at) for a in bogus_actions] == [("route_feedback", FAR_FUTURE)]
     assert future_dated == 1
     assert watermark is not None and watermark <= time.time_ns() // 1_000_000 + 3_600_000
     assert {a.customer_id for a in actions if a.rule == "case_follow_up"} == set(customers)

@@ -32,6 +32,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.verifier import (
     durable_idents,
+    event_rows,
     file_oracle,
     records_past_durable_rows,
     verify,
@@ -131,12 +132,12 @@ def test_kill9_sink_mid_batch_every_action_exactly_once(
             )  # the sink is dead: nothing moves
             fleet.start("sink", "sink", "postgres")
         producer.join()
-        total = len(oracle.actions)
+        total, stored = len(oracle.actions), event_rows(events)
         wait_for(
             lambda: (
                 db_count(database, "SELECT count(*) FROM actions") == total
                 and db_count(database, "SELECT count(*) FROM decisions") == oracle.decision_ids
-                and db_count(database, "SELECT count(*) FROM interaction_events") == len(events)
+                and db_count(database, "SELECT count(*) FROM interaction_events") == stored
             ),
             180,
             "every record to land",
@@ -174,4 +175,4 @@ def test_kill9_sink_mid_batch_every_action_exactly_once(
     assert verdict.redelivery_traces == 0  # the sink adds nothing: only the engine writes traces
     assert db_count(
         database, "SELECT count(DISTINCT (customer_id, event_id)) FROM interaction_events"
-    ) == len(events)
+    ) == event_rows(events)

@@ -7,15 +7,17 @@ restart, a simulated population plus three planted customers build up state:
 
 - STATE-COOL asks to cancel (life_event_check_in fires, a 30-day cool-down starts);
 - STATE-CASE opens a dispute (a 48-hour absence timer is pending);
-- STATE-BILL gets a first invoice for gas (explain_first_bill, once ever).
+- STATE-BILL opens a gas account and gets its first invoice (explain_first_bill, once per
+  product, for a product opened within 90 days).
 
 The worker is stopped, its data directory deleted, and a new one started;
 then the rest arrives: STATE-COOL asks to cancel again 5 days later (the
 cool-down from before the restart must suppress it), STATE-CASE never
 resolves (the timer from before the restart must fire once event time passes
-it), STATE-BILL's second gas invoice must not be "first" again. Everything
-the database holds must equal the oracle over all events, and the worker's
-final engine state must equal the oracle's, key for key.
+it), STATE-BILL's second gas invoice, still within 90 days of the opening,
+must not be "first" again. Everything the database holds must equal the
+oracle over all events, and the worker's final engine state must equal the
+oracle's, key for key.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def test_state_rebuilt_from_the_changelog_after_local_state_loss(
     before = [e for e in population if e.occurred_at < middle] + [
         planted("cool-1", "STATE-COOL", "cancellation_requested", middle - 2 * DAY),
         planted("case-1", "STATE-CASE", "dispute_opened", middle - 1 * DAY, reference="D-1"),
+        planted("bill-0", "STATE-BILL", "account_opened", middle - 4 * DAY, product="gas"),
         planted("bill-1", "STATE-BILL", "invoice_issued", middle - 3 * DAY, product="gas"),
     ]
     after = [e for e in population if e.occurred_at >= middle] + [
@@ -103,7 +106,7 @@ def test_state_rebuilt_from_the_changelog_after_local_state_loss(
 
     verdict = verify(expected.actions, expected.decisions, database)
     state_problems = state_differences(expected.state, final.engine)
-    order = order_violations(events, read_topic(settings, [settings.topics.decisions]))
+    order = order_violations(expected.in_order, read_topic(settings, [settings.topics.decisions]))
     planted_decisions = {
         (d.customer_id, d.rule, d.outcome, d.reason, tuple(d.evidence))
         for d in stored_decisions(database)

@@ -120,7 +120,7 @@ def test_kill9_worker_while_events_flow_loses_and_duplicates_nothing(
         pipeline.close()
 
     verdict = verify(expected.actions, expected.decisions, database)
-    order = order_violations(events, read_topic(settings, [settings.topics.decisions]))
+    order = order_violations(expected.in_order, read_topic(settings, [settings.topics.decisions]))
     state_problems = state_differences(expected.state, final.engine)
     figures.update(
         kills=kills,

@@ -17,8 +17,9 @@ themselves (every expected one stored, nothing else but `duplicate_event`
 traces of redelivered events). `records_past_durable_rows` finds records
 below a committed offset without a row; `dlq_sources` reads a dead-letter
 topic and returns the distinct source offsets it holds (redelivery may repeat
-a dead letter); `order_violations` checks each customer's decisions follow
-the input order.
+a dead letter); `order_violations` checks each customer's decisions come in
+the oracle's order. `event_rows` is how many rows `interaction_events` holds
+for a list of events.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def file_oracle(events: Sequence[InteractionEvent], settings: Settings) -> Oracl
         partitions=settings.kafka.interactions_partitions,
     )
     return Oracle(actions, decisions, events=len(events))
+
+
+def event_rows(events: Iterable[InteractionEvent]) -> int:
+    """The rows `interaction_events` holds for EVENTS: one per (customer_id, event_id). The
+    simulation delivers some events twice, as channels do; the sink keeps the first."""
+    return len({(e.customer_id, e.event_id) for e in events})
 
 
 def _header_map(message: Message) -> dict[str, bytes]:
@@ -385,14 +392,14 @@ def records_past_durable_rows(
 
 
 def order_violations(
-    events: Sequence[InteractionEvent], decision_records: Iterable[Message]
+    expected: Sequence[Decision], decision_records: Iterable[Message]
 ) -> list[str]:
-    """Customers whose decisions show their events applied out of input order.
+    """Customers whose decisions the worker emitted in another order than the oracle.
 
     The worker emits a customer's decisions in the order it applies the
-    customer's events, onto one partition of `decisions` (key customer_id).
-    See `decision_order_violations` for the check; this reads the records in
-    log order.
+    customer's events (and fires the timers they set) onto one partition of
+    `decisions` (key customer_id). See `decision_order_violations` for the
+    check; this reads the records in log order.
     """
     decode = codec_for(Decision).decode
     records = sorted(
@@ -403,39 +410,45 @@ def order_violations(
         ),
         key=lambda r: (r[0], r[1]),
     )
-    return decision_order_violations(events, [decision for _, _, decision in records])
+    return decision_order_violations(expected, [decision for _, _, decision in records])
 
 
 def decision_order_violations(
-    events: Sequence[InteractionEvent], decisions: Iterable[Decision]
+    expected: Sequence[Decision], decisions: Iterable[Decision]
 ) -> list[str]:
-    """Per customer, in the given order: the decisions its events caused follow the input.
+    """Per customer, in the given order: the decisions come in the order of EXPECTED.
 
-    Keeps the first of each decision id (a redelivered event may emit the same
-    decisions again, at least once) and leaves out `duplicate_event` traces.
-    A decision an event caused has that event as its latest evidence and its
-    occurred_at as decided_at; per customer, that event's input position and
-    time never go back. Decisions a timer made (decided_at is a deadline that
-    the watermark, lagging event time by the allowed lateness, passed later)
-    are left out: they legitimately come after events with a later time.
+    EXPECTED is what the oracle's replay gives for the events (in the order it
+    gives them): it applies each partition's events in input order, as the
+    worker must, so a customer's decisions come out in one order. The input
+    order alone does not give it: rules deciding at the watermark (engagement
+    rules, `decide: at_watermark`) decide an event once the watermark passes
+    it, in event-time order, after events that arrived later (docs/design.md
+    11.1). Keeps the first of each decision id (a redelivered event may emit
+    the same decisions again, at least once), and leaves out `duplicate_event`
+    traces and decisions EXPECTED lacks (`verify` reports those).
     """
-    position = {e.event_id: i for i, e in enumerate(events)}
-    last: dict[str, tuple[int, int]] = {}
+    rank: dict[str, int] = {}
+    for index, decision in enumerate(expected):
+        rank.setdefault(decision.decision_id, index)
+    last: dict[str, tuple[int, Decision]] = {}
     seen: set[str] = set()
     problems: list[str] = []
     for decision in decisions:
         if decision.decision_id in seen or decision.reason == "duplicate_event":
             continue
         seen.add(decision.decision_id)
-        index = max((position.get(e, -1) for e in decision.evidence), default=-1)
-        if index < 0 or events[index].occurred_at != decision.decided_at:
-            continue  # decided by a timer, not by its latest evidence
+        if decision.decision_id not in rank:
+            continue
+        index = rank[decision.decision_id]
         customer = decision.customer_id
-        before_index, before_time = last.get(customer, (-1, -1))
-        if index < before_index or decision.decided_at < before_time:
+        before = last.get(customer)
+        if before is not None and index < before[0]:
             problems.append(
-                f"{customer}: {decision.rule} on input event #{index} (at {decision.decided_at})"
-                f" after input event #{before_index} (at {before_time})"
+                f"{customer}: {decision.rule} (decided at {decision.decided_at}) after"
+                f" {before[1].rule} (decided at {before[1].decided_at}), which the oracle"
+                " gives later"
             )
-        last[customer] = (max(index, before_index), max(decision.decided_at, before_time))
+            continue
+        last[customer] = (index, decision)
     return problems

@@ -143,6 +143,15 @@ def event(customer: str, event_type: str, occurred_at: int, **fields: object) ->
     )
 
 
+def clock_event(customer: str, occurred_at: int) -> InteractionEvent:
+    """An event of `customer` that no rule of the default pack acts on (a payment: only a
+    positive moment in the relationship ledger). Published after the customer's other events,
+    it moves the watermark of their partition to `occurred_at` - the allowed lateness: what
+    waits for the watermark until then (a gathered cancellation, an event held for the rules
+    that decide at the watermark, an absence deadline) is decided (docs/design.md 11.1)."""
+    return event(customer, "payment_received", occurred_at, channel="billing")
+
+
 def actions_in(messages: list[Message], topic: str) -> list[ActionEvent]:
     """The actions among `messages` read from `topic`, decoded."""
     codec = codec_for(ActionEvent)
