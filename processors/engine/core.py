@@ -242,7 +242,6 @@ class Engine:
         #: How far behind the watermark an event may be and still be applied (never more
         #: than the dedupe horizon); what late events can still reach is kept that long.
         self.max_lateness_ms = min(self.config.max_lateness_ms, self.config.dedupe_horizon_ms)
-        self._max_lateness_ms = self.max_lateness_ms
         #: The date of a time as reasons write it (in the configured time zone).
         self.day: Callable[[int], str] = day_writer(self.config.timezone)
         #: The relationship ledger's window.
@@ -507,7 +506,7 @@ class Engine:
             upgrade_partition(store, clock)  # state of an older layout (state.py)
         newest: int = clock[CLOCK_MAX]
         if ct <= newest:
-            if ct < clock[CLOCK_WATERMARK] - self._max_lateness_ms:
+            if ct < clock[CLOCK_WATERMARK] - self.max_lateness_ms:
                 return _TOO_LATE
             return None
         clock[CLOCK_MAX] = ct

@@ -84,6 +84,13 @@ class StagedTable:
         #: Per partition: the key prefixes of its engine and worker keys (see `PartitionState`).
         self.prefixes: dict[int, tuple[str, str]] = {}
 
+    def prefixes_of(self, partition: int) -> tuple[str, str]:
+        """The key prefixes of a partition's engine keys and worker keys (made once)."""
+        prefixes = self.prefixes.get(partition)
+        if prefixes is None:
+            prefixes = self.prefixes[partition] = (f"{partition}/e/", f"{partition}/w/")
+        return prefixes
+
     @property
     def local(self) -> Any:
         """The local store, as a mapping: a memory store's own dict (no proxy per access)."""
@@ -285,10 +292,7 @@ class PartitionState:
         self._table = table
         self._raw = table.reader()
         self._partition = partition
-        prefixes = table.prefixes.get(partition)
-        if prefixes is None:
-            prefixes = table.prefixes[partition] = (f"{partition}/e/", f"{partition}/w/")
-        self._engine_prefix, self._worker_prefix = prefixes
+        self._engine_prefix, self._worker_prefix = table.prefixes_of(partition)
         self._pending: dict[str, Any] = {}
         #: full key -> (stored bytes or None, value read): what `commit` compares against.
         self._read: dict[str, tuple[bytes | None, Any]] = {}
@@ -399,10 +403,7 @@ class BatchState:
         self._table = table
         self._raw = table.reader()
         self._partition = partition
-        prefixes = table.prefixes.get(partition)
-        if prefixes is None:
-            prefixes = table.prefixes[partition] = (f"{partition}/e/", f"{partition}/w/")
-        self._engine_prefix, self._worker_prefix = prefixes
+        self._engine_prefix, self._worker_prefix = table.prefixes_of(partition)
         #: full key -> the batch's value (`_DELETED`: deleted or missing).
         self._values: dict[str, Any] = {}
         #: full key -> the stored bytes the batch read (None: missing), what `flush` compares.
