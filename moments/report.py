@@ -11,16 +11,17 @@ knows no CLI: bad input is an error value (`EffectsError`, `SchemaValidationErro
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
 from rich.table import Table
 
 from common.settings import Settings
+from processors.engine.customer import made_by_person, person_made
 from processors.engine.ids import in_holdout
 from processors.engine.rules import Outcome, format_duration
-from processors.report.uplift import RuleUplift, measure_uplift, wilson_interval
+from processors.report.uplift import EventRow, RuleUplift, measure_uplift, wilson_interval
 from producers.simulator import Effects, Rates
 from schemas.codec import SchemaValidationError, decision_from_json, read_events_jsonl
 
@@ -46,7 +47,7 @@ def uplift_from_database(conninfo: str, outcomes: Mapping[str, Outcome]) -> dict
     types = sorted(set().union(*(o.types for o in outcomes.values())))
     with psycopg.connect(conninfo) as conn:
         return measure_uplift(
-            outcomes, decision_rows(conn, sorted(outcomes)), event_rows(conn, types)
+            outcomes, decision_rows(conn, sorted(outcomes)), _by_person(event_rows(conn, types))
         )
 
 
@@ -69,9 +70,15 @@ def _decision_rows(path: Path, rules: set[str]) -> Iterator[tuple[str, str, str,
             yield d.customer_id, d.rule, d.outcome, d.decided_at, d.decision_id
 
 
-def _event_rows(path: Path) -> Iterator[tuple[str, str, int]]:
+def _event_rows(path: Path) -> Iterator[EventRow]:
     for event in read_events_jsonl(path):
-        yield event.customer_id, event.type, event.occurred_at
+        yield event.customer_id, event.type, event.occurred_at, made_by_person(event)
+
+
+def _by_person(rows: Iterable[tuple[str, str, int, str, str | None]]) -> Iterator[EventRow]:
+    """Rows of the sink (channel and `attributes.submitted_by` last) as uplift event rows."""
+    for customer_id, event_type, occurred_at, channel, submitted_by in rows:
+        yield customer_id, event_type, occurred_at, person_made(channel, submitted_by)
 
 
 def _pts(share: float) -> str:

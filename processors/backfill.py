@@ -71,7 +71,7 @@ from processors.engine import DictStore, Engine, load_rule_pack
 from processors.engine.rules import RulePack
 from processors.record_path import Applied, DeadLetter, RecordPath
 from processors.replay import OutputWriter
-from schemas.codec import codec_for
+from schemas.codec import codec_for, to_json_line
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from schemas.wire import Topics
 
@@ -149,6 +149,7 @@ def backfill_topic(
     *,
     actions_out: Path | str | None = None,
     decisions_out: Path | str | None = None,
+    late_out: Path | str | None = None,
     to_topics: bool = False,
     output_prefix: str | None = None,
     rules_path: Path | str | None = None,
@@ -162,7 +163,8 @@ def backfill_topic(
     """Run the engine over `topic` from its beginning; write actions/decisions; return a summary.
 
     - `actions_out` / `decisions_out`: JSON-lines files (written beside the target and
-      renamed into place at the end, like `replay_file`).
+      renamed into place at the end, like `replay_file`); `late_out`: the too-late events
+      (not applied; the worker keeps them on `interactions.late`), as JSON lines.
     - `to_topics`: also produce actions to `<prefix>actions.<destination>` and decisions
       to `<prefix>decisions`, where the prefix is `output_prefix` (default: the settings'
       topic prefix). A shadow run uses another prefix, or files only.
@@ -189,7 +191,7 @@ def backfill_topic(
             }
         )
     )
-    targets = [Path(p) for p in (actions_out, decisions_out) if p is not None]
+    targets = [Path(p) for p in (actions_out, decisions_out, late_out) if p is not None]
     temps = [t.with_name(f".{t.name}.partial") for t in targets]
     handles: list[IO[bytes]] = []
     producer: _TopicOutput | None = None
@@ -198,11 +200,14 @@ def backfill_topic(
         summary = BackfillSummary(topic=topic, partitions=len(partitions), ends=dict(ends))
         for temp in temps:
             handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
+        late_file = handles.pop() if late_out is not None else None
         files = _file_output(handles, actions_out is not None, decisions_out is not None)
+        if late_file is not None:
+            handles.append(late_file)  # closed with the others
         if to_topics:
             prefix = settings.kafka.topic_prefix if output_prefix is None else output_prefix
             producer = _TopicOutput(settings, Topics(prefix))
-        run = _Run(engine, settings, summary, files, producer, partitions)
+        run = _Run(engine, settings, summary, files, producer, partitions, late_file)
         with no_cyclic_gc():
             run.consume(consumer, ends, max_events=max_events, stop_at_end=stop_at_end, stop=stop)
             run.finish(until_ms)
@@ -341,8 +346,10 @@ class _Run:
         files: OutputWriter | None,
         topics: _TopicOutput | None,
         partitions: list[int],
+        late_file: IO[bytes] | None = None,
     ) -> None:
         self.engine = engine
+        self.late_file = late_file
         self.summary = summary
         self.files = files
         self.topics = topics
@@ -408,6 +415,8 @@ class _Run:
                 out = result.output
                 if out.too_late:
                     self.summary.too_late += 1
+                    if self.late_file is not None:
+                        self.late_file.write(to_json_line(result.event).encode("utf-8") + b"\n")
                     continue
                 events += 1
                 if out.actions:

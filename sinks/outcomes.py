@@ -20,7 +20,8 @@ WHERE outcome IN ('fired', 'held_out') AND rule = ANY(%(rules)s)
 """
 
 _EVENTS = """
-SELECT customer_id, type, (extract(epoch FROM occurred_at) * 1000)::bigint
+SELECT customer_id, type, (extract(epoch FROM occurred_at) * 1000)::bigint,
+       channel, attributes->>'submitted_by'
 FROM interaction_events
 WHERE type = ANY(%(types)s)
 """
@@ -40,6 +41,9 @@ def decision_rows(
     return _stream(conn, "uplift_decisions", _DECISIONS, {"rules": rules})  # type: ignore[no-any-return]
 
 
-def event_rows(conn: psycopg.Connection[Any], types: list[str]) -> Iterator[tuple[str, str, int]]:
-    """(customer_id, type, occurred_at ms) of the interaction events of these types."""
+def event_rows(
+    conn: psycopg.Connection[Any], types: list[str]
+) -> Iterator[tuple[str, str, int, str, str | None]]:
+    """(customer_id, type, occurred_at ms, channel, attributes.submitted_by) of the
+    interaction events of these types."""
     return _stream(conn, "uplift_events", _EVENTS, {"types": types})  # type: ignore[no-any-return]

@@ -31,7 +31,7 @@ def replay(
         Path | None,
         typer.Option(
             help="Also write the events too late to apply (older than their partition's "
-            "watermark minus MOMENTS_MAX_LATENESS; not applied), JSON lines in file order. "
+            "watermark minus MOMENTS_MAX_LATENESS; not applied), JSON lines in the order read. "
             "Replays in one process."
         ),
     ] = None,
@@ -89,15 +89,12 @@ def replay(
             raise UserError(
                 "--rules-change replays an events file; it does not work with --from-topic yet"
             )
-        if late_out is not None:
-            raise UserError(
-                "--late-out replays an events file; it does not work with --from-topic yet"
-            )
         backfill = backfill_topic(
             require_broker(settings),  # engine_config(settings) there: --emit-from holds too
             from_topic,
             actions_out=actions_out,
             decisions_out=decisions_out,
+            late_out=late_out,
             to_topics=to_topics is not None,
             output_prefix=to_topics,
             rules_path=rules_path,
@@ -106,7 +103,8 @@ def replay(
         console.print(
             f"{backfill.events} events from {from_topic} → {backfill.actions} actions "
             f"({actions_out}), {backfill.decisions} decisions, {backfill.garbage} undecodable, "
-            f"{backfill.future_dated} future-dated, {backfill.too_late} too late (not applied), "
+            f"{backfill.future_dated} future-dated, {backfill.too_late} too late (not applied"
+            f"{f', in {late_out}' if late_out is not None else ''}), "
             f"in {backfill.seconds:.2f} s "
             f"({backfill.events / max(backfill.seconds, 1e-9):,.0f} events/s)"
         )

@@ -41,10 +41,14 @@ OPENINGS_KEPT: Final = 4
 def made_by_person(event: InteractionEvent) -> bool:
     """Did a person make the event? `attributes.submitted_by` says so when present
     (`customer`: yes; `meter` or anything else: no), else its channel (call, email, web)."""
-    by = event.attributes.get("submitted_by")
-    if by is not None:
-        return by == "customer"
-    return event.channel in PERSON_CHANNELS
+    return person_made(event.channel, event.attributes.get("submitted_by"))
+
+
+def person_made(channel: str, submitted_by: str | None) -> bool:
+    """`made_by_person` from an event's channel and `attributes.submitted_by` (or None)."""
+    if submitted_by is not None:
+        return submitted_by == "customer"
+    return channel in PERSON_CHANNELS
 
 
 def is_own_moment(event: InteractionEvent) -> bool:

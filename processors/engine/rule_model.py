@@ -141,11 +141,14 @@ OUTCOME_DIRECTIONS: Final = ("fewer", "more")
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What an engagement rule is meant to change: customers with at least one event of
-    `types` within `within_ms` after the decision; `better` says which way is good."""
+    `types` (made by a person, with `by_person`) within `within_ms` after the decision;
+    `better` says which way is good."""
 
     types: frozenset[str]
     within_ms: int
     better: str
+    #: `by: person`: only events a person made count (customer.made_by_person).
+    by_person: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -475,8 +475,11 @@ class _Parser:
             self.problem(name, "outcome", "expected a mapping with type, within and better")
             return None
         for key in raw:
-            if key not in ("type", "within", "better"):
-                self.problem(name, f"outcome.{key}", "unknown field (use type, within, better)")
+            if key not in ("type", "within", "better", "by"):
+                self.problem(name, f"outcome.{key}", "unknown field (use type, within, better, by)")
+        by = raw.get("by")
+        if by is not None and by != "person":
+            self.problem(name, "outcome.by", "expected person (only events a person made count)")
         types = self.value_set(name, "outcome.type", raw.get("type"))
         if raw.get("type") is None:
             self.problem(name, "outcome.type", "required: the event type(s) that measure it")
@@ -486,7 +489,7 @@ class _Parser:
             self.problem(name, "outcome.better", "expected fewer or more")
         if types is None or within is None or better not in OUTCOME_DIRECTIONS:
             return None
-        return Outcome(types=types, within_ms=within, better=str(better))
+        return Outcome(types=types, within_ms=within, better=str(better), by_person=by == "person")
 
     def problems_for(self, name: str) -> bool:
         marker = f"{self.source}: rule {name}: "

@@ -6,7 +6,8 @@ PostgreSQL sink) and knows no Kafka.
 
 Counting, exactly: per rule with an outcome, a customer is *treated* from their first
 `fired` decision of the rule and in *control* from their first `held_out` decision;
-they count *with outcome* when at least one event of the outcome's types has
+they count *with outcome* when at least one event of the outcome's types (made by a
+person, for an outcome with `by: person`) has
 decided_at < occurred_at <= decided_at + within. Both rates, their difference
 (control - treated for `better: fewer`, treated - control for `better: more`, so a
 positive uplift is always good), its 95% interval by Newcombe's hybrid Wilson score
@@ -36,8 +37,8 @@ Z95: Final = 1.959964
 
 #: (customer_id, rule, outcome, decided_at ms, decision_id): one decision.
 DecisionRow = tuple[str, str, str, int, str]
-#: (customer_id, type, occurred_at ms): one interaction event.
-EventRow = tuple[str, str, int]
+#: (customer_id, type, occurred_at ms, made by a person): one interaction event.
+EventRow = tuple[str, str, int, bool]
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def measure_uplift(
         watched.setdefault(customer_id, []).append((rule, group, decided[0]))
     measured = frozenset().union(*(o.types for o in outcomes.values())) if outcomes else frozenset()
     hit: set[tuple[str, str]] = set()
-    for customer_id, event_type, occurred_at in events:
+    for customer_id, event_type, occurred_at, by_person in events:
         if event_type not in measured:
             continue
         entries = watched.get(customer_id)
@@ -210,6 +211,7 @@ def measure_uplift(
             if (
                 event_type in measure.types
                 and decided_at < occurred_at <= decided_at + measure.within_ms
+                and (by_person or not measure.by_person)
             ):
                 hit.add((rule, customer_id))
     with_outcome: dict[str, list[int]] = {rule: [0, 0] for rule in outcomes}

@@ -3,7 +3,14 @@
 A simulated population goes Publisher → `interactions` → worker (child
 process) → action topics and `decisions` → PostgreSQL sink, and what lands in
 PostgreSQL is compared with `replay_events` on the same events, partitioned
-like Kafka (`partitions=settings.kafka.interactions_partitions`).
+like Kafka (`partitions=settings.kafka.interactions_partitions`). The worker
+stops where a candidate deferred by an open case and a gathering window are
+pending, so both cross the restart. Planted records arrive out of order: two
+too late to apply (the worker keeps them on `interactions.late`, replay reports
+them `too_late`) and a meter reading that arrives two minutes after the payment
+demand it preceded (the pair fires all the same). Afterwards `replay
+--from-topic` (`backfill_topic`) over the same `interactions` topic gives what
+file replay gives: the same actions, decisions and late records.
 
 Which timer actions may differ, exactly. Both paths keep one watermark per
 partition (max occurred_at - allowed lateness) and both advance it the same
@@ -28,6 +35,9 @@ gathering hour ended before the watermark) or precede an event it released
 to the rules deciding at the watermark, which decide as of that event's
 time.)
 
+(The planted late reading arrives behind the partition's newest event but
+ahead of its watermark, which the ticks cannot move past it either.)
+
 The test pins that down: `expected` = every action of the replay + the
 pending timer actions (from a replay to the end of time) whose deadline
 lies within that wall-time bound, and two pending timers are planted 5 s of
@@ -40,6 +50,7 @@ JSON (and so for decisions).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -51,16 +62,20 @@ import psycopg
 import pytest
 
 from common.settings import Settings
+from processors.backfill import backfill_topic
 from processors.config import engine_config
-from processors.engine import EngineConfig, RulePack, load_rule_pack
+from processors.engine import Engine, EngineConfig, RulePack, load_rule_pack
+from processors.engine.decisions import OPEN_CASE
 from processors.offline import partition_for
-from processors.replay import replay_events
+from processors.replay import Replayer, replay_events
 from producers.publisher import Publisher
 from producers.simulator import simulate
-from schemas.codec import to_json_dict
+from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.wire import ERROR_HEADER_PREFIX
 from sinks.postgres import fetch_actions, run_postgres_sink
-from tests.support.worker_process import WorkerProcess, running_worker
+from tests.support.kafka import read_topic
+from tests.support.worker_process import WorkerProcess, headers_of, running_worker
 
 WAIT_S = 240.0
 QUIET_S = 3.0
@@ -68,6 +83,7 @@ HOUR_MS = 3_600_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The planted timers' deadlines lie this far (event time) past their partition's last watermark.
 PLANTED_AFTER_MS = 5_000
+DAY_MS = 24 * HOUR_MS
 
 
 def ms(moment: datetime | None) -> int | None:
@@ -178,8 +194,91 @@ def population(settings: Settings) -> list[InteractionEvent]:
         source="parity-test",
     )
     events.extend((opened, reading))
+    events.extend(across_the_restart(events, next(quiet), next(quiet)))
     events.sort(key=lambda e: e.occurred_at)  # stable: the simulation's order is kept
+    plant_late_arrivals(events, next(quiet))
     return events
+
+
+def across_the_restart(
+    events: list[InteractionEvent], deferred: str, gathered: str
+) -> list[InteractionEvent]:
+    """What is pending when the worker stops at the middle of the stream: a meter reading
+    on the web (a day before the middle) deferred by the customer's open complaint (opened 3
+    days before the middle, resolved 2 days after it) and a cancellation whose gathering hour
+    is open at the stop (it is the last event before the stop)."""
+    middle = sorted(e.occurred_at for e in events)[len(events) // 2]
+
+    def planted(name: str, customer: str, kind: str, at: int, **fields: Any) -> InteractionEvent:
+        return InteractionEvent(
+            event_id=f"parity-{name}",
+            customer_id=customer,
+            channel=fields.pop("channel", "call"),
+            type=kind,
+            occurred_at=at,
+            source="parity-test",
+            **fields,
+        )
+
+    return [
+        planted("complaint", deferred, "complaint_filed", middle - 3 * DAY_MS, reference="CMP-P"),
+        planted(
+            "deferred", deferred, "meter_reading_submitted", middle - 2 * DAY_MS, channel="web"
+        ),
+        planted("resolved", deferred, "complaint_resolved", middle + 2 * DAY_MS, reference="CMP-P"),
+        planted("gathered", gathered, "cancellation_requested", middle, product="broadband"),
+    ]
+
+
+def plant_late_arrivals(events: list[InteractionEvent], customer: str) -> None:
+    """Records that arrive out of order: at a quarter and at four fifths of the stream, a
+    reading 8 days older than the newest event so far (too late: beyond the 7 days of
+    MOMENTS_MAX_LATENESS), and at three quarters a payment demand followed by the meter
+    reading that occurred 2 minutes before it (within the allowed lateness: paired)."""
+    for at, name in ((len(events) // 4, "first"), (len(events) * 4 // 5, "second")):
+        newest = max(e.occurred_at for e in events[:at])
+        old = events[at - 1]
+        events.insert(
+            at,
+            InteractionEvent(
+                event_id=f"parity-too-late-{name}",
+                customer_id=old.customer_id,
+                channel="web",
+                type="meter_reading_submitted",
+                occurred_at=newest - 8 * DAY_MS,
+                source="parity-test",
+            ),
+        )
+    at = len(events) * 3 // 4
+    demand_at = events[at - 1].occurred_at
+    demand = InteractionEvent(
+        event_id="parity-late-demand",
+        customer_id=customer,
+        channel="billing",
+        type="payment_demand_issued",
+        occurred_at=demand_at,
+        source="parity-test",
+        reference="DEM-PARITY",
+        amount=120.0,
+        currency="EUR",
+    )
+    reading = InteractionEvent(
+        event_id="parity-late-reading",
+        customer_id=customer,
+        channel="web",
+        type="meter_reading_submitted",
+        occurred_at=demand_at - 120_000,
+        source="parity-test",
+    )
+    events[at:at] = [demand, reading]
+
+
+def too_late_ids(
+    events: list[InteractionEvent], partitions: int, pack: RulePack, config: EngineConfig
+) -> list[str]:
+    """The event ids replay finds too late to apply, in stream order."""
+    replayer = Replayer(Engine(pack, config), partitions)
+    return [e.event_id for e in events if replayer.feed(e).too_late]
 
 
 @pytest.fixture
@@ -219,9 +318,9 @@ def wait_until_quiet(read: Any, worker: WorkerProcess | None, quiet_s: float) ->
 
 
 def deferred_across(before: list[Decision], decisions: list[Decision]) -> list[str]:
-    """Action ids deferred among the decisions `before` a stop that fired after it (fired
-    among `decisions`, those of the whole stream, but not `before`)."""
-    deferred = {d.action_id for d in before if d.outcome == "deferred"}
+    """Action ids deferred by an open case among the decisions `before` a stop that fired
+    after it (fired among `decisions`, those of the whole stream, but not `before`)."""
+    deferred = {d.action_id for d in before if d.outcome == "deferred" and d.reason == OPEN_CASE}
     fired_before = {d.action_id for d in before if d.outcome == "fired"}
     return [
         d.action_id
@@ -233,25 +332,43 @@ def deferred_across(before: list[Decision], decisions: list[Decision]) -> list[s
     ]
 
 
+def gathered_across(
+    events: list[InteractionEvent],
+    split: int,
+    before: list[ActionEvent],
+    actions: list[ActionEvent],
+) -> list[str]:
+    """Action ids of gathered candidates (rules with `gather`) whose window took an event
+    before `split` but which fired only after it (among `actions`, not among `before`)."""
+    first_part = {e.event_id for e in events[:split]}
+    fired_before = {a.action_id for a in before}
+    return [
+        a.action_id
+        for a in actions
+        if a.rule == "life_event_check_in"
+        and a.action_id not in fired_before
+        and first_part.intersection(a.evidence)
+    ]
+
+
 def restart_point(
     events: list[InteractionEvent],
+    actions: list[ActionEvent],
     decisions: list[Decision],
     partitions: int,
     pack: RulePack,
     config: EngineConfig,
 ) -> int:
-    """The index nearest the middle of `events` (within its middle third) before which the
-    worker stops, such that a candidate deferred before the stop fires after it (as replay
-    of the first part, then of everything, says)."""
-    middle = len(events) // 2
-    for offset in range(len(events) // 6):
-        for split in sorted({middle - offset, middle + offset}):
-            _, before = replay_events(
-                events[:split], partitions=partitions, pack=pack, config=config
-            )
-            if deferred_across(before, decisions):
-                return split
-    pytest.fail("no candidate deferred before the middle third of the stream fires after it")
+    """The index before which the worker stops: just after the planted cancellation, while
+    its gathering window is open and the planted reading is deferred by an open case (as
+    replay of the first part, then of everything, says)."""
+    split = 1 + next(n for n, e in enumerate(events) if e.event_id == "parity-gathered")
+    before, before_decisions = replay_events(
+        events[:split], partitions=partitions, pack=pack, config=config
+    )
+    assert deferred_across(before_decisions, decisions), "no open-case deferral across the stop"
+    assert gathered_across(events, split, before, actions), "no gathering open at the stop"
+    return split
 
 
 def test_kafka_path_gives_the_same_actions_as_replay(
@@ -291,7 +408,12 @@ def test_kafka_path_gives_the_same_actions_as_replay(
         "case_unresolved",
         "thank_meter_reading",
     ], pending
-    half = restart_point(events, decisions, partitions, pack, config)
+    half = restart_point(events, actions, decisions, partitions, pack, config)
+    late = too_late_ids(events, partitions, pack, config)
+    assert late == ["parity-too-late-first", "parity-too-late-second"]
+    assert any(
+        a.rule == "review_payment_demand" and "parity-late-reading" in a.evidence for a in actions
+    )
 
     started = time.monotonic()
     with running_worker(settings, tmp_path / "worker.log") as worker:
@@ -371,3 +493,31 @@ def test_kafka_path_gives_the_same_actions_as_replay(
     assert set(stored_decided) == set(expected_decisions)
     different = [k for k, forms in expected_decisions.items() if stored_decided[k] not in forms]
     assert not different, [(stored_decided[k], expected_decisions[k]) for k in different[:3]]
+
+    # The records too late to apply: kept on interactions.late (stage `late`), as replay says.
+    kept = read_topic(
+        settings, [settings.topics.interactions_late], enough=lambda found: len(found) >= len(late)
+    )
+    codec = codec_for(InteractionEvent)
+    assert sorted(codec.decode(m.value() or b"").event_id for m in kept) == sorted(late)
+    assert all(headers_of(m)[ERROR_HEADER_PREFIX + "stage"] == b"late" for m in kept)
+
+    # `replay --from-topic` over the same topic: what file replay gives, late records included.
+    summary = backfill_topic(
+        settings,
+        settings.topics.interactions,
+        actions_out=tmp_path / "backfill-actions.jsonl",
+        decisions_out=tmp_path / "backfill-decisions.jsonl",
+        late_out=tmp_path / "backfill-late.jsonl",
+    )
+    assert summary.too_late == len(late) and summary.garbage == 0
+
+    def lines(name: str) -> list[dict[str, Any]]:
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines()]
+
+    assert {a["action_id"]: a for a in lines("backfill-actions.jsonl")} == replayed
+    backfilled_decisions = lines("backfill-decisions.jsonl")
+    assert len(backfilled_decisions) == len(decisions)
+    assert all(d in replayed_decisions[d["decision_id"]] for d in backfilled_decisions)
+    assert [e["event_id"] for e in lines("backfill-late.jsonl")] == late

@@ -88,13 +88,13 @@ def test_counting_uses_the_first_decision_and_the_half_open_window() -> None:
         ("g", "other", "fired", t0, "d9"),  # a rule without an outcome
     ]
     events = [
-        ("a", "dispute_opened", t0 + 30 * DAY),  # exactly at the end of the window: counts
-        ("b", "dispute_opened", t0),  # at the decision itself: does not count
-        ("b", "dispute_opened", t0 + 30 * DAY + 1),  # after the window: does not count
-        ("c", "dispute_opened", t0 + 1),
-        ("d", "inquiry", t0 + 1),  # not an outcome type
-        ("e", "dispute_opened", t0 + 1),
-        ("f", "dispute_opened", t0 + 2 * DAY),
+        ("a", "dispute_opened", t0 + 30 * DAY, True),  # exactly at the end of the window: counts
+        ("b", "dispute_opened", t0, True),  # at the decision itself: does not count
+        ("b", "dispute_opened", t0 + 30 * DAY + 1, True),  # after the window: does not count
+        ("c", "dispute_opened", t0 + 1, True),
+        ("d", "inquiry", t0 + 1, True),  # not an outcome type
+        ("e", "dispute_opened", t0 + 1, True),
+        ("f", "dispute_opened", t0 + 2 * DAY, True),
     ]
     result = measure_uplift({"bill": FEWER}, decisions, events)["bill"]
     assert (result.treated, result.control) == (2, 2)
@@ -107,10 +107,10 @@ def test_counting_uses_the_first_decision_and_the_half_open_window() -> None:
 def test_uplift_is_signed_so_that_positive_is_good() -> None:
     decisions = [(f"t{i}", "r", "fired", 0, f"t{i}") for i in range(100)]
     decisions += [(f"c{i}", "r", "held_out", 0, f"c{i}") for i in range(100)]
-    events = [(f"t{i}", "dispute_opened", 1) for i in range(10)]
-    events += [(f"c{i}", "dispute_opened", 1) for i in range(40)]
-    events += [(f"t{i}", "meter_reading_submitted", 1) for i in range(40)]
-    events += [(f"c{i}", "meter_reading_submitted", 1) for i in range(10)]
+    events = [(f"t{i}", "dispute_opened", 1, True) for i in range(10)]
+    events += [(f"c{i}", "dispute_opened", 1, True) for i in range(40)]
+    events += [(f"t{i}", "meter_reading_submitted", 1, True) for i in range(40)]
+    events += [(f"c{i}", "meter_reading_submitted", 1, True) for i in range(10)]
     fewer = measure_uplift({"r": FEWER}, decisions, events)["r"]
     assert fewer.uplift == pytest.approx(0.30)
     assert fewer.ci95 == pytest.approx(newcombe_interval(40, 100, 10, 100))
@@ -140,3 +140,14 @@ def test_json_has_exactly_the_keys_of_section_9() -> None:
     }
     assert out["rules"]["r"]["p_value"] == 1.0
     assert out["rules"]["s"]["uplift"] is None  # never decided: nothing to compare
+
+
+def test_an_outcome_by_person_counts_only_events_a_person_made() -> None:
+    """thank_meter_reading's outcome: another reading the customer made, not a meter's upload."""
+    decisions = [("a", "r", "fired", 0, "1"), ("b", "r", "held_out", 0, "2")]
+    events = [("a", "meter_reading_submitted", 1, False), ("b", "meter_reading_submitted", 1, True)]
+    by_person = Outcome(MORE.types, MORE.within_ms, "more", by_person=True)
+    result = measure_uplift({"r": by_person}, decisions, events)["r"]
+    assert (result.treated_with_outcome, result.control_with_outcome) == (0, 1)
+    anyone = measure_uplift({"r": MORE}, decisions, events)["r"]
+    assert (anyone.treated_with_outcome, anyone.control_with_outcome) == (1, 1)
