@@ -7,6 +7,8 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # The locks (make lock): every dependency pinned, for `make install` (dev) and `make bench`.
 LOCK := requirements/dev.txt
 BENCH_LOCK := requirements/bench.txt
+# The production image's lock (deploy/Dockerfile): no extras, hashed, the dev lock's versions.
+PROD_LOCK := requirements/prod.txt
 
 .PHONY: install demo test lint format soak bench lock clean
 
@@ -28,6 +30,7 @@ BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyp
 lock: $(STAMP)
 	$(BUILD_REQUIRES) | $(BIN)/uv pip compile $(LOCK_FLAGS) --extra dev -o $(LOCK) pyproject.toml -
 	$(BUILD_REQUIRES) | $(BIN)/uv pip compile $(LOCK_FLAGS) --extra dev --extra bench -o $(BENCH_LOCK) pyproject.toml -
+	$(BUILD_REQUIRES) | $(BIN)/uv pip compile $(LOCK_FLAGS) --generate-hashes -c $(LOCK) -o $(PROD_LOCK) pyproject.toml -
 
 demo: $(STAMP)
 	$(BIN)/moments demo

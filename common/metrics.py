@@ -9,6 +9,7 @@ never become labels.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -19,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
+from common.http_limits import TOO_MANY_CONNECTIONS, ConnectionCounter
 from schemas.records import EVENT_TYPES
 
 _KNOWN_TYPES = frozenset(EVENT_TYPES)
@@ -114,9 +116,16 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts by destination and outcome (delivered, retried, failed).",
     ["destination", "outcome"],
 )
+PROCESS_INFO = Gauge(
+    "moments_process_info",
+    "1 for the moments process serving these metrics, by what it is (worker, sink-postgres,"
+    " sink-webhook, collector, api): alerts and panels find processes by it, not by job names.",
+    ["process"],
+)
 CONSUMER_LAG = Gauge(
     "moments_consumer_lag_messages",
-    "High watermark minus committed offset, per consumer group, topic and partition.",
+    "High watermark minus committed (the worker: next) offset, per consumer group, topic and"
+    " partition.",
     ["group", "topic", "partition"],
 )
 RULES_ACTIVE = Gauge(
@@ -188,14 +197,45 @@ def ops_app(ready: Readiness | None = None) -> Callable[..., Iterable[bytes]]:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log (probes and scrapes every few seconds)."""
+    """No access log (probes and scrapes every few seconds); a client that sends nothing
+    within `timeout` (set per server) or goes away is closed without a traceback."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def handle(self) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            super().handle()
+
 
 class _OpsServer(ThreadingMixIn, WSGIServer):
+    """The threaded ops server: a thread per connection, at most `connections.limit` per
+    client address (beyond it: 429 and closed at once)."""
+
     daemon_threads = True
+    connections: ConnectionCounter = ConnectionCounter(0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._counted: dict[Any, str] = {}
+        self._counted_lock = threading.Lock()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        address = str(client_address[0]) if client_address else ""
+        if not self.connections.acquire(address):
+            with contextlib.suppress(OSError):
+                request.sendall(TOO_MANY_CONNECTIONS)
+            return False
+        with self._counted_lock:
+            self._counted[request] = address
+        return True
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._counted_lock:
+            address = self._counted.pop(request, None)
+        if address is not None:
+            self.connections.release(address)
+        super().shutdown_request(request)
 
 
 class _OpsServer6(_OpsServer):
@@ -203,19 +243,29 @@ class _OpsServer6(_OpsServer):
 
 
 def serve_metrics(
-    port: int, host: str = "127.0.0.1", *, ready: Readiness | None = None
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    ready: Readiness | None = None,
+    client_connections: int = 100,
+    idle_timeout_s: float = 10.0,
 ) -> WSGIServer | None:
     """Serve the ops endpoints on a daemon thread: `/metrics` (Prometheus), `/healthz` (200
     while the process runs) and `/readyz` (200 when `ready` says so, else 503).
 
     Every moments process calls this with `MOMENTS_METRICS_PORT`, the port the
     Kubernetes probes and Prometheus use; 0 means: do not serve. Returns the
-    server (its `shutdown()` stops it) or None.
+    server (its `shutdown()` stops it) or None. A client address holds at most
+    `client_connections` connections (0: no cap; `MOMENTS_HTTP_CLIENT_CONNECTIONS`),
+    and a connection that sends no request within `idle_timeout_s` is closed
+    (`MOMENTS_HTTP_IDLE_TIMEOUT_S`): an idle client never holds a thread for long.
     """
     if not port:
         return None
     server_class = _OpsServer6 if ":" in host else _OpsServer
-    server = make_server(host, port, ops_app(ready), server_class, handler_class=_QuietHandler)
+    handler = type("_OpsHandler", (_QuietHandler,), {"timeout": idle_timeout_s})
+    server = make_server(host, port, ops_app(ready), server_class, handler_class=handler)
+    server.connections = ConnectionCounter(client_connections)  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, name="moments-ops", daemon=True)
     thread.start()
     return server

@@ -3,9 +3,16 @@
 Small helpers every process shares (producers, processors and sinks may all
 import this module; it imports nothing of ours):
 
-- `hashed_id(customer_id)`: what a log line, an audit line or an error message
-  says instead of a customer id (sha256, hex). Logs, errors and metric labels
-  never hold a customer id, free text or an address in clear.
+- `keyed_customer_hash(customer_id)`: what a log line, an audit line or an
+  error message says instead of a customer id: HMAC-SHA256 (hex) under the
+  deployment's secret `MOMENTS_ID_HASH_KEY`, so a hash cannot be reversed by
+  hashing guessed ids (customer ids are short and guessable: a plain digest
+  of one is found by enumeration in under a second). Logs, errors and metric
+  labels never hold a customer id, free text or an address in clear.
+  `hashed_id` (plain sha256) remains for the existing callers that have not
+  moved yet; new code uses `keyed_customer_hash`.
+- `printable(text)`: customer text as a terminal may show it (control and
+  escape characters removed), for everything the CLI prints of it.
 - `redact_url(url)`: a URL with its password and query values masked, for
   anything printed (settings repr, start-up lines).
 - `KeyRing`: the API keys a server accepts, matched in constant time
@@ -26,19 +33,85 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
+import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+log = logging.getLogger(__name__)
+
 #: What a masked secret looks like wherever one would have been printed.
 MASK: Final = "**********"
 
+_id_hash_key: bytes | None = None
+_id_hash_source: Callable[[], str | None] | None = None
+_id_hash_lock = threading.Lock()
+
 
 def hashed_id(customer_id: str) -> str:
-    """The sha256 of a customer id (hex): how logs, audit lines and errors name a customer."""
+    """The plain sha256 of a customer id (hex). Reversible by enumeration: logs, audit lines
+    and errors use `keyed_customer_hash`; this stays for callers not yet moved."""
     return hashlib.sha256(customer_id.encode("utf-8")).hexdigest()
+
+
+def set_id_hash_key(key: str | bytes | None) -> None:
+    """Set the key of `keyed_customer_hash` for this process (None: read it again from the
+    settings on next use). Processes get it from `MOMENTS_ID_HASH_KEY`; tests set it here."""
+    global _id_hash_key
+    with _id_hash_lock:
+        _id_hash_key = key.encode("utf-8") if isinstance(key, str) else key
+
+
+def use_id_hash_key_source(source: Callable[[], str | None]) -> None:
+    """Where `keyed_customer_hash` reads its key on first use: `common.settings` registers
+    `MOMENTS_ID_HASH_KEY` here (this module imports nothing of ours)."""
+    global _id_hash_source
+    _id_hash_source = source
+
+
+def _hash_key() -> bytes:
+    global _id_hash_key
+    with _id_hash_lock:
+        if _id_hash_key is None:
+            configured = _id_hash_source() if _id_hash_source is not None else None
+            if configured:
+                _id_hash_key = configured.encode("utf-8")
+            else:
+                # Still keyed (never reversible), but hashes only match within this process.
+                log.warning(
+                    "MOMENTS_ID_HASH_KEY is not set: customer ids in logs are hashed with a"
+                    " key of this process only, so hashes differ between processes and restarts"
+                )
+                _id_hash_key = secrets.token_bytes(32)
+        return _id_hash_key
+
+
+def keyed_customer_hash(customer_id: str) -> str:
+    """HMAC-SHA256 of a customer id under `MOMENTS_ID_HASH_KEY` (hex, 64 digits): how logs,
+    audit lines and errors name a customer. The same id gives the same hash in every process
+    sharing the key; without the key a hash cannot be tied to an id."""
+    return hmac.new(_hash_key(), customer_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# C0 and C1 controls (ESC, CSI, BEL, backspace, carriage return...), DEL, and the Unicode
+# format characters that reorder or hide text on a terminal (bidi overrides, zero widths).
+_UNPRINTABLE: Final = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """TEXT without control characters, so printing it cannot move the cursor, rewrite the
+    screen, set the window title or hide text; tabs (and newlines if `newlines`) become
+    spaces unless kept."""
+    cleaned = _UNPRINTABLE.sub("", text)
+    if not newlines:
+        cleaned = cleaned.replace("\n", " ").replace("\t", " ")
+    return cleaned
 
 
 def redact_url(url: str, *, keep_path: bool = True) -> str:
@@ -154,3 +227,13 @@ class RateLimiter:
                 return 0.0
             self._buckets[caller] = (tokens, now)
             return (min(cost, self.burst) - tokens) / self.rate
+
+    def waiting(self, caller: str, cost: float = 1.0) -> float:
+        """Seconds until CALLER could spend `cost` tokens (0: now); spends nothing."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            tokens, at = self._buckets.get(caller, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            return max(0.0, (min(cost, self.burst) - tokens) / self.rate)

@@ -1,21 +1,28 @@
 """The compacted `rules` topic (docs/design.md 8.2): the live source of truth of rule packs.
 
 Key = pack name; value = JSON `{"pack", "yaml", "published_at", "author"}`: the
-pack's YAML as written, when and by whom it was published. `publish` produces
-one record (validation is the caller's: `moments rules publish` refuses what
-`rules check` refuses); `history` reads every record still on the topic, oldest
-first (compaction may keep only the latest per pack). The topic has one
-partition, so its order is the order of publication.
+pack's YAML as written, when and by whom it was published, and, signed, `"signature":
+{"key", "hmac"}`: the name of a publisher key (`MOMENTS_RULES_SIGNING_KEYS`) and the
+HMAC-SHA256 under it of the pack's name and YAML (`sign`); the author is then that
+key's name. `publish` produces one record (validation is the caller's: `moments rules
+publish` refuses what `rules check` refuses); `history` reads every record still on the
+topic, oldest first (compaction may keep only the latest per pack); `signature_problem`
+says whether a record is signed by a known key. The topic has one partition, so its
+order is the order of publication.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from pydantic import SecretStr
 
 from common.settings import Settings
 from common.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
@@ -32,15 +39,73 @@ class Published:
     yaml: str
     published_at: str
     author: str
+    #: The publisher key's name and the pack's HMAC under it (None: unsigned).
+    signed_by: str | None = None
+    signature: str | None = None
+
+
+def sign(key: SecretStr, pack: str, text: str) -> str:
+    """The HMAC-SHA256 (hex) of a pack's name and YAML under a publisher key."""
+    message = pack.encode("utf-8") + b"\x00" + text.encode("utf-8")
+    secret = key.get_secret_value().encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def signature_problem(record: Published, keys: Mapping[str, SecretStr]) -> str | None:
+    """Why `record` is not signed by one of `keys` (None: it is). Names the key, never
+    a secret."""
+    if record.signed_by is None or record.signature is None:
+        return "unsigned (publisher keys are set: MOMENTS_RULES_SIGNING_KEYS)"
+    key = keys.get(record.signed_by)
+    if key is None:
+        return f"signed with an unknown key {record.signed_by!r}"
+    if not hmac.compare_digest(sign(key, record.pack, record.yaml), record.signature):
+        return f"signature does not match key {record.signed_by!r}"
+    return None
+
+
+def signing_key(settings: Settings, name: str | None) -> tuple[str, SecretStr] | None:
+    """The publisher key to sign with: the one `name`d, else the only one; None when no
+    key is set. Raises ValueError when none can be chosen (naming keys, never secrets)."""
+    keys = settings.engine.rules_signing_keys
+    if not keys:
+        if name is not None:
+            raise ValueError(f"no publisher key {name!r}: MOMENTS_RULES_SIGNING_KEYS is empty")
+        return None
+    if name is None:
+        if len(keys) > 1:
+            raise ValueError(f"several publisher keys ({', '.join(sorted(keys))}): name one")
+        name = next(iter(keys))
+    if name not in keys:
+        raise ValueError(f"no publisher key {name!r} (known: {', '.join(sorted(keys))})")
+    return name, keys[name]
 
 
 def publish_pack(
-    settings: Settings, pack: str, text: str, author: str, timeout_s: float = 20.0
+    settings: Settings,
+    pack: str,
+    text: str,
+    author: str,
+    timeout_s: float = 20.0,
+    *,
+    key: tuple[str, SecretStr] | None = None,
 ) -> Published:
-    """Produce a pack's YAML to the rules topic (created if missing); wait for delivery."""
+    """Produce a pack's YAML to the rules topic (created if missing); wait for delivery.
+    With a publisher `key` (name, secret) the record is signed and its author is the
+    key's name."""
     ensure_rules_topic(settings)
     published_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    value = {"pack": pack, "yaml": text, "published_at": published_at, "author": author}
+    signature = None if key is None else sign(key[1], pack, text)
+    if key is not None:
+        author = key[0]
+    value: dict[str, object] = {
+        "pack": pack,
+        "yaml": text,
+        "published_at": published_at,
+        "author": author,
+    }
+    if key is not None:
+        value["signature"] = {"key": key[0], "hmac": signature}
     producer = Producer(settings.kafka_config(logger=_log))
     offsets: list[int] = []
     failures: list[str] = []
@@ -61,7 +126,7 @@ def publish_pack(
     if failures or not offsets:
         problem = failures[0] if failures else "timed out"
         raise BrokerUnavailable(f"could not publish to {settings.topics.rules}: {problem}")
-    return Published(offsets[0], pack, text, published_at, author)
+    return Published(offsets[0], pack, text, published_at, author, key and key[0], signature)
 
 
 def decode_published(offset: int, raw: bytes | None) -> Published | None:
@@ -70,12 +135,17 @@ def decode_published(offset: int, raw: bytes | None) -> Published | None:
         return None
     try:
         value = json.loads(raw)
+        signed = value.get("signature")
+        if not isinstance(signed, dict):
+            signed = {}
         return Published(
             offset,
             str(value["pack"]),
             str(value["yaml"]),
             str(value["published_at"]),
             str(value["author"]),
+            None if signed.get("key") is None else str(signed["key"]),
+            None if signed.get("hmac") is None else str(signed["hmac"]),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -29,9 +29,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from common.privacy import MASK, redact_url
+from common.privacy import MASK, redact_url, use_id_hash_key_source
 from schemas.wire import Topics
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
@@ -44,6 +44,9 @@ _COUNT_MAX: Final = 1_000_000
 
 #: The variable of `EngineSettings.max_lateness`, named by its rule between fields.
 _MAX_LATENESS: Final = "MOMENTS_MAX_LATENESS"
+
+#: The parts of a collector key's scope (`MOMENTS_COLLECTOR_KEY_CHANNELS`).
+_SCOPE_PARTS: Final = frozenset({"channels", "event_types", "sources"})
 
 #: `MOMENTS_BROKER_FENCE`: whether the worker's recovery fences its changelogs.
 FenceMode = Literal["auto", "on", "off"]
@@ -116,6 +119,17 @@ class EngineSettings(_Group):
         default="default",
         description="The pack (its `name`) the worker follows on the rules topic.",
     )
+    predicate_modules: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("processors.engine.predicates",),
+        description="Modules (comma-separated; their submodules too) a rule's `predicate`"
+        " may name; nothing else is imported.",
+    )
+    rules_signing_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="Publisher keys, `name=key` comma-separated: when set, `moments rules"
+        " publish` signs packs (HMAC-SHA256) and the worker runs only packs signed by one.",
+    )
+
     allowed_lateness_s: float = Field(default=300.0, ge=0, le=_YEAR_S)
     contact_cap: int = Field(default=1, ge=0, le=1_000)
     contact_cap_window_s: float = Field(default=86_400.0, gt=0, le=_YEAR_S)
@@ -154,6 +168,38 @@ class EngineSettings(_Group):
         description="The business's time zone (an IANA name such as Europe/Berlin): dates in"
         " reasons are written in it; the actions' own times stay UTC.",
     )
+
+    @field_validator("predicate_modules", mode="before")
+    @classmethod
+    def _module_list(cls, value: Any) -> Any:
+        """MOMENTS_PREDICATE_MODULES: module names, comma-separated (or a JSON list)."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
+            return tuple(m.strip() for m in value.split(",") if m.strip())
+        return value
+
+    @field_validator("rules_signing_keys", mode="before")
+    @classmethod
+    def _named_keys(cls, value: Any) -> Any:
+        """MOMENTS_RULES_SIGNING_KEYS: `name=key` pairs, comma-separated, or a JSON object
+        (never echoed)."""
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("expected name=key pairs or a JSON object") from None
+        if not isinstance(value, str):
+            return value
+        keys: dict[str, str] = {}
+        for pair in value.split(","):
+            name, sep, key = pair.strip().partition("=")
+            if not pair.strip():
+                continue
+            if not sep or not name.strip() or not key.strip():
+                raise ValueError("expected name=key pairs, comma-separated")
+            keys[name.strip()] = key.strip()
+        return keys
 
     @field_validator("holdout_percent", mode="before")
     @classmethod
@@ -274,18 +320,40 @@ class CollectorSettings(_Group):
     collector_rate_limit: float = Field(
         default=0.0, ge=0, le=_COUNT_MAX, description="Events per second per API key (0: no limit)."
     )
-    collector_key_channels: dict[str, list[str]] = Field(
+    collector_key_channels: dict[str, list[str] | dict[str, list[str]]] = Field(
         default_factory=dict,
-        description="Channels each API key may send, by key name (`key-` + the first 8 hex"
-        " digits of the key's SHA-256, as in audit lines); a key not listed may send any channel.",
+        description="What each collector key may send, by key name (`key-` + the first 8 hex"
+        " digits of the key's SHA-256, as in audit lines): a list of channels, or an object"
+        ' {"channels": [...], "event_types": [...], "sources": [...]} (each part optional:'
+        " a part not given is not limited); a key not listed may send anything.",
     )
+
+    @field_validator("collector_key_channels")
+    @classmethod
+    def _key_scopes(
+        cls, value: dict[str, list[str] | dict[str, list[str]]]
+    ) -> dict[str, list[str] | dict[str, list[str]]]:
+        """Each scope object names only channels, event_types and sources."""
+        for name, scope in value.items():
+            if isinstance(scope, dict):
+                unknown = sorted(set(scope) - _SCOPE_PARTS)
+                if unknown:
+                    raise ValueError(
+                        f"key {name}: unknown part {', '.join(unknown)}; a scope has"
+                        " channels, event_types and sources"
+                    )
+        return value
 
 
 class ApiSettings(_Group):
-    """The read API (customer data, docs/design.md, section 10.3) and the API keys that
-    both it and the collector accept."""
+    """The keys of each role (collector, read API, desk: never shared), the read API
+    (customer data, docs/design.md, section 10.3), the key of the customer id hash, and
+    the connection limits of every HTTP port."""
 
-    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="The collector's keys (producers send events with them; they read nothing).",
+    )
     api_host: str = Field(
         default="127.0.0.1", description="Interface the read API binds; beyond loopback needs keys."
     )
@@ -299,15 +367,61 @@ class ApiSettings(_Group):
     api_max_page: int = Field(
         default=500, ge=1, le=10_000, description="Largest `limit` the read API serves."
     )
+    read_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys of the read API (customer data): never the collector's"
+        " MOMENTS_API_KEYS, which only send events.",
+    )
+    desk_keys: list[SecretStr] = Field(
+        default_factory=list, description="Keys of the agent desk (its own, like the others)."
+    )
+    id_hash_key: SecretStr | None = Field(
+        default=None,
+        description="Secret of the keyed hash (HMAC-SHA256) that names customers in logs and"
+        " audit lines (common.privacy.keyed_customer_hash); the same in every process.",
+    )
+    api_failed_key_limit: int = Field(
+        default=10,
+        ge=1,
+        le=_COUNT_MAX,
+        description="Failed key attempts per client address per minute before the read API"
+        " answers 429.",
+    )
+    http_client_connections: int = Field(
+        default=100,
+        ge=0,
+        le=_COUNT_MAX,
+        description="Open connections per client address on every HTTP port (collector, read"
+        " API, ops); beyond it a connection is closed at once (0: no limit). Behind a proxy,"
+        " at least the proxy's upstream connection pool.",
+    )
+    http_idle_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection of the read API or the ops port may stay without"
+        " a complete request before it is closed.",
+    )
 
 
 class MetricsSettings(_Group):
-    """The Prometheus endpoint every process serves."""
+    """The Prometheus endpoint every process serves, and its logs (`common.logs`)."""
 
     metrics_port: int = Field(default=0, ge=0, le=_PORT_MAX)
     metrics_host: str = Field(
         default="127.0.0.1", description="Interface /metrics binds to; 0.0.0.0 in containers."
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json`: one JSON object a line."
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
 
 class SimulatorSettings(_Group):
@@ -489,3 +603,12 @@ def _without_secrets(name: str | None, value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_without_secrets(None, v) for v in value)
     return value
+
+
+def _configured_id_hash_key() -> str | None:
+    """`MOMENTS_ID_HASH_KEY`, for `common.privacy.keyed_customer_hash` (read on first use)."""
+    key = ApiSettings().id_hash_key
+    return key.get_secret_value() if key is not None else None
+
+
+use_id_hash_key_source(_configured_id_hash_key)

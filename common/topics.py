@@ -2,7 +2,9 @@
 
 Topics are created with `retention.ms` from `MOMENTS_RETENTION_DAYS` (raw
 events and everything derived from them age out; docs/design.md, section 10), except
-compacted ones. An existing topic keeps its configuration.
+compacted ones. The erasure registry is compacted *and* ages out a day after
+the retention: by then every record it guards is gone (docs/design.md 10.1).
+An existing topic keeps its configuration.
 """
 
 from __future__ import annotations
@@ -38,20 +40,43 @@ DAY_MS = 86_400_000
 def topic_config(settings: Settings, name: str) -> dict[str, str]:
     """Configs a topic is created with: raw customer data ages out after
     `MOMENTS_RETENTION_DAYS` (`retention.ms`); compacted topics keep their latest values."""
+    retention_ms = round(settings.kafka.retention_days * DAY_MS)
+    if name == settings.topics.erasures:
+        # Latest erasure per customer, kept as long as anything it guards can still be read.
+        return {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms + DAY_MS)}
     if name in compacted_topics(settings):
         return {"cleanup.policy": "compact"}
-    return {"retention.ms": str(round(settings.kafka.retention_days * DAY_MS))}
+    return {"retention.ms": str(retention_ms)}
 
 
 def compacted_topics(settings: Settings) -> set[str]:
-    """Topics whose latest value per key is the data: the `rules` topic."""
-    return {settings.topics.rules}
+    """Topics whose latest value per key is the data: `rules` and the erasure registry."""
+    return {settings.topics.rules, settings.topics.erasures}
+
+
+def changelog_config(settings: Settings) -> dict[str, str]:
+    """Extra configs of the worker's state changelog (Faust makes it compacted): a value
+    superseded or tombstoned (an erased customer's state) is compacted away within
+    `MOMENTS_RETENTION_DAYS` minus a day (`max.compaction.lag.ms`), and the tombstone, whose
+    key names the customer, goes within the last day (`delete.retention.ms`)."""
+    retention_ms = round(settings.kafka.retention_days * DAY_MS)
+    tombstones_ms = min(DAY_MS, retention_ms // 2)
+    return {
+        "max.compaction.lag.ms": str(retention_ms - tombstones_ms),
+        "delete.retention.ms": str(tombstones_ms),
+    }
+
+
+def single_partition_topics(settings: Settings) -> set[str]:
+    """The erasure registry and the erasure confirmations (read whole, in order)."""
+    return {settings.topics.erasures, settings.topics.erasures_done}
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 20.0) -> list[str]:
     """Create every moments topic that does not exist yet; return the names created."""
     topics = settings.topics
     wanted = {topics.interactions: settings.kafka.interactions_partitions}
+    wanted |= dict.fromkeys(single_partition_topics(settings), 1)
     for name in topics.all():
         wanted.setdefault(name, settings.kafka.action_partitions)
     admin = AdminClient(settings.kafka_config(logger=_log))

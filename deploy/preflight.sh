@@ -16,7 +16,9 @@ check POSTGRES_PASSWORD "${POSTGRES_PASSWORD:-}" "moments"
 check MOMENTS_WEBHOOK_SECRET "${MOMENTS_WEBHOOK_SECRET:-}" "dev-only-webhook-secret"
 check MOMENTS_API_KEYS "${MOMENTS_API_KEYS:-}" '["dev-key"]'
 check MOMENTS_READ_API_KEYS "${MOMENTS_READ_API_KEYS:-}" '["dev-read-key"]'
+check MOMENTS_ID_HASH_KEY "${MOMENTS_ID_HASH_KEY:-}" "dev-only-id-hash-key"
 check GRAFANA_ADMIN_PASSWORD "${GRAFANA_ADMIN_PASSWORD:-}" "admin"
+check GRAFANA_DB_PASSWORD "${GRAFANA_DB_PASSWORD:-}" "dev-only-grafana-reader"
 if [ -n "$missing" ]; then
   echo "preflight: set real values for:$missing (in the environment or an --env-file)," \
     "or MOMENTS_DEV=1 for a local trial" >&2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,25 @@ from moments.stack import die_with_parent
 
 class ProcessDied(RuntimeError):
     """A child process stopped while it should be running."""
+
+
+def with_session_keys(settings: Settings) -> Settings:
+    """SETTINGS with a fresh secret for each role that has none: the collector's keys
+    (`MOMENTS_API_KEYS`), the read API's (`MOMENTS_READ_API_KEYS`), the desk's
+    (`MOMENTS_DESK_KEYS`) and the key of the customer id hash (`MOMENTS_ID_HASH_KEY`).
+    Each role gets its own key, so a key that sends events never reads customers."""
+    api = settings.api
+    fresh: dict[str, object] = {}
+    for field, keys in (
+        ("api_keys", api.api_keys),
+        ("read_api_keys", api.read_api_keys),
+        ("desk_keys", api.desk_keys),
+    ):
+        if not keys:
+            fresh[field] = [secrets.token_urlsafe(18)]
+    if api.id_hash_key is None:
+        fresh["id_hash_key"] = secrets.token_urlsafe(32)
+    return settings.replace(**fresh) if fresh else settings
 
 
 class Supervisor:

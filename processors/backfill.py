@@ -16,7 +16,11 @@ undecodable, invalid, or that made the engine raise) are counted and
 reported (stage, class and detail, as in the worker's dead-letter headers),
 never fatal; the backfill itself writes no dead-letter topic. An erasure
 record (`moments forget`) drops the customer from the partition's state; the
-worker's idle ticks and unknown control records are skipped.
+worker's idle ticks and unknown control records are skipped. The erasure
+registry (`common.erasures`) is loaded before the first record and followed:
+a record of an erased customer dated before their erasure is dropped unread
+(counted in `erased`), so a replay never re-materialises an erased customer
+(docs/design.md 10.1).
 
 "The end" is each partition's high watermark when the run starts: a
 partition is done when the consumer reports end-of-partition at or past it.
@@ -64,6 +68,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from common.erasures import ErasureRegistry
 from common.memory import no_cyclic_gc
 from common.settings import Settings
 from processors.config import engine_config
@@ -73,7 +78,7 @@ from processors.record_path import Applied, DeadLetter, RecordPath
 from processors.replay import OutputWriter
 from schemas.codec import codec_for, to_json_line
 from schemas.records import ActionEvent, Decision, InteractionEvent
-from schemas.wire import Topics
+from schemas.wire import Topics, control_value
 
 __all__ = ["BackfillError", "BackfillSummary", "backfill_topic"]
 
@@ -133,6 +138,8 @@ class BackfillSummary:
     too_late: int = 0
     #: Events dated beyond their record timestamp + MOMENTS_MAX_FUTURE_SKEW (watermark capped).
     future_dated: int = 0
+    #: Records of erased customers dated before their erasure: dropped unread.
+    erased: int = 0
     garbage_samples: list[str] = field(default_factory=list)
     #: Partition -> the high watermark the run read up to (as reported at its start).
     ends: dict[int, int] = field(default_factory=dict)
@@ -195,7 +202,9 @@ def backfill_topic(
     temps = [t.with_name(f".{t.name}.partial") for t in targets]
     handles: list[IO[bytes]] = []
     producer: _TopicOutput | None = None
+    registry = ErasureRegistry(settings)
     try:
+        registry.load()
         partitions, ends = _assign_from_beginning(consumer, topic)
         summary = BackfillSummary(topic=topic, partitions=len(partitions), ends=dict(ends))
         for temp in temps:
@@ -208,6 +217,7 @@ def backfill_topic(
             prefix = settings.kafka.topic_prefix if output_prefix is None else output_prefix
             producer = _TopicOutput(settings, Topics(prefix))
         run = _Run(engine, settings, summary, files, producer, partitions, late_file)
+        run.registry = registry
         with no_cyclic_gc():
             run.consume(consumer, ends, max_events=max_events, stop_at_end=stop_at_end, stop=stop)
             run.finish(until_ms)
@@ -228,6 +238,7 @@ def backfill_topic(
         if producer is not None:
             producer.release()
         consumer.close()
+        registry.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -361,6 +372,8 @@ class _Run:
             max_future_skew_ms=settings.engine.max_future_skew_ms,
         )
         self.stores = {p: DictStore() for p in partitions}
+        #: The erased customers (`backfill_topic` loads it; None: nothing dropped).
+        self.registry: ErasureRegistry | None = None
         #: Partition -> the last record fetched from it (its offset + 1 is the progress).
         self.last: dict[int, Message] = {}
         self.actions = 0
@@ -391,6 +404,11 @@ class _Run:
         it held. Control records (the worker's idle ticks, erasures) are neither events nor
         garbage; an erasure drops the customer from the partition's state."""
         handle, stores, last = self.path.handle, self.stores, self.last
+        registry = self.registry
+        if registry is not None:
+            registry.poll()
+            if not registry.erased:
+                registry = None
         actions: list[ActionEvent] = []
         decisions: list[Decision] = []
         records = events = 0
@@ -402,6 +420,15 @@ class _Run:
             partition = cast(int, message.partition())
             last[partition] = message
             kind, record_ms = message.timestamp()
+            if (
+                registry is not None
+                and registry.drops(
+                    message.key(), None if kind == TIMESTAMP_NOT_AVAILABLE else record_ms
+                )
+                and control_value(message.headers()) is None
+            ):
+                self.summary.erased += 1
+                continue
             result = handle(
                 stores[partition],
                 partition,

@@ -3,7 +3,9 @@
 `RulesFollower` knows the pack the worker starts from (`MOMENTS_RULES_PATH` or
 the default pack) and takes every record of its pack name
 (`MOMENTS_RULES_PACK`) from the `rules` topic in publication order (`offer`):
-a record that is not a valid pack, or that changes a rule without raising its
+a record that is not a valid pack (predicates only from `MOMENTS_PREDICATE_MODULES`),
+that is unsigned or not signed by a known publisher key while
+`MOMENTS_RULES_SIGNING_KEYS` is set, or that changes a rule without raising its
 version against the pack it would replace (what `moments rules check OLD NEW`
 refuses; a pack accepted before, e.g. a rollback, is always taken), is refused
 (logged with its offset and problems, counted in
@@ -26,7 +28,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from common.metrics import RULES_ACTIVE, RULES_PACK, RULES_REFUSED
-from common.rules_topic import Published, decode_published, pack_history
+from common.rules_topic import Published, decode_published, pack_history, signature_problem
 from common.settings import Settings
 from common.topics import BrokerUnavailable, ensure_rules_topic, quiet_client_logger
 from processors.engine import DEFAULT_PACK_PATH, RulePack, RulePackError
@@ -46,6 +48,8 @@ class AcceptedPack:
     pack: RulePack
     source: str
     offset: int | None = None  # on the rules topic; None for the start-up pack
+    #: Who published it: the publisher key's name when packs are signed.
+    author: str | None = None
 
 
 def startup_pack(settings: Settings) -> AcceptedPack:
@@ -56,7 +60,8 @@ def startup_pack(settings: Settings) -> AcceptedPack:
         else DEFAULT_PACK_PATH
     )
     text = path.read_text(encoding="utf-8")
-    return AcceptedPack(pack_id(text), text, pack_from_text(text, str(path)), str(path))
+    pack = pack_from_text(text, str(path), predicate_modules=settings.engine.predicate_modules)
+    return AcceptedPack(pack_id(text), text, pack, str(path))
 
 
 class RulesFollower:
@@ -78,8 +83,13 @@ class RulesFollower:
         if record.pack != self.settings.engine.rules_pack:
             return False
         source = f"{self.settings.topics.rules}@{record.offset}"
+        keys = self.settings.engine.rules_signing_keys
+        unsigned = signature_problem(record, keys) if keys else None
+        if unsigned is not None:
+            return self._refuse(record, [f"{source}: {unsigned}"])
+        modules = self.settings.engine.predicate_modules
         try:
-            pack = pack_from_text(record.yaml, source)
+            pack = pack_from_text(record.yaml, source, predicate_modules=modules)
         except RulePackError as exc:
             return self._refuse(record, exc.problems)
         pid = pack_id(record.yaml)
@@ -88,14 +98,16 @@ class RulesFollower:
         problems = refusal(self.current.pack, pack, pid, self.known)
         if problems:
             return self._refuse(record, problems)
-        self.current = AcceptedPack(pid, record.yaml, pack, source, record.offset)
+        author = record.signed_by if keys else record.author
+        self.current = AcceptedPack(pid, record.yaml, pack, source, record.offset, author)
         self.known.add(pid)
         _show(self.current)
         log.info(
-            "rule pack %s accepted from %s (published %s): %s",
+            "rule pack %s accepted from %s (published %s by %s): %s",
             pid,
             source,
             record.published_at,
+            author if keys else f"{author!r} (unsigned)",
             ", ".join(f"{r.id} v{r.version}" for r in pack.rules),
         )
         return True

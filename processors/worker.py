@@ -84,7 +84,11 @@ customer's partition; the worker drops everything the engine state holds
 about that customer (`processors.engine.forget_customer`: their state, pending
 timers) and the commit sends changelog tombstones, so neither this worker nor
 a restarted one emits anything for them from stale state. Logged with the
-customer id hashed.
+customer id hashed. Then it writes an erasure marker (the same control record,
+with the erasure time) to every output topic, each action topic and
+`decisions`, behind everything it emitted for the customer before: each sink
+meets it after every earlier record of that customer and deletes them there
+(docs/design.md 10.1).
 
 Rule packs (docs/design.md 8). The worker runs the latest acceptable pack of its
 name (`MOMENTS_RULES_PACK`) on the compacted `rules` topic, else
@@ -121,11 +125,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.streams import Stream, _current_event
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
+from common.logs import iso_ms, logging_config
 from common.metrics import (
     ACTIONS_EMITTED,
+    CONSUMER_LAG,
     DECISIONS,
     DLQ_RECORDS,
     EVENT_TO_ACTION_LATENCY,
@@ -140,6 +147,7 @@ from common.metrics import (
     serve_metrics,
 )
 from common.settings import Settings
+from common.topics import changelog_config
 from processors.config import engine_config
 from processors.engine import (
     CLOCK_KEY,
@@ -172,7 +180,14 @@ from processors.record_path import Applied, DeadLetter, RecordPath, Stage
 from processors.rules_follower import AcceptedPack, RulesFollower, startup_pack
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
-from schemas.wire import CONTROL_HEADER, TICK, RecordKind, dead_letter_headers
+from schemas.wire import (
+    CONTROL_HEADER,
+    TICK,
+    RecordKind,
+    dead_letter_headers,
+    erased_at_of,
+    erasure_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +319,8 @@ class TriggerWorker:
             key_type=str,  # JSON keys
             value_type=bytes,  # raw values: JSON bytes written by PartitionState
             help="Trigger engine state of every interactions partition (JSON values).",
+            # An erased customer's old state and tombstones age out (docs/design.md 10.1).
+            extra_topic_configs=changelog_config(settings),
         )
         self.staged_state = self.commits.stage_table(self.state, self.output)
         cast(FencingTableManager, self.app.tables).fence_mode = settings.kafka.broker_fence
@@ -325,6 +342,10 @@ class TriggerWorker:
             )
         )
         self._watermark_lag = _children(lambda partition: WATERMARK_LAG.labels(str(partition)))
+        group = settings.worker.worker_app_id
+        self._lag = _children(
+            lambda topic, partition: CONSUMER_LAG.labels(group, topic, str(partition))
+        )
         #: Counts and gauge values of the batch being handled (`_flush_metrics` applies them).
         self._tally_consumed: dict[tuple[str, str], int] = {}
         self._tally_emitted: dict[tuple[str, str], int] = {}
@@ -339,7 +360,7 @@ class TriggerWorker:
             max_future_skew_ms=settings.engine.max_future_skew_ms,
         )
         #: The lineage of the partition whose record is being handled (`_feed` moves it on).
-        self._line = Lineage((first.pid,))
+        self._line = Lineage(first.pid)
         #: Per partition: (max occurred_at, log timestamp of the last event), both in ms.
         self._idle_clock: dict[int, tuple[int, int]] = {}
         #: Per partition: its applied offset (`w/applied`, -1 for none), read from its state
@@ -397,6 +418,7 @@ class TriggerWorker:
         now = time.monotonic()
         for partition in {event.message.partition for event in batch}:
             self._last_seen[partition] = now
+        self._export_lag(batch)
 
     def _handle_kept(self, batch: Sequence[EventT[Any]]) -> bool:
         """The batch with each partition's state decoded and encoded once (`BatchState`) and
@@ -487,6 +509,23 @@ class TriggerWorker:
             self._save_applied()
             self._flush_metrics()
         self._last_seen[event.message.partition] = time.monotonic()
+        self._export_lag((event,))
+
+    def _export_lag(self, events: Sequence[EventT[Any]]) -> None:
+        """`moments_consumer_lag_messages` of the partitions just handled: the high watermark
+        the consumer last fetched minus the next offset to handle (as the sinks export it)."""
+        last: dict[tuple[str, int], int] = {}
+        for event in events:
+            message = event.message
+            last[(message.topic, message.partition)] = message.offset
+        consumer = self.app.consumer
+        for (topic, partition), offset in last.items():
+            try:
+                highwater = consumer.highwater(TP(topic, partition))
+            except ConsumerNotStarted:  # records fed without a running consumer (tests)
+                return
+            if isinstance(highwater, int) and highwater >= 0:
+                self._lag(topic, partition).set(max(0, highwater - offset - 1))
 
     def _follow_rules(self) -> None:
         """Between batches: take the rules topic's latest acceptable pack as the target."""
@@ -499,7 +538,7 @@ class TriggerWorker:
         """The partition's lineage, asked to switch to the target pack if it runs another."""
         line = self._lines.get(partition)
         if line is None:
-            line = self.library.load(store)
+            line = self.library.load(store, self._target)
             if line is None:  # state from before lineages (or none): the first pack's
                 first = self.first_pack if store.get(CLOCK_KEY) is not None else self._target
                 line = start(self.library, store, first)
@@ -510,7 +549,7 @@ class TriggerWorker:
                 "partition %d: switching to rule pack %s%s",
                 partition,
                 self._target,
-                f" at event time {line.pending[1]}" if line.pending else "",
+                f" at event time {iso_ms(line.pending[1])}" if line.pending else "",
             )
         self._lines[partition] = line
         return line
@@ -526,8 +565,8 @@ class TriggerWorker:
             partition,
             line.head,
             offset,
-            record.get("at"),
-            record.get("watermark"),
+            iso_ms(record.get("at")),
+            iso_ms(record.get("watermark")),
         )
 
     def _handle(self, event: EventT[Any]) -> None:
@@ -566,6 +605,8 @@ class TriggerWorker:
             self._dead_letter(message, result)
         elif result is RecordKind.TICK:
             self._line = self._on_tick(store, partition, record_ms, line)
+        elif result is RecordKind.FORGET:
+            self._mark_erasure(message, record_ms)
         after = self._line
         if after is not line:
             self._lines[partition] = after
@@ -634,6 +675,18 @@ class TriggerWorker:
             self._watermarks[partition] = watermark
         return line
 
+    def _mark_erasure(self, message: Any, record_ms: int) -> None:
+        """After the record path dropped the customer's state: an erasure marker (null value,
+        key = the customer, `moments.control: forget` and the erasure time) to every output
+        topic, behind everything emitted for them before (docs/design.md 10.1)."""
+        if not message.key:
+            return
+        erased_at = erased_at_of(message.headers)
+        headers = erasure_headers(record_ms if erased_at is None else erased_at)
+        send = (self._outbox or self.output).send
+        for topic in self.settings.topics.outputs():
+            send(topic, message.key, None, headers)
+
     def _report(self, report: Callable[..., object], *args: Any) -> None:
         """`report(*args)` (a metric or a log line) now, or, in a kept batch, once its output
         is delivered: a pass that is dropped reports nothing."""
@@ -661,14 +714,21 @@ class TriggerWorker:
         if output.actions:
             encode_action = self.action_codec.encode
             action_topics = self.action_topics
+            sent: list[ActionEvent] = []
             for action in output.actions:
                 topic = action_topics[action.destination]
                 # the engine builds well-formed records: no validation pass per record
-                send(topic, action.customer_id.encode(), encode_action(action, validate=False))
+                try:
+                    encoded = encode_action(action, validate=False)
+                except Exception as exc:  # one action must never stop the worker
+                    self._unencodable(action, exc)
+                    continue
+                send(topic, action.customer_id.encode(), encoded)
+                sent.append(action)
             now = time.time()
             emitted = self._tally_emitted
             latency = self._latency
-            for action in output.actions:
+            for action in sent:
                 labels = (action.rule, action.destination)
                 emitted[labels] = emitted.get(labels, 0) + 1
                 trigger = "event" if action.triggered_at == event_ms else "timer"
@@ -758,6 +818,30 @@ class TriggerWorker:
         kind = (event.channel, event.type)
         consumed[kind] = consumed.get(kind, 0) + 1
         self._tally_too_late += 1
+
+    def _unencodable(self, action: ActionEvent, exc: Exception) -> None:
+        """An action the codec refused: to `actions.dlq` as JSON (times as milliseconds)
+        with the dead-letter headers (stage `encode`), counted; the worker goes on."""
+        import dataclasses
+        import json
+
+        # stdlib json: whatever the codec refused (e.g. a time past 64 bits) still writes
+        value = json.dumps(dataclasses.asdict(action), default=str, sort_keys=True).encode()
+        headers = dead_letter_headers(
+            (), "encode", type(exc).__name__, str(exc), (None, None, None), rule=action.rule
+        )
+        topic = self.settings.topics.actions_dlq
+        (self._outbox or self.output).send(topic, action.customer_id.encode(), value, headers)
+        self._report(DLQ_RECORDS.labels("encode").inc)
+        # the error's text stays in the DLQ headers: it may quote a value of the action
+        self._report(
+            log.error,
+            "action %s of rule %s cannot be encoded (%s): sent to %s",
+            action.action_id,
+            action.rule,
+            type(exc).__name__,
+            topic,
+        )
 
     def _dead_letter(self, message: Any, dead: DeadLetter) -> None:
         """Send the record, as it came, to `interactions.dlq` with headers naming the failure."""
@@ -853,7 +937,13 @@ def run_worker(settings: Settings) -> None:
     worker.rules.catch_up()  # the pack to run before the first record is handled
     worker._follow_rules()
     worker.rules.start()
-    faust_worker = FrozenHeapWorker(worker.app, loglevel="INFO", quiet=True)
+    ops = settings.metrics  # the worker logs as every process does (common.logs)
+    faust_worker = FrozenHeapWorker(
+        worker.app,
+        loglevel=ops.log_level,
+        logging_config=logging_config(ops.log_level, ops.log_format),
+        quiet=True,
+    )
     faust_worker.startup_finished = started
     try:
         faust_worker.execute_from_commandline()

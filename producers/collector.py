@@ -3,32 +3,40 @@
 `POST /v1/events` takes one event (a JSON object in the JSON form of
 docs/design.md 3.5), a JSON array of them, or `{"events": [...]}`. Each event
 is validated on its own and the answer is 202 with one result per event
-(accepted with its event_id, or rejected with the field at fault), even when
-every event is rejected. An event is "accepted" only once its OWN delivery
-report came back from the broker (a future per event); an event the broker
-refuses for what it is (e.g. too large for the topic) is "rejected". When the
-broker does not acknowledge an event in time, when the producer's (bounded)
-queue is full or no broker is reachable, the answer is 503 with `Retry-After`
-and the client may retry: an event sent without an event_id gets the id derived
-from its content (`schemas.json_form.event_content_id`, as file replay derives
-it; docs/design.md 3.2), so a retry, with the returned ids or without any, is a
+(accepted with its event_id, or rejected with the field at fault); when every
+event is rejected it is 422 with the same results. An accepted event whose type
+no rule of the running pack names carries a `warning` in its result. An event
+is "accepted" only once its OWN delivery report came back from the broker (a
+future per event); an event the broker refuses for what it is (e.g. too large
+for the topic) is "rejected". When the broker does not acknowledge an event in
+time, when the producer's (bounded) queue is full or no broker is reachable,
+the answer is 503 with `Retry-After` and the client may retry: an event sent
+without an event_id gets the id derived from its content
+(`schemas.json_form.event_content_id`, as file replay derives it;
+docs/design.md 3.2), so a retry, with the returned ids or without any, is a
 duplicate downstream. Nothing here blocks the event loop, so `/healthz` keeps
 answering while the broker is away.
 
 Events dated more than `MOMENTS_MAX_FUTURE_SKEW` ahead of now are rejected
 (field `occurred_at`). Optional per-key policy: `MOMENTS_COLLECTOR_RATE_LIMIT`
 events per second per key (429 with `Retry-After` beyond it) and
-`MOMENTS_COLLECTOR_KEY_CHANNELS` (the channels a key may send, by key
-name, `common.privacy.key_name`). uvicorn runs with a connection limit, and a client must send its
-headers within `MOMENTS_COLLECTOR_HEADER_TIMEOUT_S` and its body within
-`MOMENTS_COLLECTOR_BODY_TIMEOUT_S` (408).
+`MOMENTS_COLLECTOR_KEY_CHANNELS`, each key's scope by key name
+(`common.privacy.key_name`): the channels, event types and sources it may send
+(`KeyScope`). A request holding an event beyond its key's scope is refused as a
+whole with 403 naming what the key may not send; none of its events is sent.
+uvicorn runs with a connection limit, each client address holds at most
+`MOMENTS_HTTP_CLIENT_CONNECTIONS` connections (`common.http_limits`), and a
+client must send its headers within `MOMENTS_COLLECTOR_HEADER_TIMEOUT_S` and
+its body within `MOMENTS_COLLECTOR_BODY_TIMEOUT_S` (408).
 
 A malformed request gets a 4xx naming the problem: 401 without a valid API key
-(`Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant
-time by `common.privacy.KeyRing`, which the read API shares), 413 for a body
+(`Authorization: Bearer <key>` or `X-API-Key: <key>`, one of
+`MOMENTS_API_KEYS`, compared in constant time by `common.privacy.KeyRing`; the
+read API has keys of its own), 413 for a body
 or batch over the limits, 415 for an encoded body, 400 for anything that is
 not JSON of the right shape. `GET /healthz` (process up), `GET /readyz`
-(broker reachable, topic present) and `GET /metrics` (Prometheus) need no key;
+(broker reachable, topic present), `GET /metrics` (Prometheus) and `GET
+/openapi.json` (`schemas.openapi`) need no key;
 `run_collector` serves the same three on the ops port (`MOMENTS_METRICS_PORT`)
 like every other process.
 
@@ -48,7 +56,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import anyio.to_thread
@@ -58,14 +67,15 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from common.http_limits import limited_protocol
 from common.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
-from common.privacy import KeyRing, RateLimiter, presented_key
+from common.privacy import KeyRing, RateLimiter, key_name, presented_key, printable
 from common.settings import Settings
 from producers.publisher import Publisher, PublisherBusy, PublishError, RecordRefused
 from schemas.codec import SchemaValidationError, event_from_json, to_json_line
-from schemas.records import InteractionEvent
+from schemas.openapi import collector_openapi
+from schemas.records import EVENT_TYPES, InteractionEvent
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +218,72 @@ class BrokerReadiness:
         return True, f"broker reachable, topic {self._topic} has {len(topic.partitions)} partitions"
 
 
+@dataclass(frozen=True, slots=True)
+class KeyScope:
+    """What one collector key may send (None: that part is not limited)."""
+
+    channels: frozenset[str] | None = None
+    event_types: frozenset[str] | None = None
+    sources: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, configured: list[str] | Mapping[str, list[str]]) -> KeyScope:
+        """A scope as `MOMENTS_COLLECTOR_KEY_CHANNELS` gives it: a list of channels (the
+        original form) or {"channels", "event_types", "sources"}, each part optional."""
+        if isinstance(configured, list):
+            return cls(channels=frozenset(configured))
+        parts = {name: frozenset(values) for name, values in configured.items()}
+        return cls(
+            channels=parts.get("channels"),
+            event_types=parts.get("event_types"),
+            sources=parts.get("sources"),
+        )
+
+    def refusal(self, event: InteractionEvent) -> str | None:
+        """What of EVENT this key may not send, with what it may (e.g. "event type
+        'account_closed' (it may send event types: inquiry)"), or None."""
+        for part, allowed, value in (
+            ("channel", self.channels, event.channel),
+            ("event type", self.event_types, event.type),
+            ("source", self.sources, event.source),
+        ):
+            if allowed is not None and value not in allowed:
+                shown = ", ".join(sorted(allowed)) or "none"
+                return f"{part} {value!r} (it may send {part}s: {shown})"
+        return None
+
+
+def key_scopes(settings: Settings) -> dict[str, KeyScope]:
+    """Each limited collector key's scope, by key name."""
+    return {
+        name: KeyScope.of(configured)
+        for name, configured in settings.collector.collector_key_channels.items()
+    }
+
+
 def api_keys_of(settings: Settings) -> list[bytes]:
     """The configured API keys as bytes (for constant-time comparison)."""
     return [key.get_secret_value().encode("utf-8") for key in settings.api.api_keys]
 
 
+def shared_keys(settings: Settings) -> list[str]:
+    """The names of the collector keys that are also read API or desk keys (each role has
+    keys of its own: a key that sends events must not read customers)."""
+    collector = set(api_keys_of(settings))
+    others = {
+        key.get_secret_value().encode("utf-8")
+        for key in (*settings.api.read_api_keys, *settings.api.desk_keys)
+    }
+    return sorted(key_name(key) for key in collector & others)
+
+
 def _required_keys(settings: Settings, insecure: bool) -> KeyRing:
+    shared = shared_keys(settings)
+    if shared:
+        raise CollectorConfigError(
+            f"MOMENTS_API_KEYS (the collector's keys) shares {', '.join(shared)} with"
+            " MOMENTS_READ_API_KEYS or MOMENTS_DESK_KEYS: give each role keys of its own"
+        )
     keys = KeyRing(api_keys_of(settings))
     if not keys and not insecure:
         raise CollectorConfigError(
@@ -232,8 +302,12 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
     readiness: Callable[[], tuple[bool, str]] | None = None,
+    named_types: Collection[str] | None = None,
 ) -> Starlette:
-    """The collector's ASGI app; refuses to build without API keys unless `insecure`."""
+    """The collector's ASGI app; refuses to build without API keys unless `insecure`.
+
+    NAMED_TYPES: the event types some rule of the running pack names (None: every type
+    may matter); an accepted event of another type gets a `warning` in its result."""
     keys = _required_keys(settings, insecure)
     if max_body_bytes <= 0 or max_batch <= 0:
         raise CollectorConfigError("max_body_bytes and max_batch must be positive")
@@ -242,9 +316,7 @@ def create_app(
     body_timeout_s = settings.collector.collector_body_timeout_s
     ready = readiness or BrokerReadiness(settings)
     limiter = RateLimiter(settings.collector.collector_rate_limit)
-    channels_of = {
-        key: frozenset(c) for key, c in settings.collector.collector_key_channels.items()
-    }
+    scopes = key_scopes(settings)
 
     def authenticate(request: Request) -> str:
         """The name of the request's key (`common.privacy.key_name`; "" when unauthenticated)."""
@@ -325,10 +397,26 @@ def create_app(
             raise _Refused(413, f"batch of {len(items)} events exceeds the limit of {max_batch}")
         return items, batch
 
-    def check(event: InteractionEvent, body_size: int, allowed: frozenset[str] | None) -> None:
-        """What the collector adds to the codec's checks: channel policy, time, size."""
-        if allowed is not None and event.channel not in allowed:
-            raise SchemaValidationError("channel", "this API key may not send this channel")
+    def check_scope(items: list[Any], batch: bool, scope: KeyScope | None) -> None:
+        """403 when any event of the request is beyond its key's scope (nothing is sent)."""
+        if scope is None:
+            return
+        for index, item in enumerate(items):
+            where = f"events[{index}]" if batch else "the event"
+            try:
+                event = event_from_json(item, where=where)
+            except SchemaValidationError:
+                continue  # rejected on its own below
+            refused = scope.refusal(event)
+            if refused is not None:
+                raise _Refused(
+                    403,
+                    f"this API key may not send {refused}: {where}; no event of this request"
+                    " was accepted",
+                )
+
+    def check(event: InteractionEvent, body_size: int) -> None:
+        """What the collector adds to the codec's checks: time, size."""
         if event.occurred_at > time.time_ns() // 1_000_000 + skew_ms:
             raise SchemaValidationError(
                 "occurred_at",
@@ -345,7 +433,6 @@ def create_app(
         items: list[Any],
         batch: bool,
         body_size: int,
-        allowed: frozenset[str] | None,
         reports: _Reports,
     ) -> tuple[list[dict[str, Any]], list[int], str | None]:
         """A result per event and the indexes of those sent; the reason the producer
@@ -356,7 +443,7 @@ def create_app(
             where = f"events[{index}]" if batch else ""
             try:
                 event = event_from_json(item, where=where)
-                check(event, body_size, allowed)
+                check(event, body_size)
                 reports.expect()
                 try:
                     publisher.submit(event, functools.partial(reports.report, index))
@@ -373,7 +460,10 @@ def create_app(
                 results += [{"index": i, "status": "unconfirmed"} for i in range(index, len(items))]
                 return results, sent, str(exc)
             sent.append(index)
-            results.append({"index": index, "status": "accepted", "event_id": event.event_id})
+            result = {"index": index, "status": "accepted", "event_id": event.event_id}
+            if named_types is not None and event.type not in named_types:
+                result["warning"] = unnamed_type_warning(event.type)
+            results.append(result)
         return results, sent, None
 
     async def settle(
@@ -402,6 +492,7 @@ def create_app(
             key = authenticate(request)
             body = await asyncio.wait_for(read_body(request), body_timeout_s)
             items, batch = parse_events(body)
+            check_scope(items, batch, scopes.get(key))
             wait_s = limiter.take(key, len(items))
             if wait_s > 0:
                 raise _Refused(
@@ -421,7 +512,7 @@ def create_app(
             COLLECTOR_REQUESTS.labels(code=str(CLIENT_CLOSED)).inc()
             return Response(status_code=CLIENT_CLOSED)
         reports = _Reports(asyncio.get_running_loop())
-        results, sent, busy = submit_all(items, batch, len(body), channels_of.get(key), reports)
+        results, sent, busy = submit_all(items, batch, len(body), reports)
         errors = await settle(results, sent, reports)
         if busy is not None:
             errors.insert(0, busy)
@@ -441,7 +532,11 @@ def create_app(
                 {"Retry-After": str(RETRY_AFTER_S)},
             )
         accepted = len(results) - rejected
-        return _answer(202, {"accepted": accepted, "rejected": rejected, "results": results})
+        answer: dict[str, Any] = {"accepted": accepted, "rejected": rejected, "results": results}
+        if results and accepted == 0:  # nothing taken is a client error; partial success: 202
+            answer = {"error": "every event was rejected (see results)", **answer}
+            return _answer(422, answer)
+        return _answer(202, answer)
 
     async def healthz(request: Request) -> Response:
         return _answer(200, {"status": "ok"})
@@ -455,16 +550,31 @@ def create_app(
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    document = collector_openapi()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
     app = Starlette(
         routes=[
             Route("/v1/events", post_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ]
     )
     app.state.settings = settings
     return app
+
+
+def unnamed_type_warning(event_type: str) -> str:
+    """The warning of an accepted event whose type no rule of the running pack names."""
+    known = "" if event_type in EVENT_TYPES else " (nor is it one of the event types)"
+    return (
+        f"no rule of the running pack names type {printable(event_type)[:64]!r}{known}: the"
+        " event is kept, but only rules on every event (tenure) see it (docs/design.md 3.2)"
+    )
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -494,55 +604,10 @@ def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for a request's headers.
-
-    uvicorn has no header timeout: a client that connects and sends nothing, or a header
-    a byte at a time, holds its socket (and a slot under `limit_concurrency`) for ever.
-    Here a connection whose request line and headers are not complete within
-    `header_timeout_s` of its start (or of the first byte of its next request) is closed.
-    """
-
-    header_timeout_s: float = 10.0
-    _header_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._header_timer is None:
-            self._arm_header_timer()
-
-    def on_headers_complete(self) -> None:
-        self._cancel_header_timer()
-        super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_late(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
 def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
     settings: Settings = app.state.settings
-    protocol = type(
-        "CollectorHttpProtocol",
-        (HeaderTimeoutProtocol,),
-        {"header_timeout_s": settings.collector.collector_header_timeout_s},
+    protocol = limited_protocol(
+        settings.collector.collector_header_timeout_s, settings.api.http_client_connections
     )
     config = uvicorn.Config(
         app,
@@ -570,9 +635,11 @@ def run_collector(
     port: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_batch: int = DEFAULT_MAX_BATCH,
+    named_types: Collection[str] | None = None,
 ) -> None:
     """Serve the collector until SIGINT/SIGTERM (binds settings.collector.collector_host,
-    127.0.0.1 by default); flushes the publisher on the way out."""
+    127.0.0.1 by default); flushes the publisher on the way out. NAMED_TYPES: see
+    `create_app`."""
     keys = _required_keys(settings, insecure)
     readiness = BrokerReadiness(settings)
     with collector_publisher(settings) as publisher:
@@ -583,10 +650,17 @@ def run_collector(
             max_body_bytes=max_body_bytes,
             max_batch=max_batch,
             readiness=readiness,
+            named_types=named_types,
         )
         # The ops port too (MOMENTS_METRICS_PORT), where probes and Prometheus look for
         # every process; the collector's own port serves the same three endpoints.
-        serve_metrics(settings.metrics.metrics_port, settings.metrics.metrics_host, ready=readiness)
+        serve_metrics(
+            settings.metrics.metrics_port,
+            settings.metrics.metrics_host,
+            ready=readiness,
+            client_connections=settings.api.http_client_connections,
+            idle_timeout_s=settings.api.http_idle_timeout_s,
+        )
         bind_host = host or settings.collector.collector_host
         bind_port = settings.collector.collector_port if port is None else port
         if not keys:

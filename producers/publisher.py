@@ -41,7 +41,7 @@ from common.privacy import hashed_id
 from common.settings import Settings
 from schemas.codec import AvroCodec, SchemaValidationError, event_from_json
 from schemas.records import InteractionEvent
-from schemas.wire import CONTROL_HEADER, FORGET
+from schemas.wire import CONTROL_HEADER, FORGET, erasure_headers
 
 __all__ = [
     "EventTooLarge",
@@ -360,17 +360,23 @@ class Publisher:
         self.publish(event)
         return event
 
-    def publish_erasure(self, customer_id: str) -> None:
+    def publish_erasure(self, customer_id: str, erased_at_ms: int | None = None) -> None:
         """Send the erasure record of a customer (`moments forget`): a tombstone keyed by the
-        customer id with header `moments.control: forget`, on the customer's partition (the
-        same key, the same partitioner as their events). Confirmed by `flush`."""
+        customer id with header `moments.control: forget` (and `moments.erased_at`, the time
+        the erasure registry holds, when given), on the customer's partition (the same key,
+        the same partitioner as their events). Confirmed by `flush`."""
         if self._closed:
             raise RuntimeError("publisher is closed")
         if not customer_id:
             raise ValueError("an erasure needs a customer id")
         with self._lock:
             try:
-                self._produce(self.topic, None, customer_id, headers=[(CONTROL_HEADER, FORGET)])
+                headers: list[tuple[str, str | bytes | None]] = (
+                    [(CONTROL_HEADER, FORGET)]
+                    if erased_at_ms is None
+                    else list(erasure_headers(erased_at_ms))
+                )
+                self._produce(self.topic, None, customer_id, headers=headers)
             except KafkaException as exc:
                 raise PublishError(self.topic, customer_id, _describe(exc.args[0])) from None
 

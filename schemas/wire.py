@@ -11,6 +11,10 @@ except `schemas.records` and knows no Kafka client: headers are the
   worker's idle ticks (`tick`, empty value) and erasure records (`forget`,
   null value keyed by the customer id, written by `moments forget`). They are
   never events; `classify` tells a reader of `interactions` what a record is.
+- Erasure markers (docs/design.md 10.1): the worker writes one to every output
+  topic after dropping a customer's state, the same shape as the erasure record
+  (`forget`, null value, key = the customer id) plus `moments.erased_at` (the
+  erasure time, ms, decimal ASCII), which the erasure record carries too.
 - Dead letters keep the original key, value and headers, minus any earlier
   `moments.error.*` headers, plus `dead_letter_headers` naming what failed
   (stage, class, message) and where the record came from (topic, partition,
@@ -28,6 +32,7 @@ from schemas.records import DESTINATIONS
 __all__ = [
     "CONTROL_HEADER",
     "DESTINATIONS",
+    "ERASED_AT_HEADER",
     "ERROR_HEADER_PREFIX",
     "FORGET",
     "MAX_ERROR_MESSAGE",
@@ -37,6 +42,8 @@ __all__ = [
     "classify",
     "control_value",
     "dead_letter_headers",
+    "erased_at_of",
+    "erasure_headers",
     "error_headers",
 ]
 
@@ -46,6 +53,8 @@ CONTROL_HEADER: Final = "moments.control"
 TICK: Final = b"tick"
 #: `moments.control` value of an erasure record (key = the customer id, value = null).
 FORGET: Final = b"forget"
+#: Header of an erasure record and of an erasure marker: the erasure time (ms, decimal ASCII).
+ERASED_AT_HEADER: Final = "moments.erased_at"
 #: Prefix of the headers a dead letter carries about its failure.
 ERROR_HEADER_PREFIX: Final = "moments.error."
 #: `moments.error.message` is cut to this many characters.
@@ -68,6 +77,12 @@ class Topics:
         #: Compacted, key = pack name: the published rule packs (docs/design.md 8.2); created by
         #: `moments rules publish` (`common.topics.ensure_rules_topic`), not in `all()`.
         self.rules = f"{prefix}rules"
+        #: Compacted, key = keyed hash of a customer id, value = the erasure time: the erasure
+        #: registry every consumer follows (docs/design.md 10.1); one partition.
+        self.erasures = f"{prefix}erasures"
+        #: Confirmations of erasures by the sinks that record them nowhere else (the webhook
+        #: sink), read by `moments forget --wait`; retention like the raw topics.
+        self.erasures_done = f"{prefix}erasures.done"
 
     def action(self, destination: str) -> str:
         """Topic of one destination, e.g. `actions.care`."""
@@ -81,7 +96,14 @@ class Topics:
             self.decisions,
             self.actions_dlq,
             *self.actions.values(),
+            self.erasures,
+            self.erasures_done,
         ]
+
+    def outputs(self) -> list[str]:
+        """The worker's output topics, which each get an erasure marker: every action topic
+        and `decisions` (an `action-status` topic, when there is one, belongs here too)."""
+        return [*self.actions.values(), self.decisions]
 
 
 class RecordKind(enum.Enum):
@@ -112,6 +134,23 @@ def control_value(headers: Any) -> bytes | None:
     for name, value in _header_pairs(headers):
         if name == CONTROL_HEADER:
             return value if isinstance(value, bytes) else str(value or "").encode()
+    return None
+
+
+def erasure_headers(erased_at_ms: int) -> list[tuple[str, bytes]]:
+    """The headers of an erasure record or marker: `moments.control: forget` and the time."""
+    return [(CONTROL_HEADER, FORGET), (ERASED_AT_HEADER, str(int(erased_at_ms)).encode())]
+
+
+def erased_at_of(headers: Any) -> int | None:
+    """The erasure time an erasure record or marker carries (None: none, or not a number)."""
+    for name, value in _header_pairs(headers):
+        if name == ERASED_AT_HEADER:
+            text = value if isinstance(value, bytes) else str(value or "").encode()
+            try:
+                return int(text)
+            except ValueError:
+                return None
     return None
 
 

@@ -15,18 +15,26 @@ Routes (all JSON):
   positives, negatives, balance and the last `limit` points of its history
   (`sinks.relationship`); 404 for a customer with no action yet.
 - `GET /healthz` (the process is up), `GET /readyz` (the database answers;
-  503 otherwise) and `GET /metrics` (Prometheus): no key needed.
+  503 otherwise), `GET /metrics` (Prometheus) and `GET /openapi.json` (this API's
+  OpenAPI document, `schemas.openapi`): no key needed.
 
-The customer routes require an API key (`Authorization: Bearer <key>` or
+The customer routes require a read API key (`Authorization: Bearer <key>` or
 `X-API-Key: <key>`, compared in constant time: `common.privacy.KeyRing`, the
-collector's mechanism) from `MOMENTS_API_KEYS`; 401 without a valid one.
-Without keys the API serves only on loopback: `run_api` refuses any other
-interface. Each key gets `api_rate_per_s` requests per second (burst
-`api_rate_burst`; 429 with `Retry-After` beyond); `limit` is at most
-`api_max_page` (400 beyond, naming the parameter). Every authenticated read
-writes one audit line to the `moments.audit` logger: route, the customer's
-sha256 (`common.privacy.hashed_id`), the key's name, status and count. 400
-names a bad parameter, 503 means the database is unreachable.
+collector's mechanism) from `MOMENTS_READ_API_KEYS`, never one of the
+collector's `MOMENTS_API_KEYS` (which only send events: the API refuses to
+start when the two share a key); 401 without a valid one. Failed key attempts
+are logged (client address, never the key) and limited per client address
+(`api_failed_key_limit` a minute; then 429, whatever key comes). Without keys
+the API serves only on loopback: `run_api` refuses any other interface. Each
+key gets `api_rate_per_s` requests per second (burst `api_rate_burst`; 429
+with `Retry-After` beyond); `limit` is at most `api_max_page` (400 beyond,
+naming the parameter). Every authenticated read writes one audit line to the
+`moments.audit` logger: route, the customer's keyed hash
+(`common.privacy.keyed_customer_hash`), the key's name, status and count; so
+does a refused or failed one (a NUL in an id or a cursor is a 400, with its
+line). 400 names a bad parameter, 503 means the database is unreachable.
+Every connection counts against `MOMENTS_HTTP_CLIENT_CONNECTIONS` per client
+address and is closed after `MOMENTS_HTTP_IDLE_TIMEOUT_S` without a request.
 
 A small Starlette app served by uvicorn. Read-only: it never writes to the
 database, never serves anything but these routes, and never logs a customer
@@ -50,9 +58,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.http_limits import limited_protocol
 from common.metrics import serve_metrics
-from common.privacy import KeyRing, RateLimiter, hashed_id, is_loopback, presented_key
+from common.privacy import (
+    KeyRing,
+    RateLimiter,
+    is_loopback,
+    key_name,
+    keyed_customer_hash,
+    presented_key,
+)
 from common.settings import Settings
+from schemas.openapi import read_api_openapi
 from sinks.relationship import query_relationship
 from sinks.timeline import BadCursor, page_cursor, parse_cursor, query_decisions, query_timeline
 
@@ -155,26 +172,47 @@ def build_app(
     burst: int = 20,
     max_page: int = 500,
     limiter: RateLimiter | None = None,
+    failed_key_limit: int = 10,
 ) -> Starlette:
-    """The ASGI app over any customer source; without `keys`, every caller is anonymous."""
+    """The ASGI app over any customer source; without `keys`, every caller is anonymous.
+    A client address gets `failed_key_limit` failed key attempts a minute, then 429."""
     ring = keys or KeyRing([])
     limiter = limiter or RateLimiter(rate_per_s, burst)
+    failures = RateLimiter(failed_key_limit / 60.0, failed_key_limit)
     default_limit = min(DEFAULT_LIMIT, max_page)
 
-    def caller_of(request: Request) -> str | Response:
-        """The key name of the request's caller, or the 401/429 answer."""
+    def caller_of(request: Request, what: str) -> str | Response:
+        """The key name of the request's caller, or the 401/429 answer (failures logged)."""
         if not ring:
             name = ANONYMOUS
         else:
-            given = presented_key(request.headers)
-            if not given:
+            client = request.client.host if request.client else "unknown"
+            wait_s = failures.waiting(client)
+            if wait_s:
+                log.warning("read API: client %s is over its failed key attempts", client)
+                audit_log.info("refused %s client=%s status=429 (failed keys)", what, client)
                 return _answer(
-                    401,
-                    {"error": "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"},
-                    {"WWW-Authenticate": 'Bearer realm="moments"'},
+                    429,
+                    {"error": "too many failed key attempts from this address: wait"},
+                    {"Retry-After": str(max(1, math.ceil(wait_s)))},
                 )
-            found = ring.match(given)
+            given = presented_key(request.headers)
+            found = ring.match(given) if given else None
             if found is None:
+                failures.take(client)
+                log.warning(
+                    "read API: %s API key from client %s", "invalid" if given else "no", client
+                )
+                audit_log.info("refused %s client=%s status=401", what, client)
+                if not given:
+                    return _answer(
+                        401,
+                        {
+                            "error": "missing API key: send 'Authorization: Bearer <key>'"
+                            " or 'X-API-Key'"
+                        },
+                        {"WWW-Authenticate": 'Bearer realm="moments"'},
+                    )
                 return _answer(
                     401,
                     {"error": "invalid API key"},
@@ -202,9 +240,12 @@ def build_app(
         if raw_before is None:
             return limit, None
         try:
-            return limit, parse_cursor(raw_before)
+            cursor = parse_cursor(raw_before)
         except BadCursor as exc:
             return _answer(400, {"error": f"before: {exc}"})
+        if "\x00" in raw_before or "\x00" in cursor[2]:  # PostgreSQL text holds no NUL
+            return _answer(400, {"error": "before: holds a NUL character"})
+        return limit, cursor
 
     def audited(
         what: str, serve: Callable[[Request, str], tuple[Response, int]]
@@ -212,19 +253,25 @@ def build_app(
         """A customer route: key and rate first, then the read, then one audit line."""
 
         def handler(request: Request) -> Response:
-            caller = caller_of(request)
+            caller = caller_of(request, what)
             if isinstance(caller, Response):
                 return caller
             customer_id = str(request.path_params["customer_id"])
             if not customer_id.strip() or len(customer_id) > MAX_CUSTOMER_ID_LENGTH:
                 message = f"customer id must be 1 to {MAX_CUSTOMER_ID_LENGTH} non-blank characters"
                 answer, count = _answer(400, {"error": message}), 0
+            elif "\x00" in customer_id:
+                answer, count = _answer(400, {"error": "customer id holds a NUL character"}), 0
             else:
-                answer, count = serve(request, customer_id)
+                try:
+                    answer, count = serve(request, customer_id)
+                except Exception as exc:  # the read still gets its audit line
+                    log.error("read of %s failed: %s", what, type(exc).__name__)
+                    answer, count = _answer(500, {"error": "internal error"}), 0
             audit_log.info(
-                "read %s customer=sha256:%s key=%s status=%d count=%d",
+                "read %s customer=hmac:%s key=%s status=%d count=%d",
                 what,
-                hashed_id(customer_id),
+                keyed_customer_hash(customer_id),
                 caller,
                 answer.status_code,
                 count,
@@ -302,6 +349,7 @@ def build_app(
         finally:
             source.close()
 
+    document = read_api_openapi()
     # Plain (sync) endpoints: Starlette runs them in its thread pool, next to the blocking pool.
     return Starlette(
         routes=[
@@ -323,6 +371,7 @@ def build_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", lambda request: JSONResponse(document), methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -337,21 +386,40 @@ def create_app(conninfo: str, settings: Settings | None = None) -> Starlette:
         rate_per_s=settings.api.api_rate_per_s,
         burst=settings.api.api_rate_burst,
         max_page=settings.api.api_max_page,
+        failed_key_limit=settings.api.api_failed_key_limit,
     )
 
 
+def _secrets(keys: Any) -> set[bytes]:
+    return {key.get_secret_value().encode("utf-8") for key in keys}
+
+
 def api_keys(settings: Settings) -> KeyRing:
-    """The keys the read API accepts: `MOMENTS_API_KEYS`, as the collector's."""
-    return KeyRing(key.get_secret_value().encode("utf-8") for key in settings.api.api_keys)
+    """The keys the read API accepts: `MOMENTS_READ_API_KEYS` (never the collector's)."""
+    return KeyRing(sorted(_secrets(settings.api.read_api_keys)))
 
 
 def check_binding(settings: Settings, host: str) -> KeyRing:
-    """The API's keys; `ApiConfigError` when HOST is beyond loopback and there are none."""
+    """The API's keys; `ApiConfigError` when HOST is beyond loopback and there are none,
+    when only the collector's keys are set, or when a read key is also another role's."""
+    read = _secrets(settings.api.read_api_keys)
+    shared = read & (_secrets(settings.api.api_keys) | _secrets(settings.api.desk_keys))
+    if shared:
+        names = ", ".join(sorted(key_name(key) for key in shared))
+        raise ApiConfigError(
+            f"MOMENTS_READ_API_KEYS shares {names} with MOMENTS_API_KEYS (the collector's) or"
+            " MOMENTS_DESK_KEYS: give the read API keys of its own"
+        )
+    if not read and settings.api.api_keys:
+        raise ApiConfigError(
+            "MOMENTS_API_KEYS are the collector's keys and do not open the read API;"
+            " set MOMENTS_READ_API_KEYS (a JSON list, e.g. '[\"r1\"]')"
+        )
     keys = api_keys(settings)
     if not keys and not is_loopback(host):
         raise ApiConfigError(
             f"the read API serves customer data: it binds {host} only with API keys; "
-            "set MOMENTS_API_KEYS (a JSON list, e.g. '[\"k1\"]') or bind 127.0.0.1"
+            "set MOMENTS_READ_API_KEYS (a JSON list, e.g. '[\"r1\"]') or bind 127.0.0.1"
         )
     return keys
 
@@ -373,13 +441,22 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
     if not keys:
         log.warning("read API: no API keys configured, serving loopback without keys")
     audit_to_stderr()
-    serve_metrics(settings.metrics.metrics_port, settings.metrics.metrics_host)
+    serve_metrics(
+        settings.metrics.metrics_port,
+        settings.metrics.metrics_host,
+        client_connections=settings.api.http_client_connections,
+        idle_timeout_s=settings.api.http_idle_timeout_s,
+    )
     uvicorn.run(
         create_app(settings.database.database_url, settings),
         host=bind_host,
         port=bind_port,
         log_level="warning",
         access_log=False,  # the access log holds paths: customer ids
+        http=limited_protocol(
+            settings.api.http_idle_timeout_s, settings.api.http_client_connections
+        ),
+        timeout_keep_alive=5,
     )
 
 

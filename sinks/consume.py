@@ -8,9 +8,16 @@ around it is the same and lives here, in `ConsumeLoop`:
   finishing what the effect can finish;
 - the consumer of the sink's group, offsets committed by the loop only;
 - `moments_consumer_lag` of the assigned partitions (`report_lag`);
-- error events and control records (`moments.control`: idle ticks, erasures)
-  skipped; on `interactions` also the records the worker refuses (it owns
+- error events and control records (`moments.control`: idle ticks) skipped;
+  on `interactions` also the records the worker refuses (it owns
   `interactions.dlq`, `schemas.wire.classify`);
+- erasures (docs/design.md 10.1): the erasure registry (`common.erasures`) is
+  loaded before the first record and followed; a record of an erased customer
+  dated before their erasure is dropped, whatever the group and wherever it
+  starts reading. An erasure record on `interactions` or an erasure marker on
+  an output topic goes to the effect's `forget`, in offset order with the
+  records around it: the effect deletes what it holds of the customer from
+  that topic, and reports the marker durable once that is;
 - decoding per topic (`Route`); an undecodable record goes to its topic's
   dead-letter topic with `moments.error.*` headers (`sinks.dead_letters`);
 - commit only after durable effects: `Offsets` commits a partition up to its
@@ -41,10 +48,11 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from common.erasures import ErasureRegistry, record_timestamp
 from common.metrics import CONSUMER_LAG, serve_metrics
 from common.settings import Settings
 from schemas.codec import DecodeError
-from schemas.wire import RecordKind, classify, control_value
+from schemas.wire import FORGET, RecordKind, classify, control_value, erased_at_of
 from sinks.dead_letters import DeadLetters
 
 log = logging.getLogger(__name__)
@@ -273,6 +281,10 @@ class Effect(Protocol):
     def take(self, record: Any, message: Message) -> None:
         """A decoded record, in offset order per partition; `progress.done` once durable."""
 
+    def forget(self, customer_id: str, erased_at_ms: int, message: Message) -> None:
+        """An erasure record or marker of `message.topic()`, in offset order: delete what came
+        of that topic for the customer before it; `progress.done` once that is durable."""
+
     def tick(self) -> None:
         """After each poll of the consumer, in the loop's thread."""
 
@@ -316,6 +328,8 @@ class ConsumeLoop:
         self._consumer: Consumer | None = None
         self._assigned: set[TP] = set()
         self._paused: set[TP] = set()
+        #: The erased customers (loaded by `run`; None: no registry, nothing dropped).
+        self.registry: ErasureRegistry | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -325,7 +339,9 @@ class ConsumeLoop:
         """Consume until `stop` is set; then finish, commit what is durable and close."""
         settings = self.settings
         self._dead_letters = dead_letters = DeadLetters(settings)
+        self.registry = registry = ErasureRegistry(settings).load()
         if not self.effect.start(self.progress, dead_letters):
+            registry.close()
             return
         session_ms = int(settings.worker.broker_session_timeout_s * 1000)
         self._consumer = consumer = Consumer(
@@ -358,6 +374,7 @@ class ConsumeLoop:
                 for message in consumer.consume(self.effect.room(), timeout):
                     self._read(message)
                 self._settle()
+                registry.poll()
                 self.effect.tick()
                 self._hold()
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
@@ -372,6 +389,8 @@ class ConsumeLoop:
             finally:
                 with contextlib.suppress(KafkaException, RuntimeError):
                     consumer.close()
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    registry.close()
                 self._consumer = None
 
     # -- records
@@ -386,7 +405,17 @@ class ConsumeLoop:
         if not self.offsets.take(tp, offset):
             return
         value = message.value()
-        if self._skipped(topic, message.headers(), value):
+        headers = message.headers()
+        if headers and control_value(headers) == FORGET:
+            self._forget(message, tp, offset)
+            return
+        if self.registry is not None and self.registry.drops(
+            message.key(), record_timestamp(message)
+        ):
+            log.debug("%s[%s]@%s skipped: its customer was erased since", topic, partition, offset)
+            self.offsets.done(tp, (offset,))
+            return
+        if self._skipped(topic, headers, value):
             self.offsets.done(tp, (offset,))
             return
         route = self.routes[topic]
@@ -398,6 +427,18 @@ class ConsumeLoop:
             self._undecodable(message, tp, offset, route, exc)
             return
         self.effect.take(record, message)
+
+    def _forget(self, message: Message, tp: TP, offset: int) -> None:
+        """An erasure record or marker: the effect deletes; one without a key is skipped."""
+        key = message.key()
+        if not key:
+            log.warning("%s[%s]@%s: erasure without a key skipped", tp[0], tp[1], offset)
+            self.offsets.done(tp, (offset,))
+            return
+        erased_at = erased_at_of(message.headers())
+        if erased_at is None:  # an erasure record of `moments forget` before markers
+            erased_at = record_timestamp(message) or 0
+        self.effect.forget(key.decode("utf-8", errors="replace"), erased_at, message)
 
     def _skipped(self, topic: str, headers: Any, value: bytes | None) -> bool:
         """Control records, and on `interactions` the records the worker refuses."""

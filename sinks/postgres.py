@@ -23,8 +23,18 @@ database outages are waited out), and never build SQL from values: values
 travel by COPY or as parameters. On `interactions` it stores exactly the
 events the worker applies: records the worker refuses (undecodable, invalid,
 oversized, tombstones) are left to the worker, which owns `interactions.dlq`,
-so each poison record is dead-lettered once; control records (idle ticks,
-erasures) are skipped by the loop.
+so each poison record is dead-lettered once; idle ticks are skipped by the
+loop.
+
+Erasure (docs/design.md 10.1): the erasure record on `interactions` and the
+erasure marker on each action topic and `decisions` reach the sink in offset
+order (`PostgresSink.erase`). The customer's records of that topic still in the
+buffer are dropped, and the batch's transaction first deletes their rows of
+that topic already stored, then records the completed erasure in `erasures`
+(keyed hash, erasure time, rows removed per table), then writes the rest of
+the batch: nothing read before the marker survives it, anything after it
+(the customer coming back) is kept. The loop drops records of erased customers
+dated before their erasure (the registry), so a new group never writes them.
 """
 
 from __future__ import annotations
@@ -43,11 +53,13 @@ from confluent_kafka import Message
 from psycopg.adapt import PyFormat
 
 from common.metrics import SINK_BATCH_DURATION, SINK_ERRORS, SINK_ROWS
+from common.privacy import keyed_customer_hash
 from common.settings import Settings
 from schemas.codec import codec_for
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from sinks.consume import POLL_S, TP, ConsumeLoop, Progress, Route, retry_until, run_sink
 from sinks.dead_letters import DeadLetters
+from sinks.erasure import ACTION_TABLE, DECISION_TABLE, erase_topic_rows
 from sinks.migrate import apply_migrations, load_migrations
 from sinks.rows import (
     ACTIONS,
@@ -115,6 +127,21 @@ def refuses_record(exc: psycopg.Error) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Erasure:
+    """An erasure marker met in a batch: whose rows of which topic go, and the tables they are
+    in (None: every customer table, for the erasure record on `interactions`)."""
+
+    customer_id: str
+    customer_hash: str
+    erased_at_ms: int
+    topic: str
+    tables: list[str] | None
+
+    def __repr__(self) -> str:  # never the customer id
+        return f"Erasure({self.customer_hash[:16]}, {self.erased_at_ms}, {self.topic})"
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """A record the database refused: the buffered entry and why (class and SQLSTATE only:
     PostgreSQL's message may quote the row, i.e. customer data)."""
@@ -166,6 +193,8 @@ class PostgresSink:
         self._insert_sql = {t.name: t.insert_sql() for t in TABLES}
         #: Tables whose last batch held keys already stored: their next batch skips the COPY.
         self._through_staging: set[str] = set()
+        #: Erasure markers met since the last flush, in order (run before the batch's rows).
+        self._erasures: list[Erasure] = []
 
     def add(
         self,
@@ -182,15 +211,38 @@ class PostgresSink:
         spec, key = table_of(record)
         self._buffers[spec.name][key] = (record, topic, partition, offset)
 
+    def erase(
+        self, customer_id: str, erased_at_ms: int, topic: str, tables: list[str] | None
+    ) -> None:
+        """An erasure marker of `topic`: the customer's records of that topic buffered before
+        it are dropped, and the next write deletes their stored rows of that topic first."""
+        for rows in self._buffers.values():
+            gone = [
+                key
+                for key, (record, entry_topic, _, _) in rows.items()
+                if entry_topic == topic and record.customer_id == customer_id
+            ]
+            for key in gone:
+                del rows[key]
+        self._erasures.append(
+            Erasure(customer_id, keyed_customer_hash(customer_id), erased_at_ms, topic, tables)
+        )
+
+    def detach_erasures(self) -> list[Erasure]:
+        """Hand the erasures met over (with `detach`'s batch); none left here."""
+        erasures, self._erasures = self._erasures, []
+        return erasures
+
     @property
     def pending(self) -> int:
         """Records buffered and not yet durable."""
-        return sum(len(rows) for rows in self._buffers.values())
+        return sum(len(rows) for rows in self._buffers.values()) + len(self._erasures)
 
     def clear(self) -> None:
         """Drop the buffer (the records will be redelivered from the last committed offsets)."""
         for rows in self._buffers.values():
             rows.clear()
+        self._erasures.clear()
 
     def connect(self) -> psycopg.Connection[Any]:
         """The open connection, (re)connecting and migrating as needed."""
@@ -221,7 +273,7 @@ class PostgresSink:
         Raises `psycopg.Error` when the database refused or is unreachable;
         the buffer is then kept for the next call. With `refused`, see `write`.
         """
-        inserted = self.write(self._buffers, refused=refused)
+        inserted = self.write(self._buffers, refused=refused, erasures=self._erasures)
         self.clear()
         return inserted
 
@@ -230,9 +282,17 @@ class PostgresSink:
         batch, self._buffers = self._buffers, {t.name: {} for t in TABLES}
         return batch
 
-    def write(self, batch: Batch, *, refused: list[Refused] | None = None) -> dict[str, int]:
+    def write(
+        self,
+        batch: Batch,
+        *,
+        refused: list[Refused] | None = None,
+        erasures: list[Erasure] | None = None,
+    ) -> dict[str, int]:
         """Write `batch` in one transaction; the rows inserted per table. Nothing else may use
         this sink's connection meanwhile. Raises `psycopg.Error`, the batch then uncommitted.
+        `erasures` (the markers met while the batch was read) run first, in the same
+        transaction.
 
         With `refused` (emptied first), a batch holding a row PostgreSQL refuses for what
         it holds (`refuses_record`) is split in halves, each written in its own transaction,
@@ -241,7 +301,7 @@ class PostgresSink:
         """
         if refused is not None:
             refused.clear()
-        if not any(batch.values()):
+        if not any(batch.values()) and not erasures:
             return {}
         started = time.perf_counter()
         inserted: dict[str, int] = {}
@@ -249,6 +309,7 @@ class PostgresSink:
             try:
                 conn = self.connect()
                 with conn.transaction(), conn.cursor() as cur:
+                    self._erase(conn, erasures)
                     for spec in TABLES:
                         entries = batch[spec.name]
                         if entries:
@@ -259,6 +320,9 @@ class PostgresSink:
                 if refused is None or not refuses_record(exc):
                     raise
                 log.warning("PostgreSQL refused a row (%s): splitting the batch", exc.sqlstate)
+                if erasures:  # before any row of the batch, as in one transaction
+                    with conn.transaction():
+                        self._erase(conn, erasures)
                 inserted = {
                     spec.name: self._write_split(spec, list(batch[spec.name].values()), refused)
                     for spec in TABLES
@@ -273,6 +337,24 @@ class PostgresSink:
         for table, count in inserted.items():
             SINK_ROWS.labels(self.name, table).inc(count)
         return inserted
+
+    def _erase(self, conn: psycopg.Connection[Any], erasures: list[Erasure] | None) -> None:
+        """Inside the batch's transaction: each erasure's rows deleted and the erasure recorded."""
+        for erasure in erasures or ():
+            deleted = erase_topic_rows(
+                conn,
+                erasure.customer_id,
+                erasure.tables,
+                erasure.topic,
+                erasure.customer_hash,
+                erasure.erased_at_ms,
+            )
+            log.info(
+                "erasure of customer %s… from %s: %d rows deleted",
+                erasure.customer_hash[:16],
+                erasure.topic,
+                sum(deleted.values()),
+            )
 
     def _write_split(self, spec: TableSpec, entries: list[Entry], refused: list[Refused]) -> int:
         """Write `entries` of one table in their own transaction; when PostgreSQL refuses a
@@ -427,6 +509,7 @@ class _InFlight:
 
     rows: Batch
     offsets: dict[TP, list[int]]
+    erasures: list[Erasure] = field(default_factory=list)
     #: Set when the batch must not wait out an outage (a rebalance, a stop): a failed write
     #: drops it, and its records are read again from the committed offsets.
     give_up: threading.Event = field(default_factory=threading.Event)
@@ -477,6 +560,21 @@ class BatchWriter:
     def take(self, record: Any, message: Message) -> None:
         topic, partition, offset = str(message.topic()), message.partition(), message.offset()
         self.sink.add(record, topic=topic, partition=partition, offset=offset)
+        self._track(topic, partition, offset)
+
+    def forget(self, customer_id: str, erased_at_ms: int, message: Message) -> None:
+        """An erasure marker: into the batch, in order (`PostgresSink.erase`)."""
+        topic = str(message.topic())
+        topics = self.settings.topics
+        tables: list[str] | None = None  # interactions: every customer table
+        if topic == topics.decisions:
+            tables = [DECISION_TABLE]
+        elif topic in topics.actions.values():
+            tables = [ACTION_TABLE]
+        self.sink.erase(customer_id, erased_at_ms, topic, tables)
+        self._track(topic, message.partition(), message.offset())
+
+    def _track(self, topic: str, partition: int | None, offset: int | None) -> None:
         offsets = self._offsets.get((topic, partition or 0))
         if offsets is None:
             offsets = self._offsets[(topic, partition or 0)] = []
@@ -542,7 +640,7 @@ class BatchWriter:
         """Hand the current batch to the writer thread (nothing else is in flight)."""
         if not self._offsets or self._writer is None:
             return
-        batch = _InFlight(self.sink.detach(), self._offsets)
+        batch = _InFlight(self.sink.detach(), self._offsets, self.sink.detach_erasures())
         if give_up:
             batch.give_up.set()
         self._offsets, self._records, self._started = {}, 0, None
@@ -561,7 +659,7 @@ class BatchWriter:
         refused: list[Refused] = []
         if not retry_until(
             "write the batch to PostgreSQL",
-            lambda: self.sink.write(batch.rows, refused=refused),
+            lambda: self.sink.write(batch.rows, refused=refused, erasures=batch.erasures),
             lambda: self.stop.is_set() or batch.give_up.is_set(),
             _OUTAGES,
             self.max_backoff_s,

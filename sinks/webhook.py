@@ -25,6 +25,16 @@ internal receivers to the trusted ones. Deliveries:
   offsets, lag and signals are the sinks' shared consume loop (`sinks.consume`);
   `WebhookSink` is its effect.
 
+Erasure (docs/design.md 10.1): an erasure marker on an action topic, in its
+partition's lane behind every earlier action of the customer, is forwarded to
+that destination as a `customer.forgotten` CloudEvent (id derived from the
+keyed hash and the erasure time, so a redelivery repeats the id), signed like
+actions and retried the same way; once the receiver acknowledged it (or it was
+dead-lettered after a permanent failure), the sink confirms it on
+`erasures.done` (`common.erasures`, `delivered` true or false), which
+`moments forget --wait` reads. Actions of erased customers dated before their
+erasure are dropped by the loop (the registry), under any group.
+
 It never logs or puts into an error the secret, a full URL (webhook URLs often
 hold tokens), a request body or a customer id.
 """
@@ -49,7 +59,9 @@ import certifi
 import httpx
 from confluent_kafka import Message
 
+from common.erasures import ErasureConfirmations
 from common.metrics import WEBHOOK_DELIVERIES
+from common.privacy import keyed_customer_hash
 from common.settings import Settings
 from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent
@@ -132,6 +144,46 @@ def cloud_event_body(action: ActionEvent) -> bytes:
     return json.dumps(cloud_event(action), ensure_ascii=False, separators=(",", ":")).encode()
 
 
+#: The CloudEvent type of an erasure forwarded to a destination.
+FORGOTTEN_TYPE: Final = "customer.forgotten"
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """An erasure marker for one destination: the customer to delete and when they were erased."""
+
+    customer_id: str
+    erased_at_ms: int
+    destination: str
+
+    def __repr__(self) -> str:  # never the customer id
+        return f"Forgotten({self.destination}, {self.erased_at_ms})"
+
+
+def forgotten_event(forgotten: Forgotten) -> dict[str, Any]:
+    """The erasure as a CloudEvents 1.0 event: the receiver deletes what it holds of `subject`
+    (the customer id) from before `time`. Its id repeats on a redelivery."""
+    customer_hash = keyed_customer_hash(forgotten.customer_id)
+    return {
+        "specversion": "1.0",
+        "id": f"forgotten-{customer_hash[:32]}-{forgotten.erased_at_ms}",
+        "source": "moments/erasure",
+        "type": FORGOTTEN_TYPE,
+        "subject": forgotten.customer_id,
+        "time": _iso(forgotten.erased_at_ms),
+        "datacontenttype": "application/json",
+        "partitionkey": forgotten.customer_id,
+        "data": {"customer_id": forgotten.customer_id, "erased_at": _iso(forgotten.erased_at_ms)},
+    }
+
+
+def forgotten_body(forgotten: Forgotten) -> bytes:
+    """The exact bytes POSTed (and signed) for an erasure."""
+    return json.dumps(
+        forgotten_event(forgotten), ensure_ascii=False, separators=(",", ":")
+    ).encode()
+
+
 def redact_url(url: str) -> str:
     """Scheme, host and port only: paths and queries of webhook URLs often hold tokens."""
     parsed = httpx.URL(url)
@@ -208,7 +260,19 @@ class WebhookDelivery:
     def deliver(
         self, action: ActionEvent, cancelled: threading.Event | None = None
     ) -> DeliveryFailure | None:
-        destination = action.destination
+        return self.deliver_body(
+            action.destination, cloud_event_body(action), f"action {action.action_id}", cancelled
+        )
+
+    def deliver_body(
+        self,
+        destination: str,
+        body: bytes,
+        what: str,
+        cancelled: threading.Event | None = None,
+    ) -> DeliveryFailure | None:
+        """POST `body` (a CloudEvent) to the destination with retries; `what` names it in logs
+        (never customer data)."""
         url = self.urls.get(destination)
         key = self._keys.get(destination)
         if url is None or key is None:
@@ -216,7 +280,6 @@ class WebhookDelivery:
             return DeliveryFailure(
                 "NoRoute", f"no webhook URL configured for destination {destination!r}", 0
             )
-        body = cloud_event_body(action)
         policy = self.policy
         for attempt in range(1, policy.max_attempts + 1):
             failure, retryable, wait_at_least = self._attempt(url, key, body, attempt)
@@ -233,9 +296,9 @@ class WebhookDelivery:
                         failure.http_status,
                     )
                 log.warning(
-                    "webhook %s: action %s failed permanently after %d attempt(s): %s",
+                    "webhook %s: %s failed permanently after %d attempt(s): %s",
                     destination,
-                    action.action_id,
+                    what,
                     attempt,
                     failure.error_class,
                 )
@@ -245,10 +308,10 @@ class WebhookDelivery:
             if wait_at_least is not None:
                 delay = max(delay, min(wait_at_least, policy.max_retry_after_s))
             log.info(
-                "webhook %s: attempt %d for action %s: %s; retrying in %.2f s",
+                "webhook %s: attempt %d for %s: %s; retrying in %.2f s",
                 destination,
                 attempt,
-                action.action_id,
+                what,
                 failure.error_class,
                 delay,
             )
@@ -394,9 +457,9 @@ class _Lane:
 
     topic: str
     partition: int
-    handle: Callable[[ActionEvent, Message, threading.Event], None]
+    handle: Callable[[ActionEvent | Forgotten, Message, threading.Event], None]
     failed: Callable[[BaseException], None]
-    records: queue.SimpleQueue[tuple[ActionEvent, Message] | None] = field(
+    records: queue.SimpleQueue[tuple[ActionEvent | Forgotten, Message] | None] = field(
         default_factory=queue.SimpleQueue
     )
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -408,7 +471,7 @@ class _Lane:
         )
         self.thread.start()
 
-    def put(self, action: ActionEvent, msg: Message) -> None:
+    def put(self, action: ActionEvent | Forgotten, msg: Message) -> None:
         self.records.put((action, msg))
 
     @property
@@ -461,6 +524,8 @@ class WebhookSink:
         self._lanes: dict[TP, _Lane] = {}
         self._progress = Progress()
         self._dead_letters: DeadLetters | None = None
+        self._destinations = {settings.topics.action(d): d for d in DESTINATIONS}
+        self._confirmations: ErasureConfirmations | None = None
 
     def routes(self) -> dict[str, Route]:
         """The routed action topics; undecodable records go to `actions.dlq`."""
@@ -470,6 +535,7 @@ class WebhookSink:
 
     def start(self, progress: Progress, dead_letters: DeadLetters) -> bool:
         self._progress, self._dead_letters = progress, dead_letters
+        self._confirmations = ErasureConfirmations(self.settings, "webhook", self.group)
         log.info(
             "webhook sink: group %s, topics %s, routes %s",
             self.group,
@@ -482,15 +548,24 @@ class WebhookSink:
         return True
 
     def take(self, record: Any, message: Message) -> None:
+        self._lane(message).put(record, message)
+
+    def forget(self, customer_id: str, erased_at_ms: int, message: Message) -> None:
+        """An erasure marker: forwarded in the partition's lane, behind the actions before it."""
+        destination = self._destinations.get(str(message.topic()), "")
+        self._lane(message).put(Forgotten(customer_id, erased_at_ms, destination), message)
+
+    def _lane(self, message: Message) -> _Lane:
         key = (str(message.topic()), message.partition() or 0)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(*key, self.handle, self._progress.failed)
             lane.start()
-        lane.put(record, message)
+        return lane
 
     def tick(self) -> None:
-        return None
+        if self._confirmations is not None:
+            self._confirmations.poll()
 
     def room(self) -> int:
         return 500
@@ -514,6 +589,8 @@ class WebhookSink:
             self._stop_lanes(list(self._lanes))
         finally:
             self.delivery.close()
+            if self._confirmations is not None:
+                self._confirmations.flush(10.0)
 
     def _stop_lanes(self, keys: list[TP]) -> None:
         lanes = [self._lanes.pop(k) for k in keys if k in self._lanes]
@@ -524,14 +601,39 @@ class WebhookSink:
 
     # -- per record (lane threads)
 
-    def handle(self, action: ActionEvent, msg: Message, cancelled: threading.Event) -> None:
-        """Deliver one action, or dead-letter it; it is done once one of both is durable."""
+    def handle(
+        self, action: ActionEvent | Forgotten, msg: Message, cancelled: threading.Event
+    ) -> None:
+        """Deliver one action or erasure, or dead-letter it; an action is done once one of
+        both is durable, an erasure once its confirmation is too."""
         key, offset = (str(msg.topic()), msg.partition() or 0), msg.offset() or 0
         progress = self._progress
-        failure = self.delivery.deliver(action, cancelled)
-        if failure is None:
-            progress.done(key, (offset,))
-            return
+        done: Callable[[], None] = lambda: progress.done(key, (offset,))  # noqa: E731
+        if isinstance(action, Forgotten):
+            failure = self.delivery.deliver_body(
+                action.destination, forgotten_body(action), "an erasure", cancelled
+            )
+            confirmations = self._confirmations
+            assert confirmations is not None, "handle before start()"
+            forgotten = action
+
+            def done() -> None:  # confirmed once delivered or dead-lettered
+                confirmations.send(
+                    forgotten.customer_id,
+                    forgotten.erased_at_ms,
+                    key[0],
+                    failure is None,
+                    lambda: progress.done(key, (offset,)),
+                )
+
+            if failure is None:
+                done()
+                return
+        else:
+            failure = self.delivery.deliver(action, cancelled)
+            if failure is None:
+                done()
+                return
         extra = {"attempts": str(failure.attempts), "destination": action.destination}
         if failure.http_status is not None:
             extra["http_status"] = str(failure.http_status)
@@ -543,7 +645,7 @@ class WebhookSink:
             msg.headers(),  # a re-driven record that fails again carries only the latest error
             ("webhook", failure.error_class, failure.message),
             (key[0], key[1], offset),
-            on_acked=lambda: progress.done(key, (offset,)),
+            on_acked=done,
             **extra,
         )
 

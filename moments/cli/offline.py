@@ -105,6 +105,7 @@ def replay(
             f"({actions_out}), {backfill.decisions} decisions, {backfill.garbage} undecodable, "
             f"{backfill.future_dated} future-dated, {backfill.too_late} too late (not applied"
             f"{f', in {late_out}' if late_out is not None else ''}), "
+            f"{backfill.erased} of erased customers dropped, "
             f"in {backfill.seconds:.2f} s "
             f"({backfill.events / max(backfill.seconds, 1e-9):,.0f} events/s)"
         )

@@ -8,6 +8,7 @@ The report's module is imported inside the command, so `moments --help` stays fa
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,10 @@ def uplift(
         bool, typer.Option("--database", help="Read both from PostgreSQL (MOMENTS_DATABASE_URL).")
     ] = False,
     rules: Annotated[Path | None, typer.Option(help="Rule pack (default: built-in).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the JSON here; `--json -`: to stdout, no table."),
+    ] = None,
     png: Annotated[Path | None, typer.Option(help="Write a chart (PNG) here.")] = None,
 ) -> None:
     """Per rule with an outcome: treated vs control customers, both rates, uplift, 95% CI, p."""
@@ -60,9 +64,13 @@ def uplift(
             if events is None or decisions is None:
                 raise UserError("give --events FILE and --decisions FILE, or --database")
             results = uplift_from_files(outcomes, decisions, events)
-        console.print(uplift_table(results))
-        if json_out is not None:
-            json_out.write_text(json.dumps(uplift_json(results), indent=2) + "\n", "utf-8")
+        document = json.dumps(uplift_json(results), indent=2) + "\n"
+        if json_out == Path("-"):
+            sys.stdout.write(document)
+        else:
+            console.print(uplift_table(results))
+        if json_out is not None and json_out != Path("-"):
+            json_out.write_text(document, "utf-8")
             console.print(f"JSON → {json_out}")
         if png is not None:
             try:

@@ -34,8 +34,9 @@ def rules_check(
 ) -> None:
     """Validate a rule pack; report every problem with file, rule and field.
 
-    With NEW, also validate NEW and refuse it when a rule changed (anything but its
-    description) without a higher version."""
+    A pack is at most 256 KB, durations at most 10 years, predicates only from the
+    modules of MOMENTS_PREDICATE_MODULES. With NEW, also validate NEW and refuse it when
+    a rule changed (anything but its description) without a higher version."""
     from processors.engine import load_rule_pack
     from processors.engine.lifecycle import compare_packs
 
@@ -128,6 +129,16 @@ def _pack_name(text: str) -> str:
     return name if isinstance(name, str) and name else "default"
 
 
+def _signing_key(settings: Any, key: str | None) -> Any:
+    """The publisher key to sign with (None when MOMENTS_RULES_SIGNING_KEYS is empty)."""
+    from common.rules_topic import signing_key
+
+    try:
+        return signing_key(settings, key)
+    except ValueError as exc:
+        raise UserError(f"--key: {exc}") from None
+
+
 def _author(author: str | None) -> str:
     import getpass
 
@@ -144,6 +155,13 @@ def _author(author: str | None) -> str:
 def rules_publish(
     file: Annotated[Path, typer.Argument(help="Rule pack (YAML).")],
     author: Annotated[str | None, typer.Option(help="Who publishes (default: the user).")] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="Sign with this publisher key of MOMENTS_RULES_SIGNING_KEYS (default: the"
+            " only one); the author shown is then the key's name."
+        ),
+    ] = None,
 ) -> None:
     """Validate a pack, check it against the last published one, produce it to `rules`."""
     import yaml
@@ -153,24 +171,31 @@ def rules_publish(
     from processors.engine.lifecycle import compare_packs
 
     settings = require_broker(load_settings())
+    signer = _signing_key(settings, key)
     text = file.read_text(encoding="utf-8")
-    pack = load_rule_pack(file)
+    pack = load_rule_pack(file, predicate_modules=settings.engine.predicate_modules)
     name = _pack_name(text)
     history = pack_history(settings, name)
     changes = ""
-    if history:
-        last = history[-1]
+    previous = None
+    for last in reversed(history):  # the last pack a worker would have taken
         source = f"{settings.topics.rules}@{last.offset}"
-        previous = parse_rule_pack(yaml.safe_load(last.yaml), source=source)
+        try:
+            previous = parse_rule_pack(yaml.safe_load(last.yaml), source=source)
+            break
+        except (ValueError, yaml.YAMLError):
+            continue
+    if previous is not None:
         require_raised_versions(previous, pack)
         diff = compare_packs(previous, pack)
         changes = (
             f"; {len(diff.changed)} changed, {len(diff.added)} added, {len(diff.removed)} removed"
         )
-    published = publish_pack(settings, name, text, _author(author))
+    published = publish_pack(settings, name, text, _author(author), key=signer)
     console.print(
         f"published {escape(name)} ({len(pack.rules)} rules) to {settings.topics.rules} "
         f"at offset {published.offset}{changes}"
+        + (f", signed by {escape(published.author)}" if signer else "")
     )
 
 
@@ -183,10 +208,11 @@ def rules_history(
     import yaml
     from rich.table import Table
 
-    from common.rules_topic import pack_history
+    from common.rules_topic import pack_history, signature_problem
     from processors.engine import parse_rule_pack
 
     settings = require_broker(load_settings())
+    keys = settings.engine.rules_signing_keys
     table = Table(title=f"{settings.topics.rules}")
     for column in ("offset", "pack", "published_at", "author", "rules"):
         table.add_column(column, overflow="fold")
@@ -201,7 +227,12 @@ def rules_history(
             str(record.offset),
             escape(record.pack),
             record.published_at,
-            escape(record.author),
+            # with publisher keys set, only a verified key's name is an author
+            escape(record.author)
+            if not keys
+            else escape(record.signed_by or "")
+            if signature_problem(record, keys) is None
+            else "(not signed by a known key)",
             escape(versions),
         )
     console.print(table)
@@ -212,16 +243,21 @@ def rules_history(
 def rules_rollback(
     pack: Annotated[str, typer.Option(help="The pack to roll back (its `name`).")] = "default",
     author: Annotated[str | None, typer.Option(help="Who rolls back (default: the user).")] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="Sign with this publisher key (default: the only one)."),
+    ] = None,
 ) -> None:
     """Publish the pack published before the current one again."""
     from common.rules_topic import pack_history, publish_pack
 
     settings = require_broker(load_settings())
+    signer = _signing_key(settings, key)
     history = pack_history(settings, pack)
     if len(history) < 2:
         raise UserError(f"{settings.topics.rules}: no earlier publication of pack {pack!r}")
     previous = history[-2]
-    published = publish_pack(settings, pack, previous.yaml, _author(author))
+    published = publish_pack(settings, pack, previous.yaml, _author(author), key=signer)
     console.print(
         f"rolled back {escape(pack)} to the pack of offset {previous.offset} "
         f"({previous.published_at}); published at offset {published.offset}"

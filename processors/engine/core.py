@@ -79,14 +79,14 @@ from processors.engine.customer import (
     record_own_channel,
     record_preferences,
 )
-from processors.engine.decisions import DUPLICATE_EVENT, SUPPRESSED
+from processors.engine.decisions import DUPLICATE_EVENT, RULE_ERROR, SUPPRESSED
 from processors.engine.ids import stable_id
 from processors.engine.interfaces import DictStore, EngineConfig, EngineOutput, StateStore
 from processors.engine.kinds import KEPT_AT_SWITCH, KINDS, Kind, timer_version
 from processors.engine.lifecycle import compare_packs
 from processors.engine.pack_switch import carry_over
 from processors.engine.rendering import detail_getter
-from processors.engine.rule_model import ENGAGEMENT, Pattern, Rule, RulePack
+from processors.engine.rule_model import ENGAGEMENT, Pattern, Rule, RuleError, RulePack
 from processors.engine.runtime import MatchTest, RuleRuntime, compile_pattern
 from processors.engine.state import (
     CHANNEL,
@@ -275,11 +275,31 @@ class Engine:
         cid = step.customer_id
         plan = self._type_plan(event.type)
         for rule, role, test, kind in plan[4]:
-            if test is None or test(event, cid, state):
+            try:
+                hit = test is None or test(event, cid, state)
+            except RuleError:
+                hit = self._rule_error(step.store, step.out, cid, state, rule, event)
+            if hit:
                 kind.on_event(step, rule, role, event)
         if plan[5] and is_own_moment(event):
             for rule, kind in self.held_ledger_rules:
                 kind.on_ledger(step, rule, event.occurred_at, event)
+
+    def _rule_error(
+        self,
+        store: StateStore,
+        out: EngineOutput,
+        cid: str,
+        state: dict[str, Any],
+        rule: Rule,
+        event: InteractionEvent,
+    ) -> bool:
+        """A rule's predicate raised on the event: that rule's candidate is suppressed
+        (`rule_error`), the other rules go on; False (the event does not match it)."""
+        Step(self, store, out, cid, state).trace_pending(
+            rule.id, rule.version, SUPPRESSED, RULE_ERROR, None, [event.event_id], event.occurred_at
+        )
+        return False
 
     def _apply_special(
         self, state: dict[str, Any], event: InteractionEvent, newest: int
@@ -393,7 +413,7 @@ class Engine:
                 self.migrate(state)
             seen: dict[str, int] = state[SEEN]
             if event_id in seen:
-                matching = [e for e in listeners + held if e[2] is None or e[2](event, cid, state)]
+                matching = [e for e in listeners + held if _quiet_test(e, event, cid, state)]
                 self._duplicate(event, matching, out)
                 return out
             seen[event_id] = t
@@ -446,7 +466,11 @@ class Engine:
         matched: list[_IndexEntry] | None = None
         for entry in listeners:
             test = entry[2]
-            if test is None or test(event, cid, state):
+            try:
+                hit = test is None or test(event, cid, state)
+            except RuleError:
+                hit = self._rule_error(store, out, cid, state, entry[0], event)
+            if hit:
                 if matched is None:
                     matched = [entry]
                 else:
@@ -837,3 +861,15 @@ class Engine:
             if step.due_now:
                 for entry in step.due_now:
                     heappush(due, entry)
+
+
+def _quiet_test(
+    entry: _IndexEntry, event: InteractionEvent, cid: str, state: dict[str, Any]
+) -> bool:
+    """An entry's test on a duplicate delivery: a predicate that raises does not match (its
+    `rule_error` was decided at the first delivery)."""
+    test = entry[2]
+    try:
+        return test is None or test(event, cid, state)
+    except RuleError:
+        return False

@@ -30,6 +30,7 @@ __all__ = [
     "OWNED",
     "REASONS",
     "RULE_CHANGED",
+    "RULE_ERROR",
     "RULE_REMOVED",
     "SUPERSEDED",
     "SUPPRESSED",
@@ -54,6 +55,9 @@ WARM_UP: Final = "warm_up"
 RULE_CHANGED: Final = "rule_changed"
 #: suppressed: a pack switch removed the rule that set the timer or deferred the candidate.
 RULE_REMOVED: Final = "rule_removed"
+#: suppressed: the rule's own code (its predicate) raised on the event; only that rule's
+#: candidate is lost, the other rules decide as usual.
+RULE_ERROR: Final = "rule_error"
 
 #: suppressed: an open escalation of a higher priority owns the customer (docs/design.md 11.2).
 OWNED: Final = "owned"
@@ -81,6 +85,7 @@ REASONS: Final = (
     WARM_UP,
     RULE_CHANGED,
     RULE_REMOVED,
+    RULE_ERROR,
     OWNED,
     OPTED_OUT,
     OPEN_CASE,

@@ -96,6 +96,15 @@ _UNIT_MS: Final = {
 }
 #: How long a deferred candidate without a due_by waits for the contact cap (docs/design.md 5.6).
 DEFAULT_DEFER_FOR_MS: Final = 7 * 86_400_000
+#: The longest duration a pack may give (10 years): times it adds stay within what an action's
+#: timestamps can carry.
+MAX_DURATION_MS: Final = 3650 * 86_400_000
+
+
+class RuleError(Exception):
+    """A rule's own code (its Python predicate) raised on an event: the engine suppresses
+    that rule's candidate (decision `rule_error`) and goes on with the others. Its message
+    names the rule and the error's type only (never what the event held)."""
 
 
 class RulePackError(ValueError):

@@ -86,9 +86,10 @@ True. It must be deterministic and must not keep state of its own.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -113,6 +114,7 @@ from processors.engine.rule_model import (
     EVENT_DETAIL_SOURCES,
     EVENT_FIELDS,
     KEEP,
+    MAX_DURATION_MS,
     MAX_GATHER_MS,
     ON_ARRIVAL,
     OUTCOME_DIRECTIONS,
@@ -126,13 +128,14 @@ from processors.engine.rule_model import (
     Predicate,
     Relationship,
     Rule,
+    RuleError,
     RulePack,
     RulePackError,
     format_duration,
     parse_duration,
     parse_percent,
 )
-from schemas.records import CHANNELS, DESTINATIONS
+from schemas.records import CHANNELS, DESTINATIONS, InteractionEvent
 
 #: The rule pack's values (rule_model.py) are part of the language's surface.
 __all__ = [
@@ -150,8 +153,10 @@ __all__ = [
     "Predicate",
     "Relationship",
     "Rule",
+    "RuleError",
     "RulePack",
     "RulePackError",
+    "allowed_predicate_modules",
     "check_rule_pack",
     "format_duration",
     "load_rule_pack",
@@ -163,47 +168,113 @@ __all__ = [
 
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
+#: The largest pack accepted (its YAML, in bytes): a partition keeps the text of each pack
+#: its timers still need in its state (docs/design.md 8.3).
+MAX_PACK_BYTES: Final = 256 * 1024
+#: The modules (and their submodules) predicates may come from, comma-separated; nothing
+#: else is imported (docs/design.md 8.2).
+PREDICATE_MODULES_ENV: Final = "MOMENTS_PREDICATE_MODULES"
+#: The project's own predicates: the allow-list when the environment names none.
+DEFAULT_PREDICATE_MODULES: Final = ("processors.engine.predicates",)
 
-def load_rule_pack(path: Path | str | None = None) -> RulePack:
-    """Load and validate a pack (None = the default pack); raises RulePackError listing problems."""
-    pack, problems = _load(Path(path) if path is not None else DEFAULT_PACK_PATH)
+
+def allowed_predicate_modules() -> tuple[str, ...]:
+    """The modules predicates may come from: `MOMENTS_PREDICATE_MODULES`, else the
+    project's own (`DEFAULT_PREDICATE_MODULES`)."""
+    raw = os.environ.get(PREDICATE_MODULES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PREDICATE_MODULES
+    return tuple(m.strip() for m in raw.split(",") if m.strip())
+
+
+class GuardedPredicate:
+    """A rule's predicate, whose failure is the rule's alone: an exception becomes a
+    `RuleError` naming only its type (the engine then suppresses that rule's candidate,
+    `rule_error`). Two guards of one function are equal, so a rule's canonical form does
+    not change when its pack is parsed again."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Predicate) -> None:
+        self.func = func
+
+    def __call__(self, event: InteractionEvent, customer: CustomerProfile) -> bool:
+        try:
+            return bool(self.func(event, customer))
+        except Exception as exc:
+            raise RuleError(
+                f"predicate {self.func.__module__}:{self.func.__name__} raised {type(exc).__name__}"
+            ) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GuardedPredicate) and other.func is self.func
+
+    def __hash__(self) -> int:
+        return hash(self.func)
+
+
+def load_rule_pack(
+    path: Path | str | None = None, *, predicate_modules: Collection[str] | None = None
+) -> RulePack:
+    """Load and validate a pack (None = the default pack); raises RulePackError listing problems.
+    `predicate_modules`: where predicates may come from (None: `allowed_predicate_modules`)."""
+    pack, problems = _load(Path(path) if path is not None else DEFAULT_PACK_PATH, predicate_modules)
     if problems or pack is None:
         raise RulePackError(problems)
     return pack
 
 
-def check_rule_pack(path: Path | str) -> list[str]:
+def check_rule_pack(
+    path: Path | str, *, predicate_modules: Collection[str] | None = None
+) -> list[str]:
     """Every problem of a pack as one line each (file, rule, field); empty when it is valid."""
-    return _load(Path(path))[1]
+    return _load(Path(path), predicate_modules)[1]
 
 
-def parse_rule_pack(document: Any, *, source: str = "<memory>") -> RulePack:
+def parse_rule_pack(
+    document: Any,
+    *,
+    source: str = "<memory>",
+    predicate_modules: Collection[str] | None = None,
+) -> RulePack:
     """Validate an already parsed YAML document (tests, packs built in code)."""
-    parser = _Parser(source)
+    parser = _Parser(source, predicate_modules)
     pack = parser.pack(document)
     if parser.problems or pack is None:
         raise RulePackError(parser.problems)
     return pack
 
 
-def pack_from_text(text: str, source: str) -> RulePack:
+def pack_from_text(
+    text: str, source: str, *, predicate_modules: Collection[str] | None = None
+) -> RulePack:
     """Parse and validate a pack's YAML text; `RulePackError` names the source (and the
     line, for YAML that does not parse) for every problem."""
-    pack, problems = _parse_text(text, source)
+    pack, problems = _parse_text(text, source, predicate_modules)
     if problems or pack is None:
         raise RulePackError(problems)
     return pack
 
 
-def _load(path: Path) -> tuple[RulePack | None, list[str]]:
+def _load(
+    path: Path, predicate_modules: Collection[str] | None = None
+) -> tuple[RulePack | None, list[str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return None, [f"{path}: cannot read the rule pack: {exc.strerror or exc}"]
-    return _parse_text(text, str(path))
+    return _parse_text(text, str(path), predicate_modules)
 
 
-def _parse_text(text: str, source: str) -> tuple[RulePack | None, list[str]]:
+def _parse_text(
+    text: str, source: str, predicate_modules: Collection[str] | None = None
+) -> tuple[RulePack | None, list[str]]:
+    size = len(text.encode("utf-8"))
+    if size > MAX_PACK_BYTES:
+        return None, [
+            f"{source}: the pack is {size} bytes; at most {MAX_PACK_BYTES} (256 KB) are "
+            "accepted (each partition keeps the packs its timers still need)"
+        ]
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -211,7 +282,7 @@ def _parse_text(text: str, source: str) -> tuple[RulePack | None, list[str]]:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
         return None, [f"{where}: not valid YAML: {problem}"]
-    parser = _Parser(source)
+    parser = _Parser(source, predicate_modules)
     pack = parser.pack(document)
     return pack, parser.problems
 
@@ -219,9 +290,14 @@ def _parse_text(text: str, source: str) -> tuple[RulePack | None, list[str]]:
 class _Parser:
     """Collects every problem instead of stopping at the first one."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, predicate_modules: Collection[str] | None = None) -> None:
         self.source = source
         self.problems: list[str] = []
+        self.predicate_modules = (
+            tuple(predicate_modules)
+            if predicate_modules is not None
+            else allowed_predicate_modules()
+        )
 
     def problem(self, rule: str | None, fld: str, message: str) -> None:
         where = f"rule {rule}: " if rule else ""
@@ -620,6 +696,9 @@ class _Parser:
         if ms <= 0:
             self.problem(name, fld, "must be longer than zero")
             return None
+        if ms > MAX_DURATION_MS:
+            self.problem(name, fld, "at most 10 years (3650d)")
+            return None
         return ms
 
     def positive_int(self, name: str, fld: str, raw: Any) -> int | None:
@@ -643,16 +722,26 @@ class _Parser:
             self.problem(name, fld, "expected 'package.module:function'")
             return None
         module_name, func_name = raw.split(":")
+        allowed = self.predicate_modules
+        if not any(module_name == m or module_name.startswith(m + ".") for m in allowed):
+            # checked before importing: importing a module runs its code
+            self.problem(
+                name,
+                fld,
+                f"module {module_name} is not allowed to give predicates (allowed: "
+                f"{', '.join(allowed) or 'none'}; set {PREDICATE_MODULES_ENV})",
+            )
+            return None
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
             self.problem(name, fld, f"cannot import {module_name}: {exc}")
             return None
         func = getattr(module, func_name, None)
-        if not callable(func):
-            self.problem(name, fld, f"{module_name} has no function {func_name}")
+        if not callable(func) or getattr(func, "__module__", None) != module_name:
+            self.problem(name, fld, f"{module_name} defines no function {func_name}")
             return None
-        return func  # type: ignore[no-any-return]
+        return GuardedPredicate(func)
 
     def template(self, name: str, template: str) -> None:
         try:

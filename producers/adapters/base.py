@@ -71,6 +71,18 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """A channel record that makes no event on purpose (an auto-reply): counted, not rejected."""
+
+    file: str
+    line: int
+    #: Why, as a short name (`auto_reply`): the summary counts by it.
+    reason: str
+    #: The record's own id (an e-mail's Message-ID), when it has one.
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SourceRecord:
     """One raw record read from a channel file: its location and its fields by canonical name."""
 
@@ -118,8 +130,9 @@ class Adapter(Protocol):
         """The adapter `moments ingest` runs, configured from the command line."""
         ...
 
-    def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
-        """Every record under `path` (a file or a folder); a Rejection for each unreadable one."""
+    def records(self, path: Path) -> Iterator[SourceRecord | Rejection | Skipped]:
+        """Every record under `path` (a file or a folder); a Rejection for each unreadable one,
+        a Skipped for each that makes no event on purpose."""
         ...
 
     def map_source(self, record: SourceRecord) -> InteractionEvent:
@@ -479,6 +492,9 @@ def _read_jsonl(path: Path, aliases: Mapping[str, str]) -> Iterator[SourceRecord
                 continue
             except json.JSONDecodeError as exc:
                 yield Rejection(name, lineno, f"not valid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except RecursionError:
+                yield Rejection(name, lineno, "JSON nests too deep")
                 continue
             if not isinstance(obj, dict):
                 yield Rejection(name, lineno, f"expected a JSON object, got {type(obj).__name__}")

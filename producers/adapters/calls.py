@@ -1,12 +1,19 @@
 """Contact-centre call records (CSV or JSON lines) as interaction events on channel `call`.
 
 A row carries a call id, the customer, the start time, a disposition (wrap-up
-code), agent notes and whatever else the platform exports. The disposition
-becomes the event type through the mapping file (`producers/mappings/calls.yaml`
-by default: CANCEL → cancellation_requested, DISPUTE → dispute_opened, ...,
-anything else → inquiry); the notes become `text`; unmapped columns become
-attributes. The event id is `call-<call_id>`, so ingesting the same export
-twice yields the same ids and the engine ignores the repeats.
+code), a call reason, agent notes and whatever else the platform exports. A
+disposition the mapping file knows becomes the event type
+(`producers/mappings/calls.yaml` by default: CANCEL → cancellation_requested,
+DISPUTE → dispute_opened, ...): an agent chose it. Without one (blank, or a code
+the mapping does not list), the free text (the call reason, else the notes) is read
+by the intent classifier (`producers.adapters.intent`, docs/design.md 11.6) as a
+reply is: a case opens only on a clear statement ("customer wants to cancel"),
+never on a negation ("does not want to cancel"); what it is unsure of is an
+`inquiry` with `attributes.classified_as` and `attributes.confidence`, and
+`attributes.classified_from` names the column read. The notes become `text`;
+unmapped columns become attributes. The event id is `call-<call_id>`, so
+ingesting the same export twice yields the same ids and the engine ignores the
+repeats.
 
 Never publishes and knows no Kafka; a bad row raises `RecordError`.
 """
@@ -26,6 +33,7 @@ from producers.adapters.base import (
     parse_timestamp,
     required_text,
 )
+from producers.adapters.intent import DEFAULT_TYPE, IntentClassifier, default_classifier
 from producers.adapters.registry import register
 from schemas.records import InteractionEvent
 
@@ -37,6 +45,7 @@ CALL_FIELDS = frozenset(
         "started_at",
         "disposition",
         "notes",
+        "reason",
         "product",
         "reference",
         "customer_since",
@@ -60,16 +69,39 @@ class CallAdapter(TableAdapter):
             str(code).strip().upper(): str(event_type)
             for code, event_type in mapping_section(mapping, "dispositions", dict).items()
         }
-        self.default_type = str(mapping.get("default_type") or "inquiry")
+        self.default_type = str(mapping.get("default_type") or DEFAULT_TYPE)
         self.max_text_chars = int(mapping.get("max_text_chars") or 4000)
         if self.max_text_chars <= 0:
             raise MappingError(f"{self.mapping_file}: max_text_chars must be positive")
+        classify = mapping.get("classify_text", True)
+        if not isinstance(classify, bool):
+            raise MappingError(f"{self.mapping_file}: classify_text must be true or false")
+        self.classifier: IntentClassifier | None = default_classifier() if classify else None
 
     def event_type(self, disposition: str | None) -> str:
         """The event type of a disposition code (case-insensitive), or the default type."""
         if not disposition:
             return self.default_type
         return self.dispositions.get(disposition.strip().upper(), self.default_type)
+
+    def text_type(
+        self, disposition: str | None, reason: str | None, notes: str | None
+    ) -> tuple[str, dict[str, str]]:
+        """The event type of a row and the attributes saying how it was found: the
+        disposition's when the mapping lists it, else what the reason (or notes) says."""
+        if disposition:
+            known = self.dispositions.get(disposition.strip().upper())
+            if known is not None:
+                return known, {}
+        source, text = ("reason", reason) if reason else ("notes", notes)
+        if self.classifier is None or not text:
+            return self.default_type, {}
+        intent = self.classifier.classify("", text[: self.max_text_chars], strict=True)
+        found = {"classified_from": source}
+        if intent.uncertain:
+            found["classified_as"] = intent.classified_as
+            found["confidence"] = f"{intent.confidence:.2f}"
+        return (self.default_type if intent.type == DEFAULT_TYPE else intent.type), found
 
     def map_record(self, fields: Mapping[str, Any]) -> InteractionEvent:
         """One call row (canonical names) as an event; raises RecordError naming the field."""
@@ -83,9 +115,12 @@ class CallAdapter(TableAdapter):
         notes = optional_text(fields.get("notes"))
         if notes is not None and len(notes) > self.max_text_chars:
             notes = notes[: self.max_text_chars]
-        attributes: dict[str, str] = {}
+        reason = optional_text(fields.get("reason"))
+        event_type, attributes = self.text_type(disposition, reason, notes)
         if disposition is not None:
             attributes["disposition"] = disposition
+        if reason is not None:
+            attributes["reason"] = reason[:300]
         if not fields.keys() <= CALL_FIELDS:
             for name, value in fields.items():
                 if name not in CALL_FIELDS and value is not None and name is not None:
@@ -96,7 +131,7 @@ class CallAdapter(TableAdapter):
             event_id="call-" + call_id,
             customer_id=customer_id,
             channel="call",
-            type=self.event_type(disposition),
+            type=event_type,
             occurred_at=occurred_at,
             source=self.source,
             product=optional_text(fields.get("product")),

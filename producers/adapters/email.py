@@ -3,16 +3,25 @@
 Messages are parsed with the standard library (`email`, `mailbox`). The sender
 address becomes the customer through a lookup file (CSV `email,customer_id`, or
 a JSON/YAML mapping), falling back to a helpdesk header such as
-`X-Customer-ID`; the event type comes from keyword rules on the subject, then
-the body (`producers/mappings/email.yaml`); the message text, with quoted
-replies and signatures removed and whitespace collapsed, is kept in `text`.
-The event id is `email-<Message-ID>` (or a hash of the raw message when it has
-none), so re-reading a mailbox is idempotent downstream.
+`X-Customer-ID`; the event type comes from the intent classifier
+(`producers.adapters.intent`, docs/design.md 11.6) reading the subject and the
+sender's own words (quoted replies, forwarded messages and signatures are not
+read); a reply in a thread (`In-Reply-To`/`References`, a `Re:` subject, or a
+subject naming a case an earlier message of the run opened) is about its thread
+unless it clearly reopens it; what the classifier is unsure of is an `inquiry`
+with `attributes.classified_as` and `attributes.confidence`. Auto-replies make
+no event (`Skipped`, counted). The message text, with quoted replies and
+signatures removed and whitespace collapsed, is kept in `text`. The event id is
+`email-<Message-ID>` (or a hash of the raw message when it has none), so
+re-reading a mailbox is idempotent downstream; the Message-ID is also kept in
+`attributes.message_id`.
 
 Hostile mail is data, not a hazard: HTML becomes text in one linear pass
 (`html_to_text`), a message larger than `MAX_MESSAGE_BYTES` is rejected without
-being read whole (also inside an mbox, which is split in bounded memory), only
-the first `SEARCH_CHARS` of a message are searched for keywords, and a `Date`
+being read whole (also inside an mbox, which is split in bounded memory), a
+message nesting more than `MAX_MULTIPART_DEPTH` multiparts is rejected before it
+is parsed, any error of one message is a rejection naming it, only the first
+`SEARCH_CHARS` of a message are classified and searched, and a `Date`
 more than the allowed skew in the future gives way to the delivery time (the
 newest `Received` header's date, else the time of reading).
 
@@ -36,7 +45,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 
 import yaml
 
@@ -46,15 +55,31 @@ from producers.adapters.base import (
     MappingError,
     RecordError,
     Rejection,
+    Skipped,
     SourceRecord,
     load_mapping,
     mapping_section,
 )
+from producers.adapters.intent import (
+    DEFAULT_TYPE,
+    UNKNOWN,
+    Intent,
+    IntentClassifier,
+    default_classifier,
+    reply_subject,
+)
 from producers.adapters.registry import register
 from schemas.records import InteractionEvent
 
-#: Only this much of a subject and a body is searched for keywords and extracted fields.
+#: Only this much of a subject and a body is classified and searched for extracted fields.
 SEARCH_CHARS = 16_384
+#: A message whose multiparts nest deeper than this is rejected before it is parsed (the
+#: standard library's parser recurses once per level).
+MAX_MULTIPART_DEPTH = 50
+#: How many (customer, case) pairs an adapter remembers as opened during one run.
+MAX_KNOWN_CASES = 100_000
+#: `Skipped.reason` of an auto-reply.
+AUTO_REPLY = "auto_reply"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,10 @@ class EmailMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: When the newest hop received it (the top `Received` header), if that says.
     delivered_at: int | None = None
+    #: It answers another message (`In-Reply-To` or `References`).
+    in_thread: bool = False
+    #: Sent by a machine in answer to ours (`Auto-Submitted`, an out-of-office subject).
+    auto_reply: bool = False
 
 
 def load_customer_lookup(path: Path) -> dict[str, str]:
@@ -112,11 +141,17 @@ def load_customer_lookup(path: Path) -> dict[str, str]:
 
 def parse_message(raw: bytes, customer_header: str = "X-Customer-ID") -> EmailMessage:
     """Split one RFC 5322 message; raises RecordError naming the header at fault."""
+    depth = _multipart_depth(raw)
+    if depth > MAX_MULTIPART_DEPTH:
+        raise RecordError(
+            "Content-Type",
+            f"holds {depth} multiparts, which may nest (at most {MAX_MULTIPART_DEPTH})",
+        )
     message = email.message_from_bytes(raw, policy=email.policy.default)
     try:
         sender_header = message.get("From")
     except Exception as exc:  # a malformed header the policy cannot even fold
-        raise RecordError("From", f"unreadable header ({exc})") from None
+        raise RecordError("From", f"unreadable header ({type(exc).__name__})") from None
     if not sender_header:
         raise RecordError("From", "header is missing")
     address = email.utils.parseaddr(str(sender_header))[1].strip().lower()
@@ -143,7 +178,36 @@ def parse_message(raw: bytes, customer_header: str = "X-Customer-ID") -> EmailMe
         customer_header=str(customer).strip() if customer else None,
         digest=hashlib.sha256(raw).hexdigest()[:32],
         headers={"to": str(message.get("To") or "").strip()},
+        in_thread=bool(message.get("In-Reply-To") or message.get("References")),
+        auto_reply=_is_auto_reply(message),
     )
+
+
+_MULTIPART = re.compile(rb"(?im)^content-type:[ \t]*multipart/")
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(?:auto(?:matic)?[- ]?(?:reply|response|antwort)|out of (?:the )?office|"
+    r"abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica|autosvar|"
+    r"automatisch antwoord|risposta automatica|away from (?:the )?office)\b",
+    re.IGNORECASE,
+)
+
+
+def _multipart_depth(raw: bytes) -> int:
+    """An upper bound of how deep the message's multiparts nest: how many there are (in
+    the first 4 MiB; the parser needs the nesting to have started there to recurse)."""
+    return len(_MULTIPART.findall(raw, 0, 4 * 1024 * 1024))
+
+
+def _is_auto_reply(message: Any) -> bool:
+    """RFC 3834 `Auto-Submitted`, the vendors' own headers, or an out-of-office subject."""
+    submitted = str(message.get("Auto-Submitted") or "").strip().lower()
+    if submitted and submitted != "no":
+        return True
+    if message.get("X-Autoreply") or message.get("X-Autorespond"):
+        return True
+    if str(message.get("Precedence") or "").strip().lower() == "auto_reply":
+        return True
+    return bool(_AUTO_SUBJECT.match(str(message.get("Subject") or "")))
 
 
 def _received_at(message: Any) -> int | None:
@@ -231,21 +295,78 @@ def html_to_text(markup: str) -> str:
     return html.unescape("".join(out))
 
 
-_QUOTE_HEADER = re.compile(r"^(On .{4,200} wrote:|-{2,}\s*Original Message\s*-{2,})\s*$", re.I)
+_QUOTE_HEADER = re.compile(
+    r"^(On .{4,200} wrote:|-{2,}\s*Original Message\s*-{2,}|-{2,}\s*Forwarded message\s*-{2,}|"
+    r"Begin forwarded message:|-{2,}\s*Weitergeleitete Nachricht\s*-{2,}|"
+    r"Le .{4,200} a [ée]crit\s?:|Am .{4,200} schrieb .{1,200}:|El .{4,200} escribi[óo]:|"
+    r"Op .{4,200} schreef .{1,200}:)\s*$",
+    re.I,
+)
+#: An Outlook-style quoted header block: a `From:` line followed by `Sent:` or `Date:`.
+_OUTLOOK_FROM = re.compile(r"^\*?(From|Von|De)\s*:\*?\s", re.I)
+_OUTLOOK_NEXT = re.compile(r"^\*?(Sent|Date|Gesendet|Envoy[ée]|To|An|Subject)\s*:", re.I)
+_MOBILE_SIGNATURE = re.compile(
+    r"^(Sent from my \w+|Sent from (Outlook|Mail|Yahoo)|Get Outlook for|Von meinem \w+ gesendet)",
+    re.I,
+)
+#: A closing line ("Kind regards", "Thanks, Jan"): what follows it is a signature.
+_VALEDICTION = re.compile(
+    r"^(?:(?:many|kind|best|warm|warmest|with)\s+)?(?:thanks|thank you|regards|wishes|cheers|"
+    r"best|yours(?: sincerely| faithfully| truly)?|sincerely|rgds|br|ta)"
+    r"(?:\s+(?:again|so much|in advance|a lot))?[,.!]*(?:\s+[\w.'-]+){0,2}[,.!]*$",
+    re.I,
+)
+
+
+def own_lines(body: str) -> list[str]:
+    """The lines the sender wrote: up to a quoted or forwarded message or a signature
+    delimiter, without `>` lines or a mobile client's signature."""
+    kept: list[str] = []
+    lines = body.splitlines()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if line.rstrip("\r") in ("-- ", "--") or _QUOTE_HEADER.match(stripped):
+            break
+        if (
+            _OUTLOOK_FROM.match(stripped)
+            and index + 1 < len(lines)
+            and _OUTLOOK_NEXT.match(lines[index + 1].strip())
+        ):
+            break
+        if stripped.startswith(">") or _MOBILE_SIGNATURE.match(stripped):
+            continue
+        kept.append(stripped)
+    return kept
+
+
+def own_words(body: str) -> str:
+    """What the classifier reads: the sender's own lines up to a closing line ("Kind
+    regards", "Thanks, Jan") and the signature after it, one line each."""
+    kept = own_lines(body)
+    for index, line in enumerate(kept):
+        if index > 0 and _VALEDICTION.match(line):
+            rest = [rest for rest in kept[index + 1 :] if rest]
+            if len(rest) <= 4 and all(len(rest_line) <= 60 for rest_line in rest):
+                kept = kept[:index]
+                break
+    # A long line was wrapped by the mail client: it goes on in the next one.
+    joined: list[str] = []
+    for line in kept:
+        if joined and len(joined[-1]) >= _WRAPPED and line:
+            joined[-1] = f"{joined[-1]} {line}"
+        else:
+            joined.append(line)
+    return "\n".join(joined).strip()
+
+
+#: A line this long (or longer) was most likely wrapped, not ended, by its writer.
+_WRAPPED = 50
 
 
 def clean_text(body: str, max_chars: int) -> str | None:
     """The customer's own words: no quoted reply, no signature, whitespace collapsed, cut."""
     if "\n" in body:
-        kept: list[str] = []
-        for line in body.splitlines():
-            stripped = line.strip()
-            if line.rstrip("\r") in ("-- ", "--") or _QUOTE_HEADER.match(stripped):
-                break
-            if stripped.startswith(">"):
-                continue
-            kept.append(stripped)
-        body = " ".join(kept)
+        body = " ".join(own_lines(body))
     text = " ".join(body.split())
     if len(text) > max_chars:
         text = text[:max_chars]
@@ -255,18 +376,9 @@ def clean_text(body: str, max_chars: int) -> str | None:
 # --- mapping ---------------------------------------------------------------------------------
 
 
-def _keyword_pattern(keyword: str) -> str:
-    words = keyword.strip().split()
-    if not words:
-        raise ValueError("empty keyword")
-    parts = [re.escape(w[:-1]) + r"\w*" if w.endswith("*") else re.escape(w) for w in words]
-    tail = "" if words[-1].endswith("*") else r"\b"
-    return r"\b" + r"\s+".join(parts) + tail
-
-
 @register
 class EmailAdapter:
-    """Maps parsed customer e-mail to `email` events: lookup, keyword rules, trimmed text."""
+    """Maps parsed customer e-mail to `email` events: lookup, intent, trimmed text."""
 
     kind: ClassVar[str] = "email"
     order: ClassVar[int] = 2
@@ -281,34 +393,30 @@ class EmailAdapter:
         customers_path: Path | None = None,
         max_future_skew_ms: int | None = None,
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        remember_cases: bool = False,
+        classifier: IntentClassifier | None = None,
     ) -> None:
         """`max_future_skew_ms`: how far past `now_ms()` a `Date` header may lie before the
         delivery time replaces it (MOMENTS_MAX_FUTURE_SKEW; None: trust every date, as the
-        simulator does with its made-up history)."""
+        simulator does with its made-up history). `remember_cases`: a message whose subject
+        names a case an earlier message of this adapter opened for the same customer is a
+        reply in that case's thread (what `moments ingest` does; the simulator's messages
+        each stand alone)."""
         self.max_future_skew_ms = max_future_skew_ms
         self.now_ms = now_ms
         mapping = load_mapping(self.mapping_name, mapping_path)
         self.mapping_file = str(mapping["__file__"])
+        if "rules" in mapping:
+            raise MappingError(
+                f"{self.mapping_file}: section 'rules' is no longer read: the event type comes"
+                " from the intent classifier (producers/mappings/intents.yaml); remove it"
+            )
         self.source = str(mapping.get("source") or "helpdesk")
         self.customer_header = str(mapping.get("customer_header") or "")
-        self.default_type = str(mapping.get("default_type") or "inquiry")
         self.max_text_chars = int(mapping.get("max_text_chars") or 4000)
-        self.rules: list[tuple[str, re.Pattern[str]]] = []
-        self.stems: list[tuple[str, ...]] = []
-        for index, rule in enumerate(mapping_section(mapping, "rules", list)):
-            keywords = rule.get("keywords") if isinstance(rule, dict) else None
-            if not isinstance(rule, dict) or not rule.get("type") or not keywords:
-                raise MappingError(f"{self.mapping_file}: rules[{index}] needs type and keywords")
-            try:
-                pattern = "|".join(_keyword_pattern(str(k)) for k in keywords)
-            except ValueError as exc:
-                raise MappingError(f"{self.mapping_file}: rules[{index}]: {exc}") from None
-            self.rules.append((str(rule["type"]), re.compile(pattern, re.IGNORECASE)))
-            # A keyword can only match where its first word's letters appear: a cheap
-            # substring test on the case-folded text spares most regex searches.
-            self.stems.append(
-                tuple(str(k).strip().split()[0].rstrip("*").casefold() for k in keywords)
-            )
+        self.classifier = classifier if classifier is not None else default_classifier()
+        self.remember_cases = remember_cases
+        self.known_cases: set[tuple[str, str]] = set()
         self.extract: list[tuple[str, list[re.Pattern[str]]]] = []
         for name, patterns in mapping_section(mapping, "extract", dict).items():
             compiled: list[re.Pattern[str]] = []
@@ -335,20 +443,23 @@ class EmailAdapter:
             options.mapping,
             customers_path=options.customers,
             max_future_skew_ms=options.max_future_skew_ms,
+            remember_cases=True,
+        )
+
+    def classify(self, subject: str, body: str, *, in_thread: bool = False) -> Intent:
+        """The intent of a message from its subject and body (quotes and signature are not
+        read); `in_thread`: it answers another message, whatever its subject says."""
+        bare, replied, forwarded = reply_subject(subject[:SEARCH_CHARS])
+        words = own_words(body[:SEARCH_CHARS])
+        if forwarded and not words.strip():
+            return Intent(DEFAULT_TYPE, UNKNOWN, 0.0)  # a forward with no word of its own
+        return self.classifier.classify(
+            "" if forwarded else bare, words, strict=in_thread or replied
         )
 
     def event_type(self, subject: str, body: str) -> str:
-        """The first rule whose keywords appear in the subject, else in the body, else default."""
-        for text in (subject, body):
-            if text:
-                folded = text.casefold()
-                for (event_type, pattern), stems in zip(self.rules, self.stems, strict=True):
-                    for stem in stems:
-                        if stem in folded:
-                            if pattern.search(text):
-                                return event_type
-                            break
-        return self.default_type
+        """The event type `classify` gives a message standing alone."""
+        return self.classify(subject, body).type
 
     def map_record(self, message: EmailMessage) -> InteractionEvent:
         """One parsed message as an event; raises RecordError naming the header at fault."""
@@ -372,6 +483,8 @@ class EmailAdapter:
         text = clean_text(message.body, self.max_text_chars)
         body = message.body[:SEARCH_CHARS]
         attributes = {"from": message.sender}
+        if message.message_id:
+            attributes["message_id"] = message.message_id[:300]
         if message.subject:
             attributes["subject"] = message.subject[:300]
         occurred_at = message.occurred_at
@@ -384,24 +497,37 @@ class EmailAdapter:
                 occurred_at, attributes["date_from"] = delivered, "received"
             else:
                 occurred_at, attributes["date_from"] = self.now_ms(), "ingested"
-        reference = product = None
+        reference = product = subject_reference = None
         if self.extract:
-            searched = f"{message.subject[:SEARCH_CHARS]}\n{body}"
+            subject = message.subject[:SEARCH_CHARS]
+            searched = f"{subject}\n{body}"
             for name, patterns in self.extract:
                 value = _first_match(patterns, searched)
                 if not value:
                     continue
                 if name == "reference":
                     reference = value
+                    subject_reference = _first_match(patterns, subject)
                 elif name == "product":
                     product = value.lower()
                 else:
                     attributes[name] = value
+        in_thread = message.in_thread or (
+            subject_reference is not None and (customer_id, subject_reference) in self.known_cases
+        )
+        intent = self.classify(message.subject, body, in_thread=in_thread)
+        if intent.uncertain:
+            attributes["classified_as"] = intent.classified_as
+            attributes["confidence"] = f"{intent.confidence:.2f}"
+        if self.remember_cases and reference is not None and intent.type in _OPENS_CASE:
+            if len(self.known_cases) >= MAX_KNOWN_CASES:
+                self.known_cases.clear()
+            self.known_cases.add((customer_id, reference))
         return InteractionEvent(
             event_id=event_id,
             customer_id=customer_id,
             channel="email",
-            type=self.event_type(message.subject[:SEARCH_CHARS], body),
+            type=intent.type,
             occurred_at=occurred_at,
             source=self.source,
             product=product,
@@ -418,8 +544,9 @@ class EmailAdapter:
         """The messages under `path`, counted without being read."""
         return count_messages(path)
 
-    def records(self, path: Path) -> Iterator[SourceRecord | Rejection]:
-        """Messages of an .eml file, a folder of .eml files, a maildir or an mbox."""
+    def records(self, path: Path) -> Iterator[SourceRecord | Rejection | Skipped]:
+        """Messages of an .eml file, a folder of .eml files, a maildir or an mbox; an
+        auto-reply is `Skipped`, a message that cannot be read a `Rejection` naming it."""
         for file, line, raw in _raw_messages(path):
             if raw is None:
                 yield Rejection(
@@ -431,7 +558,18 @@ class EmailAdapter:
             except RecordError as exc:
                 yield Rejection(file, line, str(exc))
                 continue
+            except Exception as exc:  # one hostile message never stops the run
+                # Only the error's kind: its text may quote the message.
+                yield Rejection(file, line, f"unreadable message ({type(exc).__name__})")
+                continue
+            if parsed.auto_reply:
+                yield Skipped(file, line, AUTO_REPLY, parsed.message_id)
+                continue
             yield SourceRecord(file, line, {"message": parsed})
+
+
+#: The types whose reference an e-mail opens a case with.
+_OPENS_CASE: Final = frozenset({"cancellation_requested", "dispute_opened", "complaint_filed"})
 
 
 def _first_match(patterns: list[re.Pattern[str]], text: str) -> str | None:

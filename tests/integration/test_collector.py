@@ -109,7 +109,7 @@ def test_one_event_object_and_events_wrapper_are_accepted(collector: str, keyed:
     assert seen[str(single["event_id"])].text == "Love the app"
 
 
-def test_all_rejected_is_still_202_with_a_result_per_event(collector: str) -> None:
+def test_all_rejected_is_422_with_a_result_per_event(collector: str) -> None:
     response = httpx.post(
         f"{collector}/v1/events",
         json=[_event(7, customer_id=""), {"hello": "world"}, "not an object"],
@@ -117,8 +117,9 @@ def test_all_rejected_is_still_202_with_a_result_per_event(collector: str) -> No
         timeout=30,
     )
 
-    assert response.status_code == 202
+    assert response.status_code == 422
     body = response.json()
+    assert "every event was rejected" in body["error"]
     assert body["accepted"] == 0
     assert [r["status"] for r in body["results"]] == ["rejected"] * 3
     assert body["results"][0]["field"] == "customer_id"

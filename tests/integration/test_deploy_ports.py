@@ -52,6 +52,8 @@ REPLACED = {
 }
 TEST_SECRETS = {
     "MOMENTS_API_KEYS": '["probe-test-key"]',
+    "MOMENTS_READ_API_KEYS": '["probe-test-read-key"]',
+    "MOMENTS_ID_HASH_KEY": "probe-test-hash-key",
     "MOMENTS_WEBHOOK_SECRET": "probe-test-secret",
 }
 

@@ -6,7 +6,7 @@ to forget and a customer to keep each open a case (a `case_unresolved` timer 48 
 and a second one (60 h later: a timer that would still be pending at the restart); the
 customer to forget also has two engagement candidates, one held back until their cases
 close (deferred, open_case). A worker and a PostgreSQL sink run as child processes;
-`moments forget` runs as the CLI.
+`moments forget --wait` runs as the CLI and returns once the sink deleted the customer.
 Follow-ups and engagement candidates are decided once the watermark passes their event
 (docs/design.md 11.1), so a payment of the kept customer 13 h on settles them before the
 erasure. Then the kept customer's events move the watermark past every deadline, before
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from common.privacy import hashed_id
+from common.privacy import hashed_id, keyed_customer_hash, set_id_hash_key
 from common.settings import Settings
 from common.topics import ensure_topics
 from moments.runtime import Supervisor
@@ -43,6 +43,7 @@ from tests.support.worker_process import (
 from tests.support.worker_state import read_worker_state
 
 GONE = "CUST-FORGET-GONE"
+HASH_KEY = "integration-forget-key"
 KEPT = "CUST-FORGET-KEPT"
 H = 3_600_000
 
@@ -76,6 +77,7 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
         idle_tick_s=3600.0,  # the test's events move the clock, nothing else
         worker_store="memory://",
         data_dir=tmp_path / "data",
+        id_hash_key=HASH_KEY,
     )
     ensure_topics(settings)
     apply_migrations(database)
@@ -121,14 +123,17 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
             gone_before = sorted(decisions_for(GONE))
 
             forget = subprocess.run(
-                [sys.executable, "-m", "moments", "forget", GONE],
+                [sys.executable, "-m", "moments", "forget", GONE, "--wait"],
                 env={**os.environ, **settings.as_env()},
                 capture_output=True,
-                timeout=120,
+                timeout=180,
             )
             output = forget.stdout.decode() + forget.stderr.decode()
             assert forget.returncode == 0, output
-            assert GONE not in output and hashed_id(GONE)[:16] in output
+            set_id_hash_key(HASH_KEY)
+            assert GONE not in output and keyed_customer_hash(GONE)[:16] in output
+            assert "complete" in output and "10 rows removed" in output, output
+            assert set(rows_of(database, GONE).values()) == {0}  # confirmed: gone already
 
             erased = f"erased customer sha256:{hashed_id(GONE)}"
             wait_for(
@@ -196,15 +201,16 @@ def test_forget_with_the_database_away_is_one_clear_line(settings: Settings) -> 
         **os.environ,
         **settings.as_env(),
         "MOMENTS_DATABASE_URL": f"postgresql://moments@127.0.0.1:{free_port()}/moments",
+        "MOMENTS_ID_HASH_KEY": HASH_KEY,
     }
     forget = subprocess.run(
-        [sys.executable, "-m", "moments", "forget", GONE],
+        [sys.executable, "-m", "moments", "forget", GONE, "--wait"],
         env=env,
         capture_output=True,
         timeout=120,
     )
     output = forget.stdout.decode() + forget.stderr.decode()
     assert forget.returncode == 2, output
-    assert "deleting from PostgreSQL failed: OperationalError" in output
-    assert "run `moments forget` again" in output
+    assert "reading its confirmation from PostgreSQL failed: OperationalError" in output
+    assert "run `moments forget --wait` again" in output
     assert "Traceback" not in output and GONE not in output

@@ -377,7 +377,7 @@ def test_an_action_without_a_channel_hint_lands_once_the_upgrade_has_run(databas
         sink.add(no_channel[0])
         with pytest.raises(psycopg.errors.NotNullViolation):
             sink.write(sink.detach())
-    assert apply_migrations(database) == [6]
+    assert apply_migrations(database)[:1] == [6]  # and any migration after it
     with PostgresSink(database, migrate=False) as sink:
         sink.add(no_channel[0])
         assert sink.flush() == {"actions": 1}  # copied straight in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import signal
 import subprocess
@@ -70,7 +71,7 @@ def test_the_read_api_serves_the_timeline_from_postgres(database: str) -> None:
 
 def test_the_read_api_pages_back_and_serves_the_decision_trace(database: str) -> None:
     write(database, story("dina"))
-    settings = Settings(api_keys=[SecretStr("desk-key")], api_max_page=4)
+    settings = Settings(read_api_keys=[SecretStr("desk-key")], api_max_page=4)
     key = {"Authorization": "Bearer desk-key"}
     with TestClient(create_app(database, settings)) as client:
         assert client.get("/v1/customers/dina/timeline").status_code == 401
@@ -121,7 +122,8 @@ def test_moments_api_serves_probes_metrics_and_audited_reads_on_its_port(
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MOMENTS_")},
         "MOMENTS_DATABASE_URL": database,
-        "MOMENTS_API_KEYS": '["desk-key-1"]',
+        "MOMENTS_READ_API_KEYS": '["desk-key-1"]',
+        "MOMENTS_ID_HASH_KEY": "timeline-test-hash-key",
         "MOMENTS_API_PORT": str(port),
     }
     log = tmp_path / "api.log"
@@ -150,6 +152,6 @@ def test_moments_api_serves_probes_metrics_and_audited_reads_on_its_port(
     text = log.read_text(errors="replace")
     assert probes == {"/readyz": 200, "/metrics": 200} and refused == 401
     assert read["count"] == 6
-    digest = hashlib.sha256(b"CUST-API-1").hexdigest()
-    assert f"moments.audit read timeline customer=sha256:{digest} key=key-" in text, text
+    digest = hmac.new(b"timeline-test-hash-key", b"CUST-API-1", hashlib.sha256).hexdigest()
+    assert f"moments.audit read timeline customer=hmac:{digest} key=key-" in text, text
     assert "CUST-API-1" not in text and "desk-key-1" not in text

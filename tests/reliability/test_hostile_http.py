@@ -325,14 +325,14 @@ def judge(request: HostileRequest, status: int, body: bytes, tally: Tally) -> No
     if status >= 500:
         tally.problems.append(f"{status} for {where}: {body[:200]!r}")
         return
-    if status == 202:
+    if status in (202, 422):  # 422: every event rejected, with the same results
         if not request.authorised:
-            tally.problems.append(f"202 without a valid API key: {where}")
+            tally.problems.append(f"{status} without a valid API key: {where}")
             return
         answer = json.loads(body)
         results = answer.get("results")
         if not isinstance(results, list) or not results:
-            tally.problems.append(f"202 without results: {where}")
+            tally.problems.append(f"{status} without results: {where}")
             return
         for result in results:
             if result["status"] == "rejected" and not (

@@ -11,12 +11,12 @@ worker joins (a rebalance moves partitions, with their state, to it); at three
 quarters B is rolled back (the default pack published again).
 
 The oracle is `moments replay --rules-change` at the switch points each
-partition recorded in its state: per partition, its events in log order
-replayed from the first pack of its lineage with a change to each later pack at
-the time of that switch (the command's output is checked against the same
-replay in code, whose stores give the expected engine state). What PostgreSQL
-holds must equal it exactly (0 lost, 0 duplicated, nothing unexpected), and so
-must every customer's engine state.
+partition recorded in its state (its lineage's recent switches): per partition,
+its events in log order replayed from the first pack of its lineage with a
+change to each later pack at the time of that switch (the command's output is
+checked against the same replay in code, whose stores give the expected engine
+state). What PostgreSQL holds must equal it exactly (0 lost, 0 duplicated,
+nothing unexpected), and so must every customer's engine state.
 Idle ticks are off (`idle_tick_s` one hour): they would move a partition's
 clock by the wall clock, which a replay of the events alone cannot know.
 """
@@ -37,8 +37,8 @@ from common.settings import Settings
 from moments.cli import app
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, EngineOutput
-from processors.engine.state import LINE_KEY, TEXTS_KEY
-from processors.engine.switching import pack_from_text
+from processors.engine.state import LINE_KEY
+from processors.engine.switching import pack_from_text, pack_id
 from processors.offline import partition_for
 from processors.replay import Replayer
 from producers.simulator import simulate
@@ -121,10 +121,15 @@ def oracle(
     out = EngineOutput()
     states: dict[int, dict[str, Any]] = {}
     count = 0
+    texts = {pack_id(text): text for text in (A_TEXT, pack_b())}
     for partition, state in sorted(lineages.items()):
-        line, texts = state[LINE_KEY], state[TEXTS_KEY]
-        packs = [pack_from_text(texts[pid], pid) for pid in line["chain"]]
-        changes = list(zip(line["at"], packs[1:], strict=True))
+        line = state[LINE_KEY]
+        recent = line["recent"]
+        assert len(recent) == line["epoch"], "a switch the lineage no longer remembers"
+        chain = [recent[0][0], *(r[1] for r in recent)] if recent else [line["head"]]
+        times = [r[2] for r in recent]
+        packs = [pack_from_text(texts[pid], pid) for pid in chain]
+        changes = list(zip(times, packs[1:], strict=True))
         count += len(changes)
         replayer = Replayer(Engine(packs[0], config), 1, changes)
         mine = [
@@ -135,9 +140,7 @@ def oracle(
         mine_out = EngineOutput()
         for event in mine:
             mine_out.extend(replayer.feed(event))
-        cli = replay_cli(
-            workdir / str(partition), mine, [texts[pid] for pid in line["chain"]], line["at"]
-        )
+        cli = replay_cli(workdir / str(partition), mine, [texts[pid] for pid in chain], times)
         assert cli == (to_json_lines(mine_out.actions), to_json_lines(mine_out.decisions))
         out.extend(mine_out)
         store: DictStore = replayer.stores[0]
@@ -205,7 +208,7 @@ def test_a_pack_published_under_load_switches_live_survives_kill_rebalance_and_r
 
     verdict = verify(actions, decisions, database)
     state_problems = state_differences(states, final.engine)
-    chains = [len(s[LINE_KEY]["chain"]) for s in final.engine.values()]
+    chains = [s[LINE_KEY]["epoch"] + 1 for s in final.engine.values()]
     figures.update(
         **verdict.figures(),
         **{"switch latency s": round(latency, 2), "partition switches": switched},

@@ -424,7 +424,9 @@ def test_the_fault_tests_logs_are_searched_for_the_customer_data_they_used(
         )
         for n, customer in enumerate(customers)
     ]
-    settings = process_settings(settings, tmp_path, database_url=database)
+    settings = process_settings(
+        settings, tmp_path, database_url=database, id_hash_key="security-test-key"
+    )
     ensure_topics(settings)
     records = [
         (settings.topics.interactions, e.customer_id.encode(), codec.encode(e), e.event_id)
@@ -449,7 +451,15 @@ def test_the_fault_tests_logs_are_searched_for_the_customer_data_they_used(
             timeout=120,
         )
         assert forget.returncode == 0, forget.stderr.decode()[-1000:]
-        assert db_count(database, "SELECT count(*) FROM interaction_events") == len(events) - 1
+        # The sink deletes when it meets the erasure record (no worker here: no markers).
+        wait_for(
+            lambda: (
+                db_count(database, "SELECT count(*) FROM interaction_events") == len(events) - 1
+            ),
+            timeout_s=60,
+            what="the sink to erase the customer",
+            describe=lambda: fleet.log_tail("sink-1"),
+        )
     clean = customer_data_leaks(LOG_DIRS, CUSTOMER_DATA)
     # The search finds customer data where a log shows it.
     (tmp_path / "logs" / "planted.log").write_text(f"oops: {customers[3]} asked for it\n")

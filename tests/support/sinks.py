@@ -60,8 +60,11 @@ class FakeMessage:
         offset: int,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
+        key: bytes = b"cust-1",
+        timestamp_ms: int | None = None,
     ) -> None:
         self._topic, self._offset, self._value, self._headers = topic, offset, value, headers
+        self._key, self._timestamp_ms = key, timestamp_ms
 
     def error(self) -> None:
         return None
@@ -79,7 +82,11 @@ class FakeMessage:
         return self._value
 
     def key(self) -> bytes:
-        return b"cust-1"
+        return self._key
+
+    def timestamp(self) -> tuple[int, int]:
+        """(1 = create time, ms), or (0, -1): no timestamp."""
+        return (0, -1) if self._timestamp_ms is None else (1, self._timestamp_ms)
 
     def headers(self) -> list[tuple[str, bytes]] | None:
         return self._headers

@@ -155,13 +155,13 @@ def clock_event(customer: str, occurred_at: int) -> InteractionEvent:
 def actions_in(messages: list[Message], topic: str) -> list[ActionEvent]:
     """The actions among `messages` read from `topic`, decoded."""
     codec = codec_for(ActionEvent)
-    return [codec.decode(_value(m)) for m in messages if m.topic() == topic]
+    return [codec.decode(_value(m)) for m in messages if m.topic() == topic and not _control(m)]
 
 
 def decisions_in(messages: list[Message], topic: str) -> list[Decision]:
     """The decisions among `messages` read from `topic`, decoded."""
     codec = codec_for(Decision)
-    return [codec.decode(_value(m)) for m in messages if m.topic() == topic]
+    return [codec.decode(_value(m)) for m in messages if m.topic() == topic and not _control(m)]
 
 
 def headers_of(message: Message) -> dict[str, bytes]:
@@ -171,6 +171,11 @@ def headers_of(message: Message) -> dict[str, bytes]:
         name, value = header[0], header[1]
         found[str(name)] = value if isinstance(value, bytes) else str(value or "").encode()
     return found
+
+
+def _control(message: Message) -> bool:
+    """An erasure marker (or another control record): no action or decision."""
+    return "moments.control" in headers_of(message)
 
 
 def _value(message: Message) -> bytes:

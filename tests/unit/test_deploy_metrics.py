@@ -207,7 +207,13 @@ def test_dashboard_is_well_formed_for_provisioning() -> None:
         for path in sorted(DATASOURCES.parent.glob("*.yml"))
         for source in yaml.safe_load(path.read_text())["datasources"]
     ]
-    uids = {source["uid"] for source in provisioned}
+    # Panels name their datasource by a variable (any Grafana's own uids), never a fixed uid;
+    # each variable lists datasources of a type that is provisioned.
+    variables = {v["name"]: v for v in board["templating"]["list"] if v["type"] == "datasource"}
+    types = {source["type"] for source in provisioned}
+    aliases = {"grafana-postgresql-datasource": "postgres"}
+    assert {aliases.get(v["query"], v["query"]) for v in variables.values()} <= types
+    uids = {f"${{{name}}}" for name in variables}
     panels = dashboard_panels()
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
@@ -255,7 +261,10 @@ def test_required_alerts_exist() -> None:
         assert metric in parse_promql(rules[alert]["expr"]).metrics
         assert rules[alert]["labels"]["severity"] in {"warning", "critical"}
         assert rules[alert]["annotations"]["summary"]
-    assert 'job="moments-worker"' in rules["MomentsWorkerDown"]["expr"]
+    # Processes are found by moments_process_info, never by a scrape job's name.
+    assert 'moments_process_info{process="worker"}' in rules["MomentsWorkerDown"]["expr"]
+    assert not any("job=" in rule["expr"] for rule in alert_rules())
+    assert not any("job=" in expr for _, expr in dashboard_exprs())
     assert "15m" in rules["MomentsEventsButNoActions"]["expr"]
     assert "0.99" in rules["MomentsEventToActionLatencyHigh"]["expr"]
 

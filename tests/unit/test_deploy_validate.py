@@ -10,6 +10,7 @@ import importlib.resources
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,24 +18,52 @@ import yaml
 
 from tests.support.deploy_files import K8S, compose
 
+ALERTS = K8S.parent / "prometheus" / "alerts.yml"
+
 REAL_SECRETS = {
     "POSTGRES_PASSWORD": "p",
     "MOMENTS_WEBHOOK_SECRET": "w",
     "MOMENTS_API_KEYS": '["k"]',
     "MOMENTS_READ_API_KEYS": '["r"]',
+    "MOMENTS_ID_HASH_KEY": "i",
     "GRAFANA_ADMIN_PASSWORD": "g",
+    "GRAFANA_DB_PASSWORD": "d",
 }
 
 
-def rendered_kustomization() -> list[dict[str, Any]]:
+def rendered_kustomization(directory: Path = K8S) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (.ci/run installs one where none is found)")
     result = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120, check=False
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    assert result.returncode == 0, f"kubectl kustomize {K8S} failed: {result.stderr}"
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed: {result.stderr}"
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_the_monitoring_component_adds_a_service_monitor_and_the_alerts(tmp_path: Path) -> None:
+    shutil.copytree(K8S, tmp_path / "base")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources:\n  - ../base\ncomponents:\n  - ../base/monitoring\n"
+    )
+    documents = rendered_kustomization(overlay)
+    by_kind = {doc["kind"]: doc for doc in documents}
+    monitor, rule = by_kind["ServiceMonitor"], by_kind["PrometheusRule"]
+    assert monitor["metadata"]["namespace"] == rule["metadata"]["namespace"] == "moments"
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    services = [doc for doc in documents if doc["kind"] == "Service"]
+    assert len(services) == 5
+    for service in services:
+        assert selected.items() <= service["metadata"]["labels"].items()
+        assert "metrics" in {port["name"] for port in service["spec"]["ports"]}
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
 
 
 def test_kustomize_renders_every_object_into_the_namespace() -> None:
@@ -68,6 +97,32 @@ def test_every_rendered_object_is_valid_kubernetes() -> None:
         except kubernetes_validate.ValidationError as exc:
             problems.append(f"{name}: {'.'.join(str(p) for p in exc.path)}: {exc.message}")
     assert not problems, f"invalid for Kubernetes {version}:\n" + "\n".join(problems)
+
+
+def test_every_rendered_pod_is_confined_and_egress_is_policed() -> None:
+    """What the rendered manifests must hold beyond schema validity: the RuntimeDefault
+    seccomp profile, no service account token, CPU and memory limits, and NetworkPolicies
+    that deny ingress and egress to every pod of the namespace but what is opened."""
+    documents = rendered_kustomization()
+    pods = [doc for doc in documents if doc["kind"] in {"Deployment", "Job"}]
+    assert pods
+    for doc in pods:
+        name = doc["metadata"]["name"]
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod["automountServiceAccountToken"] is False, name
+        for container in pod["containers"]:
+            assert {"cpu", "memory"} <= container["resources"]["limits"].keys(), name
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+    policies = [doc for doc in documents if doc["kind"] == "NetworkPolicy"]
+    catch_all = {
+        kind
+        for doc in policies
+        if doc["spec"]["podSelector"] == {}
+        for kind in doc["spec"]["policyTypes"]
+    }
+    assert catch_all == {"Ingress", "Egress"}
+    assert all(doc["metadata"]["namespace"] == "moments" for doc in policies)
 
 
 def compose_schema() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from common.settings import Settings
 from moments.endpoints import export_lines, print_endpoints, write_env_file
+from moments.runtime import with_session_keys
 
 # What pgserver hands out: long, with a query string a shell must not expand.
 DATABASE_URL = (
@@ -60,3 +61,18 @@ def test_env_file_sources_into_the_same_values_and_is_private(tmp_path: Path) ->
         check=True,
     ).stdout
     assert shown.splitlines() == ["127.0.0.1:39177", DATABASE_URL]
+
+
+def test_moments_up_gives_each_role_a_key_of_its_own() -> None:
+    settings = with_session_keys(Settings(bootstrap="127.0.0.1:1"))
+    api = settings.api
+    keys = [k.get_secret_value() for k in (*api.api_keys, *api.read_api_keys, *api.desk_keys)]
+    assert len(keys) == 3 and len(set(keys)) == 3  # collector, read API, desk: all different
+    assert api.id_hash_key is not None and api.id_hash_key.get_secret_value() not in keys
+    env = settings.as_env()  # what every child process gets
+    assert {"MOMENTS_API_KEYS", "MOMENTS_READ_API_KEYS", "MOMENTS_DESK_KEYS"} <= env.keys()
+    hash_key = api.id_hash_key.get_secret_value()
+    assert f"export MOMENTS_ID_HASH_KEY={hash_key}" in export_lines(settings)
+    # Keys already set are kept.
+    again = with_session_keys(settings)
+    assert again.api == settings.api

@@ -66,7 +66,8 @@ def is_big_payment(event: InteractionEvent, customer: CustomerProfile) -> bool:
     return (event.amount or 0) >= 1000 and "gas" in customer.products
 
 
-def test_python_predicate_escape_hatch() -> None:
+def test_python_predicate_escape_hatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTS_PREDICATE_MODULES", "tests.unit.test_engine_kinds")
     eng = engine(
         rule(
             "big_payment",

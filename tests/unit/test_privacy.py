@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import pytest
 from pydantic import SecretStr
 
-from common.privacy import MASK, hashed_id, is_loopback, redact_url
+from common.privacy import (
+    MASK,
+    hashed_id,
+    is_loopback,
+    keyed_customer_hash,
+    redact_url,
+    set_id_hash_key,
+)
 from common.settings import Settings
 from common.topics import topic_config
 from producers.publisher import PublishError
@@ -95,4 +103,42 @@ def test_topics_are_created_with_retention() -> None:
     settings = Settings(retention_days=7)
     seven_days = str(7 * 86_400_000)
     for name in settings.topics.all():
+        if name == settings.topics.erasures:  # compacted, ages out a day later (test_erasure)
+            continue
         assert topic_config(settings, name) == {"retention.ms": seven_days}, name
+
+
+def test_keyed_customer_hash_is_an_hmac_under_the_deployment_key() -> None:
+    try:
+        set_id_hash_key("deployment-secret")
+        first = keyed_customer_hash("C-37")
+        assert first == hmac.new(b"deployment-secret", b"C-37", hashlib.sha256).hexdigest()
+        assert first != hashlib.sha256(b"C-37").hexdigest() and "C-37" not in first
+        assert keyed_customer_hash("C-37") == first  # stable: lines can be correlated
+        set_id_hash_key("another-secret")
+        assert keyed_customer_hash("C-37") != first
+    finally:
+        set_id_hash_key(None)
+
+
+def test_keyed_customer_hash_reads_moments_id_hash_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTS_ID_HASH_KEY", "from-the-environment")
+    set_id_hash_key(None)
+    try:
+        expected = hmac.new(b"from-the-environment", b"C-37", hashlib.sha256).hexdigest()
+        assert keyed_customer_hash("C-37") == expected
+    finally:
+        set_id_hash_key(None)
+
+
+def test_without_a_key_the_hash_is_still_keyed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("MOMENTS_ID_HASH_KEY", raising=False)
+    set_id_hash_key(None)
+    try:
+        hashed = keyed_customer_hash("C-37")
+        assert hashed != hashlib.sha256(b"C-37").hexdigest()
+        assert "MOMENTS_ID_HASH_KEY is not set" in caplog.text
+    finally:
+        set_id_hash_key(None)

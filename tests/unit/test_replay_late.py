@@ -94,5 +94,3 @@ def test_cli_replay_late_out(events: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert [e.customer_id for e in read_events_jsonl(late)] == ["c2", "c5", "c4"]
-    topic = runner.invoke(app, ["replay", "--from-topic", "t", "--late-out", str(late)])
-    assert topic.exit_code == 2 and "--late-out" in topic.output

@@ -12,10 +12,13 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 import sinks.api as api_module
-from common.privacy import KeyRing, RateLimiter, key_name
+from common.http_limits import ConnectionCounter
+from common.privacy import KeyRing, RateLimiter, key_name, set_id_hash_key
 from common.settings import Settings
 from sinks.api import ApiConfigError, build_app, check_binding, run_api
 from tests.support.sinks import ROWS, FakeTimelines
+
+HASH_KEY = "id-hash-key-for-tests"
 
 KEY = "read-key-3a9f1c"
 BEARER = {"Authorization": f"Bearer {KEY}"}
@@ -120,8 +123,23 @@ def test_pages_are_capped_and_follow_the_cursor() -> None:
     assert source.befores[-1][1:] == (-1, "")  # a plain time: everything strictly before it
 
 
-def test_every_read_writes_one_audit_line_with_the_hashed_id_and_the_key_name(
-    caplog: pytest.LogCaptureFixture,
+@pytest.fixture
+def hash_key() -> Any:
+    set_id_hash_key(HASH_KEY)
+    yield HASH_KEY
+    set_id_hash_key(None)
+
+
+def keyed(customer: str) -> str:
+    return hmac.new(HASH_KEY.encode(), customer.encode(), hashlib.sha256).hexdigest()
+
+
+def audit_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "moments.audit"]
+
+
+def test_every_read_writes_one_audit_line_with_the_keyed_hash_and_the_key_name(
+    caplog: pytest.LogCaptureFixture, hash_key: str
 ) -> None:
     customer = "CUST-AUDIT-77"
     caplog.set_level(logging.INFO, logger="moments.audit")
@@ -129,20 +147,112 @@ def test_every_read_writes_one_audit_line_with_the_hashed_id_and_the_key_name(
         client.get(f"/v1/customers/{customer}/timeline", headers=BEARER)
         client.get(f"/v1/customers/{customer}/decisions?limit=0", headers=BEARER)
         client.get(f"/v1/customers/{customer}/timeline")  # no key: refused, not a read
-    lines = [r.getMessage() for r in caplog.records if r.name == "moments.audit"]
-    digest = hashlib.sha256(customer.encode()).hexdigest()
-    assert lines == [
-        f"read timeline customer=sha256:{digest} key={key_name(KEY.encode())} status=200 count=0",
-        f"read decisions customer=sha256:{digest} key={key_name(KEY.encode())} status=400 count=0",
+    name = key_name(KEY.encode())
+    assert audit_lines(caplog) == [
+        f"read timeline customer=hmac:{keyed(customer)} key={name} status=200 count=0",
+        f"read decisions customer=hmac:{keyed(customer)} key={name} status=400 count=0",
+        "refused timeline client=testclient status=401",
     ]
     assert customer not in caplog.text and KEY not in caplog.text
 
 
+def test_a_hashed_id_in_an_audit_line_is_not_found_by_hashing_guessed_ids(
+    caplog: pytest.LogCaptureFixture, hash_key: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="moments.audit")
+    with TestClient(keyed_app()) as client:
+        client.get("/v1/customers/C-37/timeline", headers=BEARER)
+    (line,) = audit_lines(caplog)
+    logged = line.split("customer=")[1].split()[0].split(":")[1]
+    # The enumeration that recovered C-37 from a plain sha256 in half a second.
+    guesses = {hashlib.sha256(f"C-{n}".encode()).hexdigest() for n in range(100_000)}
+    assert logged not in guesses
+    assert logged == keyed("C-37")  # whoever holds MOMENTS_ID_HASH_KEY can still check an id
+
+
+class NulRefusingTimelines(FakeTimelines):
+    """What PostgreSQL does with a NUL in a text parameter: psycopg raises."""
+
+    def timeline(self, customer_id: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
+        if "\x00" in customer_id or (before is not None and "\x00" in str(before[2])):
+            raise ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return super().timeline(customer_id, limit, before)
+
+
+def test_a_nul_in_a_customer_id_or_a_cursor_is_a_400_with_its_audit_line(
+    caplog: pytest.LogCaptureFixture, hash_key: str
+) -> None:
+    import base64
+    import json
+
+    caplog.set_level(logging.INFO, logger="moments.audit")
+    cursor = base64.urlsafe_b64encode(
+        json.dumps(["2026-01-02T03:04:05+00:00", 1, "e\x001"]).encode()
+    ).decode()
+    app = build_app(NulRefusingTimelines(ROWS), keys=KeyRing([KEY.encode()]))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        in_id = client.get("/v1/customers/c%007/timeline", headers=BEARER)
+        in_cursor = client.get(f"/v1/customers/c-7/timeline?before={cursor}", headers=BEARER)
+        in_time = client.get("/v1/customers/c-7/timeline?before=2026-01-02%00", headers=BEARER)
+    assert [in_id.status_code, in_cursor.status_code, in_time.status_code] == [400, 400, 400]
+    assert "NUL" in in_id.json()["error"] and "before" in in_cursor.json()["error"]
+    lines = audit_lines(caplog)
+    assert len(lines) == 3 and all(line.endswith("status=400 count=0") for line in lines)
+    assert f"customer=hmac:{keyed('c' + chr(0) + '7')}" in lines[0]
+
+
+def test_an_unexpected_failure_still_writes_the_audit_line(
+    caplog: pytest.LogCaptureFixture, hash_key: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="moments.audit")
+    app = build_app(NulRefusingTimelines(ROWS), keys=KeyRing([KEY.encode()]))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.get("/v1/customers/c-7/relationship", headers=BEARER)  # the fake has none
+        answer = client.get("/v1/customers/c-7/timeline?limit=1", headers=BEARER)
+    assert answer.status_code == 200
+    assert len(audit_lines(caplog)) == 2
+
+
+def test_failed_keys_are_logged_and_limited_per_client_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with TestClient(keyed_app(failed_key_limit=3)) as client:
+        wrong = [
+            client.get("/v1/customers/c-7/timeline", headers={"X-API-Key": f"guess-{n}"})
+            for n in range(3)
+        ]
+        # Over the limit even the right key waits: a guess must not be told it was right.
+        limited = client.get("/v1/customers/c-7/timeline", headers=BEARER)
+    assert [answer.status_code for answer in wrong] == [401, 401, 401]
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sinks.api"]
+    assert warnings.count("read API: invalid API key from client testclient") == 3
+    assert "read API: client testclient is over its failed key attempts" in warnings
+    assert "guess-" not in caplog.text and KEY not in caplog.text
+
+
+def test_the_read_api_takes_its_own_keys_never_the_collectors() -> None:
+    collector_only = Settings(api_keys=[SecretStr("producer-key")])
+    with pytest.raises(ApiConfigError, match="MOMENTS_READ_API_KEYS"):
+        check_binding(collector_only, "127.0.0.1")
+    shared = Settings(api_keys=[SecretStr(KEY)], read_api_keys=[SecretStr(KEY)])
+    with pytest.raises(ApiConfigError, match=key_name(KEY.encode())) as refused:
+        check_binding(shared, "0.0.0.0")
+    assert KEY not in str(refused.value)
+    with pytest.raises(ApiConfigError, match="MOMENTS_DESK_KEYS"):
+        check_binding(Settings(read_api_keys=[SecretStr(KEY)], desk_keys=[SecretStr(KEY)]), "::1")
+    ring = check_binding(
+        Settings(api_keys=[SecretStr("producer-key")], read_api_keys=[SecretStr(KEY)]), "0.0.0.0"
+    )
+    assert ring.match("producer-key") is None and ring.match(KEY) == key_name(KEY.encode())
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "api.internal"])
 def test_no_keys_no_binding_beyond_loopback(host: str) -> None:
-    with pytest.raises(ApiConfigError, match="MOMENTS_API_KEYS"):
+    with pytest.raises(ApiConfigError, match="MOMENTS_READ_API_KEYS"):
         check_binding(Settings(), host)
-    assert check_binding(Settings(api_keys=[SecretStr(KEY)]), host)
+    assert check_binding(Settings(read_api_keys=[SecretStr(KEY)]), host)
 
 
 def test_without_keys_the_api_serves_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,11 +261,14 @@ def test_without_keys_the_api_serves_loopback(monkeypatch: pytest.MonkeyPatch) -
     def fake_run(app: Any, host: str, port: int, **kwargs: Any) -> None:
         served.append((host, port))
         assert kwargs.get("access_log") is False  # paths hold customer ids
+        # Every connection counts against its client's cap and has an idle deadline.
+        assert isinstance(kwargs["http"].counter, ConnectionCounter)
+        assert kwargs["http"].counter.limit == 100 and kwargs["http"].header_timeout_s == 10.0
 
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
-    monkeypatch.setattr(api_module, "serve_metrics", lambda *a: None)
+    monkeypatch.setattr(api_module, "serve_metrics", lambda *a, **k: None)
     settings = Settings(database_url="postgresql://127.0.0.1:9/x")
     run_api(settings)
     run_api(settings, host="::1", port=9999)

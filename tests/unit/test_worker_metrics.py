@@ -170,3 +170,20 @@ def test_a_batch_records_each_partitions_last_offset_and_its_redelivery_is_skipp
     again = worker.staged_state.take()
     assert 0 not in again  # nothing new on partition 0: not even its offset is written again
     assert again[1]["1/w/applied"] == b"9"
+
+
+def test_the_worker_exports_its_consumer_lag_per_partition(worker: TriggerWorker) -> None:
+    from common.metrics import CONSUMER_LAG
+
+    class Consumer:
+        """The high watermarks the consumer last fetched, per partition."""
+
+        def highwater(self, tp: Any) -> int:
+            return {0: 100, 3: 7}[tp.partition]
+
+    worker.app.consumer = Consumer()  # type: ignore[assignment]
+    events = [FakeEvent(FakeMessage(o, b"", partition=p)) for p, o in ((0, 40), (3, 6), (0, 41))]
+    worker._export_lag(events)  # type: ignore[arg-type]
+    group = worker.settings.worker.worker_app_id
+    lag = {p: CONSUMER_LAG.labels(group, "unit.interactions", p)._value.get() for p in "03"}
+    assert lag == {"0": 100 - 42, "3": 0}  # the next offsets to handle: 42 and 7
