@@ -9,8 +9,6 @@ import this module; it imports nothing of ours):
   hashing guessed ids (customer ids are short and guessable: a plain digest
   of one is found by enumeration in under a second). Logs, errors and metric
   labels never hold a customer id, free text or an address in clear.
-  `hashed_id` (plain sha256) remains for the existing callers that have not
-  moved yet; new code uses `keyed_customer_hash`.
 - `printable(text)`: customer text as a terminal may show it (control and
   escape characters removed), for everything the CLI prints of it.
 - `redact_url(url)`: a URL with its password and query values masked, for
@@ -50,12 +48,6 @@ MASK: Final = "**********"
 _id_hash_key: bytes | None = None
 _id_hash_source: Callable[[], str | None] | None = None
 _id_hash_lock = threading.Lock()
-
-
-def hashed_id(customer_id: str) -> str:
-    """The plain sha256 of a customer id (hex). Reversible by enumeration: logs, audit lines
-    and errors use `keyed_customer_hash`; this stays for callers not yet moved."""
-    return hashlib.sha256(customer_id.encode("utf-8")).hexdigest()
 
 
 def set_id_hash_key(key: str | bytes | None) -> None:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from common.metrics import EVENTS_FUTURE_DATED
-from common.privacy import hashed_id
+from common.privacy import keyed_customer_hash
 from processors.engine import EngineOutput, StateStore, forget_customer, future_cap
 from schemas.codec import AvroCodec, DecodeError, SchemaValidationError
 from schemas.records import InteractionEvent
@@ -218,8 +218,8 @@ def forget(store: StateStore, partition: int, key: bytes | None) -> None:
     customer_id = key.decode("utf-8", errors="replace")
     removed = forget_customer(store, customer_id)
     log.info(
-        "erased customer sha256:%s from partition %d (%d state entries)",
-        hashed_id(customer_id),
+        "erased customer hmac:%s from partition %d (%d state entries)",
+        keyed_customer_hash(customer_id),
         partition,
         removed,
     )

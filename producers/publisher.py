@@ -37,7 +37,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from common.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, event_type_label
-from common.privacy import hashed_id
+from common.privacy import keyed_customer_hash
 from common.settings import Settings
 from schemas.codec import AvroCodec, SchemaValidationError, event_from_json
 from schemas.records import InteractionEvent
@@ -83,7 +83,7 @@ class PublishError(RuntimeError):
         self.key = key
         self.error = error
         self.more = more
-        about = f" (key sha256:{hashed_id(key)})" if key is not None else ""
+        about = f" (key hmac:{keyed_customer_hash(key)})" if key is not None else ""
         tail = f" (and {more} more failed deliveries)" if more else ""
         super().__init__(f"publishing to {topic} failed{about}: {error}{tail}")
 

@@ -66,8 +66,8 @@ class CallAdapter(TableAdapter):
     def configure(self, mapping: Mapping[str, Any]) -> None:
         """Dispositions, the default type and the notes' length limit."""
         self.dispositions = {
-            str(code).strip().upper(): str(event_type)
-            for code, event_type in mapping_section(mapping, "dispositions", dict).items()
+            str(code).strip().upper(): self._disposition(str(code), meaning)
+            for code, meaning in mapping_section(mapping, "dispositions", dict).items()
         }
         self.default_type = str(mapping.get("default_type") or DEFAULT_TYPE)
         self.max_text_chars = int(mapping.get("max_text_chars") or 4000)
@@ -78,11 +78,29 @@ class CallAdapter(TableAdapter):
             raise MappingError(f"{self.mapping_file}: classify_text must be true or false")
         self.classifier: IntentClassifier | None = default_classifier() if classify else None
 
+    def _disposition(self, code: str, meaning: Any) -> tuple[str, dict[str, str]]:
+        """A disposition's event type and the attributes it sets: `CODE: type`, or
+        `CODE: {type: T, attributes: {name: value}}` (e.g. an opt-out recorded at wrap-up)."""
+        if isinstance(meaning, str):
+            return meaning, {}
+        where = f"{self.mapping_file}: dispositions.{code}"
+        if not isinstance(meaning, Mapping) or not isinstance(meaning.get("type"), str):
+            raise MappingError(f"{where}: expected an event type or {{type, attributes}}")
+        if set(meaning) - {"type", "attributes"}:
+            raise MappingError(f"{where}: unknown field (use type, attributes)")
+        attributes = meaning.get("attributes") or {}
+        if not isinstance(attributes, Mapping) or not all(
+            isinstance(v, str) for v in attributes.values()
+        ):
+            raise MappingError(f"{where}.attributes: expected a mapping of names to text")
+        return str(meaning["type"]), {str(k): v for k, v in attributes.items()}
+
     def event_type(self, disposition: str | None) -> str:
         """The event type of a disposition code (case-insensitive), or the default type."""
         if not disposition:
             return self.default_type
-        return self.dispositions.get(disposition.strip().upper(), self.default_type)
+        known = self.dispositions.get(disposition.strip().upper())
+        return self.default_type if known is None else known[0]
 
     def text_type(
         self, disposition: str | None, reason: str | None, notes: str | None
@@ -92,7 +110,7 @@ class CallAdapter(TableAdapter):
         if disposition:
             known = self.dispositions.get(disposition.strip().upper())
             if known is not None:
-                return known, {}
+                return known[0], dict(known[1])
         source, text = ("reason", reason) if reason else ("notes", notes)
         if self.classifier is None or not text:
             return self.default_type, {}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from common.privacy import hashed_id, keyed_customer_hash, set_id_hash_key
+from common.privacy import keyed_customer_hash, set_id_hash_key
 from common.settings import Settings
 from common.topics import ensure_topics
 from moments.runtime import Supervisor
@@ -135,7 +135,7 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
             assert "complete" in output and "10 rows removed" in output, output
             assert set(rows_of(database, GONE).values()) == {0}  # confirmed: gone already
 
-            erased = f"erased customer sha256:{hashed_id(GONE)}"
+            erased = f"erased customer hmac:{keyed_customer_hash(GONE)}"
             wait_for(
                 lambda: erased in log.read_text(errors="replace"), WAIT_S, "the worker's erasure"
             )

@@ -130,6 +130,33 @@ def test_a_mapping_file_overrides_dispositions_and_source(tmp_path: Path) -> Non
     assert {e.source for e in events.values()} == {"genesys"}
 
 
+def test_an_opt_out_at_wrap_up_is_a_preference_change(tmp_path: Path) -> None:
+    export = tmp_path / "calls.csv"
+    export.write_text(
+        "call_id,customer_id,start_time,disposition,preferred_channel\n"
+        "K-1,C-1,2026-03-02T09:00:00Z,OPT_OUT,email\n"
+        "K-2,C-2,2026-03-02T09:05:00Z,opt_in,\n",
+        encoding="utf-8",
+    )
+    publisher = Recorder()
+
+    ingest("calls", export, publisher)
+
+    events = _by_id(publisher.events)
+    assert events["call-K-1"].type == "contact_preferences_changed"
+    assert events["call-K-1"].attributes["engagement"] == "opt_out"
+    assert events["call-K-1"].attributes["preferred_channel"] == "email"
+    assert events["call-K-2"].attributes["engagement"] == "opt_in"
+
+
+def test_a_disposition_with_attributes_must_name_its_type(tmp_path: Path) -> None:
+    mapping = tmp_path / "calls.yaml"
+    mapping.write_text("dispositions: {OPT_OUT: {attributes: {engagement: opt_out}}}\n")
+
+    with pytest.raises(MappingError, match=r"dispositions\.OPT_OUT: expected an event type"):
+        CallAdapter(mapping)
+
+
 def test_a_broken_mapping_file_is_one_clear_error(tmp_path: Path) -> None:
     mapping = tmp_path / "calls.yaml"
     mapping.write_text("dispositions: [CANCEL]\n", encoding="utf-8")

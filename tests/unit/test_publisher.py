@@ -11,7 +11,7 @@ import pytest
 
 import producers.publisher as publisher_module
 from common.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED
-from common.privacy import hashed_id
+from common.privacy import keyed_customer_hash
 from common.settings import Settings
 from producers.publisher import Publisher, PublishError
 from schemas.codec import SchemaValidationError, codec_for, read_events_jsonl
@@ -86,7 +86,7 @@ def test_publish_error_names_topic_key_and_error_and_pickles() -> None:
         "interactions", "customer-a", "MSG_TIMED_OUT: Local: Message timed out", more=2
     )
     assert str(error) == (
-        f"publishing to interactions failed (key sha256:{hashed_id('customer-a')}): "
+        f"publishing to interactions failed (key hmac:{keyed_customer_hash('customer-a')}): "
         "MSG_TIMED_OUT: Local: Message timed out (and 2 more failed deliveries)"
     )  # the key is a customer id: hashed in the message, itself in `error.key`
     assert str(pickle.loads(pickle.dumps(error))) == str(error)
