@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The locked dependencies and moments in pure Python (quick: what `make demo` needs), then
+# the mypyc build of the hot paths on top (minutes: what `make test`, `make bench` and the
+# production image run; setup.py, MOMENTS_PURE_PYTHON).
 STAMP := $(VENV)/.installed
+COMPILED_STAMP := $(VENV)/.compiled
 BENCH_STAMP := $(VENV)/.installed-bench
 # The locks (make lock): every dependency pinned, for `make install` (dev) and `make bench`.
 LOCK := requirements/dev.txt
@@ -12,15 +16,20 @@ PROD_LOCK := requirements/prod.txt
 
 .PHONY: install demo test lint format soak bench lock clean
 
-install: $(STAMP)
+install: $(COMPILED_STAMP)
 
-# The locked dependencies (with the build requirements), then the project itself, built
-# against them: the optional mypyc build of setup.py (MOMENTS_PURE_PYTHON=1 skips it).
+# The locked dependencies (with the build requirements), then the project itself in pure
+# Python (same code, same results; the compile is the next step).
 $(STAMP): pyproject.toml setup.py $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	MOMENTS_PURE_PYTHON=1 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# The project built against the locked dependencies with the optional mypyc build of setup.py.
+$(COMPILED_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(COMPILED_STAMP)
 
 # Regenerate the locks from pyproject.toml ([build-system] requires + dependencies + extras).
 # Pins stay as they are unless a constraint forces a change; to upgrade one package:
@@ -32,10 +41,12 @@ lock: $(STAMP)
 	$(BUILD_REQUIRES) | $(BIN)/uv pip compile $(LOCK_FLAGS) --extra dev --extra bench -o $(BENCH_LOCK) pyproject.toml -
 	$(BUILD_REQUIRES) | $(BIN)/uv pip compile $(LOCK_FLAGS) --generate-hashes -c $(LOCK) -o $(PROD_LOCK) pyproject.toml -
 
+# The demo runs in pure Python: a fresh clone shows its first output without waiting for the
+# compile (`make install` compiles; `make test` compiles first, so it tests the compiled code).
 demo: $(STAMP)
 	$(BIN)/moments demo
 
-test: $(STAMP)
+test: $(COMPILED_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -51,7 +62,7 @@ format: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -s --timeout=5400
 
-$(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
+$(BENCH_STAMP): $(COMPILED_STAMP) $(BENCH_LOCK)
 	$(BIN)/python -m pip install --quiet -r $(BENCH_LOCK)
 	touch $(BENCH_STAMP)
 

@@ -75,6 +75,12 @@ EVENTS_TOO_LATE = Counter(
     "Events older than their partition's watermark minus MOMENTS_MAX_LATENESS: not applied,"
     " kept on interactions.late (stage late) with the dead-letter headers.",
 )
+ACTION_STATUS_IGNORED = Counter(
+    "moments_action_status_ignored_total",
+    "Status events of actions that changed nothing, by reason: unknown (no such action of"
+    " the customer), done, lapsed, unchanged (the same owner again).",
+    ["reason"],
+)
 EVENT_TO_ACTION_LATENCY = Histogram(
     "moments_event_to_action_latency_seconds",
     "Wall-clock time from the trigger's event time to the action's emission, by destination"
@@ -148,6 +154,35 @@ RULES_REFUSED = Counter(
     "moments_rules_refused_total",
     "Rule packs published to the rules topic that the worker refused (invalid, or a changed"
     " rule without a higher version); it keeps running the pack it has.",
+)
+#: Event-time spans of work (docs/design.md 12): minutes to a month.
+WORK_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 432000, 1209600, 2592000)
+ACTIONS_OPEN = Gauge(
+    "moments_actions_open",
+    "Actions not done and not lapsed (open, acknowledged, reassigned or overdue), per"
+    " destination, as the PostgreSQL sink last counted them (every sink replica reports the"
+    " same total: aggregate with max).",
+    ["destination"],
+)
+ACTIONS_OVERDUE = Gauge(
+    "moments_actions_overdue",
+    "Actions past their due_by and not done (nor lapsed), per destination, as the PostgreSQL"
+    " sink last counted them (aggregate with max).",
+    ["destination"],
+)
+ACTION_TIME_TO_ACKNOWLEDGE = Histogram(
+    "moments_action_time_to_acknowledge_seconds",
+    "Event time from an action firing to its first acknowledgement or reassignment, per"
+    " destination (observed once, by the PostgreSQL sink, when it stores it).",
+    ["destination"],
+    buckets=WORK_BUCKETS,
+)
+ACTION_TIME_TO_DONE = Histogram(
+    "moments_action_time_to_done_seconds",
+    "Event time from an action firing to its being done, per destination (observed once, by"
+    " the PostgreSQL sink, when it stores it).",
+    ["destination"],
+    buckets=WORK_BUCKETS,
 )
 COLLECTOR_REQUESTS = Counter(
     "moments_collector_requests_total",

@@ -1,14 +1,21 @@
 """The compacted `rules` topic (docs/design.md 8.2): the live source of truth of rule packs.
 
-Key = pack name; value = JSON `{"pack", "yaml", "published_at", "author"}`: the
-pack's YAML as written, when and by whom it was published, and, signed, `"signature":
-{"key", "hmac"}`: the name of a publisher key (`MOMENTS_RULES_SIGNING_KEYS`) and the
-HMAC-SHA256 under it of the pack's name and YAML (`sign`); the author is then that
-key's name. `publish` produces one record (validation is the caller's: `moments rules
-publish` refuses what `rules check` refuses); `history` reads every record still on the
-topic, oldest first (compaction may keep only the latest per pack); `signature_problem`
+Key = pack name and version (`name@N`, `record_key`), so compaction keeps every
+published version; value = JSON `{"pack", "version", "yaml", "published_at", "author"}`:
+the pack's YAML as written, its version (the publication number of that pack name: 1,
+2, ...; a rollback is one more version holding an earlier YAML), when and by whom it was
+published, and, signed, `"signature": {"key", "hmac"}`: the name of a publisher key
+(`MOMENTS_RULES_SIGNING_KEYS`) and the HMAC-SHA256 under it of the pack's name and YAML
+(`sign`); the author is then that key's name. `publish_pack` produces one record
+(validation is the caller's: `moments rules publish` refuses what `rules check` refuses);
+`pack_history` reads every record still on the topic, oldest first; `signature_problem`
 says whether a record is signed by a known key. The topic has one partition, so its
 order is the order of publication.
+
+Records written before versions (key = pack name, no `"version"` in the value; compaction
+kept the latest of each pack) are read like the others: such a record's version is one
+more than its pack's version before it on the topic (`pack_history`), and a new
+publication takes the next number, so old and new keys never meet.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -42,6 +49,19 @@ class Published:
     #: The publisher key's name and the pack's HMAC under it (None: unsigned).
     signed_by: str | None = None
     signature: str | None = None
+    #: The pack's publication number (None: a record written before versions, until
+    #: `pack_history` places it).
+    version: int | None = None
+
+
+def record_key(pack: str, version: int) -> bytes:
+    """The key of a pack's version on the rules topic: `name@version`."""
+    return f"{pack}@{version}".encode()
+
+
+def next_version(history: Sequence[Published]) -> int:
+    """The version a new publication of a pack takes, given its `pack_history`."""
+    return max((record.version or 0 for record in history), default=0) + 1
 
 
 def sign(key: SecretStr, pack: str, text: str) -> str:
@@ -89,17 +109,21 @@ def publish_pack(
     timeout_s: float = 20.0,
     *,
     key: tuple[str, SecretStr] | None = None,
+    version: int | None = None,
 ) -> Published:
-    """Produce a pack's YAML to the rules topic (created if missing); wait for delivery.
-    With a publisher `key` (name, secret) the record is signed and its author is the
-    key's name."""
+    """Produce a pack's YAML to the rules topic (created if missing) as its `version`
+    (default: the next one, from the topic); wait for delivery. With a publisher `key`
+    (name, secret) the record is signed and its author is the key's name."""
     ensure_rules_topic(settings)
+    if version is None:
+        version = next_version(pack_history(settings, pack, timeout_s))
     published_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     signature = None if key is None else sign(key[1], pack, text)
     if key is not None:
         author = key[0]
     value: dict[str, object] = {
         "pack": pack,
+        "version": version,
         "yaml": text,
         "published_at": published_at,
         "author": author,
@@ -118,7 +142,7 @@ def publish_pack(
 
     producer.produce(
         settings.topics.rules,
-        key=pack.encode("utf-8"),
+        key=record_key(pack, version),
         value=json.dumps(value, sort_keys=True).encode("utf-8"),
         on_delivery=delivered,
     )
@@ -126,7 +150,8 @@ def publish_pack(
     if failures or not offsets:
         problem = failures[0] if failures else "timed out"
         raise BrokerUnavailable(f"could not publish to {settings.topics.rules}: {problem}")
-    return Published(offsets[0], pack, text, published_at, author, key and key[0], signature)
+    signer = None if key is None else key[0]
+    return Published(offsets[0], pack, text, published_at, author, signer, signature, version)
 
 
 def decode_published(offset: int, raw: bytes | None) -> Published | None:
@@ -138,6 +163,7 @@ def decode_published(offset: int, raw: bytes | None) -> Published | None:
         signed = value.get("signature")
         if not isinstance(signed, dict):
             signed = {}
+        version = value.get("version")
         return Published(
             offset,
             str(value["pack"]),
@@ -146,6 +172,7 @@ def decode_published(offset: int, raw: bytes | None) -> Published | None:
             str(value["author"]),
             None if signed.get("key") is None else str(signed["key"]),
             None if signed.get("hmac") is None else str(signed["hmac"]),
+            version if isinstance(version, int) and not isinstance(version, bool) else None,
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -154,7 +181,9 @@ def decode_published(offset: int, raw: bytes | None) -> Published | None:
 def pack_history(
     settings: Settings, pack: str | None = None, timeout_s: float = 15.0
 ) -> list[Published]:
-    """Every publication still on the rules topic (of one pack if given), oldest first."""
+    """Every publication still on the rules topic (of one pack if given), oldest first,
+    each with its version (a record from before versions: one more than its pack's
+    version before it)."""
     topic = settings.topics.rules
     consumer = Consumer(
         settings.kafka_config(
@@ -198,4 +227,19 @@ def pack_history(
                 found.append(record)
     finally:
         consumer.close()
-    return found
+    return with_versions(found)
+
+
+def with_versions(records: Iterable[Published]) -> list[Published]:
+    """Records in topic order, each with its version: one written before versions gets one
+    more than the greatest version of its pack before it."""
+    last: dict[str, int] = {}
+    placed = []
+    for record in records:
+        version = record.version
+        if version is None:
+            version = last.get(record.pack, 0) + 1
+            record = replace(record, version=version)
+        last[record.pack] = max(last.get(record.pack, 0), version)
+        placed.append(record)
+    return placed

@@ -163,6 +163,13 @@ class EngineSettings(_Group):
         " `interactions.late`, not applied. At least the allowed lateness, at most the dedupe"
         " horizon (so every applied event is deduped exactly).",
     )
+    action_horizon: float = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        le=10 * _YEAR_S,
+        description="Seconds (or a duration such as 30d) an action stays open after its due_by"
+        " (after it fired, without one) before it lapses.",
+    )
     timezone: str = Field(
         default="UTC",
         description="The business's time zone (an IANA name such as Europe/Berlin): dates in"
@@ -212,7 +219,7 @@ class EngineSettings(_Group):
             raise ValueError("expected a percentage 0-100, e.g. 20 or 20%")
         return number
 
-    @field_validator("max_future_skew", "max_lateness", mode="before")
+    @field_validator("max_future_skew", "max_lateness", "action_horizon", mode="before")
     @classmethod
     def _seconds_or_duration(cls, value: Any) -> Any:
         """`3600`, `3600s`, `60m` or `1h` (seconds when no unit is given)."""
@@ -264,6 +271,11 @@ class EngineSettings(_Group):
     def max_lateness_ms(self) -> int:
         """`max_lateness` in milliseconds."""
         return round(self.max_lateness * 1000)
+
+    @property
+    def action_horizon_ms(self) -> int:
+        """`action_horizon` in milliseconds."""
+        return round(self.action_horizon * 1000)
 
 
 class WorkerSettings(_Group):

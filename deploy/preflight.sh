@@ -16,6 +16,7 @@ check POSTGRES_PASSWORD "${POSTGRES_PASSWORD:-}" "moments"
 check MOMENTS_WEBHOOK_SECRET "${MOMENTS_WEBHOOK_SECRET:-}" "dev-only-webhook-secret"
 check MOMENTS_API_KEYS "${MOMENTS_API_KEYS:-}" '["dev-key"]'
 check MOMENTS_READ_API_KEYS "${MOMENTS_READ_API_KEYS:-}" '["dev-read-key"]'
+check MOMENTS_DESK_KEYS "${MOMENTS_DESK_KEYS:-}" '["dev-agent=dev-desk-key"]'
 check MOMENTS_ID_HASH_KEY "${MOMENTS_ID_HASH_KEY:-}" "dev-only-id-hash-key"
 check GRAFANA_ADMIN_PASSWORD "${GRAFANA_ADMIN_PASSWORD:-}" "admin"
 check GRAFANA_DB_PASSWORD "${GRAFANA_DB_PASSWORD:-}" "dev-only-grafana-reader"

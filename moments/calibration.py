@@ -3,13 +3,18 @@
 Absolute figures swing with the machine's load (a shared or virtual machine
 whose hypervisor hands its CPUs to others: CPU "steal"). Every bench report
 carries a calibration: the time of a plain 10M-iteration Python loop and the
-share of CPU time stolen over the run (from /proc/stat), so a reader can tell
-a slow machine from a slow change. Knows nothing of Kafka or the engine.
+share of CPU time stolen over the run (from /proc/stat), the load average and
+the run's own share of the CPU time the machine spent, so a reader can tell a
+slow machine from a slow change; when the machine was too busy for a verdict
+(`too_busy`), a missed target is reported as such instead of "no". Knows
+nothing of Kafka or the engine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import resource
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -17,6 +22,13 @@ from typing import Any, Final
 LOOP_ITERATIONS: Final = 10_000_000
 #: Above this share of stolen CPU time the report warns that absolute figures are low.
 STEAL_WARNING_SHARE: Final = 0.10
+#: A 1-minute load average above this per CPU: other work competed with the run.
+BUSY_LOAD_PER_CPU: Final = 1.0
+#: The run had less than this share of the CPU time the machine spent: others had the rest.
+BUSY_RUN_SHARE: Final = 0.5
+#: The plain loop on an idle machine, and how many times slower means a busy one.
+IDLE_LOOP_S: Final = 0.6
+BUSY_LOOP_FACTOR: Final = 2.0
 PROC_STAT: Final = Path("/proc/stat")
 
 
@@ -84,18 +96,85 @@ def python_loop_seconds(iterations: int = LOOP_ITERATIONS) -> float:
     return time.perf_counter() - started
 
 
-def calibration(loop_s: float, before: CpuTimes | None, after: CpuTimes | None) -> dict[str, Any]:
-    """The report's `calibration` entry: loop time, steal share over the run, a warning."""
-    steal = steal_share(before, after) if before is not None and after is not None else None
-    warning = None
+def run_cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that have ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def run_share(before: CpuTimes, after: CpuTimes, run_cpu_s: float) -> float | None:
+    """The share of the machine's busy CPU time between two readings that the run itself
+    used (RUN_CPU_S seconds); the rest went to other work on the machine."""
+    busy_ticks = after.busy - before.busy
+    if busy_ticks <= 0:
+        return None
+    return min(1.0, run_cpu_s * os.sysconf("SC_CLK_TCK") / busy_ticks)
+
+
+def busy_reasons(
+    loop_s: float,
+    steal: float | None,
+    load: float | None,
+    cpus: int | None,
+    share: float | None,
+) -> list[str]:
+    """Why the machine was too busy for a verdict on absolute figures ([]: it was not)."""
+    reasons = []
     if steal is not None and steal >= STEAL_WARNING_SHARE:
+        reasons.append(f"CPU steal was {steal:.0%} of the run (the hypervisor gave the CPUs away)")
+    if load is not None and cpus and load / cpus > BUSY_LOAD_PER_CPU:
+        reasons.append(f"the load average was {load:.1f} on {cpus} CPUs")
+    if share is not None and share < BUSY_RUN_SHARE:
+        reasons.append(f"the run had only {share:.0%} of the CPU time the machine spent")
+    if loop_s > IDLE_LOOP_S * BUSY_LOOP_FACTOR:
+        reasons.append(
+            f"the plain loop took {loop_s:.2f} s, over {BUSY_LOOP_FACTOR:g}x an idle machine's"
+        )
+    return reasons
+
+
+def calibration(
+    loop_s: float,
+    before: CpuTimes | None,
+    after: CpuTimes | None,
+    *,
+    run_cpu_s: float | None = None,
+    load: float | None = None,
+    cpus: int | None = None,
+) -> dict[str, Any]:
+    """The report's `calibration` entry: loop time, steal share over the run, the load
+    average, the run's share of the machine's CPU time, whether the machine was too busy
+    for a verdict on absolute figures (`too_busy`, with the reasons) and a warning."""
+    steal = steal_share(before, after) if before is not None and after is not None else None
+    share = None
+    if before is not None and after is not None and run_cpu_s is not None:
+        share = run_share(before, after, run_cpu_s)
+    reasons = busy_reasons(loop_s, steal, load, cpus, share)
+    warning = None
+    if reasons:
         warning = (
-            f"CPU steal was {steal:.0%} of the run: the hypervisor gave this machine's CPUs "
-            "to others, so absolute figures are low; compare ratios, or run again when it is quiet"
+            "the machine was too busy for a verdict on absolute figures: "
+            + "; ".join(reasons)
+            + ". Targets missed are reported as such, not as no; compare ratios, or run"
+            " again when it is quiet"
         )
     return {
         "python_loop_10m_s": round(loop_s, 3),
         "cpu_steal_share": None if steal is None else round(steal, 4),
+        "load_average_1m": None if load is None else round(load, 2),
+        "cpus": cpus,
+        "run_cpu_share": None if share is None else round(share, 3),
+        "too_busy": bool(reasons),
+        "busy_reasons": reasons,
         "warning": warning,
     }
 
@@ -104,9 +183,15 @@ def calibration_line(entry: dict[str, Any]) -> str:
     """One sentence for the reports (markdown and terminal)."""
     loop = entry.get("python_loop_10m_s")
     steal = entry.get("cpu_steal_share")
+    load, cpus, share = entry.get("load_average_1m"), entry.get("cpus"), entry.get("run_cpu_share")
     stolen = "not measured (no /proc/stat)" if steal is None else f"{steal:.1%} of the run"
     looped = "not measured" if loop is None else f"{loop:.2f} s"
+    loaded = (
+        "not measured" if load is None else f"{load:.1f}" + (f" on {cpus} CPUs" if cpus else "")
+    )
+    used = "not measured" if share is None else f"{share:.0%} of the machine's busy CPU time"
+    verdict = " Too busy for a verdict." if entry.get("too_busy") else ""
     return (
         f"Calibration: a plain 10M-iteration Python loop took {looped}; "
-        f"CPU steal {stolen} (/proc/stat)."
+        f"CPU steal {stolen} (/proc/stat); load average {loaded}; the run used {used}.{verdict}"
     )

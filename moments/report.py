@@ -21,9 +21,22 @@ from common.settings import Settings
 from processors.engine.customer import made_by_person, person_made
 from processors.engine.ids import in_holdout
 from processors.engine.rules import Outcome, format_duration
-from processors.report.uplift import EventRow, RuleUplift, measure_uplift, wilson_interval
+from processors.report.uplift import (
+    ActionRow,
+    EventRow,
+    RuleUplift,
+    measure_uplift,
+    wilson_interval,
+)
 from producers.simulator import Effects, Rates
-from schemas.codec import SchemaValidationError, decision_from_json, read_events_jsonl
+from producers.simulator.teams import RaisedAction, Teams, Watch
+from schemas.codec import (
+    SchemaValidationError,
+    action_status_from_json,
+    decision_from_json,
+    read_events_jsonl,
+)
+from schemas.records import InteractionEvent
 
 
 class EffectsError(ValueError):
@@ -32,22 +45,61 @@ class EffectsError(ValueError):
 
 
 def uplift_from_files(
-    outcomes: Mapping[str, Outcome], decisions: Path, events: Path
+    outcomes: Mapping[str, Outcome], decisions: Path, events: Path, status: Path | None = None
 ) -> dict[str, RuleUplift]:
-    """The report from a decisions file and an events file (JSON lines)."""
-    return measure_uplift(outcomes, _decision_rows(decisions, set(outcomes)), _event_rows(events))
+    """The report from a decisions file and an events file (JSON lines) and, for the done
+    rates, the action status records (`replay --status-out`)."""
+    actions = None if status is None else action_rows_from_status(status, set(outcomes))
+    return measure_uplift(
+        outcomes, _decision_rows(decisions, set(outcomes)), _event_rows(events), actions
+    )
+
+
+def action_rows_from_status(path: Path, rules: set[str]) -> list[ActionRow]:
+    """(customer_id, rule, opened at, done at or None) per action of `rules` from a file of
+    status records; an action is done when a `done` record exists (the engine never
+    records one after the action lapsed). A bad line names itself."""
+    opened: dict[str, tuple[str, str, int]] = {}
+    done: dict[str, int] = {}
+    with path.open("rb") as lines:
+        for lineno, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise SchemaValidationError("<line>", f"not valid JSON: {exc}", where) from None
+            if isinstance(obj, dict) and (
+                obj.get("rule") not in rules or obj.get("status") not in ("open", "done")
+            ):
+                continue
+            record = action_status_from_json(obj, where=where)
+            if record.status == "open":
+                opened.setdefault(record.action_id, (record.customer_id, record.rule, record.at))
+            else:
+                done.setdefault(record.action_id, record.at)
+    return [
+        (customer_id, rule, at, done.get(action_id))
+        for action_id, (customer_id, rule, at) in opened.items()
+    ]
 
 
 def uplift_from_database(conninfo: str, outcomes: Mapping[str, Outcome]) -> dict[str, RuleUplift]:
     """The report from the PostgreSQL sink's tables."""
     import psycopg  # only a report from the database needs the driver
 
-    from sinks.outcomes import decision_rows, event_rows
+    from sinks.outcomes import action_rows, decision_rows, event_rows
 
     types = sorted(set().union(*(o.types for o in outcomes.values())))
     with psycopg.connect(conninfo) as conn:
+        # No action row at all: the sink holds no actions (decisions only), so no done rate.
+        actions = list(action_rows(conn, sorted(outcomes))) or None
         return measure_uplift(
-            outcomes, decision_rows(conn, sorted(outcomes)), _by_person(event_rows(conn, types))
+            outcomes,
+            decision_rows(conn, sorted(outcomes)),
+            _by_person(event_rows(conn, types)),
+            actions,
         )
 
 
@@ -101,6 +153,8 @@ def uplift_table(results: Mapping[str, RuleUplift]) -> Table:
         ("control rate", "right"),
         ("uplift [95% CI]", "right"),
         ("p", "right"),
+        ("done", "right"),
+        ("median h to done", "right"),
         ("verdict", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -126,11 +180,15 @@ def uplift_table(results: Mapping[str, RuleUplift]) -> Table:
             _pct(r.control_rate),
             uplift_text,
             "–" if r.p_value is None else f"{r.p_value:.3g}",
+            _pct(r.done_rate),
+            "–" if r.median_hours_to_done is None else f"{r.median_hours_to_done:.1f}",
             f"[{style}]{verdict}[/]" if style else verdict,
         )
     table.caption = (
         "rate = share of customers with at least one outcome event after the first decision; "
-        "uplift > 0 is good" + (f"; {both} customers in both groups left out" if both else "")
+        "uplift > 0 is good (intention to treat: every treated customer counts, done or not); "
+        "done = treated customers whose action was done before it lapsed"
+        + (f"; {both} customers in both groups left out" if both else "")
     )
     return table
 
@@ -196,7 +254,7 @@ def write_uplift_chart(results: Mapping[str, RuleUplift], path: Path) -> None:
     plt.close(fig)
 
 
-def simulation_rates(settings: Settings, overrides: list[str]) -> Rates:
+def simulation_rates(settings: Settings, overrides: list[str], *, teams: bool = True) -> Rates:
     """The simulator's rates with the effects of the settings and `--effect RULE=SIZE`.
 
     Who would receive an action is decided by the engine's own holdout membership
@@ -226,4 +284,25 @@ def simulation_rates(settings: Settings, overrides: list[str]) -> Rates:
         )
     except ValueError as exc:
         raise EffectsError(str(exc)) from None
-    return Rates(effects=effects)
+    if not teams:
+        return Rates(effects=effects)
+    return Rates(effects=effects, teams=Teams(watch=partial(_engine_watch, settings)))
+
+
+def _engine_watch(settings: Settings) -> Watch:
+    """The engine of `moments replay` (same pack, same settings, one partition) as the
+    simulated teams' watch: each event in, the actions it raised out."""
+    from processors.config import engine_config
+    from processors.engine import Engine, load_rule_pack
+    from processors.replay import Replayer
+
+    engine = Engine(load_rule_pack(settings.engine.rules_path), engine_config(settings))
+    feed = Replayer(engine).feeder()
+
+    def watch(event: InteractionEvent) -> list[RaisedAction]:
+        return [
+            (a.action_id, a.customer_id, a.rule, a.destination, a.triggered_at, a.evidence)
+            for a in feed(event).actions
+        ]
+
+    return watch

@@ -81,6 +81,23 @@ class Supervisor:
                 tail = self.log_path(name).read_text(errors="replace").strip().splitlines()[-15:]
                 raise ProcessDied(f"{name} exited with code {code}:\n" + "\n".join(tail))
 
+    def wait_until_serving(self, urls: list[str], timeout_s: float) -> None:
+        """Wait until every URL answers 200 (a child's /healthz); `ProcessDied` when a child
+        stops meanwhile, `ProcessDied` naming the URLs still silent after TIMEOUT_S."""
+        import httpx
+
+        waiting = list(urls)
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            self.check_alive()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(waiting[0], timeout=1.0).status_code == 200:
+                    waiting.pop(0)
+                    continue
+            if time.monotonic() > deadline:
+                raise ProcessDied(f"not answering after {timeout_s:g} s: {', '.join(waiting)}")
+            time.sleep(0.2)
+
     def stop_all(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every child, wait, then SIGKILL what is left."""
         for process in self.children.values():

@@ -9,9 +9,9 @@ base64 and why it did not. Control records (the worker's ticks, erasure records
 and markers) are shown as such, never decoded as data.
 
 A topic gets a reader by being listed in `RECORD_TOPICS` (the `Topics` attribute
-naming it and the record type in `schemas.records`): the `action-status` topic
-is listed already and is read as soon as `Topics` names it and its record type
-exists.
+naming it and the record type in `schemas.records`), as `action-status` is; a
+listed topic that `Topics` or `schemas.records` does not know (an older checkout)
+is left out rather than an error.
 
 This module reads; it never commits offsets (a group of its own, no commit).
 """

@@ -77,7 +77,7 @@ from processors.engine.rules import RulePack
 from processors.record_path import Applied, DeadLetter, RecordPath
 from processors.replay import OutputWriter
 from schemas.codec import codec_for, to_json_line
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 from schemas.wire import Topics, control_value
 
 __all__ = ["BackfillError", "BackfillSummary", "backfill_topic"]
@@ -157,6 +157,7 @@ def backfill_topic(
     actions_out: Path | str | None = None,
     decisions_out: Path | str | None = None,
     late_out: Path | str | None = None,
+    status_out: Path | str | None = None,
     to_topics: bool = False,
     output_prefix: str | None = None,
     rules_path: Path | str | None = None,
@@ -171,10 +172,13 @@ def backfill_topic(
 
     - `actions_out` / `decisions_out`: JSON-lines files (written beside the target and
       renamed into place at the end, like `replay_file`); `late_out`: the too-late events
-      (not applied; the worker keeps them on `interactions.late`), as JSON lines.
-    - `to_topics`: also produce actions to `<prefix>actions.<destination>` and decisions
-      to `<prefix>decisions`, where the prefix is `output_prefix` (default: the settings'
-      topic prefix). A shadow run uses another prefix, or files only.
+      (not applied; the worker keeps them on `interactions.late`), as JSON lines;
+      `status_out`: the changes of the actions' statuses (docs/design.md 12.3), as
+      `replay --status-out` writes them.
+    - `to_topics`: also produce actions to `<prefix>actions.<destination>`, decisions
+      to `<prefix>decisions` and statuses to `<prefix>action-status`, where the prefix is
+      `output_prefix` (default: the settings' topic prefix). A shadow run uses another
+      prefix, or files only.
     - `until_ms`: at the end, advance every partition's watermark to it (fires timers).
     - `group`: the consumer group progress is committed under (default: a one-off id).
     - `max_events`: stop after this many records; `stop_at_end=False` keeps reading new
@@ -198,7 +202,7 @@ def backfill_topic(
             }
         )
     )
-    targets = [Path(p) for p in (actions_out, decisions_out, late_out) if p is not None]
+    targets = [Path(p) for p in (actions_out, decisions_out, status_out, late_out) if p is not None]
     temps = [t.with_name(f".{t.name}.partial") for t in targets]
     handles: list[IO[bytes]] = []
     producer: _TopicOutput | None = None
@@ -210,7 +214,12 @@ def backfill_topic(
         for temp in temps:
             handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
         late_file = handles.pop() if late_out is not None else None
+        status_file = handles.pop() if status_out is not None else None
         files = _file_output(handles, actions_out is not None, decisions_out is not None)
+        if status_file is not None:
+            files = files or OutputWriter(None)
+            files.statuses_file = status_file
+            handles.append(status_file)  # closed with the others
         if late_file is not None:
             handles.append(late_file)  # closed with the others
         if to_topics:
@@ -292,6 +301,7 @@ class _TopicOutput:
         self._send = self.producer.produce
         self.action_codec = codec_for(ActionEvent, settings.kafka.schema_registry_url)
         self.decision_codec = codec_for(Decision, settings.kafka.schema_registry_url)
+        self.status_codec = codec_for(ActionStatus, settings.kafka.schema_registry_url)
         self.action_topics = {d: topics.action(d) for d in topics.actions}
         self.failures: list[str] = []
         self.failed = 0
@@ -310,7 +320,12 @@ class _TopicOutput:
             except BufferError:
                 self.producer.poll(0.1)  # back-pressure: the local queue is full
 
-    def write(self, actions: list[ActionEvent], decisions: list[Decision]) -> None:
+    def write(
+        self,
+        actions: list[ActionEvent],
+        decisions: list[Decision],
+        statuses: list[ActionStatus] | None = None,
+    ) -> None:
         produce, encode_action = self._produce, self.action_codec.encode
         for action in actions:
             topic = self.action_topics.get(action.destination) or self.topics.action(
@@ -322,6 +337,10 @@ class _TopicOutput:
             produce(
                 decisions_topic, decision.customer_id, encode_decision(decision, validate=False)
             )
+        if statuses:
+            encode_status, status_topic = self.status_codec.encode, self.topics.action_status
+            for status in statuses:
+                produce(status_topic, status.customer_id, encode_status(status, validate=False))
         self.producer.poll(0)
 
     def close(self, timeout_s: float = 60.0) -> None:
@@ -383,12 +402,17 @@ class _Run:
         """Partition -> the offset after the last record read from it."""
         return {p: cast(int, m.offset()) + 1 for p, m in self.last.items()}
 
-    def emit(self, actions: list[ActionEvent], decisions: list[Decision]) -> None:
+    def emit(
+        self,
+        actions: list[ActionEvent],
+        decisions: list[Decision],
+        statuses: list[ActionStatus] | None = None,
+    ) -> None:
         self.actions += len(actions)
         if self.files is not None:
-            self.files.write_records(actions, decisions)
+            self.files.write_records(actions, decisions, statuses)
         if self.topics is not None:
-            self.topics.write(actions, decisions)
+            self.topics.write(actions, decisions, statuses)
 
     def garbage(self, message: Message, dead: DeadLetter) -> None:
         summary = self.summary
@@ -411,6 +435,7 @@ class _Run:
                 registry = None
         actions: list[ActionEvent] = []
         decisions: list[Decision] = []
+        statuses: list[ActionStatus] = []
         records = events = 0
         for message in batch:
             if message.error() is not None:
@@ -450,12 +475,14 @@ class _Run:
                     actions += out.actions
                 if out.decisions:
                     decisions += out.decisions
+                if out.statuses:
+                    statuses += out.statuses
             elif type(result) is DeadLetter:
                 self.garbage(message, result)
         self.summary.events += events
         self.summary.future_dated = self.path.future_dated
-        if actions or decisions:
-            self.emit(actions, decisions)
+        if actions or decisions or statuses:
+            self.emit(actions, decisions, statuses)
         return records
 
     def end_of_partition(self, message: Message, ends: dict[int, int], pending: set[int]) -> None:
@@ -512,8 +539,8 @@ class _Run:
             return
         for partition in sorted(self.stores):
             out = self.engine.advance_watermark(self.stores[partition], until_ms)
-            if out.actions or out.decisions:
-                self.emit(out.actions, out.decisions)
+            if out.actions or out.decisions or out.statuses:
+                self.emit(out.actions, out.decisions, out.statuses)
 
 
 def _commit(consumer: Consumer, positions: dict[int, int], topic: str) -> None:

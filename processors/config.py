@@ -18,6 +18,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         holdout_percent=settings.engine.holdout_percent,
         dedupe_horizon_ms=round(settings.engine.dedupe_horizon_s * 1000),
         max_lateness_ms=settings.engine.max_lateness_ms,
+        action_horizon_ms=settings.engine.action_horizon_ms,
         timezone=settings.engine.timezone,
         emit_from_ms=(
             None

@@ -3,7 +3,8 @@
 `replay_file` reads InteractionEvent JSON lines, runs the engine with one
 state store (and so one watermark) per partition, exactly as the worker
 does, and writes the actions and decisions as JSON lines (and, with `late_out`, the
-events the engine found too late to apply, in their JSON form). Events go to
+events the engine found too late to apply, in their JSON form; with `status_out`, the
+changes of the actions' statuses, the records the worker sends to `action-status`). Events go to
 partitions like a Kafka producer keyed by customer_id would send them
 (`processors.offline.partition_for`). `Replayer` is the same loop for any
 iterable of events (topic backfills, shadow runs of a new pack).
@@ -33,7 +34,7 @@ from processors.engine.rules import RulePack
 from processors.offline import partition_for
 from processors.replay_shards import ShardedReplayFailed, ShardJob, replay_sharded, shard_count
 from schemas.codec import read_events_jsonl, to_json_line, to_json_lines
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 
 #: Events between two writes of the outputs of a replay.
 WRITE_EVERY: Final = 4096
@@ -147,14 +148,17 @@ def replay_file(
     changes: Iterable[tuple[int, RulePack]] = (),
     workers: int | None = None,
     late_out: Path | str | None = None,
+    status_out: Path | str | None = None,
 ) -> ReplaySummary:
     """Replay a JSONL file of events through the engine and write actions (and decisions).
 
     `workers` processes share the work (`processors.replay_shards`; the same bytes as one
     process): None or 0 for one per usable CPU on a file of a few MB or more, 1 for this
-    process alone. A replay with `changes` or `late_out` runs in one process. `late_out`
-    receives, in file order, the JSON line of every event the engine found too late to
-    apply (older than its partition's watermark minus the max lateness).
+    process alone. A replay with `changes`, `late_out` or `status_out` runs in one process.
+    `late_out` receives, in file order, the JSON line of every event the engine found too
+    late to apply (older than its partition's watermark minus the max lateness);
+    `status_out` every change of an action's status (docs/design.md 12), in the order the
+    engine made them, as the worker sends them to `action-status`.
     Raises `schemas.codec.SchemaValidationError` naming file:line for a bad line and
     `RulePackError` for a bad rule pack; in both cases no output file is created.
     """
@@ -166,13 +170,15 @@ def replay_file(
     )
     changes = list(changes)
     # too-late events are found (and written in file order) by the one-process loop
-    one_process = bool(changes) or late_out is not None
+    one_process = bool(changes) or late_out is not None or status_out is not None
     shards = 1 if one_process else shard_count(workers, Path(events_path))
     replayer = Replayer(engine, partitions, changes)
     targets = [Path(actions_out)] + ([Path(decisions_out)] if decisions_out is not None else [])
     outputs = len(targets)  # the actions' and decisions' files, then the late events'
     if late_out is not None:
         targets.append(Path(late_out))
+    if status_out is not None:
+        targets.append(Path(status_out))
     temps = [t.with_name(f".{t.name}.partial") for t in targets]
     handles: list[IO[bytes]] = []
     events = actions = too_late = 0
@@ -180,6 +186,7 @@ def replay_file(
         for temp in temps:
             handles.append(open(temp, "wb", buffering=1 << 20))  # noqa: SIM115
         late_file = handles[outputs] if late_out is not None else None
+        status_file = handles[-1] if status_out is not None else None
         sharded = None
         if shards > 1:
             sharded = _replay_sharded(
@@ -189,12 +196,13 @@ def replay_file(
             events, actions, decided = sharded
         else:  # one process: this loop
             shards = 1
-            sink = OutputWriter(handles[0], handles[1] if outputs > 1 else None)
+            sink = OutputWriter(handles[0], handles[1] if outputs > 1 else None, status_file)
             with no_cyclic_gc():
                 feed = replayer.feeder()
                 # outputs are encoded and written once per WRITE_EVERY events
                 pending_actions: list[ActionEvent] = []
                 pending_decisions: list[Decision] = []
+                pending_statuses: list[ActionStatus] = []
                 for event in read_events_jsonl(events_path):
                     events += 1
                     out = feed(event)
@@ -206,10 +214,12 @@ def replay_file(
                         pending_actions += out.actions
                     if out.decisions:
                         pending_decisions += out.decisions
+                    if out.statuses:
+                        pending_statuses += out.statuses
                     if not events % WRITE_EVERY:
-                        sink.write_records(pending_actions, pending_decisions)
-                        pending_actions, pending_decisions = [], []
-                sink.write_records(pending_actions, pending_decisions)
+                        sink.write_records(pending_actions, pending_decisions, pending_statuses)
+                        pending_actions, pending_decisions, pending_statuses = [], [], []
+                sink.write_records(pending_actions, pending_decisions, pending_statuses)
                 sink.write(replayer.finish(until_ms))
             actions, decided = sink.actions, replayer.engine.decided
         for handle in handles:
@@ -258,18 +268,32 @@ class OutputWriter:
     """Writes engine output as JSON lines (`to_json_line` bytes + newline) to binary files."""
 
     def __init__(
-        self, actions_file: IO[bytes] | None, decisions_file: IO[bytes] | None = None
+        self,
+        actions_file: IO[bytes] | None,
+        decisions_file: IO[bytes] | None = None,
+        statuses_file: IO[bytes] | None = None,
     ) -> None:
         self.actions_file = actions_file
         self.decisions_file = decisions_file
+        self.statuses_file = statuses_file
         self.actions = 0
         self.decisions = 0
+        self.statuses = 0
 
     def write(self, out: EngineOutput) -> None:
-        self.write_records(out.actions, out.decisions)
+        self.write_records(out.actions, out.decisions, out.statuses)
 
-    def write_records(self, actions: list[ActionEvent], decisions: list[Decision]) -> None:
+    def write_records(
+        self,
+        actions: list[ActionEvent],
+        decisions: list[Decision],
+        statuses: list[ActionStatus] | None = None,
+    ) -> None:
         """Many outputs at once (a backfill batch): one file write per kind."""
+        if statuses:
+            self.statuses += len(statuses)
+            if self.statuses_file is not None:
+                self.statuses_file.write(to_json_lines(statuses))
         if actions:
             self.actions += len(actions)
             if self.actions_file is not None:

@@ -14,7 +14,9 @@ topic once before the worker starts; `start` follows it in a thread with its
 own consumer (no group: every worker reads every record). The worker reads
 `current` between batches and switches its partitions to it
 (`processors.engine.switching`). The gauges `moments_rules_active` and
-`moments_rules_pack_info` show the accepted pack.
+`moments_rules_pack_info` show the accepted pack (its id is the hash `moments rules
+history` shows). Records are told apart by their value, never their key, so a topic
+keyed by pack name alone (before versions) is followed the same way.
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ class RulesFollower:
         self.known.add(pid)
         _show(self.current)
         log.info(
-            "rule pack %s accepted from %s (published %s by %s): %s",
+            "rule pack %s accepted from %s (version %s, published %s by %s): %s",
             pid,
             source,
+            record.version if record.version is not None else "from before versions",
             record.published_at,
             author if keys else f"{author!r} (unsigned)",
             ", ".join(f"{r.id} v{r.version}" for r in pack.rules),

@@ -131,6 +131,7 @@ from faust.types import TP, EventT, StreamT
 
 from common.logs import iso_ms, logging_config
 from common.metrics import (
+    ACTION_STATUS_IGNORED,
     ACTIONS_EMITTED,
     CONSUMER_LAG,
     DECISIONS,
@@ -179,7 +180,7 @@ from processors.faust_host.changelog import BatchSpoiled, BatchState
 from processors.record_path import Applied, DeadLetter, RecordPath, Stage
 from processors.rules_follower import AcceptedPack, RulesFollower, startup_pack
 from schemas.codec import codec_for
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 from schemas.wire import (
     CONTROL_HEADER,
     TICK,
@@ -275,6 +276,7 @@ class TriggerWorker:
         self.event_codec = codec_for(InteractionEvent, registry)
         self.action_codec = codec_for(ActionEvent, registry)
         self.decision_codec = codec_for(Decision, registry)
+        self.status_codec = codec_for(ActionStatus, registry)
         topics = settings.topics
         datadir = settings.stack.data_dir / "worker"
         datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -350,6 +352,7 @@ class TriggerWorker:
         self._tally_consumed: dict[tuple[str, str], int] = {}
         self._tally_emitted: dict[tuple[str, str], int] = {}
         self._tally_decided: dict[tuple[str, str, str], int] = {}
+        self._tally_ignored: dict[str, int] = {}
         self._watermarks: dict[int, int] = {}
         self._last_seen: dict[int, float] = {}
         #: Triage, decode and the engine per record: the backfill's own (`processors.record_path`).
@@ -641,7 +644,7 @@ class TriggerWorker:
         """An event the engine took: its output, the idle clock's basis, metrics."""
         interaction, output = applied.event, applied.output
         engine_clock = store.get(CLOCK_KEY) or {"max": interaction.occurred_at}
-        if output.actions or output.decisions:
+        if output.actions or output.decisions or output.statuses or output.ignored:
             self._emit(output, interaction.occurred_at)
         self._idle_clock[partition] = (int(engine_clock["max"]), record_ms)
         consumed = self._tally_consumed
@@ -699,8 +702,9 @@ class TriggerWorker:
     # -- output -----------------------------------------------------------------------------
 
     def _emit(self, output: EngineOutput, event_ms: int | None) -> None:
-        """Hand actions and decisions to the producer (acknowledged before the next commit),
-        or, in a kept batch, to its outbox (handed over when the batch is done).
+        """Hand actions, decisions and action statuses to the producer (acknowledged before
+        the next commit), or, in a kept batch, to its outbox (handed over when the batch is
+        done).
 
         `event_ms` is the occurred_at of the event being handled (None for a tick). An
         action at that time answers the event (latency `trigger="event"`: the pipeline's
@@ -763,6 +767,20 @@ class TriggerWorker:
                 )
                 outcome = (decision.rule, decision.outcome, decision.reason)
                 decided[outcome] = decided.get(outcome, 0) + 1
+        if output.statuses:
+            # changes of the followed actions (docs/design.md 12), like the decisions
+            encode_status = self.status_codec.encode
+            status_topic = self.settings.topics.action_status
+            for status in output.statuses:
+                send(
+                    status_topic,
+                    status.customer_id.encode(),
+                    encode_status(status, validate=False),
+                )
+        if output.ignored:
+            ignored = self._tally_ignored
+            for reason, count in output.ignored.items():
+                ignored[reason] = ignored.get(reason, 0) + count
 
     def _flush_metrics(self) -> None:
         """Add the tallied counters to their metrics; set the watermark lag gauges."""
@@ -778,6 +796,10 @@ class TriggerWorker:
             for (rule, outcome, reason), count in self._tally_decided.items():
                 self._decided(rule, outcome, reason).inc(count)
             self._tally_decided.clear()
+        if self._tally_ignored:
+            for reason, count in self._tally_ignored.items():
+                ACTION_STATUS_IGNORED.labels(reason).inc(count)
+            self._tally_ignored.clear()
         if self._tally_skipped:
             REDELIVERIES_SKIPPED.inc(self._tally_skipped)
             self._tally_skipped = 0
@@ -798,6 +820,7 @@ class TriggerWorker:
         self._tally_consumed.clear()
         self._tally_emitted.clear()
         self._tally_decided.clear()
+        self._tally_ignored.clear()
         self._tally_skipped = self._tally_future_dated = self._tally_too_late = 0
         self._watermarks.clear()
 

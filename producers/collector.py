@@ -17,6 +17,15 @@ docs/design.md 3.2), so a retry, with the returned ids or without any, is a
 duplicate downstream. Nothing here blocks the event loop, so `/healthz` keeps
 answering while the broker is away.
 
+`POST /v1/actions/{action_id}/status` takes `{customer_id, status, owner?,
+resolution?, note?, occurred_at?}` (status `acknowledged`, `reassigned` or
+`done`; docs/design.md 12) and sends the status event it stands for
+(`action_acknowledged`, `action_reassigned`, `action_done`, channel `other`,
+`reference` = the action id, owner and resolution as attributes, the note as
+text, `occurred_at` now unless given) exactly as `/v1/events` sends one event:
+same key and scope, limits and answers; a field it cannot take is a 422 naming
+it. A webhook receiver can answer an action without knowing the event format.
+
 Events dated more than `MOMENTS_MAX_FUTURE_SKEW` ahead of now are rejected
 (field `occurred_at`). Optional per-key policy: `MOMENTS_COLLECTOR_RATE_LIMIT`
 events per second per key (429 with `Retry-After` beyond it) and
@@ -72,10 +81,16 @@ from common.http_limits import limited_protocol
 from common.metrics import COLLECTOR_REQUESTS, EVENTS_REJECTED, serve_metrics
 from common.privacy import KeyRing, RateLimiter, key_name, presented_key, printable
 from common.settings import Settings
-from producers.publisher import Publisher, PublisherBusy, PublishError, RecordRefused
+from producers.publisher import (
+    Publisher,
+    PublisherBusy,
+    PublishError,
+    RecordRefused,
+    action_status_json,
+)
 from schemas.codec import SchemaValidationError, event_from_json, to_json_line
 from schemas.openapi import collector_openapi
-from schemas.records import EVENT_TYPES, InteractionEvent
+from schemas.records import EVENT_TYPES, STATUS_EVENT_TYPES, InteractionEvent
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +476,11 @@ def create_app(
                 return results, sent, str(exc)
             sent.append(index)
             result = {"index": index, "status": "accepted", "event_id": event.event_id}
-            if named_types is not None and event.type not in named_types:
+            if (
+                named_types is not None
+                and event.type not in named_types
+                and event.type not in STATUS_EVENT_TYPES  # the engine's own, no rule's
+            ):
                 result["warning"] = unnamed_type_warning(event.type)
             results.append(result)
         return results, sent, None
@@ -487,32 +506,47 @@ def create_app(
                 errors.append(failure.error)
         return errors
 
+    def take_rate(key: str, events: int) -> None:
+        """Spend `events` of the key's rate; `_Refused` (429, Retry-After) when it is spent."""
+        wait_s = limiter.take(key, events)
+        if wait_s > 0:
+            raise _Refused(
+                429,
+                f"rate limit of {limiter.rate:g} events per second for this key exceeded",
+                {"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
+
+    def refusal(refused: _Refused | TimeoutError) -> Response:
+        """The answer to a request refused before its events were looked at."""
+        if isinstance(refused, TimeoutError):
+            return _answer(
+                408,
+                {"error": f"request body not received within {body_timeout_s:g} s"},
+                {"Connection": "close"},
+            )
+        return _answer(refused.status, {"error": refused.message}, refused.headers)
+
     async def post_events(request: Request) -> Response:
         try:
             key = authenticate(request)
             body = await asyncio.wait_for(read_body(request), body_timeout_s)
             items, batch = parse_events(body)
             check_scope(items, batch, scopes.get(key))
-            wait_s = limiter.take(key, len(items))
-            if wait_s > 0:
-                raise _Refused(
-                    429,
-                    f"rate limit of {limiter.rate:g} events per second for this key exceeded",
-                    {"Retry-After": str(max(1, math.ceil(wait_s)))},
-                )
-        except _Refused as refused:
-            return _answer(refused.status, {"error": refused.message}, refused.headers)
-        except TimeoutError:
-            return _answer(
-                408,
-                {"error": f"request body not received within {body_timeout_s:g} s"},
-                {"Connection": "close"},
-            )
+            take_rate(key, len(items))
+        except (_Refused, TimeoutError) as refused:
+            return refusal(refused)
         except ClientDisconnect:  # gone before its body arrived: nothing to answer, nothing taken
             COLLECTOR_REQUESTS.labels(code=str(CLIENT_CLOSED)).inc()
             return Response(status_code=CLIENT_CLOSED)
+        return await publish_items(items, batch, len(body))
+
+    async def publish_items(
+        items: list[Any], batch: bool, body_size: int, *, name_field: bool = False
+    ) -> Response:
+        """Send the events of an admitted request; 202, 422 or 503 with a result per event.
+        NAME_FIELD: a 422's error names the first field at fault."""
         reports = _Reports(asyncio.get_running_loop())
-        results, sent, busy = submit_all(items, batch, len(body), reports)
+        results, sent, busy = submit_all(items, batch, body_size, reports)
         errors = await settle(results, sent, reports)
         if busy is not None:
             errors.insert(0, busy)
@@ -534,9 +568,38 @@ def create_app(
         accepted = len(results) - rejected
         answer: dict[str, Any] = {"accepted": accepted, "rejected": rejected, "results": results}
         if results and accepted == 0:  # nothing taken is a client error; partial success: 202
-            answer = {"error": "every event was rejected (see results)", **answer}
+            error = "every event was rejected (see results)"
+            if name_field:
+                error = f"{results[0]['field']}: {results[0]['error']}"
+            answer = {"error": error, **answer}
             return _answer(422, answer)
         return _answer(202, answer)
+
+    async def post_action_status(request: Request) -> Response:
+        """`POST /v1/actions/{action_id}/status`: the status event it stands for, sent as
+        `/v1/events` sends one (same key, scope, limits and answers)."""
+        try:
+            key = authenticate(request)
+            body = await asyncio.wait_for(read_body(request), body_timeout_s)
+            try:
+                item = status_event_json(str(request.path_params["action_id"]), body)
+            except SchemaValidationError as exc:
+                answer = {
+                    "error": f"{exc.field}: {exc.message}",
+                    "accepted": 0,
+                    "rejected": 1,
+                    "results": [_rejected(0, exc.field, exc.message)],
+                }
+                EVENTS_REJECTED.labels(stage="collector").inc()
+                return _answer(422, answer)
+            check_scope([item], False, scopes.get(key))
+            take_rate(key, 1)
+        except (_Refused, TimeoutError) as refused:
+            return refusal(refused)
+        except ClientDisconnect:
+            COLLECTOR_REQUESTS.labels(code=str(CLIENT_CLOSED)).inc()
+            return Response(status_code=CLIENT_CLOSED)
+        return await publish_items([item], False, len(body), name_field=True)
 
     async def healthz(request: Request) -> Response:
         return _answer(200, {"status": "ok"})
@@ -558,6 +621,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/events", post_events, methods=["POST"]),
+            Route("/v1/actions/{action_id}/status", post_action_status, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -566,6 +630,41 @@ def create_app(
     )
     app.state.settings = settings
     return app
+
+
+#: The fields of a status request (docs/design.md 12); `occurred_at` defaults to now.
+STATUS_FIELDS: Final = ("customer_id", "status", "owner", "resolution", "note", "occurred_at")
+
+
+def status_event_json(action_id: str, body: bytes) -> dict[str, Any]:
+    """The JSON form of the status event a status request stands for
+    (`producers.publisher.action_status_json`). `SchemaValidationError` names the field at
+    fault (never its value)."""
+    try:
+        document = json.loads(body.decode("utf-8-sig")) if body.strip() else None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise SchemaValidationError("<body>", "is not a JSON object") from None
+    if not isinstance(document, dict):
+        raise SchemaValidationError("<body>", "must be a JSON object {customer_id, status, ...}")
+    unknown = sorted(set(document) - set(STATUS_FIELDS))
+    if unknown:
+        raise SchemaValidationError(
+            printable(unknown[0])[:64], f"is not a field here (known: {', '.join(STATUS_FIELDS)})"
+        )
+    for name in ("customer_id", "status"):
+        if document.get(name) in (None, ""):
+            raise SchemaValidationError(name, "is required")
+        if not isinstance(document[name], str):
+            raise SchemaValidationError(name, "must be a string")
+    return action_status_json(
+        action_id,
+        document["customer_id"],
+        document["status"],
+        owner=document.get("owner"),
+        resolution=document.get("resolution"),
+        note=document.get("note"),
+        occurred_at=document.get("occurred_at"),
+    )
 
 
 def unnamed_type_warning(event_type: str) -> str:

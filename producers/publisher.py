@@ -14,6 +14,11 @@ event size (`MOMENTS_MAX_EVENT_BYTES`, what the worker accepts) is refused with
 event_id gets the id derived from its content, as file replay gives it
 (docs/design.md 3.2): a retry of the same event is a duplicate downstream.
 
+Status events of actions (docs/design.md 12): `Publisher.acknowledge`,
+`reassign` and `complete` send `action_acknowledged`, `action_reassigned` and
+`action_done` (`action_status_json` builds them; the collector's
+`POST /v1/actions/{action_id}/status` too).
+
 A publisher made with ``confirm=True`` (the HTTP collector's) also gives each
 event its own delivery report: `Publisher.submit` calls back with that event's
 report alone (a background thread serves the reports), and never blocks: a
@@ -31,6 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
 
@@ -40,7 +46,16 @@ from common.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, event_type_label
 from common.privacy import keyed_customer_hash
 from common.settings import Settings
 from schemas.codec import AvroCodec, SchemaValidationError, event_from_json
-from schemas.records import InteractionEvent
+from schemas.records import (
+    ACTION_ACKNOWLEDGED,
+    ACTION_DONE,
+    ACTION_REASSIGNED,
+    RESOLUTIONS,
+    STATUS_ACKNOWLEDGED,
+    STATUS_DONE,
+    STATUS_REASSIGNED,
+    InteractionEvent,
+)
 from schemas.wire import CONTROL_HEADER, FORGET, erasure_headers
 
 __all__ = [
@@ -49,6 +64,7 @@ __all__ = [
     "Publisher",
     "PublisherBusy",
     "RecordRefused",
+    "action_status_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -360,6 +376,72 @@ class Publisher:
         self.publish(event)
         return event
 
+    def acknowledge(
+        self,
+        action_id: str,
+        customer_id: str,
+        owner: str | None = None,
+        *,
+        note: str | None = None,
+        occurred_at: str | None = None,
+    ) -> InteractionEvent:
+        """Say a person took the action on (`action_acknowledged`, docs/design.md 12)."""
+        return self.publish_json(
+            action_status_json(
+                action_id,
+                customer_id,
+                STATUS_ACKNOWLEDGED,
+                owner=owner,
+                note=note,
+                occurred_at=occurred_at,
+            )
+        )
+
+    def reassign(
+        self,
+        action_id: str,
+        customer_id: str,
+        owner: str,
+        *,
+        note: str | None = None,
+        occurred_at: str | None = None,
+    ) -> InteractionEvent:
+        """Say the action has a new owner (`action_reassigned`)."""
+        return self.publish_json(
+            action_status_json(
+                action_id,
+                customer_id,
+                STATUS_REASSIGNED,
+                owner=owner,
+                note=note,
+                occurred_at=occurred_at,
+            )
+        )
+
+    def complete(
+        self,
+        action_id: str,
+        customer_id: str,
+        resolution: str = "completed",
+        *,
+        owner: str | None = None,
+        note: str | None = None,
+        occurred_at: str | None = None,
+    ) -> InteractionEvent:
+        """Say the action was done (`action_done`) and how: `completed`,
+        `customer_declined`, `unreachable` or `not_appropriate`."""
+        return self.publish_json(
+            action_status_json(
+                action_id,
+                customer_id,
+                STATUS_DONE,
+                owner=owner,
+                resolution=resolution,
+                note=note,
+                occurred_at=occurred_at,
+            )
+        )
+
     def publish_erasure(self, customer_id: str, erased_at_ms: int | None = None) -> None:
         """Send the erasure record of a customer (`moments forget`): a tombstone keyed by the
         customer id with header `moments.control: forget` (and `moments.erased_at`, the time
@@ -482,6 +564,74 @@ class Publisher:
             with self._lock:
                 self._failures.append(PublishError(self.topic, None, _describe(err)))
         log.warning("kafka producer: %s", _describe(err))
+
+
+#: The statuses a person reports, and the status event each stands for (docs/design.md 12).
+STATUS_EVENTS: Final = {
+    STATUS_ACKNOWLEDGED: ACTION_ACKNOWLEDGED,
+    STATUS_REASSIGNED: ACTION_REASSIGNED,
+    STATUS_DONE: ACTION_DONE,
+}
+MAX_OWNER_CHARS: Final = 256
+MAX_ACTION_ID_CHARS: Final = 256
+MAX_NOTE_CHARS: Final = 2000
+
+
+def action_status_json(
+    action_id: str,
+    customer_id: str,
+    status: str,
+    *,
+    owner: str | None = None,
+    resolution: str | None = None,
+    note: str | None = None,
+    occurred_at: str | None = None,
+) -> dict[str, Any]:
+    """The JSON form of the status event that says an action was `acknowledged`,
+    `reassigned` (to `owner`) or `done` (with `resolution`): channel `other`, `reference` =
+    the action id, owner and resolution as attributes, the note as its text, `occurred_at`
+    now unless given (ISO-8601). Without an event_id: sending it gets the id derived from
+    its content. `SchemaValidationError` names the field at fault (never its value)."""
+    for name, value in (("action_id", action_id), ("customer_id", customer_id)):
+        if not isinstance(value, str) or not value.strip():
+            raise SchemaValidationError(name, "is required (a non-blank string)")
+    if len(action_id) > MAX_ACTION_ID_CHARS:
+        raise SchemaValidationError(
+            "action_id", f"must be at most {MAX_ACTION_ID_CHARS} characters"
+        )
+    if status not in STATUS_EVENTS:
+        raise SchemaValidationError("status", f"must be one of {', '.join(STATUS_EVENTS)}")
+    for name, given in (("owner", owner), ("resolution", resolution), ("note", note)):
+        if given is not None and not isinstance(given, str):
+            raise SchemaValidationError(name, "must be a string")
+    if owner is not None and not 1 <= len(owner) <= MAX_OWNER_CHARS:
+        raise SchemaValidationError("owner", f"must be 1 to {MAX_OWNER_CHARS} characters")
+    if status == STATUS_REASSIGNED and owner is None:
+        raise SchemaValidationError("owner", "is required to reassign (the new owner)")
+    if status == STATUS_DONE and resolution not in RESOLUTIONS:
+        raise SchemaValidationError(
+            "resolution",
+            ("is required" if resolution is None else "is unknown")
+            + f" to say done: one of {', '.join(RESOLUTIONS)}",
+        )
+    if status != STATUS_DONE and resolution is not None:
+        raise SchemaValidationError("resolution", "only goes with status done")
+    if note is not None and len(note) > MAX_NOTE_CHARS:
+        raise SchemaValidationError("note", f"must be at most {MAX_NOTE_CHARS} characters")
+    attributes = {"owner": owner} if owner is not None else {}
+    if resolution is not None:
+        attributes["resolution"] = resolution
+    return {
+        "customer_id": customer_id,
+        "channel": "other",
+        "type": STATUS_EVENTS[status],
+        "occurred_at": occurred_at
+        if occurred_at is not None
+        else datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "reference": action_id,
+        "text": note,
+        "attributes": attributes,
+    }
 
 
 def _describe(err: Any) -> str:

@@ -20,6 +20,7 @@ from schemas.records import (  # noqa: E402
     EVENT_TYPES,
     OUTCOMES,
     ActionEvent,
+    ActionStatus,
     Decision,
     InteractionEvent,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "JSON_FORM_COMPILED",
     "OUTCOMES",
     "ActionEvent",
+    "ActionStatus",
     "Decision",
     "InteractionEvent",
 ]

@@ -1,4 +1,4 @@
-"""The codec of moments: Avro bytes, JSON form and validation for the three records.
+"""The codec of moments: Avro bytes, JSON form and validation for the four records.
 
 Wire formats (docs/design.md, section 3.5):
 
@@ -52,6 +52,7 @@ from schemas.codegen import (
 from schemas.errors import DecodeError, InvalidRecordError, SchemaValidationError
 from schemas.json_form import (
     action_from_json,
+    action_status_from_json,
     append_json_lines,
     decision_from_json,
     event_content_id,
@@ -65,7 +66,7 @@ from schemas.json_form import (
     to_json_line,
     to_json_lines,
 )
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 from schemas.validation import (
     CHECKS,
     DECODED_CHECKS,
@@ -91,6 +92,7 @@ __all__ = [
     "Record",
     "SchemaValidationError",
     "action_from_json",
+    "action_status_from_json",
     "append_json_lines",
     "codec_for",
     "decision_from_json",
@@ -125,6 +127,7 @@ _SCHEMA_FILES: Final[dict[type, str]] = {
     InteractionEvent: "interaction_event.avsc",
     ActionEvent: "action_event.avsc",
     Decision: "decision.avsc",
+    ActionStatus: "action_status.avsc",
 }
 
 

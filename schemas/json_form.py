@@ -1,4 +1,4 @@
-"""The JSON form of the three records, and JSON-lines files of events.
+"""The JSON form of the four records, and JSON-lines files of events.
 
 Files, the HTTP collector and `moments replay` use it (docs/design.md 3.5): the
 Avro field names, ISO-8601 timestamps with an offset (written as UTC
@@ -25,7 +25,13 @@ from typing import Any, Final
 import orjson
 
 from schemas.errors import SchemaValidationError
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import (
+    STATUS_EVENT_TYPES,
+    ActionEvent,
+    ActionStatus,
+    Decision,
+    InteractionEvent,
+)
 from schemas.validation import (
     CHANNEL_SET,
     CONTACT_PREFERENCES_CHANGED,
@@ -52,6 +58,7 @@ from schemas.validation import (
 
 __all__ = [
     "action_from_json",
+    "action_status_from_json",
     "append_json_lines",
     "decision_from_json",
     "event_content_id",
@@ -357,6 +364,12 @@ def decision_from_json(obj: Any, *, where: str = "") -> Decision:
     return _from_json(Decision, obj, where, optional_id=None)
 
 
+def action_status_from_json(obj: Any, *, where: str = "") -> ActionStatus:
+    """An `ActionStatus` from its JSON form, validated."""
+    return _from_json(ActionStatus, obj, where, optional_id=None)
+
+
+_STATUS_EVENTS: Final = frozenset(STATUS_EVENT_TYPES)
 _EVENT_ORDER: Final = tuple(spec[0] for spec in SPECS[InteractionEvent])
 _EVENT_FIELDS: Final = frozenset(_EVENT_ORDER)
 _EVENT_FIELD_COUNT: Final = len(_EVENT_ORDER)
@@ -567,9 +580,11 @@ def event_from_parsed(obj: dict[str, Any]) -> InteractionEvent | None:
         text,
         attributes,
     )
-    if (customer_since is not None or event_type == CONTACT_PREFERENCES_CHANGED) and (
-        event_problem(event) is not None
-    ):
+    if (
+        customer_since is not None
+        or event_type == CONTACT_PREFERENCES_CHANGED
+        or event_type in _STATUS_EVENTS
+    ) and event_problem(event) is not None:
         return None  # the general path raises the error
     return event
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from schemas.codec import AvroCodec
 from schemas.codegen import native_module_name, native_writer_module_name, source_digest
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 
 __all__ = ["native_module_source", "native_modules", "write_native_modules"]
 
@@ -75,6 +75,7 @@ def native_modules() -> dict[str, str]:
         AvroCodec(InteractionEvent),
         AvroCodec(ActionEvent),
         AvroCodec(Decision),
+        AvroCodec(ActionStatus),
     )
     for codec in codecs:
         record_name = codec.name.rpartition(".")[2]

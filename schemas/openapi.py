@@ -188,6 +188,7 @@ def collector_openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/actions/{action_id}/status": _action_status_route(answered),
             **_probes(),
         },
         "components": {
@@ -199,6 +200,49 @@ def collector_openapi() -> dict[str, Any]:
             },
             **_security(),
         },
+    }
+
+
+def _action_status_route(answered: dict[str, Any]) -> dict[str, Any]:
+    """`POST /v1/actions/{action_id}/status`: a status event without its format (section 12)."""
+    text = {"type": "string"}
+    request = {
+        "type": "object",
+        "properties": {
+            "customer_id": text,
+            "status": {"type": "string", "enum": ["acknowledged", "reassigned", "done"]},
+            "owner": {"type": "string", "maxLength": 256, "description": "Who holds it now."},
+            "resolution": {
+                "type": "string",
+                "enum": ["completed", "customer_declined", "unreachable", "not_appropriate"],
+                "description": "Required with status done, refused with any other.",
+            },
+            "note": {"type": "string", "maxLength": 2000},
+            "occurred_at": {"type": "string", "format": "date-time", "description": "Now."},
+        },
+        "required": ["customer_id", "status"],
+        "additionalProperties": False,
+    }
+    action_id = {"name": "action_id", "in": "path", "required": True, "schema": text}
+    return {
+        "post": {
+            "summary": "Say an action was acknowledged, reassigned or done (a status event).",
+            "parameters": [action_id],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request}},
+            },
+            "responses": {
+                "202": {"description": "The status event was accepted.", **answered},
+                "422": {"description": "A field it cannot take, named.", **answered},
+                "401": _error("No valid API key."),
+                "403": _error("Beyond the key's scope."),
+                "408": _error("The body did not arrive in time."),
+                "413": _error("Body too large."),
+                "429": _error("Over the key's rate (Retry-After)."),
+                "503": _error("The broker did not take it (Retry-After)."),
+            },
+        }
     }
 
 
@@ -252,6 +296,21 @@ def read_api_openapi() -> dict[str, Any]:
             ),
             "/v1/customers/{customer_id}/decisions": route(
                 "The decision trace, with blocked_by.", page("decisions"), limit, before
+            ),
+            "/v1/customers/{customer_id}/actions": route(
+                "The actions fired, with status, owner and overdue, oldest first.",
+                page("actions"),
+                limit,
+                before,
+                {
+                    "name": "status",
+                    "in": "query",
+                    "description": "Only actions with this status (overdue: past due, not done).",
+                    "schema": {
+                        "type": "string",
+                        "enum": ["open", "acknowledged", "reassigned", "overdue", "done", "lapsed"],
+                    },
+                },
             ),
             "/v1/customers/{customer_id}/relationship": route(
                 "Positives, negatives, balance and their history.",

@@ -1,7 +1,8 @@
-"""The three records moments moves around, as plain Python values.
+"""The four records moments moves around, as plain Python values.
 
 These dataclasses mirror the Avro contracts in this folder field for field
-(`interaction_event.avsc`, `action_event.avsc`, `decision.avsc`). Timestamps
+(`interaction_event.avsc`, `action_event.avsc`, `decision.avsc`,
+`action_status.avsc`). Timestamps
 are integers in epoch milliseconds (UTC), exactly Avro's `timestamp-millis`
 physical value, so the engine does arithmetic on them without conversions;
 dates are `datetime.date`. This module imports nothing of ours and knows no
@@ -26,6 +27,29 @@ SUPPRESSED: Final = "suppressed"
 HELD_OUT: Final = "held_out"
 OUTCOMES: Final = (FIRED, DEFERRED, SUPPRESSED, HELD_OUT)
 DESTINATIONS: Final = ("care", "billing", "crm", "feedback", "recognition")
+#: The operational status events of actions (docs/design.md 12): on `interactions`, with
+#: `reference` = the action_id; never contacts, never in the ledger.
+ACTION_ACKNOWLEDGED: Final = "action_acknowledged"
+ACTION_REASSIGNED: Final = "action_reassigned"
+ACTION_DONE: Final = "action_done"
+STATUS_EVENT_TYPES: Final = (ACTION_ACKNOWLEDGED, ACTION_REASSIGNED, ACTION_DONE)
+#: What an `action_done` may give as `attributes.resolution`.
+RESOLUTIONS: Final = ("completed", "customer_declined", "unreachable", "not_appropriate")
+#: An action's statuses (action_status.avsc `status`), named once for every reader and writer.
+STATUS_OPEN: Final = "open"
+STATUS_ACKNOWLEDGED: Final = "acknowledged"
+STATUS_REASSIGNED: Final = "reassigned"
+STATUS_OVERDUE: Final = "overdue"
+STATUS_DONE: Final = "done"
+STATUS_LAPSED: Final = "lapsed"
+ACTION_STATUSES: Final = (
+    STATUS_OPEN,
+    STATUS_ACKNOWLEDGED,
+    STATUS_REASSIGNED,
+    STATUS_OVERDUE,
+    STATUS_DONE,
+    STATUS_LAPSED,
+)
 
 #: The event types every channel shares (docs/design.md 3.2), consent and the operational
 #: status of actions (`action_*`) last. Unknown types are kept.
@@ -108,3 +132,21 @@ class Decision:
     decided_at: int
     #: The action that caused a cool_down, contact_cap, already_raised or already_waiting.
     blocked_by: str | None = None
+
+
+@dataclass(slots=True)
+class ActionStatus:
+    """One change of an action's status (topic `action-status`, key customer_id;
+    docs/design.md 12)."""
+
+    action_id: str
+    customer_id: str
+    rule: str
+    destination: str
+    status: str
+    owner: str | None
+    resolution: str | None
+    #: Event time of the change.
+    at: int
+    #: The status event that made the change; None for open, overdue and lapsed.
+    event_id: str | None = None

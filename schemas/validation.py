@@ -1,4 +1,4 @@
-"""Validation of the three records: the contract's checks, field by field.
+"""Validation of the four records: the contract's checks, field by field.
 
 `validate(record)` raises `SchemaValidationError` naming the first field that
 breaks the contract (docs/design.md 3.3: types, enum symbols, the 256-character
@@ -21,10 +21,15 @@ from typing import Any, Final, TypeVar
 
 from schemas.errors import SchemaValidationError
 from schemas.records import (
+    ACTION_DONE,
+    ACTION_STATUSES,
     CHANNELS,
     DESTINATIONS,
     OUTCOMES,
+    RESOLUTIONS,
+    STATUS_EVENT_TYPES,
     ActionEvent,
+    ActionStatus,
     Decision,
     InteractionEvent,
 )
@@ -68,8 +73,8 @@ __all__ = [
     "validate",
 ]
 
-Record = InteractionEvent | ActionEvent | Decision
-R = TypeVar("R", InteractionEvent, ActionEvent, Decision)
+Record = InteractionEvent | ActionEvent | Decision | ActionStatus
+R = TypeVar("R", InteractionEvent, ActionEvent, Decision, ActionStatus)
 
 
 _INT_MIN: Final = -(2**31)
@@ -95,6 +100,8 @@ ENGAGEMENTS: Final = ("opt_out", "opt_in")
 PREFERRED_CHANNELS: Final = ("call", "email", "web")
 _ENGAGEMENT_SET: Final = frozenset(ENGAGEMENTS)
 _PREFERRED_CHANNEL_SET: Final = frozenset(PREFERRED_CHANNELS)
+_STATUS_EVENT_SET: Final = frozenset(STATUS_EVENT_TYPES)
+_RESOLUTION_SET: Final = frozenset(RESOLUTIONS)
 
 
 def is_int(value: Any) -> bool:
@@ -296,6 +303,17 @@ SPECS: Final[dict[type, tuple[_FieldSpec, ...]]] = {
         ("decided_at", timestamp, KIND_TS, True),
         ("blocked_by", _optional_text, KIND_PLAIN, False),
     ),
+    ActionStatus: (
+        ("action_id", non_empty, KIND_PLAIN, True),
+        ("customer_id", non_empty, KIND_PLAIN, True),
+        ("rule", non_empty, KIND_PLAIN, True),
+        ("destination", non_empty, KIND_PLAIN, True),
+        ("status", _one_of(ACTION_STATUSES), KIND_PLAIN, True),
+        ("owner", _optional_text, KIND_PLAIN, False),
+        ("resolution", _optional_text, KIND_PLAIN, False),
+        ("at", timestamp, KIND_TS, True),
+        ("event_id", _optional_text, KIND_PLAIN, False),
+    ),
 }
 
 CHECKS: Final = {t: tuple((name, check) for name, check, _, _ in s) for t, s in SPECS.items()}
@@ -343,6 +361,18 @@ def _preferences_problem(attributes: dict[str, str]) -> tuple[str, str] | None:
     return None
 
 
+def _status_event_problem(event_type: str, attributes: dict[str, str]) -> tuple[str, str] | None:
+    owner = attributes.get("owner")
+    if owner is not None and len(owner) > MAX_IDENTIFIER_CHARS:
+        return "attributes.owner", f"{_too_long(owner)} in an {event_type}"
+    resolution = attributes.get("resolution")
+    if event_type == ACTION_DONE and resolution is not None and resolution not in _RESOLUTION_SET:
+        return "attributes.resolution", (
+            f"must be one of {', '.join(RESOLUTIONS)} in an {ACTION_DONE}"
+        )
+    return None
+
+
 def event_problem(event: InteractionEvent) -> tuple[str, str] | None:
     """The first rule between an event's fields that `event` breaks, as (field, problem), or
     None. Its fields must have passed their own checks first.
@@ -350,6 +380,8 @@ def event_problem(event: InteractionEvent) -> tuple[str, str] | None:
     A `customer_since` lies from 1900-01-01 to the day after the event's occurred_at (UTC):
     deterministic, no wall clock. A `contact_preferences_changed` says `engagement` (when it
     says one) as `opt_out` or `opt_in` and `preferred_channel` as `call`, `email` or `web`.
+    A status event of an action (docs/design.md 12) names an `owner` of at most 256
+    characters and an `action_done` a known `resolution` (when it names one).
     The problem names no value (customer data).
     """
     since = event.customer_since
@@ -359,6 +391,8 @@ def event_problem(event: InteractionEvent) -> tuple[str, str] | None:
             return "customer_since", problem
     if event.type == CONTACT_PREFERENCES_CHANGED:
         return _preferences_problem(event.attributes)
+    if event.type in _STATUS_EVENT_SET:
+        return _status_event_problem(event.type, event.attributes)
     return None
 
 
@@ -427,4 +461,6 @@ def plainly_valid_event(e: Any) -> bool:
     for key, value in attributes.items():
         if type(key) is not str or type(value) is not str or len(key) > MAX_IDENTIFIER_CHARS:
             return False
+    if e.type in _STATUS_EVENT_SET:
+        return _status_event_problem(e.type, attributes) is None
     return e.type != CONTACT_PREFERENCES_CHANGED or _preferences_problem(attributes) is None

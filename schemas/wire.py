@@ -72,6 +72,8 @@ class Topics:
         #: with the dead-letter headers, stage `late` (docs/design.md 3.6).
         self.interactions_late = f"{prefix}interactions.late"
         self.decisions = f"{prefix}decisions"
+        #: One record per change of an action's status (`ActionStatus`, docs/design.md 12).
+        self.action_status = f"{prefix}action-status"
         self.actions_dlq = f"{prefix}actions.dlq"
         self.actions = {d: f"{prefix}actions.{d}" for d in DESTINATIONS}
         #: Compacted, key = pack name: the published rule packs (docs/design.md 8.2); created by
@@ -94,6 +96,7 @@ class Topics:
             self.interactions_dlq,
             self.interactions_late,
             self.decisions,
+            self.action_status,
             self.actions_dlq,
             *self.actions.values(),
             self.erasures,
@@ -101,9 +104,9 @@ class Topics:
         ]
 
     def outputs(self) -> list[str]:
-        """The worker's output topics, which each get an erasure marker: every action topic
-        and `decisions` (an `action-status` topic, when there is one, belongs here too)."""
-        return [*self.actions.values(), self.decisions]
+        """The worker's output topics, which each get an erasure marker: every action topic,
+        `decisions` and `action-status`."""
+        return [*self.actions.values(), self.decisions, self.action_status]
 
 
 class RecordKind(enum.Enum):

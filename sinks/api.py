@@ -11,6 +11,12 @@ Routes (all JSON):
 - `GET /v1/customers/{id}/decisions[?limit=N][&before=CURSOR]`: the decision
   trace, `{"customer_id", "count", "decisions": [...], "next_before"}`, each
   decision with `blocked_by` (null where the table has no such column yet).
+- `GET /v1/customers/{id}/actions[?status=S][&limit=N][&before=CURSOR]`: the
+  actions fired for the customer, `{"customer_id", "count", "actions": [...],
+  "next_before"}`, each with its status, owner, acknowledged_at, done_at,
+  resolution, overdue_at, `overdue` (past due_by and not done) and `late_s`
+  (docs/design.md 12); `status` keeps one status (`overdue`: every action
+  overdue, whatever its latest change); 400 names an unknown one.
 - `GET /v1/customers/{id}/relationship[?limit=N]`: the customer's current
   positives, negatives, balance and the last `limit` points of its history
   (`sinks.relationship`); 404 for a customer with no action yet.
@@ -36,9 +42,13 @@ line). 400 names a bad parameter, 503 means the database is unreachable.
 Every connection counts against `MOMENTS_HTTP_CLIENT_CONNECTIONS` per client
 address and is closed after `MOMENTS_HTTP_IDLE_TIMEOUT_S` without a request.
 
+The same process serves the agent desk under `/desk` (`sinks.desk`, docs/design.md
+13): web pages for the people who do the actions, signed in with `MOMENTS_DESK_KEYS`
+(served on loopback only without them).
+
 A small Starlette app served by uvicorn. Read-only: it never writes to the
-database, never serves anything but these routes, and never logs a customer
-id or a key in clear.
+database (the desk's buttons publish status events), never serves anything but
+these routes, and never logs a customer id or a key in clear.
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ from typing import Any, Final, Protocol
 
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -70,8 +80,18 @@ from common.privacy import (
 )
 from common.settings import Settings
 from schemas.openapi import read_api_openapi
+from sinks.desk import Desk, DeskKeyError, StatusSender, build_desk, parse_desk_keys
+from sinks.pool import DatabaseUnavailable, ReadPool
 from sinks.relationship import query_relationship
-from sinks.timeline import BadCursor, page_cursor, parse_cursor, query_decisions, query_timeline
+from sinks.timeline import (
+    ACTION_STATUS_FILTERS,
+    BadCursor,
+    page_cursor,
+    parse_cursor,
+    query_actions,
+    query_decisions,
+    query_timeline,
+)
 
 log = logging.getLogger(__name__)
 #: One line per read of a customer's data: who (key name) read whom (hashed id).
@@ -98,58 +118,33 @@ class CustomerSource(Protocol):
     def decisions(
         self, customer_id: str, limit: int, before: Cursor | None
     ) -> list[dict[str, Any]]: ...
+    def actions(
+        self, customer_id: str, limit: int, before: Cursor | None, status: str | None
+    ) -> list[dict[str, Any]]: ...
     def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None: ...
     def healthy(self) -> bool: ...
     def open(self) -> None: ...
     def close(self) -> None: ...
 
 
-class DatabaseUnavailable(RuntimeError):
-    """The database did not answer in time."""
-
-
-class PostgresCustomers:
+class PostgresCustomers(ReadPool):
     """Timelines and decision traces read through a small psycopg connection pool."""
 
-    def __init__(self, conninfo: str, *, max_size: int = 4, timeout_s: float = 5.0) -> None:
-        self.timeout_s = timeout_s
-        self.pool = ConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            timeout=timeout_s,
-            kwargs={"connect_timeout": max(1, int(timeout_s)), "autocommit": True},
-        )
-
-    def open(self) -> None:
-        self.pool.open(wait=False)  # start even while the database is down; /readyz tells
-
-    def close(self) -> None:
-        self.pool.close()
-
     def timeline(self, customer_id: str, limit: int, before: Cursor | None) -> list[dict[str, Any]]:
-        return self._read(query_timeline, customer_id, limit, before)
+        return self.read(lambda conn: query_timeline(conn, customer_id, limit, before))
 
     def decisions(
         self, customer_id: str, limit: int, before: Cursor | None
     ) -> list[dict[str, Any]]:
-        return self._read(query_decisions, customer_id, limit, before)
+        return self.read(lambda conn: query_decisions(conn, customer_id, limit, before))
+
+    def actions(
+        self, customer_id: str, limit: int, before: Cursor | None, status: str | None
+    ) -> list[dict[str, Any]]:
+        return self.read(lambda conn: query_actions(conn, customer_id, limit, before, status))
 
     def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None:
-        try:
-            with self.pool.connection() as conn:
-                return query_relationship(conn, customer_id, limit)
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise DatabaseUnavailable(type(exc).__name__) from None
-
-    def _read(self, query: Callable[..., list[dict[str, Any]]], *args: Any) -> list[dict[str, Any]]:
-        try:
-            with self.pool.connection() as conn:
-                return query(conn, *args)
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            # The class only: a server message may quote a parameter (the customer id).
-            raise DatabaseUnavailable(type(exc).__name__) from None
+        return self.read(lambda conn: query_relationship(conn, customer_id, limit))
 
     def healthy(self) -> bool:
         try:
@@ -173,9 +168,11 @@ def build_app(
     max_page: int = 500,
     limiter: RateLimiter | None = None,
     failed_key_limit: int = 10,
+    desk: Desk | None = None,
 ) -> Starlette:
     """The ASGI app over any customer source; without `keys`, every caller is anonymous.
-    A client address gets `failed_key_limit` failed key attempts a minute, then 429."""
+    A client address gets `failed_key_limit` failed key attempts a minute, then 429.
+    With `desk`, the agent desk's pages are served under /desk (`sinks.desk`)."""
     ring = keys or KeyRing([])
     limiter = limiter or RateLimiter(rate_per_s, burst)
     failures = RateLimiter(failed_key_limit / 60.0, failed_key_limit)
@@ -288,6 +285,12 @@ def build_app(
         what: str, read: Callable[[str, int, Cursor | None], list[dict[str, Any]]], items: str
     ) -> Callable[[Request], Response]:
         """A paged customer route: the latest `limit` items before the cursor."""
+        return audited(what, paged(what, read, items))
+
+    def paged(
+        what: str, read: Callable[[str, int, Cursor | None], list[dict[str, Any]]], items: str
+    ) -> Callable[[Request, str], tuple[Response, int]]:
+        """What a paged route serves once its caller is known."""
 
         def serve(request: Request, customer_id: str) -> tuple[Response, int]:
             page = page_of(request)
@@ -303,6 +306,8 @@ def build_app(
                 oldest = found[0]
                 if items == "entries":
                     next_before = page_cursor(oldest["at"], oldest["kind"], oldest["id"])
+                elif items == "actions":
+                    next_before = page_cursor(oldest["triggered_at"], "action", oldest["action_id"])
                 else:
                     next_before = page_cursor(
                         oldest["decided_at"], "decision", oldest["decision_id"]
@@ -315,7 +320,18 @@ def build_app(
             }
             return _answer(200, body), len(found)
 
-        return audited(what, serve)
+        return serve
+
+    def serve_actions(request: Request, customer_id: str) -> tuple[Response, int]:
+        status = request.query_params.get("status")
+        if status is not None and status not in ACTION_STATUS_FILTERS:
+            message = f"status must be one of {', '.join(ACTION_STATUS_FILTERS)}"
+            return _answer(400, {"error": message}), 0
+
+        def read(customer_id: str, limit: int, before: Cursor | None) -> list[dict[str, Any]]:
+            return source.actions(customer_id, limit, before, status)
+
+        return paged("actions", read, "actions")(request, customer_id)
 
     def serve_relationship(request: Request, customer_id: str) -> tuple[Response, int]:
         page = page_of(request)
@@ -344,9 +360,13 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         source.open()
+        if desk is not None:
+            desk.open()
         try:
             yield
         finally:
+            if desk is not None:
+                desk.close()
             source.close()
 
     document = read_api_openapi()
@@ -364,6 +384,11 @@ def build_app(
                 methods=["GET"],
             ),
             Route(
+                "/v1/customers/{customer_id}/actions",
+                audited("actions", serve_actions),
+                methods=["GET"],
+            ),
+            Route(
                 "/v1/customers/{customer_id}/relationship",
                 audited("relationship", serve_relationship),
                 methods=["GET"],
@@ -372,13 +397,22 @@ def build_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", lambda request: JSONResponse(document), methods=["GET"]),
+            *([desk.mount()] if desk is not None else []),
         ],
         lifespan=lifespan,
     )
 
 
-def create_app(conninfo: str, settings: Settings | None = None) -> Starlette:
-    """The read API over the PostgreSQL database at `conninfo`, keys and limits from settings."""
+def create_app(
+    conninfo: str,
+    settings: Settings | None = None,
+    *,
+    desk_sender: StatusSender | None = None,
+    host: str = "127.0.0.1",
+) -> Starlette:
+    """The read API over the PostgreSQL database at `conninfo`, keys and limits from settings,
+    with the agent desk under /desk (its buttons publish through `desk_sender`; HOST is the
+    interface bound: without desk keys the desk serves loopback only)."""
     settings = settings or Settings()
     return build_app(
         PostgresCustomers(conninfo),
@@ -387,6 +421,7 @@ def create_app(conninfo: str, settings: Settings | None = None) -> Starlette:
         burst=settings.api.api_rate_burst,
         max_page=settings.api.api_max_page,
         failed_key_limit=settings.api.api_failed_key_limit,
+        desk=build_desk(settings, conninfo, desk_sender, host),
     )
 
 
@@ -415,6 +450,10 @@ def check_binding(settings: Settings, host: str) -> KeyRing:
             "MOMENTS_API_KEYS are the collector's keys and do not open the read API;"
             " set MOMENTS_READ_API_KEYS (a JSON list, e.g. '[\"r1\"]')"
         )
+    try:
+        parse_desk_keys(key.get_secret_value() for key in settings.api.desk_keys)
+    except DeskKeyError as exc:
+        raise ApiConfigError(str(exc)) from None
     keys = api_keys(settings)
     if not keys and not is_loopback(host):
         raise ApiConfigError(
@@ -424,12 +463,19 @@ def check_binding(settings: Settings, host: str) -> KeyRing:
     return keys
 
 
-def run_api(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+def run_api(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    desk_sender: StatusSender | None = None,
+) -> None:
     """Serve the read API until interrupted (uvicorn handles SIGINT/SIGTERM).
 
     Binds `host`/`port` (default `MOMENTS_API_HOST`, 127.0.0.1, and `MOMENTS_API_PORT`,
-    8081); that port also serves /healthz, /readyz and /metrics. Serves Prometheus
-    metrics on `settings.metrics.metrics_port` as well when it is set.
+    8081); that port also serves /healthz, /readyz and /metrics, and the agent desk under
+    /desk (its buttons publish through `desk_sender`). Serves Prometheus metrics on
+    `settings.metrics.metrics_port` as well when it is set.
     """
     import uvicorn
 
@@ -448,7 +494,9 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
         idle_timeout_s=settings.api.http_idle_timeout_s,
     )
     uvicorn.run(
-        create_app(settings.database.database_url, settings),
+        create_app(
+            settings.database.database_url, settings, desk_sender=desk_sender, host=bind_host
+        ),
         host=bind_host,
         port=bind_port,
         log_level="warning",

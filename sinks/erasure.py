@@ -9,8 +9,9 @@ every row of a customer at once (no ordering against the sink: kept for
 tools and tests).
 
 The tables are found, not listed: every base table of the schema with a
-`customer_id` column (actions, decisions, interaction_events today, and any a
-later migration adds), so a new table cannot be forgotten by the erasure.
+`customer_id` column (actions, decisions, interaction_events,
+action_status_history today, and any a later migration adds), so a new
+table cannot be forgotten by the erasure.
 Views (the customer timeline) read those tables and hold nothing of their
 own. All deletes commit together or not at all. Statements are composed with
 `psycopg.sql`; the customer id is always a parameter, and nothing here logs
@@ -45,6 +46,8 @@ def customer_tables(conn: psycopg.Connection[Any]) -> list[str]:
 ACTION_TABLE = "actions"
 DECISION_TABLE = "decisions"
 EVENT_TABLE = "interaction_events"
+#: Filled from `action-status` (docs/design.md 12), deleted by that topic's marker.
+STATUS_TABLE = "action_status_history"
 
 _RECORD_ERASURE = """
 INSERT INTO erasures (customer_hash, erased_at_ms, topic, removed)
@@ -62,13 +65,13 @@ def erase_topic_rows(
     erased_at_ms: int,
 ) -> dict[str, int]:
     """Inside the caller's transaction: delete the customer's rows of `tables` that came from
-    `topic` (or from no topic); `tables` None: every customer table but the three the sink
+    `topic` (or from no topic); `tables` None: every customer table but the four the sink
     fills per topic, wholly (what an erasure record on `interactions` also removes). Then
     record the erasure (once: a redelivered marker deletes nothing and records nothing new).
     Returns the rows deleted per table."""
     deleted: dict[str, int] = {}
     if tables is None:
-        per_topic = {ACTION_TABLE, DECISION_TABLE, EVENT_TABLE}
+        per_topic = {ACTION_TABLE, DECISION_TABLE, EVENT_TABLE, STATUS_TABLE}
         for table in customer_tables(conn):
             if table not in per_topic:
                 cursor = conn.execute(

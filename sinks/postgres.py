@@ -1,4 +1,4 @@
-"""The PostgreSQL sink: actions, decisions and interaction events from Kafka into tables.
+"""The PostgreSQL sink: actions, decisions, interaction events and action statuses into tables.
 
 Four parts, each usable alone:
 
@@ -35,6 +35,16 @@ that topic already stored, then records the completed erasure in `erasures`
 the batch: nothing read before the marker survives it, anything after it
 (the customer coming back) is kept. The loop drops records of erased customers
 dated before their erasure (the registry), so a new group never writes them.
+
+Action statuses (docs/design.md 12): each `ActionStatus` record of
+`action-status` is a row of `action_status_history`; in the same transaction
+the sink derives the current status, owner, acknowledged_at, done_at,
+resolution and overdue_at of every action its batch touched (an action row or a
+status) from that history (view `action_status_current`, migration 008), so the
+rows are the same whichever topic it read first. It observes the event-time
+histograms of time to acknowledge and to done when a batch first sets those
+columns (after the commit: a redelivery observes nothing), and counts the open
+and overdue actions per destination for its gauges every `WORK_GAUGES_S`.
 """
 
 from __future__ import annotations
@@ -52,16 +62,25 @@ import psycopg
 from confluent_kafka import Message
 from psycopg.adapt import PyFormat
 
-from common.metrics import SINK_BATCH_DURATION, SINK_ERRORS, SINK_ROWS
+from common.metrics import (
+    ACTION_TIME_TO_ACKNOWLEDGE,
+    ACTION_TIME_TO_DONE,
+    ACTIONS_OPEN,
+    ACTIONS_OVERDUE,
+    SINK_BATCH_DURATION,
+    SINK_ERRORS,
+    SINK_ROWS,
+)
 from common.privacy import keyed_customer_hash
 from common.settings import Settings
 from schemas.codec import codec_for
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import DESTINATIONS, ActionEvent, ActionStatus, Decision, InteractionEvent
 from sinks.consume import POLL_S, TP, ConsumeLoop, Progress, Route, retry_until, run_sink
 from sinks.dead_letters import DeadLetters
-from sinks.erasure import ACTION_TABLE, DECISION_TABLE, erase_topic_rows
+from sinks.erasure import ACTION_TABLE, DECISION_TABLE, STATUS_TABLE, erase_topic_rows
 from sinks.migrate import apply_migrations, load_migrations
 from sinks.rows import (
+    ACTION_STATUS_HISTORY,
     ACTIONS,
     TABLES,
     Batch,
@@ -97,6 +116,48 @@ SINK_NAME = "postgres"
 _INFLIGHT_CHECK_S = 0.05
 #: What a write waits out (retried with backoff): the database or the network is away.
 _OUTAGES = (psycopg.Error, OSError)
+#: How often the sink counts the open and overdue actions for its gauges.
+WORK_GAUGES_S = 15.0
+
+# The current status of the actions a batch touched, from their status history (migration
+# 008); `o` is the row before the update, to tell what this batch set first. A history of
+# `open` alone derives what a new row holds already: only the others are aggregated.
+_NEWS = """
+SELECT DISTINCT action_id FROM action_status_history
+WHERE action_id = ANY(%s) AND status <> 'open'
+"""
+_DERIVE_STATUS = """
+UPDATE actions a
+SET status = c.status, owner = c.owner, acknowledged_at = c.acknowledged_at,
+    done_at = c.done_at, resolution = c.resolution, overdue_at = c.overdue_at
+FROM action_status_current c
+JOIN actions o ON o.action_id = c.action_id
+WHERE c.action_id = ANY(%s) AND a.action_id = c.action_id AND a.customer_id = c.customer_id
+  AND (a.status, a.owner, a.acknowledged_at, a.done_at, a.resolution, a.overdue_at)
+      IS DISTINCT FROM
+      (c.status, c.owner, c.acknowledged_at, c.done_at, c.resolution, c.overdue_at)
+RETURNING a.destination,
+    CASE WHEN o.acknowledged_at IS NULL
+         THEN extract(epoch FROM a.acknowledged_at - a.triggered_at)::float8 END,
+    CASE WHEN o.done_at IS NULL
+         THEN extract(epoch FROM a.done_at - a.triggered_at)::float8 END
+"""
+
+# A database the sink did not migrate may predate the status columns: it then writes the
+# tables as they are (a status of such a database is kept in no current column).
+_HAS_STATUS_VIEW = "SELECT to_regclass('action_status_current') IS NOT NULL"
+
+# Per destination, on the partial index of unfinished actions (migration 009's desk queue).
+_COUNT_WORK = """
+SELECT destination, count(*), count(*) FILTER (WHERE overdue_at IS NOT NULL)
+FROM actions
+WHERE status IN ('open', 'acknowledged', 'reassigned', 'overdue')
+GROUP BY destination
+"""
+
+#: Per action whose status a batch changed: its destination, and the event-time seconds to
+#: acknowledge and to done when the batch set those first (else None).
+WorkChange = tuple[str, float | None, float | None]
 
 
 class SinkConfigError(ValueError):
@@ -195,6 +256,8 @@ class PostgresSink:
         self._through_staging: set[str] = set()
         #: Erasure markers met since the last flush, in order (run before the batch's rows).
         self._erasures: list[Erasure] = []
+        #: Whether the database has the current status columns (migration 008), per connection.
+        self._derives_status = True
 
     def add(
         self,
@@ -261,6 +324,8 @@ class PostgresSink:
         try:
             for spec in TABLES:
                 conn.execute(spec.stage_ddl())
+            found = conn.execute(_HAS_STATUS_VIEW).fetchone()
+            self._derives_status = bool(found and found[0])
         except BaseException:
             conn.close()
             raise
@@ -305,6 +370,8 @@ class PostgresSink:
             return {}
         started = time.perf_counter()
         inserted: dict[str, int] = {}
+        changed: list[WorkChange] = []
+        touched = _touched_actions(batch)
         try:
             try:
                 conn = self.connect()
@@ -316,6 +383,8 @@ class PostgresSink:
                             inserted[spec.name] = self._write_table(
                                 conn, cur, spec, entries.values()
                             )
+                    if self._derives_status:
+                        changed = _derive_status(cur, touched)
             except psycopg.Error as exc:
                 if refused is None or not refuses_record(exc):
                     raise
@@ -328,6 +397,9 @@ class PostgresSink:
                     for spec in TABLES
                     if batch[spec.name]
                 }
+                if self._derives_status:
+                    with conn.transaction(), conn.cursor() as cur:
+                        changed = _derive_status(cur, touched)
         except psycopg.Error:
             SINK_ERRORS.labels(self.name).inc()
             if self._conn is not None and (self._conn.broken or self._conn.closed):
@@ -336,7 +408,27 @@ class PostgresSink:
         SINK_BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
         for table, count in inserted.items():
             SINK_ROWS.labels(self.name, table).inc(count)
+        for destination, to_acknowledge, to_done in changed:
+            destination = destination if destination in DESTINATIONS else "other"
+            if to_acknowledge is not None:
+                ACTION_TIME_TO_ACKNOWLEDGE.labels(destination).observe(max(0.0, to_acknowledge))
+            if to_done is not None:
+                ACTION_TIME_TO_DONE.labels(destination).observe(max(0.0, to_done))
         return inserted
+
+    def count_work(self) -> dict[str, tuple[int, int]]:
+        """Per destination, the actions not done nor lapsed and those of them overdue; sets
+        the gauges (every known destination, 0 where none). Nothing else may use the
+        connection meanwhile."""
+        conn = self.connect()
+        rows = conn.execute(_COUNT_WORK).fetchall()
+        counts = {str(d): (int(n), int(late)) for d, n, late in rows}
+        for destination in sorted({*DESTINATIONS, *counts}):
+            label = destination if destination in DESTINATIONS else "other"
+            unfinished, overdue = counts.get(destination, (0, 0))
+            ACTIONS_OPEN.labels(label).set(unfinished)
+            ACTIONS_OVERDUE.labels(label).set(overdue)
+        return counts
 
     def _erase(self, conn: psycopg.Connection[Any], erasures: list[Erasure] | None) -> None:
         """Inside the batch's transaction: each erasure's rows deleted and the erasure recorded."""
@@ -427,6 +519,27 @@ class PostgresSink:
         self.close()
 
 
+def _touched_actions(batch: Batch) -> list[str]:
+    """The action ids of a batch's actions and statuses (their current status is derived)."""
+    ids = {entry[0].action_id for entry in batch[ACTION_STATUS_HISTORY.name].values()}
+    # An action's statuses may have come first (another topic): applied when its row lands.
+    ids.update(entry[0].action_id for entry in batch[ACTIONS.name].values())
+    return sorted(ids)
+
+
+def _derive_status(cur: psycopg.Cursor[Any], action_ids: list[str]) -> list[WorkChange]:
+    """Inside the batch's transaction: the current status columns of these actions from their
+    history; what changed (for the histograms, observed once committed)."""
+    if not action_ids:
+        return []
+    cur.execute(_NEWS, (action_ids,))
+    action_ids = [row[0] for row in cur.fetchall()]
+    if not action_ids:
+        return []
+    cur.execute(_DERIVE_STATUS, (action_ids,))
+    return [(str(d), ack, done) for d, ack, done in cur.fetchall()]
+
+
 def fetch_actions(conninfo: str, customer_id: str | None = None) -> list[dict[str, Any]]:
     """Actions stored in PostgreSQL (all, or one customer's), oldest first, as dicts."""
     query = "SELECT * FROM actions"
@@ -446,9 +559,10 @@ def fetch_actions(conninfo: str, customer_id: str | None = None) -> list[dict[st
 
 
 def sink_topics(settings: Settings) -> list[str]:
-    """Every topic the PostgreSQL sink reads: each action topic, decisions, interactions."""
+    """Every topic the PostgreSQL sink reads: each action topic, decisions, interactions,
+    action-status."""
     topics = settings.topics
-    return [*topics.actions.values(), topics.decisions, topics.interactions]
+    return [*topics.actions.values(), topics.decisions, topics.interactions, topics.action_status]
 
 
 def run_postgres_sink(
@@ -496,9 +610,13 @@ def _routes(settings: Settings, topics: list[str]) -> tuple[dict[str, Route], di
         elif topic in names.actions.values():
             routes[topic] = Route(codec_for(ActionEvent, registry).decode, names.actions_dlq)
             refused[topic] = names.actions_dlq
+        elif topic == names.action_status:
+            routes[topic] = Route(codec_for(ActionStatus, registry).decode, names.actions_dlq)
+            refused[topic] = names.actions_dlq
         else:
             raise SinkConfigError(
-                f"topic {topic!r} is none of the action topics, decisions or interactions"
+                f"topic {topic!r} is none of the action topics, decisions, interactions"
+                " or action-status"
             )
     return routes, refused
 
@@ -548,6 +666,8 @@ class BatchWriter:
         self._writer: ThreadPoolExecutor | None = None
         self._progress = Progress()
         self._dead_letters: DeadLetters | None = None
+        #: When the writer thread last counted the work for the gauges (monotonic).
+        self._work_counted = float("-inf")
 
     def start(self, progress: Progress, dead_letters: DeadLetters) -> bool:
         self._progress, self._dead_letters = progress, dead_letters
@@ -571,6 +691,8 @@ class BatchWriter:
             tables = [DECISION_TABLE]
         elif topic in topics.actions.values():
             tables = [ACTION_TABLE]
+        elif topic == topics.action_status:
+            tables = [STATUS_TABLE]
         self.sink.erase(customer_id, erased_at_ms, topic, tables)
         self._track(topic, message.partition(), message.offset())
 
@@ -665,6 +787,12 @@ class BatchWriter:
             self.max_backoff_s,
         ):
             return
+        if time.monotonic() - self._work_counted >= WORK_GAUGES_S:
+            self._work_counted = time.monotonic()
+            try:
+                self.sink.count_work()
+            except psycopg.Error as exc:  # the gauges wait for the next batch
+                log.warning("cannot count open actions: %s", type(exc).__name__)
         late = {(str(r.entry[1]), r.entry[2], r.entry[3]) for r in refused}
         for r in refused:
             self._dead_letter(r)

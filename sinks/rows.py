@@ -1,9 +1,9 @@
 """How records become PostgreSQL rows: the tables the sink writes and their COPY wire form.
 
 `TableSpec` describes a target table (key, columns, row builder, the SQL to
-COPY into it or through its staging table); `ACTIONS`, `DECISIONS` and
-`INTERACTION_EVENTS` are the three the sink fills, `record_row` maps any
-record to its table, key and row. Pure: no connection is opened here, and SQL
+COPY into it or through its staging table); `ACTIONS`, `DECISIONS`,
+`INTERACTION_EVENTS` and `ACTION_STATUS_HISTORY` are the four the sink fills,
+`record_row` maps any record to its table, key and row. Pure: no connection is opened here, and SQL
 is composed from identifiers only, never from values.
 """
 
@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import orjson
 from psycopg import sql
 
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 
-Record = ActionEvent | Decision | InteractionEvent
-R = TypeVar("R", ActionEvent, Decision, InteractionEvent)
+Record = ActionEvent | Decision | InteractionEvent | ActionStatus
+R = TypeVar("R", ActionEvent, Decision, InteractionEvent, ActionStatus)
 
 
 # A binary COPY field is only bytes: the server reads them with the column type's receive
@@ -234,6 +234,28 @@ def event_row(
     )
 
 
+def status_row(
+    s: ActionStatus, topic: str | None, partition: int | None, offset: int | None
+) -> Row:
+    """The `action_status_history` row of a status change, in `ACTION_STATUS_HISTORY.columns`
+    order (`event_key`: the event id, '' for a change no event made)."""
+    return (
+        s.action_id,
+        s.customer_id,
+        s.rule,
+        s.destination,
+        s.status,
+        s.owner,
+        s.resolution,
+        s.at * 1000 - _PG_EPOCH_US,
+        s.event_id,
+        s.event_id or "",
+        topic,
+        partition,
+        offset,
+    )
+
+
 _KAFKA_COLUMNS = (
     Column("kafka_topic", "text"),
     Column("kafka_partition", "int4"),
@@ -304,7 +326,26 @@ INTERACTION_EVENTS = TableSpec(
     ),
     event_row,
 )
-TABLES: tuple[TableSpec, ...] = (INTERACTION_EVENTS, DECISIONS, ACTIONS)
+#: Migration 008 (docs/design.md 12): one row per change of an action's status.
+ACTION_STATUS_HISTORY = TableSpec(
+    "action_status_history",
+    ("action_id", "status", "at", "event_key"),
+    (
+        Column("action_id", "text"),
+        Column("customer_id", "text"),
+        Column("rule", "text"),
+        Column("destination", "text"),
+        Column("status", "text"),
+        Column("owner", "text"),
+        Column("resolution", "text"),
+        Column("at", *_TIMESTAMPTZ),
+        Column("event_id", "text"),
+        Column("event_key", "text"),
+        *_KAFKA_COLUMNS,
+    ),
+    status_row,
+)
+TABLES: tuple[TableSpec, ...] = (INTERACTION_EVENTS, DECISIONS, ACTIONS, ACTION_STATUS_HISTORY)
 
 #: Records of one batch per table name, one per key.
 Batch = dict[str, dict[tuple[str, ...], Entry]]
@@ -318,6 +359,9 @@ def table_of(record: Record) -> tuple[TableSpec, tuple[str, ...]]:
         return DECISIONS, (record.customer_id, record.decision_id)
     if isinstance(record, InteractionEvent):
         return INTERACTION_EVENTS, (record.customer_id, record.event_id)
+    if isinstance(record, ActionStatus):
+        key = (record.action_id, record.status, str(record.at), record.event_id or "")
+        return ACTION_STATUS_HISTORY, key
     raise TypeError(f"the PostgreSQL sink writes no {type(record).__name__}")
 
 

@@ -1,7 +1,10 @@
 """One customer's story in time order, read from the `customer_timeline` view.
 
 Events from every channel, the engine's decisions and the actions it fired,
-with the relationship balance where an action carries it. Used by
+with the relationship balance where an action carries it, and each action's
+status, owner and lateness (docs/design.md 12: `overdue`, and `late_s`, the
+seconds past due_by it was done), with a `status` entry when it went overdue
+or lapsed. Used by
 `moments timeline` (a rich table) and by the read API (JSON). Read-only: it
 never writes to the database.
 """
@@ -37,6 +40,11 @@ TIMELINE_COLUMNS = (
     "outcome",
     "reference",
     "relationship_balance",
+    "status",
+    "owner",
+    "due_by",
+    "overdue",
+    "late_s",
 )
 
 _KIND_RANK = sql.SQL("CASE kind WHEN 'event' THEN 0 WHEN 'decision' THEN 1 ELSE 2 END")
@@ -114,6 +122,7 @@ def query_timeline(
         entry = {name: row[name] for name in TIMELINE_COLUMNS}
         entry["at"] = iso_utc(row["at"])
         entry["relationship_balance"] = _json_number(row["relationship_balance"])
+        entry["due_by"] = None if row["due_by"] is None else iso_utc(row["due_by"])
         entries.append(entry)
     return entries
 
@@ -197,6 +206,78 @@ ORDER BY decided_at, decision_id
     return decisions
 
 
+#: Columns of each action the read API lists, in this order (docs/design.md 12), then
+#: `overdue` (past due_by and not done) and `late_s` (seconds past due_by it was done).
+ACTION_COLUMNS = (
+    "action_id",
+    "rule",
+    "action",
+    "destination",
+    "priority",
+    "reason",
+    "channel_hint",
+    "triggered_at",
+    "due_by",
+    "status",
+    "owner",
+    "acknowledged_at",
+    "done_at",
+    "resolution",
+    "overdue_at",
+)
+_ACTION_TIMES = ("triggered_at", "due_by", "acknowledged_at", "done_at", "overdue_at")
+#: The statuses `query_actions` filters by; `overdue` is every action past due and not done.
+ACTION_STATUS_FILTERS = ("open", "acknowledged", "reassigned", "overdue", "done", "lapsed")
+_OVERDUE = sql.SQL(
+    "(overdue_at IS NOT NULL AND done_at IS NULL AND status IS DISTINCT FROM 'lapsed')"
+)
+
+
+def query_actions(
+    conn: psycopg.Connection[Any],
+    customer_id: str,
+    limit: int = 200,
+    before: tuple[datetime, int, str] | None = None,
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    """The customer's latest `limit` actions (before the cursor, if any; with `status`, only
+    those: `overdue` means past due and not done, whatever the latest change), oldest
+    first, each with its status, owner, `overdue` and `late_s`."""
+    if status is not None and status not in ACTION_STATUS_FILTERS:
+        raise ValueError(f"status must be one of {', '.join(ACTION_STATUS_FILTERS)}")
+    only: sql.Composable
+    if status is None:
+        only = sql.SQL("TRUE")
+    elif status == "overdue":
+        only = _OVERDUE
+    else:
+        only = sql.SQL("status = {}").format(sql.Literal(status))
+    query = sql.SQL("""
+SELECT * FROM (
+    SELECT {columns}, {overdue} AS overdue,
+           CASE WHEN done_at IS NOT NULL AND due_by IS NOT NULL
+                THEN greatest(0, floor(extract(epoch FROM done_at - due_by)))::bigint
+           END AS late_s
+    FROM actions
+    WHERE customer_id = %(customer_id)s AND {only}
+      AND (%(before_at)s::timestamptz IS NULL
+           OR (triggered_at, action_id) < (%(before_at)s::timestamptz, %(before_id)s))
+    ORDER BY triggered_at DESC, action_id DESC
+    LIMIT %(limit)s
+) latest
+ORDER BY triggered_at, action_id
+""").format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, ACTION_COLUMNS)), overdue=_OVERDUE, only=only
+    )
+    actions: list[dict[str, Any]] = []
+    for found in _page(conn, query, customer_id, limit, before):
+        action = {name: found[name] for name in (*ACTION_COLUMNS, "overdue", "late_s")}
+        for name in _ACTION_TIMES:
+            action[name] = None if found[name] is None else iso_utc(found[name])
+        actions.append(action)
+    return actions
+
+
 def customer_timeline(conninfo: str, customer_id: str, limit: int = 200) -> list[dict[str, Any]]:
     """The customer's latest `limit` events, decisions and actions, oldest first.
 
@@ -207,13 +288,47 @@ def customer_timeline(conninfo: str, customer_id: str, limit: int = 200) -> list
         return query_timeline(conn, customer_id, limit)
 
 
-_KIND_STYLE = {"event": "cyan", "decision": "dim", "action": "bold green"}
+_KIND_STYLE = {
+    "event": "cyan",
+    "decision": "dim",
+    "action": "bold green",
+    "status": "yellow",
+}
 #: Decisions an agent should notice: waiting for the contact cap, or never sent (expired).
 _OUTCOME_STYLE = {"deferred": "yellow", "held_out": "magenta"}
 
 
+def lateness(seconds: int) -> str:
+    """Seconds past due as a short span: "40 min", "5 h", "2 d 3 h"."""
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours = minutes // 60
+    if hours < 24:
+        return f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h" if hours % 24 else f"{hours // 24} d"
+
+
+def work_state(row: dict[str, Any]) -> str:
+    """An action entry's status, owner and lateness in words (docs/design.md 12), e.g.
+    "done by bo, 2 h late" or "acknowledged by ana, overdue"; "" for other entries."""
+    status = row.get("status")
+    if row.get("kind") != "action" or not status:
+        return ""
+    text = str(status)
+    if row.get("owner"):
+        text += f" by {row['owner']}" if status == "done" else f" ({row['owner']})"
+    late = row.get("late_s")
+    if status == "done" and late is not None:
+        text += f", {lateness(int(late))} late" if late > 0 else ", on time"
+    elif row.get("overdue") and status != "overdue":
+        text += ", overdue"
+    return text
+
+
 def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
-    """Timeline entries as a rich table: time, kind, channel, what happened, balance."""
+    """Timeline entries as a rich table: time, kind, channel, what happened, the action's
+    status (owner, lateness), balance."""
     customer = rows[0]["customer_id"] if rows else ""
     # Customer text is shown as text, never read as rich markup (`[/b]`, `[link=...]`).
     table = Table(title=title or f"Timeline of customer {escape(str(customer))}", show_lines=False)
@@ -221,6 +336,7 @@ def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Tabl
     table.add_column("kind", no_wrap=True)
     table.add_column("channel", no_wrap=True)
     table.add_column("what", overflow="fold")
+    table.add_column("status", overflow="fold")
     table.add_column("balance", justify="right", no_wrap=True)
     for row in rows:
         at = str(row["at"]).replace("T", " ")[:19]
@@ -235,6 +351,7 @@ def timeline_table(rows: list[dict[str, Any]], title: str | None = None) -> Tabl
             f"[{_KIND_STYLE.get(kind, '')}]{kind}[/]" if kind in _KIND_STYLE else kind,
             Text(str(row.get("channel") or "")),
             Text(summary, style=style or ""),
+            Text(work_state(row), style="red" if row.get("overdue") else ""),
             "" if balance is None else f"{balance:+g}",
         )
     return table

@@ -25,6 +25,17 @@ internal receivers to the trusted ones. Deliveries:
   offsets, lag and signals are the sinks' shared consume loop (`sinks.consume`);
   `WebhookSink` is its effect.
 
+Status changes (docs/design.md 12): the sink also reads `action-status` and
+POSTs each change of an action's status (open, acknowledged, reassigned,
+overdue, done, lapsed) to its destination's URL as a `moments.action.status`
+CloudEvent (`data`: the `ActionStatus` JSON form; id derived from the action,
+status, time and event, so a redelivery repeats it), signed, retried and
+dead-lettered like actions; a status of a destination without a URL is skipped.
+The erasure marker of `action-status` is forwarded as `customer.forgotten` to
+every routed destination (its own id: the receiver deletes the statuses it got
+since the action topic's marker), and confirmed for that topic once all of them
+acknowledged it.
+
 Erasure (docs/design.md 10.1): an erasure marker on an action topic, in its
 partition's lane behind every earlier action of the customer, is forwarded to
 that destination as a `customer.forgotten` CloudEvent (id derived from the
@@ -64,7 +75,7 @@ from common.metrics import WEBHOOK_DELIVERIES
 from common.privacy import keyed_customer_hash
 from common.settings import Settings
 from schemas.codec import codec_for, to_json_dict
-from schemas.records import ActionEvent
+from schemas.records import ActionEvent, ActionStatus
 from schemas.wire import DESTINATIONS
 from sinks.consume import TP, ConsumeLoop, Progress, Route, run_sink
 from sinks.dead_letters import DeadLetters
@@ -144,6 +155,37 @@ def cloud_event_body(action: ActionEvent) -> bytes:
     return json.dumps(cloud_event(action), ensure_ascii=False, separators=(",", ":")).encode()
 
 
+#: The CloudEvent type of a change of an action's status (docs/design.md 12).
+STATUS_TYPE: Final = "moments.action.status"
+
+
+def status_event_id(status: ActionStatus) -> str:
+    """A change's CloudEvent id: the same for a redelivery, another for any other change."""
+    made_by = f"/{status.event_id}" if status.event_id else ""
+    return f"{status.action_id}/{status.status}/{status.at}{made_by}"
+
+
+def status_cloud_event(status: ActionStatus) -> dict[str, Any]:
+    """A change of an action's status as a CloudEvents 1.0 structured-mode event."""
+    return {
+        "specversion": "1.0",
+        "id": status_event_id(status),
+        "source": f"moments/{status.rule}",
+        "type": STATUS_TYPE,
+        "subject": status.customer_id,
+        "time": _iso(status.at),
+        "datacontenttype": "application/json",
+        "partitionkey": status.customer_id,
+        "data": to_json_dict(status),
+    }
+
+
+def status_body(status: ActionStatus) -> bytes:
+    """The exact bytes POSTed (and signed) for a change of status."""
+    event = status_cloud_event(status)
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 #: The CloudEvent type of an erasure forwarded to a destination.
 FORGOTTEN_TYPE: Final = "customer.forgotten"
 
@@ -155,6 +197,8 @@ class Forgotten:
     customer_id: str
     erased_at_ms: int
     destination: str
+    #: The marker came from `action-status` (its event gets an id of its own).
+    statuses: bool = False
 
     def __repr__(self) -> str:  # never the customer id
         return f"Forgotten({self.destination}, {self.erased_at_ms})"
@@ -164,9 +208,10 @@ def forgotten_event(forgotten: Forgotten) -> dict[str, Any]:
     """The erasure as a CloudEvents 1.0 event: the receiver deletes what it holds of `subject`
     (the customer id) from before `time`. Its id repeats on a redelivery."""
     customer_hash = keyed_customer_hash(forgotten.customer_id)
+    statuses = "-statuses" if forgotten.statuses else ""
     return {
         "specversion": "1.0",
-        "id": f"forgotten-{customer_hash[:32]}-{forgotten.erased_at_ms}",
+        "id": f"forgotten-{customer_hash[:32]}-{forgotten.erased_at_ms}{statuses}",
         "source": "moments/erasure",
         "type": FORGOTTEN_TYPE,
         "subject": forgotten.customer_id,
@@ -451,15 +496,19 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     return context
 
 
+#: What a lane delivers: an action, a change of status, an erasure.
+Delivered = ActionEvent | ActionStatus | Forgotten
+
+
 @dataclass
 class _Lane:
     """One partition's actions, delivered in offset order on a thread of their own."""
 
     topic: str
     partition: int
-    handle: Callable[[ActionEvent | Forgotten, Message, threading.Event], None]
+    handle: Callable[[Delivered, Message, threading.Event], None]
     failed: Callable[[BaseException], None]
-    records: queue.SimpleQueue[tuple[ActionEvent | Forgotten, Message] | None] = field(
+    records: queue.SimpleQueue[tuple[Delivered, Message] | None] = field(
         default_factory=queue.SimpleQueue
     )
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -471,7 +520,7 @@ class _Lane:
         )
         self.thread.start()
 
-    def put(self, action: ActionEvent | Forgotten, msg: Message) -> None:
+    def put(self, action: Delivered, msg: Message) -> None:
         self.records.put((action, msg))
 
     @property
@@ -518,9 +567,11 @@ class WebhookSink:
         self.settings = settings
         self.group = settings.sinks.webhook_group
         self.topics = [settings.topics.action(d) for d in DESTINATIONS if d in urls]
+        self.status_topic = settings.topics.action_status
         self.dlq_topic = settings.topics.actions_dlq
         self.delivery = WebhookDelivery(urls, signing, policy=policy, client=client, verify=verify)
         self.codec = codec_for(ActionEvent, settings.kafka.schema_registry_url)
+        self.status_codec = codec_for(ActionStatus, settings.kafka.schema_registry_url)
         self._lanes: dict[TP, _Lane] = {}
         self._progress = Progress()
         self._dead_letters: DeadLetters | None = None
@@ -528,8 +579,11 @@ class WebhookSink:
         self._confirmations: ErasureConfirmations | None = None
 
     def routes(self) -> dict[str, Route]:
-        """The routed action topics; undecodable records go to `actions.dlq`."""
-        return {topic: Route(self.codec.decode, self.dlq_topic) for topic in self.topics}
+        """The routed action topics and `action-status`; undecodable records go to
+        `actions.dlq`."""
+        routes = {topic: Route(self.codec.decode, self.dlq_topic) for topic in self.topics}
+        routes[self.status_topic] = Route(self.status_codec.decode, self.dlq_topic)
+        return routes
 
     # -- the effect (loop thread)
 
@@ -552,8 +606,12 @@ class WebhookSink:
 
     def forget(self, customer_id: str, erased_at_ms: int, message: Message) -> None:
         """An erasure marker: forwarded in the partition's lane, behind the actions before it."""
-        destination = self._destinations.get(str(message.topic()), "")
-        self._lane(message).put(Forgotten(customer_id, erased_at_ms, destination), message)
+        topic = str(message.topic())
+        if topic == self.status_topic:  # for every routed destination
+            forgotten = Forgotten(customer_id, erased_at_ms, "", statuses=True)
+        else:
+            forgotten = Forgotten(customer_id, erased_at_ms, self._destinations.get(topic, ""))
+        self._lane(message).put(forgotten, message)
 
     def _lane(self, message: Message) -> _Lane:
         key = (str(message.topic()), message.partition() or 0)
@@ -601,18 +659,45 @@ class WebhookSink:
 
     # -- per record (lane threads)
 
-    def handle(
-        self, action: ActionEvent | Forgotten, msg: Message, cancelled: threading.Event
-    ) -> None:
-        """Deliver one action or erasure, or dead-letter it; an action is done once one of
-        both is durable, an erasure once its confirmation is too."""
+    def _deliver_forgotten(
+        self, forgotten: Forgotten, cancelled: threading.Event
+    ) -> DeliveryFailure | None:
+        """An erasure to its destination; one from `action-status` to every routed
+        destination (the first failure, after trying them all)."""
+        if not forgotten.statuses:
+            return self.delivery.deliver_body(
+                forgotten.destination, forgotten_body(forgotten), "an erasure", cancelled
+            )
+        first: DeliveryFailure | None = None
+        for destination in [d for d in DESTINATIONS if d in self.delivery.urls]:
+            each = Forgotten(forgotten.customer_id, forgotten.erased_at_ms, destination, True)
+            failure = self.delivery.deliver_body(
+                destination, forgotten_body(each), "an erasure of statuses", cancelled
+            )
+            first = first or failure
+        return first
+
+    def handle(self, action: Delivered, msg: Message, cancelled: threading.Event) -> None:
+        """Deliver one action, change of status or erasure, or dead-letter it; an action or
+        status is done once one of both is durable, an erasure once its confirmation is too."""
         key, offset = (str(msg.topic()), msg.partition() or 0), msg.offset() or 0
         progress = self._progress
         done: Callable[[], None] = lambda: progress.done(key, (offset,))  # noqa: E731
-        if isinstance(action, Forgotten):
+        if isinstance(action, ActionStatus):
+            if action.destination not in self.delivery.urls:
+                done()  # a destination this sink does not serve
+                return
             failure = self.delivery.deliver_body(
-                action.destination, forgotten_body(action), "an erasure", cancelled
+                action.destination,
+                status_body(action),
+                f"status {action.status} of action {action.action_id}",
+                cancelled,
             )
+            if failure is None:
+                done()
+                return
+        elif isinstance(action, Forgotten):
+            failure = self._deliver_forgotten(action, cancelled)
             confirmations = self._confirmations
             assert confirmations is not None, "handle before start()"
             forgotten = action
@@ -634,7 +719,10 @@ class WebhookSink:
             if failure is None:
                 done()
                 return
-        extra = {"attempts": str(failure.attempts), "destination": action.destination}
+        extra = {
+            "attempts": str(failure.attempts),
+            "destination": action.destination or "every routed destination",
+        }
         if failure.http_status is not None:
             extra["http_status"] = str(failure.http_status)
         assert self._dead_letters is not None, "handle before start()"

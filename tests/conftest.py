@@ -13,9 +13,15 @@ them (`make soak`, `-m bench`), whatever else it selects.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# CLI output in tests is that of a pipe (moments.cli.common.make_console), whoever runs
+# them: pytest-xdist workers are given COLUMNS=80, and the CLI's console reads it once, at
+# import, so a table would fold there and not in one process.
+os.environ.pop("COLUMNS", None)
 
 _HERE = Path(__file__).parent
 #: Directory under tests/ → the markers of its tier.

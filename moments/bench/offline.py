@@ -1,13 +1,16 @@
-"""Sections without a broker: the codec (fastavro, pure-Python avro, moments' codec) and the
-engine (replay over the simulated population, state size, `replay_file` end to end)."""
+"""Sections without a broker: the codec (fastavro, pure-Python avro, moments' codec), e-mail
+(parsing and classifying the labelled corpus) and the engine (replay over the simulated
+population, state size, `replay_file` end to end)."""
 
 from __future__ import annotations
 
 import gc
 import io
 import json
+import mailbox
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
@@ -17,6 +20,7 @@ from moments.bench.replay import replay_vs_parse
 from processors.config import engine_config
 from processors.engine import DictStore, Engine, load_rule_pack
 from processors.replay import replay_file
+from producers.adapters.email import EmailAdapter, parse_message
 from schemas.codec import AvroCodec, action_from_json
 from schemas.records import InteractionEvent
 
@@ -82,6 +86,37 @@ def codec(bench: Bench) -> None:
         result["decode_ratio"] = round(a_dec[0] / f_dec[0], 1) if f_dec[0] else None
         bench.figures["codec_fastavro_vs_avro_ratio"] = result["decode_ratio"]
     bench.details["codec"] = result
+
+
+# -- e-mail -----------------------------------------------------------------------------
+
+#: The labelled corpus the classifier is measured on (present in a clone of the repository).
+EMAIL_CORPUS: Final = Path(__file__).resolve().parents[2] / "tests" / "data" / "email_corpus"
+
+
+def email(bench: Bench) -> None:
+    """Milliseconds per message to parse (RFC 5322, MIME, the sender's own words) and to
+    classify, over every message of the labelled corpus, best of 5 passes."""
+    paths = sorted(EMAIL_CORPUS.glob("*.mbox"))
+    if not paths:
+        bench.unmeasured["email_classify_ms"] = f"no labelled corpus at {EMAIL_CORPUS}"
+        return
+    raws = [bytes(m) for path in paths for m in mailbox.mbox(str(path), create=False)]
+    adapter = EmailAdapter(customers={})
+    parse_s = classify_s = float("inf")
+    for _ in range(5):
+        with stopwatch() as parsed:
+            messages = [parse_message(raw) for raw in raws]
+        with stopwatch() as classified:
+            for message in messages:
+                adapter.classify(message.subject, message.body, in_thread=message.in_thread)
+        parse_s, classify_s = min(parse_s, parsed[0]), min(classify_s, classified[0])
+    bench.details["email"] = {
+        "messages": len(raws),
+        "parse_ms_per_message": round(parse_s * 1000 / len(raws), 3),
+        "classify_ms_per_message": round(classify_s * 1000 / len(raws), 3),
+    }
+    bench.figures["email_classify_ms"] = bench.details["email"]["classify_ms_per_message"]
 
 
 # -- engine -----------------------------------------------------------------------------

@@ -17,12 +17,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.settings import Settings
 from moments.bench.context import FULL, QUICK, Bench
+from moments.bench.desk import desk
 from moments.bench.kafka import backfill, publisher
-from moments.bench.offline import codec, engine
+from moments.bench.offline import codec, email, engine
 from moments.bench.report import REQUIRED_KEYS, judge_targets, markdown_table, write_chart
 from moments.bench.sink import sink
 from moments.bench.worker import latency, worker
-from moments.calibration import calibration, python_loop_seconds, read_cpu_times
+from moments.calibration import (
+    calibration,
+    load_average,
+    python_loop_seconds,
+    read_cpu_times,
+    run_cpu_seconds,
+)
 from moments.stack import local_stack
 from processors import REPLAY_SHARDS_COMPILED
 from processors.engine import ENGINE_COMPILED
@@ -32,10 +39,12 @@ from schemas import JSON_FORM_COMPILED
 #: figures (a section that fails loses only its own).
 SECTIONS: Final[tuple[tuple[str, Callable[[Bench], None]], ...]] = (
     ("codec", codec),
+    ("email", email),
     ("engine", engine),
     ("publisher", publisher),
     ("backfill", backfill),
     ("sink", sink),
+    ("desk", desk),
     ("worker", worker),
     ("latency", latency),
 )
@@ -59,6 +68,7 @@ def run_bench(
     errors: dict[str, str] = {}
     work = Path(tempfile.mkdtemp(prefix="moments-bench-"))
     cpu_before = read_cpu_times()
+    run_cpu_before = run_cpu_seconds()
     console.print("calibrating: a plain 10M-iteration Python loop")
     loop_s = python_loop_seconds()
     with local_stack(settings) as stack_settings:
@@ -87,7 +97,14 @@ def run_bench(
                     console.print(f"[red]{name}: {errors[name]}[/red]")
                 progress.advance(task)
     report.update(bench.figures)
-    report["calibration"] = calibration(loop_s, cpu_before, read_cpu_times())
+    report["calibration"] = calibration(
+        loop_s,
+        cpu_before,
+        read_cpu_times(),
+        run_cpu_s=run_cpu_seconds() - run_cpu_before,
+        load=max([load_average() or 0.0, *details.get("load_average_at_start", {}).values()]),
+        cpus=os.cpu_count(),
+    )
     report["unmeasured"] = bench.unmeasured
     report["targets"] = judge_targets(report)
     report["details"] = details

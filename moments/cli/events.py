@@ -246,6 +246,14 @@ def simulate(
             "default MOMENTS_SIMULATE_EFFECTS; 0 = no effect)."
         ),
     ] = None,
+    teams: Annotated[
+        bool,
+        typer.Option(
+            help="Simulate the teams that act on the actions (acknowledge, complete, leave "
+            "some undone: status events; effects only for done actions). --no-teams: every "
+            "action counts as done and no status event is written (twice as fast)."
+        ),
+    ] = True,
 ) -> None:
     """Generate a realistic population's interactions through the channel adapters."""
     from common.topics import ensure_topics
@@ -253,7 +261,7 @@ def simulate(
     from producers.publisher import Publisher
     from producers.simulator import publish_simulation, write_simulation
 
-    rates = simulation_rates(load_settings(), effect or [])
+    rates = simulation_rates(load_settings(), effect or [], teams=teams)
     if (out is None) == (not publish):
         raise UserError("give exactly one of --out FILE or --publish")
     if customers < 1 or days < 1:
@@ -376,7 +384,8 @@ def timeline(
         ),
     ] = False,
 ) -> None:
-    """Show one customer's events, actions and decisions in time order."""
+    """Show one customer's events, actions and decisions in time order, each action with its
+    status, owner and lateness (docs/design.md 12)."""
     import json
 
     from sinks.relationship import customer_relationship, relationship_line

@@ -35,6 +35,14 @@ def replay(
             "Replays in one process."
         ),
     ] = None,
+    status_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write every change of an action's status (open, acknowledged, "
+            "reassigned, overdue, done, lapsed), JSON lines: the records the worker sends to "
+            "action-status (with --from-topic too). Replays in one process."
+        ),
+    ] = None,
     rules: Annotated[Path | None, typer.Option(help="Rule pack (default: built-in).")] = None,
     until: Annotated[
         str | None, typer.Option(help="Advance the clock to this time at the end (ISO-8601).")
@@ -95,6 +103,7 @@ def replay(
             actions_out=actions_out,
             decisions_out=decisions_out,
             late_out=late_out,
+            status_out=status_out,
             to_topics=to_topics is not None,
             output_prefix=to_topics,
             rules_path=rules_path,
@@ -126,6 +135,7 @@ def replay(
         changes=changes,
         workers=settings.engine.replay_workers if workers is None else workers,
         late_out=late_out,
+        status_out=status_out,
     )
     shared = f", {summary.workers} processes" if summary.workers > 1 else ""
     late = f", {summary.too_late} too late ({late_out})" if late_out is not None else ""

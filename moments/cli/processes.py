@@ -80,18 +80,23 @@ def api(
         int | None, typer.Option(help="Port to listen on (default MOMENTS_API_PORT, 8081).")
     ] = None,
 ) -> None:
-    """Serve the read API for agent desktops: a customer's timeline and decisions (API key)."""
+    """Serve the read API for agent desktops (a customer's timeline and decisions, API key)
+    and the agent desk under /desk (desk keys; its buttons publish status events)."""
     from common.privacy import redact_url
+    from moments.desk import PublisherStatusSender
     from sinks.api import ApiConfigError, run_api
 
     settings = require_database(load_settings())
     where = f"http://{host or settings.api.api_host}:{port or settings.api.api_port}"
     database = redact_url(str(settings.database.database_url))
+    sender = PublisherStatusSender(settings)
     try:
         with serving(settings, "read API", f"{where}/v1/customers/ from {database}", role="api"):
-            run_api(settings, host=host, port=port)
+            run_api(settings, host=host, port=port, desk_sender=sender)
     except ApiConfigError as exc:
         raise UserError(str(exc)) from None
+    finally:
+        sender.close()
 
 
 @app.command()

@@ -27,6 +27,13 @@ def uplift(
     decisions: Annotated[
         Path | None, typer.Option(help="Decisions (JSON lines, `replay --decisions-out`).")
     ] = None,
+    status: Annotated[
+        Path | None,
+        typer.Option(
+            help="Action status records (JSON lines, `replay --status-out`): adds the done "
+            "rate and the median hours to done."
+        ),
+    ] = None,
     database: Annotated[
         bool, typer.Option("--database", help="Read both from PostgreSQL (MOMENTS_DATABASE_URL).")
     ] = False,
@@ -37,7 +44,8 @@ def uplift(
     ] = None,
     png: Annotated[Path | None, typer.Option(help="Write a chart (PNG) here.")] = None,
 ) -> None:
-    """Per rule with an outcome: treated vs control customers, both rates, uplift, 95% CI, p."""
+    """Per rule with an outcome: treated vs control customers, both rates, uplift, 95% CI, p
+    and, with --status or --database, the done rate and median hours to done."""
 
     @friendly
     def run() -> None:
@@ -56,14 +64,16 @@ def uplift(
         if not outcomes:
             raise UserError(f"{pack.source}: no rule has an outcome to measure")
         if database:
-            if events is not None or decisions is not None:
-                raise UserError("give --events and --decisions, or --database, not both")
+            if events is not None or decisions is not None or status is not None:
+                raise UserError(
+                    "give --events, --decisions (and --status), or --database, not both"
+                )
             conninfo = require_database(settings).database.database_url or ""
             results = uplift_from_database(conninfo, outcomes)
         else:
             if events is None or decisions is None:
                 raise UserError("give --events FILE and --decisions FILE, or --database")
-            results = uplift_from_files(outcomes, decisions, events)
+            results = uplift_from_files(outcomes, decisions, events, status)
         document = json.dumps(uplift_json(results), indent=2) + "\n"
         if json_out == Path("-"):
             sys.stdout.write(document)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +33,9 @@ def rules_check(
             help="A new version of the pack: every changed rule must raise its version."
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='One JSON object: {"ok", "problems": [...], ...}.')
+    ] = False,
 ) -> None:
     """Validate a rule pack; report every problem with file, rule and field.
 
@@ -40,6 +45,9 @@ def rules_check(
     from processors.engine import load_rule_pack
     from processors.engine.lifecycle import compare_packs
 
+    if as_json:
+        _check_json(file, new)
+        return
     pack = load_rule_pack(file)
     if new is None:
         console.print(f"[green]ok[/]: {escape(str(file))}: {len(pack.rules)} rules")
@@ -163,12 +171,15 @@ def rules_publish(
         ),
     ] = None,
 ) -> None:
-    """Validate a pack, check it against the last published one, produce it to `rules`."""
-    import yaml
+    """Validate a pack, check it against the last published one, produce it to `rules`.
 
-    from common.rules_topic import pack_history, publish_pack
-    from processors.engine import load_rule_pack, parse_rule_pack
+    With none published, the check is against the pack workers then run
+    (MOMENTS_RULES_PATH or the default pack). A pack published before under its name,
+    or that one, is a rollback: it needs no higher versions."""
+    from common.rules_topic import next_version, pack_history, publish_pack
+    from processors.engine import load_rule_pack
     from processors.engine.lifecycle import compare_packs
+    from processors.engine.switching import pack_id
 
     settings = require_broker(load_settings())
     signer = _signing_key(settings, key)
@@ -176,46 +187,93 @@ def rules_publish(
     pack = load_rule_pack(file, predicate_modules=settings.engine.predicate_modules)
     name = _pack_name(text)
     history = pack_history(settings, name)
-    changes = ""
-    previous = None
-    for last in reversed(history):  # the last pack a worker would have taken
-        source = f"{settings.topics.rules}@{last.offset}"
-        try:
-            previous = parse_rule_pack(yaml.safe_load(last.yaml), source=source)
-            break
-        except (ValueError, yaml.YAMLError):
-            continue
+    start = _startup_pack(settings)
+    again = _earlier(history, start, pack_id(text))
+    changes = f"; {again} again" if again else ""
+    previous = None if again else _last_pack(settings, history) or (start and start.pack)
     if previous is not None:
         require_raised_versions(previous, pack)
         diff = compare_packs(previous, pack)
         changes = (
             f"; {len(diff.changed)} changed, {len(diff.added)} added, {len(diff.removed)} removed"
         )
-    published = publish_pack(settings, name, text, _author(author), key=signer)
+    published = publish_pack(
+        settings, name, text, _author(author), key=signer, version=next_version(history)
+    )
     console.print(
-        f"published {escape(name)} ({len(pack.rules)} rules) to {settings.topics.rules} "
-        f"at offset {published.offset}{changes}"
+        f"published {escape(name)} v{published.version} (hash {pack_id(text)}, "
+        f"{len(pack.rules)} rules) to {settings.topics.rules} at offset {published.offset}"
+        + escape(changes)
         + (f", signed by {escape(published.author)}" if signer else "")
     )
+
+
+def _startup_pack(settings: Any) -> Any:
+    """The pack a worker runs with none published (MOMENTS_RULES_PATH or the default
+    pack), or None when it cannot be read."""
+    from processors.engine import RulePackError
+    from processors.rules_follower import startup_pack
+
+    try:
+        return startup_pack(settings)
+    except (RulePackError, OSError):
+        return None
+
+
+def _last_pack(settings: Any, history: list[Any]) -> Any:
+    """The last valid pack of `history` (what a worker would have taken), or None."""
+    import yaml
+
+    from processors.engine import parse_rule_pack
+
+    for last in reversed(history):
+        source = f"{settings.topics.rules}@{last.offset}"
+        try:
+            return parse_rule_pack(yaml.safe_load(last.yaml), source=source)
+        except (ValueError, yaml.YAMLError):
+            continue
+    return None
+
+
+def _earlier(history: list[Any], start: Any, pid: str) -> str | None:
+    """Which earlier pack has the id `pid`: the latest version of `history` that has it,
+    else the start-up pack; None when neither does (a new pack)."""
+    from processors.engine.switching import pack_id
+
+    for record in reversed(history):
+        if pack_id(record.yaml) == pid:
+            return f"the pack of version {record.version} (offset {record.offset})"
+    if start is not None and start.pid == pid:
+        return f"the pack run with none published ({start.source})"
+    return None
 
 
 @rules_app.command("history")
 @friendly
 def rules_history(
     pack: Annotated[str | None, typer.Option(help="Only this pack (its `name`).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON list, one object a version.")
+    ] = False,
 ) -> None:
-    """List the packs published to the `rules` topic, oldest first, with rule versions."""
+    """List the packs published to the `rules` topic, oldest first: each version, its hash
+    (the `pack` of the metric moments_rules_pack_info) and rule versions."""
     import yaml
     from rich.table import Table
 
     from common.rules_topic import pack_history, signature_problem
     from processors.engine import parse_rule_pack
+    from processors.engine.switching import pack_id
 
     settings = require_broker(load_settings())
     keys = settings.engine.rules_signing_keys
     table = Table(title=f"{settings.topics.rules}")
-    for column in ("offset", "pack", "published_at", "author", "rules"):
-        table.add_column(column, overflow="fold")
+    for column in ("offset", "pack", "version", "hash", "published_at", "author", "rules"):
+        if column == "hash":  # whole on any width: it is what the metric shows
+            table.add_column(column, no_wrap=True, min_width=16)
+        else:
+            table.add_column(column, overflow="fold")
+    rows: list[dict[str, Any]] = []
     for record in pack_history(settings, pack):
         try:
             rules = parse_rule_pack(yaml.safe_load(record.yaml)).rules
@@ -223,18 +281,32 @@ def rules_history(
             versions = f"{len(rules)} rules" + (f"; {', '.join(raised)}" if raised else ", all v1")
         except (ValueError, yaml.YAMLError):
             versions = "(invalid pack)"
+        # with publisher keys set, only a verified key's name is an author
+        author = (
+            record.author
+            if not keys
+            else record.signed_by or ""
+            if signature_problem(record, keys) is None
+            else "(not signed by a known key)"
+        )
+        digest = pack_id(record.yaml)
+        rows.append(
+            {"offset": record.offset, "pack": record.pack, "version": record.version}
+            | {"hash": digest, "published_at": record.published_at}
+            | {"author": author, "rules": versions}
+        )
         table.add_row(
             str(record.offset),
             escape(record.pack),
+            str(record.version),
+            digest,
             record.published_at,
-            # with publisher keys set, only a verified key's name is an author
-            escape(record.author)
-            if not keys
-            else escape(record.signed_by or "")
-            if signature_problem(record, keys) is None
-            else "(not signed by a known key)",
+            escape(author),
             escape(versions),
         )
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
     console.print(table)
 
 
@@ -248,19 +320,37 @@ def rules_rollback(
         typer.Option(help="Sign with this publisher key (default: the only one)."),
     ] = None,
 ) -> None:
-    """Publish the pack published before the current one again."""
-    from common.rules_topic import pack_history, publish_pack
+    """Publish the pack published before the current one again (as one more version).
+
+    Before the first publication that is the pack workers run with none published
+    (MOMENTS_RULES_PATH or the default pack)."""
+    from common.rules_topic import next_version, pack_history, publish_pack
+    from processors.engine.switching import pack_id
 
     settings = require_broker(load_settings())
     signer = _signing_key(settings, key)
     history = pack_history(settings, pack)
-    if len(history) < 2:
-        raise UserError(f"{settings.topics.rules}: no earlier publication of pack {pack!r}")
-    previous = history[-2]
-    published = publish_pack(settings, pack, previous.yaml, _author(author), key=signer)
+    if not history:
+        raise UserError(f"{settings.topics.rules}: pack {pack!r} was never published")
+    current = pack_id(history[-1].yaml)
+    for record in reversed(history[:-1]):
+        if pack_id(record.yaml) != current:
+            text, what = record.yaml, f"version {record.version} ({record.published_at})"
+            break
+    else:
+        start = _startup_pack(settings)
+        if start is None or start.pid == current:
+            raise UserError(
+                f"{settings.topics.rules}: no earlier version of pack {pack!r} than its current"
+                f" one (hash {current})"
+            )
+        text, what = start.text, f"the pack run with none published ({start.source})"
+    published = publish_pack(
+        settings, pack, text, _author(author), key=signer, version=next_version(history)
+    )
     console.print(
-        f"rolled back {escape(pack)} to the pack of offset {previous.offset} "
-        f"({previous.published_at}); published at offset {published.offset}"
+        f"rolled back {escape(pack)} to {escape(what)}: published as v{published.version} "
+        f"(hash {pack_id(text)}) at offset {published.offset}"
     )
 
 
@@ -295,3 +385,34 @@ def _print_diff(result: Any) -> None:
                 escape(ex["new_reason"] or "-"),
             )
         console.print(examples)
+
+
+def _check_json(file: Path, new: Path | None) -> None:
+    """`rules check --json`: every problem of FILE (and NEW) as one JSON object on stdout;
+    exit code 2 when there is any."""
+    from processors.engine import RulePackError, check_rule_pack, load_rule_pack
+    from processors.engine.lifecycle import compare_packs, version_problems
+
+    problems = check_rule_pack(file) + (check_rule_pack(new) if new is not None else [])
+    report: dict[str, Any] = {"ok": not problems, "file": str(file), "problems": problems}
+    if not problems:
+        pack = load_rule_pack(file)
+        report["rules"] = len(pack.rules)
+        if new is not None:
+            try:
+                new_pack = load_rule_pack(new)
+            except RulePackError as exc:
+                new_pack, report["problems"] = None, exc.problems
+            if new_pack is not None:
+                changes = compare_packs(pack, new_pack)
+                report["problems"] = version_problems(pack, new_pack)
+                report |= {
+                    "new": str(new),
+                    "changed": list(changes.changed),
+                    "added": list(changes.added),
+                    "removed": list(changes.removed),
+                }
+            report["ok"] = not report["problems"]
+    sys.stdout.write(json.dumps(report) + "\n")
+    if not report["ok"]:
+        raise typer.Exit(2)

@@ -140,6 +140,7 @@ def up(
                 "read API",
                 f"{api_url}/v1/customers/{{id}}/timeline|decisions (X-API-Key: {read_key})",
             ),
+            ("agent desk", f"{api_url}/desk/ (sign in with the desk key)"),
             ("desk key", f"{desk_key} (MOMENTS_DESK_KEYS)"),
             *((f"metrics: {name}", url) for name, url in metrics_urls.items()),
             ("logs", str(sup.log_dir)),
@@ -149,6 +150,7 @@ def up(
             "MOMENTS_COLLECTOR_URL": collector,
             "MOMENTS_COLLECTOR_KEY": collector_key,
             "MOMENTS_API_URL": api_url,
+            "MOMENTS_DESK_URL": f"{api_url}/desk/",
             "MOMENTS_READ_KEY": read_key,
             **{
                 f"MOMENTS_METRICS_URL_{name.upper().replace('-', '_')}": url
@@ -156,6 +158,8 @@ def up(
             },
             PID_VARIABLE: str(os.getpid()),
         }
+        with console.status("waiting for the collector and the read API to answer"):
+            sup.wait_until_serving([f"{collector}/healthz", f"{api_url}/healthz"], timeout_s=120)
         exports = export_lines(settings, extra)
         env_file = write_env_file(data_dir, exports)
         on_exit.callback(env_file.unlink, missing_ok=True)
@@ -188,7 +192,7 @@ def bench(
     from moments.bench import print_summary, run_bench
 
     report = run_bench(
-        load_settings(),
+        load_settings(adopt_stack=False),  # its own embedded stack unless MOMENTS_BOOTSTRAP
         quick=quick,
         json_path=json_path,
         markdown_path=markdown,

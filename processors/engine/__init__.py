@@ -20,6 +20,7 @@ COMPILED_MODULES = (
     "ids",
     "candidates",
     "customer",
+    "actions",
     "cases",
     "rendering",
     "kinds",

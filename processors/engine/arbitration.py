@@ -16,6 +16,7 @@ from __future__ import annotations
 from bisect import insort
 from typing import TYPE_CHECKING, Any, Final
 
+from processors.engine.actions import named_owner, open_action
 from processors.engine.candidates import NO_CONTEXT, Candidate, key_of
 from processors.engine.cases import CASE, closing_after, note_follow_up, open_case_at
 from processors.engine.customer import channel_hint, opted_out
@@ -343,6 +344,15 @@ class Step:
             note_follow_up(state, key, action_id)
         if rt.owner:
             self.take_ownership(rt, at, action_id)
+        due_by = (
+            engine.deadline(rt.destination, at, rt.due_by_ms) if rt.due_by_ms is not None else None
+        )
+        action_details = details(self, rt, cand, (balance, positives, negatives))
+        if OWNERS in state:
+            owner = named_owner(state, rt.destination, at)
+            if owner is not None:
+                action_details["owner"] = owner
+                action_details = dict(sorted(action_details.items()))
         self.out.actions.append(
             # positional: the field order of action_event.avsc
             ActionEvent(
@@ -357,10 +367,11 @@ class Step:
                 list(evidence) if engine.decisions else evidence,  # not shared with a Decision
                 channel_hint(state, at),
                 at,
-                at + rt.due_by_ms if rt.due_by_ms is not None else None,
-                details(self, rt, cand, (balance, positives, negatives)),
+                due_by,
+                action_details,
             )
         )
+        open_action(self, action_id, rule_id, rt.destination, at, due_by)
         return True
 
     def start_cool_down(
@@ -460,7 +471,11 @@ class Step:
         rule_version, reason, details]; it expires at its due_by, else after `defer_for`.
         """
         rule = cand.rule
-        due_by = cand.at + rule.due_by_ms if rule.due_by_ms is not None else None
+        due_by = (
+            self.engine.deadline(rule.destination, cand.at, rule.due_by_ms)
+            if rule.due_by_ms is not None
+            else None
+        )
         expires = due_by if due_by is not None else cand.at + rule.defer_for_ms
         entry = [
             cand.at,
@@ -672,6 +687,10 @@ class Step:
         details["relationship_balance"] = str(positives - negatives)
         details["relationship_positives"] = str(positives)
         details["relationship_negatives"] = str(negatives)
+        if OWNERS in state:
+            owner = named_owner(state, rule.destination, now)
+            if owner is not None:
+                details["owner"] = owner
         self.out.actions.append(
             ActionEvent(
                 action_id,
@@ -689,3 +708,4 @@ class Step:
                 dict(sorted(details.items())),
             )
         )
+        open_action(self, action_id, rule_id, rule.destination, now, due_by)

@@ -64,6 +64,7 @@ from heapq import heapify, heappop, heappush
 from operator import itemgetter
 from typing import Any, Final
 
+from processors.engine.actions import ACTION_TIMER, apply_status, on_action_timer
 from processors.engine.arbitration import HOLD_TIMER, QUEUE_TIMER, Step
 from processors.engine.candidates import NO_CONTEXT, recall, remember
 from processors.engine.cases import CASE_EVENTS, apply_case_event, key_at
@@ -80,6 +81,7 @@ from processors.engine.customer import (
     record_preferences,
 )
 from processors.engine.decisions import DUPLICATE_EVENT, RULE_ERROR, SUPPRESSED
+from processors.engine.hours import deadline_writer
 from processors.engine.ids import stable_id
 from processors.engine.interfaces import DictStore, EngineConfig, EngineOutput, StateStore
 from processors.engine.kinds import KEPT_AT_SWITCH, KINDS, Kind, timer_version
@@ -118,7 +120,7 @@ from processors.engine.state import (
     upgrade_partition,
 )
 from processors.engine.times import ISO_DATES, day_writer, iso_date
-from schemas.records import Decision, InteractionEvent
+from schemas.records import STATUS_EVENT_TYPES, Decision, InteractionEvent
 
 __all__ = ["PRODUCT_CLOSED", "Engine"]
 
@@ -140,6 +142,10 @@ NO_ENGAGEMENT: Final = frozenset(
         "action_done",
     }
 )
+#: The operational status events of actions (docs/design.md 12): held until the watermark
+#: passes them, then applied to the action they name; never contacts, never in the ledger,
+#: never a match for a rule on any type, no change to the customer's profile.
+OPERATIONAL: Final = frozenset(STATUS_EVENT_TYPES)
 #: Event types that change the profile beyond products and the ledger (`_apply_special`).
 SPECIAL_TYPES: Final = frozenset(CASE_EVENTS) | {PREFERENCES_CHANGED, PRODUCT_OPENED}
 
@@ -153,8 +159,9 @@ _TOO_LATE: Final[tuple[list[int], int]] = ([], 0)
 _IndexEntry = tuple[Rule, str, MatchTest | None, Kind]
 #: What an event of a type touches: (listeners deciding on arrival, ledger sign, closes a
 #: product, a case / preference / opening event, listeners deciding at the watermark (the
-#: event is held for them), whether held ledger rules look at it).
-_TypePlan = tuple[tuple[_IndexEntry, ...], int, bool, bool, tuple[_IndexEntry, ...], bool]
+#: event is held for them), whether held ledger rules look at it, an operational status
+#: event).
+_TypePlan = tuple[tuple[_IndexEntry, ...], int, bool, bool, tuple[_IndexEntry, ...], bool, bool]
 
 
 class Engine:
@@ -246,6 +253,13 @@ class Engine:
         self.day: Callable[[int], str] = day_writer(self.config.timezone)
         #: The relationship ledger's window.
         self.ledger_window = pack.relationship.window_ms
+        #: How long an action stays open after its due_by (docs/design.md 12.2).
+        self.action_horizon_ms: int = self.config.action_horizon_ms
+        #: (destination, start, duration) -> a due_by: the destination's working hours where
+        #: the pack gives them (docs/design.md 12), else continuous time.
+        self.deadline: Callable[[str, int, int], int] = deadline_writer(
+            pack.destinations, self.config.timezone
+        )
 
     def _hold(
         self, step: Step, state: dict[str, Any], event: InteractionEvent, case_id: str | None
@@ -274,6 +288,8 @@ class Engine:
             step.case_key = key_at(state, kept[1], event.occurred_at)
         cid = step.customer_id
         plan = self._type_plan(event.type)
+        if plan[6]:
+            apply_status(step, event)
         for rule, role, test, kind in plan[4]:
             try:
                 hit = test is None or test(event, cid, state)
@@ -327,7 +343,13 @@ class Engine:
     def _type_plan(self, event_type: str) -> _TypePlan:
         plan = self._by_type.get(event_type)
         if plan is None:
-            listening = [e for _, t, e in self._positioned if t is None or t == event_type]
+            operational = event_type in OPERATIONAL
+            # an operational event is never a match for a rule on any type
+            listening = [
+                e
+                for _, t, e in self._positioned
+                if t == event_type or (t is None and not operational)
+            ]
             # Rules deciding at the watermark see an event once it passes (`_release`);
             # engagement rules (etiquette) never see a negative moment.
             held = tuple(
@@ -336,7 +358,7 @@ class Engine:
                 if e[0].at_watermark
                 and not (e[0].rule_class == ENGAGEMENT and event_type in NO_ENGAGEMENT)
             )
-            sign = self._signs.get(event_type, 0)
+            sign = 0 if operational else self._signs.get(event_type, 0)
             plan = (
                 tuple(e for e in listening if not e[0].at_watermark),
                 sign,
@@ -344,6 +366,7 @@ class Engine:
                 event_type in SPECIAL_TYPES,
                 held,
                 sign < 0 and bool(self.held_ledger_rules),
+                operational,
             )
             if len(self._by_type) < 10_000:  # unknown types must not grow the cache forever
                 self._by_type[event_type] = plan
@@ -392,7 +415,7 @@ class Engine:
         plan = self._by_type.get(event_type)
         if plan is None:
             plan = self._type_plan(event_type)
-        listeners, sign, closes, special, held, hold_ledger = plan
+        listeners, sign, closes, special, held, hold_ledger, operational = plan
         case_id: str | None = None
         fresh = state is None
         if state is None:
@@ -420,7 +443,8 @@ class Engine:
             newest = state.get(NEWEST, t)
             if t >= newest:
                 state[NEWEST] = newest = t
-                state[CHANNEL] = event.channel
+                if not operational:
+                    state[CHANNEL] = event.channel
             # Ids are kept at least the dedupe horizon and at most a quarter longer, so the
             # (linear) expiry runs at most once per quarter horizon per customer.
             oldest = state.get(SEEN_OLDEST, t)
@@ -429,7 +453,7 @@ class Engine:
                 seen = state[SEEN] = {k: st for k, st in seen.items() if st >= horizon}
                 oldest = min(seen.values(), default=t)
             state[SEEN_OLDEST] = oldest if oldest < t else t
-        since_day = event.customer_since
+        since_day = None if operational else event.customer_since
         if since_day is not None:
             since = ISO_DATES.get(since_day)
             if since is None:
@@ -439,7 +463,7 @@ class Engine:
             known = state.get(SINCE)
             if known is None or since < known:
                 state[SINCE] = since
-        product = event.product
+        product = None if operational else event.product
         if product:
             # Holdings: from any event naming the product until an account_closed for it.
             products: list[str] | None = state.get(PRODUCTS)
@@ -455,7 +479,7 @@ class Engine:
                     hold_product(state, products, product, t)
         if special:
             case_id = self._apply_special(state, event, newest)
-        if event.channel in PERSON_CHANNELS:
+        if event.channel in PERSON_CHANNELS and not operational:
             record_own_channel(state, event)
         if sign and is_own_moment(event):
             record_moment(
@@ -476,7 +500,7 @@ class Engine:
                 else:
                     matched.append(entry)
         released = case_id is not None and WAITING in state and not CASE_EVENTS[event_type][1]
-        holding = bool(held) or (hold_ledger and is_own_moment(event))
+        holding = bool(held) or operational or (hold_ledger and is_own_moment(event))
         if matched is not None or sign < 0 or released or holding:
             step = Step(self, store, out, cid, state)
             if holding:
@@ -808,39 +832,36 @@ class Engine:
         due fire in the same call, in deadline order."""
         heapify(due)
         marks = self.marks
+        # A DictStore holds the very states the engine changes: read them without a call,
+        # nothing to write back.
+        in_place = type(store) is DictStore
+        get: Callable[[str], Any] = (
+            store.data.get if in_place else store.get  # type: ignore[attr-defined]
+        )
         while due:
             deadline, cid, rule_id, key = heappop(due)
             if marks is not None:
                 marks.append(((deadline, cid, rule_id, key), len(out.actions), len(out.decisions)))
             skey = CUSTOMER_PREFIX + cid
+            state = get(skey)
+            if state is None:
+                continue
+            if rule_id == QUEUE_TIMER and state.get(WAITING_TIMER) != deadline:
+                continue  # moved since it was set
+            if state.get(VERSION_FIELD) != STATE_VERSION or (
+                self.epoch and state.get(EPOCH, 0) != self.epoch
+            ):
+                self.migrate(state)
             if rule_id == QUEUE_TIMER:
-                state = store.get(skey)
-                if state is None or state.get(WAITING_TIMER) != deadline:
-                    continue  # moved since it was set
-                if state.get(VERSION_FIELD) != STATE_VERSION or (
-                    self.epoch and state.get(EPOCH, 0) != self.epoch
-                ):
-                    self.migrate(state)
                 step = Step(self, store, out, cid, state)
                 step.serve_queue(deadline)
             elif rule_id == HOLD_TIMER:
-                state = store.get(skey)
-                if state is None:
-                    continue
-                if state.get(VERSION_FIELD) != STATE_VERSION or (
-                    self.epoch and state.get(EPOCH, 0) != self.epoch
-                ):
-                    self.migrate(state)
                 step = Step(self, store, out, cid, state)
                 self._release(step, key)
+            elif rule_id == ACTION_TIMER:
+                step = Step(self, store, out, cid, state)
+                on_action_timer(step, key, deadline)
             else:
-                state = store.get(skey)
-                if state is None:
-                    continue
-                if state.get(VERSION_FIELD) != STATE_VERSION or (
-                    self.epoch and state.get(EPOCH, 0) != self.epoch
-                ):
-                    self.migrate(state)
                 rule = self.rules.get(rule_id)
                 version = timer_version(state.get(RULES, NO_CONTEXT).get(rule_id, NO_CONTEXT), key)
                 if version is not None:
@@ -857,7 +878,8 @@ class Engine:
                 step = Step(self, store, out, cid, state)
                 kind.on_timer(step, rule, key, deadline)
             step.decide_all()
-            store.set(skey, state)
+            if not in_place:
+                store.set(skey, state)
             if step.due_now:
                 for entry in step.due_now:
                     heappush(due, entry)

@@ -21,7 +21,7 @@ from processors.engine.state import (
     TIMER_INDEX_KEY,
     customer_key,
 )
-from schemas.records import ActionEvent, Decision
+from schemas.records import ActionEvent, ActionStatus, Decision
 
 #: The state keys hosts use, here beside the store they live in (the layout: state.py).
 __all__ = [
@@ -79,8 +79,12 @@ class EngineConfig:
     #: reported (`EngineOutput.too_late`) for the host to keep on `interactions.late`. Never
     #: more than the dedupe horizon, so every applied event is deduped exactly.
     max_lateness_ms: int = 7 * 86_400_000
-    #: The business's time zone (IANA name): dates in reasons are written in it.
+    #: The business's time zone (IANA name): dates in reasons are written in it, and the
+    #: working hours of destinations (docs/design.md 12) are counted in it.
     timezone: str = "UTC"
+    #: How long an action stays open after its due_by (after it fired, without one) before
+    #: it lapses (docs/design.md 12).
+    action_horizon_ms: int = 30 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -92,7 +96,15 @@ class EngineOutput:
     #: The event was too late (older than the watermark minus `max_lateness_ms`) and was not
     #: applied: the host keeps it on `interactions.late` (stage `late`).
     too_late: bool = False
+    #: Changes of the followed actions' statuses (topic `action-status`, docs/design.md 12).
+    statuses: list[ActionStatus] = field(default_factory=list)
+    #: Status events that changed nothing, by reason (`unknown`, `done`, `lapsed`,
+    #: `unchanged`): the host counts them (moments_action_status_ignored_total).
+    ignored: dict[str, int] = field(default_factory=dict)
 
     def extend(self, other: EngineOutput) -> None:
         self.actions.extend(other.actions)
         self.decisions.extend(other.decisions)
+        self.statuses.extend(other.statuses)
+        for reason, count in other.ignored.items():
+            self.ignored[reason] = self.ignored.get(reason, 0) + count

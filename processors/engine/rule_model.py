@@ -148,6 +148,29 @@ OUTCOME_DIRECTIONS: Final = ("fewer", "more")
 
 
 @dataclass(frozen=True, slots=True)
+class Escalation:
+    """`when_overdue`: the service action the engine raises when an action of the rule is
+    overdue (docs/design.md 12), with the overdue action as evidence."""
+
+    action: str
+    destination: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessHours:
+    """A destination's working hours (`destinations: {care: {hours: ..., holidays: ...}}`),
+    in the engine's time zone: due_by and overdue of its actions count only these hours
+    (docs/design.md 12). `days` are weekdays (0 = Monday), `start` / `end` minutes after
+    local midnight."""
+
+    days: frozenset[int]
+    start: int
+    end: int
+    holidays: frozenset[date] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What an engagement rule is meant to change: customers with at least one event of
     `types` (made by a person, with `by_person`) within `within_ms` after the decision;
@@ -218,6 +241,8 @@ class Rule:
     #: watermark passes the event, knowing everything that happened before it within the
     #: allowed lateness; `on_arrival` (a service rule's default) as the event arrives.
     decide: str = "on_arrival"
+    #: Raised when an action of the rule is overdue (needs `due_by`; docs/design.md 12).
+    when_overdue: Escalation | None = None
 
     @property
     def at_watermark(self) -> bool:
@@ -241,6 +266,8 @@ class RulePack:
     rules: tuple[Rule, ...]
     relationship: Relationship = field(default_factory=Relationship)
     source: str = "<memory>"
+    #: Destinations with working hours (`destinations:`), sorted by destination.
+    destinations: tuple[tuple[str, BusinessHours], ...] = ()
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:

@@ -44,6 +44,13 @@ action is open, lower-priority candidates of its destination are ``owned``). A `
 rule keyed by product may say ``when.new_within: 90d`` (``not_new`` otherwise). ``per``
 and ``correlate`` may name ``case``: the customer's case (docs/design.md 11.2).
 
+Actions that get done (docs/design.md 12): a rule with a ``due_by`` may say
+``when_overdue: {action: NAME, destination: D, priority: P}`` (refused without a due_by):
+when one of its actions is overdue, that service action is raised. A pack may give
+destinations working hours, ``destinations: {care: {hours: "Mon-Fri 08:00-18:00",
+holidays: [2026-12-25]}}`` (in MOMENTS_TIMEZONE): the due_by of their actions counts only
+those hours (`processors.engine.hours`).
+
 Pattern kinds (`when.kind`) and their fields (each kind is one class in kinds.py, listed in
 `KINDS`, which declares the fields it reads; this loader reads them as it declares):
 
@@ -90,11 +97,13 @@ import os
 import re
 import string
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
+from processors.engine.hours import parse_holidays, parse_hours
 from processors.engine.kinds import (
     COUNT,
     CUSTOMER_OR_FIELD,
@@ -122,7 +131,9 @@ from processors.engine.rule_model import (
     REASON_PLACEHOLDERS,
     RULE_CLASSES,
     SERVICE,
+    BusinessHours,
     CustomerProfile,
+    Escalation,
     Outcome,
     Pattern,
     Predicate,
@@ -310,9 +321,10 @@ class _Parser:
             self.problem(None, "<pack>", "expected a mapping with a 'rules' list")
             return None
         for key in document:
-            if key not in ("rules", "relationship", "name", "description"):
+            if key not in ("rules", "relationship", "name", "description", "destinations"):
                 self.problem(None, str(key), "unknown top-level field")
         relationship = self.relationship(document.get("relationship"))
+        destinations = self.destinations(document.get("destinations"))
         raw_rules = document.get("rules")
         if not isinstance(raw_rules, list) or not raw_rules:
             self.problem(None, "rules", "expected a non-empty list of rules")
@@ -327,7 +339,73 @@ class _Parser:
                 self.problem(rule.id, "id", "duplicate rule id")
             seen.add(rule.id)
             rules.append(rule)
-        return RulePack(rules=tuple(rules), relationship=relationship, source=self.source)
+        return RulePack(
+            rules=tuple(rules),
+            relationship=relationship,
+            source=self.source,
+            destinations=destinations,
+        )
+
+    def destinations(self, raw: Any) -> tuple[tuple[str, BusinessHours], ...]:
+        """`destinations: {care: {hours: "Mon-Fri 08:00-18:00", holidays: [2026-12-25]}}`:
+        the working hours of destinations (docs/design.md 12)."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, Mapping):
+            self.problem(None, "destinations", "expected a mapping of destination -> hours")
+            return ()
+        out: list[tuple[str, BusinessHours]] = []
+        for destination, spec in raw.items():
+            where = f"destinations.{destination}"
+            if destination not in DESTINATIONS:
+                self.problem(None, where, f"expected one of {', '.join(DESTINATIONS)}")
+                continue
+            if not isinstance(spec, Mapping):
+                self.problem(None, where, "expected a mapping with 'hours' (and 'holidays')")
+                continue
+            for key in spec:
+                if key not in ("hours", "holidays"):
+                    self.problem(None, f"{where}.{key}", "unknown field")
+            try:
+                hours = parse_hours(spec.get("hours"))
+            except ValueError as exc:
+                self.problem(None, f"{where}.hours", str(exc))
+                continue
+            try:
+                holidays = parse_holidays(spec.get("holidays"))
+            except ValueError as exc:
+                self.problem(None, f"{where}.holidays", str(exc))
+                continue
+            out.append((str(destination), replace(hours, holidays=holidays)))
+        return tuple(sorted(out, key=lambda item: item[0]))
+
+    def escalation(self, name: str, raw: Any, due_by: int | None) -> Escalation | None:
+        """`when_overdue: {action, destination, priority}` (needs a due_by)."""
+        if not isinstance(raw, Mapping):
+            self.problem(name, "when_overdue", "expected {action, destination, priority}")
+            return None
+        for key in raw:
+            if key not in ("action", "destination", "priority"):
+                self.problem(name, f"when_overdue.{key}", "unknown field")
+        if due_by is None:
+            self.problem(name, "when_overdue", "needs a due_by: an action is overdue only after it")
+        action, destination, priority = (
+            raw.get("action"),
+            raw.get("destination"),
+            raw.get("priority"),
+        )
+        if not isinstance(action, str) or not action:
+            self.problem(name, "when_overdue.action", "required, a non-empty string")
+        if destination not in DESTINATIONS:
+            self.problem(
+                name, "when_overdue.destination", f"expected one of {', '.join(DESTINATIONS)}"
+            )
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 100:
+            self.problem(name, "when_overdue.priority", "expected an integer 0-100")
+            return None
+        if due_by is None or not isinstance(action, str) or not action:
+            return None
+        return Escalation(action=action, destination=str(destination), priority=priority)
 
     def relationship(self, raw: Any) -> Relationship:
         if raw is None:
@@ -386,6 +464,7 @@ class _Parser:
             "defer_for",
             "pending",
             "decide",
+            "when_overdue",
             *RULE_OPTIONS,
         }
         for key in raw:
@@ -415,6 +494,9 @@ class _Parser:
         if raw.get("due_by") is not None:
             due_by = self.duration(name, "due_by", raw["due_by"])
         holdout, defer_for = self.control(name, raw, rule_class)
+        when_overdue = None
+        if raw.get("when_overdue") is not None:
+            when_overdue = self.escalation(name, raw["when_overdue"], due_by)
         reason = raw.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             self.problem(name, "reason", "required: a sentence a care agent can read")
@@ -469,6 +551,7 @@ class _Parser:
             outcome=outcome,
             pending=str(pending),
             decide=str(decide),
+            when_overdue=when_overdue,
             **options,
             **kind_fields,
         )

@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 #: The layout this engine writes. 0: unversioned (before versions existed; `cap` could
 #: hold bare times). 1: `cap` holds [time, action_id] pairs. 2: revision 3 (docs/design.md
 #: 11): cases, consent, the customer's own channel, owners, product openings; the ledger
-#: holds the customer's own moments only.
-STATE_VERSION: Final = 2
+#: holds the customer's own moments only. 3: the customer's actions followed until done
+#: (`ac`, docs/design.md 12) and their timers.
+STATE_VERSION: Final = 3
 #: Where the version is kept: a customer's dict, and the partition's clock.
 VERSION_FIELD: Final = "v"
 
@@ -92,6 +93,22 @@ OPENED: Final = "po"
 HELD: Final = "he"
 NAMED: Final = "pn"
 UNMATCHED: Final = "cu"
+ACTIONS: Final = "ac"
+
+#: A followed action (`ACTIONS`, processors/engine/actions.py), by action_id: [fired_at,
+#: rule_id, destination, due_by | None, owner | None, status, overdue 0 | 1, until]; `until`
+#: is the deadline of its pending timer (due_by, then the lapse) while it is open, the time
+#: it is remembered until once done or lapsed.
+ACTION_AT: Final = 0
+ACTION_RULE: Final = 1
+ACTION_DESTINATION: Final = 2
+ACTION_DUE_BY: Final = 3
+ACTION_OWNER: Final = 4
+ACTION_STATUS: Final = 5
+ACTION_OVERDUE: Final = 6
+ACTION_UNTIL: Final = 7
+#: At most this many open actions per customer: beyond, the one due to lapse first lapses.
+MAX_OPEN_ACTIONS: Final = 64
 
 #: A case (`CASES`, processors/engine/cases.py): [kind, product, history [[t, 1 | 0]],
 #: {cycle key: follow-up action id}].
@@ -174,7 +191,9 @@ PARTITION_KEYS: Final[dict[str, Key]] = {
     TIMER_BUCKET_PREFIX: Key(
         "[[deadline: int, customer_id: str, rule_id: str, key: str]]",
         "sorted pending timers of one hour of deadlines; rule_id '' is the customer's "
-        "deferred-candidate queue timer, any other an absence rule's timer for `key`",
+        "deferred-candidate queue timer, '\\x01hold' a held event's (key: its event id), "
+        "'\\x02action' a followed action's overdue or lapse (key: its action id), any other "
+        "a rule's timer for `key`",
         "Engine.schedule_timer, Engine.cancel_timer, Engine._fire_due_from, erasure",
     ),
     PACK_KEY: Key(
@@ -301,6 +320,14 @@ CUSTOMER_KEYS: Final[dict[str, Key]] = {
         "(candidates.remember keeps each; a hold timer per event)",
         "Engine.process, Engine._release",
     ),
+    ACTIONS: Key(
+        "{action_id: [fired_at: int, rule_id: str, destination: str, due_by: int | null, "
+        "owner: str | null, status: str, overdue: 0 | 1, until: int]}",
+        "the customer's fired actions followed until done or lapsed (open, acknowledged, "
+        "reassigned, overdue), at most MAX_OPEN_ACTIONS open; done and lapsed ones are "
+        "remembered until `until` so a late status is told apart from an unknown one",
+        "actions.open_action / apply_status / on_action_timer",
+    ),
     OPENED: Key(
         "{product: [int]}",
         "when account_opened events named each product (new_within), newest kept",
@@ -376,15 +403,27 @@ def _partition_1_to_2(store: StateStore) -> None:
     """The partition keys of version 1 are already those of version 2."""
 
 
+def _customer_2_to_3(state: dict[str, Any]) -> None:
+    """Actions followed until done (docs/design.md 12): `ac` starts empty, so the actions
+    fired before the upgrade are not followed (no status for them; one is `unknown`)."""
+
+
+def _partition_2_to_3(store: StateStore) -> None:
+    """The partition keys of version 2 are already those of version 3 (the action timers are
+    timers like the others)."""
+
+
 #: CUSTOMER_STEPS[n] brings a customer's dict from version n to n + 1.
 CUSTOMER_STEPS: Final[tuple[Callable[[dict[str, Any]], None], ...]] = (
     _customer_0_to_1,
     _customer_1_to_2,
+    _customer_2_to_3,
 )
 #: PARTITION_STEPS[n] brings the partition keys from version n to n + 1.
 PARTITION_STEPS: Final[tuple[Callable[[StateStore], None], ...]] = (
     _partition_0_to_1,
     _partition_1_to_2,
+    _partition_2_to_3,
 )
 
 

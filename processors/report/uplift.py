@@ -39,6 +39,9 @@ Z95: Final = 1.959964
 DecisionRow = tuple[str, str, str, int, str]
 #: (customer_id, type, occurred_at ms, made by a person): one interaction event.
 EventRow = tuple[str, str, int, bool]
+#: (customer_id, rule, triggered_at ms, done_at ms or None): one action and when it was
+#: done (docs/design.md 12); done only when a `done` status came before it lapsed.
+ActionRow = tuple[str, str, int, int | None]
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -91,6 +94,17 @@ class RuleUplift:
     control_with_outcome: int
     #: Customers with both a fired and a held_out decision: in neither group.
     both: int = 0
+    #: Treated customers whose first action of the rule was done; None without status data.
+    treated_done: int | None = None
+    #: Median hours from raised to done over the rule's done actions; None without any.
+    median_hours_to_done: float | None = None
+
+    @property
+    def done_rate(self) -> float | None:
+        """Share of the treated whose action was done before it lapsed."""
+        if self.treated_done is None or not self.treated:
+            return None
+        return self.treated_done / self.treated
 
     @property
     def treated_rate(self) -> float | None:
@@ -154,6 +168,8 @@ class RuleUplift:
             "uplift": self.uplift,
             "ci95": [ci[0], ci[1]] if ci is not None else None,
             "p_value": self.p_value,
+            "done_rate": self.done_rate,
+            "median_hours_to_done": self.median_hours_to_done,
         }
 
 
@@ -169,10 +185,13 @@ def measure_uplift(
     outcomes: Mapping[str, Outcome],
     decisions: Iterable[DecisionRow],
     events: Iterable[EventRow],
+    actions: Iterable[ActionRow] | None = None,
 ) -> dict[str, RuleUplift]:
     """Count treated / control customers and their outcomes for every rule in `outcomes`.
 
-    `decisions` is read fully before `events`; both may come in any order.
+    `decisions` is read fully before `events`; both may come in any order. With `actions`,
+    also the done rate (a treated customer counts done when their earliest action of the
+    rule was done) and the median hours to done; the uplift stays intention-to-treat.
     """
     # (rule, customer) -> [first fired, first held_out] as (decided_at, decision_id)
     first: dict[tuple[str, str], list[tuple[int, str] | None]] = {}
@@ -219,6 +238,16 @@ def measure_uplift(
         for entry_rule, group, _ in watched[customer_id]:
             if entry_rule == rule:
                 with_outcome[rule][group] += 1
+    done: dict[str, int] | None = None
+    medians: dict[str, float | None] = {}
+    if actions is not None:
+        treated = {
+            (rule, customer_id)
+            for customer_id, entries in watched.items()
+            for rule, group, _ in entries
+            if group == 0
+        }
+        done, medians = _done(outcomes, actions, treated)
     return {
         rule: RuleUplift(
             rule=rule,
@@ -228,6 +257,42 @@ def measure_uplift(
             treated_with_outcome=with_outcome[rule][0],
             control_with_outcome=with_outcome[rule][1],
             both=both[rule],
+            treated_done=None if done is None else done[rule],
+            median_hours_to_done=medians.get(rule),
         )
         for rule in outcomes
     }
+
+
+def _done(
+    outcomes: Mapping[str, Outcome],
+    actions: Iterable[ActionRow],
+    treated: set[tuple[str, str]],
+) -> tuple[dict[str, int], dict[str, float | None]]:
+    """Per rule: treated customers whose earliest action was done, median hours to done."""
+    earliest: dict[tuple[str, str], tuple[int, bool]] = {}
+    hours: dict[str, list[float]] = {rule: [] for rule in outcomes}
+    for customer_id, rule, triggered_at, done_at in actions:
+        if rule not in outcomes:
+            continue
+        if done_at is not None:
+            hours[rule].append((done_at - triggered_at) / 3_600_000)
+        key = (rule, customer_id)
+        if key in treated:
+            seen = earliest.get(key)
+            if seen is None or triggered_at < seen[0]:
+                earliest[key] = (triggered_at, done_at is not None)
+    done = dict.fromkeys(outcomes, 0)
+    for (rule, _), (_, was_done) in earliest.items():
+        done[rule] += was_done
+    return done, {rule: _median(values) for rule, values in hours.items()}
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2

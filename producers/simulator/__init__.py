@@ -14,6 +14,9 @@ start date, and long-held products whose history starts before the period.
 Customers respond to the engagement actions they would receive (`Effects`: an
 explained first bill means fewer disputes, a thanked reading more readings), so
 `moments report uplift` has a true effect to find, or none when the sizes are 0.
+With `Rates.teams` the teams behind the destinations act on the engine's actions
+(`teams`: acknowledged, reassigned, done or never, status events on channel `other`),
+and an effect follows only the actions a team completed (docs/design.md 12.8).
 
 Every moment is rendered as the record its channel system would export (a
 contact-centre row, an e-mail, a billing export row, a web JSON event) and sent
@@ -37,6 +40,7 @@ The modules, one job each:
 - `stories`: the seed stories, in a simulated life (`plan_story`) and for the demo
   (`seed_stories`);
 - `render`: planned moments as channel records, through the adapters;
+- `teams`: the destinations' teams, the fate of each action and its status events;
 - `writing`: `write_simulation`, `publish_simulation` and the fast JSON form.
 """
 
@@ -53,6 +57,7 @@ from producers.simulator.habits import (
 )
 from producers.simulator.render import EMAIL_TEMPLATES
 from producers.simulator.stories import STORY_CUSTOMERS, seed_stories
+from producers.simulator.teams import Team, Teams
 from producers.simulator.world import simulate
 from producers.simulator.writing import (
     EventPublisher,
@@ -76,6 +81,8 @@ __all__ = [
     "EventPublisher",
     "Rates",
     "SimulationSummary",
+    "Team",
+    "Teams",
     "json_line",
     "publish_simulation",
     "seed_stories",

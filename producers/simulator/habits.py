@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime
 from itertools import accumulate
 from typing import Any, Final, Protocol
 
+from producers.simulator.teams import Teams
+
 DAY: Final = 86_400_000
 HOUR: Final = 3_600_000
 MINUTE: Final = 60_000
@@ -85,6 +87,9 @@ class Rates:
     new_customer_share: float = 0.3  # customers who join during the simulation
     story_rate: float = 0.05  # customers who live one seed story
     effects: Effects = Effects()  # how customers respond to the actions they would receive
+    # The teams that act on the actions (docs/design.md 12); None: every action counts as
+    # done at once and no status event is sent (the simulation before teams).
+    teams: Teams | None = None
     # Revision 3 (docs/design.md, section 11): the customer's truth as systems report it.
     first_bill_surprise: float = 0.12  # new products' first bills disputed or complained of
     smart_meter: float = 0.4  # customers whose meters upload a reading every month

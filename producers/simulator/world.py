@@ -54,6 +54,7 @@ from producers.simulator.habits import (
 )
 from producers.simulator.render import Renderer
 from producers.simulator.stories import plan_story
+from producers.simulator.teams import act
 from schemas.records import InteractionEvent
 
 T = TypeVar("T")
@@ -269,7 +270,8 @@ class World:
             if preferences and rng.random() < preferences * scale:
                 self._preferences(customer, active_from, w1, out)
             boost = 1.0
-            if customer.thanked is not None and customer.thanked + EFFECT_MS >= active_from:
+            thanked = customer.thanked
+            if thanked is not None and thanked < w1 and thanked + EFFECT_MS >= active_from:
                 boost += rates.effects.thank_meter_reading
             smart = customer.smart_meter
             for product in customer.products:
@@ -298,6 +300,17 @@ class World:
             return False
         return self.rates.effects.receives(customer.customer_id, rule)
 
+    def _done_at(self, customer: Customer, rule: str, destination: str, ts: int) -> int | None:
+        """When the team completes the action `rule` raised at `ts` (its effect starts then),
+        or None when it never does (docs/design.md 12): the same fate `teams.act` emits."""
+        teams = self.rates.teams
+        if teams is None:
+            return ts
+        fate = teams.fate(self.seed, customer.customer_id, rule, destination, ts)
+        if not fate.completed or fate.done_ms is None:
+            return None
+        return ts + fate.done_ms
+
     def _thank(self, customer: Customer, ts: int) -> None:
         """A reading the customer made themselves (never a meter's upload) is thanked."""
         effects = self.rates.effects
@@ -306,7 +319,9 @@ class World:
         if (customer.thanked is None or ts > customer.thanked) and self._receives(
             customer, "thank_meter_reading", ts
         ):
-            customer.thanked = ts
+            done = self._done_at(customer, "thank_meter_reading", "recognition", ts)
+            if done is not None:
+                customer.thanked = done
 
     def _calmed(self, customer: Customer, ts: int) -> bool:
         """True when an explained first bill keeps this dispute or complaint from happening."""
@@ -321,6 +336,8 @@ class World:
         if not effects.recognize_tenure or ts - customer.joins_ms < 5 * 365.25 * DAY:
             return False
         if not self._receives(customer, "recognize_tenure", ts):
+            return False
+        if self._done_at(customer, "recognize_tenure", "recognition", 0) is None:
             return False
         return self.rng.random() < effects.recognize_tenure
 
@@ -366,7 +383,9 @@ class World:
             and rates.effects.explain_first_bill
             and self._receives(customer, "explain_first_bill", ts)
         ):
-            customer.explained.append(ts)
+            done = self._done_at(customer, "explain_first_bill", "billing", ts)
+            if done is not None:
+                customer.explained.append(done)
         reference = f"INV-{self.seed}-{customer.index + 1}-{product.invoices}"
         product.last_invoice = reference
         if new and rng.random() < rates.first_bill_surprise:
@@ -816,7 +835,10 @@ def simulate(
     """
     chosen = effective_rates(rates, story_rate)
     world = World(customers, days, seed, start_day_ms(start), chosen)
-    return world.moments()
+    teams = chosen.teams
+    if teams is None or teams.watch is None:
+        return world.moments()
+    return act(world.moments(), teams, seed, teams.watch(), world.end_ms)
 
 
 def effective_rates(rates: Rates | None, story_rate: float | None) -> Rates:

@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 from common.memory import no_cyclic_gc
 from producers.simulator.habits import DAY, Plan, Rates
 from producers.simulator.render import day_prefix, time_of_day
+from producers.simulator.teams import STATUS_SOURCE, Teams, act
 from producers.simulator.world import World, effective_rates, simulate, start_day_ms
 from schemas.records import InteractionEvent
 
@@ -74,6 +75,9 @@ def write_simulation(
         counts = _write_share(Path(path), customers, days, seed, start_ms, chosen, 0, 1)
     else:
         counts = _write_parallel(Path(path), customers, days, seed, start_ms, chosen, workers)
+    teams = chosen.teams
+    if teams is not None and teams.watch is not None:
+        counts += _add_statuses(Path(path), teams, seed, start_ms + days * DAY)
     summary = SimulationSummary(seconds=time.perf_counter() - began)
     for (channel, event_type), count in counts.items():
         summary.events += count
@@ -83,6 +87,25 @@ def write_simulation(
 
 
 _channel_and_type = attrgetter("channel", "type")
+
+
+def _add_statuses(path: Path, teams: Teams, seed: int, end_ms: int) -> Counter[tuple[str, str]]:
+    """Merge the teams' status events into the written file (docs/design.md 12): the events
+    are read back and fed to the engine in file order, as `moments replay` will; returns
+    the counts of the status events added."""
+    from schemas.codec import read_events_jsonl
+
+    added: Counter[tuple[str, str]] = Counter()
+    assert teams.watch is not None
+    temp = path.with_name(f".{path.name}.teams")
+    with no_cyclic_gc(), temp.open("w", encoding="utf-8", newline="\n") as out:
+        for event in act(read_events_jsonl(path), teams, seed, teams.watch(), end_ms):
+            if event.source == STATUS_SOURCE:
+                added[(event.channel, event.type)] += 1
+            out.write(json_line(event))
+            out.write("\n")
+    temp.replace(path)
+    return added
 
 
 def _default_workers(customer_days: int) -> int:

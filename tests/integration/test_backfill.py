@@ -35,12 +35,14 @@ def test_one_partition_backfill_is_byte_identical_to_replay(
         topic,
         actions_out=tmp_path / "backfill-actions.jsonl",
         decisions_out=tmp_path / "backfill-decisions.jsonl",
+        status_out=tmp_path / "backfill-status.jsonl",
         until_ms=UNTIL,
     )
     replayed = replay_file(
         write_events(tmp_path / "events.jsonl", events),
         actions_out=tmp_path / "replay-actions.jsonl",
         decisions_out=tmp_path / "replay-decisions.jsonl",
+        status_out=tmp_path / "replay-status.jsonl",
         until_ms=UNTIL,
     )
     assert summary.events == len(events) and summary.garbage == 0
@@ -51,6 +53,8 @@ def test_one_partition_backfill_is_byte_identical_to_replay(
     assert (tmp_path / "backfill-decisions.jsonl").read_bytes() == (
         tmp_path / "replay-decisions.jsonl"
     ).read_bytes()
+    statuses = (tmp_path / "backfill-status.jsonl").read_bytes()  # docs/design.md 12.3
+    assert statuses == (tmp_path / "replay-status.jsonl").read_bytes() and b'"open"' in statuses
 
 
 def test_partitioned_backfill_matches_replay_and_counts_garbage(
@@ -157,5 +161,6 @@ def test_an_erasure_record_drops_the_customer_as_in_the_worker(
         # gone's complaint waited for the watermark (case_follow_up decides at it) and its
         # pending timers went with the erasure: nothing for gone
         ("kept", "case_follow_up"),
+        ("kept", "case_follow_up.when_overdue"),  # not done in 24 h (docs/design.md 12.4)
         ("kept", "case_unresolved"),
     ]

@@ -1,6 +1,7 @@
 """`moments consume` on every kind of topic, through the CLI, against the embedded broker:
-events, late events, actions, decisions, both dead-letter topics (error headers beside the
-decoded value, or the raw bytes when it does not decode) and control records."""
+events, late events, actions, decisions, action statuses, both dead-letter topics (error
+headers beside the decoded value, or the raw bytes when it does not decode) and control
+records."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from common.settings import Settings
 from moments.cli import app
 from schemas.codec import codec_for
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 from schemas.wire import CONTROL_HEADER, TICK, dead_letter_headers, erasure_headers
 from tests.support.sinks import ACTION, DECISION, EVENT
 
@@ -72,6 +73,24 @@ def test_records_topics_are_read_with_their_own_reader(
     assert marker["control"] == "erasure" and marker["erased_at"].startswith("2026-01-02")
     (decision,) = consume(settings, topics.decisions, 1)
     assert decision["value"]["outcome"] == "suppressed"
+
+
+def test_the_action_status_topic_is_read_as_statuses(settings: Settings) -> None:
+    status = ActionStatus(
+        action_id="a-1",
+        customer_id="c-1",
+        rule="life_event_check_in",
+        destination="care",
+        status="acknowledged",
+        owner="ana",
+        resolution=None,
+        at=1_767_323_045_000,
+    )
+    topic = settings.topics.action_status
+    produce(settings, topic, (codec_for(ActionStatus).encode(status), []))
+    (read,) = consume(settings, topic, 1)
+    assert read["value"]["status"] == "acknowledged" and read["value"]["owner"] == "ana"
+    assert read["value"]["at"] == "2026-01-02T03:04:05.000+00:00"
 
 
 def test_dead_letters_show_their_error_headers_and_the_value_when_it_decodes(

@@ -114,8 +114,11 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
             reader.poll_until(lambda ms: len(decisions_for(GONE)) == 4, worker, WAIT_S)
             wait_for(
                 lambda: (
-                    [rows_of(database, GONE)[t] for t in ("actions", "decisions", "events")]
-                    == [2, 4, 4]
+                    [
+                        rows_of(database, GONE)[t]
+                        for t in ("actions", "decisions", "events", "action_status_history")
+                    ]
+                    == [2, 4, 4, 2]  # and each action's `open` (docs/design.md 12)
                 ),
                 WAIT_S,
                 "the sink to write GONE",
@@ -132,7 +135,7 @@ def test_a_forgotten_customer_leaves_nothing_and_gets_nothing(
             assert forget.returncode == 0, output
             set_id_hash_key(HASH_KEY)
             assert GONE not in output and keyed_customer_hash(GONE)[:16] in output
-            assert "complete" in output and "10 rows removed" in output, output
+            assert "complete" in output and "12 rows removed" in output, output
             assert set(rows_of(database, GONE).values()) == {0}  # confirmed: gone already
 
             erased = f"erased customer hmac:{keyed_customer_hash(GONE)}"

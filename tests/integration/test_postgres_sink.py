@@ -434,13 +434,15 @@ def test_keys_are_the_ids_and_only_the_timeline_indexes_remain(database: str) ->
             ([spec.name for spec in TABLES],),
         ).fetchone()
     assert sorted(indexes) == [
+        ("action_status_history", ["action_id", "status", "at", "event_key"]),
         ("actions", ["action_id"]),
         ("decisions", ["decision_id"]),
         ("interaction_events", ["customer_id", "event_id"]),
     ]
     assert sorted(indexes) == sorted((spec.name, list(spec.key)) for spec in TABLES)
-    # + (customer_id, time) on actions and decisions; interaction_events' key serves the timeline
-    assert all_indexes == (len(TABLES) + 2,)
+    # + (customer_id, time) on actions, decisions and the status history, and the desk's two
+    # queues of unfinished actions (migration 009); interaction_events' key serves the timeline
+    assert all_indexes == (len(TABLES) + 5,)
 
 
 def dlq_record_count(settings: Settings, topic: str) -> int:

@@ -25,12 +25,14 @@ def run(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 def closed_loop(tmp_path: Path, effect: float, customers: int = 20_000) -> dict[str, Any]:
-    """Simulate with `effect` on every engagement rule, replay with a 10% holdout, report."""
+    """Simulate with `effect` on every engagement rule, replay with a 10% holdout, report.
+    Without simulated teams (every action counts as done): the statistics are under test
+    here; teams diluting an effect are tests/unit/test_simulator_teams.py's."""
     env = {"MOMENTS_HOLDOUT_PERCENT": "10"}
     events, decisions, report = tmp_path / "e.jsonl", tmp_path / "d.jsonl", tmp_path / "u.json"
     effects = [f"--effect={rule}={effect}" for rule in RULES]
     run("simulate", "--customers", str(customers), "--days", "120", "--seed", "7",
-        "--out", str(events), *effects, env=env)  # fmt: skip
+        "--out", str(events), "--no-teams", *effects, env=env)  # fmt: skip
     run("replay", str(events), "--actions-out", str(tmp_path / "a.jsonl"),
         "--decisions-out", str(decisions), env=env)  # fmt: skip
     output = run("report", "uplift", "--events", str(events), "--decisions", str(decisions),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from common.settings import Settings
 from processors.engine import EngineOutput
 from processors.engine.state import LINE_KEY, PACK_KEY, TEXTS_KEY
 from processors.replay import Replayer
-from schemas.records import ActionEvent, Decision, InteractionEvent
+from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 from tests.reliability.harness import (
     Fleet,
     committed_offsets,
@@ -48,6 +48,8 @@ class Expected:
     #: The decisions the events give, in the replay's order (those the final advance to the
     #: worker's watermarks adds are left out: ticks may give them in several steps).
     in_order: list[Decision]
+    #: The changes of the actions' statuses (action-status), all of them.
+    statuses: list[ActionStatus] = field(default_factory=list)
 
     @property
     def decisions_count(self) -> int:
@@ -88,7 +90,9 @@ def expected_outputs(
         for p, store in enumerate(replayer.stores)
         if store.data
     }
-    return Expected(out.actions, out.decisions, state, len(out.actions) - before, in_order)
+    return Expected(
+        out.actions, out.decisions, state, len(out.actions) - before, in_order, out.statuses
+    )
 
 
 def state_differences(

@@ -32,7 +32,7 @@ STAGES = frozenset(
 )
 WEBHOOK_OUTCOMES = frozenset({"delivered", "retried", "failed"})
 SINKS = frozenset({"postgres", "webhook"})
-TABLES = frozenset({"actions", "decisions", "interaction_events"})
+TABLES = frozenset({"actions", "decisions", "interaction_events", "action_status_history"})
 #: Labels of prometheus_client's own process/platform collectors.
 PLATFORM_LABELS = frozenset(
     {"implementation", "major", "minor", "patchlevel", "version", "generation"}

@@ -118,3 +118,19 @@ def only(out: EngineOutput, outcome: str, rule_id: str | None = None) -> Decisio
     """The one decision with `outcome` (of `rule_id`, if given); fails if not exactly one."""
     [decision] = [d for d in out.decisions if d.outcome == outcome and rule_id in (None, d.rule)]
     return decision
+
+
+def status(
+    type_: str, at: int, action_id: str | None, *, customer: str = "c1", **attributes: str
+) -> InteractionEvent:
+    """A status event of an action (docs/design.md 12): `action_acknowledged` /
+    `action_reassigned` (attribute `owner`) or `action_done` (`resolution`), channel other,
+    `reference` = the action id."""
+    return ev(
+        type_,
+        at,
+        customer=customer,
+        channel="other",
+        reference=action_id,
+        attributes=dict(attributes),
+    )

@@ -153,9 +153,11 @@ class FakeTimelines:
         *,
         down: bool = False,
         decisions: list[dict[str, Any]] | None = None,
+        actions: list[dict[str, Any]] | None = None,
     ) -> None:
         self.rows = rows
         self.decision_rows = decisions or []
+        self.action_rows = actions or []
         self.down = down
         self.calls: list[tuple[str, int]] = []
         self.befores: list[Any] = []
@@ -173,6 +175,15 @@ class FakeTimelines:
         if self.down:
             raise DatabaseUnavailable("connection refused")
         return [d for d in self.decision_rows if d["customer_id"] == customer_id][-limit:]
+
+    def actions(
+        self, customer_id: str, limit: int, before: Any = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        self.calls.append((customer_id, limit))
+        if self.down:
+            raise DatabaseUnavailable("connection refused")
+        found = [r for r in self.action_rows if r["customer_id"] == customer_id]
+        return [r for r in found if status is None or r["status"] == status][-limit:]
 
     def relationship(self, customer_id: str, limit: int) -> dict[str, Any] | None:
         return None

@@ -60,3 +60,30 @@ def test_high_steal_warns_and_the_line_says_both_figures() -> None:
 
 def test_a_machine_without_proc_stat_gives_none(tmp_path: Path) -> None:
     assert read_cpu_times(tmp_path / "missing") is None
+
+
+def test_a_busy_machine_gives_no_verdict_instead_of_no() -> None:
+    from moments.bench.report import TARGETS, judge_targets, markdown_table
+
+    busy = calibration(
+        0.7, CpuTimes(0, 0, 0), CpuTimes(1000, 0, 0), run_cpu_s=3.0, load=4.5, cpus=2
+    )
+    assert busy["too_busy"] and busy["load_average_1m"] == 4.5
+    assert busy["run_cpu_share"] == pytest.approx(0.3)  # 300 of 1000 busy ticks (100 Hz)
+    assert any("load average was 4.5 on 2 CPUs" in r for r in busy["busy_reasons"])
+    assert any("only 30%" in r for r in busy["busy_reasons"])
+    line = calibration_line(busy)
+    assert "load average 4.5 on 2 CPUs" in line and "the run used 30%" in line
+    assert "Too busy for a verdict" in line
+    quiet = calibration(
+        0.6, CpuTimes(0, 0, 0), CpuTimes(1000, 0, 0), run_cpu_s=9.0, load=1.1, cpus=2
+    )
+    assert not quiet["too_busy"] and quiet["warning"] is None
+    missed = {key: 0 for key, *_ in TARGETS}  # every figure far below (or at) its target
+    busy_report = {**missed, "calibration": busy}
+    verdicts = {t["verdict"] for t in judge_targets(busy_report)}
+    assert "no" not in verdicts and "machine too busy to judge" in verdicts
+    quiet_verdicts = {t["verdict"] for t in judge_targets({**missed, "calibration": quiet})}
+    assert "no" in quiet_verdicts
+    table = markdown_table({**busy_report, "targets": judge_targets(busy_report)})
+    assert "**no**" not in table and "machine too busy to judge" in table

@@ -1,6 +1,6 @@
 """What the CLI prints: whole lines when output is not a terminal, one error per line,
-`--version`, and JSON from `timeline` and `report uplift` (`rules check` and `rules
-history`: tests/unit/test_rules_lifecycle.py)."""
+`--version`, and JSON from `rules check` and `timeline` (`report uplift --json -`:
+test_report_cli.py; `rules history --json`: tests/integration/test_cli_json.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 import sinks.relationship
 import sinks.timeline
 from moments.cli import app
-from tests.unit.test_report_cli import files  # noqa: F401 - the fixture
 
 #: Two rules with a problem each: two error lines, each longer than 80 columns.
 BAD_PACK = """\
@@ -99,12 +98,16 @@ def test_timeline_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "\x1b" not in result.stdout  # escaped by JSON
 
 
-def test_report_uplift_json_to_stdout(files: tuple[Path, Path]) -> None:  # noqa: F811
-    events, decisions = files
-    result = CliRunner().invoke(
-        app,
-        ["report", "uplift", "--events", str(events), "--decisions", str(decisions), "--json", "-"],
-    )
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
-    assert "explain_first_bill" in document["rules"]
+def test_rules_check_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_PACK)
+    failed = CliRunner().invoke(app, ["rules", "check", str(bad), "--json"])
+    assert failed.exit_code == 2
+    report = json.loads(failed.stdout)
+    assert report["ok"] is False and len(report["problems"]) >= 2
+    default = Path(__file__).resolve().parents[2] / "processors" / "rules" / "default.yaml"
+    passed = CliRunner().invoke(app, ["rules", "check", str(default), str(default), "--json"])
+    assert passed.exit_code == 0, passed.output
+    report = json.loads(passed.stdout)
+    assert report["ok"] is True and report["problems"] == [] and report["rules"] >= 10
+    assert report["changed"] == report["added"] == report["removed"] == []

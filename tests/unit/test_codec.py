@@ -18,6 +18,7 @@ from schemas.codec import (
     DecodeError,
     SchemaValidationError,
     action_from_json,
+    action_status_from_json,
     codec_for,
     decision_from_json,
     event_content_id,
@@ -29,7 +30,7 @@ from schemas.codec import (
     to_json_line,
     validate,
 )
-from schemas.records import CHANNELS, ActionEvent, Decision, InteractionEvent
+from schemas.records import CHANNELS, ActionEvent, ActionStatus, Decision, InteractionEvent
 from schemas.validation import event_problem, plainly_valid_event
 
 EVENT = InteractionEvent(
@@ -81,8 +82,20 @@ DECISION = Decision(
     evidence=["e-1"],
     decided_at=1_767_323_045_000,
 )
-RECORDS = [EVENT, MINIMAL_EVENT, ACTION, DECISION]
+STATUS = ActionStatus(
+    action_id="a-1",
+    customer_id="customer-42",
+    rule="case_follow_up",
+    destination="care",
+    status="done",
+    owner="team-lead-7",
+    resolution="completed",
+    at=1_767_323_045_000,
+    event_id="e-9",
+)
+RECORDS = [EVENT, MINIMAL_EVENT, ACTION, DECISION, STATUS]
 FROM_JSON: dict[type, Any] = {
+    ActionStatus: action_status_from_json,
     InteractionEvent: event_from_json,
     ActionEvent: action_from_json,
     Decision: decision_from_json,
@@ -336,6 +349,21 @@ PREFERENCES = replace(
             replace(PREFERENCES, attributes={"preferred_channel": "Email"}),
             "attributes.preferred_channel",
             "call, email, web",
+        ),
+        (
+            replace(EVENT, type="action_done", attributes={"resolution": "fixed"}),
+            "attributes.resolution",
+            "completed, customer_declined, unreachable",
+        ),
+        (
+            replace(EVENT, type="action_acknowledged", attributes={"owner": "o" * 257}),
+            "attributes.owner",
+            "exceed the limit of 256",
+        ),
+        (
+            replace(EVENT, type="action_reassigned", attributes={"owner": "o" * 300}),
+            "attributes.owner",
+            "exceed the limit of 256",
         ),
     ],
 )
@@ -731,3 +759,27 @@ def test_the_action_schema_is_backward_compatible() -> None:
     assert [f["name"] for f in new["fields"]] == [f["name"] for f in old["fields"]]
     changed = [f["name"] for f, g in zip(new["fields"], old["fields"], strict=True) if f != g]
     assert changed == ["channel_hint"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        replace(EVENT, type="action_done", attributes={"resolution": "customer_declined"}),
+        replace(EVENT, type="action_done", attributes={}),
+        replace(EVENT, type="action_acknowledged", attributes={"owner": "o" * 256}),
+        replace(EVENT, type="inquiry", attributes={"resolution": "anything"}),
+    ],
+)
+def test_status_events_within_the_contract_pass(event: InteractionEvent) -> None:
+    assert event_problem(event) is None
+    assert plainly_valid_event(event)
+    validate(event)
+    assert codec_for(InteractionEvent).decode(codec_for(InteractionEvent).encode(event)) == event
+
+
+def test_an_action_status_names_a_known_status() -> None:
+    with pytest.raises(SchemaValidationError) as info:
+        validate(replace(STATUS, status="closed"))
+    assert info.value.field == "status"
+    with pytest.raises(SchemaValidationError):
+        action_status_from_json(to_json_dict(STATUS) | {"status": "closed"})

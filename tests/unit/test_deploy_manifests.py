@@ -43,6 +43,7 @@ SECRET_KEYS = {
     "webhook-secrets",
     "api-keys",
     "read-api-keys",
+    "desk-keys",
     "id-hash-key",
     "kafka-sasl-password",
 }
@@ -53,6 +54,7 @@ REAL_SECRETS = {
     "MOMENTS_WEBHOOK_SECRET": "wh-real",
     "MOMENTS_API_KEYS": '["k-real"]',
     "MOMENTS_READ_API_KEYS": '["r-real"]',
+    "MOMENTS_DESK_KEYS": '["agent=d-real"]',
     "MOMENTS_ID_HASH_KEY": "ih-real",
     "GRAFANA_ADMIN_PASSWORD": "gf-real",
     "GRAFANA_DB_PASSWORD": "gr-real",
@@ -559,7 +561,7 @@ def test_k8s_egress_is_denied_but_dns_and_what_each_process_talks_to() -> None:
         "moments-sink-postgres": kafka | {5432},
         "moments-sink-webhook": kafka | {443},
         "moments-collector": kafka,
-        "moments-api": {5432},  # no broker: it reads PostgreSQL only
+        "moments-api": kafka | {5432},  # the desk publishes status events
         "moments-topics": kafka,
     }
 

@@ -25,6 +25,7 @@ REAL_SECRETS = {
     "MOMENTS_WEBHOOK_SECRET": "w",
     "MOMENTS_API_KEYS": '["k"]',
     "MOMENTS_READ_API_KEYS": '["r"]',
+    "MOMENTS_DESK_KEYS": '["a=d"]',
     "MOMENTS_ID_HASH_KEY": "i",
     "GRAFANA_ADMIN_PASSWORD": "g",
     "GRAFANA_DB_PASSWORD": "d",

@@ -290,9 +290,12 @@ def test_our_own_actions_are_not_moments_of_the_ledger(engine: Engine) -> None:
     )
     out.extend(engine.advance_watermark(store, T0 + 3 * D))
     # two disputes (-2); the escalations are moments' actions, not the customer's: no -3
+    # (the follow-ups, never done, go overdue after 24 h: section 12.4)
     assert [(a.rule, a.triggered_at, a.details["relationship_balance"]) for a in out.actions] == [
         ("case_follow_up", T0, "-1"),
         ("case_follow_up", T0 + H, "-2"),
+        ("case_follow_up.when_overdue", T0 + 24 * H, "-2"),
+        ("case_follow_up.when_overdue", T0 + 25 * H, "-2"),
         ("case_unresolved", T0 + 48 * H, "-2"),
         ("case_unresolved", T0 + 49 * H, "-2"),
     ]

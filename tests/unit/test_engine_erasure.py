@@ -36,15 +36,16 @@ def test_forgetting_drops_the_customers_state_and_pending_timers_only() -> None:
 
     removed = forget_customer(store, "gone")
 
-    # the customer's key, their case_unresolved timer and the hold timer of their inquiry
-    # (the engagement rules have not seen it yet)
-    assert removed == 3
+    # the customer's key, their case_unresolved timer, the hold timer of their inquiry
+    # (the engagement rules have not seen it yet) and their follow-up's overdue timer
+    assert removed == 4
     assert held_about(store, "gone") == []
     assert store.get(customer_key("kept")) is not None
     out = engine.advance(store, T0 + 72 * H)  # past both 48 h deadlines
     # kept's complaint arrived behind the watermark: its follow-up was still pending, untouched
     assert [(a.rule, a.customer_id) for a in out.actions] == [
         ("case_follow_up", "kept"),
+        ("case_follow_up.when_overdue", "kept"),  # not done within 24 h (section 12.4)
         ("case_unresolved", "kept"),
     ]
     assert {d.customer_id for d in out.decisions} == {"kept"}
@@ -73,8 +74,8 @@ def test_a_forgotten_customer_who_comes_back_starts_afresh() -> None:
     assert [a.rule for a in again.actions] == ["case_follow_up"]
     out = engine.advance(store, T0 + 100 * H)
     # only the new case escalates: the forgotten CASE-1 timer is gone
-    [escalation] = out.actions
-    assert escalation.rule == "case_unresolved"
+    [escalation] = [a for a in out.actions if a.rule == "case_unresolved"]
+    assert {a.customer_id for a in out.actions} == {"back"}
     assert "R2" in escalation.reason and "CASE-1" not in escalation.reason
 
 

@@ -36,4 +36,5 @@ def test_without_the_cap_the_same_event_fires_every_pending_timer() -> None:
     store = DictStore()
     run_settled(engine, store, ev("dispute_opened", T0, customer="c1", reference="R-1"))
     out = engine.process(store, ev("inquiry", YEAR_9999, customer="c2"))
-    assert fired(out) == ["case_unresolved"]  # what the guard prevents
+    # what the guard prevents (the follow-up's escalation at its due_by too, section 12.4)
+    assert fired(out) == ["case_follow_up.when_overdue", "case_unresolved"]

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from processors.engine import DictStore, Engine, EngineOutput
-from processors.engine.interfaces import CLOCK_KEY, TIMER_INDEX_KEY
+from processors.engine import DictStore, Engine, EngineConfig, EngineOutput
+from processors.engine.actions import ACTION_TIMER
+from processors.engine.interfaces import CLOCK_KEY, TIMER_BUCKET_PREFIX, TIMER_INDEX_KEY
 from processors.engine.rules import CustomerProfile
 from schemas.records import InteractionEvent
 from tests.support.engine import T0, D, H, M, engine, ev, fired, rule, run, run_settled
@@ -303,7 +304,10 @@ def test_absence_fires_at_the_deadline_when_the_watermark_passes_it() -> None:
         ["d1"],
     )
     assert action.reason == "Case R1 (a dispute, 2026-01-01) open for 48 hours."
-    assert store.get(TIMER_INDEX_KEY) == []
+    # the absence timer is gone; the fired action's lapse is pending (docs/design.md 12.2)
+    left = [t for b in store.get(TIMER_INDEX_KEY) for t in store.get(f"{TIMER_BUCKET_PREFIX}{b}")]
+    lapse = T0 + 48 * H + EngineConfig().action_horizon_ms
+    assert left == [[lapse, "c1", ACTION_TIMER, action.action_id]]
 
 
 def test_absence_resolution_exactly_at_the_deadline_is_in_time() -> None:

@@ -120,7 +120,8 @@ def test_a_late_case_and_its_late_resolution_arriving_together_escalate_nothing(
     _late_case(engine, store)
     feed(engine, store, [ev("complaint_resolved", T0 + D, reference="C-1")])
     out = engine.advance_watermark(store, T0 + 30 * D)
-    assert [a.rule for a in out.actions] == ["case_follow_up"]  # as in time order
+    # as in time order; nobody said the follow-up was done: it goes overdue (section 12.4)
+    assert [a.rule for a in out.actions] == ["case_follow_up", "case_follow_up.when_overdue"]
     assert decisions_of(out, "case_unresolved") == []
 
 

@@ -15,6 +15,7 @@ what fired and how many times may not.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -23,11 +24,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from processors.engine import EngineOutput
 from processors.replay import replay_file
 from schemas.codec import to_json_line
 from schemas.records import InteractionEvent
 from tests.support.engine import T0, D, H, M, ev
 from tests.support.streams_rev3 import (
+    LATENESS,
+    SLOT_MINUTES,
     Clusters,
     any_clusters,
     arrivals,
@@ -281,6 +285,11 @@ def late_streams(draw: st.DrawFn) -> list[InteractionEvent]:
 SERVICE = {r.id for r in default_engine().pack.rules if r.rule_class == "service"}
 
 
+def _service(rule: str) -> bool:
+    """A service rule's, or the escalation of its overdue action (docs/design.md 12.4)."""
+    return rule.removesuffix(".when_overdue") in SERVICE
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(late_streams())
 def test_a_control_group_changes_no_service_action(events: list[InteractionEvent]) -> None:
@@ -288,9 +297,9 @@ def test_a_control_group_changes_no_service_action(events: list[InteractionEvent
     the customer's own moments only, so not even details.relationship_* differ)."""
     treated = run_stream(default_engine(holdout_percent=0.0), events, FAR)
     control = run_stream(default_engine(holdout_percent=100.0), events, FAR)
-    service = [a for a in treated.actions if a.rule in SERVICE]
-    assert [a for a in control.actions if a.rule in SERVICE] == service
-    engagement = [d for d in control.decisions if d.rule not in SERVICE]
+    service = [a for a in treated.actions if _service(a.rule)]
+    assert [a for a in control.actions if _service(a.rule)] == service
+    engagement = [d for d in control.decisions if not _service(d.rule)]
     assert all(d.outcome != "fired" for d in engagement)
 
 
@@ -331,3 +340,87 @@ def test_replay_gives_the_same_bytes_run_to_run_and_over_one_or_three_shards(
     assert sharded[2] == 3  # three processes did share the work
     assert first == again
     assert sharded[:2] == first[:2]
+
+
+# -- status events of actions (docs/design.md 12) ----------------------------------------------
+
+#: Rules whose actions have the same id whatever the arrival order (their key or their event
+#: names them), and the escalations of their overdue actions: status events may name them
+#: (not review_payment_demand: which reading pairs with a demand may differ).
+STABLE_RULES = frozenset(
+    {"case_follow_up", "case_unresolved", "route_feedback", "propagate_address"}
+)
+SLOT_MS = SLOT_MINUTES * M
+STATUS_KINDS = {
+    "ack": ("action_acknowledged", "owner"),
+    "reassign": ("action_reassigned", "owner"),
+    "done": ("action_done", "resolution"),
+}
+
+
+def _stable(rule: str) -> bool:
+    return rule.removesuffix(".when_overdue") in STABLE_RULES
+
+
+def _statuses(out: EngineOutput) -> Counter[tuple[object, ...]]:
+    """The status records as a multiset; those of actions whose id, time and evidence may
+    differ by arrival (per-customer rules under a cool-down) as (customer, rule, status)."""
+    return Counter(
+        (s.customer_id, s.rule, s.action_id, s.status, s.owner, s.resolution, s.at, s.event_id)
+        if _stable(s.rule)
+        else (s.customer_id, s.rule, s.status)
+        for s in out.statuses
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_status_events_in_any_order_within_the_lateness_change_no_status(
+    data: st.DataObject,
+) -> None:
+    """Safe streams plus status events about the actions they fire (acknowledged by one
+    owner or another, reassigned, done with a resolution) on the same slot grid, some in the
+    clusters of other events: permuted within clusters, the same statuses (and decisions)."""
+    clusters = data.draw(safe_clusters(max_clusters=10))
+    base = run_stream(default_engine(), in_time_order(clusters), FAR)
+    followed = sorted(
+        (a for a in base.actions if a.rule in STABLE_RULES), key=lambda a: a.action_id
+    )
+    by_slot: dict[int, list[InteractionEvent]] = {
+        (c[0].occurred_at - T0) // SLOT_MS: list(c) for c in clusters
+    }
+    count = 0
+    chosen = data.draw(st.lists(st.sampled_from(followed), max_size=6)) if followed else []
+    for action in chosen:
+        first = -(-(action.triggered_at + LATENESS - T0) // SLOT_MS)
+        slot = data.draw(st.integers(min_value=first, max_value=first + 40))
+        for kind in data.draw(st.lists(st.sampled_from(sorted(STATUS_KINDS)), min_size=1,
+                                       max_size=3)):  # fmt: skip
+            type_, attribute = STATUS_KINDS[kind]
+            value = data.draw(
+                st.sampled_from(["completed", "unreachable"] if kind == "done" else ["ann", "bo"])
+            )
+            count += 1
+            offset = data.draw(st.integers(min_value=0, max_value=LATENESS - 1))
+            by_slot.setdefault(slot, []).append(
+                InteractionEvent(
+                    event_id=f"st{count:03d}",
+                    customer_id=action.customer_id,
+                    channel="other",
+                    type=type_,
+                    occurred_at=T0 + slot * SLOT_MS + offset,
+                    source="prop",
+                    reference=action.action_id,
+                    attributes={attribute: value},
+                )
+            )
+    merged = Clusters(by_slot[slot] for slot in sorted(by_slot))
+    ordered = in_time_order(merged)
+    expected = run_stream(default_engine(), ordered, FAR)
+    got = run_stream(default_engine(), data.draw(arrivals(merged)), FAR)
+    mine, theirs = _statuses(got), _statuses(expected)
+    assert mine == theirs, f"statuses differ: {mine - theirs} != {theirs - mine}"
+    assert got.ignored == expected.ignored
+    assert decided(ordered, got) == decided(ordered, expected)
+    if chosen:  # the status events reached their actions
+        assert any(s.event_id is not None for s in expected.statuses)

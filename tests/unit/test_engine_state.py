@@ -2,8 +2,8 @@
 written by an older layout carries on: what the layout steps keep goes on as if the engine
 had never stopped, and what an older layout did not keep starts empty.
 
-tests/data/engine_state_v0/ and engine_state_v1/ hold real state written by the engine of
-each layout (see `_fixture`).
+tests/data/engine_state_v0/, engine_state_v1/ and engine_state_v2/ hold real state written
+by the engine of each layout (see `_fixture`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ from tests.support.engine import T0, H, ev
 
 FIXTURES = Path(__file__).parents[1] / "data"
 #: Real state of each older layout: the version it was written in -> its directory.
-LAYOUTS = {0: FIXTURES / "engine_state_v0", 1: FIXTURES / "engine_state_v1"}
+LAYOUTS = {
+    0: FIXTURES / "engine_state_v0",
+    1: FIXTURES / "engine_state_v1",
+    2: FIXTURES / "engine_state_v2",
+}
 #: Past the last event: every timer still pending fires (like `replay --until`).
 UNTIL_DAYS = 30
 #: Rules whose state the layout steps carry over unchanged and that decide the same way as
@@ -72,8 +76,10 @@ def _fixture(
     """tests/data/engine_state_v<version>/: a simulated stream (40 customers, 40 days, seed 2,
     every customer living a story) and the partition's DictStore after its first `cut`
     events with holdout 20%, as the engine of that layout wrote it (v0: main at 5ffa277,
-    before layout versions; v1: main at 779bb07, before revision 3). It holds pending
-    timers, a deferred candidate, held-out rules, cool-downs and first keys."""
+    before layout versions; v1: main at 779bb07, before revision 3; v2: main at 7454677,
+    before actions were followed until done). It holds pending timers, held-out rules,
+    cool-downs and first keys; v0 and v1 a deferred candidate, v2 events held for the
+    watermark and cases."""
     directory = LAYOUTS[version]
     events = list(read_events_jsonl(directory / "events.jsonl"))
     written = json.loads((directory / "state.json").read_text())
@@ -118,8 +124,13 @@ def test_the_fixture_holds_state_worth_migrating(version: int) -> None:
         assert "v" not in data[CLOCK_KEY]
     else:
         assert {value["v"] for value in customers} == {version} == {data[CLOCK_KEY]["v"]}
+    if version < 2:
         assert any(m[3] == 0 for value in customers for m in value.get("led", ()))
-    assert any("dq" in value for value in customers)
+        assert any("dq" in value for value in customers)
+    else:  # revision 3: engagement candidates wait for the watermark, not for the cap
+        assert any("he" in value for value in customers)
+        assert any("cs" in value for value in customers)
+        assert not any("ac" in value for value in customers)
     assert any(k.startswith(TIMER_BUCKET_PREFIX) for k in data)
     assert any("cd" in rs for value in customers for rs in value.get("r", {}).values())
 

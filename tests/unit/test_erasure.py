@@ -101,7 +101,7 @@ def test_markers_are_control_records_with_the_erasure_time() -> None:
     assert erased_at_of([(CONTROL_HEADER, FORGET)]) is None
     assert classify(headers, None, 100) is RecordKind.FORGET
     topics = Topics("p.")
-    assert topics.outputs() == [*topics.actions.values(), "p.decisions"]
+    assert topics.outputs() == [*topics.actions.values(), "p.decisions", "p.action-status"]
 
 
 def test_the_registry_is_compacted_and_ages_out_after_the_raw_records() -> None:

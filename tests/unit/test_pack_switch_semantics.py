@@ -314,8 +314,13 @@ def test_an_idle_tick_switches_after_the_timers_due_by_then_fired_under_the_old_
     # switched once; nothing refers to the old pack any more, so it is not kept
     assert worker.line.pending is None and worker.line.epoch == 1
     assert len(worker.line.chain) == 1
-    # due before the switch: the follow-up (decided at the watermark) and the escalation
-    assert [a.rule for a in out.actions] == ["case_follow_up", "case_unresolved"]
+    # due before the switch: the follow-up (decided at the watermark), its escalation at its
+    # due_by (docs/design.md 12.4) and the unresolved case's
+    assert [a.rule for a in out.actions] == [
+        "case_follow_up",
+        "case_follow_up.when_overdue",
+        "case_unresolved",
+    ]
     assert not [d for d in out.decisions if d.reason == "rule_removed"]
 
 

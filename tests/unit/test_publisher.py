@@ -122,3 +122,34 @@ def test_a_client_whose_probes_keep_timing_out_is_replaced() -> None:
         time.sleep(0.05)
     assert publisher._producer is not first
     publisher.close(timeout_s=1)
+
+
+def test_the_status_methods_send_the_status_events_of_an_action(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        publisher_module,
+        "Producer",
+        lambda config: RefusingProducer(config, lambda key: False, real=False),
+    )
+    at = "2026-01-05T10:00:00Z"
+    with Publisher(Settings(bootstrap="127.0.0.1:9")) as publisher:
+        acknowledged = publisher.acknowledge("act-1", "c-1", "ana", occurred_at=at)
+        reassigned = publisher.reassign("act-1", "c-1", "bo", note="bo knows them")
+        done = publisher.complete("act-1", "c-1", "customer_declined", occurred_at=at)
+        with pytest.raises(SchemaValidationError) as unknown:
+            publisher.complete("act-1", "c-1", "fixed")
+        with pytest.raises(SchemaValidationError) as long_owner:
+            publisher.acknowledge("act-1", "c-1", "o" * 257)
+    assert (unknown.value.field, long_owner.value.field) == ("resolution", "owner")
+    assert [e.type for e in (acknowledged, reassigned, done)] == [
+        "action_acknowledged",
+        "action_reassigned",
+        "action_done",
+    ]
+    assert acknowledged.attributes == {"owner": "ana"}
+    assert (reassigned.attributes, reassigned.text) == ({"owner": "bo"}, "bo knows them")
+    assert done.attributes == {"resolution": "customer_declined"}
+    for event in (acknowledged, reassigned, done):
+        assert (event.reference, event.channel, event.customer_id) == ("act-1", "other", "c-1")
+        assert event.event_id.startswith("h-")

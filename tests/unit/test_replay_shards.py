@@ -84,7 +84,8 @@ def test_timers_of_many_customers_due_at_one_line_fire_in_the_one_process_order(
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(lines) + "\n", encoding="utf-8")
     one = replay_with(events, tmp_path, 1)
-    assert one[2][1] == 80  # a follow-up and an unresolved case per customer
+    # a follow-up, its escalation at its due_by (design.md 12.4) and an unresolved case each
+    assert one[2][1] == 120
     for workers in (2, 3, 5):
         assert replay_with(events, tmp_path, workers)[:3] == one[:3]
 

@@ -86,3 +86,49 @@ def test_png_is_a_chart(files: tuple[Path, Path], tmp_path: Path) -> None:
     code, output = report(*files, "--png", str(tmp_path / "u.png"))
     assert code == 0, output
     assert (tmp_path / "u.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_to_stdout_instead_of_the_table(files: tuple[Path, Path]) -> None:
+    events, decisions = files
+    args = ["report", "uplift", "--events", str(events), "--decisions", str(decisions)]
+    result = CliRunner().invoke(app, [*args, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)  # nothing but the JSON
+    assert "explain_first_bill" in document["rules"]
+
+
+def status(action: str, customer: str, kind: str, at: str) -> dict[str, object]:
+    return {
+        "action_id": action,
+        "customer_id": customer,
+        "rule": "explain_first_bill",
+        "destination": "billing",
+        "status": kind,
+        "owner": None,
+        "resolution": "completed" if kind == "done" else None,
+        "at": at,
+        "event_id": None,
+    }
+
+
+def test_status_records_add_the_done_rate_and_hours_to_done(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    records = tmp_path / "status.jsonl"
+    rows = [
+        status("a1", "t1", "open", "2026-01-05T00:00:00+00:00"),
+        status("a2", "t2", "open", "2026-01-05T00:00:00+00:00"),
+        status("a1", "t1", "acknowledged", "2026-01-05T01:00:00+00:00"),
+        status("a1", "t1", "done", "2026-01-05T06:00:00+00:00"),
+        status("a2", "t2", "lapsed", "2026-02-05T00:00:00+00:00"),
+    ]
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, output = report(*files, "--status", str(records), "--json", str(tmp_path / "u.json"))
+    assert code == 0, output
+    assert "50.0%" in output
+    bill = json.loads((tmp_path / "u.json").read_text())["rules"]["explain_first_bill"]
+    assert bill["done_rate"] == 0.5 and bill["median_hours_to_done"] == 6.0
+    assert bill["uplift"] == 0.5  # the same intention-to-treat uplift as without statuses
+    records.write_text(json.dumps(rows[0]) + "\n{not json\n")
+    code, output = report(*files, "--status", str(records))
+    assert code != 0 and f"{records}:2" in output.replace("\n", "")

@@ -137,8 +137,11 @@ def test_json_has_exactly_the_keys_of_section_9() -> None:
         "uplift",
         "ci95",
         "p_value",
+        "done_rate",
+        "median_hours_to_done",
     }
     assert out["rules"]["r"]["p_value"] == 1.0
+    assert out["rules"]["r"]["done_rate"] is None  # no status data given
     assert out["rules"]["s"]["uplift"] is None  # never decided: nothing to compare
 
 
@@ -171,9 +174,8 @@ STATSMODELS_COUNTS = [
 
 @pytest.mark.parametrize("counts", STATSMODELS_COUNTS)
 def test_interval_and_p_value_agree_with_statsmodels(counts: tuple[int, int, int, int]) -> None:
-    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
-
     from scipy.stats import norm
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
     x1, n1, x2, n2 = counts
     sm_lower, sm_upper = confint_proportions_2indep(
@@ -190,3 +192,29 @@ def test_interval_and_p_value_agree_with_statsmodels(counts: tuple[int, int, int
         return
     _, sm_p = proportions_ztest([x1, x2], [n1, n2], alternative="two-sided")
     assert two_proportion_p_value(x1, n1, x2, n2) == pytest.approx(sm_p, rel=1e-9, abs=1e-15)
+
+
+def test_done_rate_counts_treated_customers_whose_earliest_action_was_done() -> None:
+    decisions = [
+        ("a", "r", "fired", 0, "1"),
+        ("b", "r", "fired", 0, "2"),
+        ("c", "r", "fired", 0, "3"),
+        ("d", "r", "held_out", 0, "4"),
+    ]
+    hour = 3_600_000
+    actions = [
+        ("a", "r", 0, 2 * hour),  # done after 2 h
+        ("b", "r", 0, None),  # never done (lapsed or still open) ...
+        ("b", "r", 5 * DAY, 5 * DAY + 10 * hour),  # ... a later action of b's was: b is not
+        ("c", "r", 0, 4 * hour),
+        ("d", "r", 0, 1 * hour),  # not treated: no done-rate count, but a done action
+        ("a", "other", 0, 1 * hour),  # another rule
+    ]
+    result = measure_uplift({"r": FEWER}, decisions, [], actions)["r"]
+    assert result.treated == 3
+    assert result.treated_done == 2
+    assert result.done_rate == pytest.approx(2 / 3)
+    assert result.median_hours_to_done == pytest.approx(3.0)  # of 1, 2, 4, 10 hours
+    assert result.uplift is not None  # intention to treat: the undone stay treated
+    untouched = measure_uplift({"r": FEWER}, decisions, [], [])["r"]
+    assert untouched.done_rate == 0.0 and untouched.median_hours_to_done is None

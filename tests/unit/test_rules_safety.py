@@ -126,7 +126,8 @@ def test_a_lineage_of_the_old_layout_is_converted_and_a_missing_pack_is_no_crash
     line = fresh.load(copy_, fallback)
     assert line is not None and line.head == fallback
     _, out = feed(fresh, copy_, line, ev("inquiry", T0 + 3 * D, event_id="x"))
-    assert [a.rule for a in out.actions] == ["case_unresolved"]
+    # (and the follow-up, never done, is escalated at its due_by: docs/design.md 12.4)
+    assert [a.rule for a in out.actions] == ["case_follow_up.when_overdue", "case_unresolved"]
 
 
 def test_a_partition_without_events_starts_over_on_a_new_pack() -> None:

@@ -275,3 +275,35 @@ def test_without_keys_the_api_serves_loopback(monkeypatch: pytest.MonkeyPatch) -
     assert served == [("127.0.0.1", 8081), ("::1", 9999)]
     with pytest.raises(ApiConfigError):
         run_api(settings, host="0.0.0.0")
+
+
+ACTIONS = [
+    {
+        "customer_id": "c-7",
+        "action_id": f"a{n}",
+        "status": status,
+        "owner": owner,
+        "overdue": overdue,
+        "triggered_at": f"2026-01-02T0{n}:00:00.000+00:00",
+    }
+    for n, (status, owner, overdue) in enumerate(
+        [("open", None, False), ("acknowledged", "ana", True), ("done", "bo", False)], start=1
+    )
+]
+
+
+def test_the_actions_route_filters_by_status_and_refuses_an_unknown_one() -> None:
+    source = FakeTimelines(ROWS, actions=ACTIONS)
+    app = build_app(source, keys=KeyRing([KEY.encode()]))
+    with TestClient(app) as client:
+        assert client.get("/v1/customers/c-7/actions?status=closed").status_code == 401
+        every = client.get("/v1/customers/c-7/actions", headers=BEARER).json()
+        assert [a["status"] for a in every["actions"]] == ["open", "acknowledged", "done"]
+        held = client.get("/v1/customers/c-7/actions?status=acknowledged", headers=BEARER).json()
+        assert [(a["action_id"], a["owner"], a["overdue"]) for a in held["actions"]] == [
+            ("a2", "ana", True)
+        ]
+        paged = client.get("/v1/customers/c-7/actions?limit=2", headers=BEARER).json()
+        assert paged["count"] == 2 and paged["next_before"]
+        unknown = client.get("/v1/customers/c-7/actions?status=closed", headers=BEARER)
+        assert unknown.status_code == 400 and "status must be one of" in unknown.json()["error"]

@@ -34,7 +34,7 @@ def test_a_batch_keeps_one_row_per_key_and_connects_only_to_flush() -> None:
     assert sink.flush() == {}  # nothing to write: no connection attempted
 
 
-def test_the_sink_reads_every_action_topic_decisions_and_interactions() -> None:
+def test_the_sink_reads_every_action_topic_decisions_interactions_and_statuses() -> None:
     settings = Settings(topic_prefix="p.")
     assert sink_topics(settings) == [
         "p.actions.care",
@@ -44,6 +44,7 @@ def test_the_sink_reads_every_action_topic_decisions_and_interactions() -> None:
         "p.actions.recognition",
         "p.decisions",
         "p.interactions",
+        "p.action-status",
     ]
 
 

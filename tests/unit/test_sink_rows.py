@@ -149,3 +149,22 @@ def test_each_record_goes_to_its_table_under_its_key() -> None:
     assert record_row(ACTION) == (ACTIONS, ("c-1", "a-1"), action_row(ACTION, None, None, None))
     with pytest.raises(TypeError, match="str"):
         table_of("not a record")  # type: ignore[arg-type]
+
+
+def test_a_status_change_is_a_history_row_keyed_by_action_status_time_and_event() -> None:
+    from schemas.records import ActionStatus
+    from sinks.rows import ACTION_STATUS_HISTORY
+
+    done = ActionStatus(
+        "a-1", "c-1", "case_follow_up", "care", "done", "bo", "completed", at=1000, event_id="e"
+    )
+    overdue = replace(done, status="overdue", resolution=None, event_id=None)
+    spec, key, row = record_row(done, "action-status", 0, 7)
+    assert spec is ACTION_STATUS_HISTORY
+    assert key == ("a-1", "done", "1000", "e")
+    assert row[:7] == ("a-1", "c-1", "case_follow_up", "care", "done", "bo", "completed")
+    assert row[7] == timestamptz_wire(1000)
+    assert row[8:] == ("e", "e", "action-status", 0, 7)
+    assert table_of(overdue)[1] == ("a-1", "overdue", "1000", "")
+    assert record_row(overdue)[2][8:10] == (None, "")  # no event: the key's part is ''
+    assert list(ACTION_STATUS_HISTORY.key) == ["action_id", "status", "at", "event_key"]

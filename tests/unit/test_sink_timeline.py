@@ -8,7 +8,7 @@ from rich.console import Console
 from starlette.testclient import TestClient
 
 from sinks.api import build_app
-from sinks.timeline import iso_utc, timeline_table
+from sinks.timeline import iso_utc, timeline_table, work_state
 from tests.support.sinks import ROWS, FakeTimelines
 
 
@@ -71,3 +71,21 @@ def test_a_database_outage_is_a_503_not_a_traceback() -> None:
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200  # the process is up: no restart
         assert client.get("/v1/customers").status_code == 404
+
+
+def test_an_action_shows_its_status_owner_and_lateness() -> None:
+    action = {"kind": "action", "owner": None, "late_s": None, "overdue": False}
+    assert work_state({**action, "status": "open"}) == "open"
+    assert work_state({**action, "status": "acknowledged", "owner": "ana", "overdue": True}) == (
+        "acknowledged (ana), overdue"
+    )
+    assert work_state({**action, "status": "done", "owner": "bo", "late_s": 7500}) == (
+        "done by bo, 2 h late"
+    )
+    assert work_state({**action, "status": "done", "late_s": 0}) == "done, on time"
+    assert work_state({**action, "status": "done", "late_s": 3 * 86400}) == "done, 3 d late"
+    assert work_state({"kind": "event", "status": None}) == ""
+    row = {**ROWS[-1], "status": "overdue", "overdue": True, "owner": "cy"}
+    console = Console(record=True, width=200)
+    console.print(timeline_table([*ROWS[:-1], row]))
+    assert "overdue (cy)" in console.export_text()

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from common.metrics import WEBHOOK_DELIVERIES
 from common.settings import Settings
 from schemas.codec import to_json_dict
-from schemas.records import ActionEvent
+from schemas.records import ActionEvent, ActionStatus
 from sinks.consume import Offsets, Progress
 from sinks.signing import (
     KEY_ID_HEADER,
@@ -37,6 +37,7 @@ from sinks.signing import (
 from sinks.webhook import (
     MAX_LANE_BACKLOG,
     DeliveryCancelled,
+    Forgotten,
     RetryPolicy,
     WebhookConfigError,
     WebhookDelivery,
@@ -46,6 +47,8 @@ from sinks.webhook import (
     cloud_event_body,
     redact_url,
     retry_after_s,
+    status_body,
+    status_cloud_event,
 )
 from tests.support.sinks import FakeLetters, FakeMessage
 
@@ -567,3 +570,86 @@ def test_a_partition_is_held_while_its_lane_is_full_until_half_of_it_is_done() -
     assert sink.held([tp], {tp}) == {tp}  # paused: held until under half
     lane.records.get()
     assert sink.held([tp], {tp}) == set()
+
+
+# --------------------------------------------------------------------------- action statuses
+
+
+def a_status(**overrides: object) -> ActionStatus:
+    values: dict[str, object] = {
+        "action_id": "act-1",
+        "customer_id": "c-42",
+        "rule": "case_follow_up",
+        "destination": "care",
+        "status": "acknowledged",
+        "owner": "ana",
+        "resolution": None,
+        "at": 1_767_229_200_000,  # 2026-01-01T01:00:00Z
+        "event_id": "ev-7",
+    }
+    values.update(overrides)
+    return ActionStatus(**values)  # type: ignore[arg-type]
+
+
+def test_a_status_change_is_a_cloudevent_whose_id_repeats_only_for_the_same_change() -> None:
+    event = status_cloud_event(a_status())
+    assert event["type"] == "moments.action.status"
+    assert (event["subject"], event["source"]) == ("c-42", "moments/case_follow_up")
+    assert event["time"] == "2026-01-01T01:00:00.000+00:00"
+    assert event["data"] == to_json_dict(a_status())
+    assert event["data"]["owner"] == "ana"
+    ids = {
+        status_cloud_event(s)["id"]
+        for s in (
+            a_status(),
+            a_status(status="reassigned", event_id="ev-8"),
+            a_status(status="overdue", event_id=None),
+            a_status(at=1_767_229_200_001),
+        )
+    }
+    assert len(ids) == 4
+    assert status_body(a_status()) == status_body(a_status())
+
+
+def test_statuses_are_read_and_sent_to_their_destination_only() -> None:
+    sink = WebhookSink(webhook_settings(topic_prefix="p."), policy=RetryPolicy(max_attempts=1))
+    assert "p.action-status" in sink.routes()
+    posted: list[dict[str, object]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    sink.delivery.client = httpx.Client(transport=httpx.MockTransport(answer))
+    progress, offsets = Progress(), Offsets()
+    assert sink.start(progress, FakeLetters())  # type: ignore[arg-type]
+    tp = ("p.action-status", 0)
+    changes = [a_status(), a_status(destination="crm"), a_status(status="done", event_id="ev-9")]
+    for n, change in enumerate(changes):
+        offsets.take(tp, n)
+        sink.handle(change, FakeMessage(tp[0], n, b"x"), threading.Event())  # type: ignore[arg-type]
+    progress.drain(offsets)
+    assert offsets.committable() == {tp: 3}  # crm has no URL here: done without a request
+    assert [(p["type"], p["data"]["status"]) for p in posted] == [  # type: ignore[index]
+        ("moments.action.status", "acknowledged"),
+        ("moments.action.status", "done"),
+    ]
+    sink.delivery.close()
+
+
+def test_the_status_topic_marker_is_forwarded_to_every_routed_destination() -> None:
+    urls = {"care": HTTPS_URL, "crm": "https://crm.test/hook"}
+    sink = WebhookSink(webhook_settings(webhook_urls=urls), policy=RetryPolicy(max_attempts=1))
+    posted: list[tuple[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        posted.append((request.url.host, json.loads(request.content)["id"]))
+        return httpx.Response(204)
+
+    sink.delivery.client = httpx.Client(transport=httpx.MockTransport(answer))
+    marker = Forgotten("c-42", 1_767_229_200_000, "", statuses=True)
+    assert sink._deliver_forgotten(marker, threading.Event()) is None
+    assert [host for host, _ in posted] == ["hooks.test", "crm.test"]
+    ids = {event_id for _, event_id in posted}
+    assert len(ids) == 1 and ids.pop().endswith("-statuses")  # not the action topics' id
+    sink.delivery.close()

@@ -73,10 +73,11 @@ def test_a_redriven_dead_letter_carries_its_own_headers_and_only_the_latest_erro
 def test_topic_names_carry_the_prefix() -> None:
     topics = Topics("p-")
     assert topics.action("care") == "p-actions.care"
-    assert topics.all()[:5] == [
+    assert topics.all()[:6] == [
         "p-interactions",
         "p-interactions.dlq",
         "p-interactions.late",
         "p-decisions",
+        "p-action-status",
         "p-actions.dlq",
     ]

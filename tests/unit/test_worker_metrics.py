@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -183,7 +183,7 @@ def test_the_worker_exports_its_consumer_lag_per_partition(worker: TriggerWorker
 
     worker.app.consumer = Consumer()  # type: ignore[assignment]
     events = [FakeEvent(FakeMessage(o, b"", partition=p)) for p, o in ((0, 40), (3, 6), (0, 41))]
-    worker._export_lag(events)  # type: ignore[arg-type]
+    worker._export_lag(cast(Any, events))
     group = worker.settings.worker.worker_app_id
     lag = {p: CONSUMER_LAG.labels(group, "unit.interactions", p)._value.get() for p in "03"}
     assert lag == {"0": 100 - 42, "3": 0}  # the next offsets to handle: 42 and 7
