@@ -15,7 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
@@ -122,6 +122,8 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts by destination and outcome (delivered, retried, failed).",
     ["destination", "outcome"],
 )
+#: What `moments_process_info{process}` may say: the processes moments runs.
+PROCESSES: Final = ("worker", "sink-postgres", "sink-webhook", "collector", "api")
 PROCESS_INFO = Gauge(
     "moments_process_info",
     "1 for the moments process serving these metrics, by what it is (worker, sink-postgres,"

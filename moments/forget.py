@@ -130,8 +130,8 @@ def expected_confirmations(settings: Settings) -> dict[str, list[str]]:
         expected["postgres"] = sink_topics(settings)
     urls = settings.sinks.webhook_urls
     webhook = [settings.topics.action(d) for d in DESTINATIONS if d in urls]
-    if webhook:
-        expected["webhook"] = webhook
+    if webhook:  # the sink also follows action-status, whose marker it forwards too
+        expected["webhook"] = [*webhook, settings.topics.action_status]
     return expected
 
 

@@ -223,9 +223,10 @@ def serving(
     (`moments_process_info{process=ROLE}`) and log its start line, saying WHAT it serves and
     where; its stop line when the returned context ends."""
     from common.logs import configure_logging, lifecycle
-    from common.metrics import PROCESS_INFO
+    from common.metrics import PROCESS_INFO, PROCESSES
 
     configure_logging(settings.metrics.log_level, settings.metrics.log_format)
+    assert role in PROCESSES, role  # a bounded label: one of the processes moments runs
     PROCESS_INFO.labels(role).set(1)
     ops = settings.metrics
     where = f"{what}; ops port {ops.metrics_host}:{ops.metrics_port}" if ops.metrics_port else what

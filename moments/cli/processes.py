@@ -152,8 +152,12 @@ def forget(
             f"{len(report.postgres)}/{len(report.expected['postgres'])} topics confirmed"
         )
     if "webhook" in report.expected:
-        delivered = sum(report.webhook.values())
-        failed = len(report.webhook) - delivered
+        # one destination per action topic (action-status's marker goes to all of them)
+        per_destination = {
+            t: ok for t, ok in report.webhook.items() if t != settings.topics.action_status
+        }
+        delivered = sum(per_destination.values())
+        failed = len(per_destination) - delivered
         lines.append(
             f"  webhook: customer.forgotten acknowledged by {delivered} destination(s)"
             + (f", dead-lettered for {failed}" if failed else "")

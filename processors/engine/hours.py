@@ -15,6 +15,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from processors.engine.rule_model import BusinessHours
+from schemas.validation import TS_MAX
 
 __all__ = [
     "DAY_NAMES",
@@ -126,12 +127,17 @@ def deadline_writer(
 
     def deadline(destination: str, start_ms: int, duration_ms: int) -> int:
         hours = by_destination.get(destination)
-        if hours is None:
-            return start_ms + duration_ms
-        return business_deadline(start_ms, duration_ms, hours, zone)
+        if hours is None or start_ms + duration_ms >= TS_MAX:
+            return _continuous(destination, start_ms, duration_ms)
+        try:
+            return min(business_deadline(start_ms, duration_ms, hours, zone), TS_MAX)
+        except (OverflowError, ValueError):  # beyond the calendar's last day
+            return TS_MAX
 
     return deadline
 
 
 def _continuous(destination: str, start_ms: int, duration_ms: int) -> int:
-    return start_ms + duration_ms
+    """START + DURATION, at most the last time a record can carry (an event dated in
+    year 9999 gets a due_by the schema can still write)."""
+    return min(start_ms + duration_ms, TS_MAX)

@@ -522,4 +522,5 @@ def test_kafka_path_gives_the_same_actions_as_replay(
     backfilled_decisions = lines("backfill-decisions.jsonl")
     assert len(backfilled_decisions) == len(decisions)
     assert all(d in replayed_decisions[d["decision_id"]] for d in backfilled_decisions)
-    assert [e["event_id"] for e in lines("backfill-late.jsonl")] == late
+    # the order across partitions is the fetch order (each customer's records keep theirs)
+    assert sorted(e["event_id"] for e in lines("backfill-late.jsonl")) == sorted(late)

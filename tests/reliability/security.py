@@ -18,9 +18,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.metrics import TRIGGERS
+from common.metrics import PROCESSES, TRIGGERS
 from common.settings import Settings
 from processors.engine import load_rule_pack
+from processors.engine.actions import escalation_rule
 from schemas.records import CHANNELS, DESTINATIONS, EVENT_TYPES, OUTCOMES
 from schemas.wire import Topics
 
@@ -57,7 +58,9 @@ def metric_label_problems(
     text: str, settings: Settings, customers: Iterable[str] = ()
 ) -> list[str]:
     """Every label value in TEXT outside its bounded set (see the module docstring)."""
-    rules = {rule.id for rule in load_rule_pack(settings.engine.rules_path).rules}
+    pack = load_rule_pack(settings.engine.rules_path)
+    rules = {rule.id for rule in pack.rules}
+    rules |= {escalation_rule(rule.id) for rule in pack.rules if rule.when_overdue is not None}
     allowed: dict[str, set[str]] = {
         "channel": set(CHANNELS),
         "type": {*EVENT_TYPES, "other"},
@@ -67,6 +70,7 @@ def metric_label_problems(
         "sink": set(SINKS),
         "table": set(TABLES),
         "trigger": set(TRIGGERS),
+        "process": set(PROCESSES),
     }
     known_customers = set(customers)
     problems: list[str] = []

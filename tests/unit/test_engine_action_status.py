@@ -344,3 +344,16 @@ def test_the_horizon_comes_from_moments_action_horizon(value: object, ms: int) -
 
     assert engine_config(Settings(action_horizon=value)).action_horizon_ms == ms
     assert engine_config(Settings()).action_horizon_ms == 30 * D
+
+
+def test_an_event_dated_in_year_9999_gets_a_due_by_a_record_can_carry() -> None:
+    """route_feedback's 5 days past 9999-12-31 lie beyond what the schema can write: the
+    due_by is the last writable time, so the action encodes instead of going to a DLQ."""
+    from schemas.codec import codec_for
+    from schemas.validation import TS_MAX
+
+    far = _ms("9999-12-31T00:00:00+00:00")
+    out = run(default_engine(), DictStore(), ev("feedback_given", far))
+    [action] = [a for a in out.actions if a.rule == "route_feedback"]
+    assert action.due_by == TS_MAX
+    assert codec_for(type(action)).decode(codec_for(type(action)).encode(action)) == action
