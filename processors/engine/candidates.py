@@ -127,8 +127,8 @@ def remember(event: InteractionEvent) -> list[Any]:
         event.reference,
         event.amount,
         event.currency,
-        None if event.due_date is None else event.due_date.isoformat(),
-        None if event.customer_since is None else event.customer_since.isoformat(),
+        None if event.due_date is None else _iso(event.due_date),
+        None if event.customer_since is None else _iso(event.customer_since),
         event.text,
         event.attributes,
     ]
@@ -166,6 +166,20 @@ def _date(text: str) -> date:
 
 
 _DATES: Final[dict[str, date]] = {}
+
+
+def _iso(day: date) -> str:
+    """date.isoformat, remembered (formatting costs more than a lookup, and every held
+    event of a customer carries the same customer_since)."""
+    text = _ISO.get(day)
+    if text is None:
+        if len(_ISO) >= 65_536:
+            _ISO.clear()
+        text = _ISO[day] = day.isoformat()
+    return text
+
+
+_ISO: Final[dict[date, str]] = {}
 
 
 def key_of(rule_field: str | None, event: InteractionEvent) -> str:

@@ -249,6 +249,8 @@ class Engine:
         #: How far behind the watermark an event may be and still be applied (never more
         #: than the dedupe horizon); what late events can still reach is kept that long.
         self.max_lateness_ms = min(self.config.max_lateness_ms, self.config.dedupe_horizon_ms)
+        #: bucket number -> its key in the store (formatting an int costs more than a lookup)
+        self._bucket_keys: dict[int, str] = {}
         #: The date of a time as reasons write it (in the configured time zone).
         self.day: Callable[[int], str] = day_writer(self.config.timezone)
         #: The relationship ledger's window.
@@ -262,44 +264,70 @@ class Engine:
         )
 
     def _hold(
-        self, step: Step, state: dict[str, Any], event: InteractionEvent, case_id: str | None
+        self, store: StateStore, state: dict[str, Any], event: InteractionEvent, case_id: str | None
     ) -> None:
         """Keep an event for the engagement rules until the watermark passes it: by then
         everything that happened before it within the allowed lateness is known, so arrival
-        order changes nothing they decide (docs/design.md 11.1)."""
+        order changes nothing they decide (docs/design.md 11.1). Its timer goes straight into
+        the index, even for an event the watermark has passed: timers fire only when the clock
+        moves, so it fires at the next advance, after the event is applied."""
         waiting: dict[str, list[Any]] | None = state.get(HELD)
         if waiting is None:
             waiting = state[HELD] = {}
-        waiting[event.event_id] = [remember(event), case_id]
-        step.schedule(event.occurred_at, HOLD_TIMER, event.event_id)
+        event_id = event.event_id
+        waiting[event_id] = [remember(event), case_id]
+        self._index_timer(store, [event.occurred_at, event.customer_id, HOLD_TIMER, event_id])
 
-    def _release(self, step: Step, event_id: str) -> None:
+    def _release(
+        self, store: StateStore, out: EngineOutput, cid: str, state: dict[str, Any], event_id: str
+    ) -> Step | None:
         """The watermark passed a held event: the engagement rules see it now, with its own
-        time (their conditions are tested against the customer's state as it is now)."""
-        state = step.state
+        time (their conditions are tested against the customer's state as it is now). The
+        step, or None when no rule took it up."""
         waiting: dict[str, list[Any]] | None = state.get(HELD)
         kept = None if waiting is None else waiting.pop(event_id, None)
         if waiting is not None and not waiting:
             del state[HELD]
         if kept is None:
-            return
-        event = recall(step.customer_id, kept[0])
-        if kept[1] is not None:  # a case event: its cycle as the case's history says now
-            step.case_key = key_at(state, kept[1], event.occurred_at)
-        cid = step.customer_id
+            return None
+        event = recall(cid, kept[0])
+        case_id: str | None = kept[1]
         plan = self._type_plan(event.type)
+        step: Step | None = None
         if plan[6]:
+            step = self._release_step(store, out, cid, state, case_id, event.occurred_at)
             apply_status(step, event)
         for rule, role, test, kind in plan[4]:
             try:
                 hit = test is None or test(event, cid, state)
             except RuleError:
-                hit = self._rule_error(step.store, step.out, cid, state, rule, event)
+                hit = self._rule_error(store, out, cid, state, rule, event)
             if hit:
+                if step is None:
+                    step = self._release_step(store, out, cid, state, case_id, event.occurred_at)
                 kind.on_event(step, rule, role, event)
         if plan[5] and is_own_moment(event):
+            if step is None:
+                step = self._release_step(store, out, cid, state, case_id, event.occurred_at)
             for rule, kind in self.held_ledger_rules:
                 kind.on_ledger(step, rule, event.occurred_at, event)
+        return step
+
+    def _release_step(
+        self,
+        store: StateStore,
+        out: EngineOutput,
+        cid: str,
+        state: dict[str, Any],
+        case_id: str | None,
+        t: int,
+    ) -> Step:
+        """The step of a released event (a case event: its cycle as the case's history says
+        now)."""
+        step = Step(self, store, out, cid, state)
+        if case_id is not None:
+            step.case_key = key_at(state, case_id, t)
+        return step
 
     def _rule_error(
         self,
@@ -501,10 +529,10 @@ class Engine:
                     matched.append(entry)
         released = case_id is not None and WAITING in state and not CASE_EVENTS[event_type][1]
         holding = bool(held) or operational or (hold_ledger and is_own_moment(event))
-        if matched is not None or sign < 0 or released or holding:
+        if holding:
+            self._hold(store, state, event, case_id)
+        if matched is not None or sign < 0 or released:
             step = Step(self, store, out, cid, state)
-            if holding:
-                self._hold(step, state, event, case_id)
             if case_id is not None:
                 step.case_key = key_at(state, case_id, t)
             if matched is not None:
@@ -749,8 +777,13 @@ class Engine:
 
     def _index_timer(self, store: StateStore, entry: list[Any]) -> None:
         """Put a timer [deadline, customer_id, rule_id, key] into the partition's index."""
-        bucket = entry[TIMER_DEADLINE] // TIMER_BUCKET_MS
-        bkey = f"{TIMER_BUCKET_PREFIX}{bucket}"
+        deadline: int = entry[TIMER_DEADLINE]
+        bucket = deadline // TIMER_BUCKET_MS
+        bkey = self._bucket_keys.get(bucket)
+        if bkey is None:
+            if len(self._bucket_keys) >= 4096:
+                self._bucket_keys.clear()
+            bkey = self._bucket_keys[bucket] = f"{TIMER_BUCKET_PREFIX}{bucket}"
         if type(store) is DictStore:  # the lists in place, no store calls (every event's hold)
             data: dict[str, Any] = store.data  # type: ignore[attr-defined]
             bucket_entries: list[list[Any]] | None = data.get(bkey)
@@ -839,7 +872,11 @@ class Engine:
             store.data.get if in_place else store.get  # type: ignore[attr-defined]
         )
         while due:
-            deadline, cid, rule_id, key = heappop(due)
+            entry = heappop(due)
+            deadline: int = entry[0]
+            cid: str = entry[1]
+            rule_id: str = entry[2]
+            key: str = entry[3]
             if marks is not None:
                 marks.append(((deadline, cid, rule_id, key), len(out.actions), len(out.decisions)))
             skey = CUSTOMER_PREFIX + cid
@@ -856,8 +893,12 @@ class Engine:
                 step = Step(self, store, out, cid, state)
                 step.serve_queue(deadline)
             elif rule_id == HOLD_TIMER:
-                step = Step(self, store, out, cid, state)
-                self._release(step, key)
+                released = self._release(store, out, cid, state, key)
+                if released is None:
+                    if not in_place:
+                        store.set(skey, state)
+                    continue
+                step = released
             elif rule_id == ACTION_TIMER:
                 step = Step(self, store, out, cid, state)
                 on_action_timer(step, key, deadline)
