@@ -73,7 +73,7 @@ from producers.simulator import simulate
 from schemas.codec import codec_for, to_json_dict
 from schemas.records import ActionEvent, Decision, InteractionEvent
 from schemas.wire import ERROR_HEADER_PREFIX
-from sinks.postgres import fetch_actions, run_postgres_sink
+from sinks.postgres import apply_migrations, fetch_actions, run_postgres_sink
 from tests.support.kafka import read_topic
 from tests.support.worker_process import WorkerProcess, headers_of, running_worker
 
@@ -283,6 +283,9 @@ def too_late_ids(
 
 @pytest.fixture
 def postgres_sink(settings: Settings) -> Iterator[threading.Thread]:
+    # The tables exist before the test reads them (the sink migrates too, on its own time).
+    assert settings.database.database_url
+    apply_migrations(settings.database.database_url)
     stop = threading.Event()
     failure: list[BaseException] = []
 

@@ -14,6 +14,27 @@ from processors.engine import DEFAULT_PACK_PATH
 DEFAULT_TEXT = DEFAULT_PACK_PATH.read_text(encoding="utf-8")
 DEFAULT_DOC: dict[str, Any] = yaml.safe_load(DEFAULT_TEXT)
 
+#: A pack of two rules with a problem each: two error lines, each longer than 80 columns.
+BAD_PACK = """\
+rules:
+  - id: a_rule_whose_name_is_long_enough_to_pass_eighty_columns_with_its_problem
+    version: 1
+    when: {kind: match, type: [inquiry]}
+    action: x
+    destination: nowhere
+    priority: 5
+    class: service
+    reason: r
+  - id: another_rule_whose_name_is_long_enough_to_pass_eighty_columns_too
+    version: 1
+    when: {kind: match, type: [inquiry]}
+    action: y
+    destination: care
+    priority: 5
+    class: nonsense
+    reason: r
+"""
+
 #: An edit that makes recognize_tenure ask for ten years instead of five.
 TENURE_10 = ("min_tenure_years: 5", "min_tenure_years: 10")
 

@@ -6,6 +6,7 @@ import orjson
 import yaml
 
 from processors.engine import DictStore, EngineConfig, EngineOutput
+from processors.engine.rules import pack_from_text
 from processors.engine.switching import PackLibrary, feed, request_switch, start
 from schemas.records import InteractionEvent
 from tests.support.engine import T0, D
@@ -13,6 +14,9 @@ from tests.support.packs import DEFAULT_DOC
 
 #: The default pack as the rules topic carries it (dumped, not the file's own text).
 A_TEXT = yaml.safe_dump(DEFAULT_DOC, sort_keys=False)
+#: A_TEXT parsed once: a partition starts on it without parsing it again (as a host starts
+#: on the pack it read at start-up). Publications and restarts still parse their texts.
+A_PACK = pack_from_text(A_TEXT, "A")
 
 
 def restarted(store: DictStore) -> tuple[PackLibrary, DictStore]:
@@ -25,10 +29,12 @@ def restarted(store: DictStore) -> tuple[PackLibrary, DictStore]:
 class Partition:
     """The worker's path for one partition: a lineage, requests between batches, restarts."""
 
-    def __init__(self) -> None:
+    def __init__(self, text: str = A_TEXT) -> None:
+        """A partition started on the pack `text` (the default pack's)."""
         self.library = PackLibrary(EngineConfig())
         self.store = DictStore()
-        self.line = start(self.library, self.store, self.library.add(A_TEXT, "A"))
+        pack = A_PACK if text == A_TEXT else None
+        self.line = start(self.library, self.store, self.library.add(text, "A", pack))
         self.out = EngineOutput()
 
     def feed(self, events: list[InteractionEvent]) -> None:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import multiprocessing
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
 
 from common.settings import Settings
-from processors.backfill import BackfillSummary, _Run
+from processors import backfill as backfill_module
+from processors.backfill import (
+    BackfillSummary,
+    _Run,
+    backfill_topic,
+    process_count,
+    share_partitions,
+)
 from processors.config import engine_config
 from processors.engine import Engine, load_rule_pack
 from processors.replay import OutputWriter, Replayer
@@ -79,7 +90,15 @@ def _run(settings: Settings, partitions: int) -> tuple[_Run, io.BytesIO]:
     engine = Engine(load_rule_pack(), engine_config(settings), decisions=False)
     actions = io.BytesIO()
     summary = BackfillSummary(topic="interactions", partitions=partitions)
-    run = _Run(engine, settings, summary, OutputWriter(actions), None, list(range(partitions)))
+    writer = OutputWriter(actions)  # every partition's actions to one buffer
+    run = _Run(
+        engine,
+        settings,
+        summary,
+        dict.fromkeys(range(partitions), writer),
+        None,
+        list(range(partitions)),
+    )
     return run, actions
 
 
@@ -140,9 +159,8 @@ def test_the_workers_idle_ticks_and_other_control_records_are_neither_events_nor
     ]
     messages.append(FakeMessage(0, offset + 3, None, eof=True))
     run, _ = _run(Settings(), 1)
-    run.consume(
-        FakeConsumer(messages), {0: offset + 3}, max_events=None, stop_at_end=True, stop=None
-    )  # type: ignore[arg-type]
+    consumer: Any = FakeConsumer(messages)
+    run.consume(consumer, {0: offset + 3}, max_events=None, stop_at_end=True, stop=None)
     assert run.summary.events == len(events)
     assert run.summary.garbage == 1
     assert f"@{offset + 2}:" in run.summary.garbage_samples[0]
@@ -205,3 +223,119 @@ def test_a_future_dated_record_moves_the_watermark_only_to_its_timestamp_plus_sk
     assert (run.summary.events, run.summary.future_dated) == (2, 1)
     assert b"case_unresolved" not in actions.getvalue()
     assert run.engine.watermark(run.stores[0]) == t0 + 60_000 + 3_600_000 - 300_000
+
+
+def test_partitions_are_shared_whole_disjoint_and_by_size() -> None:
+    ends = {0: 50, 1: 10, 2: 40, 3: 0, 4: 30, 5: 20}
+    shares = share_partitions(ends, 3)
+    assert sorted(p for share in shares for p in share) == sorted(ends)
+    assert [sum(ends[p] for p in share) for share in shares] == [50, 50, 50]
+    assert all(share == sorted(share) for share in shares)
+    assert share_partitions({0: 5, 1: 5}, 4) == [[0], [1]]  # no process without partitions
+
+
+def test_the_process_count_is_capped_by_the_partitions_holding_records() -> None:
+    ends = {0: 10, 1: 0, 2: 7}
+    assert process_count(8, ends) == 2
+    assert process_count(1, ends) == 1
+    assert 1 <= process_count(0, ends) <= 2  # one per usable CPU
+    assert process_count(3, {0: 0}) == 1
+
+
+TOPIC_ENDS = {0: 3, 1: 0, 2: 5, 3: 2, 4: 4}
+
+
+def _fake_ends(
+    settings: Settings, topic: str, group: str
+) -> tuple[list[int], dict[int, int], bool]:
+    return sorted(TOPIC_ENDS), dict(TOPIC_ENDS), True
+
+
+def _fake_part(job: Any, partitions: list[int], ends: dict[int, int], **_: Any) -> dict[str, Any]:
+    """Writes lines naming the partition to its part files, as `_backfill_part` would."""
+    for partition in partitions:
+        for kind in job.kinds:
+            with open(job.work / f"{partition}.{kind}", "wb") as part:
+                part.write(
+                    b"".join(
+                        b"%s %d.%d\n" % (kind.encode(), partition, i)
+                        for i in range(ends[partition])
+                    )
+                )
+    events = sum(ends[p] for p in partitions)
+    return {
+        "events": events,
+        "actions": events,
+        "decisions": events,
+        "garbage": len(partitions),
+        "too_late": 0,
+        "future_dated": 0,
+        "erased": 0,
+        "samples": [(p, 7, f"t[{p}]@7: decode") for p in partitions],
+    }
+
+
+def _failing_part(
+    job: Any, partitions: list[int], ends: dict[int, int], **kw: Any
+) -> dict[str, Any]:
+    if 2 in partitions:
+        raise backfill_module.BackfillError("the broker went away")
+    time.sleep(30)  # stopped by the parent long before
+    return _fake_part(job, partitions, ends, **kw)
+
+
+def _outputs(tmp_path: Path, name: str) -> dict[str, Path]:
+    return {kind: tmp_path / f"{name}-{kind}.jsonl" for kind in ("actions", "decisions", "late")}
+
+
+def test_n_processes_write_the_bytes_of_one_in_partition_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backfill_module, "_partitions_and_ends", _fake_ends)
+    monkeypatch.setattr(backfill_module, "_backfill_part", _fake_part)
+    summaries, texts = [], []
+    for processes in (1, 3):
+        paths = _outputs(tmp_path, str(processes))
+        summaries.append(
+            backfill_topic(
+                Settings(),
+                "interactions",
+                actions_out=paths["actions"],
+                decisions_out=paths["decisions"],
+                late_out=paths["late"],
+                processes=processes,
+            )
+        )
+        texts.append({kind: path.read_bytes() for kind, path in paths.items()})
+    one, three = summaries
+    assert (one.processes, three.processes) == (1, 3)
+    assert texts[0] == texts[1]
+    assert texts[0]["actions"].splitlines()[:4] == [
+        b"actions 0.0",
+        b"actions 0.1",
+        b"actions 0.2",
+        b"actions 2.0",
+    ]
+    assert one.events == three.events == sum(TOPIC_ENDS.values())
+    assert (
+        one.garbage_samples
+        == three.garbage_samples
+        == [f"t[{p}]@7: decode" for p in sorted(TOPIC_ENDS)]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for n in ("1", "3") for p in _outputs(tmp_path, n).values()
+    )  # the part files went with the run
+
+
+def test_a_failing_process_names_its_partitions_stops_the_others_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backfill_module, "_partitions_and_ends", _fake_ends)
+    monkeypatch.setattr(backfill_module, "_backfill_part", _failing_part)
+    paths = _outputs(tmp_path, "failed")
+    with pytest.raises(backfill_module.BackfillError) as failed:
+        backfill_topic(Settings(), "interactions", actions_out=paths["actions"], processes=3)
+    assert "partition 2 of interactions failed" in str(failed.value)
+    assert "the broker went away" in str(failed.value)
+    assert multiprocessing.active_children() == []
+    assert list(tmp_path.iterdir()) == []

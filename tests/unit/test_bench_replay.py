@@ -26,8 +26,15 @@ def test_replay_and_both_parsing_baselines_are_measured_on_the_same_lines(tmp_pa
         assert result[ratio_key] > 0 and result[baseline_key] > 0
         expected = result["replay_lines_per_s"] / result[baseline_key]
         assert abs(result[ratio_key] - expected) <= 0.001 + expected * 0.01
-    for key in ("replay_vs_orjson_cpu_ratio", "replay_vs_parse_discard_cpu_ratio"):
-        assert result[key] > 0
+    per_cpu = (
+        ("replay_vs_orjson_per_cpu_ratio", "orjson_lines_per_cpu_s"),
+        ("replay_vs_parse_discard_per_cpu_ratio", "parse_discard_lines_per_cpu_s"),
+    )
+    for ratio_key, baseline_key in per_cpu:  # lines per CPU-second of all the processes
+        expected = result["replay_lines_per_cpu_s"] / result[baseline_key]
+        assert abs(result[ratio_key] - expected) <= 0.001 + expected * 0.01
+    assert result["parse_processes"] == 1
+    assert result["replay_cpus_busy"] > 0 and result["parse_cpus_busy"] > 0
     assert (tmp_path / "replay-vs-parse-actions.jsonl").stat().st_size > 0
     assert result["replay_workers"] == 1  # a file this small replays in one process
     runs = result["replay_runs_lines_per_s"]

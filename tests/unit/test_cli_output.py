@@ -1,6 +1,7 @@
-"""What the CLI prints: whole lines when output is not a terminal, one error per line,
-`--version`, and JSON from `rules check` and `timeline` (`report uplift --json -`:
-test_report_cli.py; `rules history --json`: tests/integration/test_cli_json.py)."""
+"""What the CLI prints: whole lines when output is not a terminal, `--version`, and JSON
+from `rules check` and `timeline` (`report uplift --json -`: test_report_cli.py; `rules
+history --json`: tests/integration/test_cli_json.py; one error per line from the CLI
+process itself: tests/integration/test_cli_pipe.py)."""
 
 from __future__ import annotations
 
@@ -17,51 +18,7 @@ from typer.testing import CliRunner
 import sinks.relationship
 import sinks.timeline
 from moments.cli import app
-
-#: Two rules with a problem each: two error lines, each longer than 80 columns.
-BAD_PACK = """\
-rules:
-  - id: a_rule_whose_name_is_long_enough_to_pass_eighty_columns_with_its_problem
-    version: 1
-    when: {kind: match, type: [inquiry]}
-    action: x
-    destination: nowhere
-    priority: 5
-    class: service
-    reason: r
-  - id: another_rule_whose_name_is_long_enough_to_pass_eighty_columns_too
-    version: 1
-    when: {kind: match, type: [inquiry]}
-    action: y
-    destination: care
-    priority: 5
-    class: nonsense
-    reason: r
-"""
-
-
-def run_piped(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m moments ARGS` with stdout and stderr pipes and no COLUMNS (as in CI)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    return subprocess.run(
-        [sys.executable, "-m", "moments", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
-def test_errors_are_one_a_line_and_never_wrapped_when_not_a_terminal(tmp_path: Path) -> None:
-    pack = tmp_path / "bad.yaml"
-    pack.write_text(BAD_PACK)
-    done = run_piped("rules", "check", str(pack))
-    assert done.returncode == 2
-    lines = done.stderr.splitlines()
-    assert len(lines) >= 2 and all(line.startswith("error: ") for line in lines), lines
-    assert any("a_rule_whose_name" in line and "destination" in line for line in lines)
-    assert any("another_rule" in line and "class" in line for line in lines)
-    assert max(len(line) for line in lines) > 80  # whole, not folded at 80 columns
+from tests.support.packs import BAD_PACK
 
 
 def test_a_long_line_on_a_pipe_stays_one_line() -> None:

@@ -29,7 +29,10 @@ from schemas.records import CHANNELS, InteractionEvent
 from tests.support.engine import T0, D, H
 from tests.support.streams import REPEATS_WITHIN_HORIZON, TYPES, streams
 
-ENGINE = Engine(load_rule_pack(), EngineConfig())
+#: The default pack, parsed once: a pack is immutable, and parsing it is most of a small
+#: example's time.
+PACK = load_rule_pack()
+ENGINE = Engine(PACK, EngineConfig())
 
 
 def run_lines(
@@ -56,7 +59,7 @@ def test_same_events_same_bytes(events: list[InteractionEvent]) -> None:
 def test_no_duplicate_action_ids_and_one_decision_per_candidate(
     events: list[InteractionEvent],
 ) -> None:
-    engine = Engine(load_rule_pack(), REPEATS_WITHIN_HORIZON)
+    engine = Engine(PACK, REPEATS_WITHIN_HORIZON)
     store = DictStore()
     out = EngineOutput()
     for event in events:
@@ -157,7 +160,7 @@ def run_all(
 def test_no_candidate_is_both_lost_and_untraced(
     events: list[InteractionEvent], percent: float, until: int
 ) -> None:
-    engine = Engine(load_rule_pack(), EngineConfig(holdout_percent=percent))
+    engine = Engine(PACK, EngineConfig(holdout_percent=percent))
     out, store = run_all(engine, events, until)
     waiting = {
         entry[4]
@@ -188,7 +191,7 @@ def test_no_candidate_is_both_lost_and_untraced(
     assert {a.action_id for a in out.actions} == fired
 
 
-SERVICE_RULES = {r.id for r in load_rule_pack().rules if r.rule_class == "service"}
+SERVICE_RULES = {r.id for r in PACK.rules if r.rule_class == "service"}
 
 
 @settings(max_examples=40, deadline=None)
@@ -196,7 +199,7 @@ SERVICE_RULES = {r.id for r in load_rule_pack().rules if r.rule_class == "servic
 def test_service_rules_are_never_held_out_at_any_percent(
     events: list[InteractionEvent], percent: float
 ) -> None:
-    engine = Engine(load_rule_pack(), EngineConfig(holdout_percent=percent))
+    engine = Engine(PACK, EngineConfig(holdout_percent=percent))
     out, _ = run_all(engine, events, T0 + 400 * D)
     assert not [d for d in out.decisions if d.rule in SERVICE_RULES and d.outcome == "held_out"]
 
@@ -208,7 +211,7 @@ def test_revision_2_replay_is_byte_identical_twice(
 ) -> None:
     def lines() -> tuple[list[str], list[str]]:
         config = EngineConfig(holdout_percent=25.0, emit_from_ms=emit_from)
-        out, _ = run_all(Engine(load_rule_pack(), config), events, T0 + 400 * D)
+        out, _ = run_all(Engine(PACK, config), events, T0 + 400 * D)
         return [to_json_line(a) for a in out.actions], [to_json_line(d) for d in out.decisions]
 
     assert lines() == lines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 from pathlib import Path
@@ -270,6 +271,14 @@ def _fastavro_only(record_type: type) -> AvroCodec[Any]:
     return codec
 
 
+@functools.cache
+def _event_codecs() -> tuple[AvroCodec[InteractionEvent], AvroCodec[InteractionEvent]]:
+    """The generated paths and fastavro alone, built once for every example: building a
+    codec compiles its readers and writers (most of a property's time), and a codec keeps
+    nothing between calls."""
+    return AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
+
+
 def _outcome(decode: Any, data: bytes) -> tuple[str, Any]:
     try:
         return "ok", decode(data)
@@ -282,7 +291,7 @@ def _outcome(decode: Any, data: bytes) -> tuple[str, Any]:
 def test_generated_reader_gives_fastavros_records_and_errors(
     event: InteractionEvent, cut: int, flip: int
 ) -> None:
-    fast, reference = AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
+    fast, reference = _event_codecs()
     assert fast._fast_reader is not None and fast._fast_decoder is not None
     data = reference.encode(event, validate=False)
     assert fast._fast_decoder(data) == event
@@ -346,7 +355,7 @@ def _encoded(codec: AvroCodec[Any], record: Any) -> tuple[str, Any]:
 @settings(max_examples=300, deadline=None)
 @given(event=events(), odd=st.sampled_from([None, 1, True, 2.5, "x", 2**70, -(2**64), b"b"]))
 def test_generated_writer_writes_fastavros_bytes(event: InteractionEvent, odd: object) -> None:
-    fast, reference = AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
+    fast, reference = _event_codecs()
     assert fast._fast_writer is not None
     assert fast.encode(event, validate=False) == reference.encode(event, validate=False)
     for name in ("occurred_at", "source", "product", "amount", "due_date", "attributes"):
@@ -371,7 +380,7 @@ def _validated(codec: AvroCodec[Any], record: Any) -> tuple[str, Any]:
 def test_checked_writer_validates_like_validate_then_fastavro(
     event: InteractionEvent, odd: object
 ) -> None:
-    fast, reference = AvroCodec(InteractionEvent), _fastavro_only(InteractionEvent)
+    fast, reference = _event_codecs()
     assert fast._checked_writer is not None
     assert _validated(fast, event) == _validated(reference, event)
     for name in ("event_id", "channel", "type", "occurred_at", "source", "amount", "due_date"):

@@ -103,7 +103,7 @@ def test_switching_at_any_point_gives_what_replay_gives_at_the_recorded_time(
         worker.restart()
     worker.feed(events[k:])
     changes = [(switch_time(at), parse_rule_pack(doc))]
-    actions, decisions = replay_events(events, pack=parse_rule_pack(DEFAULT_DOC), changes=changes)
+    actions, decisions = replay_events(events, pack=A, changes=changes)
     assert (worker.out.actions, worker.out.decisions) == (actions, decisions)
 
 
@@ -122,7 +122,7 @@ def test_a_rollback_is_a_second_switch_back_and_survives_a_restart(
     cancelled = worker.line.pending is not None  # rolled back before the switch happened
     second = worker.publish(A_TEXT)
     worker.feed(events[k2:])
-    a, b = parse_rule_pack(DEFAULT_DOC), parse_rule_pack(doc)
+    a, b = A, parse_rule_pack(doc)
     changes: list[tuple[int, Any]] = []
     if not cancelled:
         changes = [(switch_time(first), b), (switch_time(second), a)]

@@ -28,10 +28,14 @@ from tests.support.engine import T0, D, H, ev, rule, run
 from tests.support.packs import DEFAULT_DOC, case_pack
 from tests.support.switching import A_TEXT, Partition, restarted
 
+#: A pack of one rule. A publication parses the whole text, and 500 of the default pack's
+#: cost seconds; the lineage value holds one pack's text whatever its size.
+ONE_RULE = yaml.safe_dump({"rules": [rule("reply", {"kind": "match", "type": "inquiry"})]})
 
-def commented(n: int) -> str:
-    """The default pack with a changed comment: a new pack id, the same rules."""
-    return f"# publication {n}\n{A_TEXT}"
+
+def commented(n: int, text: str = A_TEXT) -> str:
+    """The pack `text` with a changed comment: a new pack id, the same rules."""
+    return f"# publication {n}\n{text}"
 
 
 def line_bytes(store: DictStore) -> int:
@@ -42,17 +46,18 @@ def line_bytes(store: DictStore) -> int:
 
 
 def test_500_publishes_of_a_changed_comment_keep_the_lineage_value_bounded() -> None:
-    worker = Partition()
+    worker = Partition(ONE_RULE)
     worker.feed([ev("inquiry", T0)])
     first = line_bytes(worker.store)
     sizes = []
     for n in range(500):
-        worker.publish(commented(n))
+        worker.publish(commented(n, ONE_RULE))
         worker.feed([ev("inquiry", T0 + (n + 1) * 1000, event_id=f"e{n}")])
         sizes.append(line_bytes(worker.store))
     assert worker.line.epoch == 500 and worker.line.pending is None
-    assert worker.line.chain == (pack_id(commented(499)),)
-    assert set(worker.store.data[LINE_KEY]["packs"]) == {pack_id(commented(499))}
+    last = pack_id(commented(499, ONE_RULE))
+    assert worker.line.chain == (last,)
+    assert set(worker.store.data[LINE_KEY]["packs"]) == {last}
     # one pack's text, the counters and the last switches: the same after 100 as after 500
     assert max(sizes[100:]) - min(sizes[100:]) < 16 and max(sizes) < first + 2000
     assert TEXTS_KEY not in worker.store.data
