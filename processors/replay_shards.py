@@ -352,7 +352,7 @@ def _shard_files(work: Path, shard: int) -> tuple[Path, Path, Path]:
 def _child_main(job: ShardJob, shard: int) -> None:
     """A forked shard: its output to files in `job.work`; a bad line's error in the meta file."""
     actions_path, decisions_path, meta_path = _shard_files(job.work, shard)
-    _end_with_parent()
+    end_with_parent()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     with ExitStack() as files:
         actions_fd = os.open(actions_path, flags, 0o600)
@@ -382,7 +382,17 @@ def _child_main(job: ShardJob, shard: int) -> None:
 _KEPT_TO_THE_END: list[Any] = []
 
 
-def _end_with_parent() -> None:
+def stop_children(children: list[Any]) -> None:
+    """Stop and reap the forked processes that still run (those never started are skipped)."""
+    for child in children:
+        if child.pid is None:
+            continue
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def end_with_parent() -> None:
     """Have the kernel end this shard when the process that forked it dies (Linux's
     PR_SET_PDEATHSIG; elsewhere nothing): a killed replay leaves no shard running on."""
     try:
@@ -441,16 +451,7 @@ def replay_sharded(
         for shard in range(job.shards)
     ]
     with ExitStack() as cleanup:
-
-        @cleanup.callback
-        def _stop_children() -> None:
-            for child in children:
-                if child.pid is None:  # never started
-                    continue
-                if child.is_alive():
-                    child.terminate()
-                child.join()
-
+        cleanup.callback(stop_children, children)
         try:
             for child in children:
                 child.start()

@@ -39,9 +39,12 @@ dated before their erasure (the registry), so a new group never writes them.
 Action statuses (docs/design.md 12): each `ActionStatus` record of
 `action-status` is a row of `action_status_history`; in the same transaction
 the sink derives the current status, owner, acknowledged_at, done_at,
-resolution and overdue_at of every action its batch touched (an action row or a
-status) from that history (view `action_status_current`, migration 008), so the
-rows are the same whichever topic it read first. It observes the event-time
+resolution and overdue_at of every action its batch touched from that history
+(view `action_status_current`, migration 008), so the rows are the same
+whichever topic it read first: the actions of the batch's statuses, and the
+actions of statuses that came first whose row has now landed (their ids wait in
+`action_status_waiting`, migration 010: a batch of new actions asks that table
+once instead of looking up each action in the history). It observes the event-time
 histograms of time to acknowledge and to done when a batch first sets those
 columns (after the commit: a redelivery observes nothing), and counts the open
 and overdue actions per destination for its gauges every `WORK_GAUGES_S`.
@@ -143,9 +146,33 @@ RETURNING a.destination,
          THEN extract(epoch FROM a.done_at - a.triggered_at)::float8 END
 """
 
+# Statuses whose action row is not there yet (migration 010): their action ids wait.
+_WAIT = """
+INSERT INTO action_status_waiting (action_id)
+SELECT DISTINCT h.action_id FROM action_status_history h
+WHERE h.action_id = ANY(%s) AND h.status <> 'open'
+  AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.action_id = h.action_id)
+ON CONFLICT DO NOTHING
+"""
+# The waiting actions whose row has landed (this batch or a concurrent writer's): derived now.
+_LANDED = """
+DELETE FROM action_status_waiting w USING actions a
+WHERE a.action_id = w.action_id
+RETURNING w.action_id
+"""
+# After an erasure: the ids whose history is gone wait for nothing.
+_WAITING_ERASED = """
+DELETE FROM action_status_waiting w
+WHERE NOT EXISTS (SELECT 1 FROM action_status_history h WHERE h.action_id = w.action_id)
+"""
+
 # A database the sink did not migrate may predate the status columns: it then writes the
-# tables as they are (a status of such a database is kept in no current column).
-_HAS_STATUS_VIEW = "SELECT to_regclass('action_status_current') IS NOT NULL"
+# tables as they are (a status of such a database is kept in no current column). One that
+# predates migration 010 has no waiting table: every action of a batch is looked up then.
+_HAS_STATUS_VIEW = """
+SELECT to_regclass('action_status_current') IS NOT NULL,
+       to_regclass('action_status_waiting') IS NOT NULL
+"""
 
 # Per destination, on the partial index of unfinished actions (migration 009's desk queue).
 _COUNT_WORK = """
@@ -258,6 +285,8 @@ class PostgresSink:
         self._erasures: list[Erasure] = []
         #: Whether the database has the current status columns (migration 008), per connection.
         self._derives_status = True
+        #: Whether it has the table of actions whose statuses came first (migration 010).
+        self._waits = True
 
     def add(
         self,
@@ -326,6 +355,7 @@ class PostgresSink:
                 conn.execute(spec.stage_ddl())
             found = conn.execute(_HAS_STATUS_VIEW).fetchone()
             self._derives_status = bool(found and found[0])
+            self._waits = bool(found and found[1])
         except BaseException:
             conn.close()
             raise
@@ -371,7 +401,6 @@ class PostgresSink:
         started = time.perf_counter()
         inserted: dict[str, int] = {}
         changed: list[WorkChange] = []
-        touched = _touched_actions(batch)
         try:
             try:
                 conn = self.connect()
@@ -384,7 +413,7 @@ class PostgresSink:
                                 conn, cur, spec, entries.values()
                             )
                     if self._derives_status:
-                        changed = _derive_status(cur, touched)
+                        changed = _derive_status(cur, self._touched_actions(cur, batch))
             except psycopg.Error as exc:
                 if refused is None or not refuses_record(exc):
                     raise
@@ -399,7 +428,7 @@ class PostgresSink:
                 }
                 if self._derives_status:
                     with conn.transaction(), conn.cursor() as cur:
-                        changed = _derive_status(cur, touched)
+                        changed = _derive_status(cur, self._touched_actions(cur, batch))
         except psycopg.Error:
             SINK_ERRORS.labels(self.name).inc()
             if self._conn is not None and (self._conn.broken or self._conn.closed):
@@ -447,6 +476,24 @@ class PostgresSink:
                 erasure.topic,
                 sum(deleted.values()),
             )
+        if erasures and self._waits:
+            conn.execute(_WAITING_ERASED)
+
+    def _touched_actions(self, cur: psycopg.Cursor[Any], batch: Batch) -> list[str]:
+        """Inside the batch's transaction, once its rows are written: the actions whose
+        current status is derived. Those of its statuses (the ones whose action row is not
+        there yet wait in `action_status_waiting`) and the waiting ones whose row has landed."""
+        ids = {entry[0].action_id for entry in batch[ACTION_STATUS_HISTORY.name].values()}
+        if not self._waits:  # before migration 010: every action of the batch is looked up
+            ids.update(entry[0].action_id for entry in batch[ACTIONS.name].values())
+            return sorted(ids)
+        if ids:
+            cur.execute(_WAIT, (sorted(ids),))
+        elif not batch[ACTIONS.name]:  # events or decisions alone: the next actions look
+            return []
+        cur.execute(_LANDED)
+        ids.update(str(row[0]) for row in cur.fetchall())
+        return sorted(ids)
 
     def _write_split(self, spec: TableSpec, entries: list[Entry], refused: list[Refused]) -> int:
         """Write `entries` of one table in their own transaction; when PostgreSQL refuses a
@@ -517,14 +564,6 @@ class PostgresSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _touched_actions(batch: Batch) -> list[str]:
-    """The action ids of a batch's actions and statuses (their current status is derived)."""
-    ids = {entry[0].action_id for entry in batch[ACTION_STATUS_HISTORY.name].values()}
-    # An action's statuses may have come first (another topic): applied when its row lands.
-    ids.update(entry[0].action_id for entry in batch[ACTIONS.name].values())
-    return sorted(ids)
 
 
 def _derive_status(cur: psycopg.Cursor[Any], action_ids: list[str]) -> list[WorkChange]:

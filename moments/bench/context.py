@@ -61,9 +61,58 @@ FULL: Final = Sizes(
 #: Target per figure: (key, comparison, threshold, what it means).
 
 
+#: The bare consumer the raw-consume baselines read with (large fetches, no commits).
+RAW_CONSUMER: Final[dict[str, Any]] = {
+    "enable.auto.commit": False,
+    "isolation.level": "read_uncommitted",
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "queued.max.messages.kbytes": 256 * 1024,
+    "fetch.wait.max.ms": 50,
+}
+
+
 def per_second(count: int, seconds: float) -> float:
     """`count` per second of `seconds`, to one decimal (0.0 for no time)."""
     return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def _raw_consume_share(settings: Settings, topic: str, partitions: list[int], report: Any) -> None:
+    """One process of `Bench.raw_consume_processes`: (records, first record's time, end, CPU
+    seconds of the whole process, its client's threads included)."""
+    cpu = time.process_time()
+    consumer = Consumer(
+        settings.kafka_config(
+            **RAW_CONSUMER,
+            **{"group.id": f"bench-raw-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True},
+        )
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    try:
+        seen, first, end = _drain(consumer, None, set(partitions))
+    finally:
+        consumer.close()
+    report.send((seen, first if first is not None else end, end, time.process_time() - cpu))
+
+
+def _drain(
+    consumer: Consumer, expected: int | None, partitions: set[int]
+) -> tuple[int, float | None, float]:
+    """Consume until `expected` records (when given), else until each of `partitions` reported
+    its end (partition EOF on); at most 120 s: (records, first record's time, end time)."""
+    pending, seen = set(partitions), 0
+    first: float | None = None
+    deadline = time.monotonic() + 120
+    while (seen < expected if expected is not None else pending) and time.monotonic() < deadline:
+        batch = consumer.consume(10_000, 0.5)
+        if batch and first is None:
+            first = time.perf_counter()
+        for message in batch:
+            if message.error() is None:
+                seen += 1
+            else:
+                pending.discard(message.partition())
+    return seen, first, time.perf_counter()
 
 
 @contextlib.contextmanager
@@ -164,36 +213,70 @@ class Bench:
         """A bare confluent consume loop over `topic` until `expected` records; msgs/s."""
         consumer = Consumer(
             settings.kafka_config(
-                **{
-                    "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_uncommitted",
-                    "fetch.max.bytes": 64 * 1024 * 1024,
-                    "max.partition.fetch.bytes": 8 * 1024 * 1024,
-                    "queued.max.messages.kbytes": 256 * 1024,
-                    "fetch.wait.max.ms": 50,
-                }
+                **RAW_CONSUMER, **{"group.id": f"bench-raw-{uuid.uuid4().hex[:6]}"}
             )
         )
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        seen = 0
-        first: float | None = None
-        deadline = time.monotonic() + 120
         try:
-            while seen < expected and time.monotonic() < deadline:
-                batch = consumer.consume(10_000, 0.5)
-                if batch and first is None:
-                    first = time.perf_counter()
-                for message in batch:
-                    if message.error() is None:
-                        seen += 1
-            end = time.perf_counter()
+            seen, first, end = _drain(consumer, expected, set())
         finally:
             consumer.close()
         if seen < expected or first is None:
             raise RuntimeError(f"raw consume saw {seen} of {expected} records of {topic}")
         return per_second(seen, end - first)
+
+    def raw_consume_processes(
+        self, settings: Settings, topic: str, expected: int, processes: int
+    ) -> dict[str, Any]:
+        """The bare consume loop of `raw_consume` in `processes` forked processes, each over
+        its share of the partitions (as the backfill shares them), until every partition
+        reported its end: msgs/s from the first record any took to the last, and per process."""
+        import multiprocessing
+
+        from processors.backfill import share_partitions
+
+        consumer = Consumer(settings.kafka_config(**{"group.id": "bench-raw-ends"}))
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions
+            }
+        finally:
+            consumer.close()  # before forking: no client crosses a fork
+        shares = share_partitions(ends, processes)
+        context = multiprocessing.get_context("fork")
+        pipes = [context.Pipe(duplex=False) for _ in shares]
+        children = [
+            context.Process(
+                target=_raw_consume_share, args=(settings, topic, share, sender), daemon=True
+            )
+            for share, (_, sender) in zip(shares, pipes, strict=True)
+        ]
+        for child in children:
+            child.start()
+        try:
+            results = [receiver.recv() if receiver.poll(180) else None for receiver, _ in pipes]
+        finally:
+            for child in children:
+                if child.is_alive():
+                    child.terminate()
+                child.join()
+        done = [result for result in results if result is not None]
+        if len(done) < len(results):
+            raise RuntimeError(f"a raw consume process of {topic} gave no result")
+        seen = sum(result[0] for result in done)
+        if seen < expected:
+            raise RuntimeError(f"raw consume saw {seen} of {expected} records of {topic}")
+        seconds = max(result[2] for result in done) - min(result[1] for result in done)
+        rate = per_second(seen, seconds)
+        return {
+            "processes": len(shares),
+            "msgs_per_s": rate,
+            "per_process_msgs_per_s": round(rate / len(shares), 1),
+            "msgs_per_cpu_s": per_second(seen, sum(result[3] for result in done)),
+        }
 
     def run_counting_child(
         self, code: str, settings: Settings, expected: int, name: str, env: dict[str, str]

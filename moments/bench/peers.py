@@ -1,39 +1,54 @@
 """What the live worker is compared with on the same topic, each in a child process: an
-empty Faust agent (`empty_agent`, Faust's own ceiling) and the Bytewax peer
-(`moments.bench.bytewax_peer`)."""
+empty Faust agent (`empty_agent`, Faust's own ceiling) and the Bytewax peers
+(`moments.bench.bytewax_peer`: its own rule, and moments' engine inside Bytewax)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from common.settings import Settings
 from moments.bench.bytewax_peer import peer_unavailable
 from moments.bench.context import Bench
 
+#: The Bytewax peers: (figure, flow (MOMENTS_BENCH_PEER_FLOW), child name, what it runs).
+BYTEWAX_PEERS: Final = (
+    ("bytewax_events_per_s", "rule", "bytewax-peer", "fastavro decode, the omnichannel rule"),
+    (
+        "bytewax_engine_events_per_s",
+        "engine",
+        "bytewax-engine-peer",
+        "moments' codec and engine (the worker's pack)",
+    ),
+)
 
-def run_bytewax_peer(bench: Bench, settings: Settings, expected: int) -> float | None:
-    """Bytewax on the same topic (`moments.bench.bytewax_peer`): fastavro decode and the
-    omnichannel rule per customer. None, with the reason noted, where it cannot run."""
+
+def run_bytewax_peers(bench: Bench, settings: Settings, expected: int) -> dict[str, float | None]:
+    """Each Bytewax peer on the same topic, one after the other (`BYTEWAX_PEERS`): figure ->
+    events/s, None (with the reason in `bench.unmeasured`) for a peer that cannot run or
+    failed. Never raises: a peer must not cost the worker's figures."""
+    rates: dict[str, float | None] = {}
     why = peer_unavailable()
-    if why is not None:
-        bench.unmeasured["bytewax_events_per_s"] = why
-        return None
-    try:
-        return bench.run_counting_child(
-            "from moments.bench.bytewax_peer import run_peer; run_peer()",
-            settings,
-            expected,
-            "bytewax-peer",
-            {},
-        )
-    except Exception as exc:  # the peer must not cost the worker's figures
-        bench.unmeasured["bytewax_events_per_s"] = (
-            f"the Bytewax peer failed: {type(exc).__name__}: {str(exc)[:200]} "
-            f"(log: {bench.work / 'bytewax-peer.log'})"
-        )
-        return None
+    for figure, flow, name, what in BYTEWAX_PEERS:
+        rates[figure] = None
+        if why is not None:
+            bench.unmeasured[figure] = why
+            continue
+        try:
+            rates[figure] = bench.run_counting_child(
+                "from moments.bench.bytewax_peer import run_peer; run_peer()",
+                settings,
+                expected,
+                name,
+                {"MOMENTS_BENCH_PEER_FLOW": flow},
+            )
+        except Exception as exc:
+            bench.unmeasured[figure] = (
+                f"the Bytewax peer ({what}) failed: {type(exc).__name__}: {str(exc)[:200]} "
+                f"(log: {bench.work / f'{name}.log'})"
+            )
+    return rates
 
 
 def run_empty_agent(bench: Bench, settings: Settings, expected: int) -> float:

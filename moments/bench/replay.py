@@ -24,7 +24,12 @@ keeps both).
 The replay runs as `moments replay` does by default: shared by one process per usable
 CPU (`processors.replay_shards`, `replay_workers` in the result), so its CPU figures
 include the shard processes' CPU time, and the wall-clock ratio is what a user waits for
-on this machine.
+on this machine. The baselines run in one process. Beside each wall ratio stands a
+per-CPU ratio (`*_per_cpu_ratio`: replay lines per CPU-second of all its processes /
+parse lines per CPU-second), which says what the replay costs whatever the number of
+CPUs; `replay_workers` / `parse_processes` give the processes each side ran and
+`replay_cpus_busy` / `parse_cpus_busy` the CPUs each kept busy on average (CPU seconds /
+wall seconds of its faster run).
 """
 
 from __future__ import annotations
@@ -77,6 +82,12 @@ def _seconds(*runs: tuple[int, float, float]) -> tuple[float, float]:
     return max(min(r[1] for r in runs), 1e-6), max(min(r[2] for r in runs), 1e-6)
 
 
+def _cpus_busy(*runs: tuple[int, float, float]) -> float:
+    """CPUs kept busy on average by the faster (wall) of `runs`: its CPU / wall seconds."""
+    _, wall, cpu = min(runs, key=lambda run: run[1])
+    return round(cpu / max(wall, 1e-6), 2)
+
+
 def replay_vs_parse(
     events_path: Path, work: Path, *, rules_path: Path | str | None = None
 ) -> dict[str, Any]:
@@ -84,7 +95,8 @@ def replay_vs_parse(
     baselines of its lines: lines/s of each, wall and CPU, and replay / each baseline.
 
     `orjson_lines_per_s` and `replay_vs_orjson_ratio` (what the bench's target reads) are
-    the parse-into-list figures; `parse_discard_*` the parse-and-discard ones."""
+    the parse-into-list figures; `parse_discard_*` the parse-and-discard ones; each wall
+    ratio has its per-CPU ratio beside it (`*_per_cpu_ratio`, see module)."""
 
     def replay() -> tuple[int, float, float]:
         gc.collect()
@@ -117,7 +129,11 @@ def replay_vs_parse(
         "lines": lines,
         "events": events,
         "target_baseline": TARGET_BASELINE,
+        # the CPUs each side used: processes run, and CPUs kept busy on average
         "replay_workers": workers[-1],
+        "parse_processes": 1,
+        "replay_cpus_busy": _cpus_busy(replay_first, replay_second),
+        "parse_cpus_busy": _cpus_busy(list_first, list_second),
         "replay_lines_per_s": round(events / replay_wall, 1),
         "replay_runs_lines_per_s": [
             round(events / max(run[1], 1e-6), 1) for run in (replay_first, replay_second)
@@ -127,10 +143,10 @@ def replay_vs_parse(
         "orjson_lines_per_s": round(lines / list_wall, 1),
         "orjson_lines_per_cpu_s": round(lines / list_cpu, 1),
         "replay_vs_orjson_ratio": ratio(list_wall, replay_wall),
-        "replay_vs_orjson_cpu_ratio": ratio(list_cpu, replay_cpu),
+        "replay_vs_orjson_per_cpu_ratio": ratio(list_cpu, replay_cpu),
         # the floor: parse and discard
         "parse_discard_lines_per_s": round(lines / discard_wall, 1),
         "parse_discard_lines_per_cpu_s": round(lines / discard_cpu, 1),
         "replay_vs_parse_discard_ratio": ratio(discard_wall, replay_wall),
-        "replay_vs_parse_discard_cpu_ratio": ratio(discard_cpu, replay_cpu),
+        "replay_vs_parse_discard_per_cpu_ratio": ratio(discard_cpu, replay_cpu),
     }

@@ -71,6 +71,14 @@ def replay(
             min=0,
         ),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="With --from-topic: processes sharing the topic's partitions (same output "
+            "as one): 0 = one per usable CPU, at most one per partition.",
+            min=0,
+        ),
+    ] = 0,
     rules_change: Annotated[
         list[str] | None,
         typer.Option(
@@ -108,6 +116,7 @@ def replay(
             output_prefix=to_topics,
             rules_path=rules_path,
             until_ms=until_ms,
+            processes=processes,
         )
         console.print(
             f"{backfill.events} events from {from_topic} → {backfill.actions} actions "
@@ -116,7 +125,8 @@ def replay(
             f"{f', in {late_out}' if late_out is not None else ''}), "
             f"{backfill.erased} of erased customers dropped, "
             f"in {backfill.seconds:.2f} s "
-            f"({backfill.events / max(backfill.seconds, 1e-9):,.0f} events/s)"
+            f"({backfill.events / max(backfill.seconds, 1e-9):,.0f} events/s, "
+            f"{backfill.processes} process{'es' if backfill.processes > 1 else ''})"
         )
         return
     from processors.replay import replay_file

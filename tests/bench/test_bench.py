@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from common.settings import Settings
-from moments.bench import REQUIRED_KEYS, markdown_table, print_summary, run_bench
-from moments.bench.bytewax_peer import avro_body, omnichannel
-from moments.bench.context import steady_rate
+from moments.bench import REQUIRED_KEYS, markdown_table, peers, print_summary, run_bench
+from moments.bench.bytewax_peer import EngineStep, avro_body, keyed_event, omnichannel
+from moments.bench.context import QUICK, Bench, steady_rate
 from moments.bench.report import judge_targets
 from moments.calibration import CpuTimes, calibration
+from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
+from processors.offline import partition_for
+from processors.replay import replay_events
+from producers.simulator import simulate
+from schemas.codec import codec_for
+from schemas.records import InteractionEvent
 
 
 def _report() -> dict[str, object]:
@@ -53,8 +60,10 @@ def test_a_dash_says_why_and_what_was_not_written_says_how_to_get_it() -> None:
     report["not_written"] = {"bench-report.png": "matplotlib is not installed; run `make bench`"}
     report["calibration"] = calibration(4.0, CpuTimes(0, 0, 0), CpuTimes(600, 100, 300))
     text = markdown_table(report)
-    assert "| fastavro decode (records/s) | 150,000 | - [1] |" in text
-    assert f"1. codec.avro_decode_per_s: {why}" in text
+    # the dash points at the numbered note saying why (numbers follow the table's rows)
+    note = re.search(r"\| fastavro decode \(records/s\) \| 150,000 \| - \[(\d+)\] \|", text)
+    assert note is not None
+    assert f"{note.group(1)}. codec.avro_decode_per_s: {why}" in text
     assert "Not written:\n\n- bench-report.png: matplotlib is not installed" in text
     assert "10M-iteration Python loop took 4.00 s; CPU steal 30.0% of the run" in text
     assert "**Warning:** the machine was too busy for a verdict" in text
@@ -96,6 +105,43 @@ def test_the_peer_runs_the_omnichannel_rule_in_event_time() -> None:
     assert avro_body(b"\xc3\x01" + bytes(8) + b"body") == b"body"
     assert avro_body(b"\x00" + bytes(4) + b"body") == b"body"
     assert avro_body(b"") is None and avro_body(None) is None  # the worker's idle ticks
+
+
+def test_the_engine_peer_runs_the_workers_engine_with_a_state_per_partition() -> None:
+    """`EngineStep` keyed on the Kafka partition makes the actions a replay with as many
+    partitions makes; `keyed_event` skips what the worker would not apply."""
+    partitions = 3
+    events = list(simulate(60, 30, seed=3))
+    codec = codec_for(InteractionEvent)
+    step = EngineStep(Engine(load_rule_pack(None), EngineConfig()))
+    stores: dict[str, DictStore | None] = {}
+    actions = 0
+    for event in events:
+        keyed = keyed_event(
+            codec.decode, partition_for(event.customer_id, partitions), codec.encode(event)
+        )
+        assert keyed is not None
+        key, decoded = keyed
+        stores[key], made = step(stores.get(key), decoded)
+        actions += made
+    expected, _ = replay_events(events, partitions=partitions)
+    assert actions == len(expected) > 0
+    assert len(stores) == partitions
+    assert keyed_event(codec.decode, 0, b"") is None  # an idle tick
+    assert keyed_event(codec.decode, 0, b"not avro") is None  # the worker's dead letter
+
+
+def test_a_peer_that_cannot_run_says_why_for_both_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    why = "bytewax is not installed: it is in the bench extra"
+    monkeypatch.setattr(peers, "peer_unavailable", lambda: why)
+    bench = Bench(Settings(data_dir=tmp_path / "data"), QUICK, tmp_path, {})
+    rates = peers.run_bytewax_peers(bench, bench.settings, 10)
+    figures = {figure for figure, *_ in peers.BYTEWAX_PEERS}
+    assert figures == {"bytewax_events_per_s", "bytewax_engine_events_per_s"}
+    assert rates == dict.fromkeys(figures)
+    assert {figure: bench.unmeasured[figure] for figure in figures} == dict.fromkeys(figures, why)
 
 
 def test_steady_rate_leaves_out_start_up_and_tail() -> None:

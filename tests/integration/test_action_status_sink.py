@@ -24,6 +24,7 @@ from common.metrics import (
 from common.privacy import keyed_customer_hash
 from schemas.records import ActionEvent, ActionStatus
 from sinks.erasure import STATUS_TABLE
+from sinks.migrate import apply_migrations, load_migrations
 from sinks.postgres import PostgresSink
 from sinks.timeline import query_actions, query_timeline
 from tests.support.erasure import another_database
@@ -155,6 +156,57 @@ def test_an_action_without_statuses_is_open_and_older_rows_unknown(database: str
         assert current(database) == ("open", None, None, None, None, None)
         deliver(sink, [[change(1, "open", T0), change(1, "lapsed", T0 + 720 * HOUR)]])
         assert current(database) == ("lapsed", None, None, None, None, None)
+
+
+def waiting(database: str) -> list[str]:
+    """The actions whose statuses came first and whose row has not landed (migration 010)."""
+    with psycopg.connect(database) as conn:
+        return [
+            r[0] for r in conn.execute("SELECT action_id FROM action_status_waiting ORDER BY 1")
+        ]
+
+
+def test_statuses_before_their_action_wait_until_any_writer_lands_it(database: str) -> None:
+    with PostgresSink(database) as sink:
+        deliver(sink, [[*story(1), *story(2)[:1]]])  # a-2 is only open: nothing to derive
+        assert waiting(database) == ["a-1"]
+        # Another writer's row, committed while the statuses were written (its transaction
+        # saw nothing waiting): this sink's next batch of actions derives it, whichever.
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO actions (action_id, customer_id, rule, action, rule_version,"
+                " destination, priority, reason, evidence, channel_hint, triggered_at)"
+                " VALUES ('a-1', 'c-1', 'r', 'r', 1, 'care', 60, '', '{}', 'call', now())"
+            )
+        assert current(database) == ("open", None, None, None, None, None)
+        deliver(sink, [[fired(3)]])
+    assert waiting(database) == []
+    landed = current(database)
+    assert landed is not None and landed[:2] == ("done", "bo")
+    assert current(database, "a-3") == ("open", None, None, None, None, None)
+
+
+def test_statuses_waiting_before_migration_010_are_carried_over(database: str) -> None:
+    apply_migrations(database, [m for m in load_migrations() if m.version < 10])
+    with PostgresSink(database, migrate=False) as sink:  # a sink of a database before 010
+        deliver(sink, [story(1), story(2), [fired(2)]])  # a-2 looked up as it lands
+    second = current(database, "a-2")
+    assert second is not None and second[:2] == ("done", "bo")
+    apply_migrations(database)
+    assert waiting(database) == ["a-1"]
+    with PostgresSink(database) as sink:
+        deliver(sink, [[fired(1)]])
+    landed = current(database)
+    assert waiting(database) == [] and landed is not None and landed[:2] == ("done", "bo")
+
+
+def test_an_erased_history_leaves_nothing_waiting(database: str) -> None:
+    with PostgresSink(database) as sink:
+        deliver(sink, [story(1), [change(9, "overdue", T0, customer="c-2")]])
+        assert waiting(database) == ["a-1", "a-9"]
+        sink.erase("c-1", T0 + 30 * HOUR, STATUS_TOPIC, [STATUS_TABLE])
+        sink.flush()
+    assert waiting(database) == ["a-9"]
 
 
 def test_the_histograms_are_observed_once_and_the_gauges_count_unfinished_work(

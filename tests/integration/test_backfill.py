@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from common.settings import Settings
@@ -83,7 +85,7 @@ def test_partitioned_backfill_matches_replay_and_counts_garbage(
     assert summary.garbage == 2
     assert any("decode" in s for s in summary.garbage_samples)
     assert summary.partitions == partitions
-    # Across partitions the interleaving is the fetch order; each customer's actions are not.
+    # Partition by partition (replay interleaves them by line); each customer's actions alike.
     assert sorted(backfilled) == sorted(replayed) and len(replayed) > 0
 
     def customer(line: str) -> str:
@@ -92,7 +94,10 @@ def test_partitioned_backfill_matches_replay_and_counts_garbage(
     assert sorted(backfilled, key=customer) == sorted(replayed, key=customer)  # stable sort
 
 
-def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_shadow_run_produces_to_prefixed_topics_only(
+    settings: Settings, tmp_path: Path, processes: int
+) -> None:
     events = simulated_events()[:400]
     publish_events(settings, settings.topics.interactions, events)
     shadow = settings.replace(topic_prefix=f"shadow-{settings.kafka.topic_prefix}")
@@ -103,8 +108,9 @@ def test_shadow_run_produces_to_prefixed_topics_only(settings: Settings, tmp_pat
         to_topics=True,
         output_prefix=shadow.kafka.topic_prefix,
         actions_out=tmp_path / "shadow.jsonl",
+        processes=processes,
     )
-    assert summary.actions > 0
+    assert summary.actions > 0 and summary.processes == processes
     consumer = Consumer(
         settings.kafka_config(**{"group.id": "check", "enable.partition.eof": False})
     )
@@ -164,3 +170,39 @@ def test_an_erasure_record_drops_the_customer_as_in_the_worker(
         ("kept", "case_follow_up.when_overdue"),  # not done in 24 h (docs/design.md 12.4)
         ("kept", "case_unresolved"),
     ]
+
+
+def test_n_processes_give_the_bytes_of_one_late_records_and_decisions_included(
+    settings: Settings, tmp_path: Path
+) -> None:
+    topic = f"{settings.kafka.topic_prefix}shared"
+    create_topic(settings, topic, 5)
+    events = simulated_events()
+    newest = max(e.occurred_at for e in events)
+    for index, customer in enumerate(sorted({e.customer_id for e in events})[:12]):
+        # far behind every partition's watermark at the end: too late to apply
+        late = dataclasses.replace(events[0], event_id=f"late-{index}", customer_id=customer)
+        events.append(dataclasses.replace(late, occurred_at=newest - 10 * 86_400_000))
+    publish_events(settings, topic, events)
+    outputs = {}
+    for processes in (1, 3):
+        paths = {k: tmp_path / f"{processes}-{k}.jsonl" for k in ("a", "d", "s", "l")}
+        summary = backfill_topic(
+            settings,
+            topic,
+            actions_out=paths["a"],
+            decisions_out=paths["d"],
+            status_out=paths["s"],
+            late_out=paths["l"],
+            until_ms=UNTIL,
+            processes=processes,
+        )
+        assert summary.processes == processes
+        assert (summary.events, summary.too_late) == (len(events) - 12, 12)
+        outputs[processes] = (
+            {k: p.read_bytes() for k, p in paths.items()},
+            (summary.actions, summary.decisions, summary.garbage, summary.future_dated),
+        )
+    assert outputs[1] == outputs[3]
+    files = outputs[1][0]
+    assert all(files[k] for k in ("a", "d", "s")) and files["l"].count(b"\n") == 12
