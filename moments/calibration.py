@@ -22,7 +22,7 @@ from typing import Any, Final
 LOOP_ITERATIONS: Final = 10_000_000
 #: Above this share of stolen CPU time the report warns that absolute figures are low.
 STEAL_WARNING_SHARE: Final = 0.10
-#: A 1-minute load average above this per CPU: other work competed with the run.
+#: Above this load average per CPU from other work (the run's own share taken out): busy.
 BUSY_LOAD_PER_CPU: Final = 1.0
 #: The run had less than this share of the CPU time the machine spent: others had the rest.
 BUSY_RUN_SHARE: Final = 0.5
@@ -131,7 +131,10 @@ def busy_reasons(
     reasons = []
     if steal is not None and steal >= STEAL_WARNING_SHARE:
         reasons.append(f"CPU steal was {steal:.0%} of the run (the hypervisor gave the CPUs away)")
-    if load is not None and cpus and load / cpus > BUSY_LOAD_PER_CPU:
+    # The load average counts the run's own processes too: only the others' share of it
+    # (as far as the run's share of the CPU time tells) says that the machine was busy.
+    others = load if load is None or share is None else load * (1.0 - share)
+    if others is not None and cpus and others / cpus > BUSY_LOAD_PER_CPU:
         reasons.append(f"the load average was {load:.1f} on {cpus} CPUs")
     if share is not None and share < BUSY_RUN_SHARE:
         reasons.append(f"the run had only {share:.0%} of the CPU time the machine spent")

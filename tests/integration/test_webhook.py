@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from schemas.codec import codec_for
 from schemas.records import ActionEvent
 from sinks.signing import SignatureError, verify_signature
 from sinks.webhook import RetryPolicy, run_webhook_sink
+from tests.support.http import serving_posts
 from tests.support.timing import wait_for
 
 SECRET = "integration-secret"
@@ -78,25 +78,9 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status = state.answer(self.path, dict(self.headers.items()), body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving_posts(state.answer) as port:
+        state.port = port
+        yield state
 
 
 def an_action(n: int, customer: str, destination: str = "care") -> ActionEvent:

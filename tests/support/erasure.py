@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -18,6 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from sinks.erasure import customer_tables
 from sinks.signing import SignatureError, verify_signature
+from tests.support.http import serving_posts
 
 
 def customer_rows(conninfo: str, customer: str) -> dict[str, int]:
@@ -100,24 +100,6 @@ class Receiver:
 def webhook_receiver(secret: str) -> Iterator[Receiver]:
     """A `Receiver` serving on a free local port while the block runs."""
     state = Receiver(secret)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status = state.answer(self.path, dict(self.headers.items()), body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_posts(state.answer) as port:
+        state.port = port
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

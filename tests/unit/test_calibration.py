@@ -87,3 +87,15 @@ def test_a_busy_machine_gives_no_verdict_instead_of_no() -> None:
     assert "no" in quiet_verdicts
     table = markdown_table({**busy_report, "targets": judge_targets(busy_report)})
     assert "**no**" not in table and "machine too busy to judge" in table
+
+
+def test_the_runs_own_processes_in_the_load_average_are_not_a_busy_machine() -> None:
+    # A run of two busy processes on 2 CPUs: load 2.1, and it had 98% of the busy CPU time.
+    own = calibration(0.4, CpuTimes(0, 0, 0), CpuTimes(1000, 0, 0), run_cpu_s=9.8, load=2.1, cpus=2)
+    assert not own["too_busy"] and own["busy_reasons"] == []
+    # Load 5.0 with the run at 40%: the others' 3.0 (1.5 per CPU) is a busy machine.
+    shared = calibration(
+        0.4, CpuTimes(0, 0, 0), CpuTimes(1000, 0, 0), run_cpu_s=4.0, load=5.0, cpus=2
+    )
+    assert shared["too_busy"]
+    assert any("load average was 5.0" in r for r in shared["busy_reasons"])
