@@ -26,6 +26,7 @@ COMPILED_MODULES = (
     "kinds",
     "runtime",
     "arbitration",
+    "timers",
     "core",
 )
 

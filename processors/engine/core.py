@@ -58,10 +58,8 @@ events, ticks, timers and pack switches.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable
 from heapq import heapify, heappop, heappush
-from operator import itemgetter
 from typing import Any, Final
 
 from processors.engine.actions import ACTION_TIMER, apply_status, on_action_timer
@@ -109,9 +107,6 @@ from processors.engine.state import (
     SEEN_OLDEST,
     SINCE,
     STATE_VERSION,
-    TIMER_BUCKET_MS,
-    TIMER_BUCKET_PREFIX,
-    TIMER_DEADLINE,
     TIMER_INDEX_KEY,
     VERSION_FIELD,
     WAITING,
@@ -119,6 +114,7 @@ from processors.engine.state import (
     upgrade_customer,
     upgrade_partition,
 )
+from processors.engine.timers import add_timer, cancel_timer, first_due, take_due
 from processors.engine.times import ISO_DATES, day_writer, iso_date
 from schemas.records import STATUS_EVENT_TYPES, Decision, InteractionEvent
 
@@ -149,11 +145,10 @@ OPERATIONAL: Final = frozenset(STATUS_EVENT_TYPES)
 #: Event types that change the profile beyond products and the ledger (`_apply_special`).
 SPECIAL_TYPES: Final = frozenset(CASE_EVENTS) | {PREFERENCES_CHANGED, PRODUCT_OPENED}
 
-_deadline: Final = itemgetter(TIMER_DEADLINE)
 
 #: What the clock step says of an event too late to apply (`Engine._move_clock`): told by
 #: its empty index (compiled code copies tuples, so never compare it by identity).
-_TOO_LATE: Final[tuple[list[int], int]] = ([], 0)
+_TOO_LATE: Final[tuple[list[Any], int]] = ([], 0)
 
 #: A rule listening to an event type: (rule, role, test, kind).
 _IndexEntry = tuple[Rule, str, MatchTest | None, Kind]
@@ -250,7 +245,6 @@ class Engine:
         #: than the dedupe horizon); what late events can still reach is kept that long.
         self.max_lateness_ms = min(self.config.max_lateness_ms, self.config.dedupe_horizon_ms)
         #: bucket number -> its key in the store (formatting an int costs more than a lookup)
-        self._bucket_keys: dict[int, str] = {}
         #: The date of a time as reasons write it (in the configured time zone).
         self.day: Callable[[int], str] = day_writer(self.config.timezone)
         #: The relationship ledger's window.
@@ -559,7 +553,7 @@ class Engine:
 
     def _move_clock(
         self, store: StateStore, data: dict[str, Any] | None, ct: int
-    ) -> tuple[list[int], int] | None:
+    ) -> tuple[list[Any], int] | None:
         """The clock step of an event at clock time `ct`: the partition's max time and
         watermark move; (timer index, watermark) when timers are due, `_TOO_LATE` when the
         event is older than the watermark minus the maximum lateness (nothing moves), else
@@ -587,21 +581,15 @@ class Engine:
             return None
         clock[CLOCK_MAX] = ct
         watermark = ct - self._lateness_ms
-        due: tuple[list[int], int] | None = None
+        due: tuple[list[Any], int] | None = None
         passed: int = clock[CLOCK_WATERMARK]
         if watermark > passed:
             clock[CLOCK_WATERMARK] = watermark
-            index: list[int] | None = (
+            index: list[list[int]] | None = (
                 data.get(TIMER_INDEX_KEY) if data is not None else store.get(TIMER_INDEX_KEY)
             )
-            if index and index[0] * TIMER_BUCKET_MS <= watermark:
-                # the first bucket is sorted: fire only when its first deadline is due
-                bucket = f"{TIMER_BUCKET_PREFIX}{index[0]}"
-                first: list[list[Any]] | None = (
-                    data.get(bucket) if data is not None else store.get(bucket)
-                )
-                if not first or first[0][0] <= watermark:
-                    due = (index, watermark)
+            if index and index[0][0] <= watermark and first_due(store, watermark):
+                due = (index, watermark)
         if data is None:
             store.set(CLOCK_KEY, clock)
         return due
@@ -776,86 +764,25 @@ class Engine:
         self._index_timer(store, entry)
 
     def _index_timer(self, store: StateStore, entry: list[Any]) -> None:
-        """Put a timer [deadline, customer_id, rule_id, key] into the partition's index."""
-        deadline: int = entry[TIMER_DEADLINE]
-        bucket = deadline // TIMER_BUCKET_MS
-        bkey = self._bucket_keys.get(bucket)
-        if bkey is None:
-            if len(self._bucket_keys) >= 4096:
-                self._bucket_keys.clear()
-            bkey = self._bucket_keys[bucket] = f"{TIMER_BUCKET_PREFIX}{bucket}"
-        if type(store) is DictStore:  # the lists in place, no store calls (every event's hold)
-            data: dict[str, Any] = store.data  # type: ignore[attr-defined]
-            bucket_entries: list[list[Any]] | None = data.get(bkey)
-            if bucket_entries is None:
-                bucket_entries = data[bkey] = []
-                buckets: list[int] | None = data.get(TIMER_INDEX_KEY)
-                if buckets is None:
-                    buckets = data[TIMER_INDEX_KEY] = []
-                insort(buckets, bucket)
-            if not bucket_entries or bucket_entries[-1] < entry:
-                bucket_entries.append(entry)
-            else:
-                insort(bucket_entries, entry)
-            return
-        entries = store.get(bkey)
-        if entries is None:
-            entries = []
-            index: list[int] = store.get(TIMER_INDEX_KEY) or []
-            insort(index, bucket)
-            store.set(TIMER_INDEX_KEY, index)
-        insort(entries, entry)
-        store.set(bkey, entries)
+        """Put a timer [deadline, customer_id, rule_id, key] into the partition's chunks."""
+        add_timer(store, entry)
 
     def cancel_timer(
         self, store: StateStore, deadline: int, customer_id: str, rule_id: str, key: str
     ) -> None:
         """Remove a resolved timer from the index."""
-        bucket = deadline // TIMER_BUCKET_MS
-        bkey = f"{TIMER_BUCKET_PREFIX}{bucket}"
-        entries = store.get(bkey)
-        if not entries:
-            return
-        entry = [deadline, customer_id, rule_id, key]
-        if entry in entries:
-            entries.remove(entry)
-        if entries:
-            store.set(bkey, entries)
-        else:
-            store.delete(bkey)
-            index: list[int] = store.get(TIMER_INDEX_KEY) or []
-            if bucket in index:
-                index.remove(bucket)
-            store.set(TIMER_INDEX_KEY, index)
+        cancel_timer(store, [deadline, customer_id, rule_id, key])
 
     def _fire_due(self, store: StateStore, watermark: int, out: EngineOutput) -> None:
-        index: list[int] | None = store.get(TIMER_INDEX_KEY)
-        if not index or index[0] * TIMER_BUCKET_MS > watermark:
-            return
-        self._fire_due_from(store, index, watermark, out)
+        if first_due(store, watermark):
+            self._fire_due_from(store, [], watermark, out)
 
     def _fire_due_from(
-        self, store: StateStore, index: list[int], watermark: int, out: EngineOutput
+        self, store: StateStore, index: list[Any], watermark: int, out: EngineOutput
     ) -> None:
-        """Fire every timer of the (sorted) bucket index with deadline <= watermark."""
-        due: list[list[Any]] = []
-        emptied = False
-        while index and index[0] * TIMER_BUCKET_MS <= watermark:
-            bkey = f"{TIMER_BUCKET_PREFIX}{index[0]}"
-            entries: list[list[Any]] = store.get(bkey) or []
-            ready = bisect_right(entries, watermark, key=_deadline)  # entries are sorted
-            if ready < len(entries):
-                if ready:
-                    due.extend(entries[:ready])
-                    del entries[:ready]
-                    store.set(bkey, entries)
-                break
-            due.extend(entries)
-            store.delete(bkey)
-            index.pop(0)
-            emptied = True
-        if emptied:
-            store.set(TIMER_INDEX_KEY, index)
+        """Fire every pending timer with deadline <= watermark (`index`: the partition's
+        timer index, read by the caller; the chunks read it again)."""
+        due = take_due(store, watermark)
         if due:
             self._fire(store, due, out)
 

@@ -3,7 +3,7 @@
 `forget_customer(store, customer_id)` drops everything the engine keeps about
 the customer: the customer's own state (`c:<id>`: windows, first keys,
 cool-downs, the ledger, whatever else lives there) and every partition-level
-entry keyed by the customer (pending timers in the timer buckets). Every
+entry keyed by the customer (pending timers in the timer chunks). Every
 removal goes through `StateStore.delete` / `set`, so a changelog-backed store
 writes tombstones and updated values, and a restarted worker recovers
 nothing about the customer.
@@ -17,39 +17,15 @@ candidates kept beside the timers) adds one function there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from processors.engine.interfaces import StateStore
-from processors.engine.state import (
-    TIMER_BUCKET_PREFIX,
-    TIMER_CUSTOMER,
-    TIMER_INDEX_KEY,
-    customer_key,
-)
+from processors.engine.state import TIMER_CUSTOMER, customer_key
+from processors.engine.timers import remove_timers
 
 
 def erase_timers(store: StateStore, customer_id: str) -> int:
-    """Remove the customer's pending timers from every bucket; empty buckets leave the index."""
-    index: list[int] | None = store.get(TIMER_INDEX_KEY)
-    if not index:
-        return 0
-    removed = 0
-    kept_buckets: list[int] = []
-    for bucket in index:
-        bkey = f"{TIMER_BUCKET_PREFIX}{bucket}"
-        entries: list[list[Any]] = store.get(bkey) or []
-        kept = [e for e in entries if e[TIMER_CUSTOMER] != customer_id]
-        if len(kept) != len(entries):
-            removed += len(entries) - len(kept)
-            if kept:
-                store.set(bkey, kept)
-            else:
-                store.delete(bkey)
-        if kept:
-            kept_buckets.append(bucket)
-    if kept_buckets != index:
-        store.set(TIMER_INDEX_KEY, kept_buckets)
-    return removed
+    """Remove the customer's pending timers; emptied chunks leave the index."""
+    return remove_timers(store, lambda entry: entry[TIMER_CUSTOMER] == customer_id)
 
 
 #: Erasers of partition-level state keyed by customer (the customer's own key is always dropped).

@@ -16,8 +16,7 @@ from typing import Any, Protocol
 from processors.engine.state import (
     CLOCK_KEY,
     CUSTOMER_PREFIX,
-    TIMER_BUCKET_MS,
-    TIMER_BUCKET_PREFIX,
+    TIMER_CHUNK_PREFIX,
     TIMER_INDEX_KEY,
     customer_key,
 )
@@ -27,8 +26,7 @@ from schemas.records import ActionEvent, ActionStatus, Decision
 __all__ = [
     "CLOCK_KEY",
     "CUSTOMER_PREFIX",
-    "TIMER_BUCKET_MS",
-    "TIMER_BUCKET_PREFIX",
+    "TIMER_CHUNK_PREFIX",
     "TIMER_INDEX_KEY",
     "DictStore",
     "EngineConfig",

@@ -26,10 +26,8 @@ from processors.engine.state import (
     PACK_KEY,
     RULES,
     STATE_VERSION,
-    TIMER_BUCKET_PREFIX,
     TIMER_CUSTOMER,
     TIMER_DEADLINE,
-    TIMER_INDEX_KEY,
     TIMER_KEY,
     TIMER_RULE,
     VERSION_FIELD,
@@ -40,6 +38,7 @@ from processors.engine.state import (
     WAITING_VERSION,
     upgrade_customer,
 )
+from processors.engine.timers import all_timers
 
 if TYPE_CHECKING:
     from processors.engine.core import Engine
@@ -79,10 +78,7 @@ def _switch_store(
 ) -> None:
     """One partition of `carry_over`: walk its timers (the only index of customers with
     pending timers or deferred candidates) in (customer, rule, deadline) order."""
-    index: list[int] = store.get(TIMER_INDEX_KEY) or []
-    timers: list[list[Any]] = []
-    for bucket in index:
-        timers.extend(store.get(f"{TIMER_BUCKET_PREFIX}{bucket}") or [])
+    timers = list(all_timers(store))
     timers.sort(key=lambda e: (e[TIMER_CUSTOMER], e[TIMER_RULE], e[TIMER_DEADLINE], e[TIMER_KEY]))
     visited: set[str] = set()
     for deadline, cid, rule_id, key in timers:

@@ -6,7 +6,7 @@ str, int, float, bool, None), so a Faust changelog, RocksDB or a file can hold t
 times are epoch milliseconds of event time. Two kinds of keys:
 
 - partition keys, `p:...` (`PARTITION_KEYS`): the clock, the timer index and its
-  buckets, the last pack switch;
+  chunks, the last pack switch;
 - one key per customer, `c:<customer_id>` (`customer_key`), a dict (`CUSTOMER_KEYS`)
   whose `r` holds one dict per rule id with the rule's own state: its cool-down
   (`COOL_DOWN_KEYS`) and the keys its kind declares (`kinds.RULE_KEYS` lists them all).
@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 #: hold bare times). 1: `cap` holds [time, action_id] pairs. 2: revision 3 (docs/design.md
 #: 11): cases, consent, the customer's own channel, owners, product openings; the ledger
 #: holds the customer's own moments only. 3: the customer's actions followed until done
-#: (`ac`, docs/design.md 12) and their timers.
-STATE_VERSION: Final = 3
+#: (`ac`, docs/design.md 12) and their timers. 4: timers in chunks of bounded size
+#: (timers.py) instead of one list per hour of deadlines.
+STATE_VERSION: Final = 4
 #: Where the version is kept: a customer's dict, and the partition's clock.
 VERSION_FIELD: Final = "v"
 
@@ -50,9 +51,14 @@ VERSION_FIELD: Final = "v"
 CUSTOMER_PREFIX: Final = "c:"
 #: Reserved partition-level keys (never start with CUSTOMER_PREFIX).
 CLOCK_KEY: Final = "p:clock"  # {"max": max occurred_at seen, "wm": watermark, "v": version}
-TIMER_INDEX_KEY: Final = "p:timers"  # sorted list of timer buckets holding pending deadlines
-TIMER_BUCKET_PREFIX: Final = "p:timers:"  # + bucket -> sorted [[deadline, customer, rule, key]]
-TIMER_BUCKET_MS: Final = 3_600_000  # one bucket per hour of deadlines keeps each value small
+#: The pending timers (timers.py): sorted [[lowest deadline, chunk id]] of their chunks, and
+#: + chunk id -> a sorted list of at most TIMER_CHUNK_MAX [[deadline, customer, rule, key]].
+TIMER_INDEX_KEY: Final = "p:tindex"
+TIMER_CHUNK_PREFIX: Final = "p:tchunk:"
+TIMER_CHUNK_MAX: Final = 256
+#: Version 3's timers: one sorted list per hour of deadlines, and the list of those hours.
+V3_TIMER_INDEX_KEY: Final = "p:timers"
+V3_TIMER_BUCKET_PREFIX: Final = "p:timers:"
 #: The packs a live partition has run and a switch it waits for (`switching`).
 LINE_KEY: Final = "p:line"
 #: The YAML text of every pack in a live partition's chain (`switching`).
@@ -64,7 +70,7 @@ PACK_KEY: Final = "p:pack"
 CLOCK_MAX: Final = "max"
 CLOCK_WATERMARK: Final = "wm"
 
-#: A timer of the partition's index (a `TIMER_BUCKET_PREFIX` key holds them sorted):
+#: A pending timer (a `TIMER_CHUNK_PREFIX` key holds them sorted):
 #: [deadline, customer_id, rule_id, key], named by these positions.
 TIMER_DEADLINE: Final = 0
 TIMER_CUSTOMER: Final = 1
@@ -174,7 +180,7 @@ class Key:
     writer: str
 
 
-#: The partition's own keys (a `TIMER_BUCKET_PREFIX` key stands for every bucket).
+#: The partition's own keys (a `TIMER_CHUNK_PREFIX` key stands for every chunk).
 PARTITION_KEYS: Final[dict[str, Key]] = {
     CLOCK_KEY: Key(
         '{"max": int, "wm": int, "v": int}',
@@ -184,17 +190,18 @@ PARTITION_KEYS: Final[dict[str, Key]] = {
         "Engine.process, Engine.advance_watermark, upgrade_partition",
     ),
     TIMER_INDEX_KEY: Key(
-        "[int]",
-        "sorted bucket numbers (deadline // TIMER_BUCKET_MS) that hold pending timers",
-        "Engine.schedule_timer, Engine.cancel_timer, Engine._fire_due_from, erasure",
+        "[[int, int]]",
+        "the timer chunks as [lowest deadline, chunk id], sorted by deadline",
+        "timers.add_timer, timers.take_due, timers.cancel_timer, erasure",
     ),
-    TIMER_BUCKET_PREFIX: Key(
+    TIMER_CHUNK_PREFIX: Key(
         "[[deadline: int, customer_id: str, rule_id: str, key: str]]",
-        "sorted pending timers of one hour of deadlines; rule_id '' is the customer's "
+        "at most TIMER_CHUNK_MAX sorted pending timers, a range of deadlines no later than "
+        "the next chunk's; rule_id '' is the customer's "
         "deferred-candidate queue timer, '\\x01hold' a held event's (key: its event id), "
         "'\\x02action' a followed action's overdue or lapse (key: its action id), any other "
         "a rule's timer for `key`",
-        "Engine.schedule_timer, Engine.cancel_timer, Engine._fire_due_from, erasure",
+        "timers.add_timer, timers.take_due, timers.cancel_timer, erasure",
     ),
     PACK_KEY: Key(
         '{"at": int, "watermark": int | null, "versions": {rule_id: int}, ...}',
@@ -413,17 +420,48 @@ def _partition_2_to_3(store: StateStore) -> None:
     timers like the others)."""
 
 
+def _customer_3_to_4(state: dict[str, Any]) -> None:
+    """Version 4 changed partition keys only."""
+
+
+def timer_chunks(entries: list[list[Any]]) -> tuple[list[list[int]], list[list[list[Any]]]]:
+    """Sorted timers as chunks half full (room to grow before a split): the index and the
+    chunks, chunk i under TIMER_CHUNK_PREFIX + i."""
+    half = TIMER_CHUNK_MAX // 2
+    chunks = [entries[start : start + half] for start in range(0, len(entries), half)]
+    return [[chunk[0][0], number] for number, chunk in enumerate(chunks)], chunks
+
+
+def _partition_3_to_4(store: StateStore) -> None:
+    """Timers move from one list per hour of deadlines into chunks of bounded size."""
+    hours: list[int] = store.get(V3_TIMER_INDEX_KEY) or []
+    entries: list[list[Any]] = []
+    for hour in hours:  # sorted hours of sorted lists: all of them in order
+        key = f"{V3_TIMER_BUCKET_PREFIX}{hour}"
+        entries.extend(store.get(key) or [])
+        store.delete(key)
+    if store.get(V3_TIMER_INDEX_KEY) is not None:
+        store.delete(V3_TIMER_INDEX_KEY)
+    index, chunks = timer_chunks(entries)
+    for number, chunk in enumerate(chunks):
+        store.set(f"{TIMER_CHUNK_PREFIX}{number}", chunk)
+    if index:
+        store.set(TIMER_INDEX_KEY, index)
+
+
 #: CUSTOMER_STEPS[n] brings a customer's dict from version n to n + 1.
 CUSTOMER_STEPS: Final[tuple[Callable[[dict[str, Any]], None], ...]] = (
     _customer_0_to_1,
     _customer_1_to_2,
     _customer_2_to_3,
+    _customer_3_to_4,
 )
 #: PARTITION_STEPS[n] brings the partition keys from version n to n + 1.
 PARTITION_STEPS: Final[tuple[Callable[[StateStore], None], ...]] = (
     _partition_0_to_1,
     _partition_1_to_2,
     _partition_2_to_3,
+    _partition_3_to_4,
 )
 
 

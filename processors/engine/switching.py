@@ -52,12 +52,11 @@ from processors.engine.state import (
     PACK_KEY,
     RULES,
     TEXTS_KEY,
-    TIMER_BUCKET_PREFIX,
-    TIMER_INDEX_KEY,
     WAITING,
     WAITING_RULE,
     WAITING_VERSION,
 )
+from processors.engine.timers import all_timers
 from schemas.records import InteractionEvent
 
 log = logging.getLogger(__name__)
@@ -357,22 +356,21 @@ def referenced(store: StateStore) -> set[tuple[str, int]]:
     index of customers that have either (like `pack_switch.carry_over`)."""
     found: set[tuple[str, int]] = set()
     seen: set[str] = set()
-    for bucket in store.get(TIMER_INDEX_KEY) or []:
-        for _, cid, rule_id, key in store.get(f"{TIMER_BUCKET_PREFIX}{bucket}") or []:
-            if rule_id == HOLD_TIMER:
-                continue
-            state = store.get(CUSTOMER_PREFIX + cid)
-            if state is None:
-                continue
-            if rule_id == QUEUE_TIMER:
-                if cid not in seen:
-                    seen.add(cid)
-                    for entry in state.get(WAITING) or ():
-                        found.add((entry[WAITING_RULE], int(entry[WAITING_VERSION])))
-                continue
-            version = timer_version(state.get(RULES, NO_CONTEXT).get(rule_id, NO_CONTEXT), key)
-            if version is not None:
-                found.add((rule_id, version))
+    for _, cid, rule_id, key in all_timers(store):
+        if rule_id == HOLD_TIMER:
+            continue
+        state = store.get(CUSTOMER_PREFIX + cid)
+        if state is None:
+            continue
+        if rule_id == QUEUE_TIMER:
+            if cid not in seen:
+                seen.add(cid)
+                for entry in state.get(WAITING) or ():
+                    found.add((entry[WAITING_RULE], int(entry[WAITING_VERSION])))
+            continue
+        version = timer_version(state.get(RULES, NO_CONTEXT).get(rule_id, NO_CONTEXT), key)
+        if version is not None:
+            found.add((rule_id, version))
     return found
 
 

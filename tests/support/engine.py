@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 from processors.engine import (
@@ -134,3 +135,21 @@ def status(
         reference=action_id,
         attributes=dict(attributes),
     )
+
+
+class JsonStore:
+    """A StateStore that keeps only JSON text, like the worker's changelog: nothing the
+    engine changes counts unless it is written back with `set`."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.text = {key: json.dumps(value) for key, value in (data or {}).items()}
+
+    def get(self, key: str) -> Any | None:
+        text = self.text.get(key)
+        return None if text is None else json.loads(text)
+
+    def set(self, key: str, value: Any) -> None:
+        self.text[key] = json.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.text.pop(key, None)

@@ -11,7 +11,7 @@ from processors.engine import (
     load_rule_pack,
 )
 from processors.engine.erasure import PARTITION_ERASERS
-from processors.engine.interfaces import TIMER_BUCKET_PREFIX, TIMER_INDEX_KEY, customer_key
+from processors.engine.interfaces import TIMER_CHUNK_PREFIX, TIMER_INDEX_KEY, customer_key
 from schemas.records import InteractionEvent
 from tests.support.engine import T0, H, ev, run, run_settled
 
@@ -58,7 +58,7 @@ def test_an_emptied_timer_bucket_leaves_the_index_and_forgetting_twice_is_harmle
     assert store.get(TIMER_INDEX_KEY)
     forget_customer(store, "gone")
     assert store.get(TIMER_INDEX_KEY) == []
-    assert not [k for k in store.data if k.startswith(TIMER_BUCKET_PREFIX)]
+    assert not [k for k in store.data if k.startswith(TIMER_CHUNK_PREFIX)]
     assert forget_customer(store, "gone") == 0
     assert forget_customer(DictStore(), "nobody") == 0
 

@@ -9,8 +9,9 @@ import pytest
 
 from processors.engine import DictStore, Engine, EngineConfig, EngineOutput
 from processors.engine.actions import ACTION_TIMER
-from processors.engine.interfaces import CLOCK_KEY, TIMER_BUCKET_PREFIX, TIMER_INDEX_KEY
+from processors.engine.interfaces import CLOCK_KEY, TIMER_INDEX_KEY
 from processors.engine.rules import CustomerProfile
+from processors.engine.timers import all_timers
 from schemas.records import InteractionEvent
 from tests.support.engine import T0, D, H, M, engine, ev, fired, rule, run, run_settled
 
@@ -305,7 +306,7 @@ def test_absence_fires_at_the_deadline_when_the_watermark_passes_it() -> None:
     )
     assert action.reason == "Case R1 (a dispute, 2026-01-01) open for 48 hours."
     # the absence timer is gone; the fired action's lapse is pending (docs/design.md 12.2)
-    left = [t for b in store.get(TIMER_INDEX_KEY) for t in store.get(f"{TIMER_BUCKET_PREFIX}{b}")]
+    left = list(all_timers(store))
     lapse = T0 + 48 * H + EngineConfig().action_horizon_ms
     assert left == [[lapse, "c1", ACTION_TIMER, action.action_id]]
 

@@ -21,7 +21,7 @@ from processors.engine.decisions import (
     OPTED_OUT,
     REASONS,
 )
-from processors.engine.interfaces import CUSTOMER_PREFIX, TIMER_BUCKET_PREFIX
+from processors.engine.interfaces import CUSTOMER_PREFIX, TIMER_CHUNK_PREFIX
 from processors.engine.state import MAX_OPEN_ACTIONS
 from processors.replay import replay_file
 from schemas.codec import to_json_line
@@ -124,7 +124,7 @@ def test_state_stays_bounded_over_a_long_random_stream(seed: int) -> None:
             )
         peaks.append(max(state_sizes(store).values()))
     assert max(peaks[5:]) < 1.5 * max(peaks[3:5])
-    timers = sum(len(v) for k, v in store.data.items() if k.startswith(TIMER_BUCKET_PREFIX))
+    timers = sum(len(v) for k, v in store.data.items() if k.startswith(TIMER_CHUNK_PREFIX))
     # only cases opened in the last 48 h are pending, and the followed actions of each
     # customer (at most MAX_OPEN_ACTIONS open each: docs/design.md 12.2)
     assert timers < 200 + 4 * MAX_OPEN_ACTIONS

@@ -2,8 +2,8 @@
 written by an older layout carries on: what the layout steps keep goes on as if the engine
 had never stopped, and what an older layout did not keep starts empty.
 
-tests/data/engine_state_v0/, engine_state_v1/ and engine_state_v2/ hold real state written
-by the engine of each layout (see `_fixture`).
+tests/data/engine_state_v0/ to engine_state_v3/ hold real state written by the engine of
+each layout (see `_fixture`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ from processors.engine.state import (
     PARTITION_KEYS,
     PARTITION_STEPS,
     STATE_VERSION,
-    TIMER_BUCKET_PREFIX,
+    TIMER_CHUNK_PREFIX,
+    V3_TIMER_BUCKET_PREFIX,
     StateVersionError,
     upgrade_customer,
     upgrade_partition,
 )
+from processors.engine.timers import all_timers
 from schemas.codec import read_events_jsonl
 from schemas.records import InteractionEvent
-from tests.support.engine import T0, H, ev
+from tests.support.engine import T0, H, JsonStore, ev
 
 FIXTURES = Path(__file__).parents[1] / "data"
 #: Real state of each older layout: the version it was written in -> its directory.
@@ -40,6 +42,7 @@ LAYOUTS = {
     0: FIXTURES / "engine_state_v0",
     1: FIXTURES / "engine_state_v1",
     2: FIXTURES / "engine_state_v2",
+    3: FIXTURES / "engine_state_v3",
 }
 #: Past the last event: every timer still pending fires (like `replay --until`).
 UNTIL_DAYS = 30
@@ -52,24 +55,6 @@ UNTIL_DAYS = 30
 CARRIED_RULES = frozenset({"case_unresolved", "review_payment_demand", "route_feedback"})
 
 
-class JsonStore:
-    """A StateStore that keeps only JSON text, like the worker's changelog: nothing the
-    engine changes counts unless it is written back with `set`."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.text = {key: json.dumps(value) for key, value in data.items()}
-
-    def get(self, key: str) -> Any | None:
-        text = self.text.get(key)
-        return None if text is None else json.loads(text)
-
-    def set(self, key: str, value: Any) -> None:
-        self.text[key] = json.dumps(value)
-
-    def delete(self, key: str) -> None:
-        self.text.pop(key, None)
-
-
 def _fixture(
     version: int = 0,
 ) -> tuple[list[InteractionEvent], int, EngineConfig, dict[str, Any]]:
@@ -77,9 +62,9 @@ def _fixture(
     every customer living a story) and the partition's DictStore after its first `cut`
     events with holdout 20%, as the engine of that layout wrote it (v0: main at 5ffa277,
     before layout versions; v1: main at 779bb07, before revision 3; v2: main at 7454677,
-    before actions were followed until done). It holds pending timers, held-out rules,
-    cool-downs and first keys; v0 and v1 a deferred candidate, v2 events held for the
-    watermark and cases."""
+    before actions were followed until done; v3: main at f4df682, before timer chunks). It
+    holds pending timers, held-out rules, cool-downs and first keys; v0 and v1 a deferred
+    candidate, v2 and v3 events held for the watermark and cases, v3 followed actions."""
     directory = LAYOUTS[version]
     events = list(read_events_jsonl(directory / "events.jsonl"))
     written = json.loads((directory / "state.json").read_text())
@@ -130,8 +115,8 @@ def test_the_fixture_holds_state_worth_migrating(version: int) -> None:
     else:  # revision 3: engagement candidates wait for the watermark, not for the cap
         assert any("he" in value for value in customers)
         assert any("cs" in value for value in customers)
-        assert not any("ac" in value for value in customers)
-    assert any(k.startswith(TIMER_BUCKET_PREFIX) for k in data)
+        assert any("ac" in value for value in customers) == (version >= 3)
+    assert any(k.startswith(V3_TIMER_BUCKET_PREFIX) for k in data)
     assert any("cd" in rs for value in customers for rs in value.get("r", {}).values())
 
 
@@ -172,13 +157,29 @@ def test_the_migration_keeps_what_it_does_not_change(version: int) -> None:
         assert {k: value[k] for k in unchanged} == {k: before[k] for k in unchanged}
 
 
+@pytest.mark.parametrize("version", sorted(LAYOUTS))
+def test_the_migration_moves_every_pending_timer_into_chunks(version: int) -> None:
+    _, _, _, data = _fixture(version)
+    before = sorted(
+        entry
+        for key, value in data.items()
+        if key.startswith(V3_TIMER_BUCKET_PREFIX)
+        for entry in value
+    )
+    store = DictStore()
+    store.data.update(copy.deepcopy(data))
+    upgrade_partition(store, store.data[CLOCK_KEY])
+    assert not [key for key in store.data if key.startswith("p:timers")]
+    assert before and list(all_timers(store)) == before
+
+
 def test_every_key_the_engine_writes_is_documented() -> None:
     events, _, config, _ = _fixture(1)
     engine, store = Engine(load_rule_pack(), config), DictStore()
     _continue(engine, store, events, events[-1].occurred_at)
     customers = {k: v for k, v in store.data.items() if k.startswith(CUSTOMER_PREFIX)}
     partition = {
-        TIMER_BUCKET_PREFIX if k.startswith(TIMER_BUCKET_PREFIX) else k
+        TIMER_CHUNK_PREFIX if k.startswith(TIMER_CHUNK_PREFIX) else k
         for k in store.data
         if k not in customers
     }
