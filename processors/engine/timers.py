@@ -24,10 +24,8 @@ matters, and a cancellation looks in each chunk that may hold its deadline.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterator
-from operator import itemgetter
-from typing import Any, Final
+from typing import Any
 
 from processors.engine.interfaces import DictStore, StateStore
 from processors.engine.state import (
@@ -53,22 +51,60 @@ def chunk_key(chunk: int) -> str:
     return key
 
 
-#: The lowest deadline of an index item, and the deadline of a timer: C-level keys, so a
-#: bisection compares ints, not lists.
-_low: Final = itemgetter(0)
+# The searches below are written out rather than left to `bisect` with a key: compiled,
+# they compare the deadlines as machine integers, where `bisect` calls the key and compares
+# boxed values at every step (placing timers was among the engine's largest costs).
 
 
-_deadline: Final = _low
+def _chunk_at(index: list[list[int]], deadline: int) -> int:
+    """The position of the last chunk whose lowest deadline is not after `deadline`; -1
+    when every chunk starts later."""
+    lo = 0
+    hi = len(index)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if deadline < index[mid][0]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo - 1
 
 
-def _accessors(
-    store: StateStore,
-) -> tuple[Callable[[str], Any], Callable[[str, Any], None], Callable[[str], None], bool]:
-    """get, set, delete and whether values are changed in place (a DictStore: no writes)."""
-    if type(store) is DictStore:
-        data: dict[str, Any] = store.data
-        return data.get, data.__setitem__, store.delete, True
-    return store.get, store.set, store.delete, False
+def _due_count(entries: list[list[Any]], watermark: int) -> int:
+    """How many entries of a sorted chunk have a deadline <= `watermark`."""
+    lo = 0
+    hi = len(entries)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        deadline: int = entries[mid][0]
+        if watermark < deadline:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _place(entries: list[list[Any]], entry: list[Any], after_equal: bool) -> int:
+    """Where `entry` goes in a sorted chunk, in list order (the deadline first, then the
+    rest): after the entries equal to it (`bisect_right`) or before them (`bisect_left`)."""
+    deadline: int = entry[0]
+    lo = 0
+    hi = len(entries)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        other = entries[mid]
+        other_deadline: int = other[0]
+        if deadline != other_deadline:
+            before = deadline < other_deadline
+        elif after_equal:
+            before = entry < other
+        else:
+            before = entry <= other
+        if before:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def add_timer(store: StateStore, entry: list[Any]) -> None:
@@ -86,17 +122,18 @@ def add_timer(store: StateStore, entry: list[Any]) -> None:
     if index[last][0] <= deadline:  # the usual case: no later than the latest chunk
         at = last
     else:
-        at = bisect_right(index, deadline, key=_low) - 1
+        at = _chunk_at(index, deadline)
         if at < 0:  # earlier than every chunk: the first one takes it
             at = 0
             index[0][0] = deadline
             index_changed = True
     key = chunk_key(index[at][1])
     entries: list[list[Any]] = get(key)
-    if entries[-1] < entry:
+    last_deadline: int = entries[-1][0]
+    if last_deadline < deadline or (last_deadline == deadline and entries[-1] < entry):
         entries.append(entry)
     else:
-        insort(entries, entry)
+        entries.insert(_place(entries, entry, True), entry)
     if len(entries) > TIMER_CHUNK_MAX:
         half = len(entries) // 2
         upper = entries[half:]
@@ -133,7 +170,7 @@ def take_due(store: StateStore, watermark: int) -> list[list[Any]]:
     while index and index[0][0] <= watermark:
         key = chunk_key(index[0][1])
         entries: list[list[Any]] = get(key) or []
-        ready = bisect_right(entries, watermark, key=_deadline)  # entries are sorted
+        ready = _due_count(entries, watermark)
         if ready < len(entries):
             if ready:
                 due.extend(entries[:ready])
@@ -155,26 +192,27 @@ def take_due(store: StateStore, watermark: int) -> list[list[Any]]:
 
 def cancel_timer(store: StateStore, entry: list[Any]) -> bool:
     """Remove the timer `entry`; whether it was pending."""
-    get, put, delete, in_place = _accessors(store)
+    in_place = type(store) is DictStore
+    get: Callable[[str], Any] = store.data.get if in_place else store.get  # type: ignore[attr-defined]
     index: list[list[int]] | None = get(TIMER_INDEX_KEY)
     if not index:
         return False
     deadline: int = entry[0]
-    at = bisect_right(index, deadline, key=_low) - 1
+    at = _chunk_at(index, deadline)
     while at >= 0:
         key = chunk_key(index[at][1])
         entries: list[list[Any]] = get(key) or []
-        found = bisect_left(entries, entry)
+        found = _place(entries, entry, False)
         if found < len(entries) and entries[found] == entry:
             del entries[found]
             if entries:
                 if not in_place:
-                    put(key, entries)
+                    store.set(key, entries)
             else:
-                delete(key)
+                store.delete(key)
                 del index[at]
                 if not in_place:
-                    put(TIMER_INDEX_KEY, index)
+                    store.set(TIMER_INDEX_KEY, index)
             return True
         if index[at][0] < deadline:
             return False  # an earlier chunk holds only earlier deadlines
