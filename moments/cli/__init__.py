@@ -45,6 +45,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main() -> None:
     """Entry point of the `moments` console script."""
     # SIGTERM unwinds like Ctrl-C, so embedded servers and child processes are always stopped.
+    # SIGINT is taken explicitly: a process started with it ignored (a background job of a
+    # shell script, some supervisors) would otherwise never stop on Ctrl-C or `kill -INT`.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
