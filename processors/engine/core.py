@@ -107,7 +107,6 @@ from processors.engine.state import (
     SEEN_OLDEST,
     SINCE,
     STATE_VERSION,
-    TIMER_INDEX_KEY,
     VERSION_FIELD,
     WAITING,
     WAITING_TIMER,
@@ -147,8 +146,8 @@ SPECIAL_TYPES: Final = frozenset(CASE_EVENTS) | {PREFERENCES_CHANGED, PRODUCT_OP
 
 
 #: What the clock step says of an event too late to apply (`Engine._move_clock`): told by
-#: its empty index (compiled code copies tuples, so never compare it by identity).
-_TOO_LATE: Final[tuple[list[Any], int]] = ([], 0)
+#: its False (compiled code copies tuples, so never compare it by identity).
+_TOO_LATE: Final[tuple[bool, int]] = (False, 0)
 
 #: A rule listening to an event type: (rule, role, test, kind).
 _IndexEntry = tuple[Rule, str, MatchTest | None, Kind]
@@ -244,7 +243,6 @@ class Engine:
         #: How far behind the watermark an event may be and still be applied (never more
         #: than the dedupe horizon); what late events can still reach is kept that long.
         self.max_lateness_ms = min(self.config.max_lateness_ms, self.config.dedupe_horizon_ms)
-        #: bucket number -> its key in the store (formatting an int costs more than a lookup)
         #: The date of a time as reasons write it (in the configured time zone).
         self.day: Callable[[int], str] = day_writer(self.config.timezone)
         #: The relationship ledger's window.
@@ -421,10 +419,10 @@ class Engine:
         ct = t if watermark_cap is None or t <= watermark_cap else watermark_cap  # clock time
         due = self._move_clock(store, data, ct)
         if due is not None:
-            if not due[0]:  # _TOO_LATE: a due step always has a non-empty index
+            if not due[0]:  # _TOO_LATE
                 out.too_late = True  # kept by the host on interactions.late, never applied
                 return out
-            self._fire_due_from(store, due[0], due[1], out)
+            self._fire_seen_due(store, due[1], out)
 
         if self.marks is not None:
             self.marks.append((None, len(out.actions), len(out.decisions)))
@@ -553,9 +551,9 @@ class Engine:
 
     def _move_clock(
         self, store: StateStore, data: dict[str, Any] | None, ct: int
-    ) -> tuple[list[Any], int] | None:
+    ) -> tuple[bool, int] | None:
         """The clock step of an event at clock time `ct`: the partition's max time and
-        watermark move; (timer index, watermark) when timers are due, `_TOO_LATE` when the
+        watermark move; (True, watermark) when timers are due, `_TOO_LATE` when the
         event is older than the watermark minus the maximum lateness (nothing moves), else
         None. `data` is the dict of a DictStore (read and changed in place), None for any
         other store."""
@@ -581,15 +579,12 @@ class Engine:
             return None
         clock[CLOCK_MAX] = ct
         watermark = ct - self._lateness_ms
-        due: tuple[list[Any], int] | None = None
+        due: tuple[bool, int] | None = None
         passed: int = clock[CLOCK_WATERMARK]
         if watermark > passed:
             clock[CLOCK_WATERMARK] = watermark
-            index: list[list[int]] | None = (
-                data.get(TIMER_INDEX_KEY) if data is not None else store.get(TIMER_INDEX_KEY)
-            )
-            if index and index[0][0] <= watermark and first_due(store, watermark):
-                due = (index, watermark)
+            if first_due(store, watermark):
+                due = (True, watermark)
         if data is None:
             store.set(CLOCK_KEY, clock)
         return due
@@ -607,7 +602,7 @@ class Engine:
         if due is None or not due[0]:  # none due, or too late
             return None
         out = EngineOutput([], [])
-        self._fire_due_from(store, due[0], due[1], out)
+        self._fire_seen_due(store, due[1], out)
         return out
 
     def advance(self, store: StateStore, now_ms: int) -> EngineOutput:
@@ -775,13 +770,11 @@ class Engine:
 
     def _fire_due(self, store: StateStore, watermark: int, out: EngineOutput) -> None:
         if first_due(store, watermark):
-            self._fire_due_from(store, [], watermark, out)
+            self._fire_seen_due(store, watermark, out)
 
-    def _fire_due_from(
-        self, store: StateStore, index: list[Any], watermark: int, out: EngineOutput
-    ) -> None:
-        """Fire every pending timer with deadline <= watermark (`index`: the partition's
-        timer index, read by the caller; the chunks read it again)."""
+    def _fire_seen_due(self, store: StateStore, watermark: int, out: EngineOutput) -> None:
+        """Fire every pending timer with deadline <= watermark, the caller having seen
+        (`first_due`) that one is."""
         due = take_due(store, watermark)
         if due:
             self._fire(store, due, out)

@@ -424,7 +424,7 @@ def _customer_3_to_4(state: dict[str, Any]) -> None:
     """Version 4 changed partition keys only."""
 
 
-def timer_chunks(entries: list[list[Any]]) -> tuple[list[list[int]], list[list[list[Any]]]]:
+def _timer_chunks(entries: list[list[Any]]) -> tuple[list[list[int]], list[list[list[Any]]]]:
     """Sorted timers as chunks half full (room to grow before a split): the index and the
     chunks, chunk i under TIMER_CHUNK_PREFIX + i."""
     half = TIMER_CHUNK_MAX // 2
@@ -442,7 +442,7 @@ def _partition_3_to_4(store: StateStore) -> None:
         store.delete(key)
     if store.get(V3_TIMER_INDEX_KEY) is not None:
         store.delete(V3_TIMER_INDEX_KEY)
-    index, chunks = timer_chunks(entries)
+    index, chunks = _timer_chunks(entries)
     for number, chunk in enumerate(chunks):
         store.set(f"{TIMER_CHUNK_PREFIX}{number}", chunk)
     if index:
