@@ -55,7 +55,7 @@ CLOCK_KEY: Final = "p:clock"  # {"max": max occurred_at seen, "wm": watermark, "
 #: + chunk id -> a sorted list of at most TIMER_CHUNK_MAX [[deadline, customer, rule, key]].
 TIMER_INDEX_KEY: Final = "p:tindex"
 TIMER_CHUNK_PREFIX: Final = "p:tchunk:"
-TIMER_CHUNK_MAX: Final = 256
+TIMER_CHUNK_MAX: Final = 64
 #: Version 3's timers: one sorted list per hour of deadlines, and the list of those hours.
 V3_TIMER_INDEX_KEY: Final = "p:timers"
 V3_TIMER_BUCKET_PREFIX: Final = "p:timers:"
