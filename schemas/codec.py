@@ -303,12 +303,14 @@ class AvroCodec(Generic[R]):
             self.read_schema_json, self._header, self.record_type, self._checks_by_index
         )
 
-    def writer_source(self) -> tuple[str, dict[str, Any]] | None:
-        """The unchecked writer's source and the names it reads (what `schemas.native`
-        writes as a module for mypyc); None when the codec writes with no generated writer."""
+    def writer_source(self, *, checked: bool = False) -> tuple[str, dict[str, Any]] | None:
+        """The unchecked writer's source (`checked`: the checked writer's, what `encode`
+        runs when it validates) and the names it reads (what `schemas.native` writes as a
+        module for mypyc); None when the codec writes with no generated writer."""
         if self._writer_schema is None:
             return None
-        return writer_parts(self._writer_schema, self._header)
+        checks = self._checks_by_index if checked else ()
+        return writer_parts(self._writer_schema, self._header, checks)
 
     # -- records <-> Avro dicts
 

@@ -7,7 +7,7 @@ checks a whole record in one call (`compile_decoder`; the same source is what
 (`compile_writer`). Only canonical encodings and exact types take the
 generated paths; anything unusual raises `_Unusual` and the caller lets
 fastavro (and `schemas.validation`) decide, so results and errors are exactly
-the general path's. A decoder's source, and an unchecked writer's, compiled
+the general path's. A decoder's source, and a writer's, compiled
 with mypyc (modules of `schemas._native`, written by `schemas.native`) run
 instead of the exec'd source when their `SOURCE_DIGEST` says they were generated
 from that very source, so a stale module is never run. Imports nothing of ours
@@ -50,10 +50,10 @@ def native_module_name(record_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", record_name).lower()
 
 
-def native_writer_module_name(record_name: str) -> str:
-    """The module of `NATIVE_PACKAGE` holding a record's unchecked writer: ActionEvent ->
-    action_event_writer."""
-    return f"{native_module_name(record_name)}_writer"
+def native_writer_module_name(record_name: str, *, checked: bool = False) -> str:
+    """The module of `NATIVE_PACKAGE` holding a record's unchecked writer (ActionEvent ->
+    action_event_writer) or its checked one (action_event_checked_writer)."""
+    return f"{native_module_name(record_name)}_{'checked_' if checked else ''}writer"
 
 
 def source_digest(source: str) -> str:
@@ -489,17 +489,17 @@ def compile_writer(
     enum symbol) raises, and the caller lets fastavro write (or refuse) instead.
     With `checks` (field index and check), it first runs the checks of `validate`
     that exact types do not already imply, and raises for a record that fails one.
-    Without checks, the same source compiled with mypyc (`schemas/_native/`) runs
-    instead when it was generated from this very source.
+    The same source compiled with mypyc (`schemas/_native/`, a module for the unchecked
+    writer and one for the checked) runs instead when it was generated from this very
+    source.
     """
     parts = writer_parts(schema, header, checks)
     if parts is None:
         return None
     source, names = parts
-    if not checks:
-        module = native_writer_module_name(schema["name"])
-        native = _native(module, "write", source, names)
-        if native is not None:
-            return cast(Callable[..., bytes], native)
+    module = native_writer_module_name(schema["name"], checked=bool(checks))
+    native = _native(module, "write", source, names)
+    if native is not None:
+        return cast(Callable[..., bytes], native)
     exec(compile(source, f"<avro writer {schema['name']}>", "exec"), names)
     return cast(Callable[..., bytes], names["write"])

@@ -1,13 +1,15 @@
 """The native decoders and writers: generated Avro code written as modules mypyc compiles.
 
-`python -m schemas.native --write-native` writes two modules per record schema
+`python -m schemas.native --write-native` writes three modules per record schema
 into `schemas/_native/` (committed; setup.py compiles them with mypyc when a
 compiler is at hand): one holds the decoder source that `schemas.codegen`
-generates and would exec itself, the other (`..._writer`) the unchecked
-writer's (what `encode(record, validate=False)` runs: the worker's output);
-each with the `SOURCE_DIGEST` of that source. `schemas.codegen` uses a compiled
-module only when its digest matches the source it generates now, so a stale
-module is never run (and a unit test fails until the files are regenerated).
+generates and would exec itself, one (`..._writer`) the unchecked writer's
+(what `encode(record, validate=False)` runs: the worker's output), one
+(`..._checked_writer`) the checked writer's (what `encode(record)` runs: the
+publisher's and the collector's events); each with the `SOURCE_DIGEST` of
+that source. `schemas.codegen` uses a compiled module only when its digest
+matches the source it generates now, so a stale module is never run (and a
+unit test fails until the files are regenerated).
 Builds on the codec; nothing imports this module at run time. Knows no Kafka.
 """
 
@@ -22,6 +24,9 @@ from schemas.codegen import native_module_name, native_writer_module_name, sourc
 from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEvent
 
 __all__ = ["native_module_source", "native_modules", "write_native_modules"]
+
+#: An int field's value moved into `m`, whose exact type the next line checks.
+_EXACT_INT: Final = re.compile(r"^( +)m = (v\d+)\n(?= +if type\(m\) is not int)", re.MULTILINE)
 
 #: The command that writes the modules (named in their first line).
 WRITE_COMMAND: Final = "python -m schemas.native --write-native"
@@ -43,12 +48,17 @@ def native_module_source(source: str, names: dict[str, Any]) -> str:
     else:
         # Field values and containers are checked for their exact type before use: Any.
         # Lengths and varints are native ints (a value that is no int fails its assignment
-        # to `m` with a TypeError, which sends it down the general path as `_Unusual` does;
-        # a bool passes as the int fastavro also writes for it), encoded strings bytes.
-        signature = source.split("\n", 1)[0]
+        # to `m` with a TypeError, which sends it down the general path as `_Unusual` does),
+        # encoded strings bytes. A native int takes a bool, and `type(m)` of it is int: the
+        # field's exact type is checked before the assignment, as the source checks `m`'s
+        # (validation refuses a bool where an int belongs).
+        guarded = _EXACT_INT.sub(
+            r"\1if type(\2) is not int:\n\1    raise _Unusual\n\1m = \2\n", source
+        )
+        signature = guarded.split("\n", 1)[0]
         args = re.findall(r"v\d+", signature)
         declared = "".join(f"    {name}: Any\n" for name in ("c", "item", "key"))
-        typed = source.replace(
+        typed = guarded.replace(
             signature,
             f"def write({', '.join(f'{arg}: Any' for arg in args)}) -> bytes:\n"
             f"{declared}    b: bytes\n    m: int\n    n: int",
@@ -82,9 +92,11 @@ def native_modules() -> dict[str, str]:
         parts = codec.decoder_source()
         if parts is not None:
             out[f"{native_module_name(record_name)}.py"] = native_module_source(*parts)
-        written = codec.writer_source()
-        if written is not None:
-            out[f"{native_writer_module_name(record_name)}.py"] = native_module_source(*written)
+        for checked in (False, True):
+            written = codec.writer_source(checked=checked)
+            if written is not None:
+                module = native_writer_module_name(record_name, checked=checked)
+                out[f"{module}.py"] = native_module_source(*written)
     return out
 
 

@@ -69,6 +69,8 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
             n >>= 7
         out.append(n)
     out += b
+    if type(v4) is not int:
+        raise _Unusual
     m = v4
     if type(m) is not int or not -2147483648 <= m <= 2147483647:
         raise _Unusual
@@ -90,6 +92,8 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
             n >>= 7
         out.append(n)
     out += b
+    if type(v6) is not int:
+        raise _Unusual
     m = v6
     if type(m) is not int or not -2147483648 <= m <= 2147483647:
         raise _Unusual
@@ -152,6 +156,8 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
                 n >>= 7
             out.append(n)
         out += b
+    if type(v10) is not int:
+        raise _Unusual
     m = v10
     if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
@@ -164,6 +170,8 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
         out.append(0)
     else:
         out.append(2)
+        if type(v11) is not int:
+            raise _Unusual
         m = v11
         if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
             raise _Unusual

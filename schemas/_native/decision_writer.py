@@ -57,6 +57,8 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
             n >>= 7
         out.append(n)
     out += b
+    if type(v3) is not int:
+        raise _Unusual
     m = v3
     if type(m) is not int or not -2147483648 <= m <= 2147483647:
         raise _Unusual
@@ -120,6 +122,8 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
                 out.append(n)
             out += b
     out.append(0)
+    if type(v8) is not int:
+        raise _Unusual
     m = v8
     if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual

@@ -58,6 +58,8 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
             n >>= 7
         out.append(n)
     out += b
+    if type(v4) is not int:
+        raise _Unusual
     m = v4
     if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual

@@ -407,15 +407,19 @@ def test_generated_writers_cover_actions_and_decisions() -> None:
         ), field
 
 
+@pytest.mark.parametrize(
+    ("module_name", "writer"),
+    [("action_event_writer", "_fast_writer"), ("action_event_checked_writer", "_checked_writer")],
+)
 def test_a_native_writer_generated_from_another_source_is_not_used(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, module_name: str, writer: str
 ) -> None:
-    module = importlib.import_module("schemas._native.action_event_writer")
-    assert AvroCodec(ActionEvent)._fast_writer is module.write
+    module = importlib.import_module(f"schemas._native.{module_name}")
+    assert getattr(AvroCodec(ActionEvent), writer) is module.write
     monkeypatch.setattr(module, "SOURCE_DIGEST", "0" * 64)
-    codec = AvroCodec(ActionEvent)
-    assert codec._fast_writer is not None and codec._fast_writer is not module.write
-    assert codec._fast_writer.__code__.co_filename == "<avro writer ActionEvent>"
+    generated = getattr(AvroCodec(ActionEvent), writer)
+    assert generated is not None and generated is not module.write
+    assert generated.__code__.co_filename == "<avro writer ActionEvent>"
 
 
 @settings(max_examples=300, deadline=None)
