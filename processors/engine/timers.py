@@ -107,6 +107,17 @@ def _place(entries: list[list[Any]], entry: list[Any], after_equal: bool) -> int
     return lo
 
 
+def _unused_chunk_id(index: list[list[int]]) -> int:
+    """One more than the highest chunk id in the index (a loop over machine integers, where
+    `max` over a generator boxes every id into a list first)."""
+    highest: int = index[0][1]
+    for item in index:
+        number: int = item[1]
+        if number > highest:
+            highest = number
+    return highest + 1
+
+
 def add_timer(store: StateStore, entry: list[Any]) -> None:
     """Put the timer `entry` into the partition's chunks."""
     in_place = type(store) is DictStore
@@ -138,7 +149,7 @@ def add_timer(store: StateStore, entry: list[Any]) -> None:
         half = len(entries) // 2
         upper = entries[half:]
         del entries[half:]
-        new = max(item[1] for item in index) + 1
+        new = _unused_chunk_id(index)
         index.insert(at + 1, [upper[0][0], new])
         store.set(chunk_key(new), upper)
         index_changed = True
