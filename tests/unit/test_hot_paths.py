@@ -407,6 +407,19 @@ def test_generated_writers_cover_actions_and_decisions() -> None:
         ), field
 
 
+def test_the_checked_writer_refuses_a_bool_where_an_int_belongs() -> None:
+    """A compiled writer's int variable takes a bool (and says its type is int): the field's
+    own type is what it checks, so validation still names the field."""
+    event = InteractionEvent("e1", "c1", "web", "inquiry", 1, "s")
+    codec = AvroCodec(InteractionEvent)
+    with pytest.raises(SchemaValidationError, match=r"occurred_at: .*boolean"):
+        codec.encode(dataclasses.replace(event, occurred_at=True))
+    # unchecked, a bool is written as the int it equals, as fastavro writes it
+    assert codec.encode(dataclasses.replace(event, occurred_at=True), validate=False) == (
+        codec.encode(event, validate=False)
+    )
+
+
 @pytest.mark.parametrize(
     ("module_name", "writer"),
     [("action_event_writer", "_fast_writer"), ("action_event_checked_writer", "_checked_writer")],
