@@ -56,28 +56,15 @@ def chunk_key(chunk: int) -> str:
 # boxed values at every step (placing timers was among the engine's largest costs).
 
 
-def _chunk_at(index: list[list[int]], deadline: int) -> int:
-    """The position of the last chunk whose lowest deadline is not after `deadline`; -1
-    when every chunk starts later."""
+def _not_after(rows: list[list[Any]], t: int) -> int:
+    """How many rows of a list sorted by first item (an index by lowest deadline, a chunk
+    by deadline) have that item <= `t` (`bisect_right` on it)."""
     lo = 0
-    hi = len(index)
+    hi = len(rows)
     while lo < hi:
         mid = (lo + hi) >> 1
-        if deadline < index[mid][0]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo - 1
-
-
-def _due_count(entries: list[list[Any]], watermark: int) -> int:
-    """How many entries of a sorted chunk have a deadline <= `watermark`."""
-    lo = 0
-    hi = len(entries)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        deadline: int = entries[mid][0]
-        if watermark < deadline:
+        first: int = rows[mid][0]
+        if t < first:
             hi = mid
         else:
             lo = mid + 1
@@ -118,10 +105,17 @@ def _unused_chunk_id(index: list[list[int]]) -> int:
     return highest + 1
 
 
+def _reader(store: StateStore) -> tuple[Callable[[str], Any], bool]:
+    """The store's `get`, and whether its values are changed in place (a DictStore: its
+    dict's own `get`, and nothing to write back)."""
+    if type(store) is DictStore:
+        return store.data.get, True
+    return store.get, False
+
+
 def add_timer(store: StateStore, entry: list[Any]) -> None:
     """Put the timer `entry` into the partition's chunks."""
-    in_place = type(store) is DictStore
-    get: Callable[[str], Any] = store.data.get if in_place else store.get  # type: ignore[attr-defined]
+    get, in_place = _reader(store)
     index: list[list[int]] | None = get(TIMER_INDEX_KEY)
     deadline: int = entry[0]
     if not index:
@@ -133,7 +127,7 @@ def add_timer(store: StateStore, entry: list[Any]) -> None:
     if index[last][0] <= deadline:  # the usual case: no later than the latest chunk
         at = last
     else:
-        at = _chunk_at(index, deadline)
+        at = _not_after(index, deadline) - 1
         if at < 0:  # earlier than every chunk: the first one takes it
             at = 0
             index[0][0] = deadline
@@ -161,7 +155,7 @@ def add_timer(store: StateStore, entry: list[Any]) -> None:
 
 def first_due(store: StateStore, watermark: int) -> bool:
     """Whether a timer is due at `watermark` (a look at the first chunk only)."""
-    get = store.data.get if type(store) is DictStore else store.get
+    get = _reader(store)[0]
     index: list[list[int]] | None = get(TIMER_INDEX_KEY)
     if not index or index[0][0] > watermark:
         return False
@@ -171,8 +165,7 @@ def first_due(store: StateStore, watermark: int) -> bool:
 
 def take_due(store: StateStore, watermark: int) -> list[list[Any]]:
     """Remove and return every timer with deadline <= `watermark` (in chunk order)."""
-    in_place = type(store) is DictStore
-    get: Callable[[str], Any] = store.data.get if in_place else store.get  # type: ignore[attr-defined]
+    get, in_place = _reader(store)
     index: list[list[int]] | None = get(TIMER_INDEX_KEY)
     due: list[list[Any]] = []
     if not index:
@@ -181,7 +174,7 @@ def take_due(store: StateStore, watermark: int) -> list[list[Any]]:
     while index and index[0][0] <= watermark:
         key = chunk_key(index[0][1])
         entries: list[list[Any]] = get(key) or []
-        ready = _due_count(entries, watermark)
+        ready = _not_after(entries, watermark)
         if ready < len(entries):
             if ready:
                 due.extend(entries[:ready])
@@ -203,13 +196,12 @@ def take_due(store: StateStore, watermark: int) -> list[list[Any]]:
 
 def cancel_timer(store: StateStore, entry: list[Any]) -> bool:
     """Remove the timer `entry`; whether it was pending."""
-    in_place = type(store) is DictStore
-    get: Callable[[str], Any] = store.data.get if in_place else store.get  # type: ignore[attr-defined]
+    get, in_place = _reader(store)
     index: list[list[int]] | None = get(TIMER_INDEX_KEY)
     if not index:
         return False
     deadline: int = entry[0]
-    at = _chunk_at(index, deadline)
+    at = _not_after(index, deadline) - 1
     while at >= 0:
         key = chunk_key(index[at][1])
         entries: list[list[Any]] = get(key) or []
