@@ -405,8 +405,11 @@ def _write_code(kind: Any, value: str, indent: str, names: dict[str, Any]) -> li
     if avro_type in ("long", "int") and logical in (None, "timestamp-millis"):
         low, high = (-(2**31), 2**31 - 1) if avro_type == "int" else (-(2**63), 2**63 - 1)
         return [
+            # the value's own type first, as for the other kinds: compiled, `m` is a native
+            # int, which takes a bool and then says its type is int
+            f"{indent}if type({value}) is not int:\n{indent}    raise _Unusual\n",
             f"{indent}m = {value}\n",
-            f"{indent}if type(m) is not int or not {low} <= m <= {high}:\n",
+            f"{indent}if not {low} <= m <= {high}:\n",
             f"{indent}    raise _Unusual\n",
             f"{indent}n = (m << 1) ^ (m >> 63)\n",
             _VARINT_OUT.format(i=indent),

@@ -25,9 +25,6 @@ from schemas.records import ActionEvent, ActionStatus, Decision, InteractionEven
 
 __all__ = ["native_module_source", "native_modules", "write_native_modules"]
 
-#: An int field's value moved into `m`, whose exact type the next line checks.
-_EXACT_INT: Final = re.compile(r"^( +)m = (v\d+)\n(?= +if type\(m\) is not int)", re.MULTILINE)
-
 #: The command that writes the modules (named in their first line).
 WRITE_COMMAND: Final = "python -m schemas.native --write-native"
 
@@ -47,18 +44,11 @@ def native_module_source(source: str, names: dict[str, Any]) -> str:
         )
     else:
         # Field values and containers are checked for their exact type before use: Any.
-        # Lengths and varints are native ints (a value that is no int fails its assignment
-        # to `m` with a TypeError, which sends it down the general path as `_Unusual` does),
-        # encoded strings bytes. A native int takes a bool, and `type(m)` of it is int: the
-        # field's exact type is checked before the assignment, as the source checks `m`'s
-        # (validation refuses a bool where an int belongs).
-        guarded = _EXACT_INT.sub(
-            r"\1if type(\2) is not int:\n\1    raise _Unusual\n\1m = \2\n", source
-        )
-        signature = guarded.split("\n", 1)[0]
+        # Lengths and varints are native ints, encoded strings bytes.
+        signature = source.split("\n", 1)[0]
         args = re.findall(r"v\d+", signature)
         declared = "".join(f"    {name}: Any\n" for name in ("c", "item", "key"))
-        typed = guarded.replace(
+        typed = source.replace(
             signature,
             f"def write({', '.join(f'{arg}: Any' for arg in args)}) -> bytes:\n"
             f"{declared}    b: bytes\n    m: int\n    n: int",

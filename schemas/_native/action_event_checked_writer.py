@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "78843ee818464c4bf6757968974ff5c3867527aa815e5196ea847aac0aeafb70"
+SOURCE_DIGEST = "db2404b5a5c9705bf9d6faabd99ec9d7c3e7d281d3217d355f2151be727c7563"
 _Unusual: Any = None
 _check_4: Any = None
 _check_5: Any = None
@@ -95,7 +95,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v4) is not int:
         raise _Unusual
     m = v4
-    if type(m) is not int or not -2147483648 <= m <= 2147483647:
+    if not -2147483648 <= m <= 2147483647:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -118,7 +118,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v6) is not int:
         raise _Unusual
     m = v6
-    if type(m) is not int or not -2147483648 <= m <= 2147483647:
+    if not -2147483648 <= m <= 2147483647:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -182,7 +182,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v10) is not int:
         raise _Unusual
     m = v10
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -196,7 +196,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
         if type(v11) is not int:
             raise _Unusual
         m = v11
-        if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+        if not -9223372036854775808 <= m <= 9223372036854775807:
             raise _Unusual
         n = (m << 1) ^ (m >> 63)
         while n > 127:

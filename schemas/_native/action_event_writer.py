@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "285327ac0879dc4b2898d75e5f7781d28b503354e54172cb156916dc804cbb34"
+SOURCE_DIGEST = "54948aa7a1fca127f84a8985a42369515aab9448d1c95ff11b0a5787f0d0bd37"
 _Unusual: Any = None
 _date: Any = None
 _header: Any = None
@@ -72,7 +72,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v4) is not int:
         raise _Unusual
     m = v4
-    if type(m) is not int or not -2147483648 <= m <= 2147483647:
+    if not -2147483648 <= m <= 2147483647:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -95,7 +95,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v6) is not int:
         raise _Unusual
     m = v6
-    if type(m) is not int or not -2147483648 <= m <= 2147483647:
+    if not -2147483648 <= m <= 2147483647:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -159,7 +159,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v10) is not int:
         raise _Unusual
     m = v10
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -173,7 +173,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
         if type(v11) is not int:
             raise _Unusual
         m = v11
-        if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+        if not -9223372036854775808 <= m <= 9223372036854775807:
             raise _Unusual
         n = (m << 1) ^ (m >> 63)
         while n > 127:

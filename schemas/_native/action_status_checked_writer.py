@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "577f8df80bb604ac825e8e924b742532b78930c069be853edfce0ef53d65fe5c"
+SOURCE_DIGEST = "8f0b5aaf3553f95cc1cfcf890ed93a576ac41841762a215da05ff3968a79a273"
 _Unusual: Any = None
 _check_4: Any = None
 _date: Any = None
@@ -132,7 +132,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v7) is not int:
         raise _Unusual
     m = v7
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:

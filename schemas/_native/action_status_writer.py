@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "1aea1973e99d229d419c7846968edf3d543c2794b43174f2d856afc761c2a0e5"
+SOURCE_DIGEST = "524cdf7fc3cb5fdb6c25d88e78518154936e4dcae509a51efe1c9f2c9c749a0b"
 _Unusual: Any = None
 _date: Any = None
 _header: Any = None
@@ -119,7 +119,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v7) is not int:
         raise _Unusual
     m = v7
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:

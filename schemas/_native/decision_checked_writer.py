@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "7ac512c6a2f83a24af8f5a5616f6157e8bd9f81cdb1d05b1f530ee99b98bfb46"
+SOURCE_DIGEST = "58832458143f31f63ee5c1ebe22f152a62482f73275a0ed83cafb38b612730e9"
 _Unusual: Any = None
 _check_4: Any = None
 _date: Any = None
@@ -73,7 +73,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v3) is not int:
         raise _Unusual
     m = v3
-    if type(m) is not int or not -2147483648 <= m <= 2147483647:
+    if not -2147483648 <= m <= 2147483647:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -138,7 +138,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v8) is not int:
         raise _Unusual
     m = v8
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:

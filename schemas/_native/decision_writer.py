@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "587357d99c950110193520165cd4c229a4e94a596667ffae2b3df46b49dc75af"
+SOURCE_DIGEST = "80eee1ee5724ae087397446b6c5adae933ae9fb3461e59cc7a9ec38fb3e6074d"
 _Unusual: Any = None
 _date: Any = None
 _header: Any = None
@@ -60,7 +60,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v3) is not int:
         raise _Unusual
     m = v3
-    if type(m) is not int or not -2147483648 <= m <= 2147483647:
+    if not -2147483648 <= m <= 2147483647:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
@@ -125,7 +125,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v8) is not int:
         raise _Unusual
     m = v8
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "f9a8256309cd1ba53d9fa00d01fec354f5a3ff4c8c052f412f19b19130635cf1"
+SOURCE_DIGEST = "9ff9ba3f0e7fc827ad1a0c72d19debe7bb99385ecbccb77998eea32a3f45bdd7"
 _Unusual: Any = None
 _date: Any = None
 _header: Any = None
@@ -82,7 +82,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v4) is not int:
         raise _Unusual
     m = v4
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:

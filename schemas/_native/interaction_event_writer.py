@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCE_DIGEST = "6e786688191fdb39cf223d8215ee8bea0b3a8024922170ec9075e776d64f6eb4"
+SOURCE_DIGEST = "77ee4a329891f2ff90f4ecf5fbf4183da4607f33d84403a2c655fd5ca46b4772"
 _Unusual: Any = None
 _date: Any = None
 _header: Any = None
@@ -61,7 +61,7 @@ def write(v0: Any, v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any
     if type(v4) is not int:
         raise _Unusual
     m = v4
-    if type(m) is not int or not -9223372036854775808 <= m <= 9223372036854775807:
+    if not -9223372036854775808 <= m <= 9223372036854775807:
         raise _Unusual
     n = (m << 1) ^ (m >> 63)
     while n > 127:
