@@ -39,6 +39,7 @@ explicitly. The Faust internals it relies on are listed in
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -83,6 +84,8 @@ class StagedTable:
         self._acked: dict[TP, int] = {}
         #: Per partition: the key prefixes of its engine and worker keys (see `PartitionState`).
         self.prefixes: dict[int, tuple[str, str]] = {}
+        #: A state key's changelog key bytes (`_key_bytes`, chosen at the first send).
+        self._key_writer: Callable[[str], bytes | None] | None = None
 
     def prefixes_of(self, partition: int) -> tuple[str, str]:
         """The key prefixes of a partition's engine keys and worker keys (made once)."""
@@ -187,14 +190,13 @@ class StagedTable:
         """
         table = self.table
         topic = table.changelog_topic.get_topic_name()
-        key_type, key_serializer = table.key_type, table.key_serializer
-        dumps_key = table.app.serializers.dumps_key  # the table's own key bytes, for recovery
+        dumps_key = self._key_bytes()
         if self.sender is not None:
             sender = self.sender
             delivery = ChangelogDelivery(sender, self, topic)
             for partition, writes in staged.items():
                 for key, data in writes.items():
-                    raw_key = dumps_key(key_type, key, serializer=key_serializer)
+                    raw_key = dumps_key(key)
                     sender.send(topic, raw_key, data, partition=partition, delivery=delivery)
                     if delivery.sent % _SEND_SLICE == 0:
                         await asyncio.sleep(0)  # a commit's thousands of records: let events in
@@ -204,12 +206,56 @@ class StagedTable:
         for partition, writes in staged.items():
             acknowledged = partial(_acknowledged, self, TP(topic, partition))
             for key, data in writes.items():
-                raw_key = dumps_key(key_type, key, serializer=key_serializer)
+                raw_key = dumps_key(key)
                 future = await send(topic, raw_key, data, partition, None, None)
                 future.add_done_callback(acknowledged)
                 futures.append(future)
         return futures
 
+    def _key_bytes(self) -> Callable[[str], bytes | None]:
+        """A state key's changelog key bytes: what the table's own key codec writes (recovery
+        reads them back with it), made once per key at every commit.
+
+        Faust's JSON key codec writes a str as a JSON string with only the escapes JSON
+        requires. When the table's codec writes a probe key that way (a non-ASCII and a
+        DEL character left as they are), a key with no character JSON must escape is
+        that key's UTF-8 between quotes, made here without Faust's codec lookup per key;
+        every other key, and every key of a table whose codec writes otherwise, goes
+        through the table's codec.
+        """
+        writer = self._key_writer
+        if writer is None:
+            table = self.table
+            codec = partial(
+                table.app.serializers.dumps_key,
+                table.key_type,
+                serializer=table.key_serializer,
+            )
+            if codec(_KEY_PROBE) != _quoted(_KEY_PROBE):
+                writer = codec
+            else:
+                needs_escape = _JSON_ESCAPED.search
+
+                def writer(key: str) -> bytes | None:
+                    if needs_escape(key):
+                        return codec(key)
+                    try:
+                        return _quoted(key)
+                    except UnicodeEncodeError:  # a lone surrogate: the codec's own error
+                        return codec(key)
+
+            self._key_writer = writer
+        return writer
+
+
+def _quoted(key: str) -> bytes:
+    return b'"' + key.encode() + b'"'
+
+
+#: Characters a JSON string must escape: the quote, the backslash, control characters.
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+#: A key whose JSON form tells a codec that writes strings as they are from one that escapes.
+_KEY_PROBE = "0/e/\u00e9\u2028\x7f"
 
 #: Changelog records produced between two yields to the event loop.
 _SEND_SLICE = 256

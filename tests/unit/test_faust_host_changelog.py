@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from faust.serializers.codecs import dumps as faust_dumps
 from faust.streams import current_event
 from faust.types import TP
 
@@ -91,6 +92,41 @@ def test_changelog_records_wait_for_send_and_are_coalesced_per_key() -> None:
         TP("app-state-changelog", 1): 0,
         TP("app-state-changelog", 2): 1,
     }
+
+
+def _faust_json_key(key_type: type, key: str, *, serializer: str) -> bytes:
+    """Faust's own JSON key codec (orjson when installed), as a real table's app has it."""
+    return cast(bytes, faust_dumps(serializer, key))
+
+
+@pytest.mark.parametrize(
+    "dumps_key",
+    [_faust_json_key, FakeTable._dumps_key],
+    ids=["faust-json", "json-escaping-non-ascii"],
+)
+def test_changelog_keys_are_the_bytes_the_tables_own_key_codec_writes(
+    dumps_key: Callable[..., bytes],
+) -> None:
+    table = FakeTable()
+    table.app.serializers.dumps_key = dumps_key
+    raw_keys: list[bytes] = []
+    send = table.app.producer.send
+
+    async def recording_send(topic: str, key: bytes, *args: Any) -> Any:
+        raw_keys.append(key)
+        return await send(topic, key, *args)
+
+    table.app.producer.send = recording_send
+    staged = StagedTable(table)
+    customers = ["CUST-1", "Zoë", 'say "hi"', "back\\slash", "tab\there", "\u2028\x7f", "😀"]
+    for customer in customers:
+        store = PartitionState(staged, 4)
+        store.set(f"c/{customer}", 1)
+        store.commit()
+    asyncio.run(staged.send(staged.take()))
+    keys = [f"4/e/c/{customer}" for customer in customers]
+    assert raw_keys == [dumps_key(str, key, serializer="json") for key in keys]
+    assert [key for _, key, _ in table.changelog] == keys
 
 
 def test_falsy_values_survive_and_deletes_remove_the_key() -> None:
