@@ -103,6 +103,22 @@ def run_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all its threads) a running process has used so far, from
+    /proc/<pid>/stat; None where it cannot be read (the process ended, or not Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the fields after the command name (which may hold spaces and parentheses): state
+    # first, utime and stime 12th and 13th
+    fields = text.rpartition(")")[2].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return None
+
+
 def load_average() -> float | None:
     """The 1-minute load average (None where the platform has none)."""
     try:

@@ -9,14 +9,15 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from common.settings import Settings
 from common.topics import ensure_topics
+from moments.calibration import process_cpu_seconds
 from moments.runtime import Supervisor
 from moments.stack import free_port
 from producers.simulator import write_simulation
@@ -280,9 +281,10 @@ class Bench:
 
     def run_counting_child(
         self, code: str, settings: Settings, expected: int, name: str, env: dict[str, str]
-    ) -> float:
+    ) -> Samples:
         """Run CODE in a child that reads settings' `interactions` and writes its running
-        count to a file (MOMENTS_BENCH_PROGRESS); its steady rate up to EXPECTED."""
+        count to a file (MOMENTS_BENCH_PROGRESS) until it reaches EXPECTED: its counts and
+        CPU time as it went (`steady_rate`, `steady_cpu_rate`)."""
         import subprocess
 
         progress = self.work / f"{name}-{uuid.uuid4().hex[:6]}.txt"
@@ -306,7 +308,9 @@ class Bench:
                 except (OSError, ValueError):
                     return 0
 
-            samples = self.sample(counted, expected, None, child=child, name=name)
+            samples = self.sample(
+                counted, expected, None, child=child, name=name, pids=(child.pid,)
+            )
         finally:
             child.terminate()
             try:
@@ -314,7 +318,7 @@ class Bench:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait(10)
-        return steady_rate(samples, expected)
+        return samples
 
     def sample(
         self,
@@ -325,13 +329,18 @@ class Bench:
         timeout_s: float = 240.0,
         interval_s: float = 0.1,
         name: str = "the empty Faust agent",
-    ) -> list[tuple[float, int]]:
-        """(time, count) every `interval_s` until `expected` is reached (bounded)."""
-        samples: list[tuple[float, int]] = []
+        pids: Sequence[int] = (),
+    ) -> Samples:
+        """(time, count) every `interval_s` until `expected` is reached (bounded), with the
+        CPU seconds the processes `pids` have used at each of those times."""
+        samples = Samples([], [])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             value = count()
-            samples.append((time.perf_counter(), value))
+            samples.counts.append((time.perf_counter(), value))
+            if pids:
+                used = [process_cpu_seconds(pid) for pid in pids]
+                samples.cpu.append(None if None in used else sum(u or 0.0 for u in used))
             if value >= expected:
                 return samples
             if supervisor is not None:
@@ -339,7 +348,17 @@ class Bench:
             if child is not None and child.poll() is not None:
                 raise RuntimeError(f"{name} exited with {child.returncode}")
             time.sleep(interval_s)
-        raise TimeoutError(f"counted {samples[-1][1] if samples else 0} of {expected} events")
+        counted = samples.counts[-1][1] if samples.counts else 0
+        raise TimeoutError(f"counted {counted} of {expected} events")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Samples:
+    """What `Bench.sample` saw: (time, count) pairs and, when it measured processes, the
+    CPU seconds they had used at each of those times (None where one could not be read)."""
+
+    counts: list[tuple[float, int]]
+    cpu: list[float | None]
 
 
 def steady_rate(samples: list[tuple[float, int]], expected: int) -> float:
@@ -353,6 +372,33 @@ def steady_rate(samples: list[tuple[float, int]], expected: int) -> float:
     if t_low is None or t_high is None:
         return 0.0
     return per_second(round(high - low), t_high - t_low)
+
+
+def steady_cpu_rate(samples: Samples, expected: int) -> float | None:
+    """Events per CPU second of the measured processes over the same span as `steady_rate`
+    (5% to 95% of `expected`), their CPU time interpolated like the times; None when not
+    measured. Less sensitive than events/s to what else the machine runs."""
+    low, high = expected * 0.05, expected * 0.95
+    t_low, t_high = _reached(samples.counts, low), _reached(samples.counts, high)
+    if t_low is None or t_high is None or len(samples.cpu) != len(samples.counts):
+        return None
+    series = [(t, c) for (t, _), c in zip(samples.counts, samples.cpu, strict=True)]
+    if any(c is None for _, c in series):
+        return None
+    readings = cast(list[tuple[float, float]], series)
+    used = _value_at(readings, t_high) - _value_at(readings, t_low)
+    return per_second(round(high - low), used) if used > 0 else None
+
+
+def _value_at(readings: list[tuple[float, float]], at: float) -> float:
+    """A reading at time `at`, linearly interpolated between the readings around it."""
+    before = readings[0]
+    for t, value in readings:
+        if t >= at:
+            t0, v0 = before
+            return value if t == t0 else v0 + (value - v0) * (at - t0) / (t - t0)
+        before = (t, value)
+    return before[1]
 
 
 def _reached(samples: list[tuple[float, int]], level: float) -> float | None:

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from common.settings import Settings
 from moments.bench.bytewax_peer import peer_unavailable
-from moments.bench.context import Bench
+from moments.bench.context import Bench, steady_cpu_rate, steady_rate
 
 #: The Bytewax peers: (figure, flow (MOMENTS_BENCH_PEER_FLOW), child name, what it runs).
 BYTEWAX_PEERS: Final = (
@@ -36,13 +36,14 @@ def run_bytewax_peers(bench: Bench, settings: Settings, expected: int) -> dict[s
             bench.unmeasured[figure] = why
             continue
         try:
-            rates[figure] = bench.run_counting_child(
+            samples = bench.run_counting_child(
                 "from moments.bench.bytewax_peer import run_peer; run_peer()",
                 settings,
                 expected,
                 name,
                 {"MOMENTS_BENCH_PEER_FLOW": flow},
             )
+            rates[figure] = steady_rate(samples.counts, expected)
         except Exception as exc:
             bench.unmeasured[figure] = (
                 f"the Bytewax peer ({what}) failed: {type(exc).__name__}: {str(exc)[:200]} "
@@ -51,15 +52,17 @@ def run_bytewax_peers(bench: Bench, settings: Settings, expected: int) -> dict[s
     return rates
 
 
-def run_empty_agent(bench: Bench, settings: Settings, expected: int) -> float:
-    """The same topic through a Faust agent that only counts (`stream.take`)."""
-    return bench.run_counting_child(
+def run_empty_agent(bench: Bench, settings: Settings, expected: int) -> tuple[float, float | None]:
+    """The same topic through a Faust agent that only counts (`stream.take`): events/s and
+    events per CPU second of its process."""
+    samples = bench.run_counting_child(
         "from moments.bench.peers import empty_agent; empty_agent()",
         settings,
         expected,
         "empty-agent",
         {"MOMENTS_WORKER_APP_ID": f"{settings.worker.worker_app_id}-empty"},
     )
+    return steady_rate(samples.counts, expected), steady_cpu_rate(samples, expected)
 
 
 def empty_agent() -> None:

@@ -183,6 +183,12 @@ _ROWS: Final = (
         "empty Faust agent, same topic",
     ),
     (
+        "worker, 1 process (events per CPU s)",
+        "details.worker.workers_1_events_per_cpu_s",
+        "details.worker.empty_faust_events_per_cpu_s",
+        "empty Faust agent, same topic, per CPU second of each process",
+    ),
+    (
         "worker, 1 process (events/s)  ",
         "worker_events_per_s",
         "bytewax_events_per_s",

@@ -14,7 +14,7 @@ from typing import Any, Final
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from common.settings import Settings
-from moments.bench.context import Bench, per_second, steady_rate
+from moments.bench.context import Bench, per_second, steady_cpu_rate, steady_rate
 from moments.bench.peers import run_bytewax_peers, run_empty_agent
 from moments.runtime import Supervisor
 from moments.stack import free_port
@@ -33,15 +33,27 @@ def worker(bench: Bench) -> None:
     result: dict[str, Any] = {"events": len(records)}
     for workers in (1, 2):
         settings = bench.fresh(f"w{workers}")
-        rate, warm = _run_workers(bench, settings, workers, records, warm_ms)
+        rate, cpu_rate, warm = _run_workers(bench, settings, workers, records, warm_ms)
         result[f"workers_{workers}_events_per_s"] = rate
+        result[f"workers_{workers}_events_per_cpu_s"] = cpu_rate
         if workers == 1:  # the references read the topic the worker just read
             total = len(records) + warm
             topic = settings.topics.interactions
             # the peers first: they never raise, so a failing reference cannot lose them
             result.update(run_bytewax_peers(bench, settings, total))
             result["raw_consume_msgs_per_s"] = bench.raw_consume(settings, topic, total)
-            result["empty_faust_events_per_s"] = run_empty_agent(bench, settings, total)
+            (
+                result["empty_faust_events_per_s"],
+                result["empty_faust_events_per_cpu_s"],
+            ) = run_empty_agent(bench, settings, total)
+    # The same comparison in CPU time of each process (less sensitive to what else runs)
+    worker_cpu, empty_cpu = (
+        result["workers_1_events_per_cpu_s"],
+        result["empty_faust_events_per_cpu_s"],
+    )
+    result["worker_vs_empty_faust_cpu_ratio"] = (
+        round(worker_cpu / empty_cpu, 3) if worker_cpu and empty_cpu else None
+    )
     one = result["workers_1_events_per_s"]
     bench.details["worker"] = result
     bench.figures["worker_events_per_s"] = one
@@ -62,10 +74,10 @@ def worker(bench: Bench) -> None:
 
 def _run_workers(
     bench: Bench, settings: Settings, workers: int, records: list[tuple[bytes, bytes]], warm_ms: int
-) -> tuple[float, int]:
+) -> tuple[float, float | None, int]:
     """Start worker processes, wait until every one holds partitions, then produce
-    `records`: events/s over the middle 90% of them, and how many warm-up records
-    were sent first.
+    `records`: events/s over the middle 90% of them, events per CPU second of the worker
+    processes over the same span, and how many warm-up records were sent first.
 
     The group is complete before the clock runs, so no rebalance (a whole
     `broker_rebalance_timeout` on Tansu) falls inside the measurement.
@@ -90,8 +102,13 @@ def _run_workers(
             len(records),
             supervisor,
             interval_s=0.5,
+            pids=[child.pid for child in supervisor.children.values()],
         )
-    return steady_rate(samples, len(records)), warm
+    return (
+        steady_rate(samples.counts, len(records)),
+        steady_cpu_rate(samples, len(records)),
+        warm,
+    )
 
 
 def _warm_up(

@@ -13,7 +13,7 @@ from rich.console import Console
 from common.settings import Settings
 from moments.bench import REQUIRED_KEYS, markdown_table, peers, print_summary, run_bench
 from moments.bench.bytewax_peer import EngineStep, avro_body, keyed_event, omnichannel
-from moments.bench.context import QUICK, Bench, steady_rate
+from moments.bench.context import QUICK, Bench
 from moments.bench.report import judge_targets
 from moments.calibration import CpuTimes, calibration
 from processors.engine import DictStore, Engine, EngineConfig, load_rule_pack
@@ -142,12 +142,6 @@ def test_a_peer_that_cannot_run_says_why_for_both_figures(
     assert figures == {"bytewax_events_per_s", "bytewax_engine_events_per_s"}
     assert rates == dict.fromkeys(figures)
     assert {figure: bench.unmeasured[figure] for figure in figures} == dict.fromkeys(figures, why)
-
-
-def test_steady_rate_leaves_out_start_up_and_tail() -> None:
-    samples = [(0.0, 0), (5.0, 0), (6.0, 100), (7.0, 600), (8.0, 960), (9.0, 1000)]
-    # 5% (50) reached at 5.5 s, 95% (950) at 7 + 350/360 s (interpolated between samples)
-    assert steady_rate(samples, 1000) == pytest.approx(900 / (2 + 350 / 360 - 0.5), abs=0.1)
 
 
 def test_chart_is_a_png(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""The bench's calibration: /proc/stat parsing, steal share, the warning."""
+"""The bench's calibration: /proc/stat parsing, steal share, the warning, a process's CPU time."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from moments.calibration import (
     calibration,
     calibration_line,
     parse_proc_stat,
+    process_cpu_seconds,
     read_cpu_times,
     steal_share,
 )
@@ -99,3 +102,14 @@ def test_the_runs_own_processes_in_the_load_average_are_not_a_busy_machine() -> 
     )
     assert shared["too_busy"]
     assert any("load average was 5.0" in r for r in shared["busy_reasons"])
+
+
+def test_process_cpu_seconds_reads_a_running_process() -> None:
+    before = process_cpu_seconds(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # use some CPU
+        pass
+    after = process_cpu_seconds(os.getpid())
+    assert after is not None and after > before
+    assert process_cpu_seconds(2**22 + 1) is None  # above Linux's pid limit: no such process
