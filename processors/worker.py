@@ -2,9 +2,11 @@
 
 One agent consumes `interactions` (raw bytes; the worker decodes them itself so
 that no message can crash the agent). With `worker_batch_size` > 1 (the default)
-it takes records in batches (`stream.take_events`, a partial batch waits at most
-`BATCH_WITHIN_S`) and handles them one after the other in log order, with the
-same results as the per-event path (`worker_batch_size` = 1, `stream.events()`).
+it takes records in batches (`processors.faust_host.batches.take_batches`, Faust's
+`take_events` with a window per batch: a partial batch waits at most
+`BATCH_WITHIN_S`, or `BATCH_WITHIN_BEHIND_S` while at least a batch's worth of
+records waits behind it) and handles them one after the other in log order, with
+the same results as the per-event path (`worker_batch_size` = 1, `stream.events()`).
 A batch is first handled with each partition's state kept decoded across its
 records (`BatchState`: a key is decoded and encoded once per batch, not per
 event) and its output held back; when every record is handled, the output is
@@ -126,7 +128,7 @@ from typing import Any, cast
 
 import faust
 from faust.exceptions import ConsumerNotStarted
-from faust.streams import Stream, _current_event
+from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT
 
 from common.logs import iso_ms, logging_config
@@ -176,6 +178,7 @@ from processors.faust_host import (
     use_fast_event_loop,
     worker_credentials,
 )
+from processors.faust_host.batches import take_batches
 from processors.faust_host.changelog import BatchSpoiled, BatchState
 from processors.record_path import Applied, DeadLetter, RecordPath, Stage
 from processors.rules_follower import AcceptedPack, RulesFollower, startup_pack
@@ -206,6 +209,8 @@ PRODUCER_LINGER_S = 0.005
 COMMIT_EVERY_NEVER = 1 << 62
 #: A partial batch waits at most this long for more records (bounds the latency batching adds).
 BATCH_WITHIN_S = 0.01
+#: ... and this long when the worker is behind (the records wait already; see `_batch_window`).
+BATCH_WITHIN_BEHIND_S = 0.25
 
 #: The state of one partition while a record is handled: per record, or kept for the batch.
 _Store = PartitionState | BatchState
@@ -355,6 +360,8 @@ class TriggerWorker:
         self._tally_ignored: dict[str, int] = {}
         self._watermarks: dict[int, int] = {}
         self._last_seen: dict[int, float] = {}
+        #: At least a batch's worth of records waited behind the last batch (`_batch_window`).
+        self._behind = False
         #: Triage, decode and the engine per record: the backfill's own (`processors.record_path`).
         self.path = RecordPath(
             self.event_codec,
@@ -389,12 +396,18 @@ class TriggerWorker:
                 await self.handle(event)
                 self.output.serve()
             return
-        batches = cast(Stream[Any], stream).take_events(batch_size, within=BATCH_WITHIN_S)
-        async for batch in batches:
+        async for batch in take_batches(stream, batch_size, self._batch_window):
             await self.handle_batch(batch)
 
+    def _batch_window(self) -> float:
+        """How long the next batch may wait for more records: `BATCH_WITHIN_S` while the
+        worker keeps up, `BATCH_WITHIN_BEHIND_S` while at least a batch's worth of records
+        waited behind the last one (they are there already: waiting adds no latency, and
+        a fuller batch costs less per record)."""
+        return BATCH_WITHIN_BEHIND_S if self._behind else BATCH_WITHIN_S
+
     async def handle_batch(self, batch: Sequence[EventT[Any]]) -> None:
-        """Handle a batch of `interactions` records from `take_events`, in order.
+        """Handle a batch of `interactions` records from `take_batches`, in order.
 
         First with each partition's state kept across the batch (`_handle_kept`); if the
         engine failed on one of its records, nothing of that pass is kept and the batch
@@ -459,7 +472,7 @@ class TriggerWorker:
         set_current = _current_event.set
         try:
             for event in batch:
-                # take_events fills its buffer in another task: make this event current
+                # take_batches fills its buffer in another task: make this event current
                 # here, for stores that file each key under the event's partition.
                 set_current(weakref.ref(event))
                 handle(event)
@@ -522,13 +535,17 @@ class TriggerWorker:
             message = event.message
             last[(message.topic, message.partition)] = message.offset
         consumer = self.app.consumer
+        waiting = 0
         for (topic, partition), offset in last.items():
             try:
                 highwater = consumer.highwater(TP(topic, partition))
             except ConsumerNotStarted:  # records fed without a running consumer (tests)
                 return
             if isinstance(highwater, int) and highwater >= 0:
-                self._lag(topic, partition).set(max(0, highwater - offset - 1))
+                lag = max(0, highwater - offset - 1)
+                self._lag(topic, partition).set(lag)
+                waiting += lag
+        self._behind = waiting >= self.settings.worker.worker_batch_size
 
     def _follow_rules(self) -> None:
         """Between batches: take the rules topic's latest acceptable pack as the target."""

@@ -92,8 +92,18 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "faust.streams:Stream.take_events",
-        "TriggerWorker._consume takes batches of events (not declared by StreamT)",
+        "processors.faust_host.batches.take_batches is a modified copy (the window asked "
+        "per batch; the stream members it uses, such as _enable_passive, _processors and "
+        "_active_agens, are the original's)",
         parameters="(self, max_, within)",
+        copied_sha256="607d48aead118ba8ea868718a0df87de1c5fcecd10ec542c659b448796728e08",
+    ),
+    Internal(
+        "faust.streams:Stream._active_agens",
+        "take_batches registers its generator there, as Faust's _tracks_buffer_agen does, "
+        "so that stopping the stream finalizes it",
+        assigned_in="faust.streams:Stream.__init__",
+        read_in=("faust.streams:_tracks_buffer_agen",),
     ),
     # -- recovery fence (processors.faust_host.recovery) --
     Internal(

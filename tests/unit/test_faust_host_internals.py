@@ -92,8 +92,17 @@ _SUBCLASSES = (
     recovery.FencingTableManager,
 )
 _FAUST_BASES = {base for cls in _SUBCLASSES for base in cls.__mro__[1:]}
-#: Members the copied drain loop uses: the original's (checked by its hash).
-_OF_THE_COPY = {"_stopped", "_read_offset", "_commit_every", "_n_acked", "_add_gap"}
+#: Members the copied drain loop and batch generator use: the originals' (checked by their
+#: hashes).
+_OF_THE_COPY = {
+    "_stopped",
+    "_read_offset",
+    "_commit_every",
+    "_n_acked",
+    "_add_gap",
+    "_enable_passive",
+    "_processors",
+}
 
 
 def test_every_private_faust_member_the_worker_touches_is_listed() -> None:

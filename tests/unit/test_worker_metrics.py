@@ -187,3 +187,27 @@ def test_the_worker_exports_its_consumer_lag_per_partition(worker: TriggerWorker
     group = worker.settings.worker.worker_app_id
     lag = {p: CONSUMER_LAG.labels(group, "unit.interactions", p)._value.get() for p in "03"}
     assert lag == {"0": 100 - 42, "3": 0}  # the next offsets to handle: 42 and 7
+
+
+def test_a_batch_waits_longer_for_records_only_while_the_worker_is_behind(
+    worker: TriggerWorker,
+) -> None:
+    from processors.worker import BATCH_WITHIN_BEHIND_S, BATCH_WITHIN_S
+
+    batch_size = worker.settings.worker.worker_batch_size
+    highwaters = {0: 0, 3: 0}
+
+    class Consumer:
+        def highwater(self, tp: Any) -> int:
+            return highwaters[tp.partition]
+
+    worker.app.consumer = Consumer()  # type: ignore[assignment]
+    events = [FakeEvent(FakeMessage(o, b"", partition=p)) for p, o in ((0, 40), (3, 6))]
+    assert worker._batch_window() == BATCH_WITHIN_S  # nothing known yet
+    # a batch's worth of records waits behind the two partitions together
+    highwaters.update({0: 41 + batch_size // 2, 3: 7 + batch_size - batch_size // 2})
+    worker._export_lag(cast(Any, events))
+    assert worker._batch_window() == BATCH_WITHIN_BEHIND_S > BATCH_WITHIN_S
+    highwaters[3] -= 1  # one record short of a batch: caught up, the short wait again
+    worker._export_lag(cast(Any, events))
+    assert worker._batch_window() == BATCH_WITHIN_S
