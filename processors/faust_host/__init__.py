@@ -9,6 +9,9 @@
   and then the changelog (held by a `CommitBarrier`) are acknowledged, drains
   messages without a task per message, fetches promptly and seeks fresh
   partitions to the beginning.
+- `batches`: `take_batches`, Faust's `take_events` with the wait for more
+  records chosen per batch (short while the worker keeps up, long while it is
+  behind).
 - `recovery`: `FencingTableManager`, the recovery fence that makes Faust's
   table recovery read to the end on Tansu, only where the broker needs it
   (`MOMENTS_BROKER_FENCE`: auto, on, off).

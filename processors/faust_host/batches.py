@@ -41,7 +41,8 @@ def take_batches(
 async def _take_batches(
     self: Any, max_: int, window: Callable[[], float]
 ) -> AsyncGenerator[list[EventT[Any]], None]:
-    # Faust's Stream.take_events (faust-streaming 0.12), `within` replaced by `window()`.
+    # Faust's Stream.take_events (faust-streaming 0.15.3, hash in internals), `within` replaced
+    # by `window()`.
     buffer: list[Any] = []
     events: list[EventT[Any]] = []
     buffer_add = buffer.append
