@@ -402,8 +402,9 @@ class TriggerWorker:
     def _batch_window(self) -> float:
         """How long the next batch may wait for more records: `BATCH_WITHIN_S` while the
         worker keeps up, `BATCH_WITHIN_BEHIND_S` while at least a batch's worth of records
-        waited behind the last one (they are there already: waiting adds no latency, and
-        a fuller batch costs less per record)."""
+        waited behind the last one (they are there already: a worker that handles records
+        slower than it fetches them fills the batch at once, and a fuller batch costs less
+        per record)."""
         return BATCH_WITHIN_BEHIND_S if self._behind else BATCH_WITHIN_S
 
     async def handle_batch(self, batch: Sequence[EventT[Any]]) -> None:
@@ -915,6 +916,7 @@ class TriggerWorker:
         """
         self._lines.clear()
         self._applied.clear()  # recovery may bring another partition's state
+        self._behind = False  # the records it counted may be another worker's now
         sent = await cast(WorkerConsumer, self.app.consumer).persist_staged()
         if sent:
             log.info("Sent %d staged state records before the rebalance", sent)

@@ -217,8 +217,8 @@ class StagedTable:
         reads them back with it), made once per key at every commit.
 
         Faust's JSON key codec writes a str as a JSON string with only the escapes JSON
-        requires. When the table's codec writes a probe key that way (a non-ASCII and a
-        DEL character left as they are), a key with no character JSON must escape is
+        requires. When the table's codec writes a probe key that way (non-ASCII, astral
+        and DEL characters left as they are), a key with no character JSON must escape is
         that key's UTF-8 between quotes, made here without Faust's codec lookup per key;
         every other key, and every key of a table whose codec writes otherwise, goes
         through the table's codec.
@@ -255,7 +255,7 @@ def _quoted(key: str) -> bytes:
 #: Characters a JSON string must escape: the quote, the backslash, control characters.
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 #: A key whose JSON form tells a codec that writes strings as they are from one that escapes.
-_KEY_PROBE = "0/e/\u00e9\u2028\x7f"
+_KEY_PROBE = "0/e/\u00e9\u2028\x7f\U0001f600"
 
 #: Changelog records produced between two yields to the event loop.
 _SEND_SLICE = 256

@@ -108,7 +108,13 @@ def test_changelog_keys_are_the_bytes_the_tables_own_key_codec_writes(
     dumps_key: Callable[..., bytes],
 ) -> None:
     table = FakeTable()
-    table.app.serializers.dumps_key = dumps_key
+    codec_keys: list[str] = []
+
+    def counted_dumps_key(key_type: type, key: str, *, serializer: str) -> bytes:
+        codec_keys.append(key)
+        return dumps_key(key_type, key, serializer=serializer)
+
+    table.app.serializers.dumps_key = counted_dumps_key
     raw_keys: list[bytes] = []
     send = table.app.producer.send
 
@@ -127,6 +133,11 @@ def test_changelog_keys_are_the_bytes_the_tables_own_key_codec_writes(
     keys = [f"4/e/c/{customer}" for customer in customers]
     assert raw_keys == [dumps_key(str, key, serializer="json") for key in keys]
     assert [key for _, key, _ in table.changelog] == keys
+    escaped = ['4/e/c/say "hi"', "4/e/c/back\\slash", "4/e/c/tab\there"]
+    if dumps_key is _faust_json_key:  # the probe, then only the keys JSON must escape
+        assert codec_keys[1:] == escaped
+    else:  # a codec that escapes non-ASCII writes every key itself
+        assert codec_keys[1:] == keys
 
 
 def test_falsy_values_survive_and_deletes_remove_the_key() -> None:
