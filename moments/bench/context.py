@@ -367,27 +367,37 @@ def steady_rate(samples: list[tuple[float, int]], expected: int) -> float:
     The moment each level is reached is interpolated between the samples around it,
     so the rate does not depend on how often the count is sampled.
     """
-    low, high = expected * 0.05, expected * 0.95
-    t_low, t_high = _reached(samples, low), _reached(samples, high)
-    if t_low is None or t_high is None:
+    span = _steady_span(samples, expected)
+    if span is None:
         return 0.0
-    return per_second(round(high - low), t_high - t_low)
+    events, began, ended = span
+    return per_second(events, ended - began)
 
 
 def steady_cpu_rate(samples: Samples, expected: int) -> float | None:
     """Events per CPU second of the measured processes over the same span as `steady_rate`
     (5% to 95% of `expected`), their CPU time interpolated like the times; None when not
     measured. Less sensitive than events/s to what else the machine runs."""
+    span = _steady_span(samples.counts, expected)
+    cpu = samples.cpu
+    if span is None or len(cpu) != len(samples.counts) or None in cpu:
+        return None
+    events, began, ended = span
+    readings = [(t, c) for (t, _), c in zip(samples.counts, cast(list[float], cpu), strict=True)]
+    used = _value_at(readings, ended) - _value_at(readings, began)
+    return per_second(events, used) if used > 0 else None
+
+
+def _steady_span(
+    samples: list[tuple[float, int]], expected: int
+) -> tuple[int, float, float] | None:
+    """The steady part of a run: the events between 5% and 95% of `expected`, and the times
+    those levels were reached; None when the samples do not reach both."""
     low, high = expected * 0.05, expected * 0.95
-    t_low, t_high = _reached(samples.counts, low), _reached(samples.counts, high)
-    if t_low is None or t_high is None or len(samples.cpu) != len(samples.counts):
+    began, ended = _reached(samples, low), _reached(samples, high)
+    if began is None or ended is None:
         return None
-    series = [(t, c) for (t, _), c in zip(samples.counts, samples.cpu, strict=True)]
-    if any(c is None for _, c in series):
-        return None
-    readings = cast(list[tuple[float, float]], series)
-    used = _value_at(readings, t_high) - _value_at(readings, t_low)
-    return per_second(round(high - low), used) if used > 0 else None
+    return round(high - low), began, ended
 
 
 def _value_at(readings: list[tuple[float, float]], at: float) -> float:
